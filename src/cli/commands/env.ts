@@ -1,0 +1,163 @@
+import type { Command } from 'commander';
+import type { CreateEnvironmentBody, Environment, EnvironmentDetail, EnvironmentList } from '../../shared/api.ts';
+import { formatDuration, formatSize } from '../../shared/units.ts';
+import type { ApiClient } from '../client.ts';
+import { age, CliError, printJson, printTable, withSpinner } from '../output.ts';
+import { attach } from './attach.ts';
+import { copy } from './cp.ts';
+
+type Client = () => ApiClient;
+const path = (id: string, rest = '') => `/api/environments/${encodeURIComponent(id)}${rest}`;
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+function printEnvironment(env: Environment | EnvironmentDetail): void {
+  const l = env.limits;
+  const lines: [string, string][] = [
+    ['id', env.id],
+    ['name', env.name],
+    ['state', env.state + (env.stateReason ? ` (${env.stateReason})` : '')],
+    ['image', `${env.image}${env.imageDigest ? ` ${env.imageDigest.slice(0, 19)}` : ''}`],
+    ['limits', `${l.cpus} cpu, ${formatSize(l.memoryBytes)} memory, ${formatSize(l.diskBytes)} disk, ${l.pidsLimit} processes`],
+    ['idle timeout', l.idleTimeoutMs === null ? 'off' : formatDuration(l.idleTimeoutMs)],
+    ['max lifetime', l.maxLifetimeMs === null ? 'off' : formatDuration(l.maxLifetimeMs)],
+    ['created', `${env.createdAt} (${age(env.createdAt)} ago)`],
+  ];
+  if (env.startedAt) lines.push(['started', env.startedAt]);
+  if ('usage' in env && env.usage) {
+    const u = env.usage;
+    const parts = [
+      u.memoryBytes === null ? null : `${formatSize(u.memoryBytes)} memory`,
+      u.cpuSeconds === null ? null : `${u.cpuSeconds.toFixed(1)}s cpu`,
+      u.pids === null ? null : `${u.pids} processes`,
+      u.diskBytes === null ? null : `${formatSize(u.diskBytes)} written`,
+    ].filter(Boolean);
+    lines.push(['usage', parts.join(', ')]);
+  }
+  const width = Math.max(...lines.map(([k]) => k.length));
+  process.stdout.write(`${lines.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join('\n')}\n`);
+}
+
+export function envCommands(program: Command, client: Client): void {
+  const env = program.command('env').description('create, use and remove environments');
+
+  env
+    .command('create')
+    .description('create and start an environment; prints its id')
+    .option('--name <name>', 'a name to use instead of the id')
+    .option('--image <image>', 'image name, path to an OCI layout or docker-save tarball, or registry reference', undefined)
+    .option('--cpus <n>', 'CPU cores', (v) => {
+      const n = Number(v);
+      if (!Number.isFinite(n)) throw new CliError(`--cpus must be a number, got '${v}'`);
+      return n;
+    })
+    .option('--memory <size>', 'memory limit, e.g. 2g')
+    .option('--disk <size>', 'disk limit, e.g. 10g')
+    .option('--pids <n>', 'process limit', (v) => Number.parseInt(v, 10))
+    .option('--idle-timeout <duration>', 'stop after this long without commands, e.g. 30m ("off" for never)')
+    .option('--max-lifetime <duration>', 'stop this long after starting, e.g. 24h ("off" for never)')
+    .option('--json', 'print a JSON object')
+    .action(async (o) => {
+      const body: CreateEnvironmentBody = {
+        name: o.name,
+        image: o.image,
+        cpus: o.cpus,
+        memory: o.memory,
+        disk: o.disk,
+        pids: o.pids,
+        idleTimeout: o.idleTimeout,
+        maxLifetime: o.maxLifetime,
+      };
+      const created = await withSpinner('creating environment', () => client().request<Environment>('POST', '/api/environments', body));
+      if (o.json) printJson({ id: created.id, name: created.name, state: created.state });
+      else process.stdout.write(`${created.id}\n`);
+    });
+
+  env
+    .command('list')
+    .alias('ls')
+    .description('list environments')
+    .option('--state <state>', 'only this state')
+    .option('--all', 'include deleted environments')
+    .option('--json', 'print JSON')
+    .action(async (o) => {
+      const items: Environment[] = [];
+      let cursor: string | null = null;
+      do {
+        const q = new URLSearchParams({ limit: '500' });
+        if (o.state) q.set('state', o.state);
+        if (o.all) q.set('includeDeleted', 'true');
+        if (cursor) q.set('cursor', cursor);
+        const page: EnvironmentList = await client().request<EnvironmentList>('GET', `/api/environments?${q}`);
+        items.push(...page.items);
+        cursor = page.nextCursor;
+      } while (cursor);
+      if (o.json) return printJson(items);
+      printTable(
+        ['ID', 'NAME', 'STATE', 'IMAGE', 'CPU', 'MEMORY', 'AGE'],
+        items.map((e) => [e.id, e.name, e.state, e.image, String(e.limits.cpus), formatSize(e.limits.memoryBytes), age(e.createdAt)]),
+      );
+    });
+
+  env
+    .command('show <id>')
+    .description('show an environment and its resource use')
+    .option('--json', 'print JSON')
+    .action(async (id: string, o) => {
+      const detail = await client().request<EnvironmentDetail>('GET', path(id));
+      if (o.json) printJson(detail);
+      else printEnvironment(detail);
+    });
+
+  for (const [verb, description, gerund] of [
+    ['start', 'start a stopped environment', 'starting'],
+    ['stop', 'stop an environment; its files stay', 'stopping'],
+  ] as const) {
+    env
+      .command(`${verb} <id>`)
+      .description(description)
+      .option('--json', 'print JSON')
+      .action(async (id: string, o) => {
+        const result = await withSpinner(`${gerund} ${id}`, () => client().request<Environment>('POST', path(id, `/${verb}`)));
+        if (o.json) printJson(result);
+        else process.stdout.write(`${result.id} ${result.state}\n`);
+      });
+  }
+
+  env
+    .command('rm <id>')
+    .description('remove an environment and free its disk')
+    .option('--json', 'print JSON')
+    .action(async (id: string, o) => {
+      const result = await withSpinner(`removing ${id}`, () => client().request<Environment>('DELETE', path(id)));
+      if (o.json) printJson(result);
+      else process.stdout.write(`${result.id} ${result.state}\n`);
+    });
+
+  env
+    .command('exec <id> <cmd...>')
+    .description('run a command inside; exits with its exit code (put -- before the command)')
+    .option('--cwd <dir>', 'working directory inside (default /workspace)')
+    .option('--env <K=V>', 'environment variable, repeatable', collect)
+    .option('--timeout <duration>', 'kill the command after this long (default 10m; "off" for never)')
+    .option('-i, --interactive', 'pass standard input')
+    .option('-t, --tty', 'give the command a terminal')
+    .passThroughOptions()
+    .action(async (id: string, cmd: string[], o) => {
+      const env: Record<string, string> = {};
+      for (const kv of (o.env as string[] | undefined) ?? []) {
+        const eq = kv.indexOf('=');
+        if (eq <= 0) throw new CliError(`--env takes K=V, got '${kv}'`);
+        env[kv.slice(0, eq)] = kv.slice(eq + 1);
+      }
+      const code = await attach(client(), id, { cmd, cwd: o.cwd, env, timeout: o.timeout, interactive: Boolean(o.interactive), tty: Boolean(o.tty) });
+      process.exitCode = code;
+    });
+
+  env
+    .command('cp <src> <dest>')
+    .description('copy files in (LOCAL ID:PATH) or out (ID:PATH LOCAL)')
+    .action(async (src: string, dest: string) => copy(client(), src, dest));
+}

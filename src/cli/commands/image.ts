@@ -1,0 +1,44 @@
+import { resolve } from 'node:path';
+import type { Command } from 'commander';
+import { formatSize } from '../../shared/units.ts';
+import type { ApiClient } from '../client.ts';
+import { age, printJson, printTable, withSpinner } from '../output.ts';
+
+interface ImageView {
+  name: string;
+  digest: string;
+  sizeBytes: number;
+  createdAt: string;
+  source: string;
+}
+
+export function imageCommands(program: Command, client: () => ApiClient): void {
+  const image = program.command('image').description('images environments start from');
+
+  image
+    .command('list')
+    .alias('ls')
+    .option('--json', 'print JSON')
+    .description('list the images on the local runner')
+    .action(async (o) => {
+      const { items } = await client().request<{ items: ImageView[] }>('GET', '/api/images');
+      if (o.json) return printJson(items);
+      printTable(
+        ['NAME', 'DIGEST', 'SIZE', 'SOURCE', 'AGE'],
+        items.map((i) => [i.name, i.digest.slice(0, 19), formatSize(i.sizeBytes), i.source, age(i.createdAt)]),
+      );
+    });
+
+  image
+    .command('import <path>')
+    .description('import an OCI image layout (folder or tar) or a docker/podman save tarball')
+    .option('--name <name>', 'name to give the image')
+    .option('--json', 'print JSON')
+    .action(async (path: string, o) => {
+      const imported = await withSpinner(`importing ${path}`, () =>
+        client().request<ImageView>('POST', '/api/images/import', { path: resolve(path), name: o.name }),
+      );
+      if (o.json) printJson(imported);
+      else process.stdout.write(`${imported.name} ${imported.digest}\n`);
+    });
+}

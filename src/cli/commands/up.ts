@@ -1,0 +1,46 @@
+import pino from 'pino';
+import { startBerth } from '../../server/index.ts';
+import { Spinner } from '../output.ts';
+
+export interface UpOptions {
+  port: number;
+  host: string;
+  dataDir: string;
+}
+
+export async function up(opts: UpOptions): Promise<void> {
+  const logger = pino({ level: process.env.BERTH_LOG_LEVEL ?? 'info' }, pino.destination(2));
+  let spinner: Spinner | undefined;
+  const berth = await startBerth({
+    dataDir: opts.dataDir,
+    port: opts.port,
+    host: opts.host,
+    databaseUrl: process.env.DATABASE_URL,
+    imageDir: process.env.BERTH_IMAGE_DIR,
+    logger,
+    onImageProgress: ({ message, fraction }) => {
+      const text = `building the default image: ${message}${fraction === undefined ? '' : ` (${Math.round(fraction * 100)}%)`}`;
+      if (spinner) spinner.update(text);
+      else spinner = new Spinner(text);
+    },
+  });
+  spinner?.done('default image ready');
+
+  process.stderr.write(
+    `Berth is up at ${berth.url} (${berth.database.kind} database, ${berth.runner.backend.name} runtime)\n` +
+      `  data dir: ${opts.dataDir}\n` +
+      `  try: berth env create --name demo && berth env exec demo -- uname -a\n` +
+      `Press Ctrl-C to stop; environments keep their files and are found again on the next start.\n`,
+  );
+
+  let closing = false;
+  const shutdown = async (signal: string) => {
+    if (closing) return;
+    closing = true;
+    logger.info({ signal }, 'shutting down');
+    await berth.close();
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+}

@@ -1,0 +1,99 @@
+import { execFile } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { promisify } from 'node:util';
+import { cgroupLayout } from '../cgroups.ts';
+import type { ContainerStatus, ExecSpec, IsolationBackend } from './backend.ts';
+
+const execFileAsync = promisify(execFile);
+
+export type RuntimeName = 'crun' | 'runc' | 'runsc';
+
+/**
+ * Runs bundles with an OCI runtime's command line. State lives under `stateDir`
+ * (one per data dir), so several Berth instances on a host never see each other's
+ * containers.
+ */
+export class OciRuntime implements IsolationBackend {
+  readonly name: RuntimeName;
+  readonly #binary: string;
+  readonly #stateDir: string;
+  readonly #wrapForHybrid: boolean;
+
+  constructor(opts: { name: RuntimeName; binary?: string; stateDir: string }) {
+    this.name = opts.name;
+    this.#binary = opts.binary ?? opts.name;
+    this.#stateDir = opts.stateDir;
+    mkdirSync(this.#stateDir, { recursive: true, mode: 0o700 });
+    // crun refuses hosts that mount cgroup v1 controllers and an empty cgroup2 tree at
+    // /sys/fs/cgroup/unified ("hybrid"). Starting it in a private mount namespace
+    // without that mount makes it see a plain v1 host. Only creation needs cgroups, so
+    // only `run` is wrapped; exec, kill and delete run directly.
+    this.#wrapForHybrid = this.name === 'crun' && cgroupLayout() === 'hybrid';
+  }
+
+  #args(...rest: string[]): string[] {
+    return ['--root', this.#stateDir, ...rest];
+  }
+
+  async run(containerId: string, bundleDir: string): Promise<void> {
+    const args = this.#args('run', '--detach', '--bundle', bundleDir, containerId);
+    const [file, argv] = this.#wrapForHybrid
+      ? ['unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', 'umount /sys/fs/cgroup/unified && exec "$@"', 'sh', this.#binary, ...args]]
+      : [this.#binary, args];
+    await this.#exec(file, argv as string[]);
+  }
+
+  async status(containerId: string): Promise<ContainerStatus> {
+    const state = await this.#state(containerId);
+    if (!state) return 'absent';
+    return state.status === 'running' || state.status === 'created' ? 'running' : 'stopped';
+  }
+
+  async pid(containerId: string): Promise<number | undefined> {
+    const state = await this.#state(containerId);
+    return state?.status === 'running' ? state.pid : undefined;
+  }
+
+  async kill(containerId: string): Promise<void> {
+    try {
+      await this.#exec(this.#binary, this.#args('kill', containerId, 'KILL'));
+    } catch (err) {
+      // Already dead or never started: the goal is reached either way.
+      if ((await this.status(containerId)) === 'running') throw err;
+    }
+  }
+
+  async delete(containerId: string): Promise<void> {
+    try {
+      await this.#exec(this.#binary, this.#args('delete', '--force', containerId));
+    } catch (err) {
+      if ((await this.status(containerId)) !== 'absent') throw err;
+    }
+  }
+
+  execCommand(containerId: string, spec: ExecSpec): { file: string; args: string[] } {
+    const args = this.#args('exec', '--cwd', spec.cwd, '--pid-file', spec.pidFile);
+    for (const kv of spec.env) args.push('--env', kv);
+    if (spec.tty) args.push('--tty');
+    args.push(containerId, ...spec.cmd);
+    return { file: this.#binary, args };
+  }
+
+  async #state(containerId: string): Promise<{ status: string; pid: number } | undefined> {
+    try {
+      const { stdout } = await execFileAsync(this.#binary, this.#args('state', containerId));
+      return JSON.parse(stdout) as { status: string; pid: number };
+    } catch {
+      return undefined;
+    }
+  }
+
+  async #exec(file: string, args: string[]): Promise<void> {
+    try {
+      await execFileAsync(file, args);
+    } catch (err) {
+      const e = err as { stderr?: string; message: string };
+      throw new Error(`${this.name} ${args.find((a) => !a.startsWith('-') && a !== this.#stateDir) ?? ''} failed: ${(e.stderr ?? e.message).trim()}`);
+    }
+  }
+}

@@ -1,0 +1,83 @@
+// Generates the OCI runtime config (config.json) for one environment. The same bundle
+// runs under crun, runc or runsc.
+import type { EnvironmentLimits } from '../shared/environment.ts';
+import { seccompProfile } from './backends/seccomp.ts';
+import { ID_BASE, ID_COUNT } from './idmap.ts';
+
+export interface BundleInput {
+  hostname: string;
+  rootfs: string;
+  /** Static init binary on the host, bind-mounted read-only as the environment's PID 1. */
+  initBinary: string;
+  env: string[];
+  limits: EnvironmentLimits;
+  cgroupsPath: string;
+}
+
+export const INIT_PATH = '/.berth/init';
+export const WORKSPACE = '/workspace';
+
+// Docker's default set minus NET_RAW and MKNOD: enough for package managers and build
+// tools running as root inside, nothing that reaches the host.
+export const CAPABILITIES = [
+  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FOWNER', 'CAP_FSETID', 'CAP_KILL', 'CAP_SETGID',
+  'CAP_SETUID', 'CAP_SETPCAP', 'CAP_NET_BIND_SERVICE', 'CAP_SYS_CHROOT', 'CAP_AUDIT_WRITE', 'CAP_SETFCAP',
+];
+
+const CPU_PERIOD = 100_000;
+
+export function ociConfig(input: BundleInput) {
+  const { limits } = input;
+  const idMap = [{ containerID: 0, hostID: ID_BASE, size: ID_COUNT }];
+  return {
+    ociVersion: '1.0.2',
+    process: {
+      terminal: false,
+      user: { uid: 0, gid: 0 },
+      // catatonit -P: a reaping init that runs nothing; every command arrives through exec.
+      args: [INIT_PATH, '-P'],
+      env: input.env,
+      cwd: '/',
+      capabilities: {
+        bounding: CAPABILITIES,
+        effective: CAPABILITIES,
+        permitted: CAPABILITIES,
+        inheritable: [] as string[],
+        ambient: [] as string[],
+      },
+      rlimits: [{ type: 'RLIMIT_NOFILE', hard: 65_536, soft: 65_536 }],
+      noNewPrivileges: true,
+      oomScoreAdj: 500,
+    },
+    root: { path: input.rootfs, readonly: false },
+    hostname: input.hostname,
+    mounts: [
+      { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+      { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+      { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620'] },
+      { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=262144k'] },
+      { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+      { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+      { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] },
+      { destination: INIT_PATH, type: 'bind', source: input.initBinary, options: ['bind', 'ro', 'nosuid', 'nodev'] },
+    ],
+    linux: {
+      uidMappings: idMap,
+      gidMappings: idMap,
+      namespaces: ['pid', 'network', 'ipc', 'uts', 'mount', 'user', 'cgroup'].map((type) => ({ type })),
+      cgroupsPath: input.cgroupsPath,
+      resources: {
+        devices: [{ allow: false, access: 'rwm' }],
+        memory: { limit: limits.memoryBytes },
+        cpu: { quota: Math.round(limits.cpus * CPU_PERIOD), period: CPU_PERIOD },
+        pids: { limit: limits.pidsLimit },
+      },
+      seccomp: seccompProfile(),
+      maskedPaths: [
+        '/proc/acpi', '/proc/asound', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list',
+        '/proc/timer_stats', '/proc/sched_debug', '/proc/scsi', '/sys/firmware', '/sys/devices/virtual/powercap',
+      ],
+      readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
+    },
+  };
+}

@@ -1,0 +1,60 @@
+import { readFileSync } from 'node:fs';
+
+export type CgroupLayout = 'v2' | 'v1' | 'hybrid';
+
+let cached: CgroupLayout | undefined;
+
+/** How the host mounts cgroups, read from /proc/self/mountinfo once. */
+export function cgroupLayout(): CgroupLayout {
+  if (cached) return cached;
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n');
+  const fsType = (line: string) => line.split(' - ')[1]?.split(' ')[0];
+  const mountPoint = (line: string) => line.split(' ')[4];
+  const v2Root = mounts.some((l) => fsType(l) === 'cgroup2' && mountPoint(l) === '/sys/fs/cgroup');
+  const v1 = mounts.some((l) => fsType(l) === 'cgroup');
+  cached = v2Root ? 'v2' : v1 && mounts.some((l) => fsType(l) === 'cgroup2') ? 'hybrid' : 'v1';
+  return cached;
+}
+
+export interface CgroupUsage {
+  memoryBytes: number | null;
+  cpuSeconds: number | null;
+  pids: number | null;
+}
+
+function readNumber(path: string): number | null {
+  try {
+    const n = Number(readFileSync(path, 'utf8').trim().split(/\s+/)[0]);
+    return Number.isFinite(n) ? n : null;
+  } catch {
+    return null;
+  }
+}
+
+function readStat(path: string, key: string): number | null {
+  try {
+    const line = readFileSync(path, 'utf8').split('\n').find((l) => l.startsWith(`${key} `));
+    return line ? Number(line.split(' ')[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Memory, CPU and process count of a container's cgroup (`cgroupsPath` as given to the runtime). */
+export function cgroupUsage(cgroupsPath: string): CgroupUsage {
+  if (cgroupLayout() === 'v2') {
+    const dir = `/sys/fs/cgroup${cgroupsPath}`;
+    const usec = readStat(`${dir}/cpu.stat`, 'usage_usec');
+    return {
+      memoryBytes: readNumber(`${dir}/memory.current`),
+      cpuSeconds: usec === null ? null : usec / 1e6,
+      pids: readNumber(`${dir}/pids.current`),
+    };
+  }
+  const ns = readNumber(`/sys/fs/cgroup/cpuacct${cgroupsPath}/cpuacct.usage`);
+  return {
+    memoryBytes: readNumber(`/sys/fs/cgroup/memory${cgroupsPath}/memory.usage_in_bytes`),
+    cpuSeconds: ns === null ? null : ns / 1e9,
+    pids: readNumber(`/sys/fs/cgroup/pids${cgroupsPath}/pids.current`),
+  };
+}

@@ -1,0 +1,142 @@
+import { execFile, spawn } from 'node:child_process';
+import { readFile, rm } from 'node:fs/promises';
+import { readdirSync, readFileSync } from 'node:fs';
+import type { Readable, Writable } from 'node:stream';
+import { promisify } from 'node:util';
+import type { ExecSpec, IsolationBackend } from './backends/backend.ts';
+
+const execFileAsync = promisify(execFile);
+
+export interface ExitStatus {
+  exitCode: number;
+  timedOut: boolean;
+  durationMs: number;
+}
+
+/** A command running inside an environment. */
+export interface RunningCommand {
+  stdin: Writable;
+  stdout: Readable;
+  /** Empty for a terminal session: a terminal has one output stream. */
+  stderr: Readable;
+  exited: Promise<ExitStatus>;
+  resize(cols: number, rows: number): Promise<void>;
+  signal(signal: NodeJS.Signals): Promise<void>;
+}
+
+export interface StartCommand {
+  backend: IsolationBackend;
+  containerId: string;
+  spec: ExecSpec;
+  tty?: { cols: number; rows: number } | undefined;
+  timeoutMs?: number | undefined;
+}
+
+/** Exit code reported when a command is killed for running past its timeout, as timeout(1) does. */
+export const TIMEOUT_EXIT_CODE = 124;
+
+const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
+
+export function startCommand({ backend, containerId, spec, tty, timeoutMs }: StartCommand): RunningCommand {
+  const started = performance.now();
+  const { file, args } = backend.execCommand(containerId, spec);
+  // The runtime wants a terminal on its own stdin before it gives one to the command,
+  // so a terminal session runs under script(1), which supplies it without native code.
+  const child = tty
+    ? spawn('script', ['-q', '-e', '-c', `stty rows ${tty.rows} cols ${tty.cols} && exec ${[file, ...args].map(quote).join(' ')}`, '/dev/null'], { stdio: 'pipe' })
+    : spawn(file, args, { stdio: 'pipe' });
+
+  let pid: number | undefined;
+  const commandPid = async (): Promise<number | undefined> => {
+    if (pid) return pid;
+    try {
+      pid = Number((await readFile(spec.pidFile, 'utf8')).trim()) || undefined;
+    } catch {
+      // Not written yet: the command has not started, or is already gone.
+    }
+    return pid;
+  };
+
+  let timedOut = false;
+  const timer =
+    timeoutMs && timeoutMs > 0
+      ? setTimeout(async () => {
+          timedOut = true;
+          const p = await commandPid();
+          if (p) killTree(p);
+          child.kill('SIGKILL');
+        }, timeoutMs)
+      : undefined;
+
+  const exited = new Promise<ExitStatus>((resolve) => {
+    child.on('error', () => resolve({ exitCode: 127, timedOut, durationMs: performance.now() - started }));
+    child.on('close', (code, signal) => {
+      if (timer) clearTimeout(timer);
+      void rm(spec.pidFile, { force: true });
+      const exitCode = timedOut ? TIMEOUT_EXIT_CODE : (code ?? 128 + (signal ? signalNumber(signal) : 0));
+      resolve({ exitCode, timedOut, durationMs: performance.now() - started });
+    });
+  });
+  // The peer may stop reading or writing at any time; a broken pipe is not our crash.
+  child.stdin.on('error', () => {});
+
+  return {
+    stdin: child.stdin,
+    stdout: child.stdout,
+    stderr: child.stderr,
+    exited,
+    async resize(cols, rows) {
+      const p = await commandPid();
+      if (!tty || !p) return;
+      // The runtime does not pass window changes on, so set the size on the terminal
+      // the command holds; the kernel then sends it SIGWINCH.
+      await execFileAsync('stty', ['-F', `/proc/${p}/fd/0`, 'rows', String(rows), 'cols', String(cols)]).catch(() => {});
+    },
+    async signal(signal) {
+      const p = await commandPid();
+      if (p) {
+        try {
+          process.kill(p, signal);
+        } catch {
+          // already gone
+        }
+      }
+    },
+  };
+}
+
+function signalNumber(signal: NodeJS.Signals): number {
+  const numbers: Partial<Record<NodeJS.Signals, number>> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 };
+  return numbers[signal] ?? 0;
+}
+
+function descendants(pid: number): number[] {
+  const out: number[] = [];
+  let tasks: string[] = [];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tasks) {
+    let children = '';
+    try {
+      children = readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const c of children.split(' ').filter(Boolean).map(Number)) out.push(c, ...descendants(c));
+  }
+  return out;
+}
+
+/** SIGKILLs a process and everything it started that is still its descendant. */
+export function killTree(pid: number): void {
+  for (const p of [pid, ...descendants(pid)]) {
+    try {
+      process.kill(p, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}

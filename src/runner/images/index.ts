@@ -1,0 +1,3 @@
+// Public surface of the image store. See store.ts for the implementation.
+export type { ImageRecord, ImageProgress } from './store.ts';
+export { ImageStore, DEFAULT_IMAGE } from './store.ts';

@@ -1,0 +1,6 @@
+// The runner: makes and runs environments on this host.
+export { LocalRunner, type EnvironmentSpec, type CommandOptions } from './runner.ts';
+export type { RunningCommand, ExitStatus } from './exec.ts';
+export { TIMEOUT_EXIT_CODE } from './exec.ts';
+export { ImageStore, DEFAULT_IMAGE, type ImageRecord, type ImageProgress } from './images/index.ts';
+export { cgroupLayout } from './cgroups.ts';

@@ -1,0 +1,49 @@
+import type { Environment } from '../../shared/api.ts';
+import type { EnvironmentLimits } from '../../shared/environment.ts';
+import type { EnvironmentRow } from '../db/index.ts';
+
+const iso = (d: Date | string | null) => (d === null ? null : new Date(d).toISOString());
+const num = (v: string | number | null) => (v === null ? null : Number(v));
+
+export function limitsOf(row: EnvironmentRow): EnvironmentLimits {
+  return {
+    cpus: row.cpus,
+    memoryBytes: Number(row.memory_bytes),
+    diskBytes: Number(row.disk_bytes),
+    pidsLimit: row.pids_limit,
+    idleTimeoutMs: num(row.idle_timeout_ms),
+    maxLifetimeMs: num(row.max_lifetime_ms),
+  };
+}
+
+export function toApi(row: EnvironmentRow): Environment {
+  return {
+    id: row.id,
+    name: row.name,
+    image: row.image,
+    imageDigest: row.image_digest,
+    state: row.state,
+    stateReason: row.state_reason,
+    limits: limitsOf(row),
+    createdAt: iso(row.created_at)!,
+    startedAt: iso(row.started_at),
+    lastActiveAt: iso(row.last_active_at),
+  };
+}
+
+/** Opaque page cursor: the sort key of the last row of the previous page. */
+export function encodeCursor(row: EnvironmentRow): string {
+  return Buffer.from(JSON.stringify([iso(row.created_at), row.id])).toString('base64url');
+}
+
+export function decodeCursor(cursor: string): [string, string] | undefined {
+  try {
+    const v = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+    if (Array.isArray(v) && v.length === 2 && typeof v[0] === 'string' && typeof v[1] === 'string' && !Number.isNaN(Date.parse(v[0]))) {
+      return [v[0], v[1]];
+    }
+  } catch {
+    // fall through
+  }
+  return undefined;
+}

@@ -1,0 +1,307 @@
+import { availableParallelism } from 'node:os';
+import { sql } from 'kysely';
+import type { Logger } from 'pino';
+import type { CreateEnvironmentBody, Environment, EnvironmentDetail, EnvironmentList } from '../../shared/api.ts';
+import { canTransition, type EnvironmentState } from '../../shared/environment.ts';
+import { BerthError, conflict, invalid, notFound, unavailable } from '../../shared/errors.ts';
+import { isEnvironmentId, newId, randomName } from '../../shared/ids.ts';
+import { formatDuration } from '../../shared/units.ts';
+import { DEFAULT_IMAGE, type CommandOptions, type EnvironmentSpec, type LocalRunner, type RunningCommand } from '../../runner/index.ts';
+import type { Db, EnvironmentRow, EnvironmentUpdate } from '../db/index.ts';
+import { decodeCursor, encodeCursor, limitsOf, toApi } from './convert.ts';
+import { limitsFrom } from './limits.ts';
+
+export interface ListOptions {
+  state?: EnvironmentState | undefined;
+  limit: number;
+  cursor?: string | undefined;
+  includeDeleted?: boolean | undefined;
+}
+
+/**
+ * Environments as the API sees them: the rows in the database and the runner that
+ * makes them real. Every state change is written before the runner acts on it, so a
+ * restart can tell what was under way (see reconcile).
+ */
+export class EnvironmentService {
+  readonly #db: Db;
+  readonly #runner: LocalRunner;
+  readonly #log: Logger;
+  readonly #hostCpus: number;
+  /** One operation at a time per environment: start, stop and rm never interleave. */
+  readonly #locks = new Map<string, Promise<unknown>>();
+  /** Commands running per environment; an environment with one is not idle. */
+  readonly #activeCommands = new Map<string, number>();
+
+  constructor(opts: { db: Db; runner: LocalRunner; logger: Logger; hostCpus?: number }) {
+    this.#db = opts.db;
+    this.#runner = opts.runner;
+    this.#log = opts.logger;
+    this.#hostCpus = opts.hostCpus ?? availableParallelism();
+  }
+
+  async create(orgId: string, body: CreateEnvironmentBody): Promise<Environment> {
+    // Everything that can be refused is checked before anything is written.
+    const limits = limitsFrom(body, this.#hostCpus);
+    const name = body.name ?? randomName('env');
+    if (await this.#byName(orgId, name)) throw conflict(`the name '${name}' is taken: choose another with --name`);
+    const image = await this.#runner.images.resolve(body.image ?? DEFAULT_IMAGE);
+
+    const id = newId('env');
+    try {
+      await this.#db
+        .insertInto('environments')
+        .values({
+          id,
+          org_id: orgId,
+          name,
+          image: image.name,
+          image_digest: image.digest,
+          state: 'creating',
+          cpus: limits.cpus,
+          memory_bytes: String(limits.memoryBytes),
+          disk_bytes: String(limits.diskBytes),
+          pids_limit: limits.pidsLimit,
+          idle_timeout_ms: limits.idleTimeoutMs === null ? null : String(limits.idleTimeoutMs),
+          max_lifetime_ms: limits.maxLifetimeMs === null ? null : String(limits.maxLifetimeMs),
+        })
+        .execute();
+    } catch (err) {
+      if ((err as { code?: string }).code === '23505') throw conflict(`the name '${name}' is taken: choose another with --name`);
+      throw err;
+    }
+    return this.#withLock(id, async () => {
+      const row = await this.#get(orgId, id);
+      return toApi(await this.#bringUp(row, 'creating'));
+    });
+  }
+
+  async list(orgId: string, opts: ListOptions): Promise<EnvironmentList> {
+    let q = this.#db.selectFrom('environments').selectAll().where('org_id', '=', orgId);
+    if (opts.state) q = q.where('state', '=', opts.state);
+    else if (!opts.includeDeleted) q = q.where('state', '<>', 'deleted');
+    if (opts.cursor) {
+      const after = decodeCursor(opts.cursor);
+      if (!after) throw invalid('cursor is not one this server gave out: pass the nextCursor of the previous page', 'cursor');
+      q = q.where(sql<boolean>`(created_at, id) < (${after[0]}::timestamptz, ${after[1]})`);
+    }
+    const rows = await q.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(opts.limit + 1).execute();
+    const page = rows.slice(0, opts.limit);
+    return { items: page.map(toApi), nextCursor: rows.length > opts.limit ? encodeCursor(page.at(-1)!) : null };
+  }
+
+  async show(orgId: string, ref: string): Promise<EnvironmentDetail> {
+    const row = await this.#get(orgId, ref);
+    if (row.state !== 'running' && row.state !== 'stopped') return { ...toApi(row), usage: null };
+    const cg = row.state === 'running' ? this.#runner.usage(row.id) : { memoryBytes: null, cpuSeconds: null, pids: null };
+    return { ...toApi(row), usage: { ...cg, diskBytes: await this.#runner.diskUsage(row.id) } };
+  }
+
+  async start(orgId: string, ref: string): Promise<Environment> {
+    const { id } = await this.#get(orgId, ref);
+    return this.#withLock(id, async () => {
+      const row = await this.#get(orgId, id);
+      if (row.state === 'running') return toApi(row);
+      this.#expect(row, 'starting', 'start');
+      return toApi(await this.#bringUp(await this.#transition(row, 'starting'), 'starting'));
+    });
+  }
+
+  async stop(orgId: string, ref: string, reason: string | null = null): Promise<Environment> {
+    const { id } = await this.#get(orgId, ref);
+    return this.#withLock(id, async () => {
+      const row = await this.#get(orgId, id);
+      if (row.state === 'stopped') return toApi(row);
+      this.#expect(row, 'stopping', 'stop');
+      const stopping = await this.#transition(row, 'stopping', { state_reason: reason });
+      await this.#runner.stop(id);
+      return toApi(await this.#transition(stopping, 'stopped', { state_reason: reason }));
+    });
+  }
+
+  async remove(orgId: string, ref: string): Promise<Environment> {
+    const { id } = await this.#get(orgId, ref);
+    return this.#withLock(id, async () => {
+      const row = await this.#get(orgId, id);
+      this.#expect(row, 'deleting', 'remove');
+      const deleting = await this.#transition(row, 'deleting');
+      await this.#runner.remove(id);
+      return toApi(await this.#transition(deleting, 'deleted', { state_reason: null }));
+    });
+  }
+
+  /** Starts a command in a running environment and counts it as activity. */
+  async exec(orgId: string, ref: string, opts: CommandOptions): Promise<RunningCommand> {
+    const row = await this.#get(orgId, ref);
+    if (row.state !== 'running') {
+      throw conflict(`environment '${row.name}' is ${row.state}${row.state === 'stopped' ? `: start it with \`berth env start ${row.name}\`` : ''}`);
+    }
+    const command = this.#runner.exec(await this.#spec(row), opts);
+    this.#activeCommands.set(row.id, (this.#activeCommands.get(row.id) ?? 0) + 1);
+    void this.#touch(row.id);
+    void command.exited.finally(() => {
+      this.#activeCommands.set(row.id, (this.#activeCommands.get(row.id) ?? 1) - 1);
+      void this.#touch(row.id);
+    });
+    return command;
+  }
+
+  /**
+   * Makes the database and the host agree after a restart. Transitions that were in
+   * flight are finished or failed; nothing is left half-made or reported as running
+   * when it is not.
+   */
+  async reconcile(): Promise<void> {
+    const rows = await this.#db.selectFrom('environments').selectAll().where('state', '<>', 'deleted').execute();
+    for (const row of rows) {
+      try {
+        await this.#withLock(row.id, () => this.#reconcileOne(row));
+      } catch (err) {
+        this.#log.error({ err, environment: row.id }, 'could not reconcile environment');
+      }
+    }
+  }
+
+  async #reconcileOne(row: EnvironmentRow): Promise<void> {
+    const actual = await this.#runner.status(row.id);
+    const log = (to: string) => this.#log.info({ environment: row.id, from: row.state, actual, to }, 'reconciled environment');
+    switch (row.state) {
+      case 'creating':
+        await this.#runner.remove(row.id);
+        await this.#transition(row, 'failed', { state_reason: 'interrupted while being created: remove it and create a new one' });
+        return log('failed');
+      case 'deleting':
+        await this.#runner.remove(row.id);
+        await this.#transition(row, 'deleted', { state_reason: null });
+        return log('deleted');
+      case 'stopping':
+        await this.#runner.stop(row.id);
+        await this.#transition(row, 'stopped');
+        return log('stopped');
+      case 'starting':
+      case 'running':
+        if (actual === 'running') {
+          if (row.state === 'starting') await this.#transition(row, 'running', { started_at: new Date() });
+          return;
+        }
+        await this.#runner.stop(row.id);
+        await this.#set(row, 'stopped', { state_reason: 'its processes ended while the runner was down (host restart?): start it again' });
+        return log('stopped');
+      case 'stopped':
+      case 'failed':
+        if (actual !== 'absent') await this.#runner.stop(row.id);
+        return;
+    }
+  }
+
+  /** Stops environments that have been idle or alive too long. Returns the ids stopped. */
+  async sweep(now = new Date()): Promise<string[]> {
+    const rows = await this.#db.selectFrom('environments').selectAll().where('state', '=', 'running').execute();
+    const stopped: string[] = [];
+    for (const row of rows) {
+      const limits = limitsOf(row);
+      const since = (d: Date | string | null) => (d === null ? 0 : now.getTime() - new Date(d).getTime());
+      let reason: string | null = null;
+      if (limits.maxLifetimeMs !== null && since(row.started_at) >= limits.maxLifetimeMs) {
+        reason = `reached its maximum lifetime of ${formatDuration(limits.maxLifetimeMs)}`;
+      } else if (
+        limits.idleTimeoutMs !== null &&
+        !this.#activeCommands.get(row.id) &&
+        since(row.last_active_at ?? row.started_at) >= limits.idleTimeoutMs
+      ) {
+        reason = `idle for ${formatDuration(limits.idleTimeoutMs)}`;
+      }
+      if (!reason) continue;
+      try {
+        await this.stop(row.org_id, row.id, reason);
+        stopped.push(row.id);
+        this.#log.info({ environment: row.id, reason }, 'stopped environment');
+      } catch (err) {
+        this.#log.error({ err, environment: row.id }, 'could not stop environment');
+      }
+    }
+    return stopped;
+  }
+
+  async #bringUp(row: EnvironmentRow, from: 'creating' | 'starting'): Promise<EnvironmentRow> {
+    try {
+      await this.#runner.start(await this.#spec(row));
+    } catch (err) {
+      this.#log.error({ err, environment: row.id }, 'environment failed to start');
+      const message = err instanceof Error ? err.message : String(err);
+      if (from === 'creating') await this.#runner.remove(row.id).catch(() => {});
+      else await this.#runner.stop(row.id).catch(() => {});
+      await this.#transition(row, 'failed', { state_reason: message });
+      if (err instanceof BerthError) throw err;
+      throw unavailable(`environment '${row.name}' could not start: ${message}`);
+    }
+    const now = new Date();
+    return this.#transition(row, 'running', { started_at: now, last_active_at: now, state_reason: null });
+  }
+
+  async #spec(row: EnvironmentRow): Promise<EnvironmentSpec> {
+    const image = await this.#runner.images.get(row.image);
+    if (!image || (row.image_digest && image.digest !== row.image_digest)) {
+      throw unavailable(`image '${row.image}' of environment '${row.name}' is no longer on this runner: import it again`);
+    }
+    return { id: row.id, hostname: row.name, image, limits: limitsOf(row) };
+  }
+
+  #expect(row: EnvironmentRow, to: EnvironmentState, verb: string): void {
+    if (!canTransition(row.state, to)) throw conflict(`cannot ${verb} environment '${row.name}' while it is ${row.state}`);
+  }
+
+  async #transition(row: EnvironmentRow, to: EnvironmentState, patch: EnvironmentUpdate = {}): Promise<EnvironmentRow> {
+    if (!canTransition(row.state, to)) throw new Error(`illegal environment transition ${row.state} -> ${to}`);
+    return this.#set(row, to, patch);
+  }
+
+  async #set(row: EnvironmentRow, to: EnvironmentState, patch: EnvironmentUpdate = {}): Promise<EnvironmentRow> {
+    const updated = await this.#db
+      .updateTable('environments')
+      .set({ ...patch, state: to, updated_at: new Date() })
+      .where('id', '=', row.id)
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    return updated;
+  }
+
+  async #touch(id: string): Promise<void> {
+    try {
+      await this.#db.updateTable('environments').set({ last_active_at: new Date() }).where('id', '=', id).execute();
+    } catch (err) {
+      this.#log.warn({ err, environment: id }, 'could not record activity');
+    }
+  }
+
+  async #byName(orgId: string, name: string): Promise<EnvironmentRow | undefined> {
+    return this.#db
+      .selectFrom('environments')
+      .selectAll()
+      .where('org_id', '=', orgId)
+      .where('name', '=', name)
+      .where('state', '<>', 'deleted')
+      .executeTakeFirst();
+  }
+
+  async #get(orgId: string, ref: string): Promise<EnvironmentRow> {
+    const row = isEnvironmentId(ref)
+      ? await this.#db.selectFrom('environments').selectAll().where('org_id', '=', orgId).where('id', '=', ref).executeTakeFirst()
+      : await this.#byName(orgId, ref);
+    if (!row || (row.state === 'deleted' && !isEnvironmentId(ref))) {
+      throw notFound(`no environment '${ref}': \`berth env list\` shows the ones you have`);
+    }
+    return row;
+  }
+
+  async #withLock<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.#locks.get(id) ?? Promise.resolve();
+    const next = previous.catch(() => {}).then(fn);
+    this.#locks.set(id, next);
+    try {
+      return await next;
+    } finally {
+      if (this.#locks.get(id) === next) this.#locks.delete(id);
+    }
+  }
+}

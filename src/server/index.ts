@@ -1,0 +1,116 @@
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import pino, { type Logger } from 'pino';
+import { DEFAULT_IMAGE, ImageStore, LocalRunner, type ImageProgress } from '../runner/index.ts';
+import { buildApp, type App } from './app.ts';
+import { ensureDefaultOrg, TokenService } from './auth.ts';
+import { openDatabase, type DatabaseHandle } from './db/index.ts';
+import { EnvironmentService } from './environments/service.ts';
+
+export { EnvironmentService } from './environments/service.ts';
+
+export const VERSION: string = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version;
+
+export interface StartOptions {
+  dataDir: string;
+  port?: number;
+  host?: string;
+  databaseUrl?: string | undefined;
+  /** Where images are cached; defaults to DATA_DIR/images. Tests share one cache. */
+  imageDir?: string | undefined;
+  logger?: Logger;
+  /** How often idle timeouts and lifetimes are checked. */
+  sweepIntervalMs?: number;
+  /** Called while the default image is built on first start. */
+  onImageProgress?: ImageProgress;
+}
+
+export interface RunningBerth {
+  url: string;
+  app: App;
+  database: DatabaseHandle;
+  environments: EnvironmentService;
+  runner: LocalRunner;
+  /** The file other `berth` commands read to reach this control plane. */
+  clientConfigPath: string;
+  close(): Promise<void>;
+}
+
+/** What the CLI needs to reach a control plane; written 0600 into the data dir. */
+export interface ClientConfig {
+  url: string;
+  token: string;
+}
+
+export const CLIENT_CONFIG_FILE = 'client.json';
+
+/** `berth up`: control plane, embedded (or server) database and a local runner in one process. */
+export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
+  mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
+  const logger = opts.logger ?? pino({ level: process.env.BERTH_LOG_LEVEL ?? 'info' });
+  const database = await openDatabase({ dataDir: opts.dataDir, databaseUrl: opts.databaseUrl });
+  const { db } = database;
+
+  const images = new ImageStore({ dir: opts.imageDir ?? join(opts.dataDir, 'images'), logger });
+  await images.buildDefault(opts.onImageProgress);
+  const runner = new LocalRunner({ dataDir: opts.dataDir, images, logger });
+  const tokens = new TokenService(db);
+  const environments = new EnvironmentService({ db, runner, logger });
+  const orgId = await ensureDefaultOrg(db);
+
+  // Before serving: make the database agree with what is really running on this host.
+  await environments.reconcile();
+
+  const app = await buildApp({
+    logger,
+    tokens,
+    environments,
+    images,
+    version: VERSION,
+    health: () => ({ database: database.kind, runtime: runner.backend.name }),
+  });
+  await app.listen({ port: opts.port ?? 7070, host: opts.host ?? '127.0.0.1' });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : opts.port;
+  const host = opts.host && opts.host !== '0.0.0.0' && opts.host !== '::' ? opts.host : '127.0.0.1';
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+
+  const clientConfigPath = join(opts.dataDir, CLIENT_CONFIG_FILE);
+  await writeClientConfig(clientConfigPath, url, async () => (await tokens.create({ orgId, name: 'berth up (local admin)', role: 'owner' })).token);
+
+  const sweeper = setInterval(() => void environments.sweep().catch((err) => logger.error({ err }, 'sweep failed')), opts.sweepIntervalMs ?? 15_000);
+  sweeper.unref();
+
+  return {
+    url,
+    app,
+    database,
+    environments,
+    runner,
+    clientConfigPath,
+    async close() {
+      clearInterval(sweeper);
+      // Environments keep running: they are long-lived and found again on the next start.
+      await app.close();
+      await database.close();
+    },
+  };
+}
+
+/** Keeps the admin token of an earlier start (its hash is in the database) and updates the URL. */
+async function writeClientConfig(path: string, url: string, newToken: () => Promise<string>): Promise<void> {
+  let token: string | undefined;
+  if (existsSync(path)) {
+    try {
+      token = (JSON.parse(readFileSync(path, 'utf8')) as ClientConfig).token;
+    } catch {
+      token = undefined;
+    }
+  }
+  token ??= await newToken();
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify({ url, token } satisfies ClientConfig, null, 2), { mode: 0o600 });
+  renameSync(tmp, path);
+}
+
+export { DEFAULT_IMAGE };

@@ -1,0 +1,100 @@
+import {
+  CreateEnvironmentBody,
+  Environment,
+  EnvironmentDetail,
+  EnvironmentList,
+  EnvironmentRef,
+  ErrorSchema,
+  ExecBody,
+  ExecResult,
+  ListEnvironmentsQuery,
+} from '../../shared/api.ts';
+import { invalid } from '../../shared/errors.ts';
+import { parseDuration } from '../../shared/units.ts';
+import type { App, AppDeps } from '../app.ts';
+
+const errors = { 400: ErrorSchema, 401: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema, 503: ErrorSchema };
+const tags = ['environments'];
+
+export const DEFAULT_EXEC_TIMEOUT_MS = 10 * 60_000;
+
+export function timeoutMs(timeout: number | string | null | undefined): number | undefined {
+  if (timeout === undefined) return DEFAULT_EXEC_TIMEOUT_MS;
+  if (timeout === null || timeout === 0 || timeout === 'off') return undefined;
+  const ms = typeof timeout === 'number' ? timeout : parseDuration(timeout);
+  if (ms === undefined) throw invalid('timeout must be a duration such as 60s', 'timeout');
+  return ms;
+}
+
+export function environmentRoutes(app: App, { environments }: AppDeps): void {
+  app.get('/api/environments', {
+    schema: { tags, summary: 'List environments', querystring: ListEnvironmentsQuery, response: { 200: EnvironmentList, ...errors } },
+    handler: async (req) =>
+      environments.list(req.caller.orgId, { ...req.query, includeDeleted: req.query.includeDeleted === 'true' }),
+  });
+
+  app.post('/api/environments', {
+    schema: { tags, summary: 'Create and start an environment', body: CreateEnvironmentBody, response: { 201: Environment, ...errors } },
+    handler: async (req, reply) => reply.code(201).send(await environments.create(req.caller.orgId, req.body)),
+  });
+
+  app.get('/api/environments/:id', {
+    schema: { tags, summary: 'Show an environment with its resource use', params: EnvironmentRef, response: { 200: EnvironmentDetail, ...errors } },
+    handler: async (req) => environments.show(req.caller.orgId, req.params.id),
+  });
+
+  app.post('/api/environments/:id/start', {
+    schema: { tags, summary: 'Start a stopped environment', params: EnvironmentRef, response: { 200: Environment, ...errors } },
+    handler: async (req) => environments.start(req.caller.orgId, req.params.id),
+  });
+
+  app.post('/api/environments/:id/stop', {
+    schema: { tags, summary: 'Stop an environment, keeping its files', params: EnvironmentRef, response: { 200: Environment, ...errors } },
+    handler: async (req) => environments.stop(req.caller.orgId, req.params.id),
+  });
+
+  app.delete('/api/environments/:id', {
+    schema: { tags, summary: 'Remove an environment and free its disk', params: EnvironmentRef, response: { 200: Environment, ...errors } },
+    handler: async (req) => environments.remove(req.caller.orgId, req.params.id),
+  });
+
+  app.post('/api/environments/:id/exec', {
+    schema: {
+      tags,
+      summary: 'Run a command',
+      description:
+        'Runs a command and answers with its output and exit code as JSON. With `Accept: text/event-stream` the output streams as ' +
+        'server-sent events instead: `stdout` and `stderr` events carry `{"data": "..."}`, and a final `exit` event carries the ExecResult fields without output.',
+      params: EnvironmentRef,
+      body: ExecBody,
+      response: { 200: ExecResult, ...errors },
+    },
+    handler: async (req, reply) => {
+      const { cmd, cwd, env, stdin, timeout } = req.body;
+      const command = await environments.exec(req.caller.orgId, req.params.id, { cmd, cwd, env, timeoutMs: timeoutMs(timeout) });
+      command.stdin.end(stdin ?? '');
+
+      if (req.headers.accept?.includes('text/event-stream')) {
+        reply.hijack();
+        const res = reply.raw;
+        res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
+        const send = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+        command.stdout.setEncoding('utf8').on('data', (data: string) => send('stdout', { data }));
+        command.stderr.setEncoding('utf8').on('data', (data: string) => send('stderr', { data }));
+        // A client that goes away takes its command with it.
+        res.on('close', () => void command.signal('SIGKILL'));
+        const status = await command.exited;
+        send('exit', status);
+        res.end();
+        return;
+      }
+
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      command.stdout.on('data', (b: Buffer) => out.push(b));
+      command.stderr.on('data', (b: Buffer) => err.push(b));
+      const status = await command.exited;
+      return { ...status, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
+    },
+  });
+}

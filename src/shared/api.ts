@@ -1,0 +1,141 @@
+// The HTTP API's shapes, declared once: the server validates with them, /openapi.json
+// is generated from them, and the CLI's client is typed by them.
+import { z } from 'zod';
+import { ENVIRONMENT_STATES } from './environment.ts';
+import { parseDuration, parseSize } from './units.ts';
+
+export const ErrorSchema = z.object({
+  error: z.object({
+    kind: z.enum(['invalid', 'not_found', 'conflict', 'unauthorized', 'forbidden', 'unavailable', 'internal']),
+    message: z.string(),
+    field: z.string().optional(),
+  }),
+});
+
+const size = z
+  .union([z.number().int().positive(), z.string().refine((s) => parseSize(s) !== undefined, 'expected a size such as 512m, 2g or a number of bytes')])
+  .describe('bytes, or a size such as "512m", "2g"');
+
+const duration = z
+  .union([
+    z.number().int().nonnegative(),
+    z.string().refine((s) => s === 'off' || parseDuration(s) !== undefined, 'expected a duration such as 90s, 30m, 24h or "off"'),
+    z.null(),
+  ])
+  .describe('milliseconds, or a duration such as "30m", "24h"; null, 0 or "off" for none');
+
+export const EnvironmentRef = z.object({
+  id: z.string().min(1).max(100).describe('environment id or name'),
+});
+
+export const NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+export const CreateEnvironmentBody = z.strictObject({
+  name: z.string().regex(NAME_PATTERN, 'use lower-case letters, digits and dashes (at most 63), starting with a letter or digit').optional(),
+  image: z.string().min(1).max(4096).optional().describe('image name, path to an OCI layout or docker-save tarball, or a registry reference'),
+  cpus: z.number().positive().optional(),
+  memory: size.optional(),
+  disk: size.optional(),
+  pids: z.number().int().positive().optional(),
+  idleTimeout: duration.optional(),
+  maxLifetime: duration.optional(),
+});
+export type CreateEnvironmentBody = z.infer<typeof CreateEnvironmentBody>;
+
+export const Environment = z.object({
+  id: z.string(),
+  name: z.string(),
+  image: z.string(),
+  imageDigest: z.string().nullable(),
+  state: z.enum(ENVIRONMENT_STATES),
+  stateReason: z.string().nullable(),
+  limits: z.object({
+    cpus: z.number(),
+    memoryBytes: z.number(),
+    diskBytes: z.number(),
+    pidsLimit: z.number(),
+    idleTimeoutMs: z.number().nullable(),
+    maxLifetimeMs: z.number().nullable(),
+  }),
+  createdAt: z.string(),
+  startedAt: z.string().nullable(),
+  lastActiveAt: z.string().nullable(),
+});
+export type Environment = z.infer<typeof Environment>;
+
+export const EnvironmentUsage = z.object({
+  memoryBytes: z.number().nullable(),
+  cpuSeconds: z.number().nullable(),
+  pids: z.number().nullable(),
+  diskBytes: z.number().nullable(),
+});
+export type EnvironmentUsage = z.infer<typeof EnvironmentUsage>;
+
+export const EnvironmentDetail = Environment.extend({ usage: EnvironmentUsage.nullable() });
+export type EnvironmentDetail = z.infer<typeof EnvironmentDetail>;
+
+export const ListEnvironmentsQuery = z.strictObject({
+  state: z.enum(ENVIRONMENT_STATES).optional(),
+  limit: z.coerce.number().int().min(1).max(500).default(100),
+  cursor: z.string().max(200).optional().describe('the nextCursor of the previous page'),
+  includeDeleted: z.enum(['true', 'false']).optional(),
+});
+
+export const EnvironmentList = z.object({
+  items: z.array(Environment),
+  nextCursor: z.string().nullable(),
+});
+export type EnvironmentList = z.infer<typeof EnvironmentList>;
+
+const envVarName = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+export const ExecBody = z.strictObject({
+  cmd: z.array(z.string().max(128 * 1024)).min(1).max(4096).describe('program and its arguments'),
+  cwd: z.string().startsWith('/', 'must be an absolute path').max(4096).optional(),
+  env: z
+    .record(z.string().regex(envVarName, 'environment variable names are letters, digits and _'), z.string().max(128 * 1024))
+    .optional(),
+  timeout: duration.optional().describe('kill the command after this long (default 10m)'),
+  stdin: z.string().max(16 * 1024 * 1024).optional().describe('text fed to the command on standard input'),
+});
+export type ExecBody = z.infer<typeof ExecBody>;
+
+export const ExecResult = z.object({
+  exitCode: z.number().int(),
+  stdout: z.string(),
+  stderr: z.string(),
+  durationMs: z.number(),
+  timedOut: z.boolean(),
+});
+export type ExecResult = z.infer<typeof ExecResult>;
+
+/** The first (text) frame a client sends on the attach WebSocket. */
+export const AttachStart = ExecBody.omit({ stdin: true }).extend({
+  type: z.literal('start'),
+  tty: z.boolean().default(false),
+  stdin: z.boolean().default(false).describe('the client will send standard input'),
+  cols: z.number().int().min(1).max(1000).default(80),
+  rows: z.number().int().min(1).max(1000).default(24),
+});
+export type AttachStart = z.infer<typeof AttachStart>;
+
+export const AttachControl = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('resize'), cols: z.number().int().min(1).max(1000), rows: z.number().int().min(1).max(1000) }),
+  z.object({ type: z.literal('eof') }),
+  z.object({ type: z.literal('signal'), signal: z.enum(['SIGINT', 'SIGTERM', 'SIGKILL', 'SIGHUP', 'SIGQUIT']) }),
+]);
+export type AttachControl = z.infer<typeof AttachControl>;
+
+/** Binary frames on the attach WebSocket start with one byte naming the stream. */
+export const STREAM = { stdin: 0, stdout: 1, stderr: 2 } as const;
+
+export const FilesQuery = z.strictObject({
+  path: z.string().startsWith('/', 'must be an absolute path').max(4096),
+});
+
+export const Health = z.object({
+  ok: z.boolean(),
+  version: z.string(),
+  database: z.enum(['pglite', 'postgres']),
+  runtime: z.string(),
+});

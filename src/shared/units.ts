@@ -1,0 +1,49 @@
+// Human units for flags and API fields: "2g", "512m", "30m", "24h".
+
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** Parses "2g", "512M", "1.5GiB", "1048576" into bytes; undefined when it is not a size. */
+export function parseSize(text: string): number | undefined {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(text);
+  if (!m) return undefined;
+  const unit = SIZE_UNITS[m[2]!.toLowerCase()]!;
+  return Math.round(Number(m[1]) * unit);
+}
+
+/** Parses "30m", "24h", "1h30m", "90s", "250ms" into milliseconds; undefined when it is not a duration. */
+export function parseDuration(text: string): number | undefined {
+  const s = text.trim().toLowerCase();
+  if (s === '' ) return undefined;
+  if (/^\d+$/.test(s)) return Number(s) * 1000; // bare numbers are seconds
+  let total = 0;
+  let rest = s;
+  while (rest.length > 0) {
+    const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)/.exec(rest);
+    if (!m) return undefined;
+    total += Number(m[1]) * DURATION_UNITS[m[2]!]!;
+    rest = rest.slice(m[0].length);
+  }
+  return Math.round(total);
+}
+
+export function formatSize(bytes: number): string {
+  for (const [unit, size] of [['T', 1024 ** 4], ['G', 1024 ** 3], ['M', 1024 ** 2], ['K', 1024]] as const) {
+    if (bytes >= size) return `${+(bytes / size).toFixed(1)}${unit}`;
+  }
+  return `${bytes}B`;
+}
+
+export function formatDuration(ms: number): string {
+  if (ms < 1000) return `${ms}ms`;
+  const parts: string[] = [];
+  let rest = Math.round(ms / 1000);
+  for (const [unit, size] of [['d', 86400], ['h', 3600], ['m', 60]] as const) {
+    if (rest >= size) {
+      parts.push(`${Math.floor(rest / size)}${unit}`);
+      rest %= size;
+    }
+  }
+  if (rest > 0 || parts.length === 0) parts.push(`${rest}s`);
+  return parts.join('');
+}
