@@ -1,0 +1,172 @@
+// Environment benchmarks on this host, with the default image already cached:
+// create-to-first-command, exec round trip, idle density and memory, stop/start with a
+// 1 GB workspace, and bare `crun run` of the same image measured in the same run.
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { ociConfig } from '../src/runner/bundle.ts';
+import { ID_BASE } from '../src/runner/idmap.ts';
+import { cgroupLayout } from '../src/runner/cgroups.ts';
+import { DEFAULT_LIMITS } from '../src/shared/environment.ts';
+import { startBerth } from '../src/server/index.ts';
+import { summary, time } from './stats.ts';
+
+const REPO = new URL('..', import.meta.url).pathname;
+const RUNS = Number(process.env.BENCH_RUNS ?? 50);
+const IDLE = Number(process.env.BENCH_IDLE ?? 200);
+
+const dataDir = mkdtempSync(join(tmpdir(), 'berth-bench-'));
+const berth = await startBerth({
+  dataDir,
+  port: 0,
+  imageDir: process.env.BERTH_IMAGE_DIR ?? join(REPO, '.cache', 'images'),
+  logger: pino({ level: 'silent' }),
+  onImageProgress: ({ message }) => console.error(`building default image: ${message}`),
+});
+const { token } = JSON.parse(readFileSync(berth.clientConfigPath, 'utf8'));
+const api = async (method: string, path: string, body?: unknown) => {
+  const res = await fetch(`${berth.url}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const json = await res.json();
+  if (!res.ok) throw new Error(`${method} ${path}: ${JSON.stringify(json)}`);
+  return json;
+};
+const exec = (id: string, cmd: string[]) => api('POST', `/api/environments/${id}/exec`, { cmd });
+const created: string[] = [];
+
+console.log(`Berth environment benchmarks — ${berth.runner.backend.name}, cgroups ${cgroupLayout()}, ${RUNS} runs\n`);
+
+try {
+  // Warm up the runtime and the page cache.
+  for (let i = 0; i < 3; i++) {
+    const env = await api('POST', '/api/environments', {});
+    await exec(env.id, ['true']);
+    await api('DELETE', `/api/environments/${env.id}`);
+  }
+
+  const createToFirst: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    let id = '';
+    createToFirst.push(
+      await time(async () => {
+        id = (await api('POST', '/api/environments', {})).id;
+        await exec(id, ['true']);
+      }),
+    );
+    await api('DELETE', `/api/environments/${id}`);
+  }
+  const berthCreate = summary('create → first command (berth API)', createToFirst);
+
+  const baseline = await bareCrun(RUNS);
+  const bare = summary('bare `crun run true`, same image, userns', baseline);
+  console.log(`${''.padEnd(52)} ratio berth/bare at p50: ${(berthCreate.p50 / bare.p50).toFixed(2)}x\n`);
+
+  const env = await api('POST', '/api/environments', { name: 'bench-exec' });
+  created.push(env.id);
+  for (let i = 0; i < 10; i++) await exec(env.id, ['true']);
+  const rt: number[] = [];
+  for (let i = 0; i < Math.max(RUNS * 4, 200); i++) rt.push(await time(() => exec(env.id, ['true'])));
+  summary('exec round trip `true` (berth API)', rt);
+  const directExec: number[] = [];
+  const cid = berth.runner.containerId(env.id);
+  const stateDir = join(dataDir, 'runtime', 'state');
+  for (let i = 0; i < 100; i++) {
+    const start = performance.now();
+    execFileSync('crun', ['--root', stateDir, 'exec', cid, 'true']);
+    directExec.push(performance.now() - start);
+  }
+  summary('bare `crun exec true` (baseline)', directExec);
+  console.log();
+
+  // Stop → start of an environment whose workspace holds 1 GB.
+  await exec(env.id, ['sh', '-c', 'head -c 1073741824 /dev/zero > /workspace/big && sync']);
+  const cycle: number[] = [];
+  for (let i = 0; i < 10; i++) {
+    await api('POST', `/api/environments/${env.id}/stop`);
+    cycle.push(await time(() => api('POST', `/api/environments/${env.id}/start`)));
+  }
+  summary('start after stop, 1 GB workspace', cycle);
+  const stopStart: number[] = [];
+  for (let i = 0; i < 10; i++) {
+    stopStart.push(
+      await time(async () => {
+        await api('POST', `/api/environments/${env.id}/stop`);
+        await api('POST', `/api/environments/${env.id}/start`);
+      }),
+    );
+  }
+  summary('stop → start, 1 GB workspace', stopStart);
+  const size = (await exec(env.id, ['stat', '-c', '%s', '/workspace/big'])).stdout.trim();
+  console.log(`${''.padEnd(52)} workspace file still ${size} bytes\n`);
+
+  // Density: how many idle environments this host holds, and what each costs.
+  const availableBefore = memAvailable();
+  const idleStart = performance.now();
+  for (let i = 0; i < IDLE; i++) {
+    const e = await api('POST', '/api/environments', { memory: '256m', idleTimeout: 'off' });
+    created.push(e.id);
+  }
+  const idleSeconds = (performance.now() - idleStart) / 1000;
+  await new Promise((r) => setTimeout(r, 2000));
+  const cgroupBytes = created.map((id) => berth.runner.usage(id).memoryBytes ?? 0).reduce((a, b) => a + b, 0);
+  const hostBytes = availableBefore - memAvailable();
+  const running = (await api('GET', '/api/environments?state=running&limit=500')).items.length;
+  console.log(`idle environments running at once                    ${running} (created ${IDLE} in ${idleSeconds.toFixed(1)} s)`);
+  console.log(`memory per idle environment (cgroup, incl. page cache) ${(cgroupBytes / created.length / 1024).toFixed(0)} KiB`);
+  console.log(`memory per idle environment (host MemAvailable drop)   ${(hostBytes / IDLE / 1024).toFixed(0)} KiB`);
+  const allAnswer = await Promise.all(created.slice(0, 20).map((id) => exec(id, ['true'])));
+  console.log(`a sample of 20 idle environments answers exec:         ${allAnswer.every((r) => r.exitCode === 0) ? 'yes' : 'NO'}`);
+} finally {
+  for (const id of created) await api('DELETE', `/api/environments/${id}`).catch(() => {});
+  await berth.close();
+  rmSync(dataDir, { recursive: true, force: true });
+}
+
+function memAvailable(): number {
+  const line = readFileSync('/proc/meminfo', 'utf8').split('\n').find((l) => l.startsWith('MemAvailable:'))!;
+  return Number(line.split(/\s+/)[1]) * 1024;
+}
+
+/** The baseline: crun running `true` in a bundle over the same image, with the same namespaces and limits. */
+async function bareCrun(runs: number): Promise<number[]> {
+  const image = await berth.runner.images.get('default');
+  if (!image) throw new Error('the default image is missing');
+  const dir = mkdtempSync(join(tmpdir(), 'berth-bare-'));
+  const state = join(dir, 'state');
+  const upper = join(dir, 'upper');
+  const work = join(dir, 'work');
+  const merged = join(dir, 'merged');
+  for (const d of [state, upper, work, merged]) mkdirSync(d);
+  execFileSync('chown', [`${ID_BASE}:${ID_BASE}`, upper]);
+  execFileSync('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${image.rootfs},upperdir=${upper},workdir=${work}`, merged]);
+  const config = ociConfig({
+    hostname: 'bare',
+    rootfs: merged,
+    initBinary: '/usr/bin/catatonit',
+    env: ['PATH=/usr/bin:/bin'],
+    limits: DEFAULT_LIMITS,
+    cgroupsPath: '/berth/bench-bare',
+  });
+  config.process.args = ['/bin/true'];
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
+  const hybrid = cgroupLayout() === 'hybrid';
+  const samples: number[] = [];
+  try {
+    for (let i = 0; i < runs + 3; i++) {
+      const args = ['--root', state, 'run', '--bundle', dir, `bare-${i}`];
+      const start = performance.now();
+      if (hybrid) execFileSync('unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', 'umount /sys/fs/cgroup/unified && exec "$@"', 'sh', 'crun', ...args]);
+      else execFileSync('crun', args);
+      if (i >= 3) samples.push(performance.now() - start);
+    }
+  } finally {
+    execFileSync('umount', [merged]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return samples;
+}

@@ -1,0 +1,99 @@
+// Shared test harness: a real `berth up` in a temp data dir, and the real CLI.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { startBerth, type ClientConfig, type RunningBerth } from '../src/server/index.ts';
+
+export const REPO = new URL('..', import.meta.url).pathname.replace(/\/$/, '');
+/** One image cache for every test file, so the default image is built once per machine. */
+export const IMAGE_DIR = process.env.BERTH_IMAGE_DIR ?? join(REPO, '.cache', 'images');
+
+export interface TestBerth {
+  berth: RunningBerth;
+  dataDir: string;
+  client: ClientConfig;
+  api<T = any>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>;
+  cli(args: string[], opts?: { input?: string; env?: Record<string, string> }): Promise<CliResult>;
+  /** Stops the control plane, keeping the data dir (environments keep running). */
+  close(): Promise<void>;
+  /** Removes every environment and the data dir. */
+  destroy(): Promise<void>;
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export async function startTestBerth(opts: { dataDir?: string; sweepIntervalMs?: number } = {}): Promise<TestBerth> {
+  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'berth-test-'));
+  const berth = await startBerth({
+    dataDir,
+    port: 0,
+    imageDir: IMAGE_DIR,
+    databaseUrl: process.env.DATABASE_URL,
+    logger: pino({ level: process.env.BERTH_TEST_LOG ?? 'silent' }),
+    sweepIntervalMs: opts.sweepIntervalMs ?? 3_600_000,
+  });
+  const client = JSON.parse(readFileSync(berth.clientConfigPath, 'utf8')) as ClientConfig;
+  let closed = false;
+
+  const t: TestBerth = {
+    berth,
+    dataDir,
+    client,
+    async api(method, path, body) {
+      const res = await fetch(`${client.url}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${client.token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+        body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+      });
+      const text = await res.text();
+      let parsed: unknown = text;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        // not JSON
+      }
+      return { status: res.status, body: parsed as any };
+    },
+    cli: (args, o) => runCli(args, { BERTH_DATA_DIR: dataDir, ...o?.env }, o?.input),
+    async close() {
+      if (closed) return;
+      closed = true;
+      await berth.close();
+    },
+    async destroy() {
+      const rows = await berth.database.db.selectFrom('environments').select('id').where('state', '<>', 'deleted').execute();
+      for (const { id } of rows) await berth.runner.remove(id).catch(() => {});
+      await t.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+  return t;
+}
+
+export function runCli(args: string[], env: Record<string, string>, input?: string): Promise<CliResult> {
+  return new Promise((resolve) => {
+    const child = spawn(join(REPO, 'bin', 'berth'), args, {
+      env: { ...process.env, BERTH_NODE: process.execPath, ...env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.stdin.end(input ?? '');
+    child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
+  });
+}
+
+/** Runs a command through the API and returns its result, failing loudly on an API error. */
+export async function sh(t: TestBerth, env: string, script: string, extra: Record<string, unknown> = {}) {
+  const res = await t.api('POST', `/api/environments/${env}/exec`, { cmd: ['sh', '-c', script], ...extra });
+  if (res.status !== 200) throw new Error(`exec failed: ${res.status} ${JSON.stringify(res.body)}`);
+  return res.body as { exitCode: number; stdout: string; stderr: string; timedOut: boolean };
+}
