@@ -1,5 +1,6 @@
 // Generates the OCI runtime config (config.json) for one environment. The same bundle
 // runs under crun, runc or runsc.
+import { readFileSync } from 'node:fs';
 import type { EnvironmentLimits } from '../shared/environment.ts';
 import { seccompProfile } from './backends/seccomp.ts';
 import { ID_BASE, ID_COUNT } from './idmap.ts';
@@ -26,6 +27,19 @@ export const CAPABILITIES = [
 
 const CPU_PERIOD = 100_000;
 
+/** Open files per process: 65536, or the runner's own hard limit if that is lower (raising it needs privileges a runner may lack). */
+const OPEN_FILES = Math.min(65_536, hardLimit('Max open files') ?? 65_536);
+
+function hardLimit(name: string): number | undefined {
+  try {
+    const line = readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith(name));
+    const hard = line?.slice(26).trim().split(/\s+/)[1];
+    return hard === undefined || hard === 'unlimited' ? undefined : Number(hard);
+  } catch {
+    return undefined;
+  }
+}
+
 export function ociConfig(input: BundleInput) {
   const { limits } = input;
   const idMap = [{ containerID: 0, hostID: ID_BASE, size: ID_COUNT }];
@@ -45,7 +59,7 @@ export function ociConfig(input: BundleInput) {
         inheritable: [] as string[],
         ambient: [] as string[],
       },
-      rlimits: [{ type: 'RLIMIT_NOFILE', hard: 65_536, soft: 65_536 }],
+      rlimits: [{ type: 'RLIMIT_NOFILE', hard: OPEN_FILES, soft: OPEN_FILES }],
       noNewPrivileges: true,
       oomScoreAdj: 500,
     },

@@ -1,8 +1,8 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, chown, mkdir, rm, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import type { EnvironmentLimits } from '../shared/environment.ts';
 import { unavailable } from '../shared/errors.ts';
@@ -51,6 +51,7 @@ export class LocalRunner {
   readonly backend: IsolationBackend;
   readonly images: ImageStore;
   readonly #root: string;
+  readonly #mounts: string;
   readonly #initBinary: string;
   readonly #log: Logger;
 
@@ -58,6 +59,10 @@ export class LocalRunner {
     this.images = opts.images;
     this.#log = opts.logger;
     this.#root = join(opts.dataDir, 'environments');
+    // Root file systems are mounted under /run, not the data dir: crun reaches the mount
+    // point as the environment's unprivileged root, which cannot pass through a private
+    // data dir such as /root/.berth. /run is also cleared by a reboot, like the mounts.
+    this.#mounts = join('/run/berth', createHash('sha256').update(resolve(opts.dataDir)).digest('hex').slice(0, 16));
     this.#initBinary = opts.initBinary ?? findInit();
     this.backend = new OciRuntime({ name: opts.runtime ?? findRuntime(), stateDir: join(opts.dataDir, 'runtime', 'state') });
   }
@@ -68,7 +73,7 @@ export class LocalRunner {
       dir,
       upper: join(dir, 'upper'),
       work: join(dir, 'work'),
-      merged: join(dir, 'rootfs'),
+      merged: join(this.#mounts, id),
       bundle: join(dir, 'bundle'),
       exec: join(dir, 'exec'),
     };
@@ -91,7 +96,8 @@ export class LocalRunner {
     await this.backend.delete(cid);
 
     const fresh = !existsSync(p.upper);
-    await Promise.all([p.upper, p.work, p.merged, p.bundle, p.exec].map((d) => mkdir(d, { recursive: true, mode: 0o700 })));
+    await Promise.all([p.upper, p.work, p.bundle, p.exec].map((d) => mkdir(d, { recursive: true, mode: 0o700 })));
+    await mkdir(p.merged, { recursive: true, mode: 0o711 });
     if (fresh) {
       // The upper dir's root is the environment's "/": owned by root inside.
       await chown(p.upper, ID_BASE, ID_BASE);
@@ -122,7 +128,9 @@ export class LocalRunner {
   /** Stops the environment and frees its disk. */
   async remove(id: string): Promise<void> {
     await this.stop(id);
-    await rm(this.#paths(id).dir, { recursive: true, force: true });
+    const p = this.#paths(id);
+    await rm(p.merged, { recursive: true, force: true });
+    await rm(p.dir, { recursive: true, force: true });
   }
 
   status(id: string): Promise<ContainerStatus> {

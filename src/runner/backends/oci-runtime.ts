@@ -1,5 +1,7 @@
-import { execFile } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { cgroupLayout } from '../cgroups.ts';
 import type { ContainerStatus, ExecSpec, IsolationBackend } from './backend.ts';
@@ -40,7 +42,17 @@ export class OciRuntime implements IsolationBackend {
     const [file, argv] = this.#wrapForHybrid
       ? ['unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', 'umount /sys/fs/cgroup/unified && exec "$@"', 'sh', this.#binary, ...args]]
       : [this.#binary, args];
-    await this.#exec(file, argv as string[]);
+    // The container's init inherits the runtime's stdout and stderr and keeps them open
+    // for its whole life, so they go to a file, never to a pipe we would wait on.
+    const logPath = join(bundleDir, 'runtime.log');
+    const log = openSync(logPath, 'w');
+    try {
+      const child = spawn(file, argv as string[], { stdio: ['ignore', log, log] });
+      const [code] = (await once(child, 'exit')) as [number | null];
+      if (code !== 0) throw new Error(`${this.name} run failed: ${readFileSync(logPath, 'utf8').trim() || `exit ${code}`}`);
+    } finally {
+      closeSync(log);
+    }
   }
 
   async status(containerId: string): Promise<ContainerStatus> {
@@ -56,7 +68,7 @@ export class OciRuntime implements IsolationBackend {
 
   async kill(containerId: string): Promise<void> {
     try {
-      await this.#exec(this.#binary, this.#args('kill', containerId, 'KILL'));
+      await this.#exec('kill', this.#binary, this.#args('kill', containerId, 'KILL'));
     } catch (err) {
       // Already dead or never started: the goal is reached either way.
       if ((await this.status(containerId)) === 'running') throw err;
@@ -65,7 +77,7 @@ export class OciRuntime implements IsolationBackend {
 
   async delete(containerId: string): Promise<void> {
     try {
-      await this.#exec(this.#binary, this.#args('delete', '--force', containerId));
+      await this.#exec('delete', this.#binary, this.#args('delete', '--force', containerId));
     } catch (err) {
       if ((await this.status(containerId)) !== 'absent') throw err;
     }
@@ -88,12 +100,12 @@ export class OciRuntime implements IsolationBackend {
     }
   }
 
-  async #exec(file: string, args: string[]): Promise<void> {
+  async #exec(verb: string, file: string, args: string[]): Promise<void> {
     try {
       await execFileAsync(file, args);
     } catch (err) {
       const e = err as { stderr?: string; message: string };
-      throw new Error(`${this.name} ${args.find((a) => !a.startsWith('-') && a !== this.#stateDir) ?? ''} failed: ${(e.stderr ?? e.message).trim()}`);
+      throw new Error(`${this.name} ${verb} failed: ${(e.stderr || e.message).trim()}`);
     }
   }
 }

@@ -70,10 +70,10 @@ export function openLayer(path: string, compression: Compression): OpenedLayer {
   if (compression === 'zstd') stages.push(createZstdDecompress());
   stages.push(tee);
   // Plain pipe() does not forward errors: send a read or decompression failure to the end
-  // of the chain, where the tar reader listens.
+  // of the chain, where the tar reader listens. Bad compressed data is a bad image.
   for (let i = 0; i < stages.length - 1; i++) {
     const from = stages[i]!;
-    from.on('error', (error) => tee.destroy(new Error(`cannot read layer ${path}: ${error.message}`)));
+    from.on('error', (error) => tee.destroy(i === 0 ? error : invalid(`cannot decompress a ${compression} layer (${error.message})`)));
     from.pipe(stages[i + 1] as Transform);
   }
   // The reader may stop early (a bad entry): release the file and the decompressor too.

@@ -2,8 +2,8 @@
 // every owner shifted into the environment's id range (see ../idmap.ts). The tree is
 // written once and shared read-only, so this is the only place image ownership is decided.
 // File-system calls are synchronous on purpose: an image has tens of thousands of entries,
-// and a thread-pool round trip per call made unpacking five times slower. The event loop
-// still turns between tar chunks.
+// and a thread-pool round trip for each of their half-dozen calls made unpacking several
+// times slower. The event loop still turns between tar chunks.
 import {
   chmodSync,
   closeSync,

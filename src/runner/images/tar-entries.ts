@@ -2,6 +2,7 @@
 // await file-system work per entry while node-tar's parser waits on backpressure.
 import type { Readable } from 'node:stream';
 import { Parser, type ReadEntry } from 'tar';
+import { invalid } from '../../shared/errors.ts';
 
 /**
  * Yields each entry of the tar stream in order. Read an entry's body before asking for
@@ -28,7 +29,8 @@ export async function* tarEntries(input: Readable): AsyncGenerator<ReadEntry, vo
     ready.push(entry);
     wake();
   });
-  parser.on('error', fail);
+  // The parser only complains about its input: a bad checksum, a truncated archive, not a tar at all.
+  parser.on('error', (error: Error) => fail(invalid(`not a valid tar archive (${error.message})`)));
   parser.on('end', () => {
     ended = true;
     wake();

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { z } from 'zod';
 import { EnvironmentRef, ErrorSchema, FilesQuery } from '../../shared/api.ts';
 import { BerthError, invalid, notFound } from '../../shared/errors.ts';
 import type { App, AppDeps } from '../app.ts';
@@ -58,7 +59,7 @@ export function fileRoutes(app: App, { environments }: AppDeps): void {
       description: 'Send `Content-Type: application/x-tar`. The folder `path` is created if missing.',
       params: EnvironmentRef,
       querystring: FilesQuery,
-      response: { 204: { type: 'null' } as never, ...errors },
+      response: { 204: z.null().describe('unpacked'), ...errors },
     },
     handler: async (req, reply) => {
       if (req.headers['content-type'] !== 'application/x-tar') throw invalid('send the files as a tar archive with Content-Type: application/x-tar', 'content-type');

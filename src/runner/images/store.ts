@@ -1,0 +1,254 @@
+// The image store: turns what a user names with --image into an unpacked, read-only root
+// file system that environments use as their overlay lowerdir. Images are content
+// addressed and unpacked once per runner (catalog.ts has the layout on disk); this module
+// decides what a reference means and makes sure each image is built exactly once.
+import { rm, stat } from 'node:fs/promises';
+import { basename, join, resolve as resolvePath } from 'node:path';
+import pino, { type Logger } from 'pino';
+import { BerthError, invalid, notFound, unavailable } from '../../shared/errors.ts';
+import { ID_BASE } from '../idmap.ts';
+import { extractArchive, inspectImageDir } from './archive.ts';
+import type { Digest } from './blobs.ts';
+import { Catalog } from './catalog.ts';
+import { buildDebianRootfs, defaultRecipe, recipeDigest } from './debian.ts';
+import { Inflight } from './inflight.ts';
+import { withFileLock } from './lock.ts';
+import { checkImageName, derivedName, isImageName, isRegistryReference, looksLikePath } from './names.ts';
+import { pullImage } from './registry.ts';
+import { ensureWorkspace, treeSize } from './rootfs.ts';
+import type { ImageConfig, ImageProgress, ImageRecord, ImageSource } from './types.ts';
+import { unpackPlan } from './unpack.ts';
+
+export type { ImageConfig, ImagePhase, ImageProgress, ImageProgressEvent, ImageRecord, ImageSource } from './types.ts';
+
+/** The name of the built-in Debian image (see debian.ts). */
+export const DEFAULT_IMAGE = 'default';
+
+const NPM_REGISTRY = 'https://registry.npmjs.org';
+
+export interface ImageStoreOptions {
+  /** Where images live. Must be on a file system overlayfs accepts as a lowerdir (ext4, xfs, btrfs). */
+  dir: string;
+  logger?: Logger;
+  /** Debian mirror for the default image; mmdebstrap's default (deb.debian.org) when unset. */
+  debianMirror?: string;
+  /** npm registry the default image's npm comes from. */
+  npmRegistry?: string;
+}
+
+type Populate = (rootfs: string, progress: ImageProgress) => Promise<ImageConfig>;
+
+export class ImageStore {
+  readonly dir: string;
+  #catalog: Catalog;
+  #log: Logger;
+  #debianMirror: string | undefined;
+  #npmRegistry: string;
+  // Two levels of sharing: requests for the same thing (an archive path, a registry
+  // reference, the default image) share one run; runs that turn out to need the same
+  // content share one unpack.
+  #requests = new Inflight<ImageRecord>();
+  #builds = new Inflight<void>();
+
+  constructor(options: ImageStoreOptions) {
+    this.dir = resolvePath(options.dir);
+    this.#catalog = new Catalog(this.dir);
+    this.#log = (options.logger ?? pino({ enabled: false })).child({ component: 'images' });
+    this.#debianMirror = options.debianMirror;
+    this.#npmRegistry = options.npmRegistry ?? NPM_REGISTRY;
+  }
+
+  /** Every named image, by name. */
+  async list(): Promise<ImageRecord[]> {
+    const records: ImageRecord[] = [];
+    for (const [name, digest] of await this.#catalog.refs()) {
+      const record = await this.#record(name, digest);
+      if (record) records.push(record);
+    }
+    return records.sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  async get(name: string): Promise<ImageRecord | undefined> {
+    if (!isImageName(name)) return undefined;
+    const digest = await this.#catalog.getRef(name);
+    return digest && this.#record(name, digest);
+  }
+
+  /**
+   * What a user typed for --image, as an image ready to run, in this order: a stored name;
+   * `default` (built on first use); a path to an OCI image layout (directory or tar) or a
+   * docker-save tarball (imported on first use); a registry reference with a host, like
+   * docker.io/library/alpine:3.20 (pulled with skopeo on first use). Anything else is
+   * `not_found`, with a message that says how to get an image.
+   */
+  async resolve(ref: string, onProgress?: ImageProgress): Promise<ImageRecord> {
+    if (typeof ref !== 'string' || ref.trim() === '') throw invalid('no image given: pass an image name, a path or a registry reference', 'image');
+    const stored = await this.get(ref);
+    if (stored) return stored;
+    if (ref === DEFAULT_IMAGE) return this.buildDefault(onProgress);
+    if (await stat(ref).then(() => true, () => false)) return this.importArchive(ref, {}, onProgress);
+    if (looksLikePath(ref)) throw notFound(`no image archive at '${ref}': the path does not exist`);
+    if (isRegistryReference(ref)) return this.#pull(ref, onProgress);
+    throw notFound(
+      `image '${ref}' not found: import one with \`berth image import FILE\`, pass a path to an OCI layout or ` +
+        'docker-save tarball, or a registry reference with its host, like docker.io/library/alpine:3.20',
+    );
+  }
+
+  /**
+   * Imports an OCI image layout (a directory, or a tar of one) or a docker-save / podman-save
+   * tarball, named `opts.name`, else the archive's own reference, else after the file.
+   * A bad archive is `invalid` and leaves the store as it was.
+   */
+  async importArchive(path: string, opts: { name?: string } = {}, onProgress?: ImageProgress): Promise<ImageRecord> {
+    if (opts.name !== undefined) checkImageName(opts.name);
+    if (opts.name === DEFAULT_IMAGE) throw invalid(`'${DEFAULT_IMAGE}' is the built-in image: import under another name`, 'name');
+    const absolute = resolvePath(path);
+    return this.#requests.run(`archive:${absolute}:${opts.name ?? ''}`, onProgress, (progress) =>
+      this.#importArchive(absolute, opts.name, progress).catch((error: unknown) => {
+        throw describeInput(error, path);
+      }),
+    );
+  }
+
+  /**
+   * The default image (Debian bookworm with build tools, git, Python, this runner's Node.js
+   * and npm): built the first time (about half a minute, from Debian's mirrors and the npm
+   * registry), then returned from the store. A new recipe (another Node.js, say) builds anew.
+   */
+  async buildDefault(onProgress?: ImageProgress): Promise<ImageRecord> {
+    const recipe = defaultRecipe();
+    const digest = recipeDigest(recipe);
+    return this.#requests.run(`default:${digest}`, onProgress, async (progress) => {
+      await this.#ensure(digest, 'debian', progress, (rootfs, progress) =>
+        buildDebianRootfs(rootfs, recipe, {
+          ...(this.#debianMirror && { mirror: this.#debianMirror }),
+          npmRegistry: this.#npmRegistry,
+          progress,
+        }),
+      );
+      return this.#name(DEFAULT_IMAGE, digest);
+    });
+  }
+
+  /**
+   * Removes a name, and the image's files once no name refers to them. The caller must make
+   * sure no environment still runs on it: its rootfs is their overlay lowerdir.
+   */
+  async remove(name: string): Promise<void> {
+    const digest = isImageName(name) ? await this.#catalog.getRef(name) : undefined;
+    if (!digest) throw notFound(`image '${name}' not found`);
+    await this.#catalog.deleteRef(name);
+    if (![...(await this.#catalog.refs()).values()].includes(digest)) {
+      await this.#catalog.discard(digest);
+      this.#log.info({ name, digest }, 'image removed');
+    }
+  }
+
+  async #importArchive(path: string, name: string | undefined, progress: ImageProgress): Promise<ImageRecord> {
+    const stats = await stat(path).catch((error: NodeJS.ErrnoException) => {
+      throw error.code === 'ENOENT' ? notFound(`no such file or directory: ${path}`) : error;
+    });
+    if (stats.isDirectory()) return this.#importDir(path, path, name, undefined, progress);
+    if (!stats.isFile()) throw invalid('it is neither a file nor a directory');
+
+    // Tarballs are extracted before they can be inspected, so remember what each held.
+    const memo = await this.#catalog.readSource(path, stats);
+    if (memo && (await this.#catalog.has(memo.digest))) return this.#name(name ?? memo.name, memo.digest);
+    const scratch = await this.#catalog.scratch();
+    try {
+      progress({ phase: 'extract', message: `reading ${basename(path)}` });
+      await extractArchive(path, scratch);
+      const record = await this.#importDir(scratch, path, name, undefined, progress);
+      await this.#catalog.writeSource(path, stats, record.digest, record.name);
+      return record;
+    } finally {
+      await rm(scratch, { recursive: true, force: true });
+    }
+  }
+
+  async #importDir(
+    dir: string,
+    origin: string,
+    name: string | undefined,
+    source: ImageSource | undefined,
+    progress: ImageProgress,
+  ): Promise<ImageRecord> {
+    progress({ phase: 'inspect', message: 'reading the image manifest' });
+    const plan = await inspectImageDir(dir, name);
+    const finalName = name ?? derivedName(plan.tag, origin);
+    if (finalName === DEFAULT_IMAGE) throw invalid(`it calls itself '${DEFAULT_IMAGE}', the built-in image: import it under another name`);
+    await this.#ensure(plan.digest, source ?? plan.format, progress, (rootfs, progress) => unpackPlan(plan, rootfs, progress, this.#log));
+    return this.#name(finalName, plan.digest);
+  }
+
+  #pull(ref: string, onProgress: ImageProgress | undefined): Promise<ImageRecord> {
+    return this.#requests.run(`pull:${ref}`, onProgress, async (progress) => {
+      const scratch = await this.#catalog.scratch();
+      try {
+        const layout = join(scratch, 'oci');
+        await pullImage(ref, layout, progress);
+        return await this.#importDir(layout, ref, ref, 'registry', progress).catch((error: unknown) => {
+          throw describeInput(error, ref);
+        });
+      } finally {
+        await rm(scratch, { recursive: true, force: true });
+      }
+    });
+  }
+
+  /** Makes sure image `digest` is in the store, building it with `populate` unless it is. */
+  async #ensure(digest: Digest, source: ImageSource, progress: ImageProgress, populate: Populate): Promise<void> {
+    if (await this.#catalog.has(digest)) return;
+    requireRoot();
+    await this.#builds.run(digest, progress, (progress) =>
+      withFileLock(
+        this.#catalog.lockPath(digest),
+        async () => {
+          if (await this.#catalog.has(digest)) return; // another process built it while we waited
+          const started = Date.now();
+          const scratch = await this.#catalog.scratch();
+          try {
+            const rootfs = join(scratch, 'rootfs');
+            const config = await populate(rootfs, progress);
+            await ensureWorkspace(rootfs);
+            const sizeBytes = await treeSize(rootfs);
+            await this.#catalog.commit(scratch, { digest, source, sizeBytes, createdAt: new Date().toISOString(), config });
+            this.#log.info({ digest, source, sizeBytes, ms: Date.now() - started }, 'image unpacked');
+            progress({ phase: 'done', message: `image ready (${Math.round(sizeBytes / 2 ** 20)} MiB)`, fraction: 1 });
+          } catch (error) {
+            await rm(scratch, { recursive: true, force: true });
+            throw error;
+          }
+        },
+        (holder) => progress({ phase: 'wait', message: `waiting for process ${holder}, which is unpacking this image` }),
+      ),
+    );
+  }
+
+  async #name(name: string, digest: Digest): Promise<ImageRecord> {
+    if ((await this.#catalog.getRef(name)) !== digest) await this.#catalog.setRef(name, digest);
+    const record = await this.#record(name, digest);
+    if (!record) throw new Error(`image ${digest} vanished from the store while being named '${name}'`);
+    return record;
+  }
+
+  async #record(name: string, digest: Digest): Promise<ImageRecord | undefined> {
+    const image = await this.#catalog.readImage(digest);
+    return image && { name, ...image, rootfs: this.#catalog.rootfs(digest) };
+  }
+}
+
+function requireRoot(): void {
+  if (process.getuid?.() !== 0) {
+    throw unavailable(`unpacking images needs root: their files are given to the ids environments run as (${ID_BASE} and up)`);
+  }
+}
+
+/** Says which input an `invalid` error is about; other errors pass through unchanged. */
+function describeInput(error: unknown, input: string): unknown {
+  if (error instanceof BerthError && error.kind === 'invalid' && error.field === undefined) {
+    return invalid(`cannot import '${input}': ${error.message}`);
+  }
+  return error;
+}
