@@ -17,8 +17,8 @@ export function attach(client: ApiClient, id: string, o: AttachOptions): Promise
   const ws = client.websocket(`/api/environments/${encodeURIComponent(id)}/attach`);
   const stdin = process.stdin;
   const rawTty = o.tty && stdin.isTTY;
-  const cols = process.stdout.columns ?? 80;
-  const rows = process.stdout.rows ?? 24;
+  const cols = process.stdout.columns || 80;
+  const rows = process.stdout.rows || 24;
 
   return new Promise<number>((resolve, reject) => {
     let exitCode: number | undefined;
@@ -27,7 +27,7 @@ export function attach(client: ApiClient, id: string, o: AttachOptions): Promise
       stdin.pause();
       process.stdout.off('resize', onResize);
     };
-    const onResize = () => ws.send(JSON.stringify({ type: 'resize', cols: process.stdout.columns, rows: process.stdout.rows }));
+    const onResize = () => ws.send(JSON.stringify({ type: 'resize', cols: process.stdout.columns || 80, rows: process.stdout.rows || 24 }));
 
     ws.on('open', () => {
       const start: AttachStart = {

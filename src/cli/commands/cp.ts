@@ -1,5 +1,5 @@
 import { existsSync, statSync } from 'node:fs';
-import { mkdtemp, readdir, rename, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, realpath, rename, rm, symlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -39,7 +39,8 @@ async function upload(client: ApiClient, local: string, to: RemotePath): Promise
   const probe = await client.request<ExecResult>('POST', `/api/environments/${encodeURIComponent(to.env)}/exec`, {
     cmd: ['sh', '-c', '[ -d "$1" ]', 'sh', to.path],
   });
-  const intoDir = probe.exitCode === 0;
+  // A trailing slash names a folder, made if missing.
+  const intoDir = probe.exitCode === 0 || to.path.endsWith('/');
   const targetDir = intoDir ? to.path : dirname(to.path);
   const name = intoDir ? basename(local) : basename(to.path);
   const top = basename(local);
@@ -56,7 +57,7 @@ async function upload(client: ApiClient, local: string, to: RemotePath): Promise
   await client.fetch(filesUrl({ env: to.env, path: targetDir }), {
     method: 'PUT',
     headers: { 'content-type': 'application/x-tar' },
-    body: Readable.toWeb(pack as unknown as Readable) as ReadableStream,
+    body: Readable.toWeb(Readable.from(pack)) as ReadableStream,
     duplex: 'half',
   });
 }
@@ -69,8 +70,23 @@ async function download(client: ApiClient, from: RemotePath, local: string): Pro
   // Unpack beside the destination, then move into place: a failed copy leaves nothing half-written.
   const staging = await mkdtemp(join(parent, '.berth-cp-'));
   try {
-    // node-tar refuses absolute paths, '..' and writing through symlinks it has unpacked.
-    await pipeline(Readable.fromWeb(res.body as never), tar.x({ cwd: staging, strict: true }));
+    // node-tar refuses absolute paths and '..' and never writes through a symlink it made.
+    // Symlinks are held back and made last, exactly as they were inside (absolute targets
+    // included), so no entry of the archive can be written through one.
+    const links: { path: string; target: string }[] = [];
+    const extract = tar.x({
+      cwd: staging,
+      strict: true,
+      filter: (path, entry) => {
+        if ('type' in entry && entry.type === 'SymbolicLink') {
+          links.push({ path, target: (entry as { linkpath?: string }).linkpath ?? '' });
+          return false;
+        }
+        return true;
+      },
+    });
+    await pipeline(Readable.fromWeb(res.body as never), extract);
+    for (const link of links) await makeLink(staging, link.path, link.target);
     const [entry] = await readdir(staging);
     if (!entry) throw new CliError(`${from.env}:${from.path} came back empty`);
     const target = intoDir ? join(local, entry) : local;
@@ -79,4 +95,14 @@ async function download(client: ApiClient, from: RemotePath, local: string): Pro
   } finally {
     await rm(staging, { recursive: true, force: true });
   }
+}
+
+/** Makes a symlink at `path` under `root`, refusing a path that leaves root or passes through a symlink. */
+async function makeLink(root: string, path: string, target: string): Promise<void> {
+  const base = await realpath(root);
+  const at = resolve(base, path);
+  if (!at.startsWith(`${base}/`)) throw new CliError(`refusing archive entry ${path}: it points outside the destination`);
+  const parent = dirname(at);
+  if ((await realpath(parent)) !== parent) throw new CliError(`refusing archive entry ${path}: its folder is a symlink`);
+  await symlink(target, at);
 }

@@ -144,7 +144,6 @@ export function envCommands(program: Command, client: Client): void {
     .option('--timeout <duration>', 'kill the command after this long (default 10m; "off" for never)')
     .option('-i, --interactive', 'pass standard input')
     .option('-t, --tty', 'give the command a terminal')
-    .passThroughOptions()
     .action(async (id: string, cmd: string[], o) => {
       const env: Record<string, string> = {};
       for (const kv of (o.env as string[] | undefined) ?? []) {

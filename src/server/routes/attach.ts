@@ -24,47 +24,61 @@ export function attachRoutes(app: App, { environments }: AppDeps): void {
     },
     },
     (socket: WebSocket, req) => {
-      let command: RunningCommand | undefined;
+      // Frames that arrive while the command starts wait on this promise, so input and
+      // control messages are applied in the order they were sent.
+      let command: Promise<RunningCommand> | undefined;
+      let started: RunningCommand | undefined;
       const fail = (err: unknown) => {
         if (socket.readyState === socket.OPEN) socket.send(JSON.stringify({ type: 'error', ...errorBody(err) }));
         socket.close(1011);
       };
 
-      socket.on('message', async (data, isBinary) => {
-        try {
-          if (isBinary) {
-            const buf = data as Buffer;
-            if (command && buf[0] === STREAM.stdin) command.stdin.write(buf.subarray(1));
-            return;
+      const start = async (message: unknown): Promise<RunningCommand> => {
+        const parsed = AttachStart.safeParse(message);
+        if (!parsed.success) throw invalid(`start frame: ${parsed.error.issues[0]?.message ?? 'invalid'}`, 'start');
+        const s = parsed.data;
+        const running = await environments.exec(req.caller.orgId, req.params.id, {
+          cmd: s.cmd,
+          cwd: s.cwd,
+          env: s.env,
+          tty: s.tty ? { cols: s.cols, rows: s.rows } : undefined,
+          timeoutMs: timeoutMs(s.timeout),
+        });
+        started = running;
+        if (!s.stdin) running.stdin.end();
+        pipeOut(running, socket);
+        return running;
+      };
+
+      socket.on('message', (data, isBinary) => {
+        const buf = data as Buffer;
+        if (!command) {
+          if (isBinary) return fail(invalid('send the start frame first', 'start'));
+          let message: unknown;
+          try {
+            message = JSON.parse(buf.toString());
+          } catch {
+            return fail(invalid('the start frame is not JSON', 'start'));
           }
-          const message = JSON.parse(data.toString());
-          if (!command) {
-            const parsed = AttachStart.safeParse(message);
-            if (!parsed.success) throw invalid(`start frame: ${parsed.error.issues[0]?.message ?? 'invalid'}`, 'start');
-            const start = parsed.data;
-            socket.pause();
-            command = await environments.exec(req.caller.orgId, req.params.id, {
-              cmd: start.cmd,
-              cwd: start.cwd,
-              env: start.env,
-              tty: start.tty ? { cols: start.cols, rows: start.rows } : undefined,
-              timeoutMs: timeoutMs(start.timeout),
-            });
-            socket.resume();
-            if (!start.stdin) command.stdin.end();
-            pipeOut(command, socket);
-            return;
-          }
-          const control = AttachControl.safeParse(message);
-          if (!control.success) throw invalid('unknown control frame', 'control');
-          if (control.data.type === 'resize') await command.resize(control.data.cols, control.data.rows);
-          else if (control.data.type === 'eof') command.stdin.end();
-          else await command.signal(control.data.signal);
-        } catch (err) {
-          fail(err);
+          command = start(message);
+          command.catch(fail);
+          return;
         }
+        void command
+          .then(async (running) => {
+            if (isBinary) {
+              if (buf[0] === STREAM.stdin) running.stdin.write(buf.subarray(1));
+              return;
+            }
+            const control = AttachControl.safeParse(JSON.parse(buf.toString()));
+            if (!control.success) throw invalid('unknown control frame', 'control');
+            if (control.data.type === 'resize') await running.resize(control.data.cols, control.data.rows);
+            else if (control.data.type === 'eof') running.stdin.end();
+            else await running.signal(control.data.signal);
+          })
+          .catch(fail);
       });
-      socket.on('close', () => void command?.signal('SIGKILL'));
+      socket.on('close', () => void started?.signal('SIGKILL'));
     },
   );
 }

@@ -37,14 +37,22 @@ export function fileRoutes(app: App, { environments }: AppDeps): void {
       command.stdin.end();
       const stderr: Buffer[] = [];
       command.stderr.on('data', (b: Buffer) => stderr.push(b));
-      // Decide the status from the first byte or the exit, whichever comes first.
-      const first = await Promise.race([
-        new Promise<'data'>((resolve) => command.stdout.once('readable', () => resolve('data'))),
-        command.exited,
-      ]);
-      if (first !== 'data') {
-        if (first.exitCode === 3 || first.exitCode === 4) throw notFound(`no file or folder ${req.query.path} in the environment`);
-        throw new BerthError('unavailable', `could not read ${req.query.path}: ${Buffer.concat(stderr).toString().trim() || `tar exited ${first.exitCode}`}`);
+      // Decide the status from the first chunk or the end, whichever comes first.
+      const stdout = command.stdout;
+      const first = await new Promise<'data' | 'end'>((resolve) => {
+        const onEnd = () => resolve('end');
+        stdout.once('end', onEnd);
+        stdout.once('data', (chunk: Buffer) => {
+          stdout.off('end', onEnd);
+          stdout.pause();
+          stdout.unshift(chunk);
+          resolve('data');
+        });
+      });
+      if (first === 'end') {
+        const status = await command.exited;
+        if (status.exitCode === 3 || status.exitCode === 4) throw notFound(`no file or folder ${req.query.path} in the environment`);
+        throw new BerthError('unavailable', `could not read ${req.query.path}: ${Buffer.concat(stderr).toString().trim() || `tar exited ${status.exitCode}`}`);
       }
       req.raw.on('close', () => void command.signal('SIGKILL'));
       // The tar stream is not a JSON reply: send it past the serializer.
@@ -73,7 +81,7 @@ export function fileRoutes(app: App, { environments }: AppDeps): void {
       if (status.exitCode !== 0) {
         throw invalid(`could not unpack into ${req.query.path}: ${Buffer.concat(stderr).toString().trim() || `tar exited ${status.exitCode}`}`, 'body');
       }
-      return reply.code(204).send();
+      return reply.code(204).send(null);
     },
   });
 }
