@@ -1,6 +1,6 @@
 import WebSocket from 'ws';
 import type { ErrorBody } from '../shared/errors.ts';
-import type { ClientConfig } from '../server/index.ts';
+import type { ClientConfig } from '../shared/client-config.ts';
 import { CliError } from './output.ts';
 
 /** A thin typed client for the control plane's HTTP API. */

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { CLIENT_CONFIG_FILE, type ClientConfig } from '../server/index.ts';
+import { CLIENT_CONFIG_FILE, type ClientConfig } from '../shared/client-config.ts';
 import { CliError } from './output.ts';
 
 /** --data-dir, then BERTH_DATA_DIR, then ~/.berth. */

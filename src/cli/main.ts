@@ -1,9 +1,8 @@
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import { VERSION } from '../server/index.ts';
+import { VERSION } from '../shared/client-config.ts';
 import { ApiClient } from './client.ts';
 import { envCommands } from './commands/env.ts';
 import { imageCommands } from './commands/image.ts';
-import { up } from './commands/up.ts';
 import { clientConfig, dataDir } from './config.ts';
 import { CliError } from './output.ts';
 
@@ -28,7 +27,11 @@ program
     return n;
   }, 7070)
   .option('--host <address>', 'address to listen on', '127.0.0.1')
-  .action(async (o) => up({ port: o.port, host: o.host, dataDir: dataDir(globals().dataDir) }));
+  .action(async (o) => {
+    // Loaded only here: the server's dependencies would slow every other command.
+    const { up } = await import('./commands/up.ts');
+    await up({ port: o.port, host: o.host, dataDir: dataDir(globals().dataDir) });
+  });
 
 envCommands(program, client);
 imageCommands(program, client);

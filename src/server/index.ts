@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from '
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { DEFAULT_IMAGE, ImageStore, LocalRunner, type ImageProgress } from '../runner/index.ts';
+import { CLIENT_CONFIG_FILE, VERSION, type ClientConfig } from '../shared/client-config.ts';
 import { buildApp, type App } from './app.ts';
 import { ensureDefaultOrg, TokenService } from './auth.ts';
 import { openDatabase, type DatabaseHandle } from './db/index.ts';
@@ -9,7 +10,7 @@ import { EnvironmentService } from './environments/service.ts';
 
 export { EnvironmentService } from './environments/service.ts';
 
-export const VERSION: string = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version;
+export { CLIENT_CONFIG_FILE, VERSION, type ClientConfig };
 
 export interface StartOptions {
   dataDir: string;
@@ -36,13 +37,6 @@ export interface RunningBerth {
   close(): Promise<void>;
 }
 
-/** What the CLI needs to reach a control plane; written 0600 into the data dir. */
-export interface ClientConfig {
-  url: string;
-  token: string;
-}
-
-export const CLIENT_CONFIG_FILE = 'client.json';
 
 /** `berth up`: control plane, embedded (or server) database and a local runner in one process. */
 export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
@@ -76,7 +70,12 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
 
   const clientConfigPath = join(opts.dataDir, CLIENT_CONFIG_FILE);
-  await writeClientConfig(clientConfigPath, url, async () => (await tokens.create({ orgId, name: 'berth up (local admin)', role: 'owner' })).token);
+  await writeClientConfig(
+    clientConfigPath,
+    url,
+    async (token) => tokens.authenticate(`Bearer ${token}`).then(() => true, () => false),
+    async () => (await tokens.create({ orgId, name: 'berth up (local admin)', role: 'owner' })).token,
+  );
 
   const sweeper = setInterval(() => void environments.sweep().catch((err) => logger.error({ err }, 'sweep failed')), opts.sweepIntervalMs ?? 15_000);
   sweeper.unref();
@@ -97,8 +96,16 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   };
 }
 
-/** Keeps the admin token of an earlier start (its hash is in the database) and updates the URL. */
-async function writeClientConfig(path: string, url: string, newToken: () => Promise<string>): Promise<void> {
+/**
+ * Keeps the admin token of an earlier start while the database still knows it (a new
+ * DATABASE_URL does not), and updates the URL.
+ */
+async function writeClientConfig(
+  path: string,
+  url: string,
+  stillValid: (token: string) => Promise<boolean>,
+  newToken: () => Promise<string>,
+): Promise<void> {
   let token: string | undefined;
   if (existsSync(path)) {
     try {
@@ -107,7 +114,7 @@ async function writeClientConfig(path: string, url: string, newToken: () => Prom
       token = undefined;
     }
   }
-  token ??= await newToken();
+  if (!token || !(await stillValid(token))) token = await newToken();
   const tmp = `${path}.${process.pid}.tmp`;
   writeFileSync(tmp, JSON.stringify({ url, token } satisfies ClientConfig, null, 2), { mode: 0o600 });
   renameSync(tmp, path);
