@@ -2,7 +2,7 @@
 // create-to-first-command, exec round trip, idle density and memory, stop/start with a
 // 1 GB workspace, and bare `crun run` of the same image measured in the same run.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -137,6 +137,7 @@ async function bareCrun(runs: number): Promise<number[]> {
   const image = await berth.runner.images.get('default');
   if (!image) throw new Error('the default image is missing');
   const dir = mkdtempSync(join(tmpdir(), 'berth-bare-'));
+  chmodSync(dir, 0o711); // the environment's root must reach its mount point
   const state = join(dir, 'state');
   const upper = join(dir, 'upper');
   const work = join(dir, 'work');

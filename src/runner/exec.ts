@@ -1,11 +1,9 @@
-import { execFile, spawn } from 'node:child_process';
 import { readFile, rm } from 'node:fs/promises';
 import { readdirSync, readFileSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
-import { promisify } from 'node:util';
+import { finished } from 'node:stream/promises';
 import type { ExecSpec, IsolationBackend } from './backends/backend.ts';
-
-const execFileAsync = promisify(execFile);
+import type { Spawner } from './spawner/index.ts';
 
 export interface ExitStatus {
   exitCode: number;
@@ -25,6 +23,7 @@ export interface RunningCommand {
 }
 
 export interface StartCommand {
+  spawner: Spawner;
   backend: IsolationBackend;
   containerId: string;
   spec: ExecSpec;
@@ -37,14 +36,14 @@ export const TIMEOUT_EXIT_CODE = 124;
 
 const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
 
-export function startCommand({ backend, containerId, spec, tty, timeoutMs }: StartCommand): RunningCommand {
+export function startCommand({ spawner, backend, containerId, spec, tty, timeoutMs }: StartCommand): RunningCommand {
   const started = performance.now();
   const { file, args } = backend.execCommand(containerId, spec);
   // The runtime wants a terminal on its own stdin before it gives one to the command,
   // so a terminal session runs under script(1), which supplies it without native code.
   const child = tty
-    ? spawn('script', ['-q', '-e', '-c', `stty rows ${tty.rows} cols ${tty.cols} && exec ${[file, ...args].map(quote).join(' ')}`, '/dev/null'], { stdio: 'pipe' })
-    : spawn(file, args, { stdio: 'pipe' });
+    ? spawner.spawn('script', ['-q', '-e', '-c', `stty rows ${tty.rows} cols ${tty.cols} && exec ${[file, ...args].map(quote).join(' ')}`, '/dev/null'], { stdin: true })
+    : spawner.spawn(file, args, { stdin: true });
 
   let pid: number | undefined;
   const commandPid = async (): Promise<number | undefined> => {
@@ -68,17 +67,14 @@ export function startCommand({ backend, containerId, spec, tty, timeoutMs }: Sta
         }, timeoutMs)
       : undefined;
 
-  const exited = new Promise<ExitStatus>((resolve) => {
-    child.on('error', () => resolve({ exitCode: 127, timedOut, durationMs: performance.now() - started }));
-    child.on('close', (code, signal) => {
-      if (timer) clearTimeout(timer);
-      void rm(spec.pidFile, { force: true });
-      const exitCode = timedOut ? TIMEOUT_EXIT_CODE : (code ?? 128 + (signal ? signalNumber(signal) : 0));
-      resolve({ exitCode, timedOut, durationMs: performance.now() - started });
-    });
+  // Done when the command has exited and its output has been read to the end.
+  const ended = (stream: Readable) => finished(stream).catch(() => {});
+  const exited = Promise.all([child.exited, ended(child.stdout), ended(child.stderr)]).then(([{ code, signal }]) => {
+    if (timer) clearTimeout(timer);
+    void rm(spec.pidFile, { force: true });
+    const exitCode = timedOut ? TIMEOUT_EXIT_CODE : (code ?? 128 + (signal ? signalNumber(signal) : 0));
+    return { exitCode, timedOut, durationMs: performance.now() - started };
   });
-  // The peer may stop reading or writing at any time; a broken pipe is not our crash.
-  child.stdin.on('error', () => {});
 
   return {
     stdin: child.stdin,
@@ -90,7 +86,7 @@ export function startCommand({ backend, containerId, spec, tty, timeoutMs }: Sta
       if (!tty || !p) return;
       // The runtime does not pass window changes on, so set the size on the terminal
       // the command holds; the kernel then sends it SIGWINCH.
-      await execFileAsync('stty', ['-F', `/proc/${p}/fd/0`, 'rows', String(rows), 'cols', String(cols)]).catch(() => {});
+      await spawner.run('stty', ['-F', `/proc/${p}/fd/0`, 'rows', String(rows), 'cols', String(cols)]);
     },
     async signal(signal) {
       const p = await commandPid();

@@ -1,8 +1,5 @@
-import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { promisify } from 'node:util';
-
-const execFileAsync = promisify(execFile);
+import type { Spawner } from './spawner/index.ts';
 
 /** The paths of one environment's overlay: the shared read-only image below, its own state above. */
 export interface OverlayPaths {
@@ -19,21 +16,18 @@ export function isMounted(path: string): boolean {
     .some((line) => line.split(' ')[4] === path);
 }
 
-export async function mountOverlay(p: OverlayPaths): Promise<void> {
+export async function mountOverlay(spawner: Spawner, p: OverlayPaths): Promise<void> {
   if (isMounted(p.merged)) return;
   // index=off and xino=off keep the upper dir portable: it stays valid if the image
   // cache is moved or the lower dir is re-unpacked with the same content.
   const options = `lowerdir=${p.lower},upperdir=${p.upper},workdir=${p.work},index=off,xino=off`;
-  await execFileAsync('mount', ['-t', 'overlay', 'overlay', '-o', options, p.merged]);
+  await spawner.check('mount', ['-t', 'overlay', 'overlay', '-o', options, p.merged]);
 }
 
-export async function unmountOverlay(merged: string): Promise<void> {
+export async function unmountOverlay(spawner: Spawner, merged: string): Promise<void> {
   if (!isMounted(merged)) return;
-  try {
-    await execFileAsync('umount', [merged]);
-  } catch {
-    // A process that escaped the container's death (it should not) keeps it busy;
-    // detach it so the environment can still be started or removed.
-    await execFileAsync('umount', ['--lazy', merged]);
-  }
+  const { code } = await spawner.run('umount', [merged]);
+  // A process that escaped the container's death (it should not) keeps it busy;
+  // detach it so the environment can still be started or removed.
+  if (code !== 0) await spawner.check('umount', ['--lazy', merged]);
 }

@@ -14,6 +14,7 @@ import { startCommand, type RunningCommand } from './exec.ts';
 import { ID_BASE } from './idmap.ts';
 import type { ImageRecord, ImageStore } from './images/index.ts';
 import { mountOverlay, unmountOverlay } from './overlay.ts';
+import { Spawner } from './spawner/index.ts';
 
 /** What the runner needs to know to run one environment. */
 export interface EnvironmentSpec {
@@ -54,6 +55,7 @@ export class LocalRunner {
   readonly #mounts: string;
   readonly #initBinary: string;
   readonly #log: Logger;
+  readonly #spawner = new Spawner();
 
   constructor(opts: RunnerOptions) {
     this.images = opts.images;
@@ -64,7 +66,7 @@ export class LocalRunner {
     // data dir such as /root/.berth. /run is also cleared by a reboot, like the mounts.
     this.#mounts = join('/run/berth', createHash('sha256').update(resolve(opts.dataDir)).digest('hex').slice(0, 16));
     this.#initBinary = opts.initBinary ?? findInit();
-    this.backend = new OciRuntime({ name: opts.runtime ?? findRuntime(), stateDir: join(opts.dataDir, 'runtime', 'state') });
+    this.backend = new OciRuntime({ name: opts.runtime ?? findRuntime(), stateDir: join(opts.dataDir, 'runtime', 'state'), spawner: this.#spawner });
   }
 
   #paths(id: string) {
@@ -91,11 +93,13 @@ export class LocalRunner {
   async start(spec: EnvironmentSpec): Promise<void> {
     const p = this.#paths(spec.id);
     const cid = this.containerId(spec.id);
-    if ((await this.backend.status(cid)) === 'running') return;
-    // A container left from a crash (dead init) would block the new one.
-    await this.backend.delete(cid);
-
     const fresh = !existsSync(p.upper);
+    if (!fresh) {
+      if ((await this.backend.status(cid)) === 'running') return;
+      // A container left from a crash (dead init) would block the new one.
+      await this.backend.delete(cid);
+    }
+
     await Promise.all([p.upper, p.work, p.bundle, p.exec].map((d) => mkdir(d, { recursive: true, mode: 0o700 })));
     await mkdir(p.merged, { recursive: true, mode: 0o711 });
     if (fresh) {
@@ -103,7 +107,7 @@ export class LocalRunner {
       await chown(p.upper, ID_BASE, ID_BASE);
       await chmod(p.upper, 0o755);
     }
-    await mountOverlay({ lower: spec.image.rootfs, upper: p.upper, work: p.work, merged: p.merged });
+    await mountOverlay(this.#spawner, { lower: spec.image.rootfs, upper: p.upper, work: p.work, merged: p.merged });
 
     const config = ociConfig({
       hostname: spec.hostname,
@@ -122,7 +126,7 @@ export class LocalRunner {
     const cid = this.containerId(id);
     await this.backend.kill(cid);
     await this.backend.delete(cid);
-    await unmountOverlay(this.#paths(id).merged);
+    await unmountOverlay(this.#spawner, this.#paths(id).merged);
   }
 
   /** Stops the environment and frees its disk. */
@@ -147,6 +151,7 @@ export class LocalRunner {
     if (opts.tty) env.push('TERM=xterm-256color');
     for (const [k, v] of Object.entries(opts.env ?? {})) env.push(`${k}=${v}`);
     return startCommand({
+      spawner: this.#spawner,
       backend: this.backend,
       containerId: this.containerId(spec.id),
       spec: {
@@ -169,12 +174,13 @@ export class LocalRunner {
   async diskUsage(id: string): Promise<number | null> {
     const upper = this.#paths(id).upper;
     if (!existsSync(upper)) return null;
-    try {
-      const out = execFileSync('du', ['-sxb', upper], { encoding: 'utf8' });
-      return Number(out.split('\t')[0]);
-    } catch {
-      return (await stat(upper)).size;
-    }
+    const r = await this.#spawner.run('du', ['-sxb', upper]);
+    return r.code === 0 ? Number(r.stdout.split('\t')[0]) : (await stat(upper)).size;
+  }
+
+  /** Stops the helper process; environments keep running. */
+  close(): void {
+    this.#spawner.close();
   }
 
   #baseEnv(image: ImageRecord): string[] {

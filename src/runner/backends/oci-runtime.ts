@@ -1,12 +1,8 @@
-import { execFile, spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { cgroupLayout } from '../cgroups.ts';
+import type { Spawner } from '../spawner/index.ts';
 import type { ContainerStatus, ExecSpec, IsolationBackend } from './backend.ts';
-
-const execFileAsync = promisify(execFile);
 
 export type RuntimeName = 'crun' | 'runc' | 'runsc';
 
@@ -20,9 +16,11 @@ export class OciRuntime implements IsolationBackend {
   readonly #binary: string;
   readonly #stateDir: string;
   readonly #wrapForHybrid: boolean;
+  readonly #spawner: Spawner;
 
-  constructor(opts: { name: RuntimeName; binary?: string; stateDir: string }) {
+  constructor(opts: { name: RuntimeName; binary?: string; stateDir: string; spawner: Spawner }) {
     this.name = opts.name;
+    this.#spawner = opts.spawner;
     this.#binary = opts.binary ?? opts.name;
     this.#stateDir = opts.stateDir;
     mkdirSync(this.#stateDir, { recursive: true, mode: 0o700 });
@@ -44,15 +42,9 @@ export class OciRuntime implements IsolationBackend {
       : [this.#binary, args];
     // The container's init inherits the runtime's stdout and stderr and keeps them open
     // for its whole life, so they go to a file, never to a pipe we would wait on.
-    const logPath = join(bundleDir, 'runtime.log');
-    const log = openSync(logPath, 'w');
-    try {
-      const child = spawn(file, argv as string[], { stdio: ['ignore', log, log] });
-      const [code] = (await once(child, 'exit')) as [number | null];
-      if (code !== 0) throw new Error(`${this.name} run failed: ${readFileSync(logPath, 'utf8').trim() || `exit ${code}`}`);
-    } finally {
-      closeSync(log);
-    }
+    const logFile = join(bundleDir, 'runtime.log');
+    const { code } = await this.#spawner.run(file, argv as string[], { logFile });
+    if (code !== 0) throw new Error(`${this.name} run failed: ${readFileSync(logFile, 'utf8').trim() || `exit ${code}`}`);
   }
 
   async status(containerId: string): Promise<ContainerStatus> {
@@ -92,20 +84,12 @@ export class OciRuntime implements IsolationBackend {
   }
 
   async #state(containerId: string): Promise<{ status: string; pid: number } | undefined> {
-    try {
-      const { stdout } = await execFileAsync(this.#binary, this.#args('state', containerId));
-      return JSON.parse(stdout) as { status: string; pid: number };
-    } catch {
-      return undefined;
-    }
+    const { code, stdout } = await this.#spawner.run(this.#binary, this.#args('state', containerId));
+    return code === 0 ? (JSON.parse(stdout) as { status: string; pid: number }) : undefined;
   }
 
   async #exec(verb: string, file: string, args: string[]): Promise<void> {
-    try {
-      await execFileAsync(file, args);
-    } catch (err) {
-      const e = err as { stderr?: string; message: string };
-      throw new Error(`${this.name} ${verb} failed: ${(e.stderr || e.message).trim()}`);
-    }
+    const r = await this.#spawner.run(file, args);
+    if (r.code !== 0) throw new Error(`${this.name} ${verb} failed: ${(r.stderr || r.stdout).trim() || `exit ${r.code}`}`);
   }
 }

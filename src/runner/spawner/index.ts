@@ -1,0 +1,171 @@
+import { fork, type ChildProcess } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { Readable, Writable } from 'node:stream';
+import type { FromSpawner, SpawnRequest, ToSpawner } from './protocol.ts';
+
+/** A command started by the spawner: the parts of ChildProcess the runner uses. */
+export interface SpawnedProcess {
+  stdin: Writable;
+  stdout: Readable;
+  stderr: Readable;
+  /** Resolves with the host pid once the command has started. */
+  pid: Promise<number>;
+  /** Resolves when the command has exited and its output has been delivered. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  kill(signal?: NodeJS.Signals): void;
+}
+
+export interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface SpawnOptions {
+  stdin?: boolean;
+  logFile?: string;
+}
+
+/**
+ * Starts commands from a small helper process instead of from this one (see child.ts
+ * for why). Output comes back over the IPC channel with backpressure: a stream whose
+ * reader falls behind pauses the command's output at the source.
+ */
+export class Spawner {
+  readonly #child: ChildProcess;
+  readonly #live = new Map<number, Live>();
+  #next = 1;
+  #closed = false;
+
+  constructor() {
+    this.#child = fork(new URL('./child.ts', import.meta.url).pathname, [], {
+      serialization: 'advanced',
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      execArgv: ['--disable-warning=ExperimentalWarning', '--max-old-space-size=64'],
+    });
+    this.#child.on('message', (m: FromSpawner) => this.#live.get(m.id)?.receive(m));
+    this.#child.on('exit', () => {
+      for (const live of this.#live.values()) live.receive({ t: 'error', id: 0, message: 'the spawner process exited' });
+      this.#live.clear();
+    });
+    // Neither the channel nor the process may keep the runner alive on their own.
+    this.#child.unref();
+    (this.#child.channel as unknown as { unref?: () => void } | undefined)?.unref?.();
+  }
+
+  spawn(file: string, args: string[], opts: SpawnOptions = {}): SpawnedProcess {
+    if (this.#closed) throw new Error('the spawner is closed');
+    const id = this.#next++;
+    const live = new Live(id, (m) => this.#send(m), () => this.#live.delete(id));
+    this.#live.set(id, live);
+    const request: SpawnRequest = { t: 'spawn', id, file, args, stdin: opts.stdin ?? false };
+    if (opts.logFile) request.logFile = opts.logFile;
+    this.#send(request);
+    return live.process;
+  }
+
+  /** Runs a command to the end, collecting its output (execFile for the spawner). */
+  async run(file: string, args: string[], opts: { logFile?: string } = {}): Promise<RunResult> {
+    const p = this.spawn(file, args, opts);
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    p.stdout.on('data', (b: Buffer) => out.push(b));
+    p.stderr.on('data', (b: Buffer) => err.push(b));
+    const { code } = await p.exited;
+    return { code, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
+  }
+
+  /** Like run, but a non-zero exit is an error carrying stderr. */
+  async check(file: string, args: string[], opts: { logFile?: string } = {}): Promise<string> {
+    const r = await this.run(file, args, opts);
+    if (r.code !== 0) throw new Error((r.stderr || r.stdout).trim() || `${file} exited ${r.code}`);
+    return r.stdout;
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#child.kill();
+  }
+
+  #send(m: ToSpawner): void {
+    if (this.#child.connected) this.#child.send(m);
+  }
+}
+
+class Live {
+  readonly process: SpawnedProcess;
+  readonly #stdout: Readable;
+  readonly #stderr: Readable;
+  #resolvePid!: (pid: number) => void;
+  #rejectPid!: (err: Error) => void;
+  #resolveExit!: (v: { code: number | null; signal: NodeJS.Signals | null }) => void;
+  #paused = false;
+  readonly #events = new EventEmitter();
+
+  constructor(id: number, send: (m: ToSpawner) => void, done: () => void) {
+    const resume = () => {
+      if (this.#paused) {
+        this.#paused = false;
+        send({ t: 'resume', id });
+      }
+    };
+    this.#stdout = new Readable({ read: resume });
+    this.#stderr = new Readable({ read: resume });
+    const stdin = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        send({ t: 'stdin', id, data: chunk });
+        cb();
+      },
+      final(cb) {
+        send({ t: 'stdin-end', id });
+        cb();
+      },
+    });
+    const pid = new Promise<number>((resolve, reject) => {
+      this.#resolvePid = resolve;
+      this.#rejectPid = reject;
+    });
+    pid.catch(() => {});
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => (this.#resolveExit = resolve));
+    void exited.then(done);
+    this.#events.on('pause', () => {
+      if (!this.#paused) {
+        this.#paused = true;
+        send({ t: 'pause', id });
+      }
+    });
+    this.process = {
+      stdin,
+      stdout: this.#stdout,
+      stderr: this.#stderr,
+      pid,
+      exited,
+      kill: (signal = 'SIGTERM') => send({ t: 'kill', id, signal }),
+    };
+  }
+
+  receive(m: FromSpawner): void {
+    switch (m.t) {
+      case 'started':
+        this.#resolvePid(m.pid);
+        break;
+      case 'out': {
+        const stream = m.fd === 1 ? this.#stdout : this.#stderr;
+        if (!stream.push(m.data)) this.#events.emit('pause');
+        break;
+      }
+      case 'exit':
+        this.#stdout.push(null);
+        this.#stderr.push(null);
+        this.#resolveExit({ code: m.code, signal: m.signal });
+        break;
+      case 'error':
+        this.#rejectPid(new Error(m.message));
+        this.#stdout.push(null);
+        this.#stderr.push(null);
+        this.#stderr.emit('spawn-error', m.message);
+        this.#resolveExit({ code: m.code === 'ENOENT' ? 127 : 126, signal: null });
+        break;
+    }
+  }
+}

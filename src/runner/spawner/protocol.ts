@@ -1,0 +1,27 @@
+// Messages between the runner and its spawner process, over Node's IPC channel with
+// structured-clone serialization (Buffers travel as bytes, not base64).
+
+export interface SpawnRequest {
+  t: 'spawn';
+  id: number;
+  file: string;
+  args: string[];
+  /** Send the command's stdout and stderr to this file instead of back over IPC. */
+  logFile?: string;
+  /** Whether the caller will write to stdin; otherwise stdin is closed at once. */
+  stdin: boolean;
+}
+
+export type ToSpawner =
+  | SpawnRequest
+  | { t: 'stdin'; id: number; data: Buffer }
+  | { t: 'stdin-end'; id: number }
+  | { t: 'kill'; id: number; signal: NodeJS.Signals }
+  | { t: 'pause'; id: number }
+  | { t: 'resume'; id: number };
+
+export type FromSpawner =
+  | { t: 'started'; id: number; pid: number }
+  | { t: 'out'; id: number; fd: 1 | 2; data: Buffer }
+  | { t: 'exit'; id: number; code: number | null; signal: NodeJS.Signals | null }
+  | { t: 'error'; id: number; message: string; code?: string };
