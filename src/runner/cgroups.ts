@@ -2,6 +2,14 @@ import { readFileSync } from 'node:fs';
 
 export type CgroupLayout = 'v2' | 'v1' | 'hybrid';
 
+/**
+ * crun refuses a host that mounts cgroup v1 controllers and also an empty cgroup2 tree
+ * at /sys/fs/cgroup/unified ("cgroups in hybrid mode not supported"). The runner starts
+ * its commands in a mount namespace of their own without that one mount, where crun sees
+ * a plain v1 host. The host's mounts are untouched; pure v1 and v2 hosts need nothing.
+ */
+export const HYBRID_UNIFIED_MOUNT = '/sys/fs/cgroup/unified';
+
 let cached: CgroupLayout | undefined;
 
 /** How the host mounts cgroups, read from /proc/self/mountinfo once. */

@@ -9,15 +9,16 @@ export interface OverlayPaths {
   merged: string;
 }
 
-export function isMounted(path: string): boolean {
+/** Whether `path` is a mount point in the mount namespace where the spawner runs commands. */
+export function isMounted(spawner: Spawner, path: string): boolean {
   // mountinfo escapes spaces and the like as octal; our paths have none.
-  return readFileSync('/proc/self/mountinfo', 'utf8')
+  return readFileSync(`/proc/${spawner.pid ?? 'self'}/mountinfo`, 'utf8')
     .split('\n')
     .some((line) => line.split(' ')[4] === path);
 }
 
 export async function mountOverlay(spawner: Spawner, p: OverlayPaths): Promise<void> {
-  if (isMounted(p.merged)) return;
+  if (isMounted(spawner, p.merged)) return;
   // index=off and xino=off keep the upper dir portable: it stays valid if the image
   // cache is moved or the lower dir is re-unpacked with the same content.
   const options = `lowerdir=${p.lower},upperdir=${p.upper},workdir=${p.work},index=off,xino=off`;
@@ -25,7 +26,7 @@ export async function mountOverlay(spawner: Spawner, p: OverlayPaths): Promise<v
 }
 
 export async function unmountOverlay(spawner: Spawner, merged: string): Promise<void> {
-  if (!isMounted(merged)) return;
+  if (!isMounted(spawner, merged)) return;
   const { code } = await spawner.run('umount', [merged]);
   // A process that escaped the container's death (it should not) keeps it busy;
   // detach it so the environment can still be started or removed.

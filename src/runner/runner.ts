@@ -9,7 +9,7 @@ import { unavailable } from '../shared/errors.ts';
 import type { ContainerStatus, IsolationBackend } from './backends/backend.ts';
 import { OciRuntime, type RuntimeName } from './backends/oci-runtime.ts';
 import { ociConfig, WORKSPACE } from './bundle.ts';
-import { cgroupUsage, type CgroupUsage } from './cgroups.ts';
+import { cgroupLayout, cgroupUsage, HYBRID_UNIFIED_MOUNT, type CgroupUsage } from './cgroups.ts';
 import { startCommand, type RunningCommand } from './exec.ts';
 import { ID_BASE } from './idmap.ts';
 import type { ImageRecord, ImageStore } from './images/index.ts';
@@ -55,7 +55,7 @@ export class LocalRunner {
   readonly #mounts: string;
   readonly #initBinary: string;
   readonly #log: Logger;
-  readonly #spawner = new Spawner();
+  readonly #spawner: Spawner;
 
   constructor(opts: RunnerOptions) {
     this.images = opts.images;
@@ -66,6 +66,7 @@ export class LocalRunner {
     // data dir such as /root/.berth. /run is also cleared by a reboot, like the mounts.
     this.#mounts = join('/run/berth', createHash('sha256').update(resolve(opts.dataDir)).digest('hex').slice(0, 16));
     this.#initBinary = opts.initBinary ?? findInit();
+    this.#spawner = new Spawner(cgroupLayout() === 'hybrid' ? { privateMounts: { unmount: [HYBRID_UNIFIED_MOUNT] } } : {});
     this.backend = new OciRuntime({ name: opts.runtime ?? findRuntime(), stateDir: join(opts.dataDir, 'runtime', 'state'), spawner: this.#spawner });
   }
 

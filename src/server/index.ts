@@ -91,6 +91,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
       clearInterval(sweeper);
       // Environments keep running: they are long-lived and found again on the next start.
       await app.close();
+      await environments.flushActivity();
       runner.close();
       await database.close();
     },

@@ -1,6 +1,5 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { cgroupLayout } from '../cgroups.ts';
 import type { Spawner } from '../spawner/index.ts';
 import type { ContainerStatus, ExecSpec, IsolationBackend } from './backend.ts';
 
@@ -15,7 +14,6 @@ export class OciRuntime implements IsolationBackend {
   readonly name: RuntimeName;
   readonly #binary: string;
   readonly #stateDir: string;
-  readonly #wrapForHybrid: boolean;
   readonly #spawner: Spawner;
 
   constructor(opts: { name: RuntimeName; binary?: string; stateDir: string; spawner: Spawner }) {
@@ -24,11 +22,6 @@ export class OciRuntime implements IsolationBackend {
     this.#binary = opts.binary ?? opts.name;
     this.#stateDir = opts.stateDir;
     mkdirSync(this.#stateDir, { recursive: true, mode: 0o700 });
-    // crun refuses hosts that mount cgroup v1 controllers and an empty cgroup2 tree at
-    // /sys/fs/cgroup/unified ("hybrid"). Starting it in a private mount namespace
-    // without that mount makes it see a plain v1 host. Only creation needs cgroups, so
-    // only `run` is wrapped; exec, kill and delete run directly.
-    this.#wrapForHybrid = this.name === 'crun' && cgroupLayout() === 'hybrid';
   }
 
   #args(...rest: string[]): string[] {
@@ -37,13 +30,10 @@ export class OciRuntime implements IsolationBackend {
 
   async run(containerId: string, bundleDir: string): Promise<void> {
     const args = this.#args('run', '--detach', '--bundle', bundleDir, containerId);
-    const [file, argv] = this.#wrapForHybrid
-      ? ['unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', 'umount /sys/fs/cgroup/unified && exec "$@"', 'sh', this.#binary, ...args]]
-      : [this.#binary, args];
     // The container's init inherits the runtime's stdout and stderr and keeps them open
     // for its whole life, so they go to a file, never to a pipe we would wait on.
     const logFile = join(bundleDir, 'runtime.log');
-    const { code } = await this.#spawner.run(file, argv as string[], { logFile });
+    const { code } = await this.#spawner.run(this.#binary, args, { logFile });
     if (code !== 0) throw new Error(`${this.name} run failed: ${readFileSync(logFile, 'utf8').trim() || `exit ${code}`}`);
   }
 

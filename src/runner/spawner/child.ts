@@ -8,7 +8,11 @@ import { closeSync, openSync } from 'node:fs';
 import type { FromSpawner, ToSpawner } from './protocol.ts';
 
 const children = new Map<number, ChildProcess>();
-const send = (m: FromSpawner) => process.send!(m);
+const send = (m: FromSpawner) => {
+  if (process.connected) process.send!(m);
+};
+// A send racing the runner's exit fails with EPIPE; there is no one left to tell.
+process.on('error', () => {});
 
 process.on('message', (m: ToSpawner) => {
   if (m.t === 'spawn') return start(m);

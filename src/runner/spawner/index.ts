@@ -1,4 +1,4 @@
-import { fork, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { Readable, Writable } from 'node:stream';
 import type { FromSpawner, SpawnRequest, ToSpawner } from './protocol.ts';
@@ -37,26 +37,40 @@ export class Spawner {
   #next = 1;
   #closed = false;
 
-  constructor() {
-    this.#child = fork(new URL('./child.ts', import.meta.url).pathname, [], {
-      serialization: 'advanced',
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      execArgv: ['--disable-warning=ExperimentalWarning', '--max-old-space-size=64'],
-    });
+  /**
+   * @param opts.privateMounts start the spawner in a mount namespace of its own, so
+   *   every mount it makes and every runtime it starts sees that namespace; `unmount`
+   *   names mount points to remove from it first (see cgroups.ts for why).
+   */
+  constructor(opts: { privateMounts?: { unmount: string[] } } = {}) {
+    const node = [process.execPath, '--disable-warning=ExperimentalWarning', '--max-old-space-size=64', new URL('./child.ts', import.meta.url).pathname];
+    const [file, args] = opts.privateMounts
+      ? ['unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', `${opts.privateMounts.unmount.map((m) => `umount ${m} && `).join('')}exec "$@"`, 'sh', ...node]]
+      : [node[0]!, node.slice(1)];
+    this.#child = spawn(file, args as string[], { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     this.#child.on('message', (m: FromSpawner) => this.#live.get(m.id)?.receive(m));
     this.#child.on('exit', () => {
       for (const live of this.#live.values()) live.receive({ t: 'error', id: 0, message: 'the spawner process exited' });
       this.#live.clear();
     });
-    // Neither the channel nor the process may keep the runner alive on their own.
+    // Neither the channel nor the process may keep the runner alive on their own; the
+    // channel holds the event loop only while a command is running.
     this.#child.unref();
-    (this.#child.channel as unknown as { unref?: () => void } | undefined)?.unref?.();
+    this.#channel()?.unref();
+  }
+
+  #channel(): { ref(): void; unref(): void } | undefined {
+    return this.#child.channel as unknown as { ref(): void; unref(): void } | undefined;
   }
 
   spawn(file: string, args: string[], opts: SpawnOptions = {}): SpawnedProcess {
     if (this.#closed) throw new Error('the spawner is closed');
     const id = this.#next++;
-    const live = new Live(id, (m) => this.#send(m), () => this.#live.delete(id));
+    const live = new Live(id, (m) => this.#send(m), () => {
+      this.#live.delete(id);
+      if (this.#live.size === 0) this.#channel()?.unref();
+    });
+    if (this.#live.size === 0) this.#channel()?.ref();
     this.#live.set(id, live);
     const request: SpawnRequest = { t: 'spawn', id, file, args, stdin: opts.stdin ?? false };
     if (opts.logFile) request.logFile = opts.logFile;
@@ -80,6 +94,11 @@ export class Spawner {
     const r = await this.run(file, args, opts);
     if (r.code !== 0) throw new Error((r.stderr || r.stdout).trim() || `${file} exited ${r.code}`);
     return r.stdout;
+  }
+
+  /** The spawner's pid: its /proc entry shows the mounts that commands see. */
+  get pid(): number | undefined {
+    return this.#child.pid;
   }
 
   close(): void {

@@ -32,6 +32,11 @@ export class EnvironmentService {
   readonly #locks = new Map<string, Promise<unknown>>();
   /** Commands running per environment; an environment with one is not idle. */
   readonly #activeCommands = new Map<string, number>();
+  /**
+   * When each environment last ran a command, kept here and written to the database by
+   * the sweep rather than twice per command: the idle clock needs minutes, not milliseconds.
+   */
+  readonly #lastActive = new Map<string, Date>();
 
   constructor(opts: { db: Db; runner: LocalRunner; logger: Logger; hostCpus?: number }) {
     this.#db = opts.db;
@@ -138,10 +143,10 @@ export class EnvironmentService {
     }
     const command = this.#runner.exec(await this.#spec(row), opts);
     this.#activeCommands.set(row.id, (this.#activeCommands.get(row.id) ?? 0) + 1);
-    void this.#touch(row.id);
+    this.#lastActive.set(row.id, new Date());
     void command.exited.finally(() => {
       this.#activeCommands.set(row.id, (this.#activeCommands.get(row.id) ?? 1) - 1);
-      void this.#touch(row.id);
+      this.#lastActive.set(row.id, new Date());
     });
     return command;
   }
@@ -196,6 +201,7 @@ export class EnvironmentService {
 
   /** Stops environments that have been idle or alive too long. Returns the ids stopped. */
   async sweep(now = new Date()): Promise<string[]> {
+    await this.flushActivity();
     const rows = await this.#db.selectFrom('environments').selectAll().where('state', '=', 'running').execute();
     const stopped: string[] = [];
     for (const row of rows) {
@@ -266,11 +272,16 @@ export class EnvironmentService {
     return updated;
   }
 
-  async #touch(id: string): Promise<void> {
-    try {
-      await this.#db.updateTable('environments').set({ last_active_at: new Date() }).where('id', '=', id).execute();
-    } catch (err) {
-      this.#log.warn({ err, environment: id }, 'could not record activity');
+  /** Writes the activity seen since the last flush; called by the sweep and at shutdown. */
+  async flushActivity(): Promise<void> {
+    const pending = [...this.#lastActive];
+    this.#lastActive.clear();
+    for (const [id, at] of pending) {
+      try {
+        await this.#db.updateTable('environments').set({ last_active_at: at }).where('id', '=', id).execute();
+      } catch (err) {
+        this.#log.warn({ err, environment: id }, 'could not record activity');
+      }
     }
   }
 
