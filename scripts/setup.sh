@@ -17,7 +17,7 @@ command -v apt-get >/dev/null || die "this script knows Debian and Ubuntu (apt-g
 
 # Host tools: an OCI runtime, a static init for environments, a Debian bootstrapper for
 # the default image, skopeo for registry pulls, and what the tests use (git, Chromium later).
-packages=(crun catatonit mmdebstrap skopeo uidmap util-linux iproute2 git ca-certificates tar xz-utils)
+packages=(crun catatonit mmdebstrap skopeo docker-registry uidmap util-linux iproute2 git ca-certificates tar xz-utils)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

@@ -1,8 +1,11 @@
-// `npm test`: type-check, then every test file under test/ with node's test runner.
-// Files run two at a time: each starts real environments, and this machine has 2 cores.
+// `npm test`: type-check, then every test file under test/ with node's test runner, once
+// on the embedded database and once on PostgreSQL (BERTH_TEST_POSTGRES, by default the
+// server on 127.0.0.1:5432). Files run two at a time: each starts real environments,
+// and this machine has 2 cores.
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { POSTGRES_SERVER, postgresReachable } from '../test/postgres.ts';
 
 const root = new URL('..', import.meta.url).pathname;
 const only = process.argv.slice(2);
@@ -11,11 +14,25 @@ const tsc = spawnSync(join(root, 'node_modules', '.bin', 'tsc'), ['--noEmit', '-
 if (tsc.status !== 0) process.exit(tsc.status ?? 1);
 
 const files = (only.length ? only : walk(join(root, 'test')).filter((f) => f.endsWith('.test.ts'))).sort();
-const run = spawnSync(process.execPath, ['--test', '--test-concurrency=2', '--test-timeout=600000', '--disable-warning=ExperimentalWarning', ...files], {
-  stdio: 'inherit',
-  cwd: root,
-});
-process.exit(run.status ?? 1);
+const run = (database: 'embedded' | 'postgres') => {
+  console.log(`\n# tests on the ${database} database\n`);
+  return spawnSync(process.execPath, ['--test', '--test-concurrency=2', '--test-timeout=600000', '--disable-warning=ExperimentalWarning', ...files], {
+    stdio: 'inherit',
+    cwd: root,
+    env: { ...process.env, BERTH_TEST_DATABASE: database },
+  }).status;
+};
+
+let status = run('embedded');
+if (process.env.BERTH_TEST_SKIP_POSTGRES === '1') {
+  console.log('\n# BERTH_TEST_SKIP_POSTGRES=1: not running the suite on PostgreSQL');
+} else if (await postgresReachable()) {
+  status ||= run('postgres');
+} else {
+  console.error(`\nno PostgreSQL at ${POSTGRES_SERVER}: set BERTH_TEST_POSTGRES to a server (or BERTH_TEST_SKIP_POSTGRES=1)`);
+  status ||= 1;
+}
+process.exit(status ?? 1);
 
 function walk(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(dir, e.name)) : [join(dir, e.name)]));

@@ -4,28 +4,15 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import pg from 'pg';
 import { openDatabase } from '../src/server/db/index.ts';
+import { freshDatabase, POSTGRES_SERVER, postgresReachable } from './postgres.ts';
 
-const SERVER = process.env.BERTH_TEST_POSTGRES ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-
-async function reachable(): Promise<boolean> {
-  const client = new pg.Client({ connectionString: SERVER, connectionTimeoutMillis: 2000 });
-  try {
-    await client.connect();
-    await client.end();
-    return true;
-  } catch {
-    return false;
-  }
-}
+const server = await postgresReachable();
 
 async function tables(db: Awaited<ReturnType<typeof openDatabase>>['db']): Promise<string[]> {
   const rows = await db.introspection.getTables();
   return rows.map((t) => t.name).sort();
 }
-
-const server = await reachable();
 
 describe('database', () => {
   test('PGlite: migrations run at start, and again is a no-op', async () => {
@@ -43,22 +30,17 @@ describe('database', () => {
     }
   });
 
-  test('PostgreSQL: two replicas starting together run each migration once', { skip: server ? false : `no PostgreSQL at ${SERVER}` }, async () => {
-    const name = `berth_test_${process.pid}_${Date.now()}`;
-    const admin = new pg.Client({ connectionString: SERVER });
-    await admin.connect();
-    await admin.query(`create database ${name}`);
-    const url = SERVER.replace(/\/[^/]*$/, `/${name}`);
+  test('PostgreSQL: two replicas starting together run each migration once', { skip: server ? false : `no PostgreSQL at ${POSTGRES_SERVER}` }, async () => {
+    const database = await freshDatabase();
     try {
-      const [a, b] = await Promise.all([openDatabase({ dataDir: '', databaseUrl: url }), openDatabase({ dataDir: '', databaseUrl: url })]);
+      const [a, b] = await Promise.all([openDatabase({ dataDir: '', databaseUrl: database.url }), openDatabase({ dataDir: '', databaseUrl: database.url })]);
       assert.equal(a.kind, 'postgres');
       assert.deepEqual(await tables(a.db), ['environments', 'orgs', 'tokens']);
       const applied = await a.db.selectFrom('kysely_migration' as never).selectAll().execute();
       assert.equal(applied.length, 1);
       await Promise.all([a.close(), b.close()]);
     } finally {
-      await admin.query(`drop database if exists ${name} with (force)`);
-      await admin.end();
+      await database.drop();
     }
   });
 });

@@ -102,7 +102,7 @@ describe('persistence', () => {
     await t.api('POST', `/api/environments/${stopped.id}/stop`);
 
     await t.close();
-    t = await startTestBerth({ dataDir: t.dataDir });
+    t = await startTestBerth({ dataDir: t.dataDir, database: t.database });
 
     const list = await t.api('GET', '/api/environments');
     const byName = Object.fromEntries(list.body.items.map((e: { name: string; state: string }) => [e.name, e.state]));

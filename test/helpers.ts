@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { startBerth, type ClientConfig, type RunningBerth } from '../src/server/index.ts';
+import { freshDatabase, ON_POSTGRES, type TestDatabase } from './postgres.ts';
 
 export const REPO = new URL('..', import.meta.url).pathname.replace(/\/$/, '');
 /** One image cache for every test file, so the default image is built once per machine. */
@@ -13,6 +14,8 @@ export const IMAGE_DIR = process.env.BERTH_IMAGE_DIR ?? join(REPO, '.cache', 'im
 export interface TestBerth {
   berth: RunningBerth;
   dataDir: string;
+  /** The PostgreSQL database this control plane uses, when the suite runs on PostgreSQL. */
+  database: TestDatabase | undefined;
   client: ClientConfig;
   api<T = any>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>;
   cli(args: string[], opts?: { input?: string; env?: Record<string, string> }): Promise<CliResult>;
@@ -28,13 +31,16 @@ export interface CliResult {
   stderr: string;
 }
 
-export async function startTestBerth(opts: { dataDir?: string; sweepIntervalMs?: number } = {}): Promise<TestBerth> {
+export async function startTestBerth(opts: { dataDir?: string; database?: TestDatabase; sweepIntervalMs?: number } = {}): Promise<TestBerth> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'berth-test-'));
+  // On PostgreSQL each control plane gets a database of its own; a restart passes it on.
+  const database = opts.database ?? (ON_POSTGRES ? await freshDatabase() : undefined);
+  const databaseUrl = database?.url;
   const berth = await startBerth({
     dataDir,
     port: 0,
     imageDir: IMAGE_DIR,
-    databaseUrl: process.env.DATABASE_URL,
+    databaseUrl,
     logger: pino({ level: process.env.BERTH_TEST_LOG ?? 'silent' }),
     sweepIntervalMs: opts.sweepIntervalMs ?? 3_600_000,
   });
@@ -44,6 +50,7 @@ export async function startTestBerth(opts: { dataDir?: string; sweepIntervalMs?:
   const t: TestBerth = {
     berth,
     dataDir,
+    database,
     client,
     async api(method, path, body) {
       const res = await fetch(`${client.url}${path}`, {
@@ -70,6 +77,7 @@ export async function startTestBerth(opts: { dataDir?: string; sweepIntervalMs?:
       const rows = await berth.database.db.selectFrom('environments').select('id').where('state', '<>', 'deleted').execute();
       for (const { id } of rows) await berth.runner.remove(id).catch(() => {});
       await t.close();
+      await database?.drop();
       rmSync(dataDir, { recursive: true, force: true });
     },
   };

@@ -8,9 +8,11 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { openDatabase } from '../src/server/db/index.ts';
 import { IMAGE_DIR, REPO, runCli } from './helpers.ts';
+import { freshDatabase, ON_POSTGRES } from './postgres.ts';
 
 const dataDir = mkdtempSync(join(tmpdir(), 'berth-recovery-'));
-const env = { BERTH_DATA_DIR: dataDir, BERTH_IMAGE_DIR: IMAGE_DIR };
+const database = ON_POSTGRES ? await freshDatabase() : undefined;
+const env: Record<string, string> = { BERTH_DATA_DIR: dataDir, BERTH_IMAGE_DIR: IMAGE_DIR, ...(database ? { DATABASE_URL: database.url } : {}) };
 let up: ChildProcess | undefined;
 
 async function startUp(): Promise<ChildProcess> {
@@ -37,6 +39,7 @@ after(async () => {
   for (const e of list) await runCli(['env', 'rm', e.id], env);
   up.kill('SIGINT');
   await new Promise((r) => up!.on('close', r));
+  await database?.drop();
   rmSync(dataDir, { recursive: true, force: true });
 });
 
@@ -59,10 +62,10 @@ test('kill -9 of berth up, then a restart, finds every environment as it was', a
 
   // Make two environments look exactly as a crash mid-create and mid-stop leaves them:
   // the state written, the work not done.
-  const database = await openDatabase({ dataDir });
-  await database.db.updateTable('environments').set({ state: 'creating' }).where('id', '=', halfId).execute();
-  await database.db.updateTable('environments').set({ state: 'stopping' }).where('id', '=', stoppingId).execute();
-  await database.close();
+  const handle = await openDatabase({ dataDir, databaseUrl: database?.url });
+  await handle.db.updateTable('environments').set({ state: 'creating' }).where('id', '=', halfId).execute();
+  await handle.db.updateTable('environments').set({ state: 'stopping' }).where('id', '=', stoppingId).execute();
+  await handle.close();
 
   up = await startUp();
   const list = JSON.parse(await cli('env', 'list', '--json')) as { name: string; state: string; stateReason: string | null }[];

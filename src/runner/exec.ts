@@ -57,6 +57,8 @@ export function startCommand({ spawner, backend, containerId, spec, tty, timeout
   };
 
   let timedOut = false;
+  // Once the command is gone its pid may belong to another process: never signal it then.
+  let done = false;
   const timer =
     timeoutMs && timeoutMs > 0
       ? setTimeout(async () => {
@@ -70,6 +72,7 @@ export function startCommand({ spawner, backend, containerId, spec, tty, timeout
   // Done when the command has exited and its output has been read to the end.
   const ended = (stream: Readable) => finished(stream).catch(() => {});
   const exited = Promise.all([child.exited, ended(child.stdout), ended(child.stderr)]).then(([{ code, signal }]) => {
+    done = true;
     if (timer) clearTimeout(timer);
     void rm(spec.pidFile, { force: true });
     const exitCode = timedOut ? TIMEOUT_EXIT_CODE : (code ?? 128 + (signal ? signalNumber(signal) : 0));
@@ -83,19 +86,19 @@ export function startCommand({ spawner, backend, containerId, spec, tty, timeout
     exited,
     async resize(cols, rows) {
       const p = await commandPid();
-      if (!tty || !p) return;
+      if (!tty || !p || done) return;
       // The runtime does not pass window changes on, so set the size on the terminal
       // the command holds; the kernel then sends it SIGWINCH.
       await spawner.run('stty', ['-F', `/proc/${p}/fd/0`, 'rows', String(rows), 'cols', String(cols)]);
     },
     async signal(signal) {
       const p = await commandPid();
-      if (p) {
-        try {
-          process.kill(p, signal);
-        } catch {
-          // already gone
-        }
+      if (!p || done) return;
+      if (signal === 'SIGKILL') return killTree(p);
+      try {
+        process.kill(p, signal);
+      } catch {
+        // already gone
       }
     },
   };

@@ -89,6 +89,10 @@ export function environmentRoutes(app: App, { environments }: AppDeps): void {
         return;
       }
 
+      // A caller that hangs up does not leave its command running until the timeout.
+      reply.raw.on('close', () => {
+        if (!reply.raw.writableFinished) void command.signal('SIGKILL');
+      });
       const out: Buffer[] = [];
       const err: Buffer[] = [];
       command.stdout.on('data', (b: Buffer) => out.push(b));
