@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # Sets up a Debian/Ubuntu machine for Berth (as root) and, unless told otherwise, starts it.
 #   bash scripts/setup.sh            install what Berth needs, then run `berth up`
-#   bash scripts/setup.sh --deps     install only (what CI does before the tests)
+#   bash scripts/setup.sh --deps     install only
+#   bash scripts/setup.sh --deps --test   also the tools the test suite uses (what CI runs)
 # Safe to run again: every step checks before it installs.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 start=1
-[ "${1:-}" = "--deps" ] && start=0
+test_tools=0
+for arg in "$@"; do
+  case "$arg" in
+    --deps) start=0 ;;
+    --test) test_tools=1 ;;
+    *) echo "setup: unknown option $arg (use --deps, --test)" >&2; exit 2 ;;
+  esac
+done
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
@@ -17,7 +25,9 @@ command -v apt-get >/dev/null || die "this script knows Debian and Ubuntu (apt-g
 
 # Host tools: an OCI runtime, a static init for environments, a Debian bootstrapper for
 # the default image, skopeo for registry pulls, and what the tests use (git, Chromium later).
-packages=(crun catatonit mmdebstrap skopeo docker-registry uidmap util-linux iproute2 git ca-certificates tar xz-utils)
+packages=(crun catatonit mmdebstrap skopeo uidmap util-linux iproute2 git ca-certificates tar xz-utils)
+# The tests also start a real image registry (Debian's docker-registry).
+((test_tools)) && packages+=(docker-registry)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -25,6 +35,10 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The tests start the registry themselves; it must not stay up as a host service.
+  if ((test_tools)) && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
 fi
 
 # Node.js 24 from the npm registry when the machine's node is older (or missing).

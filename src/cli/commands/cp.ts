@@ -47,7 +47,6 @@ async function upload(client: ApiClient, local: string, to: RemotePath): Promise
   const pack = tar.c(
     {
       cwd: dirname(local),
-      portable: true,
       onWriteEntry(entry) {
         if (entry.path === top || entry.path.startsWith(`${top}/`)) entry.path = name + entry.path.slice(top.length);
       },
