@@ -37,7 +37,7 @@ const api = async (method: string, path: string, body?: unknown) => {
   if (!res.ok) throw new Error(`${method} ${path}: ${JSON.stringify(json)}`);
   return json;
 };
-const exec = (id: string, cmd: string[]) => api('POST', `/api/environments/${id}/exec`, { cmd });
+const exec = (id: string, cmd: string[]) => api('POST', `/api/orgs/default/environments/${id}/exec`, { cmd });
 const created: string[] = [];
 // Baselines start their commands the way the runner does, from a small process, so the
 // comparison is of the work and not of fork() from a large heap.
@@ -48,9 +48,9 @@ console.log(`Berth environment benchmarks — ${berth.runner.backend.name}, cgro
 try {
   // Warm up the runtime and the page cache.
   for (let i = 0; i < 3; i++) {
-    const env = await api('POST', '/api/environments', {});
+    const env = await api('POST', '/api/orgs/default/environments', {});
     await exec(env.id, ['true']);
-    await api('DELETE', `/api/environments/${env.id}`);
+    await api('DELETE', `/api/orgs/default/environments/${env.id}`);
   }
 
   const createToFirst: number[] = [];
@@ -58,11 +58,11 @@ try {
     let id = '';
     createToFirst.push(
       await time(async () => {
-        id = (await api('POST', '/api/environments', {})).id;
+        id = (await api('POST', '/api/orgs/default/environments', {})).id;
         await exec(id, ['true']);
       }),
     );
-    await api('DELETE', `/api/environments/${id}`);
+    await api('DELETE', `/api/orgs/default/environments/${id}`);
   }
   const berthCreate = summary('create → first command (berth API)', createToFirst);
 
@@ -70,7 +70,7 @@ try {
   const bare = summary('bare `crun run true`, same image, userns', baseline);
   console.log(`${''.padEnd(52)} ratio berth/bare at p50: ${(berthCreate.p50 / bare.p50).toFixed(2)}x\n`);
 
-  const env = await api('POST', '/api/environments', { name: 'bench-exec' });
+  const env = await api('POST', '/api/orgs/default/environments', { name: 'bench-exec' });
   created.push(env.id);
   for (let i = 0; i < 10; i++) await exec(env.id, ['true']);
   const rt: number[] = [];
@@ -87,16 +87,16 @@ try {
   await exec(env.id, ['sh', '-c', 'head -c 1073741824 /dev/zero > /workspace/big && sync']);
   const cycle: number[] = [];
   for (let i = 0; i < 10; i++) {
-    await api('POST', `/api/environments/${env.id}/stop`);
-    cycle.push(await time(() => api('POST', `/api/environments/${env.id}/start`)));
+    await api('POST', `/api/orgs/default/environments/${env.id}/stop`);
+    cycle.push(await time(() => api('POST', `/api/orgs/default/environments/${env.id}/start`)));
   }
   summary('start after stop, 1 GB workspace', cycle);
   const stopStart: number[] = [];
   for (let i = 0; i < 10; i++) {
     stopStart.push(
       await time(async () => {
-        await api('POST', `/api/environments/${env.id}/stop`);
-        await api('POST', `/api/environments/${env.id}/start`);
+        await api('POST', `/api/orgs/default/environments/${env.id}/stop`);
+        await api('POST', `/api/orgs/default/environments/${env.id}/start`);
       }),
     );
   }
@@ -108,21 +108,21 @@ try {
   const availableBefore = memAvailable();
   const idleStart = performance.now();
   for (let i = 0; i < IDLE; i++) {
-    const e = await api('POST', '/api/environments', { memory: '256m', idleTimeout: 'off' });
+    const e = await api('POST', '/api/orgs/default/environments', { memory: '256m', idleTimeout: 'off' });
     created.push(e.id);
   }
   const idleSeconds = (performance.now() - idleStart) / 1000;
   await new Promise((r) => setTimeout(r, 2000));
   const cgroupBytes = created.map((id) => berth.runner.usage(id).memoryBytes ?? 0).reduce((a, b) => a + b, 0);
   const hostBytes = availableBefore - memAvailable();
-  const running = (await api('GET', '/api/environments?state=running&limit=500')).items.length;
+  const running = (await api('GET', '/api/orgs/default/environments?state=running&limit=500')).items.length;
   console.log(`idle environments running at once                    ${running} (created ${IDLE} in ${idleSeconds.toFixed(1)} s)`);
   console.log(`memory per idle environment (cgroup, incl. page cache) ${(cgroupBytes / created.length / 1024).toFixed(0)} KiB`);
   console.log(`memory per idle environment (host MemAvailable drop)   ${(hostBytes / IDLE / 1024).toFixed(0)} KiB`);
   const allAnswer = await Promise.all(created.slice(0, 20).map((id) => exec(id, ['true'])));
   console.log(`a sample of 20 idle environments answers exec:         ${allAnswer.every((r) => r.exitCode === 0) ? 'yes' : 'NO'}`);
 } finally {
-  for (const id of created) await api('DELETE', `/api/environments/${id}`).catch(() => {});
+  for (const id of created) await api('DELETE', `/api/orgs/default/environments/${id}`).catch(() => {});
   await berth.close();
   spawner.close();
   rmSync(dataDir, { recursive: true, force: true });

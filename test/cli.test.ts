@@ -131,7 +131,7 @@ describe('berth env', () => {
       assert.match(r.stderr, message, args.join(' '));
       assert.doesNotMatch(r.stderr, /at .*\.ts:\d+/, 'no stack trace');
     }
-    const elsewhere = await t.cli(['env', 'list'], { env: { BERTH_URL: 'http://127.0.0.1:1', BERTH_TOKEN: 'x' } });
+    const elsewhere = await t.cli(['env', 'list'], { env: { BERTH_URL: 'http://127.0.0.1:1', BERTH_TOKEN: 'x', BERTH_ORG: 'default' } });
     assert.equal(elsewhere.code, 1);
     assert.match(elsewhere.stderr, /cannot reach Berth at http:\/\/127.0.0.1:1/);
     const noServer = await t.cli(['env', 'list'], { env: { BERTH_DATA_DIR: join(scratch, 'empty') } });
@@ -141,9 +141,9 @@ describe('berth env', () => {
 
 describe('terminal over the API', () => {
   test('a terminal session runs a shell, resizes, and reports the exit code', async () => {
-    const created = await t.api('POST', '/api/environments', { name: 'term' });
+    const created = await t.api('POST', '/api/orgs/default/environments', { name: 'term' });
     assert.equal(created.status, 201);
-    const ws = new WebSocket(`${t.client.url.replace('http', 'ws')}/api/environments/term/attach`, {
+    const ws = new WebSocket(`${t.client.url.replace('http', 'ws')}/api/orgs/default/environments/term/attach`, {
       headers: { authorization: `Bearer ${t.client.token}` },
     });
     let screen = '';

@@ -15,7 +15,7 @@ after(async () => {
 });
 
 async function create(body: Record<string, unknown> = {}) {
-  const res = await t.api('POST', '/api/environments', body);
+  const res = await t.api('POST', '/api/orgs/default/environments', body);
   assert.equal(res.status, 201, JSON.stringify(res.body));
   assert.equal(res.body.state, 'running');
   return res.body as { id: string; name: string };
@@ -69,7 +69,7 @@ describe('isolation', () => {
     const env = await create({ pids: 64 });
     const bomb = sh(t, env.id, 'for i in $(seq 500); do sleep 3 & done 2>/dev/null; wait', { timeout: '30s' });
     await new Promise((r) => setTimeout(r, 1500));
-    const during = await t.api('GET', `/api/environments/${env.id}`);
+    const during = await t.api('GET', `/api/orgs/default/environments/${env.id}`);
     const pids = during.body.usage.pids as number;
     assert.ok(pids > 32 && pids <= 64, `the process limit held at ${pids}`);
     await bomb;
@@ -87,9 +87,9 @@ describe('persistence', () => {
   test('stop and start keep every file, in the workspace and elsewhere', async () => {
     const env = await create({ name: 'keeper' });
     await sh(t, env.id, 'echo work > /workspace/w.txt && echo conf > /etc/berth-test.conf && mkdir -p /root/deep/er && echo x > /root/deep/er/f');
-    const stopped = await t.api('POST', `/api/environments/${env.id}/stop`);
+    const stopped = await t.api('POST', `/api/orgs/default/environments/${env.id}/stop`);
     assert.equal(stopped.body.state, 'stopped');
-    const started = await t.api('POST', '/api/environments/keeper/start');
+    const started = await t.api('POST', '/api/orgs/default/environments/keeper/start');
     assert.equal(started.body.state, 'running');
     const r = await sh(t, env.id, 'cat /workspace/w.txt /etc/berth-test.conf /root/deep/er/f');
     assert.equal(r.stdout, 'work\nconf\nx\n');
@@ -99,12 +99,12 @@ describe('persistence', () => {
     const running = await create({ name: 'survivor' });
     const stopped = await create({ name: 'sleeper' });
     await sh(t, running.id, 'echo still-here > /workspace/proof');
-    await t.api('POST', `/api/environments/${stopped.id}/stop`);
+    await t.api('POST', `/api/orgs/default/environments/${stopped.id}/stop`);
 
     await t.close();
     t = await startTestBerth({ dataDir: t.dataDir, database: t.database });
 
-    const list = await t.api('GET', '/api/environments');
+    const list = await t.api('GET', '/api/orgs/default/environments');
     const byName = Object.fromEntries(list.body.items.map((e: { name: string; state: string }) => [e.name, e.state]));
     assert.equal(byName.survivor, 'running');
     assert.equal(byName.sleeper, 'stopped');
@@ -115,7 +115,7 @@ describe('persistence', () => {
 describe('exec', () => {
   test('exit codes, stdout and stderr apart, stdin, cwd and env', async () => {
     const env = await create();
-    const r = await t.api('POST', `/api/environments/${env.id}/exec`, {
+    const r = await t.api('POST', `/api/orgs/default/environments/${env.id}/exec`, {
       cmd: ['sh', '-c', 'echo out; echo err >&2; cat; pwd; echo $GREETING; exit 42'],
       cwd: '/tmp',
       env: { GREETING: 'hello' },
@@ -137,7 +137,7 @@ describe('exec', () => {
 
   test('output streams as server-sent events before the command ends', async () => {
     const env = await create();
-    const res = await fetch(`${t.client.url}/api/environments/${env.id}/exec`, {
+    const res = await fetch(`${t.client.url}/api/orgs/default/environments/${env.id}/exec`, {
       method: 'POST',
       headers: { authorization: `Bearer ${t.client.token}`, 'content-type': 'application/json', accept: 'text/event-stream' },
       body: JSON.stringify({ cmd: ['sh', '-c', 'echo first; sleep 2; echo second; exit 3'] }),
@@ -169,17 +169,17 @@ describe('lifecycle', () => {
     const busy = await create({ idleTimeout: '10m' });
     const later = new Date(Date.now() + 11 * 60_000);
     // A command running keeps an environment from being idle.
-    const long = t.api('POST', `/api/environments/${busy.id}/exec`, { cmd: ['sleep', '3'] });
+    const long = t.api('POST', `/api/orgs/default/environments/${busy.id}/exec`, { cmd: ['sleep', '3'] });
     await new Promise((r) => setTimeout(r, 500));
     assert.deepEqual((await t.berth.environments.sweep(later)).sort(), [idle.id].sort());
     await long;
     const muchLater = new Date(Date.now() + 2 * 3_600_000);
     assert.ok((await t.berth.environments.sweep(muchLater)).includes(old.id));
 
-    const shown = await t.api('GET', `/api/environments/${idle.id}`);
+    const shown = await t.api('GET', `/api/orgs/default/environments/${idle.id}`);
     assert.equal(shown.body.state, 'stopped');
     assert.match(shown.body.stateReason, /idle for 10m/);
-    assert.match((await t.api('GET', `/api/environments/${old.id}`)).body.stateReason, /maximum lifetime of 1h/);
+    assert.match((await t.api('GET', `/api/orgs/default/environments/${old.id}`)).body.stateReason, /maximum lifetime of 1h/);
   });
 
   test('rm frees the disk and the name', async () => {
@@ -187,16 +187,16 @@ describe('lifecycle', () => {
     await sh(t, env.id, 'head -c 10000000 /dev/urandom > /workspace/blob');
     const dir = join(t.dataDir, 'environments', env.id);
     assert.ok(existsSync(dir));
-    const removed = await t.api('DELETE', '/api/environments/doomed');
+    const removed = await t.api('DELETE', '/api/orgs/default/environments/doomed');
     assert.equal(removed.body.state, 'deleted');
     assert.ok(!existsSync(dir));
-    assert.equal((await t.api('GET', '/api/environments/doomed')).status, 404);
+    assert.equal((await t.api('GET', '/api/orgs/default/environments/doomed')).status, 404);
     await create({ name: 'doomed' });
   });
 });
 
 describe('bad input changes nothing', () => {
-  const count = async () => (await t.api('GET', '/api/environments?includeDeleted=true&limit=500')).body.items.length;
+  const count = async () => (await t.api('GET', '/api/orgs/default/environments?includeDeleted=true&limit=500')).body.items.length;
 
   test('unknown image, absurd limits, taken name, bad fields', async () => {
     await create({ name: 'taken' });
@@ -214,7 +214,7 @@ describe('bad input changes nothing', () => {
       ['{"name": ', 400, /JSON/i],
     ];
     for (const [body, status, message] of cases) {
-      const res = await t.api('POST', '/api/environments', body);
+      const res = await t.api('POST', '/api/orgs/default/environments', body);
       assert.equal(res.status, status, `${JSON.stringify(body)} -> ${JSON.stringify(res.body)}`);
       assert.match(res.body.error.message, message);
     }
@@ -222,16 +222,16 @@ describe('bad input changes nothing', () => {
   });
 
   test('unknown ids, stopped environments and unknown routes', async () => {
-    assert.equal((await t.api('GET', '/api/environments/env_000000000000')).status, 404);
-    assert.equal((await t.api('POST', '/api/environments/nope/stop')).status, 404);
+    assert.equal((await t.api('GET', '/api/orgs/default/environments/env_000000000000')).status, 404);
+    assert.equal((await t.api('POST', '/api/orgs/default/environments/nope/stop')).status, 404);
     const env = await create();
-    await t.api('POST', `/api/environments/${env.id}/stop`);
-    const exec = await t.api('POST', `/api/environments/${env.id}/exec`, { cmd: ['true'] });
+    await t.api('POST', `/api/orgs/default/environments/${env.id}/stop`);
+    const exec = await t.api('POST', `/api/orgs/default/environments/${env.id}/exec`, { cmd: ['true'] });
     assert.equal(exec.status, 409);
     assert.match(exec.body.error.message, /stopped: start it with `berth env start/);
-    assert.equal((await t.api('POST', `/api/environments/${env.id}/exec`, { cmd: [] })).status, 400);
+    assert.equal((await t.api('POST', `/api/orgs/default/environments/${env.id}/exec`, { cmd: [] })).status, 400);
     assert.equal((await t.api('GET', '/api/nothing-here')).status, 404);
-    const anonymous = await fetch(`${t.client.url}/api/environments`);
+    const anonymous = await fetch(`${t.client.url}/api/orgs/default/environments`);
     assert.equal(anonymous.status, 401);
   });
 
@@ -239,7 +239,7 @@ describe('bad input changes nothing', () => {
     const res = await fetch(`${t.client.url}/openapi.json`);
     const doc = (await res.json()) as { openapi: string; paths: Record<string, unknown> };
     assert.match(doc.openapi, /^3\./);
-    for (const p of ['/api/environments', '/api/environments/{id}', '/api/environments/{id}/exec', '/api/environments/{id}/files']) {
+    for (const p of ['/api/orgs/{org}/environments', '/api/orgs/{org}/environments/{id}', '/api/orgs/{org}/environments/{id}/exec', '/api/orgs/{org}/environments/{id}/files', '/api/orgs/{org}/audit', '/api/orgs/{org}/tokens']) {
       assert.ok(doc.paths[p], `${p} is documented`);
     }
   });

@@ -4,6 +4,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
+import type { OidcConfig } from '../src/server/oidc/index.ts';
 import { startBerth, type ClientConfig, type RunningBerth } from '../src/server/index.ts';
 import { freshDatabase, ON_POSTGRES, type TestDatabase } from './postgres.ts';
 
@@ -31,14 +32,16 @@ export interface CliResult {
   stderr: string;
 }
 
-export async function startTestBerth(opts: { dataDir?: string; database?: TestDatabase; sweepIntervalMs?: number } = {}): Promise<TestBerth> {
+export async function startTestBerth(opts: { dataDir?: string; database?: TestDatabase; sweepIntervalMs?: number; port?: number; oidc?: OidcConfig; tokenRateLimit?: number } = {}): Promise<TestBerth> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'berth-test-'));
   // On PostgreSQL each control plane gets a database of its own; a restart passes it on.
   const database = opts.database ?? (ON_POSTGRES ? await freshDatabase() : undefined);
   const databaseUrl = database?.url;
   const berth = await startBerth({
     dataDir,
-    port: 0,
+    port: opts.port ?? 0,
+    oidc: opts.oidc,
+    tokenRateLimit: opts.tokenRateLimit ?? 1_000_000,
     imageDir: IMAGE_DIR,
     databaseUrl,
     logger: pino({ level: process.env.BERTH_TEST_LOG ?? 'silent' }),
@@ -101,7 +104,7 @@ export function runCli(args: string[], env: Record<string, string>, input?: stri
 
 /** Runs a command through the API and returns its result, failing loudly on an API error. */
 export async function sh(t: TestBerth, env: string, script: string, extra: Record<string, unknown> = {}) {
-  const res = await t.api('POST', `/api/environments/${env}/exec`, { cmd: ['sh', '-c', script], ...extra });
+  const res = await t.api('POST', `/api/orgs/default/environments/${env}/exec`, { cmd: ['sh', '-c', script], ...extra });
   if (res.status !== 200) throw new Error(`exec failed: ${res.status} ${JSON.stringify(res.body)}`);
   return res.body as { exitCode: number; stdout: string; stderr: string; timedOut: boolean };
 }

@@ -7,10 +7,18 @@ import { CliError } from './output.ts';
 export class ApiClient {
   readonly url: string;
   readonly #token: string;
+  readonly #org: string | undefined;
 
   constructor(config: ClientConfig) {
     this.url = config.url;
     this.#token = config.token;
+    this.#org = config.org;
+  }
+
+  /** The API path of something in the chosen org: `/api/orgs/ORG/<rest>`. */
+  orgPath(rest: string): string {
+    if (!this.#org) throw new CliError('no org chosen: pass --org NAME or set BERTH_ORG (`berth org list` shows yours)');
+    return `/api/orgs/${encodeURIComponent(this.#org)}/${rest}`;
   }
 
   get headers(): Record<string, string> {
@@ -23,6 +31,7 @@ export class ApiClient {
       headers: body === undefined ? this.headers : { ...this.headers, 'content-type': 'application/json' },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
+    if (res.status === 204) return undefined as T;
     return (await res.json()) as T;
   }
 

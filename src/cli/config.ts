@@ -10,10 +10,11 @@ export function dataDir(flag?: string): string {
 }
 
 /** Where the CLI finds the control plane: BERTH_URL and BERTH_TOKEN, else what `berth up` wrote. */
-export function clientConfig(dir: string): ClientConfig {
+export function clientConfig(dir: string, org?: string): ClientConfig {
   const url = process.env.BERTH_URL;
   const token = process.env.BERTH_TOKEN;
-  if (url && token) return { url: url.replace(/\/+$/, ''), token };
+  org ??= process.env.BERTH_ORG;
+  if (url && token) return { url: url.replace(/\/+$/, ''), token, org };
   const path = join(dir, CLIENT_CONFIG_FILE);
   if (!existsSync(path)) {
     throw new CliError(
@@ -23,5 +24,5 @@ export function clientConfig(dir: string): ClientConfig {
     );
   }
   const config = JSON.parse(readFileSync(path, 'utf8')) as ClientConfig;
-  return { url: url ?? config.url, token: token ?? config.token };
+  return { url: url ?? config.url, token: token ?? config.token, org: org ?? config.org };
 }

@@ -3,6 +3,9 @@ import { VERSION } from '../shared/client-config.ts';
 import { ApiClient } from './client.ts';
 import { envCommands } from './commands/env.ts';
 import { imageCommands } from './commands/image.ts';
+import { orgCommands } from './commands/org.ts';
+import { secretCommands } from './commands/secret.ts';
+import { auditCommands } from './commands/audit.ts';
 import { clientConfig, dataDir } from './config.ts';
 import { CliError } from './output.ts';
 
@@ -10,13 +13,14 @@ const program = new Command('berth')
   .description('Berth: sandboxed, persistent environments for background coding agents')
   .version(VERSION)
   .option('--data-dir <dir>', 'where Berth keeps its state (default $BERTH_DATA_DIR or ~/.berth)')
+  .option('--org <org>', 'the org to act in (default $BERTH_ORG, or the one `berth up` set up)')
   .option('--debug', 'print stack traces')
   .showHelpAfterError('(run with --help for usage)')
   .exitOverride();
 
-const globals = () => program.opts<{ dataDir?: string; debug?: boolean }>();
+const globals = () => program.opts<{ dataDir?: string; debug?: boolean; org?: string }>();
 let cached: ApiClient | undefined;
-const client = () => (cached ??= new ApiClient(clientConfig(dataDir(globals().dataDir))));
+const client = () => (cached ??= new ApiClient(clientConfig(dataDir(globals().dataDir), globals().org)));
 
 program
   .command('up')
@@ -34,6 +38,9 @@ program
   });
 
 envCommands(program, client);
+orgCommands(program, client);
+secretCommands(program, client);
+auditCommands(program, client);
 imageCommands(program, client);
 
 try {

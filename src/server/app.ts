@@ -10,24 +10,67 @@ import {
 } from 'fastify-type-provider-zod';
 import type { Logger } from 'pino';
 import { BerthError, KIND_BY_STATUS, STATUS_BY_KIND, type ErrorBody } from '../shared/errors.ts';
-import type { Caller, TokenService } from './auth.ts';
+import type { TokenService } from './auth.ts';
+import type { Authorizer, Caller, Permission, Scope } from './authz.ts';
 import type { EnvironmentService } from './environments/service.ts';
 import { attachRoutes } from './routes/attach.ts';
 import { environmentRoutes } from './routes/environments.ts';
 import { fileRoutes } from './routes/files.ts';
 import { imageRoutes } from './routes/images.ts';
 import { metaRoutes } from './routes/meta.ts';
+import { orgRoutes } from './routes/orgs.ts';
+import { authRoutes } from './routes/auth.ts';
+import { auditRoutes } from './routes/audit.ts';
+import { secretRoutes } from './routes/secrets.ts';
 import type { ImageStore } from '../runner/index.ts';
+import type { Db } from './db/index.ts';
+import type { AuditLog } from './audit/index.ts';
+import type { GroupRule, OidcSignIn, PendingSignIns } from './oidc/index.ts';
+import type { SecretService } from './secrets/service.ts';
+import fastifyRateLimit from '@fastify/rate-limit';
+import { hashToken } from './auth.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
     caller: Caller;
+    /** The caller inside the route's org, for routes under /api/orgs/:org. */
+    scope: Scope;
   }
+  interface FastifyInstance {
+    /** Every route with what it needs: the tests walk it so a new route cannot be forgotten. */
+    routeTable: RouteEntry[];
+  }
+  interface FastifyContextConfig {
+    /** What the route needs in its org; required for every route under /api/orgs/:org. */
+    permission?: Permission;
+    /** The audit action a successful call records; required for every route that changes something. */
+    audit?: string;
+  }
+}
+
+export interface RouteEntry {
+  method: string;
+  url: string;
+  permission: Permission | undefined;
+  audit: string | undefined;
+  websocket: boolean;
+}
+
+/** What the audit log needs from the app: one call per change. */
+export interface AuditAppender {
+  append(entry: { orgId: string; actor: string; action: string; target?: string | null; environmentId?: string | null; details?: Record<string, unknown> }): Promise<unknown>;
 }
 
 export interface AppDeps {
   logger: Logger;
   tokens: TokenService;
+  authz: Authorizer;
+  audit: AuditLog;
+  secrets: SecretService;
+  oidc: { signIn: OidcSignIn; pending: PendingSignIns; groupRules: GroupRule[] } | undefined;
+  /** Requests per minute one token may make. */
+  tokenRateLimit: number;
+  db: Db;
   environments: EnvironmentService;
   images: ImageStore;
   health: () => { database: 'pglite' | 'postgres'; runtime: string };
@@ -49,6 +92,27 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   app.decorateRequest('caller', null as unknown as Caller);
+  app.decorateRequest('scope', null as unknown as Scope);
+
+  // A route that forgets its permission or its audit action does not start.
+  const routeTable: RouteEntry[] = [];
+  app.decorate('routeTable', routeTable);
+  app.addHook('onRoute', (route) => {
+    const url = route.url ?? route.path;
+    for (const method of ([] as string[]).concat(route.method)) {
+      if (method !== 'HEAD') {
+        routeTable.push({ method, url, permission: route.config?.permission, audit: route.config?.audit, websocket: Boolean((route as { websocket?: boolean }).websocket) });
+      }
+    }
+    if (url.startsWith('/api/orgs/:org') && !route.config?.permission) {
+      throw new Error(`route ${route.method} ${url} declares no permission`);
+    }
+    const methods = ([] as string[]).concat(route.method);
+    const changes = methods.some((m) => !['GET', 'HEAD', 'OPTIONS'].includes(m));
+    if (url.startsWith('/api/') && changes && !route.config?.audit && !route.config?.permission?.endsWith('.exec')) {
+      throw new Error(`route ${route.method} ${url} changes something but names no audit action`);
+    }
+  });
 
   await app.register(fastifySwagger, {
     openapi: {
@@ -59,11 +123,41 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     transform: jsonSchemaTransform,
   });
   await app.register(fastifyWebsocket, { options: { maxPayload: 16 * 1024 * 1024 } });
+  // Per token for API calls (a leaked or runaway token cannot flood the control plane),
+  // per address for sign-in and for calls without a token.
+  await app.register(fastifyRateLimit, {
+    global: true,
+    max: deps.tokenRateLimit,
+    timeWindow: '1 minute',
+    keyGenerator: (req) => {
+      const auth = req.headers.authorization;
+      return auth?.startsWith('Bearer ') ? `token:${hashToken(auth.slice(7).trim())}` : `ip:${req.ip}`;
+    },
+    errorResponseBuilder: (_req, ctx) => new BerthError('rate_limited', `too many requests (at most ${ctx.max} per ${ctx.after}): try again in ${Math.ceil(ctx.ttl / 1000)} s`),
+  });
 
   app.addHook('onRequest', async (req: FastifyRequest) => {
     const path = req.url.split('?')[0]!;
-    if (PUBLIC_ROUTES.has(path) || !path.startsWith('/api/')) return;
+    if (PUBLIC_ROUTES.has(path) || !path.startsWith('/api/') || path.startsWith('/api/auth/')) return;
     req.caller = await deps.tokens.authenticate(req.headers.authorization);
+    const permission = req.routeOptions.config?.permission;
+    const org = (req.params as { org?: string } | undefined)?.org;
+    if (permission && org !== undefined) req.scope = await deps.authz.scope(req.caller, org, permission);
+  });
+
+  // A change is on record before its caller hears it succeeded.
+  app.addHook('onSend', async (req, reply, payload) => {
+    const action = req.routeOptions.config?.audit;
+    if (!action || reply.statusCode >= 400 || !req.scope) return payload;
+    const params = req.params as { id?: string; name?: string };
+    await deps.audit.append({
+      orgId: req.scope.orgId,
+      actor: req.scope.actor,
+      action,
+      target: params.id ?? params.name ?? auditTarget(payload),
+      details: { method: req.method, path: req.url.split('?')[0] },
+    });
+    return payload;
   });
 
   app.setErrorHandler((err: FastifyError | BerthError | Error, req, reply) => {
@@ -79,6 +173,10 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   await app.register(async (scope) => {
     const api = scope.withTypeProvider<ZodTypeProvider>() as App;
     metaRoutes(api, deps);
+    authRoutes(api, deps);
+    orgRoutes(api, deps);
+    secretRoutes(api, deps);
+    auditRoutes(api, deps);
     environmentRoutes(api, deps);
     attachRoutes(api, deps);
     fileRoutes(api, deps);
@@ -87,6 +185,17 @@ export async function buildApp(deps: AppDeps): Promise<App> {
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app as unknown as App;
+}
+
+/** The id of what a create call made, read from its JSON reply. */
+function auditTarget(payload: unknown): string | null {
+  if (typeof payload !== 'string') return null;
+  try {
+    const v = JSON.parse(payload) as { id?: unknown; name?: unknown };
+    return typeof v.id === 'string' ? v.id : typeof v.name === 'string' ? v.name : null;
+  } catch {
+    return null;
+  }
 }
 
 /** One place that turns any error into the API's error body. */

@@ -1,21 +1,19 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { unauthorized } from '../shared/errors.ts';
 import { newId } from '../shared/ids.ts';
-import type { Db, TokenRow } from './db/index.ts';
+import type { Caller } from './authz.ts';
+import type { Db, Role } from './db/index.ts';
 
-export type Role = TokenRow['role'];
-
-/** Who is calling: resolved from the bearer token on every request. */
-export interface Caller {
-  tokenId: string;
-  orgId: string;
-  role: Role;
-}
+export type { Caller } from './authz.ts';
 
 const TOKEN_PREFIX = 'berth_';
 const LAST_USED_RESOLUTION_MS = 60_000;
 
-const hashToken = (token: string) => createHash('sha256').update(token).digest('hex');
+export const hashToken = (token: string) => createHash('sha256').update(token).digest('hex');
+
+export type NewToken =
+  | { kind: 'user'; userId: string; name: string; expiresAt?: Date | null }
+  | { kind: 'org'; orgId: string; role: Role; userId: string | null; name: string; expiresAt?: Date | null };
 
 /** API tokens: shown once at creation, stored only as a sha256 hash. */
 export class TokenService {
@@ -27,12 +25,21 @@ export class TokenService {
     this.#db = db;
   }
 
-  async create(opts: { orgId: string; name: string; role: Role; expiresAt?: Date | null }): Promise<{ id: string; token: string }> {
+  async create(t: NewToken): Promise<{ id: string; token: string }> {
     const id = newId('tok');
     const token = `${TOKEN_PREFIX}${randomBytes(24).toString('base64url')}`;
     await this.#db
       .insertInto('tokens')
-      .values({ id, org_id: opts.orgId, name: opts.name, hash: hashToken(token), role: opts.role, expires_at: opts.expiresAt ?? null })
+      .values({
+        id,
+        kind: t.kind,
+        org_id: t.kind === 'org' ? t.orgId : null,
+        role: t.kind === 'org' ? t.role : null,
+        user_id: t.userId,
+        name: t.name,
+        hash: hashToken(token),
+        expires_at: t.expiresAt ?? null,
+      })
       .execute();
     return { id, token };
   }
@@ -40,25 +47,58 @@ export class TokenService {
   async authenticate(header: string | undefined): Promise<Caller> {
     const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : undefined;
     if (!token) throw unauthorized('missing API token: send "Authorization: Bearer <token>" (the CLI reads it from the data dir or BERTH_TOKEN)');
-    const row = await this.#db.selectFrom('tokens').selectAll().where('hash', '=', hashToken(token)).executeTakeFirst();
+    const row = await this.#db
+      .selectFrom('tokens')
+      .leftJoin('users', 'users.id', 'tokens.user_id')
+      .select(['tokens.id', 'tokens.kind', 'tokens.org_id', 'tokens.user_id', 'tokens.role', 'tokens.revoked_at', 'tokens.expires_at', 'users.disabled_at', 'users.instance_admin'])
+      .where('tokens.hash', '=', hashToken(token))
+      .executeTakeFirst();
     const now = Date.now();
-    if (!row || row.revoked_at || (row.expires_at && new Date(row.expires_at).getTime() <= now)) {
+    if (!row || row.revoked_at || (row.expires_at && new Date(row.expires_at).getTime() <= now) || row.disabled_at) {
       throw unauthorized('this API token is not valid (unknown, revoked or expired): create a new one');
     }
     if (now - (this.#lastUsedWritten.get(row.id) ?? 0) > LAST_USED_RESOLUTION_MS) {
       this.#lastUsedWritten.set(row.id, now);
       await this.#db.updateTable('tokens').set({ last_used_at: new Date(now) }).where('id', '=', row.id).execute();
     }
-    return { tokenId: row.id, orgId: row.org_id, role: row.role };
+    return {
+      tokenId: row.id,
+      kind: row.kind,
+      userId: row.user_id,
+      orgId: row.org_id,
+      role: row.role,
+      instanceAdmin: row.kind === 'user' && Boolean(row.instance_admin),
+    };
   }
 }
 
-/** The first org, created on the first start of a fresh database. */
-export async function ensureDefaultOrg(db: Db): Promise<string> {
-  const existing = await db.selectFrom('orgs').select('id').orderBy('created_at').executeTakeFirst();
-  if (existing) return existing.id;
-  const id = newId('org');
-  await db.insertInto('orgs').values({ id, name: 'default' }).onConflict((oc) => oc.column('name').doNothing()).execute();
-  const row = await db.selectFrom('orgs').select('id').where('name', '=', 'default').executeTakeFirstOrThrow();
-  return row.id;
+/**
+ * The first start of a fresh database makes the org 'default' and a local administrator
+ * who owns it; `berth up` hands that user's token to the CLI.
+ */
+export async function ensureBootstrap(db: Db): Promise<{ orgId: string; userId: string }> {
+  return db.transaction().execute(async (tx) => {
+    let org = await tx.selectFrom('orgs').select('id').where('name', '=', 'default').executeTakeFirst();
+    if (!org) {
+      org = { id: newId('org') };
+      await tx.insertInto('orgs').values({ id: org.id, name: 'default' }).onConflict((oc) => oc.column('name').doNothing()).execute();
+      org = await tx.selectFrom('orgs').select('id').where('name', '=', 'default').executeTakeFirstOrThrow();
+    }
+    let user = await tx.selectFrom('users').select('id').where('email', '=', 'admin@localhost').executeTakeFirst();
+    if (!user) {
+      user = { id: newId('usr') };
+      await tx
+        .insertInto('users')
+        .values({ id: user.id, email: 'admin@localhost', name: 'Local administrator', instance_admin: true })
+        .onConflict((oc) => oc.column('email').doNothing())
+        .execute();
+      user = await tx.selectFrom('users').select('id').where('email', '=', 'admin@localhost').executeTakeFirstOrThrow();
+    }
+    await tx
+      .insertInto('memberships')
+      .values({ org_id: org.id, user_id: user.id, role: 'owner' })
+      .onConflict((oc) => oc.columns(['org_id', 'user_id']).doNothing())
+      .execute();
+    return { orgId: org.id, userId: user.id };
+  });
 }

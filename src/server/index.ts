@@ -4,7 +4,12 @@ import pino, { type Logger } from 'pino';
 import { DEFAULT_IMAGE, ImageStore, LocalRunner, type ImageProgress } from '../runner/index.ts';
 import { CLIENT_CONFIG_FILE, VERSION, type ClientConfig } from '../shared/client-config.ts';
 import { buildApp, type App } from './app.ts';
-import { ensureDefaultOrg, TokenService } from './auth.ts';
+import { ensureBootstrap, TokenService } from './auth.ts';
+import { Authorizer } from './authz.ts';
+import { AuditLog, WebhookSink } from './audit/index.ts';
+import { OidcSignIn, oidcConfigFromEnv, PendingSignIns, type OidcConfig } from './oidc/index.ts';
+import { SecretBox } from './secrets/crypto.ts';
+import { SecretService } from './secrets/service.ts';
 import { openDatabase, type DatabaseHandle } from './db/index.ts';
 import { EnvironmentService } from './environments/service.ts';
 
@@ -24,6 +29,16 @@ export interface StartOptions {
   sweepIntervalMs?: number;
   /** Called while the default image is built on first start. */
   onImageProgress?: ImageProgress;
+  /** Sign-in with an identity provider; by default from the BERTH_OIDC_* variables. */
+  oidc?: OidcConfig;
+  /** Requests per minute one token may make (BERTH_TOKEN_RATE_LIMIT, default 6000). */
+  tokenRateLimit?: number;
+}
+
+/** BERTH_AUDIT_WEBHOOK (and BERTH_AUDIT_WEBHOOK_SECRET) send every audit entry to a SIEM. */
+function auditSinks() {
+  const url = process.env.BERTH_AUDIT_WEBHOOK;
+  return url ? [new WebhookSink({ url, secret: process.env.BERTH_AUDIT_WEBHOOK_SECRET })] : [];
 }
 
 export interface RunningBerth {
@@ -49,15 +64,26 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   await images.buildDefault(opts.onImageProgress);
   const runner = new LocalRunner({ dataDir: opts.dataDir, images, logger });
   const tokens = new TokenService(db);
-  const environments = new EnvironmentService({ db, runner, logger });
-  const orgId = await ensureDefaultOrg(db);
+  const authz = new Authorizer(db);
+  const audit = new AuditLog({ db, logger, sinks: auditSinks() });
+  const secrets = new SecretService({ db, box: SecretBox.load({ env: process.env, dataDir: opts.dataDir }) });
+  const environments = new EnvironmentService({ db, runner, logger, audit, secrets });
+  const oidcConfig = opts.oidc ?? oidcConfigFromEnv(process.env);
+  const oidc = oidcConfig && { signIn: new OidcSignIn(oidcConfig), pending: new PendingSignIns(), groupRules: oidcConfig.groupRules };
+  const { userId } = await ensureBootstrap(db);
 
   // Before serving: make the database agree with what is really running on this host.
   await environments.reconcile();
 
   const app = await buildApp({
     logger,
+    db,
     tokens,
+    authz,
+    audit,
+    secrets,
+    oidc,
+    tokenRateLimit: opts.tokenRateLimit ?? Number(process.env.BERTH_TOKEN_RATE_LIMIT ?? 6000),
     environments,
     images,
     version: VERSION,
@@ -68,13 +94,15 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const port = typeof address === 'object' && address ? address.port : opts.port;
   const host = opts.host && opts.host !== '0.0.0.0' && opts.host !== '::' ? opts.host : '127.0.0.1';
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const orgName = 'default';
 
   const clientConfigPath = join(opts.dataDir, CLIENT_CONFIG_FILE);
   await writeClientConfig(
     clientConfigPath,
     url,
+    orgName,
     async (token) => tokens.authenticate(`Bearer ${token}`).then(() => true, () => false),
-    async () => (await tokens.create({ orgId, name: 'berth up (local admin)', role: 'owner' })).token,
+    async () => (await tokens.create({ kind: 'user', userId, name: 'berth up (local administrator)' })).token,
   );
 
   const sweeper = setInterval(() => void environments.sweep().catch((err) => logger.error({ err }, 'sweep failed')), opts.sweepIntervalMs ?? 15_000);
@@ -92,6 +120,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
       // Environments keep running: they are long-lived and found again on the next start.
       await app.close();
       await environments.flushActivity();
+      await audit.close();
       runner.close();
       await database.close();
     },
@@ -105,6 +134,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
 async function writeClientConfig(
   path: string,
   url: string,
+  org: string,
   stillValid: (token: string) => Promise<boolean>,
   newToken: () => Promise<string>,
 ): Promise<void> {
@@ -118,7 +148,7 @@ async function writeClientConfig(
   }
   if (!token || !(await stillValid(token))) token = await newToken();
   const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, JSON.stringify({ url, token } satisfies ClientConfig, null, 2), { mode: 0o600 });
+  writeFileSync(tmp, JSON.stringify({ url, token, org } satisfies ClientConfig, null, 2), { mode: 0o600 });
   renameSync(tmp, path);
 }
 

@@ -6,7 +6,7 @@ import { parseDuration, parseSize } from './units.ts';
 
 export const ErrorSchema = z.object({
   error: z.object({
-    kind: z.enum(['invalid', 'not_found', 'conflict', 'unauthorized', 'forbidden', 'unavailable', 'internal']),
+    kind: z.enum(['invalid', 'not_found', 'conflict', 'unauthorized', 'forbidden', 'rate_limited', 'unavailable', 'internal']),
     message: z.string(),
     field: z.string().optional(),
   }),
@@ -24,7 +24,11 @@ const duration = z
   ])
   .describe('milliseconds, or a duration such as "30m", "24h"; null, 0 or "off" for none');
 
-export const EnvironmentRef = z.object({
+export const OrgRef = z.object({
+  org: z.string().min(1).max(100).describe('org id or name'),
+});
+
+export const EnvironmentRef = OrgRef.extend({
   id: z.string().min(1).max(100).describe('environment id or name'),
 });
 
@@ -33,6 +37,7 @@ export const NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
 export const CreateEnvironmentBody = z.strictObject({
   name: z.string().regex(NAME_PATTERN, 'use lower-case letters, digits and dashes (at most 63), starting with a letter or digit').optional(),
   image: z.string().min(1).max(4096).optional().describe('image name, path to an OCI layout or docker-save tarball, or a registry reference'),
+  project: z.string().min(1).max(100).optional().describe('project (name or id) whose secrets the environment receives'),
   cpus: z.number().positive().optional(),
   memory: size.optional(),
   disk: size.optional(),
@@ -47,6 +52,7 @@ export const Environment = z.object({
   name: z.string(),
   image: z.string(),
   imageDigest: z.string().nullable(),
+  projectId: z.string().nullable(),
   state: z.enum(ENVIRONMENT_STATES),
   stateReason: z.string().nullable(),
   limits: z.object({

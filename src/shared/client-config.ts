@@ -4,6 +4,8 @@ import { readFileSync } from 'node:fs';
 export interface ClientConfig {
   url: string;
   token: string;
+  /** The org commands act in unless --org or BERTH_ORG says otherwise. */
+  org?: string;
 }
 
 export const CLIENT_CONFIG_FILE = 'client.json';

@@ -1,7 +1,7 @@
 // User-facing errors are values with a kind; the HTTP layer maps kinds to status
 // codes in one place and the CLI prints the message. Messages say what to do next.
 
-export type ErrorKind = 'invalid' | 'not_found' | 'conflict' | 'unauthorized' | 'forbidden' | 'unavailable' | 'internal';
+export type ErrorKind = 'invalid' | 'not_found' | 'conflict' | 'unauthorized' | 'forbidden' | 'rate_limited' | 'unavailable' | 'internal';
 
 export class BerthError extends Error {
   readonly kind: ErrorKind;
@@ -28,6 +28,7 @@ export const STATUS_BY_KIND: Record<ErrorKind, number> = {
   forbidden: 403,
   not_found: 404,
   conflict: 409,
+  rate_limited: 429,
   unavailable: 503,
   internal: 500,
 };

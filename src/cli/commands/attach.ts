@@ -14,7 +14,7 @@ export interface AttachOptions {
 
 /** Runs a command over the attach WebSocket, wiring it to this terminal. Resolves to its exit code. */
 export function attach(client: ApiClient, id: string, o: AttachOptions): Promise<number> {
-  const ws = client.websocket(`/api/environments/${encodeURIComponent(id)}/attach`);
+  const ws = client.websocket(client.orgPath(`environments/${encodeURIComponent(id)}/attach`));
   const stdin = process.stdin;
   const rawTty = o.tty && stdin.isTTY;
   const cols = process.stdout.columns || 80;

@@ -22,7 +22,7 @@ function remote(arg: string): RemotePath | undefined {
   return { env: m[1]!, path };
 }
 
-const filesUrl = (r: RemotePath) => `/api/environments/${encodeURIComponent(r.env)}/files?path=${encodeURIComponent(r.path)}`;
+const filesUrl = (c: ApiClient, r: RemotePath) => c.orgPath(`environments/${encodeURIComponent(r.env)}/files?path=${encodeURIComponent(r.path)}`);
 
 export async function copy(client: ApiClient, src: string, dest: string): Promise<void> {
   const from = remote(src);
@@ -36,7 +36,7 @@ export async function copy(client: ApiClient, src: string, dest: string): Promis
 async function upload(client: ApiClient, local: string, to: RemotePath): Promise<void> {
   if (!existsSync(local)) throw new CliError(`${local}: no such file or folder`);
   // Like cp: into the folder when the destination is one, else under the destination's name.
-  const probe = await client.request<ExecResult>('POST', `/api/environments/${encodeURIComponent(to.env)}/exec`, {
+  const probe = await client.request<ExecResult>('POST', client.orgPath(`environments/${encodeURIComponent(to.env)}/exec`), {
     cmd: ['sh', '-c', '[ -d "$1" ]', 'sh', to.path],
   });
   // A trailing slash names a folder, made if missing.
@@ -53,7 +53,7 @@ async function upload(client: ApiClient, local: string, to: RemotePath): Promise
     },
     [top],
   );
-  await client.fetch(filesUrl({ env: to.env, path: targetDir }), {
+  await client.fetch(filesUrl(client, { env: to.env, path: targetDir }), {
     method: 'PUT',
     headers: { 'content-type': 'application/x-tar' },
     body: Readable.toWeb(Readable.from(pack)) as ReadableStream,
@@ -62,7 +62,7 @@ async function upload(client: ApiClient, local: string, to: RemotePath): Promise
 }
 
 async function download(client: ApiClient, from: RemotePath, local: string): Promise<void> {
-  const res = await client.fetch(filesUrl(from));
+  const res = await client.fetch(filesUrl(client, from));
   const intoDir = existsSync(local) && statSync(local).isDirectory();
   const parent = intoDir ? local : dirname(local);
   if (!existsSync(parent)) throw new CliError(`${parent}: no such folder`);

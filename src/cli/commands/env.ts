@@ -7,7 +7,8 @@ import { attach } from './attach.ts';
 import { copy } from './cp.ts';
 
 type Client = () => ApiClient;
-const path = (id: string, rest = '') => `/api/environments/${encodeURIComponent(id)}${rest}`;
+
+export const envPath = (c: ApiClient, id: string, rest = '') => c.orgPath(`environments/${encodeURIComponent(id)}${rest}`);
 
 function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
@@ -48,6 +49,7 @@ export function envCommands(program: Command, client: Client): void {
     .description('create and start an environment; prints its id')
     .option('--name <name>', 'a name to use instead of the id')
     .option('--image <image>', 'image name, path to an OCI layout or docker-save tarball, or registry reference', undefined)
+    .option('--project <project>', 'project whose secrets the environment receives')
     .option('--cpus <n>', 'CPU cores', (v) => {
       const n = Number(v);
       if (!Number.isFinite(n)) throw new CliError(`--cpus must be a number, got '${v}'`);
@@ -63,6 +65,7 @@ export function envCommands(program: Command, client: Client): void {
       const body: CreateEnvironmentBody = {
         name: o.name,
         image: o.image,
+        project: o.project,
         cpus: o.cpus,
         memory: o.memory,
         disk: o.disk,
@@ -70,7 +73,7 @@ export function envCommands(program: Command, client: Client): void {
         idleTimeout: o.idleTimeout,
         maxLifetime: o.maxLifetime,
       };
-      const created = await withSpinner('creating environment', () => client().request<Environment>('POST', '/api/environments', body));
+      const created = await withSpinner('creating environment', () => client().request<Environment>('POST', client().orgPath('environments'), body));
       if (o.json) printJson({ id: created.id, name: created.name, state: created.state });
       else process.stdout.write(`${created.id}\n`);
     });
@@ -90,7 +93,7 @@ export function envCommands(program: Command, client: Client): void {
         if (o.state) q.set('state', o.state);
         if (o.all) q.set('includeDeleted', 'true');
         if (cursor) q.set('cursor', cursor);
-        const page: EnvironmentList = await client().request<EnvironmentList>('GET', `/api/environments?${q}`);
+        const page: EnvironmentList = await client().request<EnvironmentList>('GET', client().orgPath(`environments?${q}`));
         items.push(...page.items);
         cursor = page.nextCursor;
       } while (cursor);
@@ -106,7 +109,7 @@ export function envCommands(program: Command, client: Client): void {
     .description('show an environment and its resource use')
     .option('--json', 'print JSON')
     .action(async (id: string, o) => {
-      const detail = await client().request<EnvironmentDetail>('GET', path(id));
+      const detail = await client().request<EnvironmentDetail>('GET', envPath(client(), id));
       if (o.json) printJson(detail);
       else printEnvironment(detail);
     });
@@ -120,7 +123,7 @@ export function envCommands(program: Command, client: Client): void {
       .description(description)
       .option('--json', 'print JSON')
       .action(async (id: string, o) => {
-        const result = await withSpinner(`${gerund} ${id}`, () => client().request<Environment>('POST', path(id, `/${verb}`)));
+        const result = await withSpinner(`${gerund} ${id}`, () => client().request<Environment>('POST', envPath(client(), id, `/${verb}`)));
         if (o.json) printJson(result);
         else process.stdout.write(`${result.id} ${result.state}\n`);
       });
@@ -131,7 +134,7 @@ export function envCommands(program: Command, client: Client): void {
     .description('remove an environment and free its disk')
     .option('--json', 'print JSON')
     .action(async (id: string, o) => {
-      const result = await withSpinner(`removing ${id}`, () => client().request<Environment>('DELETE', path(id)));
+      const result = await withSpinner(`removing ${id}`, () => client().request<Environment>('DELETE', envPath(client(), id)));
       if (o.json) printJson(result);
       else process.stdout.write(`${result.id} ${result.state}\n`);
     });

@@ -7,7 +7,7 @@ import pg from 'pg';
 import type { Database } from './schema.ts';
 import { migrations } from './migrations.ts';
 
-export type { Database, EnvironmentRow, EnvironmentUpdate, TokenRow } from './schema.ts';
+export type * from './schema.ts';
 export type Db = Kysely<Database>;
 
 export interface DatabaseHandle {

@@ -52,4 +52,88 @@ export const migrations: Record<string, Migration> = {
       await sql`create index environments_org_created on environments (org_id, created_at desc, id)`.execute(db);
     },
   },
+  '0002_teams': {
+    async up(db: Kysely<any>) {
+      await db.schema
+        .createTable('users')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('email', 'text', (c) => c.notNull().unique())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('oidc_issuer', 'text')
+        .addColumn('oidc_subject', 'text')
+        .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .addColumn('disabled_at', 'timestamptz')
+        // May manage what belongs to the whole installation (images, orgs of others).
+        .addColumn('instance_admin', 'boolean', (c) => c.notNull().defaultTo(false))
+        .addUniqueConstraint('users_oidc', ['oidc_issuer', 'oidc_subject'])
+        .execute();
+
+      await db.schema
+        .createTable('memberships')
+        .addColumn('org_id', 'text', (c) => c.notNull().references('orgs.id'))
+        .addColumn('user_id', 'text', (c) => c.notNull().references('users.id'))
+        .addColumn('role', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .addPrimaryKeyConstraint('memberships_pk', ['org_id', 'user_id'])
+        .execute();
+
+      // A token acts either for a user (in every org the user belongs to, with the user's
+      // roles) or for one org with a fixed role; org tokens name the user who made them.
+      await db.schema.alterTable('tokens').addColumn('user_id', 'text', (c) => c.references('users.id')).execute();
+      await db.schema.alterTable('tokens').addColumn('kind', 'text', (c) => c.notNull().defaultTo('org')).execute();
+      await db.schema.alterTable('tokens').alterColumn('org_id', (c) => c.dropNotNull()).execute();
+      await db.schema.alterTable('tokens').alterColumn('role', (c) => c.dropNotNull()).execute();
+
+      await db.schema
+        .createTable('projects')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('org_id', 'text', (c) => c.notNull().references('orgs.id'))
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('repo_url', 'text')
+        .addColumn('default_branch', 'text', (c) => c.notNull().defaultTo('main'))
+        .addColumn('settings', 'jsonb', (c) => c.notNull().defaultTo(sql`'{}'::jsonb`))
+        .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .addUniqueConstraint('projects_org_name', ['org_id', 'name'])
+        .execute();
+      await db.schema.alterTable('environments').addColumn('project_id', 'text', (c) => c.references('projects.id')).execute();
+
+      // Secret values are AES-256-GCM ciphertext; the name and scope are plain.
+      await db.schema
+        .createTable('secrets')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('org_id', 'text', (c) => c.notNull().references('orgs.id'))
+        .addColumn('project_id', 'text', (c) => c.references('projects.id'))
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('ciphertext', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .addColumn('updated_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .addColumn('updated_by', 'text', (c) => c.notNull())
+        .execute();
+      await sql`create unique index secrets_scope_name on secrets (org_id, coalesce(project_id, ''), name)`.execute(db);
+
+      // The audit log: append-only, each entry chained to the one before it in its org.
+      await db.schema
+        .createTable('audit_entries')
+        .addColumn('org_id', 'text', (c) => c.notNull().references('orgs.id'))
+        .addColumn('seq', 'bigint', (c) => c.notNull())
+        .addColumn('at', 'timestamptz', (c) => c.notNull())
+        .addColumn('actor', 'text', (c) => c.notNull())
+        .addColumn('action', 'text', (c) => c.notNull())
+        .addColumn('target', 'text')
+        .addColumn('environment_id', 'text')
+        .addColumn('details', 'jsonb', (c) => c.notNull().defaultTo(sql`'{}'::jsonb`))
+        .addColumn('prev_hash', 'text', (c) => c.notNull())
+        .addColumn('hash', 'text', (c) => c.notNull())
+        .addPrimaryKeyConstraint('audit_entries_pk', ['org_id', 'seq'])
+        .execute();
+      await sql`create index audit_entries_org_at on audit_entries (org_id, at)`.execute(db);
+      // The head of each org's chain; appends lock it, so the chain stays a line.
+      await db.schema
+        .createTable('audit_heads')
+        .addColumn('org_id', 'text', (c) => c.primaryKey().references('orgs.id'))
+        .addColumn('seq', 'bigint', (c) => c.notNull())
+        .addColumn('hash', 'text', (c) => c.notNull())
+        .execute();
+    },
+  },
 };

@@ -12,22 +12,94 @@ export interface OrgTable {
   created_at: CreatedAt;
 }
 
+export type Role = 'owner' | 'admin' | 'member' | 'viewer';
+
 export interface TokenTable {
   id: string;
-  org_id: string;
+  /** 'org': acts in org_id with role; 'user': acts as user_id with the user's memberships. */
+  kind: ColumnType<'org' | 'user', 'org' | 'user' | undefined, never>;
+  org_id: string | null;
+  user_id: string | null;
   name: string;
-  /** sha256 of the secret part; the token itself is shown once and never stored. */
+  /** sha256 of the token; the token itself is shown once and never stored. */
   hash: string;
-  role: 'owner' | 'admin' | 'member' | 'viewer';
+  role: Role | null;
   created_at: CreatedAt;
   expires_at: Timestamp | null;
   last_used_at: Timestamp | null;
   revoked_at: Timestamp | null;
 }
 
+export interface UserTable {
+  id: string;
+  email: string;
+  name: string;
+  oidc_issuer: string | null;
+  oidc_subject: string | null;
+  created_at: CreatedAt;
+  disabled_at: Timestamp | null;
+  instance_admin: ColumnType<boolean, boolean | undefined, boolean>;
+}
+
+export interface MembershipTable {
+  org_id: string;
+  user_id: string;
+  role: Role;
+  created_at: CreatedAt;
+}
+
+export interface ProjectTable {
+  id: string;
+  org_id: string;
+  name: string;
+  repo_url: string | null;
+  default_branch: ColumnType<string, string | undefined, string>;
+  settings: ColumnType<ProjectSettings, string | undefined, string>;
+  created_at: CreatedAt;
+}
+
+export interface ProjectSettings {
+  /** Names of the org's and project's secrets an environment of this project receives. */
+  secrets?: { name: string; as: 'env' | 'file'; path?: string }[];
+}
+
+export interface SecretTable {
+  id: string;
+  org_id: string;
+  project_id: string | null;
+  name: string;
+  /** base64 of iv (12 bytes) | tag (16 bytes) | ciphertext: AES-256-GCM. */
+  ciphertext: string;
+  created_at: CreatedAt;
+  updated_at: CreatedAt;
+  updated_by: string;
+}
+
+export interface AuditEntryTable {
+  org_id: string;
+  seq: ColumnType<string, string | number, never>;
+  at: Timestamp;
+  /** Who: 'user:<id>', 'token:<id>', 'environment:<id>' or 'system'. */
+  actor: string;
+  /** What, as noun.verb: 'environment.create', 'command.run', 'secret.read', 'auth.sign_in'. */
+  action: string;
+  target: string | null;
+  environment_id: string | null;
+  details: ColumnType<Record<string, unknown>, string, never>;
+  prev_hash: string;
+  hash: string;
+}
+
+export interface AuditHeadTable {
+  org_id: string;
+  seq: ColumnType<string, string | number, string | number>;
+  hash: string;
+}
+
 export interface EnvironmentTable {
   id: string;
   org_id: string;
+  project_id: ColumnType<string | null, string | null | undefined, string | null>;
   name: string;
   image: string;
   image_digest: string | null;
@@ -48,7 +120,13 @@ export interface EnvironmentTable {
 
 export interface Database {
   orgs: OrgTable;
+  users: UserTable;
+  memberships: MembershipTable;
   tokens: TokenTable;
+  projects: ProjectTable;
+  secrets: SecretTable;
+  audit_entries: AuditEntryTable;
+  audit_heads: AuditHeadTable;
   environments: EnvironmentTable;
 }
 
@@ -56,3 +134,7 @@ export type EnvironmentRow = Selectable<EnvironmentTable>;
 export type NewEnvironmentRow = Insertable<EnvironmentTable>;
 export type EnvironmentUpdate = Updateable<EnvironmentTable>;
 export type TokenRow = Selectable<TokenTable>;
+export type UserRow = Selectable<UserTable>;
+export type ProjectRow = Selectable<ProjectTable>;
+export type SecretRow = Selectable<SecretTable>;
+export type AuditEntryRow = Selectable<AuditEntryTable>;

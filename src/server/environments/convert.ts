@@ -22,6 +22,7 @@ export function toApi(row: EnvironmentRow): Environment {
     name: row.name,
     image: row.image,
     imageDigest: row.image_digest,
+    projectId: row.project_id,
     state: row.state,
     stateReason: row.state_reason,
     limits: limitsOf(row),

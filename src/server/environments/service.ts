@@ -7,7 +7,11 @@ import { BerthError, conflict, invalid, notFound, unavailable } from '../../shar
 import { isEnvironmentId, newId, randomName } from '../../shared/ids.ts';
 import { formatDuration } from '../../shared/units.ts';
 import { DEFAULT_IMAGE, type CommandOptions, type EnvironmentSpec, type LocalRunner, type RunningCommand } from '../../runner/index.ts';
+import type { AuditLog } from '../audit/index.ts';
+import type { Scope } from '../authz.ts';
 import type { Db, EnvironmentRow, EnvironmentUpdate } from '../db/index.ts';
+import { redactCommand, type SecretService } from '../secrets/service.ts';
+import { Redactor } from '../../shared/redact.ts';
 import { decodeCursor, encodeCursor, limitsOf, toApi } from './convert.ts';
 import { limitsFrom } from './limits.ts';
 
@@ -28,6 +32,8 @@ export class EnvironmentService {
   readonly #runner: LocalRunner;
   readonly #log: Logger;
   readonly #hostCpus: number;
+  readonly #audit: AuditLog;
+  readonly #secrets: SecretService;
   /** One operation at a time per environment: start, stop and rm never interleave. */
   readonly #locks = new Map<string, Promise<unknown>>();
   /** Commands running per environment; an environment with one is not idle. */
@@ -38,8 +44,10 @@ export class EnvironmentService {
    */
   readonly #lastActive = new Map<string, Date>();
 
-  constructor(opts: { db: Db; runner: LocalRunner; logger: Logger; hostCpus?: number }) {
+  constructor(opts: { db: Db; runner: LocalRunner; logger: Logger; audit: AuditLog; secrets: SecretService; hostCpus?: number }) {
     this.#db = opts.db;
+    this.#secrets = opts.secrets;
+    this.#audit = opts.audit;
     this.#runner = opts.runner;
     this.#log = opts.logger;
     this.#hostCpus = opts.hostCpus ?? availableParallelism();
@@ -50,6 +58,7 @@ export class EnvironmentService {
     const limits = limitsFrom(body, this.#hostCpus);
     const name = body.name ?? randomName('env');
     if (await this.#byName(orgId, name)) throw conflict(`the name '${name}' is taken: choose another with --name`);
+    const projectId = body.project ? await this.#projectId(orgId, body.project) : null;
     const image = await this.#runner.images.resolve(body.image ?? DEFAULT_IMAGE);
 
     const id = newId('env');
@@ -59,6 +68,7 @@ export class EnvironmentService {
         .values({
           id,
           org_id: orgId,
+          project_id: projectId,
           name,
           image: image.name,
           image_digest: image.digest,
@@ -135,19 +145,47 @@ export class EnvironmentService {
     });
   }
 
-  /** Starts a command in a running environment and counts it as activity. */
-  async exec(orgId: string, ref: string, opts: CommandOptions): Promise<RunningCommand> {
-    const row = await this.#get(orgId, ref);
+  /** Starts a command in a running environment, counts it as activity and puts it on record. */
+  async exec(scope: Scope, ref: string, opts: CommandOptions): Promise<RunningCommand> {
+    const row = await this.#get(scope.orgId, ref);
     if (row.state !== 'running') {
       throw conflict(`environment '${row.name}' is ${row.state}${row.state === 'stopped' ? `: start it with \`berth env start ${row.name}\`` : ''}`);
     }
-    const command = this.#runner.exec(await this.#spec(row), opts);
+    // The project's secrets reach the command as environment variables, and its output
+    // comes back with their values replaced by [secret:NAME].
+    const secrets = row.project_id ? await this.#secrets.forProject(row.org_id, row.project_id) : [];
+    const env = { ...opts.env };
+    for (const s of secrets) env[s.name] ??= s.value;
+    const redactor = new Redactor(secrets);
+    if (secrets.length) {
+      await this.#audit.append({
+        orgId: row.org_id,
+        actor: `environment:${row.id}`,
+        action: 'secret.read',
+        target: row.id,
+        environmentId: row.id,
+        details: { names: secrets.map((s) => s.name) },
+      });
+    }
+    const started = this.#runner.exec(await this.#spec(row), { ...opts, env });
+    const command = secrets.length ? redactCommand(started, redactor) : started;
     this.#activeCommands.set(row.id, (this.#activeCommands.get(row.id) ?? 0) + 1);
     this.#lastActive.set(row.id, new Date());
-    void command.exited.finally(() => {
-      this.#activeCommands.set(row.id, (this.#activeCommands.get(row.id) ?? 1) - 1);
-      this.#lastActive.set(row.id, new Date());
-    });
+    void command.exited.then(
+      (status) =>
+        this.#audit.append({
+          orgId: row.org_id,
+          actor: scope.actor,
+          action: 'command.run',
+          target: row.id,
+          environmentId: row.id,
+          details: { cmd: opts.cmd.map((a) => redactor.redact(a)), cwd: opts.cwd ?? null, tty: Boolean(opts.tty), exitCode: status.exitCode, durationMs: Math.round(status.durationMs), timedOut: status.timedOut },
+        }),
+    ).catch((err) => this.#log.error({ err, environment: row.id }, 'could not record a command in the audit log'))
+      .finally(() => {
+        this.#activeCommands.set(row.id, (this.#activeCommands.get(row.id) ?? 1) - 1);
+        this.#lastActive.set(row.id, new Date());
+      });
     return command;
   }
 
@@ -283,6 +321,17 @@ export class EnvironmentService {
         this.#log.warn({ err, environment: id }, 'could not record activity');
       }
     }
+  }
+
+  async #projectId(orgId: string, project: string): Promise<string> {
+    const row = await this.#db
+      .selectFrom('projects')
+      .select('id')
+      .where('org_id', '=', orgId)
+      .where((eb) => eb.or([eb('id', '=', project), eb('name', '=', project)]))
+      .executeTakeFirst();
+    if (!row) throw notFound(`no project '${project}': \`berth project list\` shows them`);
+    return row.id;
   }
 
   async #byName(orgId: string, name: string): Promise<EnvironmentRow | undefined> {

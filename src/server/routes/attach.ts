@@ -13,9 +13,10 @@ import { timeoutMs } from './environments.ts';
  */
 export function attachRoutes(app: App, { environments }: AppDeps): void {
   app.get(
-    '/api/environments/:id/attach',
+    '/api/orgs/:org/environments/:id/attach',
     {
     websocket: true,
+    config: { permission: 'environment.exec' },
     schema: {
       tags: ['environments'],
       summary: 'Run a command interactively (WebSocket)',
@@ -37,7 +38,7 @@ export function attachRoutes(app: App, { environments }: AppDeps): void {
         const parsed = AttachStart.safeParse(message);
         if (!parsed.success) throw invalid(`start frame: ${parsed.error.issues[0]?.message ?? 'invalid'}`, 'start');
         const s = parsed.data;
-        const running = await environments.exec(req.caller.orgId, req.params.id, {
+        const running = await environments.exec(req.scope, req.params.id, {
           cmd: s.cmd,
           cwd: s.cwd,
           env: s.env,

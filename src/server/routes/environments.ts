@@ -5,6 +5,7 @@ import {
   EnvironmentList,
   EnvironmentRef,
   ErrorSchema,
+  OrgRef,
   ExecBody,
   ExecResult,
   ListEnvironmentsQuery,
@@ -13,7 +14,7 @@ import { invalid } from '../../shared/errors.ts';
 import { parseDuration } from '../../shared/units.ts';
 import type { App, AppDeps } from '../app.ts';
 
-const errors = { 400: ErrorSchema, 401: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema, 503: ErrorSchema };
+const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema, 503: ErrorSchema };
 const tags = ['environments'];
 
 export const DEFAULT_EXEC_TIMEOUT_MS = 10 * 60_000;
@@ -27,38 +28,45 @@ export function timeoutMs(timeout: number | string | null | undefined): number |
 }
 
 export function environmentRoutes(app: App, { environments }: AppDeps): void {
-  app.get('/api/environments', {
-    schema: { tags, summary: 'List environments', querystring: ListEnvironmentsQuery, response: { 200: EnvironmentList, ...errors } },
+  app.get('/api/orgs/:org/environments', {
+    config: { permission: 'environment.read' },
+    schema: { tags, summary: 'List environments', params: OrgRef, querystring: ListEnvironmentsQuery, response: { 200: EnvironmentList, ...errors } },
     handler: async (req) =>
-      environments.list(req.caller.orgId, { ...req.query, includeDeleted: req.query.includeDeleted === 'true' }),
+      environments.list(req.scope.orgId, { ...req.query, includeDeleted: req.query.includeDeleted === 'true' }),
   });
 
-  app.post('/api/environments', {
-    schema: { tags, summary: 'Create and start an environment', body: CreateEnvironmentBody, response: { 201: Environment, ...errors } },
-    handler: async (req, reply) => reply.code(201).send(await environments.create(req.caller.orgId, req.body)),
+  app.post('/api/orgs/:org/environments', {
+    config: { permission: 'environment.write', audit: 'environment.create' },
+    schema: { tags, summary: 'Create and start an environment', params: OrgRef, body: CreateEnvironmentBody, response: { 201: Environment, ...errors } },
+    handler: async (req, reply) => reply.code(201).send(await environments.create(req.scope.orgId, req.body)),
   });
 
-  app.get('/api/environments/:id', {
+  app.get('/api/orgs/:org/environments/:id', {
+    config: { permission: 'environment.read' },
     schema: { tags, summary: 'Show an environment with its resource use', params: EnvironmentRef, response: { 200: EnvironmentDetail, ...errors } },
-    handler: async (req) => environments.show(req.caller.orgId, req.params.id),
+    handler: async (req) => environments.show(req.scope.orgId, req.params.id),
   });
 
-  app.post('/api/environments/:id/start', {
+  app.post('/api/orgs/:org/environments/:id/start', {
+    config: { permission: 'environment.write', audit: 'environment.start' },
     schema: { tags, summary: 'Start a stopped environment', params: EnvironmentRef, response: { 200: Environment, ...errors } },
-    handler: async (req) => environments.start(req.caller.orgId, req.params.id),
+    handler: async (req) => environments.start(req.scope.orgId, req.params.id),
   });
 
-  app.post('/api/environments/:id/stop', {
+  app.post('/api/orgs/:org/environments/:id/stop', {
+    config: { permission: 'environment.write', audit: 'environment.stop' },
     schema: { tags, summary: 'Stop an environment, keeping its files', params: EnvironmentRef, response: { 200: Environment, ...errors } },
-    handler: async (req) => environments.stop(req.caller.orgId, req.params.id),
+    handler: async (req) => environments.stop(req.scope.orgId, req.params.id),
   });
 
-  app.delete('/api/environments/:id', {
+  app.delete('/api/orgs/:org/environments/:id', {
+    config: { permission: 'environment.write', audit: 'environment.delete' },
     schema: { tags, summary: 'Remove an environment and free its disk', params: EnvironmentRef, response: { 200: Environment, ...errors } },
-    handler: async (req) => environments.remove(req.caller.orgId, req.params.id),
+    handler: async (req) => environments.remove(req.scope.orgId, req.params.id),
   });
 
-  app.post('/api/environments/:id/exec', {
+  app.post('/api/orgs/:org/environments/:id/exec', {
+    config: { permission: 'environment.exec' },
     schema: {
       tags,
       summary: 'Run a command',
@@ -71,7 +79,7 @@ export function environmentRoutes(app: App, { environments }: AppDeps): void {
     },
     handler: async (req, reply) => {
       const { cmd, cwd, env, stdin, timeout } = req.body;
-      const command = await environments.exec(req.caller.orgId, req.params.id, { cmd, cwd, env, timeoutMs: timeoutMs(timeout) });
+      const command = await environments.exec(req.scope, req.params.id, { cmd, cwd, env, timeoutMs: timeoutMs(timeout) });
       command.stdin.end(stdin ?? '');
 
       if (req.headers.accept?.includes('text/event-stream')) {

@@ -5,7 +5,7 @@ import { BerthError, invalid, notFound } from '../../shared/errors.ts';
 import type { App, AppDeps } from '../app.ts';
 
 const tags = ['files'];
-const errors = { 400: ErrorSchema, 401: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema };
+const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema };
 
 // tar runs inside the environment, in its mount namespace: a symlink there resolves to
 // a path in the environment, never to the host's files.
@@ -22,7 +22,8 @@ function split(path: string): [string, string] {
 export function fileRoutes(app: App, { environments }: AppDeps): void {
   app.addContentTypeParser('application/x-tar', (_req, payload, done) => done(null, payload));
 
-  app.get('/api/environments/:id/files', {
+  app.get('/api/orgs/:org/environments/:id/files', {
+    config: { permission: 'environment.exec' },
     schema: {
       tags,
       summary: 'Download a file or folder as a tar archive',
@@ -33,7 +34,7 @@ export function fileRoutes(app: App, { environments }: AppDeps): void {
     },
     handler: async (req, reply) => {
       const [dir, base] = split(req.query.path);
-      const command = await environments.exec(req.caller.orgId, req.params.id, { cmd: ['sh', '-c', PACK, 'sh', dir, base], timeoutMs: 3_600_000 });
+      const command = await environments.exec(req.scope, req.params.id, { cmd: ['sh', '-c', PACK, 'sh', dir, base], timeoutMs: 3_600_000 });
       command.stdin.end();
       const stderr: Buffer[] = [];
       command.stderr.on('data', (b: Buffer) => stderr.push(b));
@@ -60,7 +61,8 @@ export function fileRoutes(app: App, { environments }: AppDeps): void {
     },
   });
 
-  app.put('/api/environments/:id/files', {
+  app.put('/api/orgs/:org/environments/:id/files', {
+    config: { permission: 'environment.exec' },
     schema: {
       tags,
       summary: 'Upload a tar archive and unpack it into a folder',
@@ -72,7 +74,7 @@ export function fileRoutes(app: App, { environments }: AppDeps): void {
     handler: async (req, reply) => {
       if (req.headers['content-type'] !== 'application/x-tar') throw invalid('send the files as a tar archive with Content-Type: application/x-tar', 'content-type');
       const body = req.body as Readable;
-      const command = await environments.exec(req.caller.orgId, req.params.id, { cmd: ['sh', '-c', UNPACK, 'sh', req.query.path], timeoutMs: 3_600_000 });
+      const command = await environments.exec(req.scope, req.params.id, { cmd: ['sh', '-c', UNPACK, 'sh', req.query.path], timeoutMs: 3_600_000 });
       const stderr: Buffer[] = [];
       command.stderr.on('data', (b: Buffer) => stderr.push(b));
       command.stdout.resume();

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { ErrorSchema } from '../../shared/api.ts';
 import type { App, AppDeps } from '../app.ts';
+import { forbidden } from '../authz.ts';
 
 const Image = z.object({ name: z.string(), digest: z.string(), sizeBytes: z.number(), createdAt: z.string(), source: z.string() });
 const ImportBody = z.strictObject({
@@ -19,12 +20,17 @@ export function imageRoutes(app: App, { images }: AppDeps): void {
   });
 
   app.post('/api/images/import', {
+    config: { audit: 'image.import' },
     schema: {
       tags,
       summary: 'Import an OCI image layout or docker-save tarball from a path on the server',
       body: ImportBody,
       response: { 201: Image, ...errors },
     },
-    handler: async (req, reply) => reply.code(201).send(view(await images.importArchive(req.body.path, { name: req.body.name }))),
+    handler: async (req, reply) => {
+      // Images are shared by every org on the runner, and the path is read on the server.
+      if (!req.caller.instanceAdmin) throw forbidden('importing images needs an instance administrator (the user `berth up` made)');
+      return reply.code(201).send(view(await images.importArchive(req.body.path, { name: req.body.name })));
+    },
   });
 }

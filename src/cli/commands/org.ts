@@ -1,0 +1,129 @@
+import type { Command } from 'commander';
+import type { ApiClient } from '../client.ts';
+import { age, CliError, printJson, printTable } from '../output.ts';
+
+type Client = () => ApiClient;
+const ROLES = ['owner', 'admin', 'member', 'viewer'];
+
+function role(value: string): string {
+  if (!ROLES.includes(value)) throw new CliError(`--role must be one of ${ROLES.join(', ')}, got '${value}'`);
+  return value;
+}
+
+interface Org {
+  id: string;
+  name: string;
+  role: string;
+}
+interface Member {
+  userId: string;
+  email: string;
+  name: string;
+  role: string;
+  createdAt: string;
+}
+interface Token {
+  id: string;
+  name: string;
+  kind: string;
+  role: string | null;
+  userId: string | null;
+  createdAt: string;
+  expiresAt: string | null;
+  lastUsedAt: string | null;
+  revokedAt: string | null;
+  token?: string;
+}
+
+export function orgCommands(program: Command, client: Client): void {
+  const org = program.command('org').description('orgs you belong to');
+  org
+    .command('list')
+    .alias('ls')
+    .option('--json', 'print JSON')
+    .action(async (o) => {
+      const { items } = await client().request<{ items: Org[] }>('GET', '/api/orgs');
+      if (o.json) return printJson(items);
+      printTable(['ID', 'NAME', 'ROLE'], items.map((i) => [i.id, i.name, i.role]));
+    });
+  org
+    .command('create <name>')
+    .option('--json', 'print JSON')
+    .description('create an org; you become its owner')
+    .action(async (name: string, o) => {
+      const created = await client().request<Org>('POST', '/api/orgs', { name });
+      if (o.json) printJson(created);
+      else process.stdout.write(`${created.id} ${created.name}\n`);
+    });
+
+  const member = program.command('member').description('members of an org and their roles');
+  member
+    .command('list')
+    .alias('ls')
+    .option('--json', 'print JSON')
+    .action(async (o) => {
+      const { items } = await client().request<{ items: Member[] }>('GET', client().orgPath('members'));
+      if (o.json) return printJson(items);
+      printTable(['EMAIL', 'NAME', 'ROLE', 'SINCE'], items.map((m) => [m.email, m.name, m.role, age(m.createdAt)]));
+    });
+  member
+    .command('add <email>')
+    .alias('set')
+    .description('add a member, or change their role')
+    .requiredOption('--role <role>', `one of ${ROLES.join(', ')}`, role)
+    .option('--name <name>', 'display name for a new user')
+    .option('--json', 'print JSON')
+    .action(async (email: string, o) => {
+      const m = await client().request<Member>('PUT', client().orgPath(`members/${encodeURIComponent(email)}`), { role: o.role, name: o.name });
+      if (o.json) printJson(m);
+      else process.stdout.write(`${m.email} ${m.role}\n`);
+    });
+  member
+    .command('rm <email>')
+    .description('remove a member (and revoke the org tokens they made)')
+    .action(async (email: string) => {
+      await client().request('DELETE', client().orgPath(`members/${encodeURIComponent(email)}`));
+      process.stdout.write(`${email} removed\n`);
+    });
+
+  const token = program.command('token').description('API tokens for an org');
+  token
+    .command('create')
+    .description('create a token; it is shown once, only its hash is kept')
+    .requiredOption('--role <role>', `one of ${ROLES.join(', ')} (at most your own)`, role)
+    .option('--name <name>', 'what the token is for')
+    .option('--expires <duration>', 'lifetime, e.g. 30d (default: no expiry)')
+    .option('--json', 'print JSON')
+    .action(async (o) => {
+      const t = await client().request<Token>('POST', client().orgPath('tokens'), { role: o.role, name: o.name, expires: o.expires });
+      if (o.json) return printJson(t);
+      process.stderr.write(`token ${t.id} (${t.role}${t.expiresAt ? `, expires ${t.expiresAt}` : ''}); it is shown only now:\n`);
+      process.stdout.write(`${t.token}\n`);
+    });
+  token
+    .command('list')
+    .alias('ls')
+    .option('--json', 'print JSON')
+    .action(async (o) => {
+      const { items } = await client().request<{ items: Token[] }>('GET', client().orgPath('tokens'));
+      if (o.json) return printJson(items);
+      printTable(
+        ['ID', 'NAME', 'ROLE', 'CREATED', 'LAST USED', 'EXPIRES', 'STATE'],
+        items.map((t) => [
+          t.id,
+          t.name,
+          t.role ?? '-',
+          age(t.createdAt),
+          t.lastUsedAt ? `${age(t.lastUsedAt)} ago` : 'never',
+          t.expiresAt ?? 'never',
+          t.revokedAt ? 'revoked' : t.expiresAt && Date.parse(t.expiresAt) < Date.now() ? 'expired' : 'active',
+        ]),
+      );
+    });
+  token
+    .command('revoke <id>')
+    .action(async (id: string) => {
+      await client().request('DELETE', client().orgPath(`tokens/${encodeURIComponent(id)}`));
+      process.stdout.write(`${id} revoked\n`);
+    });
+}

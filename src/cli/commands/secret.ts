@@ -1,0 +1,75 @@
+import { readFileSync } from 'node:fs';
+import type { Command } from 'commander';
+import type { ApiClient } from '../client.ts';
+import { age, CliError, printJson, printTable } from '../output.ts';
+
+type Client = () => ApiClient;
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+export function secretCommands(program: Command, client: Client): void {
+  const secret = program.command('secret').description('secrets for environments (values are write-only)');
+  secret
+    .command('set <name>')
+    .description('set a secret from standard input or a file, never from the command line')
+    .option('--project <project>', 'only for this project (default: the whole org)')
+    .option('--from-file <path>', 'read the value from this file')
+    .action(async (name: string, o) => {
+      if (!o.fromFile && process.stdin.isTTY) {
+        throw new CliError(`pipe the value in (printf %s "$VALUE" | berth secret set ${name}) or use --from-file PATH: values never go on the command line`);
+      }
+      let value = o.fromFile ? readFileSync(o.fromFile, 'utf8') : await readStdin();
+      // A trailing newline from echo or a file is almost never part of a token.
+      value = value.replace(/\r?\n$/, '');
+      await client().request('PUT', client().orgPath(`secrets/${encodeURIComponent(name)}`), { value, project: o.project });
+      process.stdout.write(`${name} set${o.project ? ` for project ${o.project}` : ''}\n`);
+    });
+  secret
+    .command('list')
+    .alias('ls')
+    .option('--json', 'print JSON')
+    .action(async (o) => {
+      const { items } = await client().request<{ items: { name: string; project: string | null; updatedAt: string; updatedBy: string }[] }>('GET', client().orgPath('secrets'));
+      if (o.json) return printJson(items);
+      printTable(['NAME', 'PROJECT', 'UPDATED', 'BY'], items.map((s) => [s.name, s.project ?? '(org)', `${age(s.updatedAt)} ago`, s.updatedBy]));
+    });
+  secret
+    .command('rm <name>')
+    .option('--project <project>', 'the project the secret belongs to')
+    .action(async (name: string, o) => {
+      const q = o.project ? `?project=${encodeURIComponent(o.project)}` : '';
+      await client().request('DELETE', client().orgPath(`secrets/${encodeURIComponent(name)}${q}`));
+      process.stdout.write(`${name} removed\n`);
+    });
+
+  const project = program.command('project').description('repositories and how their environments are set up');
+  project
+    .command('create <name>')
+    .option('--repo <url>', 'repository URL')
+    .option('--default-branch <branch>', 'default branch', 'main')
+    .option('--secret <name...>', 'secrets its environments receive as environment variables')
+    .option('--json', 'print JSON')
+    .action(async (name: string, o) => {
+      const p = await client().request<{ id: string; name: string }>('POST', client().orgPath('projects'), {
+        name,
+        repoUrl: o.repo,
+        defaultBranch: o.defaultBranch,
+        secrets: o.secret,
+      });
+      if (o.json) printJson(p);
+      else process.stdout.write(`${p.id} ${p.name}\n`);
+    });
+  project
+    .command('list')
+    .alias('ls')
+    .option('--json', 'print JSON')
+    .action(async (o) => {
+      const { items } = await client().request<{ items: { id: string; name: string; repoUrl: string | null; secrets: string[] }[] }>('GET', client().orgPath('projects'));
+      if (o.json) return printJson(items);
+      printTable(['ID', 'NAME', 'REPOSITORY', 'SECRETS'], items.map((p) => [p.id, p.name, p.repoUrl ?? '-', p.secrets.join(',') || '-']));
+    });
+}

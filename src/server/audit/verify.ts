@@ -1,0 +1,48 @@
+// Walks an org's chain from the first entry, a page at a time, and reports the first entry
+// that does not check out.
+import type { Db } from '../db/index.ts';
+import { computeHash, GENESIS_HASH } from './chain.ts';
+import { toEntry } from './rows.ts';
+import type { VerifyResult } from './types.ts';
+
+const PAGE = 1000;
+
+export async function verifyChain(db: Db, orgId: string): Promise<VerifyResult> {
+  // The head first: entries up to it were committed with it, and entries appended while
+  // we walk lie beyond it and are left for the next run.
+  const head = await db.selectFrom('audit_heads').select(['seq', 'hash']).where('org_id', '=', orgId).executeTakeFirst();
+  const end = head ? Number(head.seq) : Number.MAX_SAFE_INTEGER;
+
+  let last = 0;
+  let lastHash = GENESIS_HASH;
+  const bad = (firstBadSeq: number, reason: string): VerifyResult => ({ ok: false, entries: last, firstBadSeq, reason });
+
+  for (;;) {
+    const rows = await db
+      .selectFrom('audit_entries')
+      .selectAll()
+      .where('org_id', '=', orgId)
+      .where('seq', '>', String(last))
+      .where('seq', '<=', String(end))
+      .orderBy('seq', 'asc')
+      .limit(PAGE)
+      .execute();
+    for (const row of rows) {
+      const entry = toEntry(row);
+      const expected = last + 1;
+      if (entry.seq !== expected) return bad(expected, `entry ${expected} is missing: the chain goes from ${last} to ${entry.seq}`);
+      if (entry.prevHash !== lastHash) {
+        return bad(entry.seq, `entry ${entry.seq} does not link to entry ${last}: its prev_hash is not that entry's hash`);
+      }
+      if (computeHash(entry) !== entry.hash) return bad(entry.seq, `entry ${entry.seq} was altered: its hash does not match its contents`);
+      last = entry.seq;
+      lastHash = entry.hash;
+    }
+    if (rows.length < PAGE) break;
+  }
+
+  if (!head) return last === 0 ? { ok: true, entries: 0 } : bad(last + 1, `the chain head is missing: ${last} entries have no head row`);
+  if (last < end) return bad(last + 1, `the head is at entry ${end} but the chain ends at ${last}: entries ${last + 1}..${end} are missing`);
+  if (head.hash !== lastHash) return { ok: false, entries: last - 1, firstBadSeq: last, reason: `entry ${last} was rewritten: its hash is not the one the head recorded` };
+  return { ok: true, entries: last };
+}

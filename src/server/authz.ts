@@ -1,0 +1,107 @@
+// Who may do what, in one place. Every route under /api/orgs/:org declares the
+// permission it needs (app.ts refuses to start with one that does not), and the caller's
+// role in that org is resolved here before the handler runs. Objects of an org the caller
+// has no role in do not exist for them: 404, never 403.
+import { BerthError, notFound } from '../shared/errors.ts';
+import type { Db, Role } from './db/index.ts';
+
+export const ROLES: readonly Role[] = ['viewer', 'member', 'admin', 'owner'];
+export const roleRank = (r: Role) => ROLES.indexOf(r);
+export const atLeast = (have: Role, need: Role) => roleRank(have) >= roleRank(need);
+
+/** What each permission needs, at least. */
+export const PERMISSIONS = {
+  'org.read': 'viewer',
+  'org.manage': 'owner',
+  'environment.read': 'viewer',
+  'environment.write': 'member',
+  'environment.exec': 'member',
+  'project.read': 'viewer',
+  'project.manage': 'admin',
+  'member.read': 'viewer',
+  'member.manage': 'admin',
+  'token.read': 'viewer',
+  'token.create': 'member',
+  'token.manage': 'admin',
+  'secret.read': 'viewer', // names and metadata only: values never leave
+  'secret.manage': 'admin',
+  'audit.read': 'admin',
+} as const satisfies Record<string, Role>;
+
+export type Permission = keyof typeof PERMISSIONS;
+
+/** Who is calling: resolved from the bearer token on every request. */
+export interface Caller {
+  tokenId: string;
+  /** 'user' tokens act with the user's memberships; 'org' tokens act in one org with one role. */
+  kind: 'user' | 'org';
+  userId: string | null;
+  orgId: string | null;
+  role: Role | null;
+  instanceAdmin: boolean;
+}
+
+/** The caller inside one org: what every org-scoped service method takes. */
+export interface Scope {
+  orgId: string;
+  orgName: string;
+  role: Role;
+  /** How the audit log names the caller. */
+  actor: string;
+  caller: Caller;
+}
+
+export const actorOf = (c: Caller) => (c.kind === 'user' ? `user:${c.userId}` : `token:${c.tokenId}`);
+
+export const forbidden = (message: string) => new BerthError('forbidden', message);
+
+export class Authorizer {
+  readonly #db: Db;
+
+  constructor(db: Db) {
+    this.#db = db;
+  }
+
+  /** The caller's role in the org named by id or name, or undefined when they have none. */
+  async roleIn(caller: Caller, orgRef: string): Promise<{ orgId: string; orgName: string; role: Role } | undefined> {
+    const org = await this.#db
+      .selectFrom('orgs')
+      .select(['id', 'name'])
+      .where((eb) => eb.or([eb('id', '=', orgRef), eb('name', '=', orgRef)]))
+      .executeTakeFirst();
+    if (!org) return undefined;
+    if (caller.kind === 'org') return caller.orgId === org.id && caller.role ? { orgId: org.id, orgName: org.name, role: caller.role } : undefined;
+    const m = await this.#db
+      .selectFrom('memberships')
+      .select('role')
+      .where('org_id', '=', org.id)
+      .where('user_id', '=', caller.userId!)
+      .executeTakeFirst();
+    return m ? { orgId: org.id, orgName: org.name, role: m.role } : undefined;
+  }
+
+  async scope(caller: Caller, orgRef: string, permission: Permission): Promise<Scope> {
+    const found = await this.roleIn(caller, orgRef);
+    if (!found) throw notFound(`no org '${orgRef}': \`berth org list\` shows yours`);
+    const need = PERMISSIONS[permission];
+    if (!atLeast(found.role, need)) {
+      throw forbidden(`your role in org '${found.orgName}' is ${found.role}; this needs ${need} or above (${permission})`);
+    }
+    return { ...found, actor: actorOf(caller), caller };
+  }
+
+  /** The orgs the caller can see, with their role in each. */
+  async orgsOf(caller: Caller): Promise<{ id: string; name: string; role: Role }[]> {
+    if (caller.kind === 'org') {
+      const org = await this.#db.selectFrom('orgs').select(['id', 'name']).where('id', '=', caller.orgId!).executeTakeFirst();
+      return org && caller.role ? [{ ...org, role: caller.role }] : [];
+    }
+    return this.#db
+      .selectFrom('memberships')
+      .innerJoin('orgs', 'orgs.id', 'memberships.org_id')
+      .select(['orgs.id', 'orgs.name', 'memberships.role'])
+      .where('memberships.user_id', '=', caller.userId!)
+      .orderBy('orgs.name')
+      .execute();
+  }
+}

@@ -1,0 +1,235 @@
+import { z } from 'zod';
+import { ErrorSchema, OrgRef } from '../../shared/api.ts';
+import { conflict, invalid, notFound } from '../../shared/errors.ts';
+import { newId } from '../../shared/ids.ts';
+import { parseDuration } from '../../shared/units.ts';
+import type { App, AppDeps } from '../app.ts';
+import { atLeast, forbidden, ROLES } from '../authz.ts';
+import type { Role } from '../db/index.ts';
+
+const RoleSchema = z.enum(ROLES as unknown as [Role, ...Role[]]);
+const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema };
+const ORG_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
+// Loose on purpose: identity providers hand out addresses like admin@localhost.
+const Email = z.string().max(320).regex(/^[^@\s]+@[^@\s]+$/, 'an email address');
+
+const Org = z.object({ id: z.string(), name: z.string(), role: RoleSchema });
+const Member = z.object({ userId: z.string(), email: z.string(), name: z.string(), role: RoleSchema, createdAt: z.string() });
+const Token = z.object({
+  id: z.string(),
+  name: z.string(),
+  kind: z.enum(['user', 'org']),
+  role: RoleSchema.nullable(),
+  userId: z.string().nullable(),
+  createdAt: z.string(),
+  expiresAt: z.string().nullable(),
+  lastUsedAt: z.string().nullable(),
+  revokedAt: z.string().nullable(),
+});
+const iso = (d: Date | string | null) => (d === null ? null : new Date(d).toISOString());
+
+/** Orgs, who belongs to them, and the tokens that act in them. */
+export function orgRoutes(app: App, { db, authz, tokens, audit }: AppDeps): void {
+  app.get('/api/me', {
+    schema: {
+      tags: ['orgs'],
+      summary: 'Who the token acts for, and in which orgs',
+      response: { 200: z.object({ kind: z.enum(['user', 'org']), userId: z.string().nullable(), email: z.string().nullable(), orgs: z.array(Org) }), ...errors },
+    },
+    handler: async (req) => {
+      const user = req.caller.userId ? await db.selectFrom('users').select('email').where('id', '=', req.caller.userId).executeTakeFirst() : undefined;
+      return { kind: req.caller.kind, userId: req.caller.userId, email: user?.email ?? null, orgs: await authz.orgsOf(req.caller) };
+    },
+  });
+
+  app.get('/api/orgs', {
+    schema: { tags: ['orgs'], summary: 'The orgs the caller belongs to', response: { 200: z.object({ items: z.array(Org) }), ...errors } },
+    handler: async (req) => ({ items: await authz.orgsOf(req.caller) }),
+  });
+
+  app.post('/api/orgs', {
+    config: { audit: 'org.create' },
+    schema: {
+      tags: ['orgs'],
+      summary: 'Create an org; the caller owns it',
+      body: z.strictObject({ name: z.string().regex(ORG_NAME, 'use lower-case letters, digits and dashes') }),
+      response: { 201: Org, ...errors },
+    },
+    handler: async (req, reply) => {
+      if (req.caller.kind !== 'user' || !req.caller.userId) throw forbidden('an org token cannot create orgs: use a user token');
+      const id = newId('org');
+      try {
+        await db.transaction().execute(async (tx) => {
+          await tx.insertInto('orgs').values({ id, name: req.body.name }).execute();
+          await tx.insertInto('memberships').values({ org_id: id, user_id: req.caller.userId!, role: 'owner' }).execute();
+        });
+      } catch (err) {
+        if ((err as { code?: string }).code === '23505') throw conflict(`an org named '${req.body.name}' exists`);
+        throw err;
+      }
+      await audit.append({ orgId: id, actor: `user:${req.caller.userId}`, action: 'org.create', target: id, details: { name: req.body.name } });
+      return reply.code(201).send({ id, name: req.body.name, role: 'owner' as const });
+    },
+  });
+
+  app.get('/api/orgs/:org/members', {
+    config: { permission: 'member.read' },
+    schema: { tags: ['orgs'], summary: 'Members of the org and their roles', params: OrgRef, response: { 200: z.object({ items: z.array(Member) }), ...errors } },
+    handler: async (req) => {
+      const rows = await db
+        .selectFrom('memberships')
+        .innerJoin('users', 'users.id', 'memberships.user_id')
+        .select(['users.id', 'users.email', 'users.name', 'memberships.role', 'memberships.created_at'])
+        .where('memberships.org_id', '=', req.scope.orgId)
+        .orderBy('users.email')
+        .execute();
+      return { items: rows.map((r) => ({ userId: r.id, email: r.email, name: r.name, role: r.role, createdAt: iso(r.created_at)! })) };
+    },
+  });
+
+  app.put('/api/orgs/:org/members/:email', {
+    config: { permission: 'member.manage', audit: 'member.set' },
+    schema: {
+      tags: ['orgs'],
+      summary: 'Add a member or change their role (creates the user if new)',
+      params: OrgRef.extend({ email: Email }),
+      body: z.strictObject({ role: RoleSchema, name: z.string().min(1).max(200).optional() }),
+      response: { 200: Member, ...errors },
+    },
+    handler: async (req) => {
+      const { scope } = req;
+      const { role } = req.body;
+      // Admins manage everyone below owner; only owners make or unmake owners.
+      if (role === 'owner' && scope.role !== 'owner') throw forbidden('only an owner can make owners');
+      const email = req.params.email.toLowerCase();
+      return db.transaction().execute(async (tx) => {
+        let user = await tx.selectFrom('users').select(['id', 'email', 'name']).where('email', '=', email).executeTakeFirst();
+        if (!user) {
+          user = { id: newId('usr'), email, name: req.body.name ?? email };
+          await tx.insertInto('users').values(user).execute();
+        }
+        const current = await tx.selectFrom('memberships').select('role').where('org_id', '=', scope.orgId).where('user_id', '=', user.id).executeTakeFirst();
+        if (current?.role === 'owner' && scope.role !== 'owner') throw forbidden('only an owner can change an owner');
+        if (current?.role === 'owner' && role !== 'owner') await assertAnotherOwner(tx, scope.orgId, user.id);
+        await tx
+          .insertInto('memberships')
+          .values({ org_id: scope.orgId, user_id: user.id, role })
+          .onConflict((oc) => oc.columns(['org_id', 'user_id']).doUpdateSet({ role }))
+          .execute();
+        return { userId: user.id, email: user.email, name: user.name, role, createdAt: new Date().toISOString() };
+      });
+    },
+  });
+
+  app.delete('/api/orgs/:org/members/:email', {
+    config: { permission: 'member.manage', audit: 'member.remove' },
+    schema: { tags: ['orgs'], summary: 'Remove a member', params: OrgRef.extend({ email: Email }), response: { 204: z.null(), ...errors } },
+    handler: async (req, reply) => {
+      const { scope } = req;
+      await db.transaction().execute(async (tx) => {
+        const row = await tx
+          .selectFrom('memberships')
+          .innerJoin('users', 'users.id', 'memberships.user_id')
+          .select(['users.id', 'memberships.role'])
+          .where('memberships.org_id', '=', scope.orgId)
+          .where('users.email', '=', req.params.email.toLowerCase())
+          .executeTakeFirst();
+        if (!row) throw notFound(`${req.params.email} is not a member of '${scope.orgName}'`);
+        if (row.role === 'owner') {
+          if (scope.role !== 'owner') throw forbidden('only an owner can remove an owner');
+          await assertAnotherOwner(tx, scope.orgId, row.id);
+        }
+        await tx.deleteFrom('memberships').where('org_id', '=', scope.orgId).where('user_id', '=', row.id).execute();
+        // Org tokens the member made stop working with their membership.
+        await tx.updateTable('tokens').set({ revoked_at: new Date() }).where('org_id', '=', scope.orgId).where('user_id', '=', row.id).where('revoked_at', 'is', null).execute();
+      });
+      return reply.code(204).send(null);
+    },
+  });
+
+  app.get('/api/orgs/:org/tokens', {
+    config: { permission: 'token.read' },
+    schema: { tags: ['tokens'], summary: "The org's tokens (admins see all; others their own)", params: OrgRef, response: { 200: z.object({ items: z.array(Token) }), ...errors } },
+    handler: async (req) => {
+      let q = db.selectFrom('tokens').selectAll().where('org_id', '=', req.scope.orgId);
+      if (!atLeast(req.scope.role, 'admin')) q = q.where('user_id', '=', req.caller.userId ?? '');
+      const rows = await q.orderBy('created_at', 'desc').execute();
+      return {
+        items: rows.map((r) => ({
+          id: r.id,
+          name: r.name,
+          kind: r.kind,
+          role: r.role,
+          userId: r.user_id,
+          createdAt: iso(r.created_at)!,
+          expiresAt: iso(r.expires_at),
+          lastUsedAt: iso(r.last_used_at),
+          revokedAt: iso(r.revoked_at),
+        })),
+      };
+    },
+  });
+
+  app.post('/api/orgs/:org/tokens', {
+    config: { permission: 'token.create', audit: 'token.create' },
+    schema: {
+      tags: ['tokens'],
+      summary: 'Create an org token; its value is shown once',
+      params: OrgRef,
+      body: z.strictObject({
+        role: RoleSchema,
+        name: z.string().min(1).max(200).optional(),
+        expires: z.string().max(20).optional().describe('lifetime such as 30d or 12h; none means it does not expire'),
+      }),
+      response: { 201: Token.extend({ token: z.string() }), ...errors },
+    },
+    handler: async (req, reply) => {
+      const { scope } = req;
+      if (!atLeast(scope.role, req.body.role)) throw forbidden(`your role is ${scope.role}: a token you make cannot be ${req.body.role}`);
+      let expiresAt: Date | null = null;
+      if (req.body.expires) {
+        const ms = parseDuration(req.body.expires);
+        if (!ms || ms < 60_000 || ms > 3 * 365 * 86_400_000) throw invalid('expires must be a duration from 1m to 3 years, such as 30d', 'body.expires');
+        expiresAt = new Date(Date.now() + ms);
+      }
+      const name = req.body.name ?? `${req.body.role} token`;
+      const created = await tokens.create({ kind: 'org', orgId: scope.orgId, role: req.body.role, userId: req.caller.userId, name, expiresAt });
+      return reply.code(201).send({
+        id: created.id,
+        token: created.token,
+        name,
+        kind: 'org' as const,
+        role: req.body.role,
+        userId: req.caller.userId,
+        createdAt: new Date().toISOString(),
+        expiresAt: iso(expiresAt),
+        lastUsedAt: null,
+        revokedAt: null,
+      });
+    },
+  });
+
+  app.delete('/api/orgs/:org/tokens/:id', {
+    config: { permission: 'token.create', audit: 'token.revoke' },
+    schema: { tags: ['tokens'], summary: 'Revoke a token', params: OrgRef.extend({ id: z.string().max(100) }), response: { 204: z.null(), ...errors } },
+    handler: async (req, reply) => {
+      const { scope } = req;
+      const row = await db.selectFrom('tokens').select(['id', 'user_id']).where('org_id', '=', scope.orgId).where('id', '=', req.params.id).executeTakeFirst();
+      // Someone else's token is not there for a non-admin.
+      if (!row || (!atLeast(scope.role, 'admin') && row.user_id !== req.caller.userId)) throw notFound(`no token '${req.params.id}' in '${scope.orgName}'`);
+      await db.updateTable('tokens').set({ revoked_at: new Date() }).where('id', '=', row.id).where('revoked_at', 'is', null).execute();
+      return reply.code(204).send(null);
+    },
+  });
+}
+
+async function assertAnotherOwner(tx: AppDeps['db'], orgId: string, leavingUserId: string): Promise<void> {
+  const others = await tx
+    .selectFrom('memberships')
+    .select('user_id')
+    .where('org_id', '=', orgId)
+    .where('role', '=', 'owner')
+    .where('user_id', '<>', leavingUserId)
+    .execute();
+  if (others.length === 0) throw conflict('an org needs an owner: make someone else owner first');
+}

@@ -1,0 +1,128 @@
+import { Transform } from 'node:stream';
+import { finished } from 'node:stream/promises';
+import { invalid, notFound } from '../../shared/errors.ts';
+import { newId } from '../../shared/ids.ts';
+import { Redactor } from '../../shared/redact.ts';
+import type { RunningCommand } from '../../runner/index.ts';
+import type { Db } from '../db/index.ts';
+import type { SecretBox } from './crypto.ts';
+
+/** Secret names double as environment variable names inside environments. */
+export const SECRET_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
+
+export interface SecretMeta {
+  name: string;
+  project: string | null;
+  updatedAt: string;
+  updatedBy: string;
+}
+
+/**
+ * Secrets of an org and its projects: written through the API, stored encrypted, read
+ * only by the runner when it starts a command. No API response ever carries a value.
+ */
+export class SecretService {
+  readonly #db: Db;
+  readonly #box: SecretBox;
+
+  constructor(opts: { db: Db; box: SecretBox }) {
+    this.#db = opts.db;
+    this.#box = opts.box;
+  }
+
+  async set(orgId: string, input: { name: string; value: string; project?: string | undefined; actor: string }): Promise<SecretMeta> {
+    if (!SECRET_NAME.test(input.name)) throw invalid('secret names are letters, digits and _ (they become environment variables)', 'name');
+    if (input.value.length === 0) throw invalid('the secret value is empty', 'value');
+    const projectId = input.project ? await this.#projectId(orgId, input.project) : null;
+    const ciphertext = this.#box.seal({ orgId, projectId, name: input.name }, input.value);
+    const now = new Date();
+    const existing = await this.#find(orgId, input.name, projectId);
+    if (existing) {
+      await this.#db.updateTable('secrets').set({ ciphertext, updated_at: now, updated_by: input.actor }).where('id', '=', existing.id).execute();
+    } else {
+      await this.#db
+        .insertInto('secrets')
+        .values({ id: newId('sec'), org_id: orgId, project_id: projectId, name: input.name, ciphertext, updated_by: input.actor })
+        .execute();
+    }
+    return { name: input.name, project: input.project ?? null, updatedAt: now.toISOString(), updatedBy: input.actor };
+  }
+
+  async list(orgId: string): Promise<SecretMeta[]> {
+    const rows = await this.#db
+      .selectFrom('secrets')
+      .leftJoin('projects', 'projects.id', 'secrets.project_id')
+      .select(['secrets.name', 'projects.name as project', 'secrets.updated_at', 'secrets.updated_by'])
+      .where('secrets.org_id', '=', orgId)
+      .orderBy('secrets.name')
+      .execute();
+    return rows.map((r) => ({ name: r.name, project: r.project, updatedAt: new Date(r.updated_at).toISOString(), updatedBy: r.updated_by }));
+  }
+
+  async remove(orgId: string, name: string, project?: string): Promise<void> {
+    const projectId = project ? await this.#projectId(orgId, project) : null;
+    const row = await this.#find(orgId, name, projectId);
+    if (!row) throw notFound(`no secret '${name}'${project ? ` in project '${project}'` : ''}`);
+    await this.#db.deleteFrom('secrets').where('id', '=', row.id).execute();
+  }
+
+  /** What an environment of the project receives: its project's secrets over the org's of the same name. */
+  async forProject(orgId: string, projectId: string): Promise<{ name: string; value: string }[]> {
+    const rows = await this.#db
+      .selectFrom('secrets')
+      .select(['name', 'project_id', 'ciphertext'])
+      .where('org_id', '=', orgId)
+      .where((eb) => eb.or([eb('project_id', '=', projectId), eb('project_id', 'is', null)]))
+      .execute();
+    const byName = new Map<string, (typeof rows)[number]>();
+    for (const r of rows) if (!byName.has(r.name) || r.project_id) byName.set(r.name, r);
+    return [...byName.values()].map((r) => ({
+      name: r.name,
+      value: this.#box.open({ orgId, projectId: r.project_id, name: r.name }, r.ciphertext),
+    }));
+  }
+
+  async #find(orgId: string, name: string, projectId: string | null) {
+    let q = this.#db.selectFrom('secrets').select('id').where('org_id', '=', orgId).where('name', '=', name);
+    q = projectId ? q.where('project_id', '=', projectId) : q.where('project_id', 'is', null);
+    return q.executeTakeFirst();
+  }
+
+  async #projectId(orgId: string, project: string): Promise<string> {
+    const row = await this.#db
+      .selectFrom('projects')
+      .select('id')
+      .where('org_id', '=', orgId)
+      .where((eb) => eb.or([eb('id', '=', project), eb('name', '=', project)]))
+      .executeTakeFirst();
+    if (!row) throw notFound(`no project '${project}'`);
+    return row.id;
+  }
+}
+
+/** The command with its output passed through the redactor: what Berth records and returns. */
+export function redactCommand(command: RunningCommand, redactor: Redactor): RunningCommand {
+  const through = (source: RunningCommand['stdout']) => {
+    const r = redactor.stream();
+    const out = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        const text = r.push(chunk);
+        cb(null, text.length ? Buffer.from(text) : undefined);
+      },
+      flush(cb) {
+        const text = r.flush();
+        cb(null, text.length ? Buffer.from(text) : undefined);
+      },
+    });
+    return source.pipe(out);
+  };
+  const stdout = through(command.stdout);
+  const stderr = through(command.stderr);
+  // Done when the redacted output, not just the raw one, has been read to the end.
+  const exited = command.exited.then(async (status) => {
+    await Promise.all([finished(stdout), finished(stderr)]).catch(() => {});
+    return status;
+  });
+  return { ...command, stdout, stderr, exited };
+}
+
