@@ -5,9 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { openDatabase } from '../src/server/db/index.ts';
+import { migrations } from '../src/server/db/migrations.ts';
 import { freshDatabase, POSTGRES_SERVER, postgresReachable } from './postgres.ts';
 
 const server = await postgresReachable();
+const TABLES = ['audit_entries', 'audit_heads', 'environments', 'memberships', 'orgs', 'projects', 'secrets', 'tokens', 'users'];
 
 async function tables(db: Awaited<ReturnType<typeof openDatabase>>['db']): Promise<string[]> {
   const rows = await db.introspection.getTables();
@@ -19,7 +21,7 @@ describe('database', () => {
     const dir = mkdtempSync(join(tmpdir(), 'berth-db-'));
     try {
       const first = await openDatabase({ dataDir: dir });
-      assert.deepEqual(await tables(first.db), ['environments', 'orgs', 'tokens']);
+      assert.deepEqual(await tables(first.db), TABLES);
       await first.db.insertInto('orgs').values({ id: 'org_1', name: 'one' }).execute();
       await first.close();
       const second = await openDatabase({ dataDir: dir });
@@ -35,9 +37,9 @@ describe('database', () => {
     try {
       const [a, b] = await Promise.all([openDatabase({ dataDir: '', databaseUrl: database.url }), openDatabase({ dataDir: '', databaseUrl: database.url })]);
       assert.equal(a.kind, 'postgres');
-      assert.deepEqual(await tables(a.db), ['environments', 'orgs', 'tokens']);
+      assert.deepEqual(await tables(a.db), TABLES);
       const applied = await a.db.selectFrom('kysely_migration' as never).selectAll().execute();
-      assert.equal(applied.length, 1);
+      assert.equal(applied.length, Object.keys(migrations).length);
       await Promise.all([a.close(), b.close()]);
     } finally {
       await database.drop();
