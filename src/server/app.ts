@@ -1,6 +1,6 @@
 import fastifySwagger from '@fastify/swagger';
 import fastifyWebsocket from '@fastify/websocket';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyReply, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
 import {
   hasZodFastifySchemaValidationErrors,
   jsonSchemaTransform,
@@ -9,7 +9,7 @@ import {
   type ZodTypeProvider,
 } from 'fastify-type-provider-zod';
 import type { Logger } from 'pino';
-import { BerthError, KIND_BY_STATUS, STATUS_BY_KIND, type ErrorBody } from '../shared/errors.ts';
+import { BerthError, invalid, KIND_BY_STATUS, STATUS_BY_KIND, type ErrorBody } from '../shared/errors.ts';
 import type { TokenService } from './auth.ts';
 import type { Authorizer, Caller, Permission, Scope } from './authz.ts';
 import type { EnvironmentService } from './environments/service.ts';
@@ -87,6 +87,12 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     // Request lines would drown the log; errors are logged by the error handler.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 32 * 1024 * 1024,
+    // Errors the router raises itself (a path parameter too long, a bad URL) get the same
+    // JSON error body as every other refusal.
+    frameworkErrors: (err, _req, reply) => {
+      const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 400;
+      void (reply as FastifyReply).code(status).send({ error: { kind: KIND_BY_STATUS[status] ?? 'invalid', message: err.message } });
+    },
   }).withTypeProvider<ZodTypeProvider>();
 
   app.setValidatorCompiler(validatorCompiler);
@@ -140,10 +146,15 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     const path = req.url.split('?')[0]!;
     if (PUBLIC_ROUTES.has(path) || !path.startsWith('/api/') || path.startsWith('/api/auth/')) return;
     req.caller = await deps.tokens.authenticate(req.headers.authorization);
+    refuseNul([['params', req.params], ['querystring', req.query]]);
     const permission = req.routeOptions.config?.permission;
     const org = (req.params as { org?: string } | undefined)?.org;
     if (permission && org !== undefined) req.scope = await deps.authz.scope(req.caller, org, permission);
   });
+
+  // PostgreSQL text cannot hold NUL: refuse it at the edge with the field's name, rather
+  // than let it reach a query and fail there.
+  app.addHook('preValidation', async (req) => refuseNul([['body', req.body]]));
 
   // A change is on record before its caller hears it succeeded.
   app.addHook('onSend', async (req, reply, payload) => {
@@ -185,6 +196,23 @@ export async function buildApp(deps: AppDeps): Promise<App> {
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app as unknown as App;
+}
+
+function refuseNul(parts: [string, unknown][]): void {
+  for (const [where, value] of parts) {
+    const field = findNul(value, where);
+    if (field) throw invalid(`${field} contains a NUL character`, field);
+  }
+}
+
+function findNul(value: unknown, path: string, depth = 0): string | undefined {
+  if (typeof value === 'string') return value.includes('\u0000') ? path : undefined;
+  if (depth > 32 || value === null || typeof value !== 'object') return undefined;
+  for (const [k, v] of Object.entries(value)) {
+    const found = findNul(v, `${path}.${k}`, depth + 1);
+    if (found) return found;
+  }
+  return undefined;
 }
 
 /** The id of what a create call made, read from its JSON reply. */
