@@ -8,7 +8,9 @@ import {
   validatorCompiler,
   type ZodTypeProvider,
 } from 'fastify-type-provider-zod';
+import fastJson from 'fast-json-stringify';
 import type { Logger } from 'pino';
+import { z } from 'zod';
 import { BerthError, invalid, KIND_BY_STATUS, STATUS_BY_KIND, type ErrorBody } from '../shared/errors.ts';
 import type { TokenService } from './auth.ts';
 import type { Authorizer, Caller, Permission, Scope } from './authz.ts';
@@ -96,7 +98,15 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   }).withTypeProvider<ZodTypeProvider>();
 
   app.setValidatorCompiler(validatorCompiler);
-  app.setSerializerCompiler(serializerCompiler);
+  // Replies are serialized by fast-json-stringify from the JSON Schema of each route's zod
+  // reply schema: the same shapes, several times faster than encoding through zod.
+  app.setSerializerCompiler(({ schema, method, url, httpStatus }) => {
+    try {
+      return fastJson(z.toJSONSchema(schema as z.ZodType, { io: 'output', unrepresentable: 'any', target: 'draft-07' }) as never);
+    } catch {
+      return serializerCompiler({ schema, method, url, httpStatus } as never);
+    }
+  });
   app.decorateRequest('caller', null as unknown as Caller);
   app.decorateRequest('scope', null as unknown as Scope);
 

@@ -136,4 +136,12 @@ export const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0003_list_order': {
+    async up(db: Kysely<any>) {
+      // Listing walks (created_at desc, id desc): an index in exactly that order lets a
+      // page be read without sorting the org's environments.
+      await sql`drop index environments_org_created`.execute(db);
+      await sql`create index environments_org_created on environments (org_id, created_at desc, id desc)`.execute(db);
+    },
+  },
 };
