@@ -13,6 +13,8 @@ import { percentile } from './stats.ts';
 
 const N = Number(process.env.BENCH_AUDIT_N ?? 10_000);
 const IN_FLIGHT = Number(process.env.BENCH_AUDIT_IN_FLIGHT ?? 64);
+/** 'pglite' or 'postgres' to run one database only. */
+const ONLY = process.env.BENCH_AUDIT_DB;
 const WARMUP = 500;
 const silent = pino({ level: 'silent' });
 
@@ -65,19 +67,21 @@ async function compare(handle: DatabaseHandle): Promise<void> {
 
 console.log(`Berth audit append — ${N.toLocaleString('en-US')} appends, ${IN_FLIGHT} in flight, one org, ${availableParallelism()} cores\n`);
 
-const dir = mkdtempSync(join(tmpdir(), 'berth-bench-audit-'));
-try {
-  const handle = await openDatabase({ dataDir: dir });
+async function onPglite(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'berth-bench-audit-'));
   try {
-    await compare(handle);
+    const handle = await openDatabase({ dataDir: dir });
+    try {
+      await compare(handle);
+    } finally {
+      await handle.close();
+    }
   } finally {
-    await handle.close();
+    rmSync(dir, { recursive: true, force: true });
   }
-} finally {
-  rmSync(dir, { recursive: true, force: true });
 }
 
-if (await postgresReachable()) {
+async function onPostgres(): Promise<void> {
   const database = await freshDatabase();
   try {
     const handle = await openDatabase({ dataDir: '', databaseUrl: database.url });
@@ -89,6 +93,10 @@ if (await postgresReachable()) {
   } finally {
     await database.drop();
   }
-} else {
-  console.log(`no PostgreSQL at ${POSTGRES_SERVER}: skipped`);
+}
+
+if (ONLY !== 'postgres') await onPglite();
+if (ONLY !== 'pglite') {
+  if (await postgresReachable()) await onPostgres();
+  else console.log(`no PostgreSQL at ${POSTGRES_SERVER}: skipped`);
 }

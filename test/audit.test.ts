@@ -267,6 +267,17 @@ for (const backend of backends) {
       assert.equal(third.firstBadSeq, 3);
     });
 
+    test('tampering: a row inserted past the head is reported', async () => {
+      const { orgId, entries } = await chain(10);
+      const extra = { ...entries[9]!, seq: 11, prevHash: entries[9]!.hash, details: { n: 11 } };
+      await run(sql`insert into audit_entries (org_id, seq, at, actor, action, details, prev_hash, hash)
+        values (${orgId}, 11, ${extra.at}, ${extra.actor}, ${extra.action}, '{"n":11}', ${extra.prevHash}, ${computeHash(extra)})`);
+      const result = await audit.verify(orgId);
+      assert.ok(!result.ok);
+      assert.equal(result.firstBadSeq, 11);
+      assert.match(result.reason, /beyond the head/);
+    });
+
     test('verify: an org without entries is ok; entries appended during a walk are left for the next', async () => {
       const empty = await newOrg(b.db);
       assert.deepEqual(await audit.verify(empty), { ok: true, entries: 0 });

@@ -44,5 +44,21 @@ export async function verifyChain(db: Db, orgId: string): Promise<VerifyResult> 
   if (!head) return last === 0 ? { ok: true, entries: 0 } : bad(last + 1, `the chain head is missing: ${last} entries have no head row`);
   if (last < end) return bad(last + 1, `the head is at entry ${end} but the chain ends at ${last}: entries ${last + 1}..${end} are missing`);
   if (head.hash !== lastHash) return { ok: false, entries: last - 1, firstBadSeq: last, reason: `entry ${last} was rewritten: its hash is not the one the head recorded` };
+
+  // A row past the head was not written by an append. The newest seq first, the head
+  // second: an append commits its entries and its head together, so any seq it wrote
+  // that we saw is at most the head we read after it.
+  const newest = await db.selectFrom('audit_entries').select((eb) => eb.fn.max('seq').as('seq')).where('org_id', '=', orgId).executeTakeFirst();
+  const headNow = await db.selectFrom('audit_heads').select('seq').where('org_id', '=', orgId).executeTakeFirstOrThrow();
+  if (newest?.seq != null && Number(newest.seq) > Number(headNow.seq)) {
+    const stray = await db
+      .selectFrom('audit_entries')
+      .select((eb) => eb.fn.min('seq').as('seq'))
+      .where('org_id', '=', orgId)
+      .where('seq', '>', String(headNow.seq))
+      .executeTakeFirstOrThrow();
+    const seq = Number(stray.seq);
+    return bad(seq, `entry ${seq} lies beyond the head (at ${headNow.seq}): it was not written by the audit log`);
+  }
   return { ok: true, entries: last };
 }
