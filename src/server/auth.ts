@@ -8,6 +8,7 @@ export type { Caller } from './authz.ts';
 
 const TOKEN_PREFIX = 'berth_';
 const LAST_USED_RESOLUTION_MS = 60_000;
+const RECENT_MS = 1_000;
 
 export const hashToken = (token: string) => createHash('sha256').update(token).digest('hex');
 
@@ -20,6 +21,11 @@ export class TokenService {
   readonly #db: Db;
   /** When each token's last_used_at was last written; writing it on every call would cost a write per read. */
   readonly #lastUsedWritten = new Map<string, number>();
+  /**
+   * Recently verified tokens, for a second: a busy client would otherwise pay a query per
+   * call. Revoking a token clears it here at once; another replica sees it within the second.
+   */
+  readonly #recent = new Map<string, { caller: Caller; until: number }>();
 
   constructor(db: Db) {
     this.#db = db;
@@ -47,11 +53,14 @@ export class TokenService {
   async authenticate(header: string | undefined): Promise<Caller> {
     const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : undefined;
     if (!token) throw unauthorized('missing API token: send "Authorization: Bearer <token>" (the CLI reads it from the data dir or BERTH_TOKEN)');
+    const hash = hashToken(token);
+    const recent = this.#recent.get(hash);
+    if (recent && recent.until > Date.now()) return recent.caller;
     const row = await this.#db
       .selectFrom('tokens')
       .leftJoin('users', 'users.id', 'tokens.user_id')
       .select(['tokens.id', 'tokens.kind', 'tokens.org_id', 'tokens.user_id', 'tokens.role', 'tokens.revoked_at', 'tokens.expires_at', 'users.disabled_at', 'users.instance_admin'])
-      .where('tokens.hash', '=', hashToken(token))
+      .where('tokens.hash', '=', hash)
       .executeTakeFirst();
     const now = Date.now();
     if (!row || row.revoked_at || (row.expires_at && new Date(row.expires_at).getTime() <= now) || row.disabled_at) {
@@ -61,7 +70,7 @@ export class TokenService {
       this.#lastUsedWritten.set(row.id, now);
       await this.#db.updateTable('tokens').set({ last_used_at: new Date(now) }).where('id', '=', row.id).execute();
     }
-    return {
+    const caller: Caller = {
       tokenId: row.id,
       kind: row.kind,
       userId: row.user_id,
@@ -69,6 +78,15 @@ export class TokenService {
       role: row.role,
       instanceAdmin: row.kind === 'user' && Boolean(row.instance_admin),
     };
+    const until = Math.min(now + RECENT_MS, row.expires_at ? new Date(row.expires_at).getTime() : Infinity);
+    if (this.#recent.size > 10_000) this.#recent.clear();
+    this.#recent.set(hash, { caller, until });
+    return caller;
+  }
+
+  /** Forgets cached verifications: call after revoking tokens or removing users. */
+  forget(): void {
+    this.#recent.clear();
   }
 }
 

@@ -64,20 +64,16 @@ export class Authorizer {
 
   /** The caller's role in the org named by id or name, or undefined when they have none. */
   async roleIn(caller: Caller, orgRef: string): Promise<{ orgId: string; orgName: string; role: Role } | undefined> {
-    const org = await this.#db
+    // One round trip: the org and the caller's membership in it, on every scoped request.
+    const row = await this.#db
       .selectFrom('orgs')
-      .select(['id', 'name'])
-      .where((eb) => eb.or([eb('id', '=', orgRef), eb('name', '=', orgRef)]))
+      .leftJoin('memberships', (join) => join.onRef('memberships.org_id', '=', 'orgs.id').on('memberships.user_id', '=', caller.userId ?? ''))
+      .select(['orgs.id', 'orgs.name', 'memberships.role'])
+      .where((eb) => eb.or([eb('orgs.id', '=', orgRef), eb('orgs.name', '=', orgRef)]))
       .executeTakeFirst();
-    if (!org) return undefined;
-    if (caller.kind === 'org') return caller.orgId === org.id && caller.role ? { orgId: org.id, orgName: org.name, role: caller.role } : undefined;
-    const m = await this.#db
-      .selectFrom('memberships')
-      .select('role')
-      .where('org_id', '=', org.id)
-      .where('user_id', '=', caller.userId!)
-      .executeTakeFirst();
-    return m ? { orgId: org.id, orgName: org.name, role: m.role } : undefined;
+    if (!row) return undefined;
+    if (caller.kind === 'org') return caller.orgId === row.id && caller.role ? { orgId: row.id, orgName: row.name, role: caller.role } : undefined;
+    return row.role ? { orgId: row.id, orgName: row.name, role: row.role } : undefined;
   }
 
   async scope(caller: Caller, orgRef: string, permission: Permission): Promise<Scope> {

@@ -20,7 +20,7 @@ export interface DatabaseHandle {
 // where used, so nothing silently loses precision.
 export async function openDatabase(opts: { dataDir: string; databaseUrl?: string | undefined }): Promise<DatabaseHandle> {
   if (opts.databaseUrl) {
-    const pool = new pg.Pool({ connectionString: opts.databaseUrl, max: 10 });
+    const pool = new pg.Pool({ connectionString: opts.databaseUrl, max: 20 });
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     await migrate(db);
     return { db, kind: 'postgres', close: () => db.destroy() };

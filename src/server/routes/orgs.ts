@@ -143,6 +143,7 @@ export function orgRoutes(app: App, { db, authz, tokens, audit }: AppDeps): void
         // Org tokens the member made stop working with their membership.
         await tx.updateTable('tokens').set({ revoked_at: new Date() }).where('org_id', '=', scope.orgId).where('user_id', '=', row.id).where('revoked_at', 'is', null).execute();
       });
+      tokens.forget();
       return reply.code(204).send(null);
     },
   });
@@ -218,6 +219,7 @@ export function orgRoutes(app: App, { db, authz, tokens, audit }: AppDeps): void
       // Someone else's token is not there for a non-admin.
       if (!row || (!atLeast(scope.role, 'admin') && row.user_id !== req.caller.userId)) throw notFound(`no token '${req.params.id}' in '${scope.orgName}'`);
       await db.updateTable('tokens').set({ revoked_at: new Date() }).where('id', '=', row.id).where('revoked_at', 'is', null).execute();
+      tokens.forget();
       return reply.code(204).send(null);
     },
   });
