@@ -218,9 +218,8 @@ function refuseNul(parts: [string, unknown][]): void {
 function findNul(value: unknown, path: string, depth = 0): string | undefined {
   if (typeof value === 'string') return value.includes('\u0000') ? path : undefined;
   if (depth > 32 || value === null || typeof value !== 'object') return undefined;
-  // Parsed JSON only: a streamed body (a tar upload) is not walked.
-  const proto = Object.getPrototypeOf(value);
-  if (!Array.isArray(value) && proto !== Object.prototype && proto !== null) return undefined;
+  // Parsed values only: a streamed body (a tar upload) is not walked.
+  if (typeof (value as { pipe?: unknown }).pipe === 'function' || Buffer.isBuffer(value)) return undefined;
   for (const [k, v] of Object.entries(value)) {
     const found = findNul(v, `${path}.${k}`, depth + 1);
     if (found) return found;
