@@ -69,3 +69,14 @@ test('viewers and members cannot manage secrets; values are never readable', asy
   const list = await t.api('GET', '/api/orgs/default/secrets');
   for (const item of list.body.items) assert.deepEqual(Object.keys(item).sort(), ['name', 'project', 'updatedAt', 'updatedBy']);
 });
+
+test('files copied out of an environment with secrets arrive byte for byte', async () => {
+  const r = (await t.api('POST', '/api/orgs/default/environments/with-secrets/exec', { cmd: ['sh', '-c', 'head -c 200000 /dev/urandom > /workspace/blob && sha256sum /workspace/blob'] })).body;
+  const expected = r.stdout.split(' ')[0];
+  const out = await import('node:fs').then((fs) => fs.mkdtempSync(join(t.dataDir, 'out-')));
+  const cp = await t.cli(['env', 'cp', 'with-secrets:/workspace/blob', out]);
+  assert.equal(cp.code, 0, cp.stderr);
+  const { createHash } = await import('node:crypto');
+  const { readFileSync } = await import('node:fs');
+  assert.equal(createHash('sha256').update(readFileSync(join(out, 'blob'))).digest('hex'), expected);
+});

@@ -146,7 +146,7 @@ export class EnvironmentService {
   }
 
   /** Starts a command in a running environment, counts it as activity and puts it on record. */
-  async exec(scope: Scope, ref: string, opts: CommandOptions): Promise<RunningCommand> {
+  async exec(scope: Scope, ref: string, opts: CommandOptions, how: { redact: boolean } = { redact: true }): Promise<RunningCommand> {
     const row = await this.#get(scope.orgId, ref);
     if (row.state !== 'running') {
       throw conflict(`environment '${row.name}' is ${row.state}${row.state === 'stopped' ? `: start it with \`berth env start ${row.name}\`` : ''}`);
@@ -168,7 +168,8 @@ export class EnvironmentService {
       });
     }
     const started = this.#runner.exec(await this.#spec(row), { ...opts, env });
-    const command = secrets.length ? redactCommand(started, redactor) : started;
+    // File transfers are bytes, not output anyone reads as text: they pass untouched.
+    const command = secrets.length && how.redact ? redactCommand(started, redactor) : started;
     this.#activeCommands.set(row.id, (this.#activeCommands.get(row.id) ?? 0) + 1);
     this.#lastActive.set(row.id, new Date());
     void command.exited.then(

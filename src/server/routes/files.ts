@@ -34,7 +34,7 @@ export function fileRoutes(app: App, { environments }: AppDeps): void {
     },
     handler: async (req, reply) => {
       const [dir, base] = split(req.query.path);
-      const command = await environments.exec(req.scope, req.params.id, { cmd: ['sh', '-c', PACK, 'sh', dir, base], timeoutMs: 3_600_000 });
+      const command = await environments.exec(req.scope, req.params.id, { cmd: ['sh', '-c', PACK, 'sh', dir, base], timeoutMs: 3_600_000 }, { redact: false });
       command.stdin.end();
       const stderr: Buffer[] = [];
       command.stderr.on('data', (b: Buffer) => stderr.push(b));
@@ -74,7 +74,7 @@ export function fileRoutes(app: App, { environments }: AppDeps): void {
     handler: async (req, reply) => {
       if (req.headers['content-type'] !== 'application/x-tar') throw invalid('send the files as a tar archive with Content-Type: application/x-tar', 'content-type');
       const body = req.body as Readable;
-      const command = await environments.exec(req.scope, req.params.id, { cmd: ['sh', '-c', UNPACK, 'sh', req.query.path], timeoutMs: 3_600_000 });
+      const command = await environments.exec(req.scope, req.params.id, { cmd: ['sh', '-c', UNPACK, 'sh', req.query.path], timeoutMs: 3_600_000 }, { redact: false });
       const stderr: Buffer[] = [];
       command.stderr.on('data', (b: Buffer) => stderr.push(b));
       command.stdout.resume();
