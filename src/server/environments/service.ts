@@ -9,6 +9,7 @@ import { formatDuration } from '../../shared/units.ts';
 import { DEFAULT_IMAGE, type CommandOptions, type EnvironmentSpec, type LocalRunner, type RunningCommand } from '../../runner/index.ts';
 import type { AuditLog } from '../audit/index.ts';
 import type { Scope } from '../authz.ts';
+import { projectIdOf } from '../projects.ts';
 import type { Db, EnvironmentRow, EnvironmentUpdate } from '../db/index.ts';
 import { redactCommand, type SecretService } from '../secrets/service.ts';
 import { Redactor } from '../../shared/redact.ts';
@@ -58,7 +59,7 @@ export class EnvironmentService {
     const limits = limitsFrom(body, this.#hostCpus);
     const name = body.name ?? randomName('env');
     if (await this.#byName(orgId, name)) throw conflict(`the name '${name}' is taken: choose another with --name`);
-    const projectId = body.project ? await this.#projectId(orgId, body.project) : null;
+    const projectId = body.project ? await projectIdOf(this.#db, orgId, body.project) : null;
     const image = await this.#runner.images.resolve(body.image ?? DEFAULT_IMAGE);
 
     const id = newId('env');
@@ -324,16 +325,6 @@ export class EnvironmentService {
     }
   }
 
-  async #projectId(orgId: string, project: string): Promise<string> {
-    const row = await this.#db
-      .selectFrom('projects')
-      .select('id')
-      .where('org_id', '=', orgId)
-      .where((eb) => eb.or([eb('id', '=', project), eb('name', '=', project)]))
-      .executeTakeFirst();
-    if (!row) throw notFound(`no project '${project}': \`berth project list\` shows them`);
-    return row.id;
-  }
 
   async #byName(orgId: string, name: string): Promise<EnvironmentRow | undefined> {
     return this.#db

@@ -4,6 +4,7 @@ import { invalid, notFound } from '../../shared/errors.ts';
 import { newId } from '../../shared/ids.ts';
 import { Redactor } from '../../shared/redact.ts';
 import type { RunningCommand } from '../../runner/index.ts';
+import { projectIdOf } from '../projects.ts';
 import type { Db } from '../db/index.ts';
 import type { SecretBox } from './crypto.ts';
 
@@ -33,7 +34,7 @@ export class SecretService {
   async set(orgId: string, input: { name: string; value: string; project?: string | undefined; actor: string }): Promise<SecretMeta> {
     if (!SECRET_NAME.test(input.name)) throw invalid('secret names are letters, digits and _ (they become environment variables)', 'name');
     if (input.value.length === 0) throw invalid('the secret value is empty', 'value');
-    const projectId = input.project ? await this.#projectId(orgId, input.project) : null;
+    const projectId = input.project ? await projectIdOf(this.#db, orgId, input.project) : null;
     const ciphertext = this.#box.seal({ orgId, projectId, name: input.name }, input.value);
     const now = new Date();
     const existing = await this.#find(orgId, input.name, projectId);
@@ -60,7 +61,7 @@ export class SecretService {
   }
 
   async remove(orgId: string, name: string, project?: string): Promise<void> {
-    const projectId = project ? await this.#projectId(orgId, project) : null;
+    const projectId = project ? await projectIdOf(this.#db, orgId, project) : null;
     const row = await this.#find(orgId, name, projectId);
     if (!row) throw notFound(`no secret '${name}'${project ? ` in project '${project}'` : ''}`);
     await this.#db.deleteFrom('secrets').where('id', '=', row.id).execute();
@@ -88,16 +89,6 @@ export class SecretService {
     return q.executeTakeFirst();
   }
 
-  async #projectId(orgId: string, project: string): Promise<string> {
-    const row = await this.#db
-      .selectFrom('projects')
-      .select('id')
-      .where('org_id', '=', orgId)
-      .where((eb) => eb.or([eb('id', '=', project), eb('name', '=', project)]))
-      .executeTakeFirst();
-    if (!row) throw notFound(`no project '${project}'`);
-    return row.id;
-  }
 }
 
 /** The command with its output passed through the redactor: what Berth records and returns. */
