@@ -2,7 +2,7 @@
 // create-to-first-command, exec round trip, idle density and memory, stop/start with a
 // 1 GB workspace, and bare `crun run` of the same image measured in the same run.
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -75,7 +75,8 @@ try {
   for (let i = 0; i < 10; i++) await exec(env.id, ['true']);
   const rt: number[] = [];
   for (let i = 0; i < Math.max(RUNS * 4, 200); i++) rt.push(await time(() => exec(env.id, ['true'])));
-  summary('exec round trip `true` (berth API)', rt);
+  const via = existsSync(berth.runner.agentSocket(env.id)) ? 'agent' : `${berth.runner.backend.name} exec`;
+  summary(`exec round trip \`true\` (berth API, via ${via})`, rt);
   const directExec: number[] = [];
   const cid = berth.runner.containerId(env.id);
   const stateDir = join(dataDir, 'runtime', 'state');

@@ -25,7 +25,7 @@ command -v apt-get >/dev/null || die "this script knows Debian and Ubuntu (apt-g
 
 # Host tools: an OCI runtime, a static init for environments, a Debian bootstrapper for
 # the default image, skopeo for registry pulls, and what the tests use (git, Chromium later).
-packages=(crun catatonit mmdebstrap skopeo uidmap util-linux iproute2 git ca-certificates tar xz-utils)
+packages=(crun catatonit mmdebstrap skopeo uidmap util-linux iproute2 git ca-certificates tar xz-utils gcc libc6-dev)
 # The tests also start a real image registry (Debian's docker-registry).
 ((test_tools)) && packages+=(docker-registry)
 missing=()

@@ -2,20 +2,27 @@
 // runs under crun, runc or runsc.
 import { readFileSync } from 'node:fs';
 import type { EnvironmentLimits } from '../shared/environment.ts';
+import { SOCKET_NAME } from './agent/protocol.ts';
 import { seccompProfile } from './backends/seccomp.ts';
 import { ID_BASE, ID_COUNT } from './idmap.ts';
 
 export interface BundleInput {
   hostname: string;
   rootfs: string;
-  /** Static init binary on the host, bind-mounted read-only as the environment's PID 1. */
+  /** Static init binary on the host, bind-mounted read-only as the environment's PID 1: the Berth agent, or catatonit. */
   initBinary: string;
+  /**
+   * With the agent as init: the host directory bind-mounted read-write at AGENT_DIR,
+   * where the agent makes its socket. Without it, initBinary is catatonit.
+   */
+  agentDir?: string | undefined;
   env: string[];
   limits: EnvironmentLimits;
   cgroupsPath: string;
 }
 
 export const INIT_PATH = '/.berth/init';
+export const AGENT_DIR = '/.berth/agent';
 export const WORKSPACE = '/workspace';
 
 // Docker's default set minus NET_RAW and MKNOD: enough for package managers and build
@@ -48,8 +55,9 @@ export function ociConfig(input: BundleInput) {
     process: {
       terminal: false,
       user: { uid: 0, gid: 0 },
-      // catatonit -P: a reaping init that runs nothing; every command arrives through exec.
-      args: [INIT_PATH, '-P'],
+      // The agent: a reaping init that also runs commands sent to its socket. Or, without
+      // it, catatonit -P: a reaping init that runs nothing; every command arrives through exec.
+      args: input.agentDir ? [INIT_PATH, '--listen', `${AGENT_DIR}/${SOCKET_NAME}`] : [INIT_PATH, '-P'],
       env: input.env,
       cwd: '/',
       capabilities: {
@@ -74,6 +82,9 @@ export function ociConfig(input: BundleInput) {
       { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
       { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] },
       { destination: INIT_PATH, type: 'bind', source: input.initBinary, options: ['bind', 'ro', 'nosuid', 'nodev'] },
+      ...(input.agentDir
+        ? [{ destination: AGENT_DIR, type: 'bind', source: input.agentDir, options: ['bind', 'rw', 'nosuid', 'nodev', 'noexec'] }]
+        : []),
     ],
     linux: {
       uidMappings: idMap,

@@ -36,6 +36,12 @@ export const TIMEOUT_EXIT_CODE = 124;
 
 const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
 
+/**
+ * Runs a command through the OCI runtime's exec, from the spawner. This is the path
+ * for environments whose PID 1 is not the Berth agent (agent/client.ts is the usual
+ * one): those started when the agent could not be built or was turned off, and those
+ * started before it existed.
+ */
 export function startCommand({ spawner, backend, containerId, spec, tty, timeoutMs }: StartCommand): RunningCommand {
   const started = performance.now();
   const { file, args } = backend.execCommand(containerId, spec);

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import type { Command } from './backends/backend.ts';
 import type { Spawner } from './spawner/index.ts';
 
 /** The paths of one environment's overlay: the shared read-only image below, its own state above. */
@@ -17,12 +18,17 @@ export function isMounted(spawner: Spawner, path: string): boolean {
     .some((line) => line.split(' ')[4] === path);
 }
 
-export async function mountOverlay(spawner: Spawner, p: OverlayPaths): Promise<void> {
-  if (isMounted(spawner, p.merged)) return;
-  // index=off and xino=off keep the upper dir portable: it stays valid if the image
-  // cache is moved or the lower dir is re-unpacked with the same content.
-  const options = `lowerdir=${p.lower},upperdir=${p.upper},workdir=${p.work},index=off,xino=off`;
-  await spawner.check('mount', ['-t', 'overlay', 'overlay', '-o', options, p.merged]);
+// index=off and xino=off keep the upper dir portable: it stays valid if the image
+// cache is moved or the lower dir is re-unpacked with the same content.
+const options = (p: OverlayPaths) => `lowerdir=${p.lower},upperdir=${p.upper},workdir=${p.work},index=off,xino=off`;
+
+/**
+ * `command`, run once the overlay is mounted, in one process: on the path of every
+ * create and start, a second spawn from the spawner costs more than the mount.
+ */
+export function afterMountingOverlay(p: OverlayPaths, command: Command): Command {
+  const script = 'mount -t overlay overlay -o "$1" "$2" || exit; shift 2; exec "$@"';
+  return { file: 'sh', args: ['-c', script, 'sh', options(p), p.merged, command.file, ...command.args] };
 }
 
 export async function unmountOverlay(spawner: Spawner, merged: string): Promise<void> {

@@ -1,11 +1,14 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { chmod, chown, mkdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmodSync, chownSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { rm, stat } from 'node:fs/promises';
 import { createHash, randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import type { EnvironmentLimits } from '../shared/environment.ts';
 import { unavailable } from '../shared/errors.ts';
+import { buildAgent } from './agent/build.ts';
+import { openAgentSocket, startAgentCommand } from './agent/client.ts';
+import { SOCKET_NAME } from './agent/protocol.ts';
 import type { ContainerStatus, IsolationBackend } from './backends/backend.ts';
 import { OciRuntime, type RuntimeName } from './backends/oci-runtime.ts';
 import { ociConfig, WORKSPACE } from './bundle.ts';
@@ -13,7 +16,7 @@ import { cgroupLayout, cgroupUsage, HYBRID_UNIFIED_MOUNT, type CgroupUsage } fro
 import { startCommand, type RunningCommand } from './exec.ts';
 import { ID_BASE } from './idmap.ts';
 import type { ImageRecord, ImageStore } from './images/index.ts';
-import { mountOverlay, unmountOverlay } from './overlay.ts';
+import { afterMountingOverlay, isMounted, unmountOverlay } from './overlay.ts';
 import { Spawner } from './spawner/index.ts';
 
 /** What the runner needs to know to run one environment. */
@@ -37,11 +40,21 @@ export interface RunnerOptions {
   images: ImageStore;
   logger: Logger;
   runtime?: RuntimeName | undefined;
-  /** A static init binary (catatonit) bind-mounted into every environment as PID 1. */
+  /** A static init binary (catatonit) bind-mounted into every environment as PID 1 when the agent is not used. */
   initBinary?: string | undefined;
+  /**
+   * Run the Berth agent (agent/agent.c) as every environment's PID 1 and send commands
+   * to it (default: yes, unless BERTH_AGENT=off). Without it, or when it cannot be
+   * built, environments run catatonit and commands go through the runtime's exec.
+   */
+  agent?: boolean | undefined;
+  /** The C compiler that builds the agent (default: $CC, else cc). */
+  compiler?: string | undefined;
 }
 
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+/** How long a started environment's agent gets to open its socket. */
+const AGENT_START_TIMEOUT_MS = 5_000;
 
 /**
  * Runs environments on this host: each one an OCI bundle whose root file system is an
@@ -53,9 +66,13 @@ export class LocalRunner {
   readonly images: ImageStore;
   readonly #root: string;
   readonly #mounts: string;
-  readonly #initBinary: string;
+  #initBinary: string | undefined;
   readonly #log: Logger;
   readonly #spawner: Spawner;
+  readonly #useAgent: boolean;
+  /** The agent binary for this runner's agent.c, or undefined when it cannot be built. */
+  readonly #agent: Promise<string | undefined>;
+  readonly #closing = new AbortController();
 
   constructor(opts: RunnerOptions) {
     this.images = opts.images;
@@ -65,9 +82,25 @@ export class LocalRunner {
     // point as the environment's unprivileged root, which cannot pass through a private
     // data dir such as /root/.berth. /run is also cleared by a reboot, like the mounts.
     this.#mounts = join('/run/berth', createHash('sha256').update(resolve(opts.dataDir)).digest('hex').slice(0, 16));
-    this.#initBinary = opts.initBinary ?? findInit();
+    this.#initBinary = opts.initBinary;
     this.#spawner = new Spawner(cgroupLayout() === 'hybrid' ? { privateMounts: { unmount: [HYBRID_UNIFIED_MOUNT] } } : {});
-    this.backend = new OciRuntime({ name: opts.runtime ?? findRuntime(), stateDir: join(opts.dataDir, 'runtime', 'state'), spawner: this.#spawner });
+    const runtime = opts.runtime ?? findRuntime();
+    this.backend = new OciRuntime({ name: runtime, stateDir: join(opts.dataDir, 'runtime', 'state'), spawner: this.#spawner });
+    // gVisor keeps the sandbox's unix sockets inside its own kernel, where the host
+    // cannot connect to them: runsc environments keep catatonit and exec.
+    this.#useAgent = (opts.agent ?? process.env.BERTH_AGENT !== 'off') && runtime !== 'runsc';
+    this.#agent = this.#useAgent
+      ? buildAgent({
+          spawner: this.#spawner,
+          cacheDir: join(opts.dataDir, 'runtime'),
+          compiler: opts.compiler ?? process.env.CC ?? 'cc',
+          logger: this.#log,
+          signal: this.#closing.signal,
+        }).catch((err: unknown) => {
+          if (!this.#closing.signal.aborted) this.#log.warn({ err }, 'cannot build the Berth agent; commands will go through the OCI runtime\'s exec');
+          return undefined;
+        })
+      : Promise.resolve(undefined);
   }
 
   #paths(id: string) {
@@ -79,6 +112,8 @@ export class LocalRunner {
       merged: join(this.#mounts, id),
       bundle: join(dir, 'bundle'),
       exec: join(dir, 'exec'),
+      agent: join(dir, 'agent'),
+      agentSocket: join(dir, 'agent', SOCKET_NAME),
     };
   }
 
@@ -101,25 +136,61 @@ export class LocalRunner {
       await this.backend.delete(cid);
     }
 
-    await Promise.all([p.upper, p.work, p.bundle, p.exec].map((d) => mkdir(d, { recursive: true, mode: 0o700 })));
-    await mkdir(p.merged, { recursive: true, mode: 0o711 });
+    const agent = await this.#agent;
+    // These few local file operations take microseconds each, less than a round trip
+    // through libuv's thread pool; this is on the path of every create and start.
+    for (const d of [p.upper, p.work, p.bundle, p.exec]) mkdirSync(d, { recursive: true, mode: 0o700 });
+    mkdirSync(p.merged, { recursive: true, mode: 0o711 });
     if (fresh) {
       // The upper dir's root is the environment's "/": owned by root inside.
-      await chown(p.upper, ID_BASE, ID_BASE);
-      await chmod(p.upper, 0o755);
+      chownSync(p.upper, ID_BASE, ID_BASE);
+      chmodSync(p.upper, 0o755);
     }
-    await mountOverlay(this.#spawner, { lower: spec.image.rootfs, upper: p.upper, work: p.work, merged: p.merged });
-
+    // A socket left by an earlier run would pass for a live agent.
+    rmSync(p.agentSocket, { force: true });
+    if (agent) {
+      // The agent runs as the environment's root and makes its socket here.
+      mkdirSync(p.agent, { recursive: true, mode: 0o700 });
+      chownSync(p.agent, ID_BASE, ID_BASE);
+    }
     const config = ociConfig({
       hostname: spec.hostname,
       rootfs: p.merged,
-      initBinary: this.#initBinary,
+      initBinary: agent ?? this.#catatonit(),
+      agentDir: agent ? p.agent : undefined,
       env: this.#baseEnv(spec.image),
       limits: spec.limits,
       cgroupsPath: this.cgroupsPath(spec.id),
     });
-    await writeFile(join(p.bundle, 'config.json'), JSON.stringify(config));
-    await this.backend.run(cid, p.bundle);
+    writeFileSync(join(p.bundle, 'config.json'), JSON.stringify(config));
+    const overlay = { lower: spec.image.rootfs, upper: p.upper, work: p.work, merged: p.merged };
+    const mounted = isMounted(this.#spawner, p.merged);
+    await this.backend.run(cid, p.bundle, { wrap: mounted ? undefined : (runtime) => afterMountingOverlay(overlay, runtime) });
+    if (agent && (await this.#waitForAgent(spec.id, p.agentSocket))) {
+      // The socket is made: take the folder back, so nothing in the environment can
+      // remove or replace the socket or keep files here, outside its own upper dir.
+      // Its root may still connect: the socket is its own, and the folder searchable.
+      chownSync(p.agent, 0, 0);
+      chmodSync(p.agent, 0o711);
+    }
+  }
+
+  /** Until the agent listens; if it never does, commands go through the runtime's exec. */
+  async #waitForAgent(id: string, socket: string): Promise<boolean> {
+    const deadline = performance.now() + AGENT_START_TIMEOUT_MS;
+    while (!existsSync(socket)) {
+      if (performance.now() > deadline) {
+        this.#log.warn({ environment: id }, `the environment's agent did not open its socket; its commands go through ${this.backend.name} exec`);
+        return false;
+      }
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    return true;
+  }
+
+  /** The host path of the environment's agent socket (present while its agent runs). */
+  agentSocket(id: string): string {
+    return this.#paths(id).agentSocket;
   }
 
   /** Kills everything in the environment and unmounts its overlay; the upper dir stays. */
@@ -128,6 +199,7 @@ export class LocalRunner {
     await this.backend.kill(cid);
     await this.backend.delete(cid);
     await unmountOverlay(this.#spawner, this.#paths(id).merged);
+    rmSync(this.#paths(id).agentSocket, { force: true });
   }
 
   /** Stops the environment and frees its disk. */
@@ -151,13 +223,20 @@ export class LocalRunner {
     const env = this.#baseEnv(spec.image);
     if (opts.tty) env.push('TERM=xterm-256color');
     for (const [k, v] of Object.entries(opts.env ?? {})) env.push(`${k}=${v}`);
+    const cwd = opts.cwd ?? spec.image.config.workingDir ?? WORKSPACE;
+    // Environments whose PID 1 is the agent take commands on its socket. The others
+    // (started without it, or before it existed) get them through the runtime's exec.
+    const socketFd = this.#useAgent ? openAgentSocket(p.agentSocket) : undefined;
+    if (socketFd !== undefined) {
+      return startAgentCommand({ socketFd, start: { argv: opts.cmd, env, cwd, tty: opts.tty }, timeoutMs: opts.timeoutMs });
+    }
     return startCommand({
       spawner: this.#spawner,
       backend: this.backend,
       containerId: this.containerId(spec.id),
       spec: {
         cmd: opts.cmd,
-        cwd: opts.cwd ?? spec.image.config.workingDir ?? WORKSPACE,
+        cwd,
         env,
         tty: Boolean(opts.tty),
         pidFile: join(p.exec, `${randomBytes(8).toString('hex')}.pid`),
@@ -181,7 +260,13 @@ export class LocalRunner {
 
   /** Stops the helper process; environments keep running. */
   close(): void {
+    this.#closing.abort();
     this.#spawner.close();
+  }
+
+  #catatonit(): string {
+    this.#initBinary ??= findInit();
+    return this.#initBinary;
   }
 
   #baseEnv(image: ImageRecord): string[] {

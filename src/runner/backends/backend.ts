@@ -1,5 +1,11 @@
 export type ContainerStatus = 'running' | 'stopped' | 'absent';
 
+/** A program and its arguments. */
+export interface Command {
+  file: string;
+  args: string[];
+}
+
 export interface ExecSpec {
   cmd: string[];
   cwd: string;
@@ -12,12 +18,13 @@ export interface ExecSpec {
 /** An isolation backend runs OCI bundles; crun, runc and runsc differ only in flags. */
 export interface IsolationBackend {
   readonly name: string;
-  run(containerId: string, bundleDir: string): Promise<void>;
+  /** Starts the bundle's init, detached. `wrap` may put the runtime's command line inside another (say, one that mounts the root file system first). */
+  run(containerId: string, bundleDir: string, opts?: { wrap?: ((runtime: Command) => Command) | undefined }): Promise<void>;
   status(containerId: string): Promise<ContainerStatus>;
   /** Host pid of the container's init, when it is running. */
   pid(containerId: string): Promise<number | undefined>;
   kill(containerId: string): Promise<void>;
   delete(containerId: string): Promise<void>;
   /** The command line that runs `spec` inside the container; its stdio are the command's. */
-  execCommand(containerId: string, spec: ExecSpec): { file: string; args: string[] };
+  execCommand(containerId: string, spec: ExecSpec): Command;
 }

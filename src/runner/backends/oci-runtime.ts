@@ -1,7 +1,7 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Spawner } from '../spawner/index.ts';
-import type { ContainerStatus, ExecSpec, IsolationBackend } from './backend.ts';
+import type { Command, ContainerStatus, ExecSpec, IsolationBackend } from './backend.ts';
 
 export type RuntimeName = 'crun' | 'runc' | 'runsc';
 
@@ -28,12 +28,13 @@ export class OciRuntime implements IsolationBackend {
     return ['--root', this.#stateDir, ...rest];
   }
 
-  async run(containerId: string, bundleDir: string): Promise<void> {
-    const args = this.#args('run', '--detach', '--bundle', bundleDir, containerId);
+  async run(containerId: string, bundleDir: string, opts: { wrap?: ((runtime: Command) => Command) | undefined } = {}): Promise<void> {
+    const runtime = { file: this.#binary, args: this.#args('run', '--detach', '--bundle', bundleDir, containerId) };
+    const { file, args } = opts.wrap ? opts.wrap(runtime) : runtime;
     // The container's init inherits the runtime's stdout and stderr and keeps them open
     // for its whole life, so they go to a file, never to a pipe we would wait on.
     const logFile = join(bundleDir, 'runtime.log');
-    const { code } = await this.#spawner.run(this.#binary, args, { logFile });
+    const { code } = await this.#spawner.run(file, args, { logFile });
     if (code !== 0) throw new Error(`${this.name} run failed: ${readFileSync(logFile, 'utf8').trim() || `exit ${code}`}`);
   }
 
@@ -65,7 +66,7 @@ export class OciRuntime implements IsolationBackend {
     }
   }
 
-  execCommand(containerId: string, spec: ExecSpec): { file: string; args: string[] } {
+  execCommand(containerId: string, spec: ExecSpec): Command {
     const args = this.#args('exec', '--cwd', spec.cwd, '--pid-file', spec.pidFile);
     for (const kv of spec.env) args.push('--env', kv);
     if (spec.tty) args.push('--tty');
