@@ -55,15 +55,38 @@ export const actorOf = (c: Caller) => (c.kind === 'user' ? `user:${c.userId}` : 
 
 export const forbidden = (message: string) => new BerthError('forbidden', message);
 
+type Found = { orgId: string; orgName: string; role: Role } | undefined;
+
+/** How long a resolved role is reused; membership changes on this replica clear it at once. */
+const RECENT_MS = 1_000;
+
 export class Authorizer {
   readonly #db: Db;
+  /** Roles resolved in the last second, by token and org reference: a busy client asks often. */
+  readonly #recent = new Map<string, { found: Found; until: number }>();
 
   constructor(db: Db) {
     this.#db = db;
   }
 
+  /** Forgets resolved roles: call after any change to orgs or memberships. */
+  forget(): void {
+    this.#recent.clear();
+  }
+
   /** The caller's role in the org named by id or name, or undefined when they have none. */
-  async roleIn(caller: Caller, orgRef: string): Promise<{ orgId: string; orgName: string; role: Role } | undefined> {
+  async roleIn(caller: Caller, orgRef: string): Promise<Found> {
+    const key = `${caller.tokenId}\u0000${orgRef}`;
+    const now = Date.now();
+    const hit = this.#recent.get(key);
+    if (hit && hit.until > now) return hit.found;
+    const found = await this.#lookup(caller, orgRef);
+    if (this.#recent.size > 10_000) this.#recent.clear();
+    this.#recent.set(key, { found, until: now + RECENT_MS });
+    return found;
+  }
+
+  async #lookup(caller: Caller, orgRef: string): Promise<Found> {
     // One round trip: the org and the caller's membership in it, on every scoped request.
     const row = await this.#db
       .selectFrom('orgs')

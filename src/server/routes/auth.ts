@@ -66,6 +66,7 @@ export function authRoutes(app: App, deps: AppDeps): void {
       const user = await upsertUser(deps, identity);
       const grants = mapGroups(identity.groups, oidc.groupRules);
       await applyGrants(deps, user.id, grants);
+      deps.authz.forget();
       const expiresAt = new Date(Date.now() + SESSION_HOURS * 3_600_000);
       const { token } = await tokens.create({ kind: 'user', userId: user.id, name: `sign-in ${new Date().toISOString()}`, expiresAt });
       const memberships = await db

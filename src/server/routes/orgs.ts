@@ -67,6 +67,7 @@ export function orgRoutes(app: App, { db, authz, tokens, audit }: AppDeps): void
         if ((err as { code?: string }).code === '23505') throw conflict(`an org named '${req.body.name}' exists`);
         throw err;
       }
+      authz.forget();
       await audit.append({ orgId: id, actor: `user:${req.caller.userId}`, action: 'org.create', target: id, details: { name: req.body.name } });
       return reply.code(201).send({ id, name: req.body.name, role: 'owner' as const });
     },
@@ -117,7 +118,7 @@ export function orgRoutes(app: App, { db, authz, tokens, audit }: AppDeps): void
           .onConflict((oc) => oc.columns(['org_id', 'user_id']).doUpdateSet({ role }))
           .execute();
         return { userId: user.id, email: user.email, name: user.name, role, createdAt: new Date().toISOString() };
-      });
+      }).finally(() => authz.forget());
     },
   });
 
@@ -144,6 +145,7 @@ export function orgRoutes(app: App, { db, authz, tokens, audit }: AppDeps): void
         await tx.updateTable('tokens').set({ revoked_at: new Date() }).where('org_id', '=', scope.orgId).where('user_id', '=', row.id).where('revoked_at', 'is', null).execute();
       });
       tokens.forget();
+      authz.forget();
       return reply.code(204).send(null);
     },
   });
