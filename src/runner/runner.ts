@@ -1,8 +1,8 @@
 import { execFileSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { rm, stat } from 'node:fs/promises';
+import { rm, rmdir, stat } from 'node:fs/promises';
 import { createHash, randomBytes } from 'node:crypto';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import type { EnvironmentLimits } from '../shared/environment.ts';
 import { unavailable } from '../shared/errors.ts';
@@ -208,6 +208,8 @@ export class LocalRunner {
     const p = this.#paths(id);
     await rm(p.merged, { recursive: true, force: true });
     await rm(p.dir, { recursive: true, force: true });
+    // The data dir's folder of mount points goes with its last environment.
+    await rmdir(dirname(p.merged)).catch(() => {});
   }
 
   status(id: string): Promise<ContainerStatus> {
