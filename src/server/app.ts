@@ -58,11 +58,6 @@ export interface RouteEntry {
   websocket: boolean;
 }
 
-/** What the audit log needs from the app: one call per change. */
-export interface AuditAppender {
-  append(entry: { orgId: string; actor: string; action: string; target?: string | null; environmentId?: string | null; details?: Record<string, unknown> }): Promise<unknown>;
-}
-
 export interface AppDeps {
   logger: Logger;
   tokens: TokenService;

@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
-import { DEFAULT_IMAGE, ImageStore, LocalRunner, type ImageProgress } from '../runner/index.ts';
+import { ImageStore, LocalRunner, type ImageProgress } from '../runner/index.ts';
 import { CLIENT_CONFIG_FILE, VERSION, type ClientConfig } from '../shared/client-config.ts';
 import { buildApp, type App } from './app.ts';
 import { ensureBootstrap, TokenService } from './auth.ts';
@@ -13,7 +13,6 @@ import { SecretService } from './secrets/service.ts';
 import { openDatabase, type DatabaseHandle } from './db/index.ts';
 import { EnvironmentService } from './environments/service.ts';
 
-export { EnvironmentService } from './environments/service.ts';
 
 export { CLIENT_CONFIG_FILE, VERSION, type ClientConfig };
 
@@ -152,4 +151,3 @@ async function writeClientConfig(
   renameSync(tmp, path);
 }
 
-export { DEFAULT_IMAGE };

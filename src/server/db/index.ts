@@ -43,6 +43,12 @@ export async function openDatabase(opts: { dataDir: string; databaseUrl?: string
   };
 }
 
+/** Whether a query failed on a unique constraint: the caller turns it into a conflict. */
+export const isUniqueViolation = (err: unknown) => (err as { code?: string } | null)?.code === '23505';
+
+/** A timestamp column as the API shows it: ISO 8601, or null. */
+export const isoOrNull = (d: Date | string | null) => (d === null ? null : new Date(d).toISOString());
+
 const provider: MigrationProvider = { getMigrations: async () => migrations };
 
 /** Runs pending migrations; Kysely's migrator takes a lock, so two replicas starting together run each once. */

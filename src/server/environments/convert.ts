@@ -1,8 +1,7 @@
 import type { Environment } from '../../shared/api.ts';
 import type { EnvironmentLimits } from '../../shared/environment.ts';
-import type { EnvironmentRow } from '../db/index.ts';
+import { isoOrNull as iso, type EnvironmentRow } from '../db/index.ts';
 
-const iso = (d: Date | string | null) => (d === null ? null : new Date(d).toISOString());
 const num = (v: string | number | null) => (v === null ? null : Number(v));
 
 export function limitsOf(row: EnvironmentRow): EnvironmentLimits {

@@ -10,7 +10,7 @@ import { DEFAULT_IMAGE, type CommandOptions, type EnvironmentSpec, type LocalRun
 import type { AuditLog } from '../audit/index.ts';
 import type { Scope } from '../authz.ts';
 import { projectIdOf } from '../projects.ts';
-import type { Db, EnvironmentRow, EnvironmentUpdate } from '../db/index.ts';
+import { isUniqueViolation, type Db, type EnvironmentRow, type EnvironmentUpdate } from '../db/index.ts';
 import { redactCommand, type SecretService } from '../secrets/service.ts';
 import { Redactor } from '../../shared/redact.ts';
 import { decodeCursor, encodeCursor, limitsOf, toApi } from './convert.ts';
@@ -83,7 +83,7 @@ export class EnvironmentService {
         })
         .execute();
     } catch (err) {
-      if ((err as { code?: string }).code === '23505') throw conflict(`the name '${name}' is taken: choose another with --name`);
+      if (isUniqueViolation(err)) throw conflict(`the name '${name}' is taken: choose another with --name`);
       throw err;
     }
     return this.#withLock(id, async () => {

@@ -5,7 +5,7 @@ import { newId } from '../../shared/ids.ts';
 import { parseDuration } from '../../shared/units.ts';
 import type { App, AppDeps } from '../app.ts';
 import { atLeast, forbidden, ROLES } from '../authz.ts';
-import type { Role } from '../db/index.ts';
+import { isoOrNull as iso, isUniqueViolation, type Role } from '../db/index.ts';
 
 const RoleSchema = z.enum(ROLES as unknown as [Role, ...Role[]]);
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema };
@@ -26,7 +26,6 @@ const Token = z.object({
   lastUsedAt: z.string().nullable(),
   revokedAt: z.string().nullable(),
 });
-const iso = (d: Date | string | null) => (d === null ? null : new Date(d).toISOString());
 
 /** Orgs, who belongs to them, and the tokens that act in them. */
 export function orgRoutes(app: App, { db, authz, tokens, audit }: AppDeps): void {
@@ -64,7 +63,7 @@ export function orgRoutes(app: App, { db, authz, tokens, audit }: AppDeps): void
           await tx.insertInto('memberships').values({ org_id: id, user_id: req.caller.userId!, role: 'owner' }).execute();
         });
       } catch (err) {
-        if ((err as { code?: string }).code === '23505') throw conflict(`an org named '${req.body.name}' exists`);
+        if (isUniqueViolation(err)) throw conflict(`an org named '${req.body.name}' exists`);
         throw err;
       }
       authz.forget();

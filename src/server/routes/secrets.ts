@@ -3,6 +3,7 @@ import { ErrorSchema, OrgRef } from '../../shared/api.ts';
 import { conflict, notFound } from '../../shared/errors.ts';
 import { newId } from '../../shared/ids.ts';
 import type { App, AppDeps } from '../app.ts';
+import { isUniqueViolation } from '../db/index.ts';
 import { SECRET_NAME } from '../secrets/service.ts';
 
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema };
@@ -100,7 +101,7 @@ export function secretRoutes(app: App, { secrets, db }: AppDeps): void {
           })
           .execute();
       } catch (err) {
-        if ((err as { code?: string }).code === '23505') throw conflict(`a project named '${req.body.name}' exists`);
+        if (isUniqueViolation(err)) throw conflict(`a project named '${req.body.name}' exists`);
         throw err;
       }
       return reply.code(201).send({
