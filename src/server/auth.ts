@@ -3,12 +3,12 @@ import { unauthorized } from '../shared/errors.ts';
 import { newId } from '../shared/ids.ts';
 import type { Caller } from './authz.ts';
 import type { Db, Role } from './db/index.ts';
+import { Recent } from './recent.ts';
 
 export type { Caller } from './authz.ts';
 
 const TOKEN_PREFIX = 'berth_';
 const LAST_USED_RESOLUTION_MS = 60_000;
-const RECENT_MS = 1_000;
 
 export const hashToken = (token: string) => createHash('sha256').update(token).digest('hex');
 
@@ -25,7 +25,7 @@ export class TokenService {
    * Recently verified tokens, for a second: a busy client would otherwise pay a query per
    * call. Revoking a token clears it here at once; another replica sees it within the second.
    */
-  readonly #recent = new Map<string, { caller: Caller; until: number }>();
+  readonly #recent = new Recent<Caller>();
 
   constructor(db: Db) {
     this.#db = db;
@@ -55,7 +55,7 @@ export class TokenService {
     if (!token) throw unauthorized('missing API token: send "Authorization: Bearer <token>" (the CLI reads it from the data dir or BERTH_TOKEN)');
     const hash = hashToken(token);
     const recent = this.#recent.get(hash);
-    if (recent && recent.until > Date.now()) return recent.caller;
+    if (recent) return recent.value;
     const row = await this.#db
       .selectFrom('tokens')
       .leftJoin('users', 'users.id', 'tokens.user_id')
@@ -78,9 +78,7 @@ export class TokenService {
       role: row.role,
       instanceAdmin: row.kind === 'user' && Boolean(row.instance_admin),
     };
-    const until = Math.min(now + RECENT_MS, row.expires_at ? new Date(row.expires_at).getTime() : Infinity);
-    if (this.#recent.size > 10_000) this.#recent.clear();
-    this.#recent.set(hash, { caller, until });
+    this.#recent.set(hash, caller, row.expires_at ? new Date(row.expires_at).getTime() : Infinity, now);
     return caller;
   }
 

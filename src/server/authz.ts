@@ -4,6 +4,7 @@
 // has no role in do not exist for them: 404, never 403.
 import { BerthError, notFound } from '../shared/errors.ts';
 import type { Db, Role } from './db/index.ts';
+import { Recent } from './recent.ts';
 
 export const ROLES: readonly Role[] = ['viewer', 'member', 'admin', 'owner'];
 export const roleRank = (r: Role) => ROLES.indexOf(r);
@@ -57,13 +58,10 @@ export const forbidden = (message: string) => new BerthError('forbidden', messag
 
 type Found = { orgId: string; orgName: string; role: Role } | undefined;
 
-/** How long a resolved role is reused; membership changes on this replica clear it at once. */
-const RECENT_MS = 1_000;
-
 export class Authorizer {
   readonly #db: Db;
-  /** Roles resolved in the last second, by token and org reference: a busy client asks often. */
-  readonly #recent = new Map<string, { found: Found; until: number }>();
+  /** Roles resolved in the last second, by token and org reference; membership changes on this replica clear them. */
+  readonly #recent = new Recent<Found>();
 
   constructor(db: Db) {
     this.#db = db;
@@ -77,12 +75,10 @@ export class Authorizer {
   /** The caller's role in the org named by id or name, or undefined when they have none. */
   async roleIn(caller: Caller, orgRef: string): Promise<Found> {
     const key = `${caller.tokenId}\u0000${orgRef}`;
-    const now = Date.now();
     const hit = this.#recent.get(key);
-    if (hit && hit.until > now) return hit.found;
+    if (hit) return hit.value;
     const found = await this.#lookup(caller, orgRef);
-    if (this.#recent.size > 10_000) this.#recent.clear();
-    this.#recent.set(key, { found, until: now + RECENT_MS });
+    this.#recent.set(key, found);
     return found;
   }
 
