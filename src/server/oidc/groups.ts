@@ -1,12 +1,12 @@
 // Which org memberships a provider's groups grant: a pure decision, kept apart from the
 // sign-in flow so it can be tested (and reasoned about) without a provider.
+import { ROLES, roleRank } from '../authz.ts';
 import type { Role } from '../db/index.ts';
 
-/** Roles from most to least powerful. */
-export const ROLE_ORDER: readonly Role[] = ['owner', 'admin', 'member', 'viewer'];
+export { roleRank };
 
-/** Higher is more powerful: owner 3, admin 2, member 1, viewer 0. */
-export const roleRank = (role: Role): number => ROLE_ORDER.length - 1 - ROLE_ORDER.indexOf(role);
+/** Roles from most to least powerful (the authorizer's order, read the other way). */
+export const ROLE_ORDER: readonly Role[] = [...ROLES].reverse();
 
 /** The more powerful of two roles. */
 export const higherRole = (a: Role, b: Role): Role => (roleRank(a) >= roleRank(b) ? a : b);
