@@ -88,18 +88,21 @@ export class TokenService {
   }
 }
 
+/** The id of the org with this name, made if missing; two callers racing get the same one. */
+export async function ensureOrg(db: Db, name: string): Promise<string> {
+  const found = await db.selectFrom('orgs').select('id').where('name', '=', name).executeTakeFirst();
+  if (found) return found.id;
+  await db.insertInto('orgs').values({ id: newId('org'), name }).onConflict((oc) => oc.column('name').doNothing()).execute();
+  return (await db.selectFrom('orgs').select('id').where('name', '=', name).executeTakeFirstOrThrow()).id;
+}
+
 /**
  * The first start of a fresh database makes the org 'default' and a local administrator
  * who owns it; `berth up` hands that user's token to the CLI.
  */
 export async function ensureBootstrap(db: Db): Promise<{ orgId: string; userId: string }> {
   return db.transaction().execute(async (tx) => {
-    let org = await tx.selectFrom('orgs').select('id').where('name', '=', 'default').executeTakeFirst();
-    if (!org) {
-      org = { id: newId('org') };
-      await tx.insertInto('orgs').values({ id: org.id, name: 'default' }).onConflict((oc) => oc.column('name').doNothing()).execute();
-      org = await tx.selectFrom('orgs').select('id').where('name', '=', 'default').executeTakeFirstOrThrow();
-    }
+    const org = { id: await ensureOrg(tx, 'default') };
     let user = await tx.selectFrom('users').select('id').where('email', '=', 'admin@localhost').executeTakeFirst();
     if (!user) {
       user = { id: newId('usr') };

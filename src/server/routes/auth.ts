@@ -3,6 +3,7 @@ import { ErrorSchema } from '../../shared/api.ts';
 import { BerthError, invalid, notFound } from '../../shared/errors.ts';
 import { newId } from '../../shared/ids.ts';
 import type { App, AppDeps } from '../app.ts';
+import { ensureOrg } from '../auth.ts';
 import { atLeast } from '../authz.ts';
 import { mapGroups, type OidcIdentity } from '../oidc/index.ts';
 
@@ -107,12 +108,7 @@ async function upsertUser({ db }: AppDeps, id: OidcIdentity): Promise<{ id: stri
 /** Makes the memberships the provider's groups grant; never lowers a role given in Berth. */
 async function applyGrants({ db }: AppDeps, userId: string, grants: { org: string; role: 'owner' | 'admin' | 'member' | 'viewer' }[]): Promise<void> {
   for (const g of grants) {
-    let org = await db.selectFrom('orgs').select('id').where('name', '=', g.org).executeTakeFirst();
-    if (!org) {
-      org = { id: newId('org') };
-      await db.insertInto('orgs').values({ id: org.id, name: g.org }).onConflict((oc) => oc.column('name').doNothing()).execute();
-      org = await db.selectFrom('orgs').select('id').where('name', '=', g.org).executeTakeFirstOrThrow();
-    }
+    const org = { id: await ensureOrg(db, g.org) };
     const current = await db.selectFrom('memberships').select('role').where('org_id', '=', org.id).where('user_id', '=', userId).executeTakeFirst();
     if (current && atLeast(current.role, g.role)) continue;
     await db
