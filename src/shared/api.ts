@@ -145,3 +145,18 @@ export const Health = z.object({
   database: z.enum(['pglite', 'postgres']),
   runtime: z.string(),
 });
+
+/** One entry of an org's audit log, as the API and its JSON Lines export give it. */
+export const AuditEntry = z.object({
+  orgId: z.string(),
+  seq: z.number(),
+  at: z.string(),
+  actor: z.string(),
+  action: z.string(),
+  target: z.string().nullable(),
+  environmentId: z.string().nullable(),
+  details: z.record(z.string(), z.unknown()),
+  prevHash: z.string(),
+  hash: z.string(),
+});
+export type AuditEntry = z.infer<typeof AuditEntry>;

@@ -2,21 +2,13 @@ import { createWriteStream } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
+import type { AuditEntry } from '../../shared/api.ts';
 import { parseDuration } from '../../shared/units.ts';
 import type { ApiClient } from '../client.ts';
 import { CliError, printJson, printTable } from '../output.ts';
 
 type Client = () => ApiClient;
 
-interface Entry {
-  seq: number;
-  at: string;
-  actor: string;
-  action: string;
-  target: string | null;
-  environmentId: string | null;
-  details: Record<string, unknown>;
-}
 
 /** --since takes an ISO time or a duration back from now ("1h", "7d"). */
 function since(value: string): string {
@@ -47,13 +39,13 @@ export function auditCommands(program: Command, client: Client): void {
     .option('--limit <n>', 'at most this many entries', (v) => Number.parseInt(v, 10), 100)
     .option('--json', 'print JSON')
     .action(async (o) => {
-      const items: Entry[] = [];
+      const items: AuditEntry[] = [];
       let cursor: string | null = null;
       do {
         const q = filters(o);
         q.set('limit', String(Math.min(1000, o.limit - items.length)));
         if (cursor) q.set('cursor', cursor);
-        const page: { items: Entry[]; nextCursor: string | null } = await client().request('GET', client().orgPath(`audit?${q}`));
+        const page: { items: AuditEntry[]; nextCursor: string | null } = await client().request('GET', client().orgPath(`audit?${q}`));
         items.push(...page.items);
         cursor = page.nextCursor;
       } while (cursor && items.length < o.limit);

@@ -1,23 +1,10 @@
 import { Readable } from 'node:stream';
 import { z } from 'zod';
-import { ErrorSchema, OrgRef } from '../../shared/api.ts';
+import { AuditEntry, ErrorSchema, OrgRef } from '../../shared/api.ts';
 import type { App, AppDeps } from '../app.ts';
 
 const tags = ['audit'];
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema };
-
-const AuditEntry = z.object({
-  orgId: z.string(),
-  seq: z.number(),
-  at: z.string(),
-  actor: z.string(),
-  action: z.string(),
-  target: z.string().nullable(),
-  environmentId: z.string().nullable(),
-  details: z.record(z.string(), z.unknown()),
-  prevHash: z.string(),
-  hash: z.string(),
-});
 
 const Filters = z.strictObject({
   since: z.iso.datetime({ offset: true }).optional().describe('ISO time: entries at or after it'),
