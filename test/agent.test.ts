@@ -351,7 +351,11 @@ describe('without the agent', () => {
       let screen = '';
       cmd.stdout.on('data', (b: Buffer) => (screen += b));
       cmd.stderr.resume();
-      await until('the first size', () => /20 90/.test(screen));
+      // crun exec under script(1) on a loaded two-core machine (CI builds the default image
+      // beside this test) once took over 10 s to print; the screen says what arrived.
+      await until('the first size', () => /20 90/.test(screen), 30_000).catch((err: Error) => {
+        throw new Error(`${err.message}; the screen so far: ${JSON.stringify(screen)}`);
+      });
       await cmd.resize(120, 40);
       cmd.stdin.write('\r');
       assert.equal((await cmd.exited).exitCode, 0);
