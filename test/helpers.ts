@@ -32,7 +32,7 @@ export interface CliResult {
   stderr: string;
 }
 
-export async function startTestBerth(opts: { dataDir?: string; database?: TestDatabase; sweepIntervalMs?: number; port?: number; oidc?: OidcConfig; tokenRateLimit?: number } = {}): Promise<TestBerth> {
+export async function startTestBerth(opts: { dataDir?: string; database?: TestDatabase; sweepIntervalMs?: number; port?: number; oidc?: OidcConfig; tokenRateLimit?: number; modelEnv?: NodeJS.ProcessEnv; taskConcurrency?: number } = {}): Promise<TestBerth> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'berth-test-'));
   // On PostgreSQL each control plane gets a database of its own; a restart passes it on.
   const database = opts.database ?? (ON_POSTGRES ? await freshDatabase() : undefined);
@@ -46,6 +46,9 @@ export async function startTestBerth(opts: { dataDir?: string; database?: TestDa
     databaseUrl,
     logger: pino({ level: process.env.BERTH_TEST_LOG ?? 'silent' }),
     sweepIntervalMs: opts.sweepIntervalMs ?? 3_600_000,
+    // No model unless a test brings its own: nothing reaches a real provider from a test.
+    modelEnv: opts.modelEnv ?? {},
+    taskConcurrency: opts.taskConcurrency,
   });
   const client = JSON.parse(readFileSync(berth.clientConfigPath, 'utf8')) as ClientConfig;
   let closed = false;

@@ -6,6 +6,7 @@ import { imageCommands } from './commands/image.ts';
 import { orgCommands } from './commands/org.ts';
 import { secretCommands } from './commands/secret.ts';
 import { auditCommands } from './commands/audit.ts';
+import { taskCommands } from './commands/task.ts';
 import { clientConfig, dataDir } from './config.ts';
 import { CliError } from './output.ts';
 
@@ -42,6 +43,7 @@ orgCommands(program, client);
 secretCommands(program, client);
 auditCommands(program, client);
 imageCommands(program, client);
+taskCommands(program, client);
 
 try {
   await program.parseAsync();

@@ -24,6 +24,8 @@ import { orgRoutes } from './routes/orgs.ts';
 import { authRoutes } from './routes/auth.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { secretRoutes } from './routes/secrets.ts';
+import { taskRoutes } from './routes/tasks.ts';
+import type { TaskEvents, TaskService } from './tasks/index.ts';
 import type { ImageStore } from '../runner/index.ts';
 import type { Db } from './db/index.ts';
 import type { AuditLog } from './audit/index.ts';
@@ -69,6 +71,8 @@ export interface AppDeps {
   tokenRateLimit: number;
   db: Db;
   environments: EnvironmentService;
+  tasks: TaskService;
+  taskEvents: TaskEvents;
   images: ImageStore;
   health: () => { database: 'pglite' | 'postgres'; runtime: string };
   version: string;
@@ -192,6 +196,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     authRoutes(api, deps);
     orgRoutes(api, deps);
     secretRoutes(api, deps);
+    taskRoutes(api, deps);
     auditRoutes(api, deps);
     environmentRoutes(api, deps);
     attachRoutes(api, deps);

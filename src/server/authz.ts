@@ -27,6 +27,10 @@ export const PERMISSIONS = {
   'secret.read': 'viewer', // names and metadata only: values never leave
   'secret.manage': 'admin',
   'audit.read': 'admin',
+  'task.read': 'viewer',
+  'task.create': 'member',
+  // Merging into the base branch is a reviewer's call, not every member's.
+  'task.approve': 'admin',
 } as const satisfies Record<string, Role>;
 
 export type Permission = keyof typeof PERMISSIONS;

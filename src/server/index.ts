@@ -12,6 +12,9 @@ import { SecretBox } from './secrets/crypto.ts';
 import { SecretService } from './secrets/service.ts';
 import { openDatabase, type DatabaseHandle } from './db/index.ts';
 import { EnvironmentService } from './environments/service.ts';
+import { TaskEvents, TaskService, TaskWorker } from './tasks/index.ts';
+import { modelClientFromEnv } from '../agent/index.ts';
+import { availableParallelism } from 'node:os';
 
 
 export { CLIENT_CONFIG_FILE, VERSION, type ClientConfig };
@@ -32,6 +35,12 @@ export interface StartOptions {
   oidc?: OidcConfig;
   /** Requests per minute one token may make (BERTH_TOKEN_RATE_LIMIT, default 6000). */
   tokenRateLimit?: number;
+  /** Where model settings come from (OPENAI_*, ANTHROPIC_*, BERTH_MODEL); process.env by default. */
+  modelEnv?: NodeJS.ProcessEnv;
+  /** Tasks this runner works on at once (BERTH_TASK_CONCURRENCY, default 2 per core); the rest wait queued. */
+  taskConcurrency?: number;
+  /** The URL people use to reach this Berth, for links in pull requests (BERTH_PUBLIC_URL; default the listen address). */
+  publicUrl?: string;
 }
 
 /** BERTH_AUDIT_WEBHOOK (and BERTH_AUDIT_WEBHOOK_SECRET) send every audit entry to a SIEM. */
@@ -45,6 +54,8 @@ export interface RunningBerth {
   app: App;
   database: DatabaseHandle;
   environments: EnvironmentService;
+  tasks: TaskService;
+  worker: TaskWorker;
   runner: LocalRunner;
   /** The file other `berth` commands read to reach this control plane. */
   clientConfigPath: string;
@@ -71,8 +82,21 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const oidc = oidcConfig && { signIn: new OidcSignIn(oidcConfig), pending: new PendingSignIns(), groupRules: oidcConfig.groupRules };
   const { userId } = await ensureBootstrap(db);
 
+  const modelEnv = opts.modelEnv ?? process.env;
+  const taskEvents = new TaskEvents(db);
+  let publicUrl = opts.publicUrl ?? process.env.BERTH_PUBLIC_URL ?? '';
+  const worker = new TaskWorker({
+    db,
+    // One runner per data directory: the tasks it claimed are the ones it recovers.
+    runnerId: `local:${opts.dataDir}`,
+    concurrency: opts.taskConcurrency ?? (Number(process.env.BERTH_TASK_CONCURRENCY) || 2 * availableParallelism()),
+    deps: { db, events: taskEvents, environments, secrets, audit, logger, workDir: join(opts.dataDir, 'tasks'), publicUrl: () => publicUrl, modelEnv, gateway: null },
+  });
+  const tasks = new TaskService({ db, events: taskEvents, secrets, signals: worker, checkModel: (model) => void modelClientFromEnv(modelEnv, { model }) });
+
   // Before serving: make the database agree with what is really running on this host.
   await environments.reconcile();
+  await worker.recover();
 
   const app = await buildApp({
     logger,
@@ -84,6 +108,8 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     oidc,
     tokenRateLimit: opts.tokenRateLimit ?? Number(process.env.BERTH_TOKEN_RATE_LIMIT ?? 6000),
     environments,
+    tasks,
+    taskEvents,
     images,
     version: VERSION,
     health: () => ({ database: database.kind, runtime: runner.backend.name }),
@@ -94,6 +120,8 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const host = opts.host && opts.host !== '0.0.0.0' && opts.host !== '::' ? opts.host : '127.0.0.1';
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
   const orgName = 'default';
+  publicUrl ||= url;
+  worker.start();
 
   const clientConfigPath = join(opts.dataDir, CLIENT_CONFIG_FILE);
   await writeClientConfig(
@@ -112,10 +140,13 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     app,
     database,
     environments,
+    tasks,
+    worker,
     runner,
     clientConfigPath,
     async close() {
       clearInterval(sweeper);
+      await worker.close();
       // Environments keep running: they are long-lived and found again on the next start.
       await app.close();
       await environments.flushActivity();

@@ -12,11 +12,11 @@ export const ErrorSchema = z.object({
   }),
 });
 
-const size = z
+export const size = z
   .union([z.number().int().positive(), z.string().refine((s) => parseSize(s) !== undefined, 'expected a size such as 512m, 2g or a number of bytes')])
   .describe('bytes, or a size such as "512m", "2g"');
 
-const duration = z
+export const duration = z
   .union([
     z.number().int().nonnegative(),
     z.string().refine((s) => s === 'off' || parseDuration(s) !== undefined, 'expected a duration such as 90s, 30m, 24h or "off"'),

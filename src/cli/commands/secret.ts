@@ -52,13 +52,35 @@ export function secretCommands(program: Command, client: Client): void {
     .option('--repo <url>', 'repository URL')
     .option('--default-branch <branch>', 'default branch', 'main')
     .option('--secret <name...>', 'secrets its environments receive as environment variables')
+    .option('--image <image>', 'image for its environments (overrides the repository\'s devcontainer/berth.yaml)')
+    .option('--setup <cmd>', 'a setup command run after cloning (repeat for several)', (v: string, all: string[] = []) => [...all, v])
+    .option('--check <cmd>', 'the command that says whether a task is done, e.g. "npm test"')
+    .option('--cpus <n>', 'CPUs for its environments', Number)
+    .option('--memory <size>', 'memory for its environments, e.g. 4g')
+    .option('--allow-domain <domain...>', 'domains its environments may reach')
+    .option('--forge <kind>', 'github, gitlab or git (default: from the URL)')
+    .option('--forge-url <url>', 'API URL of GitHub Enterprise or a self-hosted GitLab')
+    .option('--token-secret <name>', 'the secret holding the forge token (used on the runner, never inside environments)')
+    .option('--agent <kind>', 'default agent for its tasks: builtin or command')
+    .option('--model <model>', 'default model for its tasks')
+    .option('--agent-command <cmd>', 'default command for --agent command')
     .option('--json', 'print JSON')
     .action(async (name: string, o) => {
+      const defined = <T extends object>(v: T) => Object.fromEntries(Object.entries(v).filter(([, x]) => x !== undefined));
       const p = await client().request<{ id: string; name: string }>('POST', client().orgPath('projects'), {
         name,
         repoUrl: o.repo,
         defaultBranch: o.defaultBranch,
         secrets: o.secret,
+        work: defined({
+          image: o.image,
+          setup: o.setup,
+          check: o.check,
+          allowDomains: o.allowDomain,
+          limits: o.cpus !== undefined || o.memory !== undefined ? defined({ cpus: o.cpus, memory: o.memory }) : undefined,
+        }),
+        forge: defined({ kind: o.forge, apiUrl: o.forgeUrl, tokenSecret: o.tokenSecret }),
+        agent: defined({ kind: o.agent, model: o.model, command: o.agentCommand }),
       });
       if (o.json) printJson(p);
       else process.stdout.write(`${p.id} ${p.name}\n`);

@@ -144,4 +144,57 @@ export const migrations: Record<string, Migration> = {
       await sql`create index environments_org_created on environments (org_id, created_at desc, id desc)`.execute(db);
     },
   },
+  '0004_tasks': {
+    async up(db: Kysely<any>) {
+      // A task row is written (and its state changed) before anything acts on it, so a
+      // restarted process can tell what was under way; events are its transcript.
+      await db.schema
+        .createTable('tasks')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('org_id', 'text', (c) => c.notNull().references('orgs.id'))
+        .addColumn('project_id', 'text', (c) => c.references('projects.id'))
+        .addColumn('repo_url', 'text', (c) => c.notNull())
+        .addColumn('base_branch', 'text')
+        .addColumn('goal', 'text', (c) => c.notNull())
+        .addColumn('agent', 'text', (c) => c.notNull())
+        .addColumn('command', 'text')
+        .addColumn('model', 'text')
+        .addColumn('budget', 'jsonb', (c) => c.notNull())
+        .addColumn('check_command', 'text')
+        .addColumn('state', 'text', (c) => c.notNull())
+        .addColumn('state_reason', 'text')
+        .addColumn('step', 'text')
+        .addColumn('trigger', 'text', (c) => c.notNull().defaultTo('api'))
+        .addColumn('created_by', 'text', (c) => c.notNull())
+        .addColumn('runner_id', 'text')
+        .addColumn('environment_id', 'text')
+        .addColumn('branch', 'text')
+        .addColumn('base_sha', 'text')
+        .addColumn('head_sha', 'text')
+        .addColumn('change_request', 'jsonb')
+        .addColumn('checks_passed', 'boolean')
+        .addColumn('summary', 'text')
+        .addColumn('diff', 'text')
+        .addColumn('input_tokens', 'bigint', (c) => c.notNull().defaultTo(0))
+        .addColumn('output_tokens', 'bigint', (c) => c.notNull().defaultTo(0))
+        .addColumn('cost_usd', 'double precision', (c) => c.notNull().defaultTo(0))
+        .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .addColumn('updated_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .addColumn('started_at', 'timestamptz')
+        .addColumn('finished_at', 'timestamptz')
+        .execute();
+      await sql`create index tasks_org_created on tasks (org_id, created_at desc, id desc)`.execute(db);
+      // The queue: the oldest queued task first.
+      await sql`create index tasks_queued on tasks (created_at, id) where state = 'queued'`.execute(db);
+
+      await db.schema
+        .createTable('task_events')
+        .addColumn('task_id', 'text', (c) => c.notNull().references('tasks.id'))
+        .addColumn('seq', 'integer', (c) => c.notNull())
+        .addColumn('at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .addColumn('data', 'jsonb', (c) => c.notNull())
+        .addPrimaryKeyConstraint('task_events_pk', ['task_id', 'seq'])
+        .execute();
+    },
+  },
 };

@@ -1,5 +1,9 @@
 import type { ColumnType, Insertable, Selectable, Updateable } from 'kysely';
 import type { EnvironmentState } from '../../shared/environment.ts';
+import type { ForgeSettings } from '../../forges/index.ts';
+import type { ProjectWorkSettings } from '../tasks/repo-config.ts';
+import type { AgentKind, ChangeRequest, TaskBudget, TaskEventData, TaskState, TaskStep } from '../../shared/tasks.ts';
+
 
 // Timestamps are stored as timestamptz and read back as Date on both PGlite and pg.
 type Timestamp = ColumnType<Date, Date | string, Date | string>;
@@ -61,6 +65,12 @@ export interface ProjectTable {
 export interface ProjectSettings {
   /** Names of the org's and project's secrets an environment of this project receives. */
   secrets?: { name: string; as: 'env' | 'file'; path?: string }[];
+  /** How to work on the repository (image, setup, check…): overrides its berth.yaml or devcontainer.json. */
+  work?: ProjectWorkSettings;
+  /** Which forge hosts the repository and the names of the secrets that hold its credentials. */
+  forge?: ForgeSettings;
+  /** Defaults for the project's tasks. */
+  agent?: { kind?: AgentKind; model?: string; command?: string };
 }
 
 export interface SecretTable {
@@ -118,6 +128,51 @@ export interface EnvironmentTable {
   last_active_at: Timestamp | null;
 }
 
+export interface TaskTable {
+  id: string;
+  org_id: string;
+  project_id: string | null;
+  repo_url: string;
+  /** The branch the work starts from and the pull request targets; the remote's default when null. */
+  base_branch: string | null;
+  goal: string;
+  agent: AgentKind;
+  command: string | null;
+  model: string | null;
+  budget: ColumnType<TaskBudget, string, string>;
+  check_command: string | null;
+  state: TaskState;
+  state_reason: string | null;
+  step: TaskStep | null;
+  trigger: ColumnType<string, string | undefined, string>;
+  /** Audit actor of whoever asked for the task. */
+  created_by: string;
+  runner_id: string | null;
+  environment_id: string | null;
+  branch: string | null;
+  base_sha: string | null;
+  head_sha: string | null;
+  change_request: ColumnType<ChangeRequest | null, string | null, string | null>;
+  checks_passed: boolean | null;
+  summary: string | null;
+  /** The change as a unified diff (capped), shown by `berth task diff` and the web UI. */
+  diff: string | null;
+  input_tokens: ColumnType<string, string | number | undefined, string | number>;
+  output_tokens: ColumnType<string, string | number | undefined, string | number>;
+  cost_usd: ColumnType<number, number | undefined, number>;
+  created_at: CreatedAt;
+  updated_at: CreatedAt;
+  started_at: Timestamp | null;
+  finished_at: Timestamp | null;
+}
+
+export interface TaskEventTable {
+  task_id: string;
+  seq: number;
+  at: CreatedAt;
+  data: ColumnType<TaskEventData, string, never>;
+}
+
 export interface Database {
   orgs: OrgTable;
   users: UserTable;
@@ -128,6 +183,8 @@ export interface Database {
   audit_entries: AuditEntryTable;
   audit_heads: AuditHeadTable;
   environments: EnvironmentTable;
+  tasks: TaskTable;
+  task_events: TaskEventTable;
 }
 
 export type EnvironmentRow = Selectable<EnvironmentTable>;
@@ -138,3 +195,5 @@ export type UserRow = Selectable<UserTable>;
 export type ProjectRow = Selectable<ProjectTable>;
 export type SecretRow = Selectable<SecretTable>;
 export type AuditEntryRow = Selectable<AuditEntryTable>;
+export type TaskRow = Selectable<TaskTable>;
+export type TaskUpdate = Updateable<TaskTable>;

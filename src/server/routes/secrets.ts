@@ -5,15 +5,21 @@ import { newId } from '../../shared/ids.ts';
 import type { App, AppDeps } from '../app.ts';
 import { isUniqueViolation } from '../db/index.ts';
 import { SECRET_NAME } from '../secrets/service.ts';
+import { ForgeSettingsSchema } from '../../forges/index.ts';
+import { checkRepo, ProjectWorkSettings } from '../tasks/index.ts';
 
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema };
 const SecretMeta = z.object({ name: z.string(), project: z.string().nullable(), updatedAt: z.string(), updatedBy: z.string() });
+const AgentDefaults = z.strictObject({ kind: z.enum(['builtin', 'command']).optional(), model: z.string().min(1).max(200).optional(), command: z.string().min(1).max(64 * 1024).optional() });
 const Project = z.object({
   id: z.string(),
   name: z.string(),
   repoUrl: z.string().nullable(),
   defaultBranch: z.string(),
   secrets: z.array(z.string()),
+  work: ProjectWorkSettings,
+  forge: ForgeSettingsSchema,
+  agent: AgentDefaults,
   createdAt: z.string(),
 });
 const NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
@@ -65,6 +71,9 @@ export function secretRoutes(app: App, { secrets, db }: AppDeps): void {
           repoUrl: r.repo_url,
           defaultBranch: r.default_branch,
           secrets: (r.settings.secrets ?? []).map((s) => s.name),
+          work: r.settings.work ?? {},
+          forge: r.settings.forge ?? {},
+          agent: r.settings.agent ?? {},
           createdAt: new Date(r.created_at).toISOString(),
         })),
       };
@@ -82,12 +91,21 @@ export function secretRoutes(app: App, { secrets, db }: AppDeps): void {
         repoUrl: z.string().max(2048).optional(),
         defaultBranch: z.string().max(200).optional(),
         secrets: z.array(z.string().regex(SECRET_NAME)).max(200).optional().describe('names of secrets its environments get as environment variables'),
+        work: ProjectWorkSettings.optional().describe("how to work on the repository: overrides its berth.yaml or devcontainer.json"),
+        forge: ForgeSettingsSchema.optional().describe('the forge and the names of the secrets holding its credentials'),
+        agent: AgentDefaults.optional().describe("defaults for the project's tasks"),
       }),
       response: { 201: Project, ...errors },
     },
     handler: async (req, reply) => {
       const id = newId('prj');
-      const settings = { secrets: (req.body.secrets ?? []).map((name) => ({ name, as: 'env' as const })) };
+      if (req.body.repoUrl) checkRepo(req.body.repoUrl);
+      const settings = {
+        secrets: (req.body.secrets ?? []).map((name) => ({ name, as: 'env' as const })),
+        work: req.body.work ?? {},
+        forge: req.body.forge ?? {},
+        agent: req.body.agent ?? {},
+      };
       try {
         await db
           .insertInto('projects')
@@ -110,6 +128,9 @@ export function secretRoutes(app: App, { secrets, db }: AppDeps): void {
         repoUrl: req.body.repoUrl ?? null,
         defaultBranch: req.body.defaultBranch ?? 'main',
         secrets: req.body.secrets ?? [],
+        work: settings.work,
+        forge: settings.forge,
+        agent: settings.agent,
         createdAt: new Date().toISOString(),
       });
     },

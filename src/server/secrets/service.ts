@@ -67,7 +67,11 @@ export class SecretService {
     await this.#db.deleteFrom('secrets').where('id', '=', row.id).execute();
   }
 
-  /** What an environment of the project receives: its project's secrets over the org's of the same name. */
+  /**
+   * What an environment of the project receives: its project's secrets over the org's of
+   * the same name. Secrets any project names as forge credentials are never among them:
+   * those are used by the runner on the host and must not enter a sandbox.
+   */
   async forProject(orgId: string, projectId: string): Promise<{ name: string; value: string }[]> {
     const rows = await this.#db
       .selectFrom('secrets')
@@ -75,12 +79,36 @@ export class SecretService {
       .where('org_id', '=', orgId)
       .where((eb) => eb.or([eb('project_id', '=', projectId), eb('project_id', 'is', null)]))
       .execute();
+    const hostOnly = await this.#forgeSecretNames(orgId);
     const byName = new Map<string, (typeof rows)[number]>();
-    for (const r of rows) if (!byName.has(r.name) || r.project_id) byName.set(r.name, r);
+    for (const r of rows) if (!hostOnly.has(r.name) && (!byName.has(r.name) || r.project_id)) byName.set(r.name, r);
     return [...byName.values()].map((r) => ({
       name: r.name,
       value: this.#box.open({ orgId, projectId: r.project_id, name: r.name }, r.ciphertext),
     }));
+  }
+
+  /** A secret the runner uses on the host (forge token, App key): the project's over the org's. */
+  async forgeSecret(orgId: string, projectId: string | null, name: string): Promise<string | null> {
+    const rows = await this.#db
+      .selectFrom('secrets')
+      .select(['project_id', 'ciphertext'])
+      .where('org_id', '=', orgId)
+      .where('name', '=', name)
+      .where((eb) => (projectId ? eb.or([eb('project_id', '=', projectId), eb('project_id', 'is', null)]) : eb('project_id', 'is', null)))
+      .execute();
+    const row = rows.find((r) => r.project_id) ?? rows[0];
+    return row ? this.#box.open({ orgId, projectId: row.project_id, name }, row.ciphertext) : null;
+  }
+
+  async #forgeSecretNames(orgId: string): Promise<Set<string>> {
+    const projects = await this.#db.selectFrom('projects').select('settings').where('org_id', '=', orgId).execute();
+    const names = new Set<string>();
+    for (const { settings } of projects) {
+      if (settings.forge?.tokenSecret) names.add(settings.forge.tokenSecret);
+      if (settings.forge?.app?.privateKeySecret) names.add(settings.forge.app.privateKeySecret);
+    }
+    return names;
   }
 
   async #find(orgId: string, name: string, projectId: string | null) {

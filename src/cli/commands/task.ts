@@ -1,0 +1,271 @@
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { InvalidArgumentError, type Command } from 'commander';
+import { createParser } from 'eventsource-parser';
+import type { CreateTaskBody, Task } from '../../shared/api-tasks.ts';
+import { FINAL_TASK_STATES, type TaskEvent, type TaskEventData } from '../../shared/tasks.ts';
+import type { ApiClient } from '../client.ts';
+import { age, CliError, printJson, printTable, Spinner } from '../output.ts';
+
+type Client = () => ApiClient;
+
+const positiveInt = (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('a whole number');
+  return n;
+};
+const positive = (v: string) => {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('a positive number');
+  return n;
+};
+
+/** One line per event for the terminal; null for events that only move the spinner. */
+export function describeEvent(d: TaskEventData): string | null {
+  const one = (s: string, max = 160) => {
+    const line = s.replace(/\s+/g, ' ').trim();
+    return line.length > max ? `${line.slice(0, max - 1)}…` : line;
+  };
+  switch (d.type) {
+    case 'state':
+      return `state: ${d.state}${d.reason ? ` (${d.reason})` : ''}`;
+    case 'step':
+      return `▸ ${d.message}`;
+    case 'log':
+      return `${d.level === 'info' ? ' ' : d.level === 'warn' ? '!' : '✖'} ${d.message}`;
+    case 'model':
+      return `  model ${d.model}: ${d.usage.inputTokens}+${d.usage.outputTokens} tokens${d.text ? ` — ${one(d.text, 100)}` : ''}${d.toolCalls.length ? ` → ${d.toolCalls.map((t) => t.name).join(', ')}` : ''}`;
+    case 'tool': {
+      const args = d.args && typeof d.args === 'object' ? (d.args as Record<string, unknown>) : {};
+      const what = typeof args.command === 'string' ? args.command : typeof args.path === 'string' ? args.path : typeof args.pattern === 'string' ? args.pattern : '';
+      return `  ${d.error ? '✖' : '·'} ${d.tool}${what ? ` ${one(what, 80)}` : ''}${d.exitCode !== null ? ` → exit ${d.exitCode}` : ''}`;
+    }
+    case 'command':
+      return `  $ ${one(d.cmd, 100)} → exit ${d.exitCode}${d.timedOut ? ' (timed out)' : ''} in ${(d.durationMs / 1000).toFixed(1)}s`;
+    case 'check':
+      return `  checks ${d.passed ? 'passed' : `failed (${d.summary})`} on attempt ${d.attempt}`;
+    case 'result':
+      return `summary: ${d.summary}`;
+  }
+}
+
+/**
+ * Follows a task's events as server-sent events, reconnecting with the last seq seen so
+ * nothing is lost or shown twice. Resolves when the task has ended.
+ */
+export async function followTask(client: ApiClient, id: string, onEvent: (e: TaskEvent) => void, after = 0): Promise<void> {
+  let last = after;
+  for (let attempt = 0; ; attempt++) {
+    let ended = false;
+    try {
+      const res = await client.fetch(`${client.orgPath(`tasks/${id}/events`)}?after=${last}`, { headers: { accept: 'text/event-stream' } });
+      const parser = createParser({
+        onEvent: (m) => {
+          if (m.event === 'end') ended = true;
+          if (m.event !== 'task') return;
+          const e = JSON.parse(m.data) as TaskEvent;
+          if (e.seq <= last) return;
+          last = e.seq;
+          attempt = 0;
+          onEvent(e);
+        },
+      });
+      const decoder = new TextDecoder();
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) parser.feed(decoder.decode(chunk, { stream: true }));
+    } catch (err) {
+      if (err instanceof CliError && attempt > 5) throw err;
+    }
+    if (ended) return;
+    // The connection dropped: come back for what was missed.
+    await new Promise((r) => setTimeout(r, Math.min(5_000, 250 * 2 ** attempt)));
+  }
+}
+
+function printTask(t: Task): void {
+  const rows: [string, string][] = [
+    ['id', t.id],
+    ['goal', t.goal.split('\n')[0]!],
+    ['state', `${t.state}${t.stateReason ? ` (${t.stateReason})` : ''}`],
+    ['step', t.step ?? '-'],
+    ['repository', `${t.repo}${t.baseBranch ? ` @ ${t.baseBranch}` : ''}${t.project ? ` (project ${t.project})` : ''}`],
+    ['agent', t.agent === 'builtin' ? `built-in${t.model ? ` (${t.model})` : ''}` : 'command'],
+    ['environment', t.environmentId ?? '-'],
+    ['branch', t.branch ?? '-'],
+    ['change', t.changeRequest ? `${t.changeRequest.draft ? 'draft ' : ''}${t.changeRequest.url ?? `kept in Berth${t.changeRequest.mergedSha ? ` (merged ${t.changeRequest.mergedSha.slice(0, 12)})` : ': berth task approve ' + t.id}`}` : '-'],
+    ['checks', t.checksPassed === null ? '-' : t.checksPassed ? 'passed' : 'failing'],
+    ['usage', `${t.usage.inputTokens + t.usage.outputTokens} tokens, $${t.usage.costUsd.toFixed(4)}`],
+    ['created', `${age(t.createdAt)} ago by ${t.createdBy}`],
+  ];
+  for (const [k, v] of rows) process.stdout.write(`${k.padEnd(12)} ${v}\n`);
+  if (t.summary) process.stdout.write(`\n${t.summary}\n`);
+}
+
+/** Prints events live under a spinner that names the current step; Ctrl-C detaches. */
+async function watch(client: ApiClient, id: string): Promise<Task> {
+  const spinner = new Spinner(`${id}: queued`);
+  let step = 'queued';
+  const onSigint = () => {
+    spinner.done();
+    process.stderr.write(`detached: task ${id} keeps running. \`berth task logs ${id} -f\` follows it, \`berth task cancel ${id}\` stops it.\n`);
+    process.exit(130);
+  };
+  process.once('SIGINT', onSigint);
+  try {
+    await followTask(client, id, (e) => {
+      const line = describeEvent(e.data);
+      if (e.data.type === 'step') step = e.data.message;
+      if (e.data.type === 'state' && !FINAL_TASK_STATES.has(e.data.state)) step = e.data.state === 'queued' ? 'queued' : step;
+      if (line && e.data.type !== 'state') {
+        spinner.done();
+        process.stderr.write(`${line}\n`);
+      }
+      spinner.update(`${id}: ${step}`);
+    });
+  } finally {
+    process.off('SIGINT', onSigint);
+    spinner.done();
+  }
+  return client.request<Task>('GET', client.orgPath(`tasks/${id}`));
+}
+
+function reportEnd(t: Task): void {
+  const mark = t.state === 'succeeded' ? '✔' : '✖';
+  const where = t.changeRequest?.url ?? (t.changeRequest ? `branch ${t.branch} (kept in Berth: \`berth task approve ${t.id}\` merges it)` : null);
+  process.stderr.write(`${mark} ${t.id} ${t.state}${t.stateReason ? `: ${t.stateReason}` : ''}\n`);
+  if (where) process.stdout.write(`${t.changeRequest?.draft ? 'draft ' : ''}${where}\n`);
+  if (t.state !== 'succeeded') process.exitCode = 1;
+}
+
+export function taskCommands(program: Command, client: Client): void {
+  program
+    .command('run <goal>')
+    .description('hand a goal and a repository to an agent and follow it to a pull request (Ctrl-C detaches)')
+    .option('--project <project>', 'the project whose repository to work on')
+    .option('--repo <url|path>', 'a repository URL or local path, for a one-off task')
+    .option('--base <branch>', 'branch to start from and target (default: the project\'s, else the remote\'s default)')
+    .option('--agent <agent>', 'builtin (Berth\'s tool-calling loop) or command')
+    .option('--command <cmd>', 'with --agent command: what to run inside the environment')
+    .option('--model <model>', 'model for the built-in agent (default $BERTH_MODEL on the server)')
+    .option('--check <cmd>', 'the command that says whether the work is done (overrides the repository\'s)')
+    .option('--max-steps <n>', 'model round trips', positiveInt)
+    .option('--max-tokens <n>', 'input + output tokens', positiveInt)
+    .option('--max-cost <usd>', 'dollars', positive)
+    .option('--timeout <duration>', 'wall time for the whole task, e.g. 30m')
+    .option('--max-check-retries <n>', 'times failing checks send the agent back', positiveInt)
+    .option('-d, --detach', 'print the task id and return at once')
+    .option('--json', 'print the task as JSON when it ends (or at once with --detach)')
+    .action(async (goal: string, o) => {
+      if (Boolean(o.project) === Boolean(o.repo)) throw new CliError('say where to work: --project NAME or --repo URL|PATH');
+      if (o.agent && o.agent !== 'builtin' && o.agent !== 'command') throw new CliError('--agent is builtin or command');
+      if (o.command && !o.agent) o.agent = 'command';
+      let repo: string | undefined = o.repo;
+      // A local path is sent absolute: the server resolves nothing against the caller's directory.
+      if (repo && !/^[a-z][a-z0-9+.-]*:\/\//i.test(repo)) {
+        repo = resolve(repo);
+        if (!existsSync(repo)) throw new CliError(`no repository at ${repo}`);
+      }
+      const budget = {
+        ...(o.maxSteps !== undefined && { maxSteps: o.maxSteps }),
+        ...(o.maxTokens !== undefined && { maxTokens: o.maxTokens }),
+        ...(o.maxCost !== undefined && { maxCostUsd: o.maxCost }),
+        ...(o.timeout !== undefined && { timeout: o.timeout }),
+        ...(o.maxCheckRetries !== undefined && { maxCheckRetries: o.maxCheckRetries }),
+      };
+      const body: CreateTaskBody = {
+        goal,
+        project: o.project,
+        repo,
+        baseBranch: o.base,
+        agent: o.agent,
+        command: o.command,
+        model: o.model,
+        check: o.check,
+        budget: Object.keys(budget).length ? budget : undefined,
+        trigger: 'cli',
+      };
+      const task = await client().request<Task>('POST', client().orgPath('tasks'), body);
+      if (o.detach) {
+        if (o.json) printJson(task);
+        else process.stdout.write(`${task.id}\n`);
+        return;
+      }
+      process.stderr.write(`task ${task.id}: ${task.repo}\n`);
+      const ended = await watch(client(), task.id);
+      if (o.json) printJson(ended);
+      reportEnd(ended);
+    });
+
+  const task = program.command('task').description('agent tasks: list, follow, cancel, approve');
+  task
+    .command('list')
+    .alias('ls')
+    .option('--state <state>', 'only tasks in this state')
+    .option('--project <project>', 'only this project\'s tasks')
+    .option('--limit <n>', 'how many', positiveInt, 50)
+    .option('--json', 'print JSON')
+    .action(async (o) => {
+      const q = new URLSearchParams({ limit: String(o.limit) });
+      if (o.state) q.set('state', o.state);
+      if (o.project) q.set('project', o.project);
+      const page = await client().request<{ items: Task[]; counts: Record<string, number> }>('GET', `${client().orgPath('tasks')}?${q}`);
+      if (o.json) return printJson(page.items);
+      printTable(
+        ['ID', 'STATE', 'STEP', 'PROJECT/REPO', 'GOAL', 'CHANGE', 'AGE'],
+        page.items.map((t) => [t.id, t.state, t.step ?? '-', t.project ?? t.repo, t.goal.split('\n')[0]!.slice(0, 50), t.changeRequest?.url ?? (t.changeRequest ? 'in berth' : '-'), age(t.createdAt)]),
+      );
+      process.stderr.write(`${page.counts.running ?? 0} running, ${page.counts.provisioning ?? 0} provisioning, ${page.counts.queued ?? 0} queued\n`);
+    });
+  task
+    .command('show <id>')
+    .option('--json', 'print JSON')
+    .action(async (id: string, o) => {
+      const t = await client().request<Task>('GET', client().orgPath(`tasks/${id}`));
+      if (o.json) printJson(t);
+      else printTask(t);
+    });
+  task
+    .command('logs <id>')
+    .description('the task\'s transcript: steps, model calls, tool calls, commands')
+    .option('-f, --follow', 'keep printing new events until the task ends')
+    .option('--json', 'one JSON event per line')
+    .action(async (id: string, o) => {
+      const print = (e: TaskEvent) => {
+        if (o.json) return void process.stdout.write(`${JSON.stringify(e)}\n`);
+        const line = describeEvent(e.data);
+        if (line) process.stdout.write(`${e.at.slice(11, 19)} ${line}\n`);
+      };
+      if (o.follow) return followTask(client(), id, print);
+      const { items } = await client().request<{ items: TaskEvent[] }>('GET', client().orgPath(`tasks/${id}/events`));
+      items.forEach(print);
+    });
+  task
+    .command('diff <id>')
+    .description('the change the task made')
+    .action(async (id: string) => {
+      const { diff } = await client().request<{ diff: string | null }>('GET', client().orgPath(`tasks/${id}/diff`));
+      if (diff === null) throw new CliError(`task ${id} has no change (yet)`);
+      process.stdout.write(diff);
+    });
+  task
+    .command('cancel <id>')
+    .action(async (id: string) => {
+      const t = await client().request<Task>('POST', client().orgPath(`tasks/${id}/cancel`));
+      process.stdout.write(`${t.id} ${t.state}\n`);
+    });
+  task
+    .command('retry <id>')
+    .description('run the task again as a new task')
+    .option('-d, --detach', 'return at once')
+    .action(async (id: string, o) => {
+      const t = await client().request<Task>('POST', client().orgPath(`tasks/${id}/retry`));
+      if (o.detach) return void process.stdout.write(`${t.id}\n`);
+      reportEnd(await watch(client(), t.id));
+    });
+  task
+    .command('approve <id>')
+    .description('merge a plain-git task\'s branch into its base branch')
+    .action(async (id: string) => {
+      const t = await client().request<Task>('POST', client().orgPath(`tasks/${id}/approve`));
+      process.stdout.write(`merged ${t.branch} into ${t.baseBranch} (${t.changeRequest?.mergedSha?.slice(0, 12)})\n`);
+    });
+}

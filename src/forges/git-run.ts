@@ -1,0 +1,126 @@
+// Runs the host's git for Berth: no shell, an environment built from nothing (so neither the
+// host's git configuration nor a stray GIT_DIR applies), hooks off, a time limit, and stderr
+// with every credential removed before it goes anywhere.
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redactor } from '../shared/redact.ts';
+
+/** Enough for a large clone over a slow link; local operations finish far sooner. */
+export const DEFAULT_GIT_TIMEOUT_MS = 10 * 60_000;
+
+/** Variables passed through from the host: how to reach the network and which CAs to trust. */
+const PASSED_THROUGH = ['PATH', 'http_proxy', 'https_proxy', 'HTTP_PROXY', 'HTTPS_PROXY', 'no_proxy', 'NO_PROXY', 'all_proxy', 'ALL_PROXY', 'GIT_SSL_CAINFO', 'GIT_SSL_CAPATH', 'SSL_CERT_FILE', 'SSL_CERT_DIR'];
+
+/**
+ * Configuration given on every command line. Hooks would run code from the repository on the
+ * host; signing and fsmonitor would reach for programs the host's user set up.
+ */
+const SAFE_CONFIG = ['-c', 'core.hooksPath=/dev/null', '-c', 'commit.gpgSign=false', '-c', 'tag.gpgSign=false', '-c', 'core.fsmonitor=false', '-c', 'protocol.ext.allow=never'];
+
+export interface GitRun {
+  args: string[];
+  cwd?: string | undefined;
+  /** Added to the isolated environment: credentials (GIT_CONFIG_*), author identity. */
+  env?: Record<string, string> | undefined;
+  input?: Buffer | undefined;
+  signal?: AbortSignal | undefined;
+  timeoutMs?: number | undefined;
+  /** Values to cut out of stderr before it appears in an error. */
+  secrets?: readonly string[] | undefined;
+}
+
+export interface GitResult {
+  stdout: string;
+  /** Redacted. */
+  stderr: string;
+}
+
+/** git exited non-zero (or ran out of time); stderr is already redacted. */
+export class GitFailed extends Error {
+  readonly exitCode: number | null;
+  readonly stderr: string;
+  readonly timedOut: boolean;
+
+  constructor(command: string, exitCode: number | null, stderr: string, timedOut: boolean) {
+    super(timedOut ? `git ${command} ran out of time` : `git ${command} failed (exit ${exitCode}): ${lastLines(stderr)}`);
+    this.name = 'GitFailed';
+    this.exitCode = exitCode;
+    this.stderr = stderr;
+    this.timedOut = timedOut;
+  }
+}
+
+export async function runGit(o: GitRun): Promise<GitResult> {
+  o.signal?.throwIfAborted();
+  // An empty HOME per command: no ~/.gitconfig, no credential store, no ~/.git-credentials.
+  const home = await mkdtemp(join(tmpdir(), 'berth-git-'));
+  try {
+    const env: Record<string, string> = {};
+    for (const name of PASSED_THROUGH) {
+      const value = process.env[name];
+      if (value !== undefined) env[name] = value;
+    }
+    Object.assign(env, {
+      HOME: home,
+      XDG_CONFIG_HOME: home,
+      GIT_CONFIG_NOSYSTEM: '1',
+      GIT_CONFIG_GLOBAL: '/dev/null',
+      GIT_TERMINAL_PROMPT: '0',
+      GCM_INTERACTIVE: 'never',
+      // Messages in English: errors are classified by what git says.
+      LC_ALL: 'C',
+      LANG: 'C',
+      ...o.env,
+    });
+    return await spawnGit([...SAFE_CONFIG, ...o.args], o.cwd, env, o);
+  } finally {
+    await rm(home, { recursive: true, force: true });
+  }
+}
+
+function spawnGit(args: string[], cwd: string | undefined, env: Record<string, string>, o: GitRun): Promise<GitResult> {
+  const redactor = new Redactor((o.secrets ?? []).map((value) => ({ name: 'credential', value })));
+  const command = o.args.find((a) => !a.startsWith('-')) ?? 'git';
+  return new Promise((resolve, reject) => {
+    const child = spawn('git', args, { cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    let timedOut = false;
+    const kill = () => child.kill('SIGKILL');
+    const timer = setTimeout(() => {
+      timedOut = true;
+      kill();
+    }, o.timeoutMs ?? DEFAULT_GIT_TIMEOUT_MS);
+    o.signal?.addEventListener('abort', kill, { once: true });
+    child.stdout.on('data', (d: Buffer) => out.push(d));
+    child.stderr.on('data', (d: Buffer) => err.push(d));
+    // git may stop reading stdin early (a patch it refuses); its exit status says why.
+    child.stdin.on('error', () => {});
+    child.stdin.end(o.input);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      o.signal?.removeEventListener('abort', kill);
+      if (o.signal?.aborted) return reject(o.signal.reason);
+      const stderr = redactor.redact(Buffer.concat(err).toString('utf8'));
+      if (code !== 0 || timedOut) return reject(new GitFailed(command, code, stderr, timedOut));
+      resolve({ stdout: Buffer.concat(out).toString('utf8'), stderr });
+    });
+  });
+}
+
+/** The end of git's stderr, where it says what went wrong, kept short for a message. */
+export function lastLines(stderr: string, lines = 8, chars = 1500): string {
+  const text = stderr
+    .split('\n')
+    .map((l) => l.trimEnd())
+    .filter((l) => l !== '')
+    .slice(-lines)
+    .join('\n');
+  return text.length > chars ? `…${text.slice(-chars)}` : text;
+}

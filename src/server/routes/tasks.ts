@@ -1,0 +1,105 @@
+import { z } from 'zod';
+import { ErrorSchema, OrgRef } from '../../shared/api.ts';
+import { CreateTaskBody, ListTasksQuery, Task, TaskEventSchema, TaskEventsQuery, TaskList, TaskRef } from '../../shared/api-tasks.ts';
+import { FINAL_TASK_STATES, type TaskEvent } from '../../shared/tasks.ts';
+import type { App, AppDeps } from '../app.ts';
+
+const tags = ['tasks'];
+const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema };
+
+/** Tasks: a goal and a repository handed to an agent, followed to a pull request. */
+export function taskRoutes(app: App, { tasks, taskEvents }: AppDeps): void {
+  app.post('/api/orgs/:org/tasks', {
+    config: { permission: 'task.create', audit: 'task.create' },
+    schema: { tags, summary: 'Hand a goal and a repository to an agent', params: OrgRef, body: CreateTaskBody, response: { 201: Task, ...errors } },
+    handler: async (req, reply) => reply.code(201).send(await tasks.create(req.scope, req.body)),
+  });
+
+  app.get('/api/orgs/:org/tasks', {
+    config: { permission: 'task.read' },
+    schema: { tags, summary: 'Tasks, newest first, with counts of running and queued ones', params: OrgRef, querystring: ListTasksQuery, response: { 200: TaskList, ...errors } },
+    handler: async (req) => tasks.list(req.scope.orgId, req.query),
+  });
+
+  app.get('/api/orgs/:org/tasks/:id', {
+    config: { permission: 'task.read' },
+    schema: { tags, summary: 'One task', params: TaskRef, response: { 200: Task, ...errors } },
+    handler: async (req) => tasks.show(req.scope.orgId, req.params.id),
+  });
+
+  app.get('/api/orgs/:org/tasks/:id/diff', {
+    config: { permission: 'task.read' },
+    schema: { tags, summary: 'The change the task made, as a unified diff', params: TaskRef, response: { 200: z.object({ diff: z.string().nullable() }), ...errors } },
+    handler: async (req) => ({ diff: await tasks.diff(req.scope.orgId, req.params.id) }),
+  });
+
+  app.post('/api/orgs/:org/tasks/:id/cancel', {
+    config: { permission: 'task.create', audit: 'task.cancel' },
+    schema: { tags, summary: 'Cancel a queued or running task', params: TaskRef, response: { 200: Task, ...errors } },
+    handler: async (req) => tasks.cancel(req.scope, req.params.id),
+  });
+
+  app.post('/api/orgs/:org/tasks/:id/retry', {
+    config: { permission: 'task.create', audit: 'task.retry' },
+    schema: { tags, summary: 'Run the task again as a new task', params: TaskRef, response: { 201: Task, ...errors } },
+    handler: async (req, reply) => reply.code(201).send(await tasks.retry(req.scope, req.params.id)),
+  });
+
+  app.post('/api/orgs/:org/tasks/:id/approve', {
+    config: { permission: 'task.approve', audit: 'task.approve' },
+    schema: { tags, summary: 'Merge a plain-git task\'s branch into its base branch', params: TaskRef, response: { 200: Task, ...errors } },
+    handler: async (req) => tasks.approve(req.scope, req.params.id),
+  });
+
+  app.get('/api/orgs/:org/tasks/:id/events', {
+    config: { permission: 'task.read' },
+    schema: {
+      tags,
+      summary: 'The task\'s transcript',
+      description:
+        'Events in order. With `Accept: text/event-stream` (or follow=1) they stream as server-sent events, each with `id: seq`; ' +
+        'the stream ends with an `end` event once the task has ended. Reconnect with `Last-Event-ID` (or after=seq) to get exactly the events missed.',
+      params: TaskRef,
+      querystring: TaskEventsQuery,
+      response: { 200: z.object({ items: z.array(TaskEventSchema) }), ...errors },
+    },
+    handler: async (req, reply) => {
+      await tasks.assertVisible(req.scope.orgId, req.params.id);
+      const lastId = Number(req.headers['last-event-id']);
+      const after = Number.isInteger(lastId) && lastId > 0 ? Math.max(lastId, req.query.after) : req.query.after;
+      const stream = req.headers.accept?.includes('text/event-stream') || req.query.follow === '1' || req.query.follow === 'true';
+      if (!stream) return { items: (await taskEvents.list(req.params.id, after)) as never };
+
+      reply.hijack();
+      const res = reply.raw;
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+      const id = req.params.id;
+      let ended = false;
+      const end = () => {
+        if (ended) return;
+        ended = true;
+        stop();
+        clearInterval(heartbeat);
+        res.end('event: end\ndata: {}\n\n');
+      };
+      const send = (e: TaskEvent) => {
+        res.write(`id: ${e.seq}\nevent: task\ndata: ${JSON.stringify(e)}\n\n`);
+        if (e.data.type === 'state' && FINAL_TASK_STATES.has(e.data.state)) end();
+      };
+      const stop = taskEvents.follow(id, after, send);
+      // Comments keep proxies from closing a quiet stream while the agent thinks.
+      const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
+      res.on('close', () => {
+        ended = true;
+        stop();
+        clearInterval(heartbeat);
+      });
+      // A task that ended before this request has no final event to come: close after the replay.
+      const row = await tasks.assertVisible(req.scope.orgId, id);
+      if (FINAL_TASK_STATES.has(row.state)) {
+        const stored = await taskEvents.list(id, after);
+        if (!stored.some((e) => e.data.type === 'state' && FINAL_TASK_STATES.has(e.data.state))) setTimeout(end, 200);
+      }
+    },
+  });
+}

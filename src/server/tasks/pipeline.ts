@@ -1,0 +1,453 @@
+// One task from claim to pull request: clone (on the host, with credentials that never
+// enter the sandbox), provision, copy in, set up, let the agent work, check, take the
+// change out as a patch, commit and push on the host, open the change request.
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { create as tarCreate } from 'tar';
+import type { Logger } from 'pino';
+import { BuiltinAgent, modelClientFromEnv, type AgentOutcome } from '../../agent/index.ts';
+import { cloneRepo, commitPatch, forgeFor, pushBranch, type ForgeAuth, type ForgeSettings } from '../../forges/index.ts';
+import { parseSize } from '../../shared/units.ts';
+import type { TaskEventData, TaskState, TaskStep, Usage } from '../../shared/tasks.ts';
+import { Redactor } from '../../shared/redact.ts';
+import type { AuditLog } from '../audit/index.ts';
+import type { Db, TaskRow, TaskUpdate } from '../db/index.ts';
+import type { EnvironmentService } from '../environments/service.ts';
+import type { SecretService } from '../secrets/service.ts';
+import type { TaskEvents } from './events.ts';
+import { mergeSpec, readRepoSpec, type WorkSpec } from './repo-config.ts';
+import { runIn, SandboxWorkspace, taskScope, type RunOptions } from './sandbox.ts';
+import type { CommandAgentGateway } from './gateway.ts';
+
+export interface PipelineDeps {
+  db: Db;
+  events: TaskEvents;
+  environments: EnvironmentService;
+  secrets: SecretService;
+  audit: AuditLog;
+  logger: Logger;
+  /** Host directory for the tasks' clones (DATA_DIR/tasks). */
+  workDir: string;
+  /** Where people reach this Berth: the pull request links to the task there. */
+  publicUrl: () => string;
+  /** Where model settings are read (OPENAI_*, ANTHROPIC_*, BERTH_MODEL). */
+  modelEnv: NodeJS.ProcessEnv;
+  gateway: CommandAgentGateway | null;
+}
+
+/** The task ends in this state with this reason; thrown from anywhere in the run. */
+export class TaskEnd extends Error {
+  readonly state: Extract<TaskState, 'failed' | 'timed_out' | 'cancelled'>;
+  constructor(state: TaskEnd['state'], reason: string) {
+    super(reason);
+    this.state = state;
+  }
+}
+
+const WORKSPACE = '/workspace';
+const OUTPUT_IN_EVENT = 16 * 1024;
+const SETUP_TIMEOUT_MS = 30 * 60_000;
+const AUTHOR = { name: 'Berth', email: 'berth@localhost' };
+
+const tail = (b: Buffer | string, max = OUTPUT_IN_EVENT) => {
+  const s = typeof b === 'string' ? b : b.toString('utf8');
+  return s.length > max ? `…(${s.length - max} characters before this)\n${s.slice(-max)}` : s;
+};
+
+export function slugOf(goal: string): string {
+  const slug = goal.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 40).replace(/-+$/, '');
+  return slug || 'change';
+}
+
+export function repoNameOf(url: string): string {
+  const last = url.replace(/\/+$/, '').split(/[/:]/).pop() ?? 'repo';
+  return last.replace(/\.git$/, '').replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[.-]+/, '') || 'repo';
+}
+
+/** Runs one claimed task to its end. Resolves when the task's final state is stored. */
+export class TaskRun {
+  readonly #d: PipelineDeps;
+  #task: TaskRow;
+  readonly #signal: AbortSignal;
+  readonly #usage: Usage;
+  #persistUsage: Promise<unknown> = Promise.resolve();
+  #redactor = new Redactor([]);
+  #secretValues: { name: string; value: string }[] = [];
+  #environmentId: string | null;
+
+  constructor(deps: PipelineDeps, task: TaskRow, signal: AbortSignal) {
+    this.#d = deps;
+    this.#task = task;
+    this.#signal = signal;
+    this.#environmentId = task.environment_id;
+    this.#usage = { inputTokens: Number(task.input_tokens), outputTokens: Number(task.output_tokens), costUsd: task.cost_usd };
+  }
+
+  get #scope() {
+    return taskScope(this.#task.org_id, this.#task.id);
+  }
+
+  #emit(data: TaskEventData): Promise<unknown> {
+    // Command output is redacted where it is read; this catches the rest (model text, tool arguments).
+    if (this.#secretValues.length && (data.type === 'model' || data.type === 'tool' || data.type === 'log' || data.type === 'result')) {
+      data = JSON.parse(this.#redactor.redact(JSON.stringify(data))) as TaskEventData;
+    }
+    return this.#d.events.append(this.#task.id, data).catch((err) => this.#d.logger.error({ err, task: this.#task.id }, 'could not record a task event'));
+  }
+
+  /** Writes to the task row only while this run still owns it (not cancelled meanwhile). */
+  async #update(patch: TaskUpdate, from: TaskState[] = ['provisioning', 'running']): Promise<void> {
+    const row = await this.#d.db
+      .updateTable('tasks')
+      .set({ ...patch, updated_at: new Date() })
+      .where('id', '=', this.#task.id)
+      .where('state', 'in', from)
+      .returningAll()
+      .executeTakeFirst();
+    if (!row) throw new TaskEnd('cancelled', 'cancelled');
+    this.#task = row;
+  }
+
+  async #step(step: TaskStep, message: string): Promise<void> {
+    this.#signal.throwIfAborted();
+    await this.#update({ step });
+    await this.#emit({ type: 'step', step, message });
+  }
+
+  async run(): Promise<void> {
+    const dir = join(this.#d.workDir, this.#task.id);
+    try {
+      await this.#emit({ type: 'state', state: 'provisioning' });
+      await this.#work(dir);
+    } catch (err) {
+      await this.#fail(err);
+    } finally {
+      await this.#persistUsage.catch(() => {});
+      await rm(dir, { recursive: true, force: true }).catch(() => {});
+      if (this.#environmentId) {
+        // The environment is kept, stopped, so people can look at what the agent left.
+        await this.#d.environments.stop(this.#task.org_id, this.#environmentId, `task ${this.#task.id} ended`).catch(() => {});
+      }
+      this.#d.events.release(this.#task.id);
+    }
+  }
+
+  async #fail(err: unknown): Promise<void> {
+    let end: TaskEnd;
+    if (err instanceof TaskEnd) end = err;
+    else if (this.#signal.aborted) {
+      const reason = this.#signal.reason;
+      end = reason instanceof TaskEnd ? reason : new TaskEnd('cancelled', 'cancelled');
+    } else {
+      this.#d.logger.error({ err, task: this.#task.id }, 'task failed');
+      end = new TaskEnd('failed', this.#redactor.redact(err instanceof Error ? err.message : String(err)));
+    }
+    try {
+      await this.#update({ state: end.state, state_reason: end.message, finished_at: new Date() });
+      await this.#emit({ type: 'state', state: end.state, reason: end.message });
+    } catch (e) {
+      // Someone else ended the task first (a cancel): their state stands.
+      if (!(e instanceof TaskEnd)) this.#d.logger.error({ err: e, task: this.#task.id }, 'could not record the end of a task');
+    }
+  }
+
+  async #work(dir: string): Promise<void> {
+    const task = this.#task;
+    const project = task.project_id ? await this.#d.db.selectFrom('projects').selectAll().where('id', '=', task.project_id).executeTakeFirst() : undefined;
+    if (task.project_id) {
+      this.#secretValues = await this.#d.secrets.forProject(task.org_id, task.project_id);
+      this.#redactor = new Redactor(this.#secretValues);
+    }
+
+    // Clone on the host: the forge's credentials stay here, never in the sandbox.
+    await this.#step('cloning', `cloning ${task.repo_url}`);
+    const forgeSettings: ForgeSettings = project?.settings.forge ?? {};
+    const forge = forgeFor(task.repo_url, forgeSettings, await this.#forgeAuth(forgeSettings));
+    const credentials = await forge.gitCredentials();
+    for (const s of credentials.secrets) this.#secretValues.push({ name: 'forge credentials', value: s });
+    this.#redactor = new Redactor(this.#secretValues);
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir, { recursive: true });
+    const repoDir = join(dir, 'repo');
+    const cloned = await cloneRepo({ url: task.repo_url, dir: repoDir, branch: task.base_branch ?? undefined, credentials, signal: this.#signal });
+    const branch = `berth/${task.id}-${slugOf(task.goal)}`;
+    await this.#update({ base_sha: cloned.baseSha, base_branch: cloned.branch, branch });
+    await this.#emit({ type: 'log', level: 'info', message: `cloned ${cloned.branch} at ${cloned.baseSha.slice(0, 12)}` });
+
+    const spec = mergeSpec(await readRepoSpec(repoDir), project?.settings.work ?? {});
+    if (task.check_command) spec.check = task.check_command;
+    await this.#emit({ type: 'log', level: 'info', message: `environment from ${spec.source}: image ${spec.image ?? 'default'}, ${spec.setup.length} setup command(s), check ${spec.check ? `\`${spec.check}\`` : 'none'}` });
+    for (const note of spec.notes) await this.#emit({ type: 'log', level: 'warn', message: note });
+
+    await this.#step('provisioning', 'starting the environment');
+    const env = await this.#provision(spec, project?.name);
+    const root = `${WORKSPACE}/${repoNameOf(task.repo_url)}`;
+    await this.#copyIn(repoDir, root);
+    await this.#update({ state: 'running', started_at: new Date() }, ['provisioning']);
+    await this.#emit({ type: 'state', state: 'running' });
+
+    const run = (cmd: string[], o: RunOptions = {}) =>
+      runIn(this.#d.environments, this.#scope, env, cmd, { ...o, signal: o.signal ? AbortSignal.any([this.#signal, o.signal]) : this.#signal });
+    const envVars = { ...spec.env, BERTH_TASK_ID: task.id };
+
+    if (spec.setup.length) {
+      await this.#step('setup', `running ${spec.setup.length} setup command(s)`);
+      for (const cmd of spec.setup) {
+        const r = await this.#command('setup', cmd, () => run(['sh', '-c', cmd], { cwd: root, env: envVars, timeoutMs: Math.min(SETUP_TIMEOUT_MS, this.#remainingMs()) }));
+        if (r.exitCode !== 0) throw new TaskEnd('failed', `setup command \`${cmd}\` exited with ${r.exitCode}${r.timedOut ? ' (timed out)' : ''}: fix it in ${spec.source} or the project's settings`);
+      }
+    }
+
+    // The agent works; failing checks send it back with the failure, up to the limit.
+    await this.#step('agent', task.agent === 'builtin' ? `the built-in agent is working (${task.model ?? this.#d.modelEnv.BERTH_MODEL ?? 'default model'})` : `running \`${task.command}\``);
+    const workspace = new SandboxWorkspace({ root, env: envVars, run });
+    const attempt = task.agent === 'builtin' ? this.#builtinAgent(workspace, spec) : this.#commandAgent(env, root, envVars);
+    let outcome = await attempt.next();
+    let checks: { passed: boolean; attempts: number; output: string } | null = null;
+    let budgetNote: string | null = null;
+    for (let n = 1; ; n++) {
+      const o = outcome.value;
+      if (o.kind === 'cancelled') throw this.#signal.reason instanceof TaskEnd ? this.#signal.reason : new TaskEnd('cancelled', 'cancelled');
+      if (o.kind === 'failed') throw new TaskEnd('failed', `the agent failed: ${o.reason}`);
+      if (o.kind === 'budget') {
+        budgetNote = o.message;
+        if (o.which === 'time') throw new TaskEnd('timed_out', o.message);
+      }
+      if (!spec.check) break;
+      await this.#step('checks', `running \`${spec.check}\`${n > 1 ? ` (attempt ${n})` : ''}`);
+      const r = await this.#command('check', spec.check, () => run(['sh', '-c', spec.check!], { cwd: root, env: envVars, timeoutMs: Math.min(SETUP_TIMEOUT_MS, this.#remainingMs()) }));
+      const output = tail(Buffer.concat([r.stdout, r.stderr]), 8 * 1024);
+      const passed = r.exitCode === 0;
+      checks = { passed, attempts: n, output };
+      await this.#emit({ type: 'check', attempt: n, passed, exitCode: r.exitCode, summary: passed ? 'passed' : `exited with ${r.exitCode}` });
+      await this.#update({ checks_passed: passed });
+      if (passed || budgetNote || n > task.budget.maxCheckRetries) break;
+      await this.#step('agent', `checks failed: the agent gets another try (${n} of ${task.budget.maxCheckRetries})`);
+      outcome = await attempt.next(
+        `The check command \`${spec.check}\` failed with exit code ${r.exitCode}. Its output:\n\n${output}\n\nFix the code so the check passes, run it yourself, then call finish with a summary.`,
+      );
+    }
+    const last = outcome.value;
+    const summary = last.kind === 'finished' ? last.summary : (budgetNote ?? 'the agent stopped without a summary');
+    await this.#update({ summary });
+
+    // Take the change out as a patch and commit it on the host, where git is ours.
+    await this.#step('commit', 'collecting the change');
+    const base = cloned.baseSha;
+    const patch = await run(['sh', '-c', 'git add -A >/dev/null && exec git -c core.quotepath=off diff --cached --binary --no-color --no-ext-diff "$1"', 'sh', base], {
+      cwd: root,
+      redact: false,
+      maxOutput: 256 * 1024 * 1024,
+    });
+    if (patch.exitCode !== 0) throw new TaskEnd('failed', `could not collect the change: ${tail(patch.stderr, 2000).trim() || `git exited with ${patch.exitCode}`}`);
+    const leaked = this.#secretValues.find((s) => s.value.length >= 6 && patch.stdout.includes(s.value));
+    if (leaked) throw new TaskEnd('failed', `the change contains the value of ${leaked.name === 'forge credentials' ? 'the forge credentials' : `secret ${leaked.name}`}: nothing was pushed`);
+    const message = commitMessage(task.goal, summary, this.#taskUrl());
+    const commit = await commitPatch({ dir: repoDir, baseSha: base, branch, patch: patch.stdout, message, author: AUTHOR });
+    if (commit.empty) {
+      await this.#finish(checks, summary, budgetNote, false);
+      return;
+    }
+    const diff = patch.stdout.length <= 5 * 1024 * 1024 ? patch.stdout.toString('utf8') : null;
+    await this.#update({ head_sha: commit.sha, diff });
+    await this.#d.audit.append({ orgId: task.org_id, actor: `task:${task.id}`, action: 'task.files_changed', target: task.id, environmentId: env, details: { branch, files: commit.files.slice(0, 1000), count: commit.files.length } });
+    await this.#emit({ type: 'log', level: 'info', message: `committed ${commit.sha.slice(0, 12)} on ${branch}: ${commit.files.length} file(s)` });
+
+    await this.#step('push', `pushing ${branch}`);
+    // A GitHub App token lives an hour: ask again (the forge reuses it while it is fresh).
+    const pushCredentials = await forge.gitCredentials();
+    for (const s of pushCredentials.secrets) this.#secretValues.push({ name: 'forge credentials', value: s });
+    await pushBranch({ dir: repoDir, url: task.repo_url, branch, credentials: pushCredentials, signal: this.#signal });
+
+    const green = checks === null || checks.passed;
+    await this.#step('pull_request', forge.kind === 'git' ? 'recording the change request' : `opening a ${forge.kind === 'gitlab' ? 'merge' : 'pull'} request`);
+    const cr = await forge.openChangeRequest({
+      base: cloned.branch,
+      head: branch,
+      title: titleOf(task.goal),
+      body: prBody({ goal: task.goal, summary, files: commit.files, checks, check: spec.check, budgetNote, url: this.#taskUrl(), usage: this.#usage, model: task.agent === 'builtin' ? task.model : task.command }),
+      draft: !green || budgetNote !== null,
+    });
+    await this.#update({ change_request: JSON.stringify(cr) });
+    await this.#emit({ type: 'log', level: 'info', message: cr.url ? `${cr.draft ? 'draft ' : ''}${cr.kind.replace('_', ' ')}: ${cr.url}` : `change request kept in Berth: \`berth task approve ${task.id}\` merges ${branch}` });
+    await this.#finish(checks, summary, budgetNote, true);
+  }
+
+  async #finish(checks: { passed: boolean; attempts: number } | null, summary: string, budgetNote: string | null, changed: boolean): Promise<void> {
+    const green = checks === null || checks.passed;
+    await this.#step('done', green && !budgetNote ? 'done' : 'done, but not green');
+    await this.#emit({ type: 'result', summary: changed ? summary : `${summary}\n\n(no files changed: nothing was pushed)` });
+    const change = changed ? '; the change is a draft' : '; no files changed';
+    let state: TaskState = 'succeeded';
+    let reason: string | null = changed ? null : 'the agent changed no files: nothing was pushed';
+    if (budgetNote) {
+      state = 'failed';
+      reason = `${budgetNote}${change}`;
+    } else if (!green) {
+      state = 'failed';
+      reason = `the checks still fail after ${checks!.attempts} attempt(s)${change}`;
+    }
+    await this.#update({ state, state_reason: reason, finished_at: new Date() });
+    await this.#emit({ type: 'state', state, reason });
+  }
+
+  async #command(phase: 'setup' | 'agent' | 'check', cmd: string, go: () => Promise<{ exitCode: number; stdout: Buffer; stderr: Buffer; durationMs: number; timedOut: boolean }>) {
+    const r = await go();
+    await this.#emit({ type: 'command', phase, cmd, exitCode: r.exitCode, output: tail(Buffer.concat([r.stdout, r.stderr])), durationMs: Math.round(r.durationMs), timedOut: r.timedOut });
+    return r;
+  }
+
+  async #provision(spec: WorkSpec, project: string | undefined): Promise<string> {
+    const task = this.#task;
+    const name = `task-${task.id.slice(5)}`;
+    // A run that was interrupted after making its environment starts over with a new one.
+    await this.#d.environments.remove(task.org_id, name).catch(() => {});
+    const memory = spec.limits.memory === undefined ? undefined : parseSize(spec.limits.memory);
+    const created = await this.#d.environments.create(task.org_id, {
+      name,
+      image: spec.image ?? undefined,
+      project,
+      cpus: spec.limits.cpus,
+      memory,
+      idleTimeout: null,
+      maxLifetime: null,
+    });
+    this.#environmentId = created.id;
+    await this.#update({ environment_id: created.id });
+    await this.#emit({ type: 'log', level: 'info', message: `environment ${created.name} (${created.id}) is running` });
+    return created.id;
+  }
+
+  async #copyIn(repoDir: string, root: string): Promise<void> {
+    const archive = tarCreate({ cwd: repoDir, portable: true }, ['.']);
+    const r = await runIn(this.#d.environments, this.#scope, this.#environmentId!, ['sh', '-c', 'mkdir -p -- "$1" && cd -- "$1" && exec tar -xof -', 'sh', root], {
+      stdin: archive,
+      redact: false,
+      signal: this.#signal,
+    });
+    if (r.exitCode !== 0) throw new TaskEnd('failed', `could not copy the repository into the environment: ${tail(r.stderr, 2000).trim()}`);
+  }
+
+  async *#builtinAgent(workspace: SandboxWorkspace, spec: WorkSpec): AsyncGenerator<AgentOutcome, AgentOutcome, string> {
+    const task = this.#task;
+    const model = modelClientFromEnv(this.#d.modelEnv, { model: task.model ?? undefined });
+    const deadline = this.#deadline();
+    const agent = new BuiltinAgent({
+      model,
+      workspace,
+      goal: task.goal,
+      context: `The repository is at ${workspace.root}.${spec.check ? ` The check command is \`${spec.check}\`; it must pass.` : ''}`,
+      budget: { maxSteps: task.budget.maxSteps, maxTokens: task.budget.maxTokens, maxCostUsd: task.budget.maxCostUsd, deadline },
+      signal: this.#signal,
+      onEvent: (e) => {
+        if (e.type === 'model') this.#addUsage(e.usage);
+        void this.#emit(e);
+      },
+    });
+    let instruction = task.goal;
+    for (;;) {
+      const outcome = await agent.run(instruction);
+      const next = yield outcome;
+      if (next === undefined) return outcome;
+      instruction = next;
+    }
+  }
+
+  async *#commandAgent(env: string, root: string, envVars: Record<string, string>): AsyncGenerator<AgentOutcome, AgentOutcome, string> {
+    const task = this.#task;
+    const run = (cmd: string[], o: RunOptions = {}) => runIn(this.#d.environments, this.#scope, env, cmd, { signal: this.#signal, ...o });
+    const session = this.#d.gateway ? await this.#d.gateway.open({ taskId: task.id, environmentId: env, maxTokens: task.budget.maxTokens, onCall: (e) => {
+      this.#addUsage(e.usage);
+      void this.#emit(e);
+    } }) : null;
+    try {
+      for (let followUp: string | undefined; ; ) {
+        const vars = { ...envVars, ...session?.env, BERTH_GOAL: task.goal, ...(followUp ? { BERTH_FEEDBACK: followUp } : {}) };
+        const r = await this.#command('agent', task.command!, () => run(['sh', '-c', task.command!], { cwd: root, env: vars, timeoutMs: this.#remainingMs() }));
+        const outcome: AgentOutcome = r.timedOut
+          ? { kind: 'budget', which: 'time', message: 'the task ran out of time' }
+          : r.exitCode === 0
+            ? { kind: 'finished', summary: `\`${task.command}\` finished.` }
+            : { kind: 'failed', reason: `\`${task.command}\` exited with ${r.exitCode}` };
+        followUp = yield outcome;
+        if (followUp === undefined) return outcome;
+      }
+    } finally {
+      await session?.close();
+    }
+  }
+
+  #addUsage(u: Usage): void {
+    this.#usage.inputTokens += u.inputTokens;
+    this.#usage.outputTokens += u.outputTokens;
+    this.#usage.costUsd += u.costUsd;
+    const snapshot = { ...this.#usage };
+    this.#persistUsage = this.#persistUsage.then(() =>
+      this.#d.db
+        .updateTable('tasks')
+        .set({ input_tokens: snapshot.inputTokens, output_tokens: snapshot.outputTokens, cost_usd: snapshot.costUsd })
+        .where('id', '=', this.#task.id)
+        .execute(),
+    ).catch(() => {});
+  }
+
+  async #forgeAuth(settings: ForgeSettings): Promise<ForgeAuth> {
+    const byName = async (name: string) => {
+      const found = (await this.#d.secrets.forgeSecret(this.#task.org_id, this.#task.project_id, name)) ?? null;
+      if (found === null) throw new TaskEnd('failed', `the project's forge settings name secret '${name}', which does not exist: \`berth secret set ${name}\``);
+      return found;
+    };
+    if (settings.app) return { app: { appId: settings.app.appId, installationId: settings.app.installationId, privateKey: await byName(settings.app.privateKeySecret) } };
+    if (settings.tokenSecret) return { token: await byName(settings.tokenSecret) };
+    return null;
+  }
+
+  #deadline(): number {
+    const started = this.#task.started_at ? new Date(this.#task.started_at).getTime() : Date.now();
+    return started + this.#task.budget.timeoutMs;
+  }
+
+  #remainingMs(): number {
+    return Math.max(1_000, this.#deadline() - Date.now());
+  }
+
+  #taskUrl(): string {
+    return `${this.#d.publicUrl()}/tasks/${this.#task.id}`;
+  }
+}
+
+
+function titleOf(goal: string): string {
+  const first = goal.split('\n')[0]!.trim();
+  return first.length > 72 ? `${first.slice(0, 71)}…` : first;
+}
+
+function commitMessage(goal: string, summary: string, url: string): string {
+  return `${titleOf(goal)}\n\n${summary.trim()}\n\nGoal: ${goal.trim()}\nTask: ${url}\n`;
+}
+
+function prBody(o: {
+  goal: string;
+  summary: string;
+  files: string[];
+  checks: { passed: boolean; attempts: number; output: string } | null;
+  check: string | null;
+  budgetNote: string | null;
+  url: string;
+  usage: Usage;
+  model: string | null;
+}): string {
+  const files = o.files.slice(0, 50).map((f) => `- \`${f}\``).join('\n') + (o.files.length > 50 ? `\n- …and ${o.files.length - 50} more` : '');
+  const checks = !o.check
+    ? 'No check command is configured for this repository.'
+    : o.checks?.passed
+      ? `✅ \`${o.check}\` passed${o.checks.attempts > 1 ? ` on attempt ${o.checks.attempts}` : ''}.`
+      : `❌ \`${o.check}\` still fails after ${o.checks?.attempts ?? 0} attempt(s). This is a draft: the change is not done.\n\n<details><summary>last output</summary>\n\n\`\`\`\n${o.checks?.output ?? ''}\n\`\`\`\n</details>`;
+  return [
+    `## Goal\n\n${o.goal.trim()}`,
+    `## What changed\n\n${o.summary.trim()}\n\n${files}`,
+    `## Checks\n\n${checks}`,
+    ...(o.budgetNote ? [`## Stopped early\n\n${o.budgetNote}. This is a draft.`] : []),
+    `---\nOpened by [Berth task](${o.url}) · ${o.model ?? 'agent'} · ${o.usage.inputTokens + o.usage.outputTokens} tokens · $${o.usage.costUsd.toFixed(4)}`,
+  ].join('\n\n');
+}

@@ -1,0 +1,283 @@
+import { existsSync, statSync } from 'node:fs';
+import { isAbsolute, join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { sql } from 'kysely';
+import type { CreateTaskBody, Task, TaskList } from '../../shared/api-tasks.ts';
+import { conflict, invalid, notFound } from '../../shared/errors.ts';
+import { newId } from '../../shared/ids.ts';
+import { FINAL_TASK_STATES, type TaskBudget, type TaskState } from '../../shared/tasks.ts';
+import { parseDuration } from '../../shared/units.ts';
+import { forgeFor, mergeBranch, type ForgeSettings } from '../../forges/index.ts';
+import type { Scope } from '../authz.ts';
+import type { Db, ProjectRow, TaskRow } from '../db/index.ts';
+import type { SecretService } from '../secrets/service.ts';
+import type { TaskEvents } from './events.ts';
+
+export const DEFAULT_BUDGET: TaskBudget = { maxSteps: 50, maxTokens: null, maxCostUsd: null, timeoutMs: 60 * 60_000, maxCheckRetries: 2 };
+
+export interface TaskListOptions {
+  state?: string | undefined;
+  project?: string | undefined;
+  trigger?: string | undefined;
+  createdBy?: string | undefined;
+  limit: number;
+  cursor?: string | undefined;
+}
+
+/** What a running worker is told: a task to look at (new work, or a cancel). */
+export interface TaskSignals {
+  poke(): void;
+  cancel(taskId: string): void;
+}
+
+/**
+ * Tasks as the API sees them. Every change is written before anyone acts on it: a
+ * created task is a queued row the worker claims, a cancel is a state the worker
+ * notices and honours.
+ */
+export class TaskService {
+  readonly #db: Db;
+  readonly #events: TaskEvents;
+  readonly #secrets: SecretService;
+  readonly #signals: TaskSignals;
+  /** Refuses a built-in agent task when no model is configured: bad input changes nothing. */
+  readonly #checkModel: (model: string | undefined) => void;
+
+  constructor(opts: { db: Db; events: TaskEvents; secrets: SecretService; signals: TaskSignals; checkModel: (model: string | undefined) => void }) {
+    this.#db = opts.db;
+    this.#events = opts.events;
+    this.#secrets = opts.secrets;
+    this.#signals = opts.signals;
+    this.#checkModel = opts.checkModel;
+  }
+
+  async create(scope: Scope, body: CreateTaskBody): Promise<Task> {
+    let project: ProjectRow | undefined;
+    let repo: string;
+    if (body.project) {
+      project = await this.#db
+        .selectFrom('projects')
+        .selectAll()
+        .where('org_id', '=', scope.orgId)
+        .where((eb) => eb.or([eb('id', '=', body.project!), eb('name', '=', body.project!)]))
+        .executeTakeFirst();
+      if (!project) throw notFound(`no project '${body.project}': \`berth project list\` shows them`);
+      if (!project.repo_url) throw invalid(`project '${project.name}' has no repository: give it one with \`berth project create ${project.name} --repo URL\``, 'project');
+      repo = project.repo_url;
+    } else {
+      repo = checkRepo(body.repo!);
+    }
+    const agent = body.agent ?? project?.settings.agent?.kind ?? 'builtin';
+    const command = body.command ?? project?.settings.agent?.command ?? null;
+    if (agent === 'command' && !command) throw invalid('agent "command" needs a command: pass --command', 'command');
+    const model = body.model ?? project?.settings.agent?.model ?? null;
+    if (agent === 'builtin') this.#checkModel(model ?? undefined);
+
+    const b = body.budget ?? {};
+    const timeout = b.timeout === undefined || b.timeout === null ? DEFAULT_BUDGET.timeoutMs : typeof b.timeout === 'number' ? b.timeout : (parseDuration(b.timeout) ?? 0);
+    if (!timeout) throw invalid('a task needs a timeout: give a duration such as 30m', 'budget.timeout');
+    const budget: TaskBudget = {
+      maxSteps: b.maxSteps ?? DEFAULT_BUDGET.maxSteps,
+      maxTokens: b.maxTokens ?? null,
+      maxCostUsd: b.maxCostUsd ?? null,
+      timeoutMs: timeout,
+      maxCheckRetries: b.maxCheckRetries ?? DEFAULT_BUDGET.maxCheckRetries,
+    };
+    const id = newId('task');
+    const row = await this.#db
+      .insertInto('tasks')
+      .values({
+        id,
+        org_id: scope.orgId,
+        project_id: project?.id ?? null,
+        repo_url: repo,
+        base_branch: body.baseBranch ?? project?.default_branch ?? null,
+        goal: body.goal,
+        agent,
+        command: agent === 'command' ? command : null,
+        model,
+        budget: JSON.stringify(budget),
+        check_command: body.check ?? null,
+        state: 'queued',
+        trigger: body.trigger ?? 'api',
+        created_by: scope.actor,
+      })
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    await this.#events.append(id, { type: 'state', state: 'queued' });
+    this.#signals.poke();
+    return this.#toApi(row, project?.name ?? null);
+  }
+
+  /** Runs the same task again as a new one. */
+  async retry(scope: Scope, id: string): Promise<Task> {
+    const row = await this.#get(scope.orgId, id);
+    const fresh = newId('task');
+    const copy = await this.#db
+      .insertInto('tasks')
+      .values({
+        id: fresh,
+        org_id: row.org_id,
+        project_id: row.project_id,
+        repo_url: row.repo_url,
+        base_branch: row.base_branch,
+        goal: row.goal,
+        agent: row.agent,
+        command: row.command,
+        model: row.model,
+        budget: JSON.stringify(row.budget),
+        check_command: row.check_command,
+        state: 'queued',
+        trigger: row.trigger,
+        created_by: scope.actor,
+      })
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    await this.#events.append(fresh, { type: 'log', level: 'info', message: `retry of ${row.id}` });
+    await this.#events.append(fresh, { type: 'state', state: 'queued' });
+    this.#signals.poke();
+    return this.#toApi(copy, await this.#projectName(row.project_id));
+  }
+
+  async list(orgId: string, o: TaskListOptions): Promise<TaskList> {
+    let q = this.#db.selectFrom('tasks').leftJoin('projects', 'projects.id', 'tasks.project_id').selectAll('tasks').select('projects.name as project_name').where('tasks.org_id', '=', orgId);
+    if (o.state) q = q.where('tasks.state', '=', o.state as TaskState);
+    if (o.project) q = q.where((eb) => eb.or([eb('projects.name', '=', o.project!), eb('projects.id', '=', o.project!)]));
+    if (o.trigger) q = q.where('tasks.trigger', '=', o.trigger);
+    if (o.createdBy) q = q.where('tasks.created_by', '=', o.createdBy);
+    if (o.cursor) {
+      const [at, id] = Buffer.from(o.cursor, 'base64url').toString().split('|');
+      if (!at || !id || Number.isNaN(Date.parse(at))) throw invalid('cursor is not one this server gave out: pass the nextCursor of the previous page', 'cursor');
+      q = q.where(sql<boolean>`(tasks.created_at, tasks.id) < (${at}::timestamptz, ${id})`);
+    }
+    const rows = await q.orderBy('tasks.created_at', 'desc').orderBy('tasks.id', 'desc').limit(o.limit + 1).execute();
+    const page = rows.slice(0, o.limit);
+    const counts = await this.#db
+      .selectFrom('tasks')
+      .select(['state', sql<string>`count(*)`.as('n')])
+      .where('org_id', '=', orgId)
+      .where('state', 'in', ['queued', 'provisioning', 'running'])
+      .groupBy('state')
+      .execute();
+    const last = page.at(-1);
+    return {
+      items: page.map((r) => this.#toApi(r, r.project_name)),
+      nextCursor: rows.length > o.limit && last ? Buffer.from(`${new Date(last.created_at).toISOString()}|${last.id}`).toString('base64url') : null,
+      counts: Object.fromEntries(counts.map((c) => [c.state, Number(c.n)])),
+    };
+  }
+
+  async show(orgId: string, id: string): Promise<Task> {
+    const row = await this.#get(orgId, id);
+    return this.#toApi(row, await this.#projectName(row.project_id));
+  }
+
+  async diff(orgId: string, id: string): Promise<string | null> {
+    return (await this.#get(orgId, id)).diff;
+  }
+
+  /** Checks the task is the org's; the events themselves are read from TaskEvents. */
+  async assertVisible(orgId: string, id: string): Promise<TaskRow> {
+    return this.#get(orgId, id);
+  }
+
+  async cancel(scope: Scope, id: string): Promise<Task> {
+    const row = await this.#get(scope.orgId, id);
+    if (FINAL_TASK_STATES.has(row.state)) throw conflict(`task ${id} already ended: it ${row.state === 'cancelled' ? 'was cancelled' : row.state.replace('_', ' ')}`);
+    const updated = await this.#db
+      .updateTable('tasks')
+      .set({ state: 'cancelled', state_reason: `cancelled by ${scope.actor}`, finished_at: new Date(), updated_at: new Date() })
+      .where('id', '=', id)
+      .where('state', 'in', ['queued', 'provisioning', 'running'])
+      .returningAll()
+      .executeTakeFirst();
+    if (!updated) return this.show(scope.orgId, id);
+    await this.#events.append(id, { type: 'state', state: 'cancelled', reason: `cancelled by ${scope.actor}` });
+    this.#signals.cancel(id);
+    return this.#toApi(updated, await this.#projectName(updated.project_id));
+  }
+
+  /** Plain git: merges the task's branch into its base branch and pushes it. */
+  async approve(scope: Scope, id: string): Promise<Task> {
+    const row = await this.#get(scope.orgId, id);
+    const cr = row.change_request;
+    if (!cr || !row.branch || !row.base_branch) throw conflict(`task ${id} has no change to approve${FINAL_TASK_STATES.has(row.state) ? '' : ' yet: it is still ' + row.state}`);
+    if (cr.kind !== 'berth') throw conflict(`task ${id}'s change is a ${cr.kind.replace('_', ' ')} on the forge: review and merge it there (${cr.url})`);
+    if (cr.mergedSha) throw conflict(`task ${id} was already approved: ${row.branch} is merged into ${row.base_branch} as ${cr.mergedSha.slice(0, 12)}`);
+    const project = row.project_id ? await this.#db.selectFrom('projects').selectAll().where('id', '=', row.project_id).executeTakeFirst() : undefined;
+    const settings: ForgeSettings = project?.settings.forge ?? {};
+    const token = settings.tokenSecret ? await this.#secrets.forgeSecret(row.org_id, row.project_id, settings.tokenSecret) : null;
+    const credentials = await forgeFor(row.repo_url, settings, token ? { token } : null).gitCredentials();
+    const workdir = await mkdtemp(join(tmpdir(), 'berth-approve-'));
+    try {
+      const { sha } = await mergeBranch({ url: row.repo_url, base: row.base_branch, branch: row.branch, workdir, credentials, message: `Merge ${row.branch}: ${row.goal.split('\n')[0]!.slice(0, 72)}\n\nApproved by ${scope.actor} (Berth task ${row.id}).` });
+      const merged = { ...cr, mergedSha: sha };
+      const updated = await this.#db.updateTable('tasks').set({ change_request: JSON.stringify(merged), updated_at: new Date() }).where('id', '=', id).returningAll().executeTakeFirstOrThrow();
+      await this.#events.append(id, { type: 'log', level: 'info', message: `approved by ${scope.actor}: merged ${row.branch} into ${row.base_branch} (${sha.slice(0, 12)})` });
+      return this.#toApi(updated, project?.name ?? null);
+    } finally {
+      await rm(workdir, { recursive: true, force: true });
+    }
+  }
+
+  async #projectName(projectId: string | null): Promise<string | null> {
+    if (!projectId) return null;
+    return (await this.#db.selectFrom('projects').select('name').where('id', '=', projectId).executeTakeFirst())?.name ?? null;
+  }
+
+  async #get(orgId: string, id: string): Promise<TaskRow> {
+    const row = await this.#db.selectFrom('tasks').selectAll().where('org_id', '=', orgId).where('id', '=', id).executeTakeFirst();
+    if (!row) throw notFound(`no task '${id}': \`berth task list\` shows them`);
+    return row;
+  }
+
+  #toApi(r: TaskRow, project: string | null): Task {
+    const iso = (d: Date | string | null) => (d === null ? null : new Date(d).toISOString());
+    return {
+      id: r.id,
+      goal: r.goal,
+      project,
+      repo: r.repo_url,
+      baseBranch: r.base_branch,
+      agent: r.agent,
+      model: r.agent === 'command' ? null : r.model,
+      state: r.state,
+      stateReason: r.state_reason,
+      step: r.step,
+      trigger: r.trigger,
+      createdBy: r.created_by,
+      environmentId: r.environment_id,
+      branch: r.branch,
+      changeRequest: r.change_request,
+      checksPassed: r.checks_passed,
+      summary: r.summary,
+      usage: { inputTokens: Number(r.input_tokens), outputTokens: Number(r.output_tokens), costUsd: r.cost_usd },
+      budget: r.budget,
+      createdAt: iso(r.created_at)!,
+      startedAt: iso(r.started_at),
+      finishedAt: iso(r.finished_at),
+    };
+  }
+}
+
+/**
+ * A one-off repository: a URL git can clone, or an absolute path to a repository on the
+ * control plane's machine. Credentials in the URL are refused: they would end up in logs
+ * and in the task's record; store a token as a secret on a project instead.
+ */
+export function checkRepo(repo: string): string {
+  if (isAbsolute(repo)) {
+    if (!existsSync(repo) || !statSync(repo).isDirectory()) throw invalid(`no repository at ${repo} on the Berth server`, 'repo');
+    return repo;
+  }
+  let url: URL;
+  try {
+    url = new URL(repo);
+  } catch {
+    throw invalid(`'${repo}' is neither a URL nor an absolute path: pass https://host/owner/repo.git or /path/to/repo`, 'repo');
+  }
+  if (!['https:', 'http:', 'file:', 'git:', 'ssh:'].includes(url.protocol)) throw invalid(`repositories are reached over https, http, ssh, git or file URLs, not ${url.protocol}`, 'repo');
+  if (url.username || url.password) throw invalid('the repository URL carries credentials: remove them and store the token as a secret named in the project\'s forge settings', 'repo');
+  return repo;
+}

@@ -1,0 +1,309 @@
+// A GitHub for tests: the REST endpoints Berth calls, with GitHub's request and response
+// shapes and errors, and git's smart HTTP for the same repositories, on loopback. Layout as
+// on GitHub Enterprise Server: the API under /api/v3, repositories at /OWNER/REPO.git.
+//
+// Credentials are checked as GitHub does: personal tokens (`Authorization: token X` or
+// `Bearer X`) see every repository; a GitHub App signs a JWT (RS256) to get an installation
+// token, which sees only the repositories and permissions it was issued for. git takes
+// either as Basic `x-access-token:<token>`.
+import { createPublicKey, randomBytes, verify, type KeyObject } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { closeServer, createBareRepo, listen, readJson, refSha, runGit, sendJson, serveGit, type GitRequestRecord } from './git-server.ts';
+
+export interface FakeGitHubApp {
+  appId: string;
+  /** The App's public key (PEM or KeyObject); JWTs must verify against it. */
+  publicKey: string | KeyObject;
+  installationId: number;
+  /** `owner/repo` names the installation covers; all when omitted. */
+  repositories?: string[];
+}
+
+export interface PullRecord {
+  number: number;
+  /** `owner/repo`. */
+  repository: string;
+  title: string;
+  body: string | null;
+  head: string;
+  base: string;
+  draft: boolean;
+  headSha: string;
+  baseSha: string;
+  htmlUrl: string;
+  /** The token that opened it. */
+  token: string;
+}
+
+export interface IssuedToken {
+  token: string;
+  appId: string;
+  installationId: number;
+  /** `owner/repo` names, as requested. */
+  repositories: string[];
+  permissions: Record<string, string>;
+  expiresAt: string;
+}
+
+export interface ApiRequestRecord {
+  method: string;
+  /** Under the API root: `/repos/o/r/pulls`. */
+  path: string;
+  /** How the request authenticated: 'token' (personal or installation), 'jwt' (an App), or not. */
+  auth: 'token' | 'jwt' | 'none' | 'refused';
+}
+
+export interface FakeGitHub {
+  /** `http://127.0.0.1:PORT`: the web and git root. */
+  url: string;
+  /** `${url}/api/v3`: give it as the forge's apiUrl. */
+  apiUrl: string;
+  /** Where the bare repositories live (`ROOT/owner/repo.git`). */
+  root: string;
+  /** The clone URL of `owner/repo`. */
+  repoUrl(fullName: string): string;
+  createRepo(fullName: string, files: Record<string, string | Buffer>, defaultBranch?: string): Promise<{ path: string; sha: string }>;
+  /** Accepts another personal token from now on. */
+  addToken(token: string): void;
+  pulls: PullRecord[];
+  issuedTokens: IssuedToken[];
+  apiRequests: ApiRequestRecord[];
+  gitRequests: GitRequestRecord[];
+  /** Stops the server; removes `root` if the server made it. */
+  close(): Promise<void>;
+}
+
+interface RepoInfo {
+  id: number;
+  owner: string;
+  name: string;
+  defaultBranch: string;
+}
+
+type Caller = { kind: 'pat'; token: string } | { kind: 'installation'; token: string; issued: IssuedToken } | null;
+
+const notFoundBody = { message: 'Not Found', documentation_url: 'https://docs.github.com/rest', status: '404' };
+
+export async function startFakeGitHub(o: { tokens?: string[]; apps?: FakeGitHubApp[]; root?: string } = {}): Promise<FakeGitHub> {
+  const ownRoot = o.root === undefined;
+  const root = o.root ?? (await mkdtemp(join(tmpdir(), 'berth-fake-github-')));
+  const tokens = new Set(o.tokens ?? []);
+  const apps = (o.apps ?? []).map((app) => ({ ...app, key: typeof app.publicKey === 'string' ? createPublicKey(app.publicKey) : app.publicKey }));
+  const repos = new Map<string, RepoInfo>();
+  const pulls: PullRecord[] = [];
+  const issuedTokens: IssuedToken[] = [];
+  const apiRequests: ApiRequestRecord[] = [];
+  const gitRequests: GitRequestRecord[] = [];
+  let url = '';
+
+  /** Who a token is, or null: a personal token, or an unexpired installation token. */
+  function caller(token: string): Caller {
+    if (tokens.has(token)) return { kind: 'pat', token };
+    const issued = issuedTokens.find((t) => t.token === token);
+    if (issued && Date.parse(issued.expiresAt) > Date.now()) return { kind: 'installation', token, issued };
+    return null;
+  }
+  const canSee = (c: Caller, fullName: string) => c !== null && (c.kind === 'pat' || c.issued.repositories.includes(fullName));
+  const canWrite = (c: Caller, permission: string) => c !== null && (c.kind === 'pat' || c.issued.permissions[permission] === 'write');
+
+  const git = {
+    root,
+    records: gitRequests,
+    authorize: (header: string | undefined, repo: string) => {
+      const basic = /^Basic (.+)$/i.exec(header ?? '')?.[1];
+      if (!basic) return false;
+      const decoded = Buffer.from(basic, 'base64').toString('utf8');
+      const colon = decoded.indexOf(':');
+      if (colon < 0 || decoded.slice(0, colon) !== 'x-access-token') return false;
+      return canSee(caller(decoded.slice(colon + 1)), repo.replace(/\.git$/, ''));
+    },
+  };
+
+  /** Verifies an App's JWT as GitHub does: RS256 by the App's key, iss the App, not expired, at most 10 minutes long. */
+  function verifyJwt(jwt: string): (typeof apps)[number] | null {
+    const [header, payload, signature] = jwt.split('.');
+    if (!header || !payload || !signature) return null;
+    let claims: { iss?: unknown; iat?: unknown; exp?: unknown };
+    try {
+      if (JSON.parse(Buffer.from(header, 'base64url').toString('utf8')).alg !== 'RS256') return null;
+      claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
+    } catch {
+      return null;
+    }
+    const app = apps.find((a) => a.appId === String(claims.iss));
+    if (!app) return null;
+    if (!verify('RSA-SHA256', Buffer.from(`${header}.${payload}`), app.key, Buffer.from(signature, 'base64url'))) return null;
+    const now = Math.floor(Date.now() / 1000);
+    if (typeof claims.iat !== 'number' || typeof claims.exp !== 'number') return null;
+    if (claims.exp <= now || claims.iat > now + 60 || claims.exp - claims.iat > 660) return null;
+    return app;
+  }
+
+  async function api(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
+    const method = req.method ?? 'GET';
+    const authorization = req.headers.authorization ?? '';
+    const credential = /^(?:token|bearer) (.+)$/i.exec(authorization)?.[1];
+    const record: ApiRequestRecord = { method, path, auth: credential === undefined ? 'none' : 'refused' };
+    apiRequests.push(record);
+
+    const accessTokens = /^\/app\/installations\/(\d+)\/access_tokens$/.exec(path);
+    if (accessTokens && method === 'POST') {
+      const app = credential ? verifyJwt(credential) : null;
+      if (!app) return sendJson(res, 401, { message: 'A JSON web token could not be decoded', documentation_url: 'https://docs.github.com/rest' });
+      record.auth = 'jwt';
+      if (Number(accessTokens[1]) !== app.installationId) return sendJson(res, 404, notFoundBody);
+      const body = (await readJson(req)) as { repositories?: unknown; permissions?: unknown } | undefined;
+      const names = Array.isArray(body?.repositories) ? body.repositories.filter((r): r is string => typeof r === 'string') : [];
+      const permissions = body?.permissions && typeof body.permissions === 'object' ? (body.permissions as Record<string, string>) : null;
+      // Berth must always narrow its tokens: a whole-installation token is refused here.
+      if (names.length === 0 || !permissions || Object.keys(permissions).length === 0) {
+        return sendJson(res, 422, { message: 'this fake GitHub requires repositories and permissions in every token request', documentation_url: 'https://docs.github.com/rest' });
+      }
+      if (Object.values(permissions).some((v) => v !== 'read' && v !== 'write')) return sendJson(res, 422, { message: 'Invalid permission value', documentation_url: 'https://docs.github.com/rest' });
+      // GitHub takes repository names relative to the installation's account.
+      const fullNames: string[] = [];
+      for (const name of names) {
+        const match = [...repos.values()].find((r) => r.name === name && (!app.repositories || app.repositories.includes(`${r.owner}/${r.name}`)));
+        if (!match) return sendJson(res, 422, { message: 'There is at least one repository that does not exist or is not accessible to the parent installation.', documentation_url: 'https://docs.github.com/rest' });
+        fullNames.push(`${match.owner}/${match.name}`);
+      }
+      const issued: IssuedToken = {
+        token: `ghs_${randomBytes(18).toString('base64url')}`,
+        appId: app.appId,
+        installationId: app.installationId,
+        repositories: fullNames,
+        permissions,
+        expiresAt: new Date(Math.floor(Date.now() / 1000) * 1000 + 3600_000).toISOString().replace(/\.\d{3}Z$/, 'Z'),
+      };
+      issuedTokens.push(issued);
+      return sendJson(res, 201, {
+        token: issued.token,
+        expires_at: issued.expiresAt,
+        permissions,
+        repository_selection: 'selected',
+        repositories: fullNames.map((n) => {
+          const r = repos.get(n)!;
+          return { id: r.id, name: r.name, full_name: n, private: true };
+        }),
+      });
+    }
+
+    const who = credential ? caller(credential) : null;
+    if (!who) {
+      return sendJson(res, 401, { message: 'Bad credentials', documentation_url: 'https://docs.github.com/rest', status: '401' });
+    }
+    record.auth = 'token';
+
+    const repoRoute = /^\/repos\/([^/]+)\/([^/]+)(\/pulls)?$/.exec(path);
+    if (!repoRoute) return sendJson(res, 404, notFoundBody);
+    const fullName = `${repoRoute[1]}/${repoRoute[2]}`;
+    const repo = repos.get(fullName);
+    if (!repo || !canSee(who, fullName)) return sendJson(res, 404, notFoundBody);
+
+    if (!repoRoute[3] && method === 'GET') {
+      return sendJson(res, 200, {
+        id: repo.id,
+        name: repo.name,
+        full_name: fullName,
+        owner: { login: repo.owner, type: 'User' },
+        private: true,
+        html_url: `${url}/${fullName}`,
+        clone_url: `${url}/${fullName}.git`,
+        default_branch: repo.defaultBranch,
+      });
+    }
+    if (repoRoute[3] && method === 'POST') {
+      if (!canWrite(who, 'pull_requests')) return sendJson(res, 403, { message: 'Resource not accessible by integration', documentation_url: 'https://docs.github.com/rest', status: '403' });
+      const body = (await readJson(req)) as { title?: unknown; head?: unknown; base?: unknown; body?: unknown; draft?: unknown } | undefined;
+      const missing = (['title', 'head', 'base'] as const).filter((f) => typeof body?.[f] !== 'string' || body[f] === '');
+      if (!body || missing.length > 0) {
+        return sendJson(res, 422, { message: 'Validation Failed', errors: missing.map((field) => ({ resource: 'PullRequest', field, code: 'missing_field' })), documentation_url: 'https://docs.github.com/rest' });
+      }
+      const head = String(body.head).replace(/^[^:]+:/, '');
+      const base = String(body.base);
+      const bare = join(root, `${fullName}.git`);
+      const [headSha, baseSha] = await Promise.all([refSha(bare, `refs/heads/${head}`), refSha(bare, `refs/heads/${base}`)]);
+      const invalidFields = [...(headSha ? [] : ['head']), ...(baseSha ? [] : ['base'])];
+      if (invalidFields.length > 0) {
+        return sendJson(res, 422, { message: 'Validation Failed', errors: invalidFields.map((field) => ({ resource: 'PullRequest', field, code: 'invalid' })), documentation_url: 'https://docs.github.com/rest' });
+      }
+      if (pulls.some((p) => p.repository === fullName && p.head === head && p.base === base)) {
+        return sendJson(res, 422, { message: 'Validation Failed', errors: [{ resource: 'PullRequest', code: 'custom', message: `A pull request already exists for ${repo.owner}:${head}.` }], documentation_url: 'https://docs.github.com/rest' });
+      }
+      const ahead = Number((await runGit(['rev-list', '--count', `${baseSha}..${headSha}`], { cwd: bare })).trim());
+      if (ahead === 0) {
+        return sendJson(res, 422, { message: 'Validation Failed', errors: [{ resource: 'PullRequest', code: 'custom', message: `No commits between ${base} and ${head}` }], documentation_url: 'https://docs.github.com/rest' });
+      }
+      const number = pulls.filter((p) => p.repository === fullName).length + 1;
+      const pull: PullRecord = {
+        number,
+        repository: fullName,
+        title: String(body.title),
+        body: typeof body.body === 'string' ? body.body : null,
+        head,
+        base,
+        draft: body.draft === true,
+        headSha: headSha!,
+        baseSha: baseSha!,
+        htmlUrl: `${url}/${fullName}/pull/${number}`,
+        token: who.token,
+      };
+      pulls.push(pull);
+      return sendJson(res, 201, {
+        id: 1000 + pulls.length,
+        number,
+        state: 'open',
+        title: pull.title,
+        body: pull.body,
+        draft: pull.draft,
+        url: `${url}/api/v3/repos/${fullName}/pulls/${number}`,
+        html_url: pull.htmlUrl,
+        user: { login: who.kind === 'pat' ? 'octocat' : 'berth[bot]' },
+        head: { label: `${repo.owner}:${head}`, ref: head, sha: pull.headSha },
+        base: { label: `${repo.owner}:${base}`, ref: base, sha: pull.baseSha },
+        merged: false,
+        mergeable: null,
+      });
+    }
+    return sendJson(res, 404, notFoundBody);
+  }
+
+  const server = createServer((req, res) => {
+    const parsed = new URL(req.url ?? '/', 'http://x');
+    const path = decodeURIComponent(parsed.pathname);
+    if (path.startsWith('/api/v3/')) {
+      api(req, res, path.slice('/api/v3'.length)).catch((e: unknown) => sendJson(res, 500, { message: String(e) }));
+      return;
+    }
+    if (/^\/[^/]+\/[^/]+\.git\//.test(path)) return serveGit(git, req, res, path, parsed.search.replace(/^\?/, ''));
+    sendJson(res, 404, notFoundBody);
+  });
+  const port = await listen(server);
+  url = `http://127.0.0.1:${port}`;
+
+  return {
+    url,
+    apiUrl: `${url}/api/v3`,
+    root,
+    repoUrl: (fullName) => `${url}/${fullName}.git`,
+    async createRepo(fullName, files, defaultBranch = 'main') {
+      const [owner, name] = fullName.split('/');
+      if (!owner || !name) throw new Error(`createRepo wants owner/repo, not ${fullName}`);
+      const created = await createBareRepo({ root, name: `${fullName}.git`, files, branch: defaultBranch });
+      repos.set(fullName, { id: repos.size + 1, owner, name, defaultBranch });
+      return created;
+    },
+    addToken: (token) => void tokens.add(token),
+    pulls,
+    issuedTokens,
+    apiRequests,
+    gitRequests,
+    async close() {
+      await closeServer(server);
+      if (ownRoot) await rm(root, { recursive: true, force: true });
+    },
+  };
+}
