@@ -11,6 +11,16 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/** `--github-app 123:456:GITHUB_APP_KEY` → the project's App settings. */
+function githubApp(value: string | undefined) {
+  if (value === undefined) return undefined;
+  const [appId, installation, privateKeySecret] = value.split(':');
+  if (!appId || !installation || !privateKeySecret || !/^\d+$/.test(installation)) {
+    throw new CliError('--github-app takes APP_ID:INSTALLATION_ID:KEY_SECRET, e.g. 123456:7890123:GITHUB_APP_KEY (store the key first with `berth secret set GITHUB_APP_KEY --from-file key.pem`)');
+  }
+  return { appId, installationId: Number(installation), privateKeySecret };
+}
+
 export function secretCommands(program: Command, client: Client): void {
   const secret = program.command('secret').description('secrets for environments (values are write-only)');
   secret
@@ -61,6 +71,7 @@ export function secretCommands(program: Command, client: Client): void {
     .option('--forge <kind>', 'github, gitlab or git (default: from the URL)')
     .option('--forge-url <url>', 'API URL of GitHub Enterprise or a self-hosted GitLab')
     .option('--token-secret <name>', 'the secret holding the forge token (used on the runner, never inside environments)')
+    .option('--github-app <appId:installationId:keySecret>', 'a GitHub App installation instead of a token: the App id, installation id and the secret holding its private key')
     .option('--agent <kind>', 'default agent for its tasks: builtin or command')
     .option('--model <model>', 'default model for its tasks')
     .option('--agent-command <cmd>', 'default command for --agent command')
@@ -79,7 +90,7 @@ export function secretCommands(program: Command, client: Client): void {
           allowDomains: o.allowDomain,
           limits: o.cpus !== undefined || o.memory !== undefined ? defined({ cpus: o.cpus, memory: o.memory }) : undefined,
         }),
-        forge: defined({ kind: o.forge, apiUrl: o.forgeUrl, tokenSecret: o.tokenSecret }),
+        forge: defined({ kind: o.forge, apiUrl: o.forgeUrl, tokenSecret: o.tokenSecret, app: githubApp(o.githubApp) }),
         agent: defined({ kind: o.agent, model: o.model, command: o.agentCommand }),
       });
       if (o.json) printJson(p);
