@@ -288,6 +288,28 @@ describe('tasks that do not reach green', () => {
     assert.equal(again.status, 409);
   });
 
+  test("project secrets reach the agent's commands but never its transcript; no change means nothing is pushed", async () => {
+    const value = 'npm_0123456789abcdefSECRET';
+    assert.equal((await t.cli(['secret', 'set', 'NPM_TOKEN'], { input: value })).code, 0);
+    assert.equal((await t.cli(['project', 'create', 'secretive', '--repo', repo])).code, 0);
+    script.length = 0;
+    const offset = model.played;
+    for (let i = 0; i < offset; i++) script.push({ status: 500 });
+    script.push(
+      { toolCalls: [{ name: 'run_command', args: { command: 'echo "token is $NPM_TOKEN"' } }] },
+      { text: `I will not repeat ${value}`, toolCalls: [{ name: 'finish', args: { summary: 'looked around' } }] },
+    );
+    const res = await t.api('POST', '/api/orgs/default/tasks', { goal: 'Look around', project: 'secretive', check: 'true' });
+    const done = await ended(t, res.body.id);
+    assert.equal(done.state, 'succeeded', `${done.stateReason}\n${JSON.stringify((await t.api('GET', `/api/orgs/default/tasks/${done.id}/events`)).body)}`);
+    assert.match(done.stateReason, /changed no files: nothing was pushed/);
+    assert.equal(done.changeRequest, null);
+    const raw = JSON.stringify((await t.api('GET', `/api/orgs/default/tasks/${done.id}/events`)).body);
+    assert.ok(!raw.includes(value), raw);
+    assert.match(raw, /token is \[secret:NPM_TOKEN\]/);
+    assert.match(raw, /I will not repeat \[secret:NPM_TOKEN\]/);
+  });
+
   test('bad input is refused and changes nothing', async () => {
     const count = async () => (await t.api('GET', '/api/orgs/default/tasks?limit=200')).body.items.length;
     const n = await count();
