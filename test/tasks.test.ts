@@ -310,6 +310,21 @@ describe('tasks that do not reach green', () => {
     assert.match(raw, /I will not repeat \[secret:NPM_TOKEN\]/);
   });
 
+  test('the event stream resumes after the last event seen, without losing or repeating any', async () => {
+    const { items } = (await t.api('GET', '/api/orgs/default/tasks?limit=1')).body;
+    const id = items[0].id as string;
+    const all = (await t.api('GET', `/api/orgs/default/tasks/${id}/events`)).body.items as { seq: number }[];
+    assert.ok(all.length > 6);
+    const res = await fetch(`${t.client.url}/api/orgs/default/tasks/${id}/events`, {
+      headers: { authorization: `Bearer ${t.client.token}`, accept: 'text/event-stream', 'last-event-id': '5' },
+    });
+    assert.equal(res.headers.get('content-type'), 'text/event-stream');
+    const text = await res.text();
+    const seqs = [...text.matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1]));
+    assert.deepEqual(seqs, all.map((e) => e.seq).filter((s) => s > 5));
+    assert.match(text, /event: end\n/);
+  });
+
   test('bad input is refused and changes nothing', async () => {
     const count = async () => (await t.api('GET', '/api/orgs/default/tasks?limit=200')).body.items.length;
     const n = await count();
