@@ -310,6 +310,18 @@ describe('tasks that do not reach green', () => {
     assert.match(raw, /I will not repeat \[secret:NPM_TOKEN\]/);
   });
 
+  test('a command agent: any command inside the environment does the work', async () => {
+    const res = await create({ goal: 'Make sum add', agent: 'command', command: 'sed -i "s/a - b/a + b/" sum.js && echo "goal was: $BERTH_GOAL"' });
+    assert.equal(res.status, 201, JSON.stringify(res.body));
+    const done = await ended(t, res.body.id);
+    assert.equal(done.state, 'succeeded', done.stateReason);
+    assert.equal(done.checksPassed, true);
+    assert.match(await runGit(['show', `${done.branch}:sum.js`], { cwd: repo }), /return a \+ b;/);
+    const { items } = (await t.api('GET', `/api/orgs/default/tasks/${done.id}/events`)).body as Events;
+    const command = items.find((e) => e.data.type === 'command' && e.data.phase === 'agent');
+    assert.match(command?.data.output, /goal was: Make sum add/);
+  });
+
   test('the event stream resumes after the last event seen, without losing or repeating any', async () => {
     const { items } = (await t.api('GET', '/api/orgs/default/tasks?limit=1')).body;
     const id = items[0].id as string;
