@@ -193,6 +193,16 @@ export class LocalRunner {
     return this.#paths(id).agentSocket;
   }
 
+  /**
+   * The host side of the environment's agent directory (AGENT_DIR inside), where
+   * sockets the runner serves to the environment go (the LLM gateway's). Once the
+   * agent has started it is the host root's, mode 0711: the environment can reach
+   * what is there but not remove or replace it.
+   */
+  agentDir(id: string): string {
+    return this.#paths(id).agent;
+  }
+
   /** Kills everything in the environment and unmounts its overlay; the upper dir stays. */
   async stop(id: string): Promise<void> {
     const cid = this.containerId(id);

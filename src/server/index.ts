@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
-import { ImageStore, LocalRunner, type ImageProgress } from '../runner/index.ts';
+import { ImageStore, LlmGateway, LocalRunner, upstreamsFromEnv, type ImageProgress } from '../runner/index.ts';
 import { CLIENT_CONFIG_FILE, VERSION, type ClientConfig } from '../shared/client-config.ts';
 import { buildApp, type App } from './app.ts';
 import { ensureBootstrap, TokenService } from './auth.ts';
@@ -12,7 +12,7 @@ import { SecretBox } from './secrets/crypto.ts';
 import { SecretService } from './secrets/service.ts';
 import { openDatabase, type DatabaseHandle } from './db/index.ts';
 import { EnvironmentService } from './environments/service.ts';
-import { TaskEvents, TaskService, TaskWorker } from './tasks/index.ts';
+import { sandboxGateway, TaskEvents, TaskService, TaskWorker } from './tasks/index.ts';
 import { modelClientFromEnv } from '../agent/index.ts';
 import { availableParallelism } from 'node:os';
 
@@ -84,13 +84,15 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
 
   const modelEnv = opts.modelEnv ?? process.env;
   const taskEvents = new TaskEvents(db);
+  // Agent CLIs inside environments reach models through this, with a per-task token.
+  const gateway = new LlmGateway({ upstreams: upstreamsFromEnv(modelEnv), logger });
   let publicUrl = opts.publicUrl ?? process.env.BERTH_PUBLIC_URL ?? '';
   const worker = new TaskWorker({
     db,
     // One runner per data directory: the tasks it claimed are the ones it recovers.
     runnerId: `local:${opts.dataDir}`,
     concurrency: opts.taskConcurrency ?? (Number(process.env.BERTH_TASK_CONCURRENCY) || 2 * availableParallelism()),
-    deps: { db, events: taskEvents, environments, secrets, audit, logger, workDir: join(opts.dataDir, 'tasks'), publicUrl: () => publicUrl, modelEnv, gateway: null },
+    deps: { db, events: taskEvents, environments, secrets, audit, logger, workDir: join(opts.dataDir, 'tasks'), publicUrl: () => publicUrl, modelEnv, gateway: sandboxGateway({ gateway, runner, environments }) },
   });
   const tasks = new TaskService({ db, events: taskEvents, secrets, signals: worker, checkModel: (model) => void modelClientFromEnv(modelEnv, { model }) });
 
@@ -147,6 +149,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     async close() {
       clearInterval(sweeper);
       await worker.close();
+      await gateway.close();
       // Environments keep running: they are long-lived and found again on the next start.
       await app.close();
       await environments.flushActivity();

@@ -71,7 +71,9 @@ export type TaskEventData =
   /** A command Berth ran for the task: setup, checks, the command agent. */
   | { type: 'command'; phase: 'setup' | 'agent' | 'check'; cmd: string; exitCode: number; output: string; durationMs: number; timedOut: boolean }
   | { type: 'check'; attempt: number; passed: boolean; exitCode: number; summary: string }
-  | { type: 'result'; summary: string };
+  | { type: 'result'; summary: string }
+  /** A connection the environment's egress proxy refused (allowed ones are in `berth env network`). */
+  | { type: 'network'; allowed: boolean; host: string; port: number; method: string | null; path: string | null; rule: string };
 
 export interface TaskEvent {
   seq: number;

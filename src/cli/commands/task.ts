@@ -46,6 +46,8 @@ export function describeEvent(d: TaskEventData): string | null {
       return `  checks ${d.passed ? 'passed' : `failed (${d.summary})`} on attempt ${d.attempt}`;
     case 'result':
       return `summary: ${d.summary}`;
+    case 'network':
+      return `  ${d.allowed ? '·' : '✖ denied'} ${d.method ?? 'CONNECT'} ${d.host}:${d.port}${d.path ?? ''} (${d.rule})`;
   }
 }
 

@@ -58,10 +58,24 @@
  * socket has taken what was read before, so a slow client stops a fast writer rather
  * than growing a buffer. Input likewise: while the command's stdin is full, the agent
  * stops reading that socket.
+ *
+ * Relay mode: `berth-agent --relay ADDR:PORT SOCKET` (ADDR an IPv4 address, in practice
+ * 127.0.0.1) is not init. The runner starts it as an ordinary command in an environment
+ * (`/.berth/init --relay 127.0.0.1:7411 /.berth/agent/llm.sock`) so that programs in
+ * there, which have no network, can reach a server the runner listens on at SOCKET in
+ * the agent directory: Berth's LLM gateway (src/runner/gateway). Programs speak TCP to
+ * ADDR:PORT; the relay forwards each connection byte for byte to a new connection to
+ * SOCKET, and passes a half-close on (end of file one way shuts down writing that way
+ * only). It prints one line, "listening on ADDR:PORT", to standard output once clients
+ * can connect, and exits with status 0 on SIGTERM or SIGINT, 1 when it cannot listen,
+ * 2 on bad arguments. One process, one poll loop, a 64 KiB buffer each way per
+ * connection: a slow reader stops its writer instead of growing a buffer.
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -144,10 +158,13 @@ static int listen_fd = -1, signal_fd = -1;
 static int accept_paused;
 static const char *socket_path = DEFAULT_SOCKET;
 
+/* Who speaks in messages: the agent, or the relay (the same binary in relay mode). */
+static const char *me = "berth-agent";
+
 static void note(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  fputs("berth-agent: ", stderr);
+  fprintf(stderr, "%s: ", me);
   vfprintf(stderr, fmt, ap);
   fputc('\n', stderr);
   va_end(ap);
@@ -785,6 +802,249 @@ static int listen_on(const char *path) {
   return fd;
 }
 
+/* ---- relay mode: TCP in the environment to a unix socket from the runner ---- */
+
+#define RELAY_BUF (64u << 10)
+
+/* Bytes read from one side and not yet written to the other. */
+struct half {
+  unsigned char *buf;
+  size_t off, len; /* unsent bytes are buf[off, len) */
+  int eof;         /* the source has ended; once drained, the other side's writing is shut */
+};
+
+struct link {
+  struct link *next;
+  int fd[2];       /* 0: the client's TCP connection, 1: the connection to the unix socket */
+  struct half h[2]; /* h[i] carries fd[i] to fd[1 - i] */
+  int hup[2];      /* fd[i] hung up while nothing was asked of it: leave it out of poll */
+  int dead;
+};
+
+static struct link *links;
+static const char *relay_target;
+
+static int relay_wants_read(struct link *l, int i) {
+  return !l->h[i].eof && l->h[i].len == 0;
+}
+
+static void relay_write(struct link *l, int i) {
+  struct half *h = &l->h[i];
+  int to = l->fd[1 - i];
+  while (h->off < h->len) {
+    ssize_t n = send(to, h->buf + h->off, h->len - h->off, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      h->off += (size_t)n;
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      return;
+    } else {
+      l->dead = 1; /* the other side is gone: nothing more can be delivered */
+      return;
+    }
+  }
+  h->off = h->len = 0;
+  if (h->eof) shutdown(to, SHUT_WR);
+}
+
+static void relay_read(struct link *l, int i) {
+  struct half *h = &l->h[i];
+  ssize_t n = read(l->fd[i], h->buf, RELAY_BUF);
+  if (n > 0) {
+    h->len = (size_t)n;
+    relay_write(l, i);
+  } else if (n == 0) {
+    h->eof = 1;
+    relay_write(l, i); /* nothing buffered: passes the end of file on */
+  } else if (errno != EAGAIN && errno != EINTR) {
+    l->dead = 1;
+  }
+}
+
+/* A new connection to the unix socket, or -1 (and the client is turned away). */
+static int relay_connect(void) {
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  memcpy(addr.sun_path, relay_target, strlen(relay_target) + 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  /* A unix socket connects at once or fails (EAGAIN: its backlog is full); never blocks. */
+  if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+    note("cannot reach %s: %s", relay_target, strerror(errno));
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+static void relay_accept(void) {
+  for (;;) {
+    int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) accept_paused = 1;
+      return;
+    }
+    int up = relay_connect();
+    struct link *l = calloc(1, sizeof *l);
+    unsigned char *a = malloc(RELAY_BUF), *b = malloc(RELAY_BUF);
+    if (up < 0 || !l || !a || !b) {
+      if (up >= 0) close(up);
+      free(l);
+      free(a);
+      free(b);
+      close(fd);
+      continue;
+    }
+    l->fd[0] = fd;
+    l->fd[1] = up;
+    l->h[0].buf = a;
+    l->h[1].buf = b;
+    l->next = links;
+    links = l;
+  }
+}
+
+static void relay_free_dead(void) {
+  struct link **pp = &links;
+  while (*pp) {
+    struct link *l = *pp;
+    /* Done both ways: each side has ended and what it sent has been delivered. */
+    int done = 1;
+    for (int i = 0; i < 2; i++) done &= l->h[i].eof && l->h[i].len == 0;
+    if (!l->dead && !done) {
+      pp = &l->next;
+      continue;
+    }
+    *pp = l->next;
+    for (int i = 0; i < 2; i++) {
+      close(l->fd[i]);
+      free(l->h[i].buf);
+    }
+    free(l);
+    accept_paused = 0;
+  }
+}
+
+static int relay_listen(const char *spec) {
+  const char *colon = strrchr(spec, ':');
+  char host[INET_ADDRSTRLEN];
+  struct sockaddr_in addr = {.sin_family = AF_INET};
+  char *end;
+  long port = colon ? strtol(colon + 1, &end, 10) : 0;
+  if (!colon || (size_t)(colon - spec) >= sizeof host || !colon[1] || *end || port < 1 || port > 65535) return -2;
+  memcpy(host, spec, (size_t)(colon - spec));
+  host[colon - spec] = 0;
+  if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) return -2;
+  addr.sin_port = htons((uint16_t)port);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int one = 1;
+  /* A relay restarted for the next task must not wait out the last one's TIME_WAIT. */
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+      bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(fd, SOMAXCONN) < 0) {
+    note("cannot listen on %s: %s", spec, strerror(errno));
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+static int relay_main(const char *spec, const char *target) {
+  me = "berth-relay";
+  /* A message nobody reads is lost rather than allowed to stop every connection. */
+  set_nonblock(2);
+  struct sockaddr_un probe;
+  if (strlen(target) >= sizeof probe.sun_path) {
+    note("socket path too long: %s", target);
+    return 2;
+  }
+  relay_target = target;
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  sigprocmask(SIG_BLOCK, &mask, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (signal_fd < 0) {
+    note("signalfd: %s", strerror(errno));
+    return 1;
+  }
+  listen_fd = relay_listen(spec);
+  if (listen_fd == -2) {
+    note("--relay wants ADDR:PORT (an IPv4 address and a port), not %s", spec);
+    return 2;
+  }
+  if (listen_fd < 0) return 1;
+  printf("listening on %s\n", spec);
+  fflush(stdout);
+
+  size_t cap = 0;
+  struct pollfd *pfds = NULL;
+  struct link **owners = NULL;
+  int *sides = NULL;
+  for (;;) {
+    size_t count = 0;
+    for (struct link *l = links; l; l = l->next) count++;
+    if (2 + 2 * count > cap) {
+      cap = 2 * (2 + 2 * count);
+      pfds = realloc(pfds, cap * sizeof *pfds);
+      owners = realloc(owners, cap * sizeof *owners);
+      sides = realloc(sides, cap * sizeof *sides);
+      if (!pfds || !owners || !sides) {
+        note("out of memory");
+        return 1;
+      }
+    }
+    size_t n = 0;
+    pfds[n] = (struct pollfd){.fd = listen_fd, .events = accept_paused ? 0 : POLLIN};
+    owners[n++] = NULL;
+    pfds[n] = (struct pollfd){.fd = signal_fd, .events = POLLIN};
+    owners[n++] = NULL;
+    for (struct link *l = links; l; l = l->next) {
+      for (int i = 0; i < 2; i++) {
+        short ev = 0;
+        if (relay_wants_read(l, i)) ev |= POLLIN;
+        if (l->h[1 - i].len > l->h[1 - i].off) ev |= POLLOUT;
+        /* Polled even when nothing is asked, to hear of a reset; but a side that has
+           hung up would then wake poll forever: it waits until it is asked something. */
+        if (!ev && l->hup[i]) continue;
+        pfds[n] = (struct pollfd){.fd = l->fd[i], .events = ev};
+        sides[n] = i;
+        owners[n++] = l;
+      }
+    }
+    if (poll(pfds, n, -1) < 0) {
+      if (errno != EINTR) note("poll: %s", strerror(errno));
+      continue;
+    }
+    for (size_t k = 0; k < n; k++) {
+      short re = pfds[k].revents;
+      if (!re) continue;
+      struct link *l = owners[k];
+      if (!l) {
+        if (pfds[k].fd == signal_fd) {
+          struct signalfd_siginfo si;
+          /* Only SIGTERM and SIGINT are in the mask: either one means stop. */
+          if (read(signal_fd, &si, sizeof si) == (ssize_t)sizeof si) exit(0);
+        } else {
+          relay_accept();
+        }
+        continue;
+      }
+      int i = sides[k];
+      if (l->dead) continue;
+      if (re & POLLERR) {
+        l->dead = 1;
+        continue;
+      }
+      if ((re & POLLOUT) && l->h[1 - i].len > l->h[1 - i].off) relay_write(l, 1 - i);
+      if (!l->dead && (re & (POLLIN | POLLHUP)) && (pfds[k].events & POLLIN)) relay_read(l, i);
+      if ((re & POLLHUP) && !(pfds[k].events & POLLIN)) l->hup[i] = 1;
+    }
+    relay_free_dead();
+  }
+}
+
 enum { ROLE_LISTEN, ROLE_SIGNAL, ROLE_SOCK, ROLE_OUT, ROLE_ERR, ROLE_IN };
 
 struct slot {
@@ -793,11 +1053,18 @@ struct slot {
 };
 
 int main(int argc, char **argv) {
+  if (argc >= 2 && strcmp(argv[1], "--relay") == 0) {
+    if (argc != 4) {
+      note("usage: %s --relay ADDR:PORT SOCKET", argv[0]);
+      return 2;
+    }
+    return relay_main(argv[2], argv[3]);
+  }
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
       socket_path = argv[++i];
     } else {
-      note("usage: %s [--listen PATH]", argv[0]);
+      note("usage: %s [--listen PATH] | --relay ADDR:PORT SOCKET", argv[0]);
       return 2;
     }
   }

@@ -1,4 +1,8 @@
+import { join } from 'node:path';
+import { GATEWAY_SOCKET_NAME, gatewayEnv, relayCommand, relayReady, type LlmGateway, type LocalRunner } from '../../runner/index.ts';
 import type { TaskEventData } from '../../shared/tasks.ts';
+import type { EnvironmentService } from '../environments/service.ts';
+import { taskScope } from './sandbox.ts';
 
 /**
  * What a command agent (an agent CLI inside the environment) gets to reach models: the
@@ -7,9 +11,45 @@ import type { TaskEventData } from '../../shared/tasks.ts';
  */
 export interface CommandAgentGateway {
   open(o: {
+    orgId: string;
     taskId: string;
     environmentId: string;
     maxTokens: number | null;
     onCall: (e: Extract<TaskEventData, { type: 'model' }>) => void;
   }): Promise<{ env: Record<string, string>; close(): Promise<void> }>;
+}
+
+/**
+ * The gateway listens on a unix socket in the environment's agent directory, and a relay
+ * inside (the agent binary in relay mode) turns it into a loopback port: the environment
+ * has no network, and the real key stays in this process.
+ */
+export function sandboxGateway(o: { gateway: LlmGateway; runner: LocalRunner; environments: EnvironmentService }): CommandAgentGateway {
+  return {
+    async open({ orgId, taskId, environmentId, maxTokens, onCall }) {
+      const issued = o.gateway.issue({
+        taskId,
+        maxTokens,
+        onCall: (c) => onCall({ type: 'model', provider: c.provider, model: c.model, usage: c.usage, durationMs: Math.round(c.durationMs), text: null, toolCalls: [], via: 'gateway' }),
+      });
+      const closeSocket = await o.gateway.listenUnix(join(o.runner.agentDir(environmentId), GATEWAY_SOCKET_NAME));
+      try {
+        const relay = await o.environments.exec(taskScope(orgId, taskId), environmentId, { cmd: relayCommand() }, { redact: false });
+        relay.stdin.end();
+        await relayReady(relay);
+        return {
+          env: gatewayEnv(issued.token),
+          async close() {
+            issued.revoke();
+            await relay.signal('SIGTERM').catch(() => {});
+            await closeSocket();
+          },
+        };
+      } catch (err) {
+        issued.revoke();
+        await closeSocket();
+        throw err;
+      }
+    },
+  };
 }

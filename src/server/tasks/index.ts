@@ -4,3 +4,4 @@ export { TaskEvents } from './events.ts';
 export { TaskWorker } from './worker.ts';
 export type { PipelineDeps } from './pipeline.ts';
 export { readRepoSpec, mergeSpec, fromBerthYaml, fromDevContainer, ProjectWorkSettings, type WorkSpec } from './repo-config.ts';
+export { sandboxGateway, type CommandAgentGateway } from './gateway.ts';

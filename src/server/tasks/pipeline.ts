@@ -356,7 +356,7 @@ export class TaskRun {
   async *#commandAgent(env: string, root: string, envVars: Record<string, string>): AsyncGenerator<AgentOutcome, AgentOutcome, string> {
     const task = this.#task;
     const run = (cmd: string[], o: RunOptions = {}) => runIn(this.#d.environments, this.#scope, env, cmd, { signal: this.#signal, ...o });
-    const session = this.#d.gateway ? await this.#d.gateway.open({ taskId: task.id, environmentId: env, maxTokens: task.budget.maxTokens, onCall: (e) => {
+    const session = this.#d.gateway ? await this.#d.gateway.open({ orgId: task.org_id, taskId: task.id, environmentId: env, maxTokens: task.budget.maxTokens, onCall: (e) => {
       this.#addUsage(e.usage);
       void this.#emit(e);
     } }) : null;
