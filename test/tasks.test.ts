@@ -2,14 +2,16 @@
 // http-backend, a GitHub-shaped server) and a scripted model spoken to only through the
 // OpenAI and Anthropic protocols.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createBareRepo, refSha, runGit, startGitServer, type GitServer } from './fakes/git-server.ts';
 import { startFakeGitHub } from './fakes/github.ts';
+import { startFakeGitLab } from './fakes/gitlab.ts';
 import { startModelServer, type ModelServer, type ScriptRequest, type Step } from './fakes/model-server.ts';
-import { startTestBerth, type TestBerth } from './helpers.ts';
+import { REPO, startTestBerth, type TestBerth } from './helpers.ts';
 
 const MODEL_KEY = 'sk-model-key-never-inside-0123456789';
 const FORGE_TOKEN = 'forge-token-never-inside-9876543210';
@@ -198,6 +200,43 @@ describe('a GitHub-shaped forge, the Anthropic protocol and a devcontainer', () 
   });
 });
 
+describe('a GitLab-shaped forge', () => {
+  test('the merge request appears, a draft when the checks fail', async () => {
+    const model = await startModelServer(
+      Array.from({ length: 20 }, () => (req: ScriptRequest) =>
+        req.toolResults.length ? { toolCalls: [{ name: 'finish', args: { summary: 'wrote a note' } }] } : { toolCalls: [{ name: 'write_file', args: { path: 'NOTE.md', content: 'note\n' } }] },
+      ),
+      { apiKey: MODEL_KEY },
+    );
+    const gitlab = await startFakeGitLab({ tokens: [FORGE_TOKEN] });
+    await gitlab.createRepo('acme/tools/cli', FIXTURE);
+    const t = await startTestBerth({ modelEnv: { OPENAI_BASE_URL: model.url, OPENAI_API_KEY: MODEL_KEY, BERTH_MODEL: 'gpt-4o-mini' } });
+    try {
+      await t.cli(['secret', 'set', 'GITLAB_TOKEN'], { input: FORGE_TOKEN });
+      const r = await t.cli(['project', 'create', 'cli', '--repo', gitlab.repoUrl('acme/tools/cli'), '--forge', 'gitlab', '--forge-url', gitlab.apiUrl, '--token-secret', 'GITLAB_TOKEN', '--check', 'node --test']);
+      assert.equal(r.code, 0, r.stderr);
+      const res = await t.api('POST', '/api/orgs/default/tasks', { goal: 'Add a note', project: 'cli', budget: { maxCheckRetries: 0 } });
+      const done = await ended(t, res.body.id);
+      assert.equal(done.state, 'failed');
+      assert.match(done.stateReason, /checks still fail/);
+      assert.equal(gitlab.mergeRequests.length, 1);
+      const mr = gitlab.mergeRequests[0]!;
+      assert.equal(mr.project, 'acme/tools/cli');
+      assert.equal(mr.sourceBranch, done.branch);
+      assert.equal(mr.targetBranch, 'main');
+      assert.equal(mr.draft, true);
+      assert.match(mr.description ?? '', /still fails after 1 attempt/);
+      assert.equal(mr.token, FORGE_TOKEN);
+      assert.equal(done.changeRequest.kind, 'merge_request');
+      assert.equal(done.changeRequest.url, mr.webUrl);
+    } finally {
+      await t.destroy();
+      await model.close();
+      await gitlab.close();
+    }
+  });
+});
+
 describe('tasks that do not reach green', () => {
   let t: TestBerth;
   let model: ModelServer;
@@ -286,6 +325,28 @@ describe('tasks that do not reach green', () => {
     await waitFor('the model call to be abandoned', async () => model.requests.at(-1)!.aborted, 5_000);
     const again = await t.api('POST', `/api/orgs/default/tasks/${id}/cancel`);
     assert.equal(again.status, 409);
+  });
+
+  test('Ctrl-C detaches berth run without cancelling the task', async () => {
+    script.length = 0;
+    const offset = model.played;
+    for (let i = 0; i < offset; i++) script.push({ status: 500 });
+    script.push({ text: 'thinking…', delayMs: 60_000 });
+    const child = spawn(join(REPO, 'bin', 'berth'), ['run', 'Fix sum', '--repo', repo], {
+      env: { ...process.env, BERTH_NODE: process.execPath, BERTH_DATA_DIR: t.dataDir },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    await waitFor('the agent step in the CLI', async () => stderr.includes('the built-in agent is working'));
+    const exited = new Promise<number | null>((r) => child.on('close', r));
+    child.kill('SIGINT');
+    assert.equal(await exited, 130);
+    const id = /task (task_[0-9a-z]{12})/.exec(stderr)![1]!;
+    assert.match(stderr, new RegExp(`detached: task ${id} keeps running`));
+    assert.equal((await task(t, id)).state, 'running');
+    assert.equal((await t.cli(['task', 'cancel', id])).code, 0);
+    assert.equal((await ended(t, id, 10_000)).state, 'cancelled');
   });
 
   test("project secrets reach the agent's commands but never its transcript; no change means nothing is pushed", async () => {
