@@ -24,10 +24,12 @@ die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
 command -v apt-get >/dev/null || die "this script knows Debian and Ubuntu (apt-get); install crun, catatonit, mmdebstrap and Node.js 24 by hand elsewhere"
 
 # Host tools: an OCI runtime, a static init for environments, a Debian bootstrapper for
-# the default image, skopeo for registry pulls, and what the tests use (git, Chromium later).
-packages=(crun catatonit mmdebstrap skopeo uidmap util-linux iproute2 git ca-certificates tar xz-utils gcc libc6-dev)
-# The tests also start a real image registry (Debian's docker-registry).
-((test_tools)) && packages+=(docker-registry)
+# the default image, skopeo for registry pulls, iproute2 and nftables for environment
+# networks (namespace, veth, default-deny rules), and what the tests use (git; Chromium below).
+packages=(crun catatonit mmdebstrap skopeo uidmap util-linux iproute2 nftables git ca-certificates tar xz-utils gcc libc6-dev)
+# The tests also start a real image registry (Debian's docker-registry) and drive the web
+# UI in a real browser (Debian's Chromium, through playwright-core).
+((test_tools)) && packages+=(docker-registry chromium)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -65,6 +67,10 @@ if [ ! -d "$here/node_modules" ] || [ "$here/package-lock.json" -nt "$here/node_
   (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 ln -sf "$here/bin/berth" /usr/local/bin/berth
+
+# The web UI `berth up` serves at / (web/dist; a second or two).
+say "building the web UI"
+(cd "$here" && npm run --silent build:web -- --logLevel warn)
 
 if ((start)); then
   say "starting Berth (the first start builds the default image, about a minute)"

@@ -1,4 +1,4 @@
-// `npm test`: type-check, then every test file under test/ with node's test runner, once
+// `npm test`: build the web UI, type-check, then every test file under test/ with node's test runner, once
 // on the embedded database and once on PostgreSQL (BERTH_TEST_POSTGRES, by default the
 // server on 127.0.0.1:5432). Files run two at a time: each starts real environments,
 // and this machine has 2 cores.
@@ -10,8 +10,14 @@ import { POSTGRES_SERVER, postgresReachable } from '../test/postgres.ts';
 const root = new URL('..', import.meta.url).pathname;
 const only = process.argv.slice(2);
 
-const tsc = spawnSync(join(root, 'node_modules', '.bin', 'tsc'), ['--noEmit', '-p', root], { stdio: 'inherit' });
-if (tsc.status !== 0) process.exit(tsc.status ?? 1);
+// The web UI's tests drive the built UI the control plane serves (a couple of seconds).
+const web = spawnSync(process.execPath, [join(root, 'node_modules', 'vite', 'bin', 'vite.js'), 'build', '--config', join(root, 'web', 'vite.config.ts'), '--logLevel', 'warn'], { stdio: 'inherit', cwd: root });
+if (web.status !== 0) process.exit(web.status ?? 1);
+
+for (const project of [root, join(root, 'web')]) {
+  const tsc = spawnSync(join(root, 'node_modules', '.bin', 'tsc'), ['--noEmit', '-p', project], { stdio: 'inherit' });
+  if (tsc.status !== 0) process.exit(tsc.status ?? 1);
+}
 
 const files = (only.length ? only : walk(join(root, 'test')).filter((f) => f.endsWith('.test.ts'))).sort();
 const run = (database: 'embedded' | 'postgres') => {

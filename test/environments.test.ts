@@ -44,7 +44,7 @@ describe('isolation', () => {
     assert.match(escape.stdout, /mount=[1-9]/);
   });
 
-  test('an environment has no network: not the internet, not the host, not metadata', async () => {
+  test('an environment reaches nothing but its egress proxy, which allows nothing by default', async () => {
     const env = await create();
     const probe = (target: string) =>
       sh(t, env.id, `timeout 5 bash -c 'exec 3<>/dev/tcp/${target}' 2>/dev/null && echo open || echo closed`);
@@ -52,9 +52,16 @@ describe('isolation', () => {
       const r = await probe(target);
       assert.equal(r.stdout.trim(), 'closed', `${target} should be unreachable`);
     }
-    // Only loopback exists, and there is no route anywhere.
-    const links = await sh(t, env.id, 'ls /sys/class/net; ip route 2>/dev/null | wc -l');
-    assert.deepEqual(links.stdout.trim().split('\n'), ['lo', '0']);
+    // Loopback and one link to the runner; the proxy is set for every command, and with no
+    // policy it refuses everything, saying which rule did.
+    const links = await sh(t, env.id, 'ip -o link | grep -vc ": lo:"; echo "$HTTPS_PROXY"; ls /sys/class/net | wc -l');
+    const [count, proxy, sysfs] = links.stdout.trim().split('\n');
+    assert.equal(count, '1');
+    assert.equal(sysfs, '0', "the host's interfaces are not listed in /sys");
+    assert.match(proxy ?? '', /^http:\/\/[\d.]+:\d+$/);
+    const denied = await sh(t, env.id, 'curl -s -o /dev/null -w "%{http_code}" http://example.com/; echo; curl -sS https://example.com/ 2>&1 | head -1');
+    assert.match(denied.stdout, /^403\n/);
+    assert.match(denied.stdout, /403/);
   });
 
   test('a memory hog is killed inside its environment and the environment lives on', async () => {

@@ -7,6 +7,7 @@ import { orgCommands } from './commands/org.ts';
 import { secretCommands } from './commands/secret.ts';
 import { auditCommands } from './commands/audit.ts';
 import { taskCommands } from './commands/task.ts';
+import { policyCommands } from './commands/policy.ts';
 import { clientConfig, dataDir } from './config.ts';
 import { CliError } from './output.ts';
 
@@ -44,6 +45,7 @@ secretCommands(program, client);
 auditCommands(program, client);
 imageCommands(program, client);
 taskCommands(program, client);
+policyCommands(program, client);
 
 try {
   await program.parseAsync();

@@ -19,6 +19,12 @@ export interface BundleInput {
   env: string[];
   limits: EnvironmentLimits;
   cgroupsPath: string;
+  /**
+   * With a network (runner/network): the namespace made for the environment, joined
+   * instead of a new empty one, and the CA bundle that trusts the egress proxy's
+   * certificates, bind-mounted read-only. Without it, an empty namespace: no network.
+   */
+  network?: { netnsPath: string; caBundle: { source: string; destination: string } } | undefined;
 }
 
 export const INIT_PATH = '/.berth/init';
@@ -85,11 +91,17 @@ export function ociConfig(input: BundleInput) {
       ...(input.agentDir
         ? [{ destination: AGENT_DIR, type: 'bind', source: input.agentDir, options: ['bind', 'rw', 'nosuid', 'nodev', 'noexec'] }]
         : []),
+      ...(input.network
+        ? [{ destination: input.network.caBundle.destination, type: 'bind', source: input.network.caBundle.source, options: ['bind', 'ro', 'nosuid', 'nodev', 'noexec'] }]
+        : []),
     ],
     linux: {
       uidMappings: idMap,
       gidMappings: idMap,
-      namespaces: ['pid', 'network', 'ipc', 'uts', 'mount', 'user', 'cgroup'].map((type) => ({ type })),
+      // The network namespace is the runner's when the environment has a network (made
+      // and owned by the host, so the environment's root cannot change its rules).
+      namespaces: ['pid', 'network', 'ipc', 'uts', 'mount', 'user', 'cgroup'].map((type) =>
+        type === 'network' && input.network ? { type, path: input.network.netnsPath } : { type }),
       cgroupsPath: input.cgroupsPath,
       resources: {
         devices: [{ allow: false, access: 'rwm' }],
@@ -101,6 +113,10 @@ export function ociConfig(input: BundleInput) {
       maskedPaths: [
         '/proc/acpi', '/proc/asound', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list',
         '/proc/timer_stats', '/proc/sched_debug', '/proc/scsi', '/sys/firmware', '/sys/devices/virtual/powercap',
+        // A sysfs cannot be mounted for a network namespace the environment's user namespace
+        // does not own, so the runtime binds the host's: hide the host's and the other
+        // environments' interfaces there (netlink, which `ip` uses, shows the environment's own).
+        ...(input.network ? ['/sys/class/net', '/sys/devices/virtual/net'] : []),
       ],
       readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
     },

@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { rm, rmdir, stat } from 'node:fs/promises';
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { rm, rmdir, stat, truncate } from 'node:fs/promises';
 import { createHash, randomBytes } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import type { Logger } from 'pino';
@@ -16,6 +16,7 @@ import { cgroupLayout, cgroupUsage, HYBRID_UNIFIED_MOUNT, type CgroupUsage } fro
 import { startCommand, type RunningCommand } from './exec.ts';
 import { ID_BASE } from './idmap.ts';
 import type { ImageRecord, ImageStore } from './images/index.ts';
+import { CA_BUNDLE_PATH, NetworkManager, type RunnerNetworkOptions } from './network/index.ts';
 import { afterMountingOverlay, isMounted, unmountOverlay } from './overlay.ts';
 import { Spawner } from './spawner/index.ts';
 
@@ -50,6 +51,12 @@ export interface RunnerOptions {
   agent?: boolean | undefined;
   /** The C compiler that builds the agent (default: $CC, else cc). */
   compiler?: string | undefined;
+  /**
+   * Give environments a network: their own namespace whose only way out is this
+   * runner's egress proxy, which applies `policies` and reports to `events`. Without
+   * it, environments have an empty network namespace: no network at all.
+   */
+  network?: RunnerNetworkOptions | undefined;
 }
 
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -73,6 +80,10 @@ export class LocalRunner {
   /** The agent binary for this runner's agent.c, or undefined when it cannot be built. */
   readonly #agent: Promise<string | undefined>;
   readonly #closing = new AbortController();
+  /** Whether new environments get a disk image of their limit's size (BERTH_DISK_QUOTA=off: no). */
+  readonly #diskQuota = process.env.BERTH_DISK_QUOTA !== 'off';
+  /** Namespaces, rules and proxies, when environments have a network. */
+  readonly network: NetworkManager | undefined;
 
   constructor(opts: RunnerOptions) {
     this.images = opts.images;
@@ -84,6 +95,7 @@ export class LocalRunner {
     this.#mounts = join('/run/berth', createHash('sha256').update(resolve(opts.dataDir)).digest('hex').slice(0, 16));
     this.#initBinary = opts.initBinary;
     this.#spawner = new Spawner(cgroupLayout() === 'hybrid' ? { privateMounts: { unmount: [HYBRID_UNIFIED_MOUNT] } } : {});
+    this.network = opts.network ? new NetworkManager({ ...opts.network, dataDir: opts.dataDir, spawner: this.#spawner, logger: this.#log }) : undefined;
     const runtime = opts.runtime ?? findRuntime();
     this.backend = new OciRuntime({ name: runtime, stateDir: join(opts.dataDir, 'runtime', 'state'), spawner: this.#spawner });
     // gVisor keeps the sandbox's unix sockets inside its own kernel, where the host
@@ -105,10 +117,18 @@ export class LocalRunner {
 
   #paths(id: string) {
     const dir = join(this.#root, id);
+    // Disk quota: the upper and work dirs live on the environment's own ext4 image, so
+    // its disk limit is the file system's size. Environments made before (an upper dir
+    // straight in `dir`) or with BERTH_DISK_QUOTA=off keep the old, unlimited layout.
+    const image = join(dir, 'disk.img');
+    const quota = existsSync(image) || (!existsSync(join(dir, 'upper')) && this.#diskQuota);
+    const base = quota ? join(dir, 'disk') : dir;
     return {
       dir,
-      upper: join(dir, 'upper'),
-      work: join(dir, 'work'),
+      image: quota ? image : undefined,
+      disk: join(dir, 'disk'),
+      upper: join(base, 'upper'),
+      work: join(base, 'work'),
       merged: join(this.#mounts, id),
       bundle: join(dir, 'bundle'),
       exec: join(dir, 'exec'),
@@ -129,9 +149,13 @@ export class LocalRunner {
   async start(spec: EnvironmentSpec): Promise<void> {
     const p = this.#paths(spec.id);
     const cid = this.containerId(spec.id);
-    const fresh = !existsSync(p.upper);
+    const fresh = !this.exists(spec.id);
     if (!fresh) {
-      if ((await this.backend.status(cid)) === 'running') return;
+      if ((await this.backend.status(cid)) === 'running') {
+        // Still running after a runner restart: its network lives on; its proxy listens again.
+        await this.network?.resume(spec.id);
+        return;
+      }
       // A container left from a crash (dead init) would block the new one.
       await this.backend.delete(cid);
     }
@@ -139,9 +163,11 @@ export class LocalRunner {
     const agent = await this.#agent;
     // These few local file operations take microseconds each, less than a round trip
     // through libuv's thread pool; this is on the path of every create and start.
-    for (const d of [p.upper, p.work, p.bundle, p.exec]) mkdirSync(d, { recursive: true, mode: 0o700 });
+    // With a disk image, upper and work are made on it once it is mounted (diskThen).
+    for (const d of p.image ? [p.disk, p.bundle, p.exec] : [p.upper, p.work, p.bundle, p.exec]) mkdirSync(d, { recursive: true, mode: 0o700 });
     mkdirSync(p.merged, { recursive: true, mode: 0o711 });
-    if (fresh) {
+    if (fresh && p.image) await this.#makeDisk(p.image, spec.limits.diskBytes);
+    else if (fresh) {
       // The upper dir's root is the environment's "/": owned by root inside.
       chownSync(p.upper, ID_BASE, ID_BASE);
       chmodSync(p.upper, 0o755);
@@ -153,19 +179,27 @@ export class LocalRunner {
       mkdirSync(p.agent, { recursive: true, mode: 0o700 });
       chownSync(p.agent, ID_BASE, ID_BASE);
     }
+    // A fresh namespace, veth pair and rules, and the proxy listening, before init starts.
+    const network = await this.network?.prepare(spec.id);
     const config = ociConfig({
       hostname: spec.hostname,
       rootfs: p.merged,
       initBinary: agent ?? this.#catatonit(),
       agentDir: agent ? p.agent : undefined,
-      env: this.#baseEnv(spec.image),
+      env: [...this.#baseEnv(spec.image), ...(network?.env ?? [])],
       limits: spec.limits,
       cgroupsPath: this.cgroupsPath(spec.id),
+      network: network && { netnsPath: network.netnsPath, caBundle: { source: network.caBundle, destination: CA_BUNDLE_PATH } },
     });
     writeFileSync(join(p.bundle, 'config.json'), JSON.stringify(config));
     const overlay = { lower: spec.image.rootfs, upper: p.upper, work: p.work, merged: p.merged };
     const mounted = isMounted(this.#spawner, p.merged);
-    await this.backend.run(cid, p.bundle, { wrap: mounted ? undefined : (runtime) => afterMountingOverlay(overlay, runtime) });
+    const image = p.image;
+    await this.backend.run(cid, p.bundle, {
+      wrap: mounted
+        ? undefined
+        : (runtime) => (image ? diskThen(image, p.disk, isMounted(this.#spawner, p.disk), afterMountingOverlay(overlay, runtime)) : afterMountingOverlay(overlay, runtime)),
+    });
     if (agent && (await this.#waitForAgent(spec.id, p.agentSocket))) {
       // The socket is made: take the folder back, so nothing in the environment can
       // remove or replace the socket or keep files here, outside its own upper dir.
@@ -173,6 +207,8 @@ export class LocalRunner {
       chownSync(p.agent, 0, 0);
       chmodSync(p.agent, 0o711);
     }
+    // Started: now make the next start's network namespace ahead, off its path.
+    this.network?.refill();
   }
 
   /** Until the agent listens; if it never does, commands go through the runtime's exec. */
@@ -209,12 +245,18 @@ export class LocalRunner {
     await this.backend.kill(cid);
     await this.backend.delete(cid);
     await unmountOverlay(this.#spawner, this.#paths(id).merged);
+    // The disk image's mount goes with it (and its loop device, which mount -o loop set to autoclear).
+    const disk = this.#paths(id).disk;
+    if (isMounted(this.#spawner, disk) && (await this.#spawner.run('umount', [disk])).code !== 0) await this.#spawner.check('umount', ['--lazy', disk]);
     rmSync(this.#paths(id).agentSocket, { force: true });
+    // Its processes are gone: the proxy closes, the namespace and veth pair go.
+    await this.network?.release(id);
   }
 
   /** Stops the environment and frees its disk. */
   async remove(id: string): Promise<void> {
     await this.stop(id);
+    await this.network?.remove(id);
     const p = this.#paths(id);
     await rm(p.merged, { recursive: true, force: true });
     await rm(p.dir, { recursive: true, force: true });
@@ -227,12 +269,13 @@ export class LocalRunner {
   }
 
   exists(id: string): boolean {
-    return existsSync(this.#paths(id).upper);
+    const p = this.#paths(id);
+    return p.image ? existsSync(p.image) : existsSync(p.upper);
   }
 
   exec(spec: EnvironmentSpec, opts: CommandOptions): RunningCommand {
     const p = this.#paths(spec.id);
-    const env = this.#baseEnv(spec.image);
+    const env = [...this.#baseEnv(spec.image), ...(this.network?.environment(spec.id) ?? [])];
     if (opts.tty) env.push('TERM=xterm-256color');
     for (const [k, v] of Object.entries(opts.env ?? {})) env.push(`${k}=${v}`);
     const cwd = opts.cwd ?? spec.image.config.workingDir ?? WORKSPACE;
@@ -264,15 +307,47 @@ export class LocalRunner {
 
   /** Bytes the environment has written: the size of its upper directory. */
   async diskUsage(id: string): Promise<number | null> {
-    const upper = this.#paths(id).upper;
+    const p = this.#paths(id);
+    if (p.image) {
+      if (!existsSync(p.image)) return null;
+      // Mounted here: what its file system counts as used. Else (stopped, or mounted by an
+      // earlier runner process): the image's allocated blocks less those mkfs wrote.
+      if (isMounted(this.#spawner, p.disk)) {
+        const r = await this.#spawner.run('stat', ['-f', '-c', '%b %f %S', p.disk]);
+        const [blocks, free, size] = r.stdout.trim().split(' ').map(Number);
+        if (r.code === 0 && blocks !== undefined && free !== undefined && size !== undefined) return (blocks - free) * size;
+      }
+      const base = Number(readFileSync(`${p.image}.base`, 'utf8').trim()) || 0;
+      return Math.max(0, statSync(p.image).blocks * 512 - base);
+    }
+    const upper = p.upper;
     if (!existsSync(upper)) return null;
     const r = await this.#spawner.run('du', ['-sxb', upper]);
     return r.code === 0 ? Number(r.stdout.split('\t')[0]) : (await stat(upper)).size;
   }
 
+  /**
+   * A sparse file of the limit's size with an ext4 file system on it: what the
+   * environment writes past its limit fails with ENOSPC inside, and the host gives it no
+   * more than the limit. mkfs discards (punches) the file first, so it stays sparse and
+   * needs no inode-table zeroing: about 50 ms for 10 GiB, whatever the size.
+   */
+  async #makeDisk(image: string, bytes: number): Promise<void> {
+    writeFileSync(image, '', { mode: 0o600 });
+    await truncate(image, bytes);
+    try {
+      await this.#spawner.check('mkfs.ext4', ['-q', '-F', '-m', '0', '-J', 'size=16', '-E', 'root_owner=0:0', image]);
+    } catch (err) {
+      rmSync(image, { force: true });
+      throw unavailable(`cannot make the environment's disk (mkfs.ext4 from e2fsprogs is needed; BERTH_DISK_QUOTA=off runs without disk limits): ${err instanceof Error ? err.message : String(err)}`);
+    }
+    writeFileSync(`${image}.base`, String(statSync(image).blocks * 512));
+  }
+
   /** Stops the helper process; environments keep running. */
   close(): void {
     this.#closing.abort();
+    void this.network?.close();
     this.#spawner.close();
   }
 
@@ -289,6 +364,24 @@ export class LocalRunner {
     if (!has('LANG')) env.push('LANG=C.UTF-8');
     return env;
   }
+}
+
+/**
+ * `command`, run once the environment's disk image is mounted at `disk` (and its upper
+ * and work dirs made there). mount -o loop reuses a loop device still attached to the
+ * image (say, mounted by an earlier runner process's namespace): two loop devices on one
+ * ext4 image would corrupt it. discard gives deleted files' space back to the host.
+ * `mounted` (already mounted in the spawner's namespace) spares an exec on every start.
+ */
+function diskThen(image: string, disk: string, mounted: boolean, command: { file: string; args: string[] }): { file: string; args: string[] } {
+  const script = [
+    'img=$1 disk=$2 mounted=$3; shift 3',
+    '[ "$mounted" = 1 ] || mount -o loop,discard,nosuid,nodev "$img" "$disk" || exit',
+    `[ -d "$disk/upper" ] || { mkdir -m 755 "$disk/upper" && chown ${ID_BASE}:${ID_BASE} "$disk/upper"; } || exit`,
+    '[ -d "$disk/work" ] || mkdir -m 700 "$disk/work" || exit',
+    'exec "$@"',
+  ].join('\n');
+  return { file: 'sh', args: ['-c', script, 'sh', image, disk, mounted ? '1' : '0', command.file, ...command.args] };
 }
 
 function onPath(binary: string): boolean {

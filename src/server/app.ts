@@ -15,7 +15,7 @@ import { BerthError, invalid, KIND_BY_STATUS, STATUS_BY_KIND, type ErrorBody } f
 import type { TokenService } from './auth.ts';
 import type { Authorizer, Caller, Permission, Scope } from './authz.ts';
 import type { EnvironmentService } from './environments/service.ts';
-import { attachRoutes } from './routes/attach.ts';
+import { attachRoutes, websocketBearer } from './routes/attach.ts';
 import { environmentRoutes } from './routes/environments.ts';
 import { fileRoutes } from './routes/files.ts';
 import { imageRoutes } from './routes/images.ts';
@@ -25,6 +25,10 @@ import { authRoutes } from './routes/auth.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { secretRoutes } from './routes/secrets.ts';
 import { taskRoutes } from './routes/tasks.ts';
+import { policyRoutes } from './routes/policy.ts';
+import { PolicyService } from './policy/index.ts';
+import { NetworkEventRecorder } from './network-events/index.ts';
+import { webRoutes } from './routes/web.ts';
 import type { TaskEvents, TaskService } from './tasks/index.ts';
 import type { ImageStore } from '../runner/index.ts';
 import type { Db } from './db/index.ts';
@@ -43,6 +47,10 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** Every route with what it needs: the tests walk it so a new route cannot be forgotten. */
     routeTable: RouteEntry[];
+    /** Egress policies: the PolicySource the runner's egress proxy reads. */
+    policies: PolicyService;
+    /** Where the egress proxy's NetworkEvents go. */
+    networkEvents: NetworkEventRecorder;
   }
   interface FastifyContextConfig {
     /** What the route needs in its org; required for every route under /api/orgs/:org. */
@@ -76,6 +84,10 @@ export interface AppDeps {
   images: ImageStore;
   health: () => { database: 'pglite' | 'postgres'; runtime: string };
   version: string;
+  /** Egress policies; made here when not given. Started and closed with the app either way. */
+  policies?: PolicyService | undefined;
+  /** The egress proxy's event sink; made here when not given. Flushed when the app closes. */
+  networkEvents?: NetworkEventRecorder | undefined;
 }
 
 export type App = FastifyInstance<any, any, any, FastifyBaseLogger, ZodTypeProvider>;
@@ -105,6 +117,18 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     } catch {
       return serializerCompiler({ schema, method, url, httpStatus } as never);
     }
+  });
+  const policies = deps.policies ?? new PolicyService({ db: deps.db, secrets: deps.secrets, logger: deps.logger });
+  const networkEvents = deps.networkEvents ?? new NetworkEventRecorder({ db: deps.db, audit: deps.audit, taskEvents: deps.taskEvents, logger: deps.logger });
+  await policies.start();
+  // Same-process changes are in policyFor before their caller hears of them: a new
+  // environment before it starts, secrets and projects before the reply.
+  deps.environments.onCreated(() => policies.reload().catch(() => {}));
+  app.decorate('policies', policies);
+  app.decorate('networkEvents', networkEvents);
+  app.addHook('onClose', async () => {
+    policies.close();
+    await networkEvents.close();
   });
   app.decorateRequest('caller', null as unknown as Caller);
   app.decorateRequest('scope', null as unknown as Scope);
@@ -154,7 +178,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   app.addHook('onRequest', async (req: FastifyRequest) => {
     const path = req.url.split('?')[0]!;
     if (PUBLIC_ROUTES.has(path) || !path.startsWith('/api/') || path.startsWith('/api/auth/')) return;
-    req.caller = await deps.tokens.authenticate(req.headers.authorization);
+    req.caller = await deps.tokens.authenticate(req.headers.authorization ?? websocketBearer(req.headers));
     refuseNul([['params', req.params], ['querystring', req.query]]);
     const permission = req.routeOptions.config?.permission;
     const org = (req.params as { org?: string } | undefined)?.org;
@@ -180,6 +204,12 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     return payload;
   });
 
+  app.addHook('onSend', async (req, reply, payload) => {
+    const action = req.routeOptions.config?.audit;
+    if (action && reply.statusCode < 400 && /^(secret|project)\./.test(action)) await policies.reload();
+    return payload;
+  });
+
   app.setErrorHandler((err: FastifyError | BerthError | Error, req, reply) => {
     const body = errorBody(err);
     const status = STATUS_BY_KIND[body.error.kind] ?? 500;
@@ -202,6 +232,8 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     attachRoutes(api, deps);
     fileRoutes(api, deps);
     imageRoutes(api, deps);
+    policyRoutes(api, { policies, networkEvents });
+    webRoutes(api);
   });
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());

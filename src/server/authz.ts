@@ -31,6 +31,11 @@ export const PERMISSIONS = {
   'task.create': 'member',
   // Merging into the base branch is a reviewer's call, not every member's.
   'task.approve': 'admin',
+  'policy.read': 'viewer',
+  // The org's and projects' egress policies.
+  'policy.manage': 'admin',
+  // An environment's own policy: members may narrow it, only admins widen it (policy/service.ts).
+  'policy.environment': 'member',
 } as const satisfies Record<string, Role>;
 
 export type Permission = keyof typeof PERMISSIONS;

@@ -13,6 +13,9 @@ import { SecretService } from './secrets/service.ts';
 import { openDatabase, type DatabaseHandle } from './db/index.ts';
 import { EnvironmentService } from './environments/service.ts';
 import { sandboxGateway, TaskEvents, TaskService, TaskWorker } from './tasks/index.ts';
+import { PolicyService } from './policy/index.ts';
+import { NetworkEventRecorder } from './network-events/index.ts';
+import type { RunnerNetworkOptions } from '../runner/network/index.ts';
 import { modelClientFromEnv } from '../agent/index.ts';
 import { availableParallelism } from 'node:os';
 
@@ -39,6 +42,8 @@ export interface StartOptions {
   modelEnv?: NodeJS.ProcessEnv;
   /** Tasks this runner works on at once (BERTH_TASK_CONCURRENCY, default 2 per core); the rest wait queued. */
   taskConcurrency?: number;
+  /** Test and benchmark knobs for the runner's network (an injectable resolver, private addresses to allow). */
+  network?: Partial<Omit<RunnerNetworkOptions, 'policies' | 'events'>>;
   /** The URL people use to reach this Berth, for links in pull requests (BERTH_PUBLIC_URL; default the listen address). */
   publicUrl?: string;
 }
@@ -72,18 +77,23 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
 
   const images = new ImageStore({ dir: opts.imageDir ?? join(opts.dataDir, 'images'), logger });
   await images.buildDefault(opts.onImageProgress);
-  const runner = new LocalRunner({ dataDir: opts.dataDir, images, logger });
   const tokens = new TokenService(db);
   const authz = new Authorizer(db);
   const audit = new AuditLog({ db, logger, sinks: auditSinks() });
   const secrets = new SecretService({ db, box: SecretBox.load({ env: process.env, dataDir: opts.dataDir }) });
+  const taskEvents = new TaskEvents(db);
+  // The egress proxy asks the policies on every request; they are loaded before any
+  // environment's proxy can be resumed.
+  const policies = new PolicyService({ db, secrets, logger });
+  await policies.start();
+  const networkEvents = new NetworkEventRecorder({ db, audit, taskEvents, logger });
+  const runner = new LocalRunner({ dataDir: opts.dataDir, images, logger, network: { policies, events: networkEvents, ...opts.network } });
   const environments = new EnvironmentService({ db, runner, logger, audit, secrets });
   const oidcConfig = opts.oidc ?? oidcConfigFromEnv(process.env);
   const oidc = oidcConfig && { signIn: new OidcSignIn(oidcConfig), pending: new PendingSignIns(), groupRules: oidcConfig.groupRules };
   const { userId } = await ensureBootstrap(db);
 
   const modelEnv = opts.modelEnv ?? process.env;
-  const taskEvents = new TaskEvents(db);
   // Agent CLIs inside environments reach models through this, with a per-task token.
   const gateway = new LlmGateway({ upstreams: upstreamsFromEnv(modelEnv), logger });
   let publicUrl = opts.publicUrl ?? process.env.BERTH_PUBLIC_URL ?? '';
@@ -112,6 +122,8 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     environments,
     tasks,
     taskEvents,
+    policies,
+    networkEvents,
     images,
     version: VERSION,
     health: () => ({ database: database.kind, runtime: runner.backend.name }),

@@ -44,6 +44,7 @@ export const CreateEnvironmentBody = z.strictObject({
   pids: z.number().int().positive().optional(),
   idleTimeout: duration.optional(),
   maxLifetime: duration.optional(),
+  allowDomains: z.array(z.string().max(300)).max(1000).optional().describe("the environment's own egress allow list: it may only narrow its project's and org's policy"),
 });
 export type CreateEnvironmentBody = z.infer<typeof CreateEnvironmentBody>;
 
@@ -160,3 +161,21 @@ export const AuditEntry = z.object({
   hash: z.string(),
 });
 export type AuditEntry = z.infer<typeof AuditEntry>;
+
+/** One request an environment's egress proxy let through or refused, as the API and CLI show it. */
+export const NetworkEventView = z.object({
+  at: z.string(),
+  kind: z.enum(['http', 'connect']),
+  method: z.string().nullable(),
+  host: z.string(),
+  port: z.number(),
+  path: z.string().nullable(),
+  allowed: z.boolean(),
+  rule: z.string(),
+  status: z.number().nullable(),
+  bytesUp: z.number(),
+  bytesDown: z.number(),
+  durationMs: z.number(),
+  error: z.string().nullable(),
+});
+export type NetworkEventView = z.infer<typeof NetworkEventView>;

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { CreateEnvironmentBody, Environment, EnvironmentDetail, EnvironmentList } from '../../shared/api.ts';
+import type { CreateEnvironmentBody, Environment, EnvironmentDetail, EnvironmentList, NetworkEventView } from '../../shared/api.ts';
 import { formatDuration, formatSize } from '../../shared/units.ts';
 import type { ApiClient } from '../client.ts';
 import { age, CliError, printJson, printTable, withSpinner } from '../output.ts';
@@ -13,6 +13,7 @@ export const envPath = (c: ApiClient, id: string, rest = '') => c.orgPath(`envir
 function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
+
 
 function printEnvironment(env: Environment | EnvironmentDetail): void {
   const l = env.limits;
@@ -60,6 +61,7 @@ export function envCommands(program: Command, client: Client): void {
     .option('--pids <n>', 'process limit', (v) => Number.parseInt(v, 10))
     .option('--idle-timeout <duration>', 'stop after this long without commands, e.g. 30m ("off" for never)')
     .option('--max-lifetime <duration>', 'stop this long after starting, e.g. 24h ("off" for never)')
+    .option('--allow-domain <domain>', 'a domain it may reach, repeatable (its own list: may only narrow its project\'s and org\'s policy)', collect)
     .option('--json', 'print a JSON object')
     .action(async (o) => {
       const body: CreateEnvironmentBody = {
@@ -72,6 +74,7 @@ export function envCommands(program: Command, client: Client): void {
         pids: o.pids,
         idleTimeout: o.idleTimeout,
         maxLifetime: o.maxLifetime,
+        allowDomains: o.allowDomain,
       };
       const created = await withSpinner('creating environment', () => client().request<Environment>('POST', client().orgPath('environments'), body));
       if (o.json) printJson({ id: created.id, name: created.name, state: created.state });
@@ -156,6 +159,37 @@ export function envCommands(program: Command, client: Client): void {
       }
       const code = await attach(client(), id, { cmd, cwd: o.cwd, env, timeout: o.timeout, interactive: Boolean(o.interactive), tty: Boolean(o.tty) });
       process.exitCode = code;
+    });
+
+  env
+    .command('network <id>')
+    .description("what the environment's egress proxy let through or refused, newest first")
+    .option('--denied', 'only refusals')
+    .option('--limit <n>', 'at most this many (default 100, at most 1000)', (v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1 || n > 1000) throw new CliError(`--limit is a whole number from 1 to 1000, got '${v}'`);
+      return n;
+    })
+    .option('--json', 'print JSON')
+    .action(async (id: string, o) => {
+      const q = new URLSearchParams({ limit: String(o.limit ?? 100) });
+      if (o.denied) q.set('denied', 'true');
+      const { items } = await client().request<{ items: NetworkEventView[] }>('GET', envPath(client(), id, `/network?${q}`));
+      if (o.json) return printJson(items);
+      printTable(
+        ['TIME', 'METHOD', 'HOST', 'PATH', 'RESULT', 'RULE', 'UP', 'DOWN', 'DURATION'],
+        items.map((e) => [
+          e.at,
+          e.method ?? (e.kind === 'connect' ? 'CONNECT' : '-'),
+          `${e.host}:${e.port}`,
+          e.path ?? '-',
+          e.allowed ? `allowed${e.status === null ? '' : ` ${e.status}`}` : 'DENIED',
+          e.rule,
+          formatSize(e.bytesUp),
+          formatSize(e.bytesDown),
+          `${e.durationMs}ms`,
+        ]),
+      );
     });
 
   env

@@ -28,15 +28,26 @@ export function secretCommands(program: Command, client: Client): void {
     .description('set a secret from standard input or a file, never from the command line')
     .option('--project <project>', 'only for this project (default: the whole org)')
     .option('--from-file <path>', 'read the value from this file')
+    .option('--egress-only', 'never give it to environments: the egress proxy adds it to requests to --host')
+    .option('--host <host>', 'with --egress-only: the one host it is sent to')
+    .option('--path-prefix <prefix>', 'with --egress-only: only for paths under this prefix, e.g. /v1')
+    .option('--header <name>', 'with --egress-only: the header it goes in (default Authorization)')
+    .option('--format <format>', "with --egress-only: the header value, {value} standing for the secret (default 'Bearer {value}')")
     .action(async (name: string, o) => {
+      if (Boolean(o.egressOnly) !== Boolean(o.host)) throw new CliError('--egress-only and --host go together: berth secret set NAME --egress-only --host api.example.com');
+      if (!o.egressOnly && (o.pathPrefix || o.header || o.format)) throw new CliError('--path-prefix, --header and --format are for --egress-only secrets');
       if (!o.fromFile && process.stdin.isTTY) {
         throw new CliError(`pipe the value in (printf %s "$VALUE" | berth secret set ${name}) or use --from-file PATH: values never go on the command line`);
       }
       let value = o.fromFile ? readFileSync(o.fromFile, 'utf8') : await readStdin();
       // A trailing newline from echo or a file is almost never part of a token.
       value = value.replace(/\r?\n$/, '');
-      await client().request('PUT', client().orgPath(`secrets/${encodeURIComponent(name)}`), { value, project: o.project });
-      process.stdout.write(`${name} set${o.project ? ` for project ${o.project}` : ''}\n`);
+      await client().request('PUT', client().orgPath(`secrets/${encodeURIComponent(name)}`), {
+        value,
+        project: o.project,
+        egress: o.egressOnly ? { host: o.host, pathPrefix: o.pathPrefix, header: o.header, format: o.format } : undefined,
+      });
+      process.stdout.write(`${name} set${o.project ? ` for project ${o.project}` : ''}${o.egressOnly ? ` (egress-only, for ${o.host})` : ''}\n`);
     });
   secret
     .command('list')

@@ -197,4 +197,53 @@ export const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0005_network': {
+    async up(db: Kysely<any>) {
+      // One egress policy per scope: the org (scope_id = org id), a project or an
+      // environment. A null field is "not set here": the next wider scope's applies.
+      await db.schema
+        .createTable('network_policies')
+        .addColumn('org_id', 'text', (c) => c.notNull().references('orgs.id'))
+        .addColumn('scope_kind', 'text', (c) => c.notNull())
+        .addColumn('scope_id', 'text', (c) => c.notNull())
+        .addColumn('allow_domains', 'jsonb')
+        .addColumn('presets', 'jsonb')
+        .addColumn('allow_ports', 'jsonb')
+        .addColumn('allow_methods', 'jsonb')
+        .addColumn('max_connections', 'integer')
+        .addColumn('updated_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .addColumn('updated_by', 'text', (c) => c.notNull())
+        .addPrimaryKeyConstraint('network_policies_pk', ['org_id', 'scope_kind', 'scope_id'])
+        .execute();
+
+      // What each environment's egress proxy let through or refused; written in batches.
+      await db.schema
+        .createTable('network_events')
+        .addColumn('id', 'bigserial', (c) => c.primaryKey())
+        .addColumn('org_id', 'text', (c) => c.notNull())
+        .addColumn('environment_id', 'text', (c) => c.notNull())
+        .addColumn('at', 'timestamptz', (c) => c.notNull())
+        .addColumn('kind', 'text', (c) => c.notNull())
+        .addColumn('host', 'text', (c) => c.notNull())
+        .addColumn('port', 'integer', (c) => c.notNull())
+        .addColumn('method', 'text')
+        .addColumn('path', 'text')
+        .addColumn('allowed', 'boolean', (c) => c.notNull())
+        .addColumn('rule', 'text', (c) => c.notNull())
+        .addColumn('status', 'integer')
+        .addColumn('bytes_up', 'bigint', (c) => c.notNull())
+        .addColumn('bytes_down', 'bigint', (c) => c.notNull())
+        .addColumn('duration_ms', 'integer', (c) => c.notNull())
+        .addColumn('error', 'text')
+        .execute();
+      await sql`create index network_events_env_at on network_events (environment_id, at desc, id desc)`.execute(db);
+
+      // Egress-only secrets never enter an environment: the proxy adds them to requests
+      // to one host (and path prefix), in one header, formatted around {value}.
+      await db.schema.alterTable('secrets').addColumn('egress_host', 'text').execute();
+      await db.schema.alterTable('secrets').addColumn('egress_path_prefix', 'text').execute();
+      await db.schema.alterTable('secrets').addColumn('egress_header', 'text').execute();
+      await db.schema.alterTable('secrets').addColumn('egress_format', 'text').execute();
+    },
+  },
 };

@@ -83,6 +83,12 @@ export interface SecretTable {
   created_at: CreatedAt;
   updated_at: CreatedAt;
   updated_by: string;
+  /** Set for an egress-only secret: never an environment variable, added by the egress proxy to requests to this host. */
+  egress_host: ColumnType<string | null, string | null | undefined, string | null>;
+  egress_path_prefix: ColumnType<string | null, string | null | undefined, string | null>;
+  egress_header: ColumnType<string | null, string | null | undefined, string | null>;
+  /** The header value around the secret: 'Bearer {value}'. */
+  egress_format: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface AuditEntryTable {
@@ -173,6 +179,42 @@ export interface TaskEventTable {
   data: ColumnType<TaskEventData, string, never>;
 }
 
+export type PolicyScopeKind = 'org' | 'project' | 'environment';
+
+/** One scope's egress policy; a null field is not set here and comes from the next wider scope. */
+export interface NetworkPolicyTable {
+  org_id: string;
+  scope_kind: PolicyScopeKind;
+  /** The org's, project's or environment's id. */
+  scope_id: string;
+  allow_domains: ColumnType<string[] | null, string | null, string | null>;
+  presets: ColumnType<string[] | null, string | null, string | null>;
+  allow_ports: ColumnType<number[] | null, string | null, string | null>;
+  allow_methods: ColumnType<string[] | null, string | null, string | null>;
+  max_connections: number | null;
+  updated_at: CreatedAt;
+  updated_by: string;
+}
+
+export interface NetworkEventTable {
+  id: ColumnType<string, never, never>;
+  org_id: string;
+  environment_id: string;
+  at: Timestamp;
+  kind: 'http' | 'connect';
+  host: string;
+  port: number;
+  method: string | null;
+  path: string | null;
+  allowed: boolean;
+  rule: string;
+  status: number | null;
+  bytes_up: ColumnType<string, number, never>;
+  bytes_down: ColumnType<string, number, never>;
+  duration_ms: number;
+  error: string | null;
+}
+
 export interface Database {
   orgs: OrgTable;
   users: UserTable;
@@ -185,6 +227,8 @@ export interface Database {
   environments: EnvironmentTable;
   tasks: TaskTable;
   task_events: TaskEventTable;
+  network_policies: NetworkPolicyTable;
+  network_events: NetworkEventTable;
 }
 
 export type EnvironmentRow = Selectable<EnvironmentTable>;

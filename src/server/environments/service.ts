@@ -15,6 +15,7 @@ import { redactCommand, type SecretService } from '../secrets/service.ts';
 import { Redactor } from '../../shared/redact.ts';
 import { decodeCursor, encodeCursor, limitsOf, toApi } from './convert.ts';
 import { limitsFrom } from './limits.ts';
+import { checkCreateAllowList, storeEnvironmentAllowList } from '../policy/index.ts';
 
 export interface ListOptions {
   state?: EnvironmentState | undefined;
@@ -44,6 +45,8 @@ export class EnvironmentService {
    * the sweep rather than twice per command: the idle clock needs minutes, not milliseconds.
    */
   readonly #lastActive = new Map<string, Date>();
+  /** Told of each new environment before it starts (the egress policy cache loads it). */
+  readonly #onCreated: ((id: string) => Promise<void>)[] = [];
 
   constructor(opts: { db: Db; runner: LocalRunner; logger: Logger; audit: AuditLog; secrets: SecretService; hostCpus?: number }) {
     this.#db = opts.db;
@@ -61,6 +64,8 @@ export class EnvironmentService {
     if (await this.#byName(orgId, name)) throw conflict(`the name '${name}' is taken: choose another with --name`);
     const projectId = body.project ? await projectIdOf(this.#db, orgId, body.project) : null;
     const image = await this.#runner.images.resolve(body.image ?? DEFAULT_IMAGE);
+    // Its own egress allow list, if given, may only narrow what its project and org allow.
+    const allowDomains = body.allowDomains ? await checkCreateAllowList(this.#db, orgId, projectId, body.allowDomains) : undefined;
 
     const id = newId('env');
     try {
@@ -86,10 +91,17 @@ export class EnvironmentService {
       if (isUniqueViolation(err)) throw conflict(`the name '${name}' is taken: choose another with --name`);
       throw err;
     }
+    if (allowDomains) await storeEnvironmentAllowList(this.#db, orgId, id, allowDomains, 'environment.create');
+    for (const listener of this.#onCreated) await listener(id);
     return this.#withLock(id, async () => {
       const row = await this.#get(orgId, id);
       return toApi(await this.#bringUp(row, 'creating'));
     });
+  }
+
+  /** Calls `listener` with each new environment's id, after its row is written and before it starts. */
+  onCreated(listener: (id: string) => Promise<void>): void {
+    this.#onCreated.push(listener);
   }
 
   async list(orgId: string, opts: ListOptions): Promise<EnvironmentList> {

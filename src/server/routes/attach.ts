@@ -5,6 +5,21 @@ import type { RunningCommand } from '../../runner/index.ts';
 import { errorBody, type App, type AppDeps } from '../app.ts';
 import { timeoutMs } from './environments.ts';
 
+const BEARER_PROTOCOL = 'berth.bearer.';
+
+/**
+ * Browsers cannot set an Authorization header on a WebSocket, so the web terminal offers
+ * the subprotocols `berth, berth.bearer.<token>`; this reads the token back as a bearer
+ * header. Only on an upgrade request, and only when no Authorization header was sent. The
+ * server (ws) answers with the first protocol offered, `berth`, so the token is never echoed.
+ */
+export function websocketBearer(headers: Record<string, string | string[] | undefined>): string | undefined {
+  if (String(headers.upgrade ?? '').toLowerCase() !== 'websocket') return undefined;
+  const offered = String(headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim());
+  const token = offered.find((p) => p.startsWith(BEARER_PROTOCOL))?.slice(BEARER_PROTOCOL.length);
+  return token ? `Bearer ${token}` : undefined;
+}
+
 /**
  * A command over a WebSocket, for interactive use: `berth env exec -i/-t` and the web
  * terminal. The client's first text frame is an AttachStart; after it, binary frames

@@ -9,7 +9,20 @@ import { ForgeSettingsSchema } from '../../forges/index.ts';
 import { checkRepo, ProjectWorkSettings } from '../tasks/index.ts';
 
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema };
-const SecretMeta = z.object({ name: z.string(), project: z.string().nullable(), updatedAt: z.string(), updatedBy: z.string() });
+const SecretMeta = z.object({
+  name: z.string(),
+  project: z.string().nullable(),
+  updatedAt: z.string(),
+  updatedBy: z.string(),
+  egress: z.object({ host: z.string(), pathPrefix: z.string(), header: z.string() }).optional().describe('only for an egress-only secret'),
+});
+// Egress-only: never an environment variable; the egress proxy adds it to requests to this host.
+const EgressMarking = z.strictObject({
+  host: z.string().min(1).max(253),
+  pathPrefix: z.string().max(1024).optional(),
+  header: z.string().max(100).optional().describe('default Authorization'),
+  format: z.string().max(1024).optional().describe("the header value, with {value} for the secret; default 'Bearer {value}'"),
+});
 const AgentDefaults = z.strictObject({ kind: z.enum(['builtin', 'command']).optional(), model: z.string().min(1).max(200).optional(), command: z.string().min(1).max(64 * 1024).optional() });
 const Project = z.object({
   id: z.string(),
@@ -38,10 +51,10 @@ export function secretRoutes(app: App, { secrets, db }: AppDeps): void {
       tags: ['secrets'],
       summary: 'Set a secret for the org or one project',
       params: OrgRef.extend({ name: z.string().regex(SECRET_NAME, 'letters, digits and _') }),
-      body: z.strictObject({ value: z.string().min(1).max(64 * 1024), project: z.string().max(100).optional() }),
+      body: z.strictObject({ value: z.string().min(1).max(64 * 1024), project: z.string().max(100).optional(), egress: EgressMarking.optional() }),
       response: { 200: SecretMeta, ...errors },
     },
-    handler: async (req) => secrets.set(req.scope.orgId, { name: req.params.name, value: req.body.value, project: req.body.project, actor: req.scope.actor }),
+    handler: async (req) => secrets.set(req.scope.orgId, { name: req.params.name, value: req.body.value, project: req.body.project, actor: req.scope.actor, egress: req.body.egress }),
   });
 
   app.delete('/api/orgs/:org/secrets/:name', {

@@ -7,6 +7,7 @@ import type { RunningCommand } from '../../runner/index.ts';
 import { projectIdOf } from '../projects.ts';
 import type { Db } from '../db/index.ts';
 import type { SecretBox } from './crypto.ts';
+import { checkEgressMarking, type EgressMarking } from '../policy/credentials.ts';
 
 /** Secret names double as environment variable names inside environments. */
 export const SECRET_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
@@ -16,6 +17,16 @@ export interface SecretMeta {
   project: string | null;
   updatedAt: string;
   updatedBy: string;
+  /** Only for an egress-only secret: where the egress proxy adds it. */
+  egress?: { host: string; pathPrefix: string; header: string };
+}
+
+/** An egress-only secret with its value, for the policy the egress proxy reads. */
+export interface EgressSecret extends EgressMarking {
+  orgId: string;
+  projectId: string | null;
+  name: string;
+  value: string;
 }
 
 /**
@@ -31,33 +42,41 @@ export class SecretService {
     this.#box = opts.box;
   }
 
-  async set(orgId: string, input: { name: string; value: string; project?: string | undefined; actor: string }): Promise<SecretMeta> {
+  /**
+   * With `egress` the secret becomes egress-only. Setting it again without `egress`
+   * keeps its marking: a secret never turns into an environment variable by omission.
+   */
+  async set(orgId: string, input: { name: string; value: string; project?: string | undefined; actor: string; egress?: Parameters<typeof checkEgressMarking>[0] | undefined }): Promise<SecretMeta> {
     if (!SECRET_NAME.test(input.name)) throw invalid('secret names are letters, digits and _ (they become environment variables)', 'name');
     if (input.value.length === 0) throw invalid('the secret value is empty', 'value');
+    const egress = input.egress ? checkEgressMarking(input.egress) : undefined;
+    const marking = egress ? { egress_host: egress.host, egress_path_prefix: egress.pathPrefix, egress_header: egress.header, egress_format: egress.format } : {};
     const projectId = input.project ? await projectIdOf(this.#db, orgId, input.project) : null;
     const ciphertext = this.#box.seal({ orgId, projectId, name: input.name }, input.value);
     const now = new Date();
     const existing = await this.#find(orgId, input.name, projectId);
     if (existing) {
-      await this.#db.updateTable('secrets').set({ ciphertext, updated_at: now, updated_by: input.actor }).where('id', '=', existing.id).execute();
+      await this.#db.updateTable('secrets').set({ ciphertext, updated_at: now, updated_by: input.actor, ...marking }).where('id', '=', existing.id).execute();
     } else {
       await this.#db
         .insertInto('secrets')
-        .values({ id: newId('sec'), org_id: orgId, project_id: projectId, name: input.name, ciphertext, updated_by: input.actor })
+        .values({ id: newId('sec'), org_id: orgId, project_id: projectId, name: input.name, ciphertext, updated_by: input.actor, ...marking })
         .execute();
     }
-    return { name: input.name, project: input.project ?? null, updatedAt: now.toISOString(), updatedBy: input.actor };
+    const row = await this.#db.selectFrom('secrets').select(['egress_host', 'egress_path_prefix', 'egress_header']).where('org_id', '=', orgId).where('name', '=', input.name)
+      .where((eb) => (projectId ? eb('project_id', '=', projectId) : eb('project_id', 'is', null))).executeTakeFirst();
+    return { name: input.name, project: input.project ?? null, updatedAt: now.toISOString(), updatedBy: input.actor, ...egressOf(row) };
   }
 
   async list(orgId: string): Promise<SecretMeta[]> {
     const rows = await this.#db
       .selectFrom('secrets')
       .leftJoin('projects', 'projects.id', 'secrets.project_id')
-      .select(['secrets.name', 'projects.name as project', 'secrets.updated_at', 'secrets.updated_by'])
+      .select(['secrets.name', 'projects.name as project', 'secrets.updated_at', 'secrets.updated_by', 'secrets.egress_host', 'secrets.egress_path_prefix', 'secrets.egress_header'])
       .where('secrets.org_id', '=', orgId)
       .orderBy('secrets.name')
       .execute();
-    return rows.map((r) => ({ name: r.name, project: r.project, updatedAt: new Date(r.updated_at).toISOString(), updatedBy: r.updated_by }));
+    return rows.map((r) => ({ name: r.name, project: r.project, updatedAt: new Date(r.updated_at).toISOString(), updatedBy: r.updated_by, ...egressOf(r) }));
   }
 
   async remove(orgId: string, name: string, project?: string): Promise<void> {
@@ -70,19 +89,21 @@ export class SecretService {
   /**
    * What an environment of the project receives: its project's secrets over the org's of
    * the same name. Secrets any project names as forge credentials are never among them:
-   * those are used by the runner on the host and must not enter a sandbox.
+   * those are used by the runner on the host and must not enter a sandbox. Nor are
+   * egress-only ones (the egress proxy adds those to requests): a project's egress-only
+   * secret also hides the org's secret of the same name.
    */
   async forProject(orgId: string, projectId: string): Promise<{ name: string; value: string }[]> {
     const rows = await this.#db
       .selectFrom('secrets')
-      .select(['name', 'project_id', 'ciphertext'])
+      .select(['name', 'project_id', 'ciphertext', 'egress_host'])
       .where('org_id', '=', orgId)
       .where((eb) => eb.or([eb('project_id', '=', projectId), eb('project_id', 'is', null)]))
       .execute();
     const hostOnly = await this.#forgeSecretNames(orgId);
     const byName = new Map<string, (typeof rows)[number]>();
     for (const r of rows) if (!hostOnly.has(r.name) && (!byName.has(r.name) || r.project_id)) byName.set(r.name, r);
-    return [...byName.values()].map((r) => ({
+    return [...byName.values()].filter((r) => r.egress_host === null).map((r) => ({
       name: r.name,
       value: this.#box.open({ orgId, projectId: r.project_id, name: r.name }, r.ciphertext),
     }));
@@ -101,6 +122,26 @@ export class SecretService {
     return row ? this.#box.open({ orgId, projectId: row.project_id, name }, row.ciphertext) : null;
   }
 
+  /** Egress-only secrets (of one org, or of all), decrypted: what the policy cache hands the egress proxy. */
+  async egressSecrets(orgId?: string): Promise<EgressSecret[]> {
+    const rows = await this.#db
+      .selectFrom('secrets')
+      .select(['org_id', 'project_id', 'name', 'ciphertext', 'egress_host', 'egress_path_prefix', 'egress_header', 'egress_format'])
+      .where('egress_host', 'is not', null)
+      .$if(orgId !== undefined, (q) => q.where('org_id', '=', orgId!))
+      .execute();
+    return rows.map((r) => ({
+      orgId: r.org_id,
+      projectId: r.project_id,
+      name: r.name,
+      value: this.#box.open({ orgId: r.org_id, projectId: r.project_id, name: r.name }, r.ciphertext),
+      host: r.egress_host!,
+      pathPrefix: r.egress_path_prefix ?? '/',
+      header: r.egress_header ?? 'Authorization',
+      format: r.egress_format ?? 'Bearer {value}',
+    }));
+  }
+
   async #forgeSecretNames(orgId: string): Promise<Set<string>> {
     const projects = await this.#db.selectFrom('projects').select('settings').where('org_id', '=', orgId).execute();
     const names = new Set<string>();
@@ -117,6 +158,11 @@ export class SecretService {
     return q.executeTakeFirst();
   }
 
+}
+
+/** `{ egress }` for an egress-only secret, nothing for the others (their listing stays as it was). */
+function egressOf(r: { egress_host: string | null; egress_path_prefix: string | null; egress_header: string | null } | undefined): Pick<SecretMeta, 'egress'> {
+  return r?.egress_host ? { egress: { host: r.egress_host, pathPrefix: r.egress_path_prefix ?? '/', header: r.egress_header ?? 'Authorization' } } : {};
 }
 
 /** The command with its output passed through the redactor: what Berth records and returns. */

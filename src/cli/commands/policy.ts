@@ -1,0 +1,142 @@
+import type { Command } from 'commander';
+import type { ApiClient } from '../client.ts';
+import { CliError, printJson, printTable } from '../output.ts';
+
+type Client = () => ApiClient;
+
+interface PolicyView {
+  scope: 'org' | 'project' | 'environment';
+  target: string | null;
+  allowDomains: string[] | null;
+  presets: string[] | null;
+  allowPorts: number[] | null;
+  allowMethods: string[] | null;
+  maxConnections: number | null;
+  updatedAt: string;
+  updatedBy: string;
+}
+
+interface Effective {
+  allowDomains: string[];
+  presets: string[];
+  allowPorts: number[] | null;
+  allowMethods: string[] | null;
+  maxConnections: number;
+  credentials: { name: string; host: string; pathPrefix: string; header: string }[];
+  scope: string;
+}
+
+const UNSET = { domains: 'allowDomains', presets: 'presets', ports: 'allowPorts', methods: 'allowMethods', 'max-connections': 'maxConnections' } as const;
+
+/** The API path of the scope the options name: the org, --project P or --env E. */
+function scopePath(c: ApiClient, o: { project?: string; env?: string }): string {
+  if (o.project && o.env) throw new CliError('give --project or --env, not both');
+  if (o.project) return c.orgPath(`policies/projects/${encodeURIComponent(o.project)}`);
+  if (o.env) return c.orgPath(`policies/environments/${encodeURIComponent(o.env)}`);
+  return c.orgPath('policies/org');
+}
+
+const list = (v: readonly (string | number)[] | null | undefined, none = '-') => (v === null || v === undefined ? none : v.length ? v.join(', ') : '(none)');
+
+function port(value: string, previous: number[] = []): number[] {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new CliError(`--port takes whole numbers from 1 to 65535, got '${value}'`);
+  return [...previous, n];
+}
+
+function printPolicy(p: { own: PolicyView | null; effective: Effective }): void {
+  const e = p.effective;
+  const lines: [string, string][] = [
+    ['from', e.scope === 'default' ? 'default (nothing set: every domain is refused)' : e.scope],
+    ['domains', list(e.allowDomains)],
+    ['presets', list(e.presets)],
+    ['ports', e.allowPorts === null ? '80, 443 (default)' : list(e.allowPorts)],
+    ['methods', e.allowMethods === null ? 'any' : list(e.allowMethods)],
+    ['max connections', String(e.maxConnections)],
+    ['credentials', e.credentials.length ? e.credentials.map((c) => `${c.name} → ${c.header} for ${c.host}${c.pathPrefix === '/' ? '' : c.pathPrefix}`).join('; ') : '-'],
+  ];
+  if (p.own) lines.push(['own policy', `set ${p.own.updatedAt} by ${p.own.updatedBy}`]);
+  const width = Math.max(...lines.map(([k]) => k.length));
+  process.stdout.write(`${lines.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join('\n')}\n`);
+}
+
+export function policyCommands(program: Command, client: Client): void {
+  const policy = program
+    .command('policy')
+    .description("what environments may reach on the network: the org's, a project's or an environment's policy (the narrowest that sets a field wins)");
+
+  policy
+    .command('show')
+    .description('the policy that applies to the org, a project or an environment, and where it comes from')
+    .option('--project <project>', "a project's")
+    .option('--env <environment>', "an environment's")
+    .option('--json', 'print JSON')
+    .action(async (o) => {
+      if (o.project && o.env) throw new CliError('give --project or --env, not both');
+      const q = new URLSearchParams();
+      if (o.project) q.set('project', o.project);
+      if (o.env) q.set('environment', o.env);
+      const p = await client().request<{ own: PolicyView | null; effective: Effective }>('GET', client().orgPath(`policies/effective${q.size ? `?${q}` : ''}`));
+      if (o.json) return printJson(p);
+      printPolicy(p);
+    });
+
+  policy
+    .command('list')
+    .alias('ls')
+    .description('every scope with a policy of its own')
+    .option('--json', 'print JSON')
+    .action(async (o) => {
+      const { items } = await client().request<{ items: PolicyView[] }>('GET', client().orgPath('policies'));
+      if (o.json) return printJson(items);
+      printTable(
+        ['SCOPE', 'DOMAINS', 'PRESETS', 'PORTS', 'METHODS', 'MAX CONN'],
+        items.map((p) => [p.target ? `${p.scope}:${p.target}` : p.scope, list(p.allowDomains), list(p.presets), list(p.allowPorts), list(p.allowMethods), p.maxConnections === null ? '-' : String(p.maxConnections)]),
+      );
+    });
+
+  policy
+    .command('set')
+    .description('set fields of the org\'s policy, or of --project P or --env E; fields not given are kept')
+    .option('--project <project>', "a project's policy (admins)")
+    .option('--env <environment>', "an environment's policy (members may narrow it, admins widen it)")
+    .option('--allow-domain <domain...>', 'domains it may reach: example.com or *.example.com (replaces the list)')
+    .option('--preset <name...>', 'package registries: npm, pypi, crates, go, debian, ubuntu, github (replaces the list)')
+    .option('--port <port...>', 'ports it may connect to (default 80 and 443)', (v: string, prev: number[] | undefined) => port(v, prev))
+    .option('--method <method...>', 'HTTP methods plain HTTP may use (default any)')
+    .option('--max-connections <n>', 'connections it may hold open at once (default 256)', (v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1) throw new CliError(`--max-connections is a whole number of at least 1, got '${v}'`);
+      return n;
+    })
+    .option('--unset <field...>', `no longer set here, so inherited: ${Object.keys(UNSET).join(', ')}`)
+    .option('--json', 'print JSON')
+    .action(async (o) => {
+      const body: Record<string, unknown> = {};
+      if (o.allowDomain) body.allowDomains = o.allowDomain;
+      if (o.preset) body.presets = o.preset;
+      if (o.port) body.allowPorts = o.port;
+      if (o.method) body.allowMethods = o.method;
+      if (o.maxConnections !== undefined) body.maxConnections = o.maxConnections;
+      for (const f of (o.unset as string[] | undefined) ?? []) {
+        const field = UNSET[f as keyof typeof UNSET];
+        if (!field) throw new CliError(`--unset takes ${Object.keys(UNSET).join(', ')}; got '${f}'`);
+        if (field in body) throw new CliError(`--unset ${f} and a value for it cannot go together`);
+        body[field] = null;
+      }
+      if (Object.keys(body).length === 0) throw new CliError('nothing to set: give --allow-domain, --preset, --port, --method, --max-connections or --unset');
+      const p = await client().request<PolicyView>('PATCH', scopePath(client(), o), body);
+      if (o.json) return printJson(p);
+      process.stdout.write(`policy of ${p.target ? `${p.scope} ${p.target}` : 'the org'} set\n`);
+    });
+
+  policy
+    .command('clear')
+    .description("remove the org's, --project P's or --env E's own policy: the next wider one applies")
+    .option('--project <project>', "a project's policy")
+    .option('--env <environment>', "an environment's policy")
+    .action(async (o) => {
+      await client().request('DELETE', scopePath(client(), o));
+      process.stdout.write(`policy of ${o.project ? `project ${o.project}` : o.env ? `environment ${o.env}` : 'the org'} cleared\n`);
+    });
+}

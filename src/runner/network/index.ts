@@ -1,0 +1,9 @@
+// The environment network: a namespace per environment whose only way out is the
+// runner's egress proxy, which applies the environment's policy and records every request.
+export type { EgressPolicy, PolicySource, NetworkEvent, NetworkEventSink, NetworkUsage, Resolver, RunnerNetworkOptions } from './types.ts';
+export { NetworkManager, CA_BUNDLE_PATH, type PreparedNetwork } from './manager.ts';
+export { NetworkEventStore } from './event-store.ts';
+export { EgressProxy, defaultResolver, type EgressProxyOptions } from './proxy.ts';
+export { decide, checkAddress, domainMatches, normalizeHost, type Decision, type EgressRequest } from './request-filter.ts';
+export { PRESETS, PRESET_NAMES, isPreset, type PresetName } from './presets.ts';
+export { DENY_ALL } from './policy.ts';

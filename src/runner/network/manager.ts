@@ -1,0 +1,363 @@
+// Composes the network of every environment on this runner: its namespace and rules
+// (netns.ts), its proxy (proxy.ts, deciding with request-filter.ts), the trust bundle
+// for hosts whose TLS the proxy terminates (ca.ts), and the counters.
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
+import { join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { rootCertificates } from 'node:tls';
+import type { Logger } from 'pino';
+import { unavailable } from '../../shared/errors.ts';
+import type { Spawner } from '../spawner/index.ts';
+import { CertificateAuthority } from './ca.ts';
+import { DEFAULT_SUBNET, hostBatch, insideBatch, netnsNames, netnsPrefix, pairAddresses, PROXY_PORT, ruleset, setupScript, teardownScript, type NetnsPlan } from './netns.ts';
+import { EgressProxy } from './proxy.ts';
+import { blockListOf } from './request-filter.ts';
+import type { NetworkUsage, RunnerNetworkOptions } from './types.ts';
+
+/** Where the environment finds the trust bundle (system CAs + the runner's CA), bind-mounted read-only. */
+export const CA_BUNDLE_PATH = '/.berth/ca-certificates.crt';
+const HOST_CA_BUNDLES = ['/etc/ssl/certs/ca-certificates.crt', '/etc/pki/tls/certs/ca-bundle.crt'];
+/** Tries at a /31 the host does not already have. */
+const ADDRESS_ATTEMPTS = 16;
+const DEFAULT_WARM = 2;
+
+/** What the bundle needs to put an environment on its network. */
+export interface PreparedNetwork {
+  /** The network namespace crun joins instead of making an empty one. */
+  netnsPath: string;
+  /** Host file to bind-mount read-only at CA_BUNDLE_PATH. */
+  caBundle: string;
+  env: string[];
+}
+
+export class NetworkManager {
+  readonly #o: RunnerNetworkOptions;
+  readonly #dir: string;
+  readonly #dataDir: string;
+  readonly #spawner: Spawner;
+  readonly #log: Logger;
+  readonly #proxies = new Map<string, EgressProxy>();
+  readonly #usage = new Map<string, NetworkUsage>();
+  readonly #plans = new Map<string, NetnsPlan & { up?: boolean }>();
+  #ca: Promise<CertificateAuthority> | undefined;
+  readonly #restored: Promise<void>;
+  readonly #warm: NetnsPlan[] = [];
+  readonly #warmTarget: number;
+  /** Host addresses handed out by this runner and not yet on an interface. */
+  readonly #claimed = new Set<string>();
+  #filling: Promise<void> | undefined;
+  #closed = false;
+  #nftChecked = false;
+  #bundleReady = false;
+
+  constructor(opts: RunnerNetworkOptions & { dataDir: string; spawner: Spawner; logger: Logger }) {
+    this.#o = opts;
+    this.#dataDir = resolve(opts.dataDir);
+    this.#dir = join(this.#dataDir, 'network');
+    this.#spawner = opts.spawner;
+    this.#log = opts.logger;
+    mkdirSync(join(this.#dir, 'environments'), { recursive: true, mode: 0o700 });
+    mkdirSync(join(this.#dir, 'namespaces'), { recursive: true, mode: 0o700 });
+    this.#warmTarget = opts.warm ?? DEFAULT_WARM;
+    this.#restored = this.#restore()
+      .catch((err: unknown) => this.#log.warn({ err }, 'could not tidy the network namespaces an earlier runner left'))
+      .then(() => this.refill());
+  }
+
+  /**
+   * After a runner restart, environments that kept running keep their namespaces (their
+   * processes hold them) and the host ends of their veth pairs: their proxies listen
+   * again at once, whether or not anyone calls start.
+   */
+  async #restore(): Promise<void> {
+    const dir = join(this.#dir, 'environments');
+    const inUse = new Set<string>();
+    for (const f of readdirSync(dir).filter((n) => n.endsWith('.json'))) {
+      const plan = this.#plan(f.slice(0, -5));
+      if (plan) inUse.add(plan.name);
+    }
+    // Names of warm namespaces an earlier runner process made: their mounts went with
+    // its spawner, so they name nothing now.
+    const prefix = netnsPrefix(this.#dataDir);
+    for (const n of existsSync('/run/netns') ? readdirSync('/run/netns') : []) {
+      if (!n.startsWith(prefix) || inUse.has(n)) continue;
+      try {
+        rmSync(join('/run/netns', n), { force: true });
+      } catch {
+        await this.#spawner.run('ip', ['netns', 'del', n]);
+      }
+    }
+    for (const n of readdirSync(join(this.#dir, 'namespaces'))) if (!inUse.has(n.replace(/\.[a-z]+$/, ''))) rmSync(join(this.#dir, 'namespaces', n), { force: true });
+    for (const f of readdirSync(dir).filter((n) => n.endsWith('.json'))) {
+      const id = f.slice(0, -5);
+      const plan = this.#plan(id);
+      if (!plan?.up || !existsSync(`/sys/class/net/${plan.hostIf}`)) continue;
+      try {
+        await this.#listen(id, plan);
+      } catch (err) {
+        this.#log.warn({ err, environment: id }, "cannot listen on the environment's proxy address; restart the environment to rebuild its network");
+      }
+    }
+  }
+
+  #statePath(id: string): string {
+    return join(this.#dir, 'environments', `${id}.json`);
+  }
+
+  /** The plan kept for `id`, so a restarted runner finds the same addresses (cached: exec asks for it). */
+  #plan(id: string): (NetnsPlan & { up?: boolean }) | undefined {
+    let plan = this.#plans.get(id);
+    if (!plan) {
+      try {
+        plan = JSON.parse(readFileSync(this.#statePath(id), 'utf8')) as NetnsPlan & { up?: boolean };
+      } catch {
+        return undefined;
+      }
+      this.#plans.set(id, plan);
+    }
+    return plan;
+  }
+
+  #save(id: string, plan: NetnsPlan & { up: boolean }): void {
+    // Written before it is acted on: a runner killed mid-setup finds what to remove.
+    writeFileSync(this.#statePath(id), JSON.stringify(plan));
+    this.#plans.set(id, plan);
+  }
+
+  #newPlan(key: string): NetnsPlan {
+    const { name, hostIf } = netnsNames(this.#dataDir, key);
+    const taken = hostAddressesNow();
+    for (let n = 0; n < ADDRESS_ATTEMPTS; n++) {
+      const a = pairAddresses(this.#o.subnet ?? DEFAULT_SUBNET, this.#dataDir, key, n);
+      if (!taken.has(a.hostAddress) && !taken.has(a.envAddress) && !this.#claimed.has(a.hostAddress)) {
+        this.#claimed.add(a.hostAddress);
+        return { name, path: `/run/netns/${name}`, hostIf, ...a, proxyPort: PROXY_PORT };
+      }
+    }
+    throw unavailable(`no free address pair in ${this.#o.subnet ?? DEFAULT_SUBNET}`);
+  }
+
+  /** A namespace with its veth pair, addresses and rules: three programs in one shell. */
+  async #build(key: string): Promise<NetnsPlan> {
+    const plan = this.#newPlan(key);
+    const base = join(this.#dir, 'namespaces', plan.name);
+    const files = { host: `${base}.host`, inside: `${base}.inside`, rules: `${base}.nft` };
+    writeFileSync(files.host, hostBatch(plan));
+    writeFileSync(files.inside, insideBatch(plan));
+    writeFileSync(files.rules, ruleset(plan));
+    const r = await this.#spawner.run('sh', ['-c', setupScript(plan, files)]);
+    if (r.code !== 0) {
+      await this.#teardown(plan);
+      throw new Error(`cannot set up a network namespace: ${(r.stderr || r.stdout).trim()}`);
+    }
+    return plan;
+  }
+
+  /** A warm namespace's name and files, without a process (unlinking the name detaches its mount). */
+  #forget(plan: NetnsPlan): void {
+    try {
+      rmSync(plan.path, { force: true });
+    } catch {
+      // A live mount in this very mount namespace (a spawner without a private one):
+      // ip unmounts it first.
+      void this.#spawner.run('ip', ['netns', 'del', plan.name]).catch(() => {});
+    }
+    for (const ext of ['host', 'inside', 'nft']) rmSync(join(this.#dir, 'namespaces', `${plan.name}.${ext}`), { force: true });
+  }
+
+  async #teardown(plan: NetnsPlan): Promise<void> {
+    await this.#spawner.run('sh', ['-c', teardownScript(plan)]);
+    for (const ext of ['host', 'inside', 'nft']) rmSync(join(this.#dir, 'namespaces', `${plan.name}.${ext}`), { force: true });
+    this.#claimed.delete(plan.hostAddress);
+  }
+
+  /**
+   * Makes warm namespaces (RunnerNetworkOptions.warm) ahead, so a start takes one
+   * instead of waiting for ip and nft (tens of milliseconds on a busy host). The runner
+   * calls it once a start is done, so the work does not compete with that start. They
+   * hold nothing of any environment until taken, and die with the spawner's mount
+   * namespace if the runner does.
+   */
+  refill(): void {
+    if (this.#filling || this.#closed) return;
+    this.#filling = (async () => {
+      while (this.#warm.length < this.#warmTarget && !this.#closed) {
+        try {
+          const plan = await this.#build(`warm:${randomBytes(8).toString('hex')}`);
+          if (this.#closed) this.#forget(plan);
+          else this.#warm.push(plan);
+        } catch (err) {
+          if (!this.#closed) this.#log.warn({ err }, 'cannot make a warm network namespace; starts will make their own');
+          return;
+        }
+      }
+    })().finally(() => (this.#filling = undefined));
+  }
+
+  /**
+   * Before the environment's init starts: a fresh namespace, veth pair and rules (what
+   * an earlier run left is removed first), and its proxy listening. Idempotent.
+   */
+  async prepare(id: string): Promise<PreparedNetwork> {
+    this.#checkNft();
+    await this.#restored;
+    await this.#closeProxy(id);
+    const old = this.#plan(id);
+    // Only a crash leaves a namespace up: stop takes it down and says so.
+    if (old && old.up !== false) await this.#teardown(old);
+    const plan = this.#warm.shift() ?? (await this.#build(`environment:${id}`));
+    this.#save(id, { ...plan, up: true });
+    await this.#listen(id, plan);
+    return { netnsPath: plan.path, caBundle: await this.#caBundle(), env: this.environment(id) };
+  }
+
+  /**
+   * The environment is running already (the runner restarted): its namespace lives on
+   * in its processes; only the proxy needs to listen again.
+   */
+  async resume(id: string): Promise<void> {
+    await this.#restored;
+    if (this.#proxies.has(id)) return;
+    const plan = this.#plan(id);
+    if (!plan) return;
+    try {
+      await this.#listen(id, plan);
+    } catch (err) {
+      this.#log.warn({ err, environment: id }, "cannot listen on the environment's proxy address; restart the environment to rebuild its network");
+    }
+  }
+
+  /** The variables that send the environment's clients through its proxy. */
+  environment(id: string): string[] {
+    const plan = this.#plan(id);
+    if (!plan) return [];
+    const proxy = `http://${plan.hostAddress}:${plan.proxyPort}`;
+    const noProxy = 'localhost,127.0.0.1,::1';
+    return [
+      `HTTP_PROXY=${proxy}`, `HTTPS_PROXY=${proxy}`, `http_proxy=${proxy}`, `https_proxy=${proxy}`,
+      `NO_PROXY=${noProxy}`, `no_proxy=${noProxy}`,
+      // Node's fetch and http honour the variables only when asked to (Node 24).
+      'NODE_USE_ENV_PROXY=1',
+      `SSL_CERT_FILE=${CA_BUNDLE_PATH}`, `NODE_EXTRA_CA_CERTS=${CA_BUNDLE_PATH}`, `REQUESTS_CA_BUNDLE=${CA_BUNDLE_PATH}`,
+      `CURL_CA_BUNDLE=${CA_BUNDLE_PATH}`, `GIT_SSL_CAINFO=${CA_BUNDLE_PATH}`, `PIP_CERT=${CA_BUNDLE_PATH}`,
+    ];
+  }
+
+  /** After the environment's processes are gone: the proxy closes, the namespace and veth go. */
+  async release(id: string): Promise<void> {
+    await this.#closeProxy(id);
+    const plan = this.#plan(id);
+    if (!plan) return;
+    await this.#teardown(plan);
+    this.#save(id, { ...plan, up: false });
+  }
+
+  /** The environment is removed: its network and everything kept about it. */
+  async remove(id: string): Promise<void> {
+    await this.release(id);
+    rmSync(this.#statePath(id), { force: true });
+    this.#plans.delete(id);
+    this.#usage.delete(id);
+  }
+
+  usage(id: string): NetworkUsage {
+    return this.#proxies.get(id)?.usage() ?? { ...(this.#usage.get(id) ?? emptyUsage()) };
+  }
+
+  /**
+   * Packets the namespace's rules rejected (direct connections, DNS, IPv6 …), read from
+   * the nftables counter. `pid`: a process in the environment, when the runner that made
+   * the namespace's name is gone.
+   */
+  async blocked(id: string, pid?: number): Promise<{ packets: number; bytes: number } | undefined> {
+    const plan = this.#plan(id);
+    if (!plan) return undefined;
+    const ns = pid ? `--net=/proc/${pid}/ns/net` : `--net=${plan.path}`;
+    const r = await this.#spawner.run('nsenter', [ns, 'nft', '-j', 'list', 'counter', 'inet', 'berth', 'blocked']);
+    if (r.code !== 0) return undefined;
+    const parsed = JSON.parse(r.stdout) as { nftables: { counter?: { packets: number; bytes: number } }[] };
+    const c = parsed.nftables.find((x) => x.counter)?.counter;
+    return c ? { packets: c.packets, bytes: c.bytes } : undefined;
+  }
+
+  /** The proxy address of a prepared environment (tests, diagnostics). */
+  proxyAddress(id: string): { host: string; port: number } | undefined {
+    const plan = this.#plan(id);
+    return plan ? { host: plan.hostAddress, port: plan.proxyPort } : undefined;
+  }
+
+  /** Stops every proxy; namespaces stay with their running environments. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    // Warm namespaces: their names go now (before the runner closes the spawner), the
+    // namespaces with the spawner's mount namespace.
+    for (const plan of this.#warm.splice(0)) this.#forget(plan);
+    await this.#restored;
+    await Promise.all([...this.#proxies.keys()].map((id) => this.#closeProxy(id)));
+  }
+
+  async #listen(id: string, plan: NetnsPlan): Promise<void> {
+    let usage = this.#usage.get(id);
+    if (!usage) this.#usage.set(id, (usage = emptyUsage()));
+    const proxy = new EgressProxy({
+      environmentId: id,
+      policies: this.#o.policies,
+      events: this.#o.events,
+      usage,
+      resolver: this.#o.resolver,
+      allowPrivate: this.#o.allowPrivateAddresses?.length ? blockListOf(this.#o.allowPrivateAddresses) : undefined,
+      ca: () => this.#authority(),
+      upstreamCa: this.#o.upstreamCa,
+      clientAddress: plan.envAddress,
+    });
+    await proxy.listen(plan.proxyPort, plan.hostAddress);
+    this.#proxies.set(id, proxy);
+  }
+
+  async #closeProxy(id: string): Promise<void> {
+    const proxy = this.#proxies.get(id);
+    if (!proxy) return;
+    this.#proxies.delete(id);
+    await proxy.close();
+  }
+
+  #authority(): Promise<CertificateAuthority> {
+    this.#ca ??= CertificateAuthority.open(join(this.#dir, 'ca'));
+    return this.#ca;
+  }
+
+  /** System CAs and the runner's CA in one file (made once per runner). */
+  async #caBundle(): Promise<string> {
+    const path = join(this.#dir, 'ca-bundle.pem');
+    if (this.#bundleReady) return path;
+    const ca = await this.#authority();
+    if (!existsSync(path) || !readFileSync(path, 'utf8').includes(ca.certPem.trim())) {
+      const system = HOST_CA_BUNDLES.find((p) => existsSync(p));
+      const base = system ? readFileSync(system, 'utf8') : rootCertificates.join('\n');
+      writeFileSync(`${path}.tmp`, `${base.trimEnd()}\n# Berth runner egress CA\n${ca.certPem}`, { mode: 0o644 });
+      // Renamed into place: a running environment's bind mount keeps the file it had.
+      renameSync(`${path}.tmp`, path);
+    }
+    this.#bundleReady = true;
+    return path;
+  }
+
+  #checkNft(): void {
+    if (this.#nftChecked) return;
+    if (!['/usr/sbin/nft', '/sbin/nft', '/usr/bin/nft'].some((p) => existsSync(p))) {
+      throw unavailable('environments with a network policy need nftables: apt-get install nftables (scripts/setup.sh installs it)');
+    }
+    this.#nftChecked = true;
+  }
+}
+
+function emptyUsage(): NetworkUsage {
+  return { bytesUp: 0, bytesDown: 0, connections: 0, open: 0, refused: 0, peak: 0 };
+}
+
+function hostAddressesNow(): Set<string> {
+  const set = new Set<string>();
+  for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) set.add(a.address);
+  return set;
+}

@@ -1,0 +1,436 @@
+// One environment's egress proxy: plain HTTP with absolute URIs, and CONNECT for TLS.
+// It is the environment's only way out (its network namespace drops everything else).
+// Each request is decided by request-filter, the name is resolved here and the
+// connection goes to the very address that was checked, so DNS rebinding does not help.
+// For hosts with credentials it terminates TLS (certificate from the runner's CA) and
+// adds the header on the way out; everything else is a byte tunnel it never reads.
+import { lookup } from 'node:dns/promises';
+import { Agent as HttpAgent, createServer, request as httpRequest, STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { connect, type BlockList, type Socket } from 'node:net';
+import { networkInterfaces } from 'node:os';
+import { rootCertificates, TLSSocket, createSecureContext, type SecureContext } from 'node:tls';
+import type { CertificateAuthority } from './ca.ts';
+import { checkAddress, decide, normalizeHost } from './request-filter.ts';
+import type { EgressPolicy, NetworkEvent, NetworkEventSink, NetworkUsage, PolicySource, Resolver } from './types.ts';
+
+export interface EgressProxyOptions {
+  environmentId: string;
+  policies: PolicySource;
+  events: NetworkEventSink;
+  /** This environment's counters; the proxy adds closed connections to them (they outlive a proxy restart). */
+  usage: NetworkUsage;
+  resolver?: Resolver | undefined;
+  /** Test escape hatch: private CIDRs that may be reached anyway (see RunnerNetworkOptions). */
+  allowPrivate?: BlockList | undefined;
+  /** Needed only when a policy lists credentials. */
+  ca?: (() => Promise<CertificateAuthority>) | undefined;
+  upstreamCa?: string | undefined;
+  /** When set, connections from any other address are dropped (the environment's end of its veth). */
+  clientAddress?: string | undefined;
+}
+
+const CONNECT_TIMEOUT_MS = 10_000;
+/** When over-cap refusals are many, one event per this long says how many. */
+const REFUSAL_EVENT_INTERVAL_MS = 1_000;
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+
+export const defaultResolver: Resolver = async (host) => (await lookup(host, { all: true, verbatim: true })).map((a) => a.address);
+
+/** This host's own addresses, refreshed every few seconds: a public name may point at them. */
+let hostAddressCache: { at: number; set: Set<string> } | undefined;
+function hostAddresses(): ReadonlySet<string> {
+  if (!hostAddressCache || Date.now() - hostAddressCache.at > 5_000) {
+    const set = new Set<string>();
+    for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) set.add(a.address);
+    hostAddressCache = { at: Date.now(), set };
+  }
+  return hostAddressCache.set;
+}
+
+type Target = { ok: true; address: string } | { ok: false; rule: string; reason: string; status: number; error?: string };
+
+export class EgressProxy {
+  readonly #o: EgressProxyOptions;
+  readonly #server: Server;
+  /** Serves the requests inside TLS connections the proxy terminates; never listens. */
+  readonly #inner: Server;
+  readonly #httpAgent = new HttpAgent({ keepAlive: true, maxSockets: 64 });
+  readonly #httpsAgent: HttpsAgent;
+  readonly #resolve: Resolver;
+  readonly #sockets = new Set<Socket>();
+  /** The CONNECT host and port of each terminated TLS connection. */
+  readonly #tunnelTarget = new WeakMap<Socket, { host: string; port: number; address: string }>();
+  readonly #contexts = new Map<string, SecureContext>();
+  #refusedUnreported = 0;
+  #lastRefusalEvent = 0;
+
+  constructor(opts: EgressProxyOptions) {
+    this.#o = opts;
+    this.#resolve = opts.resolver ?? defaultResolver;
+    this.#httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: 64, ...(opts.upstreamCa ? { ca: [...rootCertificates, opts.upstreamCa] } : {}) });
+    this.#server = createServer({ requestTimeout: 0, headersTimeout: 30_000 });
+    this.#server.on('connection', (s: Socket) => this.#onConnection(s));
+    this.#server.on('request', (req: IncomingMessage, res: ServerResponse) => void this.#onRequest(req, res));
+    this.#server.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => void this.#onConnect(req, socket, head));
+    this.#server.on('clientError', (_err, socket: Socket) => socket.destroy());
+    this.#inner = createServer({ requestTimeout: 0 });
+    this.#inner.on('request', (req: IncomingMessage, res: ServerResponse) => void this.#onTunnelledRequest(req, res));
+    this.#inner.on('clientError', (_err, socket: Socket) => socket.destroy());
+  }
+
+  listen(port: number, host: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen({ port, host, exclusive: true }, () => {
+        this.#server.off('error', reject);
+        resolve();
+      });
+    });
+  }
+
+  address(): { address: string; port: number } {
+    const a = this.#server.address();
+    if (!a || typeof a === 'string') throw new Error('the proxy is not listening');
+    return { address: a.address, port: a.port };
+  }
+
+  /** Stops listening and drops every connection. */
+  async close(): Promise<void> {
+    const closed = new Promise<void>((r) => this.#server.close(() => r()));
+    for (const s of this.#sockets) s.destroy();
+    this.#httpAgent.destroy();
+    this.#httpsAgent.destroy();
+    await closed;
+  }
+
+  #policy(): EgressPolicy | undefined {
+    try {
+      return this.#o.policies.policyFor(this.#o.environmentId);
+    } catch {
+      return undefined;
+    }
+  }
+
+  #record(e: Omit<NetworkEvent, 'environmentId'>): void {
+    try {
+      this.#o.events.record({ environmentId: this.#o.environmentId, ...e });
+    } catch {
+      // A failing sink must not take the proxy down; the request already happened.
+    }
+  }
+
+  #onConnection(socket: Socket): void {
+    const u = this.#o.usage;
+    if (this.#o.clientAddress && socket.remoteAddress !== this.#o.clientAddress) {
+      socket.destroy();
+      return;
+    }
+    const max = this.#policy()?.maxConnections ?? 0;
+    if (u.open >= max) {
+      u.refused++;
+      this.#refusedUnreported++;
+      socket.destroy();
+      // Ten thousand refusals make one event a second, not ten thousand.
+      const now = Date.now();
+      if (now - this.#lastRefusalEvent >= REFUSAL_EVENT_INTERVAL_MS) {
+        this.#lastRefusalEvent = now;
+        this.#record({
+          at: new Date().toISOString(), kind: 'connect', host: '', port: 0, method: null, path: null, allowed: false,
+          rule: 'deny:max-connections', status: null, bytesUp: 0, bytesDown: 0, durationMs: 0,
+          error: `${this.#refusedUnreported} connection(s) refused: ${u.open} open, the policy allows ${max}`,
+        });
+        this.#refusedUnreported = 0;
+      }
+      return;
+    }
+    u.open++;
+    u.connections++;
+    if (u.open > u.peak) u.peak = u.open;
+    this.#sockets.add(socket);
+    socket.once('close', () => {
+      u.open--;
+      // Bytes of open connections are added when usage() is asked (see below).
+      u.bytesUp += socket.bytesRead;
+      u.bytesDown += socket.bytesWritten;
+      this.#sockets.delete(socket);
+    });
+  }
+
+  /** Counters including the connections open now. */
+  usage(): NetworkUsage {
+    const u = { ...this.#o.usage };
+    for (const s of this.#sockets) {
+      u.bytesUp += s.bytesRead;
+      u.bytesDown += s.bytesWritten;
+    }
+    return u;
+  }
+
+  /** A plain-HTTP request, absolute URI: `GET http://host/path`. */
+  async #onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = performance.now();
+    const at = new Date().toISOString();
+    let url: URL | undefined;
+    try {
+      url = /^http:\/\//i.test(req.url ?? '') ? new URL(req.url!) : undefined;
+    } catch {
+      url = undefined;
+    }
+    const method = req.method ?? 'GET';
+    if (!url || url.username || url.password) {
+      const rule = 'deny:not-a-proxy-request';
+      refuse(res, 400, rule, `this is Berth's egress proxy: send absolute http:// URLs, or CONNECT for https (got ${JSON.stringify(req.url)})`);
+      this.#record({ at, kind: 'http', host: '', port: 0, method, path: req.url ?? null, allowed: false, rule, status: 400, bytesUp: 0, bytesDown: 0, durationMs: performance.now() - started });
+      return;
+    }
+    const port = url.port ? Number(url.port) : 80;
+    const path = `${url.pathname}${url.search}`;
+    const policy = this.#policy();
+    const base = { at, kind: 'http' as const, host: normalizeHost(url.hostname), port, method, path };
+    if (!policy) {
+      refuse(res, 403, 'deny:no-policy', 'no network policy applies to this environment');
+      this.#record({ ...base, allowed: false, rule: 'deny:no-policy', status: 403, bytesUp: 0, bytesDown: 0, durationMs: performance.now() - started });
+      return;
+    }
+    const d = decide(policy, { kind: 'http', host: url.hostname, port, method });
+    const target: Target = d.allowed ? await this.#target(d.host) : { ok: false, rule: d.rule, reason: d.reason, status: 403 };
+    if (!target.ok) {
+      refuse(res, target.status, target.rule, target.reason);
+      this.#record({ ...base, allowed: false, rule: target.rule, status: target.status, bytesUp: 0, bytesDown: 0, durationMs: performance.now() - started, ...(target.error ? { error: target.error } : {}) });
+      req.resume();
+      return;
+    }
+    // The Host header says what the URL says, whatever the client wrote there.
+    const headers = forwardHeaders(req.headers, url.host);
+    this.#forward(req, res, { tls: false, host: d.host, port, address: target.address, path, headers, rule: d.rule, at, started, kind: 'http' });
+  }
+
+  /** A request inside a TLS connection the proxy terminated (a host with credentials). */
+  async #onTunnelledRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = performance.now();
+    const at = new Date().toISOString();
+    const t = this.#tunnelTarget.get(req.socket);
+    const method = req.method ?? 'GET';
+    if (!t) {
+      res.destroy();
+      return;
+    }
+    // Dot segments resolved before the prefix check, as the server will resolve them.
+    let path: string;
+    try {
+      const u = new URL(req.url ?? '/', `https://${t.host}`);
+      path = `${u.pathname}${u.search}`;
+    } catch {
+      refuse(res, 400, 'deny:bad-path', `not a request path: ${JSON.stringify(req.url)}`);
+      return;
+    }
+    // The policy again, per request: a change applies to open connections too.
+    const policy = this.#policy();
+    const d = policy ? decide(policy, { kind: 'connect', host: t.host, port: t.port, method: null }) : undefined;
+    if (!policy || !d?.allowed) {
+      const rule = d?.rule ?? 'deny:no-policy';
+      refuse(res, 403, rule, d && !d.allowed ? d.reason : 'no network policy applies to this environment');
+      this.#record({ at, kind: 'http', host: t.host, port: t.port, method, path, allowed: false, rule, status: 403, bytesUp: 0, bytesDown: 0, durationMs: performance.now() - started });
+      return;
+    }
+    const headers = forwardHeaders(req.headers, t.port === 443 ? t.host : `${t.host}:${t.port}`);
+    const used: string[] = [];
+    for (const c of policy.credentials) {
+      if (normalizeHost(c.host) === t.host && path.startsWith(c.pathPrefix)) {
+        headers[c.header.toLowerCase()] = c.value;
+        used.push(c.name);
+      }
+    }
+    const rule = used.length ? `${d.rule}+credential:${used.join(',')}` : d.rule;
+    this.#forward(req, res, { tls: true, host: t.host, port: t.port, address: t.address, path, headers, rule, at, started, kind: 'http' });
+  }
+
+  #forward(req: IncomingMessage, res: ServerResponse, f: { tls: boolean; host: string; port: number; address: string; path: string; headers: OutgoingHttpHeaders; rule: string; at: string; started: number; kind: 'http' }): void {
+    let up = 0;
+    let down = 0;
+    let status: number | null = null;
+    let done = false;
+    const finish = (error?: string) => {
+      if (done) return;
+      done = true;
+      this.#record({ at: f.at, kind: f.kind, host: f.host, port: f.port, method: req.method ?? 'GET', path: f.path, allowed: true, rule: f.rule, status, bytesUp: up, bytesDown: down, durationMs: performance.now() - f.started, ...(error ? { error } : {}) });
+    };
+    const options = {
+      host: f.address,
+      port: f.port,
+      method: req.method,
+      path: f.path,
+      headers: f.headers,
+      setHost: false,
+      timeout: CONNECT_TIMEOUT_MS,
+    };
+    const upstream = f.tls
+      ? httpsRequest({ ...options, servername: f.host, agent: this.#httpsAgent })
+      : httpRequest({ ...options, agent: this.#httpAgent });
+    upstream.on('timeout', () => upstream.destroy(new Error('upstream timed out')));
+    upstream.on('response', (r: IncomingMessage) => {
+      status = r.statusCode ?? 502;
+      upstream.setTimeout(0);
+      res.writeHead(status, r.statusMessage, responseHeaders(r.headers));
+      r.on('data', (b: Buffer) => (down += b.length));
+      r.pipe(res);
+      r.on('end', () => finish());
+      r.on('error', (err) => {
+        finish(err.message);
+        res.destroy();
+      });
+    });
+    upstream.on('error', (err) => {
+      if (status === null) {
+        status = 502;
+        if (!res.headersSent) refuse(res, 502, f.rule, `allowed, but ${f.host}:${f.port} could not be reached: ${err.message}`);
+        else res.destroy();
+      } else res.destroy();
+      finish(err.message);
+    });
+    res.on('close', () => {
+      if (!res.writableFinished) {
+        upstream.destroy();
+        finish('the client closed the connection');
+      }
+    });
+    req.on('data', (b: Buffer) => (up += b.length));
+    req.pipe(upstream);
+  }
+
+  /** `CONNECT host:port`: a byte tunnel, or TLS terminated here when the host has credentials. */
+  async #onConnect(req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+    const started = performance.now();
+    const at = new Date().toISOString();
+    const m = /^(\[[0-9a-fA-F:.]+\]|[^:[\]]+):(\d{1,5})$/.exec(req.url ?? '');
+    const host = normalizeHost(m?.[1] ?? (req.url ?? ''));
+    const port = m ? Number(m[2]) : 0;
+    const base = { at, kind: 'connect' as const, host, port, method: 'CONNECT', path: null };
+    const deny = (status: number, rule: string, reason: string, error?: string) => {
+      socket.end(refusal(status, rule, reason));
+      this.#record({ ...base, allowed: false, rule, status, bytesUp: 0, bytesDown: 0, durationMs: performance.now() - started, ...(error ? { error } : {}) });
+    };
+    socket.on('error', () => {});
+    if (!m) return deny(400, 'deny:bad-connect', `CONNECT wants host:port, got ${JSON.stringify(req.url)}`);
+    const policy = this.#policy();
+    if (!policy) return deny(403, 'deny:no-policy', 'no network policy applies to this environment');
+    const d = decide(policy, { kind: 'connect', host, port, method: null });
+    if (!d.allowed) return deny(403, d.rule, d.reason);
+    const target = await this.#target(d.host);
+    if (!target.ok) return deny(target.status, target.rule, target.reason, target.error);
+
+    if (policy.credentials.some((c) => normalizeHost(c.host) === d.host) && this.#o.ca) {
+      // Terminate TLS here: the requests inside get the credential (see #onTunnelledRequest).
+      let context: SecureContext;
+      try {
+        context = await this.#context(d.host);
+      } catch (err) {
+        return deny(502, d.rule, 'the proxy could not make a certificate for this host', (err as Error).message);
+      }
+      socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      // Bytes the client sent after the CONNECT belong to the TLS handshake.
+      if (head.length) socket.unshift(head);
+      const tls = new TLSSocket(socket, { isServer: true, secureContext: context, ALPNProtocols: ['http/1.1'] });
+      this.#tunnelTarget.set(tls, { host: d.host, port, address: target.address });
+      tls.on('error', () => tls.destroy());
+      tls.once('close', () => this.#record({ ...base, allowed: true, rule: `${d.rule}+tls-terminated`, status: 200, bytesUp: socket.bytesRead, bytesDown: socket.bytesWritten, durationMs: performance.now() - started }));
+      this.#inner.emit('connection', tls);
+      return;
+    }
+
+    let status: number | null = null;
+    let error: string | undefined;
+    const upstream = connect({ host: target.address, port, noDelay: true });
+    upstream.setTimeout(CONNECT_TIMEOUT_MS, () => upstream.destroy(new Error('upstream timed out')));
+    upstream.once('connect', () => {
+      upstream.setTimeout(0);
+      status = 200;
+      socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      if (head.length) upstream.write(head);
+      // No per-chunk listeners on this path: the sockets count their own bytes.
+      socket.pipe(upstream);
+      upstream.pipe(socket);
+    });
+    upstream.on('error', (err) => {
+      error = err.message;
+      if (status === null) {
+        status = 502;
+        socket.end(refusal(502, d.rule, `allowed, but ${d.host}:${port} could not be reached: ${err.message}`));
+      } else socket.destroy();
+    });
+    socket.setNoDelay(true);
+    socket.once('close', () => upstream.destroy());
+    upstream.once('close', () => {
+      socket.destroy();
+      this.#record({ ...base, allowed: true, rule: d.rule, status, bytesUp: upstream.bytesWritten, bytesDown: upstream.bytesRead, durationMs: performance.now() - started, ...(error ? { error } : {}) });
+    });
+  }
+
+  /** The address to connect to for `host`: resolved here, checked, and the one used. */
+  async #target(host: string): Promise<Target> {
+    let addresses: string[];
+    try {
+      addresses = await this.#resolve(host);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+      return { ok: false, rule: 'error:resolve', reason: `${host} could not be resolved (${code})`, status: 502, error: String(code) };
+    }
+    let firstRefusal: string | undefined;
+    for (const address of addresses) {
+      const refused = checkAddress(address, { hostAddresses: hostAddresses(), allowPrivate: this.#o.allowPrivate });
+      if (!refused) return { ok: true, address };
+      firstRefusal ??= refused;
+    }
+    return {
+      ok: false,
+      rule: firstRefusal ?? 'error:resolve',
+      reason: firstRefusal ? `${host} resolves to ${addresses.join(', ')}: private, loopback, link-local or this host's addresses are never reachable` : `${host} has no addresses`,
+      status: firstRefusal ? 403 : 502,
+    };
+  }
+
+  async #context(host: string): Promise<SecureContext> {
+    let ctx = this.#contexts.get(host);
+    if (!ctx) {
+      const ca = await this.#o.ca!();
+      const leaf = ca.leaf(host);
+      ctx = createSecureContext({ cert: leaf.cert, key: leaf.key });
+      this.#contexts.set(host, ctx);
+    }
+    return ctx;
+  }
+}
+
+function forwardHeaders(incoming: IncomingHttpHeaders, host: string): OutgoingHttpHeaders {
+  const drop = new Set(HOP_BY_HOP);
+  for (const name of String(incoming.connection ?? '').split(',')) drop.add(name.trim().toLowerCase());
+  const out: OutgoingHttpHeaders = {};
+  for (const [k, v] of Object.entries(incoming)) if (v !== undefined && !drop.has(k)) out[k] = v;
+  out.host = host;
+  return out;
+}
+
+function responseHeaders(incoming: IncomingHttpHeaders): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  const drop = new Set(HOP_BY_HOP);
+  for (const name of String(incoming.connection ?? '').split(',')) drop.add(name.trim().toLowerCase());
+  for (const [k, v] of Object.entries(incoming)) if (v !== undefined && !drop.has(k)) out[k] = v;
+  return out;
+}
+
+function refusalBody(rule: string, reason: string): string {
+  return `Berth egress proxy refused this request: ${reason}.\nrule: ${rule}\n`;
+}
+
+function refuse(res: ServerResponse, status: number, rule: string, reason: string): void {
+  const body = refusalBody(rule, reason);
+  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-berth-rule': rule, connection: 'close' });
+  res.end(body);
+}
+
+/** A whole HTTP/1.1 response for a CONNECT the proxy refuses. */
+function refusal(status: number, rule: string, reason: string): string {
+  const body = refusalBody(rule, reason);
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-berth-rule: ${rule}\r\nconnection: close\r\n\r\n${body}`;
+}

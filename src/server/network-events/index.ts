@@ -1,0 +1,1 @@
+export { NetworkEventRecorder } from './recorder.ts';

@@ -1,0 +1,176 @@
+import type { Logger } from 'pino';
+import { notFound } from '../../shared/errors.ts';
+import type { AuditLog } from '../audit/index.ts';
+import type { Db } from '../db/index.ts';
+import type { NetworkEventView } from '../../shared/api.ts';
+import type { TaskEvents } from '../tasks/index.ts';
+import type { NetworkEvent, NetworkEventSink } from '../policy/types.ts';
+
+
+interface Owner {
+  orgId: string;
+  taskId: string | null;
+  /** An environment without a task may get one a moment after it starts: asked again after this. */
+  until: number;
+}
+
+const cap = (s: string | null | undefined, n: number) => (s == null ? null : s.length > n ? s.slice(0, n) : s);
+
+/**
+ * Keeps what every environment's egress proxy let through or refused. record() only
+ * queues (the proxy may emit hundreds a second and must never wait on the database);
+ * the queue is written in multi-row inserts every flushIntervalMs or when a batch is
+ * full. Each refusal also goes to the audit log and, for a task's environment, to the
+ * task's transcript.
+ */
+export class NetworkEventRecorder implements NetworkEventSink {
+  readonly #db: Db;
+  readonly #audit: AuditLog;
+  readonly #taskEvents: TaskEvents | undefined;
+  readonly #log: Logger;
+  readonly #maxBatch: number;
+  readonly #maxQueue: number;
+  #queue: NetworkEvent[] = [];
+  #dropped = 0;
+  #flushing: Promise<void> = Promise.resolve();
+  #timer: NodeJS.Timeout | undefined;
+  readonly #owners = new Map<string, Owner | null>();
+
+  constructor(opts: { db: Db; audit: AuditLog; taskEvents?: TaskEvents; logger: Logger; flushIntervalMs?: number; maxBatch?: number; maxQueue?: number }) {
+    this.#db = opts.db;
+    this.#audit = opts.audit;
+    this.#taskEvents = opts.taskEvents;
+    this.#log = opts.logger;
+    this.#maxBatch = opts.maxBatch ?? 500;
+    this.#maxQueue = opts.maxQueue ?? 100_000;
+    this.#timer = setInterval(() => void this.flush(), opts.flushIntervalMs ?? 250);
+    this.#timer.unref();
+  }
+
+  record(e: NetworkEvent): void {
+    // A flood the database cannot keep up with costs events, not the runner's memory.
+    if (this.#queue.length >= this.#maxQueue) {
+      this.#dropped += 1;
+      return;
+    }
+    this.#queue.push(e);
+    if (this.#queue.length === this.#maxBatch) void this.flush();
+  }
+
+  /** Writes everything queued so far; resolves when it is stored. */
+  flush(): Promise<void> {
+    this.#flushing = this.#flushing.then(async () => {
+      while (this.#queue.length) {
+        const batch = this.#queue.splice(0, this.#maxBatch);
+        try {
+          await this.#write(batch);
+        } catch (err) {
+          this.#log.error({ err, events: batch.length }, 'could not store network events');
+        }
+      }
+      if (this.#dropped) {
+        this.#log.warn({ dropped: this.#dropped }, 'network events came faster than they could be stored; some were dropped');
+        this.#dropped = 0;
+      }
+    });
+    return this.#flushing;
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.#timer);
+    await this.flush();
+  }
+
+  async #write(batch: NetworkEvent[]): Promise<void> {
+    const owners = await this.#ownersOf(batch.map((e) => e.environmentId));
+    const rows = [];
+    const denied: [NetworkEvent, Owner][] = [];
+    for (const e of batch) {
+      const owner = owners.get(e.environmentId);
+      if (!owner) continue; // removed, or never ours
+      rows.push({
+        org_id: owner.orgId,
+        environment_id: e.environmentId,
+        at: e.at,
+        kind: e.kind,
+        host: cap(e.host, 253)!,
+        port: e.port,
+        method: cap(e.method, 32),
+        path: cap(e.path, 2048),
+        allowed: e.allowed,
+        rule: cap(e.rule, 500)!,
+        status: e.status,
+        bytes_up: Math.max(0, Math.round(e.bytesUp)),
+        bytes_down: Math.max(0, Math.round(e.bytesDown)),
+        duration_ms: Math.max(0, Math.round(e.durationMs)),
+        error: cap(e.error, 500),
+      });
+      if (!e.allowed) denied.push([e, owner]);
+    }
+    if (rows.length) await this.#db.insertInto('network_events').values(rows).execute();
+    await Promise.all(
+      denied.map(async ([e, owner]) => {
+        const what = { kind: e.kind, method: e.method, host: e.host, port: e.port, path: cap(e.path, 2048), rule: e.rule };
+        await this.#audit.append({ orgId: owner.orgId, actor: `environment:${e.environmentId}`, action: 'network.denied', target: `${e.host}:${e.port}`, environmentId: e.environmentId, details: what });
+        if (owner.taskId && this.#taskEvents) {
+          await this.#taskEvents.append(owner.taskId, { type: 'network', allowed: false, host: e.host, port: e.port, method: e.method, path: cap(e.path, 2048), rule: e.rule });
+        }
+      }),
+    );
+  }
+
+  async #ownersOf(ids: string[]): Promise<Map<string, Owner | null>> {
+    const now = Date.now();
+    const unknown = [...new Set(ids)].filter((id) => {
+      const o = this.#owners.get(id);
+      return o === undefined || (o !== null && o.until < now);
+    });
+    if (unknown.length) {
+      const rows = await this.#db
+        .selectFrom('environments')
+        .leftJoin('tasks', 'tasks.environment_id', 'environments.id')
+        .select(['environments.id', 'environments.org_id', 'tasks.id as task_id'])
+        .where('environments.id', 'in', unknown)
+        .execute();
+      if (this.#owners.size > 50_000) this.#owners.clear();
+      for (const id of unknown) this.#owners.set(id, null);
+      for (const r of rows) this.#owners.set(r.id, { orgId: r.org_id, taskId: r.task_id, until: r.task_id ? Infinity : now + 5_000 });
+    }
+    return this.#owners;
+  }
+
+  /** The environment's events, newest first. */
+  async list(orgId: string, environmentRef: string, opts: { limit: number; denied?: boolean | undefined; before?: string | undefined }): Promise<{ environmentId: string; items: NetworkEventView[] }> {
+    await this.flush();
+    const env = await this.#db
+      .selectFrom('environments')
+      .select('id')
+      .where('org_id', '=', orgId)
+      .where((eb) => eb.or([eb('id', '=', environmentRef), eb('name', '=', environmentRef)]))
+      .orderBy('created_at', 'desc')
+      .executeTakeFirst();
+    if (!env) throw notFound(`no environment '${environmentRef}': \`berth env list\` shows them`);
+    let q = this.#db.selectFrom('network_events').selectAll().where('environment_id', '=', env.id).where('org_id', '=', orgId);
+    if (opts.denied) q = q.where('allowed', '=', false);
+    if (opts.before) q = q.where('at', '<', new Date(opts.before));
+    const rows = await q.orderBy('at', 'desc').orderBy('id', 'desc').limit(opts.limit).execute();
+    return {
+      environmentId: env.id,
+      items: rows.map((r) => ({
+        at: new Date(r.at).toISOString(),
+        kind: r.kind,
+        method: r.method,
+        host: r.host,
+        port: r.port,
+        path: r.path,
+        allowed: r.allowed,
+        rule: r.rule,
+        status: r.status,
+        bytesUp: Number(r.bytes_up),
+        bytesDown: Number(r.bytes_down),
+        durationMs: r.duration_ms,
+        error: r.error,
+      })),
+    };
+  }
+}

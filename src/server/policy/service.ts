@@ -1,0 +1,298 @@
+import type { Logger } from 'pino';
+import { BerthError, invalid, notFound } from '../../shared/errors.ts';
+import { atLeast, type Scope } from '../authz.ts';
+import type { Db, PolicyScopeKind } from '../db/index.ts';
+import type { EgressSecret, SecretService } from '../secrets/service.ts';
+import { credentialValue } from './credentials.ts';
+import { checkDomains, HTTP_METHODS } from './domains.ts';
+import { isPreset, PRESET_NAMES } from './presets.ts';
+import { EMPTY_FIELDS, projectLayer, resolvePolicy, wideningOf, type Layer, type PolicyFields } from './resolve.ts';
+import { fieldsOf, readPolicy, writePolicy, type PolicyRow } from './store.ts';
+import type { EgressPolicy, PolicySource } from './types.ts';
+
+/** Which scope a call is about: the org, a project (id or name) or an environment (id or name). */
+export type PolicyTarget = { kind: 'org' } | { kind: 'project'; ref: string } | { kind: 'environment'; ref: string };
+
+/** A change to one scope: a field given is set (null: no longer set here), a field left out is kept. */
+export type PolicyPatch = Partial<PolicyFields>;
+
+export interface PolicyView extends PolicyFields {
+  scope: PolicyScopeKind;
+  /** The project's name or the environment's id; null for the org. */
+  target: string | null;
+  updatedAt: string;
+  updatedBy: string;
+}
+
+/** The resolved policy as the API shows it: credentials by name and host, never their values. */
+export interface EffectivePolicy extends Omit<EgressPolicy, 'credentials'> {
+  credentials: { name: string; host: string; pathPrefix: string; header: string }[];
+}
+
+const MAX_DOMAINS = 1000;
+
+/** What the cache was last loaded with. */
+interface Snapshot {
+  environments: Map<string, { orgId: string; projectId: string | null }>;
+  policies: Map<string, PolicyFields>;
+  projects: Map<string, { name: string; workDomains: string[] }>;
+  secrets: EgressSecret[];
+}
+
+const key = (orgId: string, kind: PolicyScopeKind, id: string) => `${orgId}\u0000${kind}\u0000${id}`;
+
+/**
+ * Egress policies of orgs, projects and environments: changed through the API, read by
+ * the runner's egress proxy on every connection. policyFor answers from memory: a change
+ * made here is loaded before the call that made it returns; changes made by other
+ * replicas (and environments they create) are loaded by a reload every second.
+ */
+export class PolicyService implements PolicySource {
+  readonly #db: Db;
+  readonly #secrets: SecretService;
+  readonly #log: Logger;
+  readonly #intervalMs: number;
+  #snapshot: Snapshot = { environments: new Map(), policies: new Map(), projects: new Map(), secrets: [] };
+  readonly #resolved = new Map<string, EgressPolicy>();
+  #loading: Promise<void> | null = null;
+  #queued: Promise<void> | null = null;
+  #timer: NodeJS.Timeout | undefined;
+  #lastMissReload = 0;
+
+  constructor(opts: { db: Db; secrets: SecretService; logger: Logger; reloadIntervalMs?: number }) {
+    this.#db = opts.db;
+    this.#secrets = opts.secrets;
+    this.#log = opts.logger;
+    this.#intervalMs = opts.reloadIntervalMs ?? 1_000;
+  }
+
+  /** Loads the cache and keeps reloading it; resolves once it is first loaded. */
+  async start(): Promise<void> {
+    await this.reload();
+    this.#timer ??= setInterval(() => void this.reload().catch(() => {}), this.#intervalMs);
+    this.#timer.unref();
+  }
+
+  close(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** The environment's policy, from memory. An environment not loaded yet gets deny-all and a reload. */
+  policyFor(environmentId: string): EgressPolicy {
+    const hit = this.#resolved.get(environmentId);
+    if (hit) return hit;
+    const env = this.#snapshot.environments.get(environmentId);
+    if (!env) {
+      // Made on another replica a moment ago, or gone: look again soon, but a proxy asking
+      // many times a second about a removed environment must not keep the database busy.
+      if (Date.now() - this.#lastMissReload > 200) {
+        this.#lastMissReload = Date.now();
+        void this.reload().catch(() => {});
+      }
+      return resolvePolicy([]);
+    }
+    const policy = this.#resolve(environmentId, env);
+    this.#resolved.set(environmentId, policy);
+    return policy;
+  }
+
+  /** Reads everything policyFor needs; concurrent callers share a load that starts after their call. */
+  reload(): Promise<void> {
+    if (this.#loading) {
+      this.#queued ??= this.#loading.catch(() => {}).then(() => {
+        this.#queued = null;
+        return this.reload();
+      });
+      return this.#queued;
+    }
+    this.#loading = this.#load()
+      .catch((err: unknown) => {
+        this.#log.error({ err }, 'could not load egress policies; keeping the ones loaded before');
+        throw err;
+      })
+      .finally(() => (this.#loading = null));
+    return this.#loading;
+  }
+
+  async #load(): Promise<void> {
+    const [policies, environments, projects, secrets] = await Promise.all([
+      this.#db.selectFrom('network_policies').selectAll().execute(),
+      // An environment a task made belongs to the task's project, also when it was made without one.
+      this.#db
+        .selectFrom('environments')
+        .leftJoin('tasks', 'tasks.environment_id', 'environments.id')
+        .select(['environments.id', 'environments.org_id', 'environments.project_id', 'tasks.project_id as task_project_id'])
+        .where('environments.state', '<>', 'deleted')
+        .execute(),
+      this.#db.selectFrom('projects').select(['id', 'name', 'settings']).execute(),
+      this.#secrets.egressSecrets(),
+    ]);
+    const next: Snapshot = { environments: new Map(), policies: new Map(), projects: new Map(), secrets };
+    for (const p of policies) next.policies.set(key(p.org_id, p.scope_kind, p.scope_id), fieldsOf(p));
+    for (const e of environments) next.environments.set(e.id, { orgId: e.org_id, projectId: e.project_id ?? e.task_project_id });
+    for (const p of projects) next.projects.set(p.id, { name: p.name, workDomains: p.settings.work?.allowDomains ?? [] });
+    this.#snapshot = next;
+    this.#resolved.clear();
+  }
+
+  #resolve(environmentId: string, env: { orgId: string; projectId: string | null }): EgressPolicy {
+    const s = this.#snapshot;
+    const layers: Layer[] = [{ scope: 'environment', fields: s.policies.get(key(env.orgId, 'environment', environmentId)) ?? EMPTY_FIELDS }];
+    const project = env.projectId ? s.projects.get(env.projectId) : undefined;
+    if (env.projectId && project) layers.push(projectLayer(project.name, s.policies.get(key(env.orgId, 'project', env.projectId)), project.workDomains));
+    layers.push({ scope: 'org', fields: s.policies.get(key(env.orgId, 'org', env.orgId)) ?? EMPTY_FIELDS });
+    return resolvePolicy(layers, env.projectId ? credentialsFor(s.secrets, env.orgId, env.projectId) : []);
+  }
+
+  /** Every scope of the org that has a policy. */
+  async list(orgId: string): Promise<PolicyView[]> {
+    const rows = await this.#db
+      .selectFrom('network_policies')
+      .leftJoin('projects', (j) => j.onRef('projects.id', '=', 'network_policies.scope_id').on('network_policies.scope_kind', '=', 'project'))
+      .selectAll('network_policies')
+      .select('projects.name as project_name')
+      .where('network_policies.org_id', '=', orgId)
+      .orderBy('network_policies.scope_kind')
+      .orderBy('network_policies.scope_id')
+      .execute();
+    return rows.map((r) => viewOf(r, r.scope_kind === 'project' ? r.project_name : r.scope_kind === 'environment' ? r.scope_id : null));
+  }
+
+  /** What the target's own policy sets, and what applies there after inheriting. */
+  async show(orgId: string, target: PolicyTarget): Promise<{ own: PolicyView | null; effective: EffectivePolicy }> {
+    const t = await this.#target(orgId, target);
+    const own = await readPolicy(this.#db, orgId, t.kind, t.scopeId);
+    const layers = await this.#layers(orgId, t);
+    const creds = t.projectId ? credentialsFor(await this.#secrets.egressSecrets(orgId), orgId, t.projectId) : [];
+    const { credentials, ...rest } = resolvePolicy(layers, creds);
+    return {
+      own: own ? viewOf(own, t.label) : null,
+      effective: { ...rest, credentials: credentials.map(({ name, host, pathPrefix, header }) => ({ name, host, pathPrefix, header })) },
+    };
+  }
+
+  /**
+   * Changes one scope's policy. The org's and projects' need an admin; an environment's
+   * may be changed by a member when it allows nothing its project and org do not.
+   */
+  async set(scope: Scope, target: PolicyTarget, patch: PolicyPatch): Promise<PolicyView> {
+    const t = await this.#target(scope.orgId, target);
+    const checked = checkPatch(patch);
+    const fields = { ...fieldsOf(await readPolicy(this.#db, scope.orgId, t.kind, t.scopeId)), ...checked };
+    if (t.kind === 'environment' && !atLeast(scope.role, 'admin')) {
+      const inherited = resolvePolicy((await this.#layers(scope.orgId, t)).slice(1));
+      const why = wideningOf(checked as PolicyFields, inherited);
+      if (why) throw new BerthError('forbidden', `${why}: members may only narrow an environment's policy; an admin can widen it`);
+    } else if (t.kind !== 'environment' && !atLeast(scope.role, 'admin')) {
+      throw new BerthError('forbidden', `changing the ${t.kind}'s egress policy needs admin or above`);
+    }
+    await writePolicy(this.#db, { orgId: scope.orgId, kind: t.kind, scopeId: t.scopeId, fields, actor: scope.actor });
+    await this.reload();
+    return viewOf((await readPolicy(this.#db, scope.orgId, t.kind, t.scopeId))!, t.label);
+  }
+
+  /** Removes one scope's policy: the next wider scope's applies. */
+  async clear(scope: Scope, target: PolicyTarget): Promise<void> {
+    const t = await this.#target(scope.orgId, target);
+    if (t.kind !== 'environment' && !atLeast(scope.role, 'admin')) throw new BerthError('forbidden', `changing the ${t.kind}'s egress policy needs admin or above`);
+    const r = await this.#db.deleteFrom('network_policies').where('org_id', '=', scope.orgId).where('scope_kind', '=', t.kind).where('scope_id', '=', t.scopeId).executeTakeFirst();
+    if (r.numDeletedRows === 0n) throw notFound(`the ${t.kind === 'org' ? 'org' : `${t.kind} '${t.label}'`} has no policy of its own`);
+    await this.reload();
+  }
+
+  async #target(orgId: string, target: PolicyTarget): Promise<{ kind: PolicyScopeKind; scopeId: string; label: string | null; projectId: string | null }> {
+    if (target.kind === 'org') return { kind: 'org', scopeId: orgId, label: null, projectId: null };
+    if (target.kind === 'project') {
+      const p = await this.#db.selectFrom('projects').select(['id', 'name']).where('org_id', '=', orgId)
+        .where((eb) => eb.or([eb('id', '=', target.ref), eb('name', '=', target.ref)])).executeTakeFirst();
+      if (!p) throw notFound(`no project '${target.ref}': \`berth project list\` shows them`);
+      return { kind: 'project', scopeId: p.id, label: p.name, projectId: p.id };
+    }
+    const e = await this.#db
+      .selectFrom('environments')
+      .leftJoin('tasks', 'tasks.environment_id', 'environments.id')
+      .select(['environments.id', 'environments.project_id', 'tasks.project_id as task_project_id'])
+      .where('environments.org_id', '=', orgId)
+      .where('environments.state', '<>', 'deleted')
+      .where((eb) => eb.or([eb('environments.id', '=', target.ref), eb('environments.name', '=', target.ref)]))
+      .executeTakeFirst();
+    if (!e) throw notFound(`no environment '${target.ref}': \`berth env list\` shows them`);
+    return { kind: 'environment', scopeId: e.id, label: e.id, projectId: e.project_id ?? e.task_project_id };
+  }
+
+  /** The layers that apply at the target, narrowest first, read from the database. */
+  async #layers(orgId: string, t: { kind: PolicyScopeKind; scopeId: string; projectId: string | null }): Promise<Layer[]> {
+    return inheritedLayers(this.#db, orgId, t.projectId, t.kind === 'environment' ? t.scopeId : null);
+  }
+}
+
+/** Narrowest first: the environment's (when given), its project's (when it has one), the org's. */
+export async function inheritedLayers(db: Db, orgId: string, projectId: string | null, environmentId: string | null): Promise<Layer[]> {
+  const layers: Layer[] = [];
+  if (environmentId) layers.push({ scope: 'environment', fields: fieldsOf(await readPolicy(db, orgId, 'environment', environmentId)) });
+  if (projectId) {
+    const p = await db.selectFrom('projects').select(['name', 'settings']).where('id', '=', projectId).executeTakeFirst();
+    if (p) layers.push(projectLayer(p.name, fieldsOf(await readPolicy(db, orgId, 'project', projectId)), p.settings.work?.allowDomains));
+  }
+  layers.push({ scope: 'org', fields: fieldsOf(await readPolicy(db, orgId, 'org', orgId)) });
+  return layers;
+}
+
+/** The environment's own allow list given at create: checked, and refused if it allows more than its project and org. */
+export async function checkCreateAllowList(db: Db, orgId: string, projectId: string | null, domains: readonly string[]): Promise<string[]> {
+  const list = checkDomains(domains, 'allowDomains');
+  const inherited = resolvePolicy(await inheritedLayers(db, orgId, projectId, null));
+  const why = wideningOf({ ...EMPTY_FIELDS, allowDomains: list }, inherited);
+  if (why) throw invalid(`${why}: an environment's own list may only narrow it (an admin can widen it with \`berth policy set --env\`)`, 'allowDomains');
+  return list;
+}
+
+/** Stores the environment's own allow list (from create). */
+export async function storeEnvironmentAllowList(db: Db, orgId: string, environmentId: string, domains: string[], actor: string): Promise<void> {
+  await writePolicy(db, { orgId, kind: 'environment', scopeId: environmentId, fields: { ...EMPTY_FIELDS, allowDomains: domains }, actor });
+}
+
+function checkPatch(patch: PolicyPatch): PolicyPatch {
+  const out: PolicyPatch = {};
+  if (patch.allowDomains !== undefined) {
+    if (patch.allowDomains && patch.allowDomains.length > MAX_DOMAINS) throw invalid(`at most ${MAX_DOMAINS} domains`, 'allowDomains');
+    out.allowDomains = patch.allowDomains === null ? null : checkDomains(patch.allowDomains);
+  }
+  if (patch.presets !== undefined) {
+    const bad = patch.presets?.find((p) => !isPreset(p));
+    if (bad !== undefined) throw invalid(`no preset '${bad}': the presets are ${PRESET_NAMES.join(', ')}`, 'presets');
+    out.presets = patch.presets === null ? null : [...new Set(patch.presets)];
+  }
+  if (patch.allowPorts !== undefined) {
+    const bad = patch.allowPorts?.find((p) => !Number.isInteger(p) || p < 1 || p > 65535);
+    if (bad !== undefined) throw invalid(`${bad} is not a port: ports are whole numbers from 1 to 65535`, 'allowPorts');
+    out.allowPorts = patch.allowPorts === null ? null : [...new Set(patch.allowPorts)].sort((a, b) => a - b);
+  }
+  if (patch.allowMethods !== undefined) {
+    const methods = patch.allowMethods?.map((m) => m.toUpperCase()) ?? null;
+    const bad = methods?.find((m) => !(HTTP_METHODS as readonly string[]).includes(m));
+    if (bad !== undefined) throw invalid(`'${bad}' is not an HTTP method: use ${HTTP_METHODS.join(', ')}`, 'allowMethods');
+    out.allowMethods = methods === null ? null : [...new Set(methods)];
+  }
+  if (patch.maxConnections !== undefined) {
+    const n = patch.maxConnections;
+    if (n !== null && (!Number.isInteger(n) || n < 1 || n > 65536)) throw invalid('the connection cap is a whole number from 1 to 65536', 'maxConnections');
+    out.maxConnections = n;
+  }
+  return out;
+}
+
+/** The project's egress-only secrets over the org's of the same name, as headers for the proxy. */
+function credentialsFor(secrets: EgressSecret[], orgId: string, projectId: string): EgressPolicy['credentials'] {
+  const byName = new Map<string, EgressSecret>();
+  for (const s of secrets) {
+    if (s.orgId !== orgId || (s.projectId !== null && s.projectId !== projectId)) continue;
+    if (!byName.has(s.name) || s.projectId) byName.set(s.name, s);
+  }
+  return [...byName.values()].map((s) => ({ host: s.host, pathPrefix: s.pathPrefix, header: s.header, value: credentialValue(s.format, s.value), name: s.name }));
+}
+
+function viewOf(r: PolicyRow, target: string | null): PolicyView {
+  return { scope: r.scope_kind, target, ...fieldsOf(r), updatedAt: new Date(r.updated_at).toISOString(), updatedBy: r.updated_by };
+}

@@ -1,0 +1,81 @@
+// Disk quota: an environment's --disk is the size of its own ext4 image, so writing past
+// it fails inside with ENOSPC while the environment and the host carry on.
+import assert from 'node:assert/strict';
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { sh, startTestBerth, type TestBerth } from './helpers.ts';
+
+const MiB = 1024 ** 2;
+let t: TestBerth;
+before(async () => {
+  t = await startTestBerth();
+});
+after(async () => {
+  await t?.destroy();
+});
+
+test('writes past --disk fail with ENOSPC inside; the environment and the host keep working', async () => {
+  const created = await t.cli(['env', 'create', '--name', 'small', '--disk', '300m']);
+  assert.equal(created.code, 0, created.stderr);
+  const id = created.stdout.trim();
+  const image = join(t.dataDir, 'environments', id, 'disk.img');
+  // Sparse: the host gives the environment only what it writes.
+  assert.ok(statSync(image).blocks * 512 < 40 * MiB, `a fresh image takes ${statSync(image).blocks * 512} bytes`);
+
+  const dd = await sh(t, 'small', 'dd if=/dev/zero of=/workspace/fill bs=1M count=400 2>&1; echo "exit=$?"');
+  assert.match(dd.stdout, /No space left on device/);
+  assert.match(dd.stdout, /exit=1/);
+  // Writing through another path (the image's own files) is bounded just the same.
+  const other = await sh(t, 'small', 'head -c 10M /dev/zero > /root/more 2>&1; echo "exit=$?"');
+  assert.match(other.stdout, /No space left on device|exit=1/);
+
+  // The host's side: the image never grows past the limit.
+  assert.ok(statSync(image).size === 300 * MiB);
+  assert.ok(statSync(image).blocks * 512 <= 300 * MiB, `the image holds ${statSync(image).blocks * 512} bytes`);
+
+  const show = await t.cli(['env', 'show', 'small', '--json']);
+  const usage = JSON.parse(show.stdout).usage.diskBytes;
+  assert.ok(usage > 250 * MiB && usage <= 300 * MiB, `usage ${usage}`);
+  assert.match((await t.cli(['env', 'show', 'small'])).stdout, /usage .*M written/);
+
+  // Freeing space inside makes writing work again.
+  const after = await sh(t, 'small', 'rm /workspace/fill && echo hello > /workspace/note && cat /workspace/note && df -m / | tail -1');
+  assert.equal(after.exitCode, 0, after.stderr);
+  assert.match(after.stdout, /^hello\n/);
+  assert.ok(JSON.parse((await t.cli(['env', 'show', 'small', '--json'])).stdout).usage.diskBytes < 50 * MiB);
+
+  // Other environments are untouched by one that filled its disk.
+  const other2 = (await t.api('POST', '/api/orgs/default/environments', { name: 'neighbour' })).body;
+  assert.equal(other2.state, 'running');
+  assert.equal((await sh(t, 'neighbour', 'head -c 50M /dev/zero > /workspace/x && echo ok')).stdout, 'ok\n');
+});
+
+test('the quota and the files survive stop/start and a control-plane restart', async () => {
+  const id = (await t.api('GET', '/api/orgs/default/environments/small')).body.id;
+  assert.equal((await sh(t, 'small', 'echo kept > /workspace/kept')).exitCode, 0);
+  assert.equal((await t.cli(['env', 'stop', 'small'])).code, 0);
+  // Stopped: the image's mount and loop device are gone, usage comes from the image.
+  const stopped = JSON.parse((await t.cli(['env', 'show', 'small', '--json'])).stdout);
+  assert.equal(typeof stopped.usage.diskBytes, 'number');
+  assert.equal((await t.cli(['env', 'start', 'small'])).code, 0);
+  assert.equal((await sh(t, 'small', 'cat /workspace/kept')).stdout, 'kept\n');
+
+  // The control plane restarts while the environment runs; then it is stopped and started again.
+  const dataDir = t.dataDir;
+  const database = t.database;
+  await t.close();
+  t = await startTestBerth({ dataDir, database });
+  assert.equal((await t.api('GET', `/api/orgs/default/environments/${id}`)).body.state, 'running');
+  assert.equal((await sh(t, 'small', 'cat /workspace/kept')).stdout, 'kept\n');
+  assert.equal((await t.cli(['env', 'stop', 'small'])).code, 0);
+  assert.equal((await t.cli(['env', 'start', 'small'])).code, 0);
+  assert.equal((await sh(t, 'small', 'cat /workspace/kept')).stdout, 'kept\n');
+  const dd = await sh(t, 'small', 'dd if=/dev/zero of=/workspace/fill bs=1M count=400 2>&1; echo "exit=$?"');
+  assert.match(dd.stdout, /No space left on device/);
+  assert.equal((await sh(t, 'small', 'rm /workspace/fill; echo fine')).stdout, 'fine\n');
+
+  // Removing it frees the image.
+  assert.equal((await t.cli(['env', 'rm', 'small'])).code, 0);
+  assert.throws(() => statSync(join(dataDir, 'environments', id, 'disk.img')));
+});

@@ -1,0 +1,407 @@
+import { useState, type FormEvent, type ReactNode } from 'react';
+import { api, can, orgPath, ROLES, type Role } from '../api.ts';
+import { useSession } from '../session.ts';
+import { ago, usePoll } from '../util.ts';
+import { ErrorNote } from './common.tsx';
+
+interface Project {
+  id: string;
+  name: string;
+  repoUrl: string | null;
+  defaultBranch: string;
+  secrets: string[];
+  agent: { kind?: string; model?: string };
+  createdAt: string;
+}
+interface Secret {
+  name: string;
+  project: string | null;
+  updatedAt: string;
+  updatedBy: string;
+}
+interface Member {
+  userId: string;
+  email: string;
+  name: string;
+  role: Role;
+  createdAt: string;
+}
+interface Token {
+  id: string;
+  name: string;
+  kind: 'user' | 'org';
+  role: Role | null;
+  userId: string | null;
+  createdAt: string;
+  expiresAt: string | null;
+  lastUsedAt: string | null;
+  revokedAt: string | null;
+}
+interface Health {
+  ok: boolean;
+  version: string;
+  database: string;
+  runtime: string;
+}
+
+const SECTIONS = [
+  ['projects', 'Projects'],
+  ['secrets', 'Secrets'],
+  ['members', 'Members'],
+  ['tokens', 'Tokens'],
+  ['runners', 'Runners and health'],
+  ['network', 'Network policies'],
+] as const;
+
+export default function SettingsPage() {
+  return (
+    <>
+      <h1>Settings</h1>
+      <nav aria-label="Settings sections" className="toc">
+        <ul>{SECTIONS.map(([id, label]) => <li key={id}><a href={`#${id}`}>{label}</a></li>)}</ul>
+      </nav>
+      <Projects />
+      <Secrets />
+      <Members />
+      <Tokens />
+      <Runners />
+      <Policies />
+    </>
+  );
+}
+
+function Section({ id, title, children }: { id: string; title: string; children: ReactNode }) {
+  return (
+    <section className="settings" id={id} aria-labelledby={`${id}-h`}>
+      <h2 id={`${id}-h`}>{title}</h2>
+      {children}
+    </section>
+  );
+}
+
+function useAction(reload: () => void) {
+  const [error, setError] = useState<Error>();
+  const run = async (f: () => Promise<unknown>) => {
+    setError(undefined);
+    try {
+      await f();
+      reload();
+      return true;
+    } catch (err) {
+      setError(err as Error);
+      return false;
+    }
+  };
+  return { error, run };
+}
+
+function Projects() {
+  const { org } = useSession();
+  const list = usePoll((s) => api<{ items: Project[] }>('GET', orgPath(org.name, 'projects'), undefined, s), null, [org.name]);
+  const { error, run } = useAction(list.reload);
+  const [name, setName] = useState('');
+  const [repo, setRepo] = useState('');
+  const [branch, setBranch] = useState('main');
+  const [secrets, setSecrets] = useState('');
+  const create = async (e: FormEvent) => {
+    e.preventDefault();
+    const ok = await run(() =>
+      api('POST', orgPath(org.name, 'projects'), { name, repoUrl: repo || undefined, defaultBranch: branch || undefined, secrets: secrets.split(/[\s,]+/).filter(Boolean) }),
+    );
+    if (ok) setName('');
+  };
+  return (
+    <Section id="projects" title="Projects">
+      <ErrorNote error={list.error ?? error} />
+      <table className="list">
+        <thead><tr><th scope="col">Name</th><th scope="col">Repository</th><th scope="col">Branch</th><th scope="col">Secrets</th><th scope="col">Agent</th>{can.manageProjects(org.role) && <th scope="col"><span className="sr-only">Actions</span></th>}</tr></thead>
+        <tbody>
+          {list.data?.items.map((p) => (
+            <tr key={p.id}>
+              <th scope="row">{p.name}</th>
+              <td className="muted">{p.repoUrl ?? '—'}</td>
+              <td>{p.defaultBranch}</td>
+              <td>{p.secrets.join(', ') || '—'}</td>
+              <td>{[p.agent.kind, p.agent.model].filter(Boolean).join(' · ') || 'defaults'}</td>
+              {can.manageProjects(org.role) && (
+                <td><button className="danger" aria-label={`Delete project ${p.name}`} onClick={() => confirm(`Delete project ${p.name}?`) && void run(() => api('DELETE', orgPath(org.name, `projects/${encodeURIComponent(p.name)}`)))}>Delete</button></td>
+              )}
+            </tr>
+          ))}
+          {list.data?.items.length === 0 && <tr><td colSpan={6} className="empty">No projects.</td></tr>}
+        </tbody>
+      </table>
+      {can.manageProjects(org.role) && (
+        <form className="inline" onSubmit={create} aria-label="Create a project">
+          <label>Name<input value={name} onChange={(e) => setName(e.target.value)} required pattern="[a-z0-9][a-z0-9._\-]{0,62}" /></label>
+          <label>Repository URL<input value={repo} onChange={(e) => setRepo(e.target.value)} placeholder="https://…/repo.git" /></label>
+          <label>Default branch<input value={branch} onChange={(e) => setBranch(e.target.value)} /></label>
+          <label>Secrets (names)<input value={secrets} onChange={(e) => setSecrets(e.target.value)} placeholder="GIT_TOKEN, NPM_TOKEN" /></label>
+          <button type="submit">Create project</button>
+        </form>
+      )}
+    </Section>
+  );
+}
+
+function Secrets() {
+  const { org } = useSession();
+  const list = usePoll((s) => api<{ items: Secret[] }>('GET', orgPath(org.name, 'secrets'), undefined, s), null, [org.name]);
+  const { error, run } = useAction(list.reload);
+  const [name, setName] = useState('');
+  const [value, setValue] = useState('');
+  const [project, setProject] = useState('');
+  const set = async (e: FormEvent) => {
+    e.preventDefault();
+    const ok = await run(() => api('PUT', orgPath(org.name, `secrets/${encodeURIComponent(name)}`), { value, project: project || undefined }));
+    // The value is never kept or shown again.
+    if (ok) {
+      setValue('');
+      setName('');
+    }
+  };
+  const manage = can.manageSecrets(org.role);
+  return (
+    <Section id="secrets" title="Secrets">
+      <p className="hint">Values are write-only: Berth never shows them again, and redacts them from transcripts.</p>
+      <ErrorNote error={list.error ?? error} />
+      <table className="list">
+        <thead><tr><th scope="col">Name</th><th scope="col">Project</th><th scope="col">Updated</th><th scope="col">By</th>{manage && <th scope="col"><span className="sr-only">Actions</span></th>}</tr></thead>
+        <tbody>
+          {list.data?.items.map((s) => (
+            <tr key={`${s.name}@${s.project ?? ''}`}>
+              <th scope="row"><code>{s.name}</code></th>
+              <td>{s.project ?? 'whole org'}</td>
+              <td>{ago(s.updatedAt)}</td>
+              <td className="muted">{s.updatedBy}</td>
+              {manage && (
+                <td><button className="danger" aria-label={`Delete secret ${s.name}`} onClick={() => confirm(`Delete secret ${s.name}?`) && void run(() => api('DELETE', orgPath(org.name, `secrets/${encodeURIComponent(s.name)}${s.project ? `?project=${encodeURIComponent(s.project)}` : ''}`)))}>Delete</button></td>
+              )}
+            </tr>
+          ))}
+          {list.data?.items.length === 0 && <tr><td colSpan={5} className="empty">No secrets.</td></tr>}
+        </tbody>
+      </table>
+      {manage && (
+        <form className="inline" onSubmit={set} aria-label="Set a secret">
+          <label>Name<input value={name} onChange={(e) => setName(e.target.value)} required pattern="[A-Za-z_][A-Za-z0-9_]*" /></label>
+          <label>Value<input type="password" autoComplete="new-password" value={value} onChange={(e) => setValue(e.target.value)} required /></label>
+          <label>Project (optional)<input value={project} onChange={(e) => setProject(e.target.value)} /></label>
+          <button type="submit">Set secret</button>
+        </form>
+      )}
+    </Section>
+  );
+}
+
+function Members() {
+  const { org } = useSession();
+  const list = usePoll((s) => api<{ items: Member[] }>('GET', orgPath(org.name, 'members'), undefined, s), null, [org.name]);
+  const { error, run } = useAction(list.reload);
+  const [email, setEmail] = useState('');
+  const [role, setRole] = useState<Role>('member');
+  const manage = can.manageMembers(org.role);
+  const grantable = ROLES.filter((r) => can.grant(org.role, r));
+  const setRoleOf = (m: string, r: Role) => run(() => api('PUT', orgPath(org.name, `members/${encodeURIComponent(m)}`), { role: r }));
+  return (
+    <Section id="members" title="Members">
+      <ErrorNote error={list.error ?? error} />
+      <table className="list">
+        <thead><tr><th scope="col">Email</th><th scope="col">Name</th><th scope="col">Role</th><th scope="col">Since</th>{manage && <th scope="col"><span className="sr-only">Actions</span></th>}</tr></thead>
+        <tbody>
+          {list.data?.items.map((m) => (
+            <tr key={m.userId}>
+              <th scope="row">{m.email}</th>
+              <td>{m.name}</td>
+              <td>
+                {manage && can.grant(org.role, m.role) ? (
+                  <select aria-label={`Role of ${m.email}`} value={m.role} onChange={(e) => void setRoleOf(m.email, e.target.value as Role)}>
+                    {grantable.map((r) => <option key={r} value={r}>{r}</option>)}
+                  </select>
+                ) : (
+                  m.role
+                )}
+              </td>
+              <td>{ago(m.createdAt)}</td>
+              {manage && (
+                <td>{can.grant(org.role, m.role) && <button className="danger" aria-label={`Remove ${m.email}`} onClick={() => confirm(`Remove ${m.email} from ${org.name}?`) && void run(() => api('DELETE', orgPath(org.name, `members/${encodeURIComponent(m.email)}`)))}>Remove</button>}</td>
+              )}
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {manage && (
+        <form className="inline" aria-label="Add a member" onSubmit={(e) => { e.preventDefault(); void setRoleOf(email, role).then((ok) => ok && setEmail('')); }}>
+          <label>Email<input type="email" value={email} onChange={(e) => setEmail(e.target.value)} required /></label>
+          <label>Role<select value={role} onChange={(e) => setRole(e.target.value as Role)}>{grantable.map((r) => <option key={r} value={r}>{r}</option>)}</select></label>
+          <button type="submit">Add member</button>
+        </form>
+      )}
+    </Section>
+  );
+}
+
+function Tokens() {
+  const { org } = useSession();
+  const list = usePoll((s) => api<{ items: Token[] }>('GET', orgPath(org.name, 'tokens'), undefined, s), null, [org.name]);
+  const { error, run } = useAction(list.reload);
+  const [name, setName] = useState('');
+  const [role, setRole] = useState<Role>('viewer');
+  const [expires, setExpires] = useState('30d');
+  const [created, setCreated] = useState<string>();
+  const mayCreate = can.createToken(org.role);
+  const create = async (e: FormEvent) => {
+    e.preventDefault();
+    await run(async () => {
+      const t = await api<Token & { token: string }>('POST', orgPath(org.name, 'tokens'), { role, name: name || undefined, expires: expires || undefined });
+      setCreated(t.token);
+      setName('');
+    });
+  };
+  return (
+    <Section id="tokens" title="Tokens">
+      <ErrorNote error={list.error ?? error} />
+      {created && (
+        <div className="notice" role="alert">
+          <p>The new token, shown this once. Copy it now:</p>
+          <code className="secret" data-testid="new-token">{created}</code>{' '}
+          <button onClick={() => void navigator.clipboard?.writeText(created)}>Copy</button> <button className="link" onClick={() => setCreated(undefined)}>Done</button>
+        </div>
+      )}
+      <table className="list">
+        <thead><tr><th scope="col">Name</th><th scope="col">Kind</th><th scope="col">Role</th><th scope="col">Created</th><th scope="col">Last used</th><th scope="col">Expires</th><th scope="col">Status</th>{mayCreate && <th scope="col"><span className="sr-only">Actions</span></th>}</tr></thead>
+        <tbody>
+          {list.data?.items.map((t) => (
+            <tr key={t.id}>
+              <th scope="row">{t.name}</th>
+              <td>{t.kind}</td>
+              <td>{t.role ?? '—'}</td>
+              <td>{ago(t.createdAt)}</td>
+              <td>{ago(t.lastUsedAt)}</td>
+              <td>{t.expiresAt ? t.expiresAt.slice(0, 10) : 'never'}</td>
+              <td>{t.revokedAt ? <span className="bad">revoked</span> : <span className="ok">active</span>}</td>
+              {mayCreate && <td>{!t.revokedAt && <button className="danger" aria-label={`Revoke token ${t.name}`} onClick={() => confirm(`Revoke ${t.name}? Anything using it stops working.`) && void run(() => api('DELETE', orgPath(org.name, `tokens/${t.id}`)))}>Revoke</button>}</td>}
+            </tr>
+          ))}
+          {list.data?.items.length === 0 && <tr><td colSpan={8} className="empty">No org tokens.</td></tr>}
+        </tbody>
+      </table>
+      {mayCreate && (
+        <form className="inline" onSubmit={create} aria-label="Create an org token">
+          <label>Name<input value={name} onChange={(e) => setName(e.target.value)} placeholder="ci" /></label>
+          <label>Role<select value={role} onChange={(e) => setRole(e.target.value as Role)}>{ROLES.filter((r) => can.grant(org.role, r)).map((r) => <option key={r} value={r}>{r}</option>)}</select></label>
+          <label>Expires after<input value={expires} onChange={(e) => setExpires(e.target.value)} placeholder="30d (empty: never)" /></label>
+          <button type="submit">Create token</button>
+        </form>
+      )}
+    </Section>
+  );
+}
+
+function Runners() {
+  const health = usePoll((s) => api<Health>('GET', '/health', undefined, s), 10_000, []);
+  const h = health.data;
+  return (
+    <Section id="runners" title="Runners and health">
+      <ErrorNote error={health.error} />
+      {h && (
+        <dl className="facts">
+          <div><dt>Control plane</dt><dd>{h.ok ? <span className="ok">healthy</span> : <span className="bad">unhealthy</span>}</dd></div>
+          <div><dt>Version</dt><dd>{h.version}</dd></div>
+          <div><dt>Database</dt><dd>{h.database}</dd></div>
+          <div><dt>Runner</dt><dd>local ({h.runtime})</dd></div>
+        </dl>
+      )}
+      <p className="hint">This control plane runs one local runner; there is no API listing remote runners yet.</p>
+    </Section>
+  );
+}
+
+interface Policy {
+  scope: 'org' | 'project' | 'environment';
+  target: string | null;
+  allowDomains: string[] | null;
+  presets: string[] | null;
+  allowPorts: number[] | null;
+  allowMethods: string[] | null;
+  maxConnections: number | null;
+  updatedAt: string;
+  updatedBy: string;
+}
+interface Effective {
+  allowDomains: string[];
+  presets: string[];
+  allowPorts: number[] | null;
+  allowMethods: string[] | null;
+  maxConnections: number;
+}
+
+const list = (v: readonly (string | number)[] | null | undefined, none = '—') => (v && v.length ? v.join(', ') : none);
+const words = (s: string) => s.split(/[\s,]+/).filter(Boolean);
+
+/** Egress policies: what environments may reach. The narrowest scope that sets a field wins. */
+function Policies() {
+  const { org } = useSession();
+  const scopes = usePoll((s) => api<{ items: Policy[] }>('GET', orgPath(org.name, 'policies'), undefined, s), null, [org.name]);
+  const effective = usePoll((s) => api<{ own: Policy | null; effective: Effective }>('GET', orgPath(org.name, 'policies/effective'), undefined, s), null, [org.name]);
+  const { error, run } = useAction(() => {
+    scopes.reload();
+    effective.reload();
+  });
+  const own = effective.data?.own;
+  const [domains, setDomains] = useState<string>();
+  const [presets, setPresets] = useState<string>();
+  const manage = can.manageProjects(org.role);
+  // No policy API on this control plane (an older one): say so instead of an error.
+  if (scopes.error && 'status' in scopes.error && (scopes.error as { status: number }).status === 404) {
+    return (
+      <Section id="network" title="Network policies">
+        <p className="muted">This control plane has no network policy API.</p>
+      </Section>
+    );
+  }
+  const save = (e: FormEvent) => {
+    e.preventDefault();
+    void run(() => api('PATCH', orgPath(org.name, 'policies/org'), { allowDomains: words(domains ?? list(own?.allowDomains, '')), presets: words(presets ?? list(own?.presets, '')) }));
+  };
+  const eff = effective.data?.effective;
+  return (
+    <Section id="network" title="Network policies">
+      <ErrorNote error={scopes.error ?? effective.error ?? error} />
+      {eff && (
+        <dl className="facts">
+          <div className="wide"><dt>Org default: allowed domains</dt><dd>{list(eff.allowDomains, 'none (everything is denied)')}</dd></div>
+          <div><dt>Registry presets</dt><dd>{list(eff.presets)}</dd></div>
+          <div><dt>Plain HTTP ports</dt><dd>{list(eff.allowPorts, 'any')}</dd></div>
+          <div><dt>Methods</dt><dd>{list(eff.allowMethods, 'any')}</dd></div>
+          <div><dt>Connections</dt><dd>{eff.maxConnections}</dd></div>
+        </dl>
+      )}
+      <table className="list">
+        <caption className="sr-only">Scopes with a policy of their own</caption>
+        <thead><tr><th scope="col">Scope</th><th scope="col">Domains</th><th scope="col">Presets</th><th scope="col">Ports</th><th scope="col">Methods</th><th scope="col">Updated</th></tr></thead>
+        <tbody>
+          {scopes.data?.items.map((p) => (
+            <tr key={`${p.scope}:${p.target ?? ''}`}>
+              <th scope="row">{p.scope}{p.target ? ` ${p.target}` : ''}</th>
+              <td>{list(p.allowDomains, 'inherited')}</td>
+              <td>{list(p.presets, 'inherited')}</td>
+              <td>{list(p.allowPorts, 'inherited')}</td>
+              <td>{list(p.allowMethods, 'inherited')}</td>
+              <td>{ago(p.updatedAt)} <span className="muted">{p.updatedBy}</span></td>
+            </tr>
+          ))}
+          {scopes.data?.items.length === 0 && <tr><td colSpan={6} className="empty">No scope has a policy of its own: the org defaults above apply.</td></tr>}
+        </tbody>
+      </table>
+      {manage && effective.data && (
+        <form className="inline" onSubmit={save} aria-label="Org network policy">
+          <label>Allowed domains (org)<input size={40} value={domains ?? list(own?.allowDomains, '')} onChange={(e) => setDomains(e.target.value)} placeholder="github.com, *.example.com" /></label>
+          <label>Presets<input value={presets ?? list(own?.presets, '')} onChange={(e) => setPresets(e.target.value)} placeholder="npm, pypi" /></label>
+          <button type="submit">Save org policy</button>
+        </form>
+      )}
+      <p className="hint">Projects and environments narrow or widen this with <code>berth policy</code>; an environment's refused requests appear in its tasks' transcripts.</p>
+    </Section>
+  );
+}

@@ -1,0 +1,230 @@
+import { lazy, Suspense, useCallback, useEffect, useRef, useState, type FormEvent } from 'react';
+import { api, can, orgPath, type Task, type TaskEvent } from '../api.ts';
+import { Link, navigate } from '../router.tsx';
+import { useSession } from '../session.ts';
+import { follow, type StreamStatus } from '../sse.ts';
+import { getFirst } from '../prefetch.ts';
+import { ago, count, usd, usePoll } from '../util.ts';
+import { ErrorNote, StateBadge } from './common.tsx';
+import { Transcript } from './Transcript.tsx';
+
+const Diff = lazy(() => import('./Diff.tsx'));
+const FINAL = new Set(['succeeded', 'failed', 'cancelled', 'timed_out']);
+
+/** The transcript: stored events first (one JSON call), then the live stream from the last seq on. */
+function useTaskEvents(org: string, id: string): { events: TaskEvent[]; status: StreamStatus | 'loading' } {
+  const [events, setEvents] = useState<TaskEvent[]>([]);
+  const [status, setStatus] = useState<StreamStatus | 'loading'>('loading');
+  useEffect(() => {
+    let stop: (() => void) | undefined;
+    let pending: TaskEvent[] = [];
+    let frame = 0;
+    let cancelled = false;
+    // Events that arrive within one frame are rendered in one update: a burst of hundreds
+    // a second costs one render per frame, not one per event.
+    const flush = () => {
+      frame = 0;
+      const add = pending;
+      pending = [];
+      setEvents((cur) => cur.concat(add));
+    };
+    const push = (batch: TaskEvent[]) => {
+      pending.push(...batch);
+      if (!frame) frame = requestAnimationFrame(flush);
+    };
+    const controller = new AbortController();
+    getFirst<{ items: TaskEvent[] }>(orgPath(org, `tasks/${id}/events`), controller.signal)
+      .then(({ items }) => {
+        if (cancelled) return;
+        setEvents(items);
+        const last = items.at(-1)?.seq ?? 0;
+        stop = follow(orgPath(org, `tasks/${id}/events`), {
+          after: last,
+          onStatus: setStatus,
+          onEvents: (batch) => {
+            const parsed: TaskEvent[] = [];
+            for (const b of batch) {
+              try {
+                parsed.push(JSON.parse(b.data) as TaskEvent);
+              } catch {
+                // A malformed event is skipped rather than breaking the transcript.
+              }
+            }
+            push(parsed);
+          },
+        });
+      })
+      .catch(() => !cancelled && setStatus('reconnecting'));
+    return () => {
+      cancelled = true;
+      controller.abort();
+      stop?.();
+      cancelAnimationFrame(frame);
+    };
+  }, [org, id]);
+  return { events, status };
+}
+
+export function TaskPage({ id }: { id: string }) {
+  const { org, announce } = useSession();
+  const [final, setFinal] = useState(false);
+  const task = usePoll((signal) => getFirst<Task>(orgPath(org.name, `tasks/${id}`), signal), final ? 30_000 : 2000, [org.name, id]);
+  const { events, status } = useTaskEvents(org.name, id);
+  const [tab, setTab] = useState<'transcript' | 'diff'>('transcript');
+  const [actionError, setActionError] = useState<Error>();
+  const lastState = useRef<string>(undefined);
+
+  const t = task.data;
+  useEffect(() => {
+    if (!t) return;
+    setFinal(FINAL.has(t.state));
+    if (lastState.current && lastState.current !== t.state) announce(`Task ${t.state.replace('_', ' ')}`);
+    lastState.current = t.state;
+  }, [t, announce]);
+  // A new event usually means the task changed too: fetch it now rather than at the next poll.
+  const lastType = events.at(-1)?.data.type;
+  const reload = task.reload;
+  useEffect(() => {
+    if (lastType === 'state' || lastType === 'step' || lastType === 'result') reload();
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [events.length]);
+
+  const act = useCallback(
+    async (what: 'cancel' | 'retry' | 'approve') => {
+      setActionError(undefined);
+      try {
+        const res = await api<Task>('POST', orgPath(org.name, `tasks/${id}/${what}`));
+        if (what === 'retry') navigate(`/tasks/${res.id}`);
+        else {
+          announce(what === 'cancel' ? 'Cancelling the task' : 'Merged into the base branch');
+          reload();
+        }
+      } catch (err) {
+        setActionError(err as Error);
+      }
+    },
+    [org.name, id, announce, reload],
+  );
+
+  if (task.error && !t) return <ErrorNote error={task.error} />;
+  if (!t) return <p aria-busy="true">Loading the task…</p>;
+  const checks = events.filter((e) => e.data.type === 'check');
+  const isFinal = FINAL.has(t.state);
+  const mayAct = can.createTask(org.role);
+
+  return (
+    <>
+      <p className="crumbs"><Link to="/tasks">Tasks</Link> / <span>{t.id}</span></p>
+      <div className="page-head">
+        <h1 className="task-goal">{t.goal.split('\n')[0]}</h1>
+        <div className="actions">
+          {mayAct && !isFinal && <button onClick={() => void act('cancel')}>Cancel</button>}
+          {mayAct && isFinal && <button onClick={() => void act('retry')}>Retry</button>}
+          {can.approve(org.role) && t.state === 'succeeded' && t.changeRequest?.kind === 'berth' && !t.changeRequest.mergedSha && (
+            <button onClick={() => void act('approve')}>Approve and merge</button>
+          )}
+        </div>
+      </div>
+      <ErrorNote error={actionError} />
+      <dl className="facts">
+        <div><dt>State</dt><dd><StateBadge state={t.state} />{t.stateReason && <span className="muted"> {t.stateReason}</span>}</dd></div>
+        <div><dt>Step</dt><dd>{t.step ?? '—'}</dd></div>
+        <div><dt>{t.project ? 'Project' : 'Repository'}</dt><dd>{t.project ?? t.repo}{t.baseBranch && <span className="muted"> ({t.baseBranch})</span>}</dd></div>
+        <div><dt>Agent</dt><dd>{t.agent}{t.model && <span className="muted"> · {t.model}</span>}</dd></div>
+        <div><dt>Cost</dt><dd>{usd(t.usage.costUsd)}{t.budget.maxCostUsd !== null && <span className="muted"> of {usd(t.budget.maxCostUsd)}</span>}</dd></div>
+        <div><dt>Tokens</dt><dd>{count(t.usage.inputTokens)} in · {count(t.usage.outputTokens)} out</dd></div>
+        <div><dt>Checks</dt><dd>{t.checksPassed === null ? (checks.length ? 'running' : '—') : t.checksPassed ? <span className="ok">passed</span> : <span className="bad">failed</span>}{checks.length > 0 && <span className="muted"> ({checks.length} run{checks.length > 1 ? 's' : ''})</span>}</dd></div>
+        <div className="wide"><dt>Change</dt><dd><ChangeLink task={t} /></dd></div>
+        <div><dt>Started</dt><dd>{t.startedAt ? <time dateTime={t.startedAt}>{ago(t.startedAt)}</time> : '—'}{t.environmentId && <> · <Link to={`/environments?focus=${t.environmentId}`}>environment</Link></>}</dd></div>
+      </dl>
+      {t.summary && <p className="summary"><strong>Summary:</strong> {t.summary}</p>}
+      {t.goal.includes('\n') && (
+        <details className="full-goal"><summary>Full goal</summary><pre>{t.goal}</pre></details>
+      )}
+
+      <div
+        role="tablist"
+        aria-label="Task views"
+        className="tabs"
+        onKeyDown={(e) => {
+          // Arrow keys move between the tabs, as the ARIA tabs pattern expects.
+          if (e.key !== 'ArrowLeft' && e.key !== 'ArrowRight') return;
+          const next = tab === 'transcript' ? 'diff' : 'transcript';
+          setTab(next);
+          document.getElementById(`tab-${next}`)?.focus();
+        }}
+      >
+        <button role="tab" id="tab-transcript" aria-selected={tab === 'transcript'} tabIndex={tab === 'transcript' ? 0 : -1} aria-controls="panel-transcript" onClick={() => setTab('transcript')}>Transcript ({events.length})</button>
+        <button role="tab" id="tab-diff" aria-selected={tab === 'diff'} tabIndex={tab === 'diff' ? 0 : -1} aria-controls="panel-diff" onClick={() => setTab('diff')}>Diff</button>
+        <span className={`stream stream-${status}`} aria-live="polite">{status === 'live' ? '● live' : status === 'reconnecting' ? 'reconnecting…' : status === 'ended' ? 'ended' : 'connecting…'}</span>
+      </div>
+      {tab === 'transcript' ? (
+        <section role="tabpanel" id="panel-transcript" aria-labelledby="tab-transcript">
+          <Transcript events={events} />
+        </section>
+      ) : (
+        <section role="tabpanel" id="panel-diff" aria-labelledby="tab-diff">
+          <Suspense fallback={<p aria-busy="true">Loading the diff viewer…</p>}>
+            <Diff org={org.name} id={t.id} state={t.state} />
+          </Suspense>
+        </section>
+      )}
+      {mayAct && isFinal && <FollowUp task={t} />}
+    </>
+  );
+}
+
+function ChangeLink({ task: t }: { task: Task }) {
+  const cr = t.changeRequest;
+  if (!cr) return <>{t.branch ? <code>{t.branch}</code> : '—'}</>;
+  const label = cr.kind === 'pull_request' ? `Pull request${cr.number ? ` #${cr.number}` : ''}` : cr.kind === 'merge_request' ? `Merge request${cr.number ? ` !${cr.number}` : ''}` : 'Change request in Berth';
+  return (
+    <>
+      {cr.url ? <a href={cr.url} target="_blank" rel="noreferrer noopener" className="cr-link">{label}</a> : <span className="cr-link">{label}</span>}
+      {cr.draft && <span className="muted"> (draft)</span>}
+      {t.branch && <> · <code>{t.branch}</code></>}
+      {cr.mergedSha && <span className="ok"> · merged {cr.mergedSha.slice(0, 10)}</span>}
+    </>
+  );
+}
+
+/**
+ * There is no follow-up API: a follow-up is a new task whose goal carries the previous goal
+ * and the new instruction, starting from the previous task's branch when it pushed one.
+ */
+function FollowUp({ task: t }: { task: Task }) {
+  const { org } = useSession();
+  const [text, setText] = useState('');
+  const [error, setError] = useState<Error>();
+  const [busy, setBusy] = useState(false);
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    if (!text.trim()) return;
+    setBusy(true);
+    try {
+      const goal = `${t.goal}\n\nFollow-up to ${t.id}${t.branch ? ` (its work is on branch ${t.branch})` : ''}:\n${text.trim()}`;
+      const created = await api<Task>('POST', orgPath(org.name, 'tasks'), {
+        goal,
+        ...(t.project ? { project: t.project } : { repo: t.repo }),
+        ...(t.branch && t.changeRequest ? { baseBranch: t.branch } : t.baseBranch ? { baseBranch: t.baseBranch } : {}),
+        agent: t.agent,
+        ...(t.model ? { model: t.model } : {}),
+        trigger: 'web',
+      });
+      navigate(`/tasks/${created.id}`);
+    } catch (err) {
+      setError(err as Error);
+      setBusy(false);
+    }
+  };
+  return (
+    <form className="followup stack" onSubmit={submit}>
+      <h2>Continue</h2>
+      <label htmlFor="followup">Follow-up instruction</label>
+      <textarea id="followup" rows={3} value={text} onChange={(e) => setText(e.target.value)} aria-describedby="followup-hint" />
+      <p className="hint" id="followup-hint">Starts a new task with this task's goal plus your instruction{t.branch && t.changeRequest ? `, from branch ${t.branch}` : ''}.</p>
+      <ErrorNote error={error} />
+      <div><button type="submit" className="primary" disabled={busy || !text.trim()}>Start follow-up task</button></div>
+    </form>
+  );
+}

@@ -1,0 +1,22 @@
+import type { ReactNode } from 'react';
+
+const STATE_LABEL: Record<string, string> = { timed_out: 'timed out' };
+
+export function StateBadge({ state }: { state: string }) {
+  return <span className={`badge state-${state}`}>{STATE_LABEL[state] ?? state}</span>;
+}
+
+export function ErrorNote({ error }: { error: Error | string | undefined }) {
+  if (!error) return null;
+  return <p className="error" role="alert">{typeof error === 'string' ? error : error.message}</p>;
+}
+
+export function Field({ id, label, hint, children }: { id: string; label: string; hint?: ReactNode; children: ReactNode }) {
+  return (
+    <div className="field">
+      <label htmlFor={id}>{label}</label>
+      {children}
+      {hint && <p className="hint" id={`${id}-hint`}>{hint}</p>}
+    </div>
+  );
+}
