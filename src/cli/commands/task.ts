@@ -106,7 +106,8 @@ function printTask(t: Task): void {
 
 /** Prints events live under a spinner that names the current step; Ctrl-C detaches. */
 async function watch(client: ApiClient, id: string): Promise<Task> {
-  const spinner = new Spinner(`${id}: queued`);
+  // Without a terminal the step lines say it all; a spinner would repeat each of them.
+  const spinner = process.stderr.isTTY ? new Spinner(`${id}: queued`) : { done() {}, update(_: string) {} };
   let step = 'queued';
   const onSigint = () => {
     spinner.done();
