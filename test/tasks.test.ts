@@ -428,6 +428,38 @@ describe('tasks that do not reach green', () => {
     assert.match(text, /event: end\n/);
   });
 
+  test('the transcript pages from its end: tail=N, then before=seq for the page before', async () => {
+    const { items } = (await t.api('GET', '/api/orgs/default/tasks?limit=1')).body;
+    const id = items[0].id as string;
+    const events = async (q: string) => {
+      const res = await t.api('GET', `/api/orgs/default/tasks/${id}/events${q}`);
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+      return (res.body.items as { seq: number }[]).map((e) => e.seq);
+    };
+    const all = await events('');
+    assert.ok(all.length > 6);
+    assert.deepEqual(all, all.map((_, i) => i + 1));
+    const last = all.at(-1)!;
+    // The last three, in order; then the three before them; the first page stops at seq 1.
+    assert.deepEqual(await events('?tail=3'), [last - 2, last - 1, last]);
+    assert.deepEqual(await events(`?tail=3&before=${last - 2}`), [last - 5, last - 4, last - 3]);
+    assert.deepEqual(await events('?tail=3&before=3'), [1, 2]);
+    assert.deepEqual(await events('?tail=3&before=1'), []);
+    assert.deepEqual(await events(`?tail=${all.length + 10}`), all);
+    // Walking back page by page gives every event exactly once.
+    const walked: number[] = [];
+    for (let page = await events('?tail=2'); page.length; page = await events(`?tail=2&before=${page[0]}`)) walked.unshift(...page);
+    assert.deepEqual(walked, all);
+    // before alone, and with after: a window.
+    assert.deepEqual(await events('?before=4'), [1, 2, 3]);
+    assert.deepEqual(await events('?after=2&before=6&tail=2'), [4, 5]);
+    // Bad values are refused, and so is paging the stream (it takes after or Last-Event-ID).
+    for (const q of ['?tail=0', '?tail=10001', '?tail=x', '?before=0']) assert.equal((await t.api('GET', `/api/orgs/default/tasks/${id}/events${q}`)).status, 400, q);
+    const stream = await t.api('GET', `/api/orgs/default/tasks/${id}/events?follow=1&tail=5`);
+    assert.equal(stream.status, 400);
+    assert.equal(stream.body.error.field, 'querystring.tail');
+  });
+
   test('bad input is refused and changes nothing', async () => {
     const count = async () => (await t.api('GET', '/api/orgs/default/tasks?limit=200')).body.items.length;
     const n = await count();

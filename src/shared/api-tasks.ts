@@ -86,4 +86,6 @@ export const TaskEventSchema = z.object({ seq: z.number(), at: z.string(), data:
 export const TaskEventsQuery = z.strictObject({
   after: z.coerce.number().int().min(0).default(0).describe('events with a larger seq (Last-Event-ID works too)'),
   follow: z.enum(['0', '1', 'true', 'false']).optional().describe('keep the stream open and send new events as server-sent events'),
+  before: z.coerce.number().int().min(1).optional().describe('events with a smaller seq: with tail, the page before the earliest one shown (not for the stream)'),
+  tail: z.coerce.number().int().min(1).max(10_000).optional().describe('only the last N events (still in order): a long transcript\'s end first (not for the stream)'),
 });

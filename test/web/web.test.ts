@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { Page } from 'playwright-core';
+import type { Locator, Page } from 'playwright-core';
 import { createBareRepo, runGit, startGitServer, type GitServer } from '../fakes/git-server.ts';
 import { startModelServer, type ModelServer, type ScriptRequest, type Step } from '../fakes/model-server.ts';
 import { startTestBerth, type TestBerth } from '../helpers.ts';
@@ -19,8 +19,12 @@ const FIXTURE = {
   'berth.yaml': 'check: node --test\n',
 };
 
-/** The model reads the failure, fixes sum.js and finishes (as in test/tasks.test.ts). */
+/**
+ * The model tries the network first (the environment's egress proxy refuses it: no policy
+ * allows anything), then reads the failure, fixes sum.js and finishes (as in test/tasks.test.ts).
+ */
 const SCRIPT: Step[] = [
+  { text: 'Is the network reachable from here?', toolCalls: [{ name: 'run_command', args: { command: 'curl -sS -m 10 https://example.com/' } }] },
   { text: 'Let me run the tests first.', toolCalls: [{ name: 'run_command', args: { command: 'node --test' } }] },
   (_req: ScriptRequest) => ({ toolCalls: [{ name: 'read_file', args: { path: 'sum.js' } }] }),
   { toolCalls: [{ name: 'edit_file', args: { path: 'sum.js', old_text: 'return a - b;', new_text: 'return a + b;' } }] },
@@ -116,13 +120,33 @@ describe('web UI', () => {
     await page.getByText(task.branch).first().waitFor();
 
     // Every stored event is in the transcript exactly once (the list is virtual: count by seq).
-    const events = (await t.api('GET', `/api/orgs/default/tasks/${taskId}/events`)).body.items as { seq: number }[];
+    const events = (await t.api('GET', `/api/orgs/default/tasks/${taskId}/events`)).body.items as { seq: number; data: Record<string, unknown> }[];
     await page.getByRole('tab', { name: `Transcript (${events.length})` }).waitFor();
     // Commands show their exit codes; tool output is collapsed until asked for.
     await log.getByText('exit 0').first().waitFor();
     const show = log.getByRole('button', { name: /Show output/ }).last();
     await show.click();
     await log.locator('.ev-detail').first().waitFor();
+
+    // The agent's curl went through the environment's egress proxy, which refused it (no
+    // policy applies) and recorded the denial in the transcript, where it is highlighted.
+    const curl = events.find((e) => e.data.type === 'tool' && JSON.stringify(e.data.args).includes('curl'));
+    assert.ok(curl && curl.data.exitCode !== 0 && /403/.test(String(curl.data.output)), JSON.stringify(curl?.data));
+    const refusal = events.find((e) => e.data.type === 'network');
+    assert.ok(refusal, 'no network event in the transcript');
+    assert.deepEqual([refusal.data.allowed, refusal.data.host, refusal.data.port, refusal.data.method], [false, 'example.com', 443, 'CONNECT']);
+    const denied = await findRow(page, log.locator('.ev.tone-deny', { hasText: 'Network request denied' }));
+    await denied.getByText('example.com:443').waitFor();
+    assert.equal(await denied.locator('.ev-kind').textContent(), 'denied');
+    // For the screenshot: curl's own error above the denial, a few rows from the top.
+    const curlRow = log.locator('.ev', { hasText: 'curl -sS' });
+    await curlRow.getByRole('button', { name: /Show output/ }).click();
+    await curlRow.locator('.ev-detail').waitFor();
+    await curlRow.evaluate((el) => {
+      const scroller = el.closest('.transcript')!;
+      scroller.scrollTop += el.getBoundingClientRect().top - scroller.getBoundingClientRect().top - 4 * 31;
+    });
+    await denied.waitFor();
     await shot(page, 'task');
 
     await page.getByRole('tab', { name: 'Diff' }).click();
@@ -332,7 +356,67 @@ describe('web UI', () => {
     await page.getByRole('log', { name: 'Transcript' }).getByText('an event from a newer server').waitFor();
     await context.close();
   });
+
+  test('a long transcript opens at its end and shows earlier events when asked, from the keyboard', async () => {
+    const id = 'task_webearlier01';
+    const orgId = (await t.api('GET', '/api/orgs')).body.items[0].id;
+    const db = t.berth.database.db;
+    await db.insertInto('tasks').values({ id, org_id: orgId, project_id: null, repo_url: 'https://example.invalid/x.git', base_branch: null, goal: 'A long transcript', agent: 'builtin', command: null, model: null, budget: JSON.stringify({ maxSteps: 1, maxTokens: null, maxCostUsd: null, timeoutMs: 60_000, maxCheckRetries: 0 }), check_command: null, state: 'running', state_reason: null, step: 'agent', trigger: 'api', created_by: 'test', runner_id: 'elsewhere', environment_id: null, branch: null, base_sha: null, head_sha: null, change_request: null, checks_passed: null, summary: null, diff: null } as never).execute();
+    let seq = 0;
+    const write = async (n: number) => {
+      const rows = [];
+      for (let i = 0; i < n; i++) rows.push({ task_id: id, seq: ++seq, at: new Date().toISOString(), data: JSON.stringify({ type: 'log', level: 'info', message: `event number ${seq}` }) });
+      for (let i = 0; i < rows.length; i += 500) await db.insertInto('task_events').values(rows.slice(i, i + 500) as never).execute();
+    };
+    await write(1_205);
+    const { context, page } = await b.context({ token: t.client.token });
+    await page.goto(`/tasks/${id}`);
+    // The count is the whole transcript's; only the last 500 were fetched.
+    await page.getByRole('tab', { name: 'Transcript (1205)' }).waitFor();
+    await page.getByText('(705 not loaded yet)').waitFor();
+    const log = page.getByRole('log', { name: 'Transcript' });
+    await log.getByText('event number 1205').waitFor();
+    await page.getByText('● live').waitFor();
+    // Live events still arrive while earlier ones are loaded.
+    await write(3);
+    await page.getByRole('tab', { name: 'Transcript (1208)' }).waitFor({ timeout: 30_000 });
+
+    // From the keyboard: Enter on the control loads the page before, and focus stays for the next.
+    const earlier = page.getByRole('button', { name: 'Show earlier events' });
+    await earlier.focus();
+    await page.keyboard.press('Enter');
+    await page.getByText('(205 not loaded yet)').waitFor();
+    await page.getByRole('tab', { name: 'Transcript (1208)' }).waitFor();
+    assert.ok(await earlier.evaluate((el) => el === document.activeElement));
+    await page.keyboard.press('Enter');
+    await earlier.waitFor({ state: 'detached' });
+    // With nothing left to load, focus moves to the transcript, and its top is event 1.
+    assert.ok(await log.evaluate((el) => el === document.activeElement));
+    await page.keyboard.press('Home');
+    await log.getByText('event number 1', { exact: true }).waitFor();
+    await page.getByRole('tab', { name: 'Transcript (1208)' }).waitFor();
+    // Each exactly once: the rows in the DOM at the top are 1, 2, 3… in order.
+    const top = await log.locator('.ev-title').allTextContents();
+    assert.deepEqual(top.slice(0, 5), ['event number 1', 'event number 2', 'event number 3', 'event number 4', 'event number 5']);
+    await context.close();
+  });
 });
+
+/** Scrolls the virtual transcript from the top until `row` is on screen (only rows on screen exist). */
+async function findRow(page: Page, row: Locator): Promise<Locator> {
+  const log = page.getByRole('log', { name: 'Transcript' });
+  await log.evaluate((el) => (el.scrollTop = 0));
+  for (;;) {
+    if (await row.count()) return row.first();
+    const moved = await log.evaluate((el) => {
+      const before = el.scrollTop;
+      el.scrollTop += el.clientHeight;
+      return el.scrollTop !== before;
+    });
+    if (!moved) throw new Error('the row is not in the transcript');
+    await page.waitForTimeout(50);
+  }
+}
 
 /** The last `rows cols` line `stty size` printed in the terminal, once it differs from `not`. */
 async function waitForSize(page: Page, not?: string): Promise<string> {

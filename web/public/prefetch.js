@@ -15,7 +15,8 @@
     var org = new URLSearchParams(location.search).get('org') || localStorage.getItem('berth.org') || 'default';
     var task = '/api/orgs/' + encodeURIComponent(org) + '/tasks/' + m[1];
     started[task] = get(task);
-    started[task + '/events'] = get(task + '/events');
+    // The transcript's end only: src/pages/TaskPage.tsx asks for the same (PAGE) and pages back on demand.
+    started[task + '/events?tail=500'] = get(task + '/events?tail=500');
   }
   window.__berthPrefetch = started;
 })();

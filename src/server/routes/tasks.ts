@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { ErrorSchema, OrgRef } from '../../shared/api.ts';
 import { CreateTaskBody, ListTasksQuery, Task, TaskEventSchema, TaskEventsQuery, TaskList, TaskRef } from '../../shared/api-tasks.ts';
+import { invalid } from '../../shared/errors.ts';
 import { FINAL_TASK_STATES, type TaskEvent } from '../../shared/tasks.ts';
 import type { App, AppDeps } from '../app.ts';
 
@@ -58,7 +59,8 @@ export function taskRoutes(app: App, { tasks, taskEvents }: AppDeps): void {
       summary: 'The task\'s transcript',
       description:
         'Events in order. With `Accept: text/event-stream` (or follow=1) they stream as server-sent events, each with `id: seq`; ' +
-        'the stream ends with an `end` event once the task has ended. Reconnect with `Last-Event-ID` (or after=seq) to get exactly the events missed.',
+        'the stream ends with an `end` event once the task has ended. Reconnect with `Last-Event-ID` (or after=seq) to get exactly the events missed. ' +
+        'A long transcript can be read from its end: tail=N gives the last N events, and before=seq with tail=N the N before those.',
       params: TaskRef,
       querystring: TaskEventsQuery,
       response: { 200: z.object({ items: z.array(TaskEventSchema) }), ...errors },
@@ -68,7 +70,8 @@ export function taskRoutes(app: App, { tasks, taskEvents }: AppDeps): void {
       const lastId = Number(req.headers['last-event-id']);
       const after = Number.isInteger(lastId) && lastId > 0 ? Math.max(lastId, req.query.after) : req.query.after;
       const stream = req.headers.accept?.includes('text/event-stream') || req.query.follow === '1' || req.query.follow === 'true';
-      if (!stream) return { items: (await taskEvents.list(req.params.id, after)) as never };
+      if (!stream) return { items: (await taskEvents.list(req.params.id, { after, before: req.query.before, tail: req.query.tail })) as never };
+      if (req.query.tail !== undefined || req.query.before !== undefined) throw invalid('tail and before page the JSON list; the stream takes after (or Last-Event-ID)', req.query.tail !== undefined ? 'querystring.tail' : 'querystring.before');
 
       reply.hijack();
       const res = reply.raw;
@@ -97,7 +100,7 @@ export function taskRoutes(app: App, { tasks, taskEvents }: AppDeps): void {
       // A task that ended before this request has no final event to come: close after the replay.
       const row = await tasks.assertVisible(req.scope.orgId, id);
       if (FINAL_TASK_STATES.has(row.state)) {
-        const stored = await taskEvents.list(id, after);
+        const stored = await taskEvents.list(id, { after });
         if (!stored.some((e) => e.data.type === 'state' && FINAL_TASK_STATES.has(e.data.state))) setTimeout(end, 200);
       }
     },

@@ -47,15 +47,16 @@ export class TaskEvents {
     if (slot) void slot.tail.finally(() => this.#next.get(taskId) === slot && this.#next.delete(taskId));
   }
 
-  async list(taskId: string, afterSeq = 0, limit = 10_000): Promise<TaskEvent[]> {
-    const rows = await this.#db
-      .selectFrom('task_events')
-      .selectAll()
-      .where('task_id', '=', taskId)
-      .where('seq', '>', afterSeq)
-      .orderBy('seq')
-      .limit(limit)
-      .execute();
+  /**
+   * Stored events in order: those after `after` and before `before`, the first `limit`
+   * of them, or with `tail` the last `tail` (a page read backwards from the newest, so
+   * a long transcript's end costs as much as a short one's).
+   */
+  async list(taskId: string, range: { after?: number; before?: number; tail?: number; limit?: number } = {}): Promise<TaskEvent[]> {
+    let q = this.#db.selectFrom('task_events').select(['seq', 'at', 'data']).where('task_id', '=', taskId);
+    if (range.after) q = q.where('seq', '>', range.after);
+    if (range.before !== undefined) q = q.where('seq', '<', range.before);
+    const rows = range.tail !== undefined ? (await q.orderBy('seq', 'desc').limit(range.tail).execute()).reverse() : await q.orderBy('seq').limit(range.limit ?? 10_000).execute();
     return rows.map((r) => ({ seq: r.seq, at: new Date(r.at).toISOString(), data: r.data }));
   }
 
@@ -80,10 +81,10 @@ export class TaskEvents {
     // Events appended by another replica never reach this process's listeners: a slow
     // poll picks them up (and is a no-op when the live path already delivered them).
     const poll = setInterval(() => {
-      if (!replaying) void this.list(taskId, last).then((es) => !stopped && es.forEach(deliver), () => {});
+      if (!replaying) void this.list(taskId, { after: last }).then((es) => !stopped && es.forEach(deliver), () => {});
     }, 2_000);
     poll.unref();
-    void this.list(taskId, afterSeq).then(
+    void this.list(taskId, { after: afterSeq }).then(
       (stored) => {
         if (stopped) return;
         stored.forEach(deliver);

@@ -11,10 +11,26 @@ import { Transcript } from './Transcript.tsx';
 const Diff = lazy(() => import('./Diff.tsx'));
 const FINAL = new Set(['succeeded', 'failed', 'cancelled', 'timed_out']);
 
-/** The transcript: stored events first (one JSON call), then the live stream from the last seq on. */
-function useTaskEvents(org: string, id: string): { events: TaskEvent[]; status: StreamStatus | 'loading' } {
+/** Events the first load and each "show earlier" ask for: enough to fill the screen many times over. */
+const PAGE = 500;
+
+interface TaskEvents {
+  events: TaskEvent[];
+  status: StreamStatus | 'loading';
+  /** Stored events before the first one loaded (seqs are dense from 1). */
+  earlier: number;
+  loadEarlier: (() => Promise<void>) | undefined;
+}
+
+/**
+ * The transcript: its last PAGE stored events first (one small JSON call, however long the
+ * task ran), then the live stream from the last seq on; earlier pages when asked for.
+ */
+function useTaskEvents(org: string, id: string): TaskEvents {
   const [events, setEvents] = useState<TaskEvent[]>([]);
   const [status, setStatus] = useState<StreamStatus | 'loading'>('loading');
+  const [loading, setLoading] = useState(false);
+  const first = useRef(0);
   useEffect(() => {
     let stop: (() => void) | undefined;
     let pending: TaskEvent[] = [];
@@ -33,9 +49,12 @@ function useTaskEvents(org: string, id: string): { events: TaskEvent[]; status: 
       if (!frame) frame = requestAnimationFrame(flush);
     };
     const controller = new AbortController();
-    getFirst<{ items: TaskEvent[] }>(orgPath(org, `tasks/${id}/events`), controller.signal)
+    setEvents([]);
+    first.current = 0;
+    getFirst<{ items: TaskEvent[] }>(orgPath(org, `tasks/${id}/events?tail=${PAGE}`), controller.signal)
       .then(({ items }) => {
         if (cancelled) return;
+        first.current = items[0]?.seq ?? 0;
         setEvents(items);
         const last = items.at(-1)?.seq ?? 0;
         stop = follow(orgPath(org, `tasks/${id}/events`), {
@@ -62,14 +81,30 @@ function useTaskEvents(org: string, id: string): { events: TaskEvent[]; status: 
       cancelAnimationFrame(frame);
     };
   }, [org, id]);
-  return { events, status };
+
+  const earlier = events.length ? events[0]!.seq - 1 : 0;
+  const loadEarlier = useCallback(async () => {
+    const before = first.current;
+    if (before <= 1) return;
+    setLoading(true);
+    try {
+      const { items } = await api<{ items: TaskEvent[] }>('GET', orgPath(org, `tasks/${id}/events?tail=${PAGE}&before=${before}`));
+      // Another page may have landed meanwhile: only what is still missing is put in front.
+      if (first.current !== before || !items.length) return;
+      first.current = items[0]!.seq;
+      setEvents((cur) => items.concat(cur));
+    } finally {
+      setLoading(false);
+    }
+  }, [org, id]);
+  return { events, status, earlier, loadEarlier: earlier > 0 && !loading ? loadEarlier : undefined };
 }
 
 export function TaskPage({ id }: { id: string }) {
   const { org, announce } = useSession();
   const [final, setFinal] = useState(false);
   const task = usePoll((signal) => getFirst<Task>(orgPath(org.name, `tasks/${id}`), signal), final ? 30_000 : 2000, [org.name, id]);
-  const { events, status } = useTaskEvents(org.name, id);
+  const { events, status, earlier, loadEarlier } = useTaskEvents(org.name, id);
   const [tab, setTab] = useState<'transcript' | 'diff'>('transcript');
   const [actionError, setActionError] = useState<Error>();
   const lastState = useRef<string>(undefined);
@@ -108,7 +143,8 @@ export function TaskPage({ id }: { id: string }) {
 
   if (task.error && !t) return <ErrorNote error={task.error} />;
   if (!t) return <p aria-busy="true">Loading the task…</p>;
-  const checks = events.filter((e) => e.data.type === 'check');
+  // The latest check's attempt counts the runs, even when the earlier ones are not loaded.
+  const checkRuns = events.reduce((n, e) => (e.data.type === 'check' ? Math.max(n, Number(e.data.attempt) || 1) : n), 0);
   const isFinal = FINAL.has(t.state);
   const mayAct = can.createTask(org.role);
 
@@ -133,7 +169,7 @@ export function TaskPage({ id }: { id: string }) {
         <div><dt>Agent</dt><dd>{t.agent}{t.model && <span className="muted"> · {t.model}</span>}</dd></div>
         <div><dt>Cost</dt><dd>{usd(t.usage.costUsd)}{t.budget.maxCostUsd !== null && <span className="muted"> of {usd(t.budget.maxCostUsd)}</span>}</dd></div>
         <div><dt>Tokens</dt><dd>{count(t.usage.inputTokens)} in · {count(t.usage.outputTokens)} out</dd></div>
-        <div><dt>Checks</dt><dd>{t.checksPassed === null ? (checks.length ? 'running' : '—') : t.checksPassed ? <span className="ok">passed</span> : <span className="bad">failed</span>}{checks.length > 0 && <span className="muted"> ({checks.length} run{checks.length > 1 ? 's' : ''})</span>}</dd></div>
+        <div><dt>Checks</dt><dd>{t.checksPassed === null ? (checkRuns ? 'running' : '—') : t.checksPassed ? <span className="ok">passed</span> : <span className="bad">failed</span>}{checkRuns > 0 && <span className="muted"> ({checkRuns} run{checkRuns > 1 ? 's' : ''})</span>}</dd></div>
         <div className="wide"><dt>Change</dt><dd><ChangeLink task={t} /></dd></div>
         <div><dt>Started</dt><dd>{t.startedAt ? <time dateTime={t.startedAt}>{ago(t.startedAt)}</time> : '—'}{t.environmentId && <> · <Link to={`/environments?focus=${t.environmentId}`}>environment</Link></>}</dd></div>
       </dl>
@@ -154,13 +190,13 @@ export function TaskPage({ id }: { id: string }) {
           document.getElementById(`tab-${next}`)?.focus();
         }}
       >
-        <button role="tab" id="tab-transcript" aria-selected={tab === 'transcript'} tabIndex={tab === 'transcript' ? 0 : -1} aria-controls="panel-transcript" onClick={() => setTab('transcript')}>Transcript ({events.length})</button>
+        <button role="tab" id="tab-transcript" aria-selected={tab === 'transcript'} tabIndex={tab === 'transcript' ? 0 : -1} aria-controls="panel-transcript" onClick={() => setTab('transcript')}>Transcript ({earlier + events.length})</button>
         <button role="tab" id="tab-diff" aria-selected={tab === 'diff'} tabIndex={tab === 'diff' ? 0 : -1} aria-controls="panel-diff" onClick={() => setTab('diff')}>Diff</button>
         <span className={`stream stream-${status}`} aria-live="polite">{status === 'live' ? '● live' : status === 'reconnecting' ? 'reconnecting…' : status === 'ended' ? 'ended' : 'connecting…'}</span>
       </div>
       {tab === 'transcript' ? (
         <section role="tabpanel" id="panel-transcript" aria-labelledby="tab-transcript">
-          <Transcript events={events} />
+          <Transcript events={events} earlier={earlier} loadEarlier={loadEarlier} />
         </section>
       ) : (
         <section role="tabpanel" id="panel-diff" aria-labelledby="tab-diff">

@@ -1,5 +1,5 @@
 import { useVirtualizer } from '@tanstack/react-virtual';
-import { memo, useCallback, useLayoutEffect, useRef, useState } from 'react';
+import { memo, useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
 import type { TaskEvent } from '../api.ts';
 import { ms, usd } from '../util.ts';
 
@@ -14,8 +14,10 @@ const ROW = 31;
  * one measurement per row. Only expanded rows are measured. It follows the end while you
  * are at the end, and stays put when you scroll up.
  */
-export const Transcript = memo(function Transcript({ events }: { events: TaskEvent[] }) {
+export const Transcript = memo(function Transcript({ events, earlier = 0, loadEarlier }: { events: TaskEvent[]; earlier?: number; loadEarlier?: (() => Promise<void>) | undefined }) {
   const scroller = useRef<HTMLDivElement>(null);
+  const earlierButton = useRef<HTMLButtonElement>(null);
+  const firstSeq = useRef<number | undefined>(undefined);
   const [open, setOpen] = useState<ReadonlySet<number>>(() => new Set());
   const atEnd = useRef(true);
 
@@ -37,11 +39,29 @@ export const Transcript = memo(function Transcript({ events }: { events: TaskEve
     });
   }, [v]);
 
-  // Before paint: new rows at the end keep the view at the end, without a visible jump.
+  // Before paint: new rows at the end keep the view at the end, without a visible jump;
+  // earlier rows put in front (collapsed, so ROW high each) keep the rows you were reading in place.
   useLayoutEffect(() => {
     const el = scroller.current;
-    if (el && atEnd.current) el.scrollTop = el.scrollHeight;
-  }, [events.length]);
+    const prev = firstSeq.current;
+    firstSeq.current = events[0]?.seq;
+    if (!el) return;
+    if (atEnd.current) el.scrollTop = el.scrollHeight;
+    else if (prev !== undefined && events.length && events[0]!.seq < prev) el.scrollTop += events.findIndex((e) => e.seq === prev) * ROW;
+  }, [events]);
+
+  // The control goes once everything is loaded: focus moves to the transcript rather than being lost.
+  const refocus = useRef(false);
+  const showEarlier = () => {
+    if (!loadEarlier) return;
+    refocus.current = document.activeElement === earlierButton.current;
+    void loadEarlier();
+  };
+  useEffect(() => {
+    if (earlier > 0 || !refocus.current) return;
+    refocus.current = false;
+    scroller.current?.focus();
+  }, [earlier]);
 
   const onScroll = () => {
     const el = scroller.current!;
@@ -50,6 +70,16 @@ export const Transcript = memo(function Transcript({ events }: { events: TaskEve
 
   if (events.length === 0) return <p className="empty">No events yet: the task is waiting for a runner.</p>;
   return (
+    <>
+    {earlier > 0 && (
+      <div className="earlier">
+        {/* aria-disabled, not disabled: a disabled button drops the keyboard focus while the page loads. */}
+        <button ref={earlierButton} className="link small" aria-disabled={!loadEarlier} aria-busy={!loadEarlier} onClick={showEarlier}>
+          {loadEarlier ? 'Show earlier events' : 'Loading earlier events…'}
+        </button>
+        <span className="muted"> ({earlier.toLocaleString()} not loaded yet)</span>
+      </div>
+    )}
     <div className="transcript" ref={scroller} onScroll={onScroll} tabIndex={0} role="log" aria-label="Transcript" aria-live="off">
       <ol style={{ height: v.getTotalSize(), position: 'relative' }}>
         {v.getVirtualItems().map((item) => {
@@ -62,6 +92,7 @@ export const Transcript = memo(function Transcript({ events }: { events: TaskEve
         })}
       </ol>
     </div>
+    </>
   );
 });
 
