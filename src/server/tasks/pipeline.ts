@@ -347,10 +347,7 @@ export class TaskRun {
   async *#commandAgent(env: string, root: string, envVars: Record<string, string>): AsyncGenerator<AgentOutcome, AgentOutcome, string> {
     const task = this.#task;
     const run = (cmd: string[], o: RunOptions = {}) => runIn(this.#d.environments, this.#scope, env, cmd, { signal: this.#signal, ...o });
-    const session = this.#d.gateway ? await this.#d.gateway.open({ orgId: task.org_id, taskId: task.id, environmentId: env, maxTokens: task.budget.maxTokens, onCall: (e) => {
-      this.#addUsage(e.usage);
-      void this.#emit(e);
-    } }) : null;
+    const session = await this.#openGateway(env);
     try {
       for (let followUp: string | undefined; ; ) {
         const vars = { ...envVars, ...session?.env, BERTH_GOAL: task.goal, ...(followUp ? { BERTH_FEEDBACK: followUp } : {}) };
@@ -365,6 +362,31 @@ export class TaskRun {
       }
     } finally {
       await session?.close();
+    }
+  }
+
+  /**
+   * The LLM gateway for a command agent. An environment without the Berth agent as PID 1
+   * (no C compiler on the runner, BERTH_AGENT=off) cannot run the relay: the command
+   * still runs, without model access, and the transcript says why.
+   */
+  async #openGateway(env: string) {
+    if (!this.#d.gateway) return null;
+    try {
+      return await this.#d.gateway.open({
+        orgId: this.#task.org_id,
+        taskId: this.#task.id,
+        environmentId: env,
+        maxTokens: this.#task.budget.maxTokens,
+        onCall: (e) => {
+          this.#addUsage(e.usage);
+          void this.#emit(e);
+        },
+      });
+    } catch (err) {
+      this.#signal.throwIfAborted();
+      await this.#emit({ type: 'log', level: 'warn', message: `the LLM gateway is not available in this environment (${(err as Error).message}): the command runs without model access` });
+      return null;
     }
   }
 
