@@ -355,14 +355,21 @@ describe('an environment on the network', () => {
     const plan = runner.network!.proxyAddress(spec.id)!;
     assert.ok(plan.host.startsWith('100.'));
 
-    // Stop takes the network down with the processes; start builds it again.
-    const hostIf = (JSON.parse(readFileSync(join(dataDir, 'network', 'environments', `${spec.id}.json`), 'utf8')) as { hostIf: string }).hostIf;
-    assert.ok(existsSync(`/sys/class/net/${hostIf}`));
+    // Stop closes the proxy with the processes and keeps the namespace, veth pair and
+    // rules (they hold no process); start reuses them.
+    const planFile = () => JSON.parse(readFileSync(join(dataDir, 'network', 'environments', `${spec.id}.json`), 'utf8')) as { hostIf: string; name: string };
+    const first = planFile();
+    assert.ok(existsSync(`/sys/class/net/${first.hostIf}`));
     await runner.stop(spec.id);
-    assert.equal(existsSync(`/sys/class/net/${hostIf}`), false, 'stopped: the veth pair is gone');
+    assert.ok(existsSync(`/sys/class/net/${first.hostIf}`), 'stopped: the veth pair stays');
+    assert.ok(netnsName().includes(first.name), 'stopped: the namespace stays');
     assert.equal(runner.network!.usage(spec.id).open, 0);
+    await assert.rejects(rawTcp(plan.host, plan.port), 'stopped: the proxy does not listen');
     await runner.start(spec);
+    assert.deepEqual(planFile(), first, 'the same namespace and addresses');
     assert.equal((await curl(runner)).stdout, `hello GET /in host=outside.test:${outside.httpPort}\n`);
+    r = await run(runner.exec(spec, { cmd: ['curl', '-sS', '-m', '5', '--noproxy', '*', `http://${plan.host}:${outside.httpPort}/in`] }));
+    assert.notEqual(r.exitCode, 0, 'after a start on kept rules, a direct connection is still refused');
 
     // The runner dies (no cleanup); a new one on the same data dir finds the running
     // environment and listens again for it.
@@ -398,6 +405,18 @@ describe('an environment on the network', () => {
     assert.equal(netnsName().includes(now.name), false, 'the namespace name is gone');
   });
 });
+
+/** Connects and hangs up: resolves when something listens at host:port. */
+function rawTcp(host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const s = connect(port, host);
+    s.on('connect', () => {
+      s.destroy();
+      resolve();
+    });
+    s.on('error', reject);
+  });
+}
 
 /** Sends `request` to the proxy and returns everything it answers before closing. */
 function rawConnect(proxy: EgressProxy, request: string): Promise<string> {

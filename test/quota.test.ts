@@ -1,7 +1,8 @@
 // Disk quota: an environment's --disk is the size of its own ext4 image, so writing past
 // it fails inside with ENOSPC while the environment and the host carry on.
 import assert from 'node:assert/strict';
-import { statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { sh, startTestBerth, type TestBerth } from './helpers.ts';
@@ -55,7 +56,10 @@ test('the quota and the files survive stop/start and a control-plane restart', a
   const id = (await t.api('GET', '/api/orgs/default/environments/small')).body.id;
   assert.equal((await sh(t, 'small', 'echo kept > /workspace/kept')).exitCode, 0);
   assert.equal((await t.cli(['env', 'stop', 'small'])).code, 0);
-  // Stopped: the image's mount and loop device are gone, usage comes from the image.
+  // Stopped: no processes, but its image stays mounted (an idle file system), so the
+  // next start costs no mount.
+  const image = join(t.dataDir, 'environments', id, 'disk.img');
+  assert.match(loopDevicesOf(image), /^\/dev\/loop/);
   const stopped = JSON.parse((await t.cli(['env', 'show', 'small', '--json'])).stdout);
   assert.equal(typeof stopped.usage.diskBytes, 'number');
   assert.equal((await t.cli(['env', 'start', 'small'])).code, 0);
@@ -75,7 +79,38 @@ test('the quota and the files survive stop/start and a control-plane restart', a
   assert.match(dd.stdout, /No space left on device/);
   assert.equal((await sh(t, 'small', 'rm /workspace/fill; echo fine')).stdout, 'fine\n');
 
-  // Removing it frees the image.
+  // Removing it frees the image and its loop device.
   assert.equal((await t.cli(['env', 'rm', 'small'])).code, 0);
   assert.throws(() => statSync(join(dataDir, 'environments', id, 'disk.img')));
+  await until(() => !execFileSync('losetup', ['-a']).toString().includes(id));
 });
+
+test('a create at the default size takes an image formatted ahead; the pool fills again', async () => {
+  const pool = join(t.dataDir, 'runtime', 'disks');
+  const ready = () => readdirSync(pool).filter((n) => n.endsWith('.img'));
+  await until(() => ready().length === 2);
+  const before = ready();
+  const created = await t.cli(['env', 'create', '--name', 'pooled']);
+  assert.equal(created.code, 0, created.stderr);
+  const id = created.stdout.trim();
+  assert.equal(ready().filter((n) => before.includes(n)).length, 1, 'one ready image was taken');
+  const image = join(t.dataDir, 'environments', id, 'disk.img');
+  assert.equal(statSync(image).size, 10 * 1024 ** 3);
+  assert.ok(existsSync(`${image}.base`));
+  const df = await sh(t, 'pooled', 'echo hi > /workspace/x && cat /workspace/x && df -BG / | tail -1');
+  assert.match(df.stdout, /^hi\n\S+\s+10G/, df.stderr);
+  await until(() => ready().length === 2);
+  assert.equal((await t.cli(['env', 'rm', 'pooled'])).code, 0);
+});
+
+function loopDevicesOf(image: string): string {
+  return execFileSync('losetup', ['-j', image]).toString();
+}
+
+async function until(ok: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error('timed out waiting');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

@@ -1,10 +1,10 @@
 import { execFileSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { rm, rmdir, stat, truncate } from 'node:fs/promises';
+import { rm, rmdir, stat } from 'node:fs/promises';
 import { createHash, randomBytes } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import type { Logger } from 'pino';
-import type { EnvironmentLimits } from '../shared/environment.ts';
+import { DEFAULT_LIMITS, type EnvironmentLimits } from '../shared/environment.ts';
 import { unavailable } from '../shared/errors.ts';
 import { buildAgent } from './agent/build.ts';
 import { openAgentSocket, startAgentCommand } from './agent/client.ts';
@@ -13,6 +13,7 @@ import type { ContainerStatus, IsolationBackend } from './backends/backend.ts';
 import { OciRuntime, type RuntimeName } from './backends/oci-runtime.ts';
 import { ociConfig, WORKSPACE } from './bundle.ts';
 import { cgroupLayout, cgroupUsage, HYBRID_UNIFIED_MOUNT, type CgroupUsage } from './cgroups.ts';
+import { DiskPool, makeDisk } from './disk.ts';
 import { startCommand, type RunningCommand } from './exec.ts';
 import { ID_BASE } from './idmap.ts';
 import type { ImageRecord, ImageStore } from './images/index.ts';
@@ -82,6 +83,8 @@ export class LocalRunner {
   readonly #closing = new AbortController();
   /** Whether new environments get a disk image of their limit's size (BERTH_DISK_QUOTA=off: no). */
   readonly #diskQuota = process.env.BERTH_DISK_QUOTA !== 'off';
+  /** Formatted images of the default disk size, so a create renames one instead of running mkfs. */
+  readonly #disks: DiskPool | undefined;
   /** Namespaces, rules and proxies, when environments have a network. */
   readonly network: NetworkManager | undefined;
 
@@ -95,6 +98,10 @@ export class LocalRunner {
     this.#mounts = join('/run/berth', createHash('sha256').update(resolve(opts.dataDir)).digest('hex').slice(0, 16));
     this.#initBinary = opts.initBinary;
     this.#spawner = new Spawner(cgroupLayout() === 'hybrid' ? { privateMounts: { unmount: [HYBRID_UNIFIED_MOUNT] } } : {});
+    this.#disks = this.#diskQuota
+      ? new DiskPool({ dir: join(opts.dataDir, 'runtime', 'disks'), bytes: DEFAULT_LIMITS.diskBytes, spawner: this.#spawner, logger: this.#log })
+      : undefined;
+    this.#disks?.refill();
     this.network = opts.network ? new NetworkManager({ ...opts.network, dataDir: opts.dataDir, spawner: this.#spawner, logger: this.#log }) : undefined;
     const runtime = opts.runtime ?? findRuntime();
     this.backend = new OciRuntime({ name: runtime, stateDir: join(opts.dataDir, 'runtime', 'state'), spawner: this.#spawner });
@@ -151,13 +158,15 @@ export class LocalRunner {
     const cid = this.containerId(spec.id);
     const fresh = !this.exists(spec.id);
     if (!fresh) {
-      if ((await this.backend.status(cid)) === 'running') {
+      const status = await this.backend.status(cid);
+      if (status === 'running') {
         // Still running after a runner restart: its network lives on; its proxy listens again.
         await this.network?.resume(spec.id);
         return;
       }
-      // A container left from a crash (dead init) would block the new one.
-      await this.backend.delete(cid);
+      // A container left from a crash (dead init) would block the new one. After a stop
+      // there is none: no delete (two runtime calls, as it fails and checks again).
+      if (status !== 'absent') await this.backend.delete(cid);
     }
 
     const agent = await this.#agent;
@@ -166,8 +175,10 @@ export class LocalRunner {
     // With a disk image, upper and work are made on it once it is mounted (diskThen).
     for (const d of p.image ? [p.disk, p.bundle, p.exec] : [p.upper, p.work, p.bundle, p.exec]) mkdirSync(d, { recursive: true, mode: 0o700 });
     mkdirSync(p.merged, { recursive: true, mode: 0o711 });
-    if (fresh && p.image) await this.#makeDisk(p.image, spec.limits.diskBytes);
-    else if (fresh) {
+    if (fresh && p.image) {
+      // At the default size, a formatted image from the pool: a rename instead of mkfs.
+      if (!(spec.limits.diskBytes === this.#disks?.bytes && this.#disks.take(p.image))) await makeDisk(this.#spawner, p.image, spec.limits.diskBytes);
+    } else if (fresh) {
       // The upper dir's root is the environment's "/": owned by root inside.
       chownSync(p.upper, ID_BASE, ID_BASE);
       chmodSync(p.upper, 0o755);
@@ -179,7 +190,8 @@ export class LocalRunner {
       mkdirSync(p.agent, { recursive: true, mode: 0o700 });
       chownSync(p.agent, ID_BASE, ID_BASE);
     }
-    // A fresh namespace, veth pair and rules, and the proxy listening, before init starts.
+    // The namespace, veth pair and rules (kept from an earlier run, else fresh), and the
+    // proxy listening, before init starts.
     const network = await this.network?.prepare(spec.id);
     const config = ociConfig({
       hostname: spec.hostname,
@@ -207,7 +219,8 @@ export class LocalRunner {
       chownSync(p.agent, 0, 0);
       chmodSync(p.agent, 0o711);
     }
-    // Started: now make the next start's network namespace ahead, off its path.
+    // Started: now make the next create's disk and network namespace ahead, off its path.
+    this.#disks?.refill();
     this.network?.refill();
   }
 
@@ -239,25 +252,28 @@ export class LocalRunner {
     return this.#paths(id).agent;
   }
 
-  /** Kills everything in the environment and unmounts its overlay; the upper dir stays. */
+  /**
+   * Kills everything in the environment and unmounts its overlay; the upper dir stays.
+   * What holds no process stays for the next start, which then costs no mount, mkfs or
+   * ip: the disk image's mount (an idle file system) and the network namespace, veth
+   * pair and rules (remove takes both).
+   */
   async stop(id: string): Promise<void> {
     const cid = this.containerId(id);
     await this.backend.kill(cid);
     await this.backend.delete(cid);
     await unmountOverlay(this.#spawner, this.#paths(id).merged);
-    // The disk image's mount goes with it (and its loop device, which mount -o loop set to autoclear).
-    const disk = this.#paths(id).disk;
-    if (isMounted(this.#spawner, disk) && (await this.#spawner.run('umount', [disk])).code !== 0) await this.#spawner.check('umount', ['--lazy', disk]);
     rmSync(this.#paths(id).agentSocket, { force: true });
-    // Its processes are gone: the proxy closes, the namespace and veth pair go.
     await this.network?.release(id);
   }
 
-  /** Stops the environment and frees its disk. */
+  /** Stops the environment and frees its disk, its loop device and its network. */
   async remove(id: string): Promise<void> {
     await this.stop(id);
-    await this.network?.remove(id);
     const p = this.#paths(id);
+    // The loop device goes with the mount: mount -o loop set it to autoclear.
+    if (isMounted(this.#spawner, p.disk) && (await this.#spawner.run('umount', [p.disk])).code !== 0) await this.#spawner.check('umount', ['--lazy', p.disk]);
+    await this.network?.remove(id);
     await rm(p.merged, { recursive: true, force: true });
     await rm(p.dir, { recursive: true, force: true });
     // The data dir's folder of mount points goes with its last environment.
@@ -310,8 +326,9 @@ export class LocalRunner {
     const p = this.#paths(id);
     if (p.image) {
       if (!existsSync(p.image)) return null;
-      // Mounted here: what its file system counts as used. Else (stopped, or mounted by an
-      // earlier runner process): the image's allocated blocks less those mkfs wrote.
+      // Mounted here (running or stopped): what its file system counts as used. Else (after
+      // a reboot, or mounted by an earlier runner process): the image's allocated blocks
+      // less those mkfs wrote.
       if (isMounted(this.#spawner, p.disk)) {
         const r = await this.#spawner.run('stat', ['-f', '-c', '%b %f %S', p.disk]);
         const [blocks, free, size] = r.stdout.trim().split(' ').map(Number);
@@ -326,27 +343,10 @@ export class LocalRunner {
     return r.code === 0 ? Number(r.stdout.split('\t')[0]) : (await stat(upper)).size;
   }
 
-  /**
-   * A sparse file of the limit's size with an ext4 file system on it: what the
-   * environment writes past its limit fails with ENOSPC inside, and the host gives it no
-   * more than the limit. mkfs discards (punches) the file first, so it stays sparse and
-   * needs no inode-table zeroing: about 50 ms for 10 GiB, whatever the size.
-   */
-  async #makeDisk(image: string, bytes: number): Promise<void> {
-    writeFileSync(image, '', { mode: 0o600 });
-    await truncate(image, bytes);
-    try {
-      await this.#spawner.check('mkfs.ext4', ['-q', '-F', '-m', '0', '-J', 'size=16', '-E', 'root_owner=0:0', image]);
-    } catch (err) {
-      rmSync(image, { force: true });
-      throw unavailable(`cannot make the environment's disk (mkfs.ext4 from e2fsprogs is needed; BERTH_DISK_QUOTA=off runs without disk limits): ${err instanceof Error ? err.message : String(err)}`);
-    }
-    writeFileSync(`${image}.base`, String(statSync(image).blocks * 512));
-  }
-
   /** Stops the helper process; environments keep running. */
   close(): void {
     this.#closing.abort();
+    this.#disks?.close();
     void this.network?.close();
     this.#spawner.close();
   }

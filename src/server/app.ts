@@ -123,7 +123,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   await policies.start();
   // Same-process changes are in policyFor before their caller hears of them: a new
   // environment before it starts, secrets and projects before the reply.
-  deps.environments.onCreated(() => policies.reload().catch(() => {}));
+  deps.environments.onCreated(async (e) => (e.ownPolicy ? policies.reload().catch(() => {}) : policies.noteEnvironment(e)));
   app.decorate('policies', policies);
   app.decorate('networkEvents', networkEvents);
   app.addHook('onClose', async () => {

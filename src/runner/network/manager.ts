@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { rootCertificates } from 'node:tls';
 import type { Logger } from 'pino';
 import { unavailable } from '../../shared/errors.ts';
+import { isMounted } from '../overlay.ts';
 import type { Spawner } from '../spawner/index.ts';
 import { CertificateAuthority } from './ca.ts';
 import { DEFAULT_SUBNET, hostBatch, insideBatch, netnsNames, netnsPrefix, pairAddresses, PROXY_PORT, ruleset, setupScript, teardownScript, type NetnsPlan } from './netns.ts';
@@ -196,20 +197,37 @@ export class NetworkManager {
   }
 
   /**
-   * Before the environment's init starts: a fresh namespace, veth pair and rules (what
-   * an earlier run left is removed first), and its proxy listening. Idempotent.
+   * Before the environment's init starts: its namespace, veth pair and rules, and its
+   * proxy listening. Those an earlier run left (stop keeps them) are reused while they
+   * are whole; else (a reboot, or a dead runner's namespace) what is left is removed and
+   * a warm or fresh one taken. Idempotent.
    */
   async prepare(id: string): Promise<PreparedNetwork> {
     this.#checkNft();
     await this.#restored;
-    await this.#closeProxy(id);
     const old = this.#plan(id);
-    // Only a crash leaves a namespace up: stop takes it down and says so.
-    if (old && old.up !== false) await this.#teardown(old);
-    const plan = this.#warm.shift() ?? (await this.#build(`environment:${id}`));
-    this.#save(id, { ...plan, up: true });
-    await this.#listen(id, plan);
+    let plan: NetnsPlan;
+    if (old && old.up !== false && this.#whole(old)) {
+      plan = old;
+      if (!this.#proxies.has(id)) await this.#listen(id, plan);
+    } else {
+      await this.#closeProxy(id);
+      if (old && old.up !== false) await this.#teardown(old);
+      plan = this.#warm.shift() ?? (await this.#build(`environment:${id}`));
+      this.#save(id, { ...plan, up: true });
+      await this.#listen(id, plan);
+    }
     return { netnsPath: plan.path, caBundle: await this.#caBundle(), env: this.environment(id) };
+  }
+
+  /**
+   * Whether a kept namespace can be joined as it is: its name still mounted where crun
+   * runs (a dead spawner's private mount namespace took it) and the host end of its veth
+   * pair still there (deleting the namespace deletes the pair). Its rules are the host's:
+   * nothing in the environment could change them.
+   */
+  #whole(plan: NetnsPlan): boolean {
+    return existsSync(`/sys/class/net/${plan.hostIf}`) && isMounted(this.#spawner, plan.path);
   }
 
   /**
@@ -244,18 +262,20 @@ export class NetworkManager {
     ];
   }
 
-  /** After the environment's processes are gone: the proxy closes, the namespace and veth go. */
+  /**
+   * After the environment's processes are gone (stop): its proxy closes, so nothing of
+   * its connections outlives them. The namespace, veth pair and rules hold no process
+   * and stay for the next start.
+   */
   async release(id: string): Promise<void> {
     await this.#closeProxy(id);
-    const plan = this.#plan(id);
-    if (!plan) return;
-    await this.#teardown(plan);
-    this.#save(id, { ...plan, up: false });
   }
 
   /** The environment is removed: its network and everything kept about it. */
   async remove(id: string): Promise<void> {
-    await this.release(id);
+    await this.#closeProxy(id);
+    const plan = this.#plan(id);
+    if (plan) await this.#teardown(plan);
     rmSync(this.#statePath(id), { force: true });
     this.#plans.delete(id);
     this.#usage.delete(id);

@@ -17,6 +17,15 @@ import { decodeCursor, encodeCursor, limitsOf, toApi } from './convert.ts';
 import { limitsFrom } from './limits.ts';
 import { checkCreateAllowList, storeEnvironmentAllowList } from '../policy/index.ts';
 
+/** What listeners learn of a new environment. */
+export interface CreatedEnvironment {
+  id: string;
+  orgId: string;
+  projectId: string | null;
+  /** It was created with its own allow list (a policy row was written). */
+  ownPolicy: boolean;
+}
+
 export interface ListOptions {
   state?: EnvironmentState | undefined;
   limit: number;
@@ -46,7 +55,7 @@ export class EnvironmentService {
    */
   readonly #lastActive = new Map<string, Date>();
   /** Told of each new environment before it starts (the egress policy cache loads it). */
-  readonly #onCreated: ((id: string) => Promise<void>)[] = [];
+  readonly #onCreated: ((e: CreatedEnvironment) => Promise<void>)[] = [];
 
   constructor(opts: { db: Db; runner: LocalRunner; logger: Logger; audit: AuditLog; secrets: SecretService; hostCpus?: number }) {
     this.#db = opts.db;
@@ -92,7 +101,7 @@ export class EnvironmentService {
       throw err;
     }
     if (allowDomains) await storeEnvironmentAllowList(this.#db, orgId, id, allowDomains, 'environment.create');
-    for (const listener of this.#onCreated) await listener(id);
+    for (const listener of this.#onCreated) await listener({ id, orgId, projectId, ownPolicy: Boolean(allowDomains) });
     return this.#withLock(id, async () => {
       const row = await this.#get(orgId, id);
       return toApi(await this.#bringUp(row, 'creating'));
@@ -100,7 +109,7 @@ export class EnvironmentService {
   }
 
   /** Calls `listener` with each new environment's id, after its row is written and before it starts. */
-  onCreated(listener: (id: string) => Promise<void>): void {
+  onCreated(listener: (e: CreatedEnvironment) => Promise<void>): void {
     this.#onCreated.push(listener);
   }
 

@@ -97,6 +97,21 @@ export class PolicyService implements PolicySource {
     return policy;
   }
 
+  /**
+   * A new environment, known at once without reading everything again (that would put a
+   * full load on every create). Its own allow list, if it has one, needs a reload.
+   */
+  noteEnvironment(e: { id: string; orgId: string; projectId: string | null }): void {
+    const add = () => {
+      this.#snapshot.environments.set(e.id, { orgId: e.orgId, projectId: e.projectId });
+      this.#resolved.delete(e.id);
+    };
+    add();
+    // A load in flight may have read the table before this row: add it again when it lands.
+    void this.#loading?.then(add, () => {});
+    void this.#queued?.then(add, () => {});
+  }
+
   /** Reads everything policyFor needs; concurrent callers share a load that starts after their call. */
   reload(): Promise<void> {
     if (this.#loading) {
