@@ -85,22 +85,40 @@ test('the quota and the files survive stop/start and a control-plane restart', a
   await until(() => !execFileSync('losetup', ['-a']).toString().includes(id));
 });
 
-test('a create at the default size takes an image formatted ahead; the pool fills again', async () => {
+test('a create at the default size takes an image formatted and mounted ahead; the pool fills again', async () => {
   const pool = join(t.dataDir, 'runtime', 'disks');
   const ready = () => readdirSync(pool).filter((n) => n.endsWith('.img'));
-  await until(() => ready().length === 2);
+  // Mounted ahead (a loop device each, autoclear: attached only while mounted).
+  const mounted = () => ready().length === 2 && ready().every((n) => loopDevicesOf(join(pool, n)).trim().split('\n').length === 1 && loopDevicesOf(join(pool, n)).startsWith('/dev/loop'));
+  await until(mounted);
   const before = ready();
   const created = await t.cli(['env', 'create', '--name', 'pooled']);
   assert.equal(created.code, 0, created.stderr);
   const id = created.stdout.trim();
-  assert.equal(ready().filter((n) => before.includes(n)).length, 1, 'one ready image was taken');
+  const taken = before.filter((n) => !ready().includes(n));
+  assert.equal(taken.length, 1, 'one ready image was taken');
+  // Its mount moved onto the environment's disk dir: the same single loop device, no mount point left.
+  assert.ok(!existsSync(join(pool, taken[0]!.replace(/\.img$/, '.mnt'))));
   const image = join(t.dataDir, 'environments', id, 'disk.img');
+  assert.equal(loopDevicesOf(image).trim().split('\n').length, 1);
   assert.equal(statSync(image).size, 10 * 1024 ** 3);
   assert.ok(existsSync(`${image}.base`));
   const df = await sh(t, 'pooled', 'echo hi > /workspace/x && cat /workspace/x && df -BG / | tail -1');
   assert.match(df.stdout, /^hi\n\S+\s+10G/, df.stderr);
-  await until(() => ready().length === 2);
+  await until(mounted);
   assert.equal((await t.cli(['env', 'rm', 'pooled'])).code, 0);
+
+  // A restart loses the pool's mounts with the old runner's namespace (and their loop
+  // devices); the next runner finds the images unmounted and mounts them again.
+  const dataDir = t.dataDir;
+  const database = t.database;
+  await t.close();
+  t = await startTestBerth({ dataDir, database });
+  await until(mounted);
+  const again = await t.cli(['env', 'create', '--name', 'pooled-again']);
+  assert.equal(again.code, 0, again.stderr);
+  assert.equal((await sh(t, 'pooled-again', 'echo hi > /workspace/x && cat /workspace/x')).stdout, 'hi\n');
+  assert.equal((await t.cli(['env', 'rm', 'pooled-again'])).code, 0);
 });
 
 function loopDevicesOf(image: string): string {

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { rm, rmdir, stat } from 'node:fs/promises';
 import { createHash, randomBytes } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
@@ -175,9 +175,14 @@ export class LocalRunner {
     // With a disk image, upper and work are made on it once it is mounted (diskThen).
     for (const d of p.image ? [p.disk, p.bundle, p.exec] : [p.upper, p.work, p.bundle, p.exec]) mkdirSync(d, { recursive: true, mode: 0o700 });
     mkdirSync(p.merged, { recursive: true, mode: 0o711 });
+    // A pool image already mounted: its mount point, moved onto p.disk before the overlay.
+    let moveFrom: string | undefined;
     if (fresh && p.image) {
-      // At the default size, a formatted image from the pool: a rename instead of mkfs.
-      if (!(spec.limits.diskBytes === this.#disks?.bytes && this.#disks.take(p.image))) await makeDisk(this.#spawner, p.image, spec.limits.diskBytes);
+      // At the default size, a formatted image from the pool: a rename instead of mkfs,
+      // and, when the pool has mounted it, a mount --move instead of a loop mount.
+      const taken = spec.limits.diskBytes === this.#disks?.bytes ? this.#disks.take(p.image) : false;
+      if (typeof taken === 'string') moveFrom = taken;
+      else if (!taken) await makeDisk(this.#spawner, p.image, spec.limits.diskBytes);
     } else if (fresh) {
       // The upper dir's root is the environment's "/": owned by root inside.
       chownSync(p.upper, ID_BASE, ID_BASE);
@@ -210,8 +215,16 @@ export class LocalRunner {
     await this.backend.run(cid, p.bundle, {
       wrap: mounted
         ? undefined
-        : (runtime) => (image ? diskThen(image, p.disk, isMounted(this.#spawner, p.disk), afterMountingOverlay(overlay, runtime)) : afterMountingOverlay(overlay, runtime)),
+        : (runtime) => (image ? diskThen(image, p.disk, moveFrom ?? isMounted(this.#spawner, p.disk), afterMountingOverlay(overlay, runtime)) : afterMountingOverlay(overlay, runtime)),
     });
+    // The pool's mount point, empty once its mount has moved.
+    if (moveFrom) {
+      try {
+        rmdirSync(moveFrom);
+      } catch {
+        // Left for the pool to clear on the next runner's start.
+      }
+    }
     if (agent && (await this.#waitForAgent(spec.id, p.agentSocket))) {
       // The socket is made: take the folder back, so nothing in the environment can
       // remove or replace the socket or keep files here, outside its own upper dir.
@@ -373,15 +386,16 @@ export class LocalRunner {
  * ext4 image would corrupt it. discard gives deleted files' space back to the host.
  * `mounted` (already mounted in the spawner's namespace) spares an exec on every start.
  */
-function diskThen(image: string, disk: string, mounted: boolean, command: { file: string; args: string[] }): { file: string; args: string[] } {
+function diskThen(image: string, disk: string, mounted: boolean | string, command: { file: string; args: string[] }): { file: string; args: string[] } {
+  // `mounted` a path: the pool mounted the image there; move that mount onto `disk`.
   const script = [
     'img=$1 disk=$2 mounted=$3; shift 3',
-    '[ "$mounted" = 1 ] || mount -o loop,discard,nosuid,nodev "$img" "$disk" || exit',
+    'case $mounted in 1) ;; 0) mount -o loop,discard,nosuid,nodev "$img" "$disk" || exit ;; *) mount --move "$mounted" "$disk" || exit ;; esac',
     `[ -d "$disk/upper" ] || { mkdir -m 755 "$disk/upper" && chown ${ID_BASE}:${ID_BASE} "$disk/upper"; } || exit`,
     '[ -d "$disk/work" ] || mkdir -m 700 "$disk/work" || exit',
     'exec "$@"',
   ].join('\n');
-  return { file: 'sh', args: ['-c', script, 'sh', image, disk, mounted ? '1' : '0', command.file, ...command.args] };
+  return { file: 'sh', args: ['-c', script, 'sh', image, disk, typeof mounted === 'string' ? mounted : mounted ? '1' : '0', command.file, ...command.args] };
 }
 
 function onPath(binary: string): boolean {
