@@ -178,7 +178,12 @@ describe('web UI', () => {
 
   test('the tasks list updates without a reload', async () => {
     const { context, page } = await b.context({ token: t.client.token });
-    const before = await page.locator('table.list tbody tr').count();
+    // The list first shows what the API has now (counted only once it is on screen).
+    const before = (await t.api('GET', '/api/orgs/default/tasks?limit=100')).body.items.length as number;
+    for (let i = 0; (await page.locator('table.list tbody tr').count()) !== before; i++) {
+      if (i > 150) assert.fail(`the list never showed the ${before} tasks the API has`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
     // A task made elsewhere (the API) appears by itself; it has no model steps left, so it fails.
     const created = await t.api('POST', '/api/orgs/default/tasks', { goal: 'A task from the API', project: 'fixture', trigger: 'api' });
     assert.equal(created.status, 201, JSON.stringify(created.body));
