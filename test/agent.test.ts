@@ -347,12 +347,17 @@ describe('without the agent', () => {
       assert.deepEqual([timed.exitCode, timed.timedOut], [124, true]);
 
       const runner = off.berth.runner;
-      const cmd = runner.exec(await specOf(runner, env.id), { cmd: ['sh', '-c', 'stty size; read x; stty size'], tty: { cols: 90, rows: 20 } });
+      // The command waits for a line before it looks at its size: crun exec may give its
+      // terminal the size a moment after the command starts (the runner then sets it).
+      const cmd = runner.exec(await specOf(runner, env.id), { cmd: ['sh', '-c', 'echo ready; read x; stty size; read y; stty size'], tty: { cols: 90, rows: 20 } });
       let screen = '';
       cmd.stdout.on('data', (b: Buffer) => (screen += b));
       cmd.stderr.resume();
       // crun exec under script(1) on a loaded two-core machine (CI builds the default image
       // beside this test) once took over 10 s to print; the screen says what arrived.
+      await until('the command to start', () => /ready/.test(screen), 30_000);
+      await new Promise((r) => setTimeout(r, 2_000));
+      cmd.stdin.write('\r');
       await until('the first size', () => /20 90/.test(screen), 30_000).catch((err: Error) => {
         throw new Error(`${err.message}; the screen so far: ${JSON.stringify(screen)}`);
       });

@@ -85,7 +85,7 @@ export function startCommand({ spawner, backend, containerId, spec, tty, timeout
     return { exitCode, timedOut, durationMs: performance.now() - started };
   });
 
-  return {
+  const command: RunningCommand = {
     stdin: child.stdin,
     stdout: child.stdout,
     stderr: child.stderr,
@@ -108,6 +108,24 @@ export function startCommand({ spawner, backend, containerId, spec, tty, timeout
       }
     },
   };
+  if (tty) void applySizeOnceStarted(command, commandPid, () => done, tty);
+  return command;
+}
+
+/**
+ * crun exec does not always copy the size of script(1)'s terminal onto the one it makes
+ * for the command before the command runs (seen as `stty size` printing "0 0" on a loaded
+ * host): once the command's pid is known, set the size on its terminal as a resize would.
+ */
+async function applySizeOnceStarted(command: RunningCommand, pidOf: () => Promise<number | undefined>, isDone: () => boolean, tty: { cols: number; rows: number }): Promise<void> {
+  const deadline = performance.now() + 10_000;
+  while (!isDone() && performance.now() < deadline) {
+    if (await pidOf()) {
+      await command.resize(tty.cols, tty.rows).catch(() => {});
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
 }
 
 function signalNumber(signal: NodeJS.Signals): number {
