@@ -52,6 +52,9 @@ function hostAddresses(): ReadonlySet<string> {
 
 type Target = { ok: true; address: string } | { ok: false; rule: string; reason: string; status: number; error?: string };
 
+/** How long a client connection may stay open without starting a request. */
+const IDLE_BEFORE_REQUEST_MS = 10_000;
+
 export class EgressProxy {
   readonly #o: EgressProxyOptions;
   readonly #server: Server;
@@ -73,8 +76,15 @@ export class EgressProxy {
     this.#httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: 64, ...(opts.upstreamCa ? { ca: [...rootCertificates, opts.upstreamCa] } : {}) });
     this.#server = createServer({ requestTimeout: 0, headersTimeout: 30_000 });
     this.#server.on('connection', (s: Socket) => this.#onConnection(s));
-    this.#server.on('request', (req: IncomingMessage, res: ServerResponse) => void this.#onRequest(req, res));
-    this.#server.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => void this.#onConnect(req, socket, head));
+    // A request has begun: the wait-for-a-request timer (see #onConnection) no longer applies.
+    this.#server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      req.socket.setTimeout(0);
+      void this.#onRequest(req, res);
+    });
+    this.#server.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      socket.setTimeout(0);
+      void this.#onConnect(req, socket, head);
+    });
     this.#server.on('clientError', (_err, socket: Socket) => socket.destroy());
     this.#inner = createServer({ requestTimeout: 0 });
     this.#inner.on('request', (req: IncomingMessage, res: ServerResponse) => void this.#onTunnelledRequest(req, res));
@@ -150,6 +160,9 @@ export class EgressProxy {
     u.connections++;
     if (u.open > u.peak) u.peak = u.open;
     this.#sockets.add(socket);
+    // A connection that sends no request holds one of the environment's capped slots, and
+    // the HTTP server checks its own headers timeout only every 30 s: close it sooner.
+    socket.setTimeout(IDLE_BEFORE_REQUEST_MS, () => socket.destroy());
     socket.once('close', () => {
       u.open--;
       // Bytes of open connections are added when usage() is asked (see below).
