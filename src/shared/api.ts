@@ -179,3 +179,24 @@ export const NetworkEventView = z.object({
   error: z.string().nullable(),
 });
 export type NetworkEventView = z.infer<typeof NetworkEventView>;
+
+/** One scope's stored egress policy; a null field is inherited from the wider scope. */
+const PolicyFields = {
+  allowDomains: z.array(z.string()).nullable(),
+  presets: z.array(z.string()).nullable(),
+  allowPorts: z.array(z.number()).nullable(),
+  allowMethods: z.array(z.string()).nullable(),
+  maxConnections: z.number().nullable(),
+};
+export const PolicyView = z.object({ scope: z.enum(['org', 'project', 'environment']), target: z.string().nullable(), ...PolicyFields, updatedAt: z.string(), updatedBy: z.string() });
+export const EffectivePolicy = z.object({
+  allowDomains: z.array(z.string()),
+  presets: z.array(z.string()),
+  allowPorts: z.array(z.number()).nullable(),
+  allowMethods: z.array(z.string()).nullable(),
+  maxConnections: z.number(),
+  credentials: z.array(z.object({ name: z.string(), host: z.string(), pathPrefix: z.string(), header: z.string() })),
+  scope: z.string(),
+});
+export type PolicyView = z.infer<typeof PolicyView>;
+export type EffectivePolicy = z.infer<typeof EffectivePolicy>;

@@ -1,30 +1,9 @@
 import type { Command } from 'commander';
+import type { EffectivePolicy as Effective, PolicyView } from '../../shared/api.ts';
 import type { ApiClient } from '../client.ts';
 import { CliError, printJson, printTable } from '../output.ts';
 
 type Client = () => ApiClient;
-
-interface PolicyView {
-  scope: 'org' | 'project' | 'environment';
-  target: string | null;
-  allowDomains: string[] | null;
-  presets: string[] | null;
-  allowPorts: number[] | null;
-  allowMethods: string[] | null;
-  maxConnections: number | null;
-  updatedAt: string;
-  updatedBy: string;
-}
-
-interface Effective {
-  allowDomains: string[];
-  presets: string[];
-  allowPorts: number[] | null;
-  allowMethods: string[] | null;
-  maxConnections: number;
-  credentials: { name: string; host: string; pathPrefix: string; header: string }[];
-  scope: string;
-}
 
 const UNSET = { domains: 'allowDomains', presets: 'presets', ports: 'allowPorts', methods: 'allowMethods', 'max-connections': 'maxConnections' } as const;
 

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { NetworkEventView } from '../../shared/api.ts';
+import { EffectivePolicy as Effective, NetworkEventView, PolicyView } from '../../shared/api.ts';
 import { EnvironmentRef, ErrorSchema, OrgRef } from '../../shared/api.ts';
 import type { App, AppDeps } from '../app.ts';
 import { HTTP_METHODS, PRESET_NAMES, type PolicyTarget } from '../policy/index.ts';
@@ -7,23 +7,6 @@ import { HTTP_METHODS, PRESET_NAMES, type PolicyTarget } from '../policy/index.t
 const tags = ['policies'];
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema };
 
-const Fields = {
-  allowDomains: z.array(z.string()).nullable(),
-  presets: z.array(z.string()).nullable(),
-  allowPorts: z.array(z.number()).nullable(),
-  allowMethods: z.array(z.string()).nullable(),
-  maxConnections: z.number().nullable(),
-};
-const PolicyView = z.object({ scope: z.enum(['org', 'project', 'environment']), target: z.string().nullable(), ...Fields, updatedAt: z.string(), updatedBy: z.string() });
-const Effective = z.object({
-  allowDomains: z.array(z.string()),
-  presets: z.array(z.string()),
-  allowPorts: z.array(z.number()).nullable(),
-  allowMethods: z.array(z.string()).nullable(),
-  maxConnections: z.number(),
-  credentials: z.array(z.object({ name: z.string(), host: z.string(), pathPrefix: z.string(), header: z.string() })),
-  scope: z.string(),
-});
 // Loose types here, strict checks in the service: its messages say what is wrong and how to fix it.
 const Patch = z.strictObject({
   allowDomains: z.array(z.string().max(300)).max(1000).nullable().optional().describe('exact names and *.example.com wildcards; no schemes, paths or IPs'),
