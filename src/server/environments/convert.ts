@@ -30,20 +30,3 @@ export function toApi(row: EnvironmentRow): Environment {
     lastActiveAt: iso(row.last_active_at),
   };
 }
-
-/** Opaque page cursor: the sort key of the last row of the previous page. */
-export function encodeCursor(row: EnvironmentRow): string {
-  return Buffer.from(JSON.stringify([iso(row.created_at), row.id])).toString('base64url');
-}
-
-export function decodeCursor(cursor: string): [string, string] | undefined {
-  try {
-    const v = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-    if (Array.isArray(v) && v.length === 2 && typeof v[0] === 'string' && typeof v[1] === 'string' && !Number.isNaN(Date.parse(v[0]))) {
-      return [v[0], v[1]];
-    }
-  } catch {
-    // fall through
-  }
-  return undefined;
-}

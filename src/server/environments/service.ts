@@ -13,7 +13,8 @@ import { projectIdOf } from '../projects.ts';
 import { isUniqueViolation, type Db, type EnvironmentRow, type EnvironmentUpdate } from '../db/index.ts';
 import { redactCommand, type SecretService } from '../secrets/service.ts';
 import { Redactor } from '../../shared/redact.ts';
-import { decodeCursor, encodeCursor, limitsOf, toApi } from './convert.ts';
+import { limitsOf, toApi } from './convert.ts';
+import { afterPageCursor, encodePageCursor, pageKey } from '../db/page.ts';
 import { limitsFrom } from './limits.ts';
 import { checkCreateAllowList, storeEnvironmentAllowList } from '../policy/index.ts';
 
@@ -114,17 +115,14 @@ export class EnvironmentService {
   }
 
   async list(orgId: string, opts: ListOptions): Promise<EnvironmentList> {
-    let q = this.#db.selectFrom('environments').selectAll().where('org_id', '=', orgId);
+    let q = this.#db.selectFrom('environments').selectAll().select(pageKey('environments')).where('org_id', '=', orgId);
     if (opts.state) q = q.where('state', '=', opts.state);
     else if (!opts.includeDeleted) q = q.where('state', '<>', 'deleted');
-    if (opts.cursor) {
-      const after = decodeCursor(opts.cursor);
-      if (!after) throw invalid('cursor is not one this server gave out: pass the nextCursor of the previous page', 'cursor');
-      q = q.where(sql<boolean>`(created_at, id) < (${after[0]}::timestamptz, ${after[1]})`);
-    }
+    if (opts.cursor) q = q.where(afterPageCursor('environments', opts.cursor));
     const rows = await q.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(opts.limit + 1).execute();
     const page = rows.slice(0, opts.limit);
-    return { items: page.map(toApi), nextCursor: rows.length > opts.limit ? encodeCursor(page.at(-1)!) : null };
+    const last = page.at(-1);
+    return { items: page.map(toApi), nextCursor: rows.length > opts.limit && last ? encodePageCursor(last.page_key, last.id) : null };
   }
 
   async show(orgId: string, ref: string): Promise<EnvironmentDetail> {

@@ -11,6 +11,7 @@ import { parseDuration } from '../../shared/units.ts';
 import { forgeFor, mergeBranch, type ForgeSettings } from '../../forges/index.ts';
 import type { Scope } from '../authz.ts';
 import type { Db, ProjectRow, TaskRow } from '../db/index.ts';
+import { afterPageCursor, encodePageCursor, pageKey } from '../db/page.ts';
 import type { SecretService } from '../secrets/service.ts';
 import type { TaskEvents } from './events.ts';
 
@@ -141,16 +142,12 @@ export class TaskService {
   }
 
   async list(orgId: string, o: TaskListOptions): Promise<TaskList> {
-    let q = this.#db.selectFrom('tasks').leftJoin('projects', 'projects.id', 'tasks.project_id').selectAll('tasks').select('projects.name as project_name').where('tasks.org_id', '=', orgId);
+    let q = this.#db.selectFrom('tasks').leftJoin('projects', 'projects.id', 'tasks.project_id').selectAll('tasks').select(['projects.name as project_name', pageKey('tasks')]).where('tasks.org_id', '=', orgId);
     if (o.state) q = q.where('tasks.state', '=', o.state as TaskState);
     if (o.project) q = q.where((eb) => eb.or([eb('projects.name', '=', o.project!), eb('projects.id', '=', o.project!)]));
     if (o.trigger) q = q.where('tasks.trigger', '=', o.trigger);
     if (o.createdBy) q = q.where('tasks.created_by', '=', o.createdBy);
-    if (o.cursor) {
-      const [at, id] = Buffer.from(o.cursor, 'base64url').toString().split('|');
-      if (!at || !id || Number.isNaN(Date.parse(at))) throw invalid('cursor is not one this server gave out: pass the nextCursor of the previous page', 'cursor');
-      q = q.where(sql<boolean>`(tasks.created_at, tasks.id) < (${at}::timestamptz, ${id})`);
-    }
+    if (o.cursor) q = q.where(afterPageCursor('tasks', o.cursor));
     const rows = await q.orderBy('tasks.created_at', 'desc').orderBy('tasks.id', 'desc').limit(o.limit + 1).execute();
     const page = rows.slice(0, o.limit);
     const counts = await this.#db
@@ -163,7 +160,7 @@ export class TaskService {
     const last = page.at(-1);
     return {
       items: page.map((r) => this.#toApi(r, r.project_name)),
-      nextCursor: rows.length > o.limit && last ? Buffer.from(`${new Date(last.created_at).toISOString()}|${last.id}`).toString('base64url') : null,
+      nextCursor: rows.length > o.limit && last ? encodePageCursor(last.page_key, last.id) : null,
       counts: Object.fromEntries(counts.map((c) => [c.state, Number(c.n)])),
     };
   }
