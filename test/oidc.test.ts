@@ -287,6 +287,12 @@ describe('oidcConfigFromEnv', () => {
     });
   });
 
+  test('the provider\'s name for the sign-in button', () => {
+    assert.equal(oidcConfigFromEnv({ ...base, BERTH_OIDC_NAME: ' Okta ' })?.name, 'Okta');
+    assert.equal(oidcConfigFromEnv(base)?.name, undefined);
+    fails({ ...base, BERTH_OIDC_NAME: 'x'.repeat(61) }, /BERTH_OIDC_NAME must be at most 60 characters/);
+  });
+
   test('groups as JSON, scopes, groups claim, no secret, and a loopback http issuer', () => {
     const config = oidcConfigFromEnv({
       BERTH_OIDC_ISSUER: 'http://127.0.0.1:9000',

@@ -59,6 +59,15 @@ test('a provider user signs in and gets the roles their groups map to', async ()
   assert.equal(again.body.user.id, body.user.id);
 });
 
+test('the sign-in methods say an identity provider is configured, without a token and without starting a sign-in', async () => {
+  const res = await fetch(`${t.client.url}/api/auth/methods`);
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get('set-cookie'), null, 'no sign-in state was made');
+  assert.deepEqual(await res.json(), { token: true, oidc: { enabled: true } });
+  const spec = (await (await fetch(`${t.client.url}/openapi.json`)).json()) as { paths: Record<string, { get?: { security?: unknown[] } }> };
+  assert.deepEqual(spec.paths['/api/auth/methods']?.get?.security, []);
+});
+
 test('a callback without the browser\'s state cookie is refused', async () => {
   const { status, body } = await signIn('bob', { cookie: false });
   assert.equal(status, 400);

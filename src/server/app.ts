@@ -74,7 +74,7 @@ export interface AppDeps {
   authz: Authorizer;
   audit: AuditLog;
   secrets: SecretService;
-  oidc: { signIn: OidcSignIn; pending: PendingSignIns; groupRules: GroupRule[] } | undefined;
+  oidc: { signIn: OidcSignIn; pending: PendingSignIns; groupRules: GroupRule[]; name?: string | undefined } | undefined;
   /** Requests per minute one token may make. */
   tokenRateLimit: number;
   db: Db;

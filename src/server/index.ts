@@ -90,7 +90,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const runner = new LocalRunner({ dataDir: opts.dataDir, images, logger, network: { policies, events: networkEvents, ...opts.network } });
   const environments = new EnvironmentService({ db, runner, logger, audit, secrets });
   const oidcConfig = opts.oidc ?? oidcConfigFromEnv(process.env);
-  const oidc = oidcConfig && { signIn: new OidcSignIn(oidcConfig), pending: new PendingSignIns(), groupRules: oidcConfig.groupRules };
+  const oidc = oidcConfig && { signIn: new OidcSignIn(oidcConfig), pending: new PendingSignIns(), groupRules: oidcConfig.groupRules, name: oidcConfig.name };
   const { userId } = await ensureBootstrap(db);
 
   const modelEnv = opts.modelEnv ?? process.env;

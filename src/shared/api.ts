@@ -140,6 +140,16 @@ export const FilesQuery = z.strictObject({
   path: z.string().startsWith('/', 'must be an absolute path').max(4096),
 });
 
+/** How people can sign in to this control plane: the sign-in page asks before it shows anything. */
+export const AuthMethods = z.object({
+  token: z.literal(true).describe('API tokens always work'),
+  oidc: z.object({
+    enabled: z.boolean().describe('sign-in with an identity provider is configured: GET /api/auth/oidc/start begins it'),
+    name: z.string().optional().describe("the provider's name for the button (BERTH_OIDC_NAME)"),
+  }),
+});
+export type AuthMethods = z.infer<typeof AuthMethods>;
+
 export const Health = z.object({
   ok: z.boolean(),
   version: z.string(),

@@ -24,6 +24,7 @@ before(async () => {
       clientSecret: CLIENT_SECRET,
       redirectUri,
       allowHttp: true,
+      name: 'Test IdP',
       groupRules: [
         { group: 'berth-admins', org: 'platform', role: 'admin' },
         { group: 'everyone', org: 'default', role: 'viewer' },
@@ -40,8 +41,15 @@ after(async () => {
 
 test('sign in with the identity provider; the org switcher shows only the caller\'s orgs and roles', async () => {
   const { context, page } = await b.context();
+  // The page learns that a provider is configured from /api/auth/methods: nothing starts a sign-in until the button is pressed.
+  const starts: string[] = [];
+  page.on('request', (r) => void (new URL(r.url()).pathname === '/api/auth/oidc/start' && starts.push(r.url())));
   await page.goto('/');
-  await page.getByRole('link', { name: 'Sign in with your identity provider' }).click();
+  const button = page.getByRole('link', { name: 'Sign in with Test IdP' });
+  await button.waitFor();
+  await page.getByRole('heading', { name: 'Or use an API token' }).waitFor();
+  assert.deepEqual(starts, []);
+  await button.click();
   // The provider's own pages (oidc-provider's development login and consent forms).
   await page.locator('input[name="login"]').fill('alice');
   await page.locator('input[name="password"]').fill('anything works in devInteractions');

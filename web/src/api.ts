@@ -1,9 +1,9 @@
 // The one place the UI talks to the control plane: the token, JSON calls, and errors as values.
 import type { Task, TaskList } from '../../src/shared/api-tasks.ts';
-import type { AuditEntry, Environment, EnvironmentDetail } from '../../src/shared/api.ts';
+import type { AuditEntry, AuthMethods, Environment, EnvironmentDetail } from '../../src/shared/api.ts';
 import type { TaskEventData } from '../../src/shared/tasks.ts';
 
-export type { AuditEntry, Environment, EnvironmentDetail, Task, TaskList };
+export type { AuditEntry, AuthMethods, Environment, EnvironmentDetail, Task, TaskList };
 export type Role = 'viewer' | 'member' | 'admin' | 'owner';
 export interface Org {
   id: string;

@@ -7,6 +7,8 @@ import type { OidcSignInOptions } from './sign-in.ts';
 export interface OidcConfig extends OidcSignInOptions {
   /** From BERTH_OIDC_GROUPS; empty when unset. */
   groupRules: GroupRule[];
+  /** What the sign-in page calls the provider ("Sign in with Okta"), from BERTH_OIDC_NAME. */
+  name?: string;
 }
 
 export const OIDC_ENV = {
@@ -17,6 +19,7 @@ export const OIDC_ENV = {
   groups: 'BERTH_OIDC_GROUPS',
   scopes: 'BERTH_OIDC_SCOPES',
   groupsClaim: 'BERTH_OIDC_GROUPS_CLAIM',
+  name: 'BERTH_OIDC_NAME',
 } as const;
 
 const roleSchema = z.enum(ROLE_ORDER as [GroupRule['role'], ...GroupRule['role'][]], {
@@ -42,6 +45,7 @@ const envSchema = z.object({
   [OIDC_ENV.groups]: z.string().optional(),
   [OIDC_ENV.scopes]: z.string().optional(),
   [OIDC_ENV.groupsClaim]: z.string().optional(),
+  [OIDC_ENV.name]: z.string().max(60, 'must be at most 60 characters (it labels the sign-in button)').optional(),
 });
 
 /**
@@ -91,6 +95,7 @@ export function oidcConfigFromEnv(env: Record<string, string | undefined>): Oidc
     groupsClaim: e[OIDC_ENV.groupsClaim],
     allowHttp: issuer.protocol === 'http:' && loopback,
     groupRules: parseGroupRules(e[OIDC_ENV.groups]),
+    ...(e[OIDC_ENV.name] ? { name: e[OIDC_ENV.name] } : {}),
   };
 }
 

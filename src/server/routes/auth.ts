@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ErrorSchema } from '../../shared/api.ts';
+import { AuthMethods, ErrorSchema } from '../../shared/api.ts';
 import { BerthError, invalid, notFound } from '../../shared/errors.ts';
 import { newId } from '../../shared/ids.ts';
 import type { App, AppDeps } from '../app.ts';
@@ -30,6 +30,11 @@ export function authRoutes(app: App, deps: AppDeps): void {
     notFound('sign-in with an identity provider is not configured: set BERTH_OIDC_ISSUER, BERTH_OIDC_CLIENT_ID and BERTH_OIDC_REDIRECT_URI');
   // Sign-in is where passwords are guessed: a few attempts a minute per address.
   const rateLimit = { max: 20, timeWindow: '1 minute' };
+
+  app.get('/api/auth/methods', {
+    schema: { tags: ['auth'], summary: 'How people can sign in here: API tokens, and whether an identity provider is configured', security: [], response: { 200: AuthMethods, 429: ErrorSchema } },
+    handler: async () => ({ token: true as const, oidc: oidc ? { enabled: true, ...(oidc.name ? { name: oidc.name } : {}) } : { enabled: false } }),
+  });
 
   app.get('/api/auth/oidc/start', {
     config: { rateLimit },

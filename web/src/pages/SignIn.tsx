@@ -1,21 +1,21 @@
 import { useEffect, useState, type FormEvent } from 'react';
-import { api, ApiError, setToken, type Me } from '../api.ts';
+import { api, ApiError, setToken, type AuthMethods, type Me } from '../api.ts';
 import { navigate } from '../router.tsx';
 
 const OIDC_START = '/api/auth/oidc/start';
 
-/** Whether sign-in with an identity provider is configured: its start route redirects when it is, 404s when not. */
-async function oidcConfigured(): Promise<boolean> {
+/** How this control plane lets people sign in (never probing the start route: that would begin a sign-in). */
+async function signInMethods(): Promise<AuthMethods | undefined> {
   try {
-    const res = await fetch(OIDC_START, { redirect: 'manual', cache: 'no-store' });
-    return res.type === 'opaqueredirect' || (res.status >= 300 && res.status < 400);
+    const res = await fetch('/api/auth/methods', { cache: 'no-store' });
+    return res.ok ? ((await res.json()) as AuthMethods) : undefined;
   } catch {
-    return false;
+    return undefined;
   }
 }
 
 export function SignIn({ onToken }: { onToken: (token: string) => void }) {
-  const [oidc, setOidc] = useState<boolean>();
+  const [oidc, setOidc] = useState<AuthMethods['oidc']>();
   const [value, setValue] = useState('');
   const [remember, setRemember] = useState(false);
   const [error, setError] = useState<string>();
@@ -23,7 +23,7 @@ export function SignIn({ onToken }: { onToken: (token: string) => void }) {
 
   useEffect(() => {
     document.title = 'Sign in · Berth';
-    void oidcConfigured().then(setOidc);
+    void signInMethods().then((m) => setOidc(m?.oidc));
   }, []);
 
   const submit = async (e: FormEvent) => {
@@ -47,13 +47,13 @@ export function SignIn({ onToken }: { onToken: (token: string) => void }) {
   return (
     <main className="signin" id="main">
       <h1>Sign in to Berth</h1>
-      {oidc && (
+      {oidc?.enabled && (
         <p>
-          <a className="button primary" href={OIDC_START}>Sign in with your identity provider</a>
+          <a className="button primary" href={OIDC_START}>Sign in with {oidc.name ?? 'your identity provider'}</a>
         </p>
       )}
       <form onSubmit={submit} aria-describedby="token-help">
-        <h2>{oidc ? 'Or use an API token' : 'Use an API token'}</h2>
+        <h2>{oidc?.enabled ? 'Or use an API token' : 'Use an API token'}</h2>
         <label htmlFor="token">API token</label>
         <input id="token" type="password" autoComplete="off" spellCheck={false} value={value} onChange={(e) => setValue(e.target.value)} aria-invalid={error ? true : undefined} aria-describedby={error ? 'token-error' : undefined} />
         <p id="token-help" className="muted">`berth up` prints one; `berth token create` makes more. It is kept in this tab only unless you tick the box.</p>
