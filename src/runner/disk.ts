@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { unavailable } from '../shared/errors.ts';
 import { ID_BASE } from './idmap.ts';
 import { isMounted } from './overlay.ts';
-import type { Spawner } from './spawner/index.ts';
+import type { RunOptions, Spawner } from './spawner/index.ts';
 
 const DEFAULT_WARM = 2;
 
@@ -20,11 +20,11 @@ const DEFAULT_WARM = 2;
  * zeroing: about 50 ms for 10 GiB, whatever the size. `${image}.base` keeps the blocks
  * mkfs wrote, what diskUsage subtracts while the image is not mounted.
  */
-export async function makeDisk(spawner: Spawner, image: string, bytes: number): Promise<void> {
+export async function makeDisk(spawner: Spawner, image: string, bytes: number, opts: RunOptions = {}): Promise<void> {
   writeFileSync(image, '', { mode: 0o600 });
   await truncate(image, bytes);
   try {
-    await spawner.check('mkfs.ext4', ['-q', '-F', '-m', '0', '-J', 'size=16', '-E', 'root_owner=0:0', image]);
+    await spawner.check('mkfs.ext4', ['-q', '-F', '-m', '0', '-J', 'size=16', '-E', 'root_owner=0:0', image], opts);
   } catch (err) {
     rmSync(image, { force: true });
     throw unavailable(`cannot make the environment's disk (mkfs.ext4 from e2fsprogs is needed; BERTH_DISK_QUOTA=off runs without disk limits): ${err instanceof Error ? err.message : String(err)}`);
@@ -109,12 +109,13 @@ export class DiskPool {
       'mount -o loop,discard,nosuid,nodev "$1" "$2" || exit',
       `{ [ -d "$2/upper" ] || { mkdir -m 755 "$2/upper" && chown ${ID_BASE}:${ID_BASE} "$2/upper"; }; } && { [ -d "$2/work" ] || mkdir -m 700 "$2/work"; } || { umount "$2"; exit 1; }`,
     ].join('\n');
-    await this.#spawner.check('sh', ['-c', script, 'sh', image, mnt]);
+    await this.#spawner.check('sh', ['-c', script, 'sh', image, mnt], { background: true });
   }
 
   /**
-   * Makes images up to the target in the background. The runner calls it once a start
-   * is done, so mkfs does not compete with that start.
+   * Makes images up to the target in the background, at the lowest CPU priority. The
+   * runner calls it once a start is done, so mkfs does not compete with that start or
+   * the environment's first commands.
    */
   refill(): void {
     if (this.#filling || this.#closed) return;
@@ -133,7 +134,7 @@ export class DiskPool {
       while (this.#ready.length + this.#mounted.length < this.#target && !this.#closed) {
         const name = join(this.#dir, randomBytes(8).toString('hex'));
         try {
-          await makeDisk(this.#spawner, `${name}.tmp`, this.bytes);
+          await makeDisk(this.#spawner, `${name}.tmp`, this.bytes, { background: true });
           renameSync(`${name}.tmp.base`, `${name}.img.base`);
           renameSync(`${name}.tmp`, `${name}.img`);
         } catch (err) {

@@ -6,7 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { DEFAULT_LIMITS, type EnvironmentLimits } from '../shared/environment.ts';
 import { unavailable } from '../shared/errors.ts';
-import { buildAgent } from './agent/build.ts';
+import { buildAgent, buildMountExec } from './agent/build.ts';
 import { openAgentSocket, startAgentCommand } from './agent/client.ts';
 import { SOCKET_NAME } from './agent/protocol.ts';
 import type { ContainerStatus, IsolationBackend } from './backends/backend.ts';
@@ -18,7 +18,7 @@ import { startCommand, type RunningCommand } from './exec.ts';
 import { ID_BASE } from './idmap.ts';
 import type { ImageRecord, ImageStore } from './images/index.ts';
 import { CA_BUNDLE_PATH, NetworkManager, type RunnerNetworkOptions } from './network/index.ts';
-import { afterMountingOverlay, isMounted, unmountOverlay } from './overlay.ts';
+import { isMounted, mountsThen, unmountOverlay } from './overlay.ts';
 import { Spawner } from './spawner/index.ts';
 
 /** What the runner needs to know to run one environment. */
@@ -80,6 +80,8 @@ export class LocalRunner {
   readonly #useAgent: boolean;
   /** The agent binary for this runner's agent.c, or undefined when it cannot be built. */
   readonly #agent: Promise<string | undefined>;
+  /** The start helper (mount-exec.c), or undefined when it cannot be built: starts then mount through sh. */
+  readonly #mountExec: Promise<string | undefined>;
   readonly #closing = new AbortController();
   /** Whether new environments get a disk image of their limit's size (BERTH_DISK_QUOTA=off: no). */
   readonly #diskQuota = process.env.BERTH_DISK_QUOTA !== 'off';
@@ -87,6 +89,11 @@ export class LocalRunner {
   readonly #disks: DiskPool | undefined;
   /** Namespaces, rules and proxies, when environments have a network. */
   readonly network: NetworkManager | undefined;
+
+  /** Whether new environments get a disk image of their limit's size. */
+  get diskQuota(): boolean {
+    return this.#diskQuota;
+  }
 
   constructor(opts: RunnerOptions) {
     this.images = opts.images;
@@ -108,18 +115,9 @@ export class LocalRunner {
     // gVisor keeps the sandbox's unix sockets inside its own kernel, where the host
     // cannot connect to them: runsc environments keep catatonit and exec.
     this.#useAgent = (opts.agent ?? process.env.BERTH_AGENT !== 'off') && runtime !== 'runsc';
-    this.#agent = this.#useAgent
-      ? buildAgent({
-          spawner: this.#spawner,
-          cacheDir: join(opts.dataDir, 'runtime'),
-          compiler: opts.compiler ?? process.env.CC ?? 'cc',
-          logger: this.#log,
-          signal: this.#closing.signal,
-        }).catch((err: unknown) => {
-          if (!this.#closing.signal.aborted) this.#log.warn({ err }, 'cannot build the Berth agent; commands will go through the OCI runtime\'s exec');
-          return undefined;
-        })
-      : Promise.resolve(undefined);
+    const build = { spawner: this.#spawner, cacheDir: join(opts.dataDir, 'runtime'), compiler: opts.compiler ?? process.env.CC ?? 'cc', logger: this.#log, signal: this.#closing.signal };
+    this.#agent = this.#useAgent ? buildAgent(build) : Promise.resolve(undefined);
+    this.#mountExec = buildMountExec(build);
   }
 
   #paths(id: string) {
@@ -172,7 +170,7 @@ export class LocalRunner {
     const agent = await this.#agent;
     // These few local file operations take microseconds each, less than a round trip
     // through libuv's thread pool; this is on the path of every create and start.
-    // With a disk image, upper and work are made on it once it is mounted (diskThen).
+    // With a disk image, upper and work are made on it once it is mounted (mountsThen).
     for (const d of p.image ? [p.disk, p.bundle, p.exec] : [p.upper, p.work, p.bundle, p.exec]) mkdirSync(d, { recursive: true, mode: 0o700 });
     mkdirSync(p.merged, { recursive: true, mode: 0o711 });
     // A pool image already mounted: its mount point, moved onto p.disk before the overlay.
@@ -210,12 +208,10 @@ export class LocalRunner {
     });
     writeFileSync(join(p.bundle, 'config.json'), JSON.stringify(config));
     const overlay = { lower: spec.image.rootfs, upper: p.upper, work: p.work, merged: p.merged };
-    const mounted = isMounted(this.#spawner, p.merged);
-    const image = p.image;
+    const disk = p.image ? { image: p.image, dir: p.disk, mounted: moveFrom ?? isMounted(this.#spawner, p.disk) } : undefined;
+    const helper = await this.#mountExec;
     await this.backend.run(cid, p.bundle, {
-      wrap: mounted
-        ? undefined
-        : (runtime) => (image ? diskThen(image, p.disk, moveFrom ?? isMounted(this.#spawner, p.disk), afterMountingOverlay(overlay, runtime)) : afterMountingOverlay(overlay, runtime)),
+      wrap: isMounted(this.#spawner, p.merged) ? undefined : (runtime) => mountsThen(helper, { overlay, disk }, runtime),
     });
     // The pool's mount point, empty once its mount has moved.
     if (moveFrom) {
@@ -377,25 +373,6 @@ export class LocalRunner {
     if (!has('LANG')) env.push('LANG=C.UTF-8');
     return env;
   }
-}
-
-/**
- * `command`, run once the environment's disk image is mounted at `disk` (and its upper
- * and work dirs made there). mount -o loop reuses a loop device still attached to the
- * image (say, mounted by an earlier runner process's namespace): two loop devices on one
- * ext4 image would corrupt it. discard gives deleted files' space back to the host.
- * `mounted` (already mounted in the spawner's namespace) spares an exec on every start.
- */
-function diskThen(image: string, disk: string, mounted: boolean | string, command: { file: string; args: string[] }): { file: string; args: string[] } {
-  // `mounted` a path: the pool mounted the image there; move that mount onto `disk`.
-  const script = [
-    'img=$1 disk=$2 mounted=$3; shift 3',
-    'case $mounted in 1) ;; 0) mount -o loop,discard,nosuid,nodev "$img" "$disk" || exit ;; *) mount --move "$mounted" "$disk" || exit ;; esac',
-    `[ -d "$disk/upper" ] || { mkdir -m 755 "$disk/upper" && chown ${ID_BASE}:${ID_BASE} "$disk/upper"; } || exit`,
-    '[ -d "$disk/work" ] || mkdir -m 700 "$disk/work" || exit',
-    'exec "$@"',
-  ].join('\n');
-  return { file: 'sh', args: ['-c', script, 'sh', image, disk, typeof mounted === 'string' ? mounted : mounted ? '1' : '0', command.file, ...command.args] };
 }
 
 function onPath(binary: string): boolean {

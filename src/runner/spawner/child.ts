@@ -44,7 +44,10 @@ function start(m: Extract<ToSpawner, { t: 'spawn' }>): void {
   let child: ChildProcess;
   try {
     log = m.logFile ? openSync(m.logFile, 'w') : undefined;
-    child = spawn(m.file, m.args, { stdio: [m.stdin ? 'pipe' : 'ignore', log ?? 'pipe', log ?? 'pipe'] });
+    // nice(1) rather than setpriority after the fork: a shell script could fork its own
+    // children before that, and they would keep the normal priority.
+    const [file, args] = m.background ? ['nice', ['-n', '19', m.file, ...m.args]] : [m.file, m.args];
+    child = spawn(file, args, { stdio: [m.stdin ? 'pipe' : 'ignore', log ?? 'pipe', log ?? 'pipe'] });
   } catch (err) {
     send({ t: 'error', id: m.id, message: (err as Error).message });
     return;

@@ -24,7 +24,11 @@ export interface RunResult {
 export interface SpawnOptions {
   stdin?: boolean;
   logFile?: string;
+  /** Lowest CPU priority: for work done ahead, which must not slow what is waited on. */
+  background?: boolean;
 }
+
+export type RunOptions = Omit<SpawnOptions, 'stdin'>;
 
 /**
  * Starts commands from a small helper process instead of from this one (see child.ts
@@ -74,12 +78,13 @@ export class Spawner {
     this.#live.set(id, live);
     const request: SpawnRequest = { t: 'spawn', id, file, args, stdin: opts.stdin ?? false };
     if (opts.logFile) request.logFile = opts.logFile;
+    if (opts.background) request.background = true;
     this.#send(request);
     return live.process;
   }
 
   /** Runs a command to the end, collecting its output (execFile for the spawner). */
-  async run(file: string, args: string[], opts: { logFile?: string } = {}): Promise<RunResult> {
+  async run(file: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
     const p = this.spawn(file, args, opts);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
@@ -90,7 +95,7 @@ export class Spawner {
   }
 
   /** Like run, but a non-zero exit is an error carrying stderr. */
-  async check(file: string, args: string[], opts: { logFile?: string } = {}): Promise<string> {
+  async check(file: string, args: string[], opts: RunOptions = {}): Promise<string> {
     const r = await this.run(file, args, opts);
     if (r.code !== 0) throw new Error((r.stderr || r.stdout).trim() || `${file} exited ${r.code}`);
     return r.stdout;

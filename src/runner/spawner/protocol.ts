@@ -10,6 +10,8 @@ export interface SpawnRequest {
   logFile?: string;
   /** Whether the caller will write to stdin; otherwise stdin is closed at once. */
   stdin: boolean;
+  /** Work done ahead (warm pools): run at the lowest CPU priority, so it yields to starts and commands. */
+  background?: boolean;
 }
 
 export type ToSpawner =
