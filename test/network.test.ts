@@ -13,6 +13,7 @@ import { CertificateAuthority } from '../src/runner/network/ca.ts';
 import { checkAddress, decide, EgressProxy, NetworkEventStore, type NetworkUsage } from '../src/runner/network/index.ts';
 import { blockListOf } from '../src/runner/network/request-filter.ts';
 import { hostBatch, insideBatch, netnsNames, pairAddresses, ruleset } from '../src/runner/network/netns.ts';
+import { parseRefusedSet, refusalEvent, refusalRule, refusalSignal, sinceLastRead, type Refusal } from '../src/runner/network/firewall-log.ts';
 import { ociConfig } from '../src/runner/bundle.ts';
 import { DEFAULT_LIMITS } from '../src/shared/environment.ts';
 import { newId } from '../src/shared/ids.ts';
@@ -101,6 +102,12 @@ describe('namespace plan', () => {
       'iifname "lo" accept', 'ip saddr 100.96.0.2 tcp sport 3128 accept',
     ]);
     assert.match(insideBatch(plan), /^addr add 100\.96\.0\.3\/31 dev eth0$/m);
+    // IPv6 gets a route and no address: its packets meet the rules, and are recorded there.
+    assert.match(insideBatch(plan), /^route add ::\/0 dev eth0$/m);
+    assert.doesNotMatch(insideBatch(plan), /addr add [0-9a-f:]+\//);
+    // Every refusal is noted per destination before the rule that refuses it.
+    const output = rules.slice(rules.indexOf('chain output'), rules.indexOf('chain input'));
+    assert.ok(output.indexOf('update @refused4') < output.indexOf('reject') && output.indexOf('update @refused6') < output.indexOf('reject'), output);
     assert.match(hostBatch(plan), new RegExp(`^link add ${hostIf} type veth peer name eth0 netns ${name}$`, 'm'));
   });
 
@@ -113,6 +120,67 @@ describe('namespace plan', () => {
     const without = ociConfig(input);
     assert.deepEqual(without.linux.namespaces.find((n) => n.type === 'network'), { type: 'network' });
     assert.equal(without.mounts.some((m) => m.destination.includes('ca-certificates')), false);
+  });
+});
+
+describe('firewall log', () => {
+  const ctx = { hostAddress: '100.96.0.2', subnet: '100.96.0.0/11', hostAddresses: new Set(['192.0.2.2', '100.96.0.2', '100.96.0.4']) };
+  const r = (address: string, port: number, protocol = 'tcp', packets = 1): Refusal => ({ family: address.includes(':') ? 6 : 4, address, protocol, port, packets, bytes: packets * 60 });
+
+  test("nft's listing of a refused set becomes one refusal per destination, ports or not", () => {
+    const line = JSON.stringify({ nftables: [{ metainfo: { version: '1.0.6' } }, { set: { family: 'inet', name: 'refused4', table: 'berth', elem: [
+      { elem: { val: { concat: ['8.8.8.8', 'udp', 53] }, expires: 299, counter: { packets: 3, bytes: 87 } } },
+      { elem: { val: { concat: ['9.9.9.9', 'icmp', 0] }, counter: { packets: 1, bytes: 28 } } },
+      { elem: { val: { concat: ['2606:4700::1', 'tcp', 443] }, counter: { packets: 1, bytes: 80 } } },
+    ] } }] });
+    assert.deepEqual(parseRefusedSet(line), [
+      { family: 4, address: '8.8.8.8', protocol: 'udp', port: 53, packets: 3, bytes: 87 },
+      { family: 4, address: '9.9.9.9', protocol: 'icmp', port: 0, packets: 1, bytes: 28 },
+    ], 'an address of the other family is not this set\'s');
+    assert.deepEqual(parseRefusedSet(JSON.stringify({ nftables: [{ set: { name: 'refused6' } }] })), []);
+  });
+
+  test('the rule names which default-deny refused it', () => {
+    const cases: [Refusal, string][] = [
+      [r('1.1.1.1', 443), 'direct-connection'],
+      [r('8.8.8.8', 53, 'udp'), 'dns'],
+      [r('2001:4860:4860::8888', 53, 'udp'), 'dns'],
+      [r('169.254.169.254', 80), 'metadata'],
+      [r('169.254.1.1', 80), 'link-local'],
+      [r('100.96.0.2', 5432), 'host'],
+      [r('192.0.2.2', 22), 'host'],
+      [r('100.96.0.4', 3128), 'other-environment'],
+      [r('100.96.0.5', 8080), 'other-environment'],
+      [r('2606:4700::1', 443), 'ipv6'],
+      [r('9.9.9.9', 0, 'icmp'), 'direct-connection'],
+    ];
+    for (const [refusal, why] of cases) assert.equal(refusalRule(refusal, ctx), `deny:firewall:${why}`, refusal.address);
+    assert.deepEqual(refusalEvent('env_x', r('8.8.8.8', 53, 'udp', 4), 'deny:firewall:dns', '2026-01-01T00:00:00.000Z'), {
+      environmentId: 'env_x', at: '2026-01-01T00:00:00.000Z', kind: 'firewall', host: '8.8.8.8', port: 53, method: 'UDP', path: null,
+      allowed: false, rule: 'deny:firewall:dns', status: null, bytesUp: 240, bytesDown: 0, durationMs: 0, packets: 4,
+    });
+  });
+
+  test('each read counts what is new: a flood stays in the set and is counted on, an idle destination is removed', () => {
+    let seen = new Map<string, Refusal>();
+    let step = sinceLastRead([r('1.1.1.1', 443, 'tcp', 5), r('8.8.8.8', 53, 'udp', 1)], seen);
+    assert.deepEqual(step.refusals.map((x) => x.packets), [5, 1]);
+    assert.deepEqual(step.idle, []);
+    seen = step.seen;
+    step = sinceLastRead([r('1.1.1.1', 443, 'tcp', 12), r('8.8.8.8', 53, 'udp', 1), r('9.9.9.9', 80, 'tcp', 2)], seen);
+    assert.deepEqual(step.refusals.map((x) => [x.address, x.packets, x.bytes]), [['1.1.1.1', 7, 420], ['9.9.9.9', 2, 120]]);
+    assert.deepEqual(step.idle.map((x) => x.address), ['8.8.8.8']);
+    seen = step.seen;
+    // 8.8.8.8 was removed and came back; 1.1.1.1 timed out and came back with a lower count.
+    step = sinceLastRead([r('1.1.1.1', 443, 'tcp', 3), r('8.8.8.8', 53, 'udp', 1)], seen);
+    assert.deepEqual(step.refusals.map((x) => [x.address, x.packets]), [['1.1.1.1', 3], ['8.8.8.8', 1]]);
+  });
+
+  test("the snmp gate sums the counters a refusal moves, and nothing else", () => {
+    const snmp = 'Ip: Forwarding OutRequests OutDiscards\nIp: 1 900 2\nIcmp: InMsgs OutDestUnreachs\nIcmp: 4 3\nTcp: ActiveOpens AttemptFails\nTcp: 50 5\nUdp: InDatagrams\nUdp: 7\n';
+    const snmp6 = 'Ip6InReceives                   	40\nIp6OutDiscards                  	1\nIcmp6OutDestUnreachs            	1\n';
+    assert.equal(refusalSignal(snmp, snmp6), 2 + 3 + 5 + 1 + 1);
+    assert.equal(refusalSignal(snmp.replace('Tcp: 50 5', 'Tcp: 51 5').replace('Ip: 1 900 2', 'Ip: 1 2000 2'), snmp6), 12, 'allowed traffic does not move it');
   });
 });
 
@@ -332,6 +400,7 @@ describe('an environment on the network', () => {
   });
 
   const curl = (runner: LocalRunner) => run(runner.exec(spec, { cmd: ['curl', '-sS', '-m', '5', `http://outside.test:${outside.httpPort}/in`] }));
+  const refused = (host: string, port: number) => events.events(spec.id).some((e) => e.kind === 'firewall' && e.host === host && e.port === port && e.method === 'TCP' && !e.allowed);
   const netnsName = () => readdirSync('/run/netns').filter((n) => n.startsWith('berth-'));
 
   test('without network options an environment has only loopback, as before', async () => {
@@ -360,7 +429,11 @@ describe('an environment on the network', () => {
     const planFile = () => JSON.parse(readFileSync(join(dataDir, 'network', 'environments', `${spec.id}.json`), 'utf8')) as { hostIf: string; name: string };
     const first = planFile();
     assert.ok(existsSync(`/sys/class/net/${first.hostIf}`));
+    // What the firewall refused just before a stop is read before the stop returns.
+    const direct = (host: string, port: number) => run(runner.exec(spec, { cmd: ['curl', '-sS', '-m', '5', '--noproxy', '*', `http://${host}:${port}/`] }));
+    await direct('1.1.1.1', 8081);
     await runner.stop(spec.id);
+    assert.ok(refused('1.1.1.1', 8081), 'recorded by the time stop returns');
     assert.ok(existsSync(`/sys/class/net/${first.hostIf}`), 'stopped: the veth pair stays');
     assert.ok(netnsName().includes(first.name), 'stopped: the namespace stays');
     assert.equal(runner.network!.usage(spec.id).open, 0);
@@ -370,6 +443,7 @@ describe('an environment on the network', () => {
     assert.equal((await curl(runner)).stdout, `hello GET /in host=outside.test:${outside.httpPort}\n`);
     r = await run(runner.exec(spec, { cmd: ['curl', '-sS', '-m', '5', '--noproxy', '*', `http://${plan.host}:${outside.httpPort}/in`] }));
     assert.notEqual(r.exitCode, 0, 'after a start on kept rules, a direct connection is still refused');
+    await until(() => refused(plan.host, outside.httpPort));
 
     // The runner dies (no cleanup); a new one on the same data dir finds the running
     // environment and listens again for it.
@@ -381,6 +455,9 @@ describe('an environment on the network', () => {
     await again.start(spec);
     r = await curl(again);
     assert.equal(r.stdout, `hello GET /in host=outside.test:${outside.httpPort}\n`, r.stderr);
+    // The new runner reads the running environment's refusals too.
+    await run(again.exec(spec, { cmd: ['curl', '-sS', '-m', '5', '--noproxy', '*', 'http://1.1.1.1:8082/'] }));
+    await until(() => refused('1.1.1.1', 8082));
 
     // Start twice is a no-op.
     await again.start(spec);

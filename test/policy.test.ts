@@ -9,6 +9,9 @@ import { resolvePolicy, wideningOf, EMPTY_FIELDS } from '../src/server/policy/re
 import { SecretBox } from '../src/server/secrets/crypto.ts';
 import { SecretService } from '../src/server/secrets/service.ts';
 import type { NetworkEvent } from '../src/server/policy/types.ts';
+import { AuditLog } from '../src/server/audit/index.ts';
+import { TaskEvents } from '../src/server/tasks/index.ts';
+import { NetworkEventRecorder, retentionFrom, sweepNetworkEvents, DEFAULT_RETENTION_MS } from '../src/server/network-events/index.ts';
 import { startTestBerth, type TestBerth } from './helpers.ts';
 
 let t: TestBerth;
@@ -330,4 +333,117 @@ describe('network events', () => {
     assert.equal(api.status, 200);
     assert.equal(api.body.items.length, 2);
   });
+  test("a direct connection the firewall refuses is an event with its destination, port and rule: in the CLI, the API and the audit log", async () => {
+    const env = (await t.api('POST', '/api/orgs/default/environments', { name: 'direct' })).body;
+    assert.equal(env.state, 'running', JSON.stringify(env));
+    const r = await t.cli(['env', 'exec', 'direct', '--', 'python3', '-c', "import socket\nfor p in (443, 443, 8443):\n  s=socket.socket();s.settimeout(3)\n  try: s.connect(('1.1.1.1',p))\n  except OSError as e: print(e)"]);
+    assert.match(r.stdout, /refused/i, r.stderr);
+    let cli = '';
+    await until(async () => /TCP\s+1\.1\.1\.1:8443/.test((cli = (await t.cli(['env', 'network', 'direct', '--denied'])).stdout)));
+    assert.match(cli, /TCP\s+1\.1\.1\.1:443\s+-\s+DENIED \(\d packets?\)\s+deny:firewall:direct-connection/);
+    const api = await t.api('GET', `/api/orgs/default/environments/${env.id}/network?denied=true`);
+    // Both attempts on 443 in one event, or in two if a read fell between them.
+    const on443 = api.body.items.filter((e: { port: number }) => e.port === 443);
+    assert.deepEqual([...new Set(on443.map((e: NetworkEvent) => `${e.kind} ${e.method} ${e.host} ${e.allowed} ${e.rule}`))], ['firewall TCP 1.1.1.1 false deny:firewall:direct-connection']);
+    assert.equal(on443.reduce((n: number, e: NetworkEvent) => n + e.packets!, 0), 2);
+    await until(async () => (await t.api('GET', `/api/orgs/default/audit?action=network.denied&environment=${env.id}`)).body.items.length === 2);
+    const audit = (await t.api('GET', `/api/orgs/default/audit?action=network.denied&environment=${env.id}`)).body.items;
+    assert.deepEqual(audit.map((a: { target: string }) => a.target).sort(), ['1.1.1.1:443', '1.1.1.1:8443']);
+    assert.ok(audit.every((a: { details: { packets: number } }) => a.details.packets >= 1));
+  });
+
+  test('repeats of a denial within a minute are one audit entry and one transcript line with the count; every event stays a row', async () => {
+    const env = (await t.api('POST', '/api/orgs/default/environments', { name: 'looping' })).body;
+    const orgId = (await t.api('GET', '/api/orgs')).body.items.find((o: { name: string }) => o.name === 'default').id;
+    const taskId = 'tsk_networkloop01';
+    await t.berth.database.db
+      .insertInto('tasks')
+      .values({
+        id: taskId, org_id: orgId, project_id: null, repo_url: 'https://example.invalid/x.git', base_branch: null, goal: 'loop', agent: 'builtin', command: null, model: null,
+        budget: JSON.stringify({ maxSteps: 1, maxTokens: null, maxCostUsd: null, timeoutMs: 60_000, maxCheckRetries: 0 }), check_command: null, state: 'running', state_reason: null,
+        step: 'agent', trigger: 'api', created_by: 'test', runner_id: 'elsewhere', environment_id: env.id, branch: null, base_sha: null, head_sha: null, change_request: null,
+        checks_passed: null, summary: null, diff: null,
+      } as never)
+      .execute();
+    let now = Date.parse('2026-03-01T12:00:00Z');
+    const db = t.berth.database.db;
+    const logger = pino({ level: 'silent' });
+    const audit = new AuditLog({ db, logger });
+    const recorder = new NetworkEventRecorder({ db, audit, taskEvents: new TaskEvents(db), logger, flushIntervalMs: 3_600_000, now: () => now });
+    const denied = (over: Partial<NetworkEvent> = {}) => event(env.id, { kind: 'connect', host: 'c2.example.com', port: 443, method: null, path: null, allowed: false, rule: 'deny:default:not-allowed', status: null, ...over });
+    const auditOf = async () => (await t.api('GET', `/api/orgs/default/audit?action=network.denied&environment=${env.id}`)).body.items.map((a: { target: string; details: Record<string, unknown> }) => [a.target, a.details.rule, a.details.repeated ?? null, a.details.packets ?? null]);
+    const transcript = async () => (await t.berth.database.db.selectFrom('task_events').select('data').where('task_id', '=', taskId).orderBy('seq').execute()).map((e) => e.data as { host: string; repeated?: number });
+
+    for (let i = 0; i < 300; i++) recorder.record(denied());
+    recorder.record(denied({ port: 8443 }));
+    recorder.record(denied({ kind: 'firewall', host: '1.1.1.1', port: 53, method: 'UDP', rule: 'deny:firewall:dns', packets: 3 }));
+    recorder.record(denied({ kind: 'firewall', host: '1.1.1.1', port: 53, method: 'UDP', rule: 'deny:firewall:dns', packets: 4 }));
+    await recorder.flush();
+    const rows = await t.berth.database.db.selectFrom('network_events').select((eb) => eb.fn.countAll<string>().as('n')).where('environment_id', '=', env.id).executeTakeFirstOrThrow();
+    assert.equal(Number(rows.n), 303, 'every event is a row');
+    assert.deepEqual((await auditOf()).sort(), [['1.1.1.1:53', 'deny:firewall:dns', null, 3], ['c2.example.com:443', 'deny:default:not-allowed', null, null], ['c2.example.com:8443', 'deny:default:not-allowed', null, null]]);
+    assert.equal((await transcript()).length, 3);
+
+    // Half a minute on: still the same window.
+    now += 30_000;
+    for (let i = 0; i < 50; i++) recorder.record(denied());
+    await recorder.flush();
+    assert.equal((await auditOf()).length, 3);
+
+    // The minute is up: one entry each for the keys that repeated, with the count.
+    now += 30_000;
+    await recorder.flush();
+    const after = await auditOf();
+    assert.equal(after.length, 5, JSON.stringify(after));
+    assert.ok(after.some(([target, , repeated]: [string, string, number]) => target === 'c2.example.com:443' && repeated === 349));
+    assert.ok(after.some(([target, , repeated, packets]: [string, string, number, number]) => target === '1.1.1.1:53' && repeated === 1 && packets === 4));
+    const lines = await transcript();
+    assert.deepEqual(lines.map((l) => [l.host, l.repeated ?? null]).slice(3).sort(), [['1.1.1.1', 1], ['c2.example.com', 349]]);
+
+    // A new window: the next one is audited at once again; close() writes what is pending.
+    recorder.record(denied());
+    recorder.record(denied());
+    await recorder.flush();
+    assert.equal((await auditOf()).length, 6);
+    await recorder.close();
+    await audit.close();
+    const closed = await auditOf();
+    assert.equal(closed.length, 7);
+    assert.equal(closed.filter(([target, , repeated]: [string, string, number]) => target === 'c2.example.com:443' && repeated === 1).length, 1);
+  });
+
+  test('retention: rows past BERTH_NETWORK_EVENT_RETENTION are deleted in bounded batches', async () => {
+    assert.equal(retentionFrom(undefined), DEFAULT_RETENTION_MS);
+    assert.equal(retentionFrom('30d'), 30 * 86_400_000);
+    assert.equal(retentionFrom('12h'), 12 * 3_600_000);
+    assert.equal(retentionFrom('off'), null);
+    assert.throws(() => retentionFrom('a month'), /BERTH_NETWORK_EVENT_RETENTION must be a duration such as 30d or 12h, or off; got 'a month'/);
+    assert.throws(() => retentionFrom('0s'), /must be a duration/);
+
+    const env = (await t.api('POST', '/api/orgs/default/environments', { name: 'aging' })).body;
+    const sink = t.berth.app.networkEvents;
+    const now = Date.now();
+    const day = 86_400_000;
+    for (let i = 0; i < 1200; i++) sink.record(event(env.id, { path: `/old-${i}`, at: new Date(now - 40 * day - i * 1000).toISOString() }));
+    for (let i = 0; i < 30; i++) sink.record(event(env.id, { path: `/recent-${i}`, at: new Date(now - 29 * day).toISOString() }));
+    await sink.flush();
+    const paths = async () => (await t.berth.database.db.selectFrom('network_events').select('path').where('environment_id', '=', env.id).execute()).map((r) => r.path!);
+    assert.equal((await paths()).length, 1230);
+    const deleted = await sweepNetworkEvents(t.berth.database.db, { olderThanMs: 30 * day, now, batch: 500 });
+    assert.equal(deleted, 1200);
+    const left = await paths();
+    assert.equal(left.length, 30);
+    assert.ok(left.every((p) => p.startsWith('/recent-')));
+    assert.equal(await sweepNetworkEvents(t.berth.database.db, { olderThanMs: 30 * day, now, batch: 500 }), 0, 'nothing more to do');
+    // A shorter retention takes the rest.
+    assert.equal(await sweepNetworkEvents(t.berth.database.db, { olderThanMs: 12 * 3_600_000, now }), 30);
+  });
 });
+
+async function until(check: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('timed out waiting');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

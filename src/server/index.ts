@@ -14,7 +14,7 @@ import { openDatabase, type DatabaseHandle } from './db/index.ts';
 import { EnvironmentService } from './environments/service.ts';
 import { sandboxGateway, TaskEvents, TaskService, TaskWorker } from './tasks/index.ts';
 import { PolicyService } from './policy/index.ts';
-import { NetworkEventRecorder } from './network-events/index.ts';
+import { NetworkEventRecorder, NetworkEventRetention, retentionFrom } from './network-events/index.ts';
 import type { RunnerNetworkOptions } from '../runner/network/index.ts';
 import { modelClientFromEnv } from '../agent/index.ts';
 import { availableParallelism } from 'node:os';
@@ -72,6 +72,7 @@ export interface RunningBerth {
 export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
   const logger = opts.logger ?? pino({ level: process.env.BERTH_LOG_LEVEL ?? 'info' });
+  const networkEventRetention = retentionFrom(process.env.BERTH_NETWORK_EVENT_RETENTION);
   const database = await openDatabase({ dataDir: opts.dataDir, databaseUrl: opts.databaseUrl });
   const { db } = database;
 
@@ -87,6 +88,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const policies = new PolicyService({ db, secrets, logger });
   await policies.start();
   const networkEvents = new NetworkEventRecorder({ db, audit, taskEvents, logger });
+  const retention = new NetworkEventRetention({ db, logger, retentionMs: networkEventRetention });
   const runner = new LocalRunner({ dataDir: opts.dataDir, images, logger, network: { policies, events: networkEvents, ...opts.network } });
   const environments = new EnvironmentService({ db, runner, logger, audit, secrets });
   const oidcConfig = opts.oidc ?? oidcConfigFromEnv(process.env);
@@ -165,6 +167,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
       // Environments keep running: they are long-lived and found again on the next start.
       await app.close();
       await environments.flushActivity();
+      await retention.close();
       await audit.close();
       runner.close();
       await database.close();

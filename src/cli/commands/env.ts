@@ -183,7 +183,7 @@ export function envCommands(program: Command, client: Client): void {
           e.method ?? (e.kind === 'connect' ? 'CONNECT' : '-'),
           `${e.host}:${e.port}`,
           e.path ?? '-',
-          e.allowed ? `allowed${e.status === null ? '' : ` ${e.status}`}` : 'DENIED',
+          e.allowed ? `allowed${e.status === null ? '' : ` ${e.status}`}` : e.packets === null ? 'DENIED' : `DENIED (${e.packets} packet${e.packets === 1 ? '' : 's'})`,
           e.rule,
           formatSize(e.bytesUp),
           formatSize(e.bytesDown),

@@ -47,9 +47,7 @@ export function describeEvent(d: TaskEventData): string | null {
     case 'result':
       return `summary: ${d.summary}`;
     case 'network':
-      return `! network: ${d.allowed ? 'allowed' : 'denied'} ${d.method ?? 'CONNECT'} ${d.host}:${d.port}${d.path ?? ''} (${d.rule})`;
-    case 'network':
-      return `  ${d.allowed ? '·' : '✖ denied'} ${d.method ?? 'CONNECT'} ${d.host}:${d.port}${d.path ?? ''} (${d.rule})`;
+      return `! network: ${d.allowed ? 'allowed' : 'denied'} ${d.method ?? 'CONNECT'} ${d.host}:${d.port}${d.path ?? ''} (${d.rule})${d.repeated ? `, ${d.repeated} more times within a minute` : ''}`;
   }
 }
 

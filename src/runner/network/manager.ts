@@ -1,7 +1,8 @@
 // Composes the network of every environment on this runner: its namespace and rules
 // (netns.ts), its proxy (proxy.ts, deciding with request-filter.ts), the trust bundle
-// for hosts whose TLS the proxy terminates (ca.ts), and the counters.
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+// for hosts whose TLS the proxy terminates (ca.ts), the counters, and the record of
+// what the rules refused (firewall-log.ts).
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -9,8 +10,9 @@ import { rootCertificates } from 'node:tls';
 import type { Logger } from 'pino';
 import { unavailable } from '../../shared/errors.ts';
 import { isMounted } from '../overlay.ts';
-import type { Spawner } from '../spawner/index.ts';
+import type { RunOptions, Spawner } from '../spawner/index.ts';
 import { CertificateAuthority } from './ca.ts';
+import { FirewallLog, refusalEvent, refusalRule } from './firewall-log.ts';
 import { DEFAULT_SUBNET, hostBatch, insideBatch, netnsNames, netnsPrefix, pairAddresses, PROXY_PORT, ruleset, setupScript, teardownScript, type NetnsPlan } from './netns.ts';
 import { EgressProxy } from './proxy.ts';
 import { blockListOf } from './request-filter.ts';
@@ -22,6 +24,8 @@ const HOST_CA_BUNDLES = ['/etc/ssl/certs/ca-certificates.crt', '/etc/pki/tls/cer
 /** Tries at a /31 the host does not already have. */
 const ADDRESS_ATTEMPTS = 16;
 const DEFAULT_WARM = 2;
+/** How often running environments are checked for refused packets (cheap: see firewall-log.ts). */
+const FIREWALL_POLL_MS = 1_000;
 
 /** What the bundle needs to put an environment on its network. */
 export interface PreparedNetwork {
@@ -48,6 +52,10 @@ export class NetworkManager {
   /** Host addresses handed out by this runner and not yet on an interface. */
   readonly #claimed = new Set<string>();
   #filling: Promise<void> | undefined;
+  /** Readers of what each running environment's rules refused. */
+  readonly #firewalls = new Map<string, FirewallLog>();
+  readonly #firewallTimer: NodeJS.Timeout;
+  #polling = false;
   #closed = false;
   #nftChecked = false;
   #bundleReady = false;
@@ -64,6 +72,8 @@ export class NetworkManager {
     this.#restored = this.#restore()
       .catch((err: unknown) => this.#log.warn({ err }, 'could not tidy the network namespaces an earlier runner left'))
       .then(() => this.refill());
+    this.#firewallTimer = setInterval(() => void this.#pollFirewalls(), FIREWALL_POLL_MS);
+    this.#firewallTimer.unref();
   }
 
   /**
@@ -140,14 +150,14 @@ export class NetworkManager {
   }
 
   /** A namespace with its veth pair, addresses and rules: three programs in one shell. */
-  async #build(key: string): Promise<NetnsPlan> {
+  async #build(key: string, opts: RunOptions = {}): Promise<NetnsPlan> {
     const plan = this.#newPlan(key);
     const base = join(this.#dir, 'namespaces', plan.name);
     const files = { host: `${base}.host`, inside: `${base}.inside`, rules: `${base}.nft` };
     writeFileSync(files.host, hostBatch(plan));
     writeFileSync(files.inside, insideBatch(plan));
     writeFileSync(files.rules, ruleset(plan));
-    const r = await this.#spawner.run('sh', ['-c', setupScript(plan, files)]);
+    const r = await this.#spawner.run('sh', ['-c', setupScript(plan, files)], opts);
     if (r.code !== 0) {
       await this.#teardown(plan);
       throw new Error(`cannot set up a network namespace: ${(r.stderr || r.stdout).trim()}`);
@@ -185,7 +195,7 @@ export class NetworkManager {
     this.#filling = (async () => {
       while (this.#warm.length < this.#warmTarget && !this.#closed) {
         try {
-          const plan = await this.#build(`warm:${randomBytes(8).toString('hex')}`);
+          const plan = await this.#build(`warm:${randomBytes(8).toString('hex')}`, { background: true });
           if (this.#closed) this.#forget(plan);
           else this.#warm.push(plan);
         } catch (err) {
@@ -307,9 +317,15 @@ export class NetworkManager {
     return plan ? { host: plan.hostAddress, port: plan.proxyPort } : undefined;
   }
 
-  /** Stops every proxy; namespaces stay with their running environments. */
+  /**
+   * Stops every proxy; namespaces stay with their running environments (and what their
+   * rules refused stays in their sets, for the next runner).
+   */
   async close(): Promise<void> {
     this.#closed = true;
+    clearInterval(this.#firewallTimer);
+    for (const log of this.#firewalls.values()) log.close();
+    this.#firewalls.clear();
     // Warm namespaces: their names go now (before the runner closes the spawner), the
     // namespaces with the spawner's mount namespace.
     for (const plan of this.#warm.splice(0)) this.#forget(plan);
@@ -333,9 +349,53 @@ export class NetworkManager {
     });
     await proxy.listen(plan.proxyPort, plan.hostAddress);
     this.#proxies.set(id, proxy);
+    // Its refusals are read while it runs, like its proxy listens. A runner restarted under
+    // a running environment finds its namespace through one of its processes: the name's
+    // mount went with the earlier runner's spawner.
+    if (!this.#firewalls.has(id)) {
+      const netns = isMounted(this.#spawner, plan.path) ? plan.path : netnsHolding(plan.envAddress);
+      if (netns) this.#firewalls.set(id, new FirewallLog(this.#spawner, netns));
+      else this.#log.warn({ environment: id }, "cannot find the environment's network namespace: what its firewall refuses is counted but not recorded until it restarts");
+    }
+  }
+
+  /** What the rules of environments whose packets were refused since the last look refused. */
+  async #pollFirewalls(): Promise<void> {
+    if (this.#polling) return;
+    this.#polling = true;
+    try {
+      // One at a time: a flood in one environment costs one nft conversation a second.
+      for (const [id, log] of this.#firewalls) if (await log.due()) await this.#recordRefusals(id, log);
+    } finally {
+      this.#polling = false;
+    }
+  }
+
+  async #recordRefusals(id: string, log: FirewallLog, final = false): Promise<void> {
+    const plan = this.#plan(id);
+    if (!plan) return;
+    try {
+      const refusals = await log.read(final);
+      if (!refusals.length) return;
+      const ctx = { hostAddress: plan.hostAddress, subnet: this.#o.subnet ?? DEFAULT_SUBNET, hostAddresses: hostAddressesNow() };
+      const at = new Date().toISOString();
+      for (const r of refusals) this.#o.events.record(refusalEvent(id, r, refusalRule(r, ctx), at));
+    } catch (err) {
+      // The rules still refuse; only the record of it waits for the environment's next start.
+      if (this.#firewalls.get(id) === log) this.#log.warn({ err, environment: id }, "cannot read what the environment's firewall refused");
+      this.#firewalls.delete(id);
+      log.close();
+    }
   }
 
   async #closeProxy(id: string): Promise<void> {
+    const log = this.#firewalls.get(id);
+    if (log) {
+      // The last refusals before its processes went.
+      await this.#recordRefusals(id, log, true);
+      this.#firewalls.delete(id);
+      log.close();
+    }
     const proxy = this.#proxies.get(id);
     if (!proxy) return;
     this.#proxies.delete(id);
@@ -374,6 +434,32 @@ export class NetworkManager {
 
 function emptyUsage(): NetworkUsage {
   return { bytesUp: 0, bytesDown: 0, connections: 0, open: 0, refused: 0, peak: 0 };
+}
+
+/**
+ * A namespace path for the network namespace in which `address` is a local address (an
+ * environment's end of its pair), through any process in it; undefined if none is found.
+ */
+function netnsHolding(address: string): string | undefined {
+  const local = new RegExp(`-- ${address.replace(/\./g, '\\.')}\n\\s+/32 host LOCAL`);
+  const seen = new Set<string>();
+  try {
+    seen.add(readlinkSync('/proc/self/ns/net'));
+  } catch {
+    return undefined;
+  }
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      const ns = readlinkSync(`/proc/${pid}/ns/net`);
+      if (seen.has(ns)) continue;
+      seen.add(ns);
+      if (local.test(readFileSync(`/proc/${pid}/net/fib_trie`, 'utf8'))) return `/proc/${pid}/ns/net`;
+    } catch {
+      // Gone meanwhile, or not ours to read.
+    }
+  }
+  return undefined;
 }
 
 function hostAddressesNow(): Set<string> {

@@ -1,7 +1,7 @@
 // An environment's network namespace: a veth pair to the host, an address on each end,
 // and nftables rules inside that let out exactly one thing, TCP to the runner's proxy on
 // the host end. Everything else (any address, IPv4 or IPv6, DNS, the host's services,
-// other environments, metadata addresses) is rejected and counted.
+// other environments, metadata addresses) is rejected, counted and noted per destination.
 //
 // The namespace is the host's (owned by the initial user namespace), so nothing in the
 // environment, whose root lives in a user namespace of its own and lacks CAP_NET_ADMIN,
@@ -61,14 +61,32 @@ function intToIpv4(n: number): string {
   return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
 }
 
-/** The ruleset inside the namespace (nft -f). */
+/** Protocols whose packets carry ports (`th dport` reads the transport header). */
+const PORTED = '{ tcp, udp, udplite, sctp, dccp }';
+/** Destinations each refused set holds between two reads. */
+export const REFUSED_SET_SIZE = 4096;
+
+/**
+ * The ruleset inside the namespace (nft -f). Before each refusal the packet's destination
+ * goes into a set with a counter of its own, so every refused attempt can be recorded as
+ * an event (firewall-log.ts reads and empties the sets); a full set records no more until
+ * read, but the rule after it refuses all the same. Packets without ports count as port 0.
+ */
 export function ruleset(p: NetnsPlan): string {
+  const refused = (family: 4 | 6) => `  set refused${family} { type ipv${family}_addr . inet_proto . inet_service; flags dynamic,timeout; timeout 5m; size ${REFUSED_SET_SIZE}; counter; }`;
+  const note = (ip: 'ip' | 'ip6', family: 4 | 6) => [
+    `    meta l4proto ${PORTED} update @refused${family} { ${ip} daddr . meta l4proto . th dport }`,
+    `    meta l4proto != ${PORTED} update @refused${family} { ${ip} daddr . meta l4proto . 0 }`,
+  ];
   return `table inet berth {
   counter blocked { }
+${refused(4)}
+${refused(6)}
   chain output {
     type filter hook output priority 0; policy drop;
     oifname "lo" accept
     ip daddr ${p.hostAddress} tcp dport ${p.proxyPort} accept
+${[...note('ip', 4), ...note('ip6', 6)].join('\n')}
     # Rejected rather than dropped, so a tool that tries fails at once instead of hanging.
     meta l4proto tcp counter name "blocked" reject with tcp reset
     counter name "blocked" reject with icmpx type admin-prohibited
@@ -116,9 +134,11 @@ export function insideBatch(p: NetnsPlan): string {
     'link set eth0 addrgenmode none',
     `addr add ${p.envAddress}/31 dev eth0`,
     'link set eth0 up',
-    // A default route, so a direct connection reaches the rules (rejected and counted)
-    // rather than failing before them with "network unreachable".
+    // Default routes, so a direct connection reaches the rules (refused and recorded)
+    // rather than failing before them with "network unreachable". IPv6 has no address
+    // here: its packets only ever meet the rules.
     `route add default via ${p.hostAddress} dev eth0`,
+    'route add ::/0 dev eth0',
     '',
   ].join('\n');
 }

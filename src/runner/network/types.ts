@@ -28,8 +28,12 @@ export interface PolicySource {
 export interface NetworkEvent {
   environmentId: string;
   at: string;
-  /** 'http': a plain-HTTP request (or one inside a TLS connection the proxy terminates); 'connect': a CONNECT tunnel. */
-  kind: 'http' | 'connect';
+  /**
+   * 'http': a plain-HTTP request (or one inside a TLS connection the proxy terminates);
+   * 'connect': a CONNECT tunnel; 'firewall': packets the namespace's rules refused to one
+   * destination (a direct connection, DNS, IPv6 …), with the protocol as `method`.
+   */
+  kind: NetworkEventKind;
   host: string;
   port: number;
   method: string | null;
@@ -42,7 +46,11 @@ export interface NetworkEvent {
   bytesDown: number;
   durationMs: number;
   error?: string;
+  /** 'firewall' events: the packets refused to this destination since the last such event. */
+  packets?: number;
 }
+
+export type NetworkEventKind = 'http' | 'connect' | 'firewall';
 
 export interface NetworkEventSink {
   record(e: NetworkEvent): void;

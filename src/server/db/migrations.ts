@@ -246,4 +246,12 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('secrets').addColumn('egress_format', 'text').execute();
     },
   },
+  '0006_network_event_packets_and_age': {
+    async up(db: Kysely<any>) {
+      // What the namespace's rules refused is recorded per destination, with a packet count.
+      await db.schema.alterTable('network_events').addColumn('packets', 'integer').execute();
+      // The retention sweep deletes the oldest rows in batches: found by age, not by a scan.
+      await sql`create index network_events_at on network_events (at)`.execute(db);
+    },
+  },
 };

@@ -201,7 +201,7 @@ export interface NetworkEventTable {
   org_id: string;
   environment_id: string;
   at: Timestamp;
-  kind: 'http' | 'connect';
+  kind: 'http' | 'connect' | 'firewall';
   host: string;
   port: number;
   method: string | null;
@@ -213,6 +213,8 @@ export interface NetworkEventTable {
   bytes_down: ColumnType<string, number, never>;
   duration_ms: number;
   error: string | null;
+  /** Firewall events: packets refused to this destination (null for the proxy's requests). */
+  packets: number | null;
 }
 
 export interface Database {

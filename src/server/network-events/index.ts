@@ -1,1 +1,2 @@
 export { NetworkEventRecorder } from './recorder.ts';
+export { NetworkEventRetention, retentionFrom, sweepNetworkEvents, DEFAULT_RETENTION_MS } from './retention.ts';

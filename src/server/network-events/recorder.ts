@@ -5,7 +5,7 @@ import type { Db } from '../db/index.ts';
 import type { NetworkEventView } from '../../shared/api.ts';
 import type { TaskEvents } from '../tasks/index.ts';
 import type { NetworkEvent, NetworkEventSink } from '../policy/types.ts';
-
+import { DenialWindows, type DenialWindow } from './coalesce.ts';
 
 interface Owner {
   orgId: string;
@@ -16,12 +16,23 @@ interface Owner {
 
 const cap = (s: string | null | undefined, n: number) => (s == null ? null : s.length > n ? s.slice(0, n) : s);
 
+/** A refusal as the audit log and the transcript see it, with its owner. */
+interface Denial {
+  e: NetworkEvent;
+  owner: Owner;
+}
+
+/** How long repeats of one refusal are counted before the count is written. */
+export const DENIAL_WINDOW_MS = 60_000;
+
 /**
- * Keeps what every environment's egress proxy let through or refused. record() only
- * queues (the proxy may emit hundreds a second and must never wait on the database);
- * the queue is written in multi-row inserts every flushIntervalMs or when a batch is
- * full. Each refusal also goes to the audit log and, for a task's environment, to the
- * task's transcript.
+ * Keeps what every environment's egress proxy let through or refused, and what its
+ * firewall refused. record() only queues (the proxy may emit hundreds a second and must
+ * never wait on the database); the queue is written in multi-row inserts every
+ * flushIntervalMs or when a batch is full. Every event is a row. A refusal also goes to
+ * the audit log and, for a task's environment, to the task's transcript: the first of
+ * its kind (environment, host, port, rule) in a minute at once, its repeats in that
+ * minute as one entry with `repeated` when the minute is up (or on close).
  */
 export class NetworkEventRecorder implements NetworkEventSink {
   readonly #db: Db;
@@ -35,14 +46,19 @@ export class NetworkEventRecorder implements NetworkEventSink {
   #flushing: Promise<void> = Promise.resolve();
   #timer: NodeJS.Timeout | undefined;
   readonly #owners = new Map<string, Owner | null>();
+  readonly #windows: DenialWindows<Denial>;
+  readonly #now: () => number;
 
-  constructor(opts: { db: Db; audit: AuditLog; taskEvents?: TaskEvents; logger: Logger; flushIntervalMs?: number; maxBatch?: number; maxQueue?: number }) {
+  /** @param opts.denialWindowMs how long repeats are counted (DENIAL_WINDOW_MS); @param opts.now the clock (tests). */
+  constructor(opts: { db: Db; audit: AuditLog; taskEvents?: TaskEvents; logger: Logger; flushIntervalMs?: number; maxBatch?: number; maxQueue?: number; denialWindowMs?: number; now?: () => number }) {
     this.#db = opts.db;
     this.#audit = opts.audit;
     this.#taskEvents = opts.taskEvents;
     this.#log = opts.logger;
     this.#maxBatch = opts.maxBatch ?? 500;
     this.#maxQueue = opts.maxQueue ?? 100_000;
+    this.#windows = new DenialWindows({ windowMs: opts.denialWindowMs ?? DENIAL_WINDOW_MS });
+    this.#now = opts.now ?? Date.now;
     this.#timer = setInterval(() => void this.flush(), opts.flushIntervalMs ?? 250);
     this.#timer.unref();
   }
@@ -57,9 +73,11 @@ export class NetworkEventRecorder implements NetworkEventSink {
     if (this.#queue.length === this.#maxBatch) void this.flush();
   }
 
-  /** Writes everything queued so far; resolves when it is stored. */
-  flush(): Promise<void> {
+  /** Writes everything queued so far, and the counts of windows that ran out; resolves when it is stored. */
+  flush(opts: { closeWindows?: boolean } = {}): Promise<void> {
     this.#flushing = this.#flushing.then(async () => {
+      // Counts first: a window that ran out before this batch came closes before it opens another.
+      await this.#writeRepeats(this.#windows.close(this.#now(), opts.closeWindows));
       while (this.#queue.length) {
         const batch = this.#queue.splice(0, this.#maxBatch);
         try {
@@ -79,12 +97,14 @@ export class NetworkEventRecorder implements NetworkEventSink {
   async close(): Promise<void> {
     clearInterval(this.#timer);
     await this.flush();
+    await this.flush({ closeWindows: true });
   }
 
   async #write(batch: NetworkEvent[]): Promise<void> {
     const owners = await this.#ownersOf(batch.map((e) => e.environmentId));
     const rows = [];
-    const denied: [NetworkEvent, Owner][] = [];
+    const denied: Denial[] = [];
+    const now = this.#now();
     for (const e of batch) {
       const owner = owners.get(e.environmentId);
       if (!owner) continue; // removed, or never ours
@@ -104,19 +124,31 @@ export class NetworkEventRecorder implements NetworkEventSink {
         bytes_down: Math.max(0, Math.round(e.bytesDown)),
         duration_ms: Math.max(0, Math.round(e.durationMs)),
         error: cap(e.error, 500),
+        packets: e.packets === undefined ? null : Math.max(0, Math.round(e.packets)),
       });
-      if (!e.allowed) denied.push([e, owner]);
+      if (!e.allowed && this.#windows.note(`${e.environmentId}\0${e.host}\0${e.port}\0${e.rule}`, { e, owner }, e.packets ?? 0, now)) denied.push({ e, owner });
     }
     if (rows.length) await this.#db.insertInto('network_events').values(rows).execute();
+    await Promise.all(denied.map((d) => this.#writeDenial(d)));
+  }
+
+  /** Each window's repeats as one entry (and one transcript line). */
+  async #writeRepeats(windows: DenialWindow<Denial>[]): Promise<void> {
     await Promise.all(
-      denied.map(async ([e, owner]) => {
-        const what = { kind: e.kind, method: e.method, host: e.host, port: e.port, path: cap(e.path, 2048), rule: e.rule };
-        await this.#audit.append({ orgId: owner.orgId, actor: `environment:${e.environmentId}`, action: 'network.denied', target: `${e.host}:${e.port}`, environmentId: e.environmentId, details: what });
-        if (owner.taskId && this.#taskEvents) {
-          await this.#taskEvents.append(owner.taskId, { type: 'network', allowed: false, host: e.host, port: e.port, method: e.method, path: cap(e.path, 2048), rule: e.rule });
-        }
-      }),
+      windows.map((w) =>
+        this.#writeDenial(w.first, { repeated: w.repeated, ...(w.first.e.packets === undefined ? {} : { packets: w.packets }), since: new Date(w.openedAt).toISOString() }).catch((err: unknown) =>
+          this.#log.error({ err }, 'could not write the count of repeated network denials'),
+        ),
+      ),
     );
+  }
+
+  async #writeDenial({ e, owner }: Denial, repeats?: { repeated: number; packets?: number; since: string }): Promise<void> {
+    const what = { kind: e.kind, method: e.method, host: e.host, port: e.port, path: cap(e.path, 2048), rule: e.rule, ...(e.packets === undefined ? {} : { packets: e.packets }), ...repeats };
+    await this.#audit.append({ orgId: owner.orgId, actor: `environment:${e.environmentId}`, action: 'network.denied', target: `${e.host}:${e.port}`, environmentId: e.environmentId, details: what });
+    if (owner.taskId && this.#taskEvents) {
+      await this.#taskEvents.append(owner.taskId, { type: 'network', allowed: false, host: e.host, port: e.port, method: e.method, path: cap(e.path, 2048), rule: e.rule, ...(repeats && { repeated: repeats.repeated }) });
+    }
   }
 
   async #ownersOf(ids: string[]): Promise<Map<string, Owner | null>> {
@@ -170,6 +202,7 @@ export class NetworkEventRecorder implements NetworkEventSink {
         bytesDown: Number(r.bytes_down),
         durationMs: r.duration_ms,
         error: r.error,
+        packets: r.packets,
       })),
     };
   }
