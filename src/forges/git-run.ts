@@ -1,10 +1,10 @@
 // Runs the host's git for Berth: no shell, an environment built from nothing (so neither the
 // host's git configuration nor a stray GIT_DIR applies), hooks off, a time limit, and stderr
 // with every credential removed before it goes anywhere.
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { hostSpawner } from '../runner/spawner/index.ts';
 import { Redactor } from '../shared/redact.ts';
 
 /** Enough for a large clone over a slow link; local operations finish far sooner. */
@@ -80,38 +80,33 @@ export async function runGit(o: GitRun): Promise<GitResult> {
   }
 }
 
-function spawnGit(args: string[], cwd: string | undefined, env: Record<string, string>, o: GitRun): Promise<GitResult> {
+/** git from the host spawner (see hostSpawner: no fork from the control plane). */
+async function spawnGit(args: string[], cwd: string | undefined, env: Record<string, string>, o: GitRun): Promise<GitResult> {
   const redactor = new Redactor((o.secrets ?? []).map((value) => ({ name: 'credential', value })));
   const command = o.args.find((a) => !a.startsWith('-')) ?? 'git';
-  return new Promise((resolve, reject) => {
-    const child = spawn('git', args, { cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    let timedOut = false;
-    const kill = () => child.kill('SIGKILL');
-    const timer = setTimeout(() => {
-      timedOut = true;
-      kill();
-    }, o.timeoutMs ?? DEFAULT_GIT_TIMEOUT_MS);
-    o.signal?.addEventListener('abort', kill, { once: true });
-    child.stdout.on('data', (d: Buffer) => out.push(d));
-    child.stderr.on('data', (d: Buffer) => err.push(d));
-    // git may stop reading stdin early (a patch it refuses); its exit status says why.
-    child.stdin.on('error', () => {});
-    child.stdin.end(o.input);
-    child.on('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      o.signal?.removeEventListener('abort', kill);
-      if (o.signal?.aborted) return reject(o.signal.reason);
-      const stderr = redactor.redact(Buffer.concat(err).toString('utf8'));
-      if (code !== 0 || timedOut) return reject(new GitFailed(command, code, stderr, timedOut));
-      resolve({ stdout: Buffer.concat(out).toString('utf8'), stderr });
-    });
-  });
+  const child = hostSpawner().spawn('git', args, { cwd, env, stdin: true });
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  let timedOut = false;
+  const kill = () => child.kill('SIGKILL');
+  const timer = setTimeout(() => {
+    timedOut = true;
+    kill();
+  }, o.timeoutMs ?? DEFAULT_GIT_TIMEOUT_MS);
+  o.signal?.addEventListener('abort', kill, { once: true });
+  child.stdout.on('data', (d: Buffer) => out.push(d));
+  child.stderr.on('data', (d: Buffer) => err.push(d));
+  // Could not start at all (no git, a bad cwd): the reason, as stderr.
+  child.stderr.once('spawn-error', (message: string) => err.push(Buffer.from(`${message}\n`)));
+  // git may stop reading stdin early (a patch it refuses); its exit status says why.
+  child.stdin.end(o.input);
+  const { code } = await child.exited;
+  clearTimeout(timer);
+  o.signal?.removeEventListener('abort', kill);
+  if (o.signal?.aborted) throw o.signal.reason;
+  const stderr = redactor.redact(Buffer.concat(err).toString('utf8'));
+  if (code !== 0 || timedOut) throw new GitFailed(command, code, stderr, timedOut);
+  return { stdout: Buffer.concat(out).toString('utf8'), stderr };
 }
 
 /** The end of git's stderr, where it says what went wrong, kept short for a message. */

@@ -47,7 +47,7 @@ function start(m: Extract<ToSpawner, { t: 'spawn' }>): void {
     // nice(1) rather than setpriority after the fork: a shell script could fork its own
     // children before that, and they would keep the normal priority.
     const [file, args] = m.background ? ['nice', ['-n', '19', m.file, ...m.args]] : [m.file, m.args];
-    child = spawn(file, args, { stdio: [m.stdin ? 'pipe' : 'ignore', log ?? 'pipe', log ?? 'pipe'] });
+    child = spawn(file, args, { cwd: m.cwd, env: m.env, stdio: [m.stdin ? 'pipe' : 'ignore', log ?? 'pipe', log ?? 'pipe'] });
   } catch (err) {
     send({ t: 'error', id: m.id, message: (err as Error).message });
     return;

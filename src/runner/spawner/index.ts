@@ -24,6 +24,9 @@ export interface RunResult {
 export interface SpawnOptions {
   stdin?: boolean;
   logFile?: string;
+  cwd?: string | undefined;
+  /** The command's whole environment (default: the spawner's, which is the runner's at its start). */
+  env?: Record<string, string> | undefined;
   /** Lowest CPU priority: for work done ahead, which must not slow what is waited on. */
   background?: boolean;
 }
@@ -79,6 +82,8 @@ export class Spawner {
     const request: SpawnRequest = { t: 'spawn', id, file, args, stdin: opts.stdin ?? false };
     if (opts.logFile) request.logFile = opts.logFile;
     if (opts.background) request.background = true;
+    if (opts.cwd !== undefined) request.cwd = opts.cwd;
+    if (opts.env !== undefined) request.env = opts.env;
     this.#send(request);
     return live.process;
   }
@@ -101,6 +106,11 @@ export class Spawner {
     return r.stdout;
   }
 
+  /** False once the spawner process is gone (closed, or it died). */
+  get alive(): boolean {
+    return !this.#closed && this.#child.connected;
+  }
+
   /** The spawner's pid: its /proc entry shows the mounts that commands see. */
   get pid(): number | undefined {
     return this.#child.pid;
@@ -114,6 +124,19 @@ export class Spawner {
   #send(m: ToSpawner): void {
     if (this.#child.connected) this.#child.send(m);
   }
+}
+
+let host: Spawner | undefined;
+
+/**
+ * A spawner in the host's own mount namespace, made on first use, for the control
+ * plane's commands (git for tasks): from a process the size of the control plane, each
+ * fork blocks its event loop for tens of milliseconds, and every task and request
+ * waits behind it.
+ */
+export function hostSpawner(): Spawner {
+  if (!host?.alive) host = new Spawner();
+  return host;
 }
 
 class Live {

@@ -10,6 +10,9 @@ export interface SpawnRequest {
   logFile?: string;
   /** Whether the caller will write to stdin; otherwise stdin is closed at once. */
   stdin: boolean;
+  cwd?: string;
+  /** The command's whole environment (default: the spawner's). */
+  env?: Record<string, string>;
   /** Work done ahead (warm pools): run at the lowest CPU priority, so it yields to starts and commands. */
   background?: boolean;
 }
