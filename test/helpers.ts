@@ -32,7 +32,7 @@ export interface CliResult {
   stderr: string;
 }
 
-export async function startTestBerth(opts: { dataDir?: string; database?: TestDatabase; sweepIntervalMs?: number; port?: number; oidc?: OidcConfig; tokenRateLimit?: number; modelEnv?: NodeJS.ProcessEnv; taskConcurrency?: number } = {}): Promise<TestBerth> {
+export async function startTestBerth(opts: { dataDir?: string; database?: TestDatabase; sweepIntervalMs?: number; port?: number; oidc?: OidcConfig; tokenRateLimit?: number; modelEnv?: NodeJS.ProcessEnv; taskConcurrency?: number; runnerHeartbeatMs?: number; minFreeDiskBytes?: number } = {}): Promise<TestBerth> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'berth-test-'));
   // On PostgreSQL each control plane gets a database of its own; a restart passes it on.
   const database = opts.database ?? (ON_POSTGRES ? await freshDatabase() : undefined);
@@ -49,6 +49,8 @@ export async function startTestBerth(opts: { dataDir?: string; database?: TestDa
     // No model unless a test brings its own: nothing reaches a real provider from a test.
     modelEnv: opts.modelEnv ?? {},
     taskConcurrency: opts.taskConcurrency,
+    runnerHeartbeatMs: opts.runnerHeartbeatMs,
+    minFreeDiskBytes: opts.minFreeDiskBytes,
   });
   const client = JSON.parse(readFileSync(berth.clientConfigPath, 'utf8')) as ClientConfig;
   let closed = false;
@@ -110,4 +112,15 @@ export async function sh(t: TestBerth, env: string, script: string, extra: Recor
   const res = await t.api('POST', `/api/orgs/default/environments/${env}/exec`, { cmd: ['sh', '-c', script], ...extra });
   if (res.status !== 200) throw new Error(`exec failed: ${res.status} ${JSON.stringify(res.body)}`);
   return res.body as { exitCode: number; stdout: string; stderr: string; timedOut: boolean };
+}
+
+/** Polls `get` until it gives something truthy, failing with `what` after `timeoutMs`. */
+export async function waitFor<T>(what: string, get: () => Promise<T | undefined | null | false>, timeoutMs = 60_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await get();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }

@@ -2,7 +2,7 @@
 // filters from page to page, and a task shows the model it runs with.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { startTestBerth, type TestBerth } from './helpers.ts';
+import { startTestBerth, waitFor, type TestBerth } from './helpers.ts';
 
 let t: TestBerth;
 let orgId: string;
@@ -115,5 +115,41 @@ describe('tasks list paging', () => {
       cursor = res.body.nextCursor;
     } while (cursor);
     assert.deepEqual(ids, envs.map((e) => e.id).reverse());
+  });
+});
+
+describe('the model a task runs with', () => {
+  const ended = (id: string) =>
+    waitFor(`task ${id} to end`, async () => {
+      const task = (await t.api('GET', `/api/orgs/default/tasks/${id}`)).body;
+      return ['succeeded', 'failed', 'cancelled', 'timed_out'].includes(task.state) && task;
+    }, 120_000);
+
+  test("a task that names no model shows the runner's default (BERTH_MODEL) once it starts; a retry follows the default again", async () => {
+    // The repository does not exist: the task starts (and takes its model), then fails at the clone.
+    const created = await t.api('POST', '/api/orgs/default/tasks', { goal: 'Use the default model', repo: 'file:///nonexistent/berth-test.git' });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    assert.equal(created.body.model, null, 'not chosen while queued');
+    assert.equal(created.body.modelIsDefault, false);
+    const task = await ended(created.body.id);
+    assert.equal(task.state, 'failed');
+    assert.equal(task.model, 'gpt-4o-mini');
+    assert.equal(task.modelIsDefault, true);
+    const shown = await t.cli(['task', 'show', task.id]);
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.match(shown.stdout, /^agent\s+built-in \(gpt-4o-mini, the runner's default\)$/m);
+
+    const retry = await t.api('POST', `/api/orgs/default/tasks/${task.id}/retry`);
+    assert.equal(retry.status, 201, JSON.stringify(retry.body));
+    assert.equal(retry.body.model, null, "the retry takes the default of when it starts, not the first run's");
+    await ended(retry.body.id);
+  });
+
+  test('a model the task names is kept and not marked as the default', async () => {
+    const created = await t.api('POST', '/api/orgs/default/tasks', { goal: 'Use a named model', repo: 'file:///nonexistent/berth-test.git', model: 'gpt-4.1' });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    const task = await ended(created.body.id);
+    assert.deepEqual([task.model, task.modelIsDefault], ['gpt-4.1', false]);
+    assert.match((await t.cli(['task', 'show', task.id])).stdout, /^agent\s+built-in \(gpt-4\.1\)$/m);
   });
 });

@@ -4,6 +4,7 @@ export { BuiltinAgent, type AgentBudget, type AgentOutcome, type BuiltinAgentOpt
 export { HostWorkspace, TIMEOUT_EXIT_CODE, type ExecOptions, type ExecResult, type Workspace } from './workspace.ts';
 export {
   AnthropicModel,
+  defaultModel,
   ModelError,
   modelClientFromEnv,
   OpenAIModel,

@@ -8,6 +8,7 @@ import { secretCommands } from './commands/secret.ts';
 import { auditCommands } from './commands/audit.ts';
 import { taskCommands } from './commands/task.ts';
 import { policyCommands } from './commands/policy.ts';
+import { runnerCommands } from './commands/runner.ts';
 import { clientConfig, dataDir } from './config.ts';
 import { CliError } from './output.ts';
 
@@ -46,6 +47,7 @@ auditCommands(program, client);
 imageCommands(program, client);
 taskCommands(program, client);
 policyCommands(program, client);
+runnerCommands(program, client);
 
 try {
   await program.parseAsync();

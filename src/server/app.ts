@@ -25,6 +25,8 @@ import { authRoutes } from './routes/auth.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { secretRoutes } from './routes/secrets.ts';
 import { taskRoutes } from './routes/tasks.ts';
+import { runnerRoutes } from './routes/runners.ts';
+import type { RunnerRegistry } from './runners/index.ts';
 import { policyRoutes } from './routes/policy.ts';
 import { PolicyService } from './policy/index.ts';
 import { NetworkEventRecorder } from './network-events/index.ts';
@@ -82,6 +84,7 @@ export interface AppDeps {
   tasks: TaskService;
   taskEvents: TaskEvents;
   images: ImageStore;
+  runners: RunnerRegistry;
   health: () => { database: 'pglite' | 'postgres'; runtime: string };
   version: string;
   /** Egress policies; made here when not given. Started and closed with the app either way. */
@@ -232,6 +235,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     attachRoutes(api, deps);
     fileRoutes(api, deps);
     imageRoutes(api, deps);
+    runnerRoutes(api, deps);
     policyRoutes(api, { policies, networkEvents });
     webRoutes(api);
   });

@@ -114,6 +114,18 @@ export class Authorizer {
     return { ...found, actor: actorOf(caller), caller };
   }
 
+  /**
+   * Instance-wide views (the runners serve every org): instance administrators, and the
+   * admins and owners of any org, who need them to tell why their tasks wait.
+   */
+  async assertInstanceView(caller: Caller, what: string): Promise<void> {
+    if (caller.instanceAdmin) return;
+    const roles = (await this.orgsOf(caller)).map((o) => o.role);
+    if (roles.some((r) => atLeast(r, 'admin'))) return;
+    const highest = roles.sort((a, b) => roleRank(b) - roleRank(a))[0];
+    throw forbidden(`${what} are shown to admins and owners of an org and to instance administrators; ${highest ? `your highest role is ${highest}` : 'you have no role in any org'}`);
+  }
+
   /** The orgs the caller can see, with their role in each. */
   async orgsOf(caller: Caller): Promise<{ id: string; name: string; role: Role }[]> {
     if (caller.kind === 'org') {

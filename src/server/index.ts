@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
-import { ImageStore, LlmGateway, LocalRunner, upstreamsFromEnv, type ImageProgress } from '../runner/index.ts';
+import { ImageStore, LlmGateway, LocalRunner, probeHost, upstreamsFromEnv, type ImageProgress } from '../runner/index.ts';
 import { CLIENT_CONFIG_FILE, VERSION, type ClientConfig } from '../shared/client-config.ts';
 import { buildApp, type App } from './app.ts';
 import { ensureBootstrap, TokenService } from './auth.ts';
@@ -17,7 +17,10 @@ import { PolicyService } from './policy/index.ts';
 import { NetworkEventRecorder, NetworkEventRetention, retentionFrom } from './network-events/index.ts';
 import type { RunnerNetworkOptions } from '../runner/network/index.ts';
 import { modelClientFromEnv } from '../agent/index.ts';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
+import { RunnerHeartbeat, RunnerRegistry } from './runners/index.ts';
+import { parseSize } from '../shared/units.ts';
+import { invalid } from '../shared/errors.ts';
 
 
 export { CLIENT_CONFIG_FILE, VERSION, type ClientConfig };
@@ -46,6 +49,10 @@ export interface StartOptions {
   network?: Partial<Omit<RunnerNetworkOptions, 'policies' | 'events'>>;
   /** The URL people use to reach this Berth, for links in pull requests (BERTH_PUBLIC_URL; default the listen address). */
   publicUrl?: string;
+  /** How often the local runner writes its heartbeat (default 5 s). */
+  runnerHeartbeatMs?: number;
+  /** Less free space on the data directory's disk makes the runner degraded (BERTH_MIN_FREE_DISK, default 2g). */
+  minFreeDiskBytes?: number;
 }
 
 /** BERTH_AUDIT_WEBHOOK (and BERTH_AUDIT_WEBHOOK_SECRET) send every audit entry to a SIEM. */
@@ -99,10 +106,11 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   // Agent CLIs inside environments reach models through this, with a per-task token.
   const gateway = new LlmGateway({ upstreams: upstreamsFromEnv(modelEnv), logger });
   let publicUrl = opts.publicUrl ?? process.env.BERTH_PUBLIC_URL ?? '';
+  // One runner per data directory: the tasks it claimed are the ones it recovers.
+  const runnerId = `local:${opts.dataDir}`;
   const worker = new TaskWorker({
     db,
-    // One runner per data directory: the tasks it claimed are the ones it recovers.
-    runnerId: `local:${opts.dataDir}`,
+    runnerId,
     concurrency: opts.taskConcurrency ?? (Number(process.env.BERTH_TASK_CONCURRENCY) || 2 * availableParallelism()),
     deps: { db, events: taskEvents, environments, secrets, audit, logger, workDir: join(opts.dataDir, 'tasks'), publicUrl: () => publicUrl, modelEnv, gateway: sandboxGateway({ gateway, runner, environments }) },
   });
@@ -111,6 +119,21 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   // Before serving: make the database agree with what is really running on this host.
   await environments.reconcile();
   await worker.recover();
+
+  const runners = new RunnerRegistry({ db, authz });
+  const minFreeDiskBytes = opts.minFreeDiskBytes ?? minFreeDiskFromEnv(process.env.BERTH_MIN_FREE_DISK);
+  const heartbeat = new RunnerHeartbeat({
+    registry: runners,
+    runner: { id: runnerId, name: 'local', host: hostname(), version: VERSION },
+    everyMs: opts.runnerHeartbeatMs ?? 5_000,
+    logger,
+    report: async () => ({
+      ...probeHost({ backend: runner.backend.name, network: Boolean(runner.network), diskQuota: runner.diskQuota, dataDir: opts.dataDir, minFreeDiskBytes }),
+      environments: await environments.counts(),
+      tasks: { running: worker.running, concurrency: worker.concurrency },
+    }),
+  });
+  await heartbeat.start();
 
   const app = await buildApp({
     logger,
@@ -127,6 +150,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     policies,
     networkEvents,
     images,
+    runners,
     version: VERSION,
     health: () => ({ database: database.kind, runtime: runner.backend.name }),
   });
@@ -163,6 +187,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     async close() {
       clearInterval(sweeper);
       await worker.close();
+      await heartbeat.close();
       await gateway.close();
       // Environments keep running: they are long-lived and found again on the next start.
       await app.close();
@@ -173,6 +198,13 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
       await database.close();
     },
   };
+}
+
+function minFreeDiskFromEnv(value: string | undefined): number {
+  if (!value?.trim()) return 2 * 1024 ** 3;
+  const bytes = parseSize(value);
+  if (bytes === undefined) throw invalid(`BERTH_MIN_FREE_DISK must be a size such as 2g or 500m, not ${JSON.stringify(value)}`);
+  return bytes;
 }
 
 /**

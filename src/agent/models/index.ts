@@ -30,13 +30,18 @@ const DEFAULT_BASE_URL: Record<Provider, string> = { openai: 'https://api.openai
  */
 const NO_KEY = 'no-key';
 
+/** The model a built-in agent task that names none runs with: BERTH_MODEL. */
+export function defaultModel(env: NodeJS.ProcessEnv): string | undefined {
+  return env.BERTH_MODEL?.trim() || undefined;
+}
+
 /**
  * A model client from OPENAI_BASE_URL / OPENAI_API_KEY or ANTHROPIC_BASE_URL /
  * ANTHROPIC_API_KEY, BERTH_MODEL (and BERTH_MODEL_PROVIDER, BERTH_MODEL_PRICE).
  * Reads only `env`, never this process's environment.
  */
 export function modelClientFromEnv(env: NodeJS.ProcessEnv, opts: ModelOptions = {}): ModelClient {
-  const model = (opts.model ?? env.BERTH_MODEL)?.trim();
+  const model = opts.model?.trim() ?? defaultModel(env);
   if (!model) {
     throw unavailable(
       'No model is configured for the built-in agent: set BERTH_MODEL (e.g. claude-sonnet-4-5 or gpt-4.1), and ANTHROPIC_API_KEY for Anthropic, or OPENAI_API_KEY (and OPENAI_BASE_URL for vLLM, Ollama, LiteLLM) for an OpenAI-compatible server.',

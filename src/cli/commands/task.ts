@@ -90,7 +90,7 @@ function printTask(t: Task): void {
     ['state', `${t.state}${t.stateReason ? ` (${t.stateReason})` : ''}`],
     ['step', t.step ?? '-'],
     ['repository', `${t.repo}${t.baseBranch ? ` @ ${t.baseBranch}` : ''}${t.project ? ` (project ${t.project})` : ''}`],
-    ['agent', t.agent === 'builtin' ? `built-in${t.model ? ` (${t.model})` : ''}` : 'command'],
+    ['agent', t.agent === 'command' ? 'command' : `built-in (${t.model ? `${t.model}${t.modelIsDefault ? ", the runner's default" : ''}` : "the runner's default model, chosen when it starts"})`],
     ['environment', t.environmentId ?? '-'],
     ['branch', t.branch ?? '-'],
     ['change', t.changeRequest ? `${t.changeRequest.draft ? 'draft ' : ''}${t.changeRequest.url ?? `kept in Berth${t.changeRequest.mergedSha ? ` (merged ${t.changeRequest.mergedSha.slice(0, 12)})` : ': berth task approve ' + t.id}`}` : '-'],

@@ -254,4 +254,25 @@ export const migrations: Record<string, Migration> = {
       await sql`create index network_events_at on network_events (at)`.execute(db);
     },
   },
+  '0007_runners': {
+    async up(db: Kysely<any>) {
+      // Each runner writes its report here every few seconds (its heartbeat); the control
+      // plane lists them, and one whose heartbeat stopped is shown offline.
+      await db.schema
+        .createTable('runners')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('host', 'text', (c) => c.notNull())
+        .addColumn('version', 'text', (c) => c.notNull())
+        .addColumn('report', 'jsonb', (c) => c.notNull())
+        .addColumn('started_at', 'timestamptz', (c) => c.notNull())
+        .addColumn('heartbeat_at', 'timestamptz', (c) => c.notNull())
+        .addColumn('stopped_at', 'timestamptz')
+        .execute();
+      // A built-in agent task that named no model gets the runner's default (BERTH_MODEL)
+      // written into model when it starts; this says the model came from there, so a
+      // retry follows the default of its own day.
+      await db.schema.alterTable('tasks').addColumn('model_default', 'boolean', (c) => c.notNull().defaultTo(false)).execute();
+    },
+  },
 };

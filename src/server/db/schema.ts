@@ -2,6 +2,7 @@ import type { ColumnType, Insertable, Selectable, Updateable } from 'kysely';
 import type { EnvironmentState } from '../../shared/environment.ts';
 import type { ForgeSettings } from '../../forges/index.ts';
 import type { ProjectWorkSettings } from '../tasks/repo-config.ts';
+import type { RunnerReport } from '../../shared/api-runners.ts';
 import type { AgentKind, ChangeRequest, TaskBudget, TaskEventData, TaskState, TaskStep } from '../../shared/tasks.ts';
 
 
@@ -144,7 +145,10 @@ export interface TaskTable {
   goal: string;
   agent: AgentKind;
   command: string | null;
+  /** The model asked for (the task's, else its project's); for a built-in agent task that asked for none, the default it started with. */
   model: string | null;
+  /** Whether `model` is the runner's default (BERTH_MODEL), written when the task started. */
+  model_default: ColumnType<boolean, boolean | undefined, boolean>;
   budget: ColumnType<TaskBudget, string, string>;
   check_command: string | null;
   state: TaskState;
@@ -217,6 +221,20 @@ export interface NetworkEventTable {
   packets: number | null;
 }
 
+/** One runner as it last reported itself (its heartbeat). */
+export interface RunnerTable {
+  /** The id its tasks carry in tasks.runner_id. */
+  id: string;
+  name: string;
+  host: string;
+  version: string;
+  report: ColumnType<RunnerReport, string, string>;
+  started_at: Timestamp;
+  heartbeat_at: Timestamp;
+  /** Set when the runner shut down cleanly; a later start clears it. */
+  stopped_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
 export interface Database {
   orgs: OrgTable;
   users: UserTable;
@@ -231,6 +249,7 @@ export interface Database {
   task_events: TaskEventTable;
   network_policies: NetworkPolicyTable;
   network_events: NetworkEventTable;
+  runners: RunnerTable;
 }
 
 export type EnvironmentRow = Selectable<EnvironmentTable>;

@@ -125,6 +125,16 @@ export class EnvironmentService {
     return { items: page.map(toApi), nextCursor: rows.length > opts.limit && last ? encodePageCursor(last.page_key, last.id) : null };
   }
 
+  /** Environments that exist (not deleted) and those running, over every org: on `berth up` they are all the local runner's. */
+  async counts(): Promise<{ running: number; total: number }> {
+    const row = await this.#db
+      .selectFrom('environments')
+      .select([sql<string>`count(*) filter (where state = 'running')`.as('running'), sql<string>`count(*)`.as('total')])
+      .where('state', '<>', 'deleted')
+      .executeTakeFirstOrThrow();
+    return { running: Number(row.running), total: Number(row.total) };
+  }
+
   async show(orgId: string, ref: string): Promise<EnvironmentDetail> {
     const row = await this.#get(orgId, ref);
     if (row.state !== 'running' && row.state !== 'stopped') return { ...toApi(row), usage: null };

@@ -126,7 +126,8 @@ export class TaskService {
         goal: row.goal,
         agent: row.agent,
         command: row.command,
-        model: row.model,
+        // A default model is the default of the day the retry runs.
+        model: row.model_default ? null : row.model,
         budget: JSON.stringify(row.budget),
         check_command: row.check_command,
         state: 'queued',
@@ -239,6 +240,7 @@ export class TaskService {
       baseBranch: r.base_branch,
       agent: r.agent,
       model: r.agent === 'command' ? null : r.model,
+      modelIsDefault: r.agent === 'builtin' && r.model_default,
       state: r.state,
       stateReason: r.state_reason,
       step: r.step,

@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
+import { defaultModel } from '../../agent/index.ts';
 import type { Db, TaskRow } from '../db/index.ts';
 import type { TaskEvents } from './events.ts';
 import { TaskEnd, TaskRun, type PipelineDeps } from './pipeline.ts';
@@ -37,6 +38,11 @@ export class TaskWorker implements TaskSignals {
 
   get running(): number {
     return this.#running.size;
+  }
+
+  /** How many tasks it works on at once. */
+  get concurrency(): number {
+    return this.#concurrency;
   }
 
   /**
@@ -95,9 +101,14 @@ export class TaskWorker implements TaskSignals {
   }
 
   async #claimAll(): Promise<void> {
+    // A built-in agent task that named no model runs with this runner's default: written
+    // with the claim, so the task shows the model it really used.
+    const fallback = defaultModel(this.#deps.modelEnv) ?? null;
     while (!this.#closed && this.#running.size < this.#concurrency) {
       const { rows } = await sql<TaskRow>`
-        update tasks set state = 'provisioning', step = 'provisioning', runner_id = ${this.#runnerId}, started_at = now(), updated_at = now()
+        update tasks set state = 'provisioning', step = 'provisioning', runner_id = ${this.#runnerId}, started_at = now(), updated_at = now(),
+          model = case when agent = 'builtin' and (model is null or model_default) then ${fallback}::text else model end,
+          model_default = (agent = 'builtin' and (model is null or model_default) and ${fallback}::text is not null)
         where id = (select id from tasks where state = 'queued' order by created_at, id limit 1 for update skip locked)
         returning *`.execute(this.#db);
       const row = rows[0];

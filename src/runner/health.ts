@@ -1,0 +1,74 @@
+// What a runner can say about its host and itself, for its heartbeat: the backend, the
+// cgroup layout, cores and memory, the network and disk setup, and what is wrong (a tool
+// gone missing, the data directory's disk nearly full). Cheap enough to run every few seconds.
+import { accessSync, constants, statfsSync } from 'node:fs';
+import { availableParallelism, totalmem } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { formatSize } from '../shared/units.ts';
+import { cgroupLayout, type CgroupLayout } from './cgroups.ts';
+
+export interface HostProbe {
+  backend: string;
+  cgroups: CgroupLayout;
+  cpus: number;
+  memoryBytes: number;
+  network: { egressProxy: boolean; nftables: boolean };
+  diskQuota: boolean;
+  dataDisk: { freeBytes: number; totalBytes: number };
+  /** Empty when the runner is healthy. */
+  problems: string[];
+}
+
+export interface ProbeInput {
+  /** The isolation backend's runtime binary (crun, runc, runsc). */
+  backend: string;
+  /** Whether environments get a network through the egress proxy. */
+  network: boolean;
+  diskQuota: boolean;
+  dataDir: string;
+  /** Less free space than this on the data directory's file system makes the runner degraded. */
+  minFreeDiskBytes: number;
+}
+
+// Root's tools live in the sbin directories, which a service's PATH does not always name.
+const SBIN = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
+
+/** Whether an executable of this name is on PATH (or in an sbin directory). */
+export function installed(binary: string, path = process.env.PATH ?? ''): boolean {
+  for (const dir of new Set([...path.split(delimiter).filter(Boolean), ...SBIN])) {
+    try {
+      accessSync(join(dir, binary), constants.X_OK);
+      return true;
+    } catch {
+      // not here
+    }
+  }
+  return false;
+}
+
+export function probeHost(input: ProbeInput): HostProbe {
+  const problems: string[] = [];
+  if (!installed(input.backend)) problems.push(`the OCI runtime ${input.backend} is missing: environments cannot start (apt-get install ${input.backend})`);
+  const nftables = installed('nft');
+  if (input.network && !nftables) problems.push('nftables (nft) is missing: environments with a network cannot start (apt-get install nftables)');
+  let dataDisk = { freeBytes: 0, totalBytes: 0 };
+  try {
+    const fs = statfsSync(input.dataDir);
+    dataDisk = { freeBytes: fs.bavail * fs.bsize, totalBytes: fs.blocks * fs.bsize };
+    if (dataDisk.freeBytes < input.minFreeDiskBytes) {
+      problems.push(`disk space is low on the data directory: ${formatSize(dataDisk.freeBytes)} free of ${formatSize(dataDisk.totalBytes)}, below ${formatSize(input.minFreeDiskBytes)} (BERTH_MIN_FREE_DISK)`);
+    }
+  } catch (err) {
+    problems.push(`the data directory cannot be read: ${(err as Error).message}`);
+  }
+  return {
+    backend: input.backend,
+    cgroups: cgroupLayout(),
+    cpus: availableParallelism(),
+    memoryBytes: totalmem(),
+    network: { egressProxy: input.network, nftables },
+    diskQuota: input.diskQuota,
+    dataDisk,
+    problems,
+  };
+}

@@ -1,0 +1,3 @@
+// Runners: the hosts that run environments, each reporting itself every few seconds.
+export { RunnerRegistry, type RunnerBeat } from './registry.ts';
+export { RunnerHeartbeat, type HeartbeatOptions } from './heartbeat.ts';

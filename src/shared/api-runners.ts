@@ -1,0 +1,41 @@
+// The runners API's shapes, declared once for the server, /openapi.json, the CLI and the web UI.
+import { z } from 'zod';
+
+/** What a runner says about itself in each heartbeat. */
+export const RunnerReport = z.object({
+  backend: z.string().describe('the isolation backend: crun, runc or runsc'),
+  cgroups: z.enum(['v2', 'v1', 'hybrid']).describe("how the host mounts cgroups"),
+  cpus: z.number().int().describe("the host's CPU cores"),
+  memoryBytes: z.number().describe("the host's memory"),
+  environments: z.object({ running: z.number().int(), total: z.number().int().describe('every environment not deleted, running or stopped') }),
+  tasks: z.object({ running: z.number().int(), concurrency: z.number().int().describe('tasks it works on at once; the rest wait queued') }),
+  network: z.object({
+    egressProxy: z.boolean().describe('environments get a network namespace whose only way out is the egress proxy'),
+    nftables: z.boolean().describe('nft is installed (the namespace firewall needs it)'),
+  }),
+  diskQuota: z.boolean().describe('each environment writes to a disk image of its limit (BERTH_DISK_QUOTA=off: no)'),
+  dataDisk: z.object({ freeBytes: z.number(), totalBytes: z.number() }).describe("the file system of the runner's data directory"),
+  problems: z.array(z.string()).describe('what makes the runner degraded; empty when it is healthy'),
+  heartbeatMs: z.number().int().describe('how often it reports'),
+});
+export type RunnerReport = z.infer<typeof RunnerReport>;
+
+export const RUNNER_HEALTH = ['ok', 'degraded', 'offline'] as const;
+export type RunnerHealth = (typeof RUNNER_HEALTH)[number];
+
+export const Runner = RunnerReport.omit({ problems: true }).extend({
+  id: z.string().describe('the id its tasks carry'),
+  name: z.string(),
+  host: z.string().describe('host name'),
+  version: z.string().describe('Berth version'),
+  health: z.object({
+    status: z.enum(RUNNER_HEALTH).describe('offline: no heartbeat for three intervals, or stopped'),
+    reasons: z.array(z.string()).describe('why it is not ok'),
+  }),
+  startedAt: z.string(),
+  lastHeartbeatAt: z.string(),
+});
+export type Runner = z.infer<typeof Runner>;
+
+export const RunnerList = z.object({ items: z.array(Runner) });
+export type RunnerList = z.infer<typeof RunnerList>;
