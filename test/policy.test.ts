@@ -279,6 +279,21 @@ describe('network events', () => {
     ...over,
   });
 
+  /** A task row of another runner, running in the environment: its transcript is where the environment's denials go. */
+  const runningTaskIn = async (environmentId: string, taskId: string) => {
+    const orgId = (await t.api('GET', '/api/orgs')).body.items.find((o: { name: string }) => o.name === 'default').id;
+    await t.berth.database.db
+      .insertInto('tasks')
+      .values({
+        id: taskId, org_id: orgId, project_id: null, repo_url: 'https://example.invalid/x.git', base_branch: null, goal: 'network test', agent: 'builtin', command: null, model: null,
+        budget: JSON.stringify({ maxSteps: 1, maxTokens: null, maxCostUsd: null, timeoutMs: 60_000, maxCheckRetries: 0 }), check_command: null, state: 'running', state_reason: null,
+        step: 'agent', trigger: 'api', created_by: 'test', runner_id: 'elsewhere', environment_id: environmentId, branch: null, base_sha: null, head_sha: null, change_request: null,
+        checks_passed: null, summary: null, diff: null,
+      } as never)
+      .execute();
+    return taskId;
+  };
+
   test('stored in batches, listed by the CLI; denials reach the audit log and the task transcript', async () => {
     const env = (await t.api('POST', '/api/orgs/default/environments', { name: 'chatty' })).body;
     const sink = t.berth.app.networkEvents;
@@ -311,17 +326,7 @@ describe('network events', () => {
 
     // An environment of a task: its denials go into the task's transcript.
     const taskEnv = (await t.api('POST', '/api/orgs/default/environments', { name: 'task-env' })).body;
-    const orgId = (await t.api('GET', '/api/orgs')).body.items.find((o: { name: string }) => o.name === 'default').id;
-    const taskId = 'tsk_networktest01';
-    await t.berth.database.db
-      .insertInto('tasks')
-      .values({
-        id: taskId, org_id: orgId, project_id: null, repo_url: 'https://example.invalid/x.git', base_branch: null, goal: 'network test', agent: 'builtin', command: null, model: null,
-        budget: JSON.stringify({ maxSteps: 1, maxTokens: null, maxCostUsd: null, timeoutMs: 60_000, maxCheckRetries: 0 }), check_command: null, state: 'running', state_reason: null,
-        step: 'agent', trigger: 'api', created_by: 'test', runner_id: 'elsewhere', environment_id: taskEnv.id, branch: null, base_sha: null, head_sha: null, change_request: null,
-        checks_passed: null, summary: null, diff: null,
-      } as never)
-      .execute();
+    const taskId = await runningTaskIn(taskEnv.id, 'tsk_networktest01');
     sink.record(event(taskEnv.id, { host: 'pastebin.example.com', path: '/upload', method: 'POST', allowed: false, rule: 'deny:default:not-allowed', status: 403 }));
     sink.record(event(taskEnv.id));
     await sink.flush();
@@ -354,17 +359,7 @@ describe('network events', () => {
 
   test('repeats of a denial within a minute are one audit entry and one transcript line with the count; every event stays a row', async () => {
     const env = (await t.api('POST', '/api/orgs/default/environments', { name: 'looping' })).body;
-    const orgId = (await t.api('GET', '/api/orgs')).body.items.find((o: { name: string }) => o.name === 'default').id;
-    const taskId = 'tsk_networkloop01';
-    await t.berth.database.db
-      .insertInto('tasks')
-      .values({
-        id: taskId, org_id: orgId, project_id: null, repo_url: 'https://example.invalid/x.git', base_branch: null, goal: 'loop', agent: 'builtin', command: null, model: null,
-        budget: JSON.stringify({ maxSteps: 1, maxTokens: null, maxCostUsd: null, timeoutMs: 60_000, maxCheckRetries: 0 }), check_command: null, state: 'running', state_reason: null,
-        step: 'agent', trigger: 'api', created_by: 'test', runner_id: 'elsewhere', environment_id: env.id, branch: null, base_sha: null, head_sha: null, change_request: null,
-        checks_passed: null, summary: null, diff: null,
-      } as never)
-      .execute();
+    const taskId = await runningTaskIn(env.id, 'tsk_networkloop01');
     let now = Date.parse('2026-03-01T12:00:00Z');
     const db = t.berth.database.db;
     const logger = pino({ level: 'silent' });

@@ -48,8 +48,9 @@ const DNS_PORTS = new Set([53, 853]);
  * `metadata`, `link-local`, `host` (the veth's host end or any address of the host),
  * `other-environment` (the pairs' range), `ipv6`, else `direct-connection`.
  */
-export function refusalRule(r: Pick<Refusal, 'family' | 'address' | 'port' | 'protocol'>, ctx: RefusalContext, subnets = blockListOf([ctx.subnet])): string {
+export function refusalRule(r: Pick<Refusal, 'family' | 'address' | 'port' | 'protocol'>, ctx: RefusalContext): string {
   const type = r.family === 4 ? 'ipv4' : 'ipv6';
+  const subnets = blockListOf([ctx.subnet]);
   const why = DNS_PORTS.has(r.port) && (r.protocol === 'udp' || r.protocol === 'tcp') ? 'dns'
     : METADATA.has(r.address) ? 'metadata'
     : LINK_LOCAL.check(r.address, type) ? 'link-local'
@@ -95,7 +96,8 @@ export function parseRefusedSet(line: string): Refusal[] {
   const out: Refusal[] = [];
   for (const { elem } of set?.elem ?? []) {
     const [address, protocol, port] = elem?.val?.concat ?? [];
-    if (typeof address !== 'string' || isIP(address) !== family) continue;
+    // What goes back into a delete command is an address, a protocol name or number, a port.
+    if (typeof address !== 'string' || isIP(address) !== family || !/^[a-z0-9-]+$/i.test(String(protocol))) continue;
     out.push({
       family,
       address,
@@ -154,10 +156,15 @@ export function refusalSignal(snmp: string, snmp6: string): number {
 /**
  * One environment's reader: a `nft -j -i` in its namespace, asked line by line. Each
  * batch of commands ends with `list tables`, whose answer always comes (a failed command
- * prints nothing on stdout), so every answer is framed.
+ * prints nothing on stdout), so every answer is framed. The nft starts at the first read,
+ * not before `notBefore`: a start does not share its moment with it, and what is refused
+ * meanwhile waits in the sets.
  */
 export class FirewallLog {
-  readonly #proc: SpawnedProcess;
+  readonly #spawner: Spawner;
+  readonly #locate: () => string | undefined;
+  readonly #notBefore: number;
+  #proc: SpawnedProcess | undefined;
   #buffer = '';
   #lines: string[] = [];
   #waiting: (() => void) | undefined;
@@ -170,23 +177,32 @@ export class FirewallLog {
   /** The counters of the destinations left in the sets at the last read. */
   #seen = new Map<string, Refusal>();
 
-  /** @param netns the namespace's path as the spawner sees it. */
-  constructor(spawner: Spawner, netns: string) {
-    this.#proc = spawner.spawn('nsenter', [`--net=${netns}`, 'nft', '-j', '-i'], { stdin: true });
-    this.#proc.stdout.setEncoding('utf8');
-    this.#proc.stdout.on('data', (chunk: string) => {
+  /** @param locate the namespace's path as the spawner sees it, asked when the nft starts. */
+  constructor(spawner: Spawner, locate: () => string | undefined, opts: { notBefore?: number } = {}) {
+    this.#spawner = spawner;
+    this.#locate = locate;
+    this.#notBefore = opts.notBefore ?? 0;
+  }
+
+  #start(): SpawnedProcess {
+    const netns = this.#locate();
+    if (!netns) throw new Error((this.#dead = 'cannot find the network namespace'));
+    const proc = this.#spawner.spawn('nsenter', [`--net=${netns}`, 'nft', '-j', '-i'], { stdin: true });
+    proc.stdout.setEncoding('utf8');
+    proc.stdout.on('data', (chunk: string) => {
       this.#buffer += chunk;
       const parts = this.#buffer.split('\n');
       this.#buffer = parts.pop()!;
       for (const p of parts) if (p.trim()) this.#lines.push(p);
       this.#waiting?.();
     });
-    this.#proc.stderr.setEncoding('utf8');
-    this.#proc.stderr.on('data', (chunk: string) => (this.#stderr = (this.#stderr + chunk).slice(-2000)));
-    void this.#proc.exited.then(({ code }) => {
+    proc.stderr.setEncoding('utf8');
+    proc.stderr.on('data', (chunk: string) => (this.#stderr = (this.#stderr + chunk).slice(-2000)));
+    void proc.exited.then(({ code }) => {
       this.#dead ??= `nft exited ${code}: ${this.#stderr.trim()}`;
       this.#waiting?.();
     });
+    return proc;
   }
 
   /** Why it stopped answering, once it has. */
@@ -196,7 +212,8 @@ export class FirewallLog {
 
   /** Whether the sets may hold something: the snmp gate moved, or a safety read is due. */
   async due(now = Date.now()): Promise<boolean> {
-    if (now - this.#readAt >= SAFETY_READ_MS) return true;
+    if (now < this.#notBefore) return false;
+    if (!this.#proc || now - this.#readAt >= SAFETY_READ_MS) return true;
     const pid = await this.#proc.pid.catch(() => undefined);
     if (pid === undefined) return false;
     try {
@@ -234,6 +251,7 @@ export class FirewallLog {
   /** Sends `commands` and a framing `list tables`; resolves with the answers before the frame. */
   async #ask(commands: string[]): Promise<string[]> {
     if (this.#dead) throw new Error(this.#dead);
+    this.#proc ??= this.#start();
     this.#proc.stdin.write(`${[...commands, 'list tables'].join('\n')}\n`);
     const deadline = Date.now() + ANSWER_TIMEOUT_MS;
     const answers: string[] = [];
@@ -265,6 +283,6 @@ export class FirewallLog {
   /** Ends the nft (at end of input); the namespace is not touched. */
   close(): void {
     this.#dead ??= 'closed';
-    this.#proc.stdin.end();
+    this.#proc?.stdin.end();
   }
 }

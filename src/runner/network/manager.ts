@@ -26,6 +26,7 @@ const ADDRESS_ATTEMPTS = 16;
 const DEFAULT_WARM = 2;
 /** How often running environments are checked for refused packets (cheap: see firewall-log.ts). */
 const FIREWALL_POLL_MS = 1_000;
+const FIREWALL_START_DELAY_MS = 2_000;
 
 /** What the bundle needs to put an environment on its network. */
 export interface PreparedNetwork {
@@ -349,13 +350,13 @@ export class NetworkManager {
     });
     await proxy.listen(plan.proxyPort, plan.hostAddress);
     this.#proxies.set(id, proxy);
-    // Its refusals are read while it runs, like its proxy listens. A runner restarted under
-    // a running environment finds its namespace through one of its processes: the name's
-    // mount went with the earlier runner's spawner.
+    // Its refusals are read while it runs, like its proxy listens (from a few seconds on,
+    // off the start's path). A runner restarted under a running environment finds its
+    // namespace through one of its processes: the name's mount went with the earlier
+    // runner's spawner.
     if (!this.#firewalls.has(id)) {
-      const netns = isMounted(this.#spawner, plan.path) ? plan.path : netnsHolding(plan.envAddress);
-      if (netns) this.#firewalls.set(id, new FirewallLog(this.#spawner, netns));
-      else this.#log.warn({ environment: id }, "cannot find the environment's network namespace: what its firewall refuses is counted but not recorded until it restarts");
+      const locate = () => (isMounted(this.#spawner, plan.path) ? plan.path : netnsHolding(plan.envAddress));
+      this.#firewalls.set(id, new FirewallLog(this.#spawner, locate, { notBefore: Date.now() + FIREWALL_START_DELAY_MS }));
     }
   }
 
@@ -382,7 +383,7 @@ export class NetworkManager {
       for (const r of refusals) this.#o.events.record(refusalEvent(id, r, refusalRule(r, ctx), at));
     } catch (err) {
       // The rules still refuse; only the record of it waits for the environment's next start.
-      if (this.#firewalls.get(id) === log) this.#log.warn({ err, environment: id }, "cannot read what the environment's firewall refused");
+      if (this.#firewalls.get(id) === log) this.#log.warn({ err, environment: id }, "cannot read what the environment's firewall refused: it still refuses, and counts, but records nothing more until the environment starts again");
       this.#firewalls.delete(id);
       log.close();
     }
