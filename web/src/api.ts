@@ -2,8 +2,9 @@
 import type { Task, TaskList } from '../../src/shared/api-tasks.ts';
 import type { AuditEntry, AuthMethods, Environment, EnvironmentDetail } from '../../src/shared/api.ts';
 import type { TaskEventData } from '../../src/shared/tasks.ts';
+import type { Runner, RunnerList } from '../../src/shared/api-runners.ts';
 
-export type { AuditEntry, AuthMethods, Environment, EnvironmentDetail, Task, TaskList };
+export type { AuditEntry, AuthMethods, Environment, EnvironmentDetail, Runner, RunnerList, Task, TaskList };
 export type Role = 'viewer' | 'member' | 'admin' | 'owner';
 export interface Org {
   id: string;

@@ -1,7 +1,7 @@
 import { useState, type FormEvent, type ReactNode } from 'react';
-import { api, can, orgPath, ROLES, type Role } from '../api.ts';
+import { api, ApiError, can, orgPath, ROLES, type Role, type RunnerList } from '../api.ts';
 import { useSession } from '../session.ts';
-import { ago, usePoll } from '../util.ts';
+import { ago, bytes, usePoll } from '../util.ts';
 import { ErrorNote } from './common.tsx';
 
 interface Project {
@@ -41,7 +41,6 @@ interface Health {
   ok: boolean;
   version: string;
   database: string;
-  runtime: string;
 }
 
 const SECTIONS = [
@@ -298,21 +297,53 @@ function Tokens() {
   );
 }
 
+/** The control plane's health and every runner's, refreshed every few seconds. */
 function Runners() {
   const health = usePoll((s) => api<Health>('GET', '/health', undefined, s), 10_000, []);
+  const runners = usePoll((s) => api<RunnerList>('GET', '/api/runners', undefined, s), 5_000, []);
   const h = health.data;
+  // The runner list is for admins and owners of an org: a member is told so, not shown an error.
+  const refused = runners.error instanceof ApiError && runners.error.status === 403;
   return (
     <Section id="runners" title="Runners and health">
-      <ErrorNote error={health.error} />
+      <ErrorNote error={health.error ?? (refused ? undefined : runners.error)} />
       {h && (
         <dl className="facts">
           <div><dt>Control plane</dt><dd>{h.ok ? <span className="ok">healthy</span> : <span className="bad">unhealthy</span>}</dd></div>
           <div><dt>Version</dt><dd>{h.version}</dd></div>
           <div><dt>Database</dt><dd>{h.database}</dd></div>
-          <div><dt>Runner</dt><dd>local ({h.runtime})</dd></div>
         </dl>
       )}
-      <p className="hint">This control plane runs one local runner; there is no API listing remote runners yet.</p>
+      {refused && <p className="hint">Runners and their health are shown to admins and owners of an org.</p>}
+      {runners.data && (
+        <table className="list runners">
+          <caption className="sr-only">Runners, refreshed every few seconds</caption>
+          <thead>
+            <tr>
+              <th scope="col">Runner</th><th scope="col">Health</th><th scope="col">Backend</th><th scope="col">Capacity</th><th scope="col">Environments</th><th scope="col">Tasks</th><th scope="col">Network</th><th scope="col">Data disk</th><th scope="col">Last heartbeat</th>
+            </tr>
+          </thead>
+          <tbody>
+            {runners.data.items.map((r) => (
+              <tr key={r.id}>
+                <th scope="row">{r.name}<div className="muted">{r.host} · {r.version}</div></th>
+                <td>
+                  <span className={`badge health-${r.health.status}`}>{r.health.status}</span>
+                  {r.health.reasons.length > 0 && <ul className="reasons">{r.health.reasons.map((why) => <li key={why}>{why}</li>)}</ul>}
+                </td>
+                <td>{r.backend}<div className="muted">cgroup {r.cgroups}</div></td>
+                <td>{r.cpus} cores · {bytes(r.memoryBytes)}</td>
+                <td>{r.environments.running} running of {r.environments.total}</td>
+                <td>{r.tasks.running} running of {r.tasks.concurrency}</td>
+                <td>{r.network.egressProxy ? 'egress proxy' : 'none'}{r.network.egressProxy && !r.network.nftables && <div className="bad">no nftables</div>}</td>
+                <td>{bytes(r.dataDisk.freeBytes)} free of {bytes(r.dataDisk.totalBytes)}<div className="muted">disk quota {r.diskQuota ? 'on' : 'off'}</div></td>
+                <td><time dateTime={r.lastHeartbeatAt} title={r.lastHeartbeatAt}>{ago(r.lastHeartbeatAt)}</time></td>
+              </tr>
+            ))}
+            {runners.data.items.length === 0 && <tr><td colSpan={9} className="empty">No runner has reported yet.</td></tr>}
+          </tbody>
+        </table>
+      )}
     </Section>
   );
 }
