@@ -11,6 +11,7 @@ import type { Runner, RunnerReport } from '../src/shared/api-runners.ts';
 import { openDatabase } from '../src/server/db/index.ts';
 import { Authorizer } from '../src/server/authz.ts';
 import { RunnerRegistry } from '../src/server/runners/index.ts';
+import { probeHost } from '../src/runner/index.ts';
 import { startTestBerth, waitFor, type TestBerth } from './helpers.ts';
 
 let t: TestBerth;
@@ -168,5 +169,17 @@ describe('a runner with a problem', () => {
       await low.database?.drop();
       rmSync(low.dataDir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('the host probe', () => {
+  test('names each problem: a missing OCI runtime, a data directory low on space or unreadable', () => {
+    const base = { backend: t.berth.runner.backend.name, network: true, diskQuota: true, dataDir: t.dataDir, minFreeDiskBytes: 0 };
+    assert.deepEqual(probeHost(base).problems, []);
+    assert.deepEqual(probeHost({ ...base, backend: 'no-such-runtime' }).problems, ['the OCI runtime no-such-runtime is missing: environments cannot start (apt-get install no-such-runtime)']);
+    assert.match(probeHost({ ...base, minFreeDiskBytes: 2 ** 50 }).problems.join(), /^disk space is low on the data directory/);
+    const gone = probeHost({ ...base, dataDir: '/nonexistent/berth-data' });
+    assert.match(gone.problems.join(), /^the data directory cannot be read: ENOENT/);
+    assert.deepEqual(gone.dataDisk, { freeBytes: 0, totalBytes: 0 });
   });
 });
