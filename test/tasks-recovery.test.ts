@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { createBareRepo } from './fakes/git-server.ts';
 import { startModelServer, type ScriptRequest } from './fakes/model-server.ts';
-import { IMAGE_DIR, REPO, runCli } from './helpers.ts';
+import { IMAGE_DIR, REPO, runCli, waitFor } from './helpers.ts';
 import { freshDatabase, ON_POSTGRES } from './postgres.ts';
 
 const dataDir = mkdtempSync(join(tmpdir(), 'berth-task-recovery-'));
@@ -56,16 +56,6 @@ async function show(id: string) {
   return JSON.parse(r.stdout);
 }
 
-async function until<T>(what: string, get: () => Promise<T | null>, timeoutMs = 90_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await get();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
 after(async () => {
   up?.kill('SIGKILL');
   up = await startUp();
@@ -88,7 +78,7 @@ test('kill -9 in the middle of a task: it ends as failed with the reason, and th
   assert.match(queued, /^task_[0-9a-z]{12}$/);
 
   // The first task's agent is waiting on the model; the second waits in the queue (one at a time).
-  await until('the stalled task to reach the model', async () => (model.requests.length ? true : null));
+  await waitFor('the stalled task to reach the model', async () => (model.requests.length ? true : null), 90_000);
   const during = await show(stalled);
   assert.equal(during.state, 'running');
   assert.equal(during.step, 'agent');
@@ -105,10 +95,10 @@ test('kill -9 in the middle of a task: it ends as failed with the reason, and th
   const envState = JSON.parse((await runCli(['env', 'show', failed.environmentId, '--json'], env)).stdout).state;
   assert.equal(envState, 'stopped');
 
-  const done = await until('the queued task to finish', async () => {
+  const done = await waitFor('the queued task to finish', async () => {
     const t = await show(queued);
     return ['succeeded', 'failed', 'cancelled', 'timed_out'].includes(t.state) ? t : null;
-  });
+  }, 90_000);
   assert.equal(done.state, 'succeeded', done.stateReason);
   assert.equal(done.changeRequest.kind, 'berth');
 

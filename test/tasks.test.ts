@@ -11,7 +11,7 @@ import { createBareRepo, refSha, runGit, startGitServer, type GitServer } from '
 import { startFakeGitHub } from './fakes/github.ts';
 import { startFakeGitLab } from './fakes/gitlab.ts';
 import { startModelServer, type ModelServer, type ScriptRequest, type Step } from './fakes/model-server.ts';
-import { REPO, startTestBerth, type TestBerth } from './helpers.ts';
+import { REPO, startTestBerth, waitFor, type TestBerth } from './helpers.ts';
 
 const MODEL_KEY = 'sk-model-key-never-inside-0123456789';
 const FORGE_TOKEN = 'forge-token-never-inside-9876543210';
@@ -42,16 +42,6 @@ function fixingScript(seen: { failure?: string; greenRun?: string }): Step[] {
 
 interface Events {
   items: { seq: number; data: Record<string, any> }[];
-}
-
-async function waitFor<T>(what: string, get: () => Promise<T | undefined | null | false>, timeoutMs = 60_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await get();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 async function task(t: TestBerth, id: string) {
