@@ -25,11 +25,11 @@ command -v apt-get >/dev/null || die "this script knows Debian and Ubuntu (apt-g
 
 # Host tools: an OCI runtime, a static init for environments, a Debian bootstrapper for
 # the default image, skopeo for registry pulls, iproute2 and nftables for environment
-# networks (namespace, veth, default-deny rules), and what the tests use (git; Chromium below).
+# networks (namespace, veth, default-deny rules), and what the tests use (git; browsers below).
 packages=(crun catatonit mmdebstrap skopeo uidmap util-linux iproute2 nftables git ca-certificates tar xz-utils gcc libc6-dev)
 # The tests also start a real image registry (Debian's docker-registry) and drive the web
-# UI in a real browser (Debian's Chromium, through playwright-core).
-((test_tools)) && packages+=(docker-registry chromium)
+# UI in real browsers through playwright-core: Debian's Chromium and Firefox ESR.
+((test_tools)) && packages+=(docker-registry chromium firefox-esr)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

@@ -76,6 +76,10 @@ export function taskRoutes(app: App, { tasks, taskEvents }: AppDeps): void {
       reply.hijack();
       const res = reply.raw;
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+      // A comment at once, not the first event: until the first bytes of the body a browser
+      // may not hand the response over (Firefox waits for them), and a quiet task would look
+      // "connecting" until the first heartbeat.
+      res.write(': open\n\n');
       const id = req.params.id;
       let ended = false;
       const end = () => {
