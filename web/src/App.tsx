@@ -69,16 +69,24 @@ export function App() {
     [me, org, signOut],
   );
 
-  // A new page moves focus to its content, so a screen reader starts reading there.
+  // A new page moves focus to its content, so a screen reader starts reading there; so does
+  // signing in, once the pages are there (the sign-in form that had the focus is gone).
+  // Only a page loaded afresh starts at the top, with the skip link.
   const firstPage = useRef(true);
+  const ready = session !== undefined;
   useEffect(() => {
     document.title = titleFor(path);
+    if (!ready) return;
     if (firstPage.current) firstPage.current = false;
     else document.getElementById('main')?.focus({ preventScroll: true });
-  }, [path]);
+  }, [path, ready]);
+  const signedIn = (t: string) => {
+    firstPage.current = false;
+    setTokenState(t);
+  };
 
-  if (path === '/auth/oidc/callback') return <OidcCallback onToken={(t) => setTokenState(t)} />;
-  if (!token) return <SignIn onToken={(t) => setTokenState(t)} />;
+  if (path === '/auth/oidc/callback') return <OidcCallback onToken={signedIn} />;
+  if (!token) return <SignIn onToken={signedIn} />;
   if (error) {
     return (
       <main className="center" id="main">

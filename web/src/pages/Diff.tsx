@@ -84,8 +84,10 @@ const FileDiff = memo(function FileDiff({ file, index, initial }: { file: DiffFi
   return (
     <section className="diff-file" id={`file-${index}`} aria-label={`Changes to ${title}`}>
       <header>
-        <button className="link" aria-expanded={shown} onClick={() => setShown(!shown)}>{shown ? '▾' : '▸'}</button>
-        <h3>{title}</h3>
+        {/* The disclosure pattern: the heading's own text is the button that shows or hides the file. */}
+        <h3>
+          <button className="disclosure" aria-expanded={shown} onClick={() => setShown(!shown)}><span aria-hidden="true">{shown ? '▾' : '▸'}</span> {title}</button>
+        </h3>
         <span className={`badge file-${file.status}`}>{file.status}</span>
         <span className="ok">+{file.additions}</span> <span className="bad">−{file.deletions}</span>
         <ModeSwitch mode={mode} setMode={setMode} label={file.newPath} />
@@ -126,9 +128,11 @@ const FileDiff = memo(function FileDiff({ file, index, initial }: { file: DiffFi
 
 function Code({ line, lang }: { line: DiffLine; lang: string | undefined }) {
   const sign = line.kind === 'add' ? '+' : line.kind === 'del' ? '-' : ' ';
+  const said = line.kind === 'add' ? 'added: ' : line.kind === 'del' ? 'removed: ' : '';
   return (
     <td className={`src ${line.kind}`}>
-      <span className="sign" aria-label={line.kind === 'add' ? 'added' : line.kind === 'del' ? 'removed' : undefined}>{sign}</span>
+      <span className="sign" aria-hidden="true">{sign}</span>
+      {said && <span className="sr-only sign">{said}</span>}
       <span dangerouslySetInnerHTML={{ __html: line.kind === 'note' ? escape(line.text) : highlight(line.text, lang) }} />
     </td>
   );

@@ -178,20 +178,22 @@ export function TaskPage({ id }: { id: string }) {
         <details className="full-goal"><summary>Full goal</summary><pre>{t.goal}</pre></details>
       )}
 
-      <div
-        role="tablist"
-        aria-label="Task views"
-        className="tabs"
-        onKeyDown={(e) => {
-          // Arrow keys move between the tabs, as the ARIA tabs pattern expects.
-          if (e.key !== 'ArrowLeft' && e.key !== 'ArrowRight') return;
-          const next = tab === 'transcript' ? 'diff' : 'transcript';
-          setTab(next);
-          document.getElementById(`tab-${next}`)?.focus();
-        }}
-      >
-        <button role="tab" id="tab-transcript" aria-selected={tab === 'transcript'} tabIndex={tab === 'transcript' ? 0 : -1} aria-controls="panel-transcript" onClick={() => setTab('transcript')}>Transcript ({earlier + events.length})</button>
-        <button role="tab" id="tab-diff" aria-selected={tab === 'diff'} tabIndex={tab === 'diff' ? 0 : -1} aria-controls="panel-diff" onClick={() => setTab('diff')}>Diff</button>
+      <div className="tabs">
+        <div
+          role="tablist"
+          aria-label="Task views"
+          onKeyDown={(e) => {
+            // Arrow keys move between the tabs, as the ARIA tabs pattern expects.
+            if (e.key !== 'ArrowLeft' && e.key !== 'ArrowRight') return;
+            const next = tab === 'transcript' ? 'diff' : 'transcript';
+            setTab(next);
+            document.getElementById(`tab-${next}`)?.focus();
+          }}
+        >
+          <button role="tab" id="tab-transcript" aria-selected={tab === 'transcript'} tabIndex={tab === 'transcript' ? 0 : -1} aria-controls="panel-transcript" onClick={() => setTab('transcript')}>Transcript ({earlier + events.length})</button>
+          <button role="tab" id="tab-diff" aria-selected={tab === 'diff'} tabIndex={tab === 'diff' ? 0 : -1} aria-controls="panel-diff" onClick={() => setTab('diff')}>Diff</button>
+        </div>
+        {/* Beside the tabs, not among them: a tablist holds tabs only. */}
         <span className={`stream stream-${status}`} aria-live="polite">{status === 'live' ? '● live' : status === 'reconnecting' ? 'reconnecting…' : status === 'ended' ? 'ended' : 'connecting…'}</span>
       </div>
       {tab === 'transcript' ? (

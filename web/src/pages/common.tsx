@@ -1,4 +1,4 @@
-import type { ReactNode } from 'react';
+import { cloneElement, type ReactElement, type ReactNode } from 'react';
 
 const STATE_LABEL: Record<string, string> = { timed_out: 'timed out' };
 
@@ -11,11 +11,12 @@ export function ErrorNote({ error }: { error: Error | string | undefined }) {
   return <p className="error" role="alert">{typeof error === 'string' ? error : error.message}</p>;
 }
 
-export function Field({ id, label, hint, children }: { id: string; label: string; hint?: ReactNode; children: ReactNode }) {
+/** A labelled control with an optional hint, which screen readers read as the control's description. */
+export function Field({ id, label, hint, children }: { id: string; label: string; hint?: ReactNode; children: ReactElement<{ 'aria-describedby'?: string }> }) {
   return (
     <div className="field">
       <label htmlFor={id}>{label}</label>
-      {children}
+      {hint ? cloneElement(children, { 'aria-describedby': `${id}-hint` }) : children}
       {hint && <p className="hint" id={`${id}-hint`}>{hint}</p>}
     </div>
   );
