@@ -2,7 +2,7 @@
 // host's loopback against local "outside" servers, and the runner giving a real
 // environment its namespace, rules and proxy across start, stop, restart and remove.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -481,7 +481,39 @@ describe('an environment on the network', () => {
     assert.equal(existsSync(join(dataDir, 'network', 'environments', `${spec.id}.json`)), false);
     assert.equal(netnsName().includes(now.name), false, 'the namespace name is gone');
   });
+
+  test("the firewall's reader keeps no process while nothing is refused, and starts one again for the next refusal", async () => {
+    const runner = new LocalRunner({ dataDir, images, logger, network: { policies, events, resolver: testResolver, allowPrivateAddresses: ALLOW_LOOPBACK, firewallIdleMs: 1_000 } });
+    runners.push(runner);
+    const s = { ...spec, id: newId('env') };
+    const refusedHere = (port: number) => events.events(s.id).some((e) => e.kind === 'firewall' && e.host === '1.1.1.1' && e.port === port);
+    // nft processes reading this environment's namespace.
+    const readers = () => {
+      const ns = readlinkSync(`/proc/${netnsPid()}/ns/net`);
+      return readdirSync('/proc').filter((pid) => {
+        try {
+          return /^\d+$/.test(pid) && readFileSync(`/proc/${pid}/cmdline`, 'utf8') === 'nft\0-j\0-i\0' && readlinkSync(`/proc/${pid}/ns/net`) === ns;
+        } catch {
+          return false;
+        }
+      }).length;
+    };
+    let initPid: number | undefined;
+    const netnsPid = () => initPid;
+    try {
+      await runner.start(s);
+      initPid = await runner.backend.pid(runner.containerId(s.id));
+      await run(runner.exec(s, { cmd: ['curl', '-sS', '-m', '5', '--noproxy', '*', 'http://1.1.1.1:8091/'] }));
+      await until(() => refusedHere(8091), 10_000);
+      await until(() => readers() === 0, 10_000);
+      await run(runner.exec(s, { cmd: ['curl', '-sS', '-m', '5', '--noproxy', '*', 'http://1.1.1.1:8092/'] }));
+      await until(() => refusedHere(8092), 10_000);
+    } finally {
+      await runner.remove(s.id).catch(() => {});
+    }
+  });
 });
+
 
 /** Connects and hangs up: resolves when something listens at host:port. */
 function rawTcp(host: string, port: number): Promise<void> {

@@ -3,12 +3,15 @@
 // long-lived `nft -i` in the namespace and turns each destination into a NetworkEvent.
 //
 // Why a long-lived nft: starting nsenter + nft costs ~25 ms of CPU, too much to do every
-// second for hundreds of environments; a waiting nft costs ~1.5 MB and a command ~0.3 ms.
-// Why the snmp gate: its /proc/PID/net counters (readable without entering anything)
-// move when the kernel refuses a packet, so a quiet environment costs two file reads a
-// second and no nft command at all. A read every SAFETY_READ_MS catches what the gate
-// might miss.
-import { readFile } from 'node:fs/promises';
+// second for an environment whose packets are being refused; a waiting nft costs ~1.5 MB
+// and a command ~0.3 ms. It ends after IDLE_CLOSE_MS without refusals, so an idle
+// environment keeps no process (1.5 MB would be several times what it costs otherwise).
+// Why the snmp gate: the namespace's /proc/PID/net counters move when the kernel refuses
+// a packet. They are opened once, from the first nft's pid, and the open files go on
+// reading the namespace's counters after that process is gone: a quiet environment
+// costs two reads a second and no process at all. While an nft runs, a read every
+// SAFETY_READ_MS catches what the gate might miss.
+import { closeSync, openSync, readSync } from 'node:fs';
 import { isIP } from 'node:net';
 import type { Spawner, SpawnedProcess } from '../spawner/index.ts';
 import { blockListOf } from './request-filter.ts';
@@ -37,6 +40,7 @@ export interface RefusalContext {
 }
 
 export const SAFETY_READ_MS = 10_000;
+const IDLE_CLOSE_MS = 30_000;
 const ANSWER_TIMEOUT_MS = 5_000;
 
 const LINK_LOCAL = blockListOf(['169.254.0.0/16', 'fe80::/10']);
@@ -164,6 +168,7 @@ export class FirewallLog {
   readonly #spawner: Spawner;
   readonly #locate: () => string | undefined;
   readonly #notBefore: number;
+  readonly #idleMs: number;
   #proc: SpawnedProcess | undefined;
   #buffer = '';
   #lines: string[] = [];
@@ -171,23 +176,29 @@ export class FirewallLog {
   #stderr = '';
   #dead: string | undefined;
   #busy: Promise<unknown> = Promise.resolve();
-  /** Last snmp sum seen, and when the sets were last read. */
+  /** Last snmp sum seen, when the sets were last read, and when they last held something new. */
   #signal: number | undefined;
   #readAt = 0;
+  #refusedAt = 0;
+  /** The namespace's snmp and snmp6, open (see above), once the first nft has started. */
+  #counters: { snmp: number; snmp6: number | undefined } | undefined;
   /** The counters of the destinations left in the sets at the last read. */
   #seen = new Map<string, Refusal>();
 
   /** @param locate the namespace's path as the spawner sees it, asked when the nft starts. */
-  constructor(spawner: Spawner, locate: () => string | undefined, opts: { notBefore?: number } = {}) {
+  constructor(spawner: Spawner, locate: () => string | undefined, opts: { notBefore?: number; idleMs?: number | undefined } = {}) {
     this.#spawner = spawner;
     this.#locate = locate;
     this.#notBefore = opts.notBefore ?? 0;
+    this.#idleMs = opts.idleMs ?? IDLE_CLOSE_MS;
   }
 
   #start(): SpawnedProcess {
     const netns = this.#locate();
     if (!netns) throw new Error((this.#dead = 'cannot find the network namespace'));
     const proc = this.#spawner.spawn('nsenter', [`--net=${netns}`, 'nft', '-j', '-i'], { stdin: true });
+    this.#buffer = '';
+    this.#lines = [];
     proc.stdout.setEncoding('utf8');
     proc.stdout.on('data', (chunk: string) => {
       this.#buffer += chunk;
@@ -199,7 +210,8 @@ export class FirewallLog {
     proc.stderr.setEncoding('utf8');
     proc.stderr.on('data', (chunk: string) => (this.#stderr = (this.#stderr + chunk).slice(-2000)));
     void proc.exited.then(({ code }) => {
-      this.#dead ??= `nft exited ${code}: ${this.#stderr.trim()}`;
+      // An nft ended for being idle is no failure.
+      if (this.#proc === proc) this.#dead ??= `nft exited ${code}: ${this.#stderr.trim()}`;
       this.#waiting?.();
     });
     return proc;
@@ -213,18 +225,40 @@ export class FirewallLog {
   /** Whether the sets may hold something: the snmp gate moved, or a safety read is due. */
   async due(now = Date.now()): Promise<boolean> {
     if (now < this.#notBefore) return false;
-    if (!this.#proc || now - this.#readAt >= SAFETY_READ_MS) return true;
-    const pid = await this.#proc.pid.catch(() => undefined);
-    if (pid === undefined) return false;
-    try {
-      const [snmp, snmp6] = await Promise.all([readFile(`/proc/${pid}/net/snmp`, 'utf8'), readFile(`/proc/${pid}/net/snmp6`, 'utf8').catch(() => '')]);
-      const signal = refusalSignal(snmp, snmp6);
-      const moved = signal !== this.#signal;
-      this.#signal = signal;
-      return moved;
-    } catch {
-      return true;
-    }
+    // The first read starts the nft, whose pid opens the counters.
+    if (!this.#counters) return !this.#proc;
+    // Nothing refused for a while (or ever: the first nft only opened the counters).
+    if (this.#proc && now - this.#refusedAt >= this.#idleMs) this.#busy = this.#busy.then(() => this.#idle());
+    const moved = this.#sample(this.#counters);
+    return moved || (this.#proc !== undefined && now - this.#readAt >= SAFETY_READ_MS);
+  }
+
+  /** Reads the gate's counters; true when they moved since the last sample. */
+  #sample(c: { snmp: number; snmp6: number | undefined }): boolean {
+    const signal = refusalSignal(readAll(c.snmp), c.snmp6 === undefined ? '' : readAll(c.snmp6));
+    const moved = signal !== this.#signal;
+    this.#signal = signal;
+    return moved;
+  }
+
+  /**
+   * Opens the namespace's counters through `proc`, and takes their first sample. Only
+   * once it has answered: until nsenter has entered the namespace, its /proc/PID/net is
+   * the host's.
+   */
+  async #openCounters(proc: SpawnedProcess): Promise<void> {
+    await this.#roundTrip([]);
+    const pid = await proc.pid;
+    const snmp = openSync(`/proc/${pid}/net/snmp`, 'r');
+    this.#counters = { snmp, snmp6: optionalOpen(`/proc/${pid}/net/snmp6`) };
+    this.#sample(this.#counters);
+  }
+
+  /** Ends the nft between refusals; the next read starts another. */
+  #idle(): void {
+    const proc = this.#proc;
+    this.#proc = undefined;
+    proc?.stdin.end();
   }
 
   /**
@@ -238,6 +272,7 @@ export class FirewallLog {
       this.#readAt = Date.now();
       const answers = await this.#ask(['list set inet berth refused4', 'list set inet berth refused6']);
       const { refusals, seen, idle } = sinceLastRead(answers.flatMap(parseRefusedSet), this.#seen);
+      if (refusals.length) this.#refusedAt = this.#readAt;
       this.#seen = final ? new Map() : seen;
       const remove = final ? [...idle, ...refusals] : idle;
       // One command each: a removal that fails (the element timed out) leaves the others removed.
@@ -252,6 +287,13 @@ export class FirewallLog {
   async #ask(commands: string[]): Promise<string[]> {
     if (this.#dead) throw new Error(this.#dead);
     this.#proc ??= this.#start();
+    // Sampled before the sets are listed: a refusal after the listing moves the gate.
+    if (!this.#counters) await this.#openCounters(this.#proc);
+    return this.#roundTrip(commands);
+  }
+
+  async #roundTrip(commands: string[]): Promise<string[]> {
+    if (!this.#proc) throw new Error('nft is not running');
     this.#proc.stdin.write(`${[...commands, 'list tables'].join('\n')}\n`);
     const deadline = Date.now() + ANSWER_TIMEOUT_MS;
     const answers: string[] = [];
@@ -280,9 +322,35 @@ export class FirewallLog {
     }
   }
 
-  /** Ends the nft (at end of input); the namespace is not touched. */
+  /** Ends the nft (at end of input) and lets go of the counters; the namespace is not touched. */
   close(): void {
     this.#dead ??= 'closed';
     this.#proc?.stdin.end();
+    if (this.#counters) {
+      closeSync(this.#counters.snmp);
+      if (this.#counters.snmp6 !== undefined) closeSync(this.#counters.snmp6);
+      this.#counters = undefined;
+    }
+  }
+}
+
+/** The whole of a /proc seq file, from its start (the same descriptor reads it again and again). */
+function readAll(fd: number): string {
+  const buf = Buffer.allocUnsafe(16 * 1024);
+  let text = '';
+  for (let pos = 0; ; ) {
+    const n = readSync(fd, buf, 0, buf.length, pos);
+    if (n === 0) return text;
+    text += buf.toString('utf8', 0, n);
+    pos += n;
+  }
+}
+
+/** snmp6 is absent where IPv6 is off. */
+function optionalOpen(path: string): number | undefined {
+  try {
+    return openSync(path, 'r');
+  } catch {
+    return undefined;
   }
 }

@@ -356,7 +356,7 @@ export class NetworkManager {
     // runner's spawner.
     if (!this.#firewalls.has(id)) {
       const locate = () => (isMounted(this.#spawner, plan.path) ? plan.path : netnsHolding(plan.envAddress));
-      this.#firewalls.set(id, new FirewallLog(this.#spawner, locate, { notBefore: Date.now() + FIREWALL_START_DELAY_MS }));
+      this.#firewalls.set(id, new FirewallLog(this.#spawner, locate, { notBefore: Date.now() + FIREWALL_START_DELAY_MS, idleMs: this.#o.firewallIdleMs }));
     }
   }
 

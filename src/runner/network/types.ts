@@ -91,4 +91,6 @@ export interface RunnerNetworkOptions {
   subnet?: string | undefined;
   /** Namespaces kept made ahead, so a start does not wait for ip and nft (default 2; 0: none). */
   warm?: number | undefined;
+  /** How long the nft that reads an environment's refusals lives without any (default 30 s; see firewall-log.ts). */
+  firewallIdleMs?: number | undefined;
 }
