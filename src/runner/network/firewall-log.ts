@@ -269,6 +269,10 @@ export class FirewallLog {
    */
   read(final = false): Promise<Refusal[]> {
     const next = this.#busy.then(async () => {
+      // The last read of a stop, with no nft running and the gate still: the reads that
+      // ended the nft emptied the sets, and nothing was refused since. A stop then starts
+      // no process.
+      if (final && !this.#proc && this.#counters && !this.#sample(this.#counters)) return [];
       this.#readAt = Date.now();
       const answers = await this.#ask(['list set inet berth refused4', 'list set inet berth refused6']);
       const { refusals, seen, idle } = sinceLastRead(answers.flatMap(parseRefusedSet), this.#seen);

@@ -32,6 +32,42 @@ export interface TaskSignals {
   cancel(taskId: string): void;
 }
 
+/** Every column a list shows: not the diff (up to 5 MB a task), which only its own route reads. */
+const LIST_COLUMNS = [
+  'tasks.id',
+  'tasks.org_id',
+  'tasks.project_id',
+  'tasks.repo_url',
+  'tasks.base_branch',
+  'tasks.goal',
+  'tasks.agent',
+  'tasks.command',
+  'tasks.model',
+  'tasks.model_default',
+  'tasks.budget',
+  'tasks.check_command',
+  'tasks.state',
+  'tasks.state_reason',
+  'tasks.step',
+  'tasks.trigger',
+  'tasks.created_by',
+  'tasks.runner_id',
+  'tasks.environment_id',
+  'tasks.branch',
+  'tasks.base_sha',
+  'tasks.head_sha',
+  'tasks.change_request',
+  'tasks.checks_passed',
+  'tasks.summary',
+  'tasks.input_tokens',
+  'tasks.output_tokens',
+  'tasks.cost_usd',
+  'tasks.created_at',
+  'tasks.updated_at',
+  'tasks.started_at',
+  'tasks.finished_at',
+] as const;
+
 /**
  * Tasks as the API sees them. Every change is written before anyone acts on it: a
  * created task is a queued row the worker claims, a cancel is a state the worker
@@ -143,7 +179,7 @@ export class TaskService {
   }
 
   async list(orgId: string, o: TaskListOptions): Promise<TaskList> {
-    let q = this.#db.selectFrom('tasks').leftJoin('projects', 'projects.id', 'tasks.project_id').selectAll('tasks').select(['projects.name as project_name', pageKey('tasks')]).where('tasks.org_id', '=', orgId);
+    let q = this.#db.selectFrom('tasks').leftJoin('projects', 'projects.id', 'tasks.project_id').select(LIST_COLUMNS).select(['projects.name as project_name', pageKey('tasks')]).where('tasks.org_id', '=', orgId);
     if (o.state) q = q.where('tasks.state', '=', o.state as TaskState);
     if (o.project) q = q.where((eb) => eb.or([eb('projects.name', '=', o.project!), eb('projects.id', '=', o.project!)]));
     if (o.trigger) q = q.where('tasks.trigger', '=', o.trigger);
@@ -230,7 +266,7 @@ export class TaskService {
     return row;
   }
 
-  #toApi(r: TaskRow, project: string | null): Task {
+  #toApi(r: Omit<TaskRow, 'diff'>, project: string | null): Task {
     const iso = (d: Date | string | null) => (d === null ? null : new Date(d).toISOString());
     return {
       id: r.id,
