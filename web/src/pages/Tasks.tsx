@@ -30,6 +30,8 @@ export function TasksPage() {
   const shown = list.data ? [...list.data.items, ...more.items.filter((t) => !list.data!.items.some((h) => h.id === t.id))] : [];
   const next = more.items.length ? more.cursor : (list.data?.nextCursor ?? null);
   const tbody = useRef<HTMLTableSectionElement>(null);
+  /** The row to focus once it is on screen, after the last page. */
+  const [focusRow, setFocusRow] = useState<number | null>(null);
   const loadMore = async () => {
     if (!next || more.busy) return;
     const before = shown.length;
@@ -37,8 +39,15 @@ export function TasksPage() {
     if (!page) return;
     announce(`${page.items.length} more task${page.items.length === 1 ? '' : 's'} loaded${page.nextCursor ? '' : '; that is all of them'}`);
     // With nothing left to load the button goes: focus moves to the first row it brought.
-    if (!page.nextCursor) requestAnimationFrame(() => tbody.current?.querySelectorAll<HTMLAnchorElement>('td.goal a')[before]?.focus());
+    if (!page.nextCursor) setFocusRow(before);
   };
+  // Once that row is on screen (the render after the page lands, not a frame that may come first).
+  useEffect(() => {
+    const link = focusRow === null ? undefined : tbody.current?.querySelectorAll<HTMLAnchorElement>('td.goal a')[focusRow];
+    if (!link) return;
+    link.focus();
+    setFocusRow(null);
+  }, [focusRow, shown.length]);
   const projects = usePoll((signal) => api<{ items: { name: string }[] }>('GET', orgPath(org.name, 'projects'), undefined, signal), null, [org.name]);
 
   const set = (name: string, value: string) => {
