@@ -183,15 +183,18 @@ describe('policies', () => {
     assert.equal(widened.status, 200);
     assert.deepEqual(policyFor(env.id).allowDomains, ['evil.example.com']);
 
-    // At create, an environment's own list may only narrow too, whoever asks.
+    // At create, a member's list may only narrow too; an admin's may widen, as a PATCH may.
     const created = await member('POST', '/api/orgs/default/environments', { name: 'narrow-at-create', project: 'web', allowDomains: ['work.example.org'] });
     assert.equal(created.status, 201, JSON.stringify(created.body));
     assert.deepEqual([policyFor(created.body.id).scope, policyFor(created.body.id).allowDomains], ['environment', ['work.example.org']]);
-    const refused = await admin('POST', '/api/orgs/default/environments', { name: 'wide-at-create', project: 'web', allowDomains: ['other.example.com'] });
+    const refused = await member('POST', '/api/orgs/default/environments', { name: 'wide-at-create', project: 'web', allowDomains: ['other.example.com'] });
     assert.equal(refused.status, 400);
-    assert.match(refused.body.error.message, /other\.example\.com is not allowed by the project:web policy/);
-    assert.equal((await admin('POST', '/api/orgs/default/environments', { name: 'bad-at-create', allowDomains: ['ftp://x.example.com'] })).status, 400);
+    assert.match(refused.body.error.message, /other\.example\.com is not allowed by the project:web policy: a member's --allow-domain may only narrow it/);
     assert.equal((await t.api('GET', '/api/orgs/default/environments/wide-at-create')).status, 404, 'nothing was made');
+    const adminWide = await admin('POST', '/api/orgs/default/environments', { name: 'admin-wide-at-create', project: 'web', allowDomains: ['other.example.com'] });
+    assert.equal(adminWide.status, 201, JSON.stringify(adminWide.body));
+    assert.deepEqual(policyFor(adminWide.body.id).allowDomains, ['other.example.com']);
+    assert.equal((await admin('POST', '/api/orgs/default/environments', { name: 'bad-at-create', allowDomains: ['ftp://x.example.com'] })).status, 400);
     const cli = await t.cli(['env', 'create', '--name', 'cli-narrow', '--project', 'web', '--allow-domain', 'cdn.example.net']);
     assert.equal(cli.code, 0, cli.stderr);
     assert.deepEqual(policyFor(cli.stdout.trim()).allowDomains, ['cdn.example.net']);

@@ -44,7 +44,7 @@ export const CreateEnvironmentBody = z.strictObject({
   pids: z.number().int().positive().optional(),
   idleTimeout: duration.optional(),
   maxLifetime: duration.optional(),
-  allowDomains: z.array(z.string().max(300)).max(1000).optional().describe("the environment's own egress allow list: it may only narrow its project's and org's policy"),
+  allowDomains: z.array(z.string().max(300)).max(1000).optional().describe("the environment's own egress allow list: a member's may only narrow its project's and org's policy, an admin's may widen it"),
 });
 export type CreateEnvironmentBody = z.infer<typeof CreateEnvironmentBody>;
 

@@ -61,7 +61,7 @@ export function envCommands(program: Command, client: Client): void {
     .option('--pids <n>', 'process limit', (v) => Number.parseInt(v, 10))
     .option('--idle-timeout <duration>', 'stop after this long without commands, e.g. 30m ("off" for never)')
     .option('--max-lifetime <duration>', 'stop this long after starting, e.g. 24h ("off" for never)')
-    .option('--allow-domain <domain>', 'a domain it may reach, repeatable (its own list: may only narrow its project\'s and org\'s policy)', collect)
+    .option('--allow-domain <domain>', 'a domain it may reach, repeatable (a member\'s list may only narrow its project\'s and org\'s policy; an admin\'s may widen it)', collect)
     .option('--json', 'print a JSON object')
     .action(async (o) => {
       const body: CreateEnvironmentBody = {

@@ -67,15 +67,16 @@ export class EnvironmentService {
     this.#hostCpus = opts.hostCpus ?? availableParallelism();
   }
 
-  async create(orgId: string, body: CreateEnvironmentBody): Promise<Environment> {
+  /** @param opts.mayWiden the caller may widen the egress policy (an admin): its allow list is not held to the inherited one. */
+  async create(orgId: string, body: CreateEnvironmentBody, opts: { mayWiden?: boolean } = {}): Promise<Environment> {
     // Everything that can be refused is checked before anything is written.
     const limits = limitsFrom(body, this.#hostCpus);
     const name = body.name ?? randomName('env');
     if (await this.#byName(orgId, name)) throw conflict(`the name '${name}' is taken: choose another with --name`);
     const projectId = body.project ? await projectIdOf(this.#db, orgId, body.project) : null;
     const image = await this.#runner.images.resolve(body.image ?? DEFAULT_IMAGE);
-    // Its own egress allow list, if given, may only narrow what its project and org allow.
-    const allowDomains = body.allowDomains ? await checkCreateAllowList(this.#db, orgId, projectId, body.allowDomains) : undefined;
+    // Its own egress allow list, if given, may only narrow what its project and org allow (unless an admin made it).
+    const allowDomains = body.allowDomains ? await checkCreateAllowList(this.#db, orgId, projectId, body.allowDomains, opts.mayWiden) : undefined;
 
     const id = newId('env');
     try {

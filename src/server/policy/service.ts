@@ -254,12 +254,13 @@ export async function inheritedLayers(db: Db, orgId: string, projectId: string |
   return layers;
 }
 
-/** The environment's own allow list given at create: checked, and refused if it allows more than its project and org. */
-export async function checkCreateAllowList(db: Db, orgId: string, projectId: string | null, domains: readonly string[]): Promise<string[]> {
+/** The environment's own allow list given at create: checked, and (unless `mayWiden`) refused if it allows more than its project and org. */
+export async function checkCreateAllowList(db: Db, orgId: string, projectId: string | null, domains: readonly string[], mayWiden = false): Promise<string[]> {
   const list = checkDomains(domains, 'allowDomains');
+  if (mayWiden) return list;
   const inherited = resolvePolicy(await inheritedLayers(db, orgId, projectId, null));
   const why = wideningOf({ ...EMPTY_FIELDS, allowDomains: list }, inherited);
-  if (why) throw invalid(`${why}: an environment's own list may only narrow it (an admin can widen it with \`berth policy set --env\`)`, 'allowDomains');
+  if (why) throw invalid(`${why}: a member's --allow-domain may only narrow it (an admin may widen it, here or with \`berth policy set --env\`)`, 'allowDomains');
   return list;
 }
 

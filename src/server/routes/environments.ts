@@ -1,3 +1,4 @@
+import { atLeast } from '../authz.ts';
 import {
   CreateEnvironmentBody,
   Environment,
@@ -38,7 +39,8 @@ export function environmentRoutes(app: App, { environments }: AppDeps): void {
   app.post('/api/orgs/:org/environments', {
     config: { permission: 'environment.write', audit: 'environment.create' },
     schema: { tags, summary: 'Create and start an environment', params: OrgRef, body: CreateEnvironmentBody, response: { 201: Environment, ...errors } },
-    handler: async (req, reply) => reply.code(201).send(await environments.create(req.scope.orgId, req.body)),
+    // An admin's --allow-domain may widen the org's and project's policy, as `berth policy set --env` may.
+    handler: async (req, reply) => reply.code(201).send(await environments.create(req.scope.orgId, req.body, { mayWiden: atLeast(req.scope.role, 'admin') })),
   });
 
   app.get('/api/orgs/:org/environments/:id', {
