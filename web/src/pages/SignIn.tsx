@@ -56,7 +56,7 @@ export function SignIn({ onToken }: { onToken: (token: string) => void }) {
         <h2>{oidc?.enabled ? 'Or use an API token' : 'Use an API token'}</h2>
         <label htmlFor="token">API token</label>
         <input id="token" type="password" autoComplete="off" spellCheck={false} value={value} onChange={(e) => setValue(e.target.value)} aria-invalid={error ? true : undefined} aria-describedby={error ? 'token-error token-help' : 'token-help'} />
-        <p id="token-help" className="muted">`berth up` prints one; `berth token create` makes more. It is kept in this tab only unless you tick the box.</p>
+        <p id="token-help" className="muted"><code>berth up</code> prints one; <code>berth token create</code> makes more. It is kept in this tab only unless you tick the box.</p>
         <label className="check">
           <input type="checkbox" checked={remember} onChange={(e) => setRemember(e.target.checked)} /> Keep me signed in on this browser
         </label>
