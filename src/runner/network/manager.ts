@@ -3,7 +3,6 @@
 // for hosts whose TLS the proxy terminates (ca.ts), the counters, and the record of
 // what the rules refused (firewall-log.ts).
 import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { networkInterfaces } from 'node:os';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { rootCertificates } from 'node:tls';
@@ -15,7 +14,7 @@ import { CertificateAuthority } from './ca.ts';
 import { FirewallLog, refusalEvent, refusalRule } from './firewall-log.ts';
 import { DEFAULT_SUBNET, hostBatch, insideBatch, netnsNames, netnsPrefix, pairAddresses, PROXY_PORT, ruleset, setupScript, teardownScript, type NetnsPlan } from './netns.ts';
 import { EgressProxy } from './proxy.ts';
-import { blockListOf } from './request-filter.ts';
+import { blockListOf, hostAddressesNow } from './request-filter.ts';
 import type { NetworkUsage, RunnerNetworkOptions } from './types.ts';
 
 /** Where the environment finds the trust bundle (system CAs + the runner's CA), bind-mounted read-only. */
@@ -461,10 +460,4 @@ function netnsHolding(address: string): string | undefined {
     }
   }
   return undefined;
-}
-
-function hostAddressesNow(): Set<string> {
-  const set = new Set<string>();
-  for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) set.add(a.address);
-  return set;
 }

@@ -8,10 +8,9 @@ import { lookup } from 'node:dns/promises';
 import { Agent as HttpAgent, createServer, request as httpRequest, STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { connect, type BlockList, type Socket } from 'node:net';
-import { networkInterfaces } from 'node:os';
 import { rootCertificates, TLSSocket, createSecureContext, type SecureContext } from 'node:tls';
 import type { CertificateAuthority } from './ca.ts';
-import { checkAddress, decide, normalizeHost } from './request-filter.ts';
+import { checkAddress, decide, hostAddressesNow, normalizeHost } from './request-filter.ts';
 import type { EgressPolicy, NetworkEvent, NetworkEventSink, NetworkUsage, PolicySource, Resolver } from './types.ts';
 
 export interface EgressProxyOptions {
@@ -43,9 +42,7 @@ export const defaultResolver: Resolver = async (host) => (await lookup(host, { a
 let hostAddressCache: { at: number; set: Set<string> } | undefined;
 function hostAddresses(): ReadonlySet<string> {
   if (!hostAddressCache || Date.now() - hostAddressCache.at > 5_000) {
-    const set = new Set<string>();
-    for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) set.add(a.address);
-    hostAddressCache = { at: Date.now(), set };
+    hostAddressCache = { at: Date.now(), set: hostAddressesNow() };
   }
   return hostAddressCache.set;
 }

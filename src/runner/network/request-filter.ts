@@ -1,6 +1,7 @@
 // The allow/deny decision alone: given a policy and what a request asks for, which rule
 // decides. No I/O here; the proxy resolves names and asks checkAddress about the result.
 import { BlockList, isIP } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { isPreset, PRESETS } from './presets.ts';
 import type { EgressPolicy } from './types.ts';
 
@@ -117,4 +118,11 @@ export function checkAddress(address: string, opts: { hostAddresses?: ReadonlySe
   if (FORBIDDEN.check(a, type)) return `deny:private-address:${a}`;
   if (opts.hostAddresses?.has(a)) return `deny:host-address:${a}`;
   return null;
+}
+
+/** Every address of this host's interfaces, as they are now. */
+export function hostAddressesNow(): Set<string> {
+  const set = new Set<string>();
+  for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) set.add(a.address);
+  return set;
 }
