@@ -208,10 +208,13 @@ export class LocalRunner {
     });
     writeFileSync(join(p.bundle, 'config.json'), JSON.stringify(config));
     const overlay = { lower: spec.image.rootfs, upper: p.upper, work: p.work, merged: p.merged };
-    const disk = p.image ? { image: p.image, dir: p.disk, mounted: moveFrom ?? isMounted(this.#spawner, p.disk) } : undefined;
+    const image = p.image;
     const helper = await this.#mountExec;
     await this.backend.run(cid, p.bundle, {
-      wrap: isMounted(this.#spawner, p.merged) ? undefined : (runtime) => mountsThen(helper, { overlay, disk }, runtime),
+      // Only when the overlay is not mounted yet is the disk's state asked (each asks reads mountinfo).
+      wrap: isMounted(this.#spawner, p.merged)
+        ? undefined
+        : (runtime) => mountsThen(helper, { overlay, disk: image ? { image, dir: p.disk, mounted: moveFrom ?? isMounted(this.#spawner, p.disk) } : undefined }, runtime),
     });
     // The pool's mount point, empty once its mount has moved.
     if (moveFrom) {
