@@ -108,6 +108,8 @@ for (const { name: browserName, skip } of testBrowsers()) describe(`accessibilit
     assert.equal((await tabTo(page, /^a "New task"/, { max: 3 })).length, 1);
     await page.keyboard.press('Enter');
     await page.getByRole('heading', { name: 'New task', level: 1 }).waitFor();
+    // The project choice is offered once the projects are in (until then the repository radio is the checked one).
+    await page.getByRole('radio', { name: 'A project', checked: true }).waitFor();
 
     // The form top to bottom: the repository (the project picked already), the goal, the budget, start.
     const form: Focus[] = [];
