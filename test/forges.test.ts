@@ -8,11 +8,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { BerthError } from '../src/shared/errors.ts';
-import { cloneRepo, commitPatch, diffOf, forgeFor, ForgeSettingsSchema, mergeBranch, parseRepoUrl, pushBranch, type GitCredentials } from '../src/forges/index.ts';
+import { cloneRepo as gitClone, commitPatch, diffOf, forgeFor, ForgeSettingsSchema, mergeBranch as gitMerge, parseRepoUrl, pushBranch as gitPush, RepoAccess, type GitCredentials } from '../src/forges/index.ts';
 import { GitFailed, runGit as berthGit } from '../src/forges/git-run.ts';
 import { createBareRepo, pushCommit, refSha, runGit, startGitServer, type GitServer } from './fakes/git-server.ts';
 import { startFakeGitHub, type FakeGitHub } from './fakes/github.ts';
 import { startFakeGitLab, type FakeGitLab } from './fakes/gitlab.ts';
+import { TEST_REPOS } from './helpers.ts';
+
+// Host-side git reaches a remote only with leave from RepoAccess, as the task pipeline asks
+// for it: the tests' repositories (temp directory, fake servers on 127.0.0.1) are allowed.
+const access = new RepoAccess(TEST_REPOS);
+type Unreached<F extends (o: any) => unknown> = Omit<Parameters<F>[0], 'reach'>;
+const cloneRepo = async (o: Unreached<typeof gitClone>) => gitClone({ ...o, reach: await access.reach(o.url) });
+const pushBranch = async (o: Unreached<typeof gitPush>) => gitPush({ ...o, reach: await access.reach(o.url) });
+const mergeBranch = async (o: Unreached<typeof gitMerge>) => gitMerge({ ...o, reach: await access.reach(o.url) });
 
 const AUTHOR = { name: 'Berth Agent', email: 'agent@berth.test' };
 const PLAIN_TOKEN = 'plain-s3cret-token-1234567890';

@@ -7,10 +7,17 @@ import pino from 'pino';
 import type { OidcConfig } from '../src/server/oidc/index.ts';
 import { startBerth, type ClientConfig, type RunningBerth } from '../src/server/index.ts';
 import { freshDatabase, ON_POSTGRES, type TestDatabase } from './postgres.ts';
+import type { RepoAccessConfig } from '../src/forges/index.ts';
 
 export const REPO = new URL('..', import.meta.url).pathname.replace(/\/$/, '');
 /** One image cache for every test file, so the default image is built once per machine. */
 export const IMAGE_DIR = process.env.BERTH_IMAGE_DIR ?? join(REPO, '.cache', 'images');
+
+/**
+ * What the tests' instance administrator allows: repositories the tests make under the temp
+ * directory, and the fake git, GitHub and GitLab servers, which listen on 127.0.0.1.
+ */
+export const TEST_REPOS: RepoAccessConfig = { localRepos: [tmpdir()], allowedGitHosts: ['127.0.0.1'] };
 
 export interface TestBerth {
   berth: RunningBerth;
@@ -32,7 +39,7 @@ export interface CliResult {
   stderr: string;
 }
 
-export async function startTestBerth(opts: { dataDir?: string; database?: TestDatabase; sweepIntervalMs?: number; port?: number; oidc?: OidcConfig; tokenRateLimit?: number; modelEnv?: NodeJS.ProcessEnv; taskConcurrency?: number; runnerHeartbeatMs?: number; minFreeDiskBytes?: number } = {}): Promise<TestBerth> {
+export async function startTestBerth(opts: { dataDir?: string; database?: TestDatabase; sweepIntervalMs?: number; port?: number; oidc?: OidcConfig; tokenRateLimit?: number; authFailureLimit?: number; modelEnv?: NodeJS.ProcessEnv; taskConcurrency?: number; runnerHeartbeatMs?: number; minFreeDiskBytes?: number; repos?: RepoAccessConfig } = {}): Promise<TestBerth> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'berth-test-'));
   // On PostgreSQL each control plane gets a database of its own; a restart passes it on.
   const database = opts.database ?? (ON_POSTGRES ? await freshDatabase() : undefined);
@@ -42,6 +49,7 @@ export async function startTestBerth(opts: { dataDir?: string; database?: TestDa
     port: opts.port ?? 0,
     oidc: opts.oidc,
     tokenRateLimit: opts.tokenRateLimit ?? 1_000_000,
+    authFailureLimit: opts.authFailureLimit,
     imageDir: IMAGE_DIR,
     databaseUrl,
     logger: pino({ level: process.env.BERTH_TEST_LOG ?? 'silent' }),
@@ -51,6 +59,7 @@ export async function startTestBerth(opts: { dataDir?: string; database?: TestDa
     taskConcurrency: opts.taskConcurrency,
     runnerHeartbeatMs: opts.runnerHeartbeatMs,
     minFreeDiskBytes: opts.minFreeDiskBytes,
+    repos: opts.repos ?? TEST_REPOS,
   });
   const client = JSON.parse(readFileSync(berth.clientConfigPath, 'utf8')) as ClientConfig;
   let closed = false;

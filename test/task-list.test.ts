@@ -1,6 +1,9 @@
 // The tasks list pages with a cursor in a stable order (created time, then id), keeps its
 // filters from page to page, and a task shows the model it runs with.
 import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startTestBerth, waitFor, type TestBerth } from './helpers.ts';
 
@@ -119,6 +122,8 @@ describe('tasks list paging', () => {
 });
 
 describe('the model a task runs with', () => {
+  // A directory where BERTH_LOCAL_REPOS allows one, but no repository: the clone fails.
+  const NOT_A_REPO = mkdtempSync(join(tmpdir(), 'berth-not-a-repo-'));
   const ended = (id: string) =>
     waitFor(`task ${id} to end`, async () => {
       const task = (await t.api('GET', `/api/orgs/default/tasks/${id}`)).body;
@@ -126,8 +131,8 @@ describe('the model a task runs with', () => {
     }, 120_000);
 
   test("a task that names no model shows the runner's default (BERTH_MODEL) once it starts; a retry follows the default again", async () => {
-    // The repository does not exist: the task starts (and takes its model), then fails at the clone.
-    const created = await t.api('POST', '/api/orgs/default/tasks', { goal: 'Use the default model', repo: 'file:///nonexistent/berth-test.git' });
+    // There is no repository: the task starts (and takes its model), then fails at the clone.
+    const created = await t.api('POST', '/api/orgs/default/tasks', { goal: 'Use the default model', repo: NOT_A_REPO });
     assert.equal(created.status, 201, JSON.stringify(created.body));
     assert.equal(created.body.model, null, 'not chosen while queued');
     assert.equal(created.body.modelIsDefault, false);
@@ -146,7 +151,7 @@ describe('the model a task runs with', () => {
   });
 
   test('a model the task names is kept and not marked as the default', async () => {
-    const created = await t.api('POST', '/api/orgs/default/tasks', { goal: 'Use a named model', repo: 'file:///nonexistent/berth-test.git', model: 'gpt-4.1' });
+    const created = await t.api('POST', '/api/orgs/default/tasks', { goal: 'Use a named model', repo: NOT_A_REPO, model: 'gpt-4.1' });
     assert.equal(created.status, 201, JSON.stringify(created.body));
     const task = await ended(created.body.id);
     assert.deepEqual([task.model, task.modelIsDefault], ['gpt-4.1', false]);

@@ -28,6 +28,8 @@ const env: Record<string, string> = {
   BERTH_DATA_DIR: dataDir,
   BERTH_IMAGE_DIR: IMAGE_DIR,
   BERTH_TASK_CONCURRENCY: '1',
+  // The instance administrator allows the test's repositories on this host.
+  BERTH_LOCAL_REPOS: repos,
   OPENAI_BASE_URL: model.url,
   OPENAI_API_KEY: 'sk-test',
   BERTH_MODEL: 'gpt-4o-mini',

@@ -459,7 +459,10 @@ describe('tasks that do not reach green', () => {
       [{ goal: 'x', project: 'nope', repo: undefined }, 404, /no project 'nope'/],
       [{ goal: 'x', repo: 'https://user:pw@example.com/a.git' }, 400, /carries credentials/],
       [{ goal: 'x', repo: 'relative/path' }, 400, /neither a URL nor an absolute path/],
-      [{ goal: 'x', repo: '/no/such/dir' }, 400, /no repository at/],
+      [{ goal: 'x', repo: join(tmpdir(), 'berth-no-such-dir') }, 400, /no repository at/],
+      // Paths on the server only under BERTH_LOCAL_REPOS (the tests allow the temp directory).
+      [{ goal: 'x', repo: '/etc' }, 403, /BERTH_LOCAL_REPOS/],
+      [{ goal: 'x', repo: 'git://example.com/a.git' }, 400, /not supported/],
       [{ goal: 'x', agent: 'command' }, 400, /needs a command/],
       [{ goal: 'x', budget: { maxSteps: 0 } }, 400, /maxSteps/],
       [{ goal: 'x', budget: { timeout: 'soon' } }, 400, /duration/],

@@ -5,6 +5,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { hostSpawner } from '../runner/spawner/index.ts';
+import { collectCapped } from '../shared/output.ts';
 import { Redactor } from '../shared/redact.ts';
 
 /** Enough for a large clone over a slow link; local operations finish far sooner. */
@@ -29,6 +30,8 @@ export interface GitRun {
   timeoutMs?: number | undefined;
   /** Values to cut out of stderr before it appears in an error. */
   secrets?: readonly string[] | undefined;
+  /** One-off `-c name=value` settings after the safe ones: what RepoAccess.reach pinned (address, no redirects). */
+  config?: readonly string[] | undefined;
 }
 
 export interface GitResult {
@@ -74,7 +77,7 @@ export async function runGit(o: GitRun): Promise<GitResult> {
       LANG: 'C',
       ...o.env,
     });
-    return await spawnGit([...SAFE_CONFIG, ...o.args], o.cwd, env, o);
+    return await spawnGit([...SAFE_CONFIG, ...(o.config ?? []).flatMap((c) => ['-c', c]), ...o.args], o.cwd, env, o);
   } finally {
     await rm(home, { recursive: true, force: true });
   }
@@ -85,8 +88,9 @@ async function spawnGit(args: string[], cwd: string | undefined, env: Record<str
   const redactor = new Redactor((o.secrets ?? []).map((value) => ({ name: 'credential', value })));
   const command = o.args.find((a) => !a.startsWith('-')) ?? 'git';
   const child = hostSpawner().spawn('git', args, { cwd, env, stdin: true });
-  const out: Buffer[] = [];
-  const err: Buffer[] = [];
+  // At most 16 MiB a stream, then a marker: a diff the size of a disk does not fill memory.
+  const out = collectCapped(child.stdout);
+  const err = collectCapped(child.stderr);
   let timedOut = false;
   const kill = () => child.kill('SIGKILL');
   const timer = setTimeout(() => {
@@ -94,8 +98,6 @@ async function spawnGit(args: string[], cwd: string | undefined, env: Record<str
     kill();
   }, o.timeoutMs ?? DEFAULT_GIT_TIMEOUT_MS);
   o.signal?.addEventListener('abort', kill, { once: true });
-  child.stdout.on('data', (d: Buffer) => out.push(d));
-  child.stderr.on('data', (d: Buffer) => err.push(d));
   // Could not start at all (no git, a bad cwd): the reason, as stderr.
   child.stderr.once('spawn-error', (message: string) => err.push(Buffer.from(`${message}\n`)));
   // git may stop reading stdin early (a patch it refuses); its exit status says why.
@@ -104,9 +106,9 @@ async function spawnGit(args: string[], cwd: string | undefined, env: Record<str
   clearTimeout(timer);
   o.signal?.removeEventListener('abort', kill);
   if (o.signal?.aborted) throw o.signal.reason;
-  const stderr = redactor.redact(Buffer.concat(err).toString('utf8'));
+  const stderr = redactor.redact(err.text());
   if (code !== 0 || timedOut) throw new GitFailed(command, code, stderr, timedOut);
-  return { stdout: Buffer.concat(out).toString('utf8'), stderr };
+  return { stdout: out.text(), stderr };
 }
 
 /** The end of git's stderr, where it says what went wrong, kept short for a message. */

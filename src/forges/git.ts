@@ -5,6 +5,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BerthError, conflict, invalid, notFound, unavailable } from '../shared/errors.ts';
 import type { GitCredentials } from './index.ts';
+import type { GitReach } from './access.ts';
 import { GitFailed, lastLines, runGit } from './git-run.ts';
 import { gitRemote, parseRepoUrl } from './url.ts';
 
@@ -21,12 +22,12 @@ const BERTH_IDENTITY: GitIdentity = { name: 'Berth', email: 'berth@localhost' };
  * remote's default branch. The clone's origin is the URL as given, which never holds
  * credentials: they were only in git's environment for this one command.
  */
-export async function cloneRepo(o: { url: string; dir: string; branch?: string | undefined; credentials?: GitCredentials | undefined; signal?: AbortSignal | undefined }): Promise<{ baseSha: string; branch: string }> {
+export async function cloneRepo(o: { url: string; dir: string; branch?: string | undefined; credentials?: GitCredentials | undefined; signal?: AbortSignal | undefined; reach: GitReach }): Promise<{ baseSha: string; branch: string }> {
   const remote = gitRemote(parseRepoUrl(o.url));
   if (o.branch !== undefined) checkBranchName(o.branch, 'branch');
   const auth = authOf(o.credentials);
   try {
-    await runGit({ args: ['clone', '--quiet', '--no-recurse-submodules', '--origin', 'origin', ...(o.branch !== undefined ? ['--branch', o.branch] : []), '--', remote, o.dir], signal: o.signal, ...auth });
+    await runGit({ args: ['clone', '--quiet', '--no-recurse-submodules', '--origin', 'origin', ...(o.branch !== undefined ? ['--branch', o.branch] : []), '--', remote, o.dir], signal: o.signal, config: reachFor(o), ...auth });
   } catch (e) {
     throw gitError(e, `cloning ${remote}`, { branch: o.branch });
   }
@@ -82,12 +83,12 @@ export async function commitPatch(o: { dir: string; baseSha: string; branch: str
  * Pushes `branch` of the clone in `dir` to `url`, as the same branch name. Without `force` a
  * branch that moved on the remote is a conflict rather than overwritten.
  */
-export async function pushBranch(o: { dir: string; url: string; branch: string; credentials?: GitCredentials | undefined; signal?: AbortSignal | undefined; force?: boolean | undefined }): Promise<void> {
+export async function pushBranch(o: { dir: string; url: string; branch: string; credentials?: GitCredentials | undefined; signal?: AbortSignal | undefined; force?: boolean | undefined; reach: GitReach }): Promise<void> {
   const remote = gitRemote(parseRepoUrl(o.url));
   checkBranchName(o.branch, 'branch');
   const refspec = `${o.force ? '+' : ''}refs/heads/${o.branch}:refs/heads/${o.branch}`;
   try {
-    await runGit({ args: ['push', '--quiet', '--no-verify', '--', remote, refspec], cwd: o.dir, signal: o.signal, ...authOf(o.credentials) });
+    await runGit({ args: ['push', '--quiet', '--no-verify', '--', remote, refspec], cwd: o.dir, signal: o.signal, config: reachFor(o), ...authOf(o.credentials) });
   } catch (e) {
     throw gitError(e, `pushing ${o.branch} to ${remote}`, { branch: o.branch, pushed: o.branch });
   }
@@ -98,7 +99,7 @@ export async function pushBranch(o: { dir: string; url: string; branch: string; 
  * into a fresh repository in `workdir`, merges with a merge commit and pushes `base`. A
  * conflict aborts before anything is pushed; so does `base` moving on the remote meanwhile.
  */
-export async function mergeBranch(o: { url: string; base: string; branch: string; workdir: string; credentials?: GitCredentials | undefined; message: string; author?: GitIdentity | undefined; signal?: AbortSignal | undefined }): Promise<{ sha: string }> {
+export async function mergeBranch(o: { url: string; base: string; branch: string; workdir: string; credentials?: GitCredentials | undefined; message: string; author?: GitIdentity | undefined; signal?: AbortSignal | undefined; reach: GitReach }): Promise<{ sha: string }> {
   const remote = gitRemote(parseRepoUrl(o.url));
   checkBranchName(o.base, 'base');
   checkBranchName(o.branch, 'branch');
@@ -114,6 +115,7 @@ export async function mergeBranch(o: { url: string; base: string; branch: string
       args: ['fetch', '--quiet', '--no-tags', '--', remote, `+refs/heads/${o.base}:refs/remotes/origin/${o.base}`, `+refs/heads/${o.branch}:refs/remotes/origin/${o.branch}`],
       cwd: o.workdir,
       signal: o.signal,
+      config: reachFor(o),
       ...auth,
     });
   } catch (e) {
@@ -132,7 +134,7 @@ export async function mergeBranch(o: { url: string; base: string; branch: string
     throw new BerthError('internal', `merging ${o.branch} into ${o.base} failed, nothing was pushed: ${lastLines(e.stderr)}`);
   }
   try {
-    await runGit({ args: ['push', '--quiet', '--no-verify', '--', remote, `HEAD:refs/heads/${o.base}`], cwd: o.workdir, signal: o.signal, ...auth });
+    await runGit({ args: ['push', '--quiet', '--no-verify', '--', remote, `HEAD:refs/heads/${o.base}`], cwd: o.workdir, signal: o.signal, config: reachFor(o), ...auth });
   } catch (e) {
     throw gitError(e, `pushing ${o.base} to ${remote}`, { branch: o.base, pushed: o.base });
   }
@@ -149,6 +151,12 @@ export async function diffOf(o: { dir: string; base: string; head: string }): Pr
   } catch (e) {
     throw gitError(e, `diffing ${o.base}..${o.head}`, {});
   }
+}
+
+/** The -c settings of the reach made for this URL; a reach made for another repository is a bug. */
+function reachFor(o: { url: string; reach: GitReach }): readonly string[] {
+  if (o.reach.url !== o.url) throw new BerthError('internal', `git was handed leave to reach ${o.reach.url} for ${o.url}`);
+  return o.reach.config;
 }
 
 function authOf(credentials: GitCredentials | undefined): { env: Record<string, string>; secrets: readonly string[] } {

@@ -12,6 +12,7 @@ import { detectKind, parseRepoUrl } from './url.ts';
 export type { ChangeRequest } from '../shared/tasks.ts';
 export { cloneRepo, commitPatch, diffOf, mergeBranch, pushBranch, type GitIdentity } from './git.ts';
 export { parseRepoUrl, detectKind, type RepoLocation } from './url.ts';
+export { RepoAccess, repoAccessFromEnv, type GitReach, type RepoAccessConfig, type RepoNamer } from './access.ts';
 
 export type ForgeKind = 'github' | 'gitlab' | 'git';
 export const FORGE_KINDS = ['github', 'gitlab', 'git'] as const satisfies readonly ForgeKind[];

@@ -37,8 +37,10 @@ import type { Db } from './db/index.ts';
 import type { AuditLog } from './audit/index.ts';
 import type { GroupRule, OidcSignIn, PendingSignIns } from './oidc/index.ts';
 import type { SecretService } from './secrets/service.ts';
+import type { RepoAccess } from '../forges/index.ts';
 import fastifyRateLimit from '@fastify/rate-limit';
-import { hashToken } from './auth.ts';
+import { AuthFailures } from './auth-failures.ts';
+import { OpenStreams } from './open-streams.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -53,6 +55,8 @@ declare module 'fastify' {
     policies: PolicyService;
     /** Where the egress proxy's NetworkEvents go. */
     networkEvents: NetworkEventRecorder;
+    /** Every open stream, checked each second against its caller's token and role. */
+    openStreams: OpenStreams;
   }
   interface FastifyContextConfig {
     /** What the route needs in its org; required for every route under /api/orgs/:org. */
@@ -79,12 +83,16 @@ export interface AppDeps {
   oidc: { signIn: OidcSignIn; pending: PendingSignIns; groupRules: GroupRule[]; name?: string | undefined } | undefined;
   /** Requests per minute one token may make. */
   tokenRateLimit: number;
+  /** Failed authentications per minute one client address may make before it is refused unheard (0: no limit; default 30). */
+  authFailureLimit?: number | undefined;
   db: Db;
   environments: EnvironmentService;
   tasks: TaskService;
   taskEvents: TaskEvents;
   images: ImageStore;
   runners: RunnerRegistry;
+  /** Which repositories may be named (projects, one-off tasks) and reached from the host. */
+  repos: RepoAccess;
   health: () => { database: 'pglite' | 'postgres'; runtime: string };
   version: string;
   /** Egress policies; made here when not given. Started and closed with the app either way. */
@@ -129,7 +137,10 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   deps.environments.onCreated(async (e) => (e.ownPolicy ? policies.reload().catch(() => {}) : policies.noteEnvironment(e)));
   app.decorate('policies', policies);
   app.decorate('networkEvents', networkEvents);
+  const openStreams = new OpenStreams({ tokens: deps.tokens, authz: deps.authz, logger: deps.logger });
+  app.decorate('openStreams', openStreams);
   app.addHook('onClose', async () => {
+    openStreams.close();
     policies.close();
     await networkEvents.close();
   });
@@ -166,22 +177,34 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   });
   await app.register(fastifyWebsocket, { options: { maxPayload: 16 * 1024 * 1024 } });
   // Per token for API calls (a leaked or runaway token cannot flood the control plane),
-  // per address for sign-in and for calls without a token.
+  // per address for sign-in and public routes. This hook runs after authentication (route
+  // hooks follow the app's), so a request that reaches it either has a verified caller or
+  // needs none; failed authentication has its own per-address limit below.
   await app.register(fastifyRateLimit, {
     global: true,
     max: deps.tokenRateLimit,
     timeWindow: '1 minute',
-    keyGenerator: (req) => {
-      const auth = req.headers.authorization;
-      return auth?.startsWith('Bearer ') ? `token:${hashToken(auth.slice(7).trim())}` : `ip:${req.ip}`;
-    },
+    keyGenerator: (req) => (req.caller ? `token:${req.caller.tokenId}` : `ip:${req.ip}`),
     errorResponseBuilder: (_req, ctx) => new BerthError('rate_limited', `too many requests (at most ${ctx.max} per ${ctx.after}): try again in ${Math.ceil(ctx.ttl / 1000)} s`),
   });
 
-  app.addHook('onRequest', async (req: FastifyRequest) => {
+  // An address that keeps failing to authenticate is refused before its token is hashed
+  // or looked up: a flood of wrong tokens costs a map lookup each, not a query.
+  const authFailures = new AuthFailures({ limit: deps.authFailureLimit ?? 30 });
+  app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
     const path = req.url.split('?')[0]!;
     if (PUBLIC_ROUTES.has(path) || !path.startsWith('/api/') || path.startsWith('/api/auth/')) return;
-    req.caller = await deps.tokens.authenticate(req.headers.authorization ?? websocketBearer(req.headers));
+    const wait = authFailures.retryAfter(req.ip);
+    if (wait) {
+      void reply.header('retry-after', String(wait));
+      throw new BerthError('rate_limited', `too many requests with a missing or invalid API token from this address (at most ${authFailures.limit} a minute): try again in ${wait} s with a valid token`);
+    }
+    try {
+      req.caller = await deps.tokens.authenticate(req.headers.authorization ?? websocketBearer(req.headers));
+    } catch (err) {
+      if (err instanceof BerthError && err.kind === 'unauthorized') authFailures.note(req.ip);
+      throw err;
+    }
     refuseNul([['params', req.params], ['querystring', req.query]]);
     const permission = req.routeOptions.config?.permission;
     const org = (req.params as { org?: string } | undefined)?.org;
@@ -197,13 +220,20 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     const action = req.routeOptions.config?.audit;
     if (!action || reply.statusCode >= 400 || !req.scope) return payload;
     const params = req.params as { id?: string; name?: string };
-    await deps.audit.append({
-      orgId: req.scope.orgId,
-      actor: req.scope.actor,
-      action,
-      target: params.id ?? params.name ?? auditTarget(payload),
-      details: { method: req.method, path: req.url.split('?')[0] },
-    });
+    try {
+      await deps.audit.append({
+        orgId: req.scope.orgId,
+        actor: req.scope.actor,
+        action,
+        target: params.id ?? params.name ?? auditTarget(payload),
+        details: { method: req.method, path: req.url.split('?')[0] },
+      });
+    } catch (err) {
+      // The change is made and this hook cannot take it back; what it must not do is let
+      // the caller hear it succeeded while the log lost it. The 503 says both.
+      req.log.error({ err, action }, 'a change was made but could not be recorded in the audit log');
+      throw new BerthError('unavailable', `the change (${action}) was made but not recorded in the audit log, which is not taking entries: check its result before trying again, and ask an administrator to look at the server log`);
+    }
     return payload;
   });
 

@@ -6,7 +6,7 @@ import { CLIENT_CONFIG_FILE, VERSION, type ClientConfig } from '../shared/client
 import { buildApp, type App } from './app.ts';
 import { ensureBootstrap, TokenService } from './auth.ts';
 import { Authorizer } from './authz.ts';
-import { AuditLog, WebhookSink } from './audit/index.ts';
+import { AuditKey, AuditLog, WebhookSink } from './audit/index.ts';
 import { OidcSignIn, oidcConfigFromEnv, PendingSignIns, type OidcConfig } from './oidc/index.ts';
 import { SecretBox } from './secrets/crypto.ts';
 import { SecretService } from './secrets/service.ts';
@@ -17,6 +17,7 @@ import { PolicyService } from './policy/index.ts';
 import { NetworkEventRecorder, NetworkEventRetention, retentionFrom } from './network-events/index.ts';
 import type { RunnerNetworkOptions } from '../runner/network/index.ts';
 import { modelClientFromEnv } from '../agent/index.ts';
+import { RepoAccess, repoAccessFromEnv, type RepoAccessConfig } from '../forges/index.ts';
 import { availableParallelism, hostname } from 'node:os';
 import { RunnerHeartbeat, RunnerRegistry } from './runners/index.ts';
 import { parseSize } from '../shared/units.ts';
@@ -32,6 +33,13 @@ export interface StartOptions {
   databaseUrl?: string | undefined;
   /** Where images are cached; defaults to DATA_DIR/images. Tests share one cache. */
   imageDir?: string | undefined;
+  /**
+   * Registries pulls may reach on loopback or private addresses, `host` or `host:port`
+   * (BERTH_ALLOWED_REGISTRIES, comma-separated); every other registry must be on a public address.
+   */
+  allowedRegistries?: string[] | undefined;
+  /** The most one image may unpack to (BERTH_MAX_IMAGE_SIZE, default 32g). */
+  maxImageBytes?: number | undefined;
   logger?: Logger;
   /** How often idle timeouts and lifetimes are checked. */
   sweepIntervalMs?: number;
@@ -41,6 +49,8 @@ export interface StartOptions {
   oidc?: OidcConfig;
   /** Requests per minute one token may make (BERTH_TOKEN_RATE_LIMIT, default 6000). */
   tokenRateLimit?: number;
+  /** Failed authentications per minute from one client address before it gets 429 (BERTH_AUTH_FAILURE_LIMIT, default 30; 0 turns it off). */
+  authFailureLimit?: number;
   /** Where model settings come from (OPENAI_*, ANTHROPIC_*, BERTH_MODEL); process.env by default. */
   modelEnv?: NodeJS.ProcessEnv;
   /** Tasks this runner works on at once (BERTH_TASK_CONCURRENCY, default 2 per core); the rest wait queued. */
@@ -53,6 +63,23 @@ export interface StartOptions {
   runnerHeartbeatMs?: number;
   /** Less free space on the data directory's disk makes the runner degraded (BERTH_MIN_FREE_DISK, default 2g). */
   minFreeDiskBytes?: number;
+  /**
+   * Which repositories may be named and reached from the host: directories for repositories
+   * on this host (BERTH_LOCAL_REPOS) and private git hosts (BERTH_ALLOWED_GIT_HOSTS). By
+   * default from those variables; none of either when unset.
+   */
+  repos?: RepoAccessConfig;
+}
+
+/** A comma-separated setting as a list: `a, b,,c` → [a, b, c]. */
+const listFromEnv = (value: string | undefined) => (value ?? '').split(',').map((v) => v.trim()).filter(Boolean);
+
+/** A size setting (`32g`), or undefined when unset; a bad value stops the start with a message. */
+function sizeFromEnv(name: string, value: string | undefined): number | undefined {
+  if (value === undefined || value.trim() === '') return undefined;
+  const bytes = parseSize(value);
+  if (bytes === undefined || bytes <= 0) throw invalid(`${name} must be a size like 32g, got '${value}'`);
+  return bytes;
 }
 
 /** BERTH_AUDIT_WEBHOOK (and BERTH_AUDIT_WEBHOOK_SECRET) send every audit entry to a SIEM. */
@@ -83,11 +110,24 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const database = await openDatabase({ dataDir: opts.dataDir, databaseUrl: opts.databaseUrl });
   const { db } = database;
 
-  const images = new ImageStore({ dir: opts.imageDir ?? join(opts.dataDir, 'images'), logger });
+  const images = new ImageStore({
+    dir: opts.imageDir ?? join(opts.dataDir, 'images'),
+    logger,
+    allowedRegistries: opts.allowedRegistries ?? listFromEnv(process.env.BERTH_ALLOWED_REGISTRIES),
+    maxImageBytes: opts.maxImageBytes ?? sizeFromEnv('BERTH_MAX_IMAGE_SIZE', process.env.BERTH_MAX_IMAGE_SIZE),
+  });
   await images.buildDefault(opts.onImageProgress);
   const tokens = new TokenService(db);
   const authz = new Authorizer(db);
-  const audit = new AuditLog({ db, logger, sinks: auditSinks() });
+  // BERTH_AUDIT_KEY or DATA_DIR/audit.key: signs the audit chain's heads, and is never in the database.
+  const auditKey = AuditKey.load({ env: process.env, dataDir: opts.dataDir });
+  const audit = new AuditLog({ db, logger, sinks: auditSinks(), key: auditKey.key });
+  // A key file made just now cannot have signed anything: heads written before Berth
+  // signed heads (an upgrade) are adopted as they stand, once.
+  if (auditKey.created) {
+    const adopted = await audit.sealUnsigned();
+    if (adopted > 0) logger.warn({ orgs: adopted }, 'signed the audit heads written before heads were signed; `berth audit verify` checks the entries below them');
+  }
   const secrets = new SecretService({ db, box: SecretBox.load({ env: process.env, dataDir: opts.dataDir }) });
   const taskEvents = new TaskEvents(db);
   // The egress proxy asks the policies on every request; they are loaded before any
@@ -103,6 +143,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const { userId } = await ensureBootstrap(db);
 
   const modelEnv = opts.modelEnv ?? process.env;
+  const repos = new RepoAccess(opts.repos ?? repoAccessFromEnv(process.env));
   // Agent CLIs inside environments reach models through this, with a per-task token.
   const gateway = new LlmGateway({ upstreams: upstreamsFromEnv(modelEnv), logger });
   let publicUrl = opts.publicUrl ?? process.env.BERTH_PUBLIC_URL ?? '';
@@ -112,9 +153,9 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     db,
     runnerId,
     concurrency: opts.taskConcurrency ?? (Number(process.env.BERTH_TASK_CONCURRENCY) || 2 * availableParallelism()),
-    deps: { db, events: taskEvents, environments, secrets, audit, logger, workDir: join(opts.dataDir, 'tasks'), publicUrl: () => publicUrl, modelEnv, gateway: sandboxGateway({ gateway, runner, environments }) },
+    deps: { db, events: taskEvents, environments, secrets, audit, logger, workDir: join(opts.dataDir, 'tasks'), publicUrl: () => publicUrl, modelEnv, repos, gateway: sandboxGateway({ gateway, runner, environments }) },
   });
-  const tasks = new TaskService({ db, events: taskEvents, secrets, signals: worker, checkModel: (model) => void modelClientFromEnv(modelEnv, { model }) });
+  const tasks = new TaskService({ db, events: taskEvents, secrets, signals: worker, repos, checkModel: (model) => void modelClientFromEnv(modelEnv, { model }) });
 
   // Before serving: make the database agree with what is really running on this host.
   await environments.reconcile();
@@ -144,6 +185,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     secrets,
     oidc,
     tokenRateLimit: opts.tokenRateLimit ?? Number(process.env.BERTH_TOKEN_RATE_LIMIT ?? 6000),
+    authFailureLimit: opts.authFailureLimit ?? authFailureLimitFromEnv(process.env.BERTH_AUTH_FAILURE_LIMIT),
     environments,
     tasks,
     taskEvents,
@@ -151,6 +193,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     networkEvents,
     images,
     runners,
+    repos,
     version: VERSION,
     health: () => ({ database: database.kind, runtime: runner.backend.name }),
   });
@@ -198,6 +241,13 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
       await database.close();
     },
   };
+}
+
+function authFailureLimitFromEnv(value: string | undefined): number {
+  if (!value?.trim()) return 30;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw invalid(`BERTH_AUTH_FAILURE_LIMIT must be a whole number of failed authentications a minute per address (0 for no limit), not ${JSON.stringify(value)}`);
+  return n;
 }
 
 function minFreeDiskFromEnv(value: string | undefined): number {

@@ -5,5 +5,6 @@ export { NetworkManager, CA_BUNDLE_PATH, type PreparedNetwork } from './manager.
 export { NetworkEventStore } from './event-store.ts';
 export { EgressProxy, defaultResolver, type EgressProxyOptions } from './proxy.ts';
 export { decide, checkAddress, domainMatches, normalizeHost, type Decision, type EgressRequest } from './request-filter.ts';
+export { resolveDestination, privateAllowanceOf, type Destination, type DestinationResolver, type PrivateAllowance } from './destination.ts';
 export { PRESETS, PRESET_NAMES, isPreset, type PresetName } from './presets.ts';
 export { DENY_ALL } from './policy.ts';

@@ -6,7 +6,8 @@ import type { App, AppDeps } from '../app.ts';
 import { isUniqueViolation } from '../db/index.ts';
 import { SECRET_NAME } from '../secrets/service.ts';
 import { ForgeSettingsSchema } from '../../forges/index.ts';
-import { checkRepo, ProjectWorkSettings } from '../tasks/index.ts';
+import { ProjectWorkSettings } from '../tasks/index.ts';
+import { recordingRepoRefusals } from './repo-refusals.ts';
 
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema };
 const SecretMeta = z.object({
@@ -38,7 +39,7 @@ const Project = z.object({
 const NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 
 /** Secrets (write-only values) and the projects that name which secrets their environments get. */
-export function secretRoutes(app: App, { secrets, db }: AppDeps): void {
+export function secretRoutes(app: App, { secrets, db, repos, audit }: AppDeps): void {
   app.get('/api/orgs/:org/secrets', {
     config: { permission: 'secret.read' },
     schema: { tags: ['secrets'], summary: 'Secret names and scopes; values are never returned', params: OrgRef, response: { 200: z.object({ items: z.array(SecretMeta) }), ...errors } },
@@ -112,7 +113,11 @@ export function secretRoutes(app: App, { secrets, db }: AppDeps): void {
     },
     handler: async (req, reply) => {
       const id = newId('prj');
-      if (req.body.repoUrl) checkRepo(req.body.repoUrl);
+      // A project's repository follows the one-off rule: a path on this host is an instance administrator's.
+      await recordingRepoRefusals(audit, req.scope, 'project.create', req.body.repoUrl ?? req.body.forge?.apiUrl, async () => {
+        if (req.body.repoUrl) await repos.name(req.body.repoUrl, req.caller, 'repoUrl');
+        if (req.body.forge?.apiUrl) await repos.nameApi(req.body.forge.apiUrl);
+      });
       const settings = {
         secrets: (req.body.secrets ?? []).map((name) => ({ name, as: 'env' as const })),
         work: req.body.work ?? {},

@@ -3,17 +3,18 @@ import { ErrorSchema, OrgRef } from '../../shared/api.ts';
 import { CreateTaskBody, ListTasksQuery, Task, TaskEventSchema, TaskEventsQuery, TaskList, TaskRef } from '../../shared/api-tasks.ts';
 import { invalid } from '../../shared/errors.ts';
 import { FINAL_TASK_STATES, type TaskEvent } from '../../shared/tasks.ts';
-import type { App, AppDeps } from '../app.ts';
+import { errorBody, type App, type AppDeps } from '../app.ts';
+import { recordingRepoRefusals } from './repo-refusals.ts';
 
 const tags = ['tasks'];
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema };
 
 /** Tasks: a goal and a repository handed to an agent, followed to a pull request. */
-export function taskRoutes(app: App, { tasks, taskEvents }: AppDeps): void {
+export function taskRoutes(app: App, { tasks, taskEvents, audit }: AppDeps): void {
   app.post('/api/orgs/:org/tasks', {
     config: { permission: 'task.create', audit: 'task.create' },
     schema: { tags, summary: 'Hand a goal and a repository to an agent', params: OrgRef, body: CreateTaskBody, response: { 201: Task, ...errors } },
-    handler: async (req, reply) => reply.code(201).send(await tasks.create(req.scope, req.body)),
+    handler: async (req, reply) => reply.code(201).send(await recordingRepoRefusals(audit, req.scope, 'task.create', req.body.repo, () => tasks.create(req.scope, req.body))),
   });
 
   app.get('/api/orgs/:org/tasks', {
@@ -43,13 +44,13 @@ export function taskRoutes(app: App, { tasks, taskEvents }: AppDeps): void {
   app.post('/api/orgs/:org/tasks/:id/retry', {
     config: { permission: 'task.create', audit: 'task.retry' },
     schema: { tags, summary: 'Run the task again as a new task', params: TaskRef, response: { 201: Task, ...errors } },
-    handler: async (req, reply) => reply.code(201).send(await tasks.retry(req.scope, req.params.id)),
+    handler: async (req, reply) => reply.code(201).send(await recordingRepoRefusals(audit, req.scope, 'task.retry', req.params.id, () => tasks.retry(req.scope, req.params.id))),
   });
 
   app.post('/api/orgs/:org/tasks/:id/approve', {
     config: { permission: 'task.approve', audit: 'task.approve' },
     schema: { tags, summary: 'Merge a plain-git task\'s branch into its base branch', params: TaskRef, response: { 200: Task, ...errors } },
-    handler: async (req) => tasks.approve(req.scope, req.params.id),
+    handler: async (req) => recordingRepoRefusals(audit, req.scope, 'task.approve', req.params.id, () => tasks.approve(req.scope, req.params.id)),
   });
 
   app.get('/api/orgs/:org/tasks/:id/events', {
@@ -85,11 +86,22 @@ export function taskRoutes(app: App, { tasks, taskEvents }: AppDeps): void {
       const end = () => {
         if (ended) return;
         ended = true;
+        release();
         stop();
         clearInterval(heartbeat);
         res.end('event: end\ndata: {}\n\n');
       };
+      // A caller whose token or role no longer allows reading the task gets an error event
+      // (not `end`: the task has not ended) and the stream closes.
+      const release = app.openStreams.watch(req, (why) => {
+        if (ended) return;
+        ended = true;
+        stop();
+        clearInterval(heartbeat);
+        res.end(`event: error\ndata: ${JSON.stringify(errorBody(why))}\n\n`);
+      });
       const send = (e: TaskEvent) => {
+        if (ended) return;
         res.write(`id: ${e.seq}\nevent: task\ndata: ${JSON.stringify(e)}\n\n`);
         if (e.data.type === 'state' && FINAL_TASK_STATES.has(e.data.state)) end();
       };
@@ -98,6 +110,7 @@ export function taskRoutes(app: App, { tasks, taskEvents }: AppDeps): void {
       const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
       res.on('close', () => {
         ended = true;
+        release();
         stop();
         clearInterval(heartbeat);
       });

@@ -1,5 +1,5 @@
 // Tasks: a goal and a repository handed to an agent, run in an environment, ending in a pull request.
-export { TaskService, DEFAULT_BUDGET, checkRepo } from './service.ts';
+export { TaskService, DEFAULT_BUDGET } from './service.ts';
 export { TaskEvents } from './events.ts';
 export { TaskWorker } from './worker.ts';
 export type { PipelineDeps } from './pipeline.ts';

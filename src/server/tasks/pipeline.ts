@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { create as tarCreate } from 'tar';
 import type { Logger } from 'pino';
 import { BuiltinAgent, modelClientFromEnv, type AgentOutcome } from '../../agent/index.ts';
-import { cloneRepo, commitPatch, forgeFor, pushBranch, type ForgeAuth, type ForgeSettings } from '../../forges/index.ts';
+import { cloneRepo, commitPatch, forgeFor, pushBranch, type ForgeAuth, type ForgeSettings, type RepoAccess } from '../../forges/index.ts';
 import { parseSize } from '../../shared/units.ts';
 import type { TaskEventData, TaskState, TaskStep, Usage } from '../../shared/tasks.ts';
 import { Redactor } from '../../shared/redact.ts';
@@ -34,6 +34,8 @@ export interface PipelineDeps {
   /** Where model settings are read (OPENAI_*, ANTHROPIC_*, BERTH_MODEL). */
   modelEnv: NodeJS.ProcessEnv;
   gateway: CommandAgentGateway | null;
+  /** Where host-side git may go: checked again before every clone and push. */
+  repos: RepoAccess;
 }
 
 /** The task ends in this state with this reason; thrown from anywhere in the run. */
@@ -153,6 +155,8 @@ export class TaskRun {
     // Clone on the host: the forge's credentials stay here, never in the sandbox.
     await this.#step('cloning', `cloning ${task.repo_url}`);
     const forgeSettings: ForgeSettings = project?.settings.forge ?? {};
+    // Before anything reaches the forge (an App's token comes from its API).
+    const reach = await this.#reach(forgeSettings);
     const forge = forgeFor(task.repo_url, forgeSettings, await this.#forgeAuth(forgeSettings));
     const credentials = await forge.gitCredentials();
     for (const s of credentials.secrets) this.#secretValues.push({ name: 'forge credentials', value: s });
@@ -160,7 +164,7 @@ export class TaskRun {
     await rm(dir, { recursive: true, force: true });
     await mkdir(dir, { recursive: true });
     const repoDir = join(dir, 'repo');
-    const cloned = await cloneRepo({ url: task.repo_url, dir: repoDir, branch: task.base_branch ?? undefined, credentials, signal: this.#signal });
+    const cloned = await cloneRepo({ url: task.repo_url, reach, dir: repoDir, branch: task.base_branch ?? undefined, credentials, signal: this.#signal });
     const branch = `berth/${task.id}-${slugOf(task.goal)}`;
     await this.#update({ base_sha: cloned.baseSha, base_branch: cloned.branch, branch });
     await this.#emit({ type: 'log', level: 'info', message: `cloned ${cloned.branch} at ${cloned.baseSha.slice(0, 12)}` });
@@ -248,7 +252,7 @@ export class TaskRun {
     // A GitHub App token lives an hour: ask again (the forge reuses it while it is fresh).
     const pushCredentials = await forge.gitCredentials();
     for (const s of pushCredentials.secrets) this.#secretValues.push({ name: 'forge credentials', value: s });
-    await pushBranch({ dir: repoDir, url: task.repo_url, branch, credentials: pushCredentials, signal: this.#signal });
+    await pushBranch({ dir: repoDir, url: task.repo_url, reach: await this.#reach(forgeSettings), branch, credentials: pushCredentials, signal: this.#signal });
 
     const green = checks === null || checks.passed;
     await this.#step('pull_request', forge.kind === 'git' ? 'recording the change request' : `opening a ${forge.kind === 'gitlab' ? 'merge' : 'pull'} request`);
@@ -402,6 +406,19 @@ export class TaskRun {
         .where('id', '=', this.#task.id)
         .execute(),
     ).catch(() => {});
+  }
+
+  /**
+   * Leave for git to reach the task's repository, and the forge's API URL checked by the same
+   * address rules: a task stored before them, or a name that points elsewhere now, fails here.
+   */
+  async #reach(settings: ForgeSettings) {
+    try {
+      if (settings.apiUrl) await this.#d.repos.reachApi(settings.apiUrl);
+      return await this.#d.repos.reach(this.#task.repo_url);
+    } catch (e) {
+      throw new TaskEnd('failed', `the repository cannot be reached from this server: ${(e as Error).message}`);
+    }
   }
 
   async #forgeAuth(settings: ForgeSettings): Promise<ForgeAuth> {

@@ -1,14 +1,13 @@
-import { existsSync, statSync } from 'node:fs';
-import { isAbsolute, join } from 'node:path';
+import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { sql } from 'kysely';
 import type { CreateTaskBody, Task, TaskList } from '../../shared/api-tasks.ts';
-import { conflict, invalid, notFound } from '../../shared/errors.ts';
+import { BerthError, conflict, invalid, notFound } from '../../shared/errors.ts';
 import { newId } from '../../shared/ids.ts';
 import { FINAL_TASK_STATES, type TaskBudget, type TaskState } from '../../shared/tasks.ts';
-import { parseDuration } from '../../shared/units.ts';
-import { forgeFor, mergeBranch, type ForgeSettings } from '../../forges/index.ts';
+import { formatDuration, MAX_TIMEOUT_MS, parseDuration } from '../../shared/units.ts';
+import { forgeFor, mergeBranch, type ForgeSettings, type RepoAccess, type RepoNamer } from '../../forges/index.ts';
 import type { Scope } from '../authz.ts';
 import type { Db, ProjectRow, TaskRow } from '../db/index.ts';
 import { afterPageCursor, encodePageCursor, pageKey } from '../db/page.ts';
@@ -78,11 +77,14 @@ export class TaskService {
   readonly #events: TaskEvents;
   readonly #secrets: SecretService;
   readonly #signals: TaskSignals;
+  /** Who may name which repository, and where host-side git may go. */
+  readonly #repos: RepoAccess;
   /** Refuses a built-in agent task when no model is configured: bad input changes nothing. */
   readonly #checkModel: (model: string | undefined) => void;
 
-  constructor(opts: { db: Db; events: TaskEvents; secrets: SecretService; signals: TaskSignals; checkModel: (model: string | undefined) => void }) {
+  constructor(opts: { db: Db; events: TaskEvents; secrets: SecretService; signals: TaskSignals; repos: RepoAccess; checkModel: (model: string | undefined) => void }) {
     this.#db = opts.db;
+    this.#repos = opts.repos;
     this.#events = opts.events;
     this.#secrets = opts.secrets;
     this.#signals = opts.signals;
@@ -90,6 +92,11 @@ export class TaskService {
   }
 
   async create(scope: Scope, body: CreateTaskBody): Promise<Task> {
+    const b = body.budget ?? {};
+    const timeout = b.timeout === undefined || b.timeout === null ? DEFAULT_BUDGET.timeoutMs : typeof b.timeout === 'number' ? b.timeout : (parseDuration(b.timeout) ?? 0);
+    if (!timeout) throw invalid('a task needs a timeout: give a duration such as 30m', 'budget.timeout');
+    // A timer cannot wait longer: past it the task would time out at once.
+    if (timeout > MAX_TIMEOUT_MS) throw invalid(`a task's timeout must be at most ${formatDuration(MAX_TIMEOUT_MS)}, got ${formatDuration(timeout)}`, 'budget.timeout');
     let project: ProjectRow | undefined;
     let repo: string;
     if (body.project) {
@@ -103,7 +110,7 @@ export class TaskService {
       if (!project.repo_url) throw invalid(`project '${project.name}' has no repository: give it one with \`berth project create ${project.name} --repo URL\``, 'project');
       repo = project.repo_url;
     } else {
-      repo = checkRepo(body.repo!);
+      repo = await this.#repos.name(body.repo!, scope.caller);
     }
     const agent = body.agent ?? project?.settings.agent?.kind ?? 'builtin';
     const command = body.command ?? project?.settings.agent?.command ?? null;
@@ -111,9 +118,6 @@ export class TaskService {
     const model = body.model ?? project?.settings.agent?.model ?? null;
     if (agent === 'builtin') this.#checkModel(model ?? undefined);
 
-    const b = body.budget ?? {};
-    const timeout = b.timeout === undefined || b.timeout === null ? DEFAULT_BUDGET.timeoutMs : typeof b.timeout === 'number' ? b.timeout : (parseDuration(b.timeout) ?? 0);
-    if (!timeout) throw invalid('a task needs a timeout: give a duration such as 30m', 'budget.timeout');
     const budget: TaskBudget = {
       maxSteps: b.maxSteps ?? DEFAULT_BUDGET.maxSteps,
       maxTokens: b.maxTokens ?? null,
@@ -150,6 +154,8 @@ export class TaskService {
   /** Runs the same task again as a new one. */
   async retry(scope: Scope, id: string): Promise<Task> {
     const row = await this.#get(scope.orgId, id);
+    // A one-off repository is named again by whoever retries: a path stays an instance administrator's.
+    if (!row.project_id) await this.#repos.name(row.repo_url, scope.caller);
     const fresh = newId('task');
     const copy = await this.#db
       .insertInto('tasks')
@@ -240,12 +246,14 @@ export class TaskService {
     if (cr.kind !== 'berth') throw conflict(`task ${id}'s change is a ${cr.kind.replace('_', ' ')} on the forge: review and merge it there (${cr.url})`);
     if (cr.mergedSha) throw conflict(`task ${id} was already approved: ${row.branch} is merged into ${row.base_branch} as ${cr.mergedSha.slice(0, 12)}`);
     const project = row.project_id ? await this.#db.selectFrom('projects').selectAll().where('id', '=', row.project_id).executeTakeFirst() : undefined;
+    await this.#assertOwnRepository(row, project);
+    const reach = await this.#repos.reach(row.repo_url);
     const settings: ForgeSettings = project?.settings.forge ?? {};
     const token = settings.tokenSecret ? await this.#secrets.forgeSecret(row.org_id, row.project_id, settings.tokenSecret) : null;
     const credentials = await forgeFor(row.repo_url, settings, token ? { token } : null).gitCredentials();
     const workdir = await mkdtemp(join(tmpdir(), 'berth-approve-'));
     try {
-      const { sha } = await mergeBranch({ url: row.repo_url, base: row.base_branch, branch: row.branch, workdir, credentials, message: `Merge ${row.branch}: ${row.goal.split('\n')[0]!.slice(0, 72)}\n\nApproved by ${scope.actor} (Berth task ${row.id}).` });
+      const { sha } = await mergeBranch({ url: row.repo_url, reach, base: row.base_branch, branch: row.branch, workdir, credentials, message: `Merge ${row.branch}: ${row.goal.split('\n')[0]!.slice(0, 72)}\n\nApproved by ${scope.actor} (Berth task ${row.id}).` });
       const merged = { ...cr, mergedSha: sha };
       const updated = await this.#db.updateTable('tasks').set({ change_request: JSON.stringify(merged), updated_at: new Date() }).where('id', '=', id).returningAll().executeTakeFirstOrThrow();
       await this.#events.append(id, { type: 'log', level: 'info', message: `approved by ${scope.actor}: merged ${row.branch} into ${row.base_branch} (${sha.slice(0, 12)})` });
@@ -253,6 +261,34 @@ export class TaskService {
     } finally {
       await rm(workdir, { recursive: true, force: true });
     }
+  }
+
+  /**
+   * Approve merges only into the task's own repository: a project's task into the project's
+   * repository (the project was deleted, or its repository is another: refused), a one-off
+   * task into one its creator may name today (a path: an instance administrator's).
+   */
+  async #assertOwnRepository(row: TaskRow, project: ProjectRow | undefined): Promise<void> {
+    if (row.project_id) {
+      if (!project || project.org_id !== row.org_id || project.repo_url !== row.repo_url) {
+        throw new BerthError('forbidden', `task ${row.id} ran on ${row.repo_url}, which is not its project's repository${project ? ` (${project.repo_url ?? 'none'})` : ' (the project was deleted)'}: nothing was merged; merge the branch by hand if it is meant to land`, 'repo');
+      }
+      return;
+    }
+    try {
+      await this.#repos.name(row.repo_url, await this.#creatorOf(row.created_by));
+    } catch (e) {
+      if (!(e instanceof BerthError) || (e.kind !== 'forbidden' && e.kind !== 'invalid')) throw e;
+      throw new BerthError('forbidden', `task ${row.id}'s repository is not one its creator (${row.created_by}) may name: nothing was merged (${e.message})`, 'repo');
+    }
+  }
+
+  /** The creator as a repository namer: an instance administrator only when a user token of one made the task. */
+  async #creatorOf(actor: string): Promise<RepoNamer> {
+    const userId = actor.startsWith('user:') ? actor.slice('user:'.length) : null;
+    if (!userId) return { instanceAdmin: false };
+    const user = await this.#db.selectFrom('users').select(['instance_admin', 'disabled_at']).where('id', '=', userId).executeTakeFirst();
+    return { instanceAdmin: Boolean(user?.instance_admin) && !user?.disabled_at };
   }
 
   async #projectName(projectId: string | null): Promise<string | null> {
@@ -294,25 +330,4 @@ export class TaskService {
       finishedAt: iso(r.finished_at),
     };
   }
-}
-
-/**
- * A one-off repository: a URL git can clone, or an absolute path to a repository on the
- * control plane's machine. Credentials in the URL are refused: they would end up in logs
- * and in the task's record; store a token as a secret on a project instead.
- */
-export function checkRepo(repo: string): string {
-  if (isAbsolute(repo)) {
-    if (!existsSync(repo) || !statSync(repo).isDirectory()) throw invalid(`no repository at ${repo} on the Berth server`, 'repo');
-    return repo;
-  }
-  let url: URL;
-  try {
-    url = new URL(repo);
-  } catch {
-    throw invalid(`'${repo}' is neither a URL nor an absolute path: pass https://host/owner/repo.git or /path/to/repo`, 'repo');
-  }
-  if (!['https:', 'http:', 'file:', 'git:', 'ssh:'].includes(url.protocol)) throw invalid(`repositories are reached over https, http, ssh, git or file URLs, not ${url.protocol}`, 'repo');
-  if (url.username || url.password) throw invalid('the repository URL carries credentials: remove them and store the token as a secret named in the project\'s forge settings', 'repo');
-  return repo;
 }
