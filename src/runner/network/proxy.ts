@@ -3,14 +3,21 @@
 // Each request is decided by request-filter, the name is resolved here and the
 // connection goes to the very address that was checked, so DNS rebinding does not help.
 // For hosts with credentials it terminates TLS (certificate from the runner's CA) and
-// adds the header on the way out; everything else is a byte tunnel it never reads.
+// adds the header on the way out; other TLS is a byte tunnel it never reads. What is not
+// TLS inside a CONNECT tunnel is read as HTTP, request by request, like plain HTTP.
+//
+// Every request it forwards is parsed (strictly) and framed again by the proxy itself
+// (framing.ts), and upstream connections belong to one client connection and one set of
+// credentials: no byte a client sends can become a request the proxy did not decide and
+// record, or meet another request's credential.
 import { lookup } from 'node:dns/promises';
 import { Agent as HttpAgent, createServer, request as httpRequest, STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { connect, type BlockList, type Socket } from 'node:net';
 import { rootCertificates, TLSSocket, createSecureContext, type SecureContext } from 'node:tls';
 import type { CertificateAuthority } from './ca.ts';
-import { checkAddress, decide, hostAddressesNow, normalizeHost } from './request-filter.ts';
+import { requestFraming, type Framing } from './framing.ts';
+import { checkAddress, decide, hostAddressesNow, normalizeHost, pathUnder } from './request-filter.ts';
 import type { EgressPolicy, NetworkEvent, NetworkEventSink, NetworkUsage, PolicySource, Resolver } from './types.ts';
 
 export interface EgressProxyOptions {
@@ -49,6 +56,17 @@ function hostAddresses(): ReadonlySet<string> {
 
 type Target = { ok: true; address: string } | { ok: false; rule: string; reason: string; status: number; error?: string };
 
+/** Where the requests inside a CONNECT tunnel the proxy reads go: over TLS (credential hosts) or plain HTTP. */
+interface TunnelTarget {
+  host: string;
+  port: number;
+  address: string;
+  tls: boolean;
+}
+
+/** Node's parser settings for what the environment sends: strict, whatever NODE_OPTIONS says. */
+const STRICT_PARSER = { insecureHTTPParser: false, requireHostHeader: false } as const;
+
 /** How long a client connection may stay open without starting a request. */
 const IDLE_BEFORE_REQUEST_MS = 10_000;
 
@@ -57,21 +75,32 @@ export class EgressProxy {
   readonly #server: Server;
   /** Serves the requests inside TLS connections the proxy terminates; never listens. */
   readonly #inner: Server;
-  readonly #httpAgent = new HttpAgent({ keepAlive: true, maxSockets: 64 });
-  readonly #httpsAgent: HttpsAgent;
+  /**
+   * Upstream connections, pooled per client connection (or tunnel) and per set of
+   * credentials: a response reaches only the connection whose request asked for it, and a
+   * connection that carried a credential carries no request without it. Closed with the client's.
+   */
+  readonly #agents = new WeakMap<Socket, Map<string, HttpAgent>>();
+  readonly #openAgents = new Set<HttpAgent>();
   readonly #resolve: Resolver;
   readonly #sockets = new Set<Socket>();
-  /** The CONNECT host and port of each terminated TLS connection. */
-  readonly #tunnelTarget = new WeakMap<Socket, { host: string; port: number; address: string }>();
+  /** The CONNECT target of each tunnel the proxy reads (terminated TLS, or plain HTTP). */
+  readonly #tunnelTarget = new WeakMap<Socket, TunnelTarget>();
   readonly #contexts = new Map<string, SecureContext>();
+  /**
+   * Connections whose framing was refused: where their next request begins is anyone's
+   * guess, so what Node parses after it is neither answered nor forwarded (the 400 closes them).
+   */
+  readonly #spoiled = new WeakSet<Socket>();
   #refusedUnreported = 0;
   #lastRefusalEvent = 0;
 
   constructor(opts: EgressProxyOptions) {
     this.#o = opts;
     this.#resolve = opts.resolver ?? defaultResolver;
-    this.#httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: 64, ...(opts.upstreamCa ? { ca: [...rootCertificates, opts.upstreamCa] } : {}) });
-    this.#server = createServer({ requestTimeout: 0, headersTimeout: 30_000 });
+    // Requests with no Host header reach the handlers too, to be answered and recorded there
+    // (the URL or the tunnel names the host; the proxy writes Host itself).
+    this.#server = createServer({ requestTimeout: 0, headersTimeout: 30_000, ...STRICT_PARSER });
     this.#server.on('connection', (s: Socket) => this.#onConnection(s));
     // A request has begun: the wait-for-a-request timer (see #onConnection) no longer applies.
     this.#server.on('request', (req: IncomingMessage, res: ServerResponse) => {
@@ -82,10 +111,10 @@ export class EgressProxy {
       socket.setTimeout(0);
       void this.#onConnect(req, socket, head);
     });
-    this.#server.on('clientError', (_err, socket: Socket) => socket.destroy());
-    this.#inner = createServer({ requestTimeout: 0 });
+    this.#server.on('clientError', (err: Error, socket: Socket) => this.#onClientError(err, socket));
+    this.#inner = createServer({ requestTimeout: 0, ...STRICT_PARSER });
     this.#inner.on('request', (req: IncomingMessage, res: ServerResponse) => void this.#onTunnelledRequest(req, res));
-    this.#inner.on('clientError', (_err, socket: Socket) => socket.destroy());
+    this.#inner.on('clientError', (err: Error, socket: Socket) => this.#onClientError(err, socket));
   }
 
   listen(port: number, host: string): Promise<void> {
@@ -108,8 +137,7 @@ export class EgressProxy {
   async close(): Promise<void> {
     const closed = new Promise<void>((r) => this.#server.close(() => r()));
     for (const s of this.#sockets) s.destroy();
-    this.#httpAgent.destroy();
-    this.#httpsAgent.destroy();
+    for (const a of this.#openAgents) a.destroy();
     await closed;
   }
 
@@ -181,6 +209,7 @@ export class EgressProxy {
 
   /** A plain-HTTP request, absolute URI: `GET http://host/path`. */
   async #onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (this.#spoiled.has(req.socket)) return void req.resume();
     const started = performance.now();
     const at = new Date().toISOString();
     let url: URL | undefined;
@@ -200,6 +229,13 @@ export class EgressProxy {
     const path = `${url.pathname}${url.search}`;
     const policy = this.#policy();
     const base = { at, kind: 'http' as const, host: normalizeHost(url.hostname), port, method, path };
+    const framing = requestFraming(req);
+    if (!framing.ok) {
+      this.#spoiled.add(req.socket);
+      refuse(res, 400, 'deny:bad-request', framing.reason);
+      this.#record({ ...base, allowed: false, rule: 'deny:bad-request', status: 400, bytesUp: 0, bytesDown: 0, durationMs: performance.now() - started, error: framing.reason });
+      return;
+    }
     if (!policy) {
       refuse(res, 403, 'deny:no-policy', 'no network policy applies to this environment');
       this.#record({ ...base, allowed: false, rule: 'deny:no-policy', status: 403, bytesUp: 0, bytesDown: 0, durationMs: performance.now() - started });
@@ -215,11 +251,16 @@ export class EgressProxy {
     }
     // The Host header says what the URL says, whatever the client wrote there.
     const headers = forwardHeaders(req.headers, url.host);
-    this.#forward(req, res, { tls: false, host: d.host, port, address: target.address, path, headers, rule: d.rule, at, started, kind: 'http' });
+    const agent = this.#agentFor(req.socket, false, '');
+    this.#forward(req, res, { tls: false, host: d.host, port, address: target.address, path, headers, framing, agent, rule: d.rule, at, started, kind: 'http' });
   }
 
-  /** A request inside a TLS connection the proxy terminated (a host with credentials). */
+  /**
+   * A request inside a CONNECT tunnel the proxy reads: TLS it terminated (a host with
+   * credentials), or plain HTTP. Decided like plain HTTP, method included, and recorded.
+   */
   async #onTunnelledRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (this.#spoiled.has(req.socket)) return void req.resume();
     const started = performance.now();
     const at = new Date().toISOString();
     const t = this.#tunnelTarget.get(req.socket);
@@ -228,37 +269,75 @@ export class EgressProxy {
       res.destroy();
       return;
     }
-    // Dot segments resolved before the prefix check, as the server will resolve them.
+    const base = { at, kind: 'http' as const, host: t.host, port: t.port, method };
+    const deny = (status: number, rule: string, reason: string, path: string | null, error?: string) => {
+      refuse(res, status, rule, reason);
+      this.#record({ ...base, path, allowed: false, rule, status, bytesUp: 0, bytesDown: 0, durationMs: performance.now() - started, ...(error ? { error } : {}) });
+    };
+    // Origin form only (`/path`): the tunnel already names the host. Dot segments are
+    // resolved before the prefix check, as the server will resolve them.
     let path: string;
     try {
-      const u = new URL(req.url ?? '/', `https://${t.host}`);
+      if (!req.url?.startsWith('/')) throw new Error('not origin-form');
+      const u = new URL(`${t.tls ? 'https' : 'http'}://${t.host}${req.url}`);
       path = `${u.pathname}${u.search}`;
     } catch {
-      refuse(res, 400, 'deny:bad-path', `not a request path: ${JSON.stringify(req.url)}`);
-      return;
+      return deny(400, 'deny:bad-path', `not a request path: ${JSON.stringify(req.url)} (inside a tunnel, send /path)`, req.url ?? null);
+    }
+    const framing = requestFraming(req);
+    if (!framing.ok) {
+      this.#spoiled.add(req.socket);
+      return deny(400, 'deny:bad-request', framing.reason, path, framing.reason);
     }
     // The policy again, per request: a change applies to open connections too.
     const policy = this.#policy();
-    const d = policy ? decide(policy, { kind: 'connect', host: t.host, port: t.port, method: null }) : undefined;
-    if (!policy || !d?.allowed) {
-      const rule = d?.rule ?? 'deny:no-policy';
-      refuse(res, 403, rule, d && !d.allowed ? d.reason : 'no network policy applies to this environment');
-      this.#record({ at, kind: 'http', host: t.host, port: t.port, method, path, allowed: false, rule, status: 403, bytesUp: 0, bytesDown: 0, durationMs: performance.now() - started });
-      return;
-    }
-    const headers = forwardHeaders(req.headers, t.port === 443 ? t.host : `${t.host}:${t.port}`);
+    if (!policy) return deny(403, 'deny:no-policy', 'no network policy applies to this environment', path);
+    const d = decide(policy, { kind: 'http', host: t.host, port: t.port, method });
+    if (!d.allowed) return deny(403, d.rule, d.reason, path);
+    const defaultPort = t.tls ? 443 : 80;
+    const headers = forwardHeaders(req.headers, t.port === defaultPort ? t.host : `${t.host}:${t.port}`);
+    // Credentials travel over TLS only, to exactly their host, under their path prefix.
     const used: string[] = [];
-    for (const c of policy.credentials) {
-      if (normalizeHost(c.host) === t.host && path.startsWith(c.pathPrefix)) {
-        headers[c.header.toLowerCase()] = c.value;
-        used.push(c.name);
+    if (t.tls) {
+      for (const c of policy.credentials) {
+        if (normalizeHost(c.host) === t.host && pathUnder(path, c.pathPrefix)) {
+          headers[c.header.toLowerCase()] = c.value;
+          used.push(c.name);
+        }
       }
     }
     const rule = used.length ? `${d.rule}+credential:${used.join(',')}` : d.rule;
-    this.#forward(req, res, { tls: true, host: t.host, port: t.port, address: t.address, path, headers, rule, at, started, kind: 'http' });
+    const agent = this.#agentFor(req.socket, t.tls, used.join(','));
+    this.#forward(req, res, { tls: t.tls, host: t.host, port: t.port, address: t.address, path, headers, framing, agent, rule, at, started, kind: 'http' });
   }
 
-  #forward(req: IncomingMessage, res: ServerResponse, f: { tls: boolean; host: string; port: number; address: string; path: string; headers: OutgoingHttpHeaders; rule: string; at: string; started: number; kind: 'http' }): void {
+  /** The pool for this client connection, this scheme and this set of credentials (see #agents). */
+  #agentFor(client: Socket, tls: boolean, credentials: string): HttpAgent {
+    let pools = this.#agents.get(client);
+    if (!pools) {
+      const mine = new Map<string, HttpAgent>();
+      pools = mine;
+      this.#agents.set(client, mine);
+      client.once('close', () => {
+        for (const a of mine.values()) {
+          a.destroy();
+          this.#openAgents.delete(a);
+        }
+      });
+    }
+    const key = `${tls ? 'https' : 'http'} ${credentials}`;
+    let agent = pools.get(key);
+    if (!agent) {
+      // One connection at a time, as the client's own: a pipelined request waits its turn.
+      const options = { keepAlive: true, maxSockets: 1 };
+      agent = tls ? new HttpsAgent({ ...options, ...(this.#o.upstreamCa ? { ca: [...rootCertificates, this.#o.upstreamCa] } : {}) }) : new HttpAgent(options);
+      pools.set(key, agent);
+      this.#openAgents.add(agent);
+    }
+    return agent;
+  }
+
+  #forward(req: IncomingMessage, res: ServerResponse, f: { tls: boolean; host: string; port: number; address: string; path: string; headers: OutgoingHttpHeaders; framing: Framing & { ok: true }; agent: HttpAgent; rule: string; at: string; started: number; kind: 'http' }): void {
     let up = 0;
     let down = 0;
     let status: number | null = null;
@@ -273,13 +352,14 @@ export class EgressProxy {
       port: f.port,
       method: req.method,
       path: f.path,
-      headers: f.headers,
+      // The body's framing is the proxy's own (forwardHeaders dropped the client's).
+      headers: { ...f.headers, ...f.framing.headers },
       setHost: false,
       timeout: CONNECT_TIMEOUT_MS,
+      insecureHTTPParser: false,
+      agent: f.agent,
     };
-    const upstream = f.tls
-      ? httpsRequest({ ...options, servername: f.host, agent: this.#httpsAgent })
-      : httpRequest({ ...options, agent: this.#httpAgent });
+    const upstream = f.tls ? httpsRequest({ ...options, servername: f.host }) : httpRequest(options);
     upstream.on('timeout', () => upstream.destroy(new Error('upstream timed out')));
     upstream.on('response', (r: IncomingMessage) => {
       status = r.statusCode ?? 502;
@@ -308,7 +388,11 @@ export class EgressProxy {
       }
     });
     req.on('data', (b: Buffer) => (up += b.length));
-    req.pipe(upstream);
+    if (f.framing.body) req.pipe(upstream);
+    else {
+      req.resume();
+      upstream.end();
+    }
   }
 
   /** `CONNECT host:port`: a byte tunnel, or TLS terminated here when the host has credentials. */
@@ -341,10 +425,14 @@ export class EgressProxy {
         return deny(502, d.rule, 'the proxy could not make a certificate for this host', (err as Error).message);
       }
       socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-      // Bytes the client sent after the CONNECT belong to the TLS handshake.
-      if (head.length) socket.unshift(head);
+      const first = await firstBytes(socket, head);
+      if (!first) return;
+      const t = { host: d.host, port, address: target.address };
+      if (!isTls(first)) return this.#readAsHttp(socket, first, t, () => this.#record({ ...base, allowed: true, rule: `${d.rule}+http`, status: 200, bytesUp: socket.bytesRead, bytesDown: socket.bytesWritten, durationMs: performance.now() - started }));
+      // The bytes read belong to the TLS handshake.
+      socket.unshift(first);
       const tls = new TLSSocket(socket, { isServer: true, secureContext: context, ALPNProtocols: ['http/1.1'] });
-      this.#tunnelTarget.set(tls, { host: d.host, port, address: target.address });
+      this.#tunnelTarget.set(tls, { ...t, tls: true });
       tls.on('error', () => tls.destroy());
       tls.once('close', () => this.#record({ ...base, allowed: true, rule: `${d.rule}+tls-terminated`, status: 200, bytesUp: socket.bytesRead, bytesDown: socket.bytesWritten, durationMs: performance.now() - started }));
       this.#inner.emit('connection', tls);
@@ -353,6 +441,8 @@ export class EgressProxy {
 
     let status: number | null = null;
     let error: string | undefined;
+    /** Set when the client's first bytes are not TLS: the raw connection goes, requests are read (#readAsHttp). */
+    let readAsHttp = false;
     // Downloads (upstream → client) are where the bytes are, so that direction reads into
     // one buffer per tunnel instead of a fresh 64 KiB Buffer per read: pipe() there cost
     // about 3× the CPU (allocation, page faults, GC), which on a busy host is throughput.
@@ -378,11 +468,22 @@ export class EgressProxy {
     };
     const upstream = connect({ host: target.address, port, noDelay: true, onread: { buffer: down, callback: relayDown } });
     upstream.setTimeout(CONNECT_TIMEOUT_MS, () => upstream.destroy(new Error('upstream timed out')));
-    upstream.once('connect', () => {
+    upstream.once('connect', async () => {
       upstream.setTimeout(0);
       status = 200;
       socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-      if (head.length) upstream.write(head);
+      // TLS is relayed unread (its methods and paths are not visible; the policy allowed the
+      // host and port). Anything else would be plain HTTP past the method rule and the
+      // record, or a protocol the proxy cannot check: it is read as HTTP, request by request.
+      const first = await firstBytes(socket, head);
+      if (!first || upstream.destroyed) return;
+      if (!isTls(first)) {
+        readAsHttp = true;
+        upstream.destroy();
+        const t = { host: d.host, port, address: target.address };
+        return this.#readAsHttp(socket, first, t, () => this.#record({ ...base, allowed: true, rule: `${d.rule}+http`, status: 200, bytesUp: socket.bytesRead, bytesDown: socket.bytesWritten, durationMs: performance.now() - started }));
+      }
+      upstream.write(first);
       // No per-chunk listeners on this path: the sockets count their own bytes.
       socket.pipe(upstream);
     });
@@ -398,9 +499,41 @@ export class EgressProxy {
     socket.setNoDelay(true);
     socket.once('close', () => upstream.destroy());
     upstream.once('close', () => {
+      if (readAsHttp) return;
       socket.destroy();
       this.#record({ ...base, allowed: true, rule: d.rule, status, bytesUp: upstream.bytesWritten, bytesDown: upstream.bytesRead, durationMs: performance.now() - started, ...(error ? { error } : {}) });
     });
+  }
+
+  /** A CONNECT tunnel whose first bytes are not TLS: its requests go to #onTunnelledRequest as plain HTTP. */
+  #readAsHttp(socket: Socket, first: Buffer, t: Omit<TunnelTarget, 'tls'>, closed: () => void): void {
+    socket.unshift(first);
+    this.#tunnelTarget.set(socket, { ...t, tls: false });
+    socket.once('close', closed);
+    this.#inner.emit('connection', socket);
+    socket.resume();
+  }
+
+  /**
+   * What Node's parser refused — both Content-Length and Transfer-Encoding, a bad
+   * Transfer-Encoding, obs-fold, bare LF, bad characters — gets a 400 naming the rule and
+   * an event; resets and timeouts just close.
+   */
+  #onClientError(err: NodeJS.ErrnoException & { reason?: string }, socket: Socket): void {
+    if (!err.code?.startsWith('HPE_')) {
+      socket.destroy();
+      return;
+    }
+    const reason = `the request cannot be parsed unambiguously (${err.reason ?? err.message}); send one well-formed HTTP/1.1 request with CRLF line ends and either Content-Length or Transfer-Encoding: chunked`;
+    const t = this.#tunnelTarget.get(socket);
+    this.#record({
+      at: new Date().toISOString(), kind: 'http', host: t?.host ?? '', port: t?.port ?? 0, method: null, path: null, allowed: false,
+      rule: 'deny:bad-request', status: 400, bytesUp: 0, bytesDown: 0, durationMs: 0, error: String(err.code),
+    });
+    // As Node itself does: answer only if no response to an earlier request has begun.
+    const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
+    if (socket.writable && !inFlight?.headersSent) socket.end(refusal(400, 'deny:bad-request', reason), () => socket.destroy());
+    else socket.destroy();
   }
 
   /** The address to connect to for `host`: resolved here, checked, and the one used. */
@@ -438,8 +571,9 @@ export class EgressProxy {
   }
 }
 
+/** The client's headers less hop-by-hop ones and its framing (the proxy frames the body itself), with `host`. */
 function forwardHeaders(incoming: IncomingHttpHeaders, host: string): OutgoingHttpHeaders {
-  const drop = new Set(HOP_BY_HOP);
+  const drop = new Set([...HOP_BY_HOP, 'content-length']);
   for (const name of String(incoming.connection ?? '').split(',')) drop.add(name.trim().toLowerCase());
   const out: OutgoingHttpHeaders = {};
   for (const [k, v] of Object.entries(incoming)) if (v !== undefined && !drop.has(k)) out[k] = v;
@@ -464,6 +598,30 @@ function refuse(res: ServerResponse, status: number, rule: string, reason: strin
   res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-berth-rule': rule, connection: 'close' });
   res.end(body);
 }
+
+/**
+ * The first bytes the client sends into a tunnel (those after the CONNECT, if any), or
+ * null if it closes first. The socket is left paused, nothing consumed but what is returned.
+ */
+function firstBytes(socket: Socket, head: Buffer): Promise<Buffer | null> {
+  if (head.length) return Promise.resolve(head);
+  return new Promise((resolve) => {
+    const onData = (b: Buffer) => {
+      socket.off('close', onClose);
+      socket.pause();
+      resolve(b);
+    };
+    const onClose = () => {
+      socket.off('data', onData);
+      resolve(null);
+    };
+    socket.once('data', onData);
+    socket.once('close', onClose);
+  });
+}
+
+/** A TLS record starts with content type 22 (handshake): a byte no HTTP request starts with. */
+const isTls = (first: Buffer) => first[0] === 0x16;
 
 /** A whole HTTP/1.1 response for a CONNECT the proxy refuses. */
 function refusal(status: number, rule: string, reason: string): string {

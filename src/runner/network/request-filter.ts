@@ -126,3 +126,25 @@ export function hostAddressesNow(): Set<string> {
   for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) set.add(a.address);
   return set;
 }
+
+/**
+ * Whether a request path (query allowed) lies under `prefix` on a segment boundary: `/v1`
+ * (or `/v1/`) covers `/v1`, `/v1/…` and `/v1?…`, never `/v10` or `/v1x`. Dot segments are
+ * the caller's to resolve first (new URL does, %2e too); one that appears only once the path
+ * is percent-decoded (`/v1/..%2fadmin`, which some servers decode and then resolve) puts the
+ * path under no prefix but `/`: no credential rather than the wrong one.
+ */
+export function pathUnder(path: string, prefix: string): boolean {
+  const pathname = path.split('?')[0]!;
+  if (!pathname.startsWith('/')) return false;
+  const p = prefix.replace(/\/+$/, '');
+  if (p === '') return true;
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(pathname);
+  } catch {
+    return false;
+  }
+  if (decoded.split(/[/\\]/).some((s) => s === '.' || s === '..')) return false;
+  return pathname === p || pathname.startsWith(`${p}/`);
+}

@@ -10,11 +10,15 @@ export interface EgressPolicy {
   presets: string[];
   /** Destination ports allowed; null: 80 and 443. */
   allowPorts: number[] | null;
-  /** Methods allowed for plain HTTP (a TLS tunnel's methods are not visible); null: any. */
+  /**
+   * Methods allowed for every request the proxy reads: plain HTTP, plain HTTP inside a
+   * CONNECT tunnel, and TLS it terminates (hosts with credentials); other TLS tunnels' methods
+   * are not visible. null: any.
+   */
   allowMethods: string[] | null;
   /** Concurrent connections to the proxy, per environment. */
   maxConnections: number;
-  /** Headers the proxy adds on the way out, for exactly `host` and paths under `pathPrefix`; `value` never enters the sandbox. */
+  /** Headers the proxy adds on the way out, over TLS, for exactly `host` and paths under `pathPrefix` (whole segments: /v1 is not /v10); `value` never enters the sandbox. */
   credentials: { host: string; pathPrefix: string; header: string; value: string; name: string }[];
   /** Where the decision came from, for the event's rule: e.g. 'environment', 'project:web', 'org'. */
   scope: string;

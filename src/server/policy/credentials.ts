@@ -18,7 +18,10 @@ export function checkEgressMarking(input: { host: string; pathPrefix?: string | 
   const host = checkDomain(input.host, 'egress.host');
   if (host.startsWith('*.')) throw invalid('an egress-only secret goes to one exact host, not a wildcard', 'egress.host');
   const pathPrefix = input.pathPrefix ?? '/';
-  if (!/^\/[\x21-\x7e]*$/.test(pathPrefix) || pathPrefix.length > 1024) throw invalid('the path prefix starts with / and has no spaces or control characters, e.g. /v1', 'egress.pathPrefix');
+  // A path, matched on whole segments by the proxy (pathUnder): a query or fragment could never match.
+  if (!/^\/[\x21-\x7e]*$/.test(pathPrefix) || /[?#]/.test(pathPrefix) || pathPrefix.length > 1024) {
+    throw invalid('the path prefix is a path: it starts with / and has no spaces, control characters, ? or #, e.g. /v1 (which covers /v1 and /v1/…, not /v10)', 'egress.pathPrefix');
+  }
   const header = input.header ?? 'Authorization';
   if (!/^[A-Za-z0-9-]{1,100}$/.test(header)) throw invalid('the header is a name of letters, digits and dashes, e.g. Authorization', 'egress.header');
   if (RESERVED.has(header.toLowerCase())) throw invalid(`the proxy sets ${header} itself: choose another header`, 'egress.header');
