@@ -333,8 +333,9 @@ describe('importing archives', () => {
 
     const events: string[] = [];
     const [a, b, c] = await Promise.all([
-      store.resolve(file, (e) => events.push(e.phase)),
-      store.resolve(file),
+      // Paths are an instance administrator's input (hostPaths), as through the API.
+      store.resolve(file, { hostPaths: true, onProgress: (e) => events.push(e.phase) }),
+      store.resolve(file, { hostPaths: true }),
       other.importArchive(file),
     ]);
     assert.equal(unpacked(), 1);
@@ -344,7 +345,7 @@ describe('importing archives', () => {
     assert.ok(events.includes('inspect'), 'progress reached the caller');
 
     // Later requests for the same file are answered from the store.
-    assert.deepEqual(await store.resolve(file), a);
+    assert.deepEqual(await store.resolve(file, { hostPaths: true }), a);
     assert.deepEqual(await store.importArchive(layout.dir, { name: 'again' }), { ...a, name: 'again' });
     assert.equal(unpacked(), 1);
     assert.deepEqual(await readdir(join(dir, 'tmp')), []);
@@ -446,8 +447,8 @@ describe('bad input changes nothing', () => {
 
   test('paths and names that do not exist', async () => {
     await expectError(store.importArchive(join(scratch, 'missing.tar')), 'not_found', /no such file or directory/);
-    await expectError(store.resolve('./missing.tar'), 'not_found', /no image archive at '\.\/missing\.tar'/);
-    await expectError(store.resolve('no-such-image'), 'not_found', /image 'no-such-image' not found: import one with `berth image import FILE`/);
+    await expectError(store.resolve('./missing.tar', { hostPaths: true }), 'not_found', /no image archive at '\.\/missing\.tar'/);
+    await expectError(store.resolve('no-such-image', { hostPaths: true }), 'not_found', /image 'no-such-image' not found: import one with `berth image import FILE`/);
     await expectError(store.importArchive(scratch, { name: 'Bad Name!' }), 'invalid', /not a valid image name/);
     await unchanged();
   });

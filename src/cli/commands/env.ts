@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { CreateEnvironmentBody, Environment, EnvironmentDetail, EnvironmentList, NetworkEventView } from '../../shared/api.ts';
 import { formatDuration, formatSize } from '../../shared/units.ts';
@@ -49,7 +50,7 @@ export function envCommands(program: Command, client: Client): void {
     .command('create')
     .description('create and start an environment; prints its id')
     .option('--name <name>', 'a name to use instead of the id')
-    .option('--image <image>', 'image name, path to an OCI layout or docker-save tarball, or registry reference', undefined)
+    .option('--image <image>', 'image name or registry reference; instance administrators may also give a path on the server to an OCI layout or docker-save tarball', undefined)
     .option('--project <project>', 'project whose secrets the environment receives')
     .option('--cpus <n>', 'CPU cores', (v) => {
       const n = Number(v);
@@ -66,7 +67,8 @@ export function envCommands(program: Command, client: Client): void {
     .action(async (o) => {
       const body: CreateEnvironmentBody = {
         name: o.name,
-        image: o.image,
+        // A relative path means one from here; the server (on this host under `berth up`) reads it only for an instance administrator.
+        image: typeof o.image === 'string' && /^\.\.?\//.test(o.image) ? resolve(o.image) : o.image,
         project: o.project,
         cpus: o.cpus,
         memory: o.memory,

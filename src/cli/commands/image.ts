@@ -6,6 +6,7 @@ import { age, printJson, printTable, withSpinner } from '../output.ts';
 
 interface ImageView {
   name: string;
+  org: string | null;
   digest: string;
   sizeBytes: number;
   createdAt: string;
@@ -19,13 +20,13 @@ export function imageCommands(program: Command, client: () => ApiClient): void {
     .command('list')
     .alias('ls')
     .option('--json', 'print JSON')
-    .description('list the images on the local runner')
+    .description("list the images you may use: the instance's, and those your orgs pulled")
     .action(async (o) => {
       const { items } = await client().request<{ items: ImageView[] }>('GET', '/api/images');
       if (o.json) return printJson(items);
       printTable(
-        ['NAME', 'DIGEST', 'SIZE', 'SOURCE', 'AGE'],
-        items.map((i) => [i.name, i.digest.slice(0, 19), formatSize(i.sizeBytes), i.source, age(i.createdAt)]),
+        ['NAME', 'ORG', 'DIGEST', 'SIZE', 'SOURCE', 'AGE'],
+        items.map((i) => [i.name, i.org ?? '(instance)', i.digest.slice(0, 19), formatSize(i.sizeBytes), i.source, age(i.createdAt)]),
       );
     });
 

@@ -6,8 +6,8 @@ import { lstat, mkdir, readFile, realpath, stat } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { extract } from 'tar';
 import type { z } from 'zod';
-import { invalid } from '../../shared/errors.ts';
-import { hexOf, sha256, sniffCompression, type Compression, type Digest } from './blobs.ts';
+import { BerthError, invalid } from '../../shared/errors.ts';
+import { ByteBudget, decompressed, hexOf, sha256, sniffCompression, type Compression, type Digest } from './blobs.ts';
 import {
   dockerManifestSchema,
   HOST_PLATFORM,
@@ -20,6 +20,7 @@ import {
   type Descriptor,
   type ImageConfigFile,
 } from './oci.ts';
+import { tarEntries } from './tar-entries.ts';
 import type { ImageConfig } from './types.ts';
 
 export type ArchiveFormat = 'oci-layout' | 'docker-archive';
@@ -49,14 +50,41 @@ export interface ImagePlan {
 const MAX_JSON_BYTES = 4 << 20;
 const MAX_INDEX_DEPTH = 4;
 
-/** Extracts an archive file (plain, gzip or zstd tar) into `into`; node-tar refuses entries that climb out. */
-export async function extractArchive(file: string, into: string): Promise<void> {
+// What an image archive holds: its files, their folders, and (older docker save) links between layers.
+const ARCHIVE_ENTRY_TYPES = new Set(['File', 'OldFile', 'ContiguousFile', 'Directory', 'SymbolicLink', 'Link']);
+
+/**
+ * Extracts an archive file (plain, gzip or zstd tar) into `into`. Every entry is checked
+ * first, in a pass that writes nothing: a name that climbs out or is absolute, a kind of
+ * file an image archive never holds, or more than `maxBytes` of content is `invalid` before
+ * anything exists on disk. (node-tar's own strict refusals came mid-extraction, while it was
+ * still writing entries the caller was trying to delete.)
+ */
+export async function extractArchive(file: string, into: string, maxBytes: number): Promise<void> {
+  await checkArchive(file, new ByteBudget(maxBytes));
   await mkdir(into, { recursive: true, mode: 0o700 });
   try {
     // strict: warnings (bad checksums, unsafe paths, truncation) are errors, not skipped entries.
     await extract({ file, cwd: into, strict: true, preserveOwner: false });
   } catch (error) {
     throw invalid(`it is not a readable tar archive (${(error as Error).message})`);
+  }
+}
+
+async function checkArchive(file: string, budget: ByteBudget): Promise<void> {
+  try {
+    for await (const entry of tarEntries(decompressed(file, await sniffCompression(file), budget))) {
+      for (const name of entry.type === 'Link' ? [entry.path, entry.linkpath ?? ''] : [entry.path]) {
+        const normalized = posix.normalize(name);
+        if (posix.isAbsolute(name) || normalized === '..' || normalized.startsWith('../')) {
+          throw invalid(`its entry '${entry.path}' names '${name}', outside the archive`);
+        }
+      }
+      if (!ARCHIVE_ENTRY_TYPES.has(entry.type)) throw invalid(`its entry '${entry.path}' is a ${entry.type}, which image archives do not hold`);
+    }
+  } catch (error) {
+    if (error instanceof BerthError && !error.message.startsWith('not a valid tar archive')) throw error;
+    throw invalid(`it is not a readable tar archive (${(error as Error).message.replace(/^not a valid tar archive \((.*)\)$/s, '$1')})`);
   }
 }
 

@@ -7,7 +7,8 @@ import { open, stat } from 'node:fs/promises';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip, createZstdDecompress } from 'node:zlib';
-import { invalid } from '../../shared/errors.ts';
+import { BerthError, invalid } from '../../shared/errors.ts';
+import { formatSize } from '../../shared/units.ts';
 
 /** `sha256:` followed by 64 lowercase hex digits: the only digest algorithm the store accepts. */
 export type Digest = `sha256:${string}`;
@@ -49,6 +50,68 @@ export async function sniffCompression(path: string): Promise<Compression> {
   }
 }
 
+/**
+ * How many more decompressed bytes an import may read: one budget for the whole image, so a
+ * small compressed file (a gzip bomb) cannot fill the host's disk while it is unpacked.
+ */
+export class ByteBudget {
+  readonly limit: number;
+  #left: number;
+
+  constructor(limit: number) {
+    this.limit = limit;
+    this.#left = limit;
+  }
+
+  /** Throws `invalid` once more than the limit has been taken. */
+  take(bytes: number): void {
+    this.#left -= bytes;
+    if (this.#left < 0) {
+      throw invalid(`it unpacks to more than ${formatSize(this.limit)}, the largest image this runner takes (an instance administrator sets BERTH_MAX_IMAGE_SIZE)`);
+    }
+  }
+
+  /** A stream stage that passes bytes through while the budget lasts. */
+  meter(): Transform {
+    return new Transform({
+      transform: (chunk: Buffer, _encoding, callback) => {
+        try {
+          this.take(chunk.length);
+          callback(null, chunk);
+        } catch (error) {
+          callback(error as Error);
+        }
+      },
+    });
+  }
+}
+
+/** A stream of `path`'s bytes decompressed as `compression` says. Errors reach the last stage. */
+export function decompressed(path: string, compression: Compression, budget: ByteBudget): Readable {
+  const stages: (Readable | Transform)[] = [createReadStream(path)];
+  if (compression === 'gzip') stages.push(createGunzip());
+  if (compression === 'zstd') stages.push(createZstdDecompress());
+  stages.push(budget.meter());
+  return chain(stages, compression);
+}
+
+/**
+ * Pipes `stages` into each other and returns the last. Plain pipe() does not forward
+ * errors: a read or decompression failure is sent to the end of the chain, where the
+ * reader listens (bad compressed data is a bad image), and closing the end (a reader that
+ * stops early) releases the file and the decompressor too.
+ */
+function chain(stages: (Readable | Transform)[], compression: Compression): Readable {
+  const last = stages.at(-1) as Transform;
+  for (let i = 0; i < stages.length - 1; i++) {
+    const from = stages[i]!;
+    from.on('error', (error) => last.destroy(i === 0 || error instanceof BerthError ? error : invalid(`cannot decompress a ${compression} layer (${error.message})`)));
+    from.pipe(stages[i + 1] as Transform);
+  }
+  last.on('close', () => stages.forEach((stage) => stage.destroy()));
+  return last;
+}
+
 export interface OpenedLayer {
   /** The plain tar stream. */
   tar: Readable;
@@ -56,7 +119,8 @@ export interface OpenedLayer {
   diffId(): Digest;
 }
 
-export function openLayer(path: string, compression: Compression): OpenedLayer {
+/** Opens a layer for reading, decompressed, within `budget` (shared by the image's layers). */
+export function openLayer(path: string, compression: Compression, budget: ByteBudget): OpenedLayer {
   const hash = createHash('sha256');
   const tee = new Transform({
     transform(chunk: Buffer, _encoding, callback) {
@@ -64,19 +128,9 @@ export function openLayer(path: string, compression: Compression): OpenedLayer {
       callback(null, chunk);
     },
   });
-  const raw = createReadStream(path);
-  const stages: (Readable | Transform)[] = [raw];
+  const stages: (Readable | Transform)[] = [createReadStream(path)];
   if (compression === 'gzip') stages.push(createGunzip());
   if (compression === 'zstd') stages.push(createZstdDecompress());
-  stages.push(tee);
-  // Plain pipe() does not forward errors: send a read or decompression failure to the end
-  // of the chain, where the tar reader listens. Bad compressed data is a bad image.
-  for (let i = 0; i < stages.length - 1; i++) {
-    const from = stages[i]!;
-    from.on('error', (error) => tee.destroy(i === 0 ? error : invalid(`cannot decompress a ${compression} layer (${error.message})`)));
-    from.pipe(stages[i + 1] as Transform);
-  }
-  // The reader may stop early (a bad entry): release the file and the decompressor too.
-  tee.on('close', () => stages.forEach((stage) => stage.destroy()));
-  return { tar: tee, diffId: () => `sha256:${hash.copy().digest('hex')}` };
+  stages.push(budget.meter(), tee);
+  return { tar: chain(stages, compression), diffId: () => `sha256:${hash.copy().digest('hex')}` };
 }

@@ -2,7 +2,8 @@
 //
 //   DIR/images/<hex>/rootfs/       an unpacked image, owners shifted; never changed once there
 //   DIR/images/<hex>/image.json    its metadata (StoredImage)
-//   DIR/refs/<url-encoded name>    one file per name, holding a digest
+//   DIR/refs/<url-encoded name>    one file per instance-level name, holding a digest
+//   DIR/org-refs/<org>/<name>      one file per name an org gave (pulled), seen only in that org
 //   DIR/sources/<hex of path>.json which image a tarball path held, by size and mtime
 //   DIR/locks/<hex>.lock           held while building that image (lock.ts)
 //   DIR/tmp/<pid>-<random>/        scratch: builds, extracted archives, files being replaced
@@ -12,12 +13,22 @@
 // (rather than one refs file) lets processes sharing the store name images without a lock.
 import { randomBytes } from 'node:crypto';
 import type { Stats } from 'node:fs';
-import { chmod, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { hexOf, isDigest, sha256, type Digest } from './blobs.ts';
 import { isAlive } from './lock.ts';
 import type { ImageConfig, ImageSource } from './types.ts';
+
+/**
+ * Whose name a ref is: the instance's (admin imports and the built-in image; every org sees
+ * them), or one org's (what its people pulled; only that org sees them). Keeping them apart
+ * on disk is what stops one org from naming an image another org will run.
+ */
+export interface RefScope {
+  org?: string | undefined;
+}
+export const INSTANCE: RefScope = {};
 
 /** image.json: everything about an image but its names. */
 export interface StoredImage {
@@ -73,37 +84,46 @@ export class Catalog {
     return (await stat(join(this.imageDir(digest), 'image.json')).catch(missingAs(undefined))) !== undefined;
   }
 
-  async getRef(name: string): Promise<Digest | undefined> {
-    const text = await readFile(this.#refPath(name), 'utf8').catch(missingAs(undefined));
+  async getRef(name: string, scope: RefScope = INSTANCE): Promise<Digest | undefined> {
+    const text = await readFile(this.#refPath(name, scope), 'utf8').catch(missingAs(undefined));
     const digest = text?.trim();
     return digest !== undefined && isDigest(digest) ? digest : undefined;
   }
 
-  async setRef(name: string, digest: Digest): Promise<void> {
-    await this.#writeAtomic(this.#refPath(name), `${digest}\n`);
+  async setRef(name: string, digest: Digest, scope: RefScope = INSTANCE): Promise<void> {
+    await this.#writeAtomic(this.#refPath(name, scope), `${digest}\n`);
   }
 
   /** False when there was no such name. */
-  async deleteRef(name: string): Promise<boolean> {
-    const existed = (await this.getRef(name)) !== undefined;
-    await rm(this.#refPath(name), { force: true });
+  async deleteRef(name: string, scope: RefScope = INSTANCE): Promise<boolean> {
+    const existed = (await this.getRef(name, scope)) !== undefined;
+    await rm(this.#refPath(name, scope), { force: true });
+    // An org without names leaves no folder behind (a folder that is not empty stays).
+    if (scope.org !== undefined) await rmdir(this.#refsDir(scope)).catch(() => {});
     return existed;
   }
 
-  async refs(): Promise<Map<string, Digest>> {
-    const files = await readdir(join(this.dir, 'refs')).catch(missingAs([] as string[]));
+  /** The names in one scope. */
+  async refs(scope: RefScope = INSTANCE): Promise<Map<string, Digest>> {
     const refs = new Map<string, Digest>();
-    for (const file of files) {
-      let name: string;
-      try {
-        name = decodeURIComponent(file);
-      } catch {
-        continue; // not a file this store wrote
-      }
-      const digest = await this.getRef(name);
+    for (const name of decoded(await readdir(this.#refsDir(scope)).catch(missingAs([] as string[])))) {
+      const digest = await this.getRef(name, scope);
       if (digest) refs.set(name, digest);
     }
     return refs;
+  }
+
+  /** The orgs that have named images of their own. */
+  async orgScopes(): Promise<string[]> {
+    return decoded(await readdir(join(this.dir, 'org-refs')).catch(missingAs([] as string[])));
+  }
+
+  /** Whether any name, in any scope, still refers to `digest`. */
+  async inUse(digest: Digest): Promise<boolean> {
+    for (const scope of [INSTANCE, ...(await this.orgScopes()).map((org) => ({ org }))]) {
+      if ([...(await this.refs(scope)).values()].includes(digest)) return true;
+    }
+    return false;
   }
 
   /** A fresh private scratch directory. */
@@ -153,7 +173,8 @@ export class Catalog {
     await this.#writeAtomic(this.#sourcePath(path), JSON.stringify(memo));
   }
 
-  #refPath = (name: string) => join(this.dir, 'refs', encodeURIComponent(name));
+  #refsDir = (scope: RefScope) => (scope.org === undefined ? join(this.dir, 'refs') : join(this.dir, 'org-refs', encodeURIComponent(scope.org)));
+  #refPath = (name: string, scope: RefScope) => join(this.#refsDir(scope), encodeURIComponent(name));
   #sourcePath = (path: string) => join(this.dir, 'sources', `${hexOf(sha256(path))}.json`);
 
   async #writeAtomic(path: string, content: string): Promise<void> {
@@ -185,6 +206,17 @@ export class Catalog {
       if (!isAlive(pid)) await rm(join(tmp, name), { recursive: true, force: true });
     }
   }
+}
+
+/** File names this store wrote (URL-encoded), decoded; anything else is skipped. */
+function decoded(files: string[]): string[] {
+  return files.flatMap((file) => {
+    try {
+      return [decodeURIComponent(file)];
+    } catch {
+      return [];
+    }
+  });
 }
 
 /** For `.catch`: turns "no such file" into `value` and rethrows anything else. */

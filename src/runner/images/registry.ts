@@ -2,9 +2,53 @@
 // it speaks every registry's auth and protocol quirks, and writes an OCI layout the store
 // then imports like any other.
 import { spawn } from 'node:child_process';
+import { lookup } from 'node:dns/promises';
+import { isIP, type BlockList } from 'node:net';
 import { createInterface } from 'node:readline';
-import { notFound, unavailable } from '../../shared/errors.ts';
+import { BerthError, notFound, unavailable } from '../../shared/errors.ts';
+import { checkAddress, hostAddressesNow } from '../network/request-filter.ts';
 import type { ImageProgress } from './types.ts';
+
+export interface RegistryAccess {
+  /**
+   * Registries an instance administrator listed (BERTH_ALLOWED_REGISTRIES), as `host` (any
+   * port) or `host:port`: pulled from wherever they are, a local cache on loopback included.
+   */
+  allowed: readonly string[];
+  /** Test escape hatch, like the egress proxy's allowPrivateAddresses: addresses treated as public. */
+  allowPrivate?: BlockList | undefined;
+  /** How names are resolved (tests inject one); the system resolver otherwise. */
+  resolve?: ((host: string) => Promise<string[]>) | undefined;
+}
+
+/**
+ * Throws `forbidden` unless `ref`'s registry may be pulled from: a listed registry, or one
+ * whose every address passes the egress proxy's address check (no loopback, private,
+ * link-local or this host's own addresses). Pulls run on the host, outside any
+ * environment's network, so without this a reference would be a way to reach the host's
+ * own services. Fails closed: a name that does not resolve is not pulled.
+ */
+export async function checkRegistry(ref: string, access: RegistryAccess): Promise<void> {
+  const authority = ref.split('/')[0]!.toLowerCase();
+  const host = registryHost(ref);
+  if (access.allowed.some((entry) => entry.toLowerCase() === authority || entry.toLowerCase() === host)) return;
+  let addresses: string[];
+  if (isIP(host)) addresses = [host];
+  else {
+    addresses = await (access.resolve ?? systemResolve)(host).catch(() => []);
+    if (addresses.length === 0) throw unavailable(`cannot pull '${ref}': the registry host '${host}' does not resolve`);
+  }
+  const hostAddresses = hostAddressesNow();
+  if (addresses.some((address) => checkAddress(address, { hostAddresses, allowPrivate: access.allowPrivate }) !== null)) {
+    throw new BerthError(
+      'forbidden',
+      `registry '${authority}' is on a loopback, private or link-local address (or this host's own), which pulls do not reach: ` +
+        'an instance administrator can list it in BERTH_ALLOWED_REGISTRIES, or import the image with `berth image import FILE`',
+    );
+  }
+}
+
+const systemResolve = async (host: string) => (await lookup(host, { all: true, verbatim: true })).map((a) => a.address);
 
 /** Copies `ref` for this host's platform into an OCI layout at `into`, tagged `latest`. */
 export async function pullImage(ref: string, into: string, progress: ImageProgress): Promise<void> {
@@ -37,7 +81,8 @@ export function copyArgs(ref: string, into: string): string[] {
   // skopeo speaks only HTTPS unless told otherwise, but registries on this machine (a local
   // cache, a test registry) are usually plain HTTP, as Docker assumes for loopback too.
   // Skipping TLS there risks nothing, since the traffic never leaves the host; every other
-  // host keeps full TLS verification.
+  // host keeps full TLS verification. Loopback is only pulled from when an instance
+  // administrator listed it (checkRegistry).
   const tls = isLoopback(registryHost(ref)) ? ['--src-tls-verify=false'] : [];
   return ['copy', ...tls, `docker://${ref}`, `oci:${into}:latest`];
 }

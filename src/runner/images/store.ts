@@ -5,16 +5,17 @@
 import { rm, stat } from 'node:fs/promises';
 import { basename, join, resolve as resolvePath } from 'node:path';
 import pino, { type Logger } from 'pino';
+import type { BlockList } from 'node:net';
 import { BerthError, invalid, notFound, unavailable } from '../../shared/errors.ts';
 import { ID_BASE } from '../idmap.ts';
 import { extractArchive, inspectImageDir } from './archive.ts';
 import type { Digest } from './blobs.ts';
-import { Catalog } from './catalog.ts';
+import { Catalog, INSTANCE, type RefScope } from './catalog.ts';
 import { buildDebianRootfs, defaultRecipe, recipeDigest } from './debian.ts';
 import { Inflight } from './inflight.ts';
 import { withFileLock } from './lock.ts';
 import { checkImageName, derivedName, isImageName, isRegistryReference, looksLikePath } from './names.ts';
-import { pullImage } from './registry.ts';
+import { checkRegistry, pullImage, type RegistryAccess } from './registry.ts';
 import { ensureWorkspace, treeSize } from './rootfs.ts';
 import type { ImageConfig, ImageProgress, ImageRecord, ImageSource } from './types.ts';
 import { unpackPlan } from './unpack.ts';
@@ -25,6 +26,26 @@ export type { ImageConfig, ImagePhase, ImageProgress, ImageProgressEvent, ImageR
 export const DEFAULT_IMAGE = 'default';
 
 const NPM_REGISTRY = 'https://registry.npmjs.org';
+/** The most an image may unpack to (all layers' tar bytes) unless BERTH_MAX_IMAGE_SIZE says otherwise. */
+export const DEFAULT_MAX_IMAGE_BYTES = 32 * 2 ** 30;
+
+/** Who asks for an image decides what a reference may mean (see resolve). */
+export interface ResolveOptions {
+  /** The org the image is for: its own names come first, and what it pulls is named in it. Instance-level when absent. */
+  org?: string | undefined;
+  /**
+   * The caller is an instance administrator, so a reference may be a path on this host
+   * (imported at instance level, as `berth image import` does). Nobody else's may: the
+   * path would be read by root on the host.
+   */
+  hostPaths?: boolean | undefined;
+  onProgress?: ImageProgress | undefined;
+}
+
+/** The one answer to a host path from someone who may not name one: the same whatever is at the path. */
+const HOST_PATH_REFUSED =
+  'only an instance administrator may name a path on the server as an image: use an image name (`berth image ls`) or a registry reference, ' +
+  'or ask an instance administrator to run `berth image import FILE`';
 
 export interface ImageStoreOptions {
   /** Where images live. Must be on a file system overlayfs accepts as a lowerdir (ext4, xfs, btrfs). */
@@ -34,6 +55,14 @@ export interface ImageStoreOptions {
   debianMirror?: string;
   /** npm registry the default image's npm comes from. */
   npmRegistry?: string;
+  /** Registries pulled from even on private or loopback addresses (BERTH_ALLOWED_REGISTRIES): `host` or `host:port`. */
+  allowedRegistries?: readonly string[] | undefined;
+  /** Test escape hatch: addresses registry pulls may reach as if public (like the egress proxy's allowPrivateAddresses). */
+  allowPrivateAddresses?: BlockList | undefined;
+  /** Name resolution for registry hosts; the system resolver by default. */
+  resolveHost?: ((host: string) => Promise<string[]>) | undefined;
+  /** The most decompressed bytes one image may unpack to (BERTH_MAX_IMAGE_SIZE); DEFAULT_MAX_IMAGE_BYTES by default. */
+  maxImageBytes?: number | undefined;
 }
 
 type Populate = (rootfs: string, progress: ImageProgress) => Promise<ImageConfig>;
@@ -44,6 +73,8 @@ export class ImageStore {
   #log: Logger;
   #debianMirror: string | undefined;
   #npmRegistry: string;
+  #registries: RegistryAccess;
+  #maxImageBytes: number;
   // Two levels of sharing: requests for the same thing (an archive path, a registry
   // reference, the default image) share one run; runs that turn out to need the same
   // content share one unpack.
@@ -56,56 +87,81 @@ export class ImageStore {
     this.#log = (options.logger ?? pino({ enabled: false })).child({ component: 'images' });
     this.#debianMirror = options.debianMirror;
     this.#npmRegistry = options.npmRegistry ?? NPM_REGISTRY;
-  }
-
-  /** Every named image, by name. */
-  async list(): Promise<ImageRecord[]> {
-    const records: ImageRecord[] = [];
-    for (const [name, digest] of await this.#catalog.refs()) {
-      const record = await this.#record(name, digest);
-      if (record) records.push(record);
-    }
-    return records.sort((a, b) => a.name.localeCompare(b.name));
-  }
-
-  async get(name: string): Promise<ImageRecord | undefined> {
-    if (!isImageName(name)) return undefined;
-    const digest = await this.#catalog.getRef(name);
-    return digest && this.#record(name, digest);
+    this.#registries = { allowed: options.allowedRegistries ?? [], allowPrivate: options.allowPrivateAddresses, resolve: options.resolveHost };
+    this.#maxImageBytes = options.maxImageBytes ?? DEFAULT_MAX_IMAGE_BYTES;
   }
 
   /**
-   * What a user typed for --image, as an image ready to run, in this order: a stored name;
-   * `default` (built on first use); a path to an OCI image layout (directory or tar) or a
-   * docker-save tarball (imported on first use); a registry reference with a host, like
-   * docker.io/library/alpine:3.20 (pulled with skopeo on first use). Anything else is
-   * `not_found`, with a message that says how to get an image.
+   * Named images: the instance's, and those of `filter.orgs` (every org's when no filter is
+   * given, for an instance administrator), sorted by name.
    */
-  async resolve(ref: string, onProgress?: ImageProgress): Promise<ImageRecord> {
+  async list(filter?: { orgs: readonly string[] }): Promise<ImageRecord[]> {
+    const orgs = filter ? filter.orgs : await this.#catalog.orgScopes();
+    const records: ImageRecord[] = [];
+    for (const scope of [INSTANCE, ...orgs.map((org) => ({ org }))]) {
+      for (const [name, digest] of await this.#catalog.refs(scope)) {
+        const record = await this.#record(name, digest, scope);
+        if (record) records.push(record);
+      }
+    }
+    return records.sort((a, b) => a.name.localeCompare(b.name) || (a.org ?? '').localeCompare(b.org ?? ''));
+  }
+
+  /** The image `name` means to `scope.org`: its own name first, then the instance's. */
+  async get(name: string, scope: RefScope = INSTANCE): Promise<ImageRecord | undefined> {
+    if (!isImageName(name)) return undefined;
+    for (const s of scope.org === undefined ? [INSTANCE] : [{ org: scope.org }, INSTANCE]) {
+      const digest = await this.#catalog.getRef(name, s);
+      if (digest) return this.#record(name, digest, s);
+    }
+    return undefined;
+  }
+
+  /**
+   * What a user typed for --image, as an image ready to run, in this order: a name stored
+   * for `opts.org`, then for the instance; `default` (built on first use); for an instance
+   * administrator only (`opts.hostPaths`), a path to an OCI image layout (directory or tar)
+   * or a docker-save tarball (imported on first use); a registry reference with a host, like
+   * docker.io/library/alpine:3.20 (pulled with skopeo on first use, if its registry passes
+   * the address rules, and named in `opts.org`). Anything else is `not_found`, with a
+   * message that says how to get an image. Without `hostPaths`, nothing about the host's
+   * files is looked at: every path gets the same `forbidden`.
+   */
+  async resolve(ref: string, opts: ResolveOptions = {}): Promise<ImageRecord> {
+    const { org, hostPaths = false, onProgress } = opts;
     if (typeof ref !== 'string' || ref.trim() === '') throw invalid('no image given: pass an image name, a path or a registry reference', 'image');
-    const stored = await this.get(ref);
+    const stored = await this.get(ref, { org });
     if (stored) return stored;
     if (ref === DEFAULT_IMAGE) return this.buildDefault(onProgress);
-    if (await stat(ref).then(() => true, () => false)) return this.importArchive(ref, {}, onProgress);
-    if (looksLikePath(ref)) throw notFound(`no image archive at '${ref}': the path does not exist`);
-    if (isRegistryReference(ref)) return this.#pull(ref, onProgress);
+    if (!hostPaths) {
+      if (looksLikePath(ref)) throw new BerthError('forbidden', HOST_PATH_REFUSED);
+    } else {
+      if (await stat(ref).then(() => true, () => false)) return this.importArchive(ref, {}, onProgress);
+      if (looksLikePath(ref)) throw notFound(`no image archive at '${ref}': the path does not exist`);
+    }
+    if (isRegistryReference(ref)) return this.#pull(ref, org, onProgress);
     throw notFound(
-      `image '${ref}' not found: import one with \`berth image import FILE\`, pass a path to an OCI layout or ` +
-        'docker-save tarball, or a registry reference with its host, like docker.io/library/alpine:3.20',
+      hostPaths
+        ? `image '${ref}' not found: import one with \`berth image import FILE\`, pass a path to an OCI layout or ` +
+            'docker-save tarball, or a registry reference with its host, like docker.io/library/alpine:3.20'
+        : `image '${ref}' not found: \`berth image ls\` shows the images you can use; pass a registry reference with its host, ` +
+            'like docker.io/library/alpine:3.20, or ask an instance administrator to import one',
     );
   }
 
   /**
    * Imports an OCI image layout (a directory, or a tar of one) or a docker-save / podman-save
-   * tarball, named `opts.name`, else the archive's own reference, else after the file.
-   * A bad archive is `invalid` and leaves the store as it was.
+   * tarball, named `opts.name`, else the archive's own reference, else after the file; at
+   * instance level unless `opts.org` is given. The path is read as root: callers let only
+   * instance administrators name one. A bad archive is `invalid` and leaves the store as it was.
    */
-  async importArchive(path: string, opts: { name?: string } = {}, onProgress?: ImageProgress): Promise<ImageRecord> {
+  async importArchive(path: string, opts: { name?: string | undefined; org?: string | undefined } = {}, onProgress?: ImageProgress): Promise<ImageRecord> {
     if (opts.name !== undefined) checkImageName(opts.name);
     if (opts.name === DEFAULT_IMAGE) throw invalid(`'${DEFAULT_IMAGE}' is the built-in image: import under another name`, 'name');
     const absolute = resolvePath(path);
-    return this.#requests.run(`archive:${absolute}:${opts.name ?? ''}`, onProgress, (progress) =>
-      this.#importArchive(absolute, opts.name, progress).catch((error: unknown) => {
+    const scope: RefScope = { org: opts.org };
+    return this.#requests.run(`archive:${opts.org ?? ''}:${absolute}:${opts.name ?? ''}`, onProgress, (progress) =>
+      this.#importArchive(absolute, opts.name, scope, progress).catch((error: unknown) => {
         throw describeInput(error, path);
       }),
     );
@@ -127,7 +183,7 @@ export class ImageStore {
           progress,
         }),
       );
-      return this.#name(DEFAULT_IMAGE, digest);
+      return this.#name(DEFAULT_IMAGE, digest, INSTANCE);
     });
   }
 
@@ -135,35 +191,35 @@ export class ImageStore {
    * Removes a name, and the image's files once no name refers to them. The caller must make
    * sure no environment still runs on it: its rootfs is their overlay lowerdir.
    */
-  async remove(name: string): Promise<void> {
-    const digest = isImageName(name) ? await this.#catalog.getRef(name) : undefined;
+  async remove(name: string, scope: RefScope = INSTANCE): Promise<void> {
+    const digest = isImageName(name) ? await this.#catalog.getRef(name, scope) : undefined;
     if (!digest) throw notFound(`image '${name}' not found`);
-    await this.#catalog.deleteRef(name);
-    if (![...(await this.#catalog.refs()).values()].includes(digest)) {
+    await this.#catalog.deleteRef(name, scope);
+    if (!(await this.#catalog.inUse(digest))) {
       await this.#catalog.discard(digest);
       this.#log.info({ name, digest }, 'image removed');
     }
   }
 
-  async #importArchive(path: string, name: string | undefined, progress: ImageProgress): Promise<ImageRecord> {
+  async #importArchive(path: string, name: string | undefined, scope: RefScope, progress: ImageProgress): Promise<ImageRecord> {
     const stats = await stat(path).catch((error: NodeJS.ErrnoException) => {
       throw error.code === 'ENOENT' ? notFound(`no such file or directory: ${path}`) : error;
     });
-    if (stats.isDirectory()) return this.#importDir(path, path, name, undefined, progress);
+    if (stats.isDirectory()) return this.#importDir(path, path, name, undefined, scope, progress);
     if (!stats.isFile()) throw invalid('it is neither a file nor a directory');
 
     // Tarballs are extracted before they can be inspected, so remember what each held.
     const memo = await this.#catalog.readSource(path, stats);
-    if (memo && (await this.#catalog.has(memo.digest))) return this.#name(name ?? memo.name, memo.digest);
+    if (memo && (await this.#catalog.has(memo.digest))) return this.#name(name ?? memo.name, memo.digest, scope);
     const scratch = await this.#catalog.scratch();
     try {
       progress({ phase: 'extract', message: `reading ${basename(path)}` });
-      await extractArchive(path, scratch);
-      const record = await this.#importDir(scratch, path, name, undefined, progress);
+      await extractArchive(path, scratch, this.#maxImageBytes);
+      const record = await this.#importDir(scratch, path, name, undefined, scope, progress);
       await this.#catalog.writeSource(path, stats, record.digest, record.name);
       return record;
     } finally {
-      await rm(scratch, { recursive: true, force: true });
+      await removeScratch(scratch);
     }
   }
 
@@ -172,27 +228,30 @@ export class ImageStore {
     origin: string,
     name: string | undefined,
     source: ImageSource | undefined,
+    scope: RefScope,
     progress: ImageProgress,
   ): Promise<ImageRecord> {
     progress({ phase: 'inspect', message: 'reading the image manifest' });
     const plan = await inspectImageDir(dir, name);
     const finalName = name ?? derivedName(plan.tag, origin);
     if (finalName === DEFAULT_IMAGE) throw invalid(`it calls itself '${DEFAULT_IMAGE}', the built-in image: import it under another name`);
-    await this.#ensure(plan.digest, source ?? plan.format, progress, (rootfs, progress) => unpackPlan(plan, rootfs, progress, this.#log));
-    return this.#name(finalName, plan.digest);
+    await this.#ensure(plan.digest, source ?? plan.format, progress, (rootfs, progress) => unpackPlan(plan, rootfs, progress, this.#log, this.#maxImageBytes));
+    return this.#name(finalName, plan.digest, scope);
   }
 
-  #pull(ref: string, onProgress: ImageProgress | undefined): Promise<ImageRecord> {
-    return this.#requests.run(`pull:${ref}`, onProgress, async (progress) => {
+  /** Pulls `ref` and names it in `org` (instance level without one): a pull never names an image for anyone else. */
+  #pull(ref: string, org: string | undefined, onProgress: ImageProgress | undefined): Promise<ImageRecord> {
+    return this.#requests.run(`pull:${org ?? ''}:${ref}`, onProgress, async (progress) => {
+      await checkRegistry(ref, this.#registries);
       const scratch = await this.#catalog.scratch();
       try {
         const layout = join(scratch, 'oci');
         await pullImage(ref, layout, progress);
-        return await this.#importDir(layout, ref, ref, 'registry', progress).catch((error: unknown) => {
+        return await this.#importDir(layout, ref, ref, 'registry', { org }, progress).catch((error: unknown) => {
           throw describeInput(error, ref);
         });
       } finally {
-        await rm(scratch, { recursive: true, force: true });
+        await removeScratch(scratch);
       }
     });
   }
@@ -217,7 +276,7 @@ export class ImageStore {
             this.#log.info({ digest, source, sizeBytes, ms: Date.now() - started }, 'image unpacked');
             progress({ phase: 'done', message: `image ready (${Math.round(sizeBytes / 2 ** 20)} MiB)`, fraction: 1 });
           } catch (error) {
-            await rm(scratch, { recursive: true, force: true });
+            await removeScratch(scratch);
             throw error;
           }
         },
@@ -226,17 +285,22 @@ export class ImageStore {
     );
   }
 
-  async #name(name: string, digest: Digest): Promise<ImageRecord> {
-    if ((await this.#catalog.getRef(name)) !== digest) await this.#catalog.setRef(name, digest);
-    const record = await this.#record(name, digest);
+  async #name(name: string, digest: Digest, scope: RefScope): Promise<ImageRecord> {
+    if ((await this.#catalog.getRef(name, scope)) !== digest) await this.#catalog.setRef(name, digest, scope);
+    const record = await this.#record(name, digest, scope);
     if (!record) throw new Error(`image ${digest} vanished from the store while being named '${name}'`);
     return record;
   }
 
-  async #record(name: string, digest: Digest): Promise<ImageRecord | undefined> {
+  async #record(name: string, digest: Digest, scope: RefScope): Promise<ImageRecord | undefined> {
     const image = await this.#catalog.readImage(digest);
-    return image && { name, ...image, rootfs: this.#catalog.rootfs(digest) };
+    return image && { name, ...(scope.org !== undefined && { org: scope.org }), ...image, rootfs: this.#catalog.rootfs(digest) };
   }
+}
+
+/** Removes a scratch directory; a failure to clean up never hides what went wrong before it (the next store sweeps it). */
+async function removeScratch(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true, maxRetries: 3 }).catch(() => {});
 }
 
 function requireRoot(): void {

@@ -18,6 +18,8 @@ export interface ImageConfig {
 export interface ImageRecord {
   /** What users type: `default`, `test:latest`, `docker.io/library/alpine:3.20`. Several names may share one digest. */
   name: string;
+  /** The org whose name this is (it pulled the image); absent for the instance's images, which every org sees. */
+  org?: string;
   /**
    * The content address. For imported and pulled images: the digest of the image config
    * (its image id), the same whether the image came as an OCI layout, a docker-save

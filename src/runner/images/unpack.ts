@@ -3,11 +3,12 @@
 import type { Logger } from 'pino';
 import { BerthError, invalid } from '../../shared/errors.ts';
 import type { ImagePlan } from './archive.ts';
-import { openLayer, verifyBlob } from './blobs.ts';
+import { ByteBudget, openLayer, verifyBlob } from './blobs.ts';
 import { RootfsWriter } from './layers.ts';
 import type { ImageConfig, ImageProgress } from './types.ts';
 
-export async function unpackPlan(plan: ImagePlan, rootfs: string, progress: ImageProgress, log: Logger): Promise<ImageConfig> {
+/** `maxBytes`: the most decompressed layer bytes the image may have, all layers together. */
+export async function unpackPlan(plan: ImagePlan, rootfs: string, progress: ImageProgress, log: Logger, maxBytes: number): Promise<ImageConfig> {
   const count = plan.layers.length;
   for (const [i, layer] of plan.layers.entries()) {
     if (!layer.digest) continue;
@@ -15,9 +16,10 @@ export async function unpackPlan(plan: ImagePlan, rootfs: string, progress: Imag
     await verifyBlob(layer.path, layer.digest, `layer ${i + 1}`, layer.size);
   }
   const writer = RootfsWriter.create(rootfs);
+  const budget = new ByteBudget(maxBytes);
   for (const [i, layer] of plan.layers.entries()) {
     progress({ phase: 'unpack', message: `unpacking layer ${i + 1} of ${count}`, fraction: i / count });
-    const opened = openLayer(layer.path, layer.compression);
+    const opened = openLayer(layer.path, layer.compression, budget);
     try {
       await writer.applyLayer(opened.tar);
     } catch (error) {

@@ -67,14 +67,19 @@ export class EnvironmentService {
     this.#hostCpus = opts.hostCpus ?? availableParallelism();
   }
 
-  /** @param opts.mayWiden the caller may widen the egress policy (an admin): its allow list is not held to the inherited one. */
-  async create(orgId: string, body: CreateEnvironmentBody, opts: { mayWiden?: boolean } = {}): Promise<Environment> {
+  /**
+   * @param opts.mayWiden the caller may widen the egress policy (an admin): its allow list is not held to the inherited one.
+   * @param opts.hostPaths the caller is an instance administrator, whose `image` may be a path on the server. Nobody
+   *   else's may (a repository's berth.yaml or devcontainer image, as the task pipeline passes it, never is).
+   */
+  async create(orgId: string, body: CreateEnvironmentBody, opts: { mayWiden?: boolean; hostPaths?: boolean } = {}): Promise<Environment> {
     // Everything that can be refused is checked before anything is written.
     const limits = limitsFrom(body, this.#hostCpus);
     const name = body.name ?? randomName('env');
     if (await this.#byName(orgId, name)) throw conflict(`the name '${name}' is taken: choose another with --name`);
     const projectId = body.project ? await projectIdOf(this.#db, orgId, body.project) : null;
-    const image = await this.#runner.images.resolve(body.image ?? DEFAULT_IMAGE);
+    // Names resolve within the org first, then the instance's images; what it pulls is named in the org only.
+    const image = await this.#runner.images.resolve(body.image ?? DEFAULT_IMAGE, { org: orgId, hostPaths: opts.hostPaths === true });
     // Its own egress allow list, if given, may only narrow what its project and org allow (unless an admin made it).
     const allowDomains = body.allowDomains ? await checkCreateAllowList(this.#db, orgId, projectId, body.allowDomains, opts.mayWiden) : undefined;
 
@@ -316,7 +321,7 @@ export class EnvironmentService {
   }
 
   async #spec(row: EnvironmentRow): Promise<EnvironmentSpec> {
-    const image = await this.#runner.images.get(row.image);
+    const image = await this.#runner.images.get(row.image, { org: row.org_id });
     if (!image || (row.image_digest && image.digest !== row.image_digest)) {
       throw unavailable(`image '${row.image}' of environment '${row.name}' is no longer on this runner: import it again`);
     }

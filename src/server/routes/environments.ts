@@ -40,7 +40,7 @@ export function environmentRoutes(app: App, { environments }: AppDeps): void {
     config: { permission: 'environment.write', audit: 'environment.create' },
     schema: { tags, summary: 'Create and start an environment', params: OrgRef, body: CreateEnvironmentBody, response: { 201: Environment, ...errors } },
     // An admin's --allow-domain may widen the org's and project's policy, as `berth policy set --env` may.
-    handler: async (req, reply) => reply.code(201).send(await environments.create(req.scope.orgId, req.body, { mayWiden: atLeast(req.scope.role, 'admin') })),
+    handler: async (req, reply) => reply.code(201).send(await environments.create(req.scope.orgId, req.body, { mayWiden: atLeast(req.scope.role, 'admin'), hostPaths: req.caller.instanceAdmin })),
   });
 
   app.get('/api/orgs/:org/environments/:id', {
