@@ -3,6 +3,7 @@
 // HostWorkspace runs on this machine, for unit tests and the bench.
 import { spawn } from 'node:child_process';
 import { resolve } from 'node:path';
+import { timerDelay } from '../shared/units.ts';
 
 export interface ExecResult {
   exitCode: number;
@@ -84,7 +85,7 @@ export class HostWorkspace implements Workspace {
           // already gone
         }
       };
-      const timer = opts.timeoutMs && opts.timeoutMs > 0 ? setTimeout(kill, opts.timeoutMs) : undefined;
+      const timer = opts.timeoutMs && opts.timeoutMs > 0 ? setTimeout(kill, timerDelay(opts.timeoutMs)) : undefined;
       if (opts.signal?.aborted) kill();
       opts.signal?.addEventListener('abort', kill, { once: true });
 

@@ -3,6 +3,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { ExecSpec, IsolationBackend } from './backends/backend.ts';
+import { timerDelay } from '../shared/units.ts';
 import type { Spawner } from './spawner/index.ts';
 
 export interface ExitStatus {
@@ -72,7 +73,7 @@ export function startCommand({ spawner, backend, containerId, spec, tty, timeout
           const p = await commandPid();
           if (p) killTree(p);
           child.kill('SIGKILL');
-        }, timeoutMs)
+        }, timerDelay(timeoutMs))
       : undefined;
 
   // Done when the command has exited and its output has been read to the end.

@@ -8,10 +8,13 @@
 // compiler.
 //
 // Usage (the runner's spawner runs it as root, in its private mount namespace):
-//   berth-mount-exec [--move FROM TO] [--dirs DISK UID] [--overlay OPTIONS TARGET] -- PROGRAM ARGS...
-// Steps run in that order; any failure exits 1 with the reason on stderr.
+//   berth-mount-exec [--move FROM TO] [--dirs DISK UID] [--overlay OPTIONS TARGET] [--null-stdio] -- PROGRAM ARGS...
+// Steps run in that order; any failure exits 1 with the reason on stderr. --null-stdio
+// then gives PROGRAM /dev/null as its stdin, stdout and stderr: the runtime's container
+// init inherits them for its whole life, and what runs inside can write to them.
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +41,7 @@ static int make_dirs(const char *disk, const char *uid_text) {
 }
 
 int main(int argc, char **argv) {
-  int i = 1;
+  int i = 1, null_stdio = 0;
   for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
     if (strcmp(argv[i], "--move") == 0 && i + 2 < argc) {
       if (mount(argv[i + 1], argv[i + 2], NULL, MS_MOVE, NULL) != 0) return fail("mount --move", argv[i + 1]);
@@ -49,6 +52,8 @@ int main(int argc, char **argv) {
     } else if (strcmp(argv[i], "--overlay") == 0 && i + 2 < argc) {
       if (mount("overlay", argv[i + 2], "overlay", 0, argv[i + 1]) != 0) return fail("mount overlay on", argv[i + 2]);
       i += 2;
+    } else if (strcmp(argv[i], "--null-stdio") == 0) {
+      null_stdio = 1;
     } else {
       fprintf(stderr, "berth-mount-exec: unexpected argument %s\n", argv[i]);
       return 2;
@@ -57,6 +62,15 @@ int main(int argc, char **argv) {
   if (i + 1 >= argc) {
     fprintf(stderr, "berth-mount-exec: no program after --\n");
     return 2;
+  }
+  if (null_stdio) {
+    int null = open("/dev/null", O_RDWR);
+    if (null < 0) return fail("open", "/dev/null");
+    // From here on a failure has nowhere to be reported but the exit status.
+    for (int fd = 0; fd < 3; fd++) {
+      if (dup2(null, fd) < 0) return 1;
+    }
+    if (null > 2) close(null);
   }
   execvp(argv[i + 1], &argv[i + 1]);
   return fail("exec", argv[i + 1]);

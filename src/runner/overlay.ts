@@ -35,7 +35,8 @@ export interface StartMounts {
 }
 
 /**
- * `runtime`, run once the start's mounts are made. On the path of every create and
+ * `runtime`, run once the start's mounts are made, with /dev/null as its stdin, stdout
+ * and stderr (a container's init inherits them: see OciRuntime.run). On the path of every create and
  * start: with the start helper (mount-exec.c) that is one exec; without it, sh and
  * mount(8), and a loop mount (rare: an image the pool did not mount) always takes that
  * way, as mount(8) sets up the loop device.
@@ -46,11 +47,12 @@ export function mountsThen(helper: string | undefined, m: StartMounts, runtime: 
     const args = [
       ...(typeof disk?.mounted === 'string' ? ['--move', disk.mounted, disk.dir] : []),
       ...(disk ? ['--dirs', disk.dir, String(ID_BASE)] : []),
-      ...['--overlay', options(overlay), overlay.merged, '--', runtime.file, ...runtime.args],
+      ...['--overlay', options(overlay), overlay.merged, '--null-stdio', '--', runtime.file, ...runtime.args],
     ];
     return { file: helper, args };
   }
-  const script = 'mount -t overlay overlay -o "$1" "$2" || exit; shift 2; exec "$@"';
+  // The runtime's stdio are /dev/null (see OciRuntime.run), the mounts' errors the caller's.
+  const script = 'mount -t overlay overlay -o "$1" "$2" || exit; shift 2; exec "$@" </dev/null >/dev/null 2>&1';
   const then: Command = { file: 'sh', args: ['-c', script, 'sh', options(overlay), overlay.merged, runtime.file, ...runtime.args] };
   return disk ? diskThen(disk.image, disk.dir, disk.mounted, then) : then;
 }

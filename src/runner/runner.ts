@@ -311,7 +311,7 @@ export class LocalRunner {
     // (started without it, or before it existed) get them through the runtime's exec.
     const socketFd = this.#useAgent ? openAgentSocket(p.agentSocket) : undefined;
     if (socketFd !== undefined) {
-      return startAgentCommand({ socketFd, start: { argv: opts.cmd, env, cwd, tty: opts.tty }, timeoutMs: opts.timeoutMs });
+      return startAgentCommand({ socketFd, start: { argv: opts.cmd, env, cwd, tty: opts.tty }, timeoutMs: opts.timeoutMs, stalled: () => this.#initStalled(spec.id) });
     }
     return startCommand({
       spawner: this.#spawner,
@@ -327,6 +327,26 @@ export class LocalRunner {
       tty: opts.tty,
       timeoutMs: opts.timeoutMs,
     });
+  }
+
+  /**
+   * Why the environment's PID 1 cannot answer, if it is stopped or traced: nothing inside
+   * can do that to it (agent.c, seccomp.ts), but the host can, or a kernel bug could.
+   */
+  async #initStalled(id: string): Promise<string | undefined> {
+    const pid = await this.backend.pid(this.containerId(id));
+    if (!pid) return undefined;
+    let status: string;
+    try {
+      status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    } catch {
+      return undefined;
+    }
+    const state = /^State:\s+(\S)/m.exec(status)?.[1];
+    const tracer = Number(/^TracerPid:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+    if (state !== 'T' && state !== 't') return undefined;
+    this.#log.warn({ environment: id, pid, tracer }, "the environment's init is stopped: its commands cannot run");
+    return `the environment's init (PID 1) is not responding: it is ${tracer ? 'stopped by a tracer' : 'stopped'}. Restart the environment (berth env stop, then berth env start); its files are kept`;
   }
 
   usage(id: string): CgroupUsage {

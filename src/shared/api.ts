@@ -102,15 +102,15 @@ export const ExecBody = z.strictObject({
   env: z
     .record(z.string().regex(envVarName, 'environment variable names are letters, digits and _'), z.string().max(128 * 1024))
     .optional(),
-  timeout: duration.optional().describe('kill the command after this long (default 10m)'),
+  timeout: duration.optional().describe('kill the command after this long (default 10m, at most 24d)'),
   stdin: z.string().max(16 * 1024 * 1024).optional().describe('text fed to the command on standard input'),
 });
 export type ExecBody = z.infer<typeof ExecBody>;
 
 export const ExecResult = z.object({
   exitCode: z.number().int(),
-  stdout: z.string(),
-  stderr: z.string(),
+  stdout: z.string().describe('at most 16 MiB, then the line "[berth: output truncated at 16 MiB]" (stream the output to see it all)'),
+  stderr: z.string().describe('at most 16 MiB, as stdout'),
   durationMs: z.number(),
   timedOut: z.boolean(),
 });

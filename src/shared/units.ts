@@ -3,6 +3,19 @@
 const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
+/** The longest delay a Node timer can wait (2^31-1 ms, 24.8 days): a longer one fires at once. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+/**
+ * The longest timeout a command or task may be given: 24 days, under what a timer can
+ * wait. Longer ones are refused, not clamped ("off" runs a command without one).
+ */
+export const MAX_TIMEOUT_MS = 24 * 86_400_000;
+
+/** A delay safe to give setTimeout: at most MAX_TIMER_MS, so an over-long one never fires at once. */
+export function timerDelay(ms: number): number {
+  return Math.min(Math.max(0, ms), MAX_TIMER_MS);
+}
+
 /** Parses "2g", "512M", "1.5GiB", "1048576" into bytes; undefined when it is not a size. */
 export function parseSize(text: string): number | undefined {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(text);
@@ -15,7 +28,7 @@ export function parseSize(text: string): number | undefined {
 export function parseDuration(text: string): number | undefined {
   const s = text.trim().toLowerCase();
   if (s === '' ) return undefined;
-  if (/^\d+$/.test(s)) return Number(s) * 1000; // bare numbers are seconds
+  if (/^\d+$/.test(s)) return finite(Number(s) * 1000); // bare numbers are seconds
   let total = 0;
   let rest = s;
   while (rest.length > 0) {
@@ -24,7 +37,13 @@ export function parseDuration(text: string): number | undefined {
     total += Number(m[1]) * DURATION_UNITS[m[2]!]!;
     rest = rest.slice(m[0].length);
   }
-  return Math.round(total);
+  return finite(Math.round(total));
+}
+
+// Four hundred digits of days is Infinity: not a duration. Large but finite ones are
+// parsed, so that the field that takes them can say what its maximum is.
+function finite(ms: number): number | undefined {
+  return Number.isFinite(ms) ? ms : undefined;
 }
 
 export function formatSize(bytes: number): string {

@@ -1079,6 +1079,15 @@ int main(int argc, char **argv) {
     }
   }
   if (getpid() != 1) prctl(PR_SET_CHILD_SUBREAPER, 1); /* run by hand, for testing */
+  /* Not dumpable: processes inside run as the same uid (the environment's root) but
+     without CAP_SYS_PTRACE, so they can neither ptrace this process (a stopped agent
+     would hang every command), nor open /proc/1/fd, /proc/1/mem or take its descriptors
+     (pidfd_getfd), nor read its memory. Commands are not affected: exec makes them
+     dumpable again. */
+  if (prctl(PR_SET_DUMPABLE, 0) != 0) {
+    note("prctl(PR_SET_DUMPABLE): %s", strerror(errno));
+    return 1;
+  }
 
   sigset_t mask;
   sigemptyset(&mask);

@@ -5,6 +5,7 @@ import { connect } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { Readable, Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
+import { timerDelay } from '../../shared/units.ts';
 import { TIMEOUT_EXIT_CODE, type RunningCommand } from '../exec.ts';
 import { encodeResize, encodeSignal, encodeStart, encodeStdin, frame, FRAME, FrameReader, type StartRequest } from './protocol.ts';
 
@@ -13,6 +14,8 @@ const O_PATH = 0o10000000;
 
 /** How long a command told to die gets to report its exit before the connection is dropped (which makes the agent SIGKILL its process group). */
 const KILL_GRACE_MS = 1000;
+/** How long the agent may leave a START unanswered before the runner asks whether it is wedged (and again after each such wait). */
+const ANSWER_CHECK_MS = 3000;
 
 /**
  * Opens the agent's socket without following a symlink: the socket's directory is
@@ -42,9 +45,16 @@ export interface AgentCommand {
   socketFd: number;
   start: StartRequest;
   timeoutMs?: number | undefined;
+  /**
+   * Asked while the agent leaves the command unanswered: why it cannot answer (it is
+   * stopped or traced), which ends the command with that message, or undefined while it
+   * is merely slow, which keeps waiting. A stopped PID 1 still accepts connections (the
+   * kernel queues them), so without this a command would wait for ever.
+   */
+  stalled?: (() => Promise<string | undefined>) | undefined;
 }
 
-export function startAgentCommand({ socketFd, start, timeoutMs }: AgentCommand): RunningCommand {
+export function startAgentCommand({ socketFd, start, timeoutMs, stalled }: AgentCommand): RunningCommand {
   const began = performance.now();
   const tty = Boolean(start.tty);
   const sock = connect({ path: `/proc/self/fd/${socketFd}` });
@@ -81,6 +91,9 @@ export function startAgentCommand({ socketFd, start, timeoutMs }: AgentCommand):
   // After EXIT, or once the connection is gone, the process group may be someone else's.
   let done = false;
   let killTimer: NodeJS.Timeout | undefined;
+  // Any frame from the agent: it is alive and serving this command.
+  let answered = false;
+  let wedged: string | undefined;
 
   const reader = new FrameReader();
   sock.on('data', (chunk: Buffer) => {
@@ -92,6 +105,7 @@ export function startAgentCommand({ socketFd, start, timeoutMs }: AgentCommand):
       sock.destroy();
       return;
     }
+    answered ||= messages.length > 0;
     for (const m of messages) {
       if (done) break;
       switch (m.type) {
@@ -125,7 +139,10 @@ export function startAgentCommand({ socketFd, start, timeoutMs }: AgentCommand):
       done = true;
       if (timer) clearTimeout(timer);
       if (killTimer) clearTimeout(killTimer);
-      if (!exit && !refused && !killed && !timedOut) {
+      if (answerTimer) clearTimeout(answerTimer);
+      if (wedged) {
+        errorStream.push(Buffer.from(`berth: ${wedged}\n`));
+      } else if (!exit && !refused && !killed && !timedOut) {
         errorStream.push(Buffer.from(`berth: lost the connection to the environment's agent${lost ? `: ${lost}` : ''}\n`));
       }
       stdout.push(null);
@@ -172,13 +189,29 @@ export function startAgentCommand({ socketFd, start, timeoutMs }: AgentCommand):
       ? setTimeout(() => {
           timedOut = true;
           sendSignal('SIGKILL');
-        }, timeoutMs)
+        }, timerDelay(timeoutMs))
       : undefined;
+
+  let answerTimer: NodeJS.Timeout | undefined;
+  const checkAnswer = async () => {
+    answerTimer = undefined;
+    if (answered || done || sock.destroyed || !stalled) return;
+    const why = await stalled().catch(() => undefined);
+    if (answered || done || sock.destroyed) return;
+    if (why) {
+      wedged = why;
+      sock.destroy();
+    } else {
+      answerTimer = setTimeout(checkAnswer, ANSWER_CHECK_MS);
+    }
+  };
+  if (stalled) answerTimer = setTimeout(checkAnswer, ANSWER_CHECK_MS);
 
   // Done when the connection has closed and the output has been read to the end (a
   // terminal's stderr is empty from the start, and nobody need read it).
   const ended = (s: Readable) => finished(s).catch(() => {});
   const exited = Promise.all([closed, ended(stdout), tty ? undefined : ended(stderr)]).then(() => {
+    // 255 for a wedged agent as for a lost connection: the command's fate is unknown.
     const exitCode = timedOut ? TIMEOUT_EXIT_CODE : exit ? exit.code : refused ? 126 : killed ? 137 : 255;
     return { exitCode, timedOut, durationMs: performance.now() - began };
   });

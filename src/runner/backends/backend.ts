@@ -18,7 +18,11 @@ export interface ExecSpec {
 /** An isolation backend runs OCI bundles; crun, runc and runsc differ only in flags. */
 export interface IsolationBackend {
   readonly name: string;
-  /** Starts the bundle's init, detached. `wrap` may put the runtime's command line inside another (say, one that mounts the root file system first). */
+  /**
+   * Starts the bundle's init, detached, with /dev/null as its stdio. `wrap` may put the
+   * runtime's command line inside another (say, one that mounts the root file system
+   * first), which must then run the runtime with /dev/null as its stdin, stdout and stderr.
+   */
   run(containerId: string, bundleDir: string, opts?: { wrap?: ((runtime: Command) => Command) | undefined }): Promise<void>;
   status(containerId: string): Promise<ContainerStatus>;
   /** Host pid of the container's init, when it is running. */

@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Spawner } from '../spawner/index.ts';
 import type { Command, ContainerStatus, ExecSpec, IsolationBackend } from './backend.ts';
@@ -29,13 +29,21 @@ export class OciRuntime implements IsolationBackend {
   }
 
   async run(containerId: string, bundleDir: string, opts: { wrap?: ((runtime: Command) => Command) | undefined } = {}): Promise<void> {
-    const runtime = { file: this.#binary, args: this.#args('run', '--detach', '--bundle', bundleDir, containerId) };
-    const { file, args } = opts.wrap ? opts.wrap(runtime) : runtime;
-    // The container's init inherits the runtime's stdout and stderr and keeps them open
-    // for its whole life, so they go to a file, never to a pipe we would wait on.
+    // The container's init inherits the runtime's stdout and stderr and keeps them for its
+    // whole life, and what runs inside can write to them (/proc/1/fd/1): they are
+    // /dev/null, never a host file (which would grow outside the disk quota) nor a pipe
+    // we would wait on. The runtime's own errors go to a log only it writes, and only
+    // while it runs: crun and runc close it before they exit. (runsc's log would stay
+    // open in its sandbox, so runsc keeps none.)
     const logFile = join(bundleDir, 'runtime.log');
-    const { code } = await this.#spawner.run(file, args, { logFile });
-    if (code !== 0) throw new Error(`${this.name} run failed: ${readFileSync(logFile, 'utf8').trim() || `exit ${code}`}`);
+    rmSync(logFile, { force: true });
+    const log = this.name === 'runsc' ? [] : [`--log=${logFile}`];
+    const runtime = { file: this.#binary, args: [...log, ...this.#args('run', '--detach', '--bundle', bundleDir, containerId)] };
+    // A wrap (the start's mounts) gives the runtime /dev/null itself and reports its own
+    // errors on stderr, which is read here; without one the spawner gives /dev/null.
+    const { file, args } = opts.wrap ? opts.wrap(runtime) : runtime;
+    const { code, stderr } = await this.#spawner.run(file, args, { discardOutput: !opts.wrap });
+    if (code !== 0) throw new Error(`${this.name} run failed: ${lastLines(logFile) || stderr.trim() || `exit ${code}`}`);
   }
 
   async status(containerId: string): Promise<ContainerStatus> {
@@ -83,4 +91,27 @@ export class OciRuntime implements IsolationBackend {
     const r = await this.#spawner.run(file, args);
     if (r.code !== 0) throw new Error(`${this.name} ${verb} failed: ${(r.stderr || r.stdout).trim() || `exit ${r.code}`}`);
   }
+}
+
+/** The runtime's last words from its log (plain lines from crun, JSON from runc), at most a few KiB. */
+function lastLines(logFile: string): string {
+  let text: string;
+  try {
+    text = readFileSync(logFile, 'utf8').slice(-4096);
+  } catch {
+    return '';
+  }
+  return text
+    .trim()
+    .split('\n')
+    .slice(-5)
+    .map((line) => {
+      try {
+        const entry = JSON.parse(line) as { msg?: unknown };
+        return typeof entry.msg === 'string' ? entry.msg : line;
+      } catch {
+        return line;
+      }
+    })
+    .join('\n');
 }

@@ -18,6 +18,15 @@ const DENIED = [
   'syslog', 'umount', 'umount2', 'unshare', 'uselib', 'userfaultfd', 'ustat', 'vhangup', '_sysctl',
 ];
 
+// The environment's PID 1 (the Berth agent, or catatonit) cannot be traced, nor its memory
+// read or written, from inside: a stopped PID 1 would hang every command. The agent is
+// also non-dumpable, which refuses these and /proc/1/fd and pidfd_getfd too; this filter
+// covers catatonit as well. The pid is compared in its low 32 bits, as the kernel reads it.
+const PID_1_ONLY = [
+  { names: ['ptrace'], index: 1 },
+  { names: ['process_vm_readv', 'process_vm_writev'], index: 0 },
+];
+
 // CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET, NEWTIME
 const NAMESPACE_FLAGS = [0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000, 0x00000080];
 
@@ -34,6 +43,12 @@ export function seccompProfile(): SeccompProfile {
     syscalls: [
       { names: DENIED, action: 'SCMP_ACT_ERRNO', errnoRet: EPERM },
       { names: ['clone3'], action: 'SCMP_ACT_ERRNO', errnoRet: ENOSYS },
+      ...PID_1_ONLY.map(({ names, index }) => ({
+        names,
+        action: 'SCMP_ACT_ERRNO',
+        errnoRet: EPERM,
+        args: [{ index, value: 0xffff_ffff, valueTwo: 1, op: 'SCMP_CMP_MASKED_EQ' }],
+      })),
       ...NAMESPACE_FLAGS.map((flag) => ({
         names: ['clone'],
         action: 'SCMP_ACT_ERRNO',

@@ -4,7 +4,6 @@
 // control plane (the embedded database alone is hundreds of MB) every spawn costs over
 // 10 ms. From this process, which holds almost nothing, a spawn costs about 1 ms.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
 import type { FromSpawner, ToSpawner } from './protocol.ts';
 
 const children = new Map<number, ChildProcess>();
@@ -40,19 +39,16 @@ process.on('message', (m: ToSpawner) => {
 });
 
 function start(m: Extract<ToSpawner, { t: 'spawn' }>): void {
-  let log: number | undefined;
   let child: ChildProcess;
   try {
-    log = m.logFile ? openSync(m.logFile, 'w') : undefined;
     // nice(1) rather than setpriority after the fork: a shell script could fork its own
     // children before that, and they would keep the normal priority.
     const [file, args] = m.background ? ['nice', ['-n', '19', m.file, ...m.args]] : [m.file, m.args];
-    child = spawn(file, args, { cwd: m.cwd, env: m.env, stdio: [m.stdin ? 'pipe' : 'ignore', log ?? 'pipe', log ?? 'pipe'] });
+    const output = m.discardOutput ? 'ignore' : 'pipe';
+    child = spawn(file, args, { cwd: m.cwd, env: m.env, stdio: [m.stdin ? 'pipe' : 'ignore', output, output] });
   } catch (err) {
     send({ t: 'error', id: m.id, message: (err as Error).message });
     return;
-  } finally {
-    if (log !== undefined) closeSync(log);
   }
   children.set(m.id, child);
   child.on('spawn', () => send({ t: 'started', id: m.id, pid: child.pid! }));

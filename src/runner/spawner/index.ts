@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { Readable, Writable } from 'node:stream';
+import { collectCapped } from '../../shared/output.ts';
 import type { FromSpawner, SpawnRequest, ToSpawner } from './protocol.ts';
 
 /** A command started by the spawner: the parts of ChildProcess the runner uses. */
@@ -23,7 +24,13 @@ export interface RunResult {
 
 export interface SpawnOptions {
   stdin?: boolean;
-  logFile?: string;
+  /**
+   * stdout and stderr go to /dev/null. For an OCI runtime's `run --detach`: the container's
+   * init inherits them and keeps them as long as it lives, and processes inside can write
+   * to its descriptors (/proc/1/fd/1), so they must be neither a host file, which would
+   * grow without limit outside the environment's disk quota, nor a pipe someone waits on.
+   */
+  discardOutput?: boolean;
   cwd?: string | undefined;
   /** The command's whole environment (default: the spawner's, which is the runner's at its start). */
   env?: Record<string, string> | undefined;
@@ -80,7 +87,7 @@ export class Spawner {
     if (this.#live.size === 0) this.#channel()?.ref();
     this.#live.set(id, live);
     const request: SpawnRequest = { t: 'spawn', id, file, args, stdin: opts.stdin ?? false };
-    if (opts.logFile) request.logFile = opts.logFile;
+    if (opts.discardOutput) request.discardOutput = true;
     if (opts.background) request.background = true;
     if (opts.cwd !== undefined) request.cwd = opts.cwd;
     if (opts.env !== undefined) request.env = opts.env;
@@ -88,15 +95,13 @@ export class Spawner {
     return live.process;
   }
 
-  /** Runs a command to the end, collecting its output (execFile for the spawner). */
+  /** Runs a command to the end, collecting its output (execFile for the spawner), at most 16 MiB a stream. */
   async run(file: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
     const p = this.spawn(file, args, opts);
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    p.stdout.on('data', (b: Buffer) => out.push(b));
-    p.stderr.on('data', (b: Buffer) => err.push(b));
+    const out = collectCapped(p.stdout);
+    const err = collectCapped(p.stderr);
     const { code } = await p.exited;
-    return { code, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
+    return { code, stdout: out.text(), stderr: err.text() };
   }
 
   /** Like run, but a non-zero exit is an error carrying stderr. */

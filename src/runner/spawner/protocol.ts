@@ -6,8 +6,11 @@ export interface SpawnRequest {
   id: number;
   file: string;
   args: string[];
-  /** Send the command's stdout and stderr to this file instead of back over IPC. */
-  logFile?: string;
+  /**
+   * The command's stdout and stderr are /dev/null, not pipes back over IPC: for a runtime
+   * whose detached init inherits them and keeps them for its whole life.
+   */
+  discardOutput?: boolean;
   /** Whether the caller will write to stdin; otherwise stdin is closed at once. */
   stdin: boolean;
   cwd?: string;

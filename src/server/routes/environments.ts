@@ -12,7 +12,8 @@ import {
   ListEnvironmentsQuery,
 } from '../../shared/api.ts';
 import { invalid } from '../../shared/errors.ts';
-import { parseDuration } from '../../shared/units.ts';
+import { collectCapped } from '../../shared/output.ts';
+import { formatDuration, MAX_TIMEOUT_MS, parseDuration } from '../../shared/units.ts';
 import type { App, AppDeps } from '../app.ts';
 
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema, 503: ErrorSchema };
@@ -25,6 +26,8 @@ export function timeoutMs(timeout: number | string | null | undefined): number |
   if (timeout === null || timeout === 0 || timeout === 'off') return undefined;
   const ms = typeof timeout === 'number' ? timeout : parseDuration(timeout);
   if (ms === undefined) throw invalid('timeout must be a duration such as 60s', 'timeout');
+  // A timer cannot wait longer: past it the command would be killed at once.
+  if (ms > MAX_TIMEOUT_MS) throw invalid(`timeout must be at most ${formatDuration(MAX_TIMEOUT_MS)}, got ${formatDuration(ms)}: give a shorter one, or "off" for none`, 'timeout');
   return ms;
 }
 
@@ -103,12 +106,12 @@ export function environmentRoutes(app: App, { environments }: AppDeps): void {
       reply.raw.on('close', () => {
         if (!reply.raw.writableFinished) void command.signal('SIGKILL');
       });
-      const out: Buffer[] = [];
-      const err: Buffer[] = [];
-      command.stdout.on('data', (b: Buffer) => out.push(b));
-      command.stderr.on('data', (b: Buffer) => err.push(b));
+      // Each stream keeps at most 16 MiB, then a marker; the rest is read and dropped, so the
+      // command still runs to its end and its exit code is the one answered.
+      const out = collectCapped(command.stdout);
+      const err = collectCapped(command.stderr);
       const status = await command.exited;
-      return { ...status, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
+      return { ...status, stdout: out.text(), stderr: err.text() };
     },
   });
 }

@@ -5,6 +5,7 @@ import type { Db, TaskRow } from '../db/index.ts';
 import type { TaskEvents } from './events.ts';
 import { TaskEnd, TaskRun, type PipelineDeps } from './pipeline.ts';
 import type { TaskSignals } from './service.ts';
+import { timerDelay } from '../../shared/units.ts';
 
 /** How often the worker looks for queued work and for tasks cancelled elsewhere. */
 const POLL_MS = 1_000;
@@ -119,7 +120,7 @@ export class TaskWorker implements TaskSignals {
 
   #launch(row: TaskRow): void {
     const controller = new AbortController();
-    const timeout = setTimeout(() => controller.abort(new TaskEnd('timed_out', `the task ran past its time limit of ${Math.round(row.budget.timeoutMs / 60_000)} min`)), row.budget.timeoutMs);
+    const timeout = setTimeout(() => controller.abort(new TaskEnd('timed_out', `the task ran past its time limit of ${Math.round(row.budget.timeoutMs / 60_000)} min`)), timerDelay(row.budget.timeoutMs));
     const done = new TaskRun(this.#deps, row, controller.signal)
       .run()
       .catch((err) => this.#log.error({ err, task: row.id }, 'task run crashed'))
