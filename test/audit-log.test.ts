@@ -21,7 +21,10 @@ test('changes and commands are on record, and an edited entry breaks the chain',
 
   const list = JSON.parse((await t.cli(['audit', 'list', '--json'])).stdout) as { action: string; actor: string; target: string; details: Record<string, unknown> }[];
   const actions = list.map((e) => e.action);
-  assert.deepEqual(actions.slice(0, 3), ['environment.stop', 'command.run', 'environment.create']);
+  // A command is on record before it runs (command.start) and again with its outcome (command.run).
+  assert.deepEqual(actions.slice(0, 4), ['environment.stop', 'command.run', 'command.start', 'environment.create']);
+  const start = list.find((e) => e.action === 'command.start')!;
+  assert.deepEqual(start.details, { cmd: ['sh', '-c', 'exit 3'], cwd: null, tty: false });
   const run = list.find((e) => e.action === 'command.run')!;
   assert.deepEqual(run.details.cmd, ['sh', '-c', 'exit 3']);
   assert.equal(run.details.exitCode, 3);
@@ -46,5 +49,5 @@ test('changes and commands are on record, and an edited entry breaks the chain',
   await sql`update audit_entries set details = ${JSON.stringify({ cmd: ['true'], exitCode: 0 })}::jsonb where action = 'command.run'`.execute(t.berth.database.db);
   const broken = await t.cli(['audit', 'verify']);
   assert.equal(broken.code, 1);
-  assert.match(broken.stdout, /BROKEN at entry 2/);
+  assert.match(broken.stdout, /BROKEN at entry 3/);
 });

@@ -27,6 +27,8 @@ export const PERMISSIONS = {
   'secret.read': 'viewer', // names and metadata only: values never leave
   'secret.manage': 'admin',
   'audit.read': 'admin',
+  // Signing a head vouches for the chain below it (audit/log.ts reseal).
+  'audit.reseal': 'owner',
   'task.read': 'viewer',
   'task.create': 'member',
   // Merging into the base branch is a reviewer's call, not every member's.
@@ -62,6 +64,20 @@ export interface Scope {
 }
 
 export const actorOf = (c: Caller) => (c.kind === 'user' ? `user:${c.userId}` : `token:${c.tokenId}`);
+
+/**
+ * The caller's role in an org, given the role their user (for an org token, the user who
+ * made it) holds there now. A user token has its user's role. An org token has the lower
+ * of its own role and its maker's current one, and none once its maker has left: demoting
+ * or removing a person reaches every token they made. A token without a maker keeps its own.
+ */
+export function effectiveRole(caller: Pick<Caller, 'kind' | 'orgId' | 'userId' | 'role'>, orgId: string, memberRole: Role | null | undefined): Role | undefined {
+  if (caller.kind === 'user') return memberRole ?? undefined;
+  if (caller.orgId !== orgId || !caller.role) return undefined;
+  if (caller.userId === null) return caller.role;
+  if (!memberRole) return undefined;
+  return roleRank(memberRole) < roleRank(caller.role) ? memberRole : caller.role;
+}
 
 export const forbidden = (message: string) => new BerthError('forbidden', message);
 
@@ -100,8 +116,16 @@ export class Authorizer {
       .where((eb) => eb.or([eb('orgs.id', '=', orgRef), eb('orgs.name', '=', orgRef)]))
       .executeTakeFirst();
     if (!row) return undefined;
-    if (caller.kind === 'org') return caller.orgId === row.id && caller.role ? { orgId: row.id, orgName: row.name, role: caller.role } : undefined;
-    return row.role ? { orgId: row.id, orgName: row.name, role: row.role } : undefined;
+    const role = effectiveRole(caller, row.id, row.role);
+    return role ? { orgId: row.id, orgName: row.name, role } : undefined;
+  }
+
+  /**
+   * The caller's role in the org now, read from the database and not remembered: what an
+   * open stream is checked against, so a change on another replica reaches it at once.
+   */
+  async roleNow(caller: Caller, orgId: string): Promise<Role | undefined> {
+    return (await this.#lookup(caller, orgId))?.role;
   }
 
   async scope(caller: Caller, orgRef: string, permission: Permission): Promise<Scope> {
@@ -129,8 +153,8 @@ export class Authorizer {
   /** The orgs the caller can see, with their role in each. */
   async orgsOf(caller: Caller): Promise<{ id: string; name: string; role: Role }[]> {
     if (caller.kind === 'org') {
-      const org = await this.#db.selectFrom('orgs').select(['id', 'name']).where('id', '=', caller.orgId!).executeTakeFirst();
-      return org && caller.role ? [{ ...org, role: caller.role }] : [];
+      const found = await this.roleIn(caller, caller.orgId!);
+      return found ? [{ id: found.orgId, name: found.orgName, role: found.role }] : [];
     }
     return this.#db
       .selectFrom('memberships')

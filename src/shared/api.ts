@@ -172,6 +172,20 @@ export const AuditEntry = z.object({
 });
 export type AuditEntry = z.infer<typeof AuditEntry>;
 
+/**
+ * A signed point in an org's audit chain, for an outside system to keep: a later
+ * `berth audit verify --since-checkpoint FILE` shows entries deleted or rewritten since. Files
+ * hold it as `{"checkpoint": {...}}`.
+ */
+export const AuditCheckpoint = z.strictObject({
+  org: z.string().max(100).describe('the org id'),
+  seq: z.number().int().min(0).describe('the newest entry it covers'),
+  hash: z.string().regex(/^[0-9a-f]{64}$/).describe("that entry's hash"),
+  at: z.iso.datetime().describe('when it was signed'),
+  hmac: z.string().regex(/^[0-9a-f]{64}$/).describe('HMAC-SHA256 under the audit key (BERTH_AUDIT_KEY)'),
+});
+export type AuditCheckpoint = z.infer<typeof AuditCheckpoint>;
+
 /** One request an environment's egress proxy let through or refused, or packets its firewall refused, as the API and CLI show it. */
 export const NetworkEventView = z.object({
   at: z.string(),

@@ -1,8 +1,8 @@
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, readFileSync, writeFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
-import type { AuditEntry } from '../../shared/api.ts';
+import type { AuditCheckpoint, AuditEntry } from '../../shared/api.ts';
 import { parseDuration } from '../../shared/units.ts';
 import type { ApiClient } from '../client.ts';
 import { CliError, printJson, printTable } from '../output.ts';
@@ -58,10 +58,13 @@ export function auditCommands(program: Command, client: Client): void {
 
   audit
     .command('verify')
-    .description('check the hash chain: an edited or deleted entry is found')
+    .description('check the hash chain and its signed head: an edited or deleted entry is found')
+    .option('--since-checkpoint <file>', 'also check the log still holds what a checkpoint taken earlier recorded (finds a cut back to an older head)')
     .option('--json', 'print JSON')
     .action(async (o) => {
-      const r = await client().request<{ ok: boolean; entries: number; firstBadSeq?: number; reason?: string }>('GET', client().orgPath('audit/verify'));
+      const q = new URLSearchParams();
+      if (o.sinceCheckpoint) q.set('checkpoint', readCheckpoint(o.sinceCheckpoint));
+      const r = await client().request<{ ok: boolean; entries: number; firstBadSeq?: number; reason?: string }>('GET', client().orgPath(`audit/verify${q.size ? `?${q}` : ''}`));
       if (o.json) printJson(r);
       else if (r.ok) process.stdout.write(`ok: ${r.entries} entries, chain intact\n`);
       else process.stdout.write(`BROKEN at entry ${r.firstBadSeq}: ${r.reason}\n`);
@@ -69,12 +72,49 @@ export function auditCommands(program: Command, client: Client): void {
     });
 
   audit
+    .command('checkpoint')
+    .description('the chain head, signed: keep it outside Berth; `verify --since-checkpoint` later finds entries deleted or rewritten since')
+    .option('--output <file>', 'write to a file instead of standard output')
+    .action(async (o) => {
+      const r = await client().request<{ checkpoint: AuditCheckpoint }>('GET', client().orgPath('audit/checkpoint'));
+      writeOut(o.output, `${JSON.stringify(r)}\n`);
+    });
+
+  audit
+    .command('reseal')
+    .description('sign the chain head as it stands (owner): after an upgrade, a key change or a break you have looked into')
+    .action(async () => {
+      const r = await client().request<{ seq: number }>('POST', client().orgPath('audit/reseal'));
+      process.stdout.write(`signed the head at entry ${r.seq}; the reseal is on record as the next entry\n`);
+    });
+
+  audit
     .command('export')
     .description('the log as JSON Lines, oldest first')
     .option('--since <when>', 'entries since a time or a duration ago')
     .option('--output <file>', 'write to a file instead of standard output')
+    .option('--checkpoint <file>', 'also write a signed checkpoint of the chain as the export began')
     .action(async (o) => {
       const res = await client().fetch(client().orgPath(`audit/export?${filters(o)}`));
+      if (o.checkpoint) {
+        const header = res.headers.get('x-berth-audit-checkpoint');
+        if (!header) throw new CliError('the server gave no checkpoint: the chain head is not signed (`berth audit verify` says why)');
+        writeOut(o.checkpoint, `${JSON.stringify({ checkpoint: JSON.parse(header) })}\n`);
+      }
       await pipeline(Readable.fromWeb(res.body as never), o.output ? createWriteStream(o.output) : process.stdout);
     });
+}
+
+/** The checkpoint file's JSON, passed to the server as it is (the server checks it). */
+function readCheckpoint(file: string): string {
+  try {
+    return JSON.stringify(JSON.parse(readFileSync(file, 'utf8')));
+  } catch (err) {
+    throw new CliError(`cannot read the checkpoint ${file}: ${(err as Error).message}`);
+  }
+}
+
+function writeOut(file: string | undefined, text: string): void {
+  if (file) writeFileSync(file, text, { mode: 0o600 });
+  else process.stdout.write(text);
 }

@@ -99,7 +99,7 @@ export function prepare(entry: NewAuditEntry, at: Date): PreparedEntry {
 
 // PostgreSQL text and jsonb refuse NUL; a lone surrogate becomes U+FFFD on the way in,
 // and the stored entry would no longer match its hash.
-const storable = (s: string) => s.isWellFormed() && !s.includes('\0');
+export const storable = (s: string) => s.isWellFormed() && !s.includes('\0');
 
 function checkValue(value: unknown, depth: number): void {
   if (typeof value === 'string') {

@@ -2,6 +2,7 @@
 // queue and go in together, one transaction and one multi-row insert for all of them.
 import type { Db } from '../db/index.ts';
 import { computeHash, GENESIS_HASH, type PreparedEntry } from './chain.ts';
+import type { AuditKey } from './key.ts';
 import type { AuditEntry } from './types.ts';
 
 interface Pending {
@@ -12,6 +13,10 @@ interface Pending {
 
 export interface AuditWriterOptions {
   db: Db;
+  /** Signs each head the writer moves to, when the head it moved from carried a good signature. */
+  key: AuditKey;
+  /** Told when an org's head had no good signature: the batch is appended, and its new head is left unsigned. */
+  onUnsignedHead(orgId: string, seq: number): void;
   /** Most entries per transaction; 1 turns batching off. 10 parameters a row, 65,535 a statement. */
   maxBatchSize?: number | undefined;
   /** Called with every committed batch, in commit order per org; must not throw. */
@@ -20,6 +25,8 @@ export interface AuditWriterOptions {
 
 export class AuditWriter {
   readonly #db: Db;
+  readonly #key: AuditKey;
+  readonly #onUnsignedHead: (orgId: string, seq: number) => void;
   readonly #maxBatchSize: number;
   readonly #onCommit: (entries: AuditEntry[]) => void;
   /** Waiting entries per org; an org is in the map while its drain loop runs. */
@@ -28,6 +35,8 @@ export class AuditWriter {
 
   constructor(opts: AuditWriterOptions) {
     this.#db = opts.db;
+    this.#key = opts.key;
+    this.#onUnsignedHead = opts.onUnsignedHead;
     this.#maxBatchSize = Math.max(1, Math.min(opts.maxBatchSize ?? 1000, 6000));
     this.#onCommit = opts.onCommit;
   }
@@ -76,14 +85,14 @@ export class AuditWriter {
   #commit(orgId: string, entries: PreparedEntry[]): Promise<AuditEntry[]> {
     return this.#db.transaction().execute(async (tx) => {
       // The head row lock is what keeps the chain a line when several replicas append.
-      const lockHead = () => tx.selectFrom('audit_heads').select(['seq', 'hash']).where('org_id', '=', orgId).forUpdate().executeTakeFirst();
+      const lockHead = () => tx.selectFrom('audit_heads').select(['seq', 'hash', 'mac']).where('org_id', '=', orgId).forUpdate().executeTakeFirst();
       let head = await lockHead();
       if (!head) {
         // Two replicas may both find no head: one insert wins, the other does nothing
         // (after waiting for the winner to commit), and both then queue on the row lock.
         await tx
           .insertInto('audit_heads')
-          .values({ org_id: orgId, seq: 0, hash: GENESIS_HASH })
+          .values({ org_id: orgId, seq: 0, hash: GENESIS_HASH, mac: this.#key.signHead(orgId, 0, GENESIS_HASH) })
           .onConflict((oc) => oc.column('org_id').doNothing())
           .execute();
         head = await lockHead();
@@ -92,6 +101,11 @@ export class AuditWriter {
 
       let seq = Number(head.seq);
       let prevHash = head.hash;
+      // Signing on from a head nobody holding the key vouched for would launder whatever
+      // was done to the chain below it: such a head's successors stay unsigned, and verify
+      // keeps saying so, until someone checks the chain and reseals it (AuditLog.reseal).
+      const vouched = this.#key.checkHead(orgId, seq, prevHash, head.mac);
+      if (!vouched) this.#onUnsignedHead(orgId, seq);
       const chained = entries.map((e): AuditEntry => {
         seq += 1;
         const entry = { orgId, seq, at: e.at, actor: e.actor, action: e.action, target: e.target, environmentId: e.environmentId, details: e.details, prevHash };
@@ -117,7 +131,7 @@ export class AuditWriter {
           ),
         )
         .updateTable('audit_heads')
-        .set({ seq, hash: prevHash })
+        .set({ seq, hash: prevHash, mac: vouched ? this.#key.signHead(orgId, seq, prevHash) : null })
         .where('org_id', '=', orgId)
         .execute();
       return chained;

@@ -275,4 +275,12 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('tasks').addColumn('model_default', 'boolean', (c) => c.notNull().defaultTo(false)).execute();
     },
   },
+  '0008_audit_head_mac': {
+    async up(db: Kysely<any>) {
+      // Each org's chain head is signed with the audit key, which the database does not hold
+      // (audit/key.ts). Heads written before are left unsigned: `berth audit verify` says so
+      // until they are signed (on the start that creates the key file, or by `berth audit reseal`).
+      await db.schema.alterTable('audit_heads').addColumn('mac', 'text').execute();
+    },
+  },
 };

@@ -64,7 +64,10 @@ export interface ProjectTable {
 }
 
 export interface ProjectSettings {
-  /** Names of the org's and project's secrets an environment of this project receives. */
+  /**
+   * Names of the org's secrets an environment of this project receives; with the secrets set
+   * for the project itself, that is all it receives (secrets/service.ts receivesSecret).
+   */
   secrets?: { name: string; as: 'env' | 'file'; path?: string }[];
   /** How to work on the repository (image, setup, check…): overrides its berth.yaml or devcontainer.json. */
   work?: ProjectWorkSettings;
@@ -111,6 +114,8 @@ export interface AuditHeadTable {
   org_id: string;
   seq: ColumnType<string, string | number, string | number>;
   hash: string;
+  /** HMAC of (org, seq, hash) under the audit key; null for a head nobody holding the key vouched for. */
+  mac: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface EnvironmentTable {

@@ -7,12 +7,13 @@ import { BerthError, conflict, invalid, notFound, unavailable } from '../../shar
 import { isEnvironmentId, newId, randomName } from '../../shared/ids.ts';
 import { formatDuration } from '../../shared/units.ts';
 import { DEFAULT_IMAGE, type CommandOptions, type EnvironmentSpec, type LocalRunner, type RunningCommand } from '../../runner/index.ts';
-import type { AuditLog } from '../audit/index.ts';
+import type { AuditEntry, AuditLog } from '../audit/index.ts';
+import { commandRecord } from './command-record.ts';
 import type { Scope } from '../authz.ts';
 import { projectIdOf } from '../projects.ts';
 import { isUniqueViolation, type Db, type EnvironmentRow, type EnvironmentUpdate } from '../db/index.ts';
 import { redactCommand, type SecretService } from '../secrets/service.ts';
-import { Redactor } from '../../shared/redact.ts';
+import { Redactor, type RedactSecret } from '../../shared/redact.ts';
 import { limitsOf, toApi } from './convert.ts';
 import { afterPageCursor, encodePageCursor, pageKey } from '../db/page.ts';
 import { limitsFrom } from './limits.ts';
@@ -181,6 +182,12 @@ export class EnvironmentService {
     });
   }
 
+  /** The secrets an environment's commands receive: what is scanned for in files copied out of it. */
+  async secretsOf(scope: Scope, ref: string): Promise<{ environmentId: string; secrets: RedactSecret[] }> {
+    const row = await this.#get(scope.orgId, ref);
+    return { environmentId: row.id, secrets: row.project_id ? await this.#secrets.forProject(row.org_id, row.project_id) : [] };
+  }
+
   /** Starts a command in a running environment, counts it as activity and puts it on record. */
   async exec(scope: Scope, ref: string, opts: CommandOptions, how: { redact: boolean } = { redact: true }): Promise<RunningCommand> {
     const row = await this.#get(scope.orgId, ref);
@@ -193,32 +200,43 @@ export class EnvironmentService {
     const env = { ...opts.env };
     for (const s of secrets) env[s.name] ??= s.value;
     const redactor = new Redactor(secrets);
-    if (secrets.length) {
-      await this.#audit.append({
-        orgId: row.org_id,
-        actor: `environment:${row.id}`,
-        action: 'secret.read',
-        target: row.id,
-        environmentId: row.id,
-        details: { names: secrets.map((s) => s.name) },
-      });
+    // Every caller that runs a command comes through here (exec and its stream, terminals,
+    // file copies, the task pipeline and agent tools), so this is where no command runs off
+    // the record: argv the log cannot store is refused now, before anything is written.
+    const record = commandRecord(opts, (a) => redactor.redact(a));
+    const spec = await this.#spec(row);
+    const entry = (action: string, actor: string, details: Record<string, unknown>) => ({ orgId: row.org_id, actor, action, target: row.id, environmentId: row.id, details });
+    // On record before it runs: a command whose entry cannot be written does not run.
+    let start: AuditEntry;
+    try {
+      [start] = await Promise.all([
+        this.#audit.append(entry('command.start', scope.actor, { ...record })),
+        secrets.length ? this.#audit.append(entry('secret.read', `environment:${row.id}`, { names: secrets.map((s) => s.name) })) : undefined,
+      ]);
+    } catch (err) {
+      if (err instanceof BerthError) throw err;
+      this.#log.error({ err, environment: row.id }, 'could not record a command in the audit log: it was not run');
+      throw unavailable('the command was not run: it could not be put on record in the audit log; try again, and ask an administrator to look at the server log if it persists');
     }
-    const started = this.#runner.exec(await this.#spec(row), { ...opts, env });
+    const ended = (outcome: Record<string, unknown>) => this.#audit.append(entry('command.run', scope.actor, { ...record, startSeq: start.seq, ...outcome }));
+    let started: RunningCommand;
+    try {
+      started = this.#runner.exec(spec, { ...opts, env });
+    } catch (err) {
+      await ended({ exitCode: null, error: 'the command could not be started' }).catch((e) => this.#log.error({ err: e, environment: row.id }, 'could not record a command in the audit log'));
+      throw err;
+    }
     // File transfers are bytes, not output anyone reads as text: they pass untouched.
     const command = secrets.length && how.redact ? redactCommand(started, redactor) : started;
     this.#activeCommands.set(row.id, (this.#activeCommands.get(row.id) ?? 0) + 1);
     this.#lastActive.set(row.id, new Date());
-    void command.exited.then(
-      (status) =>
-        this.#audit.append({
-          orgId: row.org_id,
-          actor: scope.actor,
-          action: 'command.run',
-          target: row.id,
-          environmentId: row.id,
-          details: { cmd: opts.cmd.map((a) => redactor.redact(a)), cwd: opts.cwd ?? null, tty: Boolean(opts.tty), exitCode: status.exitCode, durationMs: Math.round(status.durationMs), timedOut: status.timedOut },
-        }),
-    ).catch((err) => this.#log.error({ err, environment: row.id }, 'could not record a command in the audit log'))
+    void command.exited
+      .then(
+        (status) => ended({ exitCode: status.exitCode, durationMs: Math.round(status.durationMs), timedOut: status.timedOut }),
+        () => ended({ exitCode: null, error: 'the command could not be followed to its end' }),
+      )
+      // The command has run and its start is on record; only its outcome is lost.
+      .catch((err) => this.#log.error({ err, environment: row.id }, 'could not record the end of a command in the audit log'))
       .finally(() => {
         this.#activeCommands.set(row.id, (this.#activeCommands.get(row.id) ?? 1) - 1);
         this.#lastActive.set(row.id, new Date());
