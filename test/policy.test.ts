@@ -224,7 +224,8 @@ describe('policies', () => {
 describe('egress-only secrets', () => {
   test('never an environment variable; in the policy as a header for their host', async () => {
     const VALUE = 'tok-egress-8c1f2e9d7b';
-    assert.equal((await t.cli(['project', 'create', 'api-users'])).code, 0);
+    // The project names the org's ORG_KEY: an org secret it does not name is not its to use.
+    assert.equal((await t.cli(['project', 'create', 'api-users', '--secret', 'ORG_KEY'])).code, 0);
     let r = await t.cli(['secret', 'set', 'API_TOKEN', '--project', 'api-users', '--egress-only', '--host', 'api.example.com', '--path-prefix', '/v1'], { input: VALUE });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /egress-only, for api\.example\.com/);

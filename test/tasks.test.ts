@@ -342,7 +342,7 @@ describe('tasks that do not reach green', () => {
   test("project secrets reach the agent's commands but never its transcript; no change means nothing is pushed", async () => {
     const value = 'npm_0123456789abcdefSECRET';
     assert.equal((await t.cli(['secret', 'set', 'NPM_TOKEN'], { input: value })).code, 0);
-    assert.equal((await t.cli(['project', 'create', 'secretive', '--repo', repo])).code, 0);
+    assert.equal((await t.cli(['project', 'create', 'secretive', '--repo', repo, '--secret', 'NPM_TOKEN'])).code, 0);
     script.length = 0;
     const offset = model.played;
     for (let i = 0; i < offset; i++) script.push({ status: 500 });

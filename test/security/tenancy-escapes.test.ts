@@ -154,3 +154,39 @@ describe('finding 4: tasks on any host repository', () => {
     }
   });
 });
+
+describe('finding 15: project secret lists not enforced', () => {
+  test('an environment of a project receives exactly the secrets its project names (and its own), as variables and through the egress proxy', async () => {
+    const put = (name: string, value: string, extra: Record<string, unknown> = {}) => t.api('PUT', `/api/orgs/default/secrets/${name}`, { value, ...extra });
+    let r = await t.api('POST', '/api/orgs/default/projects', { name: 'storefront', secrets: ['NAMED_KEY'] });
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    for (const [name, value, extra] of [
+      ['NAMED_KEY', 'named-value-1f2e3d4c'],
+      ['OTHER_TEAM_KEY', 'other-team-value-9a8b7c6d'],
+      ['OWN_KEY', 'own-value-5e6f7a8b', { project: 'storefront' }],
+      ['OTHER_EGRESS', 'other-egress-value-0c1d2e3f', { egress: { host: 'payments.example.com' } }],
+    ] as const) {
+      r = await put(name, value, extra);
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+    }
+
+    const env = (await t.api('POST', '/api/orgs/default/environments', { name: 'storefront-env', project: 'storefront' })).body;
+    assert.equal(env.state, 'running', JSON.stringify(env));
+    const out = (await t.api('POST', `/api/orgs/default/environments/${env.id}/exec`, { cmd: ['sh', '-c', 'env | cut -d= -f1 | sort'] })).body;
+    assert.equal(out.exitCode, 0, out.stderr);
+    const names = out.stdout.split('\n');
+    assert.ok(names.includes('NAMED_KEY') && names.includes('OWN_KEY'), out.stdout);
+    assert.ok(!names.includes('OTHER_TEAM_KEY'), 'an org secret the project does not name stays out');
+    const read = (await t.api('GET', '/api/orgs/default/audit?action=secret.read')).body.items.find((e: { actor: string }) => e.actor === `environment:${env.id}`);
+    assert.deepEqual([...read.details.names].sort(), ['NAMED_KEY', 'OWN_KEY'], 'the audit log names what it received');
+    // Egress-only: an org secret the project does not name is not added to its requests either.
+    assert.deepEqual(t.berth.app.policies.policyFor(env.id).credentials, []);
+
+    // `berth project show` says what its environments receive.
+    const shown = await t.cli(['project', 'show', 'storefront']);
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.match(shown.stdout, /^variables\s+NAMED_KEY, OWN_KEY$/m);
+    assert.match(shown.stdout, /^egress-only\s+none$/m);
+    assert.match(shown.stdout, /never the org's others/);
+  });
+});

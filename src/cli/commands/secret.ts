@@ -4,6 +4,14 @@ import type { ApiClient } from '../client.ts';
 import { age, CliError, printJson, printTable } from '../output.ts';
 
 type Client = () => ApiClient;
+interface ProjectShown {
+  id: string;
+  name: string;
+  repoUrl: string | null;
+  defaultBranch: string;
+  secrets: string[];
+  receives: { variables: string[]; egress: string[] };
+}
 
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
@@ -106,6 +114,25 @@ export function secretCommands(program: Command, client: Client): void {
       });
       if (o.json) printJson(p);
       else process.stdout.write(`${p.id} ${p.name}\n`);
+    });
+  project
+    .command('show <name>')
+    .description('a project, and exactly the secrets its environments receive')
+    .option('--json', 'print JSON')
+    .action(async (name: string, o) => {
+      const p = await client().request<ProjectShown>('GET', client().orgPath(`projects/${encodeURIComponent(name)}`));
+      if (o.json) return printJson(p);
+      const list = (names: string[]) => (names.length ? names.join(', ') : 'none');
+      const rows: [string, string][] = [
+        ['id', p.id],
+        ['name', p.name],
+        ['repository', `${p.repoUrl ?? '-'} @ ${p.defaultBranch}`],
+        ['secrets', list(p.secrets)],
+        ['variables', list(p.receives.variables)],
+        ['egress-only', list(p.receives.egress)],
+      ];
+      for (const [k, v] of rows) process.stdout.write(`${k.padEnd(12)} ${v}\n`);
+      process.stdout.write("Its environments receive these secrets only: the project's own and the org secrets it names, never the org's others.\n");
     });
   project
     .command('list')

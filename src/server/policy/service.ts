@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { BerthError, invalid, notFound } from '../../shared/errors.ts';
 import { atLeast, type Scope } from '../authz.ts';
 import type { Db, PolicyScopeKind } from '../db/index.ts';
-import type { EgressSecret, SecretService } from '../secrets/service.ts';
+import { namedSecrets, receivesSecret, type EgressSecret, type SecretService } from '../secrets/service.ts';
 import { credentialValue } from './credentials.ts';
 import { checkDomains, HTTP_METHODS } from './domains.ts';
 import { isPreset, PRESET_NAMES } from './presets.ts';
@@ -35,7 +35,7 @@ const MAX_DOMAINS = 1000;
 interface Snapshot {
   environments: Map<string, { orgId: string; projectId: string | null }>;
   policies: Map<string, PolicyFields>;
-  projects: Map<string, { name: string; workDomains: string[] }>;
+  projects: Map<string, { name: string; workDomains: string[]; secretNames: ReadonlySet<string> }>;
   secrets: EgressSecret[];
 }
 
@@ -146,7 +146,7 @@ export class PolicyService implements PolicySource {
     const next: Snapshot = { environments: new Map(), policies: new Map(), projects: new Map(), secrets };
     for (const p of policies) next.policies.set(key(p.org_id, p.scope_kind, p.scope_id), fieldsOf(p));
     for (const e of environments) next.environments.set(e.id, { orgId: e.org_id, projectId: e.project_id ?? e.task_project_id });
-    for (const p of projects) next.projects.set(p.id, { name: p.name, workDomains: p.settings.work?.allowDomains ?? [] });
+    for (const p of projects) next.projects.set(p.id, { name: p.name, workDomains: p.settings.work?.allowDomains ?? [], secretNames: namedSecrets(p.settings) });
     this.#snapshot = next;
     this.#resolved.clear();
   }
@@ -157,7 +157,7 @@ export class PolicyService implements PolicySource {
     const project = env.projectId ? s.projects.get(env.projectId) : undefined;
     if (env.projectId && project) layers.push(projectLayer(project.name, s.policies.get(key(env.orgId, 'project', env.projectId)), project.workDomains));
     layers.push({ scope: 'org', fields: s.policies.get(key(env.orgId, 'org', env.orgId)) ?? EMPTY_FIELDS });
-    return resolvePolicy(layers, env.projectId ? credentialsFor(s.secrets, env.orgId, env.projectId) : []);
+    return resolvePolicy(layers, env.projectId && project ? credentialsFor(s.secrets, env.orgId, env.projectId, project.secretNames) : []);
   }
 
   /** Every scope of the org that has a policy. */
@@ -179,7 +179,7 @@ export class PolicyService implements PolicySource {
     const t = await this.#target(orgId, target);
     const own = await readPolicy(this.#db, orgId, t.kind, t.scopeId);
     const layers = await this.#layers(orgId, t);
-    const creds = t.projectId ? credentialsFor(await this.#secrets.egressSecrets(orgId), orgId, t.projectId) : [];
+    const creds = t.projectId ? credentialsFor(await this.#secrets.egressSecrets(orgId), orgId, t.projectId, await this.#namedBy(t.projectId)) : [];
     const { credentials, ...rest } = resolvePolicy(layers, creds);
     return {
       own: own ? viewOf(own, t.label) : null,
@@ -234,6 +234,10 @@ export class PolicyService implements PolicySource {
       .executeTakeFirst();
     if (!e) throw notFound(`no environment '${target.ref}': \`berth env list\` shows them`);
     return { kind: 'environment', scopeId: e.id, label: e.id, projectId: e.project_id ?? e.task_project_id };
+  }
+
+  async #namedBy(projectId: string): Promise<ReadonlySet<string>> {
+    return namedSecrets((await this.#db.selectFrom('projects').select('settings').where('id', '=', projectId).executeTakeFirst())?.settings);
   }
 
   /** The layers that apply at the target, narrowest first, read from the database. */
@@ -299,11 +303,11 @@ function checkPatch(patch: PolicyPatch): PolicyPatch {
   return out;
 }
 
-/** The project's egress-only secrets over the org's of the same name, as headers for the proxy. */
-function credentialsFor(secrets: EgressSecret[], orgId: string, projectId: string): EgressPolicy['credentials'] {
+/** The egress-only secrets the project receives (its own over the org's it names), as headers for the proxy. */
+function credentialsFor(secrets: EgressSecret[], orgId: string, projectId: string, named: ReadonlySet<string>): EgressPolicy['credentials'] {
   const byName = new Map<string, EgressSecret>();
   for (const s of secrets) {
-    if (s.orgId !== orgId || (s.projectId !== null && s.projectId !== projectId)) continue;
+    if (s.orgId !== orgId || !receivesSecret(projectId, named, s)) continue;
     if (!byName.has(s.name) || s.projectId) byName.set(s.name, s);
   }
   return [...byName.values()].map((s) => ({ host: s.host, pathPrefix: s.pathPrefix, header: s.header, value: credentialValue(s.format, s.value), name: s.name }));

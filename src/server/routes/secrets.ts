@@ -3,7 +3,7 @@ import { ErrorSchema, OrgRef } from '../../shared/api.ts';
 import { conflict, notFound } from '../../shared/errors.ts';
 import { newId } from '../../shared/ids.ts';
 import type { App, AppDeps } from '../app.ts';
-import { isUniqueViolation } from '../db/index.ts';
+import { isUniqueViolation, type ProjectRow } from '../db/index.ts';
 import { SECRET_NAME } from '../secrets/service.ts';
 import { ForgeSettingsSchema } from '../../forges/index.ts';
 import { ProjectWorkSettings } from '../tasks/index.ts';
@@ -37,6 +37,26 @@ const Project = z.object({
   createdAt: z.string(),
 });
 const NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+const Receives = z
+  .object({
+    variables: z.array(z.string()).describe('secrets its environments get as environment variables'),
+    egress: z.array(z.string()).describe('egress-only secrets the egress proxy adds to their requests'),
+  })
+  .describe("the project's own secrets and the org secrets it names: nothing else");
+
+function projectView(r: ProjectRow): z.infer<typeof Project> {
+  return {
+    id: r.id,
+    name: r.name,
+    repoUrl: r.repo_url,
+    defaultBranch: r.default_branch,
+    secrets: (r.settings.secrets ?? []).map((s) => s.name),
+    work: r.settings.work ?? {},
+    forge: r.settings.forge ?? {},
+    agent: r.settings.agent ?? {},
+    createdAt: new Date(r.created_at).toISOString(),
+  };
+}
 
 /** Secrets (write-only values) and the projects that name which secrets their environments get. */
 export function secretRoutes(app: App, { secrets, db, repos, audit }: AppDeps): void {
@@ -78,19 +98,23 @@ export function secretRoutes(app: App, { secrets, db, repos, audit }: AppDeps): 
     schema: { tags: ['projects'], summary: 'Projects of the org', params: OrgRef, response: { 200: z.object({ items: z.array(Project) }), ...errors } },
     handler: async (req) => {
       const rows = await db.selectFrom('projects').selectAll().where('org_id', '=', req.scope.orgId).orderBy('name').execute();
-      return {
-        items: rows.map((r) => ({
-          id: r.id,
-          name: r.name,
-          repoUrl: r.repo_url,
-          defaultBranch: r.default_branch,
-          secrets: (r.settings.secrets ?? []).map((s) => s.name),
-          work: r.settings.work ?? {},
-          forge: r.settings.forge ?? {},
-          agent: r.settings.agent ?? {},
-          createdAt: new Date(r.created_at).toISOString(),
-        })),
-      };
+      return { items: rows.map(projectView) };
+    },
+  });
+
+  app.get('/api/orgs/:org/projects/:name', {
+    config: { permission: 'project.read' },
+    schema: {
+      tags: ['projects'],
+      summary: 'One project, with the names of exactly the secrets its environments receive',
+      params: OrgRef.extend({ name: z.string().max(100) }),
+      response: { 200: Project.extend({ receives: Receives }), ...errors },
+    },
+    handler: async (req) => {
+      const r = await db.selectFrom('projects').selectAll().where('org_id', '=', req.scope.orgId)
+        .where((eb) => eb.or([eb('id', '=', req.params.name), eb('name', '=', req.params.name)])).executeTakeFirst();
+      if (!r) throw notFound(`no project '${req.params.name}': \`berth project list\` shows them`);
+      return { ...projectView(r), receives: await secrets.namesFor(req.scope.orgId, r.id) };
     },
   });
 
@@ -104,7 +128,7 @@ export function secretRoutes(app: App, { secrets, db, repos, audit }: AppDeps): 
         name: z.string().regex(NAME, 'lower-case letters, digits, . _ -'),
         repoUrl: z.string().max(2048).optional(),
         defaultBranch: z.string().max(200).optional(),
-        secrets: z.array(z.string().regex(SECRET_NAME)).max(200).optional().describe('names of secrets its environments get as environment variables'),
+        secrets: z.array(z.string().regex(SECRET_NAME)).max(200).optional().describe("names of the org's secrets its environments get (with the secrets set for the project itself; no others)"),
         work: ProjectWorkSettings.optional().describe("how to work on the repository: overrides its berth.yaml or devcontainer.json"),
         forge: ForgeSettingsSchema.optional().describe('the forge and the names of the secrets holding its credentials'),
         agent: AgentDefaults.optional().describe("defaults for the project's tasks"),

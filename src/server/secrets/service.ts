@@ -5,7 +5,7 @@ import { newId } from '../../shared/ids.ts';
 import { Redactor } from '../../shared/redact.ts';
 import type { RunningCommand } from '../../runner/index.ts';
 import { projectIdOf } from '../projects.ts';
-import type { Db } from '../db/index.ts';
+import type { Db, ProjectSettings } from '../db/index.ts';
 import type { SecretBox } from './crypto.ts';
 import { checkEgressMarking, type EgressMarking } from '../policy/credentials.ts';
 
@@ -87,26 +87,46 @@ export class SecretService {
   }
 
   /**
-   * What an environment of the project receives: its project's secrets over the org's of
-   * the same name. Secrets any project names as forge credentials are never among them:
-   * those are used by the runner on the host and must not enter a sandbox. Nor are
-   * egress-only ones (the egress proxy adds those to requests): a project's egress-only
-   * secret also hides the org's secret of the same name.
+   * What an environment of the project receives, as variables: exactly the secrets the
+   * project names (receivesSecret), the project's value over the org's of the same name.
+   * Secrets any project names as forge credentials are never among them: those are used by
+   * the runner on the host and must not enter a sandbox. Nor are egress-only ones (the egress
+   * proxy adds those to requests): a project's egress-only secret also hides the org's
+   * secret of the same name.
    */
   async forProject(orgId: string, projectId: string): Promise<{ name: string; value: string }[]> {
+    const rows = await this.#received(orgId, projectId);
+    const hostOnly = await this.#forgeSecretNames(orgId);
+    return rows.filter((r) => r.egress_host === null && !hostOnly.has(r.name)).map((r) => ({
+      name: r.name,
+      value: this.#box.open({ orgId, projectId: r.project_id, name: r.name }, r.ciphertext),
+    }));
+  }
+
+  /** The names an environment of the project receives (as variables, and through the egress proxy): what `berth project show` prints. */
+  async namesFor(orgId: string, projectId: string): Promise<{ variables: string[]; egress: string[] }> {
+    const rows = await this.#received(orgId, projectId);
+    const hostOnly = await this.#forgeSecretNames(orgId);
+    const names = (egress: boolean) => rows.filter((r) => (r.egress_host !== null) === egress && (egress || !hostOnly.has(r.name))).map((r) => r.name).sort();
+    return { variables: names(false), egress: names(true) };
+  }
+
+  /** The rows the project's environments receive, one per name: the project's over the org's. */
+  async #received(orgId: string, projectId: string) {
+    const project = await this.#db.selectFrom('projects').select('settings').where('org_id', '=', orgId).where('id', '=', projectId).executeTakeFirst();
+    const named = namedSecrets(project?.settings);
     const rows = await this.#db
       .selectFrom('secrets')
       .select(['name', 'project_id', 'ciphertext', 'egress_host'])
       .where('org_id', '=', orgId)
       .where((eb) => eb.or([eb('project_id', '=', projectId), eb('project_id', 'is', null)]))
       .execute();
-    const hostOnly = await this.#forgeSecretNames(orgId);
     const byName = new Map<string, (typeof rows)[number]>();
-    for (const r of rows) if (!hostOnly.has(r.name) && (!byName.has(r.name) || r.project_id)) byName.set(r.name, r);
-    return [...byName.values()].filter((r) => r.egress_host === null).map((r) => ({
-      name: r.name,
-      value: this.#box.open({ orgId, projectId: r.project_id, name: r.name }, r.ciphertext),
-    }));
+    for (const r of rows) {
+      if (!receivesSecret(projectId, named, { projectId: r.project_id, name: r.name })) continue;
+      if (!byName.has(r.name) || r.project_id) byName.set(r.name, r);
+    }
+    return [...byName.values()];
   }
 
   /** A secret the runner uses on the host (forge token, App key): the project's over the org's. */
@@ -158,6 +178,20 @@ export class SecretService {
     return q.executeTakeFirst();
   }
 
+}
+
+/** The org secrets a project names (`berth project create --secret NAME`). */
+export function namedSecrets(settings: ProjectSettings | undefined): ReadonlySet<string> {
+  return new Set((settings?.secrets ?? []).map((s) => s.name));
+}
+
+/**
+ * Whether an environment of project `projectId` receives `secret`, as a variable or through
+ * the egress proxy: a secret set for the project itself, or an org secret the project names.
+ * Any other org secret is not the project's, whatever its name. The one rule for both.
+ */
+export function receivesSecret(projectId: string, named: ReadonlySet<string>, secret: { projectId: string | null; name: string }): boolean {
+  return secret.projectId === projectId || (secret.projectId === null && named.has(secret.name));
 }
 
 /** `{ egress }` for an egress-only secret, nothing for the others (their listing stays as it was). */
