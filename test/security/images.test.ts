@@ -3,7 +3,14 @@
 // aimed at the host's own services, and archives that expand without bound or climb out.
 // Each attack must fail, change nothing, and answer without telling anything about the host.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { createServer as createHttpServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { BlockList } from 'node:net';
+import { networkInterfaces } from 'node:os';
+import { promisify } from 'node:util';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -222,6 +229,77 @@ describe('registry pulls obey the egress address rules', () => {
     // Listed: contacted (and the fake registry hangs up, so the pull fails as unavailable).
     await expectError(listed.resolve(`127.0.0.1:${port}/x:y`), 'unavailable', /cannot pull/);
     assert.ok(connections > 0, 'the listed registry was contacted');
+  });
+});
+
+describe("a registry's token realm is held to the same rules", () => {
+  // The registry stands on one of this host's own non-loopback addresses, which the test
+  // escape hatch (allowPrivateAddresses) opens for it alone; its 401 names a token realm on
+  // the host's loopback, where a service records whether anything came.
+  const address = Object.values(networkInterfaces()).flat().find((a) => a && a.family === 'IPv4' && !a.internal)?.address;
+  let registry: import('node:https').Server;
+  let tokenServer: import('node:http').Server;
+  let registryPort: number;
+  let tokenPort: number;
+  let certDir: string;
+  let realm = '';
+  const tokenRequests: string[] = [];
+  let registryRequests = 0;
+
+  before(async () => {
+    assert.ok(address, 'this host has a non-loopback IPv4 address');
+    certDir = await fresh('certs');
+    await promisify(execFile)('openssl', [
+      'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=registry',
+      '-keyout', join(certDir, 'registry.key.pem'), '-out', join(certDir, 'ca.crt'), '-addext', `subjectAltName=IP:${address}`,
+    ]);
+    registry = createHttpsServer({ cert: await readFile(join(certDir, 'ca.crt')), key: await readFile(join(certDir, 'registry.key.pem')) }, (req, res) => {
+      registryRequests++;
+      res.writeHead(401, { 'www-authenticate': `Bearer realm="${realm}",service="registry"`, 'content-type': 'application/json' });
+      res.end('{"errors":[{"code":"UNAUTHORIZED"}]}');
+    });
+    await rm(join(certDir, 'registry.key.pem'));
+    tokenServer = createHttpServer((req, res) => {
+      tokenRequests.push(req.url ?? '');
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"token":"t"}');
+    });
+    await new Promise<void>((resolve) => registry.listen(0, address, resolve));
+    await new Promise<void>((resolve) => tokenServer.listen(0, '127.0.0.1', resolve));
+    registryPort = (registry.address() as { port: number }).port;
+    tokenPort = (tokenServer.address() as { port: number }).port;
+  });
+  after(async () => {
+    registry?.closeAllConnections();
+    tokenServer?.closeAllConnections();
+    await Promise.all([new Promise((r) => registry?.close(r)), new Promise((r) => tokenServer?.close(r))]);
+  });
+
+  const store = async () => {
+    const allowPrivateAddresses = new BlockList();
+    allowPrivateAddresses.addAddress(address!);
+    const names: Record<string, string[]> = { 'token.test': ['127.0.0.1'] };
+    return new ImageStore({
+      dir: await fresh('store'),
+      allowPrivateAddresses,
+      registryCertDir: certDir,
+      resolveHost: async (host) => names[host] ?? [],
+    });
+  };
+
+  test('a realm on loopback, named by address, is never contacted', async () => {
+    realm = `http://127.0.0.1:${tokenPort}/token`;
+    const images = await store();
+    const error = await images.resolve(`${address}:${registryPort}/x:y`).then(() => assert.fail('pulled'), (e: unknown) => e);
+    assert.ok(error instanceof BerthError, String(error));
+    assert.ok(registryRequests > 0, `the registry was reached (through the pull proxy): ${error}`);
+    assert.deepEqual(tokenRequests, [], 'the loopback token service saw nothing');
+    assert.deepEqual(await images.list(), []);
+  });
+
+  test('a realm whose name resolves to loopback is refused by the pull proxy, and the answer says so', async () => {
+    realm = `http://token.test:${tokenPort}/token`;
+    await expectError((await store()).resolve(`${address}:${registryPort}/x:y`), 'forbidden', new RegExp(`sent the pull to token\\.test:${tokenPort}`));
+    assert.deepEqual(tokenRequests, []);
   });
 });
 

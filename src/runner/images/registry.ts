@@ -28,10 +28,10 @@ export interface RegistryAccess {
  * environment's network, so without this a reference would be a way to reach the host's
  * own services. Fails closed: a name that does not resolve is not pulled.
  */
-export async function checkRegistry(ref: string, access: RegistryAccess): Promise<void> {
+export async function checkRegistry(ref: string, access: RegistryAccess): Promise<{ listed: boolean }> {
   const authority = ref.split('/')[0]!.toLowerCase();
   const host = registryHost(ref);
-  if (access.allowed.some((entry) => entry.toLowerCase() === authority || entry.toLowerCase() === host)) return;
+  if (access.allowed.some((entry) => entry.toLowerCase() === authority || entry.toLowerCase() === host)) return { listed: true };
   let addresses: string[];
   if (isIP(host)) addresses = [host];
   else {
@@ -46,14 +46,31 @@ export async function checkRegistry(ref: string, access: RegistryAccess): Promis
         'an instance administrator can list it in BERTH_ALLOWED_REGISTRIES, or import the image with `berth image import FILE`',
     );
   }
+  return { listed: false };
 }
 
-const systemResolve = async (host: string) => (await lookup(host, { all: true, verbatim: true })).map((a) => a.address);
+export const systemResolve = async (host: string) => (await lookup(host, { all: true, verbatim: true })).map((a) => a.address);
+
+export interface PullOptions {
+  /**
+   * Run skopeo in an empty network namespace whose only way out is the pull proxy on this
+   * unix socket (pull-proxy.ts): for every registry an instance administrator did not list.
+   */
+  proxySocket?: string | undefined;
+  /** CA certificates for registries (skopeo --src-cert-dir): an internal CA, or a test's. */
+  certDir?: string | undefined;
+}
+
+const SANDBOX = new URL('./pull-sandbox.ts', import.meta.url).pathname;
 
 /** Copies `ref` for this host's platform into an OCI layout at `into`, tagged `latest`. */
-export async function pullImage(ref: string, into: string, progress: ImageProgress): Promise<void> {
+export async function pullImage(ref: string, into: string, progress: ImageProgress, opts: PullOptions = {}): Promise<void> {
   progress({ phase: 'pull', message: `pulling ${ref}` });
-  const child = spawn('skopeo', copyArgs(ref, into), { stdio: ['ignore', 'pipe', 'pipe'] });
+  const skopeo = ['skopeo', ...copyArgs(ref, into, opts.certDir)];
+  const [command, ...args] = opts.proxySocket
+    ? ['unshare', '--net', '--', process.execPath, '--disable-warning=ExperimentalWarning', SANDBOX, opts.proxySocket, '--', ...skopeo]
+    : skopeo;
+  const child = spawn(command!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   createInterface({ input: child.stdout }).on('line', (line) => {
     if (line.trim()) progress({ phase: 'pull', message: line.trim() });
   });
@@ -64,7 +81,7 @@ export async function pullImage(ref: string, into: string, progress: ImageProgre
     child.on('close', resolve);
   }).catch((error: NodeJS.ErrnoException) => {
     if (error.code === 'ENOENT') {
-      throw unavailable('pulling from a registry needs skopeo (apt-get install skopeo); or import the image from a tarball with `berth image import FILE`');
+      throw unavailable('pulling from a registry needs skopeo and unshare (apt-get install skopeo util-linux); or import the image from a tarball with `berth image import FILE`');
     }
     throw error;
   });
@@ -77,14 +94,15 @@ export async function pullImage(ref: string, into: string, progress: ImageProgre
 }
 
 /** skopeo's arguments for pulling `ref` into the OCI layout `into`. */
-export function copyArgs(ref: string, into: string): string[] {
+export function copyArgs(ref: string, into: string, certDir?: string): string[] {
   // skopeo speaks only HTTPS unless told otherwise, but registries on this machine (a local
   // cache, a test registry) are usually plain HTTP, as Docker assumes for loopback too.
   // Skipping TLS there risks nothing, since the traffic never leaves the host; every other
   // host keeps full TLS verification. Loopback is only pulled from when an instance
   // administrator listed it (checkRegistry).
   const tls = isLoopback(registryHost(ref)) ? ['--src-tls-verify=false'] : [];
-  return ['copy', ...tls, `docker://${ref}`, `oci:${into}:latest`];
+  const certs = certDir ? [`--src-cert-dir=${certDir}`] : [];
+  return ['copy', ...tls, ...certs, `docker://${ref}`, `oci:${into}:latest`];
 }
 
 /** The host a reference names, without its port or IPv6 brackets: `localhost:5000/a:1` → `localhost`. */

@@ -7,6 +7,7 @@ import { basename, join, resolve as resolvePath } from 'node:path';
 import pino, { type Logger } from 'pino';
 import type { BlockList } from 'node:net';
 import { BerthError, invalid, notFound, unavailable } from '../../shared/errors.ts';
+import { formatSize } from '../../shared/units.ts';
 import { ID_BASE } from '../idmap.ts';
 import { extractArchive, inspectImageDir } from './archive.ts';
 import type { Digest } from './blobs.ts';
@@ -15,7 +16,8 @@ import { buildDebianRootfs, defaultRecipe, recipeDigest } from './debian.ts';
 import { Inflight } from './inflight.ts';
 import { withFileLock } from './lock.ts';
 import { checkImageName, derivedName, isImageName, isRegistryReference, looksLikePath } from './names.ts';
-import { checkRegistry, pullImage, type RegistryAccess } from './registry.ts';
+import { PullProxy } from './pull-proxy.ts';
+import { checkRegistry, pullImage, systemResolve, type RegistryAccess } from './registry.ts';
 import { ensureWorkspace, treeSize } from './rootfs.ts';
 import type { ImageConfig, ImageProgress, ImageRecord, ImageSource } from './types.ts';
 import { unpackPlan } from './unpack.ts';
@@ -63,6 +65,8 @@ export interface ImageStoreOptions {
   resolveHost?: ((host: string) => Promise<string[]>) | undefined;
   /** The most decompressed bytes one image may unpack to (BERTH_MAX_IMAGE_SIZE); DEFAULT_MAX_IMAGE_BYTES by default. */
   maxImageBytes?: number | undefined;
+  /** CA certificates for registries (skopeo --src-cert-dir), for an internal CA; tests give theirs. */
+  registryCertDir?: string | undefined;
 }
 
 type Populate = (rootfs: string, progress: ImageProgress) => Promise<ImageConfig>;
@@ -75,6 +79,7 @@ export class ImageStore {
   #npmRegistry: string;
   #registries: RegistryAccess;
   #maxImageBytes: number;
+  #registryCertDir: string | undefined;
   // Two levels of sharing: requests for the same thing (an archive path, a registry
   // reference, the default image) share one run; runs that turn out to need the same
   // content share one unpack.
@@ -89,6 +94,7 @@ export class ImageStore {
     this.#npmRegistry = options.npmRegistry ?? NPM_REGISTRY;
     this.#registries = { allowed: options.allowedRegistries ?? [], allowPrivate: options.allowPrivateAddresses, resolve: options.resolveHost };
     this.#maxImageBytes = options.maxImageBytes ?? DEFAULT_MAX_IMAGE_BYTES;
+    this.#registryCertDir = options.registryCertDir;
   }
 
   /**
@@ -242,11 +248,13 @@ export class ImageStore {
   /** Pulls `ref` and names it in `org` (instance level without one): a pull never names an image for anyone else. */
   #pull(ref: string, org: string | undefined, onProgress: ImageProgress | undefined): Promise<ImageRecord> {
     return this.#requests.run(`pull:${org ?? ''}:${ref}`, onProgress, async (progress) => {
-      await checkRegistry(ref, this.#registries);
+      const { listed } = await checkRegistry(ref, this.#registries);
       const scratch = await this.#catalog.scratch();
       try {
         const layout = join(scratch, 'oci');
-        await pullImage(ref, layout, progress);
+        // A listed registry is the instance administrator's trust; any other is reached only through the pull proxy.
+        if (listed) await pullImage(ref, layout, progress, { certDir: this.#registryCertDir });
+        else await this.#pullThroughProxy(ref, layout, scratch, progress);
         return await this.#importDir(layout, ref, ref, 'registry', { org }, progress).catch((error: unknown) => {
           throw describeInput(error, ref);
         });
@@ -254,6 +262,30 @@ export class ImageStore {
         await removeScratch(scratch);
       }
     });
+  }
+
+  async #pullThroughProxy(ref: string, layout: string, scratch: string, progress: ImageProgress): Promise<void> {
+    const socket = join(scratch, 'proxy.sock');
+    const proxy = await PullProxy.listen(socket, {
+      allowPrivate: this.#registries.allowPrivate,
+      resolve: this.#registries.resolve ?? systemResolve,
+      maxBytes: this.#maxImageBytes,
+    });
+    try {
+      await pullImage(ref, layout, progress, { proxySocket: socket, certDir: this.#registryCertDir });
+    } catch (error) {
+      if (proxy.overLimit) throw invalid(`cannot pull '${ref}': it is larger than ${formatSize(this.#maxImageBytes)}, the largest image this runner takes (an instance administrator sets BERTH_MAX_IMAGE_SIZE)`);
+      if (proxy.refused.length > 0) {
+        throw new BerthError(
+          'forbidden',
+          `cannot pull '${ref}': its registry sent the pull to ${[...new Set(proxy.refused)].join(', ')}, which pulls do not reach ` +
+            '(loopback, private, link-local or this host): an instance administrator can list the registry in BERTH_ALLOWED_REGISTRIES',
+        );
+      }
+      throw error;
+    } finally {
+      await proxy.close();
+    }
   }
 
   /** Makes sure image `digest` is in the store, building it with `populate` unless it is. */
