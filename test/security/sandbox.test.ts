@@ -7,7 +7,9 @@ import { existsSync, lstatSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Spawner } from '../../src/runner/spawner/index.ts';
+import { retentionFrom } from '../../src/server/network-events/index.ts';
 import { MAX_BUFFERED_OUTPUT, truncationMarker } from '../../src/shared/output.ts';
+import { MAX_TIMER_MS, parseDuration, timerDelay } from '../../src/shared/units.ts';
 import { sh, startTestBerth, type TestBerth } from '../helpers.ts';
 
 const MiB = 1024 * 1024;
@@ -201,6 +203,16 @@ describe('finding 20: timeouts longer than a timer can hold', () => {
     const ok = await t.api('POST', `/api/orgs/default/environments/${env.id}/exec`, { cmd: ['sh', '-c', 'sleep 1; echo done'], timeout: '24d' });
     assert.equal(ok.status, 200);
     assert.deepEqual([ok.body.exitCode, ok.body.stdout, ok.body.timedOut], [0, 'done\n', false]);
+  });
+
+  test('the other durations: a retention past what a Date holds is refused, and parseDuration never answers Infinity', () => {
+    assert.throws(() => retentionFrom('999999999999999d'), /BERTH_NETWORK_EVENT_RETENTION is at most 3650d/);
+    assert.equal(retentionFrom('3650d'), 3650 * 86_400_000);
+    assert.equal(parseDuration('9'.repeat(400)), undefined);
+    assert.equal(parseDuration(`${'9'.repeat(400)}d`), undefined);
+    // The timers themselves never get more than they can hold, whatever reaches them.
+    assert.equal(timerDelay(999_999_999_999_999), MAX_TIMER_MS);
+    assert.equal(timerDelay(60_000), 60_000);
   });
 
   test("a task's timeout of 999999999999999d is refused with a 400", async () => {

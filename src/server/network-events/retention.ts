@@ -8,6 +8,7 @@ import { parseDuration } from '../../shared/units.ts';
 import type { Db } from '../db/index.ts';
 
 export const DEFAULT_RETENTION_MS = 30 * 86_400_000;
+const MAX_RETENTION_MS = 3650 * 86_400_000;
 const SWEEP_INTERVAL_MS = 3_600_000;
 const FIRST_SWEEP_MS = 60_000;
 const BATCH = 5_000;
@@ -19,6 +20,8 @@ export function retentionFrom(value: string | undefined): number | null {
   if (text.toLowerCase() === 'off') return null;
   const ms = parseDuration(text);
   if (ms === undefined || ms <= 0) throw invalid(`BERTH_NETWORK_EVENT_RETENTION must be a duration such as 30d or 12h, or off; got '${value}'`);
+  // A cutoff further back than a Date can hold would fail every sweep.
+  if (ms > MAX_RETENTION_MS) throw invalid(`BERTH_NETWORK_EVENT_RETENTION is at most 3650d (or off to keep events for ever); got '${value}'`);
   return ms;
 }
 
