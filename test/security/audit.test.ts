@@ -177,6 +177,17 @@ describe('finding 9: the chain head is signed with a key the database does not h
     const unsigned = await verify(org.name);
     assert.equal(unsigned.code, 1);
     assert.match(unsigned.stdout, /BROKEN.*not signed/);
+
+    // The next append does not launder the break: the head it moves to stays unsigned.
+    assert.equal((await t.api('PUT', `/api/orgs/${org.name}/secrets/AFTER`, { value: 'v' })).status, 200);
+    assert.match((await verify(org.name)).stdout, /BROKEN.*not signed/);
+    // Until an owner who has looked reseals it; the reseal is on record.
+    const resealed = await t.cli(['--org', org.name, 'audit', 'reseal']);
+    assert.equal(resealed.code, 0, resealed.stderr);
+    assert.equal((await verify(org.name)).code, 0);
+    const [newest] = (await t.api('GET', `/api/orgs/${org.name}/audit?limit=1`)).body.items;
+    assert.equal(newest.action, 'audit.reseal');
+    assert.match((await t.cli(['--org', org.name, 'audit', 'reseal'])).stderr, /signed already/);
   });
 
   test('a checkpoint kept outside detects a later cut back to a head the server once signed', async () => {

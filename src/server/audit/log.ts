@@ -104,9 +104,10 @@ export class AuditLog {
    */
   async reseal(orgId: string): Promise<{ seq: number; hash: string }> {
     return this.#db.transaction().execute(async (tx) => {
-      const head = await tx.selectFrom('audit_heads').select(['seq', 'hash']).where('org_id', '=', orgId).forUpdate().executeTakeFirst();
-      if (!head) return { seq: 0, hash: GENESIS_HASH };
+      const head = await tx.selectFrom('audit_heads').select(['seq', 'hash', 'mac']).where('org_id', '=', orgId).forUpdate().executeTakeFirst();
+      if (!head) throw conflict('the audit log has no entries yet: there is nothing to reseal');
       const seq = Number(head.seq);
+      if (this.#key.checkHead(orgId, seq, head.hash, head.mac)) throw conflict('the head is signed already: nothing to reseal (`berth audit verify` checks the chain)');
       await tx.updateTable('audit_heads').set({ mac: this.#key.signHead(orgId, seq, head.hash) }).where('org_id', '=', orgId).execute();
       return { seq, hash: head.hash };
     });
@@ -119,7 +120,7 @@ export class AuditLog {
    */
   async sealUnsigned(): Promise<number> {
     const heads = await this.#db.selectFrom('audit_heads').select('org_id').where('mac', 'is', null).execute();
-    for (const { org_id } of heads) await this.reseal(org_id);
+    for (const { org_id } of heads) await this.reseal(org_id).catch((err: unknown) => this.#log.warn({ err, org: org_id }, 'could not sign an audit head'));
     return heads.length;
   }
 

@@ -94,7 +94,8 @@ export function auditRoutes(app: App, { audit }: AppDeps): void {
         'For a head left unsigned: written before Berth signed heads, by a server with another BERTH_AUDIT_KEY, or after a break verify reported. ' +
         'The caller vouches for the entries up to it, so check them first; the reseal itself is on record.',
       params: OrgRef,
-      response: { 200: z.object({ seq: z.number(), hash: z.string() }), ...errors },
+      body: z.strictObject({}).nullish(),
+      response: { 200: z.object({ seq: z.number(), hash: z.string() }), 409: ErrorSchema, ...errors },
     },
     handler: async (req) => audit.reseal(req.scope.orgId),
   });
