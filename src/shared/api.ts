@@ -213,7 +213,14 @@ const PolicyFields = {
   allowMethods: z.array(z.string()).nullable(),
   maxConnections: z.number().nullable(),
 };
-export const PolicyView = z.object({ scope: z.enum(['org', 'project', 'environment']), target: z.string().nullable(), ...PolicyFields, updatedAt: z.string(), updatedBy: z.string() });
+export const PolicyView = z.object({
+  scope: z.enum(['org', 'project', 'environment']),
+  target: z.string().nullable(),
+  ...PolicyFields,
+  updatedAt: z.string(),
+  updatedBy: z.string(),
+  setByRole: z.enum(['viewer', 'member', 'admin', 'owner']).describe('the role that set it: a lower role may only narrow it further'),
+});
 export const EffectivePolicy = z.object({
   allowDomains: z.array(z.string()),
   presets: z.array(z.string()),

@@ -190,3 +190,52 @@ describe('finding 15: project secret lists not enforced', () => {
     assert.match(shown.stdout, /never the org's others/);
   });
 });
+
+describe('finding 17: members undo admins\' narrowing', () => {
+  test("a member cannot remove, null out or widen an admin's restriction of an environment; narrowing further is still theirs", async () => {
+    const member = as('member');
+    const admin = as('admin');
+    assert.equal((await t.api('PATCH', '/api/orgs/default/policies/org', { allowDomains: ['api.example.com', 'cdn.example.com'], maxConnections: 64 })).status, 200);
+    const env = (await member('POST', '/api/orgs/default/environments', { name: 'narrowed' })).body;
+    assert.equal(env.state, 'running', JSON.stringify(env));
+    const url = `/api/orgs/default/policies/environments/${env.id}`;
+    const policy = () => t.berth.app.policies.policyFor(env.id);
+    // The admin narrows the member's environment to one domain, few connections and GET only.
+    const narrowed = await admin('PATCH', url, { allowDomains: ['api.example.com'], maxConnections: 4, allowMethods: ['GET'] });
+    assert.equal(narrowed.status, 200, JSON.stringify(narrowed.body));
+    assert.equal(narrowed.body.setByRole, 'admin');
+
+    const attempts: [string, string, unknown][] = [
+      ['remove it', 'DELETE', undefined],
+      ['null out the allow list', 'PATCH', { allowDomains: null }],
+      ['null out the connection cap', 'PATCH', { maxConnections: null }],
+      ['null out the methods', 'PATCH', { allowMethods: null }],
+      ['widen back to what the org allows', 'PATCH', { allowDomains: ['api.example.com', 'cdn.example.com'] }],
+      ['raise the cap within the org', 'PATCH', { maxConnections: 32 }],
+    ];
+    for (const [what, method, body] of attempts) {
+      const r = await member(method, url, body);
+      assert.equal(r.status, 403, `${what}: ${JSON.stringify(r.body)}`);
+      assert.match(r.body.error.message, /set by an admin/, what);
+      assert.deepEqual([policy().allowDomains, policy().maxConnections, policy().allowMethods], [['api.example.com'], 4, ['GET']], `${what}: nothing changed`);
+    }
+
+    // Narrowing further is allowed, and the restriction stays the admin's.
+    const further = await member('PATCH', url, { allowDomains: [], maxConnections: 2 });
+    assert.equal(further.status, 200, JSON.stringify(further.body));
+    assert.equal(further.body.setByRole, 'admin');
+    assert.equal((await member('DELETE', url)).status, 403, 'still not theirs to remove');
+    // The role that set it can.
+    assert.equal((await admin('DELETE', url)).status, 204);
+    assert.deepEqual(policy().allowDomains, ['api.example.com', 'cdn.example.com']);
+  });
+
+  test("the same holds one role up: an admin may only narrow an owner's restriction", async () => {
+    assert.equal((await t.api('PATCH', '/api/orgs/default/policies/projects/app', { allowDomains: ['api.example.com'] })).status, 200);
+    const r = await as('admin')('DELETE', '/api/orgs/default/policies/projects/app');
+    assert.equal(r.status, 403, JSON.stringify(r.body));
+    assert.match(r.body.error.message, /set by an owner/);
+    assert.equal((await as('admin')('PATCH', '/api/orgs/default/policies/projects/app', { allowDomains: null })).status, 403);
+    assert.equal((await t.api('DELETE', '/api/orgs/default/policies/projects/app')).status, 204);
+  });
+});

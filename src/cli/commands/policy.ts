@@ -34,7 +34,7 @@ function printPolicy(p: { own: PolicyView | null; effective: Effective }): void 
     ['max connections', String(e.maxConnections)],
     ['credentials', e.credentials.length ? e.credentials.map((c) => `${c.name} → ${c.header} for ${c.host}${c.pathPrefix === '/' ? '' : c.pathPrefix}`).join('; ') : '-'],
   ];
-  if (p.own) lines.push(['own policy', `set ${p.own.updatedAt} by ${p.own.updatedBy}`]);
+  if (p.own) lines.push(['own policy', `set ${p.own.updatedAt} by ${p.own.updatedBy} (${p.own.setByRole}: a lower role may only narrow it)`]);
   const width = Math.max(...lines.map(([k]) => k.length));
   process.stdout.write(`${lines.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join('\n')}\n`);
 }

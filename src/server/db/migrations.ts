@@ -283,4 +283,12 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('audit_heads').addColumn('mac', 'text').execute();
     },
   },
+  '0009_policy_set_by_role': {
+    async up(db: Kysely<any>) {
+      // The role that last set a scope's egress policy: widening or removing it needs that role
+      // (policy/service.ts). Rows from before are taken as an admin's, the safe side: a member
+      // may still narrow them, and an admin can do the rest.
+      await db.schema.alterTable('network_policies').addColumn('set_by_role', 'text', (c) => c.notNull().defaultTo('admin')).execute();
+    },
+  },
 };

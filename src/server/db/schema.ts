@@ -203,6 +203,8 @@ export interface NetworkPolicyTable {
   max_connections: number | null;
   updated_at: CreatedAt;
   updated_by: string;
+  /** The role that set it: widening or removing it needs at least this role. */
+  set_by_role: ColumnType<Role, Role | undefined, Role>;
 }
 
 export interface NetworkEventTable {

@@ -11,7 +11,7 @@ import type { AuditEntry, AuditLog } from '../audit/index.ts';
 import { commandRecord } from './command-record.ts';
 import type { Scope } from '../authz.ts';
 import { projectIdOf } from '../projects.ts';
-import { isUniqueViolation, type Db, type EnvironmentRow, type EnvironmentUpdate } from '../db/index.ts';
+import { isUniqueViolation, type Db, type EnvironmentRow, type EnvironmentUpdate, type Role } from '../db/index.ts';
 import { redactCommand, type SecretService } from '../secrets/service.ts';
 import { Redactor, type RedactSecret } from '../../shared/redact.ts';
 import { limitsOf, toApi } from './convert.ts';
@@ -70,10 +70,11 @@ export class EnvironmentService {
 
   /**
    * @param opts.mayWiden the caller may widen the egress policy (an admin): its allow list is not held to the inherited one.
+   * @param opts.role the caller's role, recorded with the allow list: widening or removing it later needs that role.
    * @param opts.hostPaths the caller is an instance administrator, whose `image` may be a path on the server. Nobody
    *   else's may (a repository's berth.yaml or devcontainer image, as the task pipeline passes it, never is).
    */
-  async create(orgId: string, body: CreateEnvironmentBody, opts: { mayWiden?: boolean; hostPaths?: boolean } = {}): Promise<Environment> {
+  async create(orgId: string, body: CreateEnvironmentBody, opts: { mayWiden?: boolean; hostPaths?: boolean; role?: Role } = {}): Promise<Environment> {
     // Everything that can be refused is checked before anything is written.
     const limits = limitsFrom(body, this.#hostCpus);
     const name = body.name ?? randomName('env');
@@ -108,7 +109,8 @@ export class EnvironmentService {
       if (isUniqueViolation(err)) throw conflict(`the name '${name}' is taken: choose another with --name`);
       throw err;
     }
-    if (allowDomains) await storeEnvironmentAllowList(this.#db, orgId, id, allowDomains, 'environment.create');
+    // Recorded with the creator's role: a member may not later undo an admin's list (policy/service.ts).
+    if (allowDomains) await storeEnvironmentAllowList(this.#db, orgId, id, allowDomains, 'environment.create', opts.role ?? (opts.mayWiden ? 'admin' : 'member'));
     for (const listener of this.#onCreated) await listener({ id, orgId, projectId, ownPolicy: Boolean(allowDomains) });
     return this.#withLock(id, async () => {
       const row = await this.#get(orgId, id);

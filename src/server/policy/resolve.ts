@@ -87,3 +87,13 @@ export function wideningOf(wanted: PolicyFields, inherited: EgressPolicy): strin
   }
   return null;
 }
+
+/**
+ * Why `next` would allow more than `bound` does, or null when it allows no more: the same
+ * test as wideningOf, on two resolved policies, so that a field set back to null (inherit,
+ * which may be wider) or a whole scope removed counts as the widening it is.
+ */
+export function wideningOver(next: EgressPolicy, bound: EgressPolicy): string | null {
+  if (bound.allowMethods !== null && next.allowMethods === null) return `any method is more than the ${bound.scope} policy allows (${bound.allowMethods.join(', ')})`;
+  return wideningOf({ allowDomains: next.allowDomains, presets: next.presets, allowPorts: next.allowPorts ?? DEFAULT_PORTS, allowMethods: next.allowMethods, maxConnections: next.maxConnections }, bound);
+}

@@ -1,12 +1,12 @@
 import type { Logger } from 'pino';
-import { BerthError, invalid, notFound } from '../../shared/errors.ts';
-import { atLeast, type Scope } from '../authz.ts';
-import type { Db, PolicyScopeKind } from '../db/index.ts';
+import { BerthError, conflict, invalid, notFound } from '../../shared/errors.ts';
+import { atLeast, roleRank, ROLES, type Scope } from '../authz.ts';
+import type { Db, PolicyScopeKind, Role } from '../db/index.ts';
 import { namedSecrets, receivesSecret, type EgressSecret, type SecretService } from '../secrets/service.ts';
 import { credentialValue } from './credentials.ts';
 import { checkDomains, HTTP_METHODS } from './domains.ts';
 import { isPreset, PRESET_NAMES } from './presets.ts';
-import { EMPTY_FIELDS, projectLayer, resolvePolicy, wideningOf, type Layer, type PolicyFields } from './resolve.ts';
+import { EMPTY_FIELDS, projectLayer, resolvePolicy, wideningOf, wideningOver, type Layer, type PolicyFields } from './resolve.ts';
 import { fieldsOf, readPolicy, writePolicy, type PolicyRow } from './store.ts';
 import type { EgressPolicy, PolicySource } from './types.ts';
 
@@ -22,6 +22,8 @@ export interface PolicyView extends PolicyFields {
   target: string | null;
   updatedAt: string;
   updatedBy: string;
+  /** The role that set it: widening or removing it needs that role. */
+  setByRole: Role;
 }
 
 /** The resolved policy as the API shows it: credentials by name and host, never their values. */
@@ -189,30 +191,48 @@ export class PolicyService implements PolicySource {
 
   /**
    * Changes one scope's policy. The org's and projects' need an admin; an environment's
-   * may be changed by a member when it allows nothing its project and org do not.
+   * may be changed by a member when it allows nothing its project and org do not. A policy
+   * set by a higher role than the caller's may only be narrowed further: widening it (a
+   * field set back to null, which inherits, counts) needs the role that set it.
    */
   async set(scope: Scope, target: PolicyTarget, patch: PolicyPatch): Promise<PolicyView> {
     const t = await this.#target(scope.orgId, target);
     const checked = checkPatch(patch);
-    const fields = { ...fieldsOf(await readPolicy(this.#db, scope.orgId, t.kind, t.scopeId)), ...checked };
-    if (t.kind === 'environment' && !atLeast(scope.role, 'admin')) {
-      const inherited = resolvePolicy((await this.#layers(scope.orgId, t)).slice(1));
-      const why = wideningOf(checked as PolicyFields, inherited);
-      if (why) throw new BerthError('forbidden', `${why}: members may only narrow an environment's policy; an admin can widen it`);
-    } else if (t.kind !== 'environment' && !atLeast(scope.role, 'admin')) {
+    if (t.kind !== 'environment' && !atLeast(scope.role, 'admin')) {
       throw new BerthError('forbidden', `changing the ${t.kind}'s egress policy needs admin or above`);
     }
-    await writePolicy(this.#db, { orgId: scope.orgId, kind: t.kind, scopeId: t.scopeId, fields, actor: scope.actor });
+    const row = await readPolicy(this.#db, scope.orgId, t.kind, t.scopeId);
+    const fields = { ...fieldsOf(row), ...checked };
+    const next = resolvePolicy(await layersWith(this.#db, scope.orgId, t, fields));
+    if (row && outranks(row.set_by_role, scope.role)) {
+      const current = resolvePolicy(await layersWith(this.#db, scope.orgId, t, fieldsOf(row)));
+      const why = wideningOver(next, current);
+      if (why) throw new BerthError('forbidden', `${why}: ${setBy(t, row.set_by_role)}; as ${scope.role} you may only narrow it further`);
+    } else if (t.kind === 'environment' && !atLeast(scope.role, 'admin')) {
+      const inherited = resolvePolicy((await layersWith(this.#db, scope.orgId, t, EMPTY_FIELDS)).slice(1));
+      const why = wideningOver(next, inherited);
+      if (why) throw new BerthError('forbidden', `${why}: members may only narrow an environment's policy; an admin can widen it`);
+    }
+    // A narrowing by a lower role keeps the higher role's claim on the policy.
+    const role = row && outranks(row.set_by_role, scope.role) ? row.set_by_role : scope.role;
+    await writePolicy(this.#db, { orgId: scope.orgId, kind: t.kind, scopeId: t.scopeId, fields, actor: scope.actor, role });
     await this.reload();
     return viewOf((await readPolicy(this.#db, scope.orgId, t.kind, t.scopeId))!, t.label);
   }
 
-  /** Removes one scope's policy: the next wider scope's applies. */
+  /** Removes one scope's policy: the next wider scope's applies. Needs the role that set it. */
   async clear(scope: Scope, target: PolicyTarget): Promise<void> {
     const t = await this.#target(scope.orgId, target);
     if (t.kind !== 'environment' && !atLeast(scope.role, 'admin')) throw new BerthError('forbidden', `changing the ${t.kind}'s egress policy needs admin or above`);
-    const r = await this.#db.deleteFrom('network_policies').where('org_id', '=', scope.orgId).where('scope_kind', '=', t.kind).where('scope_id', '=', t.scopeId).executeTakeFirst();
-    if (r.numDeletedRows === 0n) throw notFound(`the ${t.kind === 'org' ? 'org' : `${t.kind} '${t.label}'`} has no policy of its own`);
+    const row = await readPolicy(this.#db, scope.orgId, t.kind, t.scopeId);
+    if (!row) throw notFound(`the ${t.kind === 'org' ? 'org' : `${t.kind} '${t.label}'`} has no policy of its own`);
+    if (outranks(row.set_by_role, scope.role)) {
+      throw new BerthError('forbidden', `removing it would widen what it allows: ${setBy(t, row.set_by_role)}; as ${scope.role} you may only narrow it further (\`berth policy set\`)`);
+    }
+    // Only as it was read: a higher role's policy written meanwhile is not removed.
+    const r = await this.#db.deleteFrom('network_policies').where('org_id', '=', scope.orgId).where('scope_kind', '=', t.kind).where('scope_id', '=', t.scopeId)
+      .where('set_by_role', 'in', ROLES.filter((role) => !outranks(role, scope.role))).executeTakeFirst();
+    if (r.numDeletedRows === 0n) throw conflict(`the ${t.kind === 'org' ? 'org' : `${t.kind} '${t.label}'`}'s policy changed meanwhile: look at it again (\`berth policy show\`)`);
     await this.reload();
   }
 
@@ -258,6 +278,27 @@ export async function inheritedLayers(db: Db, orgId: string, projectId: string |
   return layers;
 }
 
+/** The layers that apply at the target, narrowest first, with `own` as the target's own fields (what a change would make them). */
+async function layersWith(db: Db, orgId: string, t: { kind: PolicyScopeKind; projectId: string | null }, own: PolicyFields): Promise<Layer[]> {
+  const layers: Layer[] = [];
+  if (t.kind === 'environment') layers.push({ scope: 'environment', fields: own });
+  if (t.projectId) {
+    const p = await db.selectFrom('projects').select(['name', 'settings']).where('id', '=', t.projectId).executeTakeFirst();
+    const fields = t.kind === 'project' ? own : fieldsOf(await readPolicy(db, orgId, 'project', t.projectId));
+    if (p) layers.push(projectLayer(p.name, fields, p.settings.work?.allowDomains));
+  }
+  layers.push({ scope: 'org', fields: t.kind === 'org' ? own : fieldsOf(await readPolicy(db, orgId, 'org', orgId)) });
+  return layers;
+}
+
+/** Whether a policy set by `setter` is beyond what `caller` may widen or remove. */
+const outranks = (setter: Role, caller: Role) => roleRank(setter) > roleRank(caller);
+
+function setBy(t: { kind: PolicyScopeKind; label: string | null }, role: Role): string {
+  const what = t.kind === 'org' ? "the org's policy" : `the ${t.kind} ${t.label}'s policy`;
+  return `${what} was set by ${role === 'admin' || role === 'owner' ? `an ${role}` : `a ${role}`}, and only ${role === 'owner' ? 'an owner' : `${role}s and above`} may widen or remove it`;
+}
+
 /** The environment's own allow list given at create: checked, and (unless `mayWiden`) refused if it allows more than its project and org. */
 export async function checkCreateAllowList(db: Db, orgId: string, projectId: string | null, domains: readonly string[], mayWiden = false): Promise<string[]> {
   const list = checkDomains(domains, 'allowDomains');
@@ -268,9 +309,9 @@ export async function checkCreateAllowList(db: Db, orgId: string, projectId: str
   return list;
 }
 
-/** Stores the environment's own allow list (from create). */
-export async function storeEnvironmentAllowList(db: Db, orgId: string, environmentId: string, domains: string[], actor: string): Promise<void> {
-  await writePolicy(db, { orgId, kind: 'environment', scopeId: environmentId, fields: { ...EMPTY_FIELDS, allowDomains: domains }, actor });
+/** Stores the environment's own allow list (from create), with the role of who made it. */
+export async function storeEnvironmentAllowList(db: Db, orgId: string, environmentId: string, domains: string[], actor: string, role: Role): Promise<void> {
+  await writePolicy(db, { orgId, kind: 'environment', scopeId: environmentId, fields: { ...EMPTY_FIELDS, allowDomains: domains }, actor, role });
 }
 
 function checkPatch(patch: PolicyPatch): PolicyPatch {
@@ -314,5 +355,5 @@ function credentialsFor(secrets: EgressSecret[], orgId: string, projectId: strin
 }
 
 function viewOf(r: PolicyRow, target: string | null): PolicyView {
-  return { scope: r.scope_kind, target, ...fieldsOf(r), updatedAt: new Date(r.updated_at).toISOString(), updatedBy: r.updated_by };
+  return { scope: r.scope_kind, target, ...fieldsOf(r), updatedAt: new Date(r.updated_at).toISOString(), updatedBy: r.updated_by, setByRole: r.set_by_role };
 }

@@ -1,5 +1,5 @@
 // Policy rows in and out of the database.
-import type { Db, NetworkPolicyTable, PolicyScopeKind } from '../db/index.ts';
+import type { Db, NetworkPolicyTable, PolicyScopeKind, Role } from '../db/index.ts';
 import type { Selectable } from 'kysely';
 import { EMPTY_FIELDS, type PolicyFields } from './resolve.ts';
 
@@ -12,8 +12,8 @@ export const fieldsOf = (r: PolicyRow | undefined): PolicyFields =>
 
 const json = (v: unknown[] | null) => (v === null ? null : JSON.stringify(v));
 
-/** Writes one scope's settings whole (upsert). */
-export async function writePolicy(db: Db, row: { orgId: string; kind: PolicyScopeKind; scopeId: string; fields: PolicyFields; actor: string }): Promise<void> {
+/** Writes one scope's settings whole (upsert), with the role that set them. */
+export async function writePolicy(db: Db, row: { orgId: string; kind: PolicyScopeKind; scopeId: string; fields: PolicyFields; actor: string; role: Role }): Promise<void> {
   const f = row.fields;
   const values = {
     allow_domains: json(f.allowDomains),
@@ -23,6 +23,7 @@ export async function writePolicy(db: Db, row: { orgId: string; kind: PolicyScop
     max_connections: f.maxConnections,
     updated_at: new Date(),
     updated_by: row.actor,
+    set_by_role: row.role,
   };
   await db
     .insertInto('network_policies')

@@ -11,10 +11,10 @@ import {
   ExecResult,
   ListEnvironmentsQuery,
 } from '../../shared/api.ts';
-import { invalid } from '../../shared/errors.ts';
+import { invalid, type BerthError } from '../../shared/errors.ts';
 import { collectCapped } from '../../shared/output.ts';
 import { formatDuration, MAX_TIMEOUT_MS, parseDuration } from '../../shared/units.ts';
-import type { App, AppDeps } from '../app.ts';
+import { errorBody, type App, type AppDeps } from '../app.ts';
 
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema, 503: ErrorSchema };
 const tags = ['environments'];
@@ -43,7 +43,7 @@ export function environmentRoutes(app: App, { environments }: AppDeps): void {
     config: { permission: 'environment.write', audit: 'environment.create' },
     schema: { tags, summary: 'Create and start an environment', params: OrgRef, body: CreateEnvironmentBody, response: { 201: Environment, ...errors } },
     // An admin's --allow-domain may widen the org's and project's policy, as `berth policy set --env` may.
-    handler: async (req, reply) => reply.code(201).send(await environments.create(req.scope.orgId, req.body, { mayWiden: atLeast(req.scope.role, 'admin'), hostPaths: req.caller.instanceAdmin })),
+    handler: async (req, reply) => reply.code(201).send(await environments.create(req.scope.orgId, req.body, { mayWiden: atLeast(req.scope.role, 'admin'), hostPaths: req.caller.instanceAdmin, role: req.scope.role })),
   });
 
   app.get('/api/orgs/:org/environments/:id', {
@@ -91,16 +91,34 @@ export function environmentRoutes(app: App, { environments }: AppDeps): void {
         reply.hijack();
         const res = reply.raw;
         res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
-        const send = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+        const send = (event: string, data: unknown) => !res.writableEnded && res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
         command.stdout.setEncoding('utf8').on('data', (data: string) => send('stdout', { data }));
         command.stderr.setEncoding('utf8').on('data', (data: string) => send('stderr', { data }));
+        // A caller whose token or role no longer allows this ends with an error event.
+        const release = app.openStreams.watch(req, (why) => {
+          void command.signal('SIGKILL');
+          if (!res.writableEnded) res.end(`event: error\ndata: ${JSON.stringify(errorBody(why))}\n\n`);
+        });
         // A client that goes away takes its command with it.
-        res.on('close', () => void command.signal('SIGKILL'));
+        res.on('close', () => {
+          release();
+          void command.signal('SIGKILL');
+        });
         const status = await command.exited;
+        release();
+        if (res.writableEnded) return;
         send('exit', status);
         res.end();
         return;
       }
+
+      // A caller whose token or role no longer allows this gets that error, not the output.
+      let lostRight: BerthError | undefined;
+      const release = app.openStreams.watch(req, (why) => {
+        lostRight = why;
+        void command.signal('SIGKILL');
+      });
+      void command.exited.finally(release);
 
       // A caller that hangs up does not leave its command running until the timeout.
       reply.raw.on('close', () => {
@@ -111,6 +129,7 @@ export function environmentRoutes(app: App, { environments }: AppDeps): void {
       const out = collectCapped(command.stdout);
       const err = collectCapped(command.stderr);
       const status = await command.exited;
+      if (lostRight) throw lostRight;
       return { ...status, stdout: out.text(), stderr: err.text() };
     },
   });
