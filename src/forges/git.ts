@@ -141,12 +141,15 @@ export async function mergeBranch(o: { url: string; base: string; branch: string
   return { sha: (await run(['rev-parse', 'HEAD'])).trim() };
 }
 
-/** The unified diff from `base` to `head` in the clone at `dir`, for people to read. */
-export async function diffOf(o: { dir: string; base: string; head: string }): Promise<string> {
+/**
+ * The unified diff from `base` to `head` in the clone at `dir`, for people to read; with
+ * `text`, binary files too, as text (for a scan of everything the change adds).
+ */
+export async function diffOf(o: { dir: string; base: string; head: string; text?: boolean | undefined }): Promise<string> {
   checkRevision(o.base, 'base');
   checkRevision(o.head, 'head');
   try {
-    const { stdout } = await runGit({ args: ['diff', '--no-color', '--no-ext-diff', '--no-textconv', o.base, o.head, '--'], cwd: o.dir });
+    const { stdout } = await runGit({ args: ['diff', '--no-color', '--no-ext-diff', '--no-textconv', ...(o.text ? ['--text'] : []), o.base, o.head, '--'], cwd: o.dir });
     return stdout;
   } catch (e) {
     throw gitError(e, `diffing ${o.base}..${o.head}`, {});

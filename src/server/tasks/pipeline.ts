@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { create as tarCreate } from 'tar';
 import type { Logger } from 'pino';
 import { BuiltinAgent, modelClientFromEnv, type AgentOutcome } from '../../agent/index.ts';
-import { cloneRepo, commitPatch, forgeFor, pushBranch, type ForgeAuth, type ForgeSettings, type RepoAccess } from '../../forges/index.ts';
+import { cloneRepo, commitPatch, diffOf, forgeFor, pushBranch, type ForgeAuth, type ForgeSettings, type RepoAccess } from '../../forges/index.ts';
 import { parseSize } from '../../shared/units.ts';
 import type { TaskEventData, TaskState, TaskStep, Usage } from '../../shared/tasks.ts';
 import { Redactor } from '../../shared/redact.ts';
@@ -18,6 +18,7 @@ import type { TaskEvents } from './events.ts';
 import { mergeSpec, readRepoSpec, type WorkSpec } from './repo-config.ts';
 import { runIn, SandboxWorkspace, taskScope, type RunOptions } from './sandbox.ts';
 import { commitMessage, prBody, repoNameOf, slugOf, titleOf } from './change-text.ts';
+import { secretsInChange } from './leaks.ts';
 import type { CommandAgentGateway } from './gateway.ts';
 
 export interface PipelineDeps {
@@ -82,8 +83,9 @@ export class TaskRun {
 
   #emit(data: TaskEventData): Promise<unknown> {
     // Command output is redacted where it is read; this catches the rest (model text, tool arguments).
+    // String by string: in JSON text an escaped character would hide a value from redaction.
     if (this.#secretValues.length && (data.type === 'model' || data.type === 'tool' || data.type === 'log' || data.type === 'result')) {
-      data = JSON.parse(this.#redactor.redact(JSON.stringify(data))) as TaskEventData;
+      data = this.#redactor.redactValue(data);
     }
     return this.#d.events.append(this.#task.id, data).catch((err) => this.#d.logger.error({ err, task: this.#task.id }, 'could not record a task event'));
   }
@@ -223,7 +225,8 @@ export class TaskRun {
       );
     }
     const last = outcome.value;
-    const summary = last.kind === 'finished' ? last.summary : (budgetNote ?? 'the agent stopped without a summary');
+    // The summary is the model's words: it goes into the commit message and the pull request.
+    const summary = this.#redactor.redact(last.kind === 'finished' ? last.summary : (budgetNote ?? 'the agent stopped without a summary'));
     await this.#update({ summary });
 
     // Take the change out as a patch and commit it on the host, where git is ours.
@@ -235,15 +238,22 @@ export class TaskRun {
       maxOutput: 256 * 1024 * 1024,
     });
     if (patch.exitCode !== 0) throw new TaskEnd('failed', `could not collect the change: ${tail(patch.stderr, 2000).trim() || `git exited with ${patch.exitCode}`}`);
-    const leaked = this.#secretValues.find((s) => s.value.length >= 6 && patch.stdout.includes(s.value));
-    if (leaked) throw new TaskEnd('failed', `the change contains the value of ${leaked.name === 'forge credentials' ? 'the forge credentials' : `secret ${leaked.name}`}: nothing was pushed`);
-    const message = commitMessage(task.goal, summary, this.#taskUrl());
+    const message = this.#redactor.redact(commitMessage(task.goal, summary, this.#taskUrl()));
     const commit = await commitPatch({ dir: repoDir, baseSha: base, branch, patch: patch.stdout, message, author: AUTHOR });
     if (commit.empty) {
       await this.#finish(checks, summary, budgetNote, false);
       return;
     }
-    const diff = patch.stdout.length <= 5 * 1024 * 1024 ? patch.stdout.toString('utf8') : null;
+    // Nothing that carries a secret leaves, in any form the redactor knows. The commit is read
+    // back on the host, binary files as text: that is what would be pushed, whatever the
+    // sandbox's patch looked like.
+    const leak = secretsInChange(await diffOf({ dir: repoDir, base, head: commit.sha, text: true }), this.#redactor);
+    if (leak) {
+      const what = leak.names.map((n) => (n === 'forge credentials' ? 'the forge credentials' : `secret ${n}`)).join(', ');
+      throw new TaskEnd('failed', `the change contains ${what} (the value or an encoding of it) in ${leak.files.join(', ')}: nothing was pushed; the environment is kept for a look`);
+    }
+    // What viewers read: redacted too, as a net for what the check above cannot know.
+    const diff = patch.stdout.length <= 5 * 1024 * 1024 ? this.#redactor.redact(patch.stdout.toString('utf8')) : null;
     await this.#update({ head_sha: commit.sha, diff });
     await this.#d.audit.append({ orgId: task.org_id, actor: `task:${task.id}`, action: 'task.files_changed', target: task.id, environmentId: env, details: { branch, files: commit.files.slice(0, 1000), count: commit.files.length } });
     await this.#emit({ type: 'log', level: 'info', message: `committed ${commit.sha.slice(0, 12)} on ${branch}: ${commit.files.length} file(s)` });
@@ -259,8 +269,8 @@ export class TaskRun {
     const cr = await forge.openChangeRequest({
       base: cloned.branch,
       head: branch,
-      title: titleOf(task.goal),
-      body: prBody({ goal: task.goal, summary, files: commit.files, checks, check: spec.check, budgetNote, url: this.#taskUrl(), usage: this.#usage, model: task.agent === 'builtin' ? task.model : task.command }),
+      title: this.#redactor.redact(titleOf(task.goal)),
+      body: this.#redactor.redact(prBody({ goal: task.goal, summary, files: commit.files, checks, check: spec.check, budgetNote, url: this.#taskUrl(), usage: this.#usage, model: task.agent === 'builtin' ? task.model : task.command })),
       draft: !green || budgetNote !== null,
     });
     await this.#update({ change_request: JSON.stringify(cr) });

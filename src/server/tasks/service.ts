@@ -12,6 +12,7 @@ import type { Scope } from '../authz.ts';
 import type { Db, ProjectRow, TaskRow } from '../db/index.ts';
 import { afterPageCursor, encodePageCursor, pageKey } from '../db/page.ts';
 import type { SecretService } from '../secrets/service.ts';
+import { Redactor } from '../../shared/redact.ts';
 import type { TaskEvents } from './events.ts';
 
 export const DEFAULT_BUDGET: TaskBudget = { maxSteps: 50, maxTokens: null, maxCostUsd: null, timeoutMs: 60 * 60_000, maxCheckRetries: 2 };
@@ -213,8 +214,11 @@ export class TaskService {
     return this.#toApi(row, await this.#projectName(row.project_id));
   }
 
+  /** Redacted (again) as it is read: a secret set after the task ran is hidden from viewers too. */
   async diff(orgId: string, id: string): Promise<string | null> {
-    return (await this.#get(orgId, id)).diff;
+    const row = await this.#get(orgId, id);
+    if (row.diff === null || row.project_id === null) return row.diff;
+    return new Redactor(await this.#secrets.forProject(orgId, row.project_id)).redact(row.diff);
   }
 
   /** Checks the task is the org's; the events themselves are read from TaskEvents. */
