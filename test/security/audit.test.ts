@@ -17,7 +17,9 @@ import { sql } from 'kysely';
 import { WebSocket } from 'ws';
 import { computeHash } from '../../src/server/audit/index.ts';
 import { toEntry } from '../../src/server/audit/rows.ts';
-import { taskScope } from '../../src/server/tasks/sandbox.ts';
+import { callTool } from '../../src/agent/tools/index.ts';
+import { TOOLS } from '../../src/agent/index.ts';
+import { runIn, SandboxWorkspace, taskScope } from '../../src/server/tasks/sandbox.ts';
 import { sh, startTestBerth, type TestBerth } from '../helpers.ts';
 
 let t: TestBerth;
@@ -79,6 +81,15 @@ describe('finding 8: no command runs off the record', () => {
     }
     await assert.rejects(t.berth.environments.exec(scope, env.id, { cmd: ['sh', '-c', 'touch /tmp/task-ran'], cwd: '/tmp/\udfff' }), (err: Error & { kind?: string }) => err.kind === 'invalid');
     assert.equal(await exists('/tmp/task-ran'), false);
+  });
+
+  test("an agent's run_command with a lone surrogate comes back to the model as a refusal, and nothing runs", async () => {
+    const scope = taskScope((await db().selectFrom('orgs').select('id').where('name', '=', 'default').executeTakeFirstOrThrow()).id, 'task_audit_agent');
+    const workspace = new SandboxWorkspace({ root: '/tmp', env: {}, run: (cmd, o) => runIn(t.berth.environments, scope, env.id, cmd, o) });
+    const out = await callTool(TOOLS, { id: 'call_1', name: 'run_command', arguments: JSON.stringify({ command: 'touch /tmp/agent-ran; echo \ud800' }) }, { workspace, deadline: null });
+    assert.equal(out.error, true);
+    assert.match(out.output, /run_command was refused: .*UTF-16/);
+    assert.equal(await exists('/tmp/agent-ran'), false);
   });
 
   test('more than 64 KiB of argv runs and is on record, cut short, with the size and hash of the whole', async () => {

@@ -1,6 +1,7 @@
 // The agent's tools, and the one place a model's tool call is checked before it runs:
 // anything malformed comes back as an error for the model to read, never a throw.
 import { z } from 'zod';
+import { BerthError } from '../../shared/errors.ts';
 import type { ToolCall, ToolSpec } from '../models/types.ts';
 import { runCommand } from './command.ts';
 import { editFile, readFile, writeFile } from './files.ts';
@@ -53,7 +54,14 @@ export async function callTool(tools: readonly Tool[], call: ToolCall, ctx: Tool
     const problems = parsed.error.issues.map((i) => `${i.path.join('.') || 'arguments'}: ${i.message}`).join('; ');
     return { ...fail(`invalid arguments for ${tool.name}: ${problems}`), args };
   }
-  return { ...(await tool.run(parsed.data, ctx)), args };
+  try {
+    return { ...(await tool.run(parsed.data, ctx)), args };
+  } catch (err) {
+    // Input the environment refused before running anything (a command the audit log could
+    // not record, say) is the model's to fix, not a broken workspace.
+    if (err instanceof BerthError && err.kind === 'invalid') return { ...fail(`${tool.name} was refused: ${err.message}`), args };
+    throw err;
+  }
 }
 
 /** JSON Schema for a model: without the noise zod adds for plain integers and the $schema line. */
