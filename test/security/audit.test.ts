@@ -10,7 +10,7 @@
 //    back to a head the server once signed is what a checkpoint kept outside detects.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { sql } from 'kysely';
@@ -240,5 +240,32 @@ describe('finding 9: the chain head is signed with a key the database does not h
     const { checkpoint } = JSON.parse(readFileSync(file, 'utf8')) as { checkpoint: { seq: number; hash: string } };
     assert.equal(checkpoint.seq, 3);
     assert.equal(lines.find((l) => l.seq === checkpoint.seq)?.hash, checkpoint.hash, 'an outside system can match the export against the checkpoint');
+  });
+});
+
+describe('the audit key on upgrade', () => {
+  test('heads from before signing are adopted only by the start that creates the key file', async () => {
+    const first = await startTestBerth();
+    let current = first;
+    try {
+      assert.equal((await first.api('PUT', '/api/orgs/default/secrets/BEFORE', { value: 'v' })).status, 200);
+      // As a database from before heads were signed looks.
+      await sql`update audit_heads set mac = null`.execute(first.berth.database.db);
+      await first.close();
+
+      // The key file is there: an unsigned head is not trusted on sight.
+      current = await startTestBerth({ dataDir: first.dataDir, database: first.database });
+      assert.match((await current.cli(['audit', 'verify'])).stdout, /BROKEN.*not signed/);
+      await current.close();
+
+      // A new key file cannot have signed anything: the heads it finds unsigned are adopted.
+      rmSync(join(first.dataDir, 'audit.key'));
+      current = await startTestBerth({ dataDir: first.dataDir, database: first.database });
+      assert.equal((statSync(join(first.dataDir, 'audit.key')).mode & 0o777).toString(8), '600');
+      const ok = await current.cli(['audit', 'verify']);
+      assert.equal(ok.code, 0, ok.stdout);
+    } finally {
+      await current.destroy();
+    }
   });
 });
