@@ -63,7 +63,7 @@ export class TokenService {
       .where('tokens.hash', '=', hash)
       .executeTakeFirst();
     const now = Date.now();
-    if (!row || row.revoked_at || (row.expires_at && new Date(row.expires_at).getTime() <= now) || row.disabled_at) {
+    if (!row || !usable(row, now)) {
       throw unauthorized('this API token is not valid (unknown, revoked or expired): create a new one');
     }
     if (now - (this.#lastUsedWritten.get(row.id) ?? 0) > LAST_USED_RESOLUTION_MS) {
@@ -82,10 +82,30 @@ export class TokenService {
     return caller;
   }
 
+  /**
+   * Whether the token with this id still works, read from the database and not
+   * remembered: open streams ask it every second, so a revocation, an expiry or a disabled
+   * user on any replica ends them.
+   */
+  async stillValid(tokenId: string, now = Date.now()): Promise<boolean> {
+    const row = await this.#db
+      .selectFrom('tokens')
+      .leftJoin('users', 'users.id', 'tokens.user_id')
+      .select(['tokens.revoked_at', 'tokens.expires_at', 'users.disabled_at'])
+      .where('tokens.id', '=', tokenId)
+      .executeTakeFirst();
+    return Boolean(row && usable(row, now));
+  }
+
   /** Forgets cached verifications: call after revoking tokens or removing users. */
   forget(): void {
     this.#recent.clear();
   }
+}
+
+/** A token works until it is revoked or expires, and while its user is not disabled. */
+function usable(row: { revoked_at: unknown; expires_at: unknown; disabled_at: unknown }, now: number): boolean {
+  return !row.revoked_at && !row.disabled_at && !(row.expires_at && new Date(row.expires_at as string | Date).getTime() <= now);
 }
 
 /** The id of the org with this name, made if missing; two callers racing get the same one. */

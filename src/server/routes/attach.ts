@@ -3,6 +3,7 @@ import { AttachControl, AttachStart, EnvironmentRef, STREAM } from '../../shared
 import { invalid } from '../../shared/errors.ts';
 import type { RunningCommand } from '../../runner/index.ts';
 import { errorBody, type App, type AppDeps } from '../app.ts';
+import { closeReason } from '../open-streams.ts';
 import { timeoutMs } from './environments.ts';
 
 const BEARER_PROTOCOL = 'berth.bearer.';
@@ -44,6 +45,15 @@ export function attachRoutes(app: App, { environments }: AppDeps): void {
       // control messages are applied in the order they were sent.
       let command: Promise<RunningCommand> | undefined;
       let started: RunningCommand | undefined;
+      // Set once the caller's token or role no longer allows this terminal: frames still in
+      // flight are dropped, not written to the command.
+      let ended = false;
+      const release = app.openStreams.watch(req, (why) => {
+        ended = true;
+        void command?.then((running) => running.signal('SIGKILL'), () => {});
+        if (socket.readyState === socket.OPEN) socket.send(JSON.stringify({ type: 'error', ...errorBody(why) }));
+        socket.close(1008, closeReason(why));
+      });
       const fail = (err: unknown) => {
         if (socket.readyState === socket.OPEN) socket.send(JSON.stringify({ type: 'error', ...errorBody(err) }));
         socket.close(1011);
@@ -67,6 +77,7 @@ export function attachRoutes(app: App, { environments }: AppDeps): void {
       };
 
       socket.on('message', (data, isBinary) => {
+        if (ended) return;
         const buf = data as Buffer;
         if (!command) {
           if (isBinary) return fail(invalid('send the start frame first', 'start'));
@@ -82,6 +93,7 @@ export function attachRoutes(app: App, { environments }: AppDeps): void {
         }
         void command
           .then(async (running) => {
+            if (ended) return;
             if (isBinary) {
               if (buf[0] === STREAM.stdin) running.stdin.write(buf.subarray(1));
               return;
@@ -94,7 +106,10 @@ export function attachRoutes(app: App, { environments }: AppDeps): void {
           })
           .catch(fail);
       });
-      socket.on('close', () => void started?.signal('SIGKILL'));
+      socket.on('close', () => {
+        release();
+        void started?.signal('SIGKILL');
+      });
     },
   );
 }

@@ -4,7 +4,7 @@ import { conflict, invalid, notFound } from '../../shared/errors.ts';
 import { newId } from '../../shared/ids.ts';
 import { parseDuration } from '../../shared/units.ts';
 import type { App, AppDeps } from '../app.ts';
-import { atLeast, forbidden, ROLES } from '../authz.ts';
+import { atLeast, forbidden, ROLES, type Scope } from '../authz.ts';
 import { isoOrNull as iso, isUniqueViolation, type Role } from '../db/index.ts';
 
 const RoleSchema = z.enum(ROLES as unknown as [Role, ...Role[]]);
@@ -27,8 +27,27 @@ const Token = z.object({
   revokedAt: z.string().nullable(),
 });
 
+/**
+ * Whether the caller may see and revoke this org token: their own (a user's own tokens,
+ * or an org token itself) and, for admins and owners, every token whose role does not
+ * outrank theirs. An org token is never its maker: it does not see or revoke the tokens
+ * its maker made.
+ */
+function manages(scope: Scope, token: { id: string; user_id: string | null; role: Role | null }): boolean {
+  const own = scope.caller.kind === 'user' ? token.user_id === scope.caller.userId : token.id === scope.caller.tokenId;
+  if (own) return true;
+  return atLeast(scope.role, 'admin') && token.role !== null && atLeast(scope.role, token.role);
+}
+
 /** Orgs, who belongs to them, and the tokens that act in them. */
 export function orgRoutes(app: App, { db, authz, tokens, audit }: AppDeps): void {
+  // After a change to tokens or memberships: the streams it ends are closed before the reply.
+  const forgetAll = async () => {
+    tokens.forget();
+    authz.forget();
+    await app.openStreams.recheck();
+  };
+
   app.get('/api/me', {
     schema: {
       tags: ['orgs'],
@@ -117,7 +136,7 @@ export function orgRoutes(app: App, { db, authz, tokens, audit }: AppDeps): void
           .onConflict((oc) => oc.columns(['org_id', 'user_id']).doUpdateSet({ role }))
           .execute();
         return { userId: user.id, email: user.email, name: user.name, role, createdAt: new Date().toISOString() };
-      }).finally(() => authz.forget());
+      }).finally(forgetAll);
     },
   });
 
@@ -143,21 +162,23 @@ export function orgRoutes(app: App, { db, authz, tokens, audit }: AppDeps): void
         // Org tokens the member made stop working with their membership.
         await tx.updateTable('tokens').set({ revoked_at: new Date() }).where('org_id', '=', scope.orgId).where('user_id', '=', row.id).where('revoked_at', 'is', null).execute();
       });
-      tokens.forget();
-      authz.forget();
+      await forgetAll();
       return reply.code(204).send(null);
     },
   });
 
   app.get('/api/orgs/:org/tokens', {
     config: { permission: 'token.read' },
-    schema: { tags: ['tokens'], summary: "The org's tokens (admins see all; others their own)", params: OrgRef, response: { 200: z.object({ items: z.array(Token) }), ...errors } },
+    schema: {
+      tags: ['tokens'],
+      summary: "The org's tokens the caller may manage: admins and owners those up to their role, others their own (an org token itself)",
+      params: OrgRef,
+      response: { 200: z.object({ items: z.array(Token) }), ...errors },
+    },
     handler: async (req) => {
-      let q = db.selectFrom('tokens').selectAll().where('org_id', '=', req.scope.orgId);
-      if (!atLeast(req.scope.role, 'admin')) q = q.where('user_id', '=', req.caller.userId ?? '');
-      const rows = await q.orderBy('created_at', 'desc').execute();
+      const rows = await db.selectFrom('tokens').selectAll().where('org_id', '=', req.scope.orgId).orderBy('created_at', 'desc').execute();
       return {
-        items: rows.map((r) => ({
+        items: rows.filter((r) => manages(req.scope, r)).map((r) => ({
           id: r.id,
           name: r.name,
           kind: r.kind,
@@ -216,11 +237,11 @@ export function orgRoutes(app: App, { db, authz, tokens, audit }: AppDeps): void
     schema: { tags: ['tokens'], summary: 'Revoke a token', params: OrgRef.extend({ id: z.string().max(100) }), response: { 204: z.null(), ...errors } },
     handler: async (req, reply) => {
       const { scope } = req;
-      const row = await db.selectFrom('tokens').select(['id', 'user_id']).where('org_id', '=', scope.orgId).where('id', '=', req.params.id).executeTakeFirst();
-      // Someone else's token is not there for a non-admin.
-      if (!row || (!atLeast(scope.role, 'admin') && row.user_id !== req.caller.userId)) throw notFound(`no token '${req.params.id}' in '${scope.orgName}'`);
+      const row = await db.selectFrom('tokens').select(['id', 'user_id', 'role']).where('org_id', '=', scope.orgId).where('id', '=', req.params.id).executeTakeFirst();
+      // A token the caller may not manage is not there for them.
+      if (!row || !manages(scope, row)) throw notFound(`no token '${req.params.id}' in '${scope.orgName}' that you can manage: \`berth token list\` shows yours`);
       await db.updateTable('tokens').set({ revoked_at: new Date() }).where('id', '=', row.id).where('revoked_at', 'is', null).execute();
-      tokens.forget();
+      await forgetAll();
       return reply.code(204).send(null);
     },
   });
