@@ -130,7 +130,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     }
   });
   const policies = deps.policies ?? new PolicyService({ db: deps.db, secrets: deps.secrets, logger: deps.logger });
-  const networkEvents = deps.networkEvents ?? new NetworkEventRecorder({ db: deps.db, audit: deps.audit, taskEvents: deps.taskEvents, logger: deps.logger });
+  const networkEvents = deps.networkEvents ?? new NetworkEventRecorder({ db: deps.db, audit: deps.audit, taskEvents: deps.taskEvents, secrets: deps.secrets, logger: deps.logger });
   await policies.start();
   // Same-process changes are in policyFor before their caller hears of them: a new
   // environment before it starts, secrets and projects before the reply.

