@@ -10,6 +10,7 @@ import { request } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 import { TokenService } from '../../src/server/auth.ts';
+import { addressKey, AuthFailures } from '../../src/server/auth-failures.ts';
 import { newId } from '../../src/shared/ids.ts';
 import { sh, startTestBerth, waitFor, type TestBerth } from '../helpers.ts';
 
@@ -345,5 +346,16 @@ describe('failed authentication is rate limited per address (finding 14)', () =>
     assert.equal((await from('127.0.0.4', t.client.token)).status, 200, 'another address is unaffected');
     assert.equal((await from('127.0.0.4', 'berth_wrong')).status, 401);
     assert.equal((await admin('GET', '/api/orgs/default/environments')).status, 200);
+  });
+
+  test('IPv6 clients are counted by their /64, so one host cannot rotate addresses for fresh budgets', () => {
+    assert.equal(addressKey('2001:db8:1:2::5'), addressKey('2001:0db8:0001:0002:ffff:1:2:3'));
+    assert.notEqual(addressKey('2001:db8:1:2::5'), addressKey('2001:db8:1:3::5'));
+    assert.equal(addressKey('::ffff:10.0.0.1'), '10.0.0.1');
+    const failures = new AuthFailures({ limit: 2 });
+    failures.note('2001:db8:1:2::a');
+    failures.note('2001:db8:1:2::b');
+    assert.ok(failures.retryAfter('2001:db8:1:2::c') > 0);
+    assert.equal(failures.retryAfter('2001:db8:1:3::c'), 0);
   });
 });
