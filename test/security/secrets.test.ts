@@ -195,6 +195,18 @@ describe('secrets leave by no other door', () => {
     assert.deepEqual(model.failures, []);
   });
 
+  test("a failure's reason in the model's words is redacted too", async () => {
+    script.length = 0;
+    const offset = model.played;
+    for (let i = 0; i < offset; i++) script.push({ status: 500 });
+    script.push({ status: 400, message: `invalid request: ${ENCODED.base64} is not a model` });
+    const res = await t.api('POST', '/api/orgs/default/tasks', { goal: 'Say something', project: 'shop' });
+    const done = await ended(res.body.id);
+    assert.equal(done.state, 'failed');
+    assert.match(done.stateReason, /^the agent failed: .*\[secret:API_KEY\] is not a model/);
+    assertNoLeak(await everythingViewersRead(done.id), 'the task');
+  });
+
   test('a diff stored before a value became a secret is redacted when it is read', async () => {
     const later = 'later-secret-value-7c1f2e9a5b';
     const res = await t.api('POST', '/api/orgs/default/tasks', { goal: 'Record a value', project: 'shop', agent: 'command', command: `echo ${later} > later.txt` });

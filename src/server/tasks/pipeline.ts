@@ -135,8 +135,10 @@ export class TaskRun {
       end = reason instanceof TaskEnd ? reason : new TaskEnd('cancelled', 'cancelled');
     } else {
       this.#d.logger.error({ err, task: this.#task.id }, 'task failed');
-      end = new TaskEnd('failed', this.#redactor.redact(err instanceof Error ? err.message : String(err)));
+      end = new TaskEnd('failed', err instanceof Error ? err.message : String(err));
     }
+    // Every reason, ours too: "the agent failed: …" carries the model's or a command's words.
+    end = new TaskEnd(end.state, this.#redactor.redact(end.message));
     try {
       await this.#update({ state: end.state, state_reason: end.message, finished_at: new Date() });
       await this.#emit({ type: 'state', state: end.state, reason: end.message });
