@@ -3,6 +3,7 @@ export { LocalRunner, type EnvironmentSpec, type CommandOptions } from './runner
 export type { RunningCommand, ExitStatus } from './exec.ts';
 export { TIMEOUT_EXIT_CODE } from './exec.ts';
 export { ImageStore, DEFAULT_IMAGE, type ImageRecord, type ImageProgress } from './images/index.ts';
+export { tarEntries } from './images/tar-entries.ts';
 export { cgroupLayout } from './cgroups.ts';
 export { probeHost, type HostProbe } from './health.ts';
 export { LlmGateway, upstreamsFromEnv, GATEWAY_SOCKET_NAME, gatewayEnv, relayCommand, relayReady, type GatewayCall } from './gateway/index.ts';

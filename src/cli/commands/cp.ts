@@ -1,10 +1,12 @@
 import { existsSync, statSync } from 'node:fs';
-import { mkdtemp, readdir, realpath, rename, rm, symlink } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
-import { Readable } from 'node:stream';
+import { mkdtemp, realpath, rename, rm, symlink } from 'node:fs/promises';
+import { basename, dirname, join, posix, resolve } from 'node:path';
+import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar';
+import type { ReadEntry } from 'tar';
 import type { ExecResult } from '../../shared/api.ts';
+import { CopyChecker, copyLimitsFrom, CopyRefused, isPlainName, SKIPPED_HEADER, type CopyLimits } from '../../shared/copy-archive.ts';
 import type { ApiClient } from '../client.ts';
 import { CliError } from '../output.ts';
 
@@ -62,35 +64,81 @@ async function upload(client: ApiClient, local: string, to: RemotePath): Promise
 }
 
 async function download(client: ApiClient, from: RemotePath, local: string): Promise<void> {
-  const res = await client.fetch(filesUrl(client, from));
+  // The host decides every path: the copy is of the name asked for, and lands there.
+  const name = basename(posix.normalize(from.path).replace(/\/+$/, ''));
+  if (!isPlainName(name)) throw new CliError(`${from.env}:${from.path}: name a file or folder to copy, not ${from.path}`);
+  let limits: CopyLimits;
+  try {
+    limits = copyLimitsFrom(process.env);
+  } catch (err) {
+    throw new CliError((err as Error).message);
+  }
   const intoDir = existsSync(local) && statSync(local).isDirectory();
   const parent = intoDir ? local : dirname(local);
   if (!existsSync(parent)) throw new CliError(`${parent}: no such folder`);
+  const res = await client.fetch(filesUrl(client, from));
   // Unpack beside the destination, then move into place: a failed copy leaves nothing half-written.
   const staging = await mkdtemp(join(parent, '.berth-cp-'));
   try {
-    // node-tar refuses absolute paths and '..' and never writes through a symlink it made.
-    // Symlinks are held back and made last, exactly as they were inside (absolute targets
-    // included), so no entry of the archive can be written through one.
+    // The archive is checked here too, whoever made it: each entry under `name`, links
+    // inside it, bounded. node-tar then refuses absolute paths and '..' once more and never
+    // writes through a symlink it made; owners are not kept (files belong to whoever runs
+    // the copy, root included) and modes keep only their permission bits. Symlinks are
+    // held back and made last, so no entry of the archive can be written through one.
+    const checker = new CopyChecker(name, limits);
+    let refused: Error | undefined;
     const links: { path: string; target: string }[] = [];
     const extract = tar.x({
       cwd: staging,
       strict: true,
-      filter: (path, entry) => {
-        if ('type' in entry && entry.type === 'SymbolicLink') {
-          links.push({ path, target: (entry as { linkpath?: string }).linkpath ?? '' });
+      preservePaths: false,
+      preserveOwner: false,
+      filter: (_path, entry) => {
+        if (refused) return false;
+        try {
+          const checked = checker.check(entry as ReadEntry);
+          if (checked.kind === 'skip') return false;
+          if (checked.kind === 'symlink') {
+            links.push({ path: checked.path, target: checked.linkpath });
+            return false;
+          }
+          Object.assign(entry, { path: checked.path, mode: checked.mode }, checked.kind === 'hardlink' ? { linkpath: checked.linkpath } : {});
+          return true;
+        } catch (err) {
+          refused = err as Error;
           return false;
         }
-        return true;
       },
     });
-    await pipeline(Readable.fromWeb(res.body as never), extract);
+    // Raw bytes are counted before parsing, and a refusal stops the download at once.
+    const guard = new Transform({
+      transform(chunk: Buffer, _enc, done) {
+        try {
+          if (refused) throw refused;
+          checker.count(chunk.length);
+          done(null, chunk);
+        } catch (err) {
+          refused ??= err as Error;
+          done(refused);
+        }
+      },
+      flush(done) {
+        done(refused ?? null);
+      },
+    });
+    try {
+      await pipeline(Readable.fromWeb(res.body as never), guard, extract);
+      if (refused) throw refused;
+      checker.finish();
+    } catch (err) {
+      throw new CliError(err instanceof CopyRefused || err instanceof CliError ? err.message : `the copy of ${from.env}:${from.path} failed: ${(err as Error).message}`);
+    }
     for (const link of links) await makeLink(staging, link.path, link.target);
-    const [entry] = await readdir(staging);
-    if (!entry) throw new CliError(`${from.env}:${from.path} came back empty`);
-    const target = intoDir ? join(local, entry) : local;
+    const skipped = checker.skipped + (Number(res.headers.get(SKIPPED_HEADER)) || 0);
+    if (skipped) process.stderr.write(`berth: skipped ${skipped} device nodes or FIFOs (they are not copied out)\n`);
+    const target = intoDir ? join(local, name) : local;
     await rm(target, { recursive: true, force: true });
-    await rename(join(staging, entry), target);
+    await rename(join(staging, name), target);
   } finally {
     await rm(staging, { recursive: true, force: true });
   }

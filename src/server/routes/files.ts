@@ -1,25 +1,23 @@
+import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { z } from 'zod';
 import { EnvironmentRef, ErrorSchema, FilesQuery } from '../../shared/api.ts';
-import { BerthError, invalid, notFound } from '../../shared/errors.ts';
+import { copyLimitsFrom, SKIPPED_HEADER } from '../../shared/copy-archive.ts';
+import { BerthError, invalid } from '../../shared/errors.ts';
+import { Redactor } from '../../shared/redact.ts';
 import type { App, AppDeps } from '../app.ts';
+import { copyOut } from '../environments/copy-out.ts';
 
 const tags = ['files'];
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema };
 
 // tar runs inside the environment, in its mount namespace: a symlink there resolves to
-// a path in the environment, never to the host's files.
-const PACK = 'cd -- "$1" 2>/dev/null || exit 3; [ -e "$2" ] || [ -L "$2" ] || exit 4; exec tar -cf - -- "$2"';
+// a path in the environment, never to the host's files (copy-out.ts reads the other way).
 const UNPACK = 'mkdir -p -- "$1" && cd -- "$1" && exec tar -xof -';
 
-function split(path: string): [string, string] {
-  const trimmed = path.replace(/\/+$/, '') || '/';
-  if (trimmed === '/') return ['/', '.'];
-  const i = trimmed.lastIndexOf('/');
-  return [trimmed.slice(0, i) || '/', trimmed.slice(i + 1)];
-}
-
-export function fileRoutes(app: App, { environments }: AppDeps): void {
+export function fileRoutes(app: App, { environments, audit }: AppDeps): void {
+  // Read once, when the routes are made: a bad value stops the control plane from starting.
+  const limits = copyLimitsFrom(process.env);
   app.addContentTypeParser('application/x-tar', (_req, payload, done) => done(null, payload));
 
   app.get('/api/orgs/:org/environments/:id/files', {
@@ -27,37 +25,43 @@ export function fileRoutes(app: App, { environments }: AppDeps): void {
     schema: {
       tags,
       summary: 'Download a file or folder as a tar archive',
-      description: 'The archive holds one top-level entry: the last component of `path`.',
+      description:
+        'The archive holds one top-level entry, the last component of `path`, and nothing outside it: entries are files, folders and ' +
+        'links that stay inside it, with no owners and only permission bits (no setuid, setgid or sticky); device nodes and FIFOs are left out (counted in the `X-Berth-Skipped` header). ' +
+        'A copy that breaks this (the environment makes the archive), holds one of the environment\'s secrets, or is larger than ' +
+        'BERTH_COPY_MAX_ENTRIES / BERTH_COPY_MAX_BYTES is refused whole (403 or 400) and recorded as `file.copy_refused`.',
       params: EnvironmentRef,
       querystring: FilesQuery,
       response: errors,
     },
     handler: async (req, reply) => {
-      const [dir, base] = split(req.query.path);
-      const command = await environments.exec(req.scope, req.params.id, { cmd: ['sh', '-c', PACK, 'sh', dir, base], timeoutMs: 3_600_000 }, { redact: false });
-      command.stdin.end();
-      const stderr: Buffer[] = [];
-      command.stderr.on('data', (b: Buffer) => stderr.push(b));
-      // Decide the status from the first chunk or the end, whichever comes first.
-      const stdout = command.stdout;
-      const first = await new Promise<'data' | 'end'>((resolve) => {
-        const onEnd = () => resolve('end');
-        stdout.once('end', onEnd);
-        stdout.once('data', (chunk: Buffer) => {
-          stdout.off('end', onEnd);
-          stdout.pause();
-          stdout.unshift(chunk);
-          resolve('data');
-        });
+      // Reading and checking first: a caller who loses the right meanwhile stops the read.
+      const lost = new AbortController();
+      const release = app.openStreams.watch(req, (why) => {
+        lost.abort(why);
+        reply.raw.destroy();
       });
-      if (first === 'end') {
-        const status = await command.exited;
-        if (status.exitCode === 3 || status.exitCode === 4) throw notFound(`no file or folder ${req.query.path} in the environment`);
-        throw new BerthError('unavailable', `could not read ${req.query.path}: ${Buffer.concat(stderr).toString().trim() || `tar exited ${status.exitCode}`}`);
+      // So does a caller who hangs up.
+      reply.raw.once('close', () => lost.abort(new BerthError('unavailable', 'the caller went away')));
+      let copied;
+      try {
+        copied = await copyOut({ environments, audit, limits }, req.scope, req.params.id, req.query.path, lost.signal);
+      } catch (err) {
+        release();
+        throw err;
       }
-      req.raw.on('close', () => void command.signal('SIGKILL'));
+      // A caller who loses the right mid-download gets a broken transfer, never a short
+      // archive that looks complete.
+      const archive = createReadStream(copied.file);
+      reply.raw.once('close', () => {
+        release();
+        archive.destroy();
+        void copied.discard();
+      });
       // The tar stream is not a JSON reply: send it past the serializer.
-      return reply.type('application/x-tar').send(command.stdout as never);
+      // What was left out is said, so that a person copying hears of it.
+      if (copied.skipped) void reply.header(SKIPPED_HEADER, copied.skipped);
+      return reply.type('application/x-tar').header('content-length', copied.size).send(archive as never);
     },
   });
 
@@ -78,10 +82,19 @@ export function fileRoutes(app: App, { environments }: AppDeps): void {
       const stderr: Buffer[] = [];
       command.stderr.on('data', (b: Buffer) => stderr.push(b));
       command.stdout.resume();
+      // A caller who loses the right mid-upload stops unpacking and hears why.
+      let lostRight: BerthError | undefined;
+      const release = app.openStreams.watch(req, (why) => {
+        lostRight = why;
+        void command.signal('SIGKILL');
+      });
       body.pipe(command.stdin);
-      const status = await command.exited;
+      const status = await command.exited.finally(release);
+      if (lostRight) throw lostRight;
       if (status.exitCode !== 0) {
-        throw invalid(`could not unpack into ${req.query.path}: ${Buffer.concat(stderr).toString().trim() || `tar exited ${status.exitCode}`}`, 'body');
+        // The environment's tar wrote this (its output is not redacted on the way): no secret in it leaves.
+        const redactor = new Redactor((await environments.secretsOf(req.scope, req.params.id)).secrets);
+        throw invalid(`could not unpack into ${req.query.path}: ${redactor.redact(Buffer.concat(stderr).toString().trim()) || `tar exited ${status.exitCode}`}`, 'body');
       }
       return reply.code(204).send(null);
     },
