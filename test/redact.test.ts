@@ -338,6 +338,7 @@ describe('the encodings redaction and detection know', () => {
     const v = { a: ['x quote"and\\slash y', 3, null, { 'quote"and\\slash': true }], b: 'none' };
     assert.deepEqual(r.redactValue(v), { a: ['x [secret:Q] y', 3, null, { '[secret:Q]': true }], b: 'none' });
     assert.equal(r.redactValue(7), 7);
+    assert.deepEqual(r.redactValue({ at: new Date(0), err: Object.assign(new Error('x'), { detail: 'quote"and\\slash' }) }), { at: '1970-01-01T00:00:00.000Z', err: { detail: '[secret:Q]' } });
   });
 
   test('property: any split of text with encodings, escapes and line breaks gives redact(text)', () => {

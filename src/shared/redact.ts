@@ -3,18 +3,24 @@
 // pushed, files copied out). Each occurrence becomes `[secret:NAME]`; detection says which
 // NAMEs were seen. Both use the same forms, listed in `formsOf`:
 //
-// - the value itself; from MIN_ENCODED_LENGTH characters on also in any ASCII letter case,
-//   reversed, as hex (either case), fully percent-encoded and fully \u-escaped;
+// - the value itself; from MIN_ENCODED_LENGTH characters on also in any letter case,
+//   reversed, as hex (either case), fully percent-encoded and fully \u-escaped (up to
+//   MAX_SPELLED_LENGTH characters);
 // - its base64, standard and URL-safe alphabets, padded or not, and (from MIN_ENCODED_LENGTH)
 //   also where it sits inside a longer base64 stream at any of the three byte offsets
-//   (`base64` of `user:$S`, of `$S` followed by a newline);
-// - its URL encoding (encodeURIComponent's) and its JSON string escaping.
+//   (`base64` of `user:$S`, of `$S` followed by a newline): all but the one or two characters
+//   at its edges, which mix in the neighbours' bits, are replaced;
+// - its URL encoding (encodeURIComponent's) and its JSON string escaping (also with
+//   everything past ASCII as \uXXXX).
 //
-// The text is matched through "lenses": ANSI escape sequences (CSI, OSC and the short ones)
-// are not seen, so colour codes between characters hide nothing; the lenses for the encodings
-// and the long values do not see line breaks either, so base64 wrapped at any width (76 by
-// `base64`, 64 by PEM) and hex wrapped by `xxd -p` are found. What is replaced is the stretch
-// of the original text that the match covers, escapes and line breaks inside it included.
+// The text is matched through "lenses": CSI and OSC escape sequences (colours, cursor moves,
+// titles, links) and the short ESC sequences are not seen, so colour codes between characters
+// hide nothing (text with escapes is read a second time with them as text, so an escape can
+// never swallow a character of a value). The lenses for the encodings and the long values do
+// not see a line break after a run of at least MIN_WRAP_WIDTH base64/hex characters, so
+// base64 wrapped at 76 (`base64`) or 64 (PEM) columns and hex wrapped by `xxd -p` are found,
+// and read CRLF as LF. What is replaced is the stretch of the original text that the match
+// covers, escapes and line breaks inside it included.
 //
 // This is a safety net, not a guarantee: anything else the holder of a value can do with it
 // (encrypt it, compress it, split it across files or lines with other text between, another
@@ -209,10 +215,11 @@ export class Redactor {
     const walk = (v: unknown): unknown => {
       if (typeof v === 'string') return this.redact(v);
       if (Array.isArray(v)) return v.map(walk);
-      if (v !== null && typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype) {
-        return Object.fromEntries(Object.entries(v).map(([k, x]) => [this.redact(k), walk(x)]));
-      }
-      return v;
+      if (v === null || typeof v !== 'object') return v;
+      const proto: unknown = Object.getPrototypeOf(v);
+      // Anything else (a Date, an Error, a class) as the JSON it is stored as.
+      if (proto !== Object.prototype && proto !== null) return walk(JSON.parse(JSON.stringify(v) ?? 'null'));
+      return Object.fromEntries(Object.entries(v).map(([k, x]) => [this.redact(k), walk(x)]));
     };
     return walk(value) as T;
   }
