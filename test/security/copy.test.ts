@@ -244,6 +244,7 @@ describe('env cp out: secrets', () => {
   }
 
   test('an error from a copy out or in never carries a secret either', async () => {
+    await sh(t, 'cp-secret', 'touch /workspace/leak.txt');
     await installFakeTar('cp-secret');
     const fake = '#!/bin/sh\necho "cannot read: $COPY_TOKEN" >&2; exit 2\n';
     await t.api('POST', '/api/orgs/default/environments/cp-secret/exec', { cmd: ['sh', '-c', 'printf "%s" "$1" > "${PATH%%:*}/tar"', 'sh', fake] });
