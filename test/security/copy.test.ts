@@ -316,3 +316,23 @@ describe('env cp out: the CLI checks the archive itself', () => {
     assert.ok(!existsSync(join(out, 'kit', 'null')));
   });
 });
+
+describe('env cp in: the archive lands under the folder asked for, inside the environment', () => {
+  test('entries climbing out or absolute, and a symlink the sandbox planted, never reach the host', async () => {
+    // The sandbox plants a link to its own root where the upload goes; the upload climbs and is absolute.
+    assert.equal((await sh(t, ENV, 'rm -f /tmp/evil/next.tar; mkdir -p /workspace/in && ln -sfn / /workspace/in/root')).exitCode, 0);
+    const marker = `berth-copy-in-${process.pid}`;
+    const archive = tarOf([{ path: `../../${marker}-up`, body: 'x\n' }, { path: `/${marker}-abs`, body: 'x\n' }, { path: `root${scratch}/${marker}-through`, body: 'x\n' }]);
+    const res = await fetch(`${t.client.url}/api/orgs/default/environments/${ENV}/files?path=/workspace/in`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${t.client.token}`, 'content-type': 'application/x-tar' },
+      body: archive,
+    });
+    // tar inside refuses the climbing entry; the rest stays in the environment.
+    assert.equal(res.status, 400, await res.text());
+    for (const host of [`/${marker}-up`, `/${marker}-abs`, join(scratch, `${marker}-through`), `/workspace/${marker}-up`]) assert.ok(!existsSync(host), host);
+    const inside = await sh(t, ENV, `ls /${marker}-up /workspace/${marker}-up 2>&1; cat /workspace/in/${marker}-abs ${scratch}/${marker}-through`);
+    assert.match(inside.stdout, /No such file/);
+    assert.equal(inside.stdout.split('\n').filter((l) => l === 'x').length, 2, inside.stdout);
+  });
+});
