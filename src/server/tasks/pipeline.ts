@@ -11,7 +11,8 @@ import { parseSize } from '../../shared/units.ts';
 import type { TaskEventData, TaskState, TaskStep, Usage } from '../../shared/tasks.ts';
 import { Redactor } from '../../shared/redact.ts';
 import type { AuditLog } from '../audit/index.ts';
-import type { Db, TaskRow, TaskUpdate } from '../db/index.ts';
+import type { Db, ProjectRow, TaskRow, TaskUpdate } from '../db/index.ts';
+import { assertOwnRepository } from './own-repo.ts';
 import type { EnvironmentService } from '../environments/service.ts';
 import type { SecretService } from '../secrets/service.ts';
 import type { TaskEvents } from './events.ts';
@@ -160,7 +161,7 @@ export class TaskRun {
     await this.#step('cloning', `cloning ${task.repo_url}`);
     const forgeSettings: ForgeSettings = project?.settings.forge ?? {};
     // Before anything reaches the forge (an App's token comes from its API).
-    const reach = await this.#reach(forgeSettings);
+    const reach = await this.#reach(forgeSettings, project);
     const forge = forgeFor(task.repo_url, forgeSettings, await this.#forgeAuth(forgeSettings));
     const credentials = await forge.gitCredentials();
     for (const s of credentials.secrets) this.#secretValues.push({ name: 'forge credentials', value: s });
@@ -264,7 +265,7 @@ export class TaskRun {
     // A GitHub App token lives an hour: ask again (the forge reuses it while it is fresh).
     const pushCredentials = await forge.gitCredentials();
     for (const s of pushCredentials.secrets) this.#secretValues.push({ name: 'forge credentials', value: s });
-    await pushBranch({ dir: repoDir, url: task.repo_url, reach: await this.#reach(forgeSettings), branch, credentials: pushCredentials, signal: this.#signal });
+    await pushBranch({ dir: repoDir, url: task.repo_url, reach: await this.#reach(forgeSettings, project), branch, credentials: pushCredentials, signal: this.#signal });
 
     const green = checks === null || checks.passed;
     await this.#step('pull_request', forge.kind === 'git' ? 'recording the change request' : `opening a ${forge.kind === 'gitlab' ? 'merge' : 'pull'} request`);
@@ -424,8 +425,9 @@ export class TaskRun {
    * Leave for git to reach the task's repository, and the forge's API URL checked by the same
    * address rules: a task stored before them, or a name that points elsewhere now, fails here.
    */
-  async #reach(settings: ForgeSettings) {
+  async #reach(settings: ForgeSettings, project: ProjectRow | undefined) {
     try {
+      await assertOwnRepository(this.#d.db, this.#d.repos, this.#task, project);
       if (settings.apiUrl) await this.#d.repos.reachApi(settings.apiUrl);
       return await this.#d.repos.reach(this.#task.repo_url);
     } catch (e) {

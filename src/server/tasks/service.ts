@@ -3,11 +3,12 @@ import { tmpdir } from 'node:os';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { sql } from 'kysely';
 import type { CreateTaskBody, Task, TaskList } from '../../shared/api-tasks.ts';
-import { BerthError, conflict, invalid, notFound } from '../../shared/errors.ts';
+import { conflict, invalid, notFound } from '../../shared/errors.ts';
 import { newId } from '../../shared/ids.ts';
 import { FINAL_TASK_STATES, type TaskBudget, type TaskState } from '../../shared/tasks.ts';
 import { formatDuration, MAX_TIMEOUT_MS, parseDuration } from '../../shared/units.ts';
-import { forgeFor, mergeBranch, type ForgeSettings, type RepoAccess, type RepoNamer } from '../../forges/index.ts';
+import { forgeFor, mergeBranch, type ForgeSettings, type RepoAccess } from '../../forges/index.ts';
+import { assertOwnRepository } from './own-repo.ts';
 import type { Scope } from '../authz.ts';
 import type { Db, ProjectRow, TaskRow } from '../db/index.ts';
 import { afterPageCursor, encodePageCursor, pageKey } from '../db/page.ts';
@@ -250,7 +251,7 @@ export class TaskService {
     if (cr.kind !== 'berth') throw conflict(`task ${id}'s change is a ${cr.kind.replace('_', ' ')} on the forge: review and merge it there (${cr.url})`);
     if (cr.mergedSha) throw conflict(`task ${id} was already approved: ${row.branch} is merged into ${row.base_branch} as ${cr.mergedSha.slice(0, 12)}`);
     const project = row.project_id ? await this.#db.selectFrom('projects').selectAll().where('id', '=', row.project_id).executeTakeFirst() : undefined;
-    await this.#assertOwnRepository(row, project);
+    await assertOwnRepository(this.#db, this.#repos, row, project);
     const reach = await this.#repos.reach(row.repo_url);
     const settings: ForgeSettings = project?.settings.forge ?? {};
     const token = settings.tokenSecret ? await this.#secrets.forgeSecret(row.org_id, row.project_id, settings.tokenSecret) : null;
@@ -265,34 +266,6 @@ export class TaskService {
     } finally {
       await rm(workdir, { recursive: true, force: true });
     }
-  }
-
-  /**
-   * Approve merges only into the task's own repository: a project's task into the project's
-   * repository (the project was deleted, or its repository is another: refused), a one-off
-   * task into one its creator may name today (a path: an instance administrator's).
-   */
-  async #assertOwnRepository(row: TaskRow, project: ProjectRow | undefined): Promise<void> {
-    if (row.project_id) {
-      if (!project || project.org_id !== row.org_id || project.repo_url !== row.repo_url) {
-        throw new BerthError('forbidden', `task ${row.id} ran on ${row.repo_url}, which is not its project's repository${project ? ` (${project.repo_url ?? 'none'})` : ' (the project was deleted)'}: nothing was merged; merge the branch by hand if it is meant to land`, 'repo');
-      }
-      return;
-    }
-    try {
-      await this.#repos.name(row.repo_url, await this.#creatorOf(row.created_by));
-    } catch (e) {
-      if (!(e instanceof BerthError) || (e.kind !== 'forbidden' && e.kind !== 'invalid')) throw e;
-      throw new BerthError('forbidden', `task ${row.id}'s repository is not one its creator (${row.created_by}) may name: nothing was merged (${e.message})`, 'repo');
-    }
-  }
-
-  /** The creator as a repository namer: an instance administrator only when a user token of one made the task. */
-  async #creatorOf(actor: string): Promise<RepoNamer> {
-    const userId = actor.startsWith('user:') ? actor.slice('user:'.length) : null;
-    if (!userId) return { instanceAdmin: false };
-    const user = await this.#db.selectFrom('users').select(['instance_admin', 'disabled_at']).where('id', '=', userId).executeTakeFirst();
-    return { instanceAdmin: Boolean(user?.instance_admin) && !user?.disabled_at };
   }
 
   async #projectName(projectId: string | null): Promise<string | null> {
