@@ -326,7 +326,7 @@ describe('env cp in: the archive lands under the folder asked for, inside the en
     const res = await fetch(`${t.client.url}/api/orgs/default/environments/${ENV}/files?path=/workspace/in`, {
       method: 'PUT',
       headers: { authorization: `Bearer ${t.client.token}`, 'content-type': 'application/x-tar' },
-      body: archive,
+      body: new Uint8Array(archive),
     });
     // tar inside refuses the climbing entry; the rest stays in the environment.
     assert.equal(res.status, 400, await res.text());
