@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Header } from 'tar';
+import { CopyChecker, DEFAULT_COPY_LIMITS } from '../../src/shared/copy-archive.ts';
 import { runCli, sh, startTestBerth, type TestBerth } from '../helpers.ts';
 
 // Small limits, so the caps can be reached with a few files (read when the control plane
@@ -334,5 +335,20 @@ describe('env cp in: the archive lands under the folder asked for, inside the en
     const inside = await sh(t, ENV, `ls /${marker}-up /workspace/${marker}-up 2>&1; cat /workspace/in/${marker}-abs ${scratch}/${marker}-through`);
     assert.match(inside.stdout, /No such file/);
     assert.equal(inside.stdout.split('\n').filter((l) => l === 'x').length, 2, inside.stdout);
+  });
+});
+
+describe('the copy rule itself', () => {
+  test('a symlink may climb only with leading ..: a .. after a name could climb out of where that name, a link, points', () => {
+    const c = new CopyChecker('r', DEFAULT_COPY_LIMITS);
+    c.check({ path: 'r/', type: 'Directory' });
+    c.check({ path: 'r/sub/lib', type: 'File' });
+    assert.equal(c.check({ path: 'r/s', type: 'SymbolicLink', linkpath: '.' }).kind, 'symlink');
+    assert.equal(c.check({ path: 'r/sub/up', type: 'SymbolicLink', linkpath: '../sub/lib' }).kind, 'symlink');
+    // r/s is r, so r/s/s/.. is r's parent: out of the copy, though it reads as inside.
+    assert.throws(() => c.check({ path: 'r/t', type: 'SymbolicLink', linkpath: 's/s/..' }), /outside r/);
+    assert.throws(() => c.check({ path: 'r/sub/x', type: 'SymbolicLink', linkpath: '../../etc' }), /outside r/);
+    assert.throws(() => c.check({ path: 'r/s/inner', type: 'File' }), /not a folder/);
+    assert.throws(() => c.check({ path: 'r/sub', type: 'SymbolicLink', linkpath: 'lib' }), /appears twice/);
   });
 });
