@@ -241,6 +241,13 @@ describe('finding 9: the chain head is signed with a key the database does not h
     assert.equal(checkpoint.seq, 3);
     assert.equal(lines.find((l) => l.seq === checkpoint.seq)?.hash, checkpoint.hash, 'an outside system can match the export against the checkpoint');
   });
+
+  test('--since longer than the log can be old lists from the start instead of crashing (finding 20: durations past what a Date holds)', async () => {
+    const listed = await t.cli(['audit', 'list', '--since', '999999999999999d', '--json']);
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.doesNotMatch(listed.stderr, /RangeError/);
+    assert.ok((JSON.parse(listed.stdout) as unknown[]).length > 0, 'every entry is since the start');
+  });
 });
 
 describe('the audit key on upgrade', () => {

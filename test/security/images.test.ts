@@ -183,6 +183,15 @@ describe('an image an org names stays in that org', () => {
     assert.ok(await store.get(instanceImage, { org: orgB }));
   });
 
+  test("an instance import is on record in every org's audit log, without the host path", async () => {
+    for (const org of ['default', 'team-b']) {
+      const log = await as(t.client.token)('GET', `/api/orgs/${org}/audit?action=image.import`);
+      const entry = (log.body.items as { target: string; details: Record<string, unknown> }[]).find((e) => e.target === instanceImage);
+      assert.ok(entry, `org ${org}: ${JSON.stringify(log.body)}`);
+      assert.ok(!JSON.stringify(entry.details).includes('/'), `no host path in ${JSON.stringify(entry.details)}`);
+    }
+  });
+
   test("GET /api/images shows the instance's images and the caller's own orgs' only", async () => {
     const names = async (token: string) => ((await as(token)('GET', '/api/images')).body.items as { name: string; org: string | null }[]).map((i) => `${i.org ?? '*'} ${i.name}`);
     const b = await names(tokens['team-b-owner']!);

@@ -13,7 +13,8 @@ type Client = () => ApiClient;
 /** --since takes an ISO time or a duration back from now ("1h", "7d"). */
 function since(value: string): string {
   const ms = parseDuration(value);
-  if (ms !== undefined) return new Date(Date.now() - ms).toISOString();
+  // A duration longer than the log can be old means "from the start" (and keeps the Date valid).
+  if (ms !== undefined) return new Date(Math.max(0, Date.now() - ms)).toISOString();
   if (!Number.isNaN(Date.parse(value))) return new Date(value).toISOString();
   throw new CliError(`--since takes a time (2026-11-24T10:00:00Z) or a duration (1h, 7d), got '${value}'`);
 }

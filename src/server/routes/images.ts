@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { ErrorSchema } from '../../shared/api.ts';
 import type { App, AppDeps } from '../app.ts';
-import { forbidden } from '../authz.ts';
+import { actorOf, forbidden } from '../authz.ts';
 
 const Image = z.object({
   name: z.string(),
@@ -35,7 +35,7 @@ const view = ({ name, org, digest, sizeBytes, createdAt, source }: StoredImage, 
   source,
 });
 
-export function imageRoutes(app: App, { images, authz, db }: AppDeps): void {
+export function imageRoutes(app: App, { images, authz, db, audit }: AppDeps): void {
   app.get('/api/images', {
     schema: {
       tags,
@@ -65,7 +65,14 @@ export function imageRoutes(app: App, { images, authz, db }: AppDeps): void {
     handler: async (req, reply) => {
       // Images are shared by every org on the runner, and the path is read on the server.
       if (!req.caller.instanceAdmin) throw forbidden('importing images needs an instance administrator (the user `berth up` made)');
-      return reply.code(201).send(view(await images.importArchive(req.body.path, { name: req.body.name }), new Map()));
+      const imported = await images.importArchive(req.body.path, { name: req.body.name });
+      // An instance image is one every org may run, so each org's log says it arrived (the
+      // audit hook records only calls scoped to one org). The host path stays out of it.
+      const orgs = await db.selectFrom('orgs').select('id').execute();
+      for (const { id } of orgs) {
+        await audit.append({ orgId: id, actor: actorOf(req.caller), action: 'image.import', target: imported.name, details: { digest: imported.digest, source: imported.source, scope: 'instance' } });
+      }
+      return reply.code(201).send(view(imported, new Map()));
     },
   });
 }
