@@ -3,6 +3,7 @@
 // HostWorkspace runs on this machine, for unit tests and the bench.
 import { spawn } from 'node:child_process';
 import { resolve } from 'node:path';
+import type { CommandIntent } from '../shared/audit-words.ts';
 import { timerDelay } from '../shared/units.ts';
 
 export interface ExecResult {
@@ -11,6 +12,8 @@ export interface ExecResult {
   stderr: Buffer;
   timedOut: boolean;
   durationMs: number;
+  /** What the environment says of how it ended, such as "killed: out of memory (limit 256m)". */
+  message?: string | undefined;
 }
 
 export interface ExecOptions {
@@ -22,6 +25,11 @@ export interface ExecOptions {
   env?: Record<string, string>;
   /** Kills the command when aborted (the task was cancelled); it then ends as if timed out. */
   signal?: AbortSignal;
+  /**
+   * What the command is for, when a tool runs a wrapper script: the audit log records the
+   * intent (`file.written`, the path) rather than the script. A host workspace keeps no log.
+   */
+  intent?: CommandIntent;
 }
 
 export interface Workspace {

@@ -66,3 +66,13 @@ export function cgroupUsage(cgroupsPath: string): CgroupUsage {
     pids: readNumber(`/sys/fs/cgroup/pids${cgroupsPath}/pids.current`),
   };
 }
+
+/**
+ * How many processes the kernel's OOM killer has killed in a container's cgroup since it
+ * was made (the environment's last start): `oom_kill` in memory.events (v2) or in
+ * memory.oom_control (v1, kernel 4.13 and later). Null where the host does not say.
+ */
+export function oomKillCount(cgroupsPath: string): number | null {
+  const file = cgroupLayout() === 'v2' ? `/sys/fs/cgroup${cgroupsPath}/memory.events` : `/sys/fs/cgroup/memory${cgroupsPath}/memory.oom_control`;
+  return readStat(file, 'oom_kill');
+}

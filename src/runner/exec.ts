@@ -10,6 +10,10 @@ export interface ExitStatus {
   exitCode: number;
   timedOut: boolean;
   durationMs: number;
+  /** The kernel's OOM killer ended the command (oom.ts); set by the runner where the host counts OOM kills. */
+  oomKilled?: boolean;
+  /** What Berth has to say of how it ended, such as "killed: out of memory (limit 256m)". */
+  message?: string;
 }
 
 /** A command running inside an environment. */

@@ -12,10 +12,11 @@ import { SOCKET_NAME } from './agent/protocol.ts';
 import type { ContainerStatus, IsolationBackend } from './backends/backend.ts';
 import { OciRuntime, type RuntimeName } from './backends/oci-runtime.ts';
 import { ociConfig, WORKSPACE } from './bundle.ts';
-import { cgroupLayout, cgroupUsage, HYBRID_UNIFIED_MOUNT, type CgroupUsage } from './cgroups.ts';
+import { cgroupLayout, cgroupUsage, HYBRID_UNIFIED_MOUNT, oomKillCount, type CgroupUsage } from './cgroups.ts';
 import { DiskPool, makeDisk } from './disk.ts';
 import { startCommand, type RunningCommand } from './exec.ts';
 import { ID_BASE } from './idmap.ts';
+import { watchOom } from './oom.ts';
 import type { ImageRecord, ImageStore } from './images/index.ts';
 import { CA_BUNDLE_PATH, NetworkManager, type RunnerNetworkOptions } from './network/index.ts';
 import { isMounted, mountsThen, unmountOverlay } from './overlay.ts';
@@ -301,7 +302,12 @@ export class LocalRunner {
     return p.image ? existsSync(p.image) : existsSync(p.upper);
   }
 
+  /** Runs a command; its exit status says when the OOM killer ended it (oom.ts). */
   exec(spec: EnvironmentSpec, opts: CommandOptions): RunningCommand {
+    return watchOom(this.#exec(spec, opts), () => this.oomKills(spec.id), spec.limits.memoryBytes);
+  }
+
+  #exec(spec: EnvironmentSpec, opts: CommandOptions): RunningCommand {
     const p = this.#paths(spec.id);
     const env = [...this.#baseEnv(spec.image), ...(this.network?.environment(spec.id) ?? [])];
     if (opts.tty) env.push('TERM=xterm-256color');
@@ -351,6 +357,11 @@ export class LocalRunner {
 
   usage(id: string): CgroupUsage {
     return cgroupUsage(this.cgroupsPath(id));
+  }
+
+  /** Processes the OOM killer has ended in the environment since it last started; null when not running or not counted. */
+  oomKills(id: string): number | null {
+    return oomKillCount(this.cgroupsPath(id));
   }
 
   /** Bytes the environment has written: the size of its upper directory. */

@@ -14,17 +14,23 @@ import { z } from 'zod';
 import { BerthError, invalid, KIND_BY_STATUS, STATUS_BY_KIND, type ErrorBody } from '../shared/errors.ts';
 import type { TokenService } from './auth.ts';
 import type { Authorizer, Caller, Permission, Scope } from './authz.ts';
+import { OWNERSHIPS, type Ownership } from './ownership.ts';
 import type { EnvironmentService } from './environments/service.ts';
 import { attachRoutes, websocketBearer } from './routes/attach.ts';
 import { environmentRoutes } from './routes/environments.ts';
 import { fileRoutes } from './routes/files.ts';
+import { fileBrowserRoutes } from './routes/file-browser.ts';
 import { imageRoutes } from './routes/images.ts';
 import { metaRoutes } from './routes/meta.ts';
 import { orgRoutes } from './routes/orgs.ts';
+import { orgSettingsRoutes } from './routes/org-settings.ts';
 import { authRoutes } from './routes/auth.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { secretRoutes } from './routes/secrets.ts';
+import { projectRoutes } from './routes/projects.ts';
 import { taskRoutes } from './routes/tasks.ts';
+import { modelRoutes } from './routes/models.ts';
+import type { ModelSettingsService } from './models/service.ts';
 import { runnerRoutes } from './routes/runners.ts';
 import type { RunnerRegistry } from './runners/index.ts';
 import { policyRoutes } from './routes/policy.ts';
@@ -47,6 +53,8 @@ declare module 'fastify' {
     caller: Caller;
     /** The caller inside the route's org, for routes under /api/orgs/:org. */
     scope: Scope;
+    /** What a handler adds to its route's audit entry (the setting it changed, and to what). */
+    auditDetails?: Record<string, unknown>;
   }
   interface FastifyInstance {
     /** Every route with what it needs: the tests walk it so a new route cannot be forgotten. */
@@ -63,6 +71,11 @@ declare module 'fastify' {
     permission?: Permission;
     /** The audit action a successful call records; required for every route that changes something. */
     audit?: string;
+    /**
+     * What the route does with the environment or task it names, and so who may (ownership.ts):
+     * required for every route on one (OWNED_ROUTE). The services enforce it; the tests check the two agree.
+     */
+    ownership?: Ownership;
   }
 }
 
@@ -71,8 +84,12 @@ export interface RouteEntry {
   url: string;
   permission: Permission | undefined;
   audit: string | undefined;
+  ownership: Ownership | undefined;
   websocket: boolean;
 }
+
+/** Routes on one environment or task: each declares its ownership (ownership.ts). */
+export const OWNED_ROUTE = /^\/api\/orgs\/:org\/(?:.+\/)?(?:environments|tasks)\/:id(?:\/|$)/;
 
 export interface AppDeps {
   logger: Logger;
@@ -94,6 +111,10 @@ export interface AppDeps {
   /** Which repositories may be named (projects, one-off tasks) and reached from the host. */
   repos: RepoAccess;
   health: () => { database: 'pglite' | 'postgres'; runtime: string };
+  /** The org's and projects' model settings; without them the model routes are not served. */
+  models?: ModelSettingsService | undefined;
+  /** The URL people reach this Berth at (BERTH_PUBLIC_URL, else the listen address), for links such as invites. */
+  publicUrl?: (() => string) | undefined;
   version: string;
   /** Egress policies; made here when not given. Started and closed with the app either way. */
   policies?: PolicyService | undefined;
@@ -154,11 +175,14 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     const url = route.url ?? route.path;
     for (const method of ([] as string[]).concat(route.method)) {
       if (method !== 'HEAD') {
-        routeTable.push({ method, url, permission: route.config?.permission, audit: route.config?.audit, websocket: Boolean((route as { websocket?: boolean }).websocket) });
+        routeTable.push({ method, url, permission: route.config?.permission, audit: route.config?.audit, ownership: route.config?.ownership, websocket: Boolean((route as { websocket?: boolean }).websocket) });
       }
     }
     if (url.startsWith('/api/orgs/:org') && !route.config?.permission) {
       throw new Error(`route ${route.method} ${url} declares no permission`);
+    }
+    if (OWNED_ROUTE.test(url) && !OWNERSHIPS.includes(route.config?.ownership as Ownership)) {
+      throw new Error(`route ${route.method} ${url} declares no ownership: 'org' (reads it), 'shared' (uses it) or 'owner' (removes or shares it); see src/server/ownership.ts`);
     }
     const methods = ([] as string[]).concat(route.method);
     const changes = methods.some((m) => !['GET', 'HEAD', 'OPTIONS'].includes(m));
@@ -226,7 +250,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
         actor: req.scope.actor,
         action,
         target: params.id ?? params.name ?? auditTarget(payload),
-        details: { method: req.method, path: req.url.split('?')[0] },
+        details: { method: req.method, path: req.url.split('?')[0], ...req.auditDetails },
       });
     } catch (err) {
       // The change is made and this hook cannot take it back; what it must not do is let
@@ -258,12 +282,16 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     metaRoutes(api, deps);
     authRoutes(api, deps);
     orgRoutes(api, deps);
+    orgSettingsRoutes(api, deps);
     secretRoutes(api, deps);
+    projectRoutes(api, deps);
     taskRoutes(api, deps);
+    if (deps.models) modelRoutes(api, deps.models);
     auditRoutes(api, deps);
     environmentRoutes(api, deps);
     attachRoutes(api, deps);
     fileRoutes(api, deps);
+    fileBrowserRoutes(api, deps);
     imageRoutes(api, deps);
     runnerRoutes(api, deps);
     policyRoutes(api, { policies, networkEvents });

@@ -14,6 +14,8 @@ export const atLeast = (have: Role, need: Role) => roleRank(have) >= roleRank(ne
 export const PERMISSIONS = {
   'org.read': 'viewer',
   'org.manage': 'owner',
+  // The org's settings (auto-start): owners and admins.
+  'org.settings': 'admin',
   'environment.read': 'viewer',
   'environment.write': 'member',
   'environment.exec': 'member',
@@ -38,6 +40,9 @@ export const PERMISSIONS = {
   'policy.manage': 'admin',
   // An environment's own policy: members may narrow it, only admins widen it (policy/service.ts).
   'policy.environment': 'member',
+  // An org's and its projects' model settings: which model API and which key secret tasks use.
+  'model.read': 'viewer',
+  'model.manage': 'admin',
 } as const satisfies Record<string, Role>;
 
 export type Permission = keyof typeof PERMISSIONS;
@@ -61,6 +66,11 @@ export interface Scope {
   /** How the audit log names the caller. */
   actor: string;
   caller: Caller;
+  /**
+   * Set when a task acts (tasks/sandbox.ts taskScope): it may use the environment it made,
+   * and what it makes belongs to the task's owner (ownership.ts).
+   */
+  task?: { id: string; ownerId: string | null } | undefined;
 }
 
 export const actorOf = (c: Caller) => (c.kind === 'user' ? `user:${c.userId}` : `token:${c.tokenId}`);

@@ -48,6 +48,10 @@ export const CreateEnvironmentBody = z.strictObject({
 });
 export type CreateEnvironmentBody = z.infer<typeof CreateEnvironmentBody>;
 
+/** A person Berth names: a user, or an org token with no maker (email null). */
+export const Person = z.object({ id: z.string(), email: z.string().nullable(), name: z.string().nullable() });
+export type Person = z.infer<typeof Person>;
+
 export const Environment = z.object({
   id: z.string(),
   name: z.string(),
@@ -67,6 +71,9 @@ export const Environment = z.object({
   createdAt: z.string(),
   startedAt: z.string().nullable(),
   lastActiveAt: z.string().nullable(),
+  owner: Person.nullable().describe("who it belongs to: its maker (an org token's maker), or for a task's environment the task's; null when not on record"),
+  sharedWith: z.object({ org: z.boolean().describe('everyone in the org may use it'), users: z.array(Person) }).describe('who else may use it: `berth env share`'),
+  mayUse: z.boolean().describe('the caller may run commands in it, copy files, start and stop it: its owner, an admin or owner of the org, or someone it is shared with (not a viewer)'),
 });
 export type Environment = z.infer<typeof Environment>;
 
@@ -75,10 +82,18 @@ export const EnvironmentUsage = z.object({
   cpuSeconds: z.number().nullable(),
   pids: z.number().nullable(),
   diskBytes: z.number().nullable(),
+  oomKills: z.number().nullable().describe("processes the kernel's OOM killer ended in the environment since it last started"),
 });
 export type EnvironmentUsage = z.infer<typeof EnvironmentUsage>;
 
-export const EnvironmentDetail = Environment.extend({ usage: EnvironmentUsage.nullable() });
+export const ShareRef = EnvironmentRef.extend({
+  grantee: z.string().min(1).max(320).describe("a member's email (or user id), or `org` for everyone in the org"),
+});
+
+export const EnvironmentDetail = Environment.extend({
+  usage: EnvironmentUsage.nullable(),
+  lastOomKillAt: z.string().nullable().describe('when a command last saw the OOM killer end a process in the environment'),
+});
 export type EnvironmentDetail = z.infer<typeof EnvironmentDetail>;
 
 export const ListEnvironmentsQuery = z.strictObject({
@@ -113,8 +128,25 @@ export const ExecResult = z.object({
   stderr: z.string().describe('at most 16 MiB, as stdout'),
   durationMs: z.number(),
   timedOut: z.boolean(),
+  oomKilled: z.boolean().describe("the kernel's OOM killer ended the command: it ran out of the environment's memory"),
+  message: z.string().nullable().describe('what Berth says of how it ended, such as "killed: out of memory (limit 256m)"; null when nothing'),
 });
 export type ExecResult = z.infer<typeof ExecResult>;
+
+/**
+ * Set on a reply (exec, its stream, file copies) when the environment was stopped and
+ * Berth started it to serve the call; its value is the environment's name. The attach
+ * WebSocket says the same in a `{"type": "started", "environment": NAME}` text frame.
+ */
+export const STARTED_HEADER = 'x-berth-started';
+
+/** An org's settings. */
+export const OrgSettings = z.object({
+  autoStart: z.boolean().describe('a stopped environment reached by exec, a terminal or a copy starts by itself (default true)'),
+});
+export type OrgSettings = z.infer<typeof OrgSettings>;
+export const OrgSettingsPatch = z.strictObject({ autoStart: OrgSettings.shape.autoStart.optional() });
+export type OrgSettingsPatch = z.infer<typeof OrgSettingsPatch>;
 
 /** The first (text) frame a client sends on the attach WebSocket. */
 export const AttachStart = ExecBody.omit({ stdin: true }).extend({

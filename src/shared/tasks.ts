@@ -69,7 +69,7 @@ export type TaskEventData =
   /** One tool call of the built-in agent and what came back to the model. */
   | { type: 'tool'; id: string; tool: string; args: unknown; output: string; error: boolean; exitCode: number | null; durationMs: number }
   /** A command Berth ran for the task: setup, checks, the command agent. */
-  | { type: 'command'; phase: 'setup' | 'agent' | 'check'; cmd: string; exitCode: number; output: string; durationMs: number; timedOut: boolean }
+  | { type: 'command'; phase: 'setup' | 'agent' | 'check'; cmd: string; exitCode: number; output: string; durationMs: number; timedOut: boolean; message?: string }
   | { type: 'check'; attempt: number; passed: boolean; exitCode: number; summary: string }
   | { type: 'result'; summary: string }
   /**

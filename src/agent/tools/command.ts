@@ -30,7 +30,9 @@ export const runCommand: Tool<typeof schema> = {
       ? '[cancelled]'
       : res.timedOut
         ? `[timed out after ${Math.round(timeoutMs / 1000)} s and was killed: give it a longer timeout_seconds, or run less at once]`
-        : `[exit code ${res.exitCode}, ${seconds} s]`;
+        : res.message
+          ? `[${res.message}: exit code ${res.exitCode}, ${seconds} s]`
+          : `[exit code ${res.exitCode}, ${seconds} s]`;
     return { output: `${output}${output && !output.endsWith('\n') ? '\n' : ''}${status}`, error: false, exitCode: res.exitCode };
   },
 };

@@ -1,6 +1,8 @@
 import type { AttachStart } from '../../shared/api.ts';
 import { STREAM } from '../../shared/api.ts';
+import type { ErrorKind } from '../../shared/errors.ts';
 import type { ApiClient } from '../client.ts';
+import { ApiError } from '../errors.ts';
 import { CliError } from '../output.ts';
 
 export interface AttachOptions {
@@ -13,8 +15,8 @@ export interface AttachOptions {
 }
 
 /** Runs a command over the attach WebSocket, wiring it to this terminal. Resolves to its exit code. */
-export function attach(client: ApiClient, id: string, o: AttachOptions): Promise<number> {
-  const ws = client.websocket(client.orgPath(`environments/${encodeURIComponent(id)}/attach`));
+export async function attach(client: ApiClient, id: string, o: AttachOptions): Promise<number> {
+  const ws = await client.websocket(client.orgPath(`environments/${encodeURIComponent(id)}/attach`));
   const stdin = process.stdin;
   const rawTty = o.tty && stdin.isTTY;
   const cols = process.stdout.columns || 80;
@@ -57,10 +59,14 @@ export function attach(client: ApiClient, id: string, o: AttachOptions): Promise
         (buf[0] === STREAM.stderr ? process.stderr : process.stdout).write(buf.subarray(1));
         return;
       }
-      const message = JSON.parse(buf.toString()) as { type: string; exitCode?: number; timedOut?: boolean; error?: { message: string } };
-      if (message.type === 'exit') {
+      const message = JSON.parse(buf.toString()) as { type: string; exitCode?: number; timedOut?: boolean; message?: string | null; environment?: string; error?: { message: string } };
+      if (message.type === 'started') {
+        process.stderr.write(`berth: environment ${message.environment ?? id} was stopped; starting it\n`);
+      } else if (message.type === 'exit') {
         exitCode = message.exitCode ?? 1;
         if (message.timedOut) process.stderr.write(`berth: the command ran past its timeout and was killed\n`);
+        // "killed: out of memory (limit 256m)"
+        if (message.message) process.stderr.write(`berth: ${message.message}\n`);
       } else if (message.type === 'error') {
         restore();
         reject(new CliError(message.error?.message ?? 'the command failed'));
@@ -72,13 +78,13 @@ export function attach(client: ApiClient, id: string, o: AttachOptions): Promise
       res.on('data', (c: Buffer) => (body += c));
       res.on('end', () => {
         restore();
-        let message = `${res.statusCode} ${res.statusMessage}`;
+        let error: { message?: string; kind?: ErrorKind; field?: string } = {};
         try {
-          message = JSON.parse(body).error.message;
+          error = JSON.parse(body).error;
         } catch {
           // keep the status line
         }
-        reject(new CliError(message));
+        reject(new ApiError(error.message || `${res.statusCode} ${res.statusMessage}`, res.statusCode ?? 500, error.kind, error.field));
       });
     });
     ws.on('error', (err) => {

@@ -5,7 +5,7 @@ import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar';
 import type { ReadEntry } from 'tar';
-import type { ExecResult } from '../../shared/api.ts';
+import { STARTED_HEADER, type ExecResult } from '../../shared/api.ts';
 import { CopyChecker, copyLimitsFrom, CopyRefused, isPlainName, SKIPPED_HEADER, type CopyLimits } from '../../shared/copy-archive.ts';
 import type { ApiClient } from '../client.ts';
 import { CliError } from '../output.ts';
@@ -24,6 +24,12 @@ function remote(arg: string): RemotePath | undefined {
   return { env: m[1]!, path };
 }
 
+/** Says on stderr when the environment was stopped and Berth started it for this copy. */
+function sayStarted(res: Response): void {
+  const name = res.headers.get(STARTED_HEADER);
+  if (name) process.stderr.write(`berth: environment ${name} was stopped; starting it\n`);
+}
+
 const filesUrl = (c: ApiClient, r: RemotePath) => c.orgPath(`environments/${encodeURIComponent(r.env)}/files?path=${encodeURIComponent(r.path)}`);
 
 export async function copy(client: ApiClient, src: string, dest: string): Promise<void> {
@@ -38,9 +44,14 @@ export async function copy(client: ApiClient, src: string, dest: string): Promis
 async function upload(client: ApiClient, local: string, to: RemotePath): Promise<void> {
   if (!existsSync(local)) throw new CliError(`${local}: no such file or folder`);
   // Like cp: into the folder when the destination is one, else under the destination's name.
-  const probe = await client.request<ExecResult>('POST', client.orgPath(`environments/${encodeURIComponent(to.env)}/exec`), {
-    cmd: ['sh', '-c', '[ -d "$1" ]', 'sh', to.path],
+  const probed = await client.fetch(client.orgPath(`environments/${encodeURIComponent(to.env)}/exec`), {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ cmd: ['sh', '-c', '[ -d "$1" ]', 'sh', to.path] }),
   });
+  // The probe is what starts a stopped environment; the upload then finds it running.
+  sayStarted(probed);
+  const probe = (await probed.json()) as ExecResult;
   // A trailing slash names a folder, made if missing.
   const intoDir = probe.exitCode === 0 || to.path.endsWith('/');
   const targetDir = intoDir ? to.path : dirname(to.path);
@@ -55,12 +66,13 @@ async function upload(client: ApiClient, local: string, to: RemotePath): Promise
     },
     [top],
   );
-  await client.fetch(filesUrl(client, { env: to.env, path: targetDir }), {
+  const put = await client.fetch(filesUrl(client, { env: to.env, path: targetDir }), {
     method: 'PUT',
     headers: { 'content-type': 'application/x-tar' },
     body: Readable.toWeb(Readable.from(pack)) as ReadableStream,
     duplex: 'half',
   });
+  sayStarted(put);
 }
 
 async function download(client: ApiClient, from: RemotePath, local: string): Promise<void> {
@@ -77,6 +89,7 @@ async function download(client: ApiClient, from: RemotePath, local: string): Pro
   const parent = intoDir ? local : dirname(local);
   if (!existsSync(parent)) throw new CliError(`${parent}: no such folder`);
   const res = await client.fetch(filesUrl(client, from));
+  sayStarted(res);
   // Unpack beside the destination, then move into place: a failed copy leaves nothing half-written.
   const staging = await mkdtemp(join(parent, '.berth-cp-'));
   try {

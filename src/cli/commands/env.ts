@@ -1,11 +1,10 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import type { CreateEnvironmentBody, Environment, EnvironmentDetail, EnvironmentList, NetworkEventView } from '../../shared/api.ts';
+import type { CreateEnvironmentBody, Environment, EnvironmentDetail, EnvironmentList, NetworkEventView, Person } from '../../shared/api.ts';
 import { formatDuration, formatSize } from '../../shared/units.ts';
 import type { ApiClient } from '../client.ts';
 import { age, CliError, printJson, printTable, withSpinner } from '../output.ts';
-import { attach } from './attach.ts';
-import { copy } from './cp.ts';
+// attach.ts (ws, the API schemas) and cp.ts (tar) load in their actions: every command pays for what loads here.
 
 type Client = () => ApiClient;
 
@@ -15,6 +14,14 @@ function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
 
+
+/** A person as the CLI names them: email, else name, else id. */
+const who = (p: Person | null) => (p === null ? '-' : (p.email ?? p.name ?? p.id));
+
+function sharedWith(env: Environment): string {
+  const s = env.sharedWith;
+  return [...(s.org ? ['everyone in the org'] : []), ...s.users.map(who)].join(', ') || 'no one';
+}
 
 function printEnvironment(env: Environment | EnvironmentDetail): void {
   const l = env.limits;
@@ -27,6 +34,8 @@ function printEnvironment(env: Environment | EnvironmentDetail): void {
     ['idle timeout', l.idleTimeoutMs === null ? 'off' : formatDuration(l.idleTimeoutMs)],
     ['max lifetime', l.maxLifetimeMs === null ? 'off' : formatDuration(l.maxLifetimeMs)],
     ['created', `${env.createdAt} (${age(env.createdAt)} ago)`],
+    ['owner', env.owner ? who(env.owner) : 'none on record (admins and owners use it)'],
+    ['shared with', sharedWith(env)],
   ];
   if (env.startedAt) lines.push(['started', env.startedAt]);
   if ('usage' in env && env.usage) {
@@ -38,6 +47,14 @@ function printEnvironment(env: Environment | EnvironmentDetail): void {
       u.diskBytes === null ? null : `${formatSize(u.diskBytes)} written`,
     ].filter(Boolean);
     lines.push(['usage', parts.join(', ')]);
+  }
+  // The OOM killer at work: how often since the last start (the cgroup's count), and when a command last saw it.
+  const oomKills = 'usage' in env ? (env.usage?.oomKills ?? 0) : 0;
+  const lastOom = 'lastOomKillAt' in env ? env.lastOomKillAt : null;
+  if (oomKills > 0 || lastOom) {
+    const since = oomKills > 0 ? `${oomKills} process${oomKills === 1 ? '' : 'es'} killed since it started (limit ${formatSize(l.memoryBytes)})` : null;
+    const last = lastOom ? `last ${lastOom} (${age(lastOom)} ago)` : null;
+    lines.push(['out of memory', [since, last].filter(Boolean).join('; ')]);
   }
   const width = Math.max(...lines.map(([k]) => k.length));
   process.stdout.write(`${lines.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join('\n')}\n`);
@@ -104,8 +121,8 @@ export function envCommands(program: Command, client: Client): void {
       } while (cursor);
       if (o.json) return printJson(items);
       printTable(
-        ['ID', 'NAME', 'STATE', 'IMAGE', 'CPU', 'MEMORY', 'AGE'],
-        items.map((e) => [e.id, e.name, e.state, e.image, String(e.limits.cpus), formatSize(e.limits.memoryBytes), age(e.createdAt)]),
+        ['ID', 'NAME', 'STATE', 'OWNER', 'IMAGE', 'CPU', 'MEMORY', 'AGE'],
+        items.map((e) => [e.id, e.name, e.state, who(e.owner), e.image, String(e.limits.cpus), formatSize(e.limits.memoryBytes), age(e.createdAt)]),
       );
     });
 
@@ -159,6 +176,7 @@ export function envCommands(program: Command, client: Client): void {
         if (eq <= 0) throw new CliError(`--env takes K=V, got '${kv}'`);
         env[kv.slice(0, eq)] = kv.slice(eq + 1);
       }
+      const { attach } = await import('./attach.ts');
       const code = await attach(client(), id, { cmd, cwd: o.cwd, env, timeout: o.timeout, interactive: Boolean(o.interactive), tty: Boolean(o.tty) });
       process.exitCode = code;
     });
@@ -194,8 +212,28 @@ export function envCommands(program: Command, client: Client): void {
       );
     });
 
+  // Members use their own environments; its owner (or an admin) lets others use one too.
+  for (const [verb, method, description] of [
+    ['share', 'PUT', 'let a member of the org (--with EMAIL) or everyone in it (--org) use an environment as their role allows'],
+    ['unshare', 'DELETE', 'take back what `env share` gave'],
+  ] as const) {
+    env
+      .command(`${verb} <id>`)
+      .description(description)
+      .option('--with <email>', 'a member of the org, by email')
+      .option('--org', 'everyone in the org')
+      .option('--json', 'print JSON')
+      .action(async (id: string, o) => {
+        if (Boolean(o.with) === Boolean(o.org)) throw new CliError(`give --with EMAIL or --org: \`berth env ${verb} ${id} --with dev@example.com\``);
+        const grantee: string = o.org ? 'org' : o.with;
+        const result = await client().request<Environment>(method, envPath(client(), id, `/shares/${encodeURIComponent(grantee)}`));
+        if (o.json) return printJson(result);
+        process.stdout.write(`${result.name} is shared with ${sharedWith(result)}\n`);
+      });
+  }
+
   env
     .command('cp <src> <dest>')
     .description('copy files in (LOCAL ID:PATH) or out (ID:PATH LOCAL)')
-    .action(async (src: string, dest: string) => copy(client(), src, dest));
+    .action(async (src: string, dest: string) => (await import('./cp.ts')).copy(client(), src, dest));
 }

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import type { OrgSettings, OrgSettingsPatch } from '../../shared/api.ts';
 import type { ApiClient } from '../client.ts';
 import { age, CliError, printJson, printTable } from '../output.ts';
 
@@ -21,6 +22,13 @@ interface Member {
   name: string;
   role: string;
   createdAt: string;
+  pending?: boolean;
+}
+interface Invite {
+  id: string;
+  url: string;
+  code: string;
+  expiresAt: string;
 }
 interface Token {
   id: string;
@@ -56,6 +64,32 @@ export function orgCommands(program: Command, client: Client): void {
       else process.stdout.write(`${created.id} ${created.name}\n`);
     });
 
+  const printSettings = (settings: OrgSettings) => process.stdout.write(`auto-start  ${settings.autoStart ? 'on' : 'off'}\n`);
+  org
+    .command('show')
+    .description("the chosen org's settings")
+    .option('--json', 'print JSON')
+    .action(async (o) => {
+      const settings = await client().request<OrgSettings>('GET', client().orgPath('settings'));
+      if (o.json) printJson(settings);
+      else printSettings(settings);
+    });
+  org
+    .command('set')
+    .description("change the chosen org's settings (owners and admins)")
+    .option('--auto-start <on|off>', 'start a stopped environment by itself when exec, a terminal or a copy reaches it (default on)', (v) => {
+      if (v !== 'on' && v !== 'off') throw new CliError(`--auto-start is on or off, got '${v}'`, 2);
+      return v === 'on';
+    })
+    .option('--json', 'print JSON')
+    .action(async (o) => {
+      const patch: OrgSettingsPatch = { autoStart: o.autoStart };
+      if (Object.values(patch).every((v) => v === undefined)) throw new CliError('nothing to set: give --auto-start on|off', 2);
+      const settings = await client().request<OrgSettings>('PATCH', client().orgPath('settings'), patch);
+      if (o.json) printJson(settings);
+      else printSettings(settings);
+    });
+
   const member = program.command('member').description('members of an org and their roles');
   member
     .command('list')
@@ -64,7 +98,7 @@ export function orgCommands(program: Command, client: Client): void {
     .action(async (o) => {
       const { items } = await client().request<{ items: Member[] }>('GET', client().orgPath('members'));
       if (o.json) return printJson(items);
-      printTable(['EMAIL', 'NAME', 'ROLE', 'SINCE'], items.map((m) => [m.email, m.name, m.role, age(m.createdAt)]));
+      printTable(['EMAIL', 'NAME', 'ROLE', 'SINCE', 'STATE'], items.map((m) => [m.email, m.name, m.role, age(m.createdAt), m.pending ? 'invited' : '-']));
     });
   member
     .command('add <email>')
@@ -72,11 +106,21 @@ export function orgCommands(program: Command, client: Client): void {
     .description('add a member, or change their role')
     .requiredOption('--role <role>', `one of ${ROLES.join(', ')}`, role)
     .option('--name <name>', 'display name for a new user')
+    .option('--invite', 'also make a one-time invite link for them to sign in with (no identity provider needed)')
+    .option('--expires <duration>', 'how long the invite link works (default 7d, at most 30d)')
     .option('--json', 'print JSON')
     .action(async (email: string, o) => {
+      if (o.expires && !o.invite) throw new CliError('--expires is for the invite link: add --invite', 2);
       const m = await client().request<Member>('PUT', client().orgPath(`members/${encodeURIComponent(email)}`), { role: o.role, name: o.name });
-      if (o.json) printJson(m);
-      else process.stdout.write(`${m.email} ${m.role}\n`);
+      if (!o.invite) {
+        if (o.json) printJson(m);
+        else process.stdout.write(`${m.email} ${m.role}\n`);
+        return;
+      }
+      const invite = await client().request<Invite>('POST', client().orgPath(`members/${encodeURIComponent(email)}/invite`), { expires: o.expires });
+      if (o.json) return printJson({ ...m, pending: true, invite });
+      process.stderr.write(`${m.email} ${m.role}, invited: send them this link; it works once, until ${invite.expiresAt} (\`berth login URL --invite CODE\` takes it too):\n`);
+      process.stdout.write(`${invite.url}\n`);
     });
   member
     .command('rm <email>')

@@ -291,4 +291,103 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('network_policies').addColumn('set_by_role', 'text', (c) => c.notNull().defaultTo('admin')).execute();
     },
   },
+  '0010_models': {
+    async up(db: Kysely<any>) {
+      // The model an org's or a project's tasks use instead of the instance default: the
+      // provider, its base URL, the model, and the NAME of the secret holding the key (the
+      // key itself stays in secrets, sealed). One row per org (project_id null) and per project.
+      await db.schema
+        .createTable('models')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('org_id', 'text', (c) => c.notNull().references('orgs.id'))
+        .addColumn('project_id', 'text', (c) => c.references('projects.id').onDelete('cascade'))
+        .addColumn('provider', 'text', (c) => c.notNull())
+        .addColumn('base_url', 'text', (c) => c.notNull())
+        .addColumn('key_secret', 'text', (c) => c.notNull())
+        .addColumn('model', 'text', (c) => c.notNull())
+        .addColumn('updated_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .addColumn('updated_by', 'text', (c) => c.notNull())
+        .execute();
+      await sql`create unique index models_org on models (org_id) where project_id is null`.execute(db);
+      await sql`create unique index models_project on models (project_id) where project_id is not null`.execute(db);
+      // Which model settings a task went by, written when it starts, so `berth task show` can
+      // say: the provider; who named the model (task, project, org or instance); whose
+      // provider, base URL and key it used (project, org or instance).
+      await db.schema.alterTable('tasks').addColumn('model_provider', 'text').execute();
+      await db.schema.alterTable('tasks').addColumn('model_source', 'text').execute();
+      await db.schema.alterTable('tasks').addColumn('model_settings', 'text').execute();
+    },
+  },
+  '0011_project_archive_task_setup': {
+    async up(db: Kysely<any>) {
+      // A project whose tasks have history is archived, not deleted: the tasks keep pointing
+      // at it, it leaves every list and lookup by name, and its name is free for a new one.
+      await db.schema.alterTable('projects').addColumn('archived_at', 'timestamptz').execute();
+      await db.schema.alterTable('projects').dropConstraint('projects_org_name').execute();
+      await sql`create unique index projects_org_name on projects (org_id, name) where archived_at is null`.execute(db);
+      // Setup commands given with the task itself (`berth run --setup`), run after the
+      // repository's and the project's.
+      await db.schema.alterTable('tasks').addColumn('setup_commands', 'jsonb').execute();
+    },
+  },
+  '0012_invites': {
+    async up(db: Kysely<any>) {
+      // One-time invite links for members added by email without an identity provider: the
+      // code is kept only as a sha256 hash, used once (used_at), and lapses at expires_at.
+      await db.schema
+        .createTable('invites')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('org_id', 'text', (c) => c.notNull().references('orgs.id').onDelete('cascade'))
+        .addColumn('user_id', 'text', (c) => c.notNull().references('users.id').onDelete('cascade'))
+        .addColumn('hash', 'text', (c) => c.notNull().unique())
+        .addColumn('created_by', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .addColumn('expires_at', 'timestamptz', (c) => c.notNull())
+        .addColumn('used_at', 'timestamptz')
+        .execute();
+      await sql`create index invites_org_user on invites (org_id, user_id)`.execute(db);
+    },
+  },
+  '0013_auto_start_oom': {
+    async up(db: Kysely<any>) {
+      // Whether a stopped environment reached by exec, a terminal or a copy starts by itself
+      // (on by default; an owner or admin turns it off for the org).
+      await db.schema.alterTable('orgs').addColumn('auto_start', 'boolean', (c) => c.notNull().defaultTo(true)).execute();
+      // When a command last saw the kernel's OOM killer end a process in the environment.
+      await db.schema.alterTable('environments').addColumn('last_oom_kill_at', 'timestamptz').execute();
+    },
+  },
+  '0014_ownership': {
+    async up(db: Kysely<any>) {
+      // Environments and tasks belong to whoever made them (server/ownership.ts): owner_id is
+      // the user (for an org token, the user who made it), or the token when it has no maker.
+      // A task's environment belongs to the task's owner and names the task.
+      await db.schema.alterTable('environments').addColumn('owner_id', 'text').execute();
+      await db.schema.alterTable('environments').addColumn('task_id', 'text').execute();
+      await db.schema.alterTable('tasks').addColumn('owner_id', 'text').execute();
+      // Who else may use an environment: one user (grantee = their id) or the whole org ('org').
+      await db.schema
+        .createTable('environment_shares')
+        .addColumn('environment_id', 'text', (c) => c.notNull())
+        .addColumn('org_id', 'text', (c) => c.notNull())
+        .addColumn('grantee', 'text', (c) => c.notNull())
+        .addColumn('created_by', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .addPrimaryKeyConstraint('environment_shares_pk', ['environment_id', 'grantee'])
+        .execute();
+      // What was made before is given to its maker where the record says who that was: a
+      // task to its creator (an org token's to the user who made the token), a task's
+      // environment to the task's owner, any other environment to whoever the audit log
+      // shows creating it. The rest stays without an owner: admins and owners use it, and share it.
+      await sql`update tasks set owner_id = substr(created_by, 6) where created_by like 'user:%'`.execute(db);
+      await sql`update tasks set owner_id = coalesce(tokens.user_id, tokens.id) from tokens where tasks.created_by = 'token:' || tokens.id`.execute(db);
+      await sql`update environments set owner_id = tasks.owner_id, task_id = tasks.id from tasks where tasks.environment_id = environments.id`.execute(db);
+      await sql`update environments set owner_id = substr(a.actor, 6) from audit_entries a
+        where environments.owner_id is null and environments.task_id is null and a.org_id = environments.org_id
+          and a.action = 'environment.create' and a.target = environments.id and a.actor like 'user:%'`.execute(db);
+      await sql`update environments set owner_id = coalesce(tokens.user_id, tokens.id) from audit_entries a, tokens
+        where environments.owner_id is null and environments.task_id is null and a.org_id = environments.org_id
+          and a.action = 'environment.create' and a.target = environments.id and a.actor = 'token:' || tokens.id`.execute(db);
+    },
+  },
 };

@@ -3,6 +3,7 @@ import type { EnvironmentState } from '../../shared/environment.ts';
 import type { ForgeSettings } from '../../forges/index.ts';
 import type { ProjectWorkSettings } from '../tasks/repo-config.ts';
 import type { RunnerReport } from '../../shared/api-runners.ts';
+import type { ModelProvider, ModelScope, ModelSource } from '../../shared/api-models.ts';
 import type { AgentKind, ChangeRequest, TaskBudget, TaskEventData, TaskState, TaskStep } from '../../shared/tasks.ts';
 
 
@@ -15,6 +16,8 @@ export interface OrgTable {
   id: string;
   name: string;
   created_at: CreatedAt;
+  /** A stopped environment reached by exec, a terminal or a copy starts by itself (default true). */
+  auto_start: ColumnType<boolean, boolean | undefined, boolean>;
 }
 
 export type Role = 'owner' | 'admin' | 'member' | 'viewer';
@@ -61,6 +64,8 @@ export interface ProjectTable {
   default_branch: ColumnType<string, string | undefined, string>;
   settings: ColumnType<ProjectSettings, string | undefined, string>;
   created_at: CreatedAt;
+  /** Set when the project was removed while tasks still refer to it: gone from lists and lookups by name. */
+  archived_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
 export interface ProjectSettings {
@@ -138,6 +143,23 @@ export interface EnvironmentTable {
   updated_at: CreatedAt;
   started_at: Timestamp | null;
   last_active_at: Timestamp | null;
+  /** Who it belongs to (server/ownership.ts): a user id, or an org token's id when the token has no maker; null when not on record. */
+  owner_id: ColumnType<string | null, string | null | undefined, string | null>;
+  /** The task that made it, for a task's environment. */
+  task_id: ColumnType<string | null, string | null | undefined, string | null>;
+  /** When a command last saw the OOM killer end a process in it. */
+  last_oom_kill_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+/** Who else may use an environment besides its owner and the org's admins and owners. */
+export interface EnvironmentShareTable {
+  environment_id: string;
+  org_id: string;
+  /** A user's id, or 'org' for everyone in the org. */
+  grantee: string;
+  /** The audit actor who shared it. */
+  created_by: string;
+  created_at: CreatedAt;
 }
 
 export interface TaskTable {
@@ -154,14 +176,24 @@ export interface TaskTable {
   model: string | null;
   /** Whether `model` is the runner's default (BERTH_MODEL), written when the task started. */
   model_default: ColumnType<boolean, boolean | undefined, boolean>;
+  /** The provider of the model settings the task started with (models/resolve.ts). */
+  model_provider: ColumnType<ModelProvider | null, ModelProvider | null | undefined, ModelProvider | null>;
+  /** Who named the model: the task, its project, the org or the instance (BERTH_MODEL). */
+  model_source: ColumnType<ModelSource | null, ModelSource | null | undefined, ModelSource | null>;
+  /** Whose provider, base URL and key it used: the project's, the org's or the instance's (berth up's environment). */
+  model_settings: ColumnType<ModelScope | null, ModelScope | null | undefined, ModelScope | null>;
   budget: ColumnType<TaskBudget, string, string>;
   check_command: string | null;
+  /** Setup commands given with the task, run after the repository's and the project's. */
+  setup_commands: ColumnType<string[] | null, string | null | undefined, string | null>;
   state: TaskState;
   state_reason: string | null;
   step: TaskStep | null;
   trigger: ColumnType<string, string | undefined, string>;
   /** Audit actor of whoever asked for the task. */
   created_by: string;
+  /** Who the task (and its environment) belongs to: as EnvironmentTable.owner_id. */
+  owner_id: ColumnType<string | null, string | null | undefined, string | null>;
   runner_id: string | null;
   environment_id: string | null;
   branch: string | null;
@@ -242,7 +274,35 @@ export interface RunnerTable {
   stopped_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
+/** An org's (project_id null) or a project's model settings; the key is the secret named key_secret. */
+export interface ModelTable {
+  id: string;
+  org_id: string;
+  project_id: string | null;
+  provider: ModelProvider;
+  base_url: string;
+  key_secret: string;
+  model: string;
+  updated_at: CreatedAt;
+  updated_by: string;
+}
+
+/** A one-time invite link: its code is kept only as a hash; used once, and not after expires_at. */
+export interface InviteTable {
+  id: string;
+  org_id: string;
+  user_id: string;
+  hash: string;
+  /** The actor who made it (`user:usr_…`, `token:tok_…`). */
+  created_by: string;
+  created_at: CreatedAt;
+  expires_at: Timestamp;
+  used_at: Timestamp | null;
+}
+
 export interface Database {
+  invites: InviteTable;
+  models: ModelTable;
   orgs: OrgTable;
   users: UserTable;
   memberships: MembershipTable;
@@ -252,6 +312,7 @@ export interface Database {
   audit_entries: AuditEntryTable;
   audit_heads: AuditHeadTable;
   environments: EnvironmentTable;
+  environment_shares: EnvironmentShareTable;
   tasks: TaskTable;
   task_events: TaskEventTable;
   network_policies: NetworkPolicyTable;
@@ -268,4 +329,5 @@ export type ProjectRow = Selectable<ProjectTable>;
 export type SecretRow = Selectable<SecretTable>;
 export type AuditEntryRow = Selectable<AuditEntryTable>;
 export type TaskRow = Selectable<TaskTable>;
+export type ModelRow = Selectable<ModelTable>;
 export type TaskUpdate = Updateable<TaskTable>;

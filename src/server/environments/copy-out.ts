@@ -18,7 +18,7 @@ import { Redactor } from '../../shared/redact.ts';
 import { tarEntries } from '../../runner/index.ts';
 import type { AuditLog } from '../audit/index.ts';
 import type { Scope } from '../authz.ts';
-import type { EnvironmentService } from './service.ts';
+import type { AutoStart, EnvironmentService } from './service.ts';
 
 // tar runs inside the environment, in its mount namespace: a symlink there resolves to
 // a path in the environment, never to the host's files.
@@ -53,12 +53,12 @@ export function splitCopyPath(path: string): [string, string] {
 }
 
 /** Reads `path` out of the environment and checks it; throws a 4xx (and records it) when refused. */
-export async function copyOut(deps: CopyOutDeps, scope: Scope, ref: string, path: string, signal?: AbortSignal): Promise<CopiedOut> {
+export async function copyOut(deps: CopyOutDeps, scope: Scope, ref: string, path: string, signal?: AbortSignal, autoStart?: AutoStart): Promise<CopiedOut> {
   const [dir, name] = splitCopyPath(path);
   const { environmentId, secrets } = await deps.environments.secretsOf(scope, ref);
   const redactor = new Redactor(secrets);
   const checker = new CopyChecker(name, deps.limits);
-  const command = await deps.environments.exec(scope, ref, { cmd: ['sh', '-c', PACK, 'sh', dir, name], timeoutMs: 3_600_000 }, { redact: false });
+  const command = await deps.environments.exec(scope, ref, { cmd: ['sh', '-c', PACK, 'sh', dir, name], timeoutMs: 3_600_000 }, { redact: false, autoStart });
   command.stdin.end();
   let stderr = '';
   command.stderr.on('data', (b: Buffer) => {

@@ -8,8 +8,10 @@ import { isEnvironmentId, newId, randomName } from '../../shared/ids.ts';
 import { formatDuration } from '../../shared/units.ts';
 import { DEFAULT_IMAGE, type CommandOptions, type EnvironmentSpec, type LocalRunner, type RunningCommand } from '../../runner/index.ts';
 import type { AuditEntry, AuditLog } from '../audit/index.ts';
-import { commandRecord } from './command-record.ts';
+import { commandRecord, intentRecord } from './command-record.ts';
+import type { CommandIntent } from '../../shared/audit-words.ts';
 import type { Scope } from '../authz.ts';
+import { assertEnvironmentAccess, environmentOwnership, granteeOf, ownerIdOf, type Ownership } from '../ownership.ts';
 import { projectIdOf } from '../projects.ts';
 import { isUniqueViolation, type Db, type EnvironmentRow, type EnvironmentUpdate, type Role } from '../db/index.ts';
 import { redactCommand, type SecretService } from '../secrets/service.ts';
@@ -26,6 +28,17 @@ export interface CreatedEnvironment {
   projectId: string | null;
   /** It was created with its own allow list (a policy row was written). */
   ownPolicy: boolean;
+}
+
+/**
+ * How a stopped environment that a person reaches for (exec, a terminal, a copy) starts by
+ * itself, unless its org turned auto-start off (exec's `how.autoStart`).
+ */
+export interface AutoStart {
+  /** How it was reached, for the audit entry. */
+  via: 'exec' | 'terminal' | 'copy';
+  /** Called with its name just before it starts, so the caller can say so. */
+  starting(name: string): void;
 }
 
 export interface ListOptions {
@@ -74,7 +87,8 @@ export class EnvironmentService {
    * @param opts.hostPaths the caller is an instance administrator, whose `image` may be a path on the server. Nobody
    *   else's may (a repository's berth.yaml or devcontainer image, as the task pipeline passes it, never is).
    */
-  async create(orgId: string, body: CreateEnvironmentBody, opts: { mayWiden?: boolean; hostPaths?: boolean; role?: Role } = {}): Promise<Environment> {
+  async create(scope: Scope, body: CreateEnvironmentBody, opts: { mayWiden?: boolean; hostPaths?: boolean; role?: Role } = {}): Promise<Environment> {
+    const { orgId } = scope;
     // Everything that can be refused is checked before anything is written.
     const limits = limitsFrom(body, this.#hostCpus);
     const name = body.name ?? randomName('env');
@@ -103,6 +117,9 @@ export class EnvironmentService {
           pids_limit: limits.pidsLimit,
           idle_timeout_ms: limits.idleTimeoutMs === null ? null : String(limits.idleTimeoutMs),
           max_lifetime_ms: limits.maxLifetimeMs === null ? null : String(limits.maxLifetimeMs),
+          // Its maker's (a task's environment: the task owner's), to use and to share (ownership.ts).
+          owner_id: ownerIdOf(scope),
+          task_id: scope.task?.id ?? null,
         })
         .execute();
     } catch (err) {
@@ -114,7 +131,7 @@ export class EnvironmentService {
     for (const listener of this.#onCreated) await listener({ id, orgId, projectId, ownPolicy: Boolean(allowDomains) });
     return this.#withLock(id, async () => {
       const row = await this.#get(orgId, id);
-      return toApi(await this.#bringUp(row, 'creating'));
+      return this.#view(scope, await this.#bringUp(row, 'creating'));
     });
   }
 
@@ -123,15 +140,17 @@ export class EnvironmentService {
     this.#onCreated.push(listener);
   }
 
-  async list(orgId: string, opts: ListOptions): Promise<EnvironmentList> {
-    let q = this.#db.selectFrom('environments').selectAll().select(pageKey('environments')).where('org_id', '=', orgId);
+  /** Every environment of the org (members and viewers see them all; using one is another matter). */
+  async list(scope: Scope, opts: ListOptions): Promise<EnvironmentList> {
+    let q = this.#db.selectFrom('environments').selectAll().select(pageKey('environments')).where('org_id', '=', scope.orgId);
     if (opts.state) q = q.where('state', '=', opts.state);
     else if (!opts.includeDeleted) q = q.where('state', '<>', 'deleted');
     if (opts.cursor) q = q.where(afterPageCursor('environments', opts.cursor));
     const rows = await q.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(opts.limit + 1).execute();
     const page = rows.slice(0, opts.limit);
     const last = page.at(-1);
-    return { items: page.map(toApi), nextCursor: rows.length > opts.limit && last ? encodePageCursor(last.page_key, last.id) : null };
+    const ownership = await environmentOwnership(this.#db, scope, page);
+    return { items: page.map((r) => toApi(r, ownership.get(r.id)!)), nextCursor: rows.length > opts.limit && last ? encodePageCursor(last.page_key, last.id) : null };
   }
 
   /** Environments that exist (not deleted) and those running, over every org: on `berth up` they are all the local runner's. */
@@ -144,55 +163,94 @@ export class EnvironmentService {
     return { running: Number(row.running), total: Number(row.total) };
   }
 
-  async show(orgId: string, ref: string): Promise<EnvironmentDetail> {
-    const row = await this.#get(orgId, ref);
-    if (row.state !== 'running' && row.state !== 'stopped') return { ...toApi(row), usage: null };
-    const cg = row.state === 'running' ? this.#runner.usage(row.id) : { memoryBytes: null, cpuSeconds: null, pids: null };
-    return { ...toApi(row), usage: { ...cg, diskBytes: await this.#runner.diskUsage(row.id) } };
+  async show(scope: Scope, ref: string): Promise<EnvironmentDetail> {
+    const row = await this.#getFor(scope, ref, 'org');
+    const view = await this.#view(scope, row);
+    const lastOomKillAt = row.last_oom_kill_at ? new Date(row.last_oom_kill_at).toISOString() : null;
+    if (row.state !== 'running' && row.state !== 'stopped') return { ...view, usage: null, lastOomKillAt };
+    const cg = row.state === 'running' ? { ...this.#runner.usage(row.id), oomKills: this.#runner.oomKills(row.id) } : { memoryBytes: null, cpuSeconds: null, pids: null, oomKills: null };
+    return { ...view, usage: { ...cg, diskBytes: await this.#runner.diskUsage(row.id) }, lastOomKillAt };
   }
 
-  async start(orgId: string, ref: string): Promise<Environment> {
-    const { id } = await this.#get(orgId, ref);
-    return this.#withLock(id, async () => {
+  async start(scope: Scope, ref: string): Promise<Environment> {
+    const { id, org_id: orgId } = await this.#getFor(scope, ref, 'shared');
+    const started = await this.#withLock(id, async () => {
       const row = await this.#get(orgId, id);
-      if (row.state === 'running') return toApi(row);
+      if (row.state === 'running') return row;
       this.#expect(row, 'starting', 'start');
-      return toApi(await this.#bringUp(await this.#transition(row, 'starting'), 'starting'));
+      return this.#bringUp(await this.#transition(row, 'starting'), 'starting');
     });
+    return this.#view(scope, started);
   }
 
-  async stop(orgId: string, ref: string, reason: string | null = null): Promise<Environment> {
-    const { id } = await this.#get(orgId, ref);
+  async stop(scope: Scope, ref: string, reason: string | null = null): Promise<Environment> {
+    const { id, org_id: orgId } = await this.#getFor(scope, ref, 'shared');
+    return this.#view(scope, await this.#stop(orgId, id, reason));
+  }
+
+  async #stop(orgId: string, id: string, reason: string | null): Promise<EnvironmentRow> {
     return this.#withLock(id, async () => {
       const row = await this.#get(orgId, id);
-      if (row.state === 'stopped') return toApi(row);
+      if (row.state === 'stopped') return row;
       this.#expect(row, 'stopping', 'stop');
       const stopping = await this.#transition(row, 'stopping', { state_reason: reason });
       await this.#runner.stop(id);
-      return toApi(await this.#transition(stopping, 'stopped', { state_reason: reason }));
+      return this.#transition(stopping, 'stopped', { state_reason: reason });
     });
   }
 
-  async remove(orgId: string, ref: string): Promise<Environment> {
-    const { id } = await this.#get(orgId, ref);
-    return this.#withLock(id, async () => {
+  async remove(scope: Scope, ref: string): Promise<Environment> {
+    const { id, org_id: orgId } = await this.#getFor(scope, ref, 'owner');
+    const removed = await this.#withLock(id, async () => {
       const row = await this.#get(orgId, id);
       this.#expect(row, 'deleting', 'remove');
       const deleting = await this.#transition(row, 'deleting');
       await this.#runner.remove(id);
-      return toApi(await this.#transition(deleting, 'deleted', { state_reason: null }));
+      return this.#transition(deleting, 'deleted', { state_reason: null });
     });
+    return this.#view(scope, removed);
+  }
+
+  /**
+   * Lets a member of the org (`grantee`: an email or user id) or everyone in it (`org`) use
+   * the environment as their role allows. Its owner's call, or an admin's.
+   */
+  async share(scope: Scope, ref: string, grantee: string): Promise<Environment> {
+    const row = await this.#getFor(scope, ref, 'owner');
+    if (row.state === 'deleted') throw conflict(`environment '${row.name}' is deleted: there is nothing to share`);
+    const id = await granteeOf(this.#db, scope, grantee);
+    await this.#db
+      .insertInto('environment_shares')
+      .values({ environment_id: row.id, org_id: row.org_id, grantee: id, created_by: scope.actor })
+      .onConflict((oc) => oc.columns(['environment_id', 'grantee']).doNothing())
+      .execute();
+    return this.#view(scope, row);
+  }
+
+  /** Takes back a share: open terminals of the grantee are not ended, new calls are refused. */
+  async unshare(scope: Scope, ref: string, grantee: string): Promise<Environment> {
+    const row = await this.#getFor(scope, ref, 'owner');
+    const id = await granteeOf(this.#db, scope, grantee);
+    const r = await this.#db.deleteFrom('environment_shares').where('environment_id', '=', row.id).where('grantee', '=', id).executeTakeFirst();
+    if (r.numDeletedRows === 0n) throw notFound(`environment '${row.name}' is not shared with ${grantee === 'org' ? 'the org' : grantee}: \`berth env show ${row.name}\` says with whom it is`);
+    return this.#view(scope, row);
   }
 
   /** The secrets an environment's commands receive: what is scanned for in files copied out of it. */
   async secretsOf(scope: Scope, ref: string): Promise<{ environmentId: string; secrets: RedactSecret[] }> {
-    const row = await this.#get(scope.orgId, ref);
+    const row = await this.#getFor(scope, ref, 'shared');
     return { environmentId: row.id, secrets: row.project_id ? await this.#secrets.forProject(row.org_id, row.project_id) : [] };
   }
 
-  /** Starts a command in a running environment, counts it as activity and puts it on record. */
-  async exec(scope: Scope, ref: string, opts: CommandOptions, how: { redact: boolean } = { redact: true }): Promise<RunningCommand> {
-    const row = await this.#get(scope.orgId, ref);
+  /**
+   * Starts a command in a running environment, counts it as activity and puts it on record.
+   * `how.intent` (Berth's own callers only, never the API's) records what the command is for:
+   * its end is on record as that action with the path (`file.written`, src/a.ts) instead of
+   * `command.run`; its start is `command.start` as always, with the intent beside the argv.
+   */
+  async exec(scope: Scope, ref: string, opts: CommandOptions, how: { redact: boolean; intent?: CommandIntent | undefined; autoStart?: AutoStart | undefined } = { redact: true }): Promise<RunningCommand> {
+    let row = await this.#getFor(scope, ref, 'shared');
+    if (row.state === 'stopped' && how.autoStart) row = await this.#autoStart(scope, row, how.autoStart);
     if (row.state !== 'running') {
       throw conflict(`environment '${row.name}' is ${row.state}${row.state === 'stopped' ? `: start it with \`berth env start ${row.name}\`` : ''}`);
     }
@@ -206,13 +264,14 @@ export class EnvironmentService {
     // file copies, the task pipeline and agent tools), so this is where no command runs off
     // the record: argv the log cannot store is refused now, before anything is written.
     const record = commandRecord(opts, (a) => redactor.redact(a));
+    const intent = how.intent ? intentRecord(how.intent, (a) => redactor.redact(a)) : undefined;
     const spec = await this.#spec(row);
     const entry = (action: string, actor: string, details: Record<string, unknown>) => ({ orgId: row.org_id, actor, action, target: row.id, environmentId: row.id, details });
     // On record before it runs: a command whose entry cannot be written does not run.
     let start: AuditEntry;
     try {
       [start] = await Promise.all([
-        this.#audit.append(entry('command.start', scope.actor, { ...record })),
+        this.#audit.append(entry('command.start', scope.actor, { ...record, ...(intent && { intent }) })),
         secrets.length ? this.#audit.append(entry('secret.read', `environment:${row.id}`, { names: secrets.map((s) => s.name) })) : undefined,
       ]);
     } catch (err) {
@@ -220,7 +279,8 @@ export class EnvironmentService {
       this.#log.error({ err, environment: row.id }, 'could not record a command in the audit log: it was not run');
       throw unavailable('the command was not run: it could not be put on record in the audit log; try again, and ask an administrator to look at the server log if it persists');
     }
-    const ended = (outcome: Record<string, unknown>) => this.#audit.append(entry('command.run', scope.actor, { ...record, startSeq: start.seq, ...outcome }));
+    const ended = (outcome: Record<string, unknown>) =>
+      this.#audit.append(entry(intent?.action ?? 'command.run', scope.actor, { ...(intent && { path: intent.path }), ...record, startSeq: start.seq, ...outcome }));
     let started: RunningCommand;
     try {
       started = this.#runner.exec(spec, { ...opts, env });
@@ -234,7 +294,18 @@ export class EnvironmentService {
     this.#lastActive.set(row.id, new Date());
     void command.exited
       .then(
-        (status) => ended({ exitCode: status.exitCode, durationMs: Math.round(status.durationMs), timedOut: status.timedOut }),
+        async (status) => {
+          // `berth env show` tells when the OOM killer was last seen at work.
+          if (status.message) {
+            await this.#db
+              .updateTable('environments')
+              .set({ last_oom_kill_at: new Date() })
+              .where('id', '=', row.id)
+              .execute()
+              .catch((err) => this.#log.warn({ err, environment: row.id }, 'could not record an OOM kill'));
+          }
+          await ended({ exitCode: status.exitCode, durationMs: Math.round(status.durationMs), timedOut: status.timedOut, ...(status.message && { oomKilled: status.oomKilled === true, message: status.message }) });
+        },
         () => ended({ exitCode: null, error: 'the command could not be followed to its end' }),
       )
       // The command has run and its start is on record; only its outcome is lost.
@@ -244,6 +315,31 @@ export class EnvironmentService {
         this.#lastActive.set(row.id, new Date());
       });
     return command;
+  }
+
+  /**
+   * Starts a stopped environment for a command a person asked for, unless its org turned
+   * auto-start off. On record as `environment.start` with `auto: true` before it starts.
+   * Returns the environment as it is now (another caller may have started it meanwhile).
+   */
+  async #autoStart(scope: Scope, row: EnvironmentRow, how: AutoStart): Promise<EnvironmentRow> {
+    const org = await this.#db.selectFrom('orgs').select('auto_start').where('id', '=', row.org_id).executeTakeFirstOrThrow();
+    if (!org.auto_start) {
+      throw conflict(`environment '${row.name}' is stopped, and this org does not start environments by themselves (auto-start is off): start it with \`berth env start ${row.name}\``);
+    }
+    return this.#withLock(row.id, async () => {
+      const current = await this.#get(row.org_id, row.id);
+      if (current.state !== 'stopped') return current;
+      try {
+        await this.#audit.append({ orgId: row.org_id, actor: scope.actor, action: 'environment.start', target: row.id, environmentId: row.id, details: { auto: true, via: how.via } });
+      } catch (err) {
+        if (err instanceof BerthError) throw err;
+        this.#log.error({ err, environment: row.id }, 'could not record an automatic start in the audit log: the environment was not started');
+        throw unavailable(`environment '${row.name}' is stopped and was not started: its start could not be put on record in the audit log; try again, and ask an administrator to look at the server log if it persists`);
+      }
+      how.starting(current.name);
+      return this.#bringUp(await this.#transition(current, 'starting'), 'starting');
+    });
   }
 
   /**
@@ -314,7 +410,7 @@ export class EnvironmentService {
       }
       if (!reason) continue;
       try {
-        await this.stop(row.org_id, row.id, reason);
+        await this.#stop(row.org_id, row.id, reason);
         stopped.push(row.id);
         this.#log.info({ environment: row.id, reason }, 'stopped environment');
       } catch (err) {
@@ -389,6 +485,17 @@ export class EnvironmentService {
       .where('name', '=', name)
       .where('state', '<>', 'deleted')
       .executeTakeFirst();
+  }
+
+  /** The environment, if the caller may do `need` with it (ownership.ts): every public method reads through here. */
+  async #getFor(scope: Scope, ref: string, need: Ownership): Promise<EnvironmentRow> {
+    const row = await this.#get(scope.orgId, ref);
+    await assertEnvironmentAccess(this.#db, scope, row, need);
+    return row;
+  }
+
+  async #view(scope: Scope, row: EnvironmentRow): Promise<Environment> {
+    return toApi(row, (await environmentOwnership(this.#db, scope, [row])).get(row.id)!);
   }
 
   async #get(orgId: string, ref: string): Promise<EnvironmentRow> {

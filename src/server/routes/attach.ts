@@ -4,7 +4,7 @@ import { invalid } from '../../shared/errors.ts';
 import type { RunningCommand } from '../../runner/index.ts';
 import { errorBody, type App, type AppDeps } from '../app.ts';
 import { closeReason } from '../open-streams.ts';
-import { timeoutMs } from './environments.ts';
+import { exitFields, timeoutMs } from './environments.ts';
 
 const BEARER_PROTOCOL = 'berth.bearer.';
 
@@ -32,11 +32,13 @@ export function attachRoutes(app: App, { environments }: AppDeps): void {
     '/api/orgs/:org/environments/:id/attach',
     {
     websocket: true,
-    config: { permission: 'environment.exec' },
+    config: { permission: 'environment.exec', ownership: 'shared' },
     schema: {
       tags: ['environments'],
       summary: 'Run a command interactively (WebSocket)',
-      description: 'Upgrade to a WebSocket. First text frame: AttachStart JSON. Binary frames: 1 byte stream tag (0 stdin, 1 stdout, 2 stderr) + data.',
+      description:
+        'Upgrade to a WebSocket. First text frame: AttachStart JSON. Binary frames: 1 byte stream tag (0 stdin, 1 stdout, 2 stderr) + data. ' +
+        'Text frames from the server: `started` (the environment was stopped and is being started), `exit` (the ExecResult fields without output), `error`.',
       params: EnvironmentRef,
     },
     },
@@ -69,6 +71,10 @@ export function attachRoutes(app: App, { environments }: AppDeps): void {
           env: s.env,
           tty: s.tty ? { cols: s.cols, rows: s.rows } : undefined,
           timeoutMs: timeoutMs(s.timeout),
+        }, {
+          redact: true,
+          // A stopped environment starts first; the client hears so before it waits.
+          autoStart: { via: 'terminal', starting: (name) => socket.readyState === socket.OPEN && socket.send(JSON.stringify({ type: 'started', environment: name })) },
         });
         started = running;
         if (!s.stdin) running.stdin.end();
@@ -122,7 +128,7 @@ function pipeOut(command: RunningCommand, socket: WebSocket): void {
   command.stderr.on('data', forward(STREAM.stderr));
   void command.exited.then((status) => {
     if (socket.readyState === socket.OPEN) {
-      socket.send(JSON.stringify({ type: 'exit', ...status }));
+      socket.send(JSON.stringify({ type: 'exit', ...exitFields(status) }));
       socket.close(1000);
     }
   });

@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { z } from 'zod';
-import { EnvironmentRef, ErrorSchema, FilesQuery } from '../../shared/api.ts';
+import { EnvironmentRef, ErrorSchema, FilesQuery, STARTED_HEADER } from '../../shared/api.ts';
 import { copyLimitsFrom, SKIPPED_HEADER } from '../../shared/copy-archive.ts';
 import { BerthError, invalid } from '../../shared/errors.ts';
 import { Redactor } from '../../shared/redact.ts';
@@ -21,7 +21,7 @@ export function fileRoutes(app: App, { environments, audit }: AppDeps): void {
   app.addContentTypeParser('application/x-tar', (_req, payload, done) => done(null, payload));
 
   app.get('/api/orgs/:org/environments/:id/files', {
-    config: { permission: 'environment.exec' },
+    config: { permission: 'environment.exec', ownership: 'shared' },
     schema: {
       tags,
       summary: 'Download a file or folder as a tar archive',
@@ -29,7 +29,7 @@ export function fileRoutes(app: App, { environments, audit }: AppDeps): void {
         'The archive holds one top-level entry, the last component of `path`, and nothing outside it: entries are files, folders and ' +
         'links that stay inside it, with no owners and only permission bits (no setuid, setgid or sticky); device nodes and FIFOs are left out (counted in the `X-Berth-Skipped` header). ' +
         'A copy that breaks this (the environment makes the archive), holds one of the environment\'s secrets, or is larger than ' +
-        'BERTH_COPY_MAX_ENTRIES / BERTH_COPY_MAX_BYTES is refused whole (403 or 400) and recorded as `file.copy_refused`.',
+        'BERTH_COPY_MAX_ENTRIES / BERTH_COPY_MAX_BYTES is refused whole (403 or 400) and recorded as `file.copy_refused`. A stopped environment is started first (the `X-Berth-Started` header names it), unless the org turns auto-start off (409).',
       params: EnvironmentRef,
       querystring: FilesQuery,
       response: errors,
@@ -45,7 +45,8 @@ export function fileRoutes(app: App, { environments, audit }: AppDeps): void {
       reply.raw.once('close', () => lost.abort(new BerthError('unavailable', 'the caller went away')));
       let copied;
       try {
-        copied = await copyOut({ environments, audit, limits }, req.scope, req.params.id, req.query.path, lost.signal);
+        // A stopped environment starts first, and the reply says so.
+        copied = await copyOut({ environments, audit, limits }, req.scope, req.params.id, req.query.path, lost.signal, { via: 'copy', starting: (name) => void reply.header(STARTED_HEADER, name) });
       } catch (err) {
         release();
         throw err;
@@ -66,11 +67,11 @@ export function fileRoutes(app: App, { environments, audit }: AppDeps): void {
   });
 
   app.put('/api/orgs/:org/environments/:id/files', {
-    config: { permission: 'environment.exec' },
+    config: { permission: 'environment.exec', ownership: 'shared' },
     schema: {
       tags,
       summary: 'Upload a tar archive and unpack it into a folder',
-      description: 'Send `Content-Type: application/x-tar`. The folder `path` is created if missing.',
+      description: 'Send `Content-Type: application/x-tar`. The folder `path` is created if missing. A stopped environment is started first (the `X-Berth-Started` header names it), unless the org turns auto-start off (409).',
       params: EnvironmentRef,
       querystring: FilesQuery,
       response: { 204: z.null().describe('unpacked'), ...errors },
@@ -78,7 +79,10 @@ export function fileRoutes(app: App, { environments, audit }: AppDeps): void {
     handler: async (req, reply) => {
       if (req.headers['content-type'] !== 'application/x-tar') throw invalid('send the files as a tar archive with Content-Type: application/x-tar', 'content-type');
       const body = req.body as Readable;
-      const command = await environments.exec(req.scope, req.params.id, { cmd: ['sh', '-c', UNPACK, 'sh', req.query.path], timeoutMs: 3_600_000 }, { redact: false });
+      const command = await environments.exec(req.scope, req.params.id, { cmd: ['sh', '-c', UNPACK, 'sh', req.query.path], timeoutMs: 3_600_000 }, {
+        redact: false,
+        autoStart: { via: 'copy', starting: (name) => void reply.header(STARTED_HEADER, name) },
+      });
       const stderr: Buffer[] = [];
       command.stderr.on('data', (b: Buffer) => stderr.push(b));
       command.stdout.resume();

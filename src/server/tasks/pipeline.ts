@@ -5,7 +5,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { create as tarCreate } from 'tar';
 import type { Logger } from 'pino';
-import { BuiltinAgent, modelClientFromEnv, type AgentOutcome } from '../../agent/index.ts';
+import { BuiltinAgent, modelClientFor, modelClientFromEnv, type AgentOutcome } from '../../agent/index.ts';
 import { cloneRepo, commitPatch, diffOf, forgeFor, pushBranch, type ForgeAuth, type ForgeSettings, type RepoAccess } from '../../forges/index.ts';
 import { parseSize } from '../../shared/units.ts';
 import type { TaskEventData, TaskState, TaskStep, Usage } from '../../shared/tasks.ts';
@@ -21,6 +21,7 @@ import { runIn, SandboxWorkspace, taskScope, type RunOptions } from './sandbox.t
 import { commitMessage, prBody, repoNameOf, slugOf, titleOf } from './change-text.ts';
 import { secretsInChange } from './leaks.ts';
 import type { CommandAgentGateway } from './gateway.ts';
+import type { ModelSettingsService, TaskModelPlan } from '../models/service.ts';
 
 export interface PipelineDeps {
   db: Db;
@@ -35,6 +36,8 @@ export interface PipelineDeps {
   publicUrl: () => string;
   /** Where model settings are read (OPENAI_*, ANTHROPIC_*, BERTH_MODEL). */
   modelEnv: NodeJS.ProcessEnv;
+  /** The org's and projects' model settings, over the instance's. */
+  models: ModelSettingsService;
   gateway: CommandAgentGateway | null;
   /** Where host-side git may go: checked again before every clone and push. */
   repos: RepoAccess;
@@ -69,6 +72,8 @@ export class TaskRun {
   #redactor = new Redactor([]);
   #secretValues: { name: string; value: string }[] = [];
   #environmentId: string | null;
+  /** The model settings the task runs with, resolved first thing. */
+  #model: TaskModelPlan | null = null;
 
   constructor(deps: PipelineDeps, task: TaskRow, signal: AbortSignal) {
     this.#d = deps;
@@ -79,7 +84,7 @@ export class TaskRun {
   }
 
   get #scope() {
-    return taskScope(this.#task.org_id, this.#task.id);
+    return taskScope(this.#task.org_id, this.#task.id, this.#task.owner_id);
   }
 
   #emit(data: TaskEventData): Promise<unknown> {
@@ -122,7 +127,7 @@ export class TaskRun {
       await rm(dir, { recursive: true, force: true }).catch(() => {});
       if (this.#environmentId) {
         // The environment is kept, stopped, so people can look at what the agent left.
-        await this.#d.environments.stop(this.#task.org_id, this.#environmentId, `task ${this.#task.id} ended`).catch(() => {});
+        await this.#d.environments.stop(this.#scope, this.#environmentId, `task ${this.#task.id} ended`).catch(() => {});
       }
       this.#d.events.release(this.#task.id);
     }
@@ -156,6 +161,7 @@ export class TaskRun {
       this.#secretValues = await this.#d.secrets.forProject(task.org_id, task.project_id);
       this.#redactor = new Redactor(this.#secretValues);
     }
+    await this.#resolveModel(project);
 
     // Clone on the host: the forge's credentials stay here, never in the sandbox.
     await this.#step('cloning', `cloning ${task.repo_url}`);
@@ -176,6 +182,8 @@ export class TaskRun {
 
     const spec = mergeSpec(await readRepoSpec(repoDir), project?.settings.work ?? {});
     if (task.check_command) spec.check = task.check_command;
+    // The task's own setup runs after the repository's and the project's: it adds to them.
+    if (task.setup_commands?.length) spec.setup = [...spec.setup, ...task.setup_commands];
     await this.#emit({ type: 'log', level: 'info', message: `environment from ${spec.source}: image ${spec.image ?? 'default'}, ${spec.setup.length} setup command(s), check ${spec.check ? `\`${spec.check}\`` : 'none'}` });
     for (const note of spec.notes) await this.#emit({ type: 'log', level: 'warn', message: note });
 
@@ -194,7 +202,7 @@ export class TaskRun {
       await this.#step('setup', `running ${spec.setup.length} setup command(s)`);
       for (const cmd of spec.setup) {
         const r = await this.#command('setup', cmd, () => run(['sh', '-c', cmd], { cwd: root, env: envVars, timeoutMs: Math.min(SETUP_TIMEOUT_MS, this.#remainingMs()) }));
-        if (r.exitCode !== 0) throw new TaskEnd('failed', `setup command \`${cmd}\` exited with ${r.exitCode}${r.timedOut ? ' (timed out)' : ''}: fix it in ${spec.source} or the project's settings`);
+        if (r.exitCode !== 0) throw new TaskEnd('failed', `setup command \`${cmd}\` exited with ${r.exitCode}${r.timedOut ? ' (timed out)' : ''}${r.message ? ` (${r.message})` : ''}: fix it in ${spec.source} or the project's settings`);
       }
     }
 
@@ -219,12 +227,12 @@ export class TaskRun {
       const output = tail(Buffer.concat([r.stdout, r.stderr]), 8 * 1024);
       const passed = r.exitCode === 0;
       checks = { passed, attempts: n, output };
-      await this.#emit({ type: 'check', attempt: n, passed, exitCode: r.exitCode, summary: passed ? 'passed' : `exited with ${r.exitCode}` });
+      await this.#emit({ type: 'check', attempt: n, passed, exitCode: r.exitCode, summary: passed ? 'passed' : `exited with ${r.exitCode}${r.message ? ` (${r.message})` : ''}` });
       await this.#update({ checks_passed: passed });
       if (passed || budgetNote || n > task.budget.maxCheckRetries) break;
       await this.#step('agent', `checks failed: the agent gets another try (${n} of ${task.budget.maxCheckRetries})`);
       outcome = await attempt.next(
-        `The check command \`${spec.check}\` failed with exit code ${r.exitCode}. Its output:\n\n${output}\n\nFix the code so the check passes, run it yourself, then call finish with a summary.`,
+        `The check command \`${spec.check}\` failed with exit code ${r.exitCode}${r.message ? ` (${r.message})` : ''}. Its output:\n\n${output}\n\nFix the code so the check passes, run it yourself, then call finish with a summary.`,
       );
     }
     const last = outcome.value;
@@ -299,9 +307,12 @@ export class TaskRun {
     await this.#emit({ type: 'state', state, reason });
   }
 
-  async #command(phase: 'setup' | 'agent' | 'check', cmd: string, go: () => Promise<{ exitCode: number; stdout: Buffer; stderr: Buffer; durationMs: number; timedOut: boolean }>) {
+  async #command(phase: 'setup' | 'agent' | 'check', cmd: string, go: () => Promise<{ exitCode: number; stdout: Buffer; stderr: Buffer; durationMs: number; timedOut: boolean; message?: string | undefined }>) {
     const r = await go();
-    await this.#emit({ type: 'command', phase, cmd, exitCode: r.exitCode, output: tail(Buffer.concat([r.stdout, r.stderr])), durationMs: Math.round(r.durationMs), timedOut: r.timedOut });
+    // What Berth says of how it ended ("killed: out of memory (limit 256m)") closes its output.
+    const output = tail(Buffer.concat([r.stdout, r.stderr]));
+    const said = r.message ? `${output}${output && !output.endsWith('\n') ? '\n' : ''}[berth: ${r.message}]\n` : output;
+    await this.#emit({ type: 'command', phase, cmd, exitCode: r.exitCode, output: said, durationMs: Math.round(r.durationMs), timedOut: r.timedOut, ...(r.message && { message: r.message }) });
     return r;
   }
 
@@ -309,9 +320,10 @@ export class TaskRun {
     const task = this.#task;
     const name = `task-${task.id.slice(5)}`;
     // A run that was interrupted after making its environment starts over with a new one.
-    await this.#d.environments.remove(task.org_id, name).catch(() => {});
+    await this.#d.environments.remove(this.#scope, name).catch(() => {});
     const memory = spec.limits.memory === undefined ? undefined : parseSize(spec.limits.memory);
-    const created = await this.#d.environments.create(task.org_id, {
+    // Made as the task, so it is the task's to use and its owner's (ownership.ts).
+    const created = await this.#d.environments.create(this.#scope, {
       name,
       image: spec.image ?? undefined,
       project,
@@ -338,7 +350,8 @@ export class TaskRun {
 
   async *#builtinAgent(workspace: SandboxWorkspace, spec: WorkSpec): AsyncGenerator<AgentOutcome, AgentOutcome, string> {
     const task = this.#task;
-    const model = modelClientFromEnv(this.#d.modelEnv, { model: task.model ?? undefined });
+    const endpoint = this.#model?.endpoint;
+    const model = endpoint ? modelClientFor(endpoint) : modelClientFromEnv(this.#d.modelEnv, { model: task.model ?? undefined });
     const deadline = this.#deadline();
     const agent = new BuiltinAgent({
       model,
@@ -373,7 +386,7 @@ export class TaskRun {
           ? { kind: 'budget', which: 'time', message: 'the task ran out of time' }
           : r.exitCode === 0
             ? { kind: 'finished', summary: `\`${task.command}\` finished.` }
-            : { kind: 'failed', reason: `\`${task.command}\` exited with ${r.exitCode}` };
+            : { kind: 'failed', reason: `\`${task.command}\` exited with ${r.exitCode}${r.message ? ` (${r.message})` : ''}` };
         followUp = yield outcome;
         if (followUp === undefined) return outcome;
       }
@@ -395,6 +408,7 @@ export class TaskRun {
         taskId: this.#task.id,
         environmentId: env,
         maxTokens: this.#task.budget.maxTokens,
+        upstreams: this.#model?.endpoint ? { [this.#model.endpoint.provider]: { baseUrl: this.#model.endpoint.baseUrl, apiKey: this.#model.endpoint.apiKey, address: this.#model.endpoint.address } } : undefined,
         onCall: (e) => {
           this.#addUsage(e.usage);
           void this.#emit(e);
@@ -404,6 +418,35 @@ export class TaskRun {
       this.#signal.throwIfAborted();
       await this.#emit({ type: 'log', level: 'warn', message: `the LLM gateway is not available in this environment (${(err as Error).message}): the command runs without model access` });
       return null;
+    }
+  }
+
+  /**
+   * Which model settings the task runs with (models/service.ts has the order), written to the
+   * task so it shows them. The chosen key joins the redactor: it never appears in an event.
+   */
+  async #resolveModel(project: ProjectRow | undefined): Promise<void> {
+    let plan: TaskModelPlan;
+    try {
+      plan = await this.#d.models.forTask(this.#task, project);
+    } catch (e) {
+      throw new TaskEnd('failed', `the task's model cannot be used: ${(e as Error).message}`);
+    }
+    this.#model = plan;
+    if (plan.endpoint) {
+      this.#secretValues.push({ name: plan.endpoint.keySecret, value: plan.endpoint.apiKey });
+      this.#redactor = new Redactor(this.#secretValues);
+    }
+    const builtin = this.#task.agent === 'builtin';
+    await this.#update({
+      ...(builtin ? { model: plan.model, model_default: plan.model !== null && (plan.source === 'org' || plan.source === 'instance') } : {}),
+      model_provider: builtin ? plan.provider : (plan.endpoint?.provider ?? null),
+      model_source: builtin ? plan.source : null,
+      model_settings: plan.settings,
+    });
+    if (plan.endpoint) {
+      const whose = plan.settings === 'project' ? "the project's" : "the org's";
+      await this.#emit({ type: 'log', level: 'info', message: builtin ? `model ${plan.model} over ${plan.provider}, by ${whose} model settings` : `the LLM gateway sends ${plan.endpoint.provider} calls by ${whose} model settings` });
     }
   }
 

@@ -6,14 +6,19 @@ import { posix } from 'node:path';
 import type { ExecOptions, ExecResult, Workspace } from '../../agent/index.ts';
 import type { Scope } from '../authz.ts';
 import type { EnvironmentService } from '../environments/service.ts';
+import type { CommandIntent } from '../../shared/audit-words.ts';
 
-/** The scope a task's own commands run under: the org's, recorded as the task in the audit log. */
-export function taskScope(orgId: string, taskId: string): Scope {
+/**
+ * The scope a task's own commands run under: the org's, recorded as the task in the audit log.
+ * It may use the environment it made and no other; what it makes is its owner's (ownership.ts).
+ */
+export function taskScope(orgId: string, taskId: string, ownerId: string | null = null): Scope {
   return {
     orgId,
     orgName: orgId,
     role: 'member',
     actor: `task:${taskId}`,
+    task: { id: taskId, ownerId },
     caller: { tokenId: taskId, kind: 'org', userId: null, orgId, role: 'member', instanceAdmin: false },
   };
 }
@@ -29,12 +34,14 @@ export interface RunOptions {
   maxOutput?: number | undefined;
   /** false for bytes Berth itself consumes (tar streams, patches). */
   redact?: boolean | undefined;
+  /** What the command is for, recorded in the audit log instead of its wrapper script. */
+  intent?: CommandIntent | undefined;
 }
 
 /** Runs one command in a task's environment and collects what it printed. */
 export async function runIn(environments: EnvironmentService, scope: Scope, environmentId: string, cmd: string[], o: RunOptions = {}): Promise<ExecResult> {
   o.signal?.throwIfAborted();
-  const command = await environments.exec(scope, environmentId, { cmd, cwd: o.cwd, env: o.env, timeoutMs: o.timeoutMs }, { redact: o.redact ?? true });
+  const command = await environments.exec(scope, environmentId, { cmd, cwd: o.cwd, env: o.env, timeoutMs: o.timeoutMs }, { redact: o.redact ?? true, intent: o.intent });
   const kill = () => void command.signal('SIGKILL').catch(() => {});
   o.signal?.addEventListener('abort', kill, { once: true });
   const max = o.maxOutput ?? 8 * 1024 * 1024;
@@ -57,7 +64,7 @@ export async function runIn(environments: EnvironmentService, scope: Scope, envi
   try {
     const status = await command.exited;
     o.signal?.throwIfAborted();
-    return { exitCode: status.exitCode, timedOut: status.timedOut, durationMs: status.durationMs, stdout: stdout(), stderr: stderr() };
+    return { exitCode: status.exitCode, timedOut: status.timedOut, durationMs: status.durationMs, stdout: stdout(), stderr: stderr(), message: status.message };
   } finally {
     o.signal?.removeEventListener('abort', kill);
   }
@@ -77,6 +84,6 @@ export class SandboxWorkspace implements Workspace {
 
   exec(cmd: string[], opts: ExecOptions = {}): Promise<ExecResult> {
     const cwd = opts.cwd === undefined ? this.root : posix.resolve(this.root, opts.cwd);
-    return this.#run(cmd, { cwd, env: { ...this.#env, ...opts.env }, stdin: opts.stdin, timeoutMs: opts.timeoutMs, signal: opts.signal });
+    return this.#run(cmd, { cwd, env: { ...this.#env, ...opts.env }, stdin: opts.stdin, timeoutMs: opts.timeoutMs, signal: opts.signal, intent: opts.intent });
   }
 }

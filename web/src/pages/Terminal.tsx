@@ -45,9 +45,12 @@ export default function Terminal({ org, env, onClose }: { org: string; env: { id
     };
     ws.onmessage = (m) => {
       if (typeof m.data === 'string') {
-        const msg = JSON.parse(m.data) as { type: string; exitCode?: number; error?: { message: string } };
-        if (msg.type === 'exit') {
-          t.write(`\r\n\x1b[2m[exited with code ${msg.exitCode}]\x1b[0m\r\n`);
+        const msg = JSON.parse(m.data) as { type: string; exitCode?: number; message?: string | null; environment?: string; error?: { message: string } };
+        if (msg.type === 'started') {
+          t.write(`\x1b[2m[environment ${msg.environment ?? ''} was stopped; starting it]\x1b[0m\r\n`);
+        } else if (msg.type === 'exit') {
+          // "killed: out of memory (limit 256m)" when the OOM killer ended it.
+          t.write(`\r\n\x1b[2m[${msg.message ? `${msg.message}: ` : ''}exited with code ${msg.exitCode}]\x1b[0m\r\n`);
           setStatus(`exited (${msg.exitCode})`);
         } else if (msg.type === 'error') {
           t.write(`\r\n\x1b[31m${msg.error?.message ?? 'error'}\x1b[0m\r\n`);
