@@ -15,9 +15,10 @@ export const IMAGE_DIR = process.env.BERTH_IMAGE_DIR ?? join(REPO, '.cache', 'im
 
 /**
  * What the tests' instance administrator allows: repositories the tests make under the temp
- * directory, and the fake git, GitHub and GitLab servers, which listen on 127.0.0.1.
+ * directory, and the fake git, GitHub and GitLab servers and the scripted model servers,
+ * which listen on 127.0.0.1.
  */
-export const TEST_REPOS: RepoAccessConfig = { localRepos: [tmpdir()], allowedGitHosts: ['127.0.0.1'] };
+export const TEST_REPOS: RepoAccessConfig = { localRepos: [tmpdir()], allowedGitHosts: ['127.0.0.1'], allowedModelHosts: ['127.0.0.1'] };
 
 export interface TestBerth {
   berth: RunningBerth;

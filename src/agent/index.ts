@@ -5,7 +5,9 @@ export { HostWorkspace, TIMEOUT_EXIT_CODE, type ExecOptions, type ExecResult, ty
 export {
   AnthropicModel,
   defaultModel,
+  instanceProvider,
   ModelError,
+  modelClientFor,
   modelClientFromEnv,
   OpenAIModel,
   type AssistantTurn,
@@ -13,6 +15,7 @@ export {
   type CompletionRequest,
   type Message,
   type ModelClient,
+  type ModelEndpoint,
   type ModelFailure,
   type ModelOptions,
   type Provider,

@@ -1,16 +1,19 @@
-import { Command, CommanderError, InvalidArgumentError } from 'commander';
+// The `berth` command line. Startup time matters (every call pays it), so this file loads only
+// commander and a few small modules; each command module loads when the command line names it
+// (COMMANDS below), and config.ts (the sign-in) just before an action runs.
+import { Argument, Command, CommanderError, InvalidArgumentError } from 'commander';
 import { VERSION } from '../shared/client-config.ts';
 import { ApiClient } from './client.ts';
-import { envCommands } from './commands/env.ts';
-import { imageCommands } from './commands/image.ts';
-import { orgCommands } from './commands/org.ts';
-import { secretCommands } from './commands/secret.ts';
-import { auditCommands } from './commands/audit.ts';
-import { taskCommands } from './commands/task.ts';
-import { policyCommands } from './commands/policy.ts';
-import { runnerCommands } from './commands/runner.ts';
-import { clientConfig, dataDir } from './config.ts';
-import { CliError } from './output.ts';
+import { errorLine } from './errors.ts';
+import { CliError, EXIT, paint } from './output.ts';
+
+// `berth task logs ID | head -1`: when the reader goes away, stop quietly (no EPIPE stack).
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE' && stream === process.stdout) process.stderr.write(`berth: cannot write the output: ${err.message}\n`);
+    process.exit(err.code === 'EPIPE' ? EXIT.ok : EXIT.error);
+  });
+}
 
 const program = new Command('berth')
   .description('Berth: sandboxed, persistent environments for background coding agents')
@@ -19,11 +22,37 @@ const program = new Command('berth')
   .option('--org <org>', 'the org to act in (default $BERTH_ORG, or the one `berth up` set up)')
   .option('--debug', 'print stack traces')
   .showHelpAfterError('(run with --help for usage)')
+  .configureOutput({ outputError: (text, write) => write(paint('red', text, process.stderr)) })
+  .addHelpText(
+    'after',
+    `
+Exit status:
+  0  done
+  1  failed (anything not below)
+  2  usage: an unknown command or flag, or a value a flag or argument does not take
+  3  not found: no such environment, task, project, …
+  4  not signed in, or not allowed (the token's role, the org's policy)
+
+Completion: source <(berth completion bash), or zsh, or fish.
+Colour: on a terminal; NO_COLOR=1 turns it off, FORCE_COLOR=1 keeps it when piped.`,
+  )
   .exitOverride();
+export { program };
+
+/** The command that ran (preAction), so an error can speak in its flags. */
+let ran: Command | undefined;
+// Loaded before an action, not for --version or --help: the sign-in is all most commands need of it.
+let configModule: typeof import('./config.ts') | undefined;
+program.hook('preAction', async (_, actionCommand) => {
+  ran = actionCommand;
+  configModule ??= await import('./config.ts');
+});
 
 const globals = () => program.opts<{ dataDir?: string; debug?: boolean; org?: string }>();
 let cached: ApiClient | undefined;
-const client = () => (cached ??= new ApiClient(clientConfig(dataDir(globals().dataDir), globals().org)));
+const config = (): ReturnType<typeof import('./config.ts').clientConfig> => configModule!.clientConfig(globals().dataDir, globals().org);
+const dataDir = (flag?: string) => configModule!.dataDir(flag);
+const client = () => (cached ??= new ApiClient(config()));
 
 program
   .command('up')
@@ -40,23 +69,89 @@ program
     await up({ port: o.port, host: o.host, dataDir: dataDir(globals().dataDir) });
   });
 
-envCommands(program, client);
-orgCommands(program, client);
-secretCommands(program, client);
-auditCommands(program, client);
-imageCommands(program, client);
-taskCommands(program, client);
-policyCommands(program, client);
-runnerCommands(program, client);
+program
+  .command('completion')
+  .description('print a shell completion script: source <(berth completion bash), or zsh, or fish')
+  .addArgument(new Argument('<shell>', 'bash, zsh or fish').choices(['bash', 'zsh', 'fish']))
+  .action(async (shell: 'bash' | 'zsh' | 'fish') => {
+    await loadAllCommands();
+    const { completionScript } = await import('./completion.ts');
+    process.stdout.write(completionScript(program, shell));
+  });
 
-try {
-  await program.parseAsync();
-} catch (err) {
-  if (err instanceof CommanderError) {
-    process.exitCode = err.exitCode;
-  } else {
-    const debug = globals().debug || process.env.BERTH_DEBUG === '1';
-    process.stderr.write(`berth: ${debug && err instanceof Error ? err.stack : err instanceof Error ? err.message : String(err)}\n`);
-    process.exitCode = err instanceof CliError ? err.exitCode : 1;
+type Register = () => Promise<void>;
+const once = (register: Register): Register => {
+  let done: Promise<void> | undefined;
+  return () => (done ??= register());
+};
+const org = () => globals().org ?? process.env.BERTH_ORG;
+const auth = once(async () => (await import('./commands/auth.ts')).authCommands(program, client, config, org));
+const env = once(async () => (await import('./commands/env.ts')).envCommands(program, client));
+const orgs = once(async () => (await import('./commands/org.ts')).orgCommands(program, client));
+const secret = once(async () => (await import('./commands/secret.ts')).secretCommands(program, client));
+const project = once(async () => (await import('./commands/project.ts')).projectCommands(program, client));
+const audit = once(async () => (await import('./commands/audit.ts')).auditCommands(program, client));
+const image = once(async () => (await import('./commands/image.ts')).imageCommands(program, client));
+const task = once(async () => (await import('./commands/task.ts')).taskCommands(program, client));
+const policy = once(async () => (await import('./commands/policy.ts')).policyCommands(program, client));
+const runner = once(async () => (await import('./commands/runner.ts')).runnerCommands(program, client));
+const model = once(async () => (await import('./commands/model.ts')).modelCommands(program, client));
+
+/**
+ * Each top-level word and the module that registers it. A command line loads only the module
+ * of its first word; a word not here (help, a typo, a command someone forgot to list) loads
+ * them all, so a missing entry costs startup time, never the command. Add new commands here.
+ */
+const COMMANDS: Record<string, Register> = {
+  login: auth, logout: auth, whoami: auth,
+  env,
+  org: orgs, member: orgs, token: orgs,
+  secret,
+  project,
+  audit,
+  image,
+  run: task, task,
+  policy,
+  runner,
+  model,
+};
+
+/** Every command, in the order `berth --help` lists them: for help, completion and tests. */
+export async function loadAllCommands(): Promise<Command> {
+  for (const register of new Set(Object.values(COMMANDS))) await register();
+  return program;
+}
+
+/** The first word that is not an option (or the value of a global one). */
+function commandWord(args: string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--') return args[i + 1];
+    if (a === '--data-dir' || a === '--org') i++;
+    else if (!a.startsWith('-')) return a;
+  }
+  return undefined;
+}
+
+async function main(args: string[]): Promise<void> {
+  const word = commandWord(args);
+  if (word && COMMANDS[word]) await COMMANDS[word]();
+  else if (word !== 'up' && word !== 'completion' && !(word === undefined && args.some((a) => a === '-V' || a === '--version'))) await loadAllCommands();
+  await program.parseAsync(args, { from: 'user' });
+}
+
+if (import.meta.main) {
+  try {
+    await main(process.argv.slice(2));
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Help and --version end with 0; every other commander error is about how it was called.
+      process.exitCode = err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    } else {
+      const debug = globals().debug || process.env.BERTH_DEBUG === '1';
+      const line = debug && err instanceof Error ? err.stack : errorLine(err, ran);
+      process.stderr.write(`${paint('red', 'berth:', process.stderr)} ${line}\n`);
+      process.exitCode = err instanceof CliError ? err.exitCode : EXIT.error;
+    }
   }
 }

@@ -15,18 +15,26 @@ import { BerthError, invalid, unavailable } from '../shared/errors.ts';
 import { privateAllowanceOf, resolveDestination, type DestinationResolver, type PrivateAllowance } from '../runner/network/index.ts';
 import { parseRepoUrl, type RepoLocation } from './url.ts';
 
-/** The instance's rules for repositories: one object, from startBerth's options or the environment. */
+/**
+ * The instance's rules for host-side destinations people name: repositories, forge APIs and
+ * model APIs. One object, from startBerth's options or the environment.
+ */
 export interface RepoAccessConfig {
   /** Directories under which instance administrators may name repositories on this host. Empty: none may be named. */
   localRepos: string[];
   /** Private hosts that http(s) repositories and forge APIs may be on: names, addresses or CIDRs. Empty: none. */
   allowedGitHosts: string[];
+  /**
+   * Private hosts an org's or project's model settings may name as their base URL (the
+   * instance's own model variables need no leave): names, addresses or CIDRs. Empty or unset: none.
+   */
+  allowedModelHosts?: string[] | undefined;
 }
 
-/** BERTH_LOCAL_REPOS=/srv/git,/home/git and BERTH_ALLOWED_GIT_HOSTS=gitlab.corp,10.1.0.0/16 (comma-separated). */
+/** BERTH_LOCAL_REPOS=/srv/git,/home/git, BERTH_ALLOWED_GIT_HOSTS=gitlab.corp,10.1.0.0/16 and BERTH_ALLOWED_MODEL_HOSTS=vllm.corp (comma-separated). */
 export function repoAccessFromEnv(env: NodeJS.ProcessEnv): RepoAccessConfig {
   const list = (v: string | undefined) => (v ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
-  return { localRepos: list(env.BERTH_LOCAL_REPOS), allowedGitHosts: list(env.BERTH_ALLOWED_GIT_HOSTS) };
+  return { localRepos: list(env.BERTH_LOCAL_REPOS), allowedGitHosts: list(env.BERTH_ALLOWED_GIT_HOSTS), allowedModelHosts: list(env.BERTH_ALLOWED_MODEL_HOSTS) };
 }
 
 /** Who names a repository: only an instance administrator may name one on this host. */

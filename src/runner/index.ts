@@ -6,4 +6,4 @@ export { ImageStore, DEFAULT_IMAGE, type ImageRecord, type ImageProgress } from 
 export { tarEntries } from './images/tar-entries.ts';
 export { cgroupLayout } from './cgroups.ts';
 export { probeHost, type HostProbe } from './health.ts';
-export { LlmGateway, upstreamsFromEnv, GATEWAY_SOCKET_NAME, gatewayEnv, relayCommand, relayReady, type GatewayCall } from './gateway/index.ts';
+export { LlmGateway, upstreamsFromEnv, GATEWAY_SOCKET_NAME, gatewayEnv, relayCommand, relayReady, type GatewayCall, type Upstreams } from './gateway/index.ts';

@@ -5,11 +5,13 @@ import { ImageStore, LlmGateway, LocalRunner, probeHost, upstreamsFromEnv, type 
 import { CLIENT_CONFIG_FILE, VERSION, type ClientConfig } from '../shared/client-config.ts';
 import { buildApp, type App } from './app.ts';
 import { ensureBootstrap, TokenService } from './auth.ts';
+import { invitePath, InviteService } from './invites.ts';
 import { Authorizer } from './authz.ts';
 import { AuditKey, AuditLog, WebhookSink } from './audit/index.ts';
 import { OidcSignIn, oidcConfigFromEnv, PendingSignIns, type OidcConfig } from './oidc/index.ts';
 import { SecretBox } from './secrets/crypto.ts';
 import { SecretService } from './secrets/service.ts';
+import { ModelSettingsService } from './models/service.ts';
 import { openDatabase, type DatabaseHandle } from './db/index.ts';
 import { EnvironmentService } from './environments/service.ts';
 import { sandboxGateway, TaskEvents, TaskService, TaskWorker } from './tasks/index.ts';
@@ -98,6 +100,8 @@ export interface RunningBerth {
   runner: LocalRunner;
   /** The file other `berth` commands read to reach this control plane. */
   clientConfigPath: string;
+  /** A one-time link that signs the local administrator in to the web UI (`berth up` prints one). */
+  signInLink(ttlMs?: number): Promise<string>;
   close(): Promise<void>;
 }
 
@@ -140,10 +144,13 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const environments = new EnvironmentService({ db, runner, logger, audit, secrets });
   const oidcConfig = opts.oidc ?? oidcConfigFromEnv(process.env);
   const oidc = oidcConfig && { signIn: new OidcSignIn(oidcConfig), pending: new PendingSignIns(), groupRules: oidcConfig.groupRules, name: oidcConfig.name };
-  const { userId } = await ensureBootstrap(db);
+  const { userId, orgId: bootstrapOrgId } = await ensureBootstrap(db);
 
   const modelEnv = opts.modelEnv ?? process.env;
-  const repos = new RepoAccess(opts.repos ?? repoAccessFromEnv(process.env));
+  const repoConfig = opts.repos ?? repoAccessFromEnv(process.env);
+  const repos = new RepoAccess(repoConfig);
+  // The org's and projects' own model APIs; berth up's model variables stay the instance default.
+  const models = new ModelSettingsService({ db, secrets, instanceEnv: modelEnv, allowedHosts: repoConfig.allowedModelHosts ?? [] });
   // Agent CLIs inside environments reach models through this, with a per-task token.
   const gateway = new LlmGateway({ upstreams: upstreamsFromEnv(modelEnv), logger });
   let publicUrl = opts.publicUrl ?? process.env.BERTH_PUBLIC_URL ?? '';
@@ -153,9 +160,12 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     db,
     runnerId,
     concurrency: opts.taskConcurrency ?? (Number(process.env.BERTH_TASK_CONCURRENCY) || 2 * availableParallelism()),
-    deps: { db, events: taskEvents, environments, secrets, audit, logger, workDir: join(opts.dataDir, 'tasks'), publicUrl: () => publicUrl, modelEnv, repos, gateway: sandboxGateway({ gateway, runner, environments }) },
+    deps: { db, events: taskEvents, environments, secrets, audit, logger, workDir: join(opts.dataDir, 'tasks'), publicUrl: () => publicUrl, modelEnv, models, repos, gateway: sandboxGateway({ gateway, runner, environments }) },
   });
-  const tasks = new TaskService({ db, events: taskEvents, secrets, signals: worker, repos, checkModel: (model) => void modelClientFromEnv(modelEnv, { model }) });
+  const tasks = new TaskService({ db, events: taskEvents, secrets, signals: worker, repos, checkModel: async (model, where) => {
+      if (!(await models.hasSettings(where.orgId, where.projectId))) void modelClientFromEnv(modelEnv, { model });
+    },
+  });
 
   // Before serving: make the database agree with what is really running on this host.
   await environments.reconcile();
@@ -194,7 +204,9 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     images,
     runners,
     repos,
+    models,
     version: VERSION,
+    publicUrl: () => publicUrl,
     health: () => ({ database: database.kind, runtime: runner.backend.name }),
   });
   await app.listen({ port: opts.port ?? 7070, host: opts.host ?? '127.0.0.1' });
@@ -227,6 +239,10 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     worker,
     runner,
     clientConfigPath,
+    async signInLink(ttlMs = 3_600_000) {
+      const code = await new InviteService({ db, tokens, audit }).createForBootstrap(bootstrapOrgId, userId, ttlMs);
+      return `${publicUrl}${invitePath(code)}`;
+    },
     async close() {
       clearInterval(sweeper);
       await worker.close();

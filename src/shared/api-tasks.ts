@@ -1,8 +1,15 @@
 // The task API's shapes, declared once for the server, /openapi.json and the CLI.
 import { z } from 'zod';
 import { duration, OrgRef } from './api.ts';
+import { MODEL_PROVIDERS, MODEL_SCOPES, MODEL_SOURCES } from './api-models.ts';
 import { TASK_STATES } from './tasks.ts';
 import { parseDuration } from './units.ts';
+
+/**
+ * Where tasks come from today: the web UI, the CLI, the API. (`schedule` is taken by the
+ * API for callers that run their own, but nothing in Berth starts one yet.)
+ */
+export const TASK_TRIGGERS = ['web', 'cli', 'api'] as const;
 
 export const TaskRef = OrgRef.extend({ id: z.string().regex(/^task_[0-9a-z]{12}$/, 'a task id such as task_0123456789ab') });
 
@@ -24,6 +31,7 @@ export const CreateTaskBody = z
     command: z.string().min(1).max(64 * 1024).optional().describe('with agent "command": the command that does the work, run inside the environment'),
     model: z.string().min(1).max(200).optional(),
     check: z.string().min(1).max(10_000).optional().describe('the command that says whether the work is done; overrides the project and repository'),
+    setup: z.array(z.string().trim().min(1, 'a setup command cannot be empty').max(10_000)).max(100).optional().describe("commands run after the repository's and the project's setup, in order"),
     budget: TaskBudgetInput.optional(),
     trigger: z.enum(['api', 'cli', 'web', 'schedule']).optional(),
   })
@@ -52,15 +60,24 @@ export const Task = z.object({
   agent: z.enum(['builtin', 'command']),
   model: z.string().nullable().describe("the built-in agent's model; null until a task that named none starts with the runner's default"),
   modelIsDefault: z.boolean().describe("the model is the runner's default (BERTH_MODEL), chosen when the task started"),
+  modelProvider: z.enum(MODEL_PROVIDERS).nullable().describe('the protocol its model calls used, written when the task started'),
+  modelSource: z.enum(MODEL_SOURCES).nullable().describe('who named the model: the task (--model), its project, the org or the instance (BERTH_MODEL)'),
+  modelSettings: z.enum(MODEL_SCOPES).nullable().describe("whose provider, base URL and key the task used: its project's or the org's model settings, or the instance's (berth up's environment)"),
   state: z.enum(TASK_STATES as [string, ...string[]]),
   stateReason: z.string().nullable(),
   step: z.string().nullable(),
   trigger: z.string(),
   createdBy: z.string(),
+  creator: z
+    .object({ name: z.string(), email: z.string() })
+    .nullable()
+    .optional()
+    .describe('the person createdBy names (`user:…`), in task lists and `show`; null for a token, a task or a schedule'),
   environmentId: z.string().nullable(),
   branch: z.string().nullable(),
   changeRequest: ChangeRequestSchema.nullable(),
   checksPassed: z.boolean().nullable(),
+  setup: z.array(z.string()).describe("setup commands given with the task (run after the repository's and the project's)"),
   summary: z.string().nullable(),
   usage: z.object({ inputTokens: z.number(), outputTokens: z.number(), costUsd: z.number() }),
   budget: z.object({ maxSteps: z.number(), maxTokens: z.number().nullable(), maxCostUsd: z.number().nullable(), timeoutMs: z.number(), maxCheckRetries: z.number() }),
@@ -78,8 +95,21 @@ export const ListTasksQuery = z.strictObject({
   project: z.string().max(100).optional(),
   trigger: z.string().max(20).optional(),
   createdBy: z.string().max(200).optional(),
+  mine: z.enum(['0', '1', 'true', 'false']).optional().describe("only the caller's own tasks (createdBy is then the caller)"),
   limit: z.coerce.number().int().min(1).max(200).default(50),
   cursor: z.string().max(200).optional(),
+});
+
+export const ApproveTaskBody = z
+  .strictObject({
+    force: z.boolean().optional().describe('merge although the checks failed, did not run or the change is a draft; on record as task.approve_forced'),
+  })
+  .nullish()
+  .describe('optional: no body approves a green change only');
+
+export const ContinueTaskBody = z.strictObject({
+  instruction: z.string().trim().min(1, 'say what the agent should do next').max(64 * 1024),
+  trigger: z.enum(['api', 'cli', 'web']).optional(),
 });
 
 export const TaskEventSchema = z.object({ seq: z.number(), at: z.string(), data: z.record(z.string(), z.unknown()) });

@@ -66,6 +66,36 @@ export function modelClientFromEnv(env: NodeJS.ProcessEnv, opts: ModelOptions = 
   return provider === 'openai' ? new OpenAIModel(common) : new AnthropicModel({ ...common, maxOutputTokens: opts.maxOutputTokens ?? 8192 });
 }
 
+/** A model API an org or a project chose (Berth's model settings), with the key read from its secret. */
+export interface ModelEndpoint {
+  provider: Provider;
+  /** As the provider's SDK takes it: OpenAI's with /v1, Anthropic's without. */
+  baseUrl: string;
+  apiKey: string;
+  model: string;
+}
+
+/**
+ * A model client for chosen settings rather than the instance's variables. The price comes
+ * from the table: BERTH_MODEL_PRICE prices the instance's own model, not this one.
+ */
+export function modelClientFor(endpoint: ModelEndpoint, opts: Omit<ModelOptions, 'model' | 'provider'> = {}): ModelClient {
+  const common = {
+    model: endpoint.model,
+    baseURL: endpoint.baseUrl,
+    apiKey: endpoint.apiKey || NO_KEY,
+    price: priceOf(endpoint.model),
+    maxRetries: opts.maxRetries ?? 2,
+    timeoutMs: opts.timeoutMs ?? 5 * 60_000,
+  };
+  return endpoint.provider === 'openai' ? new OpenAIModel(common) : new AnthropicModel({ ...common, maxOutputTokens: opts.maxOutputTokens ?? 8192 });
+}
+
+/** The provider the instance's variables give `model` (BERTH_MODEL_PROVIDER, the name, the keys set). */
+export function instanceProvider(model: string, env: NodeJS.ProcessEnv): Provider {
+  return pickProvider(model, env, undefined);
+}
+
 /** Explicit, else Anthropic for a claude-* model or when only Anthropic is configured, else OpenAI. */
 function pickProvider(model: string, env: NodeJS.ProcessEnv, explicit: Provider | undefined): Provider {
   const named = explicit ?? env.BERTH_MODEL_PROVIDER?.trim();

@@ -1,7 +1,7 @@
+import { taskModelText } from './model.ts';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
-import { createParser } from 'eventsource-parser';
 import type { CreateTaskBody, Task } from '../../shared/api-tasks.ts';
 import { FINAL_TASK_STATES, type TaskEvent, type TaskEventData } from '../../shared/tasks.ts';
 import type { ApiClient } from '../client.ts';
@@ -51,6 +51,27 @@ export function describeEvent(d: TaskEventData): string | null {
   }
 }
 
+/** How much of a command's or tool's output `task logs` shows unless --full. */
+const OUTPUT_LINES = 20;
+
+/**
+ * The output a command or tool event carries, indented under its line: its last
+ * OUTPUT_LINES lines (saying how many were left out), or all of it with `full`.
+ */
+export function outputOf(d: TaskEventData, full: boolean): string | null {
+  const text = d.type === 'command' ? d.output : d.type === 'tool' && d.tool !== 'finish' ? d.output : null;
+  if (!text?.trim()) return null;
+  let lines = text.replace(/\s+$/, '').split('\n');
+  let note = '';
+  if (!full && lines.length > OUTPUT_LINES) {
+    note = `           … ${lines.length - OUTPUT_LINES} earlier line(s); --full shows them\n`;
+    lines = lines.slice(-OUTPUT_LINES);
+  }
+  // Long lines cut too (minified files, progress bars), unless --full.
+  const cut = (l: string) => (full || l.length <= 400 ? l : `${l.slice(0, 399)}…`);
+  return note + lines.map((l) => `           │ ${cut(l)}\n`).join('');
+}
+
 /**
  * Follows a task's events as server-sent events, reconnecting with the last seq seen so
  * nothing is lost or shown twice. Resolves when the task has ended.
@@ -61,6 +82,8 @@ export async function followTask(client: ApiClient, id: string, onEvent: (e: Tas
     let ended = false;
     try {
       const res = await client.fetch(`${client.orgPath(`tasks/${id}/events`)}?after=${last}`, { headers: { accept: 'text/event-stream' } });
+      // Loaded here, not at the top: only following a task needs it.
+      const { createParser } = await import('eventsource-parser');
       const parser = createParser({
         onEvent: (m) => {
           if (m.event === 'end') ended = true;
@@ -90,7 +113,7 @@ function printTask(t: Task): void {
     ['state', `${t.state}${t.stateReason ? ` (${t.stateReason})` : ''}`],
     ['step', t.step ?? '-'],
     ['repository', `${t.repo}${t.baseBranch ? ` @ ${t.baseBranch}` : ''}${t.project ? ` (project ${t.project})` : ''}`],
-    ['agent', t.agent === 'command' ? 'command' : `built-in (${t.model ? `${t.model}${t.modelIsDefault ? ", the runner's default" : ''}` : "the runner's default model, chosen when it starts"})`],
+    ['agent', taskModelText(t)],
     ['environment', t.environmentId ?? '-'],
     ['branch', t.branch ?? '-'],
     ['change', t.changeRequest ? `${t.changeRequest.draft ? 'draft ' : ''}${t.changeRequest.url ?? `kept in Berth${t.changeRequest.mergedSha ? ` (merged ${t.changeRequest.mergedSha.slice(0, 12)})` : ': berth task approve ' + t.id}`}` : '-'],
@@ -134,7 +157,7 @@ async function watch(client: ApiClient, id: string): Promise<Task> {
 function reportEnd(t: Task): void {
   const mark = t.state === 'succeeded' ? '✔' : '✖';
   const where = t.changeRequest?.url ?? (t.changeRequest ? `branch ${t.branch} (kept in Berth: \`berth task approve ${t.id}\` merges it)` : null);
-  process.stderr.write(`${mark} ${t.id} ${t.state}${t.stateReason ? `: ${t.stateReason}` : ''}\n`);
+  process.stderr.write(`${paint(t.state === 'succeeded' ? 'green' : 'red', mark, process.stderr)} ${t.id} ${stateWord(t.state, process.stderr)}${t.stateReason ? `: ${t.stateReason}` : ''}\n`);
   if (where) process.stdout.write(`${t.changeRequest?.draft ? 'draft ' : ''}${where}\n`);
   if (t.state !== 'succeeded') process.exitCode = 1;
 }
@@ -150,6 +173,7 @@ export function taskCommands(program: Command, client: Client): void {
     .option('--command <cmd>', 'with --agent command: what to run inside the environment')
     .option('--model <model>', 'model for the built-in agent (default $BERTH_MODEL on the server)')
     .option('--check <cmd>', 'the command that says whether the work is done (overrides the repository\'s)')
+    .option('--setup <cmd>', 'a setup command run after the repository\'s and project\'s setup (repeat for several, run in order)', (v: string, all: string[] = []) => [...all, v])
     .option('--max-steps <n>', 'model round trips', positiveInt)
     .option('--max-tokens <n>', 'input + output tokens', positiveInt)
     .option('--max-cost <usd>', 'dollars', positive)
@@ -183,6 +207,7 @@ export function taskCommands(program: Command, client: Client): void {
         command: o.command,
         model: o.model,
         check: o.check,
+        setup: o.setup,
         budget: Object.keys(budget).length ? budget : undefined,
         trigger: 'cli',
       };
@@ -202,24 +227,37 @@ export function taskCommands(program: Command, client: Client): void {
   task
     .command('list')
     .alias('ls')
+    .description('tasks, newest first; a page at a time (the next page: --cursor, printed at the end)')
     .option('--state <state>', 'only tasks in this state')
     .option('--project <project>', 'only this project\'s tasks')
+    .option('--trigger <trigger>', 'only tasks started from here: cli, web or api')
+    .option('--mine', 'only the tasks you started')
     .option('--limit <n>', 'how many', positiveInt, 50)
-    .option('--json', 'print JSON')
+    .option('--cursor <cursor>', 'the page after the one that printed this cursor')
+    .option('--json', 'print JSON: { items, nextCursor }')
     .action(async (o) => {
       const q = new URLSearchParams({ limit: String(o.limit) });
       if (o.state) q.set('state', o.state);
       if (o.project) q.set('project', o.project);
-      const page = await client().request<{ items: Task[]; counts: Record<string, number> }>('GET', `${client().orgPath('tasks')}?${q}`);
-      if (o.json) return printJson(page.items);
+      if (o.trigger) q.set('trigger', o.trigger);
+      if (o.mine) q.set('mine', '1');
+      if (o.cursor) q.set('cursor', o.cursor);
+      const page = await client().request<{ items: Task[]; nextCursor: string | null; counts: Record<string, number> }>('GET', `${client().orgPath('tasks')}?${q}`);
+      if (o.json) return printJson({ items: page.items, nextCursor: page.nextCursor });
       printTable(
         ['ID', 'STATE', 'STEP', 'PROJECT/REPO', 'GOAL', 'CHANGE', 'AGE'],
         page.items.map((t) => [t.id, t.state, t.step ?? '-', t.project ?? t.repo, t.goal.split('\n')[0]!.slice(0, 50), t.changeRequest?.url ?? (t.changeRequest ? 'in berth' : '-'), age(t.createdAt)]),
       );
       process.stderr.write(`${page.counts.running ?? 0} running, ${page.counts.provisioning ?? 0} provisioning, ${page.counts.queued ?? 0} queued\n`);
+      if (page.nextCursor) {
+        // The same filters again, with the cursor: a command to paste for the next page.
+        const again = process.argv.slice(2).filter((a, i, all) => a !== '--cursor' && all[i - 1] !== '--cursor' && !a.startsWith('--cursor='));
+        process.stderr.write(`more: berth ${again.join(' ')} --cursor ${page.nextCursor}\n`);
+      }
     });
   task
     .command('show <id>')
+    .description('a task: its state, step, repository, agent, change, checks and cost')
     .option('--json', 'print JSON')
     .action(async (id: string, o) => {
       const t = await client().request<Task>('GET', client().orgPath(`tasks/${id}`));
@@ -228,14 +266,17 @@ export function taskCommands(program: Command, client: Client): void {
     });
   task
     .command('logs <id>')
-    .description('the task\'s transcript: steps, model calls, tool calls, commands')
+    .description('the task\'s transcript: steps, model calls, tool calls, commands and their output')
     .option('-f, --follow', 'keep printing new events until the task ends')
+    .option('--full', `each command's and tool's whole output (default: its last ${OUTPUT_LINES} lines)`)
     .option('--json', 'one JSON event per line')
     .action(async (id: string, o) => {
       const print = (e: TaskEvent) => {
         if (o.json) return void process.stdout.write(`${JSON.stringify(e)}\n`);
         const line = describeEvent(e.data);
         if (line) process.stdout.write(`${e.at.slice(11, 19)} ${line}\n`);
+        const output = outputOf(e.data, Boolean(o.full));
+        if (output) process.stdout.write(output);
       };
       if (o.follow) return followTask(client(), id, print);
       const { items } = await client().request<{ items: TaskEvent[] }>('GET', client().orgPath(`tasks/${id}/events`));
@@ -243,32 +284,60 @@ export function taskCommands(program: Command, client: Client): void {
     });
   task
     .command('diff <id>')
-    .description('the change the task made')
-    .action(async (id: string) => {
+    .description('the change the task made, as a unified diff (coloured on a terminal)')
+    .option('--json', 'print JSON: { diff } (null when it has none yet)')
+    .action(async (id: string, o) => {
       const { diff } = await client().request<{ diff: string | null }>('GET', client().orgPath(`tasks/${id}/diff`));
+      if (o.json) return printJson({ diff });
       if (diff === null) throw new CliError(`task ${id} has no change (yet)`);
-      process.stdout.write(diff);
+      process.stdout.write(paintDiff(diff));
     });
   task
     .command('cancel <id>')
-    .action(async (id: string) => {
+    .description('stop a queued or running task; its environment stays for a look')
+    .option('--json', 'print the task as JSON')
+    .action(async (id: string, o) => {
       const t = await client().request<Task>('POST', client().orgPath(`tasks/${id}/cancel`));
-      process.stdout.write(`${t.id} ${t.state}\n`);
+      emit(o, t, () => `${t.id} ${stateWord(t.state)}`);
     });
   task
     .command('retry <id>')
     .description('run the task again as a new task')
     .option('-d, --detach', 'return at once')
+    .option('--json', 'print the new task as JSON when it ends (or at once with --detach)')
     .action(async (id: string, o) => {
       const t = await client().request<Task>('POST', client().orgPath(`tasks/${id}/retry`));
-      if (o.detach) return void process.stdout.write(`${t.id}\n`);
-      reportEnd(await watch(client(), t.id));
+      if (o.detach) return emit(o, t, t.id);
+      const ended = await watch(client(), t.id);
+      if (o.json) printJson(ended);
+      reportEnd(ended);
     });
   task
     .command('approve <id>')
-    .description('merge a plain-git task\'s branch into its base branch')
-    .action(async (id: string) => {
-      const t = await client().request<Task>('POST', client().orgPath(`tasks/${id}/approve`));
-      process.stdout.write(`merged ${t.branch} into ${t.baseBranch} (${t.changeRequest?.mergedSha?.slice(0, 12)})\n`);
+    .description('merge a plain-git task\'s branch into its base branch: only when its checks passed, unless --force')
+    .option('--force', 'merge although its checks failed or did not run (on record in the audit log as task.approve_forced)')
+    .option('--json', 'print the task as JSON')
+    .action(async (id: string, o) => {
+      const t = await client().request<Task>('POST', client().orgPath(`tasks/${id}/approve`), o.force ? { force: true } : undefined);
+      if (o.json) return printJson(t);
+      process.stdout.write(`merged ${t.branch} into ${t.baseBranch} (${t.changeRequest?.mergedSha?.slice(0, 12)})${o.force && t.checksPassed !== true ? ', forced' : ''}\n`);
+    });
+  task
+    .command('continue <id> <instruction>')
+    .description('a follow-up: a new task with this task\'s goal and your instruction, from its branch, with its agent, check and setup')
+    .option('-d, --detach', 'print the new task\'s id and return at once')
+    .option('--json', 'print the new task as JSON when it ends (or at once with --detach)')
+    .action(async (id: string, instruction: string, o) => {
+      if (!instruction.trim()) throw new CliError(`say what the agent should do next: berth task continue ${id} "also update the README"`, 2);
+      const t = await client().request<Task>('POST', client().orgPath(`tasks/${id}/continue`), { instruction, trigger: 'cli' });
+      if (o.detach) {
+        if (o.json) printJson(t);
+        else process.stdout.write(`${t.id}\n`);
+        return;
+      }
+      process.stderr.write(`task ${t.id}: follow-up to ${id}${t.baseBranch ? ` from ${t.baseBranch}` : ''}\n`);
+      const ended = await watch(client(), t.id);
+      if (o.json) printJson(ended);
+      reportEnd(ended);
     });
 }

@@ -3,7 +3,7 @@
 // and never the secret itself, and a dump of this map reveals no usable token.
 import { createHash, randomBytes } from 'node:crypto';
 import type { Usage } from '../../shared/tasks.ts';
-import type { Provider } from './upstreams.ts';
+import type { Provider, Upstreams } from './upstreams.ts';
 
 /** One model call made through the gateway, as the task's owner hears of it. */
 export interface GatewayCall {
@@ -27,6 +27,11 @@ export interface IssueOptions {
   maxTokens: number | null;
   /** Every forwarded model call, once it has ended. Should not throw; if it does, it is logged. */
   onCall: (call: GatewayCall) => void;
+  /**
+   * The task's own upstreams (its org's or project's model settings), used instead of the
+   * gateway's for the providers they name; the others stay the gateway's (the instance's).
+   */
+  upstreams?: Upstreams | undefined;
 }
 
 export interface IssuedToken {
@@ -43,6 +48,7 @@ export interface Grant {
   readonly maxTokens: number | null;
   readonly onCall: (call: GatewayCall) => void;
   readonly used: Usage;
+  readonly upstreams: Upstreams | undefined;
 }
 
 const TOKEN_PREFIX = 'berth-llm-';
@@ -55,7 +61,7 @@ export class Grants {
   issue(opts: IssueOptions): IssuedToken {
     const token = TOKEN_PREFIX + randomBytes(32).toString('base64url');
     const hash = digest(token);
-    const grant: Grant = { taskId: opts.taskId, maxTokens: opts.maxTokens, onCall: opts.onCall, used: { inputTokens: 0, outputTokens: 0, costUsd: 0 } };
+    const grant: Grant = { taskId: opts.taskId, maxTokens: opts.maxTokens, onCall: opts.onCall, used: { inputTokens: 0, outputTokens: 0, costUsd: 0 }, upstreams: opts.upstreams };
     this.#byHash.set(hash, grant);
     return {
       token,

@@ -15,7 +15,7 @@ import {
   type ServerResponse,
 } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import { isIP, type AddressInfo, type LookupFunction } from 'node:net';
 import { Transform, pipeline, type Duplex } from 'node:stream';
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import type { Logger } from 'pino';
@@ -57,6 +57,8 @@ export class LlmGateway {
   readonly #grants = new Grants();
   /** Removes every upstream key (and the encodings of it tools print) from what is sent back. */
   readonly #redactor: Redactor;
+  /** For a grant with upstreams of its own: the gateway's keys and its own. */
+  readonly #grantRedactors = new WeakMap<Grant, Redactor>();
   readonly #servers = new Set<Server>();
   readonly #http = new HttpAgent({ keepAlive: true });
   readonly #https = new HttpsAgent({ keepAlive: true });
@@ -151,7 +153,7 @@ export class LlmGateway {
     if (!grant) {
       return fail('unauthorized', 'Unknown or revoked token. The LLM gateway takes the token Berth issued to this task (as "Authorization: Bearer TOKEN" or "x-api-key: TOKEN"); it stops working when the task ends.');
     }
-    const upstream = this.#upstreams[provider];
+    const upstream = grant.upstreams?.[provider] ?? this.#upstreams[provider];
     if (!upstream) {
       return fail('no_upstream', `The LLM gateway has no ${PROVIDER_NAME[provider]} provider configured: set ${provider.toUpperCase()}_API_KEY for the runner.`);
     }
@@ -184,7 +186,18 @@ export class LlmGateway {
       asked = typeof parsed.model === 'string' ? parsed.model : undefined;
       if (prepared.body !== parsed) body = Buffer.from(JSON.stringify(prepared.body));
     }
-    this.#forward({ req, res, route, grant, upstream, body, url, started, stream, asked });
+    this.#forward({ req, res, route, grant, upstream, body, url, started, stream, asked, redactor: this.#redactorFor(grant) });
+  }
+
+  #redactorFor(grant: Grant): Redactor {
+    if (!grant.upstreams) return this.#redactor;
+    let r = this.#grantRedactors.get(grant);
+    if (!r) {
+      const keys = [...Object.entries(this.#upstreams), ...Object.entries(grant.upstreams)].map(([provider, u]) => ({ name: `${provider}-api-key`, value: u.apiKey }));
+      r = new Redactor(keys);
+      this.#grantRedactors.set(grant, r);
+    }
+    return r;
   }
 
   #forward(c: Call): void {
@@ -195,6 +208,7 @@ export class LlmGateway {
       method: route.method,
       headers: requestHeaders(req.headers, route.provider, upstream.apiKey, c.body.length),
       agent: secure ? this.#https : this.#http,
+      ...(upstream.address ? { lookup: pinnedLookup(upstream.address) } : {}),
     });
 
     let status = ERROR_STATUS.upstream_failed;
@@ -239,10 +253,10 @@ export class LlmGateway {
     const decoder = decoderFor(encoding);
     // An encoding the gateway cannot decode (it asked for none) passes through unread.
     const readable = decoder !== undefined || encoding === 'identity';
-    res.writeHead(upRes.statusCode ?? ERROR_STATUS.upstream_failed, this.#responseHeaders(upRes.headers, decoder !== undefined));
+    res.writeHead(upRes.statusCode ?? ERROR_STATUS.upstream_failed, responseHeaders(upRes.headers, decoder !== undefined, c.redactor));
     // Status and headers now: a stream's first event may be a while coming.
     res.flushHeaders();
-    const redacting = this.#redactor.stream();
+    const redacting = c.redactor.stream();
     const pass = new Transform({
       transform(chunk: Buffer, _enc, done) {
         report?.push(chunk);
@@ -298,15 +312,16 @@ export class LlmGateway {
     }
   }
 
-  #responseHeaders(headers: IncomingHttpHeaders, decoded: boolean): OutgoingHttpHeaders {
-    const out: OutgoingHttpHeaders = {};
-    const drop = droppedByConnection(headers);
-    for (const [name, value] of Object.entries(headers)) {
-      if (value === undefined || DROP_RESPONSE.has(name) || drop.has(name) || (decoded && name === 'content-encoding')) continue;
-      out[name] = Array.isArray(value) ? value.map((v) => this.#redactor.redact(v)) : this.#redactor.redact(value);
-    }
-    return out;
+}
+
+function responseHeaders(headers: IncomingHttpHeaders, decoded: boolean, redactor: Redactor): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  const drop = droppedByConnection(headers);
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || DROP_RESPONSE.has(name) || drop.has(name) || (decoded && name === 'content-encoding')) continue;
+    out[name] = Array.isArray(value) ? value.map((v) => redactor.redact(v)) : redactor.redact(value);
   }
+  return out;
 }
 
 /** One model call on its way through. */
@@ -322,6 +337,17 @@ interface Call {
   stream: boolean;
   /** The model the request asked for. */
   asked: string | undefined;
+  /** Takes every key this call could carry out of what goes back. */
+  redactor: Redactor;
+}
+
+/** A DNS lookup that always answers `address`, in either of the forms node asks for. */
+function pinnedLookup(address: string): LookupFunction {
+  const family = isIP(address);
+  return ((_host: string, opts: { all?: boolean }, cb: (...args: unknown[]) => void) => {
+    if (opts?.all) cb(null, [{ address, family }]);
+    else cb(null, address, family);
+  }) as unknown as LookupFunction;
 }
 
 function listen(server: Server, at: { path: string } | { port: number; host: string }): Promise<void> {

@@ -10,6 +10,11 @@ export interface Upstream {
    */
   baseUrl: string;
   apiKey: string;
+  /**
+   * The address the base URL's host was checked at (an org's or project's chosen URL, by the
+   * host-side address rules): connections go there, not to whatever a later lookup answers.
+   */
+  address?: string | null | undefined;
 }
 
 export type Upstreams = Partial<Record<Provider, Upstream>>;

@@ -89,8 +89,9 @@ export class SecretService {
   /**
    * What an environment of the project receives, as variables: exactly the secrets the
    * project names (receivesSecret), the project's value over the org's of the same name.
-   * Secrets any project names as forge credentials are never among them: those are used by
-   * the runner on the host and must not enter a sandbox. Nor are egress-only ones (the egress
+   * Secrets any project names as forge credentials, and any model settings' key secret, are
+   * never among them: those are used by the runner on the host and must not enter a sandbox,
+   * even when a project names them. Nor are egress-only ones (the egress
    * proxy adds those to requests): a project's egress-only secret also hides the org's
    * secret of the same name.
    */
@@ -169,6 +170,9 @@ export class SecretService {
       if (settings.forge?.tokenSecret) names.add(settings.forge.tokenSecret);
       if (settings.forge?.app?.privateKeySecret) names.add(settings.forge.app.privateKeySecret);
     }
+    // A model key (`berth model set --key-secret`) is Berth's to use on the host, like forge
+    // credentials: in an environment it would bypass the gateway's per-task token and budget.
+    for (const { key_secret } of await this.#db.selectFrom('models').select('key_secret').where('org_id', '=', orgId).execute()) names.add(key_secret);
     return names;
   }
 

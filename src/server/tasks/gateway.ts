@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { GATEWAY_SOCKET_NAME, gatewayEnv, relayCommand, relayReady, type LlmGateway, type LocalRunner } from '../../runner/index.ts';
+import { GATEWAY_SOCKET_NAME, gatewayEnv, relayCommand, relayReady, type LlmGateway, type LocalRunner, type Upstreams } from '../../runner/index.ts';
 import type { TaskEventData } from '../../shared/tasks.ts';
 import type { EnvironmentService } from '../environments/service.ts';
 import { taskScope } from './sandbox.ts';
@@ -15,6 +15,8 @@ export interface CommandAgentGateway {
     taskId: string;
     environmentId: string;
     maxTokens: number | null;
+    /** The task's org's or project's model API, for its provider: used instead of the instance's. */
+    upstreams?: Upstreams | undefined;
     onCall: (e: Extract<TaskEventData, { type: 'model' }>) => void;
   }): Promise<{ env: Record<string, string>; close(): Promise<void> }>;
 }
@@ -26,10 +28,11 @@ export interface CommandAgentGateway {
  */
 export function sandboxGateway(o: { gateway: LlmGateway; runner: LocalRunner; environments: EnvironmentService }): CommandAgentGateway {
   return {
-    async open({ orgId, taskId, environmentId, maxTokens, onCall }) {
+    async open({ orgId, taskId, environmentId, maxTokens, upstreams, onCall }) {
       const issued = o.gateway.issue({
         taskId,
         maxTokens,
+        upstreams,
         onCall: (c) => onCall({ type: 'model', provider: c.provider, model: c.model, usage: c.usage, durationMs: Math.round(c.durationMs), text: null, toolCalls: [], via: 'gateway' }),
       });
       const closeSocket = await o.gateway.listenUnix(join(o.runner.agentDir(environmentId), GATEWAY_SOCKET_NAME));

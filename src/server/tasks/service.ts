@@ -9,12 +9,17 @@ import { FINAL_TASK_STATES, type TaskBudget, type TaskState } from '../../shared
 import { formatDuration, MAX_TIMEOUT_MS, parseDuration } from '../../shared/units.ts';
 import { forgeFor, mergeBranch, type ForgeSettings, type RepoAccess } from '../../forges/index.ts';
 import { assertOwnRepository } from './own-repo.ts';
+import { assertNotArchived, liveProject } from '../projects.ts';
 import type { Scope } from '../authz.ts';
+import { assertTaskAccess, ownerIdOf, type Ownership } from '../ownership.ts';
 import type { Db, ProjectRow, TaskRow } from '../db/index.ts';
 import { afterPageCursor, encodePageCursor, pageKey } from '../db/page.ts';
 import type { SecretService } from '../secrets/service.ts';
 import { Redactor } from '../../shared/redact.ts';
 import type { TaskEvents } from './events.ts';
+
+/** Throws when a built-in agent task created now would have no model; may look at the org's and project's settings. */
+export type CheckModel = (model: string | undefined, where: { orgId: string; projectId: string | null }) => void | Promise<void>;
 
 export const DEFAULT_BUDGET: TaskBudget = { maxSteps: 50, maxTokens: null, maxCostUsd: null, timeoutMs: 60 * 60_000, maxCheckRetries: 2 };
 
@@ -45,13 +50,18 @@ const LIST_COLUMNS = [
   'tasks.command',
   'tasks.model',
   'tasks.model_default',
+  'tasks.model_provider',
+  'tasks.model_source',
+  'tasks.model_settings',
   'tasks.budget',
   'tasks.check_command',
+  'tasks.setup_commands',
   'tasks.state',
   'tasks.state_reason',
   'tasks.step',
   'tasks.trigger',
   'tasks.created_by',
+  'tasks.owner_id',
   'tasks.runner_id',
   'tasks.environment_id',
   'tasks.branch',
@@ -81,10 +91,10 @@ export class TaskService {
   readonly #signals: TaskSignals;
   /** Who may name which repository, and where host-side git may go. */
   readonly #repos: RepoAccess;
-  /** Refuses a built-in agent task when no model is configured: bad input changes nothing. */
-  readonly #checkModel: (model: string | undefined) => void;
+  /** Refuses a built-in agent task when no model is configured (the org's, the project's or the instance's): bad input changes nothing. */
+  readonly #checkModel: CheckModel;
 
-  constructor(opts: { db: Db; events: TaskEvents; secrets: SecretService; signals: TaskSignals; repos: RepoAccess; checkModel: (model: string | undefined) => void }) {
+  constructor(opts: { db: Db; events: TaskEvents; secrets: SecretService; signals: TaskSignals; repos: RepoAccess; checkModel: CheckModel }) {
     this.#db = opts.db;
     this.#repos = opts.repos;
     this.#events = opts.events;
@@ -102,13 +112,7 @@ export class TaskService {
     let project: ProjectRow | undefined;
     let repo: string;
     if (body.project) {
-      project = await this.#db
-        .selectFrom('projects')
-        .selectAll()
-        .where('org_id', '=', scope.orgId)
-        .where((eb) => eb.or([eb('id', '=', body.project!), eb('name', '=', body.project!)]))
-        .executeTakeFirst();
-      if (!project) throw notFound(`no project '${body.project}': \`berth project list\` shows them`);
+      project = await liveProject(this.#db, scope.orgId, body.project);
       if (!project.repo_url) throw invalid(`project '${project.name}' has no repository: give it one with \`berth project create ${project.name} --repo URL\``, 'project');
       repo = project.repo_url;
     } else {
@@ -118,7 +122,7 @@ export class TaskService {
     const command = body.command ?? project?.settings.agent?.command ?? null;
     if (agent === 'command' && !command) throw invalid('agent "command" needs a command: pass --command', 'command');
     const model = body.model ?? project?.settings.agent?.model ?? null;
-    if (agent === 'builtin') this.#checkModel(model ?? undefined);
+    if (agent === 'builtin') await this.#checkModel(model ?? undefined, { orgId: scope.orgId, projectId: project?.id ?? null });
 
     const budget: TaskBudget = {
       maxSteps: b.maxSteps ?? DEFAULT_BUDGET.maxSteps,
@@ -140,11 +144,16 @@ export class TaskService {
         agent,
         command: agent === 'command' ? command : null,
         model,
+        // Who named it, for `task show` (models/service.ts has the order).
+        model_source: body.model ? 'task' : model ? 'project' : null,
         budget: JSON.stringify(budget),
         check_command: body.check ?? null,
+        setup_commands: body.setup?.length ? JSON.stringify(body.setup) : null,
         state: 'queued',
         trigger: body.trigger ?? 'api',
         created_by: scope.actor,
+        // Its creator's (an org token's maker), and so is the environment it makes (ownership.ts).
+        owner_id: ownerIdOf(scope),
       })
       .returningAll()
       .executeTakeFirstOrThrow();
@@ -155,9 +164,10 @@ export class TaskService {
 
   /** Runs the same task again as a new one. */
   async retry(scope: Scope, id: string): Promise<Task> {
-    const row = await this.#get(scope.orgId, id);
+    const row = await this.#getFor(scope, id, 'owner');
     // A one-off repository is named again by whoever retries: a path stays an instance administrator's.
     if (!row.project_id) await this.#repos.name(row.repo_url, scope.caller);
+    else assertNotArchived(await this.#db.selectFrom('projects').select(['name', 'archived_at']).where('id', '=', row.project_id).executeTakeFirst(), 'a retry');
     const fresh = newId('task');
     const copy = await this.#db
       .insertInto('tasks')
@@ -172,11 +182,15 @@ export class TaskService {
         command: row.command,
         // A default model is the default of the day the retry runs.
         model: row.model_default ? null : row.model,
+        model_source: row.model_default ? null : row.model_source,
         budget: JSON.stringify(row.budget),
         check_command: row.check_command,
+        setup_commands: row.setup_commands ? JSON.stringify(row.setup_commands) : null,
         state: 'queued',
         trigger: row.trigger,
         created_by: scope.actor,
+        // Its creator's (an org token's maker), and so is the environment it makes (ownership.ts).
+        owner_id: ownerIdOf(scope),
       })
       .returningAll()
       .executeTakeFirstOrThrow();
@@ -203,8 +217,9 @@ export class TaskService {
       .groupBy('state')
       .execute();
     const last = page.at(-1);
+    const people = await this.#people(page.map((r) => r.created_by));
     return {
-      items: page.map((r) => this.#toApi(r, r.project_name)),
+      items: page.map((r) => this.#toApi(r, r.project_name, people)),
       nextCursor: rows.length > o.limit && last ? encodePageCursor(last.page_key, last.id) : null,
       counts: Object.fromEntries(counts.map((c) => [c.state, Number(c.n)])),
     };
@@ -212,7 +227,7 @@ export class TaskService {
 
   async show(orgId: string, id: string): Promise<Task> {
     const row = await this.#get(orgId, id);
-    return this.#toApi(row, await this.#projectName(row.project_id));
+    return this.#toApi(row, await this.#projectName(row.project_id), await this.#people([row.created_by]));
   }
 
   /** Redacted (again) as it is read: a secret set after the task ran is hidden from viewers too. */
@@ -228,7 +243,7 @@ export class TaskService {
   }
 
   async cancel(scope: Scope, id: string): Promise<Task> {
-    const row = await this.#get(scope.orgId, id);
+    const row = await this.#getFor(scope, id, 'owner');
     if (FINAL_TASK_STATES.has(row.state)) throw conflict(`task ${id} already ended: it ${row.state === 'cancelled' ? 'was cancelled' : row.state.replace('_', ' ')}`);
     const updated = await this.#db
       .updateTable('tasks')
@@ -243,13 +258,25 @@ export class TaskService {
     return this.#toApi(updated, await this.#projectName(updated.project_id));
   }
 
-  /** Plain git: merges the task's branch into its base branch and pushes it. */
-  async approve(scope: Scope, id: string): Promise<Task> {
-    const row = await this.#get(scope.orgId, id);
+  /**
+   * Plain git: merges the task's branch into its base branch and pushes it. Only a green
+   * change: one whose checks passed and that is not a draft, unless `force` says to merge it
+   * anyway; `forced` then says what was overridden, for the audit log.
+   */
+  async approve(scope: Scope, id: string, opts: { force?: boolean | undefined } = {}): Promise<{ task: Task; forced: string | null }> {
+    const row = await this.#getFor(scope, id, 'owner');
     const cr = row.change_request;
     if (!cr || !row.branch || !row.base_branch) throw conflict(`task ${id} has no change to approve${FINAL_TASK_STATES.has(row.state) ? '' : ' yet: it is still ' + row.state}`);
     if (cr.kind !== 'berth') throw conflict(`task ${id}'s change is a ${cr.kind.replace('_', ' ')} on the forge: review and merge it there (${cr.url})`);
     if (cr.mergedSha) throw conflict(`task ${id} was already approved: ${row.branch} is merged into ${row.base_branch} as ${cr.mergedSha.slice(0, 12)}`);
+    const red =
+      row.checks_passed === false ? 'its checks failed'
+      : row.checks_passed === null ? 'no checks ran for it'
+      : cr.draft ? `its change is a draft (${row.state_reason ?? 'not green'})`
+      : null;
+    if (red && !opts.force) {
+      throw conflict(`task ${id} is not green: ${red}. Nothing was merged. Look at \`berth task diff ${id}\` and \`berth task logs ${id}\`; to merge it anyway, \`berth task approve ${id} --force\` (on record in the audit log)`);
+    }
     const project = row.project_id ? await this.#db.selectFrom('projects').selectAll().where('id', '=', row.project_id).executeTakeFirst() : undefined;
     await assertOwnRepository(this.#db, this.#repos, row, project);
     const reach = await this.#repos.reach(row.repo_url);
@@ -261,16 +288,61 @@ export class TaskService {
       const { sha } = await mergeBranch({ url: row.repo_url, reach, base: row.base_branch, branch: row.branch, workdir, credentials, message: `Merge ${row.branch}: ${row.goal.split('\n')[0]!.slice(0, 72)}\n\nApproved by ${scope.actor} (Berth task ${row.id}).` });
       const merged = { ...cr, mergedSha: sha };
       const updated = await this.#db.updateTable('tasks').set({ change_request: JSON.stringify(merged), updated_at: new Date() }).where('id', '=', id).returningAll().executeTakeFirstOrThrow();
-      await this.#events.append(id, { type: 'log', level: 'info', message: `approved by ${scope.actor}: merged ${row.branch} into ${row.base_branch} (${sha.slice(0, 12)})` });
-      return this.#toApi(updated, project?.name ?? null);
+      await this.#events.append(id, { type: 'log', level: red ? 'warn' : 'info', message: `approved by ${scope.actor}${red ? ` although ${red} (forced)` : ''}: merged ${row.branch} into ${row.base_branch} (${sha.slice(0, 12)})` });
+      return { task: this.#toApi(updated, project?.name ?? null), forced: red };
     } finally {
       await rm(workdir, { recursive: true, force: true });
     }
   }
 
+  /**
+   * The people behind `user:usr_…` creators, so that lists say who rather than an id. A
+   * user since removed from the org is still named: the task's history is the org's.
+   */
+  async #people(createdBy: string[]): Promise<Map<string, { name: string; email: string }>> {
+    const ids = [...new Set(createdBy.filter((c) => c.startsWith('user:')).map((c) => c.slice('user:'.length)))];
+    if (!ids.length) return new Map();
+    const rows = await this.#db.selectFrom('users').select(['id', 'name', 'email']).where('id', 'in', ids).execute();
+    return new Map(rows.map((u) => [`user:${u.id}`, { name: u.name, email: u.email }]));
+  }
+
+  /**
+   * A follow-up: a new task with the previous goal and the new instruction, on the same
+   * project or repository, starting from the previous task's branch when it pushed one, with
+   * its agent, model, check, setup and budget. The web UI's "Continue" makes the same task.
+   */
+  async followUp(scope: Scope, id: string, instruction: string, trigger: string): Promise<Task> {
+    const row = await this.#getFor(scope, id, 'owner');
+    if (!FINAL_TASK_STATES.has(row.state)) throw conflict(`task ${id} is still ${row.state}: wait for it to end (\`berth task logs ${id} -f\`) or cancel it, then continue`);
+    const project = row.project_id ? await this.#db.selectFrom('projects').selectAll().where('id', '=', row.project_id).executeTakeFirst() : undefined;
+    assertNotArchived(project, 'a follow-up');
+    const goal = `${row.goal}\n\nFollow-up to ${row.id}${row.branch ? ` (its work is on branch ${row.branch})` : ''}:\n${instruction.trim()}`;
+    const budget: TaskBudget = row.budget;
+    return this.create(scope, {
+      goal,
+      ...(project ? { project: project.id } : { repo: row.repo_url }),
+      // Its branch only if it was pushed (a change request says so); else where it started.
+      ...(row.branch && row.change_request ? { baseBranch: row.branch } : row.base_branch ? { baseBranch: row.base_branch } : {}),
+      agent: row.agent,
+      ...(row.command ? { command: row.command } : {}),
+      ...(row.model && !row.model_default ? { model: row.model } : {}),
+      ...(row.check_command ? { check: row.check_command } : {}),
+      ...(row.setup_commands?.length ? { setup: row.setup_commands } : {}),
+      budget: { maxSteps: budget.maxSteps, maxTokens: budget.maxTokens, maxCostUsd: budget.maxCostUsd, timeout: budget.timeoutMs, maxCheckRetries: budget.maxCheckRetries },
+      trigger: trigger as CreateTaskBody['trigger'],
+    });
+  }
+
   async #projectName(projectId: string | null): Promise<string | null> {
     if (!projectId) return null;
     return (await this.#db.selectFrom('projects').select('name').where('id', '=', projectId).executeTakeFirst())?.name ?? null;
+  }
+
+  /** The task, if the caller may do `need` with it (ownership.ts): what every method that acts on one reads through. */
+  async #getFor(scope: Scope, id: string, need: Ownership): Promise<TaskRow> {
+    const row = await this.#get(scope.orgId, id);
+    await assertTaskAccess(this.#db, scope, row, need);
+    return row;
   }
 
   async #get(orgId: string, id: string): Promise<TaskRow> {
@@ -279,7 +351,7 @@ export class TaskService {
     return row;
   }
 
-  #toApi(r: Omit<TaskRow, 'diff'>, project: string | null): Task {
+  #toApi(r: Omit<TaskRow, 'diff'>, project: string | null, people?: Map<string, { name: string; email: string }>): Task {
     const iso = (d: Date | string | null) => (d === null ? null : new Date(d).toISOString());
     return {
       id: r.id,
@@ -290,15 +362,20 @@ export class TaskService {
       agent: r.agent,
       model: r.agent === 'command' ? null : r.model,
       modelIsDefault: r.agent === 'builtin' && r.model_default,
+      modelProvider: r.model_provider,
+      modelSource: r.agent === 'command' ? null : r.model_source,
+      modelSettings: r.model_settings,
       state: r.state,
       stateReason: r.state_reason,
       step: r.step,
       trigger: r.trigger,
       createdBy: r.created_by,
+      ...(people ? { creator: people.get(r.created_by) ?? null } : {}),
       environmentId: r.environment_id,
       branch: r.branch,
       changeRequest: r.change_request,
       checksPassed: r.checks_passed,
+      setup: r.setup_commands ?? [],
       summary: r.summary,
       usage: { inputTokens: Number(r.input_tokens), outputTokens: Number(r.output_tokens), costUsd: r.cost_usd },
       budget: r.budget,
