@@ -81,7 +81,7 @@ describe('domains', () => {
 
 describe('policies', () => {
   test('set, show and clear with the CLI; the environment gets the narrowest scope', async () => {
-    assert.equal((await t.cli(['project', 'create', 'web', '--allow-domain', 'work.example.org'])).code, 0);
+    assert.equal((await t.cli(['project', 'create', 'web', '--repo', 'http://127.0.0.1:9/acme/app.git', '--allow-domain', 'work.example.org'])).code, 0);
     const plain = (await t.api('POST', '/api/orgs/default/environments', { name: 'plain' })).body;
     const inWeb = (await t.api('POST', '/api/orgs/default/environments', { name: 'in-web', project: 'web' })).body;
     assert.equal(plain.state, 'running', JSON.stringify(plain));
@@ -225,7 +225,7 @@ describe('egress-only secrets', () => {
   test('never an environment variable; in the policy as a header for their host', async () => {
     const VALUE = 'tok-egress-8c1f2e9d7b';
     // The project names the org's ORG_KEY: an org secret it does not name is not its to use.
-    assert.equal((await t.cli(['project', 'create', 'api-users', '--secret', 'ORG_KEY'])).code, 0);
+    assert.equal((await t.cli(['project', 'create', 'api-users', '--repo', 'http://127.0.0.1:9/acme/app.git', '--secret', 'ORG_KEY'])).code, 0);
     let r = await t.cli(['secret', 'set', 'API_TOKEN', '--project', 'api-users', '--egress-only', '--host', 'api.example.com', '--path-prefix', '/v1'], { input: VALUE });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /egress-only, for api\.example\.com/);

@@ -20,7 +20,7 @@ test('a secret set from stdin reaches its project environment and never comes ba
   assert.equal(set.code, 0, set.stderr);
   const fromArgv = await t.cli(['secret', 'set', 'OTHER', VALUE]);
   assert.notEqual(fromArgv.code, 0, 'a value on the command line is refused');
-  assert.equal((await t.cli(['project', 'create', 'shop', '--secret', 'API_KEY'])).code, 0);
+  assert.equal((await t.cli(['project', 'create', 'shop', '--repo', 'http://127.0.0.1:9/acme/app.git', '--secret', 'API_KEY'])).code, 0);
 
   // At rest: only ciphertext, under a key file only root can read.
   const row = await t.berth.database.db.selectFrom('secrets').selectAll().where('name', '=', 'API_KEY').executeTakeFirstOrThrow();

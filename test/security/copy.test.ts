@@ -216,7 +216,7 @@ describe('env cp out: bounded', () => {
 describe('env cp out: secrets', () => {
   before(async () => {
     assert.equal((await t.cli(['secret', 'set', 'COPY_TOKEN'], { input: `${SECRET}\n` })).code, 0);
-    assert.equal((await t.cli(['project', 'create', 'vault', '--secret', 'COPY_TOKEN'])).code, 0);
+    assert.equal((await t.cli(['project', 'create', 'vault', '--repo', 'http://127.0.0.1:9/acme/app.git', '--secret', 'COPY_TOKEN'])).code, 0);
     const env = await t.api('POST', '/api/orgs/default/environments', { name: 'cp-secret', project: 'vault' });
     assert.equal(env.body.state, 'running', JSON.stringify(env.body));
   });

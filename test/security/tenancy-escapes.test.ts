@@ -158,7 +158,7 @@ describe('finding 4: tasks on any host repository', () => {
 describe('finding 15: project secret lists not enforced', () => {
   test('an environment of a project receives exactly the secrets its project names (and its own), as variables and through the egress proxy', async () => {
     const put = (name: string, value: string, extra: Record<string, unknown> = {}) => t.api('PUT', `/api/orgs/default/secrets/${name}`, { value, ...extra });
-    let r = await t.api('POST', '/api/orgs/default/projects', { name: 'storefront', secrets: ['NAMED_KEY'] });
+    let r = await t.api('POST', '/api/orgs/default/projects', { name: 'storefront', repoUrl: 'https://github.com/acme/storefront', secrets: ['NAMED_KEY'] });
     assert.equal(r.status, 201, JSON.stringify(r.body));
     for (const [name, value, extra] of [
       ['NAMED_KEY', 'named-value-1f2e3d4c'],

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { BerthError, conflict, invalid, notFound } from '../../shared/errors.ts';
 import { atLeast, roleRank, ROLES, type Scope } from '../authz.ts';
+import { assertEnvironmentAccess } from '../ownership.ts';
 import type { Db, PolicyScopeKind, Role } from '../db/index.ts';
 import { namedSecrets, receivesSecret, type EgressSecret, type SecretService } from '../secrets/service.ts';
 import { credentialValue } from './credentials.ts';
@@ -197,6 +198,7 @@ export class PolicyService implements PolicySource {
    */
   async set(scope: Scope, target: PolicyTarget, patch: PolicyPatch): Promise<PolicyView> {
     const t = await this.#target(scope.orgId, target);
+    await this.#assertMayChange(scope, t);
     const checked = checkPatch(patch);
     if (t.kind !== 'environment' && !atLeast(scope.role, 'admin')) {
       throw new BerthError('forbidden', `changing the ${t.kind}'s egress policy needs admin or above`);
@@ -223,6 +225,7 @@ export class PolicyService implements PolicySource {
   /** Removes one scope's policy: the next wider scope's applies. Needs the role that set it. */
   async clear(scope: Scope, target: PolicyTarget): Promise<void> {
     const t = await this.#target(scope.orgId, target);
+    await this.#assertMayChange(scope, t);
     if (t.kind !== 'environment' && !atLeast(scope.role, 'admin')) throw new BerthError('forbidden', `changing the ${t.kind}'s egress policy needs admin or above`);
     const row = await readPolicy(this.#db, scope.orgId, t.kind, t.scopeId);
     if (!row) throw notFound(`the ${t.kind === 'org' ? 'org' : `${t.kind} '${t.label}'`} has no policy of its own`);
@@ -236,10 +239,17 @@ export class PolicyService implements PolicySource {
     await this.reload();
   }
 
+  /** An environment's policy is changed by those who may use the environment (ownership.ts). */
+  async #assertMayChange(scope: Scope, t: { kind: PolicyScopeKind; scopeId: string }): Promise<void> {
+    if (t.kind !== 'environment') return;
+    const env = await this.#db.selectFrom('environments').select(['id', 'name', 'owner_id', 'task_id']).where('id', '=', t.scopeId).executeTakeFirstOrThrow();
+    await assertEnvironmentAccess(this.#db, scope, env, 'shared');
+  }
+
   async #target(orgId: string, target: PolicyTarget): Promise<{ kind: PolicyScopeKind; scopeId: string; label: string | null; projectId: string | null }> {
     if (target.kind === 'org') return { kind: 'org', scopeId: orgId, label: null, projectId: null };
     if (target.kind === 'project') {
-      const p = await this.#db.selectFrom('projects').select(['id', 'name']).where('org_id', '=', orgId)
+      const p = await this.#db.selectFrom('projects').select(['id', 'name']).where('org_id', '=', orgId).where('archived_at', 'is', null)
         .where((eb) => eb.or([eb('id', '=', target.ref), eb('name', '=', target.ref)])).executeTakeFirst();
       if (!p) throw notFound(`no project '${target.ref}': \`berth project list\` shows them`);
       return { kind: 'project', scopeId: p.id, label: p.name, projectId: p.id };

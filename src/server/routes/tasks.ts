@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { ErrorSchema, OrgRef } from '../../shared/api.ts';
-import { CreateTaskBody, ListTasksQuery, Task, TaskEventSchema, TaskEventsQuery, TaskList, TaskRef } from '../../shared/api-tasks.ts';
+import { ApproveTaskBody, ContinueTaskBody, CreateTaskBody, ListTasksQuery, Task, TaskEventSchema, TaskEventsQuery, TaskList, TaskRef } from '../../shared/api-tasks.ts';
 import { invalid } from '../../shared/errors.ts';
 import { FINAL_TASK_STATES, type TaskEvent } from '../../shared/tasks.ts';
 import { errorBody, type App, type AppDeps } from '../app.ts';
@@ -20,41 +20,73 @@ export function taskRoutes(app: App, { tasks, taskEvents, audit }: AppDeps): voi
   app.get('/api/orgs/:org/tasks', {
     config: { permission: 'task.read' },
     schema: { tags, summary: 'Tasks, newest first, with counts of running and queued ones', params: OrgRef, querystring: ListTasksQuery, response: { 200: TaskList, ...errors } },
-    handler: async (req) => tasks.list(req.scope.orgId, req.query),
+    handler: async (req) => {
+      const { mine, ...query } = req.query;
+      if (mine === '1' || mine === 'true') {
+        if (query.createdBy && query.createdBy !== req.scope.actor) throw invalid('give mine or createdBy, not both', 'querystring.mine');
+        query.createdBy = req.scope.actor;
+      }
+      return tasks.list(req.scope.orgId, query);
+    },
   });
 
   app.get('/api/orgs/:org/tasks/:id', {
-    config: { permission: 'task.read' },
+    config: { permission: 'task.read', ownership: 'org' },
     schema: { tags, summary: 'One task', params: TaskRef, response: { 200: Task, ...errors } },
     handler: async (req) => tasks.show(req.scope.orgId, req.params.id),
   });
 
   app.get('/api/orgs/:org/tasks/:id/diff', {
-    config: { permission: 'task.read' },
+    config: { permission: 'task.read', ownership: 'org' },
     schema: { tags, summary: 'The change the task made, as a unified diff', params: TaskRef, response: { 200: z.object({ diff: z.string().nullable() }), ...errors } },
     handler: async (req) => ({ diff: await tasks.diff(req.scope.orgId, req.params.id) }),
   });
 
   app.post('/api/orgs/:org/tasks/:id/cancel', {
-    config: { permission: 'task.create', audit: 'task.cancel' },
+    config: { permission: 'task.create', audit: 'task.cancel', ownership: 'owner' },
     schema: { tags, summary: 'Cancel a queued or running task', params: TaskRef, response: { 200: Task, ...errors } },
     handler: async (req) => tasks.cancel(req.scope, req.params.id),
   });
 
   app.post('/api/orgs/:org/tasks/:id/retry', {
-    config: { permission: 'task.create', audit: 'task.retry' },
+    config: { permission: 'task.create', audit: 'task.retry', ownership: 'owner' },
     schema: { tags, summary: 'Run the task again as a new task', params: TaskRef, response: { 201: Task, ...errors } },
     handler: async (req, reply) => reply.code(201).send(await recordingRepoRefusals(audit, req.scope, 'task.retry', req.params.id, () => tasks.retry(req.scope, req.params.id))),
   });
 
   app.post('/api/orgs/:org/tasks/:id/approve', {
-    config: { permission: 'task.approve', audit: 'task.approve' },
-    schema: { tags, summary: 'Merge a plain-git task\'s branch into its base branch', params: TaskRef, response: { 200: Task, ...errors } },
-    handler: async (req) => recordingRepoRefusals(audit, req.scope, 'task.approve', req.params.id, () => tasks.approve(req.scope, req.params.id)),
+    config: { permission: 'task.approve', audit: 'task.approve', ownership: 'owner' },
+    schema: {
+      tags,
+      summary: 'Merge a plain-git task\'s branch into its base branch',
+      description: 'Only a green change (checks passed, not a draft): anything else answers 409 unless `force` is true, which is on record as a `task.approve_forced` audit entry saying what was overridden.',
+      params: TaskRef,
+      body: ApproveTaskBody,
+      response: { 200: Task, ...errors },
+    },
+    handler: async (req) => {
+      const { task, forced } = await recordingRepoRefusals(audit, req.scope, 'task.approve', req.params.id, () => tasks.approve(req.scope, req.params.id, { force: req.body?.force }));
+      if (forced) await audit.append({ orgId: req.scope.orgId, actor: req.scope.actor, action: 'task.approve_forced', target: task.id, details: { overridden: forced, branch: task.branch, mergedSha: task.changeRequest?.mergedSha ?? null, forced: true } });
+      return task;
+    },
+  });
+
+  app.post('/api/orgs/:org/tasks/:id/continue', {
+    config: { permission: 'task.create', audit: 'task.continue', ownership: 'owner' },
+    schema: {
+      tags,
+      summary: 'A follow-up: a new task with this task\'s goal and a new instruction',
+      description: "On the same project or repository, from the task's branch when it pushed one, with its agent, model, check, setup and budget. The task must have ended.",
+      params: TaskRef,
+      body: ContinueTaskBody,
+      response: { 201: Task, ...errors },
+    },
+    handler: async (req, reply) =>
+      reply.code(201).send(await recordingRepoRefusals(audit, req.scope, 'task.continue', req.params.id, () => tasks.followUp(req.scope, req.params.id, req.body.instruction, req.body.trigger ?? 'api'))),
   });
 
   app.get('/api/orgs/:org/tasks/:id/events', {
-    config: { permission: 'task.read' },
+    config: { permission: 'task.read', ownership: 'org' },
     schema: {
       tags,
       summary: 'The task\'s transcript',

@@ -1,0 +1,198 @@
+import { InvalidArgumentError, type Command } from 'commander';
+import type { ApiClient } from '../client.ts';
+import { CliError, printJson, printTable } from '../output.ts';
+
+type Client = () => ApiClient;
+
+interface Project {
+  id: string;
+  name: string;
+  repoUrl: string | null;
+  defaultBranch: string;
+  secrets: string[];
+  work: { image?: string; setup?: string | string[]; check?: string; limits?: { cpus?: number; memory?: string | number }; allowDomains?: string[]; env?: Record<string, string> };
+  forge: { kind?: string; apiUrl?: string; tokenSecret?: string; app?: { appId: string; installationId: number; privateKeySecret: string } };
+  agent: { kind?: string; model?: string; command?: string };
+  archivedAt: string | null;
+}
+type ProjectShown = Project & { receives: { variables: string[]; egress: string[] } };
+
+const collect = (v: string, all: string[] = []) => [...all, v];
+const cpus = (v: string) => {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('a positive number of CPUs, e.g. 2 or 0.5');
+  return n;
+};
+const defined = <T extends object>(v: T) => Object.fromEntries(Object.entries(v).filter(([, x]) => x !== undefined));
+
+/** `--github-app 123:456:GITHUB_APP_KEY` → the project's App settings. */
+function githubApp(value: string | undefined) {
+  if (value === undefined) return undefined;
+  const [appId, installation, privateKeySecret] = value.split(':');
+  if (!appId || !installation || !privateKeySecret || !/^\d+$/.test(installation)) {
+    throw new CliError('--github-app takes APP_ID:INSTALLATION_ID:KEY_SECRET, e.g. 123456:7890123:GITHUB_APP_KEY (store the key first with `berth secret set GITHUB_APP_KEY --from-file key.pem`)');
+  }
+  return { appId, installationId: Number(installation), privateKeySecret };
+}
+
+/** The settings flags `create` and `update` share, with what each one says. */
+function settingsOptions(c: Command): Command {
+  return c
+    .option('--default-branch <branch>', 'branch tasks start from and target')
+    .option('--secret <name...>', "org secrets its environments receive as environment variables (with the project's own secrets, that is all they get)")
+    .option('--image <image>', "image for its environments (overrides the repository's devcontainer/berth.yaml)")
+    .option('--setup <cmd>', 'a setup command run after cloning (repeat for several)', collect)
+    .option('--check <cmd>', 'the command that says whether a task is done, e.g. "npm test"')
+    .option('--cpus <n>', 'CPUs for its environments', cpus)
+    .option('--memory <size>', 'memory for its environments, e.g. 4g')
+    .option('--allow-domain <domain...>', 'domains its environments may reach')
+    .option('--forge <kind>', 'github, gitlab or git (default: from the URL)')
+    .option('--forge-url <url>', 'API URL of GitHub Enterprise or a self-hosted GitLab')
+    .option('--token-secret <name>', 'the secret holding the forge token (used on the runner, never inside environments)')
+    .option('--github-app <appId:installationId:keySecret>', 'a GitHub App installation instead of a token: the App id, installation id and the secret holding its private key')
+    .option('--agent <kind>', 'default agent for its tasks: builtin or command')
+    .option('--model <model>', 'default model for its tasks')
+    .option('--agent-command <cmd>', 'default command for --agent command')
+    .option('--json', 'print the project as JSON');
+}
+
+/** The settings the flags name, as the API takes them; only what was given. */
+function settingsFrom(o: Record<string, any>) {
+  const limits = o.cpus !== undefined || o.memory !== undefined ? defined({ cpus: o.cpus, memory: o.memory }) : undefined;
+  return {
+    defaultBranch: o.defaultBranch,
+    secrets: o.secret,
+    work: defined({ image: o.image, setup: o.setup, check: o.check, allowDomains: o.allowDomain, limits }),
+    forge: defined({ kind: o.forge, apiUrl: o.forgeUrl, tokenSecret: o.tokenSecret, app: githubApp(o.githubApp) }),
+    agent: defined({ kind: o.agent, model: o.model, command: o.agentCommand }),
+  };
+}
+
+/** What `update --unset NAME` clears: the flag's name → where the setting lives. */
+const UNSET: Record<string, [section: 'work' | 'forge' | 'agent' | 'secrets', key?: string, sub?: string]> = {
+  secret: ['secrets'],
+  image: ['work', 'image'],
+  setup: ['work', 'setup'],
+  check: ['work', 'check'],
+  cpus: ['work', 'limits', 'cpus'],
+  memory: ['work', 'limits', 'memory'],
+  'allow-domain': ['work', 'allowDomains'],
+  forge: ['forge', 'kind'],
+  'forge-url': ['forge', 'apiUrl'],
+  'token-secret': ['forge', 'tokenSecret'],
+  'github-app': ['forge', 'app'],
+  agent: ['agent', 'kind'],
+  model: ['agent', 'model'],
+  'agent-command': ['agent', 'command'],
+};
+
+function printProject(p: ProjectShown): void {
+  const list = (names: string[] | undefined) => (names?.length ? names.join(', ') : 'none');
+  const w = p.work;
+  const setup = w.setup === undefined ? undefined : typeof w.setup === 'string' ? [w.setup] : w.setup;
+  const forge = p.forge.app ? `${p.forge.kind ?? 'github'} (App ${p.forge.app.appId}, installation ${p.forge.app.installationId}, key in ${p.forge.app.privateKeySecret})` : [p.forge.kind ?? 'from the URL', p.forge.apiUrl, p.forge.tokenSecret && `token in ${p.forge.tokenSecret}`].filter(Boolean).join(', ');
+  const rows: [string, string | undefined][] = [
+    ['id', p.id],
+    ['name', p.name],
+    ['archived', p.archivedAt ? `${p.archivedAt} (removed while tasks refer to it)` : undefined],
+    ['repository', `${p.repoUrl ?? '-'} @ ${p.defaultBranch}`],
+    ['image', w.image ?? "the repository's, else the default"],
+    ['setup', setup ? setup.join(' && ') || 'none' : "the repository's"],
+    ['check', w.check ?? "the repository's"],
+    ['limits', w.limits && (w.limits.cpus !== undefined || w.limits.memory !== undefined) ? [w.limits.cpus !== undefined && `${w.limits.cpus} CPUs`, w.limits.memory !== undefined && `${w.limits.memory} memory`].filter(Boolean).join(', ') : "the repository's, else the default"],
+    ['domains', w.allowDomains?.length ? w.allowDomains.join(', ') : undefined],
+    ['forge', forge],
+    ['agent', [p.agent.kind ?? 'builtin', p.agent.model && `model ${p.agent.model}`, p.agent.command && `command \`${p.agent.command}\``].filter(Boolean).join(', ')],
+    ['secrets', list(p.secrets)],
+    ['variables', list(p.receives.variables)],
+    ['egress-only', list(p.receives.egress)],
+  ];
+  for (const [k, v] of rows) if (v !== undefined) process.stdout.write(`${k.padEnd(12)} ${v}\n`);
+  process.stdout.write("Its environments receive these secrets only: the project's own and the org secrets it names, never the org's others.\n");
+}
+
+export function projectCommands(program: Command, client: Client): void {
+  const project = program.command('project').description('repositories and how their environments are set up');
+  settingsOptions(
+    project
+      .command('create <name>')
+      .description('a project: a repository, how to set up and check it, its agent, forge and secrets')
+      .requiredOption('--repo <url>', 'the repository: an https URL (a path on the server only for an instance administrator)'),
+  ).action(async (name: string, o) => {
+    const s = settingsFrom(o);
+    const p = await client().request<Project>('POST', client().orgPath('projects'), { name, repoUrl: o.repo, ...s, defaultBranch: s.defaultBranch ?? 'main' });
+    if (o.json) printJson(p);
+    else process.stdout.write(`${p.id} ${p.name}\n`);
+  });
+
+  settingsOptions(
+    project
+      .command('update <name>')
+      .description('change a project: the flags given replace those settings, the rest stay (--setup, --secret and --allow-domain replace their whole list)')
+      .option('--name <new-name>', 'rename it')
+      .option('--repo <url>', 'a new repository (checked as on create)')
+      .option('--unset <setting>', `clear a setting, back to the repository's file or the default (repeatable): ${Object.keys(UNSET).join(', ')}`, collect),
+  ).action(async (name: string, o) => {
+    const s = settingsFrom(o);
+    const body: Record<string, any> = defined({ name: o.name, repoUrl: o.repo, defaultBranch: s.defaultBranch, secrets: s.secrets });
+    for (const section of ['work', 'forge', 'agent'] as const) if (Object.keys(s[section]).length) body[section] = { ...s[section] };
+    for (const what of (o.unset ?? []) as string[]) {
+      const where = UNSET[what];
+      if (!where) throw new CliError(`--unset takes one of ${Object.keys(UNSET).join(', ')}, not '${what}'`, 2);
+      const [section, key, sub] = where;
+      if (section === 'secrets') {
+        if (s.secrets) throw new CliError('give --secret or --unset secret, not both', 2);
+        body.secrets = [];
+        continue;
+      }
+      const target = (body[section] ??= {}) as Record<string, any>;
+      if (sub) {
+        if (target[key!]?.[sub] !== undefined) throw new CliError(`give --${what} or --unset ${what}, not both`, 2);
+        target[key!] = { ...target[key!], [sub]: null };
+      } else {
+        if (target[key!] !== undefined) throw new CliError(`give --${what} or --unset ${what}, not both`, 2);
+        target[key!] = null;
+      }
+    }
+    if (!Object.keys(body).length) throw new CliError(`nothing to change: give a setting to change (\`berth project update --help\` lists them), e.g. berth project update ${name} --check "npm test"`, 2);
+    const p = await client().request<Project>('PATCH', client().orgPath(`projects/${encodeURIComponent(name)}`), body);
+    if (o.json) printJson(p);
+    else process.stdout.write(`${p.name} updated (\`berth project show ${p.name}\` shows it)\n`);
+  });
+
+  project
+    .command('show <name>')
+    .description('a project: its repository, setup, check, limits, agent, forge, and exactly the secrets its environments receive')
+    .option('--json', 'print JSON')
+    .action(async (name: string, o) => {
+      const p = await client().request<ProjectShown>('GET', client().orgPath(`projects/${encodeURIComponent(name)}`));
+      if (o.json) return printJson(p);
+      printProject(p);
+    });
+
+  project
+    .command('list')
+    .alias('ls')
+    .description("the org's projects")
+    .option('--archived', 'also the removed projects that tasks still refer to')
+    .option('--json', 'print JSON')
+    .action(async (o) => {
+      const { items } = await client().request<{ items: Project[] }>('GET', `${client().orgPath('projects')}${o.archived ? '?archived=1' : ''}`);
+      if (o.json) return printJson(items);
+      printTable(['ID', 'NAME', 'REPOSITORY', 'SECRETS', ...(o.archived ? ['ARCHIVED'] : [])], items.map((p) => [p.id, p.name, p.repoUrl ?? '-', p.secrets.join(',') || '-', ...(o.archived ? [p.archivedAt?.slice(0, 10) ?? '-'] : [])]));
+    });
+
+  project
+    .command('rm <name>')
+    .description("remove a project (no environments may use it); one with tasks is archived so they keep their history, and its secrets are deleted")
+    .option('--json', 'print JSON')
+    .action(async (name: string, o) => {
+      const r = await client().request<{ removed: 'deleted' | 'archived'; tasks: number }>('DELETE', client().orgPath(`projects/${encodeURIComponent(name)}`));
+      if (o.json) return printJson(r);
+      process.stdout.write(
+        r.removed === 'deleted'
+          ? `${name} deleted\n`
+          : `${name} archived: its ${r.tasks} task(s) keep their history (\`berth project list --archived\` shows it); its secrets are deleted and the name is free\n`,
+      );
+    });
+}
