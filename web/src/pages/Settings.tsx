@@ -3,6 +3,7 @@ import { api, ApiError, can, orgPath, ROLES, type Role, type RunnerList } from '
 import { useSession } from '../session.ts';
 import { ago, bytes, usePoll } from '../util.ts';
 import { ErrorNote } from './common.tsx';
+import Models from './SettingsModels.tsx';
 
 interface Project {
   id: string;
@@ -46,6 +47,7 @@ interface Health {
 const SECTIONS = [
   ['projects', 'Projects'],
   ['secrets', 'Secrets'],
+  ['models', 'Models'],
   ['members', 'Members'],
   ['tokens', 'Tokens'],
   ['runners', 'Runners and health'],
@@ -61,6 +63,7 @@ export default function SettingsPage() {
       </nav>
       <Projects />
       <Secrets />
+      <Models />
       <Members />
       <Tokens />
       <Runners />

@@ -166,7 +166,7 @@ export function TaskPage({ id }: { id: string }) {
         <div><dt>State</dt><dd><StateBadge state={t.state} />{t.stateReason && <span className="muted"> {t.stateReason}</span>}</dd></div>
         <div><dt>Step</dt><dd>{t.step ?? '—'}</dd></div>
         <div><dt>{t.project ? 'Project' : 'Repository'}</dt><dd>{t.project ?? t.repo}{t.baseBranch && <span className="muted"> ({t.baseBranch})</span>}</dd></div>
-        <div><dt>Agent</dt><dd>{t.agent}{t.model && <span className="muted"> · {t.model}{t.modelIsDefault && ' (default)'}</span>}</dd></div>
+        <div><dt>Agent</dt><dd>{t.agent}{t.model && <span className="muted"> · {t.model}{t.modelIsDefault && ' (default)'}</span>}{(t.modelSettings === 'project' || t.modelSettings === 'org') && <span className="muted"> · {t.modelProvider}, by the {t.modelSettings}'s model settings</span>}</dd></div>
         <div><dt>Cost</dt><dd>{usd(t.usage.costUsd)}{t.budget.maxCostUsd !== null && <span className="muted"> of {usd(t.budget.maxCostUsd)}</span>}</dd></div>
         <div><dt>Tokens</dt><dd>{count(t.usage.inputTokens)} in · {count(t.usage.outputTokens)} out</dd></div>
         <div><dt>Checks</dt><dd>{t.checksPassed === null ? (checkRuns ? 'running' : '—') : t.checksPassed ? <span className="ok">passed</span> : <span className="bad">failed</span>}{checkRuns > 0 && <span className="muted"> ({checkRuns} run{checkRuns > 1 ? 's' : ''})</span>}</dd></div>
