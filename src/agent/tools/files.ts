@@ -40,6 +40,7 @@ awk 'END { print NR }' "$1" && sed -n "$2,$3p" "$1" | head -c ${MAX_READ_BYTES +
         String(end),
         shown,
       ),
+      { intent: { action: 'file.read', path: shown } },
     );
     if (res.exitCode !== 0) return fail(res.stderr.toString('utf8').trim() || `could not read ${shown} (exit code ${res.exitCode})`);
     const newline = res.stdout.indexOf(10);
@@ -77,7 +78,7 @@ export const writeFile: Tool<typeof writeSchema> = {
   async run({ path, content }, { workspace }) {
     const abs = resolvePath(workspace.root, path);
     const shown = displayPath(workspace.root, abs);
-    const err = await write(workspace, abs, content);
+    const err = await write(workspace, abs, shown, content);
     if (err) return fail(`could not write ${shown}: ${err}`);
     const lines = content === '' ? 0 : content.split('\n').length - (content.endsWith('\n') ? 1 : 0);
     return ok(`wrote ${shown} (${Buffer.byteLength(content)} bytes, ${lines} lines)`);
@@ -105,6 +106,7 @@ cat "$1"`,
         abs,
         shown,
       ),
+      { intent: { action: 'file.read', path: shown } },
     );
     if (res.exitCode !== 0) return fail(res.stderr.toString('utf8').trim() || `could not read ${shown} (exit code ${res.exitCode})`);
     if (looksBinary(res.stdout)) return fail(`${shown} looks like a binary file`);
@@ -124,7 +126,7 @@ cat "$1"`,
 
     const at = content.indexOf(oldText);
     const updated = content.slice(0, at) + newText + content.slice(at + oldText.length);
-    const err = await write(workspace, abs, updated);
+    const err = await write(workspace, abs, shown, updated);
     if (err) return fail(`could not write ${shown}: ${err}`);
 
     const firstLine = content.slice(0, at).split('\n').length;
@@ -142,8 +144,8 @@ function occurrences(haystack: string, needle: string): number {
   return n;
 }
 
-/** Writes a file through the shell; returns what went wrong, or null. */
-async function write(workspace: ToolContext['workspace'], abs: string, content: string): Promise<string | null> {
-  const res = await workspace.exec(script('mkdir -p "$(dirname "$1")" && cat > "$1"', abs), { stdin: content });
+/** Writes a file through the shell (on record as `file.written`, not the script); returns what went wrong, or null. */
+async function write(workspace: ToolContext['workspace'], abs: string, shown: string, content: string): Promise<string | null> {
+  const res = await workspace.exec(script('mkdir -p "$(dirname "$1")" && cat > "$1"', abs), { stdin: content, intent: { action: 'file.written', path: shown } });
   return res.exitCode === 0 ? null : res.stderr.toString('utf8').trim() || `exit code ${res.exitCode}`;
 }

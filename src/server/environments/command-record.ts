@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import { invalid } from '../../shared/errors.ts';
 import { storable } from '../audit/chain.ts';
+import type { CommandIntent } from '../../shared/audit-words.ts';
 
 /** Most bytes of JSON the recorded argv takes (an entry's details hold at most 64 KiB). */
 export const MAX_RECORDED_ARGV = 32 * 1024;
@@ -76,4 +77,15 @@ function cut(s: string, budget: number): { text: string; bytes: number; cut: boo
     end += ch.length;
   }
   return { text: s, bytes: used, cut: false };
+}
+
+/**
+ * The intent a command is recorded under, checked as its argv is: a path the log cannot
+ * store refuses the command, a long one is cut, and a secret in it is redacted.
+ */
+export function intentRecord(intent: CommandIntent, redact: (s: string) => string): CommandIntent {
+  if (!['file.read', 'file.written', 'folder.listed'].includes(intent.action)) throw invalid(`unknown command intent '${String(intent.action)}'`, 'intent');
+  refuseUnstorable(intent.path, 'the path', 'path');
+  const c = cut(redact(intent.path), MAX_RECORDED_CWD);
+  return { action: intent.action, path: c.cut ? `${c.text}…` : c.text };
 }

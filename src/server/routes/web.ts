@@ -3,6 +3,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { extname, join, normalize, sep } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { notFound } from '../../shared/errors.ts';
+import { isWebPage } from '../../shared/web-routes.ts';
 import type { App } from '../app.ts';
 
 const DEFAULT_DIR = new URL('../../../web/dist', import.meta.url).pathname;
@@ -43,8 +44,9 @@ interface Cached {
 
 /**
  * The web UI: the files `vite build` wrote to web/dist. Hashed assets are cached for a
- * year; every other path that is not under /api/ gets index.html, so the browser's router
- * resolves deep links (/tasks/task_…). The UI itself is public; its API calls carry the token.
+ * year; the UI's own pages (src/shared/web-routes.ts) get index.html, so the browser's
+ * router resolves deep links (/tasks/task_…); every other path is a JSON 404, never the
+ * UI's HTML. The UI itself is public; its API calls carry the token.
  */
 export function webRoutes(app: App, opts: { dir?: string } = {}): void {
   const dir = normalize(opts.dir ?? process.env.BERTH_WEB_DIR ?? DEFAULT_DIR);
@@ -83,6 +85,7 @@ export function webRoutes(app: App, opts: { dir?: string } = {}): void {
     if (path === '/api' || path.startsWith('/api/')) throw notFound(`no route ${req.method} ${path}: see /openapi.json`);
     void reply.header('x-content-type-options', 'nosniff').header('referrer-policy', 'no-referrer');
     if (!existsSync(join(dir, 'index.html'))) {
+      if (!isWebPage(path)) throw notFound(`no page or route ${path}: the API is under /api/ (see /openapi.json), the health check is /health`);
       return reply.code(503).type('text/html; charset=utf-8').header('cache-control', 'no-store').send(NOT_BUILT);
     }
 
@@ -95,6 +98,10 @@ export function webRoutes(app: App, opts: { dir?: string } = {}): void {
     } else if (path.startsWith('/assets/') || (extname(path) && extname(path) !== '.html')) {
       // A missing asset is a 404, not the app: a stale page asking for an old bundle should fail loudly.
       throw notFound(`no file ${path}`);
+    } else if (!isWebPage(path)) {
+      // Not a page of the UI (`/metrics`, `/healthz`, a mistyped path): a monitor or a script
+      // must not read the UI's 200 as an answer.
+      throw notFound(`no page or route ${path}: the API is under /api/ (see /openapi.json), the health check is /health`);
     } else {
       entry = (await load(join(dir, 'index.html')))!;
     }
