@@ -39,21 +39,30 @@ export function ensureWebBuilt(): void {
 export interface TestBrowser {
   browser: Browser;
   /** A fresh context (its own storage), signed in with the token when one is given. */
-  context(opts?: { token?: string; viewport?: { width: number; height: number } }): Promise<{ context: BrowserContext; page: Page }>;
+  context(opts?: { token?: string; viewport?: { width: number; height: number }; colorScheme?: 'dark' }): Promise<{ context: BrowserContext; page: Page }>;
   /** Lets the page read and write the clipboard without asking (Firefox allows it by a preference set at launch). */
   allowClipboard(context: BrowserContext): Promise<void>;
   close(): Promise<void>;
 }
 
-export async function launchBrowser(baseUrl: string, name: BrowserName = 'chromium'): Promise<TestBrowser> {
+/**
+ * @param opts.colorScheme 'dark': the system prefers dark. Chromium takes it per context
+ *   (`context({ colorScheme })`); Firefox only for the whole browser, from launch.
+ */
+export async function launchBrowser(baseUrl: string, name: BrowserName = 'chromium', opts: { colorScheme?: 'dark' } = {}): Promise<TestBrowser> {
   const { label, executable, package: pkg } = BROWSERS[name];
   if (!existsSync(executable)) throw new Error(`no ${label} at ${executable}: apt-get install -y ${pkg} (scripts/setup.sh --deps --test does)`);
   // launch() gives the browser a fresh temporary profile each time, and each test a fresh context.
-  const browser = name === 'chromium' ? await launchChromium(executable) : await launchFirefox(executable);
+  const browser = name === 'chromium' ? await launchChromium(executable) : await launchFirefox(executable, opts.colorScheme === 'dark');
   return {
     browser,
     async context(opts = {}) {
-      const context = await browser.newContext({ baseURL: baseUrl, viewport: opts.viewport ?? { width: 1360, height: 860 } });
+      const context = await browser.newContext({
+        baseURL: baseUrl,
+        viewport: opts.viewport ?? { width: 1360, height: 860 },
+        // Firefox over BiDi cannot emulate it (see launchFirefox): there it comes from launch.
+        ...(name === 'chromium' && opts.colorScheme && { colorScheme: opts.colorScheme }),
+      });
       const page = await context.newPage();
       if (opts.token) await signIn(page, opts.token);
       return { context, page };
@@ -81,13 +90,17 @@ function launchChromium(executablePath: string): Promise<Browser> {
  * command"), so no context could open. The tests never emulate a colour scheme: when that
  * command is refused while it asks for no override, it is taken as done.
  */
-async function launchFirefox(executablePath: string): Promise<Browser> {
+async function launchFirefox(executablePath: string, dark = false): Promise<Browser> {
   const browser = await firefox.launch({
     channel: 'moz-firefox',
     executablePath,
     headless: true,
     // Firefox's own switch for automation: the async clipboard API without its paste prompt.
-    firefoxUserPrefs: { 'dom.events.testing.asyncClipboard': true },
+    firefoxUserPrefs: {
+      'dom.events.testing.asyncClipboard': true,
+      // A dark system, for the dark-mode tests: pages see prefers-color-scheme: dark (0 is dark).
+      ...(dark && { 'ui.systemUsesDarkTheme': 1, 'layout.css.prefers-color-scheme.content-override': 0 }),
+    },
   });
   type Session = { send(method: string, params: unknown): Promise<unknown> };
   const connection = (playwright as unknown as { _connection?: { toImpl?: (o: unknown) => { _browserSession?: Session } | undefined } })._connection;

@@ -4,6 +4,10 @@
 // so the page's Content-Security-Policy can forbid inline scripts. src/prefetch.ts hands
 // the answers over; a guess that missed (another org) is simply not used.
 (function () {
+  // The theme before the first paint (src/theme.tsx keeps it after): no white flash in the dark.
+  var theme = localStorage.getItem('berth.theme');
+  var dark = theme === 'dark' || (theme !== 'light' && window.matchMedia && matchMedia('(prefers-color-scheme: dark)').matches);
+  document.documentElement.setAttribute('data-theme', dark ? 'dark' : 'light');
   var token = sessionStorage.getItem('berth.token') || localStorage.getItem('berth.token');
   if (!token || location.pathname.indexOf('/auth/') === 0) return;
   var get = function (path) {

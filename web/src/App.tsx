@@ -3,12 +3,14 @@ import { api, ApiError, clearToken, getToken, SIGNED_OUT, can, type Me } from '.
 import { Link, navigate, useLocation } from './router.tsx';
 import { getFirst } from './prefetch.ts';
 import { SessionContext, type Session } from './session.ts';
-import { SignIn, OidcCallback } from './pages/SignIn.tsx';
+import { ThemeSwitch, useTheme } from './theme.tsx';
+import { SignIn, OidcCallback, InvitePage } from './pages/SignIn.tsx';
 import { TasksPage } from './pages/Tasks.tsx';
 import { TaskPage } from './pages/TaskPage.tsx';
 import { NewTaskPage } from './pages/NewTask.tsx';
 
 const EnvironmentsPage = lazy(() => import('./pages/Environments.tsx'));
+const EnvironmentPage = lazy(() => import('./pages/EnvironmentPage.tsx'));
 const AuditPage = lazy(() => import('./pages/Audit.tsx'));
 const SettingsPage = lazy(() => import('./pages/Settings.tsx'));
 
@@ -21,6 +23,7 @@ export function App() {
   const [error, setError] = useState<string>();
   const [orgName, setOrgName] = useState(() => new URLSearchParams(location.search).get('org') ?? localStorage.getItem(ORG_KEY) ?? '');
   const [message, setMessage] = useState('');
+  const [theme, setTheme] = useTheme();
 
   useEffect(() => {
     const out = () => {
@@ -86,6 +89,7 @@ export function App() {
   };
 
   if (path === '/auth/oidc/callback') return <OidcCallback onToken={signedIn} />;
+  if (path === '/invite') return <InvitePage onToken={signedIn} />;
   if (!token) return <SignIn onToken={signedIn} />;
   if (error) {
     return (
@@ -135,6 +139,7 @@ export function App() {
               <option key={o.id} value={o.name}>{o.name} ({o.role})</option>
             ))}
           </select>
+          <ThemeSwitch choice={theme} set={setTheme} />
           <span className="muted" title={me.kind === 'org' ? 'an org token' : 'a user token'}>{me.email ?? (me.kind === 'org' ? 'org token' : 'user')}</span>
           <button className="link" onClick={signOut}>Sign out</button>
         </div>
@@ -159,6 +164,8 @@ function Route({ path }: { path: string }) {
   const task = /^\/tasks\/(task_[0-9a-z]+)$/.exec(path);
   if (task) return <TaskPage id={task[1]!} key={task[1]} />;
   if (path === '/environments') return <EnvironmentsPage />;
+  const env = /^\/environments\/([A-Za-z0-9_-]{1,100})$/.exec(path);
+  if (env) return <EnvironmentPage id={env[1]!} key={env[1]} />;
   if (path === '/audit') return <AuditPage />;
   if (path === '/settings') return <SettingsPage />;
   return (
@@ -170,6 +177,6 @@ function Route({ path }: { path: string }) {
 }
 
 function titleFor(path: string): string {
-  const page = path.startsWith('/tasks/task_') ? 'Task' : path === '/tasks/new' ? 'New task' : path.startsWith('/environments') ? 'Environments' : path.startsWith('/audit') ? 'Audit log' : path.startsWith('/settings') ? 'Settings' : 'Tasks';
+  const page = path === '/invite' ? 'Invitation' : path.startsWith('/tasks/task_') ? 'Task' : path === '/tasks/new' ? 'New task' : path.startsWith('/environments/') ? 'Environment' : path.startsWith('/environments') ? 'Environments' : path.startsWith('/audit') ? 'Audit log' : path.startsWith('/settings') ? 'Settings' : 'Tasks';
   return `${page} · Berth`;
 }

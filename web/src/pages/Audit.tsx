@@ -1,4 +1,5 @@
-import { useState, type FormEvent } from 'react';
+import { useMemo, useState, type FormEvent } from 'react';
+import { auditWords } from '../../../src/shared/audit-words.ts';
 import { api, can, orgPath, qs, type AuditEntry } from '../api.ts';
 import { useSession } from '../session.ts';
 import { usePoll } from '../util.ts';
@@ -28,6 +29,9 @@ export default function AuditPage() {
   const query = { actor: filters.actor, action: filters.action, environment: filters.environment, since: toIso(filters.since), until: toIso(filters.until) };
   const page = usePoll((signal) => api<{ items: AuditEntry[]; nextCursor: string | null }>('GET', orgPath(org.name, `audit${qs({ ...query, limit: 100 })}`), undefined, signal), 10_000, [org.name, JSON.stringify(filters)]);
   const verify = usePoll((signal) => api<Verify>('GET', orgPath(org.name, 'audit/verify'), undefined, signal), null, [org.name]);
+  // Actors are ids (user:usr_…): the org's members say who they are.
+  const members = usePoll((signal) => api<{ items: { userId: string; email: string; name: string }[] }>('GET', orgPath(org.name, 'members'), undefined, signal), null, [org.name]);
+  const people = useMemo(() => new Map(members.data?.items.map((m) => [`user:${m.userId}`, m.name || m.email]) ?? []), [members.data]);
   if (!can.readAudit(org.role)) return <p>The audit log is for admins and owners of {org.name}.</p>;
 
   const apply = (e: FormEvent) => {
@@ -84,8 +88,7 @@ export default function AuditPage() {
               <th scope="col">Time</th>
               <th scope="col">Actor</th>
               <th scope="col">Action</th>
-              <th scope="col">Target</th>
-              <th scope="col">Details</th>
+              <th scope="col">What happened</th>
             </tr>
           </thead>
           <tbody>
@@ -93,10 +96,21 @@ export default function AuditPage() {
               <tr key={a.seq}>
                 <td className="num">{a.seq}</td>
                 <td className="nowrap"><time dateTime={a.at}>{a.at.replace('T', ' ').slice(0, 19)}</time></td>
-                <td>{a.actor}</td>
+                <td>{people.get(a.actor) ? <span title={a.actor}>{people.get(a.actor)}</span> : a.actor}</td>
                 <td><code>{a.action}</code></td>
-                <td className="muted">{a.target ?? ''}{a.environmentId && a.environmentId !== a.target ? ` · ${a.environmentId}` : ''}</td>
-                <td className="details"><code>{JSON.stringify(a.details)}</code></td>
+                <td className="what">
+                  <span className="words">{auditWords(a)}</span>
+                  {/* Everything recorded, for whoever needs more than the words. */}
+                  <details>
+                    <summary>Details<span className="sr-only"> of entry {a.seq}</span></summary>
+                    <dl className="entry">
+                      {a.target && <><dt>Target</dt><dd><code>{a.target}</code></dd></>}
+                      {a.environmentId && <><dt>Environment</dt><dd><code>{a.environmentId}</code></dd></>}
+                      <dt>Actor</dt><dd><code>{a.actor}</code></dd>
+                    </dl>
+                    <pre className="json">{JSON.stringify(a.details, null, 2)}</pre>
+                  </details>
+                </td>
               </tr>
             ))}
           </tbody>

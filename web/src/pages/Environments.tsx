@@ -1,6 +1,6 @@
-import { lazy, Suspense, useRef, useState } from 'react';
+import { lazy, Suspense, useRef, useState, type FormEvent } from 'react';
 import { api, can, orgPath, type Environment, type EnvironmentDetail } from '../api.ts';
-import { navigate, useLocation } from '../router.tsx';
+import { Link, navigate, useLocation } from '../router.tsx';
 import { useSession } from '../session.ts';
 import { age, bytes, usePoll } from '../util.ts';
 import { ErrorNote, StateBadge } from './common.tsx';
@@ -37,6 +37,7 @@ export default function EnvironmentsPage() {
   }, 3000, [org.name]);
   const [error, setError] = useState<Error>();
   const [busy, setBusy] = useState<string>();
+  const [creating, setCreating] = useState(false);
 
   const act = async (env: Environment, what: 'start' | 'stop' | 'delete') => {
     if (what === 'delete' && !confirm(`Delete ${env.name}? Its files are removed for good.`)) return;
@@ -60,9 +61,13 @@ export default function EnvironmentsPage() {
   const mayExec = can.exec(org.role);
   return (
     <>
-      <div className="page-head"><h1>Environments</h1></div>
+      <div className="page-head">
+        <h1>Environments</h1>
+        {mayWrite && <button className="primary push-right" aria-expanded={creating} aria-controls="new-environment" onClick={() => setCreating((c) => !c)}>New environment</button>}
+      </div>
+      {mayWrite && creating && <NewEnvironment onCancel={() => setCreating(false)} />}
       <ErrorNote error={list.error ?? error} />
-      {list.data && items.length === 0 && <p className="empty">No environments. Tasks make one each; <code>berth env create</code> makes one by hand.</p>}
+      {list.data && items.length === 0 && <p className="empty">No environments. Tasks make one each; <strong>New environment</strong> (or <code>berth env create</code>) makes one by hand.</p>}
       {items.length > 0 && (
         <table className="list">
           <caption className="sr-only">Environments</caption>
@@ -82,7 +87,7 @@ export default function EnvironmentsPage() {
               const c = cpu.current.get(e.id);
               return (
                 <tr key={e.id} className={focus === e.id ? 'focus' : undefined}>
-                  <th scope="row">{e.name}<div className="muted small">{e.id}</div></th>
+                  <th scope="row"><Link to={`/environments/${e.id}`}>{e.name}</Link><div className="muted small">{e.id}</div></th>
                   <td><StateBadge state={e.state} />{e.stateReason && <div className="muted small">{e.stateReason}</div>}</td>
                   <td className="muted">{e.image}</td>
                   <td><time dateTime={e.createdAt} title={e.createdAt}>{age(e.createdAt)}</time></td>
@@ -108,5 +113,50 @@ export default function EnvironmentsPage() {
         </Suspense>
       )}
     </>
+  );
+}
+
+/** Makes an environment by hand: a name, an image, a project for its secrets, and its limits; then opens its page. */
+function NewEnvironment({ onCancel }: { onCancel: () => void }) {
+  const { org, announce } = useSession();
+  const projects = usePoll((s) => api<{ items: { name: string }[] }>('GET', orgPath(org.name, 'projects'), undefined, s), null, [org.name]);
+  const [f, setF] = useState({ name: '', image: '', project: '', cpus: '', memory: '', disk: '' });
+  const [error, setError] = useState<Error>();
+  const [busy, setBusy] = useState(false);
+  const set = (k: keyof typeof f) => (e: { target: { value: string } }) => setF({ ...f, [k]: e.target.value });
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    setBusy(true);
+    setError(undefined);
+    try {
+      const body = {
+        ...(f.name.trim() && { name: f.name.trim() }),
+        ...(f.image.trim() && { image: f.image.trim() }),
+        ...(f.project && { project: f.project }),
+        ...(f.cpus.trim() && { cpus: Number(f.cpus) }),
+        ...(f.memory.trim() && { memory: f.memory.trim() }),
+        ...(f.disk.trim() && { disk: f.disk.trim() }),
+      };
+      const env = await api<Environment>('POST', orgPath(org.name, 'environments'), body);
+      announce(`${env.name}: created`);
+      navigate(`/environments/${env.id}`);
+    } catch (err) {
+      setError(err as Error);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <form id="new-environment" className="inline panel" aria-label="New environment" onSubmit={(e) => void submit(e)} aria-busy={busy || undefined}>
+      <label>Name<input value={f.name} onChange={set('name')} placeholder="chosen for you when empty" pattern="[a-z0-9][a-z0-9\-]{0,62}" /></label>
+      <label>Image<input value={f.image} onChange={set('image')} placeholder="the default image" /></label>
+      <label>Project<select value={f.project} onChange={set('project')}><option value="">none (no secrets)</option>{projects.data?.items.map((p) => <option key={p.name} value={p.name}>{p.name}</option>)}</select></label>
+      <label>CPUs<input value={f.cpus} onChange={set('cpus')} inputMode="decimal" size={5} placeholder="2" /></label>
+      <label>Memory<input value={f.memory} onChange={set('memory')} size={7} placeholder="2g" /></label>
+      <label>Disk<input value={f.disk} onChange={set('disk')} size={7} placeholder="10g" /></label>
+      <button type="submit" className="primary" disabled={busy}>{busy ? 'Creating…' : 'Create environment'}</button>
+      <button type="button" onClick={onCancel}>Cancel</button>
+      <ErrorNote error={error} />
+    </form>
   );
 }

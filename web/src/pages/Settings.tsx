@@ -3,17 +3,9 @@ import { api, ApiError, can, orgPath, ROLES, type Role, type RunnerList } from '
 import { useSession } from '../session.ts';
 import { ago, bytes, usePoll } from '../util.ts';
 import { ErrorNote } from './common.tsx';
+import { ProjectForm, type Project } from './ProjectForm.tsx';
 import Models from './SettingsModels.tsx';
 
-interface Project {
-  id: string;
-  name: string;
-  repoUrl: string | null;
-  defaultBranch: string;
-  secrets: string[];
-  agent: { kind?: string; model?: string };
-  createdAt: string;
-}
 interface Secret {
   name: string;
   project: string | null;
@@ -101,22 +93,15 @@ function Projects() {
   const { org } = useSession();
   const list = usePoll((s) => api<{ items: Project[] }>('GET', orgPath(org.name, 'projects'), undefined, s), null, [org.name]);
   const { error, run } = useAction(list.reload);
-  const [name, setName] = useState('');
-  const [repo, setRepo] = useState('');
-  const [branch, setBranch] = useState('main');
-  const [secrets, setSecrets] = useState('');
-  const create = async (e: FormEvent) => {
-    e.preventDefault();
-    const ok = await run(() =>
-      api('POST', orgPath(org.name, 'projects'), { name, repoUrl: repo || undefined, defaultBranch: branch || undefined, secrets: secrets.split(/[\s,]+/).filter(Boolean) }),
-    );
-    if (ok) setName('');
-  };
+  const [editing, setEditing] = useState<string>();
+  const manage = can.manageProjects(org.role);
+  const shown = list.data?.items.find((p) => p.id === editing);
   return (
     <Section id="projects" title="Projects">
       <ErrorNote error={list.error ?? error} />
+      <div className="scroll-x">
       <table className="list">
-        <thead><tr><th scope="col">Name</th><th scope="col">Repository</th><th scope="col">Branch</th><th scope="col">Secrets</th><th scope="col">Agent</th>{can.manageProjects(org.role) && <th scope="col"><span className="sr-only">Actions</span></th>}</tr></thead>
+        <thead><tr><th scope="col">Name</th><th scope="col">Repository</th><th scope="col">Branch</th><th scope="col">Secrets</th><th scope="col">Environment</th><th scope="col">Agent</th>{manage && <th scope="col"><span className="sr-only">Actions</span></th>}</tr></thead>
         <tbody>
           {list.data?.items.map((p) => (
             <tr key={p.id}>
@@ -124,26 +109,47 @@ function Projects() {
               <td className="muted">{p.repoUrl ?? '—'}</td>
               <td>{p.defaultBranch}</td>
               <td>{p.secrets.join(', ') || '—'}</td>
+              <td>{workSummary(p) || <span className="muted">from the repository</span>}</td>
               <td>{[p.agent.kind, p.agent.model].filter(Boolean).join(' · ') || 'defaults'}</td>
-              {can.manageProjects(org.role) && (
-                <td><button className="danger" aria-label={`Delete project ${p.name}`} onClick={() => confirm(`Delete project ${p.name}?`) && void run(() => api('DELETE', orgPath(org.name, `projects/${encodeURIComponent(p.name)}`)))}>Delete</button></td>
+              {manage && (
+                <td className="actions"><div>
+                  <button aria-label={`Edit project ${p.name}`} aria-expanded={editing === p.id} onClick={() => setEditing(editing === p.id ? undefined : p.id)}>Edit</button>
+                  <button className="danger" aria-label={`Delete project ${p.name}`} onClick={() => confirm(`Delete project ${p.name}?`) && void run(() => api('DELETE', orgPath(org.name, `projects/${encodeURIComponent(p.name)}`)))}>Delete</button>
+                </div></td>
               )}
             </tr>
           ))}
-          {list.data?.items.length === 0 && <tr><td colSpan={6} className="empty">No projects.</td></tr>}
+          {list.data?.items.length === 0 && <tr><td colSpan={7} className="empty">No projects.</td></tr>}
         </tbody>
       </table>
-      {can.manageProjects(org.role) && (
-        <form className="inline" onSubmit={create} aria-label="Create a project">
-          <label>Name<input value={name} onChange={(e) => setName(e.target.value)} required pattern="[a-z0-9][a-z0-9._\-]{0,62}" /></label>
-          <label>Repository URL<input value={repo} onChange={(e) => setRepo(e.target.value)} placeholder="https://…/repo.git" /></label>
-          <label>Default branch<input value={branch} onChange={(e) => setBranch(e.target.value)} /></label>
-          <label>Secrets (names)<input value={secrets} onChange={(e) => setSecrets(e.target.value)} placeholder="GIT_TOKEN, NPM_TOKEN" /></label>
-          <button type="submit">Create project</button>
-        </form>
+      </div>
+      {manage && shown && (
+        <>
+          <h3>Edit {shown.name}</h3>
+          <ProjectForm project={shown} key={shown.id} onDone={() => { setEditing(undefined); list.reload(); }} onCancel={() => setEditing(undefined)} />
+        </>
+      )}
+      {manage && !shown && (
+        <>
+          <h3>New project</h3>
+          <ProjectForm onDone={() => list.reload()} />
+        </>
       )}
     </Section>
   );
+}
+
+/** A project's own environment settings in a few words. */
+function workSummary(p: Project): string {
+  const w = p.work;
+  return [
+    w.image,
+    w.check && `check: ${w.check}`,
+    w.setup && `setup: ${typeof w.setup === 'string' ? 1 : w.setup.length}`,
+    w.limits?.cpus !== undefined && `${w.limits.cpus} CPU`,
+    w.limits?.memory !== undefined && `${w.limits.memory}`,
+    w.allowDomains?.length && `${w.allowDomains.length} domain${w.allowDomains.length === 1 ? '' : 's'}`,
+  ].filter(Boolean).join(' · ');
 }
 
 function Secrets() {

@@ -5,7 +5,7 @@ import { useSession } from '../session.ts';
 import { follow, type StreamStatus } from '../sse.ts';
 import { getFirst } from '../prefetch.ts';
 import { ago, count, usd, usePoll } from '../util.ts';
-import { ErrorNote, StateBadge } from './common.tsx';
+import { By, ErrorNote, StateBadge } from './common.tsx';
 import { Transcript } from './Transcript.tsx';
 
 const Diff = lazy(() => import('./Diff.tsx'));
@@ -171,7 +171,8 @@ export function TaskPage({ id }: { id: string }) {
         <div><dt>Tokens</dt><dd>{count(t.usage.inputTokens)} in · {count(t.usage.outputTokens)} out</dd></div>
         <div><dt>Checks</dt><dd>{t.checksPassed === null ? (checkRuns ? 'running' : '—') : t.checksPassed ? <span className="ok">passed</span> : <span className="bad">failed</span>}{checkRuns > 0 && <span className="muted"> ({checkRuns} run{checkRuns > 1 ? 's' : ''})</span>}</dd></div>
         <div className="wide"><dt>Change</dt><dd><ChangeLink task={t} /></dd></div>
-        <div><dt>Started</dt><dd>{t.startedAt ? <time dateTime={t.startedAt}>{ago(t.startedAt)}</time> : '—'}{t.environmentId && <> · <Link to={`/environments?focus=${t.environmentId}`}>environment</Link></>}</dd></div>
+        <div><dt>By</dt><dd><By task={t} /> <span className="muted">via {t.trigger}</span></dd></div>
+        <div><dt>Started</dt><dd>{t.startedAt ? <time dateTime={t.startedAt}>{ago(t.startedAt)}</time> : '—'}{t.environmentId && <> · <Link to={`/environments/${t.environmentId}`}>environment</Link></>}</dd></div>
       </dl>
       {t.summary && <p className="summary"><strong>Summary:</strong> {t.summary}</p>}
       {t.goal.includes('\n') && (

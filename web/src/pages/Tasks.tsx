@@ -1,12 +1,12 @@
 import { useEffect, useRef, useState } from 'react';
+import { TASK_TRIGGERS } from '../../../src/shared/api-tasks.ts';
 import { api, can, orgPath, qs, type Task, type TaskList } from '../api.ts';
 import { Link, navigate, useLocation } from '../router.tsx';
 import { useSession } from '../session.ts';
 import { ago, usd, usePoll } from '../util.ts';
-import { ErrorNote, StateBadge } from './common.tsx';
+import { By, ErrorNote, StateBadge } from './common.tsx';
 
 const STATES = ['queued', 'provisioning', 'running', 'succeeded', 'failed', 'cancelled', 'timed_out'];
-const TRIGGERS = ['web', 'cli', 'api', 'schedule', 'github', 'gitlab', 'slack'];
 const FILTERS = ['state', 'project', 'trigger', 'createdBy'] as const;
 /** Rows a page adds. */
 const PAGE = 50;
@@ -89,7 +89,8 @@ export function TasksPage() {
           Trigger
           <select value={filters.trigger} onChange={(e) => set('trigger', e.target.value)}>
             <option value="">any</option>
-            {TRIGGERS.map((s) => <option key={s} value={s}>{s}</option>)}
+            {/* Only sources that make tasks today; one in the address from elsewhere is kept on show. */}
+            {[...TASK_TRIGGERS, ...(filters.trigger && !(TASK_TRIGGERS as readonly string[]).includes(filters.trigger) ? [filters.trigger] : [])].map((s) => <option key={s} value={s}>{s}</option>)}
           </select>
         </label>
         <label>
@@ -121,7 +122,7 @@ export function TasksPage() {
                 <td className="goal"><Link to={`/tasks/${t.id}`}>{firstLine(t.goal)}</Link></td>
                 <td>{t.project ?? <span className="muted" title={t.repo}>{shortRepo(t.repo)}</span>}</td>
                 <td>{t.trigger}</td>
-                <td className="muted">{t.createdBy}</td>
+                <td><By task={t} /></td>
                 <td><time dateTime={t.createdAt} title={t.createdAt}>{ago(t.createdAt)}</time></td>
                 <td className="num">{usd(t.usage.costUsd)}</td>
               </tr>

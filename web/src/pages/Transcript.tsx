@@ -5,8 +5,25 @@ import { ms, usd } from '../util.ts';
 
 type Data = Record<string, unknown> & { type: string };
 
-/** Every collapsed row is one line of this height, so rows on screen are never measured. */
+/**
+ * Every collapsed row has one height, so rows on screen are never measured: one line of 31
+ * px, or on a narrow screen (a phone, 390 px) two lines of 52 px, the text under the time
+ * and kind, across the whole width (styles.css says the same width).
+ */
 const ROW = 31;
+const NARROW_ROW = 52;
+const NARROW = '(max-width: 40rem)';
+
+function useRowHeight(): number {
+  const [narrow, setNarrow] = useState(() => matchMedia(NARROW).matches);
+  useEffect(() => {
+    const m = matchMedia(NARROW);
+    const change = () => setNarrow(m.matches);
+    m.addEventListener('change', change);
+    return () => m.removeEventListener('change', change);
+  }, []);
+  return narrow ? NARROW_ROW : ROW;
+}
 
 /**
  * The live transcript. Only the rows on screen are in the DOM (thousands of events stay
@@ -20,11 +37,12 @@ export const Transcript = memo(function Transcript({ events, earlier = 0, loadEa
   const firstSeq = useRef<number | undefined>(undefined);
   const [open, setOpen] = useState<ReadonlySet<number>>(() => new Set());
   const atEnd = useRef(true);
+  const row = useRowHeight();
 
   const v = useVirtualizer({
     count: events.length,
     getScrollElement: () => scroller.current,
-    estimateSize: () => ROW,
+    estimateSize: () => row,
     overscan: 10,
     getItemKey: (i) => events[i]!.seq,
   });
@@ -33,22 +51,24 @@ export const Transcript = memo(function Transcript({ events, earlier = 0, loadEa
       const next = new Set(cur);
       if (next.has(seq)) {
         next.delete(seq);
-        v.resizeItem(index, ROW);
+        v.resizeItem(index, row);
       } else next.add(seq);
       return next;
     });
-  }, [v]);
+  }, [v, row]);
+  // A turn of the phone changes every row's height.
+  useEffect(() => v.measure(), [v, row]);
 
   // Before paint: new rows at the end keep the view at the end, without a visible jump;
-  // earlier rows put in front (collapsed, so ROW high each) keep the rows you were reading in place.
+  // earlier rows put in front (collapsed, so `row` high each) keep the rows you were reading in place.
   useLayoutEffect(() => {
     const el = scroller.current;
     const prev = firstSeq.current;
     firstSeq.current = events[0]?.seq;
     if (!el) return;
     if (atEnd.current) el.scrollTop = el.scrollHeight;
-    else if (prev !== undefined && events.length && events[0]!.seq < prev) el.scrollTop += events.findIndex((e) => e.seq === prev) * ROW;
-  }, [events]);
+    else if (prev !== undefined && events.length && events[0]!.seq < prev) el.scrollTop += events.findIndex((e) => e.seq === prev) * row;
+  }, [events]); // eslint-disable-line react-hooks/exhaustive-deps
 
   // The control goes once everything is loaded: focus moves to the transcript rather than being lost.
   const refocus = useRef(false);

@@ -1,4 +1,5 @@
 import { cloneElement, type ReactElement, type ReactNode } from 'react';
+import type { Task } from '../api.ts';
 
 const STATE_LABEL: Record<string, string> = { timed_out: 'timed out' };
 
@@ -20,4 +21,13 @@ export function Field({ id, label, hint, children }: { id: string; label: string
       {hint && <p className="hint" id={`${id}-hint`}>{hint}</p>}
     </div>
   );
+}
+
+/** Who started a task: the person's name (or email), else what the id says (a token, a task). */
+export function By({ task }: { task: Pick<Task, 'createdBy' | 'creator'> }) {
+  const who = task.creator;
+  if (who) return <span title={who.email}>{who.name || who.email}</span>;
+  const [kind, id] = task.createdBy.split(':', 2);
+  const label = kind === 'token' ? 'an org token' : kind === 'task' ? `task ${id}` : task.createdBy;
+  return <span className="muted" title={task.createdBy}>{label}</span>;
 }
