@@ -305,3 +305,64 @@ describe('task list', () => {
     assert.doesNotMatch(r.stderr, /more:/, 'the last page says no more');
   });
 });
+
+describe('a real task: berth run --setup, task logs with output, task continue', () => {
+  let live: TestBerth;
+  let bare: string;
+
+  before(async () => {
+    bare = (await createBareRepo({ root, name: 'run.git', files: { 'README.md': 'hello\n' } })).path;
+    live = await startTestBerth();
+  });
+  after(async () => {
+    await live?.destroy();
+  });
+
+  const shown = async (id: string) => (await live.api('GET', `/api/orgs/default/tasks/${id}`)).body;
+  const ended = (id: string) => waitFor(`task ${id} to end`, async () => {
+    const body = await shown(id);
+    return ['succeeded', 'failed', 'cancelled', 'timed_out'].includes(body.state) ? body : null;
+  }, 300_000);
+
+  test('setup commands run in order after the repository\'s; logs show their output, cut to the end unless --full', async () => {
+    const setup = ['echo first > /tmp/setup-order', 'echo second >> /tmp/setup-order; seq 101 145'];
+    let r = await live.cli(['run', 'Write down the setup order', '--repo', bare, '--agent', 'command', '--command', 'cp /tmp/setup-order order.txt && echo agent-says-done', '--setup', setup[0]!, '--setup', setup[1]!]);
+    assert.equal(r.code, 0, `stdout: ${r.stdout}\nstderr: ${r.stderr}`);
+    assert.match(r.stderr, /running 2 setup command\(s\)/);
+    const id = /task (task_[0-9a-z]{12})/.exec(r.stderr)![1]!;
+    const done = await shown(id);
+    assert.equal(done.state, 'succeeded', done.stateReason);
+    assert.deepEqual(done.setup, setup);
+    assert.equal(await runGit(['show', `${done.branch}:order.txt`], { cwd: bare }), 'first\nsecond\n', 'in the order given');
+
+    r = await live.cli(['task', 'logs', id]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /\$ echo first > \/tmp\/setup-order → exit 0/);
+    assert.match(r.stdout, /│ agent-says-done\n/, "the agent command's output");
+    assert.match(r.stdout, /│ 145\n/);
+    assert.match(r.stdout, /… 25 earlier line\(s\); --full shows them/);
+    assert.doesNotMatch(r.stdout, /│ 101\n/);
+    r = await live.cli(['task', 'logs', id, '--full']);
+    assert.match(r.stdout, /│ 101\n[^]*│ 145\n/);
+    assert.doesNotMatch(r.stdout, /earlier line/);
+
+    // A follow-up: the goal and the instruction, from its branch, with its setup.
+    r = await live.cli(['task', 'continue', id, '  ', '-d']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /say what the agent should do next/);
+    r = await live.cli(['task', 'continue', id, 'Also keep the order in a second file', '--json', '-d']);
+    assert.equal(r.code, 0, r.stderr);
+    const next = JSON.parse(r.stdout);
+    assert.notEqual(next.id, id);
+    assert.equal(next.goal, `Write down the setup order\n\nFollow-up to ${id} (its work is on branch ${done.branch}):\nAlso keep the order in a second file`);
+    assert.equal(next.baseBranch, done.branch);
+    assert.deepEqual(next.setup, setup);
+    assert.equal(next.agent, 'command');
+    assert.equal(next.trigger, 'cli');
+    const followed = await ended(next.id);
+    assert.equal(followed.state, 'succeeded', followed.stateReason);
+    const continued = (await live.api('GET', '/api/orgs/default/audit?action=task.continue')).body.items;
+    assert.equal(continued.length, 1);
+    assert.equal(continued[0].target, id);
+  });
+});

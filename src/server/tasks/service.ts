@@ -269,6 +269,9 @@ export class TaskService {
     if (!cr || !row.branch || !row.base_branch) throw conflict(`task ${id} has no change to approve${FINAL_TASK_STATES.has(row.state) ? '' : ' yet: it is still ' + row.state}`);
     if (cr.kind !== 'berth') throw conflict(`task ${id}'s change is a ${cr.kind.replace('_', ' ')} on the forge: review and merge it there (${cr.url})`);
     if (cr.mergedSha) throw conflict(`task ${id} was already approved: ${row.branch} is merged into ${row.base_branch} as ${cr.mergedSha.slice(0, 12)}`);
+    const project = row.project_id ? await this.#db.selectFrom('projects').selectAll().where('id', '=', row.project_id).executeTakeFirst() : undefined;
+    await assertOwnRepository(this.#db, this.#repos, row, project);
+    // After the repository check: a task that may not merge at all is refused (and recorded) as that.
     const red =
       row.checks_passed === false ? 'its checks failed'
       : row.checks_passed === null ? 'no checks ran for it'
@@ -277,8 +280,6 @@ export class TaskService {
     if (red && !opts.force) {
       throw conflict(`task ${id} is not green: ${red}. Nothing was merged. Look at \`berth task diff ${id}\` and \`berth task logs ${id}\`; to merge it anyway, \`berth task approve ${id} --force\` (on record in the audit log)`);
     }
-    const project = row.project_id ? await this.#db.selectFrom('projects').selectAll().where('id', '=', row.project_id).executeTakeFirst() : undefined;
-    await assertOwnRepository(this.#db, this.#repos, row, project);
     const reach = await this.#repos.reach(row.repo_url);
     const settings: ForgeSettings = project?.settings.forge ?? {};
     const token = settings.tokenSecret ? await this.#secrets.forgeSecret(row.org_id, row.project_id, settings.tokenSecret) : null;
