@@ -84,7 +84,8 @@ const once = (register: Register): Register => {
   let done: Promise<void> | undefined;
   return () => (done ??= register());
 };
-const org = () => globals().org ?? process.env.BERTH_ORG;
+// An empty BERTH_ORG is no org.
+const org = () => globals().org || process.env.BERTH_ORG || undefined;
 const auth = once(async () => (await import('./commands/auth.ts')).authCommands(program, client, config, org));
 const env = once(async () => (await import('./commands/env.ts')).envCommands(program, client));
 const orgs = once(async () => (await import('./commands/org.ts')).orgCommands(program, client));

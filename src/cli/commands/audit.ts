@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import type { AuditCheckpoint, AuditEntry } from '../../shared/api.ts';
 import { parseDuration } from '../../shared/units.ts';
 import type { ApiClient } from '../client.ts';
-import { CliError, printJson, printTable } from '../output.ts';
+import { CliError, emit, printJson, printTable, usageError } from '../output.ts';
 
 type Client = () => ApiClient;
 
@@ -16,7 +16,7 @@ function since(value: string): string {
   // A duration longer than the log can be old means "from the start" (and keeps the Date valid).
   if (ms !== undefined) return new Date(Math.max(0, Date.now() - ms)).toISOString();
   if (!Number.isNaN(Date.parse(value))) return new Date(value).toISOString();
-  throw new CliError(`--since takes a time (2026-11-24T10:00:00Z) or a duration (1h, 7d), got '${value}'`);
+  throw usageError(`--since takes a time (2026-11-24T10:00:00Z) or a duration (1h, 7d), got '${value}'`);
 }
 
 export function auditCommands(program: Command, client: Client): void {
@@ -33,6 +33,7 @@ export function auditCommands(program: Command, client: Client): void {
   audit
     .command('list')
     .alias('ls')
+    .description("the org's audit log, newest first: who did what, to what, when")
     .option('--since <when>', 'entries since a time or a duration ago (1h, 7d)')
     .option('--actor <actor>', 'only this actor (user:ID, token:ID, environment:ID)')
     .option('--action <action>', 'only this action (command.run, secret.set, ...)')
@@ -84,9 +85,10 @@ export function auditCommands(program: Command, client: Client): void {
   audit
     .command('reseal')
     .description('sign the chain head as it stands (owner): after an upgrade, a key change or a break you have looked into')
-    .action(async () => {
+    .option('--json', 'print JSON: { seq }')
+    .action(async (o) => {
       const r = await client().request<{ seq: number }>('POST', client().orgPath('audit/reseal'));
-      process.stdout.write(`signed the head at entry ${r.seq}; the reseal is on record as the next entry\n`);
+      emit(o, r, `signed the head at entry ${r.seq}; the reseal is on record as the next entry`);
     });
 
   audit

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import type { CreateEnvironmentBody, Environment, EnvironmentDetail, EnvironmentList, NetworkEventView, Person } from '../../shared/api.ts';
 import { formatDuration, formatSize } from '../../shared/units.ts';
 import type { ApiClient } from '../client.ts';
-import { age, CliError, printJson, printTable, withSpinner } from '../output.ts';
+import { age, emit, printJson, printTable, stateWord, usageError, withSpinner } from '../output.ts';
 // attach.ts (ws, the API schemas) and cp.ts (tar) load in their actions: every command pays for what loads here.
 
 type Client = () => ApiClient;
@@ -28,7 +28,7 @@ function printEnvironment(env: Environment | EnvironmentDetail): void {
   const lines: [string, string][] = [
     ['id', env.id],
     ['name', env.name],
-    ['state', env.state + (env.stateReason ? ` (${env.stateReason})` : '')],
+    ['state', stateWord(env.state) + (env.stateReason ? ` (${env.stateReason})` : '')],
     ['image', `${env.image}${env.imageDigest ? ` ${env.imageDigest.slice(0, 19)}` : ''}`],
     ['limits', `${l.cpus} cpu, ${formatSize(l.memoryBytes)} memory, ${formatSize(l.diskBytes)} disk, ${l.pidsLimit} processes`],
     ['idle timeout', l.idleTimeoutMs === null ? 'off' : formatDuration(l.idleTimeoutMs)],
@@ -71,7 +71,7 @@ export function envCommands(program: Command, client: Client): void {
     .option('--project <project>', 'project whose secrets the environment receives')
     .option('--cpus <n>', 'CPU cores', (v) => {
       const n = Number(v);
-      if (!Number.isFinite(n)) throw new CliError(`--cpus must be a number, got '${v}'`);
+      if (!Number.isFinite(n)) throw usageError(`--cpus must be a number, got '${v}'`);
       return n;
     })
     .option('--memory <size>', 'memory limit, e.g. 2g')
@@ -122,7 +122,7 @@ export function envCommands(program: Command, client: Client): void {
       if (o.json) return printJson(items);
       printTable(
         ['ID', 'NAME', 'STATE', 'OWNER', 'IMAGE', 'CPU', 'MEMORY', 'AGE'],
-        items.map((e) => [e.id, e.name, e.state, who(e.owner), e.image, String(e.limits.cpus), formatSize(e.limits.memoryBytes), age(e.createdAt)]),
+        items.map((e) => [e.id, e.name, stateWord(e.state), who(e.owner), e.image, String(e.limits.cpus), formatSize(e.limits.memoryBytes), age(e.createdAt)]),
       );
     });
 
@@ -147,7 +147,7 @@ export function envCommands(program: Command, client: Client): void {
       .action(async (id: string, o) => {
         const result = await withSpinner(`${gerund} ${id}`, () => client().request<Environment>('POST', envPath(client(), id, `/${verb}`)));
         if (o.json) printJson(result);
-        else process.stdout.write(`${result.id} ${result.state}\n`);
+        else process.stdout.write(`${result.id} ${stateWord(result.state)}\n`);
       });
   }
 
@@ -158,7 +158,7 @@ export function envCommands(program: Command, client: Client): void {
     .action(async (id: string, o) => {
       const result = await withSpinner(`removing ${id}`, () => client().request<Environment>('DELETE', envPath(client(), id)));
       if (o.json) printJson(result);
-      else process.stdout.write(`${result.id} ${result.state}\n`);
+      else process.stdout.write(`${result.id} ${stateWord(result.state)}\n`);
     });
 
   env
@@ -173,7 +173,7 @@ export function envCommands(program: Command, client: Client): void {
       const env: Record<string, string> = {};
       for (const kv of (o.env as string[] | undefined) ?? []) {
         const eq = kv.indexOf('=');
-        if (eq <= 0) throw new CliError(`--env takes K=V, got '${kv}'`);
+        if (eq <= 0) throw usageError(`--env takes K=V, got '${kv}'`);
         env[kv.slice(0, eq)] = kv.slice(eq + 1);
       }
       const { attach } = await import('./attach.ts');
@@ -187,7 +187,7 @@ export function envCommands(program: Command, client: Client): void {
     .option('--denied', 'only refusals')
     .option('--limit <n>', 'at most this many (default 100, at most 1000)', (v) => {
       const n = Number(v);
-      if (!Number.isInteger(n) || n < 1 || n > 1000) throw new CliError(`--limit is a whole number from 1 to 1000, got '${v}'`);
+      if (!Number.isInteger(n) || n < 1 || n > 1000) throw usageError(`--limit is a whole number from 1 to 1000, got '${v}'`);
       return n;
     })
     .option('--json', 'print JSON')
@@ -224,7 +224,7 @@ export function envCommands(program: Command, client: Client): void {
       .option('--org', 'everyone in the org')
       .option('--json', 'print JSON')
       .action(async (id: string, o) => {
-        if (Boolean(o.with) === Boolean(o.org)) throw new CliError(`give --with EMAIL or --org: \`berth env ${verb} ${id} --with dev@example.com\``);
+        if (Boolean(o.with) === Boolean(o.org)) throw usageError(`give --with EMAIL or --org: \`berth env ${verb} ${id} --with dev@example.com\``);
         const grantee: string = o.org ? 'org' : o.with;
         const result = await client().request<Environment>(method, envPath(client(), id, `/shares/${encodeURIComponent(grantee)}`));
         if (o.json) return printJson(result);

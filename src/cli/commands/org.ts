@@ -1,13 +1,13 @@
 import type { Command } from 'commander';
 import type { OrgSettings, OrgSettingsPatch } from '../../shared/api.ts';
 import type { ApiClient } from '../client.ts';
-import { age, CliError, printJson, printTable } from '../output.ts';
+import { age, CliError, emit, printJson, printTable, stateWord, usageError } from '../output.ts';
 
 type Client = () => ApiClient;
 const ROLES = ['owner', 'admin', 'member', 'viewer'];
 
 function role(value: string): string {
-  if (!ROLES.includes(value)) throw new CliError(`--role must be one of ${ROLES.join(', ')}, got '${value}'`);
+  if (!ROLES.includes(value)) throw usageError(`--role must be one of ${ROLES.join(', ')}, got '${value}'`);
   return value;
 }
 
@@ -48,6 +48,7 @@ export function orgCommands(program: Command, client: Client): void {
   org
     .command('list')
     .alias('ls')
+    .description('the orgs you belong to, with your role in each')
     .option('--json', 'print JSON')
     .action(async (o) => {
       const { items } = await client().request<{ items: Org[] }>('GET', '/api/orgs');
@@ -94,6 +95,7 @@ export function orgCommands(program: Command, client: Client): void {
   member
     .command('list')
     .alias('ls')
+    .description("the org's members and their roles")
     .option('--json', 'print JSON')
     .action(async (o) => {
       const { items } = await client().request<{ items: Member[] }>('GET', client().orgPath('members'));
@@ -125,9 +127,10 @@ export function orgCommands(program: Command, client: Client): void {
   member
     .command('rm <email>')
     .description('remove a member (and revoke the org tokens they made)')
-    .action(async (email: string) => {
+    .option('--json', 'print JSON: { email, removed }')
+    .action(async (email: string, o) => {
       await client().request('DELETE', client().orgPath(`members/${encodeURIComponent(email)}`));
-      process.stdout.write(`${email} removed\n`);
+      emit(o, { email, removed: true }, `${email} removed`);
     });
 
   const token = program.command('token').description('API tokens for an org');
@@ -147,6 +150,7 @@ export function orgCommands(program: Command, client: Client): void {
   token
     .command('list')
     .alias('ls')
+    .description("the org's tokens: who made them, their role, when last used (never the token itself)")
     .option('--json', 'print JSON')
     .action(async (o) => {
       const { items } = await client().request<{ items: Token[] }>('GET', client().orgPath('tokens'));
@@ -160,14 +164,16 @@ export function orgCommands(program: Command, client: Client): void {
           age(t.createdAt),
           t.lastUsedAt ? `${age(t.lastUsedAt)} ago` : 'never',
           t.expiresAt ?? 'never',
-          t.revokedAt ? 'revoked' : t.expiresAt && Date.parse(t.expiresAt) < Date.now() ? 'expired' : 'active',
+          stateWord(t.revokedAt ? 'revoked' : t.expiresAt && Date.parse(t.expiresAt) < Date.now() ? 'expired' : 'active'),
         ]),
       );
     });
   token
     .command('revoke <id>')
-    .action(async (id: string) => {
+    .description('revoke a token: it stops working at once')
+    .option('--json', 'print JSON: { id, revoked }')
+    .action(async (id: string, o) => {
       await client().request('DELETE', client().orgPath(`tokens/${encodeURIComponent(id)}`));
-      process.stdout.write(`${id} revoked\n`);
+      emit(o, { id, revoked: true }, `${id} revoked`);
     });
 }

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { EffectivePolicy as Effective, PolicyView } from '../../shared/api.ts';
 import type { ApiClient } from '../client.ts';
-import { CliError, printJson, printTable } from '../output.ts';
+import { emit, printJson, printTable, usageError } from '../output.ts';
 
 type Client = () => ApiClient;
 
@@ -9,7 +9,7 @@ const UNSET = { domains: 'allowDomains', presets: 'presets', ports: 'allowPorts'
 
 /** The API path of the scope the options name: the org, --project P or --env E. */
 function scopePath(c: ApiClient, o: { project?: string; env?: string }): string {
-  if (o.project && o.env) throw new CliError('give --project or --env, not both');
+  if (o.project && o.env) throw usageError('give --project or --env, not both');
   if (o.project) return c.orgPath(`policies/projects/${encodeURIComponent(o.project)}`);
   if (o.env) return c.orgPath(`policies/environments/${encodeURIComponent(o.env)}`);
   return c.orgPath('policies/org');
@@ -19,7 +19,7 @@ const list = (v: readonly (string | number)[] | null | undefined, none = '-') =>
 
 function port(value: string, previous: number[] = []): number[] {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new CliError(`--port takes whole numbers from 1 to 65535, got '${value}'`);
+  if (!Number.isInteger(n) || n < 1 || n > 65535) throw usageError(`--port takes whole numbers from 1 to 65535, got '${value}'`);
   return [...previous, n];
 }
 
@@ -51,7 +51,7 @@ export function policyCommands(program: Command, client: Client): void {
     .option('--env <environment>', "an environment's")
     .option('--json', 'print JSON')
     .action(async (o) => {
-      if (o.project && o.env) throw new CliError('give --project or --env, not both');
+      if (o.project && o.env) throw usageError('give --project or --env, not both');
       const q = new URLSearchParams();
       if (o.project) q.set('project', o.project);
       if (o.env) q.set('environment', o.env);
@@ -85,7 +85,7 @@ export function policyCommands(program: Command, client: Client): void {
     .option('--method <method...>', 'HTTP methods plain HTTP may use (default any)')
     .option('--max-connections <n>', 'connections it may hold open at once (default 256)', (v) => {
       const n = Number(v);
-      if (!Number.isInteger(n) || n < 1) throw new CliError(`--max-connections is a whole number of at least 1, got '${v}'`);
+      if (!Number.isInteger(n) || n < 1) throw usageError(`--max-connections is a whole number of at least 1, got '${v}'`);
       return n;
     })
     .option('--unset <field...>', `no longer set here, so inherited: ${Object.keys(UNSET).join(', ')}`)
@@ -99,11 +99,11 @@ export function policyCommands(program: Command, client: Client): void {
       if (o.maxConnections !== undefined) body.maxConnections = o.maxConnections;
       for (const f of (o.unset as string[] | undefined) ?? []) {
         const field = UNSET[f as keyof typeof UNSET];
-        if (!field) throw new CliError(`--unset takes ${Object.keys(UNSET).join(', ')}; got '${f}'`);
-        if (field in body) throw new CliError(`--unset ${f} and a value for it cannot go together`);
+        if (!field) throw usageError(`--unset takes ${Object.keys(UNSET).join(', ')}; got '${f}'`);
+        if (field in body) throw usageError(`--unset ${f} and a value for it cannot go together`);
         body[field] = null;
       }
-      if (Object.keys(body).length === 0) throw new CliError('nothing to set: give --allow-domain, --preset, --port, --method, --max-connections or --unset');
+      if (Object.keys(body).length === 0) throw usageError('nothing to set: give --allow-domain, --preset, --port, --method, --max-connections or --unset');
       const p = await client().request<PolicyView>('PATCH', scopePath(client(), o), body);
       if (o.json) return printJson(p);
       process.stdout.write(`policy of ${p.target ? `${p.scope} ${p.target}` : 'the org'} set\n`);
@@ -114,8 +114,10 @@ export function policyCommands(program: Command, client: Client): void {
     .description("remove the org's, --project P's or --env E's own policy: the next wider one applies")
     .option('--project <project>', "a project's policy")
     .option('--env <environment>', "an environment's policy")
+    .option('--json', 'print JSON: { scope, target, cleared }')
     .action(async (o) => {
       await client().request('DELETE', scopePath(client(), o));
-      process.stdout.write(`policy of ${o.project ? `project ${o.project}` : o.env ? `environment ${o.env}` : 'the org'} cleared\n`);
+      const scope = o.project ? 'project' : o.env ? 'environment' : 'org';
+      emit(o, { scope, target: o.project ?? o.env ?? null, cleared: true }, `policy of ${o.project ? `project ${o.project}` : o.env ? `environment ${o.env}` : 'the org'} cleared`);
     });
 }

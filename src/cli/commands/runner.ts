@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import type { RunnerList } from '../../shared/api-runners.ts';
 import { formatSize } from '../../shared/units.ts';
 import type { ApiClient } from '../client.ts';
-import { age, printJson, printTable } from '../output.ts';
+import { age, printJson, printTable, stateWord } from '../output.ts';
 
 export function runnerCommands(program: Command, client: () => ApiClient): void {
   const runner = program.command('runner').description('the hosts that run environments');
@@ -20,7 +20,7 @@ export function runnerCommands(program: Command, client: () => ApiClient): void 
         items.map((r) => [
           r.name,
           r.host,
-          r.health.status,
+          stateWord(r.health.status),
           `${r.backend} (cgroup ${r.cgroups})`,
           String(r.cpus),
           formatSize(r.memoryBytes),

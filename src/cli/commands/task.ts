@@ -5,7 +5,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import type { CreateTaskBody, Task } from '../../shared/api-tasks.ts';
 import { FINAL_TASK_STATES, type TaskEvent, type TaskEventData } from '../../shared/tasks.ts';
 import type { ApiClient } from '../client.ts';
-import { age, CliError, printJson, printTable, Spinner } from '../output.ts';
+import { age, CliError, emit, paint, paintDiff, printJson, printTable, Spinner, stateWord, usageError } from '../output.ts';
 
 type Client = () => ApiClient;
 
@@ -110,7 +110,7 @@ function printTask(t: Task): void {
   const rows: [string, string][] = [
     ['id', t.id],
     ['goal', t.goal.split('\n')[0]!],
-    ['state', `${t.state}${t.stateReason ? ` (${t.stateReason})` : ''}`],
+    ['state', `${stateWord(t.state)}${t.stateReason ? ` (${t.stateReason})` : ''}`],
     ['step', t.step ?? '-'],
     ['repository', `${t.repo}${t.baseBranch ? ` @ ${t.baseBranch}` : ''}${t.project ? ` (project ${t.project})` : ''}`],
     ['agent', taskModelText(t)],
@@ -182,14 +182,14 @@ export function taskCommands(program: Command, client: Client): void {
     .option('-d, --detach', 'print the task id and return at once')
     .option('--json', 'print the task as JSON when it ends (or at once with --detach)')
     .action(async (goal: string, o) => {
-      if (Boolean(o.project) === Boolean(o.repo)) throw new CliError('say where to work: --project NAME or --repo URL|PATH');
-      if (o.agent && o.agent !== 'builtin' && o.agent !== 'command') throw new CliError('--agent is builtin or command');
+      if (Boolean(o.project) === Boolean(o.repo)) throw usageError('say where to work: --project NAME or --repo URL|PATH');
+      if (o.agent && o.agent !== 'builtin' && o.agent !== 'command') throw usageError('--agent is builtin or command');
       if (o.command && !o.agent) o.agent = 'command';
       let repo: string | undefined = o.repo;
       // A local path is sent absolute: the server resolves nothing against the caller's directory.
       if (repo && !/^[a-z][a-z0-9+.-]*:\/\//i.test(repo)) {
         repo = resolve(repo);
-        if (!existsSync(repo)) throw new CliError(`no repository at ${repo}`);
+        if (!existsSync(repo)) throw usageError(`no repository at ${repo}`);
       }
       const budget = {
         ...(o.maxSteps !== undefined && { maxSteps: o.maxSteps }),
@@ -246,7 +246,7 @@ export function taskCommands(program: Command, client: Client): void {
       if (o.json) return printJson({ items: page.items, nextCursor: page.nextCursor });
       printTable(
         ['ID', 'STATE', 'STEP', 'PROJECT/REPO', 'GOAL', 'CHANGE', 'AGE'],
-        page.items.map((t) => [t.id, t.state, t.step ?? '-', t.project ?? t.repo, t.goal.split('\n')[0]!.slice(0, 50), t.changeRequest?.url ?? (t.changeRequest ? 'in berth' : '-'), age(t.createdAt)]),
+        page.items.map((t) => [t.id, stateWord(t.state), t.step ?? '-', t.project ?? t.repo, t.goal.split('\n')[0]!.slice(0, 50), t.changeRequest?.url ?? (t.changeRequest ? 'in berth' : '-'), age(t.createdAt)]),
       );
       process.stderr.write(`${page.counts.running ?? 0} running, ${page.counts.provisioning ?? 0} provisioning, ${page.counts.queued ?? 0} queued\n`);
       if (page.nextCursor) {
