@@ -26,9 +26,13 @@ export async function up(opts: UpOptions): Promise<void> {
   });
   spinner?.done('default image ready');
 
+  // A one-time link for the web UI: the token itself stays in client.json, out of the terminal.
+  const signIn = await berth.signInLink();
   process.stderr.write(
     `Berth is up at ${berth.url} (${berth.database.kind} database, ${berth.runner.backend.name} runtime)\n` +
       `  data dir: ${opts.dataDir}\n` +
+      `  CLI: signed in as the local administrator (owner of 'default'), token in ${berth.clientConfigPath}; \`berth whoami\` says so\n` +
+      `  web UI: open ${signIn} to sign in (works once, for an hour); \`berth login --print-token\` prints the token to paste instead\n` +
       `  try: berth env create --name demo && berth env exec demo -- uname -a\n` +
       `Press Ctrl-C to stop; environments keep their files and are found again on the next start.\n`,
   );

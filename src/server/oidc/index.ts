@@ -9,6 +9,7 @@ export {
   type OidcSignInOptions,
   type PendingSignIn,
 } from './sign-in.ts';
+export { CliCodes, type CliCode } from './cli-codes.ts';
 export { PendingSignIns, type PendingSignInsOptions } from './pending.ts';
 export { higherRole, mapGroups, ROLE_ORDER, roleRank, type GrantedMembership, type GroupRule } from './groups.ts';
 export { OIDC_ENV, oidcConfigFromEnv, parseGroupRules, type OidcConfig } from './config.ts';

@@ -28,6 +28,8 @@ export interface PendingSignIn {
   state: string;
   codeVerifier: string;
   nonce: string;
+  /** Set when `berth login` started the sign-in: its loopback port and its verifier's S256 challenge (cli-codes.ts). */
+  cli?: { port: number; challenge: string } | undefined;
 }
 
 export interface OidcIdentity {

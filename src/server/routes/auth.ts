@@ -1,11 +1,13 @@
 import { z } from 'zod';
 import { AuthMethods, ErrorSchema } from '../../shared/api.ts';
+import { AcceptInviteBody, CliRedirect, CliSignInStart, CliTokenBody, SignedIn } from '../../shared/api-auth.ts';
 import { BerthError, invalid, notFound } from '../../shared/errors.ts';
 import { newId } from '../../shared/ids.ts';
 import type { App, AppDeps } from '../app.ts';
 import { ensureOrg } from '../auth.ts';
 import { atLeast } from '../authz.ts';
-import { mapGroups, type OidcIdentity } from '../oidc/index.ts';
+import { InviteService } from '../invites.ts';
+import { CliCodes, mapGroups, type OidcIdentity } from '../oidc/index.ts';
 
 const STATE_COOKIE = 'berth_oidc_state';
 const SESSION_HOURS = 12;
@@ -26,6 +28,8 @@ function cookie(header: string | undefined, name: string): string | undefined {
  */
 export function authRoutes(app: App, deps: AppDeps): void {
   const { oidc, db, tokens, audit } = deps;
+  const cliCodes = new CliCodes();
+  const invites = new InviteService({ db, tokens, audit });
   const notConfigured = () =>
     notFound('sign-in with an identity provider is not configured: set BERTH_OIDC_ISSUER, BERTH_OIDC_CLIENT_ID and BERTH_OIDC_REDIRECT_URI');
   // Sign-in is where passwords are guessed: a few attempts a minute per address.
@@ -38,11 +42,20 @@ export function authRoutes(app: App, deps: AppDeps): void {
 
   app.get('/api/auth/oidc/start', {
     config: { rateLimit },
-    schema: { tags: ['auth'], summary: 'Begin signing in: redirects to the identity provider', security: [], response: errors },
-    handler: async (_req, reply) => {
+    schema: {
+      tags: ['auth'],
+      summary: 'Begin signing in: redirects to the identity provider. `berth login` adds its loopback port and a PKCE challenge',
+      security: [],
+      querystring: CliSignInStart.partial(),
+      response: errors,
+    },
+    handler: async (req, reply) => {
       if (!oidc) throw notConfigured();
+      const { cli_port: port, cli_challenge: challenge } = req.query;
+      if ((port === undefined) !== (challenge === undefined)) throw invalid('cli_port and cli_challenge come together (`berth login` sends both)', 'cli_port');
       const pending = await oidc.signIn.begin();
-      oidc.pending.put(pending);
+      // Only a port is taken, never a URL: the browser can be sent back to this machine's loopback address and nowhere else.
+      oidc.pending.put(port !== undefined && challenge !== undefined ? { ...pending, cli: { port, challenge } } : pending);
       // The state also rides in a cookie, so a callback carrying someone else's state
       // (login CSRF) does not sign this browser in.
       void reply.header('set-cookie', `${STATE_COOKIE}=${encodeURIComponent(pending.state)}; Path=/api/auth/oidc; HttpOnly; SameSite=Lax; Max-Age=600`);
@@ -57,12 +70,9 @@ export function authRoutes(app: App, deps: AppDeps): void {
       summary: "The identity provider's redirect back; answers with a user token",
       security: [],
       querystring: z.object({ state: z.string().max(500), code: z.string().max(4096).optional(), error: z.string().max(500).optional() }).loose(),
-      response: {
-        200: z.object({ token: z.string(), expiresAt: z.string(), user: z.object({ id: z.string(), email: z.string(), name: z.string() }), orgs: z.array(z.object({ name: z.string(), role: z.string() })) }),
-        ...errors,
-      },
+      response: { 200: z.union([SignedIn, CliRedirect]), ...errors },
     },
-    handler: async (req) => {
+    handler: async (req, reply) => {
       if (!oidc) throw notConfigured();
       const state = req.query.state;
       if (cookie(req.headers.cookie, STATE_COOKIE) !== state) throw invalid('this sign-in was not started by this browser: start again', 'state');
@@ -73,20 +83,70 @@ export function authRoutes(app: App, deps: AppDeps): void {
       const grants = mapGroups(identity.groups, oidc.groupRules);
       await applyGrants(deps, user.id, grants);
       deps.authz.forget();
-      const expiresAt = new Date(Date.now() + SESSION_HOURS * 3_600_000);
-      const { token } = await tokens.create({ kind: 'user', userId: user.id, name: `sign-in ${new Date().toISOString()}`, expiresAt });
-      const memberships = await db
-        .selectFrom('memberships')
-        .innerJoin('orgs', 'orgs.id', 'memberships.org_id')
-        .select(['orgs.id', 'orgs.name', 'memberships.role'])
-        .where('user_id', '=', user.id)
-        .execute();
+      const memberships = await membershipsOf(deps, user.id);
       for (const m of memberships) {
-        await audit.append({ orgId: m.id, actor: `user:${user.id}`, action: 'auth.sign_in', target: user.id, details: { issuer: identity.issuer, email: user.email, via: 'oidc' } });
+        await audit.append({ orgId: m.id, actor: `user:${user.id}`, action: 'auth.sign_in', target: user.id, details: { issuer: identity.issuer, email: user.email, via: pending.cli ? 'oidc-cli' : 'oidc' } });
       }
-      return { token, expiresAt: expiresAt.toISOString(), user, orgs: memberships.map((m) => ({ name: m.name, role: m.role })) };
+      if (pending.cli) {
+        // Started by `berth login`: the browser goes on to the CLI's listener with a code that
+        // only the CLI, holding the verifier, can trade for the token.
+        const redirect = `http://127.0.0.1:${pending.cli.port}/callback?code=${cliCodes.issue({ userId: user.id, challenge: pending.cli.challenge })}`;
+        // The UI's callback page asks with fetch and follows the answer; a browser sent here directly is redirected.
+        if (/text\/html/.test(req.headers.accept ?? '')) return reply.redirect(redirect, 302);
+        return { redirect };
+      }
+      const expiresAt = new Date(Date.now() + SESSION_HOURS * 3_600_000);
+      const { token, id: tokenId } = await tokens.create({ kind: 'user', userId: user.id, name: `sign-in ${new Date().toISOString()}`, expiresAt });
+      return { token, tokenId, expiresAt: expiresAt.toISOString(), user, orgs: memberships.map((m) => ({ name: m.name, role: m.role })) };
     },
   });
+
+  app.post('/api/auth/cli/token', {
+    config: { rateLimit, audit: 'auth.sign_in' },
+    schema: {
+      tags: ['auth'],
+      summary: 'Finish a sign-in `berth login` started: trades the one-time code its listener received, with its PKCE verifier, for a user token',
+      security: [],
+      body: CliTokenBody,
+      response: { 200: SignedIn, ...errors },
+    },
+    handler: async (req) => {
+      if (!oidc) throw notConfigured();
+      const userId = cliCodes.take(req.body.code, req.body.verifier);
+      if (!userId) throw new BerthError('unauthorized', 'this sign-in code is unknown, expired, already used or not yours: run `berth login` again');
+      const user = await db.selectFrom('users').select(['id', 'email', 'name', 'disabled_at']).where('id', '=', userId).executeTakeFirst();
+      if (!user || user.disabled_at) throw new BerthError('unauthorized', 'this account is disabled');
+      const expiresAt = new Date(Date.now() + SESSION_HOURS * 3_600_000);
+      const { token, id: tokenId } = await tokens.create({ kind: 'user', userId, name: `berth login ${new Date().toISOString()}`, expiresAt });
+      const memberships = await membershipsOf(deps, userId);
+      return { token, tokenId, expiresAt: expiresAt.toISOString(), user: { id: user.id, email: user.email, name: user.name }, orgs: memberships.map((m) => ({ name: m.name, role: m.role })) };
+    },
+  });
+
+  app.post('/api/auth/invite', {
+    config: { rateLimit, audit: 'member.invite_accepted' },
+    schema: {
+      tags: ['auth'],
+      summary: 'Accept a one-time invite: its code becomes a user token, shown once. A second use or an expired code is refused',
+      security: [],
+      body: AcceptInviteBody,
+      response: { 200: SignedIn, ...errors },
+    },
+    handler: async (req) => {
+      const accepted = await invites.accept(req.body.code);
+      return { ...accepted, expiresAt: null };
+    },
+  });
+}
+
+async function membershipsOf({ db }: AppDeps, userId: string) {
+  return db
+    .selectFrom('memberships')
+    .innerJoin('orgs', 'orgs.id', 'memberships.org_id')
+    .select(['orgs.id', 'orgs.name', 'memberships.role'])
+    .where('user_id', '=', userId)
+    .orderBy('orgs.name')
+    .execute();
 }
 
 /** Finds the user by issuer and subject; links an existing account by email only when the provider verified it. */

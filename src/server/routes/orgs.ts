@@ -1,11 +1,13 @@
 import { z } from 'zod';
 import { ErrorSchema, OrgRef } from '../../shared/api.ts';
+import { Invite, InviteBody, Me } from '../../shared/api-auth.ts';
 import { conflict, invalid, notFound } from '../../shared/errors.ts';
 import { newId } from '../../shared/ids.ts';
 import { parseDuration } from '../../shared/units.ts';
 import type { App, AppDeps } from '../app.ts';
 import { atLeast, forbidden, ROLES, type Scope } from '../authz.ts';
 import { isoOrNull as iso, isUniqueViolation, type Role } from '../db/index.ts';
+import { DEFAULT_INVITE_MS, invitePath, InviteService, MAX_INVITE_MS } from '../invites.ts';
 
 const RoleSchema = z.enum(ROLES as unknown as [Role, ...Role[]]);
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema };
@@ -14,7 +16,14 @@ const ORG_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
 const Email = z.string().max(320).regex(/^[^@\s]+@[^@\s]+$/, 'an email address');
 
 const Org = z.object({ id: z.string(), name: z.string(), role: RoleSchema });
-const Member = z.object({ userId: z.string(), email: z.string(), name: z.string(), role: RoleSchema, createdAt: z.string() });
+const Member = z.object({
+  userId: z.string(),
+  email: z.string(),
+  name: z.string(),
+  role: RoleSchema,
+  createdAt: z.string(),
+  pending: z.boolean().optional().describe('invited and not signed in yet: their invite link is still open'),
+});
 const Token = z.object({
   id: z.string(),
   name: z.string(),
@@ -40,7 +49,8 @@ function manages(scope: Scope, token: { id: string; user_id: string | null; role
 }
 
 /** Orgs, who belongs to them, and the tokens that act in them. */
-export function orgRoutes(app: App, { db, authz, tokens, audit }: AppDeps): void {
+export function orgRoutes(app: App, { db, authz, tokens, audit, publicUrl }: AppDeps): void {
+  const invites = new InviteService({ db, tokens, audit });
   // After a change to tokens or memberships: the streams it ends are closed before the reply.
   const forgetAll = async () => {
     tokens.forget();
@@ -49,14 +59,33 @@ export function orgRoutes(app: App, { db, authz, tokens, audit }: AppDeps): void
   };
 
   app.get('/api/me', {
-    schema: {
-      tags: ['orgs'],
-      summary: 'Who the token acts for, and in which orgs',
-      response: { 200: z.object({ kind: z.enum(['user', 'org']), userId: z.string().nullable(), email: z.string().nullable(), orgs: z.array(Org) }), ...errors },
-    },
+    schema: { tags: ['orgs'], summary: 'Who the token acts for, which token it is, and the orgs it acts in with its effective role', response: { 200: Me, ...errors } },
     handler: async (req) => {
-      const user = req.caller.userId ? await db.selectFrom('users').select('email').where('id', '=', req.caller.userId).executeTakeFirst() : undefined;
-      return { kind: req.caller.kind, userId: req.caller.userId, email: user?.email ?? null, orgs: await authz.orgsOf(req.caller) };
+      const user = req.caller.userId ? await db.selectFrom('users').select(['email', 'name']).where('id', '=', req.caller.userId).executeTakeFirst() : undefined;
+      const token = await db.selectFrom('tokens').select(['id', 'name', 'kind', 'expires_at']).where('id', '=', req.caller.tokenId).executeTakeFirst();
+      return {
+        kind: req.caller.kind,
+        userId: req.caller.userId,
+        email: user?.email ?? null,
+        name: user?.name ?? null,
+        ...(token && { token: { id: token.id, name: token.name, kind: token.kind, expiresAt: iso(token.expires_at) } }),
+        orgs: await authz.orgsOf(req.caller),
+      };
+    },
+  });
+
+  app.delete('/api/me/token', {
+    config: { audit: 'token.revoke' },
+    schema: { tags: ['tokens'], summary: 'Revoke the token this request carries (`berth logout`)', response: { 204: z.null(), ...errors } },
+    handler: async (req, reply) => {
+      const { caller } = req;
+      await db.updateTable('tokens').set({ revoked_at: new Date() }).where('id', '=', caller.tokenId).where('revoked_at', 'is', null).execute();
+      // Not under an org: on record in each org the token acted in.
+      for (const org of await authz.orgsOf(caller)) {
+        await audit.append({ orgId: org.id, actor: caller.kind === 'user' ? `user:${caller.userId}` : `token:${caller.tokenId}`, action: 'token.revoke', target: caller.tokenId, details: { via: 'logout' } });
+      }
+      await forgetAll();
+      return reply.code(204).send(null);
     },
   });
 
@@ -102,7 +131,8 @@ export function orgRoutes(app: App, { db, authz, tokens, audit }: AppDeps): void
         .where('memberships.org_id', '=', req.scope.orgId)
         .orderBy('users.email')
         .execute();
-      return { items: rows.map((r) => ({ userId: r.id, email: r.email, name: r.name, role: r.role, createdAt: iso(r.created_at)! })) };
+      const pending = await invites.pending(req.scope.orgId);
+      return { items: rows.map((r) => ({ userId: r.id, email: r.email, name: r.name, role: r.role, createdAt: iso(r.created_at)!, pending: pending.has(r.id) })) };
     },
   });
 
@@ -137,6 +167,30 @@ export function orgRoutes(app: App, { db, authz, tokens, audit }: AppDeps): void
           .execute();
         return { userId: user.id, email: user.email, name: user.name, role, createdAt: new Date().toISOString() };
       }).finally(forgetAll);
+    },
+  });
+
+  app.post('/api/orgs/:org/members/:email/invite', {
+    config: { permission: 'member.manage', audit: 'member.invite' },
+    schema: {
+      tags: ['orgs'],
+      summary: 'A one-time invite link for a member who has not signed in yet (no identity provider): shown once, works once, expires',
+      params: OrgRef.extend({ email: Email }),
+      body: InviteBody,
+      response: { 201: Invite, ...errors },
+    },
+    handler: async (req, reply) => {
+      const { scope } = req;
+      let ttlMs = DEFAULT_INVITE_MS;
+      if (req.body.expires) {
+        const ms = parseDuration(req.body.expires);
+        if (!ms || ms < 60_000 || ms > MAX_INVITE_MS) throw invalid('--expires must be a duration from 1m to 30d, such as 7d or 12h', 'body.expires');
+        ttlMs = ms;
+      }
+      const made = await invites.create({ orgId: scope.orgId, orgName: scope.orgName, email: req.params.email, inviterRole: scope.role, actor: scope.actor, ttlMs });
+      // The UI's own origin, as people reach it (BERTH_PUBLIC_URL); else the address this request came to.
+      const origin = publicUrl?.() || `${req.protocol}://${req.host}`;
+      return reply.code(201).send({ id: made.id, email: made.email, role: made.role, code: made.code, url: `${origin}${invitePath(made.code)}`, expiresAt: made.expiresAt.toISOString() });
     },
   });
 
