@@ -177,10 +177,12 @@ function Files({ org, env }: { org: string; env: Env }) {
   const [error, setError] = useState<Error>();
   const [downloading, setDownloading] = useState<string>();
   const list = usePoll((signal) => api<FileList>('GET', orgPath(org, `environments/${env.id}/files/list${qs({ path })}`), undefined, signal), null, [org, env.id, path]);
+  // Opening the folder shown reads it again (files come and go).
   const go = (p: string) => {
     setError(undefined);
-    setPath(p);
     setDraft(p);
+    if (p === path) list.reload();
+    else setPath(p);
   };
   // The download needs the token, so it is fetched and handed to the browser as a file.
   const download = async (name: string) => {
@@ -207,7 +209,7 @@ function Files({ org, env }: { org: string; env: Env }) {
   return (
     <section aria-labelledby="env-files-h">
       <h2 id="env-files-h">Files</h2>
-      <form className="inline" aria-label="Folder" onSubmit={(ev) => { ev.preventDefault(); go(draft.trim() || '/'); }}>
+      <form className="inline" aria-label="Choose a folder" onSubmit={(ev) => { ev.preventDefault(); go(draft.trim() || '/'); }}>
         <label>Folder<input value={draft} onChange={(ev) => setDraft(ev.target.value)} size={40} /></label>
         <button type="submit">Open</button>
         {path !== '/' && <button type="button" onClick={() => go(parentOf(path))}>Up one folder</button>}
