@@ -97,7 +97,8 @@ export function authRoutes(app: App, deps: AppDeps): void {
       }
       const expiresAt = new Date(Date.now() + SESSION_HOURS * 3_600_000);
       const { token, id: tokenId } = await tokens.create({ kind: 'user', userId: user.id, name: `sign-in ${new Date().toISOString()}`, expiresAt });
-      return { token, tokenId, expiresAt: expiresAt.toISOString(), user, orgs: memberships.map((m) => ({ name: m.name, role: m.role })) };
+      // Exactly the declared fields: the reply is one of two shapes, and an extra field (upsertUser's disabled_at) would match neither.
+      return { token, tokenId, expiresAt: expiresAt.toISOString(), user: { id: user.id, email: user.email, name: user.name }, orgs: memberships.map((m) => ({ name: m.name, role: m.role })) };
     },
   });
 
