@@ -104,8 +104,10 @@ export async function startTestBerth(opts: { dataDir?: string; database?: TestDa
 
 export function runCli(args: string[], env: Record<string, string>, input?: string): Promise<CliResult> {
   return new Promise((resolve) => {
+    // node --test sets FORCE_COLOR for its children when run on a terminal: the CLI's output is
+    // read here as a pipe would read it, uncoloured, unless a test asks for colour itself.
     const child = spawn(join(REPO, 'bin', 'berth'), args, {
-      env: { ...process.env, BERTH_NODE: process.execPath, ...env },
+      env: { ...process.env, FORCE_COLOR: undefined, BERTH_NODE: process.execPath, ...env },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     let stdout = '';

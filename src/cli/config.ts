@@ -1,7 +1,6 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { z } from 'zod';
 import { CLIENT_CONFIG_FILE, type ClientConfig } from '../shared/client-config.ts';
 import { CliError } from './output.ts';
 
@@ -11,15 +10,34 @@ export function dataDir(flag?: string): string {
 }
 
 /** What `berth login` keeps: the control plane, the token, the org it acts in, and whether login made the token. */
-const LoginConfig = z.object({
-  url: z.string().url(),
-  token: z.string().min(1),
-  org: z.string().optional(),
-  tokenId: z.string().optional(),
+export interface LoginConfig {
+  url: string;
+  token: string;
+  org?: string;
+  tokenId?: string;
   /** Made by `berth login` (identity provider or invite): `berth logout` revokes it. A pasted token is only forgotten. */
-  madeByLogin: z.boolean().default(false),
-});
-export type LoginConfig = z.infer<typeof LoginConfig>;
+  madeByLogin: boolean;
+}
+
+/**
+ * The file's fields checked by hand, not with zod: every command reads this file, and loading
+ * zod costs more than the rest of the CLI's start-up. Returns what is wrong, or the config.
+ */
+function parseLoginConfig(value: unknown): LoginConfig | string {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'expected an object';
+  const v = value as Record<string, unknown>;
+  if (typeof v.url !== 'string' || !URL.canParse(v.url)) return 'url: expected a URL';
+  if (typeof v.token !== 'string' || v.token === '') return 'token: expected a token';
+  for (const key of ['org', 'tokenId'] as const) if (v[key] !== undefined && typeof v[key] !== 'string') return `${key}: expected a string`;
+  if (v.madeByLogin !== undefined && typeof v.madeByLogin !== 'boolean') return 'madeByLogin: expected true or false';
+  return {
+    url: v.url,
+    token: v.token,
+    ...(v.org !== undefined && { org: v.org as string }),
+    ...(v.tokenId !== undefined && { tokenId: v.tokenId as string }),
+    madeByLogin: v.madeByLogin === true,
+  };
+}
 
 /** $XDG_CONFIG_HOME/berth/config.json, by default ~/.config/berth/config.json. */
 export function loginConfigPath(): string {
@@ -30,14 +48,20 @@ export function loginConfigPath(): string {
 export function readLoginConfig(): LoginConfig | undefined {
   const path = loginConfigPath();
   if (!existsSync(path)) return undefined;
-  let parsed: z.ZodSafeParseResult<LoginConfig>;
+  let parsed: LoginConfig | string;
   try {
-    parsed = LoginConfig.safeParse(JSON.parse(readFileSync(path, 'utf8')));
+    parsed = parseLoginConfig(JSON.parse(readFileSync(path, 'utf8')));
   } catch {
     throw new CliError(`${path} is not JSON: remove it and run \`berth login\` again`);
   }
-  if (!parsed.success) throw new CliError(`${path} is not a Berth sign-in (${parsed.error.issues[0]?.message}): remove it and run \`berth login\` again`);
-  return parsed.data;
+  if (typeof parsed === 'string') throw new CliError(`${path} is not a Berth sign-in (${parsed}): remove it and run \`berth login\` again`);
+  return parsed;
+}
+
+function checked(config: LoginConfig): LoginConfig {
+  const parsed = parseLoginConfig(config);
+  if (typeof parsed === 'string') throw new CliError(`not a sign-in to keep: ${parsed}`);
+  return parsed;
 }
 
 /** Written whole or not at all, readable by its owner alone (directory 0700, file 0600): it holds a token. */
@@ -46,7 +70,7 @@ export function writeLoginConfig(config: LoginConfig): string {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   chmodSync(dirname(path), 0o700);
   const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, `${JSON.stringify(LoginConfig.parse(config), null, 2)}\n`, { mode: 0o600 });
+  writeFileSync(tmp, `${JSON.stringify(checked(config), null, 2)}\n`, { mode: 0o600 });
   chmodSync(tmp, 0o600);
   renameSync(tmp, path);
   return path;
