@@ -21,6 +21,7 @@ import { create as createTar, Header } from 'tar';
 import { ImageStore } from '../../src/runner/images/index.ts';
 import { BerthError } from '../../src/shared/errors.ts';
 import { runCli, startTestBerth, type TestBerth } from '../helpers.ts';
+import { taskScope } from '../../src/server/tasks/sandbox.ts';
 
 const ARCH = process.arch === 'arm64' ? 'arm64' : 'amd64';
 const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
@@ -144,10 +145,11 @@ describe('host paths are an instance administrator input only', () => {
   });
 
   test("a repository's image (berth.yaml, devcontainer), as the task pipeline passes it, is never a host path", async () => {
-    // The pipeline creates a task's environment with the org's id and the image the
+    // The pipeline creates a task's environment as the task (taskScope) with the image the
     // repository names, and no caller rights of its own.
-    await expectError(t.berth.environments.create(orgA, { image: '/etc/passwd', name: 'from-berth-yaml' }), 'forbidden', /instance administrator/);
-    await expectError(t.berth.environments.create(orgA, { image: `/proc/${process.pid}/root/tmp/x.tar`, name: 'from-devcontainer' }), 'forbidden', /instance administrator/);
+    const asTask = taskScope(orgA, 'task_images');
+    await expectError(t.berth.environments.create(asTask, { image: '/etc/passwd', name: 'from-berth-yaml' }), 'forbidden', /instance administrator/);
+    await expectError(t.berth.environments.create(asTask, { image: `/proc/${process.pid}/root/tmp/x.tar`, name: 'from-devcontainer' }), 'forbidden', /instance administrator/);
   });
 });
 

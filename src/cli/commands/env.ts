@@ -214,18 +214,19 @@ export function envCommands(program: Command, client: Client): void {
 
   // Members use their own environments; its owner (or an admin) lets others use one too.
   for (const [verb, method, description] of [
-    ['share', 'PUT', 'let a member of the org (--with EMAIL) or everyone in it (--org) use an environment as their role allows'],
+    ['share', 'PUT', 'let a member of the org (--with EMAIL) or everyone in it (--everyone) use an environment as their role allows'],
     ['unshare', 'DELETE', 'take back what `env share` gave'],
   ] as const) {
     env
       .command(`${verb} <id>`)
       .description(description)
       .option('--with <email>', 'a member of the org, by email')
-      .option('--org', 'everyone in the org')
+      // Not --org: that is the global option naming the org to act in.
+      .option('--everyone', 'everyone in the org')
       .option('--json', 'print JSON')
       .action(async (id: string, o) => {
-        if (Boolean(o.with) === Boolean(o.org)) throw usageError(`give --with EMAIL or --org: \`berth env ${verb} ${id} --with dev@example.com\``);
-        const grantee: string = o.org ? 'org' : o.with;
+        if (Boolean(o.with) === Boolean(o.everyone)) throw usageError(`give --with EMAIL or --everyone: \`berth env ${verb} ${id} --with dev@example.com\``);
+        const grantee: string = o.everyone ? 'org' : o.with;
         const result = await client().request<Environment>(method, envPath(client(), id, `/shares/${encodeURIComponent(grantee)}`));
         if (o.json) return printJson(result);
         process.stdout.write(`${result.name} is shared with ${sharedWith(result)}\n`);

@@ -1,6 +1,7 @@
 import type { Environment } from '../../shared/api.ts';
 import type { EnvironmentLimits } from '../../shared/environment.ts';
 import { isoOrNull as iso, type EnvironmentRow } from '../db/index.ts';
+import type { EnvironmentOwnership } from '../ownership.ts';
 
 const num = (v: string | number | null) => (v === null ? null : Number(v));
 
@@ -15,8 +16,10 @@ export function limitsOf(row: EnvironmentRow): EnvironmentLimits {
   };
 }
 
-export function toApi(row: EnvironmentRow): Environment {
+/** The environment as the API shows it to one caller: with whose it is and whether they may use it (ownership.ts). */
+export function toApi(row: EnvironmentRow, ownership: EnvironmentOwnership): Environment {
   return {
+    ...ownership,
     id: row.id,
     name: row.name,
     image: row.image,

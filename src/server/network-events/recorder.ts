@@ -2,6 +2,8 @@ import type { Logger } from 'pino';
 import { notFound } from '../../shared/errors.ts';
 import type { AuditLog } from '../audit/index.ts';
 import type { Db } from '../db/index.ts';
+import type { Scope } from '../authz.ts';
+import { assertEnvironmentAccess } from '../ownership.ts';
 import type { NetworkEventView } from '../../shared/api.ts';
 import type { TaskEvents } from '../tasks/index.ts';
 import type { NetworkEvent, NetworkEventSink } from '../policy/types.ts';
@@ -208,16 +210,19 @@ export class NetworkEventRecorder implements NetworkEventSink {
   }
 
   /** The environment's events, newest first. */
-  async list(orgId: string, environmentRef: string, opts: { limit: number; denied?: boolean | undefined; before?: string | undefined }): Promise<{ environmentId: string; items: NetworkEventView[] }> {
+  async list(scope: Scope, environmentRef: string, opts: { limit: number; denied?: boolean | undefined; before?: string | undefined }): Promise<{ environmentId: string; items: NetworkEventView[] }> {
+    const { orgId } = scope;
     await this.flush();
     const env = await this.#db
       .selectFrom('environments')
-      .select('id')
+      .select(['id', 'name', 'owner_id', 'task_id'])
       .where('org_id', '=', orgId)
       .where((eb) => eb.or([eb('id', '=', environmentRef), eb('name', '=', environmentRef)]))
       .orderBy('created_at', 'desc')
       .executeTakeFirst();
     if (!env) throw notFound(`no environment '${environmentRef}': \`berth env list\` shows them`);
+    // What an environment reached is for those who may use it (ownership.ts).
+    await assertEnvironmentAccess(this.#db, scope, env, 'shared');
     let q = this.#db.selectFrom('network_events').selectAll().where('environment_id', '=', env.id).where('org_id', '=', orgId);
     if (opts.denied) q = q.where('allowed', '=', false);
     if (opts.before) q = q.where('at', '<', new Date(opts.before));

@@ -43,12 +43,14 @@ export function policyRoutes(app: App, { policies, networkEvents }: Required<Pic
     },
   });
 
+  // An environment's policy is used like the environment (its owner, admins, those it is shared with); the org's and projects' are the org's.
   const scopes = [
-    { url: '/api/orgs/:org/policies/org', params: OrgRef, permission: 'policy.manage', target: (): PolicyTarget => ({ kind: 'org' }) },
+    { url: '/api/orgs/:org/policies/org', params: OrgRef, permission: 'policy.manage', ownership: undefined, target: (): PolicyTarget => ({ kind: 'org' }) },
     {
       url: '/api/orgs/:org/policies/projects/:name',
       params: OrgRef.extend({ name: z.string().max(100) }),
       permission: 'policy.manage',
+      ownership: undefined,
       target: (p: { name?: string }): PolicyTarget => ({ kind: 'project', ref: p.name! }),
     },
     {
@@ -56,18 +58,19 @@ export function policyRoutes(app: App, { policies, networkEvents }: Required<Pic
       params: OrgRef.extend({ id: z.string().max(100) }),
       // Members may narrow an environment's policy; the service refuses them anything wider.
       permission: 'policy.environment',
+      ownership: 'shared',
       target: (p: { id?: string }): PolicyTarget => ({ kind: 'environment', ref: p.id! }),
     },
   ] as const;
 
   for (const s of scopes) {
     app.patch(s.url, {
-      config: { permission: s.permission, audit: 'policy.set' },
+      config: { permission: s.permission, audit: 'policy.set', ownership: s.ownership },
       schema: { tags, summary: 'Set fields of a scope\'s egress policy (null: no longer set here)', params: s.params, body: Patch, response: { 200: PolicyView, ...errors } },
       handler: async (req) => policies.set(req.scope, s.target(req.params as never), req.body),
     });
     app.delete(s.url, {
-      config: { permission: s.permission, audit: 'policy.clear' },
+      config: { permission: s.permission, audit: 'policy.clear', ownership: s.ownership },
       schema: { tags, summary: "Remove a scope's egress policy: the next wider scope's applies", params: s.params, response: { 204: z.null(), ...errors } },
       handler: async (req, reply) => {
         await policies.clear(req.scope, s.target(req.params as never));
@@ -77,10 +80,12 @@ export function policyRoutes(app: App, { policies, networkEvents }: Required<Pic
   }
 
   app.get('/api/orgs/:org/environments/:id/network', {
-    config: { permission: 'environment.read' },
+    // What it reached is for those who may use it (its owner, admins and owners, those it is shared with: a viewer too, when shared).
+    config: { permission: 'environment.read', ownership: 'shared' },
     schema: {
       tags: ['environments'],
       summary: "What the environment's egress proxy let through or refused, newest first",
+      description: 'For its owner, admins and owners of the org, and those it is shared with (`berth env share`); others get 403.',
       params: EnvironmentRef,
       querystring: z.strictObject({
         limit: z.coerce.number().int().min(1).max(1000).default(100),
@@ -89,6 +94,6 @@ export function policyRoutes(app: App, { policies, networkEvents }: Required<Pic
       }),
       response: { 200: z.object({ environmentId: z.string(), items: z.array(NetworkEventView) }), ...errors },
     },
-    handler: async (req) => networkEvents.list(req.scope.orgId, req.params.id, { limit: req.query.limit, denied: req.query.denied === 'true', before: req.query.before }),
+    handler: async (req) => networkEvents.list(req.scope, req.params.id, { limit: req.query.limit, denied: req.query.denied === 'true', before: req.query.before }),
   });
 }

@@ -4,6 +4,7 @@ import { defaultModel } from '../../agent/index.ts';
 import type { Db, TaskRow } from '../db/index.ts';
 import type { TaskEvents } from './events.ts';
 import { TaskEnd, TaskRun, type PipelineDeps } from './pipeline.ts';
+import { taskScope } from './sandbox.ts';
 import type { TaskSignals } from './service.ts';
 import { timerDelay } from '../../shared/units.ts';
 
@@ -65,7 +66,7 @@ export class TaskWorker implements TaskSignals {
       const reason = `the runner stopped while the task was at step '${row.step ?? 'running'}' (the process was killed or the host restarted)${row.change_request ? '; its change request had been opened' : ''}: retry it with \`berth task retry ${row.id}\``;
       const updated = await this.#db.updateTable('tasks').set({ state: 'failed', state_reason: reason, finished_at: new Date(), updated_at: new Date() }).where('id', '=', row.id).where('state', '=', 'running').executeTakeFirst();
       if (Number(updated.numUpdatedRows)) await this.#events.append(row.id, { type: 'state', state: 'failed', reason });
-      if (row.environment_id) await this.#deps.environments.stop(row.org_id, row.environment_id, `task ${row.id} was interrupted`).catch(() => {});
+      if (row.environment_id) await this.#deps.environments.stop(taskScope(row.org_id, row.id, row.owner_id), row.environment_id, `task ${row.id} was interrupted`).catch(() => {});
     }
     if (rows.length) this.#log.info({ tasks: rows.length }, 'recovered tasks interrupted by a restart');
   }
