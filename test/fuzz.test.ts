@@ -50,7 +50,9 @@ const PARAMS: Record<string, string[]> = {
 
 test('no route answers malformed input with a 5xx, and nothing changes', async () => {
   const before = await snapshot();
-  const routes = t.berth.app.routeTable.filter((r) => r.url.startsWith('/api/') && !r.websocket);
+  // A DELETE with nothing in its path has no input to malform: it would just do its job
+  // (DELETE /api/me/token signs the test's own token out).
+  const routes = t.berth.app.routeTable.filter((r) => r.url.startsWith('/api/') && !r.websocket && !(r.method === 'DELETE' && !r.url.includes(':')));
   let requests = 0;
   for (const route of routes) {
     const urls = new Set<string>();
