@@ -302,18 +302,20 @@ describe('start-up', () => {
       import { registerHooks } from 'node:module';
       const seen = [];
       registerHooks({ load(url, ctx, next) { seen.push(url); return next(url, ctx); } });
-      process.on('exit', () => process.stderr.write('LOADED ' + JSON.stringify(seen) + '\\n'));
+      process.on('exit', () => process.stderr.write('LOADED ' + JSON.stringify([...seen, ...process.moduleLoadList.map((m) => 'node:' + m)]) + '\\n'));
     `)}`;
     const r = await run(process.execPath, ['--disable-warning=ExperimentalWarning', '--import', hook, join(REPO, 'src/cli/main.ts'), ...args], {});
     assert.equal(r.status, 0, r.stderr);
     return JSON.parse(/^LOADED (.*)$/m.exec(r.stderr)![1]!) as string[];
   }
 
-  test('--version loads no command module; `env list` loads its own and none of zod, tar, ws', async () => {
+  test('--version loads no command module; `env list` loads its own and none of zod, tar, ws, undici', async () => {
     const version = await loaded(['--version']);
     assert.deepEqual(version.filter((u) => /\/src\/cli\/commands\//.test(u)), []);
     const list = await loaded(['env', 'list']);
     assert.deepEqual(list.filter((u) => /\/src\/cli\/commands\//.test(u)).map((u) => u.replace(/^.*\/commands\//, '')), ['env.ts']);
     assert.deepEqual(list.filter((u) => /node_modules\/(zod|tar|ws|eventsource-parser)\//.test(u)), []);
+    // fetch's undici is most of a request's start-up: one JSON request goes through node:http.
+    assert.deepEqual(list.filter((u) => /undici/.test(u)), []);
   });
 });

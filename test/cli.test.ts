@@ -45,7 +45,7 @@ describe('berth env', () => {
     assert.match((await t.cli(['env', 'start', env.id])).stdout, /running/);
     assert.match((await t.cli(['env', 'rm', 'cli-one'])).stdout, /deleted/);
     const gone = await t.cli(['env', 'show', 'cli-one']);
-    assert.equal(gone.code, 1);
+    assert.equal(gone.code, 3, 'not found');
     assert.match(gone.stderr, /no environment 'cli-one'/);
   });
 
@@ -102,7 +102,7 @@ describe('berth env', () => {
     // link to it (the host decides every path; test/security/copy.test.ts has the rest).
     await t.cli(['env', 'exec', 'cli-cp', '--', 'sh', '-c', 'ln -s /etc/shadow /workspace/link && mkdir -p /workspace/trap && ln -s / /workspace/trap/root']);
     const link = await t.cli(['env', 'cp', 'cli-cp:/workspace/link', join(out, 'link')]);
-    assert.equal(link.code, 1);
+    assert.equal(link.code, 4, 'not allowed');
     assert.match(link.stderr, /refusing archive entry "link": link is a symbolic link/);
     assert.ok(!existsSync(join(out, 'link')));
     // Copying *into* a path that is a symlink inside lands inside the environment, never on the host.
@@ -114,7 +114,7 @@ describe('berth env', () => {
     assert.equal(inside.stdout, 'host\n');
 
     const missing = await t.cli(['env', 'cp', 'cli-cp:/no/such/file', out]);
-    assert.equal(missing.code, 1);
+    assert.equal(missing.code, 3, 'not found');
     assert.match(missing.stderr, /no file or folder \/no\/such\/file/);
   });
 

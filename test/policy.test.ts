@@ -126,7 +126,7 @@ describe('policies', () => {
     assert.equal((await t.cli(['policy', 'clear', '--env', 'in-web'])).code, 0);
     assert.equal(policyFor(inWeb.id).scope, 'project:web');
     const again = await t.cli(['policy', 'clear', '--env', 'in-web']);
-    assert.equal(again.code, 1);
+    assert.equal(again.code, 3, 'not found');
     assert.match(again.stderr, /has no policy of its own/);
 
     // Changes are on record.
@@ -152,8 +152,8 @@ describe('policies', () => {
       assert.match(res.body.error.message, why, JSON.stringify(res.body));
     }
     const cli = await t.cli(['policy', 'set', '--allow-domain', 'http://example.com']);
-    assert.equal(cli.code, 1);
-    assert.match(cli.stderr, /without a scheme/);
+    assert.equal(cli.code, 2, 'a usage error');
+    assert.match(cli.stderr, /--allow-domain: .*without a scheme/);
     assert.doesNotMatch(cli.stderr, /at .*\.ts/, 'no stack trace');
     assert.equal((await t.api('PATCH', '/api/orgs/default/policies/projects/nope', { maxConnections: 5 })).status, 404);
     assert.equal((await t.api('PATCH', '/api/orgs/default/policies/environments/env_nope', { maxConnections: 5 })).status, 404);
@@ -237,7 +237,7 @@ describe('egress-only secrets', () => {
     assert.equal((await t.api('PUT', '/api/orgs/default/secrets/BAD', { value: 'x', egress: { host: '*.example.com' } })).status, 400);
     assert.equal((await t.api('PUT', '/api/orgs/default/secrets/BAD', { value: 'x', egress: { host: 'a.example.com', format: 'no placeholder' } })).status, 400);
     assert.equal((await t.api('PUT', '/api/orgs/default/secrets/BAD', { value: 'x', egress: { host: 'a.example.com', header: 'Host' } })).status, 400);
-    assert.equal((await t.cli(['secret', 'set', 'BAD', '--egress-only'], { input: 'x' })).code, 1);
+    assert.equal((await t.cli(['secret', 'set', 'BAD', '--egress-only'], { input: 'x' })).code, 2);
 
     const env = (await t.api('POST', '/api/orgs/default/environments', { name: 'egress-env', project: 'api-users' })).body;
     const out = (await t.api('POST', `/api/orgs/default/environments/${env.id}/exec`, { cmd: ['sh', '-c', 'env'] })).body;

@@ -133,7 +133,7 @@ describe('runners', () => {
     const json = JSON.parse((await t.cli(['runner', 'ls', '--json'])).stdout) as Runner[];
     assert.deepEqual(json.map((x) => x.id), ['remote:build-7', `local:${t.dataDir}`]);
     const refused = await t.cli(['runner', 'list'], { env: { BERTH_URL: t.client.url, BERTH_TOKEN: tokens.member! } });
-    assert.equal(refused.code, 1);
+    assert.equal(refused.code, 4, 'not allowed');
     assert.match(refused.stderr, /^berth: runners are shown to admins and owners of an org/);
     await t.berth.database.db.deleteFrom('runners').where('id', '=', 'remote:build-7').execute();
   });

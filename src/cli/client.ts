@@ -50,14 +50,30 @@ export class ApiClient {
     return { authorization: `Bearer ${this.#token}` };
   }
 
+  /**
+   * One JSON request and its JSON answer, through node:http rather than fetch: fetch's first use
+   * loads undici, which costs most commands more start-up time than everything else they load.
+   */
   async request<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const res = await this.fetch(path, {
-      method,
-      headers: body === undefined ? this.headers : { ...this.headers, 'content-type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
+    path = await this.#withOrg(path);
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const headers = payload === undefined ? this.headers : { ...this.headers, 'content-type': 'application/json' };
+    const url = new URL(`${this.url}${path}`);
+    // getBuiltinModule, not import: an ESM import of node:http reads its lazy exports (WebSocket…), loading undici after all.
+    const { request } = url.protocol === 'https:' ? process.getBuiltinModule('node:https') : process.getBuiltinModule('node:http');
+    const res = await new Promise<{ status: number; statusText: string; text: string }>((resolve, reject) => {
+      const req = request(url, { method, headers }, (r) => {
+        const chunks: Buffer[] = [];
+        r.on('data', (c: Buffer) => chunks.push(c));
+        r.on('end', () => resolve({ status: r.statusCode ?? 0, statusText: r.statusMessage ?? '', text: Buffer.concat(chunks).toString('utf8') }));
+        r.on('error', reject);
+      });
+      req.on('error', (err: NodeJS.ErrnoException) => reject(new CliError(`cannot reach Berth at ${this.url} (${err.code ?? err.message}): is \`berth up\` running?`)));
+      req.end(payload);
     });
-    if (res.status === 204) return undefined as T;
-    return (await res.json()) as T;
+    if (res.status >= 400) throw errorFrom(res.status, res.statusText, res.text);
+    if (res.status === 204 || res.text === '') return undefined as T;
+    return JSON.parse(res.text) as T;
   }
 
   /** fetch with the token, turning transport failures and error bodies into one-line CliErrors. */
@@ -69,17 +85,7 @@ export class ApiClient {
     } catch (err) {
       throw new CliError(`cannot reach Berth at ${this.url} (${(err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message}): is \`berth up\` running?`);
     }
-    if (!res.ok) {
-      const text = await res.text();
-      let error: Partial<ErrorBody['error']> = { message: text };
-      try {
-        error = (JSON.parse(text) as ErrorBody).error;
-      } catch {
-        // not one of ours: show what came back
-      }
-      // The kind picks the exit status; main.ts turns the field into the command's flag.
-      throw new ApiError(error.message || `${res.status} ${res.statusText}`, res.status, error.kind, error.field);
-    }
+    if (!res.ok) throw errorFrom(res.status, res.statusText, await res.text());
     return res;
   }
 
@@ -89,4 +95,15 @@ export class ApiClient {
     path = await this.#withOrg(path);
     return new WebSocket(`${this.url.replace(/^http/, 'ws')}${path}`, { headers: this.headers });
   }
+}
+
+/** An error answer as an ApiError: its kind picks the exit status; main.ts turns its field into the command's flag. */
+function errorFrom(status: number, statusText: string, text: string): ApiError {
+  let error: Partial<ErrorBody['error']> = { message: text };
+  try {
+    error = (JSON.parse(text) as ErrorBody).error ?? error;
+  } catch {
+    // not one of ours: show what came back
+  }
+  return new ApiError(error.message || `${status} ${statusText}`, status, error.kind, error.field);
 }

@@ -11,9 +11,11 @@ export class ApiError extends CliError {
   readonly field: string | undefined;
 
   constructor(message: string, status: number, kind?: ErrorKind, field?: string) {
-    super(message, exitCodeFor(kind, status, field));
+    // `body` alone is the request as a whole (an upload tar cannot unpack): no flag to name.
+    const named = field && !/^(body|querystring|params|headers)$/.test(field) ? field : undefined;
+    super(message, exitCodeFor(kind, status, named));
     this.kind = kind;
-    this.field = field;
+    this.field = named;
   }
 }
 

@@ -128,7 +128,7 @@ describe('env cp out: the host decides every path', () => {
       await plant(ENV, tarOf(entries));
       const home = hostHome();
       const r = await t.cli(['env', 'cp', `${ENV}:/workspace/report.txt`, home.dest]);
-      assert.equal(r.code, 1, r.stdout + r.stderr);
+      assert.equal(r.code, 4, `refused as not allowed: ${r.stdout + r.stderr}`);
       assert.match(r.stderr, /refus/i);
       assert.doesNotMatch(r.stderr, /at .*\.ts:\d+/, 'a message, not a stack trace');
       assertUntouched(home);
@@ -232,7 +232,7 @@ describe('env cp out: secrets', () => {
       assert.equal((await sh(t, 'cp-secret', script)).exitCode, 0);
       const out = mkdtempSync(join(scratch, 'out-'));
       const r = await t.cli(['env', 'cp', `cp-secret:${path}`, out]);
-      assert.equal(r.code, 1, r.stderr);
+      assert.equal(r.code, 4, `not allowed: ${r.stderr}`);
       assert.match(r.stderr, /secret COPY_TOKEN/);
       assert.doesNotMatch(r.stdout + r.stderr, new RegExp(SECRET));
       assert.deepEqual(readdirSync(out), []);
