@@ -206,7 +206,8 @@ function leaves(program: Command): { path: string; command: Command }[] {
   return out;
 }
 
-// What these print is the thing itself (a server's log, a command's output, a file, a script).
+// What these print is the thing itself (a server's log, a command's output, a file, a script), or
+// nothing on standard output (logout says what it did on stderr).
 const NO_JSON = new Set(['up', 'completion', 'env exec', 'env cp', 'audit checkpoint', 'audit export', 'logout']);
 
 describe('the command tree', () => {
