@@ -59,24 +59,24 @@ ${cases(all, (n) => n.flags.filter((f) => f.takesValue).map((f) => sq(f.flag)).j
 }
 # The command path typed so far ("env create"), from the words before the cursor.
 _berth_path() {
-  local path="" i w
+  local cmdpath="" i w
   for ((i = 1; i < COMP_CWORD; i++)); do
     w=\${COMP_WORDS[i]}
     if [[ $w == -* ]]; then
-      [[ $w != *=* ]] && [[ " $(_berth_valued "$path" | tr '\\n' ' ') " == *" $w "* ]] && ((i++))
-    elif [[ " $(_berth_subcommands "$path" | tr '\\n' ' ') " == *" $w "* ]]; then
-      path=\${path:+$path }$w
+      [[ $w != *=* ]] && [[ " $(_berth_valued "$cmdpath" | tr '\\n' ' ') " == *" $w "* ]] && ((i++))
+    elif [[ " $(_berth_subcommands "$cmdpath" | tr '\\n' ' ') " == *" $w "* ]]; then
+      cmdpath=\${cmdpath:+$cmdpath }$w
     fi
   done
-  printf '%s' "$path"
+  printf '%s' "$cmdpath"
 }
 _berth() {
-  local cur=\${COMP_WORDS[COMP_CWORD]} path
-  path=$(_berth_path)
+  local cur=\${COMP_WORDS[COMP_CWORD]} cmdpath
+  cmdpath=$(_berth_path)
   if [[ $cur == -* ]]; then
-    COMPREPLY=($(compgen -W "$(_berth_flags "$path")" -- "$cur"))
+    COMPREPLY=($(compgen -W "$(_berth_flags "$cmdpath")" -- "$cur"))
   else
-    COMPREPLY=($(compgen -W "$(_berth_subcommands "$path")" -- "$cur"))
+    COMPREPLY=($(compgen -W "$(_berth_subcommands "$cmdpath")" -- "$cur"))
   fi
 }
 complete -o default -F _berth berth
@@ -103,23 +103,23 @@ ${cases(all, (n) => n.flags.filter((f) => f.takesValue).map((f) => sq(f.flag)).j
   esac
 }
 _berth() {
-  local path="" i w
+  local cmdpath="" i w
   local -a items names valued
   for ((i = 2; i < CURRENT; i++)); do
     w=\${words[i]}
     if [[ $w == -* ]]; then
-      valued=(\${(f)"$(_berth_valued "$path")"})
+      valued=(\${(f)"$(_berth_valued "$cmdpath")"})
       [[ $w != *=* ]] && (( \${valued[(Ie)$w]} )) && ((i++))
     else
-      names=(\${\${(f)"$(_berth_subcommands "$path")"}%%:*})
-      (( \${names[(Ie)$w]} )) && path=\${path:+$path }$w
+      names=(\${\${(f)"$(_berth_subcommands "$cmdpath")"}%%:*})
+      (( \${names[(Ie)$w]} )) && cmdpath=\${cmdpath:+$cmdpath }$w
     fi
   done
   if [[ \${words[CURRENT]} == -* ]]; then
-    items=(\${(f)"$(_berth_flags "$path")"})
+    items=(\${(f)"$(_berth_flags "$cmdpath")"})
     _describe -t flags 'flag' items
   else
-    items=(\${(f)"$(_berth_subcommands "$path")"})
+    items=(\${(f)"$(_berth_subcommands "$cmdpath")"})
     (( \${#items} )) && _describe -t commands 'command' items || _files
   fi
 }
@@ -133,16 +133,16 @@ function fish(all: Node[]): string {
   lines.push(
     'function __berth_path --description "the berth command path typed so far"',
     '  set -l words (commandline -opc)',
-    '  set -l path',
+    '  set -l cmdpath',
     '  for w in $words[2..-1]',
     '    string match -q -- "-*" $w; and continue',
-    '    set -a path $w',
+    '    set -a cmdpath $w',
     '  end',
-    '  string join " " -- $path',
+    '  string join " " -- $cmdpath',
     'end',
     'function __berth_path_is --description "whether the berth command path typed so far is $argv[1]"',
-    '  set -l path (__berth_path)',
-    '  test "$path" = "$argv[1]"',
+    '  set -l cmdpath (__berth_path)',
+    '  test "$cmdpath" = "$argv[1]"',
     'end',
   );
   for (const n of all) {
