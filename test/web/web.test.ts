@@ -251,7 +251,7 @@ for (const { name: browserName, skip } of testBrowsers()) describe(`web UI in ${
     await shot(page, 'audit');
 
     await page.getByRole('link', { name: 'Settings' }).click();
-    await page.getByRole('rowheader', { name: PROJECT }).waitFor();
+    await page.getByRole('rowheader', { name: PROJECT, exact: true }).waitFor();
     await page.getByRole('rowheader', { name: 'GIT_TOKEN' }).waitFor();
     // Secrets are write-only: set one, and its value is nowhere on the page.
     const secrets = page.getByRole('form', { name: 'Set a secret' });
