@@ -159,6 +159,10 @@ describe('sharing', () => {
     through(await call('bob', 'GET', `/api/orgs/default/environments/${envA.id}/network`), 'bob reads its network log');
     refused(await call('bob', 'DELETE', `/api/orgs/default/environments/${envA.id}`), 'bob removing it', /is shared with you to use: only its owner or an admin may remove it/);
     refused(await call('bob', 'PUT', `/api/orgs/default/environments/${envA.id}/shares/org`), 'bob resharing it', /only its owner or an admin/);
+    // What the UI offers follows the same rule: bob may use it, not remove or share it.
+    const asBob = (await call('bob', 'GET', `/api/orgs/default/environments/${envA.id}`)).body;
+    assert.deepEqual([asBob.mayUse, asBob.mayManage], [true, false]);
+    for (const who of ['alice', 'carol'] as const) assert.equal((await call(who, 'GET', `/api/orgs/default/environments/${envA.id}`)).body.mayManage, true, `${who} may remove it`);
     const shown = await cli('bob', ['env', 'show', envA.name]);
     assert.match(shown.stdout, /owner\s+alice@example\.com/);
     assert.match(shown.stdout, /shared with\s+bob@example\.com/);

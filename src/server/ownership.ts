@@ -139,6 +139,8 @@ export interface EnvironmentOwnership {
   sharedWith: { org: boolean; users: Person[] };
   /** The caller may use it (and their role lets them run commands). */
   mayUse: boolean;
+  /** The caller may remove or share it: its owner, admins and owners (not someone it is shared with). */
+  mayManage: boolean;
 }
 
 /** The ownership view of each environment, for the caller: three queries for a page. */
@@ -159,6 +161,7 @@ export async function environmentOwnership(db: Db, scope: Scope, rows: OwnedEnvi
           owner: r.owner_id === null ? null : named.get(r.owner_id)!,
           sharedWith: { org: mine.some((s) => s.grantee === ORG_GRANTEE), users: mine.filter((s) => s.grantee !== ORG_GRANTEE).map((s) => named.get(s.grantee)!) },
           mayUse: mayRun && usable.has(r.id),
+          mayManage: atLeast(scope.role, 'admin') || (mayRun && !scope.task && r.owner_id !== null && r.owner_id === ownerIdOf(scope)),
         },
       ];
     }),

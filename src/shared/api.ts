@@ -74,6 +74,7 @@ export const Environment = z.object({
   owner: Person.nullable().describe("who it belongs to: its maker (an org token's maker), or for a task's environment the task's; null when not on record"),
   sharedWith: z.object({ org: z.boolean().describe('everyone in the org may use it'), users: z.array(Person) }).describe('who else may use it: `berth env share`'),
   mayUse: z.boolean().describe('the caller may run commands in it, copy files, start and stop it: its owner, an admin or owner of the org, or someone it is shared with (not a viewer)'),
+  mayManage: z.boolean().describe('the caller may remove or share it: its owner, an admin or owner of the org (not someone it is shared with)'),
 });
 export type Environment = z.infer<typeof Environment>;
 

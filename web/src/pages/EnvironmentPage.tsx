@@ -10,7 +10,7 @@ import { ErrorNote, StateBadge } from './common.tsx';
 const Terminal = lazy(() => import('./Terminal.tsx'));
 
 /** Fields other parts of Berth add to an environment (its owner, whether the caller may use it); shown when present. */
-type Env = EnvironmentDetail & { owner?: { email: string | null; name: string | null; id: string } | null; mayUse?: boolean };
+type Env = EnvironmentDetail & { owner?: { email: string | null; name: string | null; id: string } | null; mayUse?: boolean; mayManage?: boolean };
 
 /**
  * One environment: what it is, what it uses, what its network did (denials first in
@@ -49,6 +49,8 @@ export default function EnvironmentPage({ id }: { id: string }) {
 
   const mayUse = e.mayUse ?? can.writeEnvironment(org.role);
   const mayExec = (e.mayUse ?? true) && can.exec(org.role);
+  // Someone it is shared with may use it, not remove it.
+  const mayRemove = e.mayManage ?? mayUse;
   const running = e.state === 'running';
   const act = async (what: 'start' | 'stop' | 'delete') => {
     if (what === 'delete' && !confirm(`Delete ${e.name}? Its files are removed for good.`)) return;
@@ -78,7 +80,7 @@ export default function EnvironmentPage({ id }: { id: string }) {
           {mayExec && running && <button onClick={() => setTerminal((t) => !t)} aria-expanded={terminal} aria-controls="env-terminal">{terminal ? 'Close terminal' : 'Open terminal'}</button>}
           {mayUse && running && <button disabled={busy} onClick={() => void act('stop')}>Stop</button>}
           {mayUse && (e.state === 'stopped' || e.state === 'failed') && <button disabled={busy} onClick={() => void act('start')}>Start</button>}
-          {mayUse && e.state !== 'deleted' && <button className="danger" disabled={busy} onClick={() => void act('delete')}>Delete</button>}
+          {mayRemove && e.state !== 'deleted' && <button className="danger" disabled={busy} onClick={() => void act('delete')}>Delete</button>}
         </div>
       </div>
       <ErrorNote error={error ?? env.error} />

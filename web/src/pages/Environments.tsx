@@ -94,12 +94,12 @@ export default function EnvironmentsPage() {
                   <td className="num">{e.state === 'running' && c !== undefined ? `${Math.max(0, c).toFixed(0)}%` : '—'}<div className="muted small">of {e.limits.cpus} CPU</div></td>
                   <td className="num">{e.state === 'running' ? bytes(e.usage?.memoryBytes) : '—'}<div className="muted small">of {bytes(e.limits.memoryBytes)}</div></td>
                   <td className="actions"><div>
-                    {mayExec && e.state === 'running' && (
+                    {mayExec && e.mayUse !== false && e.state === 'running' && (
                       <button onClick={() => navigate(`/environments?terminal=${e.id}`)} aria-label={`Open a terminal in ${e.name}`}>Terminal</button>
                     )}
-                    {mayWrite && e.state === 'running' && <button disabled={busy === e.id} onClick={() => void act(e, 'stop')} aria-label={`Stop ${e.name}`}>Stop</button>}
-                    {mayWrite && (e.state === 'stopped' || e.state === 'failed') && <button disabled={busy === e.id} onClick={() => void act(e, 'start')} aria-label={`Start ${e.name}`}>Start</button>}
-                    {mayWrite && e.state !== 'deleted' && <button className="danger" disabled={busy === e.id} onClick={() => void act(e, 'delete')} aria-label={`Delete ${e.name}`}>Delete</button>}
+                    {mayWrite && e.mayUse !== false && e.state === 'running' && <button disabled={busy === e.id} onClick={() => void act(e, 'stop')} aria-label={`Stop ${e.name}`}>Stop</button>}
+                    {mayWrite && e.mayUse !== false && (e.state === 'stopped' || e.state === 'failed') && <button disabled={busy === e.id} onClick={() => void act(e, 'start')} aria-label={`Start ${e.name}`}>Start</button>}
+                    {mayWrite && e.mayManage !== false && e.state !== 'deleted' && <button className="danger" disabled={busy === e.id} onClick={() => void act(e, 'delete')} aria-label={`Delete ${e.name}`}>Delete</button>}
                   </div></td>
                 </tr>
               );
