@@ -212,14 +212,16 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     errorResponseBuilder: (_req, ctx) => new BerthError('rate_limited', `too many requests (at most ${ctx.max} per ${ctx.after}): try again in ${Math.ceil(ctx.ttl / 1000)} s`),
   });
 
-  // An address that keeps failing to authenticate is refused before its token is hashed
-  // or looked up: a flood of wrong tokens costs a map lookup each, not a query.
+  // An address that keeps failing to authenticate is refused before its token is looked
+  // up: a flood of wrong tokens costs a hash and a map lookup each, not a query.
   const authFailures = new AuthFailures({ limit: deps.authFailureLimit ?? 30 });
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
     const path = req.url.split('?')[0]!;
     if (PUBLIC_ROUTES.has(path) || !path.startsWith('/api/') || path.startsWith('/api/auth/')) return;
     const wait = authFailures.retryAfter(req.ip);
-    if (wait) {
+    // A token that worked lately is still checked in full: the limit is for guessers, and
+    // everyone behind the same address would otherwise be locked out with them.
+    if (wait && !deps.tokens.authenticatedLately(req.headers.authorization ?? websocketBearer(req.headers))) {
       void reply.header('retry-after', String(wait));
       throw new BerthError('rate_limited', `too many requests with a missing or invalid API token from this address (at most ${authFailures.limit} a minute): try again in ${wait} s with a valid token`);
     }

@@ -196,6 +196,8 @@ describe('finding 20: timeouts longer than a timer can hold', () => {
       const r = await t.api('POST', `/api/orgs/default/environments/${env.id}/exec`, { cmd: ['touch', '/tmp/ran'], timeout });
       assert.equal(r.status, 400, `timeout ${timeout}: ${JSON.stringify(r.body)}`);
       assert.match(r.body.error.message, /timeout must be at most 24d/);
+      // It says what was given, not a float turned back into a duration.
+      assert.ok(r.body.error.message.includes(typeof timeout === 'number' ? `${timeout} ms` : `got ${timeout}:`), r.body.error.message);
       assert.equal(r.body.error.field, 'timeout');
     }
     assert.equal((await sh(t, env.id, 'test -e /tmp/ran')).exitCode, 1, 'the command did not run');

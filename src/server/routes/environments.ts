@@ -30,7 +30,7 @@ export function timeoutMs(timeout: number | string | null | undefined): number |
   const ms = typeof timeout === 'number' ? timeout : parseDuration(timeout);
   if (ms === undefined) throw invalid('timeout must be a duration such as 60s', 'timeout');
   // A timer cannot wait longer: past it the command would be killed at once.
-  if (ms > MAX_TIMEOUT_MS) throw invalid(`timeout must be at most ${formatDuration(MAX_TIMEOUT_MS)}, got ${formatDuration(ms)}: give a shorter one, or "off" for none`, 'timeout');
+  if (ms > MAX_TIMEOUT_MS) throw invalid(`timeout must be at most ${formatDuration(MAX_TIMEOUT_MS)}, got ${typeof timeout === 'number' ? `${timeout} ms` : timeout}: give a shorter one, or "off" for none`, 'timeout');
   return ms;
 }
 

@@ -108,7 +108,7 @@ export class TaskService {
     const timeout = b.timeout === undefined || b.timeout === null ? DEFAULT_BUDGET.timeoutMs : typeof b.timeout === 'number' ? b.timeout : (parseDuration(b.timeout) ?? 0);
     if (!timeout) throw invalid('a task needs a timeout: give a duration such as 30m', 'budget.timeout');
     // A timer cannot wait longer: past it the task would time out at once.
-    if (timeout > MAX_TIMEOUT_MS) throw invalid(`a task's timeout must be at most ${formatDuration(MAX_TIMEOUT_MS)}, got ${formatDuration(timeout)}`, 'budget.timeout');
+    if (timeout > MAX_TIMEOUT_MS) throw invalid(`a task's timeout must be at most ${formatDuration(MAX_TIMEOUT_MS)}, got ${typeof b.timeout === 'string' ? b.timeout : `${timeout} ms`}`, 'budget.timeout');
     let project: ProjectRow | undefined;
     let repo: string;
     if (body.project) {
