@@ -248,7 +248,9 @@ describe('colour', () => {
   test('on a terminal: colour, unless NO_COLOR', { skip: spawnSync('script', ['--version']).status !== 0 && 'util-linux script is not installed' }, async () => {
     await insertTask();
     // script(1) gives the CLI a real terminal for standard output.
-    const onTty = (env: Record<string, string | undefined>) => run('script', ['-qec', `${BERTH} task list`, '/dev/null'], { NO_COLOR: undefined, ...env });
+    // As on a person's terminal: a TERM that has colours, and no CI variable (node turns
+    // colour off under an unknown CI, as CI runs this suite).
+    const onTty = (env: Record<string, string | undefined>) => run('script', ['-qec', `${BERTH} task list`, '/dev/null'], { NO_COLOR: undefined, CI: undefined, TERM: 'xterm-256color', ...env });
     const coloured = await onTty({});
     assert.equal(coloured.status, 0, coloured.stderr);
     assert.match(coloured.stdout, /\x1b\[32msucceeded/);
