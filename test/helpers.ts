@@ -70,21 +70,7 @@ export async function startTestBerth(opts: { dataDir?: string; database?: TestDa
     dataDir,
     database,
     client,
-    async api(method, path, body) {
-      const res = await fetch(`${client.url}${path}`, {
-        method,
-        headers: { authorization: `Bearer ${client.token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-        body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
-      });
-      const text = await res.text();
-      let parsed: unknown = text;
-      try {
-        parsed = JSON.parse(text);
-      } catch {
-        // not JSON
-      }
-      return { status: res.status, body: parsed as any };
-    },
+    api: (method, path, body) => apiAs(t, client.token)(method, path, body),
     cli: (args, o) => runCli(args, { BERTH_DATA_DIR: dataDir, ...o?.env }, o?.input),
     async close() {
       if (closed) return;
@@ -100,6 +86,25 @@ export async function startTestBerth(opts: { dataDir?: string; database?: TestDa
     },
   };
   return t;
+}
+
+/** The API as the holder of `token` calls it: a JSON body in (a string is sent as is), the status and parsed body out. */
+export function apiAs(t: { client: ClientConfig }, token: string) {
+  return async (method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> => {
+    const res = await fetch(`${t.client.url}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+    });
+    const text = await res.text();
+    let parsed: unknown = text;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      // not JSON
+    }
+    return { status: res.status, body: parsed as any };
+  };
 }
 
 export function runCli(args: string[], env: Record<string, string>, input?: string): Promise<CliResult> {

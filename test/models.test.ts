@@ -11,27 +11,13 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createBareRepo } from './fakes/git-server.ts';
 import { startModelServer, type ModelServer, type ScriptRequest, type Step } from './fakes/model-server.ts';
-import { startTestBerth, waitFor, type TestBerth } from './helpers.ts';
+import { apiAs, startTestBerth, waitFor, type TestBerth } from './helpers.ts';
 
 const INSTANCE_KEY = 'sk-instance-key-0123456789abcdef';
 const PROJECT_KEY = 'sk-ant-project-key-fedcba9876543210';
 const ORG_KEY = 'sk-org-key-00112233445566778899';
 
-const as = (t: TestBerth, token: string) => async (method: string, path: string, body?: unknown) => {
-  const res = await fetch(`${t.client.url}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  let json: any = text;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    // not JSON
-  }
-  return { status: res.status, body: json };
-};
+const as = apiAs;
 
 const ended = (t: TestBerth, id: string, timeoutMs = 180_000) =>
   waitFor(`task ${id} to end`, async () => {

@@ -4,24 +4,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { PERMISSIONS, roleRank } from '../src/server/authz.ts';
-import { startTestBerth, type TestBerth } from './helpers.ts';
+import { apiAs, startTestBerth, type TestBerth } from './helpers.ts';
 
 let t: TestBerth;
-const as = (token: string) => async (method: string, path: string, body?: unknown) => {
-  const res = await fetch(`${t.client.url}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  let json: any = text;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    // not JSON
-  }
-  return { status: res.status, body: json };
-};
+const as = (token: string) => apiAs(t, token);
 let admin: ReturnType<typeof as>;
 let envA: { id: string; name: string };
 const tokens: Record<string, string> = {};

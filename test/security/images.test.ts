@@ -20,7 +20,7 @@ import { gzipSync } from 'node:zlib';
 import { create as createTar, Header } from 'tar';
 import { ImageStore } from '../../src/runner/images/index.ts';
 import { BerthError } from '../../src/shared/errors.ts';
-import { runCli, startTestBerth, type TestBerth } from '../helpers.ts';
+import { apiAs, runCli, startTestBerth, type TestBerth } from '../helpers.ts';
 import { taskScope } from '../../src/server/tasks/sandbox.ts';
 
 const ARCH = process.arch === 'arm64' ? 'arm64' : 'amd64';
@@ -81,21 +81,7 @@ const tokens: Record<string, string> = {};
 let orgA: string;
 let orgB: string;
 
-const as = (token: string) => async (method: string, path: string, body?: unknown) => {
-  const res = await fetch(`${t.client.url}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  let json: any = text;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    // not JSON
-  }
-  return { status: res.status, body: json };
-};
+const as = (token: string) => apiAs(t, token);
 
 before(async () => {
   t = await startTestBerth();

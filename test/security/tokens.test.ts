@@ -12,7 +12,7 @@ import WebSocket from 'ws';
 import { TokenService } from '../../src/server/auth.ts';
 import { addressKey, AuthFailures } from '../../src/server/auth-failures.ts';
 import { newId } from '../../src/shared/ids.ts';
-import { sh, startTestBerth, waitFor, type TestBerth } from '../helpers.ts';
+import { apiAs, sh, startTestBerth, waitFor, type TestBerth } from '../helpers.ts';
 
 let t: TestBerth;
 let env: { id: string };
@@ -20,24 +20,8 @@ let env: { id: string };
 // the bound leaves room for a busy test machine, and is far below the streams' own lives.
 const ENDS_WITHIN_MS = 5_000;
 
-type As = (method: string, path: string, body?: unknown) => Promise<{ status: number; body: any }>;
-const as =
-  (token: string): As =>
-  async (method, path, body) => {
-    const res = await fetch(`${t.client.url}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const text = await res.text();
-    let json: any = text;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      // not JSON
-    }
-    return { status: res.status, body: json };
-  };
+type As = ReturnType<typeof apiAs>;
+const as = (token: string): As => apiAs(t, token);
 let admin: As;
 // Sockets and streams the tests opened: closed at the end whatever happened, so a stream
 // that (wrongly) stays open cannot keep the test process alive.
@@ -49,6 +33,8 @@ before(async () => {
   const made = await admin('POST', '/api/orgs/default/environments', { name: 'token-streams' });
   assert.equal(made.status, 201, JSON.stringify(made.body));
   env = made.body;
+  // The people these tests make use it too: it is shared with the org (environments belong to their makers).
+  assert.equal((await admin('PUT', `/api/orgs/default/environments/${env.id}/shares/org`)).status, 200);
 });
 after(async () => {
   for (const close of opened) close();
