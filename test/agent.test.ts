@@ -187,7 +187,8 @@ describe('the agent runs commands', () => {
     let screen = '';
     cmd.stdout.on('data', (b: Buffer) => (screen += b));
     cmd.stderr.resume();
-    await until('the first size', () => /30 100/.test(screen));
+    // Wait for the whole first screen: under load "30 100" can arrive before the TERM line.
+    await until('the first size', () => /term=\S+\r\n/.test(screen));
     assert.match(screen, /^\/dev\/pts\/\d+\r\n30 100\r\nterm=xterm-256color\r\n/);
     await cmd.resize(132, 50);
     cmd.stdin.write('hello\r');
