@@ -228,4 +228,33 @@ for (const { name: browserName, skip } of testBrowsers()) describe(`web UI polis
     assert.deepEqual([after.work.limits, after.secrets], [{ cpus: 2 }, ['GIT_TOKEN']]);
     await context.close();
   });
+
+  test('a change that is not green merges only after the person confirms it, and that is on record', async () => {
+    assert.ok(taskId, 'the task test ran first');
+    // As if its checks had failed: the change stays a candidate, but not a green one.
+    await t.berth.database.db.updateTable('tasks').set({ checks_passed: false }).where('id', '=', taskId).execute();
+    const { context, page } = await b.context({ token: t.client.token });
+    await page.goto(`${t.client.url}/tasks/${taskId}`);
+    const merge = page.getByRole('button', { name: 'Merge anyway…' });
+    await merge.waitFor();
+    assert.equal(await page.getByRole('button', { name: 'Approve and merge' }).count(), 0, 'no plain approve for a red change');
+    // Dismissed: nothing is sent (confirm() returns before any request would start), nothing merged.
+    const approvals: string[] = [];
+    page.on('request', (r) => void (r.url().endsWith('/approve') && approvals.push(r.postData() ?? '')));
+    page.once('dialog', (d) => void d.dismiss());
+    await merge.click();
+    await page.evaluate(() => new Promise((r) => setTimeout(r, 0)));
+    assert.deepEqual(approvals, []);
+    assert.ok(!(await t.api('GET', `/api/orgs/default/tasks/${taskId}`)).body.changeRequest.mergedSha);
+    // Confirmed: merged with force, and the audit log says it was forced.
+    page.once('dialog', (d) => void d.accept());
+    await merge.click();
+    await merge.waitFor({ state: 'detached' });
+    // One request (its body is not readable over Firefox's BiDi; the audit entry below says it was forced).
+    assert.equal(approvals.length, 1);
+    assert.match((await t.api('GET', `/api/orgs/default/tasks/${taskId}`)).body.changeRequest.mergedSha, /^[0-9a-f]{40}$/);
+    const forced = (await t.api('GET', '/api/orgs/default/audit?action=task.approve_forced')).body.items as { target: string }[];
+    assert.ok(forced.some((e) => e.target === taskId), JSON.stringify(forced));
+    await context.close();
+  });
 });

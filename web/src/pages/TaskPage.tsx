@@ -125,10 +125,12 @@ export function TaskPage({ id }: { id: string }) {
   }, [events.length]);
 
   const act = useCallback(
-    async (what: 'cancel' | 'retry' | 'approve') => {
+    async (what: 'cancel' | 'retry' | 'approve', force = false) => {
       setActionError(undefined);
+      // A change that is not green merges only when the person says so, knowing why (on record as task.approve_forced).
+      if (force && !window.confirm('Merge this change although it is not green (its checks failed or did not run, or it is a draft)? This is recorded in the audit log.')) return;
       try {
-        const res = await api<Task>('POST', orgPath(org.name, `tasks/${id}/${what}`));
+        const res = await api<Task>('POST', orgPath(org.name, `tasks/${id}/${what}`), force ? { force: true } : undefined);
         if (what === 'retry') navigate(`/tasks/${res.id}`);
         else {
           announce(what === 'cancel' ? 'Cancelling the task' : 'Merged into the base branch');
@@ -156,8 +158,10 @@ export function TaskPage({ id }: { id: string }) {
         <div className="actions">
           {mayAct && !isFinal && <button onClick={() => void act('cancel')}>Cancel</button>}
           {mayAct && isFinal && <button onClick={() => void act('retry')}>Retry</button>}
-          {can.approve(org.role) && t.state === 'succeeded' && t.changeRequest?.kind === 'berth' && !t.changeRequest.mergedSha && (
-            <button onClick={() => void act('approve')}>Approve and merge</button>
+          {can.approve(org.role) && (t.state === 'succeeded' || t.state === 'failed') && t.changeRequest?.kind === 'berth' && !t.changeRequest.mergedSha && (
+            t.checksPassed === true && !t.changeRequest.draft
+              ? <button onClick={() => void act('approve')}>Approve and merge</button>
+              : <button className="danger" onClick={() => void act('approve', true)}>Merge anyway…</button>
           )}
         </div>
       </div>
