@@ -24,9 +24,12 @@ import { sh, startTestBerth, type TestBerth } from '../helpers.ts';
 
 let t: TestBerth;
 let env: { id: string };
+const TASK = 'task_audit_test';
 before(async () => {
   t = await startTestBerth();
   env = (await t.api('POST', '/api/orgs/default/environments', { name: 'audit-attacks' })).body;
+  // The callers inside the control plane below act as a task, and a task uses only the environment it made.
+  await t.berth.database.db.updateTable('environments').set({ task_id: TASK }).where('id', '=', env.id).execute();
 });
 after(async () => {
   await t?.destroy();
@@ -75,7 +78,7 @@ describe('finding 8: no command runs off the record', () => {
   });
 
   test('callers inside the control plane (task pipeline, agent tools) get the same refusal', async () => {
-    const scope = taskScope((await db().selectFrom('orgs').select('id').where('name', '=', 'default').executeTakeFirstOrThrow()).id, 'task_audit_test');
+    const scope = taskScope((await db().selectFrom('orgs').select('id').where('name', '=', 'default').executeTakeFirstOrThrow()).id, TASK);
     for (const bad of ['\ud83d', 'a\u0000b']) {
       await assert.rejects(t.berth.environments.exec(scope, env.id, { cmd: ['sh', '-c', 'touch /tmp/task-ran', 'sh', bad] }), (err: Error & { kind?: string }) => err.kind === 'invalid');
     }
@@ -84,7 +87,7 @@ describe('finding 8: no command runs off the record', () => {
   });
 
   test("an agent's run_command with a lone surrogate comes back to the model as a refusal, and nothing runs", async () => {
-    const scope = taskScope((await db().selectFrom('orgs').select('id').where('name', '=', 'default').executeTakeFirstOrThrow()).id, 'task_audit_agent');
+    const scope = taskScope((await db().selectFrom('orgs').select('id').where('name', '=', 'default').executeTakeFirstOrThrow()).id, TASK);
     const workspace = new SandboxWorkspace({ root: '/tmp', env: {}, run: (cmd, o) => runIn(t.berth.environments, scope, env.id, cmd, o) });
     const out = await callTool(TOOLS, { id: 'call_1', name: 'run_command', arguments: JSON.stringify({ command: 'touch /tmp/agent-ran; echo \ud800' }) }, { workspace, deadline: null });
     assert.equal(out.error, true);
