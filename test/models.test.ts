@@ -227,6 +227,8 @@ describe("a project's own model API, reached by the built-in agent and through t
     // Not in the API, the events or the transcript; not in the environment's variables.
     const api = JSON.stringify([done, items, (await t.api('GET', '/api/orgs/default/projects/own-model/model')).body, (await t.api('GET', '/api/orgs/default/projects/own-model')).body]);
     assert.ok(!api.includes(PROJECT_KEY));
+    // The task stops its environment as it ends; start it again once that is done.
+    await waitFor('the task environment to stop', async () => (await t.api('GET', `/api/orgs/default/environments/${done.environmentId}`)).body.state === 'stopped');
     assert.equal((await t.api('POST', `/api/orgs/default/environments/${done.environmentId}/start`)).status, 200);
     const probe = await t.api('POST', `/api/orgs/default/environments/${done.environmentId}/exec`, { cmd: ['sh', '-c', 'env; cat /proc/*/environ 2>/dev/null | tr "\\0" "\\n"'] });
     assert.equal(probe.status, 200, JSON.stringify(probe.body));
