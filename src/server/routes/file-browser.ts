@@ -13,7 +13,7 @@ import { copyLimitsFrom } from '../../shared/copy-archive.ts';
 import { BerthError, invalid, notFound } from '../../shared/errors.ts';
 import { tarEntries } from '../../runner/index.ts';
 import type { App, AppDeps } from '../app.ts';
-import { copyOut } from '../environments/copy-out.ts';
+import { watchedCopyOut } from './files.ts';
 
 const tags = ['files'];
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema };
@@ -100,19 +100,7 @@ export function fileBrowserRoutes(app: App, { environments, audit }: AppDeps): v
       response: errors,
     },
     handler: async (req, reply) => {
-      const lost = new AbortController();
-      const release = app.openStreams.watch(req, (why) => {
-        lost.abort(why);
-        reply.raw.destroy();
-      });
-      reply.raw.once('close', () => lost.abort(new BerthError('unavailable', 'the caller went away')));
-      let copied;
-      try {
-        copied = await copyOut({ environments, audit, limits }, req.scope, req.params.id, req.query.path, lost.signal);
-      } catch (err) {
-        release();
-        throw err;
-      }
+      const { copied, release } = await watchedCopyOut(app, { environments, audit, limits }, req, reply);
       const entries = tarEntries(createReadStream(copied.file));
       const done = () => {
         release();

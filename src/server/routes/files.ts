@@ -6,7 +6,9 @@ import { copyLimitsFrom, SKIPPED_HEADER } from '../../shared/copy-archive.ts';
 import { BerthError, invalid } from '../../shared/errors.ts';
 import { Redactor } from '../../shared/redact.ts';
 import type { App, AppDeps } from '../app.ts';
-import { copyOut } from '../environments/copy-out.ts';
+import { copyOut, type CopiedOut, type CopyOutDeps } from '../environments/copy-out.ts';
+import type { AutoStart } from '../environments/service.ts';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 
 const tags = ['files'];
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema };
@@ -14,6 +16,32 @@ const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: Erro
 // tar runs inside the environment, in its mount namespace: a symlink there resolves to
 // a path in the environment, never to the host's files (copy-out.ts reads the other way).
 const UNPACK = 'mkdir -p -- "$1" && cd -- "$1" && exec tar -xof -';
+
+/**
+ * PATH copied out for this request through copy-out.ts's checks. Reading and checking come
+ * first, so a caller who loses the right meanwhile (open-streams.ts) or hangs up stops the
+ * read; the caller of this calls `release` once its reply is done.
+ */
+export async function watchedCopyOut(
+  app: App,
+  deps: CopyOutDeps,
+  req: FastifyRequest<{ Params: { id: string }; Querystring: { path: string } }>,
+  reply: FastifyReply,
+  autoStart?: AutoStart,
+): Promise<{ copied: CopiedOut; release: () => void }> {
+  const lost = new AbortController();
+  const release = app.openStreams.watch(req, (why) => {
+    lost.abort(why);
+    reply.raw.destroy();
+  });
+  reply.raw.once('close', () => lost.abort(new BerthError('unavailable', 'the caller went away')));
+  try {
+    return { copied: await copyOut(deps, req.scope, req.params.id, req.query.path, lost.signal, autoStart), release };
+  } catch (err) {
+    release();
+    throw err;
+  }
+}
 
 export function fileRoutes(app: App, { environments, audit }: AppDeps): void {
   // Read once, when the routes are made: a bad value stops the control plane from starting.
@@ -35,22 +63,8 @@ export function fileRoutes(app: App, { environments, audit }: AppDeps): void {
       response: errors,
     },
     handler: async (req, reply) => {
-      // Reading and checking first: a caller who loses the right meanwhile stops the read.
-      const lost = new AbortController();
-      const release = app.openStreams.watch(req, (why) => {
-        lost.abort(why);
-        reply.raw.destroy();
-      });
-      // So does a caller who hangs up.
-      reply.raw.once('close', () => lost.abort(new BerthError('unavailable', 'the caller went away')));
-      let copied;
-      try {
-        // A stopped environment starts first, and the reply says so.
-        copied = await copyOut({ environments, audit, limits }, req.scope, req.params.id, req.query.path, lost.signal, { via: 'copy', starting: (name) => void reply.header(STARTED_HEADER, name) });
-      } catch (err) {
-        release();
-        throw err;
-      }
+      // A stopped environment starts first, and the reply says so.
+      const { copied, release } = await watchedCopyOut(app, { environments, audit, limits }, req, reply, { via: 'copy', starting: (name) => void reply.header(STARTED_HEADER, name) });
       // A caller who loses the right mid-download gets a broken transfer, never a short
       // archive that looks complete.
       const archive = createReadStream(copied.file);
