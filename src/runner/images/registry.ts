@@ -2,11 +2,11 @@
 // it speaks every registry's auth and protocol quirks, and writes an OCI layout the store
 // then imports like any other.
 import { spawn } from 'node:child_process';
-import { lookup } from 'node:dns/promises';
 import { isIP, type BlockList } from 'node:net';
 import { createInterface } from 'node:readline';
 import { BerthError, notFound, unavailable } from '../../shared/errors.ts';
 import { checkAddress, hostAddressesNow } from '../network/request-filter.ts';
+import { systemResolver } from '../network/destination.ts';
 import type { ImageProgress } from './types.ts';
 
 export interface RegistryAccess {
@@ -35,7 +35,7 @@ export async function checkRegistry(ref: string, access: RegistryAccess): Promis
   let addresses: string[];
   if (isIP(host)) addresses = [host];
   else {
-    addresses = await (access.resolve ?? systemResolve)(host).catch(() => []);
+    addresses = await (access.resolve ?? systemResolver)(host).catch(() => []);
     if (addresses.length === 0) throw unavailable(`cannot pull '${ref}': the registry host '${host}' does not resolve`);
   }
   const hostAddresses = hostAddressesNow();
@@ -48,8 +48,6 @@ export async function checkRegistry(ref: string, access: RegistryAccess): Promis
   }
   return { listed: false };
 }
-
-export const systemResolve = async (host: string) => (await lookup(host, { all: true, verbatim: true })).map((a) => a.address);
 
 export interface PullOptions {
   /**

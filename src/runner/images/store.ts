@@ -17,7 +17,8 @@ import { Inflight } from './inflight.ts';
 import { withFileLock } from './lock.ts';
 import { checkImageName, derivedName, isImageName, isRegistryReference, looksLikePath } from './names.ts';
 import { PullProxy } from './pull-proxy.ts';
-import { checkRegistry, pullImage, systemResolve, type RegistryAccess } from './registry.ts';
+import { checkRegistry, pullImage, type RegistryAccess } from './registry.ts';
+import { systemResolver } from '../network/destination.ts';
 import { ensureWorkspace, treeSize } from './rootfs.ts';
 import type { ImageConfig, ImageProgress, ImageRecord, ImageSource } from './types.ts';
 import { unpackPlan } from './unpack.ts';
@@ -268,7 +269,7 @@ export class ImageStore {
     const socket = join(scratch, 'proxy.sock');
     const proxy = await PullProxy.listen(socket, {
       allowPrivate: this.#registries.allowPrivate,
-      resolve: this.#registries.resolve ?? systemResolve,
+      resolve: this.#registries.resolve ?? systemResolver,
       maxBytes: this.#maxImageBytes,
     });
     try {
