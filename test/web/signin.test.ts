@@ -45,9 +45,14 @@ for (const { name: browserName, skip } of testBrowsers()) describe(`OIDC sign-in
     // The page learns that a provider is configured from /api/auth/methods: nothing starts a sign-in until the button is pressed.
     const starts: string[] = [];
     page.on('request', (r) => void (new URL(r.url()).pathname === '/api/auth/oidc/start' && starts.push(r.url())));
+    // What the page saw, for the failure message: the methods answers and the console.
+    const seen: string[] = [];
+    page.on('response', (r) => void (new URL(r.url()).pathname === '/api/auth/methods' && seen.push(`methods ${r.status()}`)));
+    page.on('requestfailed', (r) => seen.push(`failed ${new URL(r.url()).pathname}: ${r.failure()?.errorText}`));
+    page.on('console', (m) => void (m.type() === 'error' && seen.push(`console: ${m.text()}`)));
     await page.goto('/');
     const button = page.getByRole('link', { name: 'Sign in with Test IdP' });
-    await button.waitFor();
+    await button.waitFor().catch((err: Error) => assert.fail(`${err.message}\nthe page saw: ${seen.join('; ') || 'no answer from /api/auth/methods'}`));
     await page.getByRole('heading', { name: 'Or use an API token' }).waitFor();
     assert.deepEqual(starts, []);
     await button.click();

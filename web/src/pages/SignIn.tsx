@@ -4,13 +4,21 @@ import { navigate } from '../router.tsx';
 
 const OIDC_START = '/api/auth/oidc/start';
 
-/** How this control plane lets people sign in (never probing the start route: that would begin a sign-in). */
-async function signInMethods(): Promise<AuthMethods | undefined> {
-  try {
-    const res = await fetch('/api/auth/methods', { cache: 'no-store' });
-    return res.ok ? ((await res.json()) as AuthMethods) : undefined;
-  } catch {
-    return undefined;
+/**
+ * How this control plane lets people sign in (never probing the start route: that would begin
+ * a sign-in). Asked again a few times when the answer does not come (a control plane starting
+ * or restarting, a dropped connection): without it the page offers no identity provider at all.
+ */
+async function signInMethods(attempts = 5): Promise<AuthMethods | undefined> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const res = await fetch('/api/auth/methods', { cache: 'no-store' });
+      if (res.ok) return (await res.json()) as AuthMethods;
+    } catch {
+      // Not reachable just now: try again below.
+    }
+    if (attempt >= attempts) return undefined;
+    await new Promise((r) => setTimeout(r, 250 * 2 ** attempt));
   }
 }
 
