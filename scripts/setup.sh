@@ -28,8 +28,9 @@ command -v apt-get >/dev/null || die "this script knows Debian and Ubuntu (apt-g
 # networks (namespace, veth, default-deny rules), and what the tests use (git; browsers below).
 packages=(crun catatonit mmdebstrap skopeo uidmap util-linux iproute2 nftables git ca-certificates tar xz-utils gcc libc6-dev)
 # The tests also start a real image registry (Debian's docker-registry) and drive the web
-# UI in real browsers through playwright-core: Debian's Chromium and Firefox ESR.
-((test_tools)) && packages+=(docker-registry chromium firefox-esr)
+# UI in real browsers through playwright-core: Debian's Chromium and Firefox ESR; htpasswd for
+# the registry's password file, and an OpenSSH server for SSH repositories.
+((test_tools)) && packages+=(docker-registry chromium firefox-esr apache2-utils openssh-server)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -40,6 +41,7 @@ if ((${#missing[@]})); then
   # The tests start the registry themselves; it must not stay up as a host service.
   if ((test_tools)) && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
     systemctl disable --now docker-registry >/dev/null 2>&1 || true
+    systemctl disable --now ssh >/dev/null 2>&1 || true
   fi
 fi
 
