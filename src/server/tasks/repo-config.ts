@@ -8,6 +8,9 @@ import { parse as parseJsonc, printParseErrorCode, type ParseError } from 'jsonc
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { invalid } from '../../shared/errors.ts';
+import type { VolumeMount } from '../../shared/env-spec.ts';
+import { readComposeService } from './compose.ts';
+import { checkUser, devContainerFields, type ForwardPort } from './devcontainer-fields.ts';
 
 export interface WorkSpec {
   /** Image to run; the runner's default image when null. */
@@ -20,11 +23,24 @@ export interface WorkSpec {
   limits: { cpus?: number | undefined; memory?: string | undefined };
   /** Where the environment may connect (enforced by the network policy). */
   allowDomains: string[];
+  /** Who commands run as inside the environment (a user of the image, or a uid); root when null. */
+  user: string | null;
+  /** Ports the environment serves (devcontainer forwardPorts): recorded on the environment, nothing more. */
+  forwardPorts: ForwardPort[];
+  /** Named volumes: directories kept per project by the runner, mounted at each target. */
+  volumes: VolumeMount[];
+  /** Where the repository is put inside the environment; /workspace/REPO when null. */
+  workspaceFolder: string | null;
   /** Which file the spec came from. */
   source: 'berth.yaml' | 'devcontainer.json' | 'project';
+  /** Where each field's value came from: a file (and compose service), "project setting" or "Berth default". */
+  sources: Partial<Record<SpecField, string>>;
   /** What was in the file that Berth does not honour, so the user can see it was skipped. */
   notes: string[];
 }
+
+export const SPEC_FIELDS = ['image', 'user', 'env', 'setup', 'check', 'limits', 'allowDomains', 'workspaceFolder', 'forwardPorts', 'volumes'] as const;
+export type SpecField = (typeof SPEC_FIELDS)[number];
 
 const Commands = z.union([z.string().max(10_000), z.array(z.string().max(10_000)).max(100)]);
 const Env = z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'variable names are letters, digits and _'), z.string().max(64 * 1024));
@@ -38,6 +54,7 @@ export const BerthYaml = z.strictObject({
   check: z.string().min(1).max(10_000).optional(),
   limits: z.strictObject({ cpus: z.number().positive().max(256).optional(), memory: Memory.optional() }).optional(),
   allowDomains: z.array(z.string().max(253)).max(500).optional(),
+  user: z.string().max(64).refine((u) => { try { return Boolean(checkUser(u, 'user')); } catch { return false; } }, 'a user name of the image (like node) or a uid').optional(),
 });
 
 /** The parts of the Dev Container spec that Berth reads; the rest is noted and skipped. */
@@ -53,7 +70,9 @@ const DevContainer = z.looseObject({
   hostRequirements: z.looseObject({ cpus: z.number().positive().optional(), memory: z.string().optional() }).optional(),
 });
 /** Dev Container properties that only make sense for a desktop editor, or that Berth handles its own way. */
-const QUIETLY_IGNORED = new Set(['name', 'customizations', 'forwardPorts', 'portsAttributes', 'workspaceFolder', 'workspaceMount', 'remoteUser', 'containerUser', 'shutdownAction', 'overrideCommand', '$schema', 'waitFor', 'otherPortsAttributes']);
+const QUIETLY_IGNORED = new Set(['name', 'customizations', 'portsAttributes', 'workspaceMount', 'shutdownAction', 'overrideCommand', '$schema', 'waitFor', 'otherPortsAttributes']);
+/** Read by devcontainer-fields.ts and compose.ts. */
+const FIELDS_READ_ELSEWHERE = ['remoteUser', 'containerUser', 'forwardPorts', 'workspaceFolder', 'mounts', 'initializeCommand', 'dockerComposeFile', 'service', 'runServices'];
 
 const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
 
@@ -76,15 +95,16 @@ export function fromDevContainer(text: string, file = '.devcontainer/devcontaine
   if (!parsed.success) throw invalid(`${file}: ${describe(parsed.error)}`, file);
   const dc = parsed.data;
   const notes: string[] = [];
-  if (dc.build || dc.dockerFile || dc.dockerComposeFile) {
+  if (dc.build || dc.dockerFile) {
     notes.push('build/dockerFile/dockerComposeFile are not built by Berth: build the image elsewhere and `berth image import` it, then name it in "image"');
   }
   if (dc.features && typeof dc.features === 'object' && Object.keys(dc.features).length) {
     notes.push(`features are not installed (${Object.keys(dc.features).join(', ')}): bake them into the image or install them in postCreateCommand`);
   }
-  if (dc.initializeCommand) notes.push('initializeCommand runs on the developer\'s machine and is skipped');
-  if (dc.mounts || dc.runArgs || dc.privileged || dc.capAdd || dc.securityOpt) notes.push('mounts, runArgs, privileged, capAdd and securityOpt are not honoured: the sandbox decides those');
-  const known = new Set([...Object.keys(DevContainer.shape), 'build', 'dockerFile', 'dockerComposeFile', 'features', 'initializeCommand', 'mounts', 'runArgs', 'privileged', 'capAdd', 'securityOpt']);
+  const fields = devContainerFields(dc, file);
+  notes.push(...fields.notes);
+  if (dc.runArgs || dc.privileged || dc.capAdd || dc.securityOpt) notes.push('runArgs, privileged, capAdd and securityOpt are not honoured: the sandbox decides those');
+  const known = new Set([...Object.keys(DevContainer.shape), ...FIELDS_READ_ELSEWHERE, 'build', 'dockerFile', 'features', 'runArgs', 'privileged', 'capAdd', 'securityOpt']);
   const unknown = Object.keys(dc).filter((k) => !known.has(k) && !QUIETLY_IGNORED.has(k));
   if (unknown.length) notes.push(`not used by Berth: ${unknown.join(', ')}`);
 
@@ -92,16 +112,26 @@ export function fromDevContainer(text: string, file = '.devcontainer/devcontaine
   for (const [k, v] of Object.entries(dc.remoteEnv ?? {})) if (v !== null) env[k] = v;
   for (const k of Object.keys(env)) if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw invalid(`${file}: environment variable name '${k}' is not valid`, file);
   const hr = dc.hostRequirements;
-  return {
+  const setup = [...shellLines(dc.onCreateCommand), ...shellLines(dc.updateContentCommand), ...shellLines(dc.postCreateCommand), ...shellLines(dc.postStartCommand)];
+  const limits = { cpus: hr?.cpus, memory: hr?.memory };
+  const spec = {
     image: dc.image ?? null,
     env,
-    setup: [...shellLines(dc.onCreateCommand), ...shellLines(dc.updateContentCommand), ...shellLines(dc.postCreateCommand), ...shellLines(dc.postStartCommand)],
+    setup,
     check: null,
-    limits: { cpus: hr?.cpus, memory: hr?.memory },
-    allowDomains: [],
-    source: 'devcontainer.json',
+    limits,
+    allowDomains: [] as [],
+    user: fields.user,
+    forwardPorts: fields.forwardPorts,
+    volumes: fields.volumes,
+    workspaceFolder: fields.workspaceFolder,
+    source: 'devcontainer.json' as const,
+    sources: {} as WorkSpec['sources'],
     notes,
   };
+  spec.sources = sourcesOf(spec, file);
+  if (fields.userFrom) spec.sources.user = `${file} (${fields.userFrom})`;
+  return spec;
 }
 
 export function fromBerthYaml(text: string, file = 'berth.yaml'): WorkSpec {
@@ -114,16 +144,65 @@ export function fromBerthYaml(text: string, file = 'berth.yaml'): WorkSpec {
   const parsed = BerthYaml.safeParse(raw ?? {});
   if (!parsed.success) throw invalid(`${file}: ${describe(parsed.error)}`, file);
   const y = parsed.data;
-  return {
+  const spec: WorkSpec = {
     image: y.image ?? null,
     env: y.env ?? {},
     setup: typeof y.setup === 'string' ? [y.setup] : (y.setup ?? []),
     check: y.check ?? null,
     limits: { cpus: y.limits?.cpus, memory: y.limits?.memory === undefined ? undefined : String(y.limits.memory) },
     allowDomains: y.allowDomains ?? [],
+    user: y.user ?? null,
+    forwardPorts: [],
+    volumes: [],
+    workspaceFolder: null,
     source: 'berth.yaml',
+    sources: {},
     notes: [],
   };
+  spec.sources = sourcesOf(spec, file);
+  return spec;
+}
+
+/** The fields of `spec` that hold a value, attributed to `from`. */
+function sourcesOf(spec: Omit<WorkSpec, 'sources'>, from: string): Partial<Record<SpecField, string>> {
+  const sources: Partial<Record<SpecField, string>> = {};
+  for (const f of SPEC_FIELDS) if (hasValue(spec, f)) sources[f] = from;
+  return sources;
+}
+
+function hasValue(spec: Omit<WorkSpec, 'sources'>, f: SpecField): boolean {
+  const v = spec[f];
+  if (v === null || v === undefined) return false;
+  if (Array.isArray(v)) return v.length > 0;
+  if (typeof v === 'object') return Object.values(v).some((x) => x !== undefined);
+  return true;
+}
+
+/**
+ * A devcontainer.json that names docker-compose files: the primary service's image, environment,
+ * user and working directory fill what the devcontainer.json leaves open (it wins where both say).
+ */
+async function withCompose(dir: string, file: string, text: string, spec: WorkSpec): Promise<WorkSpec> {
+  const raw = parseJsonc(text, [], { allowTrailingComma: true }) as Record<string, unknown> | null;
+  if (!raw || raw.dockerComposeFile === undefined) return spec;
+  const c = await readComposeService(dir, file, raw.dockerComposeFile, raw.service);
+  const from = `${c.files.join(' + ')} service ${c.service}`;
+  const out: WorkSpec = { ...spec, env: { ...c.env, ...spec.env }, sources: { ...spec.sources }, notes: [...c.notes, ...spec.notes] };
+  if (spec.image === null && c.image) {
+    out.image = c.image;
+    out.sources.image = from;
+  }
+  if (Object.keys(c.env).length) out.sources.env = Object.keys(spec.env).length ? `${from}, ${file}` : from;
+  if (spec.user === null && c.user) {
+    out.user = checkUser(c.user, `${from}: user`);
+    out.sources.user = `${from} (user)`;
+  }
+  if (spec.workspaceFolder === null && c.workingDir) {
+    const w = devContainerFields({ workspaceFolder: c.workingDir }, `${from}: working_dir`).workspaceFolder;
+    out.workspaceFolder = w;
+    out.sources.workspaceFolder = `${from} (working_dir)`;
+  }
+  return out;
 }
 
 /** Reads the repository's own spec from a checkout: berth.yaml first, then the devcontainer. */
@@ -135,7 +214,7 @@ export async function readRepoSpec(dir: string): Promise<WorkSpec | null> {
   }
   for (const name of ['.devcontainer/devcontainer.json', '.devcontainer.json']) {
     const text = await read(name);
-    if (text !== null) return fromDevContainer(text, name);
+    if (text !== null) return withCompose(dir, name, text, fromDevContainer(text, name));
   }
   return null;
 }
@@ -146,9 +225,9 @@ export type ProjectWorkSettings = z.infer<typeof ProjectWorkSettings>;
 
 /** The spec a task runs with: the repository's file, then the project's settings on top. */
 export function mergeSpec(repo: WorkSpec | null, project: ProjectWorkSettings): WorkSpec {
-  const base: WorkSpec = repo ?? { image: null, env: {}, setup: [], check: null, limits: {}, allowDomains: [], source: 'project', notes: [] };
+  const base: WorkSpec = repo ?? { image: null, env: {}, setup: [], check: null, limits: {}, allowDomains: [], user: null, forwardPorts: [], volumes: [], workspaceFolder: null, source: 'project', sources: {}, notes: [] };
   const setup = project.setup === undefined ? base.setup : typeof project.setup === 'string' ? [project.setup] : project.setup;
-  return {
+  const merged: WorkSpec = {
     image: project.image ?? base.image,
     env: { ...base.env, ...project.env },
     setup,
@@ -158,9 +237,25 @@ export function mergeSpec(repo: WorkSpec | null, project: ProjectWorkSettings): 
       memory: project.limits?.memory === undefined ? base.limits.memory : String(project.limits.memory),
     },
     allowDomains: [...new Set([...base.allowDomains, ...(project.allowDomains ?? [])])],
+    user: project.user ?? base.user,
+    forwardPorts: base.forwardPorts,
+    volumes: base.volumes,
+    workspaceFolder: base.workspaceFolder,
     source: base.source,
+    sources: { ...base.sources },
     notes: base.notes,
   };
+  // Where each field came from: the project's setting over the file, and Berth's default where neither says.
+  const both = (f: SpecField) => (base.sources[f] ? `${base.sources[f]}, project setting` : 'project setting');
+  if (project.image !== undefined) merged.sources.image = 'project setting';
+  if (project.user !== undefined) merged.sources.user = 'project setting';
+  if (project.setup !== undefined) merged.sources.setup = 'project setting';
+  if (project.check !== undefined) merged.sources.check = 'project setting';
+  if (project.env && Object.keys(project.env).length) merged.sources.env = both('env');
+  if (project.limits && Object.values(project.limits).some((v) => v !== undefined)) merged.sources.limits = both('limits');
+  if (project.allowDomains?.length) merged.sources.allowDomains = both('allowDomains');
+  for (const f of SPEC_FIELDS) if (!hasValue(merged, f)) merged.sources[f] = 'Berth default';
+  return merged;
 }
 
 function describe(error: z.ZodError): string {
