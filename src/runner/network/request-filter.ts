@@ -107,16 +107,22 @@ export function blockListOf(cidrs: readonly string[]): BlockList {
 
 /**
  * Whether the proxy may connect to `address` (a resolved name's address): null if so,
- * else the deny rule. `hostAddresses` are this host's own; `allowPrivate` is the test escape hatch.
+ * else the deny rule. `hostAddresses` are this host's own; `allowPrivate` is the test escape hatch;
+ * `trusted` says whether a private address lies in an instance's trusted network.
  */
-export function checkAddress(address: string, opts: { hostAddresses?: ReadonlySet<string>; allowPrivate?: BlockList | undefined } = {}): string | null {
+export function checkAddress(
+  address: string,
+  opts: { hostAddresses?: ReadonlySet<string>; allowPrivate?: BlockList | undefined; trusted?: ((address: string) => boolean) | undefined } = {},
+): string | null {
   const a = unmapAddress(address);
   const family = isIP(a);
   if (family === 0) return `deny:bad-address:${address}`;
   const type = family === 4 ? 'ipv4' : 'ipv6';
   if (opts.allowPrivate?.check(a, type)) return null;
-  if (FORBIDDEN.check(a, type)) return `deny:private-address:${a}`;
-  if (opts.hostAddresses?.has(a)) return `deny:host-address:${a}`;
+  const own = opts.hostAddresses?.has(a) ?? false;
+  // A trusted network (company.ts) opens private space, never this host's own addresses.
+  if (FORBIDDEN.check(a, type)) return !own && opts.trusted?.(a) ? null : `deny:private-address:${a}`;
+  if (own) return `deny:host-address:${a}`;
   return null;
 }
 
