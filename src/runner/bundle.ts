@@ -25,6 +25,8 @@ export interface BundleInput {
    * certificates, bind-mounted read-only. Without it, an empty namespace: no network.
    */
   network?: { netnsPath: string; caBundle: { source: string; destination: string } } | undefined;
+  /** Host files and folders bound read-only into the environment (its package mirrors' configuration). */
+  readOnly?: { source: string; destination: string }[] | undefined;
 }
 
 export const INIT_PATH = '/.berth/init';
@@ -94,6 +96,7 @@ export function ociConfig(input: BundleInput) {
       ...(input.network
         ? [{ destination: input.network.caBundle.destination, type: 'bind', source: input.network.caBundle.source, options: ['bind', 'ro', 'nosuid', 'nodev', 'noexec'] }]
         : []),
+      ...(input.readOnly ?? []).map((m) => ({ destination: m.destination, type: 'bind', source: m.source, options: ['bind', 'ro', 'nosuid', 'nodev', 'noexec'] })),
     ],
     linux: {
       uidMappings: idMap,

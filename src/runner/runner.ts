@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { rm, rmdir, stat } from 'node:fs/promises';
 import { createHash, randomBytes } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
@@ -19,6 +19,7 @@ import { ID_BASE } from './idmap.ts';
 import { watchOom } from './oom.ts';
 import type { ImageRecord, ImageStore } from './images/index.ts';
 import { CA_BUNDLE_PATH, NetworkManager, type RunnerNetworkOptions } from './network/index.ts';
+import { distroOf, mirrorConfig, MIRRORS_DIR } from './mirrors.ts';
 import { isMounted, mountsThen, unmountOverlay } from './overlay.ts';
 import { Spawner } from './spawner/index.ts';
 
@@ -90,6 +91,9 @@ export class LocalRunner {
   readonly #disks: DiskPool | undefined;
   /** Namespaces, rules and proxies, when environments have a network. */
   readonly network: NetworkManager | undefined;
+  readonly #policies: RunnerNetworkOptions['policies'] | undefined;
+  /** Each environment's package-mirror variables as of its last start (kept on disk for a restarted runner). */
+  readonly #mirrorEnv = new Map<string, string[]>();
 
   /** Whether new environments get a disk image of their limit's size. */
   get diskQuota(): boolean {
@@ -110,6 +114,7 @@ export class LocalRunner {
       ? new DiskPool({ dir: join(opts.dataDir, 'runtime', 'disks'), bytes: DEFAULT_LIMITS.diskBytes, spawner: this.#spawner, logger: this.#log })
       : undefined;
     this.#disks?.refill();
+    this.#policies = opts.network?.policies;
     this.network = opts.network ? new NetworkManager({ ...opts.network, dataDir: opts.dataDir, spawner: this.#spawner, logger: this.#log }) : undefined;
     const runtime = opts.runtime ?? findRuntime();
     this.backend = new OciRuntime({ name: runtime, stateDir: join(opts.dataDir, 'runtime', 'state'), spawner: this.#spawner });
@@ -140,6 +145,8 @@ export class LocalRunner {
       exec: join(dir, 'exec'),
       agent: join(dir, 'agent'),
       agentSocket: join(dir, 'agent', SOCKET_NAME),
+      mirrors: join(dir, 'mirrors'),
+      mirrorEnv: join(dir, 'mirrors.env.json'),
     };
   }
 
@@ -197,15 +204,17 @@ export class LocalRunner {
     // The namespace, veth pair and rules (kept from an earlier run, else fresh), and the
     // proxy listening, before init starts.
     const network = await this.network?.prepare(spec.id);
+    const mirrors = network ? this.#writeMirrors(spec) : undefined;
     const config = ociConfig({
       hostname: spec.hostname,
       rootfs: p.merged,
       initBinary: agent ?? this.#catatonit(),
       agentDir: agent ? p.agent : undefined,
-      env: [...this.#baseEnv(spec.image), ...(network?.env ?? [])],
+      env: [...this.#baseEnv(spec.image), ...(network?.env ?? []), ...(mirrors?.env ?? [])],
       limits: spec.limits,
       cgroupsPath: this.cgroupsPath(spec.id),
       network: network && { netnsPath: network.netnsPath, caBundle: { source: network.caBundle, destination: CA_BUNDLE_PATH } },
+      readOnly: mirrors?.mounts,
     });
     writeFileSync(join(p.bundle, 'config.json'), JSON.stringify(config));
     const overlay = { lower: spec.image.rootfs, upper: p.upper, work: p.work, merged: p.merged };
@@ -235,6 +244,41 @@ export class LocalRunner {
     // Started: now make the next create's disk and network namespace ahead, off its path.
     this.#disks?.refill();
     this.network?.refill();
+  }
+
+  /**
+   * The package mirrors' configuration as the policy names them now, written afresh into
+   * the environment's folder and bound read-only: what the policy no longer names is gone
+   * at the next start, and the image's own configuration shows again.
+   */
+  #writeMirrors(spec: EnvironmentSpec): { env: string[]; mounts: { source: string; destination: string }[] } {
+    const p = this.#paths(spec.id);
+    rmSync(p.mirrors, { recursive: true, force: true });
+    const list = this.#policies?.mirrorsFor?.(spec.id) ?? [];
+    const config = list.length ? mirrorConfig(list, { distro: distroOf(readOsRelease(spec.image.rootfs)), caBundle: CA_BUNDLE_PATH }) : undefined;
+    for (const why of config?.skipped ?? []) this.#log.warn({ environment: spec.id }, `package mirror not configured: ${why}`);
+    const env = config?.env ?? [];
+    writeFileSync(p.mirrorEnv, JSON.stringify(env), { mode: 0o600 });
+    this.#mirrorEnv.set(spec.id, env);
+    if (!config || Object.keys(config.files).length === 0) return { env, mounts: [] };
+    mkdirSync(p.mirrors, { mode: 0o755 });
+    for (const [name, content] of Object.entries(config.files)) writeFileSync(join(p.mirrors, name), content, { mode: 0o644 });
+    // apt's source parts point here: an empty folder, so the image's sources.list.d is not read.
+    if (config.files['apt-sources.list']) mkdirSync(join(p.mirrors, 'apt-sources.list.d'), { mode: 0o755 });
+    return { env, mounts: [{ source: p.mirrors, destination: MIRRORS_DIR }, ...config.mounts.map((m) => ({ source: join(p.mirrors, m.name), destination: m.destination }))] };
+  }
+
+  #mirrorEnvOf(id: string): string[] {
+    let env = this.#mirrorEnv.get(id);
+    if (!env) {
+      try {
+        env = JSON.parse(readFileSync(this.#paths(id).mirrorEnv, 'utf8')) as string[];
+      } catch {
+        env = [];
+      }
+      this.#mirrorEnv.set(id, env);
+    }
+    return env;
   }
 
   /** Until the agent listens; if it never does, commands go through the runtime's exec. */
@@ -287,6 +331,7 @@ export class LocalRunner {
     // The loop device goes with the mount: mount -o loop set it to autoclear.
     if (isMounted(this.#spawner, p.disk) && (await this.#spawner.run('umount', [p.disk])).code !== 0) await this.#spawner.check('umount', ['--lazy', p.disk]);
     await this.network?.remove(id);
+    this.#mirrorEnv.delete(id);
     await rm(p.merged, { recursive: true, force: true });
     await rm(p.dir, { recursive: true, force: true });
     // The data dir's folder of mount points goes with its last environment.
@@ -309,7 +354,7 @@ export class LocalRunner {
 
   #exec(spec: EnvironmentSpec, opts: CommandOptions): RunningCommand {
     const p = this.#paths(spec.id);
-    const env = [...this.#baseEnv(spec.image), ...(this.network?.environment(spec.id) ?? [])];
+    const env = [...this.#baseEnv(spec.image), ...(this.network?.environment(spec.id) ?? []), ...this.#mirrorEnvOf(spec.id)];
     if (opts.tty) env.push('TERM=xterm-256color');
     for (const [k, v] of Object.entries(opts.env ?? {})) env.push(`${k}=${v}`);
     const cwd = opts.cwd ?? spec.image.config.workingDir ?? WORKSPACE;
@@ -407,6 +452,19 @@ export class LocalRunner {
     if (!has('LANG')) env.push('LANG=C.UTF-8');
     return env;
   }
+}
+
+/** The image's os-release (an image's file: a symlink is not followed out of it). */
+function readOsRelease(rootfs: string): string {
+  for (const rel of ['etc/os-release', 'usr/lib/os-release']) {
+    const path = join(rootfs, rel);
+    try {
+      if (lstatSync(path).isFile()) return readFileSync(path, 'utf8').slice(0, 16_384);
+    } catch {
+      // Not there: the next place.
+    }
+  }
+  return '';
 }
 
 function onPath(binary: string): boolean {

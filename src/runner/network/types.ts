@@ -1,6 +1,7 @@
 // The network's contract with the rest of Berth: what a policy says, where policies
 // come from, and what the proxy reports. The policy store (server side) implements
 // PolicySource; the audit log implements NetworkEventSink.
+import type { PackageMirror } from '../mirrors.ts';
 
 /** One environment's egress policy, as the proxy applies it to each request. */
 export interface EgressPolicy {
@@ -27,6 +28,8 @@ export interface EgressPolicy {
 /** Synchronous, asked per connection and per request: the implementation caches and refreshes (changes must apply within a second). */
 export interface PolicySource {
   policyFor(environmentId: string): EgressPolicy;
+  /** The package mirrors the environment's tools are pointed at (runner/mirrors.ts), read at each start; none when absent. */
+  mirrorsFor?(environmentId: string): PackageMirror[];
 }
 
 export interface NetworkEvent {
