@@ -2,7 +2,7 @@
 export { LocalRunner, type EnvironmentSpec, type CommandOptions } from './runner.ts';
 export type { RunningCommand, ExitStatus } from './exec.ts';
 export { TIMEOUT_EXIT_CODE } from './exec.ts';
-export { ImageStore, DEFAULT_IMAGE, type ImageRecord, type ImageProgress } from './images/index.ts';
+export { ImageStore, DEFAULT_IMAGE, isRegistryReference, parseMirrors, type ImageRecord, type ImageProgress, type RegistryCredential, type RegistryMirrors } from './images/index.ts';
 export { tarEntries } from './images/tar-entries.ts';
 export { cgroupLayout } from './cgroups.ts';
 export { probeHost, type HostProbe } from './health.ts';

@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
-import { ImageStore, LlmGateway, LocalRunner, probeHost, upstreamsFromEnv, type ImageProgress } from '../runner/index.ts';
+import { ImageStore, LlmGateway, LocalRunner, parseMirrors, probeHost, upstreamsFromEnv, type ImageProgress, type RegistryMirrors } from '../runner/index.ts';
 import { CLIENT_CONFIG_FILE, VERSION, type ClientConfig } from '../shared/client-config.ts';
 import { buildApp, type App } from './app.ts';
 import { ensureBootstrap, TokenService } from './auth.ts';
@@ -40,6 +40,8 @@ export interface StartOptions {
    * (BERTH_ALLOWED_REGISTRIES, comma-separated); every other registry must be on a public address.
    */
   allowedRegistries?: string[] | undefined;
+  /** Where a registry's images are pulled from instead; by default from BERTH_REGISTRY_MIRRORS (docker.io=https://mirror.corp,…). */
+  registryMirrors?: RegistryMirrors | undefined;
   /** The most one image may unpack to (BERTH_MAX_IMAGE_SIZE, default 32g). */
   maxImageBytes?: number | undefined;
   logger?: Logger;
@@ -118,6 +120,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     dir: opts.imageDir ?? join(opts.dataDir, 'images'),
     logger,
     allowedRegistries: opts.allowedRegistries ?? listFromEnv(process.env.BERTH_ALLOWED_REGISTRIES),
+    registryMirrors: opts.registryMirrors ?? parseMirrors(process.env.BERTH_REGISTRY_MIRRORS),
     maxImageBytes: opts.maxImageBytes ?? sizeFromEnv('BERTH_MAX_IMAGE_SIZE', process.env.BERTH_MAX_IMAGE_SIZE),
   });
   await images.buildDefault(opts.onImageProgress);

@@ -31,6 +31,19 @@ export function imageCommands(program: Command, client: () => ApiClient): void {
     });
 
   image
+    .command('pull <ref>')
+    .description("pull an image from a registry into your org's images, like docker.io/library/alpine:3.20")
+    .option('--auth-secret <name>', 'the org secret holding the registry login as USER:PASSWORD (or USER:TOKEN); used on the server, never shown')
+    .option('--json', 'print JSON')
+    .action(async (ref: string, o) => {
+      const pulled = await withSpinner(`pulling ${ref}`, () =>
+        client().request<ImageView>('POST', client().orgPath('images/pull'), { ref, authSecret: o.authSecret }),
+      );
+      if (o.json) printJson(pulled);
+      else process.stdout.write(`${pulled.name} ${pulled.digest}\n`);
+    });
+
+  image
     .command('import <path>')
     .description('import an OCI image layout (folder or tar) or a docker/podman save tarball')
     .option('--name <name>', 'name to give the image')

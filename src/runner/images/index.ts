@@ -1,3 +1,6 @@
 // Public surface of the image store. See store.ts for the implementation.
 export type { ImageRecord, ImageProgress } from './store.ts';
 export { ImageStore, DEFAULT_IMAGE } from './store.ts';
+export { isRegistryReference } from './names.ts';
+export { parseMirrors, type RegistryMirrors } from './mirrors.ts';
+export type { RegistryCredential } from './registry.ts';

@@ -2,9 +2,13 @@
 // it speaks every registry's auth and protocol quirks, and writes an OCI layout the store
 // then imports like any other.
 import { spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { isIP, type BlockList } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { BerthError, notFound, unavailable } from '../../shared/errors.ts';
+import { BerthError, invalid, notFound, unavailable } from '../../shared/errors.ts';
+import { Redactor } from '../../shared/redact.ts';
 import { checkAddress, hostAddressesNow } from '../network/request-filter.ts';
 import { systemResolver } from '../network/destination.ts';
 import type { ImageProgress } from './types.ts';
@@ -57,23 +61,67 @@ export interface PullOptions {
   proxySocket?: string | undefined;
   /** CA certificates for registries (skopeo --src-cert-dir): an internal CA, or a test's. */
   certDir?: string | undefined;
+  /** Credentials for the registry pulled from (see RegistryCredential); anonymous without. */
+  credential?: RegistryCredential | undefined;
+}
+
+/**
+ * A registry login from a Berth secret holding `USER:PASSWORD` (a token goes where the
+ * password does: `USER:TOKEN`, as GHCR, GitLab and Docker Hub take it).
+ */
+export interface RegistryCredential {
+  value: string;
+  /** What holds it, for messages: "secret GHCR_LOGIN". Never the value. */
+  from: string;
+}
+
+/** Throws `invalid` unless the credential is USER:PASSWORD; the message never shows the value. */
+export function checkCredential(credential: RegistryCredential): void {
+  const colon = credential.value.indexOf(':');
+  if (colon < 1 || colon === credential.value.length - 1 || /[\r\n]/.test(credential.value)) {
+    throw invalid(`${credential.from} does not hold a registry login: store it as USER:PASSWORD (or USER:TOKEN) on one line, like \`printf %s "$USER:$TOKEN" | berth secret set NAME\``);
+  }
 }
 
 const SANDBOX = new URL('./pull-sandbox.ts', import.meta.url).pathname;
 
 /** Copies `ref` for this host's platform into an OCI layout at `into`, tagged `latest`. */
 export async function pullImage(ref: string, into: string, progress: ImageProgress, opts: PullOptions = {}): Promise<void> {
+  if (opts.credential) checkCredential(opts.credential);
+  // skopeo reads the login from a file only it and root can read, in a directory of its
+  // own, gone when the pull is: never in its arguments (ps shows those) or environment.
+  // Without a credential the file is empty, so neither is root's own login (~/.docker,
+  // $XDG_RUNTIME_DIR/containers) ever sent on an org's behalf.
+  const private_ = await mkdtemp(join(tmpdir(), 'berth-pull-'));
+  try {
+    const authFile = join(private_, 'auth.json');
+    await writeFile(authFile, JSON.stringify(authFileOf(ref, opts.credential?.value)), { mode: 0o600 });
+    await runSkopeo(ref, into, progress, opts, authFile);
+  } finally {
+    await rm(private_, { recursive: true, force: true });
+  }
+}
+
+/** containers-auth.json(5) with one login, for the registry `ref` names, or none. */
+function authFileOf(ref: string, credential: string | undefined): { auths: Record<string, { auth: string }> } {
+  if (credential === undefined) return { auths: {} };
+  return { auths: { [ref.split('/')[0]!.toLowerCase()]: { auth: Buffer.from(credential, 'utf8').toString('base64') } } };
+}
+
+async function runSkopeo(ref: string, into: string, progress: ImageProgress, opts: PullOptions, authFile: string): Promise<void> {
+  const secret = opts.credential?.value;
+  const redactor = new Redactor(secret ? [{ name: 'registry login', value: secret }, { name: 'registry login', value: secret.slice(secret.indexOf(':') + 1) }] : []);
   progress({ phase: 'pull', message: `pulling ${ref}` });
-  const skopeo = ['skopeo', ...copyArgs(ref, into, opts.certDir)];
+  const skopeo = ['skopeo', ...copyArgs(ref, into, opts.certDir, authFile)];
   const [command, ...args] = opts.proxySocket
     ? ['unshare', '--net', '--', process.execPath, '--disable-warning=ExperimentalWarning', SANDBOX, opts.proxySocket, '--', ...skopeo]
     : skopeo;
   const child = spawn(command!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   createInterface({ input: child.stdout }).on('line', (line) => {
-    if (line.trim()) progress({ phase: 'pull', message: line.trim() });
+    if (line.trim()) progress({ phase: 'pull', message: redactor.redact(line.trim()) });
   });
   const errors: string[] = [];
-  createInterface({ input: child.stderr }).on('line', (line) => errors.push(line));
+  createInterface({ input: child.stderr }).on('line', (line) => errors.push(redactor.redact(line)));
   const code = await new Promise<number | null>((resolve, reject) => {
     child.on('error', reject);
     child.on('close', resolve);
@@ -85,6 +133,15 @@ export async function pullImage(ref: string, into: string, progress: ImageProgre
   });
   if (code === 0) return;
   const message = errors.join('\n').trim();
+  if (/unauthorized|authentication required|access to the resource is denied|denied: /i.test(message)) {
+    throw new BerthError(
+      'forbidden',
+      opts.credential
+        ? `cannot pull '${ref}': the registry refused the login in ${opts.credential.from}: check the user and password (or token) and that it may pull this image (${lastLine(message)})`
+        : `cannot pull '${ref}': the registry wants a login: store USER:PASSWORD as a secret and pull with \`berth image pull ${ref} --auth-secret NAME\`, ` +
+            `or name the secret for this registry in the project (\`berth project update NAME --registry-login ${ref.split('/')[0]}=SECRET\`) (${lastLine(message)})`,
+    );
+  }
   if (/manifest unknown|not found|name unknown|does not exist/i.test(message)) {
     throw notFound(`image '${ref}' is not in its registry: ${lastLine(message)}`);
   }
@@ -92,7 +149,7 @@ export async function pullImage(ref: string, into: string, progress: ImageProgre
 }
 
 /** skopeo's arguments for pulling `ref` into the OCI layout `into`. */
-export function copyArgs(ref: string, into: string, certDir?: string): string[] {
+export function copyArgs(ref: string, into: string, certDir?: string, authFile?: string): string[] {
   // skopeo speaks only HTTPS unless told otherwise, but registries on this machine (a local
   // cache, a test registry) are usually plain HTTP, as Docker assumes for loopback too.
   // Skipping TLS there risks nothing, since the traffic never leaves the host; every other
@@ -100,7 +157,8 @@ export function copyArgs(ref: string, into: string, certDir?: string): string[] 
   // administrator listed it (checkRegistry).
   const tls = isLoopback(registryHost(ref)) ? ['--src-tls-verify=false'] : [];
   const certs = certDir ? [`--src-cert-dir=${certDir}`] : [];
-  return ['copy', ...tls, ...certs, `docker://${ref}`, `oci:${into}:latest`];
+  const auth = authFile ? [`--src-authfile=${authFile}`] : [];
+  return ['copy', ...tls, ...certs, ...auth, `docker://${ref}`, `oci:${into}:latest`];
 }
 
 /** The host a reference names, without its port or IPv6 brackets: `localhost:5000/a:1` → `localhost`. */

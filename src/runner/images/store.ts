@@ -17,7 +17,8 @@ import { Inflight } from './inflight.ts';
 import { withFileLock } from './lock.ts';
 import { checkImageName, derivedName, isImageName, isRegistryReference, looksLikePath } from './names.ts';
 import { PullProxy } from './pull-proxy.ts';
-import { checkRegistry, pullImage, type RegistryAccess } from './registry.ts';
+import { checkRegistry, pullImage, type RegistryAccess, type RegistryCredential } from './registry.ts';
+import { mirrored, type RegistryMirrors } from './mirrors.ts';
 import { systemResolver } from '../network/destination.ts';
 import { ensureWorkspace, treeSize } from './rootfs.ts';
 import type { ImageConfig, ImageProgress, ImageRecord, ImageSource } from './types.ts';
@@ -43,6 +44,12 @@ export interface ResolveOptions {
    */
   hostPaths?: boolean | undefined;
   onProgress?: ImageProgress | undefined;
+  /**
+   * The login for a registry (`docker.io`, `ghcr.io`, `host:port`, as the reference names
+   * it), when the caller has one: asked only when an image is pulled, and sent only to the
+   * registry the pull goes to (its mirror, when the instance has one for it).
+   */
+  login?: ((registry: string) => Promise<RegistryCredential | undefined>) | undefined;
 }
 
 /** The one answer to a host path from someone who may not name one: the same whatever is at the path. */
@@ -68,6 +75,8 @@ export interface ImageStoreOptions {
   maxImageBytes?: number | undefined;
   /** CA certificates for registries (skopeo --src-cert-dir), for an internal CA; tests give theirs. */
   registryCertDir?: string | undefined;
+  /** Where a registry's images are pulled from instead (BERTH_REGISTRY_MIRRORS, see mirrors.ts). */
+  registryMirrors?: RegistryMirrors | undefined;
 }
 
 type Populate = (rootfs: string, progress: ImageProgress) => Promise<ImageConfig>;
@@ -81,6 +90,7 @@ export class ImageStore {
   #registries: RegistryAccess;
   #maxImageBytes: number;
   #registryCertDir: string | undefined;
+  #mirrors: RegistryMirrors;
   // Two levels of sharing: requests for the same thing (an archive path, a registry
   // reference, the default image) share one run; runs that turn out to need the same
   // content share one unpack.
@@ -96,6 +106,7 @@ export class ImageStore {
     this.#registries = { allowed: options.allowedRegistries ?? [], allowPrivate: options.allowPrivateAddresses, resolve: options.resolveHost };
     this.#maxImageBytes = options.maxImageBytes ?? DEFAULT_MAX_IMAGE_BYTES;
     this.#registryCertDir = options.registryCertDir;
+    this.#mirrors = options.registryMirrors ?? new Map();
   }
 
   /**
@@ -135,7 +146,7 @@ export class ImageStore {
    * files is looked at: every path gets the same `forbidden`.
    */
   async resolve(ref: string, opts: ResolveOptions = {}): Promise<ImageRecord> {
-    const { org, hostPaths = false, onProgress } = opts;
+    const { org, hostPaths = false, onProgress, login } = opts;
     if (typeof ref !== 'string' || ref.trim() === '') throw invalid('no image given: pass an image name, a path or a registry reference', 'image');
     const stored = await this.get(ref, { org });
     if (stored) return stored;
@@ -146,7 +157,7 @@ export class ImageStore {
       if (await stat(ref).then(() => true, () => false)) return this.importArchive(ref, {}, onProgress);
       if (looksLikePath(ref)) throw notFound(`no image archive at '${ref}': the path does not exist`);
     }
-    if (isRegistryReference(ref)) return this.#pull(ref, org, onProgress);
+    if (isRegistryReference(ref)) return this.#pull(ref, org, onProgress, login);
     throw notFound(
       hostPaths
         ? `image '${ref}' not found: import one with \`berth image import FILE\`, pass a path to an OCI layout or ` +
@@ -247,15 +258,19 @@ export class ImageStore {
   }
 
   /** Pulls `ref` and names it in `org` (instance level without one): a pull never names an image for anyone else. */
-  #pull(ref: string, org: string | undefined, onProgress: ImageProgress | undefined): Promise<ImageRecord> {
+  #pull(ref: string, org: string | undefined, onProgress: ImageProgress | undefined, login: ResolveOptions['login']): Promise<ImageRecord> {
     return this.#requests.run(`pull:${org ?? ''}:${ref}`, onProgress, async (progress) => {
-      const { listed } = await checkRegistry(ref, this.#registries);
+      // The image keeps the name people gave; the bytes come from the mirror when there is one.
+      const source = mirrored(ref, this.#mirrors);
+      const { listed } = await checkRegistry(source, this.#registries);
+      const credential = await login?.(ref.split('/')[0]!.toLowerCase());
       const scratch = await this.#catalog.scratch();
       try {
         const layout = join(scratch, 'oci');
+        if (source !== ref) progress({ phase: 'pull', message: `from the mirror ${source.split('/')[0]}` });
         // A listed registry is the instance administrator's trust; any other is reached only through the pull proxy.
-        if (listed) await pullImage(ref, layout, progress, { certDir: this.#registryCertDir });
-        else await this.#pullThroughProxy(ref, layout, scratch, progress);
+        if (listed) await pullImage(source, layout, progress, { certDir: this.#registryCertDir, credential });
+        else await this.#pullThroughProxy(source, layout, scratch, progress, credential);
         return await this.#importDir(layout, ref, ref, 'registry', { org }, progress).catch((error: unknown) => {
           throw describeInput(error, ref);
         });
@@ -265,7 +280,7 @@ export class ImageStore {
     });
   }
 
-  async #pullThroughProxy(ref: string, layout: string, scratch: string, progress: ImageProgress): Promise<void> {
+  async #pullThroughProxy(ref: string, layout: string, scratch: string, progress: ImageProgress, credential: RegistryCredential | undefined): Promise<void> {
     const socket = join(scratch, 'proxy.sock');
     const proxy = await PullProxy.listen(socket, {
       allowPrivate: this.#registries.allowPrivate,
@@ -273,7 +288,7 @@ export class ImageStore {
       maxBytes: this.#maxImageBytes,
     });
     try {
-      await pullImage(ref, layout, progress, { proxySocket: socket, certDir: this.#registryCertDir });
+      await pullImage(ref, layout, progress, { proxySocket: socket, certDir: this.#registryCertDir, credential });
     } catch (error) {
       if (proxy.overLimit) throw invalid(`cannot pull '${ref}': it is larger than ${formatSize(this.#maxImageBytes)}, the largest image this runner takes (an instance administrator sets BERTH_MAX_IMAGE_SIZE)`);
       if (proxy.refused.length > 0) {

@@ -1,7 +1,10 @@
 import { z } from 'zod';
-import { ErrorSchema } from '../../shared/api.ts';
+import { ErrorSchema, OrgRef } from '../../shared/api.ts';
+import { invalid, notFound } from '../../shared/errors.ts';
+import { isRegistryReference } from '../../runner/index.ts';
 import type { App, AppDeps } from '../app.ts';
 import { actorOf, forbidden } from '../authz.ts';
+import { SECRET_NAME } from '../secrets/service.ts';
 
 const Image = z.object({
   name: z.string(),
@@ -15,7 +18,11 @@ const ImportBody = z.strictObject({
   path: z.string().startsWith('/', 'must be an absolute path on the server').max(4096),
   name: z.string().regex(/^[a-z0-9][a-z0-9._/-]*(:[\w.-]+)?$/, 'use lower-case letters, digits, . _ / - and an optional :tag').max(255).optional(),
 });
-const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema };
+const PullBody = z.strictObject({
+  ref: z.string().min(1).max(1024).describe('a registry reference with its host, like docker.io/library/alpine:3.20'),
+  authSecret: z.string().regex(SECRET_NAME).optional().describe("the org secret holding the registry login as USER:PASSWORD (or USER:TOKEN); needs a role that may manage secrets"),
+});
+const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 503: ErrorSchema };
 const tags = ['images'];
 
 interface StoredImage {
@@ -35,7 +42,33 @@ const view = ({ name, org, digest, sizeBytes, createdAt, source }: StoredImage, 
   source,
 });
 
-export function imageRoutes(app: App, { images, authz, db, audit }: AppDeps): void {
+export function imageRoutes(app: App, { images, authz, db, audit, secrets }: AppDeps): void {
+  app.post('/api/orgs/:org/images/pull', {
+    config: { permission: 'environment.write', audit: 'image.pull' },
+    schema: {
+      tags,
+      summary: "Pull an image from a registry into the org's images (a no-op when the org already has it)",
+      params: OrgRef,
+      body: PullBody,
+      response: { 201: Image, ...errors },
+    },
+    handler: async (req, reply) => {
+      const { ref, authSecret } = req.body;
+      if (!isRegistryReference(ref)) throw invalid(`'${ref}' is not a registry reference: give the image with its registry host, like docker.io/library/alpine:3.20`, 'ref');
+      let login: ((registry: string) => Promise<{ value: string; from: string }>) | undefined;
+      if (authSecret !== undefined) {
+        // The login goes to whichever registry the caller names: only someone who may set the org's secrets may send one there.
+        await authz.scope(req.caller, req.params.org, 'secret.manage');
+        const value = await secrets.forgeSecret(req.scope.orgId, null, authSecret);
+        if (value === null) throw notFound(`no org secret '${authSecret}': store the registry login first, \`printf %s "$USER:$TOKEN" | berth secret set ${authSecret}\``);
+        login = async () => ({ value, from: `secret ${authSecret}` });
+      }
+      req.auditDetails = { ref, ...(authSecret !== undefined && { authSecret }) };
+      const pulled = await images.resolve(ref, { org: req.scope.orgId, login });
+      return reply.code(201).send(view(pulled, new Map([[req.scope.orgId, req.scope.orgName]])));
+    },
+  });
+
   app.get('/api/images', {
     schema: {
       tags,

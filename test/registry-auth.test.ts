@@ -1,0 +1,177 @@
+// Registry logins and mirrors against a real registry: Debian's docker-registry behind a
+// password (htpasswd, bcrypt) on loopback. A pull without the login is refused with what to
+// do, a wrong one says which secret was refused (never its value), the right one pulls; an
+// instance mirror serves docker.io/… without docker.io ever being looked up.
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { ImageStore } from '../src/runner/images/index.ts';
+import { mirrored, parseMirrors } from '../src/runner/images/mirrors.ts';
+import { BerthError } from '../src/shared/errors.ts';
+import { startTestBerth, type TestBerth } from './helpers.ts';
+import { manifestGets, pushImage, startRegistry, type TestRegistry } from './registry-server.ts';
+
+const LOGIN = 'puller:s3cret-Pa55word-for-tests';
+const scratch = await mkdtemp(join(tmpdir(), 'berth-registry-auth-'));
+let counter = 0;
+const fresh = async (name: string) => mkdtemp(join(scratch, `${++counter}-${name}-`));
+
+async function refused(promise: Promise<unknown>, kind: string, message: RegExp): Promise<BerthError> {
+  const error = await promise.then(() => assert.fail('expected an error'), (e: unknown) => e);
+  assert.ok(error instanceof BerthError, `expected a BerthError, got ${String(error)}`);
+  assert.equal(error.kind, kind, error.message);
+  assert.match(error.message, message);
+  return error;
+}
+
+/** A resolver that fails the test if anything but loopback is looked up. */
+const loopbackOnly = async (host: string): Promise<string[]> => {
+  throw new Error(`the pull looked up ${host}, which it must not reach`);
+};
+
+let registry: TestRegistry;
+let digest: string;
+
+before(async () => {
+  registry = await startRegistry(await fresh('registry'), { login: LOGIN });
+  digest = await pushImage(`${registry.host}/team/tool:1`, 'hello from behind a password\n', LOGIN);
+});
+
+after(async () => {
+  await registry?.stop();
+  await rm(scratch, { recursive: true, force: true });
+});
+
+describe('a registry that wants a login', () => {
+  test('without one the pull is refused, saying how to give one; nothing is stored', async () => {
+    const dir = await fresh('store');
+    const store = new ImageStore({ dir, allowedRegistries: [registry.host], resolveHost: loopbackOnly });
+    const ref = `${registry.host}/team/tool:1`;
+    const error = await refused(store.resolve(ref, { org: 'org_a' }), 'forbidden', /the registry wants a login/);
+    assert.match(error.message, /--auth-secret NAME/);
+    assert.match(error.message, /USER:PASSWORD/);
+    assert.deepEqual(await store.list(), []);
+  });
+
+  test('a wrong login names the secret, never its value', async () => {
+    const store = new ImageStore({ dir: await fresh('store'), allowedRegistries: [registry.host], resolveHost: loopbackOnly });
+    const wrong = 'puller:not-the-Password-9';
+    const error = await refused(
+      store.resolve(`${registry.host}/team/tool:1`, { org: 'org_a', login: async () => ({ value: wrong, from: 'secret WRONG_LOGIN' }) }),
+      'forbidden',
+      /refused the login in secret WRONG_LOGIN/,
+    );
+    assert.ok(!error.message.includes('not-the-Password-9'), error.message);
+    assert.ok(!error.message.includes(Buffer.from(wrong).toString('base64')), error.message);
+  });
+
+  test('a secret that is not USER:PASSWORD is refused before anything is sent', async () => {
+    const store = new ImageStore({ dir: await fresh('store'), allowedRegistries: [registry.host], resolveHost: loopbackOnly });
+    const before = registry.output().length;
+    const error = await refused(
+      store.resolve(`${registry.host}/team/tool:1`, { org: 'org_a', login: async () => ({ value: 'just-a-token-value', from: 'secret TOKEN_ONLY' }) }),
+      'invalid',
+      /secret TOKEN_ONLY does not hold a registry login: store it as USER:PASSWORD/,
+    );
+    assert.ok(!error.message.includes('just-a-token-value'));
+    assert.ok(!registry.output().slice(before).includes('/v2/team/tool/manifests'), 'the registry was not asked');
+  });
+
+  test('with the login the image is pulled, for the registry it names only; the login file is gone after', async () => {
+    const store = new ImageStore({ dir: await fresh('store'), allowedRegistries: [registry.host], resolveHost: loopbackOnly });
+    const asked: string[] = [];
+    const tmpBefore = (await readdir(tmpdir())).filter((f) => f.startsWith('berth-pull-'));
+    const image = await store.resolve(`${registry.host}/team/tool:1`, {
+      org: 'org_a',
+      login: async (host) => {
+        asked.push(host);
+        return { value: LOGIN, from: 'secret TEAM_LOGIN' };
+      },
+    });
+    assert.equal(image.digest, digest);
+    assert.equal(await readFile(join(image.rootfs, 'hello.txt'), 'utf8'), 'hello from behind a password\n');
+    assert.deepEqual(asked, [registry.host]);
+    const tmpAfter = (await readdir(tmpdir())).filter((f) => f.startsWith('berth-pull-'));
+    assert.deepEqual(tmpAfter.filter((f) => !tmpBefore.includes(f)), [], 'no login file left behind');
+    assert.ok(!registry.output().includes('s3cret-Pa55word'), 'the registry log holds no password');
+  });
+});
+
+describe('registry mirrors', () => {
+  test('BERTH_REGISTRY_MIRRORS is read strictly', () => {
+    const mirrors = parseMirrors('docker.io=https://mirror.corp/hub, ghcr.io=127.0.0.1:5000');
+    assert.equal(mirrors.get('docker.io'), 'mirror.corp/hub');
+    assert.equal(mirrors.get('index.docker.io'), 'mirror.corp/hub', "Docker Hub's other names too");
+    assert.equal(mirrors.get('ghcr.io'), '127.0.0.1:5000');
+    for (const bad of ['docker.io', 'docker.io=http://mirror.corp', 'docker.io=ftp://x', '=mirror.corp', 'docker.io=mirror corp', 'a=b=c']) {
+      assert.throws(() => parseMirrors(bad), /BERTH_REGISTRY_MIRRORS: .* write registry=mirror/, bad);
+    }
+    assert.equal(mirrored('docker.io/alpine:3.20', mirrors), 'mirror.corp/hub/library/alpine:3.20');
+    assert.equal(mirrored('docker.io/library/alpine:3.20', mirrors), 'mirror.corp/hub/library/alpine:3.20');
+    assert.equal(mirrored('docker.io/bitnami/redis@sha256:' + 'a'.repeat(64), mirrors), `mirror.corp/hub/bitnami/redis@sha256:${'a'.repeat(64)}`);
+    assert.equal(mirrored('quay.io/a/b:1', mirrors), 'quay.io/a/b:1', 'a registry without a mirror is pulled from itself');
+  });
+
+  test('docker.io/… is pulled from the mirror, named as given, and docker.io is never looked up', async () => {
+    const store = new ImageStore({
+      dir: await fresh('store'),
+      allowedRegistries: [registry.host],
+      registryMirrors: parseMirrors(`docker.io=${registry.host}`),
+      resolveHost: loopbackOnly,
+    });
+    const gets = manifestGets(registry, 'team/tool', '1');
+    // The mirror wants the login too: it goes to the mirror, the registry the pull reaches.
+    const image = await store.resolve('docker.io/team/tool:1', { org: 'org_a', login: async () => ({ value: LOGIN, from: 'secret HUB_LOGIN' }) });
+    assert.equal(image.name, 'docker.io/team/tool:1');
+    assert.equal(image.digest, digest);
+    assert.equal(manifestGets(registry, 'team/tool', '1'), gets + 1, 'served by the mirror');
+    assert.deepEqual((await store.list()).map((i) => i.name), ['docker.io/team/tool:1']);
+  });
+});
+
+describe('berth image pull --auth-secret', () => {
+  let t: TestBerth;
+  before(async () => {
+    process.env.BERTH_ALLOWED_REGISTRIES = registry.host;
+    t = await startTestBerth();
+  });
+  after(async () => {
+    delete process.env.BERTH_ALLOWED_REGISTRIES;
+    await t?.destroy();
+  });
+
+  test('refused without the secret, pulled with it; the audit log names the secret, never the value', async () => {
+    const ref = `${registry.host}/team/tool:1`;
+    const without = await t.cli(['image', 'pull', ref]);
+    assert.notEqual(without.code, 0);
+    assert.match(without.stderr, /the registry wants a login: store USER:PASSWORD as a secret and pull with `berth image pull .* --auth-secret NAME`/);
+
+    const missing = await t.cli(['image', 'pull', ref, '--auth-secret', 'TEAM_LOGIN']);
+    assert.notEqual(missing.code, 0);
+    assert.match(missing.stderr, /no org secret 'TEAM_LOGIN'/);
+
+    const set = await t.cli(['secret', 'set', 'TEAM_LOGIN'], { input: LOGIN });
+    assert.equal(set.code, 0, set.stderr);
+    const pulled = await t.cli(['image', 'pull', ref, '--auth-secret', 'TEAM_LOGIN', '--json']);
+    assert.equal(pulled.code, 0, pulled.stderr);
+    const image = JSON.parse(pulled.stdout) as { name: string; org: string; digest: string };
+    assert.deepEqual([image.name, image.org, image.digest], [ref, 'default', digest]);
+    const listed = await t.cli(['image', 'ls', '--json']);
+    assert.ok((JSON.parse(listed.stdout) as { name: string }[]).some((i) => i.name === ref));
+
+    const audit = await t.api('GET', '/api/orgs/default/audit?action=image.pull');
+    assert.equal(audit.status, 200, JSON.stringify(audit.body));
+    const text = JSON.stringify(audit.body);
+    assert.match(text, /TEAM_LOGIN/);
+    assert.ok(!text.includes('s3cret-Pa55word'));
+
+    const notARef = await t.api('POST', '/api/orgs/default/images/pull', { ref: 'default' });
+    assert.equal(notARef.status, 400);
+    assert.match(notARef.body.error.message, /not a registry reference/);
+    // The org's images are in the shared test cache: leave it as it was.
+    const org = (await t.berth.database.db.selectFrom('orgs').select('id').where('name', '=', 'default').executeTakeFirstOrThrow()).id;
+    await t.berth.runner.images.remove(ref, { org });
+  });
+});
