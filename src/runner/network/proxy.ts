@@ -16,7 +16,9 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { connect, type BlockList, type Socket } from 'node:net';
 import { rootCertificates, TLSSocket, createSecureContext, type SecureContext } from 'node:tls';
 import type { CertificateAuthority } from './ca.ts';
+import { bypassesUpstream, isTrusted, type EgressNetworkConfig, type UpstreamProxy } from './company.ts';
 import { requestFraming, type Framing } from './framing.ts';
+import { connectAnswer, connectRequest, UpstreamTlsAgent } from './upstream.ts';
 import { checkAddress, decide, hostAddressesNow, normalizeHost, pathUnder } from './request-filter.ts';
 import type { EgressPolicy, NetworkEvent, NetworkEventSink, NetworkUsage, PolicySource, Resolver } from './types.ts';
 
@@ -34,6 +36,8 @@ export interface EgressProxyOptions {
   upstreamCa?: string | undefined;
   /** When set, connections from any other address are dropped (the environment's end of its veth). */
   clientAddress?: string | undefined;
+  /** Trusted networks allowed names may resolve into, and the company's proxy allowed requests go through (company.ts). */
+  company?: EgressNetworkConfig | undefined;
 }
 
 const CONNECT_TIMEOUT_MS = 10_000;
@@ -54,13 +58,17 @@ function hostAddresses(): ReadonlySet<string> {
   return hostAddressCache.set;
 }
 
-type Target = { ok: true; address: string } | { ok: false; rule: string; reason: string; status: number; error?: string };
+/** Where an allowed request goes: the checked address, and the upstream proxy to reach it through (if any). */
+type Target =
+  | { ok: true; address: string; /** The address lies in a trusted network. */ trusted: boolean; hop: UpstreamProxy | undefined }
+  | { ok: false; rule: string; reason: string; status: number; error?: string };
 
 /** Where the requests inside a CONNECT tunnel the proxy reads go: over TLS (credential hosts) or plain HTTP. */
 interface TunnelTarget {
   host: string;
   port: number;
   address: string;
+  hop: UpstreamProxy | undefined;
   tls: boolean;
 }
 
@@ -251,8 +259,8 @@ export class EgressProxy {
     }
     // The Host header says what the URL says, whatever the client wrote there.
     const headers = forwardHeaders(req.headers, url.host);
-    const agent = this.#agentFor(req.socket, false, '');
-    this.#forward(req, res, { tls: false, host: d.host, port, address: target.address, path, headers, framing, agent, rule: d.rule, at, started, kind: 'http' });
+    const agent = this.#agentFor(req.socket, false, '', target.hop);
+    this.#forward(req, res, { tls: false, host: d.host, port, address: target.address, hop: target.hop, path, headers, framing, agent, rule: withTrust(d.rule, target), at, started, kind: 'http' });
   }
 
   /**
@@ -307,12 +315,12 @@ export class EgressProxy {
       }
     }
     const rule = used.length ? `${d.rule}+credential:${used.join(',')}` : d.rule;
-    const agent = this.#agentFor(req.socket, t.tls, used.join(','));
-    this.#forward(req, res, { tls: t.tls, host: t.host, port: t.port, address: t.address, path, headers, framing, agent, rule, at, started, kind: 'http' });
+    const agent = this.#agentFor(req.socket, t.tls, used.join(','), t.hop);
+    this.#forward(req, res, { tls: t.tls, host: t.host, port: t.port, address: t.address, hop: t.hop, path, headers, framing, agent, rule, at, started, kind: 'http' });
   }
 
   /** The pool for this client connection, this scheme and this set of credentials (see #agents). */
-  #agentFor(client: Socket, tls: boolean, credentials: string): HttpAgent {
+  #agentFor(client: Socket, tls: boolean, credentials: string, hop: UpstreamProxy | undefined): HttpAgent {
     let pools = this.#agents.get(client);
     if (!pools) {
       const mine = new Map<string, HttpAgent>();
@@ -325,19 +333,20 @@ export class EgressProxy {
         }
       });
     }
-    const key = `${tls ? 'https' : 'http'} ${credentials}`;
+    const key = `${tls ? 'https' : 'http'} ${credentials} ${hop ? 'upstream' : 'direct'}`;
     let agent = pools.get(key);
     if (!agent) {
       // One connection at a time, as the client's own: a pipelined request waits its turn.
       const options = { keepAlive: true, maxSockets: 1 };
-      agent = tls ? new HttpsAgent({ ...options, ...(this.#o.upstreamCa ? { ca: [...rootCertificates, this.#o.upstreamCa] } : {}) }) : new HttpAgent(options);
+      const tlsOptions = { ...options, ...(this.#o.upstreamCa ? { ca: [...rootCertificates, this.#o.upstreamCa] } : {}) };
+      agent = tls ? (hop ? new UpstreamTlsAgent(hop, CONNECT_TIMEOUT_MS, tlsOptions) : new HttpsAgent(tlsOptions)) : new HttpAgent(options);
       pools.set(key, agent);
       this.#openAgents.add(agent);
     }
     return agent;
   }
 
-  #forward(req: IncomingMessage, res: ServerResponse, f: { tls: boolean; host: string; port: number; address: string; path: string; headers: OutgoingHttpHeaders; framing: Framing & { ok: true }; agent: HttpAgent; rule: string; at: string; started: number; kind: 'http' }): void {
+  #forward(req: IncomingMessage, res: ServerResponse, f: { tls: boolean; host: string; port: number; address: string; hop: UpstreamProxy | undefined; path: string; headers: OutgoingHttpHeaders; framing: Framing & { ok: true }; agent: HttpAgent; rule: string; at: string; started: number; kind: 'http' }): void {
     let up = 0;
     let down = 0;
     let status: number | null = null;
@@ -347,13 +356,16 @@ export class EgressProxy {
       done = true;
       this.#record({ at: f.at, kind: f.kind, host: f.host, port: f.port, method: req.method ?? 'GET', path: f.path, allowed: true, rule: f.rule, status, bytesUp: up, bytesDown: down, durationMs: performance.now() - f.started, ...(error ? { error } : {}) });
     };
+    // Plain HTTP through the upstream proxy: the absolute URI, to the proxy (TLS tunnels
+    // through it in the agent, see UpstreamTlsAgent).
+    const viaHop = f.hop && !f.tls ? f.hop : undefined;
     const options = {
-      host: f.address,
-      port: f.port,
+      host: viaHop ? viaHop.host : f.address,
+      port: viaHop ? viaHop.port : f.port,
       method: req.method,
-      path: f.path,
+      path: viaHop ? `http://${String(f.headers.host)}${f.path}` : f.path,
       // The body's framing is the proxy's own (forwardHeaders dropped the client's).
-      headers: { ...f.headers, ...f.framing.headers },
+      headers: { ...f.headers, ...f.framing.headers, ...(viaHop?.authorization ? { 'proxy-authorization': viaHop.authorization } : {}) },
       setHost: false,
       timeout: CONNECT_TIMEOUT_MS,
       insecureHTTPParser: false,
@@ -427,14 +439,14 @@ export class EgressProxy {
       socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
       const first = await firstBytes(socket, head);
       if (!first) return;
-      const t = { host: d.host, port, address: target.address };
-      if (!isTls(first)) return this.#readAsHttp(socket, first, t, () => this.#record({ ...base, allowed: true, rule: `${d.rule}+http`, status: 200, bytesUp: socket.bytesRead, bytesDown: socket.bytesWritten, durationMs: performance.now() - started }));
+      const t = { host: d.host, port, address: target.address, hop: target.hop };
+      if (!isTls(first)) return this.#readAsHttp(socket, first, t, () => this.#record({ ...base, allowed: true, rule: `${withTrust(d.rule, target)}+http`, status: 200, bytesUp: socket.bytesRead, bytesDown: socket.bytesWritten, durationMs: performance.now() - started }));
       // The bytes read belong to the TLS handshake.
       socket.unshift(first);
       const tls = new TLSSocket(socket, { isServer: true, secureContext: context, ALPNProtocols: ['http/1.1'] });
       this.#tunnelTarget.set(tls, { ...t, tls: true });
       tls.on('error', () => tls.destroy());
-      tls.once('close', () => this.#record({ ...base, allowed: true, rule: `${d.rule}+tls-terminated`, status: 200, bytesUp: socket.bytesRead, bytesDown: socket.bytesWritten, durationMs: performance.now() - started }));
+      tls.once('close', () => this.#record({ ...base, allowed: true, rule: `${withTrust(d.rule, target)}+tls-terminated`, status: 200, bytesUp: socket.bytesRead, bytesDown: socket.bytesWritten, durationMs: performance.now() - started }));
       this.#inner.emit('connection', tls);
       return;
     }
@@ -466,12 +478,38 @@ export class EgressProxy {
       waiting = true;
       return false;
     };
-    const upstream = connect({ host: target.address, port, noDelay: true, onread: { buffer: down, callback: relayDown } });
-    upstream.setTimeout(CONNECT_TIMEOUT_MS, () => upstream.destroy(new Error('upstream timed out')));
-    upstream.once('connect', async () => {
+    const rule = withTrust(d.rule, target);
+    // Through the upstream proxy, its answer to CONNECT comes first: read here, not relayed.
+    const hop = target.hop;
+    let answer: Buffer | null = hop ? Buffer.alloc(0) : null;
+    const hopBytes = { up: 0, down: 0 };
+    const onRead = (n: number, buf: Buffer): boolean => {
+      if (answer === null) return relayDown(n, buf);
+      answer = Buffer.concat([answer, buf.subarray(0, n)]);
+      const a = connectAnswer(answer);
+      if (!a) return true;
+      hopBytes.down = answer.length - a.rest.length;
+      answer = null;
+      if (!a.ok) {
+        upstream.destroy(new Error(`the upstream proxy ${hop!.display} refused it: ${a.statusLine}`));
+        return false;
+      }
+      void established(a.rest);
+      return true;
+    };
+    const upstream = connect({ host: hop ? hop.host : target.address, port: hop ? hop.port : port, noDelay: true, onread: { buffer: down, callback: onRead } });
+    upstream.setTimeout(CONNECT_TIMEOUT_MS, () => upstream.destroy(new Error(hop ? `the upstream proxy ${hop.display} did not answer in time` : 'upstream timed out')));
+    upstream.once('connect', () => {
+      if (!hop) return void established(Buffer.alloc(0));
+      const request = connectRequest(hop, d.host, port);
+      hopBytes.up = Buffer.byteLength(request);
+      upstream.write(request);
+    });
+    const established = async (early: Buffer) => {
       upstream.setTimeout(0);
       status = 200;
       socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      if (early.length) socket.write(early);
       // TLS is relayed unread (its methods and paths are not visible; the policy allowed the
       // host and port). Anything else would be plain HTTP past the method rule and the
       // record, or a protocol the proxy cannot check: it is read as HTTP, request by request.
@@ -480,20 +518,20 @@ export class EgressProxy {
       if (!isTls(first)) {
         readAsHttp = true;
         upstream.destroy();
-        const t = { host: d.host, port, address: target.address };
-        return this.#readAsHttp(socket, first, t, () => this.#record({ ...base, allowed: true, rule: `${d.rule}+http`, status: 200, bytesUp: socket.bytesRead, bytesDown: socket.bytesWritten, durationMs: performance.now() - started }));
+        const t = { host: d.host, port, address: target.address, hop: target.hop };
+        return this.#readAsHttp(socket, first, t, () => this.#record({ ...base, allowed: true, rule: `${rule}+http`, status: 200, bytesUp: socket.bytesRead, bytesDown: socket.bytesWritten, durationMs: performance.now() - started }));
       }
       upstream.write(first);
       // No per-chunk listeners on this path: the sockets count their own bytes.
       socket.pipe(upstream);
-    });
+    };
     // What pipe() did for the other direction: the server's end of stream ends the client's.
     upstream.once('end', () => socket.end());
     upstream.on('error', (err) => {
       error = err.message;
       if (status === null) {
         status = 502;
-        socket.end(refusal(502, d.rule, `allowed, but ${d.host}:${port} could not be reached: ${err.message}`));
+        socket.end(refusal(502, rule, `allowed, but ${d.host}:${port} could not be reached: ${err.message}`));
       } else socket.destroy();
     });
     socket.setNoDelay(true);
@@ -501,7 +539,7 @@ export class EgressProxy {
     upstream.once('close', () => {
       if (readAsHttp) return;
       socket.destroy();
-      this.#record({ ...base, allowed: true, rule: d.rule, status, bytesUp: upstream.bytesWritten, bytesDown: upstream.bytesRead, durationMs: performance.now() - started, ...(error ? { error } : {}) });
+      this.#record({ ...base, allowed: true, rule, status, bytesUp: upstream.bytesWritten - hopBytes.up, bytesDown: upstream.bytesRead - hopBytes.down, durationMs: performance.now() - started, ...(error ? { error } : {}) });
     });
   }
 
@@ -546,15 +584,23 @@ export class EgressProxy {
       return { ok: false, rule: 'error:resolve', reason: `${host} could not be resolved (${code})`, status: 502, error: String(code) };
     }
     let firstRefusal: string | undefined;
+    const company = this.#o.company;
+    const trusted = company?.trusted ? (a: string) => isTrusted(company.trusted, a) : undefined;
     for (const address of addresses) {
-      const refused = checkAddress(address, { hostAddresses: hostAddresses(), allowPrivate: this.#o.allowPrivate });
-      if (!refused) return { ok: true, address };
-      firstRefusal ??= refused;
+      const refused = checkAddress(address, { hostAddresses: hostAddresses(), allowPrivate: this.#o.allowPrivate, trusted });
+      if (refused) {
+        firstRefusal ??= refused;
+        continue;
+      }
+      const hop = company?.upstreamProxy && !bypassesUpstream(company.noProxy, host, address) ? company.upstreamProxy : undefined;
+      return { ok: true, address, trusted: trusted?.(address) ?? false, hop };
     }
     return {
       ok: false,
       rule: firstRefusal ?? 'error:resolve',
-      reason: firstRefusal ? `${host} resolves to ${addresses.join(', ')}: private, loopback, link-local or this host's addresses are never reachable` : `${host} has no addresses`,
+      reason: firstRefusal
+        ? `${host} resolves to ${addresses.join(', ')}: private, loopback, link-local or this host's addresses are not reachable${company?.trustedNetworks.length ? ` (trusted networks: ${company.trustedNetworks.join(', ')})` : ''}`
+        : `${host} has no addresses`,
       status: firstRefusal ? 403 : 502,
     };
   }
@@ -569,6 +615,11 @@ export class EgressProxy {
     }
     return ctx;
   }
+}
+
+/** The rule of a request to an address in a trusted network says so: it reached private space. */
+function withTrust(rule: string, target: Target): string {
+  return target.ok && target.trusted ? `${rule}+trusted-network` : rule;
 }
 
 /** The client's headers less hop-by-hop ones and its framing (the proxy frames the body itself), with `host`. */
