@@ -79,7 +79,7 @@ describe('the agent runs commands', () => {
   test('it is PID 1, and commands are its children, with exit codes and signals reported', async () => {
     const env = await create();
     const who = await sh(t, env.id, 'tr "\\0" " " < /proc/1/cmdline; echo; echo $PPID; grep NoNewPrivs /proc/self/status');
-    assert.match(who.stdout, /^\/\.berth\/init --listen \/\.berth\/agent\/agent-v1\.sock \n1\nNoNewPrivs:\s+1\n$/);
+    assert.match(who.stdout, /^\/\.berth\/init --listen \/\.berth\/agent\/agent-v2\.sock \n1\nNoNewPrivs:\s+1\n$/);
 
     assert.equal((await sh(t, env.id, 'exit 3')).exitCode, 3);
     assert.equal((await sh(t, env.id, 'kill -KILL $$')).exitCode, 128 + 9);
@@ -302,8 +302,8 @@ time.sleep(0.3)"`);
 
   test('the environment cannot touch its socket, and a symlink in its place is not followed onto the host', async () => {
     const env = await create();
-    const tamper = await sh(t, env.id, 'rm /.berth/agent/agent-v1.sock; touch /.berth/agent/junk; ls -ln /.berth/agent');
-    assert.match(tamper.stderr, /rm: cannot remove '\/\.berth\/agent\/agent-v1\.sock': Permission denied/);
+    const tamper = await sh(t, env.id, 'rm /.berth/agent/agent-v2.sock; touch /.berth/agent/junk; ls -ln /.berth/agent');
+    assert.match(tamper.stderr, /rm: cannot remove '\/\.berth\/agent\/agent-v2\.sock': Permission denied/);
     assert.match(tamper.stderr, /touch: cannot touch '\/\.berth\/agent\/junk': Permission denied/);
 
     // Were the socket replaced by a symlink to a socket on the host, the runner would
@@ -388,7 +388,7 @@ describe('without the agent', () => {
       await b.api('POST', `${ENVS}/${env.id}/stop`);
       assert.equal((await b.api('POST', `${ENVS}/${env.id}/start`)).body.state, 'running');
       const upgraded = await sh(b, env.id, 'tr "\\0" " " < /proc/1/cmdline; cat /workspace/file');
-      assert.equal(upgraded.stdout, '/.berth/init --listen /.berth/agent/agent-v1.sock kept\n');
+      assert.equal(upgraded.stdout, '/.berth/init --listen /.berth/agent/agent-v2.sock kept\n');
     } finally {
       await b.destroy();
     }

@@ -27,6 +27,8 @@ export interface BundleInput {
   network?: { netnsPath: string; caBundle: { source: string; destination: string } } | undefined;
   /** Host files and folders bound read-only into the environment (its package mirrors' configuration). */
   readOnly?: { source: string; destination: string }[] | undefined;
+  /** Named volumes: host directories bind-mounted read-write (runner.ts makes them). */
+  volumes?: { source: string; destination: string }[] | undefined;
 }
 
 export const INIT_PATH = '/.berth/init';
@@ -97,6 +99,7 @@ export function ociConfig(input: BundleInput) {
         ? [{ destination: input.network.caBundle.destination, type: 'bind', source: input.network.caBundle.source, options: ['bind', 'ro', 'nosuid', 'nodev', 'noexec'] }]
         : []),
       ...(input.readOnly ?? []).map((m) => ({ destination: m.destination, type: 'bind', source: m.source, options: ['bind', 'ro', 'nosuid', 'nodev', 'noexec'] })),
+      ...(input.volumes ?? []).map((v) => ({ destination: v.destination, type: 'bind', source: v.source, options: ['bind', 'rw', 'nosuid', 'nodev'] })),
     ],
     linux: {
       uidMappings: idMap,

@@ -22,6 +22,8 @@ import { CA_BUNDLE_PATH, NetworkManager, type RunnerNetworkOptions } from './net
 import { distroOf, mirrorConfig, MIRRORS_DIR } from './mirrors.ts';
 import { isMounted, mountsThen, unmountOverlay } from './overlay.ts';
 import { Spawner } from './spawner/index.ts';
+import { resolveUser, type ResolvedUser } from './users.ts';
+import { VOLUME_NAME, type VolumeMount } from '../shared/env-spec.ts';
 
 /** What the runner needs to know to run one environment. */
 export interface EnvironmentSpec {
@@ -29,6 +31,12 @@ export interface EnvironmentSpec {
   hostname: string;
   image: ImageRecord;
   limits: EnvironmentLimits;
+  /**
+   * Named volumes, kept under the runner's data dir per `volumeOwner` (a project's id, so its
+   * environments share them; else the environment's own id) and bind-mounted at each target.
+   */
+  volumes?: VolumeMount[] | undefined;
+  volumeOwner?: string | undefined;
 }
 
 export interface CommandOptions {
@@ -37,6 +45,8 @@ export interface CommandOptions {
   env?: Record<string, string> | undefined;
   tty?: { cols: number; rows: number } | undefined;
   timeoutMs?: number | undefined;
+  /** Who the command runs as (resolveUser); the environment's root when absent. */
+  user?: ResolvedUser | undefined;
 }
 
 export interface RunnerOptions {
@@ -75,6 +85,8 @@ export class LocalRunner {
   readonly backend: IsolationBackend;
   readonly images: ImageStore;
   readonly #root: string;
+  /** Named volumes: DATA_DIR/volumes/OWNER/NAME. */
+  readonly #volumes: string;
   readonly #mounts: string;
   #initBinary: string | undefined;
   readonly #log: Logger;
@@ -104,6 +116,7 @@ export class LocalRunner {
     this.images = opts.images;
     this.#log = opts.logger;
     this.#root = join(opts.dataDir, 'environments');
+    this.#volumes = join(opts.dataDir, 'volumes');
     // Root file systems are mounted under /run, not the data dir: crun reaches the mount
     // point as the environment's unprivileged root, which cannot pass through a private
     // data dir such as /root/.berth. /run is also cleared by a reboot, like the mounts.
@@ -205,6 +218,7 @@ export class LocalRunner {
     // proxy listening, before init starts.
     const network = await this.network?.prepare(spec.id);
     const mirrors = network ? this.#writeMirrors(spec) : undefined;
+    const volumes = this.#prepareVolumes(spec);
     const config = ociConfig({
       hostname: spec.hostname,
       rootfs: p.merged,
@@ -215,6 +229,7 @@ export class LocalRunner {
       cgroupsPath: this.cgroupsPath(spec.id),
       network: network && { netnsPath: network.netnsPath, caBundle: { source: network.caBundle, destination: CA_BUNDLE_PATH } },
       readOnly: mirrors?.mounts,
+      volumes,
     });
     writeFileSync(join(p.bundle, 'config.json'), JSON.stringify(config));
     const overlay = { lower: spec.image.rootfs, upper: p.upper, work: p.work, merged: p.merged };
@@ -281,6 +296,49 @@ export class LocalRunner {
     return env;
   }
 
+  /**
+   * The host directories of the environment's named volumes, made on first use: owned by the
+   * environment's root, mode 1777 like /tmp, so whichever user its commands run as can write.
+   */
+  #prepareVolumes(spec: EnvironmentSpec): { source: string; destination: string }[] {
+    if (!spec.volumes?.length) return [];
+    const owner = spec.volumeOwner ?? spec.id;
+    if (!/^[a-z]+_[A-Za-z0-9]+$/.test(owner)) throw new Error(`volume owner '${owner}' is not an id`);
+    const dir = join(this.#volumes, owner);
+    mkdirSync(dir, { recursive: true, mode: 0o711 });
+    return spec.volumes.map((v) => {
+      if (!VOLUME_NAME.test(v.name)) throw new Error(`volume name '${v.name}' is not valid`);
+      const source = join(dir, v.name);
+      if (!existsSync(source)) {
+        mkdirSync(source, { mode: 0o700 });
+        chownSync(source, ID_BASE, ID_BASE);
+        chmodSync(source, 0o1777);
+      }
+      return { source, destination: v.target };
+    });
+  }
+
+  /** Who `user` (a name or uid) is in the running environment, from its own /etc/passwd and /etc/group. */
+  async resolveUser(spec: EnvironmentSpec, user: string): Promise<ResolvedUser> {
+    const read = async (path: string) => {
+      const cmd = this.#exec(spec, { cmd: ['cat', '--', path], timeoutMs: 30_000 });
+      cmd.stdin.end();
+      const chunks: Buffer[] = [];
+      let size = 0;
+      cmd.stdout.on('data', (b: Buffer) => {
+        // Hostile: at most 1 MiB is kept, the rest dropped.
+        if (size < 1024 * 1024) chunks.push(b);
+        size += b.length;
+      });
+      cmd.stderr.resume();
+      const status = await cmd.exited;
+      // No group file is no groups; no passwd file leaves names unknown.
+      return status.exitCode === 0 ? Buffer.concat(chunks).subarray(0, 1024 * 1024).toString('utf8') : '';
+    };
+    const [passwd, group] = [await read('/etc/passwd'), await read('/etc/group')];
+    return resolveUser(user, passwd, group);
+  }
+
   /** Until the agent listens; if it never does, commands go through the runtime's exec. */
   async #waitForAgent(id: string, socket: string): Promise<boolean> {
     const deadline = performance.now() + AGENT_START_TIMEOUT_MS;
@@ -334,6 +392,8 @@ export class LocalRunner {
     this.#mirrorEnv.delete(id);
     await rm(p.merged, { recursive: true, force: true });
     await rm(p.dir, { recursive: true, force: true });
+    // Volumes of its own (not a project's) go with it.
+    await rm(join(this.#volumes, id), { recursive: true, force: true });
     // The data dir's folder of mount points goes with its last environment.
     await rmdir(dirname(p.merged)).catch(() => {});
   }
@@ -354,7 +414,13 @@ export class LocalRunner {
 
   #exec(spec: EnvironmentSpec, opts: CommandOptions): RunningCommand {
     const p = this.#paths(spec.id);
-    const env = [...this.#baseEnv(spec.image), ...(this.network?.environment(spec.id) ?? []), ...this.#mirrorEnvOf(spec.id)];
+    let env = [...this.#baseEnv(spec.image), ...(this.network?.environment(spec.id) ?? []), ...this.#mirrorEnvOf(spec.id)];
+    const user = opts.user;
+    if (user) {
+      // The user's own home and name, not root's (the image's HOME is root's as a rule).
+      env = env.filter((e) => !/^(HOME|USER|LOGNAME)=/.test(e));
+      env.push(`HOME=${user.home}`, `USER=${user.name}`, `LOGNAME=${user.name}`);
+    }
     if (opts.tty) env.push('TERM=xterm-256color');
     for (const [k, v] of Object.entries(opts.env ?? {})) env.push(`${k}=${v}`);
     const cwd = opts.cwd ?? spec.image.config.workingDir ?? WORKSPACE;
@@ -362,7 +428,8 @@ export class LocalRunner {
     // (started without it, or before it existed) get them through the runtime's exec.
     const socketFd = this.#useAgent ? openAgentSocket(p.agentSocket) : undefined;
     if (socketFd !== undefined) {
-      return startAgentCommand({ socketFd, start: { argv: opts.cmd, env, cwd, tty: opts.tty }, timeoutMs: opts.timeoutMs, stalled: () => this.#initStalled(spec.id) });
+      const start = { argv: opts.cmd, env, cwd, tty: opts.tty, user: user && { uid: user.uid, gid: user.gid, groups: user.groups } };
+      return startAgentCommand({ socketFd, start, timeoutMs: opts.timeoutMs, stalled: () => this.#initStalled(spec.id) });
     }
     return startCommand({
       spawner: this.#spawner,
@@ -374,6 +441,7 @@ export class LocalRunner {
         env,
         tty: Boolean(opts.tty),
         pidFile: join(p.exec, `${randomBytes(8).toString('hex')}.pid`),
+        user: user && { uid: user.uid, gid: user.gid, groups: user.groups },
       },
       tty: opts.tty,
       timeoutMs: opts.timeoutMs,

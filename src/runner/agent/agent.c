@@ -20,7 +20,7 @@
  *
  * Build: cc -O2 -static -Wall -Wextra -o berth-agent agent.c
  *
- * Protocol, version 1 (the version is in the socket's name, agent-v1.sock, so a runner
+ * Protocol, version 2 (the version is in the socket's name, agent-v2.sock, so a runner
  * never speaks a protocol an older agent does not know; src/runner/agent/protocol.ts
  * is the other side). One connection carries one command. Every message is a frame:
  *
@@ -29,8 +29,11 @@
  * Integers are big-endian; a string is a u32 byte length and that many bytes (no NUL).
  *
  * client -> agent
- *   0x01 START      u8 flags (bit 0: tty) | u16 rows | u16 cols | string cwd |
- *                   u32 argc | argc strings | u32 envc | envc strings ("K=V").
+ *   0x01 START      u8 flags (bit 0: tty; bit 1: a user follows) | u16 rows | u16 cols |
+ *                   string cwd | u32 argc | argc strings | u32 envc | envc strings ("K=V") |
+ *                   with bit 1: u32 uid | u32 gid | u32 ngroups | ngroups u32 gids, the
+ *                   user the command runs as (setgroups, setgid, setuid before the cwd is
+ *                   entered); without it, as the agent's own root.
  *                   First frame, exactly once, payload at most 4 MiB.
  *   0x02 STDIN      bytes for the command's standard input (at most 64 KiB a frame)
  *   0x03 STDIN_EOF  no more input (a terminal gets its EOF character instead)
@@ -75,6 +78,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -114,7 +118,8 @@ enum {
   F_ERROR = 0x85,
 };
 
-#define DEFAULT_SOCKET "/.berth/agent/agent-v1.sock"
+#define DEFAULT_SOCKET "/.berth/agent/agent-v2.sock"
+#define MAX_GROUPS 64u
 #define HDR 5u
 #define MAX_START (4u << 20)
 #define MAX_DATA (64u << 10)
@@ -127,7 +132,7 @@ enum {
 #define IN_CAP (HDR + MAX_DATA)
 
 /* Where a child failed before exec, reported to the agent through a close-on-exec pipe. */
-enum { STAGE_SETUP = 1, STAGE_CHDIR = 2, STAGE_EXEC = 3 };
+enum { STAGE_SETUP = 1, STAGE_CHDIR = 2, STAGE_EXEC = 3, STAGE_USER = 4 };
 
 struct conn {
   struct conn *next;
@@ -373,8 +378,15 @@ static void close_from(int first) {
   for (int fd = first; fd < max; fd++) close(fd);
 }
 
+/* Who a command runs as: set = 0 keeps the agent's own root. */
+struct run_as {
+  int set;
+  uint32_t uid, gid, ngroups;
+  gid_t groups[MAX_GROUPS];
+};
+
 /* In the child, between fork and exec. `fds` are its stdin, stdout and stderr. */
-static void run_child(int tty, const int fds[3], int status_w, const char *cwd, char **argv, char **envp) {
+static void run_child(int tty, const int fds[3], int status_w, const char *cwd, char **argv, char **envp, const struct run_as *user) {
   child_status_fd = status_w;
   for (int s = 1; s < NSIG; s++) signal(s, SIG_DFL);
   sigset_t none;
@@ -393,6 +405,8 @@ static void run_child(int tty, const int fds[3], int status_w, const char *cwd, 
     child_status_fd = 3;
   }
   close_from(4);
+  /* Groups first, then the gid, then the uid: once the uid is dropped the others cannot change. */
+  if (user->set && (setgroups(user->ngroups, user->groups) < 0 || setgid(user->gid) < 0 || setuid(user->uid) < 0)) child_fail(STAGE_USER, errno);
   if (chdir(cwd) < 0) child_fail(STAGE_CHDIR, errno);
   environ = envp;
   execvp(argv[0], argv);
@@ -448,6 +462,15 @@ static void start_command(struct conn *c, const unsigned char *payload, size_t n
   envp = argv + argc + 1;
   for (uint32_t i = 0; i < envc && !r.bad; i++) envp[i] = rdstr(&r, &heap);
   envp[envc] = NULL;
+  struct run_as user = {0};
+  if (!r.bad && (flags & 2)) {
+    user.set = 1;
+    user.uid = rd32(&r);
+    user.gid = rd32(&r);
+    user.ngroups = rd32(&r);
+    if (user.ngroups > MAX_GROUPS) r.bad = 1;
+    for (uint32_t i = 0; i < user.ngroups && !r.bad; i++) user.groups[i] = rd32(&r);
+  }
   if (r.bad || r.n != 0) {
     refuse(c, "malformed START frame (a string may not contain a NUL byte)");
     goto done;
@@ -486,7 +509,7 @@ static void start_command(struct conn *c, const unsigned char *payload, size_t n
     refuse(c, msg);
     goto done;
   }
-  if (pid == 0) run_child(c->tty, fds, pipes[3][1], cwd, argv, envp);
+  if (pid == 0) run_child(c->tty, fds, pipes[3][1], cwd, argv, envp, &user);
 
   c->pid = pid;
   /* Also here, so a signal sent before the child runs finds the group (a shell's trick). */
@@ -534,6 +557,9 @@ static void read_status(struct conn *c) {
   switch (msg[0]) {
     case STAGE_CHDIR:
       queue_error(c, "cd %s: %s", c->cwd ? c->cwd : "", strerror(msg[1]));
+      break;
+    case STAGE_USER:
+      queue_error(c, "could not switch to the command's user: %s", strerror(msg[1]));
       break;
     case STAGE_EXEC:
       if (msg[1] == ENOENT && !strchr(a, '/')) queue_error(c, "%s: command not found", a);

@@ -4,13 +4,14 @@
 //   u32 length (big-endian; counts the type byte and the payload) | u8 type | payload
 // Integers are big-endian; a string is a u32 byte length and its bytes.
 //
-// client -> agent: START {flags (bit 0 tty), u16 rows, u16 cols, cwd, argc, argv…, envc, env…},
+// client -> agent: START {flags (bit 0 tty, bit 1 user), u16 rows, u16 cols, cwd, argc, argv…, envc, env…,
+//   [uid, gid, ngroups, gids…] with bit 1},
 //   STDIN bytes, STDIN_EOF, RESIZE {u16 rows, u16 cols}, SIGNAL {u32 signo}
 // agent -> client: STARTED {u32 pid}, STDOUT bytes, STDERR bytes,
 //   EXIT {i32 code (128 + signal if killed), i32 signal}, ERROR utf-8 message
 
 /** Bumped on any incompatible change; it is part of the socket's name, so a runner never talks to an agent that does not know its protocol. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 export const SOCKET_NAME = `agent-v${PROTOCOL_VERSION}.sock`;
 
 export const FRAME = {
@@ -39,7 +40,18 @@ export interface StartRequest {
   env: string[];
   cwd: string;
   tty?: { rows: number; cols: number } | undefined;
+  /** Who the command runs as; the environment's root when absent. */
+  user?: RunAs | undefined;
 }
+
+/** A user inside the environment, as numbers (runner/users.ts resolves names). */
+export interface RunAs {
+  uid: number;
+  gid: number;
+  /** Supplementary groups, at most MAX_GROUPS. */
+  groups: number[];
+}
+export const MAX_GROUPS = 64;
 
 export type AgentMessage =
   | { type: 'started'; pid: number }
@@ -57,10 +69,11 @@ export function frame(type: number, payload?: Buffer): Buffer {
 
 export function encodeStart(req: StartRequest): Buffer {
   const strings = [req.cwd, ...req.argv, ...req.env].map((s) => Buffer.from(s, 'utf8'));
-  const size = 5 + 4 + 4 + strings.reduce((n, b) => n + 4 + b.length, 0);
+  const groups = req.user?.groups.slice(0, MAX_GROUPS) ?? [];
+  const size = 5 + 4 + 4 + strings.reduce((n, b) => n + 4 + b.length, 0) + (req.user ? 12 + 4 * groups.length : 0);
   const p = Buffer.allocUnsafe(size);
   let o = 0;
-  o = p.writeUInt8(req.tty ? 1 : 0, o);
+  o = p.writeUInt8((req.tty ? 1 : 0) | (req.user ? 2 : 0), o);
   o = p.writeUInt16BE(clamp16(req.tty?.rows ?? 0), o);
   o = p.writeUInt16BE(clamp16(req.tty?.cols ?? 0), o);
   const str = (b: Buffer) => {
@@ -72,6 +85,12 @@ export function encodeStart(req: StartRequest): Buffer {
   for (let i = 0; i < req.argv.length; i++) str(strings[1 + i]!);
   o = p.writeUInt32BE(req.env.length, o);
   for (let i = 0; i < req.env.length; i++) str(strings[1 + req.argv.length + i]!);
+  if (req.user) {
+    o = p.writeUInt32BE(req.user.uid, o);
+    o = p.writeUInt32BE(req.user.gid, o);
+    o = p.writeUInt32BE(groups.length, o);
+    for (const g of groups) o = p.writeUInt32BE(g, o);
+  }
   return frame(FRAME.start, p);
 }
 

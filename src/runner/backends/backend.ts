@@ -13,6 +13,8 @@ export interface ExecSpec {
   tty: boolean;
   /** The runtime writes the host pid of the started process here, for signals and resizes. */
   pidFile: string;
+  /** Who the command runs as (ids inside the environment); its root when absent. */
+  user?: { uid: number; gid: number; groups: number[] } | undefined;
 }
 
 /** An isolation backend runs OCI bundles; crun, runc and runsc differ only in flags. */

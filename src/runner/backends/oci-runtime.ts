@@ -78,6 +78,8 @@ export class OciRuntime implements IsolationBackend {
     const args = this.#args('exec', '--cwd', spec.cwd, '--pid-file', spec.pidFile);
     for (const kv of spec.env) args.push('--env', kv);
     if (spec.tty) args.push('--tty');
+    // The runtime's exec sets the uid and gid and clears the supplementary groups.
+    if (spec.user) args.push('--user', `${spec.user.uid}:${spec.user.gid}`);
     args.push(containerId, ...spec.cmd);
     return { file: this.#binary, args };
   }
