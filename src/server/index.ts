@@ -16,7 +16,8 @@ import { openDatabase, type DatabaseHandle } from './db/index.ts';
 import { EnvironmentService } from './environments/service.ts';
 import { sandboxGateway, TaskEvents, TaskService, TaskWorker } from './tasks/index.ts';
 import { PolicyService } from './policy/index.ts';
-import { NetworkEventRecorder, NetworkEventRetention, retentionFrom } from './network-events/index.ts';
+import { NetworkEventRecorder, NetworkEventRetention, retentionFrom, stormSettingsFrom, type StormSettings } from './network-events/index.ts';
+import { DenialAdvisor } from './tasks/denials.ts';
 import type { RunnerNetworkOptions } from '../runner/network/index.ts';
 import { modelClientFromEnv } from '../agent/index.ts';
 import { RepoAccess, repoAccessFromEnv, type RepoAccessConfig } from '../forges/index.ts';
@@ -61,6 +62,8 @@ export interface StartOptions {
   taskConcurrency?: number;
   /** Test and benchmark knobs for the runner's network (an injectable resolver, private addresses to allow). */
   network?: Partial<Omit<RunnerNetworkOptions, 'policies' | 'events'>>;
+  /** Denial storms: when a hint is written and a command stopped (default: BERTH_DENIAL_STORM_THRESHOLD, BERTH_DENIAL_FAIL_FAST). */
+  denialStorms?: StormSettings;
   /** The URL people use to reach this Berth, for links in pull requests (BERTH_PUBLIC_URL; default the listen address). */
   publicUrl?: string;
   /** How often the local runner writes its heartbeat (default 5 s). */
@@ -113,6 +116,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
   const logger = opts.logger ?? pino({ level: process.env.BERTH_LOG_LEVEL ?? 'info' });
   const networkEventRetention = retentionFrom(process.env.BERTH_NETWORK_EVENT_RETENTION);
+  const stormSettings = opts.denialStorms ?? stormSettingsFrom(process.env);
   const database = await openDatabase({ dataDir: opts.dataDir, databaseUrl: opts.databaseUrl });
   const { db } = database;
 
@@ -141,7 +145,8 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   // environment's proxy can be resumed.
   const policies = new PolicyService({ db, secrets, logger });
   await policies.start();
-  const networkEvents = new NetworkEventRecorder({ db, audit, taskEvents, secrets, logger });
+  const denials = new DenialAdvisor({ db, events: taskEvents, policies, logger, settings: stormSettings });
+  const networkEvents = new NetworkEventRecorder({ db, audit, taskEvents, secrets, logger, denials });
   const retention = new NetworkEventRetention({ db, logger, retentionMs: networkEventRetention });
   const runner = new LocalRunner({ dataDir: opts.dataDir, images, logger, network: { policies, events: networkEvents, ...opts.network } });
   const environments = new EnvironmentService({ db, runner, logger, audit, secrets });
@@ -163,7 +168,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     db,
     runnerId,
     concurrency: opts.taskConcurrency ?? (Number(process.env.BERTH_TASK_CONCURRENCY) || 2 * availableParallelism()),
-    deps: { db, events: taskEvents, environments, secrets, audit, logger, workDir: join(opts.dataDir, 'tasks'), publicUrl: () => publicUrl, modelEnv, models, repos, gateway: sandboxGateway({ gateway, runner, environments }) },
+    deps: { db, events: taskEvents, environments, secrets, audit, logger, workDir: join(opts.dataDir, 'tasks'), publicUrl: () => publicUrl, modelEnv, models, repos, gateway: sandboxGateway({ gateway, runner, environments }), denials },
   });
   const tasks = new TaskService({ db, events: taskEvents, secrets, signals: worker, repos, checkModel: async (model, where) => {
       if (!(await models.hasSettings(where.orgId, where.projectId))) void modelClientFromEnv(modelEnv, { model });

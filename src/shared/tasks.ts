@@ -77,7 +77,22 @@ export type TaskEventData =
    * `berth env network`). `repeated`: the same refusal again this many times within a
    * minute of the first, written once when the minute is up.
    */
-  | { type: 'network'; allowed: boolean; host: string; port: number; method: string | null; path: string | null; rule: string; repeated?: number };
+  | { type: 'network'; allowed: boolean; host: string; port: number; method: string | null; path: string | null; rule: string; repeated?: number }
+  /**
+   * A denial storm: the environment kept asking for one refused destination (`count`
+   * refusals in a row, from `since`), said once per destination, with what would allow it.
+   * `command` is the task's command that was running then (the proxy sees connections,
+   * not processes), null when none of the task's own commands was.
+   */
+  | { type: 'denials'; host: string; port: number; rule: string; count: number; since: string; phase: 'setup' | 'agent' | 'check' | null; command: string | null; message: string; fix: DenialFix };
+
+/** What would let a refused destination through, as a command and (for the web's button) a policy change. */
+export type DenialFix =
+  /** Add `add` to the `field` of the project's policy (the org's without a project); `label` names it for a button. */
+  | { kind: 'policy'; project: string | null; field: 'presets' | 'allowDomains' | 'allowPorts' | 'allowMethods'; add: string | number; label: string; command: string }
+  /** The name resolves to a private address: only the instance's administrator can trust that network. */
+  | { kind: 'trusted-network'; cidr: string; command: string }
+  | { kind: 'none'; advice: string };
 
 export interface TaskEvent {
   seq: number;

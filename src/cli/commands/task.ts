@@ -48,7 +48,14 @@ export function describeEvent(d: TaskEventData): string | null {
       return `summary: ${d.summary}`;
     case 'network':
       return `! network: ${d.allowed ? 'allowed' : 'denied'} ${d.method ?? 'CONNECT'} ${d.host}:${d.port}${d.path ?? ''} (${d.rule})${d.repeated ? `, ${d.repeated} more times within a minute` : ''}`;
+    case 'denials':
+      return `‼ ${d.message}`;
   }
+}
+
+/** An event's line, the denial hints in bold yellow on a terminal: they are what the user has to act on. */
+function paintLine(line: string, d: TaskEventData, stream: NodeJS.WriteStream): string {
+  return d.type === 'denials' ? paint(['bold', 'yellow'], line, stream) : line;
 }
 
 /** How much of a command's or tool's output `task logs` shows unless --full. */
@@ -143,7 +150,7 @@ async function watch(client: ApiClient, id: string): Promise<Task> {
       if (e.data.type === 'state' && !FINAL_TASK_STATES.has(e.data.state)) step = e.data.state === 'queued' ? 'queued' : step;
       if (line && e.data.type !== 'state') {
         spinner.done();
-        process.stderr.write(`${line}\n`);
+        process.stderr.write(`${paintLine(line, e.data, process.stderr)}\n`);
       }
       spinner.update(`${id}: ${step}`);
     });
@@ -274,7 +281,7 @@ export function taskCommands(program: Command, client: Client): void {
       const print = (e: TaskEvent) => {
         if (o.json) return void process.stdout.write(`${JSON.stringify(e)}\n`);
         const line = describeEvent(e.data);
-        if (line) process.stdout.write(`${e.at.slice(11, 19)} ${line}\n`);
+        if (line) process.stdout.write(`${e.at.slice(11, 19)} ${paintLine(line, e.data, process.stdout)}\n`);
         const output = outputOf(e.data, Boolean(o.full));
         if (output) process.stdout.write(output);
       };

@@ -9,6 +9,7 @@ import type { TaskEvents } from '../tasks/index.ts';
 import type { NetworkEvent, NetworkEventSink } from '../policy/types.ts';
 import { DenialWindows, type DenialWindow } from './coalesce.ts';
 import { Redactor, type RedactSecret } from '../../shared/redact.ts';
+import type { DenialObserver } from './storms.ts';
 
 /** Where the recorder learns which values an environment holds (SecretService). */
 export interface SecretSource {
@@ -63,11 +64,14 @@ export class NetworkEventRecorder implements NetworkEventSink {
   readonly #redactors = new Map<string, { redactor: Redactor; until: number }>();
   readonly #windows: DenialWindows<Denial>;
   readonly #now: () => number;
+  readonly #denials: DenialObserver | undefined;
 
   /** @param opts.denialWindowMs how long repeats are counted (DENIAL_WINDOW_MS); @param opts.now the clock (tests). */
   /** @param opts.secrets what the environments hold: a request that carries a value out is recorded with `[secret:NAME]` in its place. */
-  constructor(opts: { db: Db; audit: AuditLog; taskEvents?: TaskEvents; secrets?: SecretSource | undefined; logger: Logger; flushIntervalMs?: number; maxBatch?: number; maxQueue?: number; denialWindowMs?: number; now?: () => number }) {
+  /** @param opts.denials told of what tasks' environments were refused and let through (denial storms). */
+  constructor(opts: { db: Db; audit: AuditLog; taskEvents?: TaskEvents; secrets?: SecretSource | undefined; logger: Logger; flushIntervalMs?: number; maxBatch?: number; maxQueue?: number; denialWindowMs?: number; now?: () => number; denials?: DenialObserver | undefined }) {
     this.#db = opts.db;
+    this.#denials = opts.denials;
     this.#secrets = opts.secrets;
     this.#audit = opts.audit;
     this.#taskEvents = opts.taskEvents;
@@ -146,6 +150,10 @@ export class NetworkEventRecorder implements NetworkEventSink {
         error: cap(e.error, 500),
         packets: e.packets === undefined ? null : Math.max(0, Math.round(e.packets)),
       });
+      if (owner.taskId && this.#denials) {
+        if (e.allowed) this.#denials.allowed(owner.taskId, now);
+        else this.#denials.refused(owner.taskId, e.environmentId, { host: e.host, port: e.port, rule: e.rule }, now);
+      }
       if (!e.allowed && this.#windows.note(`${e.environmentId}\0${e.host}\0${e.port}\0${e.rule}`, { e, owner }, e.packets ?? 0, now)) denied.push({ e, owner });
     }
     if (rows.length) await this.#db.insertInto('network_events').values(rows).execute();

@@ -22,6 +22,7 @@ import { commitMessage, prBody, repoNameOf, slugOf, titleOf } from './change-tex
 import { secretsInChange } from './leaks.ts';
 import type { CommandAgentGateway } from './gateway.ts';
 import type { ModelSettingsService, TaskModelPlan } from '../models/service.ts';
+import type { DenialAdvisor } from './denials.ts';
 
 export interface PipelineDeps {
   db: Db;
@@ -41,6 +42,8 @@ export interface PipelineDeps {
   gateway: CommandAgentGateway | null;
   /** Where host-side git may go: checked again before every clone and push. */
   repos: RepoAccess;
+  /** Says when the environment keeps asking for a refused destination, and stops commands that only wait on one. */
+  denials?: DenialAdvisor | undefined;
 }
 
 /** The task ends in this state with this reason; thrown from anywhere in the run. */
@@ -130,6 +133,7 @@ export class TaskRun {
         await this.#d.environments.stop(this.#scope, this.#environmentId, `task ${this.#task.id} ended`).catch(() => {});
       }
       this.#d.events.release(this.#task.id);
+      this.#d.denials?.forget(this.#task.id);
     }
   }
 
@@ -201,14 +205,17 @@ export class TaskRun {
     if (spec.setup.length) {
       await this.#step('setup', `running ${spec.setup.length} setup command(s)`);
       for (const cmd of spec.setup) {
-        const r = await this.#command('setup', cmd, () => run(['sh', '-c', cmd], { cwd: root, env: envVars, timeoutMs: Math.min(SETUP_TIMEOUT_MS, this.#remainingMs()) }));
+        const r = await this.#command('setup', cmd, (stop) => run(['sh', '-c', cmd], { cwd: root, env: envVars, timeoutMs: Math.min(SETUP_TIMEOUT_MS, this.#remainingMs()), stop }));
+        if (r.stoppedBy) throw new TaskEnd('failed', `setup command \`${cmd}\` was ${r.stoppedBy}`);
         if (r.exitCode !== 0) throw new TaskEnd('failed', `setup command \`${cmd}\` exited with ${r.exitCode}${r.timedOut ? ' (timed out)' : ''}${r.message ? ` (${r.message})` : ''}: fix it in ${spec.source} or the project's settings`);
       }
     }
 
     // The agent works; failing checks send it back with the failure, up to the limit.
     await this.#step('agent', task.agent === 'builtin' ? `the built-in agent is working (${task.model ?? this.#d.modelEnv.BERTH_MODEL ?? 'default model'})` : `running \`${task.command}\``);
-    const workspace = new SandboxWorkspace({ root, env: envVars, run });
+    // The agent's own commands: one that only waits on refusals is stopped, and the agent reads why.
+    const agentRun = (cmd: string[], o: RunOptions = {}) => this.#watched('agent', cmd[0] === 'sh' && cmd[1] === '-c' && cmd[2] ? cmd[2] : cmd.join(' '), true, (stop) => run(cmd, { ...o, stop }));
+    const workspace = new SandboxWorkspace({ root, env: envVars, run: agentRun });
     const attempt = task.agent === 'builtin' ? this.#builtinAgent(workspace, spec) : this.#commandAgent(env, root, envVars);
     let outcome = await attempt.next();
     let checks: { passed: boolean; attempts: number; output: string } | null = null;
@@ -223,12 +230,14 @@ export class TaskRun {
       }
       if (!spec.check) break;
       await this.#step('checks', `running \`${spec.check}\`${n > 1 ? ` (attempt ${n})` : ''}`);
-      const r = await this.#command('check', spec.check, () => run(['sh', '-c', spec.check!], { cwd: root, env: envVars, timeoutMs: Math.min(SETUP_TIMEOUT_MS, this.#remainingMs()) }));
+      const r = await this.#command('check', spec.check, (stop) => run(['sh', '-c', spec.check!], { cwd: root, env: envVars, timeoutMs: Math.min(SETUP_TIMEOUT_MS, this.#remainingMs()), stop }));
       const output = tail(Buffer.concat([r.stdout, r.stderr]), 8 * 1024);
-      const passed = r.exitCode === 0;
+      const passed = r.exitCode === 0 && !r.stoppedBy;
       checks = { passed, attempts: n, output };
       await this.#emit({ type: 'check', attempt: n, passed, exitCode: r.exitCode, summary: passed ? 'passed' : `exited with ${r.exitCode}${r.message ? ` (${r.message})` : ''}` });
       await this.#update({ checks_passed: passed });
+      // The code is not what failed: another try of the agent would meet the same refusals.
+      if (r.stoppedBy) throw new TaskEnd('failed', `check \`${spec.check}\` was ${r.stoppedBy}`);
       if (passed || budgetNote || n > task.budget.maxCheckRetries) break;
       await this.#step('agent', `checks failed: the agent gets another try (${n} of ${task.budget.maxCheckRetries})`);
       outcome = await attempt.next(
@@ -307,8 +316,19 @@ export class TaskRun {
     await this.#emit({ type: 'state', state, reason });
   }
 
-  async #command(phase: 'setup' | 'agent' | 'check', cmd: string, go: () => Promise<{ exitCode: number; stdout: Buffer; stderr: Buffer; durationMs: number; timedOut: boolean; message?: string | undefined }>) {
-    const r = await go();
+  /**
+   * Runs one of the task's commands as the one the denial hints name; with failFast, one
+   * that only waits on refusals is stopped and its result says so (`stoppedBy`, also its message).
+   */
+  async #watched<R extends { message?: string | undefined }>(phase: 'setup' | 'agent' | 'check', cmd: string, failFast: boolean, go: (stop?: AbortSignal) => Promise<R>): Promise<R & { stoppedBy?: string }> {
+    if (!this.#d.denials) return go();
+    const { result, stopped } = await this.#d.denials.run(this.#task.id, phase, cmd, failFast, go);
+    return stopped ? { ...result, stoppedBy: stopped, message: stopped } : result;
+  }
+
+  async #command(phase: 'setup' | 'agent' | 'check', cmd: string, go: (stop?: AbortSignal) => Promise<{ exitCode: number; stdout: Buffer; stderr: Buffer; durationMs: number; timedOut: boolean; message?: string | undefined }>) {
+    // The command agent is the agent: it is named in the hints, never stopped for them.
+    const r = await this.#watched(phase, cmd, phase !== 'agent', go);
     // What Berth says of how it ended ("killed: out of memory (limit 256m)") closes its output.
     const output = tail(Buffer.concat([r.stdout, r.stderr]));
     const said = r.message ? `${output}${output && !output.endsWith('\n') ? '\n' : ''}[berth: ${r.message}]\n` : output;

@@ -30,6 +30,8 @@ export interface RunOptions {
   stdin?: string | Buffer | { pipe(destination: Writable): unknown } | undefined;
   timeoutMs?: number | undefined;
   signal?: AbortSignal | undefined;
+  /** Kills the command like `signal`, but what it printed is still returned (Berth stopped it: the result says why). */
+  stop?: AbortSignal | undefined;
   /** Output kept per stream; the rest is dropped from the middle's end (the tail matters most). */
   maxOutput?: number | undefined;
   /** false for bytes Berth itself consumes (tar streams, patches). */
@@ -44,6 +46,7 @@ export async function runIn(environments: EnvironmentService, scope: Scope, envi
   const command = await environments.exec(scope, environmentId, { cmd, cwd: o.cwd, env: o.env, timeoutMs: o.timeoutMs }, { redact: o.redact ?? true, intent: o.intent });
   const kill = () => void command.signal('SIGKILL').catch(() => {});
   o.signal?.addEventListener('abort', kill, { once: true });
+  o.stop?.addEventListener('abort', kill, { once: true });
   const max = o.maxOutput ?? 8 * 1024 * 1024;
   const collect = (stream: Readable) => {
     const chunks: Buffer[] = [];
@@ -67,6 +70,7 @@ export async function runIn(environments: EnvironmentService, scope: Scope, envi
     return { exitCode: status.exitCode, timedOut: status.timedOut, durationMs: status.durationMs, stdout: stdout(), stderr: stderr(), message: status.message };
   } finally {
     o.signal?.removeEventListener('abort', kill);
+    o.stop?.removeEventListener('abort', kill);
   }
 }
 
