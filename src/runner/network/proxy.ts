@@ -37,7 +37,7 @@ export interface EgressProxyOptions {
   /** When set, connections from any other address are dropped (the environment's end of its veth). */
   clientAddress?: string | undefined;
   /** Trusted networks allowed names may resolve into, and the company's proxy allowed requests go through (company.ts). */
-  company?: EgressNetworkConfig | undefined;
+  egressNetwork?: EgressNetworkConfig | undefined;
 }
 
 const CONNECT_TIMEOUT_MS = 10_000;
@@ -584,7 +584,7 @@ export class EgressProxy {
       return { ok: false, rule: 'error:resolve', reason: `${host} could not be resolved (${code})`, status: 502, error: String(code) };
     }
     let firstRefusal: string | undefined;
-    const company = this.#o.company;
+    const company = this.#o.egressNetwork;
     const trusted = company?.trusted ? (a: string) => isTrusted(company.trusted, a) : undefined;
     for (const address of addresses) {
       const refused = checkAddress(address, { hostAddresses: hostAddresses(), allowPrivate: this.#o.allowPrivate, trusted });
