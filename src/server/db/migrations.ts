@@ -390,4 +390,10 @@ export const migrations: Record<string, Migration> = {
           and a.action = 'environment.create' and a.target = environments.id and a.actor = 'token:' || tokens.id`.execute(db);
     },
   },
+  '0015_package_mirrors': {
+    async up(db: Kysely<any>) {
+      // The org's or a project's package mirrors, by ecosystem: { npm: { url, secret } }; null: none set here.
+      await db.schema.alterTable('network_policies').addColumn('mirrors', 'jsonb').execute();
+    },
+  },
 };

@@ -3,6 +3,7 @@ import type { EnvironmentState } from '../../shared/environment.ts';
 import type { ForgeSettings } from '../../forges/index.ts';
 import type { ProjectWorkSettings } from '../tasks/repo-config.ts';
 import type { RunnerReport } from '../../shared/api-runners.ts';
+import type { MirrorMap } from '../policy/mirrors.ts';
 import type { ModelProvider, ModelScope, ModelSource } from '../../shared/api-models.ts';
 import type { AgentKind, ChangeRequest, TaskBudget, TaskEventData, TaskState, TaskStep } from '../../shared/tasks.ts';
 
@@ -239,6 +240,8 @@ export interface NetworkPolicyTable {
   set_by_role: ColumnType<Role, Role | undefined, Role>;
 }
 
+  /** Package mirrors set here, by ecosystem (policy/mirrors.ts); null: none. */
+  mirrors: ColumnType<MirrorMap | null, string | null | undefined, string | null>;
 export interface NetworkEventTable {
   id: ColumnType<string, never, never>;
   org_id: string;

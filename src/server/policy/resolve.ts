@@ -1,6 +1,7 @@
 // Which policy an environment gets: pure, so the rules are tested without a database.
 import { domainCovered, checkDomain } from './domains.ts';
 import { isPreset, PRESETS } from './presets.ts';
+import { mirrorEndpoint, resolveMirrors, type MirrorMap } from './mirrors.ts';
 import type { EgressPolicy } from './types.ts';
 
 export const DEFAULT_MAX_CONNECTIONS = 256;
@@ -14,9 +15,11 @@ export interface PolicyFields {
   allowPorts: number[] | null;
   allowMethods: string[] | null;
   maxConnections: number | null;
+  /** Package mirrors (org and projects only), merged ecosystem by ecosystem. */
+  mirrors: MirrorMap | null;
 }
 
-export const EMPTY_FIELDS: PolicyFields = { allowDomains: null, presets: null, allowPorts: null, allowMethods: null, maxConnections: null };
+export const EMPTY_FIELDS: PolicyFields = { allowDomains: null, presets: null, allowPorts: null, allowMethods: null, maxConnections: null, mirrors: null };
 
 /** A scope's settings with the name the resolved policy reports when they win. */
 export interface Layer {
@@ -33,11 +36,16 @@ export interface Layer {
  */
 export function resolvePolicy(layers: Layer[], credentials: EgressPolicy['credentials'] = []): EgressPolicy {
   const list = layers.find((l) => l.fields.allowDomains !== null || l.fields.presets !== null);
+  // The mirrors' hosts are allowed wherever the mirrors apply (and their ports, for every allowed host: ports are not per host).
+  const mirrors = resolveMirrors(layers).map((m) => mirrorEndpoint(m.url));
+  let allowPorts = layers.find((l) => l.fields.allowPorts !== null)?.fields.allowPorts ?? null;
+  const extraPorts = mirrors.map((m) => m.port).filter((p) => !(allowPorts ?? DEFAULT_PORTS).includes(p));
+  if (extraPorts.length) allowPorts = [...new Set([...(allowPorts ?? DEFAULT_PORTS), ...extraPorts])].sort((a, b) => a - b);
   // Presets stay names: the proxy matches their hosts and reports `preset:npm` as the rule.
   return {
-    allowDomains: [...(list?.fields.allowDomains ?? [])],
+    allowDomains: [...new Set([...(list?.fields.allowDomains ?? []), ...mirrors.map((m) => m.host)])],
     presets: (list?.fields.presets ?? []).filter(isPreset),
-    allowPorts: layers.find((l) => l.fields.allowPorts !== null)?.fields.allowPorts ?? null,
+    allowPorts,
     allowMethods: layers.find((l) => l.fields.allowMethods !== null)?.fields.allowMethods ?? null,
     maxConnections: layers.find((l) => l.fields.maxConnections !== null)?.fields.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
     credentials,
@@ -95,5 +103,5 @@ export function wideningOf(wanted: PolicyFields, inherited: EgressPolicy): strin
  */
 export function wideningOver(next: EgressPolicy, bound: EgressPolicy): string | null {
   if (bound.allowMethods !== null && next.allowMethods === null) return `any method is more than the ${bound.scope} policy allows (${bound.allowMethods.join(', ')})`;
-  return wideningOf({ allowDomains: next.allowDomains, presets: next.presets, allowPorts: next.allowPorts ?? DEFAULT_PORTS, allowMethods: next.allowMethods, maxConnections: next.maxConnections }, bound);
+  return wideningOf({ allowDomains: next.allowDomains, presets: next.presets, allowPorts: next.allowPorts ?? DEFAULT_PORTS, allowMethods: next.allowMethods, maxConnections: next.maxConnections, mirrors: null }, bound);
 }

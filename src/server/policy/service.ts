@@ -8,14 +8,16 @@ import { credentialValue } from './credentials.ts';
 import { checkDomains, HTTP_METHODS } from './domains.ts';
 import { isPreset, PRESET_NAMES } from './presets.ts';
 import { EMPTY_FIELDS, projectLayer, resolvePolicy, wideningOf, wideningOver, type Layer, type PolicyFields } from './resolve.ts';
+import { applyMirrorPatch, mirrorCredentials, resolveMirrors, type MirrorPatch, type ResolvedMirror } from './mirrors.ts';
 import { fieldsOf, readPolicy, writePolicy, type PolicyRow } from './store.ts';
+import type { PackageMirror } from '../../runner/mirrors.ts';
 import type { EgressPolicy, PolicySource } from './types.ts';
 
 /** Which scope a call is about: the org, a project (id or name) or an environment (id or name). */
 export type PolicyTarget = { kind: 'org' } | { kind: 'project'; ref: string } | { kind: 'environment'; ref: string };
 
 /** A change to one scope: a field given is set (null: no longer set here), a field left out is kept. */
-export type PolicyPatch = Partial<PolicyFields>;
+export type PolicyPatch = Partial<Omit<PolicyFields, 'mirrors'>> & { mirrors?: MirrorPatch | null | undefined };
 
 export interface PolicyView extends PolicyFields {
   scope: PolicyScopeKind;
@@ -30,6 +32,8 @@ export interface PolicyView extends PolicyFields {
 /** The resolved policy as the API shows it: credentials by name and host, never their values. */
 export interface EffectivePolicy extends Omit<EgressPolicy, 'credentials'> {
   credentials: { name: string; host: string; pathPrefix: string; header: string }[];
+  /** The package mirrors environments here are pointed at, and who set each. */
+  mirrors: ResolvedMirror[];
 }
 
 const MAX_DOMAINS = 1000;
@@ -156,11 +160,26 @@ export class PolicyService implements PolicySource {
 
   #resolve(environmentId: string, env: { orgId: string; projectId: string | null }): EgressPolicy {
     const s = this.#snapshot;
+    const layers = this.#snapshotLayers(environmentId, env);
+    const project = env.projectId ? s.projects.get(env.projectId) : undefined;
+    const named = env.projectId && project ? credentialsFor(s.secrets, env.orgId, env.projectId, project.secretNames) : [];
+    return resolvePolicy(layers, withMirrorCredentials(named, mirrorCredentials(resolveMirrors(layers), s.secrets, env.orgId, project ? env.projectId : null)));
+  }
+
+  #snapshotLayers(environmentId: string, env: { orgId: string; projectId: string | null }): Layer[] {
+    const s = this.#snapshot;
     const layers: Layer[] = [{ scope: 'environment', fields: s.policies.get(key(env.orgId, 'environment', environmentId)) ?? EMPTY_FIELDS }];
     const project = env.projectId ? s.projects.get(env.projectId) : undefined;
     if (env.projectId && project) layers.push(projectLayer(project.name, s.policies.get(key(env.orgId, 'project', env.projectId)), project.workDomains));
     layers.push({ scope: 'org', fields: s.policies.get(key(env.orgId, 'org', env.orgId)) ?? EMPTY_FIELDS });
-    return resolvePolicy(layers, env.projectId && project ? credentialsFor(s.secrets, env.orgId, env.projectId, project.secretNames) : []);
+    return layers;
+  }
+
+  /** The package mirrors the environment's tools are pointed at when it starts (runner/mirrors.ts); none for an environment not loaded. */
+  mirrorsFor(environmentId: string): PackageMirror[] {
+    const env = this.#snapshot.environments.get(environmentId);
+    if (!env) return [];
+    return resolveMirrors(this.#snapshotLayers(environmentId, env)).map(({ ecosystem, url }) => ({ ecosystem, url }));
   }
 
   /** Every scope of the org that has a policy. */
@@ -182,11 +201,13 @@ export class PolicyService implements PolicySource {
     const t = await this.#target(orgId, target);
     const own = await readPolicy(this.#db, orgId, t.kind, t.scopeId);
     const layers = await this.#layers(orgId, t);
-    const creds = t.projectId ? credentialsFor(await this.#secrets.egressSecrets(orgId), orgId, t.projectId, await this.#namedBy(t.projectId)) : [];
-    const { credentials, ...rest } = resolvePolicy(layers, creds);
+    const secrets = await this.#secrets.egressSecrets(orgId);
+    const creds = t.projectId ? credentialsFor(secrets, orgId, t.projectId, await this.#namedBy(t.projectId)) : [];
+    const mirrors = resolveMirrors(layers);
+    const { credentials, ...rest } = resolvePolicy(layers, withMirrorCredentials(creds, mirrorCredentials(mirrors, secrets, orgId, t.projectId)));
     return {
       own: own ? viewOf(own, t.label) : null,
-      effective: { ...rest, credentials: credentials.map(({ name, host, pathPrefix, header }) => ({ name, host, pathPrefix, header })) },
+      effective: { ...rest, credentials: credentials.map(({ name, host, pathPrefix, header }) => ({ name, host, pathPrefix, header })), mirrors },
     };
   }
 
@@ -199,12 +220,22 @@ export class PolicyService implements PolicySource {
   async set(scope: Scope, target: PolicyTarget, patch: PolicyPatch): Promise<PolicyView> {
     const t = await this.#target(scope.orgId, target);
     await this.#assertMayChange(scope, t);
-    const checked = checkPatch(patch);
+    const { mirrors: mirrorPatch, ...rest } = patch;
+    const checked = checkPatch(rest);
     if (t.kind !== 'environment' && !atLeast(scope.role, 'admin')) {
       throw new BerthError('forbidden', `changing the ${t.kind}'s egress policy needs admin or above`);
     }
+    if (mirrorPatch !== undefined && t.kind === 'environment') {
+      throw invalid('package mirrors are set for the org or a project, not one environment: `berth policy set --mirror npm=URL` (org) or `berth policy set --project P --mirror npm=URL`', 'mirrors');
+    }
     const row = await readPolicy(this.#db, scope.orgId, t.kind, t.scopeId);
-    const fields = { ...fieldsOf(row), ...checked };
+    const fields: PolicyFields = { ...fieldsOf(row), ...checked };
+    if (mirrorPatch !== undefined) {
+      // The scope's own secret of that name, else the org's (a project's mirror); the org's for the org's.
+      const secrets = (await this.#secrets.egressSecrets(scope.orgId)).filter((x) => x.projectId === null || (t.kind === 'project' && x.projectId === t.scopeId));
+      const secretHost = (name: string) => (secrets.find((x) => x.name === name && x.projectId !== null) ?? secrets.find((x) => x.name === name))?.host;
+      fields.mirrors = applyMirrorPatch(fieldsOf(row).mirrors, mirrorPatch, secretHost);
+    }
     const next = resolvePolicy(await layersWith(this.#db, scope.orgId, t, fields));
     if (row && outranks(row.set_by_role, scope.role)) {
       const current = resolvePolicy(await layersWith(this.#db, scope.orgId, t, fieldsOf(row)));
@@ -362,6 +393,11 @@ function credentialsFor(secrets: EgressSecret[], orgId: string, projectId: strin
     if (!byName.has(s.name) || s.projectId) byName.set(s.name, s);
   }
   return [...byName.values()].map((s) => ({ host: s.host, pathPrefix: s.pathPrefix, header: s.header, value: credentialValue(s.format, s.value), name: s.name }));
+}
+
+/** The project's named credentials and the mirrors', a mirror's not repeating one already there. */
+function withMirrorCredentials(named: EgressPolicy['credentials'], mirrors: EgressPolicy['credentials']): EgressPolicy['credentials'] {
+  return [...named, ...mirrors.filter((m) => !named.some((n) => n.name === m.name && n.host === m.host))];
 }
 
 function viewOf(r: PolicyRow, target: string | null): PolicyView {

@@ -7,7 +7,7 @@ export type PolicyRow = Selectable<NetworkPolicyTable>;
 
 export const fieldsOf = (r: PolicyRow | undefined): PolicyFields =>
   r
-    ? { allowDomains: r.allow_domains, presets: r.presets, allowPorts: r.allow_ports, allowMethods: r.allow_methods, maxConnections: r.max_connections }
+    ? { allowDomains: r.allow_domains, presets: r.presets, allowPorts: r.allow_ports, allowMethods: r.allow_methods, maxConnections: r.max_connections, mirrors: r.mirrors ?? null }
     : EMPTY_FIELDS;
 
 const json = (v: unknown[] | null) => (v === null ? null : JSON.stringify(v));
@@ -21,6 +21,7 @@ export async function writePolicy(db: Db, row: { orgId: string; kind: PolicyScop
     allow_ports: json(f.allowPorts),
     allow_methods: json(f.allowMethods),
     max_connections: f.maxConnections,
+    mirrors: f.mirrors === null ? null : JSON.stringify(f.mirrors),
     updated_at: new Date(),
     updated_by: row.actor,
     set_by_role: row.role,

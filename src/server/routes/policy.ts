@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { EffectivePolicy as Effective, NetworkEventView, PolicyView } from '../../shared/api.ts';
 import { EnvironmentRef, ErrorSchema, OrgRef } from '../../shared/api.ts';
 import type { App, AppDeps } from '../app.ts';
-import { HTTP_METHODS, PRESET_NAMES, type PolicyTarget } from '../policy/index.ts';
+import { HTTP_METHODS, MIRROR_ECOSYSTEMS, PRESET_NAMES, type PolicyTarget } from '../policy/index.ts';
 
 const tags = ['policies'];
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema };
@@ -14,6 +14,11 @@ const Patch = z.strictObject({
   allowPorts: z.array(z.number()).max(100).nullable().optional().describe('ports plain HTTP may use (null: any)'),
   allowMethods: z.array(z.string().max(20)).max(20).nullable().optional().describe(`methods plain HTTP may use (null: any): ${HTTP_METHODS.join(', ')}`),
   maxConnections: z.number().nullable().optional().describe('concurrent connections the environment may hold open'),
+  mirrors: z
+    .record(z.string().max(20), z.strictObject({ url: z.string().max(2000), secret: z.string().max(200).nullable().optional() }).nullable())
+    .nullable()
+    .optional()
+    .describe(`package mirrors by ecosystem (${MIRROR_ECOSYSTEMS.join(', ')}), org and projects only: an ecosystem given is set (null: removed here), the others kept; null: none set here. secret: an egress-only secret for the mirror's host, which the egress proxy adds`),
 });
 
 /**
