@@ -5,7 +5,35 @@ import { emit, printJson, printTable, usageError } from '../output.ts';
 
 type Client = () => ApiClient;
 
-const UNSET = { domains: 'allowDomains', presets: 'presets', ports: 'allowPorts', methods: 'allowMethods', 'max-connections': 'maxConnections' } as const;
+const UNSET = { domains: 'allowDomains', presets: 'presets', ports: 'allowPorts', methods: 'allowMethods', 'max-connections': 'maxConnections', mirrors: 'mirrors' } as const;
+const ECOSYSTEMS = ['npm', 'pypi', 'go', 'crates', 'maven', 'apt'];
+
+/** `npm=https://…` as [npm, https://…]; the server checks the URL and the kind's name again. */
+function pair(flag: string, value: string, what: string): [string, string] {
+  const at = value.indexOf('=');
+  const kind = value.slice(0, at);
+  if (at < 1 || !value.slice(at + 1)) throw usageError(`${flag} takes KIND=${what}, e.g. ${flag} npm=${what === 'URL' ? 'https://nexus.example.com/repository/npm/' : 'NEXUS_TOKEN'}; got '${value}'`);
+  if (!ECOSYSTEMS.includes(kind)) throw usageError(`${flag}: no mirror kind '${kind}': mirrors are for ${ECOSYSTEMS.join(', ')}`);
+  return [kind, value.slice(at + 1)];
+}
+
+/** The mirrors part of a policy change, from --mirror, --mirror-secret and --remove-mirror. */
+function mirrorPatch(o: { mirror?: string[]; mirrorSecret?: string[]; removeMirror?: string[] }): Record<string, { url: string; secret: string | null } | null> | undefined {
+  const urls = new Map((o.mirror ?? []).map((v) => pair('--mirror', v, 'URL')));
+  const secrets = new Map((o.mirrorSecret ?? []).map((v) => pair('--mirror-secret', v, 'SECRET')));
+  for (const kind of secrets.keys()) if (!urls.has(kind)) throw usageError(`--mirror-secret ${kind}=… goes with the mirror it is for: add --mirror ${kind}=URL`);
+  const patch: Record<string, { url: string; secret: string | null } | null> = {};
+  for (const [kind, url] of urls) patch[kind] = { url, secret: secrets.get(kind) ?? null };
+  for (const kind of o.removeMirror ?? []) {
+    if (!ECOSYSTEMS.includes(kind)) throw usageError(`--remove-mirror: no mirror kind '${kind}': mirrors are for ${ECOSYSTEMS.join(', ')}`);
+    if (kind in patch) throw usageError(`--mirror ${kind}=… and --remove-mirror ${kind} cannot go together`);
+    patch[kind] = null;
+  }
+  return Object.keys(patch).length ? patch : undefined;
+}
+
+const mirrorsList = (m: Record<string, { url: string; secret: string | null }> | null | undefined) =>
+  m ? Object.entries(m).map(([k, v]) => `${k}=${v.url}${v.secret ? ` (secret ${v.secret})` : ''}`).join(', ') || '(none)' : '-';
 
 /** The API path of the scope the options name: the org, --project P or --env E. */
 function scopePath(c: ApiClient, o: { project?: string; env?: string }): string {
@@ -32,6 +60,7 @@ function printPolicy(p: { own: PolicyView | null; effective: Effective }): void 
     ['ports', e.allowPorts === null ? '80, 443 (default)' : list(e.allowPorts)],
     ['methods', e.allowMethods === null ? 'any' : list(e.allowMethods)],
     ['max connections', String(e.maxConnections)],
+    ['mirrors', e.mirrors.length ? e.mirrors.map((m) => `${m.ecosystem} ${m.url}${m.secret ? ` (secret ${m.secret}, added by the proxy)` : ''} from ${m.scope}`).join('; ') : '-'],
     ['credentials', e.credentials.length ? e.credentials.map((c) => `${c.name} → ${c.header} for ${c.host}${c.pathPrefix === '/' ? '' : c.pathPrefix}`).join('; ') : '-'],
   ];
   if (p.own) lines.push(['own policy', `set ${p.own.updatedAt} by ${p.own.updatedBy} (${p.own.setByRole}: a lower role may only narrow it)`]);
@@ -69,8 +98,8 @@ export function policyCommands(program: Command, client: Client): void {
       const { items } = await client().request<{ items: PolicyView[] }>('GET', client().orgPath('policies'));
       if (o.json) return printJson(items);
       printTable(
-        ['SCOPE', 'DOMAINS', 'PRESETS', 'PORTS', 'METHODS', 'MAX CONN'],
-        items.map((p) => [p.target ? `${p.scope}:${p.target}` : p.scope, list(p.allowDomains), list(p.presets), list(p.allowPorts), list(p.allowMethods), p.maxConnections === null ? '-' : String(p.maxConnections)]),
+        ['SCOPE', 'DOMAINS', 'PRESETS', 'PORTS', 'METHODS', 'MAX CONN', 'MIRRORS'],
+        items.map((p) => [p.target ? `${p.scope}:${p.target}` : p.scope, list(p.allowDomains), list(p.presets), list(p.allowPorts), list(p.allowMethods), p.maxConnections === null ? '-' : String(p.maxConnections), mirrorsList(p.mirrors)]),
       );
     });
 
@@ -88,6 +117,9 @@ export function policyCommands(program: Command, client: Client): void {
       if (!Number.isInteger(n) || n < 1) throw usageError(`--max-connections is a whole number of at least 1, got '${v}'`);
       return n;
     })
+    .option('--mirror <kind=url...>', `package mirror for ${ECOSYSTEMS.join(', ')} (org or --project), e.g. npm=https://nexus.example.com/repository/npm/: environments' tools use it and its host is allowed (other kinds are kept)`)
+    .option('--mirror-secret <kind=secret...>', "with --mirror: an egress-only secret for the mirror's host (berth secret set NAME --egress-only --host HOST), added by the egress proxy, never seen inside")
+    .option('--remove-mirror <kind...>', 'no longer set a mirror for these kinds here')
     .option('--unset <field...>', `no longer set here, so inherited: ${Object.keys(UNSET).join(', ')}`)
     .option('--json', 'print JSON')
     .action(async (o) => {
@@ -97,13 +129,15 @@ export function policyCommands(program: Command, client: Client): void {
       if (o.port) body.allowPorts = o.port;
       if (o.method) body.allowMethods = o.method;
       if (o.maxConnections !== undefined) body.maxConnections = o.maxConnections;
+      const mirrors = mirrorPatch(o);
+      if (mirrors) body.mirrors = mirrors;
       for (const f of (o.unset as string[] | undefined) ?? []) {
         const field = UNSET[f as keyof typeof UNSET];
         if (!field) throw usageError(`--unset takes ${Object.keys(UNSET).join(', ')}; got '${f}'`);
         if (field in body) throw usageError(`--unset ${f} and a value for it cannot go together`);
         body[field] = null;
       }
-      if (Object.keys(body).length === 0) throw usageError('nothing to set: give --allow-domain, --preset, --port, --method, --max-connections or --unset');
+      if (Object.keys(body).length === 0) throw usageError('nothing to set: give --allow-domain, --preset, --port, --method, --max-connections, --mirror, --remove-mirror or --unset');
       const p = await client().request<PolicyView>('PATCH', scopePath(client(), o), body);
       if (o.json) return printJson(p);
       process.stdout.write(`policy of ${p.target ? `${p.scope} ${p.target}` : 'the org'} set\n`);
