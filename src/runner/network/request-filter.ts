@@ -81,6 +81,11 @@ for (const [net, prefix] of [
   ['2002::', 16], ['fc00::', 7], ['fe80::', 10], ['fec0::', 10], ['ff00::', 8],
 ] as const) FORBIDDEN.addSubnet(net, prefix, 'ipv6');
 
+/** What no trusted network opens, whatever a caller's predicate says (company.ts refuses them at start too): loopback, link-local, unspecified. */
+const UNTRUSTABLE = new BlockList();
+for (const [net, prefix] of [['0.0.0.0', 8], ['127.0.0.0', 8], ['169.254.0.0', 16]] as const) UNTRUSTABLE.addSubnet(net, prefix, 'ipv4');
+for (const [net, prefix] of [['::', 128], ['::1', 128], ['fe80::', 10], ['fd00:ec2::254', 128]] as const) UNTRUSTABLE.addSubnet(net, prefix, 'ipv6');
+
 /** The IPv4 address inside an IPv4-mapped or -compatible IPv6 address, else the address itself. */
 export function unmapAddress(address: string): string {
   const m = /^::(ffff:)?(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
@@ -121,7 +126,7 @@ export function checkAddress(
   if (opts.allowPrivate?.check(a, type)) return null;
   const own = opts.hostAddresses?.has(a) ?? false;
   // A trusted network (company.ts) opens private space, never this host's own addresses.
-  if (FORBIDDEN.check(a, type)) return !own && opts.trusted?.(a) ? null : `deny:private-address:${a}`;
+  if (FORBIDDEN.check(a, type)) return !own && !UNTRUSTABLE.check(a, type) && opts.trusted?.(a) ? null : `deny:private-address:${a}`;
   if (own) return `deny:host-address:${a}`;
   return null;
 }
