@@ -26,10 +26,14 @@ test('devcontainer.json: comments, trailing commas, every lifecycle command form
 });
 
 test('devcontainer.json: what Berth cannot honour is noted, not dropped in silence', () => {
-  const spec = fromDevContainer('{ "build": { "dockerfile": "Dockerfile" }, "features": { "ghcr.io/x/go:1": {} }, "runArgs": ["--privileged"], "somethingNew": 1 }');
+  const spec = fromDevContainer('{ "build": { "dockerfile": "Dockerfile", "args": { "V": "1" } }, "features": { "./go": {} }, "runArgs": ["--privileged"], "somethingNew": 1 }');
   assert.equal(spec.image, null);
-  assert.equal(spec.notes.length, 4);
-  assert.match(spec.notes.join('\n'), /berth image import[\s\S]*features are not installed \(ghcr\.io\/x\/go:1\)[\s\S]*sandbox decides[\s\S]*not used by Berth: somethingNew/);
+  // The Dockerfile and features are built (devcontainer-build.test.ts), so they are no note.
+  assert.deepEqual(spec.build, { configDir: '.devcontainer', dockerfile: 'Dockerfile', context: undefined, args: { V: '1' }, target: undefined, image: undefined, features: { './go': {} }, overrideFeatureInstallOrder: undefined, remoteUser: undefined, containerUser: undefined });
+  assert.equal(spec.notes.length, 2);
+  assert.match(spec.notes.join('\n'), /sandbox decides[\s\S]*not used by Berth: somethingNew/);
+  assert.throws(() => fromDevContainer('{ "build": { "context": ".." } }'), /build has no dockerfile/);
+  assert.throws(() => fromDevContainer('{ "image": "x", "build": { "dockerfile": "D" } }'), /both an image and a Dockerfile/);
 });
 
 test('malformed files are clear errors that name the file', () => {

@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { invalid } from '../../shared/errors.ts';
 import type { VolumeMount } from '../../shared/env-spec.ts';
 import { readComposeService } from './compose.ts';
+import { devContainerBuild, type DevContainerBuild } from './devcontainer-build.ts';
 import { checkUser, devContainerFields, type ForwardPort } from './devcontainer-fields.ts';
 
 export interface WorkSpec {
@@ -37,6 +38,8 @@ export interface WorkSpec {
   sources: Partial<Record<SpecField, string>>;
   /** What was in the file that Berth does not honour, so the user can see it was skipped. */
   notes: string[];
+  /** A devcontainer's Dockerfile and features, built into the image the task runs (replaces `image`). */
+  build?: DevContainerBuild | undefined;
 }
 
 export const SPEC_FIELDS = ['image', 'user', 'env', 'setup', 'check', 'limits', 'allowDomains', 'workspaceFolder', 'forwardPorts', 'volumes'] as const;
@@ -95,12 +98,8 @@ export function fromDevContainer(text: string, file = '.devcontainer/devcontaine
   if (!parsed.success) throw invalid(`${file}: ${describe(parsed.error)}`, file);
   const dc = parsed.data;
   const notes: string[] = [];
-  if (dc.build || dc.dockerFile) {
-    notes.push('build/dockerFile/dockerComposeFile are not built by Berth: build the image elsewhere and `berth image import` it, then name it in "image"');
-  }
-  if (dc.features && typeof dc.features === 'object' && Object.keys(dc.features).length) {
-    notes.push(`features are not installed (${Object.keys(dc.features).join(', ')}): bake them into the image or install them in postCreateCommand`);
-  }
+  // The Dockerfile and features are built on the runner (runner/images/build.ts).
+  const build = devContainerBuild(dc, file);
   const fields = devContainerFields(dc, file);
   notes.push(...fields.notes);
   if (dc.runArgs || dc.privileged || dc.capAdd || dc.securityOpt) notes.push('runArgs, privileged, capAdd and securityOpt are not honoured: the sandbox decides those');
@@ -130,6 +129,7 @@ export function fromDevContainer(text: string, file = '.devcontainer/devcontaine
     notes,
   };
   spec.sources = sourcesOf(spec, file);
+  if (build) Object.assign(spec, { build });
   if (fields.userFrom) spec.sources.user = `${file} (${fields.userFrom})`;
   return spec;
 }
@@ -244,6 +244,8 @@ export function mergeSpec(repo: WorkSpec | null, project: ProjectWorkSettings): 
     source: base.source,
     sources: { ...base.sources },
     notes: base.notes,
+    // A project's own image wins over building the repository's.
+    ...(base.build && project.image === undefined && { build: base.build }),
   };
   // Where each field came from: the project's setting over the file, and Berth's default where neither says.
   const both = (f: SpecField) => (base.sources[f] ? `${base.sources[f]}, project setting` : 'project setting');
