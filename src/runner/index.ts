@@ -1,5 +1,6 @@
 // The runner: makes and runs environments on this host.
 export { LocalRunner, type EnvironmentSpec, type CommandOptions } from './runner.ts';
+export type { ResolvedUser } from './users.ts';
 export type { RunningCommand, ExitStatus } from './exec.ts';
 export { TIMEOUT_EXIT_CODE } from './exec.ts';
 export { ImageStore, DEFAULT_IMAGE, isRegistryReference, parseMirrors, type ImageRecord, type ImageProgress, type RegistryCredential, type RegistryMirrors } from './images/index.ts';

@@ -3,6 +3,7 @@
 import { z } from 'zod';
 import { ENVIRONMENT_STATES } from './environment.ts';
 import { parseDuration, parseSize } from './units.ts';
+import { MAX_UID, MAX_VOLUMES, RUN_AS_USER, VOLUME_NAME, volumeTargetProblem } from './env-spec.ts';
 
 export const ErrorSchema = z.object({
   error: z.object({
@@ -34,6 +35,13 @@ export const EnvironmentRef = OrgRef.extend({
 
 export const NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
 
+const RunAsUser = z.string().regex(RUN_AS_USER, 'a user name of the image (like node) or a uid').refine((u) => !/^\d+$/.test(u) || Number(u) <= MAX_UID, `a uid is at most ${MAX_UID}`);
+const ForwardPorts = z.array(z.union([z.number().int().min(1).max(65_535), z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}:\d{1,5}$/, 'a port or "service:port"')])).max(100);
+const Volumes = z
+  .array(z.strictObject({ name: z.string().regex(VOLUME_NAME, 'letters, digits, . _ - (at most 63)'), target: z.string().superRefine((t, ctx) => { const p = volumeTargetProblem(t); if (p) ctx.addIssue({ code: 'custom', message: `the target ${p}` }); }) }))
+  .max(MAX_VOLUMES)
+  .refine((vs) => new Set(vs.map((v) => v.target)).size === vs.length, 'two volumes at one target');
+
 export const CreateEnvironmentBody = z.strictObject({
   name: z.string().regex(NAME_PATTERN, 'use lower-case letters, digits and dashes (at most 63), starting with a letter or digit').optional(),
   image: z.string().min(1).max(4096).optional().describe('image name, path to an OCI layout or docker-save tarball, or a registry reference'),
@@ -45,6 +53,9 @@ export const CreateEnvironmentBody = z.strictObject({
   idleTimeout: duration.optional(),
   maxLifetime: duration.optional(),
   allowDomains: z.array(z.string().max(300)).max(1000).optional().describe("the environment's own egress allow list: a member's may only narrow its project's and org's policy, an admin's may widen it"),
+  user: RunAsUser.optional().describe("who its commands run as: a user of its image (looked up in the environment's /etc/passwd) or a uid; its root when left out"),
+  forwardPorts: ForwardPorts.optional().describe('ports it serves (a devcontainer\'s forwardPorts): recorded, not opened'),
+  volumes: Volumes.optional().describe('named volumes: kept per project (per environment without one) and mounted at each target'),
 });
 export type CreateEnvironmentBody = z.infer<typeof CreateEnvironmentBody>;
 
@@ -71,6 +82,9 @@ export const Environment = z.object({
   createdAt: z.string(),
   startedAt: z.string().nullable(),
   lastActiveAt: z.string().nullable(),
+  user: z.string().nullable().describe('who its commands run as; its root when null'),
+  forwardPorts: z.array(z.union([z.number(), z.string()])).describe('ports it serves (recorded from a devcontainer\'s forwardPorts; not opened)'),
+  volumes: z.array(z.object({ name: z.string(), target: z.string() })).describe('named volumes mounted into it'),
   owner: Person.nullable().describe("who it belongs to: its maker (an org token's maker), or for a task's environment the task's; null when not on record"),
   sharedWith: z.object({ org: z.boolean().describe('everyone in the org may use it'), users: z.array(Person) }).describe('who else may use it: `berth env share`'),
   mayUse: z.boolean().describe('the caller may run commands in it, copy files, start and stop it: its owner, an admin or owner of the org, or someone it is shared with (not a viewer)'),

@@ -396,4 +396,13 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('network_policies').addColumn('mirrors', 'jsonb').execute();
     },
   },
+  '0016_environment_user_volumes': {
+    async up(db: Kysely<any>) {
+      // Who its commands run as (a user name of its image or a uid; null: its root), the ports
+      // it serves (recorded only) and its named volumes [{ name, target }].
+      await db.schema.alterTable('environments').addColumn('run_as', 'text').execute();
+      await db.schema.alterTable('environments').addColumn('forward_ports', 'jsonb', (c) => c.notNull().defaultTo(sql`'[]'::jsonb`)).execute();
+      await db.schema.alterTable('environments').addColumn('volumes', 'jsonb', (c) => c.notNull().defaultTo(sql`'[]'::jsonb`)).execute();
+    },
+  },
 };

@@ -150,6 +150,12 @@ export interface EnvironmentTable {
   task_id: ColumnType<string | null, string | null | undefined, string | null>;
   /** When a command last saw the OOM killer end a process in it. */
   last_oom_kill_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  /** Who its commands run as: a user name of its image or a uid; its root when null. */
+  run_as: ColumnType<string | null, string | null | undefined, string | null>;
+  /** Ports it serves (a devcontainer's forwardPorts): recorded, not opened. */
+  forward_ports: ColumnType<(number | string)[], string | undefined, string>;
+  /** Named volumes mounted into it: [{ name, target }]. */
+  volumes: ColumnType<{ name: string; target: string }[], string | undefined, string>;
 }
 
 /** Who else may use an environment besides its owner and the org's admins and owners. */

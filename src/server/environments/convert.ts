@@ -31,5 +31,8 @@ export function toApi(row: EnvironmentRow, ownership: EnvironmentOwnership): Env
     createdAt: iso(row.created_at)!,
     startedAt: iso(row.started_at),
     lastActiveAt: iso(row.last_active_at),
+    user: row.run_as ?? null,
+    forwardPorts: row.forward_ports ?? [],
+    volumes: row.volumes ?? [],
   };
 }

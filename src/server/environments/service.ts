@@ -6,7 +6,7 @@ import { canTransition, type EnvironmentState } from '../../shared/environment.t
 import { BerthError, conflict, invalid, notFound, unavailable } from '../../shared/errors.ts';
 import { isEnvironmentId, newId, randomName } from '../../shared/ids.ts';
 import { formatDuration } from '../../shared/units.ts';
-import { DEFAULT_IMAGE, type CommandOptions, type EnvironmentSpec, type LocalRunner, type RunningCommand } from '../../runner/index.ts';
+import { DEFAULT_IMAGE, type CommandOptions, type EnvironmentSpec, type LocalRunner, type ResolvedUser, type RunningCommand } from '../../runner/index.ts';
 import type { AuditEntry, AuditLog } from '../audit/index.ts';
 import { commandRecord, intentRecord } from './command-record.ts';
 import type { CommandIntent } from '../../shared/audit-words.ts';
@@ -69,6 +69,8 @@ export class EnvironmentService {
    * the sweep rather than twice per command: the idle clock needs minutes, not milliseconds.
    */
   readonly #lastActive = new Map<string, Date>();
+  /** Each environment's user as ids, for the start it was looked up in. */
+  readonly #users = new Map<string, { key: string; user: ResolvedUser }>();
   /** Told of each new environment before it starts (the egress policy cache loads it). */
   readonly #onCreated: ((e: CreatedEnvironment) => Promise<void>)[] = [];
 
@@ -120,6 +122,9 @@ export class EnvironmentService {
           // Its maker's (a task's environment: the task owner's), to use and to share (ownership.ts).
           owner_id: ownerIdOf(scope),
           task_id: scope.task?.id ?? null,
+          run_as: body.user ?? null,
+          forward_ports: JSON.stringify(body.forwardPorts ?? []),
+          volumes: JSON.stringify(body.volumes ?? []),
         })
         .execute();
     } catch (err) {
@@ -248,7 +253,7 @@ export class EnvironmentService {
    * its end is on record as that action with the path (`file.written`, src/a.ts) instead of
    * `command.run`; its start is `command.start` as always, with the intent beside the argv.
    */
-  async exec(scope: Scope, ref: string, opts: CommandOptions, how: { redact: boolean; intent?: CommandIntent | undefined; autoStart?: AutoStart | undefined } = { redact: true }): Promise<RunningCommand> {
+  async exec(scope: Scope, ref: string, opts: CommandOptions, how: { redact: boolean; intent?: CommandIntent | undefined; autoStart?: AutoStart | undefined; asRoot?: boolean | undefined } = { redact: true }): Promise<RunningCommand> {
     let row = await this.#getFor(scope, ref, 'shared');
     if (row.state === 'stopped' && how.autoStart) row = await this.#autoStart(scope, row, how.autoStart);
     if (row.state !== 'running') {
@@ -266,6 +271,8 @@ export class EnvironmentService {
     const record = commandRecord(opts, (a) => redactor.redact(a));
     const intent = how.intent ? intentRecord(how.intent, (a) => redactor.redact(a)) : undefined;
     const spec = await this.#spec(row);
+    // Its user (a devcontainer's remoteUser), unless Berth itself needs its root (how.asRoot).
+    const user = row.run_as && !how.asRoot ? await this.#runAs(row, spec) : undefined;
     const entry = (action: string, actor: string, details: Record<string, unknown>) => ({ orgId: row.org_id, actor, action, target: row.id, environmentId: row.id, details });
     // On record before it runs: a command whose entry cannot be written does not run.
     let start: AuditEntry;
@@ -283,7 +290,7 @@ export class EnvironmentService {
       this.#audit.append(entry(intent?.action ?? 'command.run', scope.actor, { ...(intent && { path: intent.path }), ...record, startSeq: start.seq, ...outcome }));
     let started: RunningCommand;
     try {
-      started = this.#runner.exec(spec, { ...opts, env });
+      started = this.#runner.exec(spec, { ...opts, env, user });
     } catch (err) {
       await ended({ exitCode: null, error: 'the command could not be started' }).catch((e) => this.#log.error({ err: e, environment: row.id }, 'could not record a command in the audit log'));
       throw err;
@@ -441,7 +448,27 @@ export class EnvironmentService {
     if (!image || (row.image_digest && image.digest !== row.image_digest)) {
       throw unavailable(`image '${row.image}' of environment '${row.name}' is no longer on this runner: import it again`);
     }
-    return { id: row.id, hostname: row.name, image, limits: limitsOf(row) };
+    // Named volumes are the project's (its environments share them), else the environment's own.
+    return { id: row.id, hostname: row.name, image, limits: limitsOf(row), volumes: row.volumes ?? [], volumeOwner: row.project_id ?? row.id };
+  }
+
+  /**
+   * The environment's user as ids, looked up inside it once per start (a setup command may add
+   * the user, so a miss is not kept). Unknown: the command is refused with what to do.
+   */
+  async #runAs(row: EnvironmentRow, spec: EnvironmentSpec): Promise<ResolvedUser> {
+    const key = `${row.id}:${row.run_as}:${row.started_at ? new Date(row.started_at).getTime() : ''}`;
+    const known = this.#users.get(row.id);
+    if (known?.key === key) return known.user;
+    let user: ResolvedUser;
+    try {
+      user = await this.#runner.resolveUser(spec, row.run_as!);
+    } catch (err) {
+      if (err instanceof BerthError) throw invalid(`environment '${row.name}' cannot run commands as its user: ${err.message}`);
+      throw err;
+    }
+    this.#users.set(row.id, { key, user });
+    return user;
   }
 
   #expect(row: EnvironmentRow, to: EnvironmentState, verb: string): void {

@@ -188,13 +188,13 @@ export class TaskRun {
     if (task.check_command) spec.check = task.check_command;
     // The task's own setup runs after the repository's and the project's: it adds to them.
     if (task.setup_commands?.length) spec.setup = [...spec.setup, ...task.setup_commands];
-    await this.#emit({ type: 'log', level: 'info', message: `environment from ${spec.source}: image ${spec.image ?? 'default'}, ${spec.setup.length} setup command(s), check ${spec.check ? `\`${spec.check}\`` : 'none'}` });
+    await this.#emit({ type: 'log', level: 'info', message: `environment from ${spec.source}: image ${spec.image ?? 'default'}, ${spec.setup.length} setup command(s), check ${spec.check ? `\`${spec.check}\`` : 'none'}${spec.user ? `, commands run as ${spec.user}` : ''}${spec.volumes.length ? `, volumes ${spec.volumes.map((v) => `${v.name} at ${v.target}`).join(', ')}` : ''}` });
     for (const note of spec.notes) await this.#emit({ type: 'log', level: 'warn', message: note });
 
     await this.#step('provisioning', 'starting the environment');
     const env = await this.#provision(spec, project?.name);
-    const root = `${WORKSPACE}/${repoNameOf(task.repo_url)}`;
-    await this.#copyIn(repoDir, root);
+    const root = spec.workspaceFolder ?? `${WORKSPACE}/${repoNameOf(task.repo_url)}`;
+    await this.#copyIn(repoDir, root, spec.user);
     await this.#update({ state: 'running', started_at: new Date() }, ['provisioning']);
     await this.#emit({ type: 'state', state: 'running' });
 
@@ -351,6 +351,9 @@ export class TaskRun {
       memory,
       idleTimeout: null,
       maxLifetime: null,
+      user: spec.user ?? undefined,
+      forwardPorts: spec.forwardPorts.length ? spec.forwardPorts : undefined,
+      volumes: spec.volumes.length ? spec.volumes : undefined,
     });
     this.#environmentId = created.id;
     await this.#update({ environment_id: created.id });
@@ -358,12 +361,15 @@ export class TaskRun {
     return created.id;
   }
 
-  async #copyIn(repoDir: string, root: string): Promise<void> {
+  /** Unpacked as root (the folder may be where only root can write), then given to the environment's user. */
+  async #copyIn(repoDir: string, root: string, user: string | null): Promise<void> {
     const archive = tarCreate({ cwd: repoDir, portable: true }, ['.']);
-    const r = await runIn(this.#d.environments, this.#scope, this.#environmentId!, ['sh', '-c', 'mkdir -p -- "$1" && cd -- "$1" && exec tar -xof -', 'sh', root], {
+    const script = user ? 'mkdir -p -- "$1" && cd -- "$1" && tar -xof - && case "$2" in *[!0-9]*) o="$(id -u -- "$2"):$(id -g -- "$2")" || exit 1;; *) o="$2";; esac && chown -R -- "$o" .' : 'mkdir -p -- "$1" && cd -- "$1" && exec tar -xof -';
+    const r = await runIn(this.#d.environments, this.#scope, this.#environmentId!, ['sh', '-c', script, 'sh', root, ...(user ? [user] : [])], {
       stdin: archive,
       redact: false,
       signal: this.#signal,
+      asRoot: true,
     });
     if (r.exitCode !== 0) throw new TaskEnd('failed', `could not copy the repository into the environment: ${tail(r.stderr, 2000).trim()}`);
   }

@@ -38,12 +38,14 @@ export interface RunOptions {
   redact?: boolean | undefined;
   /** What the command is for, recorded in the audit log instead of its wrapper script. */
   intent?: CommandIntent | undefined;
+  /** Run as the environment's root, not its user (Berth's own steps, such as copying the repository in). */
+  asRoot?: boolean | undefined;
 }
 
 /** Runs one command in a task's environment and collects what it printed. */
 export async function runIn(environments: EnvironmentService, scope: Scope, environmentId: string, cmd: string[], o: RunOptions = {}): Promise<ExecResult> {
   o.signal?.throwIfAborted();
-  const command = await environments.exec(scope, environmentId, { cmd, cwd: o.cwd, env: o.env, timeoutMs: o.timeoutMs }, { redact: o.redact ?? true, intent: o.intent });
+  const command = await environments.exec(scope, environmentId, { cmd, cwd: o.cwd, env: o.env, timeoutMs: o.timeoutMs }, { redact: o.redact ?? true, intent: o.intent, asRoot: o.asRoot });
   const kill = () => void command.signal('SIGKILL').catch(() => {});
   o.signal?.addEventListener('abort', kill, { once: true });
   o.stop?.addEventListener('abort', kill, { once: true });
