@@ -6,13 +6,14 @@ import { availableParallelism, totalmem } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { formatSize } from '../shared/units.ts';
 import { cgroupLayout, type CgroupLayout } from './cgroups.ts';
+import type { EgressNetworkSummary } from './network/company.ts';
 
 export interface HostProbe {
   backend: string;
   cgroups: CgroupLayout;
   cpus: number;
   memoryBytes: number;
-  network: { egressProxy: boolean; nftables: boolean };
+  network: { egressProxy: boolean; nftables: boolean } & EgressNetworkSummary;
   diskQuota: boolean;
   dataDisk: { freeBytes: number; totalBytes: number };
   /** Empty when the runner is healthy. */
@@ -28,7 +29,11 @@ export interface ProbeInput {
   dataDir: string;
   /** Less free space than this on the data directory's file system makes the runner degraded. */
   minFreeDiskBytes: number;
+  /** Trusted networks and the upstream proxy, as shown (no credentials). */
+  egressNetwork?: EgressNetworkSummary | undefined;
 }
+
+const NO_EGRESS_NETWORK: EgressNetworkSummary = { trustedNetworks: [], upstreamProxy: null, noProxy: [] };
 
 // Root's tools live in the sbin directories, which a service's PATH does not always name.
 const SBIN = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
@@ -66,7 +71,7 @@ export function probeHost(input: ProbeInput): HostProbe {
     cgroups: cgroupLayout(),
     cpus: availableParallelism(),
     memoryBytes: totalmem(),
-    network: { egressProxy: input.network, nftables },
+    network: { egressProxy: input.network, nftables, ...(input.egressNetwork ?? NO_EGRESS_NETWORK) },
     diskQuota: input.diskQuota,
     dataDisk,
     problems,

@@ -12,6 +12,9 @@ export const RunnerReport = z.object({
   network: z.object({
     egressProxy: z.boolean().describe('environments get a network namespace whose only way out is the egress proxy'),
     nftables: z.boolean().describe('nft is installed (the namespace firewall needs it)'),
+    trustedNetworks: z.array(z.string()).optional().describe('networks names a policy allows may resolve into (berth up --trusted-network, BERTH_EGRESS_TRUSTED_NETWORKS)'),
+    upstreamProxy: z.string().nullable().optional().describe("the company proxy allowed requests go through, without credentials (BERTH_EGRESS_UPSTREAM_PROXY); null: none"),
+    noProxy: z.array(z.string()).optional().describe('destinations reached directly instead (BERTH_EGRESS_UPSTREAM_NO_PROXY)'),
   }),
   diskQuota: z.boolean().describe('each environment writes to a disk image of its limit (BERTH_DISK_QUOTA=off: no)'),
   dataDisk: z.object({ freeBytes: z.number(), totalBytes: z.number() }).describe("the file system of the runner's data directory"),

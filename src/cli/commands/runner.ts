@@ -32,6 +32,14 @@ export function runnerCommands(program: Command, client: () => ApiClient): void 
           `${age(r.lastHeartbeatAt)} ago`,
         ]),
       );
+      for (const r of items.filter((x) => x.network.trustedNetworks?.length || x.network.upstreamProxy)) {
+        const { trustedNetworks = [], upstreamProxy, noProxy = [] } = r.network;
+        const lines = [
+          ...(trustedNetworks.length ? [`trusted networks: ${trustedNetworks.join(', ')}`] : []),
+          ...(upstreamProxy ? [`upstream proxy: ${upstreamProxy}${noProxy.length ? ` (not for ${noProxy.join(', ')})` : ''}`] : []),
+        ];
+        process.stdout.write(`\n${r.name} egress:\n${lines.map((l) => `  ${l}\n`).join('')}`);
+      }
       for (const r of items.filter((x) => x.health.reasons.length)) {
         process.stdout.write(`\n${r.name} is ${r.health.status}:\n${r.health.reasons.map((why) => `  - ${why}\n`).join('')}`);
       }

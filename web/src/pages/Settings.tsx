@@ -344,7 +344,11 @@ function Runners() {
                 <td>{r.cpus} cores · {bytes(r.memoryBytes)}</td>
                 <td>{r.environments.running} running of {r.environments.total}</td>
                 <td>{r.tasks.running} running of {r.tasks.concurrency}</td>
-                <td>{r.network.egressProxy ? 'egress proxy' : 'none'}{r.network.egressProxy && !r.network.nftables && <div className="bad">no nftables</div>}</td>
+                <td>
+                  {r.network.egressProxy ? 'egress proxy' : 'none'}{r.network.egressProxy && !r.network.nftables && <div className="bad">no nftables</div>}
+                  {(r.network.trustedNetworks?.length ?? 0) > 0 && <div className="muted">trusted networks: {r.network.trustedNetworks!.join(', ')}</div>}
+                  {r.network.upstreamProxy && <div className="muted">via {r.network.upstreamProxy}{(r.network.noProxy?.length ?? 0) > 0 && ` (not for ${r.network.noProxy!.join(', ')})`}</div>}
+                </td>
                 <td>{bytes(r.dataDisk.freeBytes)} free of {bytes(r.dataDisk.totalBytes)}<div className="muted">disk quota {r.diskQuota ? 'on' : 'off'}</div></td>
                 <td><time dateTime={r.lastHeartbeatAt} title={r.lastHeartbeatAt}>{ago(r.lastHeartbeatAt)}</time></td>
               </tr>
