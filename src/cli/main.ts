@@ -63,10 +63,11 @@ program
     return n;
   }, 7070)
   .option('--host <address>', 'address to listen on', '127.0.0.1')
+  .option('--extra-ca <file>', 'a company CA certificate (PEM) that environments, the egress proxy, pulls and git trust; repeatable (also $BERTH_EXTRA_CA_CERTS, comma-separated)', (v: string, all: string[]) => [...all, v], [] as string[])
   .action(async (o) => {
     // Loaded only here: the server's dependencies would slow every other command.
     const { up } = await import('./commands/up.ts');
-    await up({ port: o.port, host: o.host, dataDir: dataDir(globals().dataDir) });
+    await up({ port: o.port, host: o.host, dataDir: dataDir(globals().dataDir), extraCa: o.extraCa });
   });
 
 program

@@ -24,6 +24,8 @@ export interface RepoAccessConfig {
   localRepos: string[];
   /** Private hosts that http(s) repositories and forge APIs may be on: names, addresses or CIDRs. Empty: none. */
   allowedGitHosts: string[];
+  /** The CA bundle https repositories are checked against: the host's store plus the company CAs (company-ca.ts); git's own default when unset. */
+  caFile?: string | undefined;
   /**
    * Private hosts an org's or project's model settings may name as their base URL (the
    * instance's own model variables need no leave): names, addresses or CIDRs. Empty or unset: none.
@@ -62,6 +64,7 @@ export class RepoAccess {
   readonly #roots: string[];
   readonly #allow: PrivateAllowance;
   readonly #resolver: DestinationResolver | undefined;
+  readonly #caFile: string | undefined;
   #realRoots: Promise<string[]> | undefined;
 
   constructor(config: RepoAccessConfig, opts: { resolver?: DestinationResolver | undefined } = {}) {
@@ -75,6 +78,7 @@ export class RepoAccess {
       throw invalid(`BERTH_ALLOWED_GIT_HOSTS: ${(e as Error).message}`);
     }
     this.#resolver = opts.resolver;
+    this.#caFile = config.caFile;
   }
 
   /**
@@ -116,6 +120,7 @@ export class RepoAccess {
     const pinned = await this.#checkHttp(location.url, 'repo', true);
     const config = ['http.followRedirects=false', 'protocol.file.allow=never'];
     if (pinned) config.push(`http.curloptResolve=${pinned}`);
+    if (this.#caFile) config.push(`http.sslCAInfo=${this.#caFile}`);
     return reachOf(raw, config);
   }
 

@@ -61,9 +61,11 @@ export async function runGit(o: GitRun): Promise<GitResult> {
   const home = await mkdtemp(join(tmpdir(), 'berth-git-'));
   try {
     const env: Record<string, string> = {};
+    // The host's GIT_SSL_CAINFO would override the bundle a reach names (the host's store plus the company CAs).
+    const caInfo = o.config?.some((c) => c.startsWith('http.sslCAInfo='));
     for (const name of PASSED_THROUGH) {
       const value = process.env[name];
-      if (value !== undefined) env[name] = value;
+      if (value !== undefined && !(caInfo && name === 'GIT_SSL_CAINFO')) env[name] = value;
     }
     Object.assign(env, {
       HOME: home,

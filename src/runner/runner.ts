@@ -232,7 +232,9 @@ export class LocalRunner {
       volumes,
     });
     writeFileSync(join(p.bundle, 'config.json'), JSON.stringify(config));
-    const overlay = { lower: spec.image.rootfs, upper: p.upper, work: p.work, merged: p.merged };
+    // With a network, the image lies under the layer that adds the runner's and the company's CAs to its trust store.
+    const trust = network && (await this.network?.trustLayer(spec.image.rootfs));
+    const overlay = { lower: trust ? `${trust}:${spec.image.rootfs}` : spec.image.rootfs, upper: p.upper, work: p.work, merged: p.merged };
     const image = p.image;
     const helper = await this.#mountExec;
     await this.backend.run(cid, p.bundle, {

@@ -18,7 +18,7 @@ import { sandboxGateway, TaskEvents, TaskService, TaskWorker } from './tasks/ind
 import { PolicyService } from './policy/index.ts';
 import { NetworkEventRecorder, NetworkEventRetention, retentionFrom, stormSettingsFrom, type StormSettings } from './network-events/index.ts';
 import { DenialAdvisor } from './tasks/denials.ts';
-import type { RunnerNetworkOptions } from '../runner/network/index.ts';
+import { loadCompanyCas, writeHostTrust, type RunnerNetworkOptions } from '../runner/network/index.ts';
 import { modelClientFromEnv } from '../agent/index.ts';
 import { RepoAccess, repoAccessFromEnv, type RepoAccessConfig } from '../forges/index.ts';
 import { availableParallelism, hostname } from 'node:os';
@@ -76,6 +76,11 @@ export interface StartOptions {
    * default from those variables; none of either when unset.
    */
   repos?: RepoAccessConfig;
+  /**
+   * PEM files of company CAs (BERTH_EXTRA_CA_CERTS, comma-separated; `berth up --extra-ca`):
+   * trusted by every environment and by the proxy, pulls and host-side git upstream.
+   */
+  extraCaFiles?: string[] | undefined;
 }
 
 /** A comma-separated setting as a list: `a, b,,c` → [a, b, c]. */
@@ -113,8 +118,12 @@ export interface RunningBerth {
 
 /** `berth up`: control plane, embedded (or server) database and a local runner in one process. */
 export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
+  // Checked before anything is made: a wrong file stops the start with its name.
+  const companyCas = loadCompanyCas(opts.extraCaFiles ?? listFromEnv(process.env.BERTH_EXTRA_CA_CERTS));
   mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
   const logger = opts.logger ?? pino({ level: process.env.BERTH_LOG_LEVEL ?? 'info' });
+  const hostTrust = companyCas.length ? writeHostTrust(join(opts.dataDir, 'trust'), companyCas) : undefined;
+  if (companyCas.length) logger.info({ cas: companyCas.map((c) => ({ file: c.file, subject: c.subject })) }, 'trusting company CAs in environments, the egress proxy, pulls and host-side git');
   const networkEventRetention = retentionFrom(process.env.BERTH_NETWORK_EVENT_RETENTION);
   const stormSettings = opts.denialStorms ?? stormSettingsFrom(process.env);
   const database = await openDatabase({ dataDir: opts.dataDir, databaseUrl: opts.databaseUrl });
@@ -126,6 +135,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     allowedRegistries: opts.allowedRegistries ?? listFromEnv(process.env.BERTH_ALLOWED_REGISTRIES),
     registryMirrors: opts.registryMirrors ?? parseMirrors(process.env.BERTH_REGISTRY_MIRRORS),
     maxImageBytes: opts.maxImageBytes ?? sizeFromEnv('BERTH_MAX_IMAGE_SIZE', process.env.BERTH_MAX_IMAGE_SIZE),
+    registryCertDir: hostTrust?.certDir,
   });
   await images.buildDefault(opts.onImageProgress);
   const tokens = new TokenService(db);
@@ -148,7 +158,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const denials = new DenialAdvisor({ db, events: taskEvents, policies, logger, settings: stormSettings });
   const networkEvents = new NetworkEventRecorder({ db, audit, taskEvents, secrets, logger, denials });
   const retention = new NetworkEventRetention({ db, logger, retentionMs: networkEventRetention });
-  const runner = new LocalRunner({ dataDir: opts.dataDir, images, logger, network: { policies, events: networkEvents, ...opts.network } });
+  const runner = new LocalRunner({ dataDir: opts.dataDir, images, logger, network: { policies, events: networkEvents, companyCas: companyCas.map((c) => c.pem), ...opts.network } });
   const environments = new EnvironmentService({ db, runner, logger, audit, secrets });
   const oidcConfig = opts.oidc ?? oidcConfigFromEnv(process.env);
   const oidc = oidcConfig && { signIn: new OidcSignIn(oidcConfig), pending: new PendingSignIns(), groupRules: oidcConfig.groupRules, name: oidcConfig.name };
@@ -156,7 +166,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
 
   const modelEnv = opts.modelEnv ?? process.env;
   const repoConfig = opts.repos ?? repoAccessFromEnv(process.env);
-  const repos = new RepoAccess(repoConfig);
+  const repos = new RepoAccess({ ...repoConfig, caFile: hostTrust?.bundle });
   // The org's and projects' own model APIs; berth up's model variables stay the instance default.
   const models = new ModelSettingsService({ db, secrets, instanceEnv: modelEnv, allowedHosts: repoConfig.allowedModelHosts ?? [] });
   // Agent CLIs inside environments reach models through this, with a per-task token.

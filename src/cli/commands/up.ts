@@ -1,4 +1,6 @@
+import { getCACertificates, setDefaultCACertificates } from 'node:tls';
 import pino from 'pino';
+import { loadCompanyCas } from '../../runner/network/index.ts';
 import { startBerth } from '../../server/index.ts';
 import { Spinner } from '../output.ts';
 
@@ -6,12 +8,19 @@ export interface UpOptions {
   port: number;
   host: string;
   dataDir: string;
+  /** --extra-ca files, added to BERTH_EXTRA_CA_CERTS's. */
+  extraCa?: string[] | undefined;
 }
 
 export async function up(opts: UpOptions): Promise<void> {
   const logger = pino({ level: process.env.BERTH_LOG_LEVEL ?? 'info' }, pino.destination(2));
   let spinner: Spinner | undefined;
+  const extraCaFiles = [...(opts.extraCa ?? []), ...(process.env.BERTH_EXTRA_CA_CERTS ?? '').split(',').map((f) => f.trim()).filter(Boolean)];
+  // This process's own TLS (forge and model APIs, sign-in, the default image's downloads) trusts them too.
+  const companyCas = loadCompanyCas(extraCaFiles);
+  if (companyCas.length) setDefaultCACertificates([...getCACertificates('default'), ...companyCas.map((c) => c.pem)]);
   const berth = await startBerth({
+    extraCaFiles,
     dataDir: opts.dataDir,
     port: opts.port,
     host: opts.host,

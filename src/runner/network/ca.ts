@@ -46,8 +46,8 @@ export class CertificateAuthority {
     this.#leafPublic = forge.pki.setRsaPublicKey(leafKey.n, leafKey.e);
   }
 
-  /** Loads the CA from `dir` (ca.crt, ca.key), making it on first use. */
-  static async open(dir: string): Promise<CertificateAuthority> {
+  /** Loads the CA from `dir` (ca.crt, ca.key), making it on first use (named `commonName`: tests make other CAs with it). */
+  static async open(dir: string, commonName = 'Berth runner egress CA'): Promise<CertificateAuthority> {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const certPath = join(dir, 'ca.crt');
     const keyPath = join(dir, 'ca.key');
@@ -60,7 +60,7 @@ export class CertificateAuthority {
       cert.serialNumber = serial();
       cert.validity.notBefore = new Date(Date.now() - DAY);
       cert.validity.notAfter = new Date(Date.now() + 3650 * DAY);
-      const name = [{ name: 'commonName', value: 'Berth runner egress CA' }, { name: 'organizationName', value: 'Berth' }];
+      const name = [{ name: 'commonName', value: commonName }, { name: 'organizationName', value: 'Berth' }];
       cert.setSubject(name);
       cert.setIssuer(name);
       cert.setExtensions([

@@ -8,4 +8,5 @@ export { decide, checkAddress, domainMatches, normalizeHost, type Decision, type
 export { resolveDestination, privateAllowanceOf, type Destination, type DestinationResolver, type PrivateAllowance } from './destination.ts';
 export { PRESETS, PRESET_NAMES, isPreset, type PresetName } from './presets.ts';
 export { DENY_ALL } from './policy.ts';
+export { loadCompanyCas, writeHostTrust, type CompanyCa, type HostTrust } from './company-ca.ts';
 export { egressNetworkConfigFrom, summarizeEgressNetwork, bypassesUpstream, isTrusted, NO_COMPANY_NETWORK, COMPANY_ENV, type EgressNetworkConfig, type EgressNetworkSummary, type UpstreamProxy } from './company.ts';

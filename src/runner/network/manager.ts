@@ -5,21 +5,22 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { rootCertificates } from 'node:tls';
+import { getCACertificates } from 'node:tls';
 import type { Logger } from 'pino';
 import { unavailable } from '../../shared/errors.ts';
 import { isMounted } from '../overlay.ts';
 import type { RunOptions, Spawner } from '../spawner/index.ts';
 import { CertificateAuthority } from './ca.ts';
+import { hostCaBundle } from './company-ca.ts';
 import { FirewallLog, refusalEvent, refusalRule } from './firewall-log.ts';
 import { DEFAULT_SUBNET, hostBatch, insideBatch, netnsNames, netnsPrefix, pairAddresses, PROXY_PORT, ruleset, setupScript, teardownScript, type NetnsPlan } from './netns.ts';
 import { EgressProxy } from './proxy.ts';
+import { trustLayer, type TrustCa } from './trust-layer.ts';
 import { blockListOf, hostAddressesNow } from './request-filter.ts';
 import type { NetworkUsage, RunnerNetworkOptions } from './types.ts';
 
-/** Where the environment finds the trust bundle (system CAs + the runner's CA), bind-mounted read-only. */
+/** Where the environment finds the trust bundle (system CAs + the runner's CA + company CAs), bind-mounted read-only. */
 export const CA_BUNDLE_PATH = '/.berth/ca-certificates.crt';
-const HOST_CA_BUNDLES = ['/etc/ssl/certs/ca-certificates.crt', '/etc/pki/tls/certs/ca-bundle.crt'];
 /** Tries at a /31 the host does not already have. */
 const ADDRESS_ATTEMPTS = 16;
 const DEFAULT_WARM = 2;
@@ -59,6 +60,8 @@ export class NetworkManager {
   #closed = false;
   #nftChecked = false;
   #bundleReady = false;
+  /** What the proxy's own TLS upstream trusts besides Node's store: the host's store and the company CAs. */
+  readonly #upstreamCa: string | undefined;
 
   constructor(opts: RunnerNetworkOptions & { dataDir: string; spawner: Spawner; logger: Logger }) {
     this.#o = opts;
@@ -69,6 +72,10 @@ export class NetworkManager {
     mkdirSync(join(this.#dir, 'environments'), { recursive: true, mode: 0o700 });
     mkdirSync(join(this.#dir, 'namespaces'), { recursive: true, mode: 0o700 });
     this.#warmTarget = opts.warm ?? DEFAULT_WARM;
+    const company = opts.companyCas ?? [];
+    this.#upstreamCa = company.length || opts.upstreamCa
+      ? [...(company.length ? getCACertificates('system') : []), ...company, opts.upstreamCa ?? ''].join('\n')
+      : undefined;
     this.#restored = this.#restore()
       .catch((err: unknown) => this.#log.warn({ err }, 'could not tidy the network namespaces an earlier runner left'))
       .then(() => this.refill());
@@ -344,7 +351,7 @@ export class NetworkManager {
       resolver: this.#o.resolver,
       allowPrivate: this.#o.allowPrivateAddresses?.length ? blockListOf(this.#o.allowPrivateAddresses) : undefined,
       ca: () => this.#authority(),
-      upstreamCa: this.#o.upstreamCa,
+      upstreamCa: this.#upstreamCa,
       clientAddress: plan.envAddress,
     });
     await proxy.listen(plan.proxyPort, plan.hostAddress);
@@ -407,20 +414,31 @@ export class NetworkManager {
     return this.#ca;
   }
 
-  /** System CAs and the runner's CA in one file (made once per runner). */
+  /** The CAs environments trust besides their image's: the runner's egress CA, then the company CAs. */
+  async #trustedCas(): Promise<TrustCa[]> {
+    const ca = await this.#authority();
+    return [{ name: 'berth-egress-ca', pem: ca.certPem }, ...(this.#o.companyCas ?? []).map((pem, i) => ({ name: `berth-company-ca-${i + 1}`, pem }))];
+  }
+
+  /** System CAs, the runner's CA and the company CAs in one file (written once per runner process: the company CAs may have changed). */
   async #caBundle(): Promise<string> {
     const path = join(this.#dir, 'ca-bundle.pem');
     if (this.#bundleReady) return path;
-    const ca = await this.#authority();
-    if (!existsSync(path) || !readFileSync(path, 'utf8').includes(ca.certPem.trim())) {
-      const system = HOST_CA_BUNDLES.find((p) => existsSync(p));
-      const base = system ? readFileSync(system, 'utf8') : rootCertificates.join('\n');
-      writeFileSync(`${path}.tmp`, `${base.trimEnd()}\n# Berth runner egress CA\n${ca.certPem}`, { mode: 0o644 });
-      // Renamed into place: a running environment's bind mount keeps the file it had.
-      renameSync(`${path}.tmp`, path);
-    }
+    const added = (await this.#trustedCas()).map((c) => `# ${c.name}\n${c.pem.trim()}\n`).join('');
+    writeFileSync(`${path}.tmp`, `${hostCaBundle().trimEnd()}\n${added}`, { mode: 0o644 });
+    // Renamed into place: a running environment's bind mount keeps the file it had.
+    renameSync(`${path}.tmp`, path);
     this.#bundleReady = true;
     return path;
+  }
+
+  /**
+   * The overlay layer that puts the same CAs in the image's own trust store (trust-layer.ts),
+   * for the tools that ignore SSL_CERT_FILE and the like (apt, wget); undefined when the
+   * image has no store to extend.
+   */
+  async trustLayer(rootfs: string): Promise<string | undefined> {
+    return trustLayer(join(this.#dir, 'trust-layers'), rootfs, await this.#trustedCas());
   }
 
   #checkNft(): void {

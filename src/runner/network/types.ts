@@ -94,6 +94,12 @@ export interface RunnerNetworkOptions {
   allowPrivateAddresses?: string[] | undefined;
   /** Extra CAs (PEM) the proxy trusts when it terminates TLS and connects upstream itself (tests' local servers). */
   upstreamCa?: string | undefined;
+  /**
+   * Company CAs (PEM, one certificate each; company-ca.ts checked them): every environment
+   * trusts them (its bundle, variables and system store: trust-layer.ts), and so does the
+   * proxy's own TLS upstream.
+   */
+  companyCas?: readonly string[] | undefined;
   /** IPv4 range the veth pairs' /31s come from (default 100.96.0.0/11, carrier-grade NAT space). */
   subnet?: string | undefined;
   /** Namespaces kept made ahead, so a start does not wait for ip and nft (default 2; 0: none). */
