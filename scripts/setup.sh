@@ -31,6 +31,8 @@ packages=(crun catatonit mmdebstrap skopeo uidmap util-linux iproute2 nftables g
 # UI in real browsers through playwright-core: Debian's Chromium and Firefox ESR; htpasswd for
 # the registry's password file, and an OpenSSH server for SSH repositories.
 ((test_tools)) && packages+=(docker-registry chromium firefox-esr apache2-utils openssh-server)
+# The package-mirrors test signs its Debian archive with gpg and zips a wheel with python3.
+((test_tools)) && packages+=(gnupg python3)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

@@ -115,6 +115,8 @@ export function mirrorCredentials(mirrors: readonly ResolvedMirror[], secrets: r
     const named = secrets.filter((s) => s.orgId === orgId && s.name === m.secret && (s.projectId === null || (m.scope !== 'org' && s.projectId === projectId)));
     const s = named.find((x) => x.projectId !== null) ?? named[0];
     if (!https || !s || s.host !== host) continue;
+    // Several mirrors on one host often share one secret: the proxy needs it once.
+    if (out.some((c) => c.name === s.name && c.host === host)) continue;
     out.push({ host, pathPrefix: s.pathPrefix, header: s.header, value: credentialValue(s.format, s.value), name: s.name });
   }
   return out;
