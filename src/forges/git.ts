@@ -22,12 +22,12 @@ const BERTH_IDENTITY: GitIdentity = { name: 'Berth', email: 'berth@localhost' };
  * remote's default branch. The clone's origin is the URL as given, which never holds
  * credentials: they were only in git's environment for this one command.
  */
-export async function cloneRepo(o: { url: string; dir: string; branch?: string | undefined; credentials?: GitCredentials | undefined; signal?: AbortSignal | undefined; reach: GitReach }): Promise<{ baseSha: string; branch: string }> {
+export async function cloneRepo(o: { url: string; dir: string; branch?: string | undefined; credentials?: GitCredentials | undefined; signal?: AbortSignal | undefined; reach: GitReach; /** Only the last N commits (reading files, not working on them). */ depth?: number | undefined }): Promise<{ baseSha: string; branch: string }> {
   const remote = gitRemote(parseRepoUrl(o.url));
   if (o.branch !== undefined) checkBranchName(o.branch, 'branch');
   const auth = authOf(o.credentials);
   try {
-    await runGit({ args: ['clone', '--quiet', '--no-recurse-submodules', '--origin', 'origin', ...(o.branch !== undefined ? ['--branch', o.branch] : []), '--', remote, o.dir], signal: o.signal, config: reachFor(o), ...auth });
+    await runGit({ args: ['clone', '--quiet', '--no-recurse-submodules', '--origin', 'origin', ...(o.branch !== undefined ? ['--branch', o.branch] : []), ...(o.depth ? ['--depth', String(o.depth)] : []), '--', remote, o.dir], signal: o.signal, config: reachFor(o), ...auth });
   } catch (e) {
     throw gitError(e, `cloning ${remote}`, { branch: o.branch });
   }

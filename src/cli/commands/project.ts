@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { InvalidArgumentError, type Command } from 'commander';
 import type { ApiClient } from '../client.ts';
 import { CliError, printJson, printTable } from '../output.ts';
@@ -11,11 +12,19 @@ interface Project {
   defaultBranch: string;
   secrets: string[];
   work: { image?: string; setup?: string | string[]; check?: string; limits?: { cpus?: number; memory?: string | number }; allowDomains?: string[]; env?: Record<string, string> };
-  forge: { kind?: string; apiUrl?: string; tokenSecret?: string; app?: { appId: string; installationId: number; privateKeySecret: string } };
+  forge: { kind?: string; apiUrl?: string; tokenSecret?: string; app?: { appId: string; installationId: number; privateKeySecret: string }; deployKeySecret?: string; knownHosts?: string };
   agent: { kind?: string; model?: string; command?: string };
   archivedAt: string | null;
 }
 type ProjectShown = Project & { receives: { variables: string[]; egress: string[] } };
+interface ResolvedSpec {
+  branch: string;
+  commit: string;
+  file: string | null;
+  spec: Record<string, unknown>;
+  sources: Record<string, string>;
+  notes: string[];
+}
 
 const collect = (v: string, all: string[] = []) => [...all, v];
 const cpus = (v: string) => {
@@ -35,6 +44,16 @@ function githubApp(value: string | undefined) {
   return { appId, installationId: Number(installation), privateKeySecret };
 }
 
+/** `--known-hosts FILE`: the file's lines, read here (the server never reads a client's path). */
+function knownHosts(path: string | undefined): string | undefined {
+  if (path === undefined) return undefined;
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new CliError(`cannot read ${path} (${(e as NodeJS.ErrnoException).code}): --known-hosts takes a file of known_hosts lines, such as \`ssh-keyscan -p PORT HOST > known_hosts\` writes`);
+  }
+}
+
 /** The settings flags `create` and `update` share, with what each one says. */
 function settingsOptions(c: Command): Command {
   return c
@@ -50,6 +69,8 @@ function settingsOptions(c: Command): Command {
     .option('--forge-url <url>', 'API URL of GitHub Enterprise or a self-hosted GitLab')
     .option('--token-secret <name>', 'the secret holding the forge token (used on the runner, never inside environments)')
     .option('--github-app <appId:installationId:keySecret>', 'a GitHub App installation instead of a token: the App id, installation id and the secret holding its private key')
+    .option('--deploy-key-secret <name>', 'SSH repositories: the secret holding the deploy key (private key, used on the runner, never inside environments)')
+    .option('--known-hosts <file>', "SSH repositories: the server's host keys, a known_hosts file (ssh-keyscan -p PORT HOST; check the fingerprints)")
     .option('--agent <kind>', 'default agent for its tasks: builtin or command')
     .option('--model <model>', 'default model for its tasks')
     .option('--agent-command <cmd>', 'default command for --agent command')
@@ -63,7 +84,7 @@ function settingsFrom(o: Record<string, any>) {
     defaultBranch: o.defaultBranch,
     secrets: o.secret,
     work: defined({ image: o.image, setup: o.setup, check: o.check, allowDomains: o.allowDomain, limits }),
-    forge: defined({ kind: o.forge, apiUrl: o.forgeUrl, tokenSecret: o.tokenSecret, app: githubApp(o.githubApp) }),
+    forge: defined({ kind: o.forge, apiUrl: o.forgeUrl, tokenSecret: o.tokenSecret, app: githubApp(o.githubApp), deployKeySecret: o.deployKeySecret, knownHosts: knownHosts(o.knownHosts) }),
     agent: defined({ kind: o.agent, model: o.model, command: o.agentCommand }),
   };
 }
@@ -81,6 +102,8 @@ const UNSET: Record<string, [section: 'work' | 'forge' | 'agent' | 'secrets', ke
   'forge-url': ['forge', 'apiUrl'],
   'token-secret': ['forge', 'tokenSecret'],
   'github-app': ['forge', 'app'],
+  'deploy-key-secret': ['forge', 'deployKeySecret'],
+  'known-hosts': ['forge', 'knownHosts'],
   agent: ['agent', 'kind'],
   model: ['agent', 'model'],
   'agent-command': ['agent', 'command'],
@@ -90,7 +113,7 @@ function printProject(p: ProjectShown): void {
   const list = (names: string[] | undefined) => (names?.length ? names.join(', ') : 'none');
   const w = p.work;
   const setup = w.setup === undefined ? undefined : typeof w.setup === 'string' ? [w.setup] : w.setup;
-  const forge = p.forge.app ? `${p.forge.kind ?? 'github'} (App ${p.forge.app.appId}, installation ${p.forge.app.installationId}, key in ${p.forge.app.privateKeySecret})` : [p.forge.kind ?? 'from the URL', p.forge.apiUrl, p.forge.tokenSecret && `token in ${p.forge.tokenSecret}`].filter(Boolean).join(', ');
+  const forge = p.forge.app ? `${p.forge.kind ?? 'github'} (App ${p.forge.app.appId}, installation ${p.forge.app.installationId}, key in ${p.forge.app.privateKeySecret})` : [p.forge.kind ?? 'from the URL', p.forge.apiUrl, p.forge.tokenSecret && `token in ${p.forge.tokenSecret}`, p.forge.deployKeySecret && `deploy key in ${p.forge.deployKeySecret}`, p.forge.knownHosts && `${p.forge.knownHosts.split('\n').filter((l) => l.trim() && !l.startsWith('#')).length} known host key(s)`].filter(Boolean).join(', ');
   const rows: [string, string | undefined][] = [
     ['id', p.id],
     ['name', p.name],
@@ -109,6 +132,27 @@ function printProject(p: ProjectShown): void {
   ];
   for (const [k, v] of rows) if (v !== undefined) process.stdout.write(`${k.padEnd(12)} ${v}\n`);
   process.stdout.write("Its environments receive these secrets only: the project's own and the org secrets it names, never the org's others.\n");
+}
+
+/** The environment a task would get, field by field, with where each value came from. */
+function printSpec(r: ResolvedSpec): void {
+  const show = (v: unknown): string => {
+    if (v === null || v === undefined) return '-';
+    if (Array.isArray(v)) return v.length ? v.map((x) => (typeof x === 'object' && x && 'name' in x && 'target' in x ? `${String(x.name)} at ${String(x.target)}` : String(x))).join(', ') : '-';
+    if (typeof v === 'object') {
+      const entries = Object.entries(v).filter(([, x]) => x !== undefined);
+      return entries.length ? entries.map(([k, x]) => `${k}=${String(x)}`).join(', ') : '-';
+    }
+    return String(v);
+  };
+  process.stdout.write(`\nEnvironment spec (${r.branch} at ${r.commit.slice(0, 12)}, ${r.file ? `from the repository's ${r.file}` : 'the repository has no berth.yaml or devcontainer.json'}):\n`);
+  const rows = Object.entries(r.sources).map(([field, from]) => [field, show(field === 'setup' && Array.isArray(r.spec.setup) ? (r.spec.setup as string[]).join(' && ') || null : r.spec[field]), from]);
+  const width = Math.min(48, Math.max(5, ...rows.map(([, v]) => v!.length)));
+  for (const [field, value, from] of rows) process.stdout.write(`  ${field!.padEnd(16)} ${value!.padEnd(width)}  ← ${from}\n`);
+  if (r.notes.length) {
+    process.stdout.write('Not honoured:\n');
+    for (const n of r.notes) process.stdout.write(`  - ${n}\n`);
+  }
 }
 
 export function projectCommands(program: Command, client: Client): void {
@@ -162,12 +206,24 @@ export function projectCommands(program: Command, client: Client): void {
 
   project
     .command('show <name>')
-    .description('a project: its repository, setup, check, limits, agent, forge, and exactly the secrets its environments receive')
+    .description("a project: its repository, setup, check, limits, agent, forge, exactly the secrets its environments receive, and the environment its tasks get (resolved from the repository's default branch, each field with its source)")
     .option('--json', 'print JSON')
     .action(async (name: string, o) => {
       const p = await client().request<ProjectShown>('GET', client().orgPath(`projects/${encodeURIComponent(name)}`));
-      if (o.json) return printJson(p);
+      // The resolved spec needs the repository: when it cannot be read, the settings still show, with why.
+      let spec: ResolvedSpec | null = null;
+      let specError: string | null = null;
+      if (!p.archivedAt) {
+        try {
+          spec = await client().request<ResolvedSpec>('GET', client().orgPath(`projects/${encodeURIComponent(name)}/spec`));
+        } catch (err) {
+          specError = (err as Error).message;
+        }
+      }
+      if (o.json) return printJson({ ...p, environment: spec, ...(specError !== null && { environmentError: specError }) });
       printProject(p);
+      if (spec) printSpec(spec);
+      else if (specError !== null) process.stdout.write(`\nThe environment spec could not be resolved: ${specError}\n`);
     });
 
   project

@@ -6,7 +6,7 @@ import type { App, AppDeps } from '../app.ts';
 import { isUniqueViolation, type ProjectRow } from '../db/index.ts';
 import { SECRET_NAME } from '../secrets/service.ts';
 import { ForgeSettingsSchema } from '../../forges/index.ts';
-import { ProjectWorkSettings } from '../tasks/index.ts';
+import { ProjectWorkSettings, resolveProjectSpec } from '../tasks/index.ts';
 import { assertNameFree, liveProject, mergePatch, PROJECT_NAME, removeProject } from '../projects.ts';
 import { recordingRepoRefusals } from './repo-refusals.ts';
 
@@ -30,6 +30,25 @@ const Receives = z
     egress: z.array(z.string()).describe('egress-only secrets the egress proxy adds to their requests'),
   })
   .describe("the project's own secrets and the org secrets it names: nothing else");
+const ResolvedSpec = z.object({
+  branch: z.string(),
+  commit: z.string(),
+  file: z.enum(['berth.yaml', 'devcontainer.json']).nullable().describe("the repository's file, or null when it has none"),
+  spec: z.object({
+    image: z.string().nullable(),
+    user: z.string().nullable(),
+    env: z.record(z.string(), z.string()),
+    setup: z.array(z.string()),
+    check: z.string().nullable(),
+    limits: z.object({ cpus: z.number().optional(), memory: z.string().optional() }),
+    allowDomains: z.array(z.string()),
+    workspaceFolder: z.string().nullable(),
+    forwardPorts: z.array(z.union([z.number(), z.string()])),
+    volumes: z.array(z.object({ name: z.string(), target: z.string() })),
+  }),
+  sources: z.record(z.string(), z.string()).describe('per field: the file (and compose service), "project setting" or "Berth default"'),
+  notes: z.array(z.string()),
+});
 const ProjectName = z.string().regex(PROJECT_NAME, 'lower-case letters, digits, . _ -');
 const RepoUrl = z.string({ error: 'a project needs its repository: give repoUrl (`berth project create NAME --repo URL`)' }).trim().min(1, 'a project needs its repository: give repoUrl').max(2048);
 const SecretNames = z.array(z.string().regex(SECRET_NAME)).max(200);
@@ -96,6 +115,22 @@ export function projectRoutes(app: App, { secrets, db, repos, audit }: AppDeps):
         (await db.selectFrom('projects').selectAll().where('org_id', '=', req.scope.orgId).where('id', '=', req.params.name).executeTakeFirst()) ??
         (await liveProject(db, req.scope.orgId, req.params.name));
       return { ...projectView(r), receives: r.archived_at ? { variables: [], egress: [] } : await secrets.namesFor(req.scope.orgId, r.id) };
+    },
+  });
+
+  app.get('/api/orgs/:org/projects/:name/spec', {
+    config: { permission: 'project.read' },
+    schema: {
+      tags: ['projects'],
+      summary: "The environment the project's tasks get, each field with where it came from",
+      description:
+        "Reads the repository's berth.yaml or .devcontainer/devcontainer.json (and its compose file) from a fresh shallow clone of the default branch, puts the project's settings on top, and says for each field whether it came from a file (and which compose service), a project setting or Berth's default. `notes` lists what the repository asks for that Berth does not do.",
+      params: ProjectParams,
+      response: { 200: ResolvedSpec, ...errors, 503: ErrorSchema },
+    },
+    handler: async (req) => {
+      const project = await liveProject(db, req.scope.orgId, req.params.name);
+      return resolveProjectSpec({ repos, secrets }, project);
     },
   });
 

@@ -4,4 +4,5 @@ export { TaskEvents } from './events.ts';
 export { TaskWorker } from './worker.ts';
 export type { PipelineDeps } from './pipeline.ts';
 export { readRepoSpec, mergeSpec, fromBerthYaml, fromDevContainer, ProjectWorkSettings, type WorkSpec } from './repo-config.ts';
+export { resolveProjectSpec, type ResolvedProjectSpec } from './project-spec.ts';
 export { sandboxGateway, type CommandAgentGateway } from './gateway.ts';
