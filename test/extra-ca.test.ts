@@ -3,11 +3,11 @@
 // the runner is given the CA), through the proxy's own upstream TLS (a host with
 // credentials), and by host-side git; and the checks a CA file gets at start.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { RequestListener } from 'node:http';
 import { createServer as createHttpsServer, type Server } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import { connect, createServer as createTcpServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createSecureContext } from 'node:tls';
@@ -18,16 +18,18 @@ import { cloneRepo, RepoAccess } from '../src/forges/index.ts';
 import { ImageStore, LocalRunner, type EnvironmentSpec, type RunningCommand } from '../src/runner/index.ts';
 import { CertificateAuthority } from '../src/runner/network/ca.ts';
 import { loadCompanyCas, NetworkEventStore, writeHostTrust, type Resolver } from '../src/runner/network/index.ts';
+import { blockListOf } from '../src/runner/network/request-filter.ts';
 import { resolveInRoot, trustLayer } from '../src/runner/network/trust-layer.ts';
 import { startBerth } from '../src/server/index.ts';
 import { DEFAULT_LIMITS } from '../src/shared/environment.ts';
 import { newId } from '../src/shared/ids.ts';
 import { isolatedGitEnv, serveGit, type GitRequestRecord } from './fakes/git-server.ts';
 import { IMAGE_DIR } from './helpers.ts';
+import { pushImage } from './registry-server.ts';
 import { basePolicy, TestPolicies } from './security/fixtures.ts';
 
 const logger = pino({ enabled: false });
-const NAMES: Record<string, string[]> = { 'internal.corp.test': ['127.0.0.1'], 'api.corp.test': ['127.0.0.1'], 'git.corp.test': ['127.0.0.1'] };
+const NAMES: Record<string, string[]> = { 'internal.corp.test': ['127.0.0.1'], 'api.corp.test': ['127.0.0.1'], 'git.corp.test': ['127.0.0.1'], 'registry.corp.test': ['127.0.0.1'] };
 const resolver: Resolver = async (host) => {
   const a = NAMES[host];
   if (!a) throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: 'ENOTFOUND' });
@@ -198,6 +200,34 @@ describe('company CAs', () => {
     }
   });
 
+  test('registry pulls verify a registry the company CA certified, and only with it', async () => {
+    // A real registry (Debian's docker-registry) serving TLS with a certificate for registry.corp.test.
+    const regDir = join(dir, 'registry');
+    mkdirSync(regDir, { recursive: true });
+    const leaf = companyCa.leaf('registry.corp.test');
+    writeFileSync(join(regDir, 'cert.pem'), leaf.cert);
+    writeFileSync(join(regDir, 'key.pem'), leaf.key, { mode: 0o600 });
+    const port = await freePort();
+    writeFileSync(join(regDir, 'config.yml'), ['version: 0.1', 'log:', '  level: warn', 'storage:', '  filesystem:', `    rootdirectory: ${join(regDir, 'data')}`, 'http:', `  addr: 127.0.0.1:${port}`, '  tls:', `    certificate: ${join(regDir, 'cert.pem')}`, `    key: ${join(regDir, 'key.pem')}`, ''].join('\n'));
+    const registry = spawn('docker-registry', ['serve', join(regDir, 'config.yml')], { stdio: 'ignore' });
+    try {
+      for (let i = 0; !(await listening(port)); i++) {
+        assert.ok(i < 400 && registry.exitCode === null, 'docker-registry did not start (apt-get install docker-registry)');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await pushImage(`127.0.0.1:${port}/corp/hello:1`, 'hello from the corp registry\n');
+      const ref = `registry.corp.test:${port}/corp/hello:1`;
+      // Not listed, so the pull goes through the pull proxy, which lets 127.0.0.1 through only by the test escape hatch.
+      const store = (certDir?: string) => new ImageStore({ dir: join(dir, `images-${certDir ? 'trusting' : 'plain'}`), logger, allowPrivateAddresses: blockListOf(['127.0.0.1/32']), resolveHost: resolver, registryCertDir: certDir });
+      await assert.rejects(store().resolve(ref), /certificate|x509/i);
+      const trust = writeHostTrust(join(dir, 'host-trust'), loadCompanyCas([join(dir, 'company-ca', 'ca.crt')]));
+      const image = await store(trust.certDir).resolve(ref);
+      assert.equal(readFileSync(join(image.rootfs, 'hello.txt'), 'utf8'), 'hello from the corp registry\n');
+    } finally {
+      registry.kill('SIGTERM');
+    }
+  });
+
   test('CA files are checked at start: a clear error names the file and never shows its contents', async () => {
     const file = (name: string, text: string) => {
       const path = join(dir, name);
@@ -250,6 +280,25 @@ describe('company CAs', () => {
     assert.equal(trustLayer(join(dir, 'layers'), rootfs, [{ name: 'berth-company-ca-1', pem: companyCa.certPem }]), layer, 'made once, then reused');
   });
 });
+
+async function freePort(): Promise<number> {
+  const server = createTcpServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
 
 /** A CA certificate that expired on 2020-01-02 (made with node-forge, as ca.ts makes its own). */
 function expiredCa(): string {
