@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { ID_BASE, ID_COUNT } from '../idmap.ts';
 import { hexOf, sha256 } from './blobs.ts';
-import type { Buildah } from './buildah.ts';
+import { BUILD_UID, chownTree, type Buildah } from './buildah.ts';
 import { HOST_PLATFORM } from './oci.ts';
 import type { ImageRecord } from './types.ts';
 
@@ -28,6 +28,7 @@ export async function ensureBase(buildah: Buildah, image: ImageRecord, log: (lin
   try {
     const layout = join(scratch, 'oci');
     await writeLayout(image, layout, scratch);
+    await chownTree(scratch, BUILD_UID);
     const pulled = await buildah.run(['pull', '--signature-policy', buildah.policyPath, '--quiet', `oci:${layout}:latest`]);
     if (pulled.code !== 0) throw new Error(`buildah could not take the base image: ${pulled.tail.join('\n')}`);
     const tagged = await buildah.run(['tag', pulled.stdout.trim(), tag]);

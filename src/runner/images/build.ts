@@ -5,25 +5,23 @@
 // Isolation: buildah runs as root in a network namespace of its own whose only way out is
 // an egress proxy with the project's policy (RUN steps see HTTP(S)_PROXY; nothing else is
 // reachable, not even the host's loopback), and a mount namespace where crun sees a cgroup
-// layout it accepts. RUN steps run under crun (--isolation oci) with its pid, mount, ipc
-// and uts namespaces, buildah's default capabilities and seccomp filter, and no network but
-// the proxy; not yet in a user namespace: buildah 1.28 (Debian 12) commits a COPY into a
-// mapped container with the host's owners, so the next RUN cannot write there.
+// layout it accepts, and in a user namespace mapped onto the environments' unprivileged id
+// range (buildah.ts): root in a build is nobody on the host. RUN steps run under crun
+// (--isolation oci) inside that, with its pid, mount, ipc and uts namespaces.
 // Base images come from Berth's store (build-base.ts), never from a registry buildah picks;
 // build storage is DATA_DIR/build, with buildah's layer cache.
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chown, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer, connect, type BlockList, type Server } from 'node:net';
 import { join, relative } from 'node:path';
 import { invalid } from '../../shared/errors.ts';
-import { cgroupLayout, HYBRID_UNIFIED_MOUNT } from '../cgroups.ts';
 import { EgressProxy } from '../network/proxy.ts';
 import type { EgressPolicy, NetworkEvent } from '../network/types.ts';
 import { sha256 } from './blobs.ts';
 import { ensureBase } from './build-base.ts';
 import { copyContext, insideCheckout, DEFAULT_MAX_CONTEXT_BYTES } from './build-context.ts';
 import { rewriteFroms } from './build-dockerfile.ts';
-import { Buildah } from './buildah.ts';
+import { Buildah, BUILD_UID, chownTree } from './buildah.ts';
 import { resolveFeatures, type FeatureValue, type ResolvedFeature } from './features.ts';
 import { withFileLock } from './lock.ts';
 import type { ImageStore } from './store.ts';
@@ -83,7 +81,6 @@ export interface ImageBuilderOptions {
 const RECIPE = 1;
 const FEATURES_DIR = '/tmp/berth-features';
 const MAX_DOCKERFILE_BYTES = 1024 * 1024;
-const SANDBOX = new URL('./pull-sandbox.ts', import.meta.url).pathname;
 
 export class ImageBuilder {
   readonly #store: ImageStore;
@@ -165,9 +162,11 @@ export class ImageBuilder {
         const again = await this.#store.get(name, { org: req.org });
         if (again) return { image: again, reused: true };
         for (const r of bases.values()) await ensureBase(this.#buildah, r, log);
-        return await this.#withSandbox(req, key, log, async (prefix) => {
+        // buildah runs as BUILD_UID: what it reads is given to it.
+        await chownTree(scratch, BUILD_UID);
+        return await this.#withProxy(req, key, log, async (proxySocket) => {
           const run = async (what: string, argv: string[]) => {
-            const r = await this.#buildah.run(argv, { prefix, onLine: log, signal: req.signal });
+            const r = await this.#buildah.run(argv, { proxySocket, onLine: log, signal: req.signal });
             if (r.code !== 0) throw invalid(`${what} failed (buildah exited with ${r.code}): ${r.tail.slice(-3).join(' / ')}`);
             return r;
           };
@@ -200,11 +199,8 @@ export class ImageBuilder {
     }
   }
 
-  /**
-   * Runs `fn` with a command prefix for buildah: a new network and mount namespace whose only
-   * way out is the egress proxy (through a unix socket), with the project's policy.
-   */
-  async #withSandbox<T>(req: BuildRequest, key: string, log: (line: string) => void, fn: (prefix: string[]) => Promise<T>): Promise<T> {
+  /** Runs `fn` with a unix socket (BUILD_UID's) that leads to an egress proxy with the project's policy. */
+  async #withProxy<T>(req: BuildRequest, key: string, log: (line: string) => void, fn: (socket: string) => Promise<T>): Promise<T> {
     const proxy = new EgressProxy({
       environmentId: `build-${key.slice(0, 12)}`,
       policies: { policyFor: () => req.policy },
@@ -225,10 +221,8 @@ export class ImageBuilder {
     });
     await new Promise<void>((resolve, reject) => relay.once('error', reject).listen(socket, resolve));
     try {
-      const unmount = cgroupLayout() === 'hybrid' ? `umount ${HYBRID_UNIFIED_MOUNT} 2>/dev/null; ` : '';
-      const prefix = ['unshare', '--net', '--mount', '--propagation', 'private', '--', 'sh', '-c', `${unmount}exec "$@"`, 'sh',
-        process.execPath, '--disable-warning=ExperimentalWarning', SANDBOX, socket, '--'];
-      return await fn(prefix);
+      await chown(socket, BUILD_UID, BUILD_UID);
+      return await fn(socket);
     } finally {
       await new Promise((resolve) => relay.close(resolve));
       await proxy.close();
