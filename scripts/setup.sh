@@ -70,6 +70,9 @@ if [ ! -d "$here/node_modules" ] || [ "$here/package-lock.json" -nt "$here/node_
   say "installing Berth's packages (npm ci)"
   (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# The CLI as one bundle (dist/cli): `berth` starts in a fraction of the time the sources take.
+say "building the CLI"
+(cd "$here" && npm run --silent build:cli)
 ln -sf "$here/bin/berth" /usr/local/bin/berth
 
 # The web UI `berth up` serves at / (web/dist; a second or two).

@@ -142,9 +142,10 @@ async function main(args: string[]): Promise<void> {
   await program.parseAsync(args, { from: 'user' });
 }
 
-if (import.meta.main) {
+/** Runs one command line and sets the exit status: bin/berth (through bundle.ts) and `node src/cli/main.ts`. */
+export async function run(args: string[]): Promise<void> {
   try {
-    await main(process.argv.slice(2));
+    await main(args);
   } catch (err) {
     if (err instanceof CommanderError) {
       // Help and --version end with 0; every other commander error is about how it was called.
@@ -157,3 +158,6 @@ if (import.meta.main) {
     }
   }
 }
+
+// Not awaited: the bundle (CommonJS, see scripts/build-cli.ts) has no top-level await; run() catches all.
+if (import.meta.main) void run(process.argv.slice(2));
