@@ -64,10 +64,12 @@ program
   }, 7070)
   .option('--host <address>', 'address to listen on', '127.0.0.1')
   .option('--extra-ca <file>', 'a company CA certificate (PEM) that environments, the egress proxy, pulls and git trust; repeatable (also $BERTH_EXTRA_CA_CERTS, comma-separated)', (v: string, all: string[]) => [...all, v], [] as string[])
+  .option('--trusted-network <cidr>', 'a company network that names allowed by a policy may resolve into (10.20.0.0/16); repeatable (else $BERTH_EGRESS_TRUSTED_NETWORKS, comma-separated)', (v: string, all: string[]) => [...all, v], [] as string[])
+  .option('--upstream-proxy <url>', 'the company proxy allowed requests go through, http://[user:password@]host:port (else $BERTH_EGRESS_UPSTREAM_PROXY)')
   .action(async (o) => {
     // Loaded only here: the server's dependencies would slow every other command.
     const { up } = await import('./commands/up.ts');
-    await up({ port: o.port, host: o.host, dataDir: dataDir(globals().dataDir), extraCa: o.extraCa });
+    await up({ port: o.port, host: o.host, dataDir: dataDir(globals().dataDir), extraCa: o.extraCa, trustedNetworks: o.trustedNetwork, upstreamProxy: o.upstreamProxy });
   });
 
 program

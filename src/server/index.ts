@@ -19,6 +19,7 @@ import { PolicyService } from './policy/index.ts';
 import { NetworkEventRecorder, NetworkEventRetention, retentionFrom, stormSettingsFrom, type StormSettings } from './network-events/index.ts';
 import { DenialAdvisor } from './tasks/denials.ts';
 import { loadCompanyCas, writeHostTrust, type RunnerNetworkOptions } from '../runner/network/index.ts';
+import { egressNetworkConfigFrom, summarizeEgressNetwork, type EgressNetworkConfig } from '../runner/network/company.ts';
 import { modelClientFromEnv } from '../agent/index.ts';
 import { RepoAccess, repoAccessFromEnv, type RepoAccessConfig } from '../forges/index.ts';
 import { availableParallelism, hostname } from 'node:os';
@@ -43,6 +44,11 @@ export interface StartOptions {
   allowedRegistries?: string[] | undefined;
   /** Where a registry's images are pulled from instead; by default from BERTH_REGISTRY_MIRRORS (docker.io=https://mirror.corp,…). */
   registryMirrors?: RegistryMirrors | undefined;
+  /**
+   * `berth up --trusted-network` (repeatable) and `--upstream-proxy`; when absent, the
+   * BERTH_EGRESS_TRUSTED_NETWORKS and BERTH_EGRESS_UPSTREAM_PROXY variables (company.ts).
+   */
+  egressNetwork?: { trustedNetworks?: string[] | undefined; upstreamProxy?: string | undefined } | undefined;
   /** The most one image may unpack to (BERTH_MAX_IMAGE_SIZE, default 32g). */
   maxImageBytes?: number | undefined;
   logger?: Logger;
@@ -94,6 +100,15 @@ function sizeFromEnv(name: string, value: string | undefined): number | undefine
   return bytes;
 }
 
+/** Trusted networks and the upstream proxy from berth up's flags or the BERTH_EGRESS_* variables; a wrong one stops the start. */
+function egressNetworkFrom(opts: StartOptions): EgressNetworkConfig {
+  try {
+    return egressNetworkConfigFrom({ ...opts.egressNetwork, env: process.env, controlPlanePort: opts.port ?? 7070 });
+  } catch (err) {
+    throw invalid((err as Error).message);
+  }
+}
+
 /** BERTH_AUDIT_WEBHOOK (and BERTH_AUDIT_WEBHOOK_SECRET) send every audit entry to a SIEM. */
 function auditSinks() {
   const url = process.env.BERTH_AUDIT_WEBHOOK;
@@ -120,8 +135,11 @@ export interface RunningBerth {
 export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   // Checked before anything is made: a wrong file stops the start with its name.
   const companyCas = loadCompanyCas(opts.extraCaFiles ?? listFromEnv(process.env.BERTH_EXTRA_CA_CERTS));
+  // Checked before anything is made too: trusted networks and the upstream proxy.
+  const egressNetwork = egressNetworkFrom(opts);
   mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
   const logger = opts.logger ?? pino({ level: process.env.BERTH_LOG_LEVEL ?? 'info' });
+  if (egressNetwork.trustedNetworks.length || egressNetwork.upstreamProxy) logger.info(summarizeEgressNetwork(egressNetwork), 'egress: trusted networks and upstream proxy');
   const hostTrust = companyCas.length ? writeHostTrust(join(opts.dataDir, 'trust'), companyCas) : undefined;
   if (companyCas.length) logger.info({ cas: companyCas.map((c) => ({ file: c.file, subject: c.subject })) }, 'trusting company CAs in environments, the egress proxy, pulls and host-side git');
   const networkEventRetention = retentionFrom(process.env.BERTH_NETWORK_EVENT_RETENTION);
@@ -158,7 +176,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const denials = new DenialAdvisor({ db, events: taskEvents, policies, logger, settings: stormSettings });
   const networkEvents = new NetworkEventRecorder({ db, audit, taskEvents, secrets, logger, denials });
   const retention = new NetworkEventRetention({ db, logger, retentionMs: networkEventRetention });
-  const runner = new LocalRunner({ dataDir: opts.dataDir, images, logger, network: { policies, events: networkEvents, companyCas: companyCas.map((c) => c.pem), ...opts.network } });
+  const runner = new LocalRunner({ dataDir: opts.dataDir, images, logger, network: { policies, events: networkEvents, companyCas: companyCas.map((c) => c.pem), egressNetwork, ...opts.network } });
   const environments = new EnvironmentService({ db, runner, logger, audit, secrets });
   const oidcConfig = opts.oidc ?? oidcConfigFromEnv(process.env);
   const oidc = oidcConfig && { signIn: new OidcSignIn(oidcConfig), pending: new PendingSignIns(), groupRules: oidcConfig.groupRules, name: oidcConfig.name };
@@ -197,7 +215,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     everyMs: opts.runnerHeartbeatMs ?? 5_000,
     logger,
     report: async () => ({
-      ...probeHost({ backend: runner.backend.name, network: Boolean(runner.network), diskQuota: runner.diskQuota, dataDir: opts.dataDir, minFreeDiskBytes }),
+      ...probeHost({ backend: runner.backend.name, network: Boolean(runner.network), diskQuota: runner.diskQuota, dataDir: opts.dataDir, minFreeDiskBytes, egressNetwork: summarizeEgressNetwork(egressNetwork) }),
       environments: await environments.counts(),
       tasks: { running: worker.running, concurrency: worker.concurrency },
     }),

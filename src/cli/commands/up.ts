@@ -10,6 +10,9 @@ export interface UpOptions {
   dataDir: string;
   /** --extra-ca files, added to BERTH_EXTRA_CA_CERTS's. */
   extraCa?: string[] | undefined;
+  /** --trusted-network (replaces BERTH_EGRESS_TRUSTED_NETWORKS when given) and --upstream-proxy. */
+  trustedNetworks?: string[] | undefined;
+  upstreamProxy?: string | undefined;
 }
 
 export async function up(opts: UpOptions): Promise<void> {
@@ -21,6 +24,7 @@ export async function up(opts: UpOptions): Promise<void> {
   if (companyCas.length) setDefaultCACertificates([...getCACertificates('default'), ...companyCas.map((c) => c.pem)]);
   const berth = await startBerth({
     extraCaFiles,
+    egressNetwork: { trustedNetworks: opts.trustedNetworks, upstreamProxy: opts.upstreamProxy },
     dataDir: opts.dataDir,
     port: opts.port,
     host: opts.host,

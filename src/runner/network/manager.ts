@@ -353,6 +353,7 @@ export class NetworkManager {
       ca: () => this.#authority(),
       upstreamCa: this.#upstreamCa,
       clientAddress: plan.envAddress,
+      egressNetwork: this.#o.egressNetwork,
     });
     await proxy.listen(plan.proxyPort, plan.hostAddress);
     this.#proxies.set(id, proxy);

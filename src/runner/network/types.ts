@@ -2,6 +2,7 @@
 // come from, and what the proxy reports. The policy store (server side) implements
 // PolicySource; the audit log implements NetworkEventSink.
 import type { PackageMirror } from '../mirrors.ts';
+import type { EgressNetworkConfig } from './company.ts';
 
 /** One environment's egress policy, as the proxy applies it to each request. */
 export interface EgressPolicy {
@@ -100,6 +101,8 @@ export interface RunnerNetworkOptions {
    * proxy's own TLS upstream.
    */
   companyCas?: readonly string[] | undefined;
+  /** Trusted networks and the company's upstream proxy (company.ts), from `berth up`'s settings. */
+  egressNetwork?: EgressNetworkConfig | undefined;
   /** IPv4 range the veth pairs' /31s come from (default 100.96.0.0/11, carrier-grade NAT space). */
   subnet?: string | undefined;
   /** Namespaces kept made ahead, so a start does not wait for ip and nft (default 2; 0: none). */
