@@ -4,16 +4,24 @@
 // and a real `npm install` in a real environment from a registry in a trusted network (a
 // network namespace this test makes), refused and recorded without the trust.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createHash, randomInt } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import pino from 'pino';
+import * as tar from 'tar';
+import { ImageStore, LocalRunner, type EnvironmentSpec, type RunningCommand } from '../src/runner/index.ts';
+import { DEFAULT_LIMITS } from '../src/shared/environment.ts';
+import { newId } from '../src/shared/ids.ts';
+import { IMAGE_DIR } from './helpers.ts';
 import { CertificateAuthority } from '../src/runner/network/ca.ts';
 import { egressNetworkConfigFrom, summarizeEgressNetwork, bypassesUpstream, isTrusted } from '../src/runner/network/company.ts';
 import { checkAddress, EgressProxy, NetworkEventStore, type NetworkUsage } from '../src/runner/network/index.ts';
 import { blockListOf } from '../src/runner/network/request-filter.ts';
 import { startForwardProxy, type ForwardProxy } from './fakes/forward-proxy.ts';
-import { ALLOW_LOOPBACK, hostCurl, NAMES, startOutside, TestPolicies, testResolver, type Outside } from './security/fixtures.ts';
+import { ALLOW_LOOPBACK, basePolicy, hostCurl, NAMES, startOutside, TestPolicies, testResolver, type Outside } from './security/fixtures.ts';
 
 const none = new Set<string>();
 
@@ -221,6 +229,180 @@ describe('egress through the company\'s upstream proxy', () => {
     }
   });
 });
+
+describe('npm install from a registry in a trusted network', () => {
+  // The company network: a namespace of this test's behind a veth pair, the host routing a
+  // /28 of 203.0.113.0/24 (documentation space) to it, a registry-shaped server inside
+  // answering on the /28 and on its veth address, which is outside the trusted network.
+  const tag = randomInt(0, 1 << 16).toString(16).padStart(4, '0');
+  const ns = `bt-trusted-${tag}`;
+  const hostIf = `btn${tag}h`;
+  const nsIf = `btn${tag}n`;
+  const link = randomInt(0, 64) * 4;
+  const hostEnd = `198.19.${randomInt(0, 256)}.${link + 1}`;
+  const nsEnd = hostEnd.replace(/\d+$/, String(link + 2));
+  const corp = randomInt(0, 16) * 16;
+  const trustedNet = `203.0.113.${corp}/28`;
+  const registryAddress = `203.0.113.${corp + 10}`;
+  const names: Record<string, string[]> = { 'registry.corp.test': [registryAddress], 'untrusted.corp.test': [nsEnd] };
+  const resolver = async (host: string) => {
+    const a = names[host];
+    if (!a) throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: 'ENOTFOUND' });
+    return a;
+  };
+  const logger = pino({ level: process.env.BERTH_TEST_LOG ?? 'silent' });
+  const dir = mkdtempSync(join(tmpdir(), 'berth-trusted-'));
+  const requests: string[] = [];
+  const events = new NetworkEventStore();
+  let server: ChildProcess | undefined;
+  let runner: LocalRunner;
+  let spec: EnvironmentSpec;
+  const ip = (...args: string[]) => execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+
+  before(async () => {
+    ip('netns', 'add', ns);
+    ip('link', 'add', hostIf, 'type', 'veth', 'peer', 'name', nsIf);
+    ip('link', 'set', nsIf, 'netns', ns);
+    ip('addr', 'add', `${hostEnd}/30`, 'dev', hostIf);
+    ip('link', 'set', hostIf, 'up');
+    ip('-n', ns, 'addr', 'add', `${nsEnd}/30`, 'dev', nsIf);
+    ip('-n', ns, 'addr', 'add', `${registryAddress}/28`, 'dev', 'lo');
+    ip('-n', ns, 'link', 'set', 'lo', 'up');
+    ip('-n', ns, 'link', 'set', nsIf, 'up');
+    ip('route', 'add', trustedNet, 'via', nsEnd, 'dev', hostIf);
+
+    // A package as the npm registry serves it: metadata naming a tarball, with its hashes.
+    mkdirSync(join(dir, 'package'));
+    writeFileSync(join(dir, 'package', 'package.json'), JSON.stringify({ name: 'berth-trusted-demo', version: '1.0.0', main: 'index.js' }));
+    writeFileSync(join(dir, 'package', 'index.js'), "module.exports = 'served from the trusted network';\n");
+    const tgz = join(dir, 'berth-trusted-demo-1.0.0.tgz');
+    await tar.c({ gzip: true, file: tgz, cwd: dir, portable: true }, ['package']);
+    const bytes = readFileSync(tgz);
+    const dist = { shasum: createHash('sha1').update(bytes).digest('hex'), integrity: `sha512-${createHash('sha512').update(bytes).digest('base64')}` };
+    writeFileSync(join(dir, 'registry.mjs'), REGISTRY.replace('DIST', JSON.stringify(dist)).replace('TGZ', JSON.stringify(tgz)));
+    server = spawn('ip', ['netns', 'exec', ns, process.execPath, join(dir, 'registry.mjs')], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve, reject) => {
+      server!.once('exit', (code) => reject(new Error(`the registry exited (${code})`)));
+      server!.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+        for (const line of chunk.split('\n').filter(Boolean)) {
+          if (line === 'listening') resolve();
+          else requests.push(line);
+        }
+      });
+    });
+
+    const images = new ImageStore({ dir: IMAGE_DIR, logger });
+    const policies = new TestPolicies();
+    policies.policy = basePolicy({ allowDomains: ['registry.corp.test', 'untrusted.corp.test'] });
+    // Made now: the veth's host end is one of this host's addresses, which no trusted network may hold.
+    const egressNetwork = egressNetworkConfigFrom({ trustedNetworks: [trustedNet], env: {} });
+    runner = new LocalRunner({ dataDir: join(dir, 'data'), images, logger, network: { policies, events, resolver, egressNetwork } });
+    spec = { id: newId('env'), hostname: 'npm-trusted', image: await images.resolve('default'), limits: DEFAULT_LIMITS };
+    await runner.start(spec);
+  });
+
+  after(async () => {
+    await runner?.remove(spec.id).catch(() => {});
+    runner?.close();
+    if (server?.pid) process.kill(server.pid);
+    try {
+      ip('route', 'del', trustedNet);
+    } catch {}
+    try {
+      ip('netns', 'del', ns);
+    } catch {}
+    try {
+      ip('link', 'del', hostIf);
+    } catch {}
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const npm = (registry: string) => run(runner.exec(spec, {
+    cmd: ['sh', '-c', `mkdir -p /tmp/app && cd /tmp/app && rm -rf node_modules package-lock.json && npm install --no-audit --no-fund --no-update-notifier --registry ${registry} berth-trusted-demo && node -e "console.log(require('berth-trusted-demo'))"`],
+    timeoutMs: 180_000,
+  }));
+
+  test('a name the policy allows, resolving into the trusted network: npm installs from it', async () => {
+    const before = requests.length;
+    const r = await npm('http://registry.corp.test/');
+    assert.equal(r.exitCode, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /served from the trusted network/);
+    const served = requests.slice(before);
+    assert.ok(served.includes(`GET /berth-trusted-demo registry.corp.test ${hostEnd}`), served.join('\n'));
+    assert.ok(served.includes(`GET /berth-trusted-demo/-/berth-trusted-demo-1.0.0.tgz registry.corp.test ${hostEnd}`), served.join('\n'));
+    const recorded = events.events(spec.id).filter((e) => e.host === 'registry.corp.test');
+    assert.ok(recorded.length >= 2 && recorded.every((e) => e.allowed && e.rule === 'allow:environment:registry.corp.test+trusted-network'), JSON.stringify(recorded));
+  });
+
+  test('the same server on an address outside the trusted network: refused, recorded, never reached', async () => {
+    const before = requests.length;
+    const r = await npm('http://untrusted.corp.test/');
+    assert.notEqual(r.exitCode, 0, r.stdout);
+    assert.match(r.stderr, /403/);
+    assert.deepEqual(requests.slice(before), [], 'the registry saw nothing');
+    const refused = events.events(spec.id).filter((e) => e.host === 'untrusted.corp.test');
+    assert.ok(refused.length >= 1 && refused.every((e) => !e.allowed && e.status === 403 && e.rule === `deny:private-address:${nsEnd}`), JSON.stringify(refused));
+  });
+
+  test('the same registry and name through a proxy without the trust: npm is refused, and the refusal recorded as before', async () => {
+    const policies = new TestPolicies({ allowDomains: ['registry.corp.test'] });
+    const untrusted = new EgressProxy({ environmentId: 'env_untrusted', policies, events, resolver, usage: { bytesUp: 0, bytesDown: 0, connections: 0, open: 0, refused: 0, peak: 0 } });
+    await untrusted.listen(0, '127.0.0.1');
+    const before = requests.length;
+    try {
+      const app = join(dir, 'host-app');
+      mkdirSync(app, { recursive: true });
+      writeFileSync(join(app, 'package.json'), '{"name":"host-app","version":"1.0.0"}');
+      const r = await new Promise<{ code: number | null; out: string }>((resolve) => {
+        const child = spawn('npm', ['install', '--no-audit', '--no-fund', '--no-update-notifier', '--fetch-retries=0', '--cache', join(dir, 'npm-cache'), '--registry', 'http://registry.corp.test/', '--proxy', `http://127.0.0.1:${untrusted.address().port}`, 'berth-trusted-demo'], { cwd: app, stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        child.stdout.on('data', (b: Buffer) => (out += b));
+        child.stderr.on('data', (b: Buffer) => (out += b));
+        child.on('exit', (code) => resolve({ code, out }));
+      });
+      assert.notEqual(r.code, 0, r.out);
+      assert.match(r.out, /403/);
+      assert.deepEqual(requests.slice(before), [], 'the registry saw nothing');
+      const refused = events.events('env_untrusted');
+      assert.ok(refused.length >= 1 && refused.every((e) => e.host === 'registry.corp.test' && !e.allowed && e.status === 403 && e.rule === `deny:private-address:${registryAddress}`), JSON.stringify(refused));
+    } finally {
+      await untrusted.close();
+    }
+  });
+});
+
+/** The registry: a package's metadata and tarball as registry.npmjs.org answers them; one stdout line per request. */
+const REGISTRY = `
+import { createServer } from 'node:http';
+import { readFileSync } from 'node:fs';
+const dist = DIST;
+const tgz = readFileSync(TGZ);
+const server = createServer((req, res) => {
+  console.log(req.method + ' ' + req.url + ' ' + req.headers.host + ' ' + req.socket.remoteAddress);
+  const base = 'http://' + req.headers.host;
+  if (req.url === '/berth-trusted-demo') {
+    const doc = { name: 'berth-trusted-demo', 'dist-tags': { latest: '1.0.0' }, versions: { '1.0.0': { name: 'berth-trusted-demo', version: '1.0.0', main: 'index.js', dist: { ...dist, tarball: base + '/berth-trusted-demo/-/berth-trusted-demo-1.0.0.tgz' } } } };
+    res.writeHead(200, { 'content-type': 'application/json' });
+    return res.end(JSON.stringify(doc));
+  }
+  if (req.url === '/berth-trusted-demo/-/berth-trusted-demo-1.0.0.tgz') {
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': tgz.length });
+    return res.end(tgz);
+  }
+  res.writeHead(404, { 'content-type': 'application/json' });
+  res.end('{"error":"not found"}');
+});
+server.listen(80, '0.0.0.0', () => console.log('listening'));
+`;
+
+async function run(command: RunningCommand) {
+  let stdout = '';
+  let stderr = '';
+  command.stdout.on('data', (b: Buffer) => (stdout += b));
+  command.stderr.on('data', (b: Buffer) => (stderr += b));
+  command.stdin.end();
+  return { ...(await command.exited), stdout, stderr };
+}
 
 async function until(check: () => boolean, ms = 10_000): Promise<void> {
   const end = Date.now() + ms;
