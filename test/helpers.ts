@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import type { OidcConfig } from '../src/server/oidc/index.ts';
-import { startBerth, type ClientConfig, type RunningBerth } from '../src/server/index.ts';
+import { startBerth, type ClientConfig, type RunningBerth, type StartOptions } from '../src/server/index.ts';
 import { freshDatabase, ON_POSTGRES, type TestDatabase } from './postgres.ts';
 import type { RepoAccessConfig } from '../src/forges/index.ts';
 
@@ -40,7 +40,7 @@ export interface CliResult {
   stderr: string;
 }
 
-export async function startTestBerth(opts: { dataDir?: string; database?: TestDatabase; sweepIntervalMs?: number; port?: number; oidc?: OidcConfig; tokenRateLimit?: number; authFailureLimit?: number; modelEnv?: NodeJS.ProcessEnv; taskConcurrency?: number; runnerHeartbeatMs?: number; minFreeDiskBytes?: number; repos?: RepoAccessConfig } = {}): Promise<TestBerth> {
+export async function startTestBerth(opts: { dataDir?: string; database?: TestDatabase; sweepIntervalMs?: number; port?: number; oidc?: OidcConfig; tokenRateLimit?: number; authFailureLimit?: number; modelEnv?: NodeJS.ProcessEnv; taskConcurrency?: number; runnerHeartbeatMs?: number; minFreeDiskBytes?: number; repos?: RepoAccessConfig; network?: StartOptions['network']; denialStorms?: StartOptions['denialStorms'] } = {}): Promise<TestBerth> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'berth-test-'));
   // On PostgreSQL each control plane gets a database of its own; a restart passes it on.
   const database = opts.database ?? (ON_POSTGRES ? await freshDatabase() : undefined);
@@ -61,6 +61,8 @@ export async function startTestBerth(opts: { dataDir?: string; database?: TestDa
     runnerHeartbeatMs: opts.runnerHeartbeatMs,
     minFreeDiskBytes: opts.minFreeDiskBytes,
     repos: opts.repos ?? TEST_REPOS,
+    network: opts.network,
+    denialStorms: opts.denialStorms,
   });
   const client = JSON.parse(readFileSync(berth.clientConfigPath, 'utf8')) as ClientConfig;
   let closed = false;

@@ -175,6 +175,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   await policies.start();
   const denials = new DenialAdvisor({ db, events: taskEvents, policies, logger, settings: stormSettings });
   const networkEvents = new NetworkEventRecorder({ db, audit, taskEvents, secrets, logger, denials });
+  denials.flushWith(() => networkEvents.flush());
   const retention = new NetworkEventRetention({ db, logger, retentionMs: networkEventRetention });
   const runner = new LocalRunner({ dataDir: opts.dataDir, images, logger, network: { policies, events: networkEvents, companyCas: companyCas.map((c) => c.pem), egressNetwork, ...opts.network } });
   const environments = new EnvironmentService({ db, runner, logger, audit, secrets });

@@ -40,6 +40,8 @@ export class DenialAdvisor implements DenialObserver {
   readonly #current = new Map<string, Current>();
   /** Each storm's hint, once written. */
   readonly #hints = new Map<Storm, Promise<DenialHint | null>>();
+  /** Writes the network events still queued (the recorder's flush), so a command's refusals are counted when it ends. */
+  #flushEvents: () => Promise<void> = async () => {};
 
   /** @param opts.checkEveryMs how often a running command's storms are looked at (fail-fast). */
   constructor(opts: { db: Db; events: TaskEvents; policies: Pick<PolicyService, 'show'>; logger: Logger; settings: StormSettings; now?: () => number; checkEveryMs?: number }) {
@@ -52,13 +54,19 @@ export class DenialAdvisor implements DenialObserver {
     this.#checkEveryMs = opts.checkEveryMs ?? 1_000;
   }
 
+  /** The recorder is made after the advisor (it reports to it): it says how to flush here. */
+  flushWith(flush: () => Promise<void>): void {
+    this.#flushEvents = flush;
+  }
+
   get settings(): StormSettings {
     return this.#storms.settings;
   }
 
   refused(taskId: string, environmentId: string, d: { host: string; port: number; rule: string }, now: number): void {
     const storm = this.#storms.refused(taskId, environmentId, d, now);
-    if (storm) this.#hints.set(storm, this.#report(storm, this.#current.get(taskId) ?? null));
+    // Said as it stands now: the count goes on growing while the hint is written.
+    if (storm) this.#hints.set(storm, this.#report({ ...storm }, this.#current.get(taskId) ?? null));
   }
 
   allowed(taskId: string, now: number): void {
@@ -89,6 +97,9 @@ export class DenialAdvisor implements DenialObserver {
       result = await go(stop.signal);
     } finally {
       clearInterval(timer);
+      // The hints of this command's refusals come before whatever the task says next (its end).
+      await this.#flushEvents().catch(() => {});
+      await Promise.all([...this.#hints].filter(([s]) => s.taskId === taskId).map(([, hint]) => hint));
       if (this.#current.get(taskId) === current) this.#current.delete(taskId);
     }
     if (!storm) return { result, stopped: null };
