@@ -88,6 +88,38 @@ describe('berth login with an API token (no identity provider)', () => {
     assert.equal(chosen.code, 0, chosen.stderr);
   });
 
+  test('on a terminal the token is asked for at a prompt that does not echo it, and the login works', { timeout: 120_000 }, async () => {
+    const { body: made } = await t.api('POST', '/api/orgs/default/tokens', { role: 'member', name: 'typed' });
+    const h = home();
+    // script(1) runs the CLI on a real pseudo-terminal, its output (all the terminal shows) to our pipe.
+    const cmd = `${join(REPO, 'bin', 'berth')} login ${t.client.url}`;
+    const child = spawn('script', ['-q', '-e', '-c', cmd, '/dev/null'], {
+      env: { ...process.env, ...h.env, SHELL: '/bin/sh', FORCE_COLOR: undefined, BERTH_NODE: process.execPath, TERM: 'dumb' },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let screen = '';
+    const exited = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? 1)));
+    let typed = false;
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      screen += d;
+      // Typed once the prompt shows, as a person would (echo is off before it is written).
+      if (!typed && screen.includes('API token (input hidden): ')) {
+        typed = true;
+        child.stdin.write(`${made.token}\r`);
+      }
+    });
+    const code = await exited;
+    child.stdin.end();
+    assert.equal(code, 0, screen);
+    assert.ok(typed, `no prompt on the terminal: ${screen}`);
+    assert.match(screen, /Signed in to .* as an org token \(typed\)/);
+    assert.ok(!screen.includes(made.token), `the token was echoed: ${screen}`);
+    assert.ok(!screen.includes(made.token.slice(0, 12)), 'not even part of it');
+    const saved = JSON.parse(readFileSync(h.configPath, 'utf8'));
+    assert.equal(saved.token, made.token);
+    assert.equal(json(await h.cli(['whoami', '--json'])).token.name, 'typed');
+  });
+
   test('a wrong token is refused, exit 4, and nothing is stored; no URL is a usage error', async () => {
     const h = home();
     const bad = await h.cli(['login', t.client.url], 'berth_not-a-token');

@@ -171,8 +171,9 @@ async function readToken(fromStdin: boolean): Promise<string> {
 /** Reads a line from the terminal without echoing it. */
 function hiddenPrompt(question: string): Promise<string> {
   const stdin = process.stdin;
-  process.stderr.write(question);
+  // No echo before the question shows: a token typed or pasted the moment it appears stays hidden.
   stdin.setRawMode(true);
+  process.stderr.write(question);
   stdin.resume();
   stdin.setEncoding('utf8');
   return new Promise((resolve, reject) => {
