@@ -3,6 +3,7 @@ export { LocalRunner, type EnvironmentSpec, type CommandOptions } from './runner
 export type { ResolvedUser } from './users.ts';
 export type { RunningCommand, ExitStatus } from './exec.ts';
 export { TIMEOUT_EXIT_CODE } from './exec.ts';
+export { ImageBuilder, type BuildSpec } from './images/index.ts';
 export { ImageStore, DEFAULT_IMAGE, isRegistryReference, parseMirrors, type ImageRecord, type ImageProgress, type RegistryCredential, type RegistryMirrors } from './images/index.ts';
 export { tarEntries } from './images/tar-entries.ts';
 export { cgroupLayout } from './cgroups.ts';

@@ -28,6 +28,7 @@ import { authRoutes } from './routes/auth.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { secretRoutes } from './routes/secrets.ts';
 import { projectRoutes } from './routes/projects.ts';
+import { projectCheckRoutes } from './routes/project-check.ts';
 import { taskRoutes } from './routes/tasks.ts';
 import { modelRoutes } from './routes/models.ts';
 import type { ModelSettingsService } from './models/service.ts';
@@ -38,7 +39,7 @@ import { PolicyService } from './policy/index.ts';
 import { NetworkEventRecorder } from './network-events/index.ts';
 import { webRoutes } from './routes/web.ts';
 import type { TaskEvents, TaskService } from './tasks/index.ts';
-import type { ImageStore } from '../runner/index.ts';
+import type { ImageBuilder, ImageStore } from '../runner/index.ts';
 import type { Db } from './db/index.ts';
 import type { AuditLog } from './audit/index.ts';
 import type { GroupRule, OidcSignIn, PendingSignIns } from './oidc/index.ts';
@@ -107,6 +108,8 @@ export interface AppDeps {
   tasks: TaskService;
   taskEvents: TaskEvents;
   images: ImageStore;
+  /** Builds devcontainer images (`berth project check`); one over `images` when not given. */
+  builder?: ImageBuilder | undefined;
   runners: RunnerRegistry;
   /** Which repositories may be named (projects, one-off tasks) and reached from the host. */
   repos: RepoAccess;
@@ -287,6 +290,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     orgSettingsRoutes(api, deps);
     secretRoutes(api, deps);
     projectRoutes(api, deps);
+    projectCheckRoutes(api, deps);
     taskRoutes(api, deps);
     if (deps.models) modelRoutes(api, deps.models);
     auditRoutes(api, deps);

@@ -227,6 +227,12 @@ export function projectCommands(program: Command, client: Client): void {
     });
 
   project
+    .command('check <name>')
+    .description("build the image the project's tasks run (its devcontainer Dockerfile and features) without a task, with the build log; reused while nothing that goes into it changed")
+    .option('--json', 'print the result as JSON')
+    .action(async (name: string, o) => (await import('./project-check.ts')).checkProject(client(), name, o));
+
+  project
     .command('list')
     .alias('ls')
     .description("the org's projects")

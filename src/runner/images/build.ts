@@ -9,7 +9,7 @@
 // range (buildah.ts): root in a build is nobody on the host. RUN steps run under crun
 // (--isolation oci) inside that, with its pid, mount, ipc and uts namespaces.
 // Base images come from Berth's store (build-base.ts), never from a registry buildah picks;
-// build storage is DATA_DIR/build, with buildah's layer cache.
+// build storage is build/ in the image store's folder (DATA_DIR/images/build), with buildah's layer cache.
 import { randomBytes } from 'node:crypto';
 import { chown, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer, connect, type BlockList, type Server } from 'node:net';
@@ -68,8 +68,8 @@ export interface BuildResult {
 
 export interface ImageBuilderOptions {
   store: ImageStore;
-  /** Build storage (DATA_DIR/build). */
-  dir: string;
+  /** Build storage; by default `build/` in the store's folder (DATA_DIR/images/build). */
+  dir?: string | undefined;
   maxContextBytes?: number | undefined;
   /** Name resolution for the build's egress proxy. */
   resolver?: ((host: string) => Promise<string[]>) | undefined;
@@ -85,12 +85,12 @@ const MAX_DOCKERFILE_BYTES = 1024 * 1024;
 export class ImageBuilder {
   readonly #store: ImageStore;
   readonly #buildah: Buildah;
-  readonly #o: ImageBuilderOptions;
+  readonly #o: ImageBuilderOptions & { dir: string };
 
   constructor(o: ImageBuilderOptions) {
-    this.#o = o;
+    this.#o = { ...o, dir: o.dir ?? join(o.store.dir, 'build') };
     this.#store = o.store;
-    this.#buildah = new Buildah({ dir: o.dir });
+    this.#buildah = new Buildah({ dir: this.#o.dir });
   }
 
   async build(req: BuildRequest): Promise<BuildResult> {

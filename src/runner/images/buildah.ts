@@ -11,7 +11,7 @@ import { ID_BASE, ID_COUNT } from '../idmap.ts';
 const SANDBOX = new URL('./pull-sandbox.ts', import.meta.url).pathname;
 
 export interface BuildahOptions {
-  /** Build storage: DATA_DIR/build. Layers cached here are reused by later builds. */
+  /** Build storage (DATA_DIR/images/build). Layers cached here are reused by later builds. */
   dir: string;
 }
 

@@ -25,7 +25,13 @@ export interface ResolvedProjectSpec {
   notes: string[];
 }
 
-export async function resolveProjectSpec(deps: { repos: RepoAccess; secrets: SecretService }, project: ProjectRow, signal?: AbortSignal): Promise<ResolvedProjectSpec> {
+export async function resolveProjectSpec(
+  deps: { repos: RepoAccess; secrets: SecretService },
+  project: ProjectRow,
+  signal?: AbortSignal,
+  /** Called with the clone and the merged spec before the clone is removed (`berth project check` builds from it). */
+  inCheckout?: (repoDir: string, spec: WorkSpec) => Promise<void>,
+): Promise<ResolvedProjectSpec> {
   if (!project.repo_url) throw invalid(`project '${project.name}' has no repository: set one with \`berth project update ${project.name} --repo URL\``);
   const settings: ForgeSettings = project.settings.forge ?? {};
   let reach;
@@ -43,6 +49,7 @@ export async function resolveProjectSpec(deps: { repos: RepoAccess; secrets: Sec
     const cloned = await cloneRepo({ url: project.repo_url, reach, dir: repoDir, branch: project.default_branch, credentials, signal, depth: 1 });
     const repo = await readRepoSpec(repoDir);
     const merged = mergeSpec(repo, project.settings.work ?? {});
+    await inCheckout?.(repoDir, merged);
     const { sources, source: _source, notes, ...spec } = merged;
     const ordered: Record<string, string> = {};
     for (const f of SPEC_FIELDS) ordered[f] = sources[f] ?? 'Berth default';
