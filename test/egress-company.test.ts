@@ -15,7 +15,9 @@ import * as tar from 'tar';
 import { ImageStore, LocalRunner, type EnvironmentSpec, type RunningCommand } from '../src/runner/index.ts';
 import { DEFAULT_LIMITS } from '../src/shared/environment.ts';
 import { newId } from '../src/shared/ids.ts';
-import { IMAGE_DIR } from './helpers.ts';
+import { IMAGE_DIR, runCli } from './helpers.ts';
+import { freshDatabase, ON_POSTGRES } from './postgres.ts';
+import { startBerth } from '../src/server/index.ts';
 import { CertificateAuthority } from '../src/runner/network/ca.ts';
 import { egressNetworkConfigFrom, summarizeEgressNetwork, bypassesUpstream, isTrusted } from '../src/runner/network/company.ts';
 import { checkAddress, EgressProxy, NetworkEventStore, type NetworkUsage } from '../src/runner/network/index.ts';
@@ -97,6 +99,43 @@ describe('company network settings', () => {
     assert.equal(bypassesUpstream(['10.0.0.0/8'], 'anything.example', '10.9.9.9'), true);
     assert.equal(bypassesUpstream(['10.0.0.0/8'], 'anything.example', '11.0.0.1'), false);
     assert.equal(bypassesUpstream(['*'], 'x.example', undefined), true);
+  });
+});
+
+describe('berth up with a company network', () => {
+  test('a trusted network that can never be trusted stops the start before anything is made', async () => {
+    const dataDir = join(mkdtempSync(join(tmpdir(), 'berth-up-refused-')), 'data');
+    await assert.rejects(
+      startBerth({ dataDir, port: 0, imageDir: IMAGE_DIR, egressNetwork: { trustedNetworks: ['169.254.169.254/32'] } }),
+      /--trusted-network: 169\.254\.169\.254\/32 overlaps 169\.254\.0\.0\/16 .*can never be trusted/,
+    );
+    assert.throws(() => readFileSync(join(dataDir, 'client.json')), /ENOENT/);
+    rmSync(join(dataDir, '..'), { recursive: true, force: true });
+  });
+
+  test('berth runner list and the runners API show the trusted networks and the upstream proxy, never its password', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'berth-up-company-'));
+    const database = ON_POSTGRES ? await freshDatabase() : undefined;
+    process.env.BERTH_EGRESS_UPSTREAM_NO_PROXY = '.corp.test,10.77.0.0/16';
+    const berth = await startBerth({
+      dataDir, port: 0, imageDir: IMAGE_DIR, databaseUrl: database?.url, modelEnv: {}, runnerHeartbeatMs: 300,
+      logger: pino({ level: process.env.BERTH_TEST_LOG ?? 'silent' }),
+      egressNetwork: { trustedNetworks: ['10.77.0.0/16', '198.18.64.0/18'], upstreamProxy: 'http://build:hunter2-upstream@proxy.corp.test:3128' },
+    });
+    delete process.env.BERTH_EGRESS_UPSTREAM_NO_PROXY;
+    try {
+      const r = await runCli(['runner', 'list'], { BERTH_DATA_DIR: dataDir });
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /local egress:\n {2}trusted networks: 10\.77\.0\.0\/16, 198\.18\.64\.0\/18\n {2}upstream proxy: http:\/\/proxy\.corp\.test:3128 \(not for \.corp\.test, 10\.77\.0\.0\/16\)\n/);
+      const json = await runCli(['runner', 'list', '--json'], { BERTH_DATA_DIR: dataDir });
+      const [local] = JSON.parse(json.stdout);
+      assert.deepEqual(local.network, { egressProxy: true, nftables: true, trustedNetworks: ['10.77.0.0/16', '198.18.64.0/18'], upstreamProxy: 'http://proxy.corp.test:3128', noProxy: ['.corp.test', '10.77.0.0/16'] });
+      assert.doesNotMatch(r.stdout + json.stdout, /hunter2/);
+    } finally {
+      await berth.close();
+      await database?.drop();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 });
 

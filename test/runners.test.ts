@@ -56,7 +56,7 @@ describe('runners', () => {
     assert.equal(r.memoryBytes, totalmem());
     assert.deepEqual(r.environments, { running: 0, total: 0 });
     assert.deepEqual(r.tasks, { running: 0, concurrency: 3 });
-    assert.deepEqual(r.network, { egressProxy: true, nftables: true });
+    assert.deepEqual(r.network, { egressProxy: true, nftables: true, trustedNetworks: [], upstreamProxy: null, noProxy: [] });
     assert.equal(r.diskQuota, process.env.BERTH_DISK_QUOTA !== 'off');
     assert.ok(r.dataDisk.freeBytes > 0 && r.dataDisk.freeBytes <= r.dataDisk.totalBytes, JSON.stringify(r.dataDisk));
     assert.deepEqual(r.health, { status: 'ok', reasons: [] });
