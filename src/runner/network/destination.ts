@@ -3,6 +3,9 @@
 // host-side git for tasks and projects, forge APIs, registry pulls. The name is resolved here
 // and the address that passed is the one to connect to: a second lookup by the client could
 // answer differently (DNS rebinding), so callers pin it (git: http.curloptResolve).
+// Trusted networks (company.ts) do not widen this: here no policy names the host — any
+// member may type a repository URL — so private hosts stay behind the explicit allowances
+// (BERTH_ALLOWED_GIT_HOSTS, BERTH_ALLOWED_REGISTRIES, BERTH_ALLOWED_MODEL_HOSTS).
 import { BlockList, isIP } from 'node:net';
 import { lookup } from 'node:dns/promises';
 import { blockListOf, checkAddress, hostAddressesNow, normalizeHost } from './request-filter.ts';
