@@ -33,6 +33,8 @@ packages=(crun catatonit mmdebstrap skopeo uidmap util-linux iproute2 nftables g
 ((test_tools)) && packages+=(docker-registry chromium firefox-esr apache2-utils openssh-server)
 # The package-mirrors test signs its Debian archive with gpg and zips a wheel with python3.
 ((test_tools)) && packages+=(gnupg python3)
+# The company-CA test imports a CA into a Java keystore with keytool (runners use it when present).
+((test_tools)) && packages+=(default-jre-headless)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

@@ -19,7 +19,9 @@ import { ImageStore, LocalRunner, type EnvironmentSpec, type RunningCommand } fr
 import { CertificateAuthority } from '../src/runner/network/ca.ts';
 import { loadCompanyCas, NetworkEventStore, writeHostTrust, type Resolver } from '../src/runner/network/index.ts';
 import { blockListOf } from '../src/runner/network/request-filter.ts';
-import { resolveInRoot, trustLayer } from '../src/runner/network/trust-layer.ts';
+import { findKeytool } from '../src/runner/network/java-trust.ts';
+import { resolveInRoot } from '../src/runner/network/resolve-in-root.ts';
+import { trustLayer } from '../src/runner/network/trust-layer.ts';
 import { startBerth } from '../src/server/index.ts';
 import { DEFAULT_LIMITS } from '../src/shared/environment.ts';
 import { newId } from '../src/shared/ids.ts';
@@ -228,6 +230,46 @@ describe('company CAs', () => {
     }
   });
 
+  test('Java keystores in the image get the CAs in the trust layer when the host has keytool', { skip: findKeytool() ? false : 'no keytool on this host (apt-get install default-jre-headless)' }, async () => {
+    const keytool = findKeytool()!;
+    const rootfs = join(dir, 'java-rootfs');
+    mkdirSync(join(rootfs, 'etc/ssl/certs/java'), { recursive: true });
+    mkdirSync(join(rootfs, 'usr/lib/jvm/java-17/lib/security'), { recursive: true });
+    mkdirSync(join(rootfs, 'opt/java/openjdk/lib/security'), { recursive: true });
+    // The image's own keystore (JKS, as Debian's ca-certificates-java writes it), holding one public CA.
+    const publicCa = await CertificateAuthority.open(join(dir, 'public-ca'), 'Some Public Root');
+    writeFileSync(join(dir, 'public-ca.pem'), publicCa.certPem);
+    const keystore = join(rootfs, 'etc/ssl/certs/java/cacerts');
+    execFileSync(keytool, ['-importcert', '-noprompt', '-storetype', 'JKS', '-keystore', keystore, '-storepass', 'changeit', '-alias', 'some-public-root', '-file', join(dir, 'public-ca.pem')], { stdio: 'ignore' });
+    const imageBytes = readFileSync(keystore);
+    // The JDK's link to it, and a JCEKS keystore (loading one deserializes objects): never read.
+    execFileSync('ln', ['-s', '/etc/ssl/certs/java/cacerts', join(rootfs, 'usr/lib/jvm/java-17/lib/security/cacerts')]);
+    writeFileSync(join(rootfs, 'opt/java/openjdk/lib/security/cacerts'), Buffer.from([0xce, 0xce, 0xce, 0xce, 0, 0, 0, 2]));
+
+    const warnings: string[] = [];
+    const layer = await trustLayer(join(dir, 'java-layers'), rootfs, [{ name: 'berth-company-ca-1', pem: companyCa.certPem }], { keytool, warn: (m) => warnings.push(m) });
+    assert.ok(layer);
+    assert.deepEqual(warnings, []);
+    const list = (path: string, alias: string) => {
+      try {
+        execFileSync(keytool, ['-list', '-keystore', path, '-storepass', 'changeit', '-alias', alias], { stdio: 'pipe' });
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    const layered = join(layer, 'etc/ssl/certs/java/cacerts');
+    assert.ok(list(layered, 'berth-company-ca-1'), 'the company CA is in the layer\'s keystore');
+    assert.ok(list(layered, 'some-public-root'), 'and the image\'s own CAs stay');
+    assert.deepEqual(readFileSync(keystore), imageBytes, 'the image is untouched');
+    assert.equal(existsSync(join(layer, 'opt/java/openjdk/lib/security/cacerts')), false, 'the JCEKS file was not touched');
+
+    // Without keytool: the keystore is left, and the runner says why.
+    const notes: string[] = [];
+    await trustLayer(join(dir, 'java-layers-none'), rootfs, [{ name: 'berth-company-ca-1', pem: companyCa.certPem }], { warn: (m) => notes.push(m) });
+    assert.match(notes.join('\n'), /Java keystore \(\/etc\/ssl\/certs\/java\/cacerts\) but this host has no keytool/);
+  });
+
   test('CA files are checked at start: a clear error names the file and never shows its contents', async () => {
     const file = (name: string, text: string) => {
       const path = join(dir, name);
@@ -261,7 +303,7 @@ describe('company CAs', () => {
     assert.equal(existsSync(dataDir), false);
   });
 
-  test('the trust layer follows links inside the image only, and keeps the image store owners and modes', () => {
+  test('the trust layer follows links inside the image only, and keeps the image store owners and modes', async () => {
     const rootfs = join(dir, 'fake-rootfs');
     mkdirSync(join(rootfs, 'etc/pki/ca-trust/extracted/pem'), { recursive: true });
     mkdirSync(join(rootfs, 'etc/pki/tls/certs'), { recursive: true });
@@ -272,12 +314,12 @@ describe('company CAs', () => {
     execFileSync('ln', ['-s', '/../../../../etc/hostname', join(rootfs, 'etc/ssl/cert.pem')]);
     assert.equal(resolveInRoot(rootfs, '/etc/pki/tls/certs/ca-bundle.crt'), '/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem');
     assert.equal(resolveInRoot(rootfs, '/etc/ssl/cert.pem'), undefined, 'the link points at /etc/hostname inside the image, which it does not have');
-    const layer = trustLayer(join(dir, 'layers'), rootfs, [{ name: 'berth-company-ca-1', pem: companyCa.certPem }]);
+    const layer = await trustLayer(join(dir, 'layers'), rootfs, [{ name: 'berth-company-ca-1', pem: companyCa.certPem }]);
     assert.ok(layer);
     const store = readFileSync(join(layer, 'etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem'), 'utf8');
     assert.ok(store.startsWith('# image store\n') && store.includes(companyCa.certPem.trim()));
     assert.equal(existsSync(join(layer, 'etc/hostname')), false);
-    assert.equal(trustLayer(join(dir, 'layers'), rootfs, [{ name: 'berth-company-ca-1', pem: companyCa.certPem }]), layer, 'made once, then reused');
+    assert.equal(await trustLayer(join(dir, 'layers'), rootfs, [{ name: 'berth-company-ca-1', pem: companyCa.certPem }]), layer, 'made once, then reused');
   });
 });
 

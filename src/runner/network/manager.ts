@@ -15,6 +15,7 @@ import { hostCaBundle } from './company-ca.ts';
 import { FirewallLog, refusalEvent, refusalRule } from './firewall-log.ts';
 import { DEFAULT_SUBNET, hostBatch, insideBatch, netnsNames, netnsPrefix, pairAddresses, PROXY_PORT, ruleset, setupScript, teardownScript, type NetnsPlan } from './netns.ts';
 import { EgressProxy } from './proxy.ts';
+import { findKeytool } from './java-trust.ts';
 import { trustLayer, type TrustCa } from './trust-layer.ts';
 import { blockListOf, hostAddressesNow } from './request-filter.ts';
 import type { NetworkUsage, RunnerNetworkOptions } from './types.ts';
@@ -62,6 +63,8 @@ export class NetworkManager {
   #bundleReady = false;
   /** What the proxy's own TLS upstream trusts besides Node's store: the host's store and the company CAs. */
   readonly #upstreamCa: string | undefined;
+  /** For images with a Java keystore (java-trust.ts). */
+  readonly #keytool = findKeytool();
 
   constructor(opts: RunnerNetworkOptions & { dataDir: string; spawner: Spawner; logger: Logger }) {
     this.#o = opts;
@@ -439,7 +442,7 @@ export class NetworkManager {
    * image has no store to extend.
    */
   async trustLayer(rootfs: string): Promise<string | undefined> {
-    return trustLayer(join(this.#dir, 'trust-layers'), rootfs, await this.#trustedCas());
+    return trustLayer(join(this.#dir, 'trust-layers'), rootfs, await this.#trustedCas(), { keytool: this.#keytool, warn: (message) => this.#log.warn({ image: rootfs }, message) });
   }
 
   #checkNft(): void {
