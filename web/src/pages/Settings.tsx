@@ -369,6 +369,7 @@ interface Policy {
   allowPorts: number[] | null;
   allowMethods: string[] | null;
   maxConnections: number | null;
+  mirrors?: Record<string, { url: string; secret: string | null }> | null;
   updatedAt: string;
   updatedBy: string;
 }
@@ -378,6 +379,7 @@ interface Effective {
   allowPorts: number[] | null;
   allowMethods: string[] | null;
   maxConnections: number;
+  mirrors?: { ecosystem: string; url: string; secret: string | null; scope: string }[];
 }
 
 const list = (v: readonly (string | number)[] | null | undefined, none = '—') => (v && v.length ? v.join(', ') : none);
@@ -419,11 +421,12 @@ function Policies() {
           <div><dt>Plain HTTP ports</dt><dd>{list(eff.allowPorts, 'any')}</dd></div>
           <div><dt>Methods</dt><dd>{list(eff.allowMethods, 'any')}</dd></div>
           <div><dt>Connections</dt><dd>{eff.maxConnections}</dd></div>
+          <div className="wide"><dt>Package mirrors</dt><dd>{list(eff.mirrors?.map((m) => `${m.ecosystem} ${m.url}${m.secret ? ` (secret ${m.secret}, added by the proxy)` : ''}`), 'none')}</dd></div>
         </dl>
       )}
       <table className="list">
         <caption className="sr-only">Scopes with a policy of their own</caption>
-        <thead><tr><th scope="col">Scope</th><th scope="col">Domains</th><th scope="col">Presets</th><th scope="col">Ports</th><th scope="col">Methods</th><th scope="col">Updated</th></tr></thead>
+        <thead><tr><th scope="col">Scope</th><th scope="col">Domains</th><th scope="col">Presets</th><th scope="col">Ports</th><th scope="col">Methods</th><th scope="col">Mirrors</th><th scope="col">Updated</th></tr></thead>
         <tbody>
           {scopes.data?.items.map((p) => (
             <tr key={`${p.scope}:${p.target ?? ''}`}>
@@ -432,10 +435,11 @@ function Policies() {
               <td>{list(p.presets, 'inherited')}</td>
               <td>{list(p.allowPorts, 'inherited')}</td>
               <td>{list(p.allowMethods, 'inherited')}</td>
+              <td>{list(p.mirrors ? Object.entries(p.mirrors).map(([k, m]) => `${k} ${m.url}`) : null, 'inherited')}</td>
               <td>{ago(p.updatedAt)} <span className="muted">{p.updatedBy}</span></td>
             </tr>
           ))}
-          {scopes.data?.items.length === 0 && <tr><td colSpan={6} className="empty">No scope has a policy of its own: the org defaults above apply.</td></tr>}
+          {scopes.data?.items.length === 0 && <tr><td colSpan={7} className="empty">No scope has a policy of its own: the org defaults above apply.</td></tr>}
         </tbody>
       </table>
       {manage && effective.data && (
@@ -445,7 +449,7 @@ function Policies() {
           <button type="submit">Save org policy</button>
         </form>
       )}
-      <p className="hint">Projects and environments narrow or widen this with <code>berth policy</code>; an environment's refused requests appear in its tasks' transcripts.</p>
+      <p className="hint">Projects and environments narrow or widen this with <code>berth policy</code>; an environment's refused requests appear in its tasks' transcripts. Package mirrors (npm, PyPI, Go, crates, Maven, apt) are set for the org or a project with <code>berth policy set --mirror npm=URL</code>.</p>
     </Section>
   );
 }
