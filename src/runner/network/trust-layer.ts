@@ -8,7 +8,7 @@
 // mount point refuses, and apt would fail. Images pulled or built later get theirs on their
 // first start; none is rebuilt. Made once per image and set of CAs, then reused. Java's
 // keystores too, when the host has keytool (java-trust.ts).
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync, type Stats } from 'node:fs';
 import { join, posix } from 'node:path';
 import { ID_BASE } from '../idmap.ts';
@@ -60,8 +60,8 @@ export async function trustLayer(dir: string, rootfs: string, cas: readonly Trus
   if (stores.size === 0 && anchors.length === 0 && (keystores.length === 0 || !opts.keytool)) return undefined;
 
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const tmp = `${layer}.tmp-${process.pid}`;
-  rmSync(tmp, { recursive: true, force: true });
+  // Starts of two environments on one image may make it at once (keytool is awaited): each its own.
+  const tmp = `${layer}.tmp-${randomBytes(6).toString('hex')}`;
   mkdirSync(tmp, { mode: 0o755 });
   const added = cas.map((c) => `# ${c.name}\n${c.pem.trim()}\n`).join('');
   for (const store of stores) {
