@@ -356,6 +356,30 @@ describe('mirrors in a real environment', () => {
     assert.deepEqual((await api('GET', '/api/orgs/default/policies/effective')).body, before.body);
   });
 
+  test("a project's mirror wins over the org's for its ecosystem; only admins set mirrors", async () => {
+    const repo = mkdtempSync(join(tmpdir(), 'berth-mirrors-repo-'));
+    const project = await api('POST', '/api/orgs/default/projects', { name: 'team', repoUrl: repo });
+    assert.equal(project.status, 201, JSON.stringify(project.body));
+    assert.equal((await cli(['policy', 'set', '--mirror', 'npm=https://org.mirror.test/npm', 'pypi=https://org.mirror.test/pypi/simple/'])).code, 0);
+    const set = await cli(['policy', 'set', '--project', 'team', '--mirror', 'npm=https://team.mirror.test/npm/']);
+    assert.equal(set.code, 0, set.stderr);
+    const eff = JSON.parse((await cli(['policy', 'show', '--project', 'team', '--json'])).stdout).effective;
+    assert.deepEqual(eff.mirrors.map((m: { ecosystem: string; url: string; scope: string }) => `${m.ecosystem} ${m.url} ${m.scope}`), [
+      'npm https://team.mirror.test/npm/ project:team',
+      'pypi https://org.mirror.test/pypi/simple/ org',
+    ]);
+    assert.deepEqual(eff.allowDomains, ['team.mirror.test', 'org.mirror.test']);
+    const list = await cli(['policy', 'list']);
+    assert.match(list.stdout, /project:team .*npm=https:\/\/team\.mirror\.test\/npm\//);
+    // A member may not point the org's tools somewhere else.
+    const member = (await api('POST', '/api/orgs/default/tokens', { role: 'member', name: 'mirrors-member' })).body.token as string;
+    const refused = await apiAs({ client: { url: berth.url } as never }, member)('PATCH', '/api/orgs/default/policies/org', { mirrors: { npm: { url: 'https://elsewhere.test/npm/' } } });
+    assert.equal(refused.status, 403, JSON.stringify(refused.body));
+    assert.equal((await cli(['policy', 'clear', '--project', 'team'])).code, 0);
+    assert.equal((await cli(['policy', 'set', '--unset', 'mirrors'])).code, 0);
+    rmSync(repo, { recursive: true, force: true });
+  });
+
   test('npm, pip and apt-get in a real environment use the mirrors; the proxy adds the token, which never enters', async () => {
     assert.equal((await cli(['secret', 'set', 'MIRROR_TOKEN', '--egress-only', '--host', MIRROR_HOST], TOKEN)).code, 0);
     const b = mirror.base;
@@ -418,6 +442,9 @@ describe('mirrors in a real environment', () => {
   });
 
   test('a policy change reaches the environment when it starts again', async () => {
+    const own = await cli(['policy', 'set', '--env', 'mirrored', '--mirror', `npm=${mirror.base}/npm/`]);
+    assert.notEqual(own.code, 0);
+    assert.match(own.stderr, /package mirrors are set for the org or a project, not one environment/);
     const r = await cli(['policy', 'set', '--remove-mirror', 'npm', 'apt']);
     assert.equal(r.code, 0, r.stderr);
     assert.equal((await api('POST', '/api/orgs/default/environments/mirrored/stop')).status, 200);
