@@ -26,7 +26,7 @@ import { startBerth } from '../src/server/index.ts';
 import { DEFAULT_LIMITS } from '../src/shared/environment.ts';
 import { newId } from '../src/shared/ids.ts';
 import { isolatedGitEnv, serveGit, type GitRequestRecord } from './fakes/git-server.ts';
-import { IMAGE_DIR } from './helpers.ts';
+import { IMAGE_DIR, REPO } from './helpers.ts';
 import { pushImage } from './registry-server.ts';
 import { basePolicy, TestPolicies } from './security/fixtures.ts';
 
@@ -300,6 +300,25 @@ describe('company CAs', () => {
     // startBerth refuses before it makes anything.
     const dataDir = join(dir, 'never-made');
     await assert.rejects(startBerth({ dataDir, extraCaFiles: [garbage], logger }), /garbage\.pem/);
+    assert.equal(existsSync(dataDir), false);
+
+    // So does `berth up`, with the flag and with the variable: one line, exit 1, no stack.
+    const up = (args: string[], env: Record<string, string> = {}) => {
+      try {
+        execFileSync(process.execPath, ['--disable-warning=ExperimentalWarning', join(REPO, 'src/cli/main.ts'), '--data-dir', dataDir, 'up', '--port', '0', ...args], { env: { ...process.env, ...env }, stdio: 'pipe' });
+        return { status: 0, stderr: '' };
+      } catch (e) {
+        const err = e as { status: number; stderr: Buffer };
+        return { status: err.status, stderr: err.stderr.toString() };
+      }
+    };
+    const flag = up(['--extra-ca', good, '--extra-ca', serverCert]);
+    assert.equal(flag.status, 1);
+    assert.match(flag.stderr, /^berth: the certificate in .*server\.pem \(CN=server\.corp\.test\) is not a CA certificate/m);
+    assert.doesNotMatch(flag.stderr, /\n\s+at /, 'no stack trace');
+    const variable = up([], { BERTH_EXTRA_CA_CERTS: `${good},${join(dir, 'nope.pem')}` });
+    assert.equal(variable.status, 1);
+    assert.match(variable.stderr, /cannot read extra CA file .*nope\.pem \(ENOENT\)/);
     assert.equal(existsSync(dataDir), false);
   });
 
