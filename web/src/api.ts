@@ -108,6 +108,8 @@ export const can = {
   readAudit: (r: Role) => RANK[r] >= RANK.admin,
   manageSecrets: (r: Role) => RANK[r] >= RANK.admin,
   manageProjects: (r: Role) => RANK[r] >= RANK.admin,
+  /** The org's and projects' egress policies (policy.manage). */
+  managePolicy: (r: Role) => RANK[r] >= RANK.admin,
   manageMembers: (r: Role) => RANK[r] >= RANK.admin,
   createToken: (r: Role) => RANK[r] >= RANK.member,
   grant: (have: Role, want: Role) => RANK[have] >= RANK[want],

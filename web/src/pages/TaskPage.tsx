@@ -7,6 +7,7 @@ import { getFirst } from '../prefetch.ts';
 import { ago, count, usd, usePoll } from '../util.ts';
 import { By, ErrorNote, StateBadge } from './common.tsx';
 import { Transcript } from './Transcript.tsx';
+import { DenialHints } from './DenialHints.tsx';
 
 const Diff = lazy(() => import('./Diff.tsx'));
 const FINAL = new Set(['succeeded', 'failed', 'cancelled', 'timed_out']);
@@ -182,6 +183,7 @@ export function TaskPage({ id }: { id: string }) {
       {t.goal.includes('\n') && (
         <details className="full-goal"><summary>Full goal</summary><pre>{t.goal}</pre></details>
       )}
+      <DenialHints events={events} />
 
       <div className="tabs">
         <div

@@ -238,6 +238,9 @@ function render(d: Data): Rendered {
         tone: denied ? 'deny' : undefined,
       };
     }
+    case 'denials':
+      // Said once per destination, with the fix: the page shows it above the transcript too.
+      return { kind: 'refused', title: <strong>{str(d.message)}</strong>, detail: JSON.stringify(d, null, 2), tone: 'deny' };
     default:
       // A type this UI does not know yet: shown plainly rather than dropped.
       return { kind: d.type || 'event', title: <span className="muted">{summarize(d)}</span>, detail: JSON.stringify(d, null, 2) };
