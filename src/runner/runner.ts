@@ -270,29 +270,32 @@ export class LocalRunner {
    */
   #writeMirrors(spec: EnvironmentSpec): { env: string[]; mounts: { source: string; destination: string }[] } {
     const p = this.#paths(spec.id);
-    rmSync(p.mirrors, { recursive: true, force: true });
     const list = this.#policies?.mirrorsFor?.(spec.id) ?? [];
     const config = list.length ? mirrorConfig(list, { distro: distroOf(readOsRelease(spec.image.rootfs)), caBundle: CA_BUNDLE_PATH }) : undefined;
     for (const why of config?.skipped ?? []) this.#log.warn({ environment: spec.id }, `package mirror not configured: ${why}`);
     const env = config?.env ?? [];
-    writeFileSync(p.mirrorEnv, JSON.stringify(env), { mode: 0o600 });
+    const files = config?.files ?? {};
+    const key = createHash('sha256').update(JSON.stringify(files)).digest('hex');
+    // The same files as the last start (the usual case): nothing to write on the start's path.
+    if (savedMirrors(p.mirrorEnv)?.key !== key || (Object.keys(files).length > 0 && !existsSync(p.mirrors))) {
+      rmSync(p.mirrors, { recursive: true, force: true });
+      if (Object.keys(files).length) {
+        mkdirSync(p.mirrors, { mode: 0o755 });
+        for (const [name, content] of Object.entries(files)) writeFileSync(join(p.mirrors, name), content, { mode: 0o644 });
+        // apt's source parts point here: an empty folder, so the image's sources.list.d is not read.
+        if (files['apt-sources.list']) mkdirSync(join(p.mirrors, 'apt-sources.list.d'), { mode: 0o755 });
+      }
+      writeFileSync(p.mirrorEnv, JSON.stringify({ key, env }), { mode: 0o600 });
+    }
     this.#mirrorEnv.set(spec.id, env);
-    if (!config || Object.keys(config.files).length === 0) return { env, mounts: [] };
-    mkdirSync(p.mirrors, { mode: 0o755 });
-    for (const [name, content] of Object.entries(config.files)) writeFileSync(join(p.mirrors, name), content, { mode: 0o644 });
-    // apt's source parts point here: an empty folder, so the image's sources.list.d is not read.
-    if (config.files['apt-sources.list']) mkdirSync(join(p.mirrors, 'apt-sources.list.d'), { mode: 0o755 });
+    if (!config || Object.keys(files).length === 0) return { env, mounts: [] };
     return { env, mounts: [{ source: p.mirrors, destination: MIRRORS_DIR }, ...config.mounts.map((m) => ({ source: join(p.mirrors, m.name), destination: m.destination }))] };
   }
 
   #mirrorEnvOf(id: string): string[] {
     let env = this.#mirrorEnv.get(id);
     if (!env) {
-      try {
-        env = JSON.parse(readFileSync(this.#paths(id).mirrorEnv, 'utf8')) as string[];
-      } catch {
-        env = [];
-      }
+      env = savedMirrors(this.#paths(id).mirrorEnv)?.env ?? [];
       this.#mirrorEnv.set(id, env);
     }
     return env;
@@ -521,6 +524,16 @@ export class LocalRunner {
     if (!has('HOME')) env.push('HOME=/root');
     if (!has('LANG')) env.push('LANG=C.UTF-8');
     return env;
+  }
+}
+
+/** What the last start wrote for the environment's mirrors: their variables, and a key of their files. */
+function savedMirrors(path: string): { key: string; env: string[] } | undefined {
+  try {
+    const saved = JSON.parse(readFileSync(path, 'utf8')) as { key?: unknown; env?: unknown };
+    return typeof saved.key === 'string' && Array.isArray(saved.env) ? { key: saved.key, env: saved.env.map(String) } : undefined;
+  } catch {
+    return undefined;
   }
 }
 
