@@ -2,8 +2,9 @@
 // directory (archive files are extracted to one first). Produces a plan: which blobs to
 // check and which layers to apply. Manifests and configs are checked against their digests
 // before they are parsed; only the entry points (index.json, manifest.json) cannot be.
+import { createReadStream } from 'node:fs';
 import { lstat, mkdir, readFile, realpath, stat } from 'node:fs/promises';
-import { join, posix } from 'node:path';
+import { basename, join, posix } from 'node:path';
 import { extract } from 'tar';
 import type { z } from 'zod';
 import { BerthError, invalid } from '../../shared/errors.ts';
@@ -20,8 +21,9 @@ import {
   type Descriptor,
   type ImageConfigFile,
 } from './oci.ts';
+import { countBytes } from './byte-progress.ts';
 import { tarEntries } from './tar-entries.ts';
-import type { ImageConfig } from './types.ts';
+import type { ImageConfig, ImageProgress } from './types.ts';
 
 export type ArchiveFormat = 'oci-layout' | 'docker-archive';
 
@@ -60,20 +62,32 @@ const ARCHIVE_ENTRY_TYPES = new Set(['File', 'OldFile', 'ContiguousFile', 'Direc
  * anything exists on disk. (node-tar's own strict refusals came mid-extraction, while it was
  * still writing entries the caller was trying to delete.)
  */
-export async function extractArchive(file: string, into: string, maxBytes: number): Promise<void> {
-  await checkArchive(file, new ByteBudget(maxBytes));
+export async function extractArchive(file: string, into: string, maxBytes: number, progress: ImageProgress = () => {}): Promise<void> {
+  const { size } = await stat(file);
+  const checked = countBytes(progress, 'extract', `checking ${basename(file)}`, size);
+  await checkArchive(file, new ByteBudget(maxBytes), (n) => checked.add(n));
+  checked.end();
   await mkdir(into, { recursive: true, mode: 0o700 });
+  const extracted = countBytes(progress, 'extract', `extracting ${basename(file)}`, size);
   try {
     // strict: warnings (bad checksums, unsafe paths, truncation) are errors, not skipped entries.
-    await extract({ file, cwd: into, strict: true, preserveOwner: false });
+    await new Promise<void>((resolve, reject) => {
+      // node-tar's unpacker says 'finish' once every entry is on disk (what extract({ file }) waits for).
+      const unpack = extract({ cwd: into, strict: true, preserveOwner: false }).on('finish', resolve).on('error', reject);
+      createReadStream(file)
+        .on('data', (chunk) => extracted.add(chunk.length))
+        .on('error', reject)
+        .pipe(unpack);
+    });
+    extracted.end();
   } catch (error) {
     throw invalid(`it is not a readable tar archive (${(error as Error).message})`);
   }
 }
 
-async function checkArchive(file: string, budget: ByteBudget): Promise<void> {
+async function checkArchive(file: string, budget: ByteBudget, onRead: (bytes: number) => void): Promise<void> {
   try {
-    for await (const entry of tarEntries(decompressed(file, await sniffCompression(file), budget))) {
+    for await (const entry of tarEntries(decompressed(file, await sniffCompression(file), budget, onRead))) {
       for (const name of entry.type === 'Link' ? [entry.path, entry.linkpath ?? ''] : [entry.path]) {
         const normalized = posix.normalize(name);
         if (posix.isAbsolute(name) || normalized === '..' || normalized.startsWith('../')) {

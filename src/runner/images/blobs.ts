@@ -87,8 +87,10 @@ export class ByteBudget {
 }
 
 /** A stream of `path`'s bytes decompressed as `compression` says. Errors reach the last stage. */
-export function decompressed(path: string, compression: Compression, budget: ByteBudget): Readable {
-  const stages: (Readable | Transform)[] = [createReadStream(path)];
+export function decompressed(path: string, compression: Compression, budget: ByteBudget, onRead?: (bytes: number) => void): Readable {
+  const file = createReadStream(path);
+  if (onRead) file.on('data', (chunk) => onRead(chunk.length));
+  const stages: (Readable | Transform)[] = [file];
   if (compression === 'gzip') stages.push(createGunzip());
   if (compression === 'zstd') stages.push(createZstdDecompress());
   stages.push(budget.meter());

@@ -128,7 +128,7 @@ export class ImageBuilder {
       const resolveBase = async (ref: string) => {
         if (!bases.has(ref)) {
           log(`resolving base image ${ref}`);
-          bases.set(ref, await this.#store.resolve(ref, { org: req.org, onProgress: (e) => log(e.message) }));
+          bases.set(ref, await this.#store.resolve(ref, { org: req.org, onProgress: (e) => e.bytes === undefined && log(e.message) }));
         }
         return bases.get(ref)!;
       };

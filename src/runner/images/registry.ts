@@ -2,7 +2,7 @@
 // it speaks every registry's auth and protocol quirks, and writes an OCI layout the store
 // then imports like any other.
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { isIP, type BlockList } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +11,7 @@ import { BerthError, invalid, notFound, unavailable } from '../../shared/errors.
 import { Redactor } from '../../shared/redact.ts';
 import { checkAddress, hostAddressesNow } from '../network/request-filter.ts';
 import { systemResolver } from '../network/destination.ts';
+import { countBytes } from './byte-progress.ts';
 import type { ImageProgress } from './types.ts';
 
 export interface RegistryAccess {
@@ -117,6 +118,11 @@ async function runSkopeo(ref: string, into: string, progress: ImageProgress, opt
     ? ['unshare', '--net', '--', process.execPath, '--disable-warning=ExperimentalWarning', SANDBOX, opts.proxySocket, '--', ...skopeo]
     : skopeo;
   const child = spawn(command!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // What skopeo has written so far: the registry sends no total before the manifest, which comes last.
+  const pulled = countBytes(progress, 'pull', `pulling ${ref}`);
+  const measure = () => void bytesUnder(into).then((n) => pulled.set(n));
+  const meter = setInterval(measure, 500);
+  child.on('close', () => clearInterval(meter));
   createInterface({ input: child.stdout }).on('line', (line) => {
     if (line.trim()) progress({ phase: 'pull', message: redactor.redact(line.trim()) });
   });
@@ -131,7 +137,11 @@ async function runSkopeo(ref: string, into: string, progress: ImageProgress, opt
     }
     throw error;
   });
-  if (code === 0) return;
+  if (code === 0) {
+    pulled.set(await bytesUnder(into));
+    pulled.end();
+    return;
+  }
   const message = errors.join('\n').trim();
   if (/unauthorized|authentication required|access to the resource is denied|denied: /i.test(message)) {
     throw new BerthError(
@@ -175,4 +185,14 @@ function lastLine(text: string): string {
   const line = text.split('\n').at(-1) ?? '';
   const message = /msg="((?:[^"\\]|\\.)*)"/.exec(line)?.[1];
   return message === undefined ? line : message.replace(/\\(.)/g, '$1');
+}
+
+/** The bytes of the files under `dir` (0 before it exists). */
+async function bytesUnder(dir: string): Promise<number> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
+  let total = 0;
+  for (const entry of entries) {
+    if (entry.isFile()) total += (await lstat(join(entry.parentPath, entry.name)).catch(() => ({ size: 0 }))).size;
+  }
+  return total;
 }

@@ -232,7 +232,7 @@ export class ImageStore {
     const scratch = await this.#catalog.scratch();
     try {
       progress({ phase: 'extract', message: `reading ${basename(path)}` });
-      await extractArchive(path, scratch, this.#maxImageBytes);
+      await extractArchive(path, scratch, this.#maxImageBytes, progress);
       const record = await this.#importDir(scratch, path, name, undefined, scope, progress);
       await this.#catalog.writeSource(path, stats, record.digest, record.name);
       return record;

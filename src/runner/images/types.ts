@@ -52,6 +52,8 @@ export interface ImageProgressEvent {
   message: string;
   /** 0..1 within the phase, when it is known. */
   fraction?: number;
+  /** Bytes through so far in this step (the same message), and how many there are when that is known. */
+  bytes?: { done: number; total?: number };
 }
 
 /** Drives the CLI's spinner. Called often; must not throw (errors are swallowed). */

@@ -5,6 +5,7 @@ import { isRegistryReference } from '../../runner/index.ts';
 import type { App, AppDeps } from '../app.ts';
 import { actorOf, forbidden } from '../authz.ts';
 import { SECRET_NAME } from '../secrets/service.ts';
+import { ImageProgressBoard } from './image-progress.ts';
 
 const Image = z.object({
   name: z.string(),
@@ -17,10 +18,18 @@ const Image = z.object({
 const ImportBody = z.strictObject({
   path: z.string().startsWith('/', 'must be an absolute path on the server').max(4096),
   name: z.string().regex(/^[a-z0-9][a-z0-9._/-]*(:[\w.-]+)?$/, 'use lower-case letters, digits, . _ / - and an optional :tag').max(255).optional(),
+  progress: z.uuid().optional().describe('an id to follow the import by at GET /api/images/progress/{id} while this request is open'),
 });
 const PullBody = z.strictObject({
   ref: z.string().min(1).max(1024).describe('a registry reference with its host, like docker.io/library/alpine:3.20'),
   authSecret: z.string().regex(SECRET_NAME).optional().describe("the org secret holding the registry login as USER:PASSWORD (or USER:TOKEN); needs a role that may manage secrets"),
+  progress: z.uuid().optional().describe('an id to follow the pull by at GET /api/images/progress/{id} while this request is open'),
+});
+const Progress = z.object({
+  phase: z.string(),
+  message: z.string(),
+  fraction: z.number().optional(),
+  bytes: z.object({ done: z.number(), total: z.number().optional() }).optional().describe('bytes through so far in this step, and how many there are when known'),
 });
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 503: ErrorSchema };
 const tags = ['images'];
@@ -43,6 +52,8 @@ const view = ({ name, org, digest, sizeBytes, createdAt, source }: StoredImage, 
 });
 
 export function imageRoutes(app: App, { images, authz, db, audit, secrets }: AppDeps): void {
+  const board = new ImageProgressBoard();
+
   app.post('/api/orgs/:org/images/pull', {
     config: { permission: 'environment.write', audit: 'image.pull' },
     schema: {
@@ -64,7 +75,8 @@ export function imageRoutes(app: App, { images, authz, db, audit, secrets }: App
         login = async () => ({ value, from: `secret ${authSecret}` });
       }
       req.auditDetails = { ref, ...(authSecret !== undefined && { authSecret }) };
-      const pulled = await images.resolve(ref, { org: req.scope.orgId, login });
+      const { onProgress, done } = board.track(req.caller.tokenId, req.body.progress);
+      const pulled = await images.resolve(ref, { org: req.scope.orgId, login, onProgress }).finally(done);
       return reply.code(201).send(view(pulled, new Map([[req.scope.orgId, req.scope.orgName]])));
     },
   });
@@ -87,6 +99,20 @@ export function imageRoutes(app: App, { images, authz, db, audit, secrets }: App
     },
   });
 
+  app.get('/api/images/progress/:id', {
+    schema: {
+      tags,
+      summary: 'How far the caller\'s pull or import with this progress id is (while its request is open)',
+      params: z.object({ id: z.uuid() }),
+      response: { 200: z.object({ progress: Progress.nullable().describe('null until the first step is reported') }), ...errors },
+    },
+    handler: async (req) => {
+      const progress = board.read(req.caller.tokenId, req.params.id);
+      if (progress === undefined) throw notFound(`no pull or import of yours is running under progress id ${req.params.id}`);
+      return { progress };
+    },
+  });
+
   app.post('/api/images/import', {
     config: { audit: 'image.import' },
     schema: {
@@ -98,7 +124,8 @@ export function imageRoutes(app: App, { images, authz, db, audit, secrets }: App
     handler: async (req, reply) => {
       // Images are shared by every org on the runner, and the path is read on the server.
       if (!req.caller.instanceAdmin) throw forbidden('importing images needs an instance administrator (the user `berth up` made)');
-      const imported = await images.importArchive(req.body.path, { name: req.body.name });
+      const { onProgress, done } = board.track(req.caller.tokenId, req.body.progress);
+      const imported = await images.importArchive(req.body.path, { name: req.body.name }, onProgress).finally(done);
       // An instance image is one every org may run, so each org's log says it arrived (the
       // audit hook records only calls scoped to one org). The host path stays out of it.
       const orgs = await db.selectFrom('orgs').select('id').execute();
