@@ -11,6 +11,7 @@ import { create as createTar } from 'tar';
 import { ImageStore, type ImageProgressEvent } from '../src/runner/images/index.ts';
 import { ByteRate, transferText } from '../src/cli/transfer.ts';
 import { startTestBerth } from './helpers.ts';
+import { pushImage, startRegistry } from './registry-server.ts';
 
 const scratch = await mkdtemp(join(tmpdir(), 'berth-image-progress-'));
 after(() => rm(scratch, { recursive: true, force: true }));
@@ -71,6 +72,29 @@ describe('import progress in bytes', () => {
     const again: ImageProgressEvent[] = [];
     await store.importArchive(file, { name: 'progress:again' }, (e) => again.push(e));
     assert.deepEqual(again.filter((e) => e.bytes), []);
+  });
+});
+
+describe('pull progress in bytes', () => {
+  test('a pull counts the bytes skopeo writes, up and never back, with no total (the manifest comes last)', { timeout: 300_000 }, async () => {
+    const registryDir = join(scratch, 'registry');
+    await mkdir(registryDir, { recursive: true });
+    const registry = await startRegistry(registryDir);
+    try {
+      const ref = `${registry.host}/berth/progress:1`;
+      await pushImage(ref, 'hello from the progress test');
+      const events: ImageProgressEvent[] = [];
+      const store = new ImageStore({ dir: join(scratch, 'pull-store'), allowedRegistries: [registry.host] });
+      await store.resolve(ref, { onProgress: (e) => events.push(e) });
+      const counted = events.filter((e) => e.bytes !== undefined);
+      assert.deepEqual([...new Set(counted.map((e) => `${e.phase} ${e.message}`))], [`pull pulling ${ref}`]);
+      const done = counted.map((e) => e.bytes!.done);
+      assert.deepEqual(done, [...done].sort((a, b) => a - b), `monotonic (${done.join(', ')})`);
+      assert.ok(done.at(-1)! > 0, 'ends at what was written');
+      assert.ok(counted.every((e) => e.bytes!.total === undefined));
+    } finally {
+      await registry.stop();
+    }
   });
 });
 
