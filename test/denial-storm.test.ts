@@ -11,6 +11,7 @@ import { DenialStorms, stormSettingsFrom, DEFAULT_STORM_SETTINGS } from '../src/
 import { DenialAdvisor } from '../src/server/tasks/denials.ts';
 import { TaskEvents } from '../src/server/tasks/index.ts';
 import { createBareRepo } from './fakes/git-server.ts';
+import { startModelServer, type ModelServer } from './fakes/model-server.ts';
 import { startTestBerth, waitFor, type TestBerth } from './helpers.ts';
 
 describe('settings', () => {
@@ -158,9 +159,21 @@ describe('a real task whose setup or check only meets refusals', () => {
   // A name the policy allows that resolves to an address on the company's network.
   const PRIVATE = 'while :; do curl -s -o /dev/null https://git.corp.example/; sleep 0.05; done';
 
+  let model: ModelServer;
+  /** What the built-in agent's model was told its command gave. */
+  const toldModel: string[] = [];
+
   before(async () => {
     bare = (await createBareRepo({ root, name: 'shop.git', files: { 'README.md': 'shop\n' } })).path;
+    model = await startModelServer([
+      { text: 'Fetching left-pad.', toolCalls: [{ name: 'run_command', args: { command: 'while :; do curl -s -o /dev/null https://registry.npmjs.org/left-pad; sleep 0.05; done' } }] },
+      (req) => {
+        toldModel.push(req.lastToolResult ?? '');
+        return { toolCalls: [{ name: 'finish', args: { summary: 'The registry is refused here; the hint says how to allow it.' } }] };
+      },
+    ], { apiKey: 'sk-denials-model-key-0123456789' });
     t = await startTestBerth({
+      modelEnv: { OPENAI_BASE_URL: model.url, OPENAI_API_KEY: 'sk-denials-model-key-0123456789', BERTH_MODEL: 'gpt-4o-mini' },
       denialStorms: { threshold: 6, failFastMs: 4_000, gapMs: 60_000 },
       network: { resolver: async (host) => (host === 'git.corp.example' ? ['10.20.30.40'] : Promise.reject(Object.assign(new Error(`no such host ${host}`), { code: 'ENOTFOUND' }))) },
     });
@@ -169,6 +182,7 @@ describe('a real task whose setup or check only meets refusals', () => {
   });
   after(async () => {
     await t?.destroy();
+    await model?.close();
   });
 
   const shown = async (id: string) => (await t.api('GET', `/api/orgs/default/tasks/${id}`)).body;
@@ -241,5 +255,16 @@ describe('a real task whose setup or check only meets refusals', () => {
     assert.match(a.stderr, /‼ `for i in \$\(seq 1 60\)[^`]*` \(agent\) tried to reach blocked\.example:443 6 times/);
     const agentTask = await waitFor('the agent task', async () => shown(/task (task_[0-9a-z]{12})/.exec(a.stderr)![1]!));
     assert.equal(agentTask.state, 'succeeded', agentTask.stateReason);
+  });
+
+  test("the built-in agent's command that only meets refusals is stopped, and the agent reads the hint as its result", async () => {
+    const r = await t.cli(['run', 'Add left-pad', '--project', 'shop']);
+    assert.match(r.stderr, /‼ `while :; do curl [^`]*` \(agent\) tried to reach registry\.npmjs\.org:443 6 times in \S+: refused by deny:org:not-allowed; allow it with `berth policy set --project shop --preset pypi npm`/);
+    const id = /task (task_[0-9a-z]{12})/.exec(r.stderr)![1]!;
+    const done = await shown(id);
+    // The task goes on: the agent decides what to do with the hint (here, it finishes).
+    assert.equal(done.summary, 'The registry is refused here; the hint says how to allow it.');
+    assert.equal(toldModel.length, 1);
+    assert.match(toldModel[0]!, /stopped by Berth after \d+ refusals of registry\.npmjs\.org:443 in \S+, nothing let through meanwhile: .*allow it with `berth policy set --project shop --preset pypi npm`/);
   });
 });

@@ -65,6 +65,9 @@ const tail = (b: Buffer | string, max = OUTPUT_IN_EVENT) => {
   return s.length > max ? `…(${s.length - max} characters before this)\n${s.slice(-max)}` : s;
 };
 
+/** An agent tool's command as the agent wrote it: run_command's shell line without its `exec 2>&1` preamble. */
+const commandName = (cmd: string[]) => (cmd[0] === 'sh' && cmd[1] === '-c' && cmd[2] ? cmd[2].replace(/^exec 2>&1\n/, '') : cmd.join(' '));
+
 /** Runs one claimed task to its end. Resolves when the task's final state is stored. */
 export class TaskRun {
   readonly #d: PipelineDeps;
@@ -172,7 +175,7 @@ export class TaskRun {
     const forgeSettings: ForgeSettings = project?.settings.forge ?? {};
     // Before anything reaches the forge (an App's token comes from its API).
     const reach = await this.#reach(forgeSettings, project);
-    const forge = forgeFor(task.repo_url, forgeSettings, await this.#forgeAuth(forgeSettings));
+    const forge = forgeFor(task.repo_url, forgeSettings, await this.#forgeAuth(forgeSettings), await this.#deployKey(forgeSettings));
     const credentials = await forge.gitCredentials();
     for (const s of credentials.secrets) this.#secretValues.push({ name: 'forge credentials', value: s });
     this.#redactor = new Redactor(this.#secretValues);
@@ -214,7 +217,7 @@ export class TaskRun {
     // The agent works; failing checks send it back with the failure, up to the limit.
     await this.#step('agent', task.agent === 'builtin' ? `the built-in agent is working (${task.model ?? this.#d.modelEnv.BERTH_MODEL ?? 'default model'})` : `running \`${task.command}\``);
     // The agent's own commands: one that only waits on refusals is stopped, and the agent reads why.
-    const agentRun = (cmd: string[], o: RunOptions = {}) => this.#watched('agent', cmd[0] === 'sh' && cmd[1] === '-c' && cmd[2] ? cmd[2] : cmd.join(' '), true, (stop) => run(cmd, { ...o, stop }));
+    const agentRun = (cmd: string[], o: RunOptions = {}) => this.#watched('agent', commandName(cmd), true, (stop) => run(cmd, { ...o, stop }));
     const workspace = new SandboxWorkspace({ root, env: envVars, run: agentRun });
     const attempt = task.agent === 'builtin' ? this.#builtinAgent(workspace, spec) : this.#commandAgent(env, root, envVars);
     let outcome = await attempt.next();
@@ -513,6 +516,14 @@ export class TaskRun {
     if (settings.app) return { app: { appId: settings.app.appId, installationId: settings.app.installationId, privateKey: await byName(settings.app.privateKeySecret) } };
     if (settings.tokenSecret) return { token: await byName(settings.tokenSecret) };
     return null;
+  }
+
+  /** The deploy key an SSH repository is reached with (forge.deployKeySecret), or null. */
+  async #deployKey(settings: ForgeSettings): Promise<string | null> {
+    if (!settings.deployKeySecret) return null;
+    const key = await this.#d.secrets.forgeSecret(this.#task.org_id, this.#task.project_id, settings.deployKeySecret);
+    if (key === null) throw new TaskEnd('failed', `the project's forge settings name secret '${settings.deployKeySecret}' as the deploy key, which does not exist: \`berth secret set ${settings.deployKeySecret} --from-file KEY\``);
+    return key;
   }
 
   #deadline(): number {
