@@ -22,10 +22,10 @@ async function checkout(files: Record<string, string>): Promise<string> {
   return dir;
 }
 
+/** The primary service runs from an image; db and redis are sidecars Berth does not start. */
 const COMPOSE = `services:
   app:
     image: default
-    build: { context: .., dockerfile: .devcontainer/Dockerfile }
     user: www-data
     environment:
       - FROM_COMPOSE=1
@@ -95,6 +95,7 @@ describe('parsing, with where each field came from', () => {
     const dir = await checkout({
       '.devcontainer/devcontainer.json': '{ "dockerComposeFile": ["../docker-compose.yml", "compose.extra.yml"], "service": "app", "workspaceFolder": "/workspaces/shop", "containerEnv": { "SHARED": "devcontainer" } }',
       'docker-compose.yml': COMPOSE,
+      '.devcontainer/compose.build.yml': 'services:\n  app:\n    image: shop-dev\n    build:\n      context: ..\n      dockerfile: .devcontainer/Dockerfile\n      args: { NODE: "22" }\n      target: dev\n  db:\n    image: postgres\n',
       '.devcontainer/compose.extra.yml': 'services:\n  app:\n    working_dir: /ignored\n  mail:\n    image: mailhog\n',
     });
     try {
@@ -110,8 +111,17 @@ describe('parsing, with where each field came from', () => {
       assert.equal(spec.sources.workspaceFolder, '.devcontainer/devcontainer.json');
       const notes = spec.notes.join('\n');
       assert.match(notes, /only service 'app' runs; 'db', 'mail', 'redis' are not started/);
-      assert.match(notes, /service 'app' has a build \(\.\., \.devcontainer\/Dockerfile\): Berth does not build compose services; it runs the service's image default/);
       assert.match(notes, /volumes, depends_on are not honoured/);
+
+      // A service with a build: built by the runner's builder (paths relative to the compose file's folder), its "image" only naming the result.
+      await writeFile(join(dir, '.devcontainer/devcontainer.json'), '{ "dockerComposeFile": "compose.build.yml", "service": "app", "features": { "ghcr.io/devcontainers/features/go:1": {} } }');
+      const built = (await readRepoSpec(dir))!;
+      assert.equal(built.image, null);
+      const { configDir, dockerfile, context, args, target, image, features } = built.build!;
+      assert.deepEqual({ configDir, dockerfile, context, args, target, image }, { configDir: '.devcontainer', dockerfile: '../.devcontainer/Dockerfile', context: '..', args: { NODE: '22' }, target: 'dev', image: undefined });
+      assert.deepEqual(features, { 'ghcr.io/devcontainers/features/go:1': {} }, "the devcontainer's features go on top");
+      assert.equal(built.sources.image, '.devcontainer/compose.build.yml service app (build .devcontainer/Dockerfile)');
+      assert.match(built.notes.join('\n'), /only service 'app' runs; 'db' is not started/);
 
       await writeFile(join(dir, '.devcontainer/devcontainer.json'), '{ "dockerComposeFile": "../docker-compose.yml", "service": "web" }');
       await assert.rejects(readRepoSpec(dir), /service 'web' is not in docker-compose\.yml \(it has app, db, redis\)/);
@@ -253,7 +263,7 @@ describe('real environments and tasks', () => {
         name: 'shown.git',
         files: {
           '.devcontainer/devcontainer.json': '{ "dockerComposeFile": "../docker-compose.yml", "service": "app", "remoteUser": "www-data", "forwardPorts": [8080], "initializeCommand": "x", "mounts": ["source=data,target=/data,type=volume"] }',
-          'docker-compose.yml': COMPOSE,
+          'docker-compose.yml': COMPOSE.replace('    image: default\n', '    build: { context: ., dockerfile: docker/dev.Dockerfile }\n'),
         },
       })
     ).path;
@@ -261,7 +271,7 @@ describe('real environments and tasks', () => {
     let r = await t.cli(['project', 'show', 'shown']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /Environment spec \(main at [0-9a-f]{12}, from the repository's devcontainer\.json\):/);
-    assert.match(r.stdout, /^\s+image\s+default\s+← docker-compose\.yml service app$/m);
+    assert.match(r.stdout, /^\s+image\s+built from docker\/dev\.Dockerfile\s+← docker-compose\.yml service app \(build docker\/dev\.Dockerfile\)$/m);
     assert.match(r.stdout, /^\s+user\s+www-data\s+← \.devcontainer\/devcontainer\.json \(remoteUser\)$/m);
     assert.match(r.stdout, /^\s+check\s+make test\s+← project setting$/m);
     assert.match(r.stdout, /^\s+limits\s+cpus=2\s+← project setting$/m);
@@ -277,7 +287,8 @@ describe('real environments and tasks', () => {
     assert.equal(shown.name, 'shown');
     assert.equal(shown.environment.file, 'devcontainer.json');
     assert.equal(shown.environment.spec.user, 'www-data');
-    assert.equal(shown.environment.sources.image, 'docker-compose.yml service app');
+    assert.equal(shown.environment.sources.image, 'docker-compose.yml service app (build docker/dev.Dockerfile)');
+    assert.equal(shown.environment.spec.build.dockerfile, 'docker/dev.Dockerfile');
     assert.equal(shown.environment.sources.setup, 'Berth default');
 
     // A repository that cannot be read: the settings still show, with why the spec does not.

@@ -146,7 +146,16 @@ function printSpec(r: ResolvedSpec): void {
     return String(v);
   };
   process.stdout.write(`\nEnvironment spec (${r.branch} at ${r.commit.slice(0, 12)}, ${r.file ? `from the repository's ${r.file}` : 'the repository has no berth.yaml or devcontainer.json'}):\n`);
-  const rows = Object.entries(r.sources).map(([field, from]) => [field, show(field === 'setup' && Array.isArray(r.spec.setup) ? (r.spec.setup as string[]).join(' && ') || null : r.spec[field]), from]);
+  const build = r.spec.build as { configDir?: string; dockerfile?: string; image?: string; features?: Record<string, unknown> } | undefined;
+  const value = (field: string) => {
+    if (field === 'setup' && Array.isArray(r.spec.setup)) return (r.spec.setup as string[]).join(' && ') || null;
+    if (field === 'image' && !r.spec.image && build) {
+      const base = build.dockerfile ? `built from ${[build.configDir, build.dockerfile].filter((p) => p && p !== '.').join('/')}` : `${build.image ?? 'default'}`;
+      return `${base}${build.features ? ` + ${Object.keys(build.features).length} feature(s)` : ''}`;
+    }
+    return r.spec[field];
+  };
+  const rows = Object.entries(r.sources).map(([field, from]) => [field, show(value(field)), from]);
   const width = Math.min(48, Math.max(5, ...rows.map(([, v]) => v!.length)));
   for (const [field, value, from] of rows) process.stdout.write(`  ${field!.padEnd(16)} ${value!.padEnd(width)}  ← ${from}\n`);
   if (r.notes.length) {

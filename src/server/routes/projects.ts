@@ -45,6 +45,7 @@ const ResolvedSpec = z.object({
     workspaceFolder: z.string().nullable(),
     forwardPorts: z.array(z.union([z.number(), z.string()])),
     volumes: z.array(z.object({ name: z.string(), target: z.string() })),
+    build: z.record(z.string(), z.unknown()).optional().describe('the image is built from the repository (its Dockerfile, a compose build, features) when the project names none'),
   }),
   sources: z.record(z.string(), z.string()).describe('per field: the file (and compose service), "project setting" or "Berth default"'),
   notes: z.array(z.string()),
@@ -130,7 +131,8 @@ export function projectRoutes(app: App, { secrets, db, repos, audit }: AppDeps):
     },
     handler: async (req) => {
       const project = await liveProject(db, req.scope.orgId, req.params.name);
-      return resolveProjectSpec({ repos, secrets }, project);
+      const r = await resolveProjectSpec({ repos, secrets }, project);
+      return { ...r, spec: { ...r.spec, build: r.spec.build && { ...r.spec.build } } };
     },
   });
 

@@ -15,8 +15,11 @@ export interface ComposeService {
   files: string[];
   service: string;
   image: string | null;
-  /** The service's build, when it has one: Berth does not build it here (see the note). */
-  build: { context: string; dockerfile: string | null } | null;
+  /**
+   * The service's build, when it has one, as runner/images/build.ts takes it: paths relative to
+   * `configDir` (the compose file's folder), the Dockerfile's already joined to the context.
+   */
+  build: { configDir: string; context: string; dockerfile: string; args: Record<string, string> | undefined; target: string | undefined } | null;
   env: Record<string, string>;
   user: string | null;
   workingDir: string | null;
@@ -50,17 +53,8 @@ export async function readComposeService(repoDir: string, devcontainerFile: stri
 
   const notes: string[] = [];
   const image = typeof def.image === 'string' && def.image ? def.image : null;
-  let build: ComposeService['build'] = null;
-  if (typeof def.build === 'string') build = { context: def.build, dockerfile: null };
-  else if (def.build && typeof def.build === 'object') {
-    const b = def.build as Record<string, unknown>;
-    build = { context: typeof b.context === 'string' ? b.context : '.', dockerfile: typeof b.dockerfile === 'string' ? b.dockerfile : null };
-  }
-  if (build) {
-    notes.push(
-      `${shown} service '${service}' has a build (${build.context}${build.dockerfile ? `, ${build.dockerfile}` : ''}): Berth does not build compose services; ${image ? `it runs the service's image ${image}` : 'it runs the default image'} (build the image elsewhere and \`berth image import\` it, then name it in the service's "image")`,
-    );
-  }
+  // Relative paths in every compose file are the first one's folder's, as in docker compose.
+  const build = composeBuild(def.build, posix.dirname(files[0]!), `${shown} service '${service}'`);
   const others = [...services.keys()].filter((s) => s !== service).sort();
   if (others.length) {
     notes.push(`${shown}: only service '${service}' runs; ${others.map((s) => `'${s}'`).join(', ')} ${others.length === 1 ? 'is' : 'are'} not started (Berth runs one environment per task, without sidecars: start what the work needs inside it, in postCreateCommand)`);
@@ -79,6 +73,26 @@ export async function readComposeService(repoDir: string, devcontainerFile: stri
     notStarted: others,
     notes,
   };
+}
+
+/**
+ * A service's `build` (a context path, or { context, dockerfile, args, target }). In compose the
+ * Dockerfile is relative to the context; the builder takes both relative to one folder.
+ */
+function composeBuild(raw: unknown, configDir: string, where: string): ComposeService['build'] {
+  if (raw === undefined || raw === null) return null;
+  if (typeof raw === 'string') return { configDir, context: raw, dockerfile: posix.join(raw, 'Dockerfile'), args: undefined, target: undefined };
+  if (typeof raw !== 'object' || Array.isArray(raw)) throw invalid(`${where}: build is a folder or { context, dockerfile, args, target }`, where);
+  const b = raw as Record<string, unknown>;
+  const str = (k: string) => {
+    if (b[k] !== undefined && (typeof b[k] !== 'string' || !b[k])) throw invalid(`${where}: build.${k} must be text`, where);
+    return b[k] as string | undefined;
+  };
+  const context = str('context') ?? '.';
+  const dockerfile = str('dockerfile') ?? 'Dockerfile';
+  if (b.dockerfile_inline !== undefined) throw invalid(`${where}: build.dockerfile_inline is not supported: put the Dockerfile in the repository and name it in build.dockerfile`, where);
+  const args = composeEnv(b.args, `${where}: build.args`);
+  return { configDir, context, dockerfile: posix.isAbsolute(dockerfile) ? dockerfile : posix.join(context, dockerfile), args: Object.keys(args).length ? args : undefined, target: str('target') };
 }
 
 /** Reads `file` (relative to `root`) only if it, after following links, is a regular file inside `root`. */

@@ -3,7 +3,7 @@
 // anything malformed is a clear error that names the file, and anything Berth cannot
 // honour is reported as a note instead of being silently dropped.
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, posix } from 'node:path';
 import { parse as parseJsonc, printParseErrorCode, type ParseError } from 'jsonc-parser';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
@@ -131,6 +131,7 @@ export function fromDevContainer(text: string, file = '.devcontainer/devcontaine
   spec.sources = sourcesOf(spec, file);
   if (build) Object.assign(spec, { build });
   if (fields.userFrom) spec.sources.user = `${file} (${fields.userFrom})`;
+  if (build) spec.sources.image = `${file} (${build.dockerfile ? `build ${posix.join(build.configDir, build.dockerfile)}` : 'features'})`;
   return spec;
 }
 
@@ -188,8 +189,23 @@ async function withCompose(dir: string, file: string, text: string, spec: WorkSp
   const c = await readComposeService(dir, file, raw.dockerComposeFile, raw.service);
   const from = `${c.files.join(' + ')} service ${c.service}`;
   const out: WorkSpec = { ...spec, env: { ...c.env, ...spec.env }, sources: { ...spec.sources }, notes: [...c.notes, ...spec.notes] };
-  if (spec.image === null && c.image) {
-    out.image = c.image;
+  if (c.build && spec.image === null && !spec.build?.dockerfile) {
+    // As `docker compose up` does: the service's build makes its image (its "image" only names
+    // the result); the devcontainer's features, if any, go on top. Built by runner/images/build.ts.
+    out.build = {
+      ...spec.build,
+      configDir: c.build.configDir,
+      dockerfile: c.build.dockerfile,
+      context: c.build.context,
+      args: c.build.args,
+      target: c.build.target,
+      image: undefined,
+    };
+    out.image = null;
+    out.sources.image = `${from} (build ${posix.join(c.build.configDir, c.build.dockerfile)})`;
+  } else if (spec.image === null && c.image) {
+    if (spec.build && !spec.build.dockerfile) out.build = { ...spec.build, image: c.image };
+    else out.image = c.image;
     out.sources.image = from;
   }
   if (Object.keys(c.env).length) out.sources.env = Object.keys(spec.env).length ? `${from}, ${file}` : from;
@@ -256,7 +272,8 @@ export function mergeSpec(repo: WorkSpec | null, project: ProjectWorkSettings): 
   if (project.env && Object.keys(project.env).length) merged.sources.env = both('env');
   if (project.limits && Object.values(project.limits).some((v) => v !== undefined)) merged.sources.limits = both('limits');
   if (project.allowDomains?.length) merged.sources.allowDomains = both('allowDomains');
-  for (const f of SPEC_FIELDS) if (!hasValue(merged, f)) merged.sources[f] = 'Berth default';
+  // An image built from the repository keeps the source of its build.
+  for (const f of SPEC_FIELDS) if (!hasValue(merged, f) && !(f === 'image' && merged.build)) merged.sources[f] = 'Berth default';
   return merged;
 }
 
