@@ -9,6 +9,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, readdir, lstat, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
+import { unavailable } from '../../shared/errors.ts';
 import { ID_BASE, ID_COUNT } from '../idmap.ts';
 import { hexOf, sha256 } from './blobs.ts';
 import { BUILD_UID, chownTree, type Buildah } from './buildah.ts';
@@ -22,17 +23,14 @@ export async function ensureBase(buildah: Buildah, image: ImageRecord, log: (lin
   const tag = baseTag(image);
   if (await buildah.hasImage(tag)) return tag;
   log(`exporting base image ${image.name} (${image.digest.slice(0, 19)}) to the build storage`);
-  // Lower case: buildah names what it pulls from an OCI layout after the layout's path.
   const scratch = join(buildah.dir, 'tmp', `base-${randomBytes(8).toString('hex')}`);
   await mkdir(scratch, { recursive: true, mode: 0o700 });
   try {
     const layout = join(scratch, 'oci');
     await writeLayout(image, layout, scratch);
     await chownTree(scratch, BUILD_UID);
-    const pulled = await buildah.run(['pull', '--signature-policy', buildah.policyPath, '--quiet', `oci:${layout}:latest`]);
-    if (pulled.code !== 0) throw new Error(`buildah could not take the base image: ${pulled.tail.join('\n')}`);
-    const tagged = await buildah.run(['tag', pulled.stdout.trim(), tag]);
-    if (tagged.code !== 0) throw new Error(`buildah could not tag the base image: ${tagged.tail.join('\n')}`);
+    const stored = await buildah.storeLayout(layout, tag);
+    if (stored.code !== 0) throw unavailable(`the build storage could not take base image ${image.name}: ${stored.tail.slice(-3).join(' / ')}`);
     return tag;
   } finally {
     await rm(scratch, { recursive: true, force: true });

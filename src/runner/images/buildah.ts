@@ -92,7 +92,18 @@ export class Buildah {
    * with its own network and mount namespaces. This process writes its id maps (as root it
    * may map any range, without newuidmap and /etc/subuid), then lets it go on.
    */
-  async run(args: string[], o: BuildahRun = {}): Promise<BuildahResult> {
+  run(args: string[], o: BuildahRun = {}): Promise<BuildahResult> {
+    return this.exec(['buildah', ...this.globalArgs, ...args], o);
+  }
+
+  /** Stores the OCI layout `layout` as image `name` (buildah would name it after the layout's path, which need not be a valid name). */
+  storeLayout(layout: string, name: string): Promise<BuildahResult> {
+    const storage = `containers-storage:[overlay@${join(this.dir, 'storage')}+${join(this.dir, 'run')}]${name}`;
+    return this.exec(['skopeo', '--policy', this.policyPath, 'copy', '--quiet', `oci:${layout}:latest`, storage]);
+  }
+
+  /** Runs `argv` (buildah or skopeo) in the build's namespaces, as run() describes. */
+  async exec(argv: string[], o: BuildahRun = {}): Promise<BuildahResult> {
     await this.#prepare();
     const unmount = cgroupLayout() === 'hybrid' ? `umount ${HYBRID_UNIFIED_MOUNT} 2>/dev/null; ` : '';
     const inner = 'echo "$$"; read -r _; exec "$@"';
@@ -100,7 +111,7 @@ export class Buildah {
     const command = [
       'unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c',
       `${unmount}exec setpriv --reuid ${BUILD_UID} --regid ${BUILD_UID} --clear-groups unshare --user --net --mount -- sh -c '${inner}' sh "$@"`, 'sh',
-      ...proxy, 'buildah', ...this.globalArgs, ...args,
+      ...proxy, ...argv,
     ];
     const child = spawn(command[0]!, command.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: this.#env, signal: o.signal, killSignal: 'SIGKILL' });
     const tail: string[] = [];
@@ -140,8 +151,8 @@ export class Buildah {
       if (error.code === 'ENOENT') throw unavailable('building images needs unshare and setpriv (util-linux)');
       throw error;
     });
-    if (code === 127 && tail.some((l) => /buildah: (not found|No such file)/.test(l))) {
-      throw unavailable('building images needs buildah (apt-get install buildah, or run scripts/setup.sh --deps)');
+    if (code === 127 && tail.some((l) => /(buildah|skopeo): (not found|No such file)/.test(l))) {
+      throw unavailable('building images needs buildah and skopeo (apt-get install buildah skopeo, or run scripts/setup.sh --deps)');
     }
     return { code, tail, stdout };
   }
