@@ -192,6 +192,24 @@ describe('real environments and tasks', () => {
     assert.equal((await sh(t, 'as-uid', 'id -u; id -g')).stdout, '4321\n0\n', 'a uid not in passwd runs with gid 0, as docker run --user does');
   });
 
+  test("without the agent as PID 1, the runtime's exec runs commands as the user too", async () => {
+    process.env.BERTH_AGENT = 'off';
+    let b: TestBerth;
+    try {
+      b = await startTestBerth();
+    } finally {
+      delete process.env.BERTH_AGENT;
+    }
+    try {
+      const res = await b.api('POST', ENVS, { name: 'no-agent', user: 'www-data' });
+      assert.equal(res.status, 201, JSON.stringify(res.body));
+      const r = await sh(b, 'no-agent', 'id -u; id -g; echo "$HOME"; tr "\\0" " " < /proc/1/cmdline');
+      assert.equal(r.stdout, '33\n33\n/var/www\n/.berth/init -P ', r.stderr);
+    } finally {
+      await b.destroy();
+    }
+  });
+
   test("a named volume is kept across restarts and shared by the project's environments, not by others", async () => {
     const bare = (await createBareRepo({ root, name: 'vol.git', files: { 'README.md': 'x\n' } })).path;
     assert.equal((await t.cli(['project', 'create', 'vols', '--repo', bare])).code, 0);
