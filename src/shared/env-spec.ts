@@ -1,6 +1,5 @@
 // Who commands run as, and which named volumes an environment mounts: the rules the API,
 // the repository's files and the runner share.
-import { posix } from 'node:path';
 
 /** A user name as /etc/passwd has them (what useradd accepts), or a numeric uid inside the environment. */
 export const RUN_AS_USER = /^(?:[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|\d{1,5})$/;
@@ -19,10 +18,15 @@ export function volumeTargetProblem(target: string): string | null {
   if (!target.startsWith('/')) return 'must be an absolute path';
   if (target.length > 1024 || target.includes('\0')) return 'is not a usable path';
   if (target.split('/').includes('..')) return "may not contain '..'";
-  const norm = posix.normalize(target).replace(/\/+$/, '');
-  if (norm === '') return 'may not be /';
+  const norm = normalTarget(target);
+  if (norm === '/') return 'may not be /';
   if (RESERVED.some((r) => norm === r || norm.startsWith(`${r}/`))) return `may not be under ${RESERVED.join(', ')}`;
   return null;
+}
+
+/** `target` without empty or `.` parts (the browser reads this file too: no node:path). Checked by volumeTargetProblem first. */
+export function normalTarget(target: string): string {
+  return `/${target.split('/').filter((p) => p !== '' && p !== '.').join('/')}`;
 }
 
 export interface VolumeMount {
