@@ -77,6 +77,7 @@ describe('mirror configuration (pure)', () => {
     assert.deepEqual(distroOf('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_CODENAME=bookworm\n'), { id: 'debian', codename: 'bookworm' });
     assert.deepEqual(distroOf('ID=linuxmint\nID_LIKE="ubuntu debian"\nVERSION_CODENAME=wilma\nUBUNTU_CODENAME=noble\n'), { id: 'ubuntu', codename: 'noble' });
     assert.equal(distroOf('ID=alpine\nVERSION_ID=3.20.0\n'), null);
+    assert.equal(distroOf('ID=kali\nID_LIKE=debian\nVERSION_CODENAME=kali-rolling\n'), null, "a derivative's own codename is no suite of Debian's");
     assert.equal(distroOf('ID=debian\nVERSION_CODENAME="bad name; rm -rf /"\n'), null);
     const alpine = mirrorConfig([all[5]], { distro: null, caBundle: CA_BUNDLE });
     assert.deepEqual(alpine.mounts, []);

@@ -88,13 +88,15 @@ export function mirrorConfig(mirrors: readonly PackageMirror[], opts: { distro: 
 /** The distribution an image's /etc/os-release names, or null when it is not one apt sources can be written for. */
 export function distroOf(osRelease: string): Distro | null {
   const field = (k: string) => new RegExp(`^${k}=("?)([^"\\n]*)\\1$`, 'm').exec(osRelease)?.[2]?.trim() ?? '';
-  const ids = [field('ID'), ...field('ID_LIKE').split(/\s+/)];
-  const id = ids.find((i) => i === 'debian' || i === 'ubuntu');
-  const codename = field('VERSION_CODENAME') || field('UBUNTU_CODENAME');
-  // An Ubuntu derivative's codename is Ubuntu's.
-  const own = id === 'ubuntu' && field('UBUNTU_CODENAME') ? field('UBUNTU_CODENAME') : codename;
-  if (!id || !/^[a-z][a-z0-9-]{1,30}$/.test(own)) return null;
-  return { id, codename: own };
+  const id = field('ID');
+  const like = field('ID_LIKE').split(/\s+/);
+  // Debian and Ubuntu themselves; a derivative only when it names the Ubuntu release it follows
+  // (Mint, Pop!_OS): another's own codename (kali-rolling) is no suite of Debian's archive.
+  const distro =
+    id === 'debian' || id === 'ubuntu' ? { id, codename: (id === 'ubuntu' && field('UBUNTU_CODENAME')) || field('VERSION_CODENAME') }
+    : like.includes('ubuntu') && field('UBUNTU_CODENAME') ? { id: 'ubuntu', codename: field('UBUNTU_CODENAME') }
+    : null;
+  return distro && /^[a-z][a-z0-9-]{1,30}$/.test(distro.codename) ? distro : null;
 }
 
 /**
