@@ -4,16 +4,17 @@
 // loopback or private address would reach services only the host can. So:
 //  - a repository on this host is named only by an instance administrator, and only under
 //    the directories the instance allows (BERTH_LOCAL_REPOS);
-//  - an http(s) repository (or forge API) must not resolve to a private, loopback,
+//  - an http(s) or SSH repository (or forge API) must not resolve to a private, loopback,
 //    link-local or this host's address, by the egress proxy's rules, unless the instance
 //    allows that host (BERTH_ALLOWED_GIT_HOSTS);
 //  - both are checked again whenever git is about to run, and git is pinned to the address
 //    that passed.
+import { readFileSync } from 'node:fs';
 import { realpath, stat } from 'node:fs/promises';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
 import { BerthError, invalid, unavailable } from '../shared/errors.ts';
 import { privateAllowanceOf, resolveDestination, type DestinationResolver, type PrivateAllowance } from '../runner/network/index.ts';
-import { parseRepoUrl, type RepoLocation } from './url.ts';
+import { knownHostsName, parseRepoUrl, type RepoLocation } from './url.ts';
 
 /**
  * The instance's rules for host-side destinations people name: repositories, forge APIs and
@@ -31,12 +32,28 @@ export interface RepoAccessConfig {
    * instance's own model variables need no leave): names, addresses or CIDRs. Empty or unset: none.
    */
   allowedModelHosts?: string[] | undefined;
+  /**
+   * SSH host keys every project's SSH repositories are checked against (known_hosts lines,
+   * from the file BERTH_SSH_KNOWN_HOSTS names), with the project's own (forge.knownHosts).
+   */
+  sshKnownHosts?: string | undefined;
 }
 
-/** BERTH_LOCAL_REPOS=/srv/git,/home/git, BERTH_ALLOWED_GIT_HOSTS=gitlab.corp,10.1.0.0/16 and BERTH_ALLOWED_MODEL_HOSTS=vllm.corp (comma-separated). */
+/**
+ * BERTH_LOCAL_REPOS=/srv/git,/home/git, BERTH_ALLOWED_GIT_HOSTS=gitlab.corp,10.1.0.0/16 and
+ * BERTH_ALLOWED_MODEL_HOSTS=vllm.corp (comma-separated); BERTH_SSH_KNOWN_HOSTS=/etc/berth/known_hosts.
+ */
 export function repoAccessFromEnv(env: NodeJS.ProcessEnv): RepoAccessConfig {
   const list = (v: string | undefined) => (v ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
-  return { localRepos: list(env.BERTH_LOCAL_REPOS), allowedGitHosts: list(env.BERTH_ALLOWED_GIT_HOSTS), allowedModelHosts: list(env.BERTH_ALLOWED_MODEL_HOSTS) };
+  let sshKnownHosts: string | undefined;
+  if (env.BERTH_SSH_KNOWN_HOSTS) {
+    try {
+      sshKnownHosts = readFileSync(env.BERTH_SSH_KNOWN_HOSTS, 'utf8');
+    } catch (e) {
+      throw invalid(`BERTH_SSH_KNOWN_HOSTS names ${env.BERTH_SSH_KNOWN_HOSTS}, which cannot be read (${(e as NodeJS.ErrnoException).code}): give a known_hosts file, such as one \`ssh-keyscan HOST\` wrote`);
+    }
+  }
+  return { localRepos: list(env.BERTH_LOCAL_REPOS), allowedGitHosts: list(env.BERTH_ALLOWED_GIT_HOSTS), allowedModelHosts: list(env.BERTH_ALLOWED_MODEL_HOSTS), sshKnownHosts };
 }
 
 /** Who names a repository: only an instance administrator may name one on this host. */
@@ -54,9 +71,14 @@ export interface GitReach {
   readonly url: string;
   /** `-c` settings that pin what was checked (the address, no redirects, no file:// hops). */
   readonly config: readonly string[];
+  /**
+   * For an SSH repository: ssh options that pin the address that was checked while host
+   * keys are still looked up by the host's name, and the instance's known hosts.
+   */
+  readonly ssh?: { readonly options: readonly string[]; readonly knownHosts: string } | undefined;
   readonly [vetted]: true;
 }
-const reachOf = (url: string, config: string[]): GitReach => ({ url, config }) as unknown as GitReach;
+const reachOf = (url: string, config: string[], ssh?: GitReach['ssh']): GitReach => ({ url, config, ...(ssh && { ssh }) }) as unknown as GitReach;
 
 const forbidden = (message: string, field?: string) => new BerthError('forbidden', message, field);
 
@@ -65,6 +87,7 @@ export class RepoAccess {
   readonly #allow: PrivateAllowance;
   readonly #resolver: DestinationResolver | undefined;
   readonly #caFile: string | undefined;
+  readonly #knownHosts: string;
   #realRoots: Promise<string[]> | undefined;
 
   constructor(config: RepoAccessConfig, opts: { resolver?: DestinationResolver | undefined } = {}) {
@@ -79,6 +102,7 @@ export class RepoAccess {
     }
     this.#resolver = opts.resolver;
     this.#caFile = config.caFile;
+    this.#knownHosts = config.sshKnownHosts ?? '';
   }
 
   /**
@@ -97,7 +121,8 @@ export class RepoAccess {
       await this.#checkLocal(location.path, field, true);
       return text;
     }
-    await this.#checkHttp(location.url, field, false);
+    if (location.kind === 'ssh') await this.#checkHost(location.host, field, false);
+    else await this.#checkHttp(location.url, field, false);
     return text;
   }
 
@@ -117,6 +142,13 @@ export class RepoAccess {
       await this.#checkLocal(location.path, 'repo', false);
       return reachOf(raw, []);
     }
+    if (location.kind === 'ssh') {
+      const { address } = await this.#checkHost(location.host, 'repo', true);
+      // Only ssh: no other transport (ext::, file://, http) may be reached from this remote.
+      const config = ['protocol.allow=never', 'protocol.ssh.allow=always'];
+      const options = ['-o', `HostKeyAlias=${knownHostsName(location)}`, ...(address ? ['-o', `HostName=${address}`] : [])];
+      return reachOf(raw, config, { options, knownHosts: this.#knownHosts });
+    }
     const pinned = await this.#checkHttp(location.url, 'repo', true);
     const config = ['http.followRedirects=false', 'protocol.file.allow=never'];
     if (pinned) config.push(`http.curloptResolve=${pinned}`);
@@ -131,8 +163,9 @@ export class RepoAccess {
 
   #parse(text: string, field: string): RepoLocation {
     // An API caller's relative path would be relative to wherever the server happens to run.
-    if (!/^[a-z][a-z0-9+.-]*:/i.test(text) && !isAbsolute(text)) {
-      throw invalid(`'${text}' is neither a URL nor an absolute path: pass https://host/owner/repo.git or /path/to/repo`, field);
+    // A URL, an scp-like SSH remote (git@host:owner/repo.git), or an absolute path.
+    if (!/^[a-z][a-z0-9+.-]*:/i.test(text) && !/^[^/:@]+@(?:\[[^\]]*\]|[^/:]+):/.test(text) && !isAbsolute(text)) {
+      throw invalid(`'${text}' is neither a URL nor an absolute path: pass https://host/owner/repo.git, git@host:owner/repo.git or /path/to/repo`, field);
     }
     try {
       return parseRepoUrl(text);
@@ -174,14 +207,22 @@ export class RepoAccess {
       throw invalid(`'${raw}' is not a valid URL`, field);
     }
     const host = url.hostname.replace(/^\[|\]$/g, '');
+    const { address, name } = await this.#checkHost(host, field, reaching);
+    if (address === null || address === host) return null;
+    const port = url.port || (url.protocol === 'https:' ? '443' : '80');
+    return `${name}:${port}:${address.includes(':') ? `[${address}]` : address}`;
+  }
+
+  /**
+   * The address rules for a host (see #checkHttp for naming and reaching). Returns its
+   * normalised name and the address that passed, or null when there is none to pin (an
+   * allowed name, or naming a name that does not resolve now).
+   */
+  async #checkHost(host: string, field: string, reaching: boolean): Promise<{ name: string; address: string | null }> {
     const d = await resolveDestination(host, { resolver: this.#resolver, allow: this.#allow });
-    if (d.ok) {
-      if (d.address === null || d.address === host) return null;
-      const port = url.port || (url.protocol === 'https:' ? '443' : '80');
-      return `${d.host}:${port}:${d.address.includes(':') ? `[${d.address}]` : d.address}`;
-    }
+    if (d.ok) return { name: d.host, address: d.address };
     if (d.why === 'unresolved') {
-      if (!reaching) return null;
+      if (!reaching) return { name: d.host, address: null };
       throw unavailable(`${d.reason}: check the repository URL and the server's DNS, then try again`);
     }
     throw forbidden(`${d.reason}: give a public address, or ask an instance administrator to allow the host with BERTH_ALLOWED_GIT_HOSTS`, field);

@@ -1,7 +1,7 @@
 // Runs the host's git for Berth: no shell, an environment built from nothing (so neither the
 // host's git configuration nor a stray GIT_DIR applies), hooks off, a time limit, and stderr
 // with every credential removed before it goes anywhere.
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { hostSpawner } from '../runner/spawner/index.ts';
@@ -32,6 +32,18 @@ export interface GitRun {
   secrets?: readonly string[] | undefined;
   /** One-off `-c name=value` settings after the safe ones: what RepoAccess.reach pinned (address, no redirects). */
   config?: readonly string[] | undefined;
+  /** For an SSH remote: how ssh reaches it (see GitSsh). */
+  ssh?: GitSsh | undefined;
+}
+
+/** What git's ssh is given for one command; nothing of the host user's ssh setup applies. */
+export interface GitSsh {
+  /** What RepoAccess.reach pinned: `-o HostKeyAlias=…`, `-o HostName=<checked address>`. */
+  options: readonly string[];
+  /** The deploy key (OpenSSH private key), or null for none. */
+  privateKey: string | null;
+  /** known_hosts lines; a host not among them is refused, never trusted on first use. */
+  knownHosts: string;
 }
 
 export interface GitResult {
@@ -79,10 +91,45 @@ export async function runGit(o: GitRun): Promise<GitResult> {
       LANG: 'C',
       ...o.env,
     });
+    if (o.ssh) env.GIT_SSH_COMMAND = await sshCommand(home, o.ssh);
     return await spawnGit([...SAFE_CONFIG, ...(o.config ?? []).flatMap((c) => ['-c', c]), ...o.args], o.cwd, env, o);
   } finally {
     await rm(home, { recursive: true, force: true });
   }
+}
+
+/**
+ * The ssh command line git runs for an SSH remote. The key and the known hosts are files in
+ * the command's own HOME (0700, removed after the command), the key 0600: ssh reads the key
+ * from there, so it is never in an environment variable or on a command line. No config file,
+ * no agent, no default identities (root's ~/.ssh), no prompts; an unknown or changed host key
+ * is refused (StrictHostKeyChecking=yes) and nothing is written back to the known hosts.
+ */
+async function sshCommand(home: string, ssh: GitSsh): Promise<string> {
+  const knownHosts = join(home, 'known_hosts');
+  await writeFile(knownHosts, ssh.knownHosts.endsWith('\n') || ssh.knownHosts === '' ? ssh.knownHosts : `${ssh.knownHosts}\n`, { mode: 0o600 });
+  let identity = 'none';
+  if (ssh.privateKey !== null) {
+    identity = join(home, 'deploy_key');
+    // OpenSSH refuses a key file without its final newline.
+    await writeFile(identity, ssh.privateKey.endsWith('\n') ? ssh.privateKey : `${ssh.privateKey}\n`, { mode: 0o600 });
+  }
+  const args = [
+    'ssh',
+    '-F', '/dev/null',
+    '-o', `IdentityFile=${identity}`,
+    '-o', 'IdentitiesOnly=yes',
+    '-o', 'IdentityAgent=none',
+    '-o', 'BatchMode=yes',
+    '-o', 'StrictHostKeyChecking=yes',
+    '-o', `UserKnownHostsFile=${knownHosts}`,
+    '-o', 'GlobalKnownHostsFile=/dev/null',
+    '-o', 'UpdateHostKeys=no',
+    '-o', 'ConnectTimeout=30',
+    ...ssh.options,
+  ];
+  // git runs it through sh: every word quoted.
+  return args.map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(' ');
 }
 
 /** git from the host spawner (see hostSpawner: no fork from the control plane). */

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { BerthError, conflict, invalid, notFound, unavailable } from '../shared/errors.ts';
 import type { GitCredentials } from './index.ts';
 import type { GitReach } from './access.ts';
-import { GitFailed, lastLines, runGit } from './git-run.ts';
+import { GitFailed, lastLines, runGit, type GitSsh } from './git-run.ts';
 import { gitRemote, parseRepoUrl } from './url.ts';
 
 export interface GitIdentity {
@@ -27,7 +27,7 @@ export async function cloneRepo(o: { url: string; dir: string; branch?: string |
   if (o.branch !== undefined) checkBranchName(o.branch, 'branch');
   const auth = authOf(o.credentials);
   try {
-    await runGit({ args: ['clone', '--quiet', '--no-recurse-submodules', '--origin', 'origin', ...(o.branch !== undefined ? ['--branch', o.branch] : []), ...(o.depth ? ['--depth', String(o.depth)] : []), '--', remote, o.dir], signal: o.signal, config: reachFor(o), ...auth });
+    await runGit({ args: ['clone', '--quiet', '--no-recurse-submodules', '--origin', 'origin', ...(o.branch !== undefined ? ['--branch', o.branch] : []), ...(o.depth ? ['--depth', String(o.depth)] : []), '--', remote, o.dir], signal: o.signal, config: reachFor(o), ssh: sshFor(o), ...auth });
   } catch (e) {
     throw gitError(e, `cloning ${remote}`, { branch: o.branch });
   }
@@ -88,7 +88,7 @@ export async function pushBranch(o: { dir: string; url: string; branch: string; 
   checkBranchName(o.branch, 'branch');
   const refspec = `${o.force ? '+' : ''}refs/heads/${o.branch}:refs/heads/${o.branch}`;
   try {
-    await runGit({ args: ['push', '--quiet', '--no-verify', '--', remote, refspec], cwd: o.dir, signal: o.signal, config: reachFor(o), ...authOf(o.credentials) });
+    await runGit({ args: ['push', '--quiet', '--no-verify', '--', remote, refspec], cwd: o.dir, signal: o.signal, config: reachFor(o), ssh: sshFor(o), ...authOf(o.credentials) });
   } catch (e) {
     throw gitError(e, `pushing ${o.branch} to ${remote}`, { branch: o.branch, pushed: o.branch });
   }
@@ -116,6 +116,7 @@ export async function mergeBranch(o: { url: string; base: string; branch: string
       cwd: o.workdir,
       signal: o.signal,
       config: reachFor(o),
+      ssh: sshFor(o),
       ...auth,
     });
   } catch (e) {
@@ -134,7 +135,7 @@ export async function mergeBranch(o: { url: string; base: string; branch: string
     throw new BerthError('internal', `merging ${o.branch} into ${o.base} failed, nothing was pushed: ${lastLines(e.stderr)}`);
   }
   try {
-    await runGit({ args: ['push', '--quiet', '--no-verify', '--', remote, `HEAD:refs/heads/${o.base}`], cwd: o.workdir, signal: o.signal, config: reachFor(o), ...auth });
+    await runGit({ args: ['push', '--quiet', '--no-verify', '--', remote, `HEAD:refs/heads/${o.base}`], cwd: o.workdir, signal: o.signal, config: reachFor(o), ssh: sshFor(o), ...auth });
   } catch (e) {
     throw gitError(e, `pushing ${o.base} to ${remote}`, { branch: o.base, pushed: o.base });
   }
@@ -160,6 +161,18 @@ export async function diffOf(o: { dir: string; base: string; head: string; text?
 function reachFor(o: { url: string; reach: GitReach }): readonly string[] {
   if (o.reach.url !== o.url) throw new BerthError('internal', `git was handed leave to reach ${o.reach.url} for ${o.url}`);
   return o.reach.config;
+}
+
+/**
+ * What ssh is given for an SSH remote: the pin and the instance's known hosts from the
+ * reach, the deploy key and the project's known hosts from the credentials. Nothing for
+ * other remotes.
+ */
+function sshFor(o: { url: string; reach: GitReach; credentials?: GitCredentials | undefined }): GitSsh | undefined {
+  if (parseRepoUrl(o.url).kind !== 'ssh') return undefined;
+  if (!o.reach.ssh) throw new BerthError('internal', `git was handed leave to reach ${o.url} without its SSH settings`);
+  const knownHosts = [o.reach.ssh.knownHosts, o.credentials?.ssh?.knownHosts ?? ''].filter((t) => t.trim() !== '').join('\n');
+  return { options: o.reach.ssh.options, privateKey: o.credentials?.ssh?.privateKey ?? null, knownHosts };
 }
 
 function authOf(credentials: GitCredentials | undefined): { env: Record<string, string>; secrets: readonly string[] } {
@@ -224,6 +237,20 @@ function gitError(e: unknown, doing: string, about: { branch?: string | undefine
   const detail = lastLines(e.stderr);
   if (e.timedOut) return unavailable(`${doing} ran out of time: check that the server is reachable and try again`);
   const s = e.stderr;
+  if (/Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|No [A-Z0-9-]+ host key is known/i.test(s)) {
+    return new BerthError(
+      'forbidden',
+      `${doing}: the server's SSH host key is not among the known hosts (or differs from the one there), so Berth did not connect: ` +
+        "get the key with `ssh-keyscan -p PORT HOST`, check its fingerprint with the server's administrator, and add the line to the project " +
+        '(`berth project update NAME --known-hosts FILE`), or ask an instance administrator to add it to BERTH_SSH_KNOWN_HOSTS',
+    );
+  }
+  if (/Permission denied \(publickey/i.test(s)) {
+    return invalid(
+      `${doing}: the SSH server refused the deploy key (or there was none): store the private key as a secret (\`berth secret set NAME --from-file KEY\`), ` +
+        `name it in the project (\`berth project update NAME --deploy-key-secret NAME\`), and give its public key ${about.pushed ? 'write' : 'read'} access to the repository. git said: ${detail}`,
+    );
+  }
   if (/Authentication failed|could not read (Username|Password)|terminal prompts disabled|returned error: 40[13]|HTTP 40[13]|Invalid username or password|Permission to .* denied|403 Forbidden/i.test(s)) {
     return invalid(`${doing}: the server refused the credentials (or asked for some and there were none): check the token secret in the project's forge settings and that it may ${about.pushed ? 'push to' : 'read'} this repository. git said: ${detail}`);
   }
@@ -236,7 +263,7 @@ function gitError(e: unknown, doing: string, about: { branch?: string | undefine
   if (about.pushed !== undefined && /\[rejected\]|non-fast-forward|fetch first|failed to push|stale info/i.test(s)) {
     return conflict(`${doing}: ${about.pushed} on the server has commits this push does not have, so nothing was overwritten: run again from the current ${about.pushed}`);
   }
-  if (/Could not resolve host|Connection refused|Connection timed out|Failed to connect|Operation timed out|SSL|TLS|returned error: 5\d\d|HTTP 5\d\d|unable to access/i.test(s)) {
+  if (/Could not resolve host|Could not resolve hostname|ssh: connect to host|Connection closed by|Connection refused|Connection timed out|Failed to connect|Operation timed out|SSL|TLS|returned error: 5\d\d|HTTP 5\d\d|unable to access/i.test(s)) {
     return unavailable(`${doing}: the server could not be reached: check the URL and the network, then try again. git said: ${detail}`);
   }
   return new BerthError('internal', `${doing} failed: ${detail}`);

@@ -7,15 +7,18 @@ import type { ChangeRequest } from '../shared/tasks.ts';
 import { githubForge } from './github.ts';
 import { gitlabForge } from './gitlab.ts';
 import { plainForge } from './plain.ts';
-import { detectKind, parseRepoUrl } from './url.ts';
+import { detectKind, parseRepoUrl, type RepoLocation } from './url.ts';
 
 export type { ChangeRequest } from '../shared/tasks.ts';
 export { cloneRepo, commitPatch, diffOf, mergeBranch, pushBranch, type GitIdentity } from './git.ts';
-export { parseRepoUrl, detectKind, type RepoLocation } from './url.ts';
+export { parseRepoUrl, detectKind, knownHostsName, type RepoLocation } from './url.ts';
 export { RepoAccess, repoAccessFromEnv, type GitReach, type RepoAccessConfig, type RepoNamer } from './access.ts';
 
 export type ForgeKind = 'github' | 'gitlab' | 'git';
 export const FORGE_KINDS = ['github', 'gitlab', 'git'] as const satisfies readonly ForgeKind[];
+
+/** One known_hosts line (or a blank or comment one): markers, host patterns, key type, base64 key, comment. */
+const KNOWN_HOSTS_LINE = /^(?:|#.*|(?:@(?:cert-authority|revoked) )?[^\s#]\S* (?:ssh-[a-z0-9-]+|ecdsa-sha2-[a-z0-9-]+|sk-[a-z0-9@.-]+) [A-Za-z0-9+/]+={0,2}(?: [^\x00-\x1f]*)?)$/;
 
 /** A project's forge settings, stored with the project as JSON. */
 export const ForgeSettingsSchema = z
@@ -33,6 +36,22 @@ export const ForgeSettingsSchema = z
         installationId: z.number().int().positive(),
         /** Name of the Berth secret holding the App's private key (PEM). */
         privateKeySecret: z.string().min(1),
+      })
+      .optional(),
+    /**
+     * SSH repositories: name of the Berth secret holding the deploy key (an OpenSSH private
+     * key without a passphrase), used by git on the runner, never inside environments.
+     */
+    deployKeySecret: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'a secret name: letters, digits and _').optional(),
+    /**
+     * SSH repositories: the server's host keys, as known_hosts lines (`ssh-keyscan -p PORT HOST`
+     * writes them; check the fingerprints). With the instance's BERTH_SSH_KNOWN_HOSTS, the only keys accepted.
+     */
+    knownHosts: z
+      .string()
+      .max(64 * 1024)
+      .refine((text) => text.split('\n').every((line) => KNOWN_HOSTS_LINE.test(line.trim())), {
+        message: 'knownHosts takes known_hosts lines, HOSTS KEYTYPE BASE64-KEY, as `ssh-keyscan -p PORT HOST` prints them',
       })
       .optional(),
     /** Plain git servers only: how the token is sent. Default: Basic with the user name "git". */
@@ -53,6 +72,8 @@ export interface GitCredentials {
   expiresAt: Date | null;
   /** Values to redact from anything git or the forge printed. */
   secrets: string[];
+  /** For an SSH repository: the deploy key (null: none) and the project's known hosts. */
+  ssh?: { privateKey: string | null; knownHosts: string } | undefined;
 }
 
 export interface OpenChangeRequest {
@@ -75,11 +96,25 @@ export interface Forge {
   openChangeRequest(o: OpenChangeRequest): Promise<ChangeRequest>;
 }
 
-/** The forge for a repository URL, from the project's settings and the resolved secrets. */
-export function forgeFor(repoUrl: string, settings: ForgeSettings, auth: ForgeAuth): Forge {
-  const location = parseRepoUrl(repoUrl);
+/**
+ * The forge for a repository URL, from the project's settings and the resolved secrets.
+ * `deployKey` is the value of settings.deployKeySecret, for an SSH repository.
+ */
+export function forgeFor(repoUrl: string, settings: ForgeSettings, auth: ForgeAuth, deployKey: string | null = null): Forge {
+  const parsed = parseRepoUrl(repoUrl);
+  if (parsed.kind === 'ssh') {
+    // git goes over SSH with the deploy key; the forge's API (a pull request) is still at https://HOST.
+    const web: RepoLocation = { kind: 'http', url: `https://${parsed.host}/${parsed.path}`, origin: `https://${parsed.host}`, host: parsed.host, path: parsed.path };
+    const forge = forgeAt(web, repoUrl, settings, auth, detectKind(parsed));
+    const ssh = { privateKey: deployKey, knownHosts: settings.knownHosts ?? '' };
+    return { kind: forge.kind, openChangeRequest: (cr) => forge.openChangeRequest(cr), gitCredentials: async () => ({ env: {}, expiresAt: null, secrets: deployKey ? [deployKey] : [], ssh }) };
+  }
+  return forgeAt(parsed, repoUrl, settings, auth, detectKind(parsed));
+}
+
+function forgeAt(location: RepoLocation, repoUrl: string, settings: ForgeSettings, auth: ForgeAuth, detected: ForgeKind): Forge {
   // A GitHub App can only mean GitHub, whatever the host is called.
-  const kind = settings.kind ?? (settings.app ? 'github' : detectKind(location));
+  const kind = settings.kind ?? (settings.app ? 'github' : detected);
   if (auth && 'app' in auth && kind !== 'github') throw invalid(`a GitHub App can only authenticate to GitHub, and ${repoUrl} is a ${kind} repository: store a token as a secret and name it in tokenSecret`);
   if (kind === 'git') return plainForge({ location, settings, auth });
   if (location.kind !== 'http') throw invalid(`a ${kind} repository needs its https URL, not a local path: give the URL, or set the forge kind to "git"`);

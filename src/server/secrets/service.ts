@@ -169,6 +169,7 @@ export class SecretService {
     for (const { settings } of projects) {
       if (settings.forge?.tokenSecret) names.add(settings.forge.tokenSecret);
       if (settings.forge?.app?.privateKeySecret) names.add(settings.forge.app.privateKeySecret);
+      if (settings.forge?.deployKeySecret) names.add(settings.forge.deployKeySecret);
     }
     // A model key (`berth model set --key-secret`) is Berth's to use on the host, like forge
     // credentials: in an environment it would bypass the gateway's per-task token and budget.

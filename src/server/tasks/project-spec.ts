@@ -41,7 +41,8 @@ export async function resolveProjectSpec(
   } catch (e) {
     throw unavailable(`the repository cannot be reached from this server: ${(e as Error).message}`);
   }
-  const forge = forgeFor(project.repo_url, settings, await forgeAuth(deps.secrets, project, settings));
+  const deployKey = settings.deployKeySecret ? await secretNamed(deps.secrets, project, settings.deployKeySecret) : null;
+  const forge = forgeFor(project.repo_url, settings, await forgeAuth(deps.secrets, project, settings), deployKey);
   const credentials = await forge.gitCredentials();
   const dir = await mkdtemp(join(tmpdir(), 'berth-spec-'));
   try {
@@ -60,12 +61,14 @@ export async function resolveProjectSpec(
 }
 
 /** The forge credentials the project's settings name, as the task pipeline finds them. */
+async function secretNamed(secrets: SecretService, project: ProjectRow, name: string): Promise<string> {
+  const found = await secrets.forgeSecret(project.org_id, project.id, name);
+  if (found === null) throw new BerthError('invalid', `the project's forge settings name secret '${name}', which does not exist: \`berth secret set ${name}\``);
+  return found;
+}
+
 async function forgeAuth(secrets: SecretService, project: ProjectRow, settings: ForgeSettings): Promise<ForgeAuth> {
-  const byName = async (name: string) => {
-    const found = await secrets.forgeSecret(project.org_id, project.id, name);
-    if (found === null) throw new BerthError('invalid', `the project's forge settings name secret '${name}', which does not exist: \`berth secret set ${name}\``);
-    return found;
-  };
+  const byName = (name: string) => secretNamed(secrets, project, name);
   if (settings.app) return { app: { appId: settings.app.appId, installationId: settings.app.installationId, privateKey: await byName(settings.app.privateKeySecret) } };
   if (settings.tokenSecret) return { token: await byName(settings.tokenSecret) };
   return null;

@@ -283,7 +283,8 @@ export class TaskService {
     const reach = await this.#repos.reach(row.repo_url);
     const settings: ForgeSettings = project?.settings.forge ?? {};
     const token = settings.tokenSecret ? await this.#secrets.forgeSecret(row.org_id, row.project_id, settings.tokenSecret) : null;
-    const credentials = await forgeFor(row.repo_url, settings, token ? { token } : null).gitCredentials();
+    const deployKey = settings.deployKeySecret ? await this.#secrets.forgeSecret(row.org_id, row.project_id, settings.deployKeySecret) : null;
+    const credentials = await forgeFor(row.repo_url, settings, token ? { token } : null, deployKey).gitCredentials();
     const workdir = await mkdtemp(join(tmpdir(), 'berth-approve-'));
     try {
       const { sha } = await mergeBranch({ url: row.repo_url, reach, base: row.base_branch, branch: row.branch, workdir, credentials, message: `Merge ${row.branch}: ${row.goal.split('\n')[0]!.slice(0, 72)}\n\nApproved by ${scope.actor} (Berth task ${row.id}).` });
