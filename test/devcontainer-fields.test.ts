@@ -180,6 +180,18 @@ describe('real environments and tasks', () => {
     assert.match(lines[4]!, /Permission denied/, "root's home is not the user's to write");
     assert.equal(lines[5], 'denied');
 
+    // The CLI: --user and --volume, and `env show` says both.
+    let c = await t.cli(['env', 'create', '--name', 'cli-www', '--user', 'www-data', '--volume', 'cache:/cache']);
+    assert.equal(c.code, 0, c.stderr);
+    c = await t.cli(['env', 'show', 'cli-www']);
+    assert.match(c.stdout, /^user\s+www-data \(its commands run as this user\)$/m);
+    assert.match(c.stdout, /^volumes\s+cache at \/cache$/m);
+    c = await t.cli(['env', 'exec', 'cli-www', '--', 'id', '-un']);
+    assert.equal(c.stdout, 'www-data\n', c.stderr);
+    c = await t.cli(['env', 'create', '--name', 'cli-bad', '--volume', 'cache']);
+    assert.notEqual(c.code, 0);
+    assert.match(c.stderr, /--volume takes NAME:\/path/);
+
     const bad = await t.api('POST', ENVS, { name: 'as-ghost', user: 'ghost' });
     assert.equal(bad.status, 201, 'the image is only known once it runs');
     const refused = await t.api('POST', `${ENVS}/as-ghost/exec`, { cmd: ['id'] });

@@ -38,6 +38,10 @@ function printEnvironment(env: Environment | EnvironmentDetail): void {
     ['shared with', sharedWith(env)],
   ];
   if (env.startedAt) lines.push(['started', env.startedAt]);
+  // Older servers leave these out.
+  if (env.user) lines.push(['user', `${env.user} (its commands run as this user)`]);
+  if (env.forwardPorts?.length) lines.push(['ports', `${env.forwardPorts.join(', ')} (recorded, not opened)`]);
+  if (env.volumes?.length) lines.push(['volumes', env.volumes.map((v) => `${v.name} at ${v.target}`).join(', ')]);
   if ('usage' in env && env.usage) {
     const u = env.usage;
     const parts = [
@@ -80,8 +84,15 @@ export function envCommands(program: Command, client: Client): void {
     .option('--idle-timeout <duration>', 'stop after this long without commands, e.g. 30m ("off" for never)')
     .option('--max-lifetime <duration>', 'stop this long after starting, e.g. 24h ("off" for never)')
     .option('--allow-domain <domain>', 'a domain it may reach, repeatable (a member\'s list may only narrow its project\'s and org\'s policy; an admin\'s may widen it)', collect)
+    .option('--user <user>', "who its commands run as: a user of its image (like node) or a uid (default: its root)")
+    .option('--volume <name:/path>', "a named volume mounted at /path, repeatable: kept per project (with --project), else per environment", collect)
     .option('--json', 'print a JSON object')
     .action(async (o) => {
+      const volumes = (o.volume as string[] | undefined)?.map((v) => {
+        const i = v.indexOf(':');
+        if (i < 1 || !v.slice(i + 1).startsWith('/')) throw usageError(`--volume takes NAME:/path, e.g. cache:/root/.cache, not '${v}'`);
+        return { name: v.slice(0, i), target: v.slice(i + 1) };
+      });
       const body: CreateEnvironmentBody = {
         name: o.name,
         // A relative path means one from here; the server (on this host under `berth up`) reads it only for an instance administrator.
@@ -94,6 +105,8 @@ export function envCommands(program: Command, client: Client): void {
         idleTimeout: o.idleTimeout,
         maxLifetime: o.maxLifetime,
         allowDomains: o.allowDomain,
+        user: o.user,
+        volumes,
       };
       const created = await withSpinner('creating environment', () => client().request<Environment>('POST', client().orgPath('environments'), body));
       if (o.json) printJson({ id: created.id, name: created.name, state: created.state });
