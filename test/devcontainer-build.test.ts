@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { copyContext } from '../src/runner/images/build-context.ts';
 import { rewriteFroms } from '../src/runner/images/build-dockerfile.ts';
 import { optionVariable, resolveFeatures } from '../src/runner/images/features.ts';
-import { createBareRepo, pushCommit } from './fakes/git-server.ts';
+import { createBareRepo, pushCommit, runGit } from './fakes/git-server.ts';
 import { sh, startTestBerth, waitFor, type TestBerth } from './helpers.ts';
 
 let t: TestBerth;
@@ -18,7 +18,7 @@ let root: string;
 
 before(async () => {
   root = await mkdtemp(join(tmpdir(), 'berth-dcbuild-'));
-  t = await startTestBerth({ taskConcurrency: 0 });
+  t = await startTestBerth({ taskConcurrency: 1 });
 });
 after(async () => {
   await t?.destroy();
@@ -151,6 +151,24 @@ describe('berth project check', () => {
     const audit = (await t.api('GET', '/api/orgs/default/audit?action=project.check')).body.items as { target: string; details: { reused: boolean } }[];
     assert.equal(audit.length, 3);
     assert.equal(audit[0]!.target, 'built');
+  });
+
+  test("a task builds (here: reuses) its devcontainer image and runs in it; the transcript says so", async () => {
+    const bare = join(root, 'built.git');
+    const r = await t.cli(['run', 'Read the image', '--project', 'built', '--agent', 'command', '--command', 'cat /opt/app.txt /opt/greeter/said > seen.txt', '--json', '-d']);
+    assert.equal(r.code, 0, r.stderr);
+    const id = JSON.parse(r.stdout).id as string;
+    const done = await waitFor(`task ${id} to end`, async () => {
+      const body = (await t.api('GET', `/api/orgs/default/tasks/${id}`)).body;
+      return ['succeeded', 'failed', 'cancelled', 'timed_out'].includes(body.state) ? body : null;
+    }, 600_000);
+    assert.equal(done.state, 'succeeded', done.stateReason);
+    assert.equal(await runGit(['show', `${done.branch}:seen.txt`], { cwd: bare }), "changed\nit's a feature|true|root|/root\n");
+    const logs = (await t.cli(['task', 'logs', id])).stdout;
+    assert.match(logs, /building the devcontainer image/);
+    assert.match(logs, /image build\/built:[0-9a-f]{20} \(unchanged since it was built\)/);
+    const env = (await t.api('GET', `/api/orgs/default/environments/${done.environmentId}`)).body;
+    assert.match(env.image, /^build\/built:[0-9a-f]{20}$/);
   });
 
   test('bad input is a clear error and builds nothing', async () => {

@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
-import { ImageStore, LlmGateway, LocalRunner, parseMirrors, probeHost, upstreamsFromEnv, type ImageProgress, type RegistryMirrors } from '../runner/index.ts';
+import { ImageBuilder, ImageStore, LlmGateway, LocalRunner, parseMirrors, probeHost, upstreamsFromEnv, type ImageProgress, type RegistryMirrors } from '../runner/index.ts';
 import { CLIENT_CONFIG_FILE, VERSION, type ClientConfig } from '../shared/client-config.ts';
 import { buildApp, type App } from './app.ts';
 import { ensureBootstrap, TokenService } from './auth.ts';
@@ -179,6 +179,8 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const retention = new NetworkEventRetention({ db, logger, retentionMs: networkEventRetention });
   const runner = new LocalRunner({ dataDir: opts.dataDir, images, logger, network: { policies, events: networkEvents, companyCas: companyCas.map((c) => c.pem), egressNetwork, ...opts.network } });
   const environments = new EnvironmentService({ db, runner, logger, audit, secrets });
+  // Devcontainer Dockerfiles and features, built on this runner for tasks and `berth project check`.
+  const builder = new ImageBuilder({ store: images });
   const oidcConfig = opts.oidc ?? oidcConfigFromEnv(process.env);
   const oidc = oidcConfig && { signIn: new OidcSignIn(oidcConfig), pending: new PendingSignIns(), groupRules: oidcConfig.groupRules, name: oidcConfig.name };
   const { userId, orgId: bootstrapOrgId } = await ensureBootstrap(db);
@@ -197,7 +199,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     db,
     runnerId,
     concurrency: opts.taskConcurrency ?? (Number(process.env.BERTH_TASK_CONCURRENCY) || 2 * availableParallelism()),
-    deps: { db, events: taskEvents, environments, secrets, audit, logger, workDir: join(opts.dataDir, 'tasks'), publicUrl: () => publicUrl, modelEnv, models, repos, gateway: sandboxGateway({ gateway, runner, environments }), denials },
+    deps: { db, events: taskEvents, environments, secrets, audit, logger, workDir: join(opts.dataDir, 'tasks'), publicUrl: () => publicUrl, modelEnv, models, repos, gateway: sandboxGateway({ gateway, runner, environments }), denials, images: { builder, policies } },
   });
   const tasks = new TaskService({ db, events: taskEvents, secrets, signals: worker, repos, checkModel: async (model, where) => {
       if (!(await models.hasSettings(where.orgId, where.projectId))) void modelClientFromEnv(modelEnv, { model });
@@ -239,6 +241,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     policies,
     networkEvents,
     images,
+    builder,
     runners,
     repos,
     models,

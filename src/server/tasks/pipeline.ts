@@ -17,6 +17,7 @@ import type { EnvironmentService } from '../environments/service.ts';
 import type { SecretService } from '../secrets/service.ts';
 import type { TaskEvents } from './events.ts';
 import { mergeSpec, readRepoSpec, type WorkSpec } from './repo-config.ts';
+import { buildSpecImage, type SpecImageDeps } from './spec-image.ts';
 import { runIn, SandboxWorkspace, taskScope, type RunOptions } from './sandbox.ts';
 import { commitMessage, prBody, repoNameOf, slugOf, titleOf } from './change-text.ts';
 import { secretsInChange } from './leaks.ts';
@@ -42,6 +43,8 @@ export interface PipelineDeps {
   gateway: CommandAgentGateway | null;
   /** Where host-side git may go: checked again before every clone and push. */
   repos: RepoAccess;
+  /** Builds devcontainer Dockerfiles and features; without it a spec that needs a build fails the task. */
+  images?: SpecImageDeps | undefined;
   /** Says when the environment keeps asking for a refused destination, and stops commands that only wait on one. */
   denials?: DenialAdvisor | undefined;
 }
@@ -194,6 +197,7 @@ export class TaskRun {
     await this.#emit({ type: 'log', level: 'info', message: `environment from ${spec.source}: image ${spec.image ?? 'default'}, ${spec.setup.length} setup command(s), check ${spec.check ? `\`${spec.check}\`` : 'none'}${spec.user ? `, commands run as ${spec.user}` : ''}${spec.volumes.length ? `, volumes ${spec.volumes.map((v) => `${v.name} at ${v.target}`).join(', ')}` : ''}` });
     for (const note of spec.notes) await this.#emit({ type: 'log', level: 'warn', message: note });
 
+    if (spec.build) spec.image = await this.#buildImage(spec, repoDir, project?.name ?? repoNameOf(task.repo_url));
     await this.#step('provisioning', 'starting the environment');
     const env = await this.#provision(spec, project?.name);
     const root = spec.workspaceFolder ?? `${WORKSPACE}/${repoNameOf(task.repo_url)}`;
@@ -325,7 +329,8 @@ export class TaskRun {
    */
   async #watched<R extends { message?: string | undefined }>(phase: 'setup' | 'agent' | 'check', cmd: string, failFast: boolean, go: (stop?: AbortSignal) => Promise<R>): Promise<R & { stoppedBy?: string }> {
     if (!this.#d.denials) return go();
-    const { result, stopped } = await this.#d.denials.run(this.#task.id, phase, cmd, failFast, go);
+    // Named in a transcript line the pipeline does not write: redacted here (an agent may inline a value).
+    const { result, stopped } = await this.#d.denials.run(this.#task.id, phase, this.#redactor.redact(cmd), failFast, go);
     return stopped ? { ...result, stoppedBy: stopped, message: stopped } : result;
   }
 
@@ -337,6 +342,43 @@ export class TaskRun {
     const said = r.message ? `${output}${output && !output.endsWith('\n') ? '\n' : ''}[berth: ${r.message}]\n` : output;
     await this.#emit({ type: 'command', phase, cmd, exitCode: r.exitCode, output: said, durationMs: Math.round(r.durationMs), timedOut: r.timedOut, ...(r.message && { message: r.message }) });
     return r;
+  }
+
+  /**
+   * Builds the devcontainer's Dockerfile and features (reused while nothing that goes into it
+   * changed); the build log goes to the transcript in batches. Returns the image's name.
+   */
+  async #buildImage(spec: WorkSpec, repoDir: string, project: string): Promise<string> {
+    if (!this.#d.images) throw new TaskEnd('failed', 'this runner does not build devcontainer images: name an image in devcontainer.json or the project settings');
+    await this.#step('provisioning', 'building the devcontainer image');
+    let lines: string[] = [];
+    const flush = () => {
+      if (lines.length) void this.#emit({ type: 'log', level: 'info', message: tail(lines.join('\n'), 8 * 1024) });
+      lines = [];
+    };
+    const timer = setInterval(flush, 2_000);
+    try {
+      const built = await buildSpecImage(this.#d.images, {
+        orgId: this.#task.org_id,
+        project,
+        repoDir,
+        spec,
+        signal: this.#signal,
+        onLog: (line) => {
+          lines.push(this.#redactor.redact(line));
+          if (lines.length >= 100) flush();
+        },
+      });
+      flush();
+      await this.#emit({ type: 'log', level: 'info', message: `image ${built!.name} ${built!.reused ? '(unchanged since it was built)' : 'built'}` });
+      return built!.name;
+    } catch (err) {
+      flush();
+      this.#signal.throwIfAborted();
+      throw new TaskEnd('failed', `the devcontainer image could not be built: ${(err as Error).message}`);
+    } finally {
+      clearInterval(timer);
+    }
   }
 
   async #provision(spec: WorkSpec, project: string | undefined): Promise<string> {
