@@ -132,8 +132,11 @@ describe('a project on an SSH repository', () => {
     assert.equal((await t.cli(['secret', 'set', 'DEPLOY_KEY', '--from-file', keyFile])).code, 0);
     const created = await t.cli(['project', 'create', 'over-ssh', '--repo', url, '--deploy-key-secret', 'DEPLOY_KEY', '--known-hosts', knownHostsFile, '--secret', 'DEPLOY_KEY']);
     assert.equal(created.code, 0, created.stderr);
+    // show resolves the environment from a fresh clone of the default branch: over SSH, with the key.
     const shown = await t.cli(['project', 'show', 'over-ssh']);
+    assert.equal(shown.code, 0, shown.stderr);
     assert.match(shown.stdout, /deploy key in DEPLOY_KEY, 1 known host key\(s\)/);
+    assert.match(shown.stdout, /Environment spec \(main at [0-9a-f]{12}/, shown.stdout);
     // Named with --secret too, it is still not given to environments: it is the runner's.
     assert.match(shown.stdout, /variables\s+none/);
 
@@ -145,7 +148,8 @@ describe('a project on an SSH repository', () => {
       project: 'over-ssh',
       goal: 'Add a file over ssh',
       agent: 'command',
-      command: 'echo "from the task" > TASK.md; env | grep -c "PRIVATE KEY" || true; ls -a ~/.ssh 2>&1 || true',
+      // What the environment holds of the key: no variable, no file in ~/.ssh.
+      command: 'echo "from the task" > TASK.md; echo "key variables: $(env | grep -c "OPENSSH PRIV")"; ls ~/.ssh 2>&1 || true',
     });
     assert.equal(res.status, 201, JSON.stringify(res.body));
     const done = await waitFor(`task ${res.body.id} to end`, async () => {
@@ -156,7 +160,9 @@ describe('a project on an SSH repository', () => {
     assert.equal(done.state, 'succeeded', `${done.stateReason}\n${events}`);
     assert.ok(done.branch);
     assert.equal(await runGit(['show', `${done.branch}:TASK.md`], { cwd: bare }), 'from the task\n');
-    assert.ok(!events.includes('PRIVATE KEY'), 'no key in the task events');
+    assert.match(events, /key variables: 0/);
+    assert.match(events, /No such file or directory/);
     assert.ok(!events.includes(deployKey.privateKey.split('\n')[1]!), 'no key in the task events');
+    assert.ok(!events.includes('PRIVATE KEY'), 'no key in the task events');
   });
 });
