@@ -147,6 +147,10 @@ describe('hints', () => {
     const hostile = await a.hintFor(storm(id, "evil\u001b[2J'; rm -rf ~", 'deny:invalid-host'), null);
     assert.doesNotMatch(hostile.message, /\u001b/);
     assert.equal(hostile.fix.kind, 'none');
+    // A command with control characters and backticks: one line, and its code span stays one.
+    const odd = await a.hintFor(storm(id, 'pkgs.corp.example', 'deny:org:not-allowed'), { phase: 'setup', cmd: 'echo `id`\u001b[2J\n  && make' });
+    assert.match(odd.message, /^`echo \?id\?\?\[2J && make` \(setup\) tried to reach/);
+    assert.equal(odd.message.split('`').length, 5, 'two code spans: the command and the fix');
   });
 });
 

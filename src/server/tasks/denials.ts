@@ -131,10 +131,10 @@ export class DenialAdvisor implements DenialObserver {
   async hintFor(s: Storm, current: Current | null): Promise<DenialHint> {
     const host = printable(s.host);
     const fix = await this.#fixFor(s, host);
-    const who = current ? `\`${clip(current.cmd.replace(/\s+/g, ' ').trim(), 120)}\` (${current.phase})` : 'the environment';
+    const who = current ? `\`${clip(current.cmd.replace(/\s+/g, ' ').replace(/[\u0000-\u001f\u007f-\u009f`]/g, '?').trim(), 120)}\` (${current.phase})` : 'the environment';
     const how = fix.kind === 'none' ? fix.advice : fix.kind === 'trusted-network' ? `${host} resolves to a private address; if it is on your company's network, the instance administrator can trust it: \`${fix.command}\`` : `allow it with \`${fix.command}\``;
     const message = `${who} tried to reach ${host}:${s.port} ${s.count} times in ${formatDuration(Math.max(0, s.lastAt - s.since))}: refused by ${s.rule}; ${how}`;
-    return { type: 'denials', host, port: s.port, rule: s.rule, count: s.count, since: new Date(s.since).toISOString(), phase: current?.phase ?? null, command: current ? clip(current.cmd, 500) : null, message, fix };
+    return { type: 'denials', host, port: s.port, rule: s.rule, count: s.count, since: new Date(s.since).toISOString(), phase: current?.phase ?? null, command: current ? clip(current.cmd.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, '?'), 500) : null, message, fix };
   }
 
   async #fixFor(s: Storm, host: string): Promise<DenialFix> {
