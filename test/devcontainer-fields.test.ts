@@ -321,6 +321,9 @@ describe('real environments and tasks', () => {
     assert.equal(shown.environment.spec.build.dockerfile, 'docker/dev.Dockerfile');
     assert.equal(shown.environment.sources.setup, 'Berth default');
 
+    const doc = (await (await fetch(`${t.client.url}/openapi.json`)).json()) as { paths: Record<string, { get?: { summary?: string } }> };
+    assert.match(doc.paths['/api/orgs/{org}/projects/{name}/spec']?.get?.summary ?? '', /each field with where it came from/, 'documented');
+
     // A repository that cannot be read: the settings still show, with why the spec does not.
     await rm(bare, { recursive: true, force: true });
     r = await t.cli(['project', 'show', 'shown']);
