@@ -3,7 +3,12 @@
 // built with real buildah by `berth project check`, reused while nothing changes, and run as
 // a real environment; RUN steps reach nothing but the egress proxy; bad input is a clear error.
 import assert from 'node:assert/strict';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
+import { promisify } from 'node:util';
+import { create as createTar } from 'tar';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -13,15 +18,62 @@ import { optionVariable, resolveFeatures } from '../src/runner/images/features.t
 import { createBareRepo, pushCommit, runGit } from './fakes/git-server.ts';
 import { sh, startTestBerth, waitFor, type TestBerth } from './helpers.ts';
 
+const run = promisify(execFile);
+
 let t: TestBerth;
 let root: string;
+let registry: { host: string; child: ChildProcess };
+
+/** Debian's docker-registry on loopback, listed as a registry Berth may pull from (as an instance administrator would). */
+async function startRegistry(dir: string): Promise<{ host: string; child: ChildProcess }> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  await writeFile(join(dir, 'registry.yml'), `version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, 'registry')}\nhttp:\n  addr: 127.0.0.1:${port}\n`);
+  const child = spawn('docker-registry', ['serve', join(dir, 'registry.yml')], { stdio: 'ignore' });
+  const host = `127.0.0.1:${port}`;
+  await waitFor('the registry to listen', async () => (await fetch(`http://${host}/v2/`).catch(() => null))?.ok);
+  return { host, child };
+}
+
+/** Publishes a devcontainer feature as the devcontainer CLI does: an OCI artifact whose one layer is the folder's tar. */
+async function publishFeature(ref: string, files: Record<string, string>): Promise<void> {
+  const dir = await mkdtemp(join(root, 'feature-'));
+  const layout = join(dir, 'oci');
+  await mkdir(join(layout, 'blobs', 'sha256'), { recursive: true });
+  const put = async (data: Buffer) => {
+    const hex = createHash('sha256').update(data).digest('hex');
+    await writeFile(join(layout, 'blobs', 'sha256', hex), data);
+    return { digest: `sha256:${hex}`, size: data.length };
+  };
+  for (const [name, text] of Object.entries(files)) await writeFile(join(dir, name), text);
+  const chunks: Buffer[] = [];
+  for await (const chunk of createTar({ cwd: dir, portable: true }, Object.keys(files)) as AsyncIterable<Buffer>) chunks.push(chunk);
+  const layer = await put(Buffer.concat(chunks));
+  const config = await put(Buffer.from('{}'));
+  const manifest = await put(
+    Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { mediaType: 'application/vnd.devcontainers', ...config }, layers: [{ mediaType: 'application/vnd.devcontainers.layer.v1+tar', ...layer }] })),
+  );
+  await writeFile(join(layout, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+  await writeFile(join(layout, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...manifest, annotations: { 'org.opencontainers.image.ref.name': '1' } }] }));
+  await run('skopeo', ['copy', '--quiet', '--dest-tls-verify=false', `oci:${layout}:1`, `docker://${ref}`]);
+}
 
 before(async () => {
   root = await mkdtemp(join(tmpdir(), 'berth-dcbuild-'));
+  registry = await startRegistry(root);
+  process.env.BERTH_ALLOWED_REGISTRIES = registry.host;
   t = await startTestBerth({ taskConcurrency: 1 });
 });
 after(async () => {
+  // Built images are named in this test's org of the shared image cache: they go with it.
+  if (t) {
+    const store = t.berth.runner.images;
+    for (const image of await store.list()) if (image.org && image.name.startsWith('build/')) await store.remove(image.name, { org: image.org }).catch(() => {});
+  }
   await t?.destroy();
+  registry?.child.kill();
   await rm(root, { recursive: true, force: true });
 });
 
@@ -169,6 +221,30 @@ describe('berth project check', () => {
     assert.match(logs, /image build\/built:[0-9a-f]{20} \(unchanged since it was built\)/);
     const env = (await t.api('GET', `/api/orgs/default/environments/${done.environmentId}`)).body;
     assert.match(env.image, /^build\/built:[0-9a-f]{20}$/);
+  });
+
+  test('a feature from a registry is fetched as an OCI artifact under the registry rules and installed with its options', async () => {
+    const ref = `${registry.host}/features/hello:1`;
+    await publishFeature(ref, {
+      'devcontainer-feature.json': feature('hello', { options: { greeting: { type: 'string', default: 'hey' } } }),
+      'install.sh': '#!/bin/sh\nset -e\necho "$GREETING" > /opt/oci-feature\n',
+    });
+    const bare = (await createBareRepo({ root, name: 'oci-feature.git', files: { '.devcontainer/devcontainer.json': JSON.stringify({ image: 'default', features: { [ref]: { greeting: 'from a registry' } } }) } })).path;
+    assert.equal((await t.cli(['project', 'create', 'oci-feature', '--repo', bare])).code, 0);
+    const r = await t.cli(['project', 'check', 'oci-feature', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, new RegExp(`fetching feature ${ref.replaceAll('.', '\\.')}`));
+    const { image } = JSON.parse(r.stdout) as { image: string };
+    const created = await t.api('POST', '/api/orgs/default/environments', { name: 'from-oci-feature', image });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    assert.equal((await sh(t, 'from-oci-feature', 'cat /opt/oci-feature')).stdout, 'from a registry\n');
+
+    // A feature the registry does not have: a clear error.
+    const missing = (await createBareRepo({ root, name: 'oci-missing.git', files: { '.devcontainer/devcontainer.json': JSON.stringify({ features: { [`${registry.host}/features/nothing:1`]: {} } }) } })).path;
+    assert.equal((await t.cli(['project', 'create', 'oci-missing', '--repo', missing])).code, 0);
+    const m = await t.cli(['project', 'check', 'oci-missing']);
+    assert.equal(m.code, 1);
+    assert.match(m.stderr, /features\/nothing:1' is not in its registry/);
   });
 
   test('bad input is a clear error and builds nothing', async () => {

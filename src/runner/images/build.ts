@@ -22,6 +22,7 @@ import { ensureBase } from './build-base.ts';
 import { copyContext, insideCheckout, DEFAULT_MAX_CONTEXT_BYTES } from './build-context.ts';
 import { rewriteFroms } from './build-dockerfile.ts';
 import { Buildah, BUILD_UID, chownTree } from './buildah.ts';
+import { fetchFeature } from './feature-fetch.ts';
 import { resolveFeatures, type FeatureValue, type ResolvedFeature } from './features.ts';
 import { withFileLock } from './lock.ts';
 import type { ImageStore } from './store.ts';
@@ -118,7 +119,10 @@ export class ImageBuilder {
         const contextHash = await copyContext(contextDir, join(scratch, 'context'), this.#o.maxContextBytes ?? DEFAULT_MAX_CONTEXT_BYTES);
         dockerfile = { text: await readFile(path, 'utf8'), contextHash, file: relative(req.repoDir, path) };
       }
-      const features = await resolveFeatures(req.repoDir, spec.configDir, spec.features ?? {}, spec.overrideFeatureInstallOrder);
+      let fetched = 0;
+      const maxBytes = this.#o.maxContextBytes ?? DEFAULT_MAX_CONTEXT_BYTES;
+      const fetch = (ref: string) => fetchFeature(this.#store, ref, join(scratch, 'fetched', String(fetched++)), maxBytes, log);
+      const features = await resolveFeatures(req.repoDir, spec.configDir, spec.features ?? {}, spec.overrideFeatureInstallOrder, fetch);
       const featureHashes: string[] = [];
       for (const [n, f] of features.entries()) featureHashes.push(await copyContext(f.dir, join(scratch, 'features', String(n)), this.#o.maxContextBytes ?? DEFAULT_MAX_CONTEXT_BYTES));
 

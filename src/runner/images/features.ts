@@ -3,7 +3,7 @@
 // folder with devcontainer-feature.json and install.sh; its options reach install.sh as
 // upper-cased environment variables. Features come from the repository, so they are hostile
 // like the rest of it: every path stays inside the checkout and every field is checked.
-import { readFile, stat } from 'node:fs/promises';
+import { lstat, readFile, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { parse as parseJsonc, type ParseError } from 'jsonc-parser';
 import { z } from 'zod';
@@ -60,26 +60,31 @@ const MAX_FEATURES = 64;
  * is an error), installsAfter where both are present, then overrideFeatureInstallOrder, then
  * the order devcontainer.json lists them in. A cycle is an error that names the features.
  */
-export async function resolveFeatures(root: string, configDir: string, features: Record<string, FeatureValue>, overrideOrder: readonly string[] = []): Promise<ResolvedFeature[]> {
+export async function resolveFeatures(
+  root: string,
+  configDir: string,
+  features: Record<string, FeatureValue>,
+  overrideOrder: readonly string[] = [],
+  /** Fetches a registry feature (`ghcr.io/…/node:1`) and returns the folder it was unpacked in; without it they are refused. */
+  fetch?: (ref: string) => Promise<string>,
+): Promise<ResolvedFeature[]> {
   const keys = Object.keys(features);
   if (keys.length > MAX_FEATURES) throw invalid(`devcontainer.json lists ${keys.length} features; Berth installs at most ${MAX_FEATURES}`);
   const found: (ResolvedFeature & { json: FeatureJson })[] = [];
-  for (const key of keys) found.push(await readFeature(root, configDir, key, features[key]!));
+  for (const key of keys) found.push(await readFeature(root, configDir, key, features[key]!, fetch));
   return order(found, overrideOrder);
 }
 
-async function readFeature(root: string, configDir: string, key: string, value: FeatureValue): Promise<ResolvedFeature & { json: FeatureJson }> {
-  if (!key.startsWith('./') && !key.startsWith('../')) {
-    throw invalid(
-      `feature '${key}' is fetched from a registry, which this runner does not do yet: copy the feature's folder (devcontainer-feature.json and install.sh) ` +
-        `under .devcontainer/ and name it as './folder' in devcontainer.json`,
-    );
+async function readFeature(root: string, configDir: string, key: string, value: FeatureValue, fetch: ((ref: string) => Promise<string>) | undefined): Promise<ResolvedFeature & { json: FeatureJson }> {
+  const local = key.startsWith('./') || key.startsWith('../');
+  if (!local && !fetch) {
+    throw invalid(`feature '${key}' is fetched from a registry, which is not done here: copy the feature's folder under .devcontainer/ and name it as './folder' in devcontainer.json`);
   }
   // The spec keeps local features inside .devcontainer; the checkout is the hard boundary.
-  const dir = await insideCheckout(root, configDir, key, `feature`);
+  const dir = local ? await insideCheckout(root, configDir, key, `feature`) : await fetch!(key);
   if (!(await stat(dir)).isDirectory()) throw invalid(`feature '${key}' is not a folder: a local feature is a folder with devcontainer-feature.json and install.sh`);
   const jsonPath = join(dir, 'devcontainer-feature.json');
-  const where = relative(root, jsonPath);
+  const where = local ? relative(root, jsonPath) : `feature '${key}': devcontainer-feature.json`;
   const text = await readFile(jsonPath, 'utf8').catch((error: NodeJS.ErrnoException) => {
     if (error.code === 'ENOENT') throw invalid(`feature '${key}' has no devcontainer-feature.json (looked for ${where})`);
     throw error;
@@ -93,9 +98,10 @@ async function readFeature(root: string, configDir: string, key: string, value: 
     throw invalid(`${where}: ${issue.path.join('.') || 'file'}: ${issue.message}`);
   }
   const json = parsed.data;
-  await insideCheckout(root, relative(root, dir), 'install.sh', `feature '${key}': install.sh`).catch(() => {
-    throw invalid(`feature '${key}' has no install.sh (looked in ${relative(root, dir)}): a feature's install.sh is what installs it`);
-  });
+  // A symlink here could point anywhere: install.sh must be a file of the feature itself.
+  if (!(await lstat(join(dir, 'install.sh')).catch(() => undefined))?.isFile()) {
+    throw invalid(`feature '${key}' has no install.sh${local ? ` (looked in ${relative(root, dir)})` : ''}: a feature's install.sh is what installs it`);
+  }
   return { key, id: json.id, dir, env: optionEnv(key, json, value), containerEnv: json.containerEnv ?? {}, json };
 }
 

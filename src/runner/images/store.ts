@@ -20,6 +20,7 @@ import { PullProxy } from './pull-proxy.ts';
 import { checkRegistry, pullImage, type RegistryAccess, type RegistryCredential } from './registry.ts';
 import { mirrored, type RegistryMirrors } from './mirrors.ts';
 import { systemResolver } from '../network/destination.ts';
+import { isTrusted, type EgressNetworkConfig } from '../network/company.ts';
 import { ensureWorkspace, treeSize } from './rootfs.ts';
 import type { ImageConfig, ImageProgress, ImageRecord, ImageSource } from './types.ts';
 import { unpackPlan } from './unpack.ts';
@@ -77,6 +78,11 @@ export interface ImageStoreOptions {
   registryCertDir?: string | undefined;
   /** Where a registry's images are pulled from instead (BERTH_REGISTRY_MIRRORS, see mirrors.ts). */
   registryMirrors?: RegistryMirrors | undefined;
+  /**
+   * The company network (company.ts): registries in trusted networks are pulled from like
+   * public ones, and pulls through the pull proxy go on through the upstream proxy.
+   */
+  egressNetwork?: EgressNetworkConfig | undefined;
 }
 
 type Populate = (rootfs: string, progress: ImageProgress) => Promise<ImageConfig>;
@@ -91,6 +97,7 @@ export class ImageStore {
   #maxImageBytes: number;
   #registryCertDir: string | undefined;
   #mirrors: RegistryMirrors;
+  #egressNetwork: EgressNetworkConfig | undefined;
   // Two levels of sharing: requests for the same thing (an archive path, a registry
   // reference, the default image) share one run; runs that turn out to need the same
   // content share one unpack.
@@ -103,7 +110,14 @@ export class ImageStore {
     this.#log = (options.logger ?? pino({ enabled: false })).child({ component: 'images' });
     this.#debianMirror = options.debianMirror;
     this.#npmRegistry = options.npmRegistry ?? NPM_REGISTRY;
-    this.#registries = { allowed: options.allowedRegistries ?? [], allowPrivate: options.allowPrivateAddresses, resolve: options.resolveHost };
+    const trusted = options.egressNetwork?.trusted;
+    this.#registries = {
+      allowed: options.allowedRegistries ?? [],
+      allowPrivate: options.allowPrivateAddresses,
+      resolve: options.resolveHost,
+      trusted: trusted ? (address) => isTrusted(trusted, address) : undefined,
+    };
+    this.#egressNetwork = options.egressNetwork;
     this.#maxImageBytes = options.maxImageBytes ?? DEFAULT_MAX_IMAGE_BYTES;
     this.#registryCertDir = options.registryCertDir;
     this.#mirrors = options.registryMirrors ?? new Map();
@@ -280,12 +294,31 @@ export class ImageStore {
     });
   }
 
+  /**
+   * Copies the OCI artifact `ref` (a devcontainer feature) as it is into the OCI layout `into`,
+   * under the same rules as an image pull: mirrors, the registry address check, and the pull
+   * proxy for any registry an instance administrator did not list. Nothing is stored or named.
+   */
+  async copyArtifact(ref: string, into: string, onProgress: ImageProgress = () => {}): Promise<void> {
+    if (!isRegistryReference(ref)) throw invalid(`'${ref}' is not a registry reference: give its registry host, like ghcr.io/devcontainers/features/node:1`);
+    const source = mirrored(ref, this.#mirrors);
+    const { listed } = await checkRegistry(source, this.#registries);
+    const scratch = await this.#catalog.scratch();
+    try {
+      if (listed) await pullImage(source, into, onProgress, { certDir: this.#registryCertDir });
+      else await this.#pullThroughProxy(source, into, scratch, onProgress, undefined);
+    } finally {
+      await removeScratch(scratch);
+    }
+  }
+
   async #pullThroughProxy(ref: string, layout: string, scratch: string, progress: ImageProgress, credential: RegistryCredential | undefined): Promise<void> {
     const socket = join(scratch, 'proxy.sock');
     const proxy = await PullProxy.listen(socket, {
       allowPrivate: this.#registries.allowPrivate,
       resolve: this.#registries.resolve ?? systemResolver,
       maxBytes: this.#maxImageBytes,
+      egressNetwork: this.#egressNetwork,
     });
     try {
       await pullImage(ref, layout, progress, { proxySocket: socket, certDir: this.#registryCertDir, credential });
