@@ -2,6 +2,7 @@
 // volume mounts and initializeCommand, docker-compose devcontainers, and `berth project show`
 // printing the resolved spec with where each field came from.
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -240,6 +241,13 @@ describe('real environments and tasks', () => {
     assert.equal((await t.api('POST', ENVS, { name: 'vol-c', volumes })).status, 201);
     assert.equal((await sh(t, 'vol-c', 'ls -A /cache')).stdout, '', 'an environment without the project has its own');
     assert.equal((await t.api('POST', ENVS, { name: 'vol-d', volumes: [{ name: 'x', target: '/proc/x' }] })).status, 400);
+
+    // The project's volumes go with the project.
+    const projectId = (await t.api('GET', '/api/orgs/default/projects/vols')).body.id as string;
+    assert.ok(existsSync(join(t.dataDir, 'volumes', projectId, 'cache', 'file')));
+    assert.equal((await t.api('DELETE', `${ENVS}/vol-b`)).status, 200);
+    assert.equal((await t.cli(['project', 'rm', 'vols'])).code, 0);
+    assert.equal(existsSync(join(t.dataDir, 'volumes', projectId)), false);
   });
 
   test('a task from a compose devcontainer: the primary service, commands as remoteUser, the notes in the transcript', async () => {

@@ -323,6 +323,12 @@ export class LocalRunner {
     });
   }
 
+  /** Deletes the named volumes kept for `owner` (a project's or an environment's id). */
+  async removeVolumes(owner: string): Promise<void> {
+    if (!/^[a-z]+_[A-Za-z0-9]+$/.test(owner)) throw new Error(`volume owner '${owner}' is not an id`);
+    await rm(join(this.#volumes, owner), { recursive: true, force: true });
+  }
+
   /** Who `user` (a name or uid) is in the running environment, from its own /etc/passwd and /etc/group. */
   async resolveUser(spec: EnvironmentSpec, user: string): Promise<ResolvedUser> {
     const read = async (path: string) => {

@@ -140,6 +140,11 @@ export class EnvironmentService {
     });
   }
 
+  /** Deletes the named volumes kept for `owner` (a removed project's id). */
+  async removeVolumes(owner: string): Promise<void> {
+    await this.#runner.removeVolumes(owner);
+  }
+
   /** Calls `listener` with each new environment's id, after its row is written and before it starts. */
   onCreated(listener: (e: CreatedEnvironment) => Promise<void>): void {
     this.#onCreated.push(listener);

@@ -85,7 +85,7 @@ function merged<S extends z.ZodType>(schema: S, field: string, current: unknown,
 }
 
 /** Projects: a repository and how to work on it (environment, checks, agent, forge, secrets). */
-export function projectRoutes(app: App, { secrets, db, repos, audit }: AppDeps): void {
+export function projectRoutes(app: App, { secrets, db, repos, audit, environments }: AppDeps): void {
   app.get('/api/orgs/:org/projects', {
     config: { permission: 'project.read' },
     schema: {
@@ -247,10 +247,16 @@ export function projectRoutes(app: App, { secrets, db, repos, audit }: AppDeps):
       summary: 'Remove a project with no environments',
       description:
         'A project no task used is deleted. One with tasks is archived instead: its tasks keep their history, it leaves the list ' +
-        '(`?archived=1` shows it) and every lookup by name, its secrets are deleted, and its name is free for a new project.',
+        '(`?archived=1` shows it) and every lookup by name, its secrets are deleted, and its name is free for a new project. Its named volumes are deleted either way.',
       params: ProjectParams,
       response: { 200: z.object({ removed: z.enum(['deleted', 'archived']), tasks: z.number().describe('tasks that refer to it') }), ...errors },
     },
-    handler: async (req) => removeProject(db, req.scope.orgId, req.params.name),
+    handler: async (req) => {
+      const { id } = await liveProject(db, req.scope.orgId, req.params.name);
+      const removed = await removeProject(db, req.scope.orgId, req.params.name);
+      // No environment uses it any more (removeProject refuses otherwise), and none will.
+      await environments.removeVolumes(id);
+      return removed;
+    },
   });
 }
