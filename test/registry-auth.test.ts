@@ -4,11 +4,15 @@
 // instance mirror serves docker.io/… without docker.io ever being looked up.
 import assert from 'node:assert/strict';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { createServer as createHttpServer, request as httpRequest, type IncomingMessage } from 'node:http';
+import { BlockList, connect, createServer as createTcpServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ImageStore } from '../src/runner/images/index.ts';
 import { mirrored, parseMirrors } from '../src/runner/images/mirrors.ts';
+import { PullProxy } from '../src/runner/images/pull-proxy.ts';
+import { egressNetworkConfigFrom } from '../src/runner/network/company.ts';
 import { BerthError } from '../src/shared/errors.ts';
 import { startTestBerth, type TestBerth } from './helpers.ts';
 import { manifestGets, pushImage, startRegistry, type TestRegistry } from './registry-server.ts';
@@ -175,3 +179,123 @@ describe('berth image pull --auth-secret', () => {
     await t.berth.runner.images.remove(ref, { org });
   });
 });
+
+describe('the pull proxy on a company network', () => {
+  // A service standing for a registry, a company proxy that records what it is asked and
+  // reaches that service for the names it knows, and the pull proxy between skopeo's side
+  // (a unix socket, as in the pull sandbox) and them.
+  const asked: { line: string; auth: string | undefined }[] = [];
+  let target: ReturnType<typeof createTcpServer>;
+  let upstream: ReturnType<typeof createHttpServer>;
+  let targetPort: number;
+  let upstreamPort: number;
+  const reached: string[] = [];
+
+  before(async () => {
+    target = createTcpServer((socket) => socket.on('data', (b: Buffer) => {
+      reached.push(b.toString());
+      socket.end(`pong:${b.toString()}`);
+    }));
+    await new Promise<void>((resolve) => target.listen(0, '127.0.0.1', resolve));
+    targetPort = (target.address() as { port: number }).port;
+    // The company proxy knows registry.corp (here: the service on loopback); tunnels and absolute-URL requests both.
+    upstream = createHttpServer((req: IncomingMessage, res) => {
+      asked.push({ line: `${req.method} ${req.url}`, auth: req.headers['proxy-authorization'] });
+      res.end('via the company proxy');
+    });
+    upstream.on('connect', (req: IncomingMessage, client: Socket, head: Buffer) => {
+      asked.push({ line: `CONNECT ${req.url}`, auth: req.headers['proxy-authorization'] });
+      if (!req.url?.startsWith('registry.corp:')) return void client.end('HTTP/1.1 403 Forbidden\r\n\r\n');
+      const out = connect(targetPort, '127.0.0.1', () => {
+        client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+        if (head.length) out.write(head);
+        out.pipe(client).pipe(out);
+      });
+      out.on('error', () => client.destroy());
+    });
+    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+    upstreamPort = (upstream.address() as { port: number }).port;
+  });
+  after(async () => {
+    upstream?.closeAllConnections();
+    await Promise.all([new Promise((r) => target?.close(r)), new Promise((r) => upstream?.close(r))]);
+  });
+
+  const names: Record<string, string[]> = { 'registry.corp': ['10.213.4.5'], 'elsewhere.corp': ['10.99.0.1'], 'direct.test': ['127.0.0.1'] };
+  async function proxy(env: Record<string, string>, allowPrivate?: BlockList) {
+    const socket = join(await fresh('pull-proxy'), 'proxy.sock');
+    const egressNetwork = egressNetworkConfigFrom({ env, hostAddresses: new Set() });
+    const p = await PullProxy.listen(socket, { resolve: async (host) => names[host] ?? [], maxBytes: 1 << 20, egressNetwork, allowPrivate });
+    return { p, socket };
+  }
+  /** CONNECT through the pull proxy, then one exchange: the status line and what came back. */
+  async function tunnel(socketPath: string, authority: string, send: string): Promise<{ status: string; reply: string }> {
+    return new Promise((resolve, reject) => {
+      const socket = connect(socketPath);
+      let data = '';
+      let sent = false;
+      socket.on('data', (b: Buffer) => {
+        data += b.toString();
+        if (!sent && data.includes('\r\n\r\n')) {
+          sent = true;
+          if (data.startsWith('HTTP/1.1 200')) socket.write(send);
+          else socket.end();
+        }
+      });
+      socket.on('close', () => resolve({ status: data.split('\r\n')[0]!, reply: data.split('\r\n\r\n').slice(1).join('') }));
+      socket.on('error', reject);
+      socket.write(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+    });
+  }
+
+  test('a registry in a trusted network is reached through the upstream proxy, by name, with its credentials', async () => {
+    const { p, socket } = await proxy({ BERTH_EGRESS_TRUSTED_NETWORKS: '10.213.0.0/16', BERTH_EGRESS_UPSTREAM_PROXY: `http://puller:proxy-pw@127.0.0.1:${upstreamPort}` });
+    try {
+      asked.length = 0;
+      const r = await tunnel(socket, 'registry.corp:443', 'ping');
+      assert.equal(r.status, 'HTTP/1.1 200 Connection Established');
+      assert.equal(r.reply, 'pong:ping');
+      assert.deepEqual(asked, [{ line: 'CONNECT registry.corp:443', auth: `Basic ${Buffer.from('puller:proxy-pw').toString('base64')}` }]);
+
+      // A plain-HTTP token realm goes the same way: the absolute URL to the company proxy.
+      const answer = await new Promise<string>((resolve, reject) => {
+        const req = httpRequest({ socketPath: socket, path: 'http://registry.corp/token?scope=x', headers: { host: 'registry.corp' } }, (res) => {
+          let body = '';
+          res.on('data', (b: Buffer) => (body += b.toString())).on('end', () => resolve(body));
+        });
+        req.on('error', reject).end();
+      });
+      assert.equal(answer, 'via the company proxy');
+      assert.deepEqual(asked[1], { line: 'GET http://registry.corp/token?scope=x', auth: `Basic ${Buffer.from('puller:proxy-pw').toString('base64')}` });
+
+      // Outside the trusted networks: refused here, and the company proxy never asked.
+      asked.length = 0;
+      assert.match((await tunnel(socket, 'elsewhere.corp:443', 'ping')).status, /^HTTP\/1\.1 403/);
+      assert.deepEqual(asked, []);
+      assert.deepEqual(p.refused, ['elsewhere.corp:443']);
+    } finally {
+      await p.close();
+    }
+  });
+
+  test('without trusted networks the private registry is refused; no-proxy destinations go directly', async () => {
+    const { p, socket } = await proxy({ BERTH_EGRESS_UPSTREAM_PROXY: `http://127.0.0.1:${upstreamPort}`, BERTH_EGRESS_UPSTREAM_NO_PROXY: 'direct.test' }, blockListOf('127.0.0.1'));
+    try {
+      asked.length = 0;
+      assert.match((await tunnel(socket, 'registry.corp:443', 'ping')).status, /^HTTP\/1\.1 403/);
+      reached.length = 0;
+      const r = await tunnel(socket, `direct.test:${targetPort}`, 'hello');
+      assert.equal(r.reply, 'pong:hello');
+      assert.deepEqual(reached, ['hello']);
+      assert.deepEqual(asked, [], 'the company proxy was not asked for either');
+    } finally {
+      await p.close();
+    }
+  });
+});
+
+function blockListOf(address: string): BlockList {
+  const list = new BlockList();
+  list.addAddress(address);
+  return list;
+}

@@ -24,6 +24,8 @@ export interface RegistryAccess {
   allowPrivate?: BlockList | undefined;
   /** How names are resolved (tests inject one); the system resolver otherwise. */
   resolve?: ((host: string) => Promise<string[]>) | undefined;
+  /** Whether a private address lies in the instance's trusted networks (company.ts): those registries are pulled from like public ones. */
+  trusted?: ((address: string) => boolean) | undefined;
 }
 
 /**
@@ -44,7 +46,7 @@ export async function checkRegistry(ref: string, access: RegistryAccess): Promis
     if (addresses.length === 0) throw unavailable(`cannot pull '${ref}': the registry host '${host}' does not resolve`);
   }
   const hostAddresses = hostAddressesNow();
-  if (addresses.some((address) => checkAddress(address, { hostAddresses, allowPrivate: access.allowPrivate }) !== null)) {
+  if (addresses.some((address) => checkAddress(address, { hostAddresses, allowPrivate: access.allowPrivate, trusted: access.trusted }) !== null)) {
     throw new BerthError(
       'forbidden',
       `registry '${authority}' is on a loopback, private or link-local address (or this host's own), which pulls do not reach: ` +
