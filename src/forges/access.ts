@@ -14,6 +14,7 @@ import { realpath, stat } from 'node:fs/promises';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
 import { BerthError, invalid, unavailable } from '../shared/errors.ts';
 import { privateAllowanceOf, resolveDestination, type DestinationResolver, type PrivateAllowance } from '../runner/network/index.ts';
+import { upstreamFor, type HostUpstream } from './upstream.ts';
 import { knownHostsName, parseRepoUrl, type RepoLocation } from './url.ts';
 
 /**
@@ -76,9 +77,19 @@ export interface GitReach {
    * keys are still looked up by the host's name, and the instance's known hosts.
    */
   readonly ssh?: { readonly options: readonly string[]; readonly knownHosts: string } | undefined;
+  /**
+   * The company's upstream proxy for an http(s) repository: its URL with credentials (git is
+   * given it in its environment, never on a command line; not enumerable, so never logged),
+   * null to go directly (NO_PROXY names the host), undefined when no upstream is configured.
+   */
+  readonly proxy?: string | null | undefined;
   readonly [vetted]: true;
 }
-const reachOf = (url: string, config: string[], ssh?: GitReach['ssh']): GitReach => ({ url, config, ...(ssh && { ssh }) }) as unknown as GitReach;
+const reachOf = (url: string, config: string[], ssh?: GitReach['ssh'], proxy?: string | null): GitReach => {
+  const reach = { url, config, ...(ssh && { ssh }) };
+  if (proxy !== undefined) Object.defineProperty(reach, 'proxy', { value: proxy, enumerable: false });
+  return reach as unknown as GitReach;
+};
 
 const forbidden = (message: string, field?: string) => new BerthError('forbidden', message, field);
 
@@ -88,9 +99,11 @@ export class RepoAccess {
   readonly #resolver: DestinationResolver | undefined;
   readonly #caFile: string | undefined;
   readonly #knownHosts: string;
+  readonly #upstream: HostUpstream | undefined;
   #realRoots: Promise<string[]> | undefined;
 
-  constructor(config: RepoAccessConfig, opts: { resolver?: DestinationResolver | undefined } = {}) {
+  /** `upstream`: the company's outbound proxy (BERTH_EGRESS_UPSTREAM_PROXY), which host-side git goes through too. */
+  constructor(config: RepoAccessConfig, opts: { resolver?: DestinationResolver | undefined; upstream?: HostUpstream | undefined } = {}) {
     for (const dir of config.localRepos) {
       if (!isAbsolute(dir)) throw invalid(`BERTH_LOCAL_REPOS needs absolute directories, not ${JSON.stringify(dir)}`);
     }
@@ -103,6 +116,7 @@ export class RepoAccess {
     this.#resolver = opts.resolver;
     this.#caFile = config.caFile;
     this.#knownHosts = config.sshKnownHosts ?? '';
+    this.#upstream = opts.upstream;
   }
 
   /**
@@ -149,11 +163,15 @@ export class RepoAccess {
       const options = ['-o', `HostKeyAlias=${knownHostsName(location)}`, ...(address ? ['-o', `HostName=${address}`] : [])];
       return reachOf(raw, config, { options, knownHosts: this.#knownHosts });
     }
-    const pinned = await this.#checkHttp(location.url, 'repo', true);
+    const { pin, name, address } = await this.#checkHttp(location.url, 'repo', true);
     const config = ['http.followRedirects=false', 'protocol.file.allow=never'];
-    if (pinned) config.push(`http.curloptResolve=${pinned}`);
+    // Through the upstream proxy the proxy resolves the name (as the egress proxy asks it), so
+    // there is no address to pin: the check above still refused what the rules refuse.
+    const proxy = this.#upstream ? upstreamFor(this.#upstream, name, address ?? undefined) : undefined;
+    if (proxy) config.push('http.proxyAuthMethod=basic');
+    else if (pin) config.push(`http.curloptResolve=${pin}`);
     if (this.#caFile) config.push(`http.sslCAInfo=${this.#caFile}`);
-    return reachOf(raw, config);
+    return reachOf(raw, config, undefined, proxy === undefined ? undefined : (proxy?.url ?? null));
   }
 
   /** The API URL is reached by fetch, which cannot be pinned: checked just before. */
@@ -199,7 +217,7 @@ export class RepoAccess {
    * through (git will say so, and reach() checks again). Reaching: it is refused. Returns
    * git's `HOST:PORT:ADDRESS` pin when there is an address to pin.
    */
-  async #checkHttp(raw: string, field: string, reaching: boolean): Promise<string | null> {
+  async #checkHttp(raw: string, field: string, reaching: boolean): Promise<{ pin: string | null; name: string; address: string | null }> {
     let url: URL;
     try {
       url = new URL(raw);
@@ -208,9 +226,9 @@ export class RepoAccess {
     }
     const host = url.hostname.replace(/^\[|\]$/g, '');
     const { address, name } = await this.#checkHost(host, field, reaching);
-    if (address === null || address === host) return null;
+    if (address === null || address === host) return { pin: null, name, address };
     const port = url.port || (url.protocol === 'https:' ? '443' : '80');
-    return `${name}:${port}:${address.includes(':') ? `[${address}]` : address}`;
+    return { pin: `${name}:${port}:${address.includes(':') ? `[${address}]` : address}`, name, address };
   }
 
   /**

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { hostSpawner } from '../runner/spawner/index.ts';
 import { collectCapped } from '../shared/output.ts';
 import { Redactor } from '../shared/redact.ts';
+import { proxySecrets } from './upstream.ts';
 
 /** Enough for a large clone over a slow link; local operations finish far sooner. */
 export const DEFAULT_GIT_TIMEOUT_MS = 10 * 60_000;
@@ -34,6 +35,8 @@ export interface GitRun {
   config?: readonly string[] | undefined;
   /** For an SSH remote: how ssh reaches it (see GitSsh). */
   ssh?: GitSsh | undefined;
+  /** The company's upstream proxy from RepoAccess.reach (URL with credentials), null for directly; undefined: the host's proxy variables apply. */
+  proxy?: string | null | undefined;
 }
 
 /** What git's ssh is given for one command; nothing of the host user's ssh setup applies. */
@@ -77,6 +80,8 @@ export async function runGit(o: GitRun): Promise<GitResult> {
     const caInfo = o.config?.some((c) => c.startsWith('http.sslCAInfo='));
     for (const name of PASSED_THROUGH) {
       const value = process.env[name];
+      // The upstream proxy decided by the reach replaces the host's proxy variables (its no_proxy too).
+      if (o.proxy !== undefined && /_proxy$/i.test(name)) continue;
       if (value !== undefined && !(caInfo && name === 'GIT_SSL_CAINFO')) env[name] = value;
     }
     Object.assign(env, {
@@ -92,10 +97,21 @@ export async function runGit(o: GitRun): Promise<GitResult> {
       ...o.env,
     });
     if (o.ssh) env.GIT_SSH_COMMAND = await sshCommand(home, o.ssh);
+    // The proxy's URL holds its credentials: in git's environment config, never on the command
+    // line (ps shows it). An empty http.proxy makes git go directly, whatever the variables say.
+    if (o.proxy !== undefined) addEnvConfig(env, 'http.proxy', o.proxy ?? '');
     return await spawnGit([...SAFE_CONFIG, ...(o.config ?? []).flatMap((c) => ['-c', c]), ...o.args], o.cwd, env, o);
   } finally {
     await rm(home, { recursive: true, force: true });
   }
+}
+
+/** One more GIT_CONFIG_KEY_n/VALUE_n entry after those the credentials set. */
+function addEnvConfig(env: Record<string, string>, key: string, value: string): void {
+  const n = Number(env.GIT_CONFIG_COUNT ?? '0');
+  env[`GIT_CONFIG_KEY_${n}`] = key;
+  env[`GIT_CONFIG_VALUE_${n}`] = value;
+  env.GIT_CONFIG_COUNT = String(n + 1);
 }
 
 /**
@@ -134,7 +150,8 @@ async function sshCommand(home: string, ssh: GitSsh): Promise<string> {
 
 /** git from the host spawner (see hostSpawner: no fork from the control plane). */
 async function spawnGit(args: string[], cwd: string | undefined, env: Record<string, string>, o: GitRun): Promise<GitResult> {
-  const redactor = new Redactor((o.secrets ?? []).map((value) => ({ name: 'credential', value })));
+  const secrets = [...(o.secrets ?? []), ...(o.proxy ? proxySecrets(o.proxy) : [])];
+  const redactor = new Redactor(secrets.map((value) => ({ name: 'credential', value })));
   const command = o.args.find((a) => !a.startsWith('-')) ?? 'git';
   const child = hostSpawner().spawn('git', args, { cwd, env, stdin: true });
   // At most 16 MiB a stream, then a marker: a diff the size of a disk does not fill memory.

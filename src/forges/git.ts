@@ -27,7 +27,7 @@ export async function cloneRepo(o: { url: string; dir: string; branch?: string |
   if (o.branch !== undefined) checkBranchName(o.branch, 'branch');
   const auth = authOf(o.credentials);
   try {
-    await runGit({ args: ['clone', '--quiet', '--no-recurse-submodules', '--origin', 'origin', ...(o.branch !== undefined ? ['--branch', o.branch] : []), ...(o.depth ? ['--depth', String(o.depth)] : []), '--', remote, o.dir], signal: o.signal, config: reachFor(o), ssh: sshFor(o), ...auth });
+    await runGit({ args: ['clone', '--quiet', '--no-recurse-submodules', '--origin', 'origin', ...(o.branch !== undefined ? ['--branch', o.branch] : []), ...(o.depth ? ['--depth', String(o.depth)] : []), '--', remote, o.dir], signal: o.signal, ...reachFor(o), ssh: sshFor(o), ...auth });
   } catch (e) {
     throw gitError(e, `cloning ${remote}`, { branch: o.branch });
   }
@@ -88,7 +88,7 @@ export async function pushBranch(o: { dir: string; url: string; branch: string; 
   checkBranchName(o.branch, 'branch');
   const refspec = `${o.force ? '+' : ''}refs/heads/${o.branch}:refs/heads/${o.branch}`;
   try {
-    await runGit({ args: ['push', '--quiet', '--no-verify', '--', remote, refspec], cwd: o.dir, signal: o.signal, config: reachFor(o), ssh: sshFor(o), ...authOf(o.credentials) });
+    await runGit({ args: ['push', '--quiet', '--no-verify', '--', remote, refspec], cwd: o.dir, signal: o.signal, ...reachFor(o), ssh: sshFor(o), ...authOf(o.credentials) });
   } catch (e) {
     throw gitError(e, `pushing ${o.branch} to ${remote}`, { branch: o.branch, pushed: o.branch });
   }
@@ -115,7 +115,7 @@ export async function mergeBranch(o: { url: string; base: string; branch: string
       args: ['fetch', '--quiet', '--no-tags', '--', remote, `+refs/heads/${o.base}:refs/remotes/origin/${o.base}`, `+refs/heads/${o.branch}:refs/remotes/origin/${o.branch}`],
       cwd: o.workdir,
       signal: o.signal,
-      config: reachFor(o),
+      ...reachFor(o),
       ssh: sshFor(o),
       ...auth,
     });
@@ -135,7 +135,7 @@ export async function mergeBranch(o: { url: string; base: string; branch: string
     throw new BerthError('internal', `merging ${o.branch} into ${o.base} failed, nothing was pushed: ${lastLines(e.stderr)}`);
   }
   try {
-    await runGit({ args: ['push', '--quiet', '--no-verify', '--', remote, `HEAD:refs/heads/${o.base}`], cwd: o.workdir, signal: o.signal, config: reachFor(o), ssh: sshFor(o), ...auth });
+    await runGit({ args: ['push', '--quiet', '--no-verify', '--', remote, `HEAD:refs/heads/${o.base}`], cwd: o.workdir, signal: o.signal, ...reachFor(o), ssh: sshFor(o), ...auth });
   } catch (e) {
     throw gitError(e, `pushing ${o.base} to ${remote}`, { branch: o.base, pushed: o.base });
   }
@@ -157,10 +157,10 @@ export async function diffOf(o: { dir: string; base: string; head: string; text?
   }
 }
 
-/** The -c settings of the reach made for this URL; a reach made for another repository is a bug. */
-function reachFor(o: { url: string; reach: GitReach }): readonly string[] {
+/** The -c settings and the upstream proxy of the reach made for this URL; a reach made for another repository is a bug. */
+function reachFor(o: { url: string; reach: GitReach }): { config: readonly string[]; proxy: string | null | undefined } {
   if (o.reach.url !== o.url) throw new BerthError('internal', `git was handed leave to reach ${o.reach.url} for ${o.url}`);
-  return o.reach.config;
+  return { config: o.reach.config, proxy: o.reach.proxy };
 }
 
 /**

@@ -10,6 +10,7 @@ import type { ChangeRequest } from '../shared/tasks.ts';
 import { basicCredentials, noCredentials } from './credentials.ts';
 import type { Forge, ForgeAuth, ForgeSettings, GitCredentials, OpenChangeRequest } from './index.ts';
 import type { RepoLocation } from './url.ts';
+import { hostFetch } from './upstream.ts';
 
 /** The permissions a task's installation token asks for, and nothing more. */
 export const APP_TOKEN_PERMISSIONS = { contents: 'write', pull_requests: 'write' } as const;
@@ -41,7 +42,7 @@ export function githubForge(o: { location: Extract<RepoLocation, { kind: 'http' 
           appId: auth.app.appId,
           privateKey: auth.app.privateKey,
           installationId: auth.app.installationId,
-          request: new Octokit({ baseUrl, log: SILENT, userAgent: 'berth' }).request,
+          request: new Octokit({ baseUrl, log: SILENT, userAgent: 'berth', request: { fetch: hostFetch } }).request,
         })
       : null;
 
@@ -96,7 +97,7 @@ export function githubForge(o: { location: Extract<RepoLocation, { kind: 'http' 
     async openChangeRequest(pr: OpenChangeRequest): Promise<ChangeRequest> {
       const t = await token();
       if (!t) throw invalid(`opening a pull request on ${fullName} needs credentials: name a token secret (tokenSecret) or a GitHub App (app) in the project's forge settings`);
-      const octokit = new Octokit({ baseUrl, auth: t.token, log: SILENT, userAgent: 'berth' });
+      const octokit = new Octokit({ baseUrl, auth: t.token, log: SILENT, userAgent: 'berth', request: { fetch: hostFetch } });
       const create = (draft: boolean) =>
         octokit.request('POST /repos/{owner}/{repo}/pulls', {
           owner: owner!,

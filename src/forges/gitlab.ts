@@ -6,6 +6,7 @@ import type { ChangeRequest } from '../shared/tasks.ts';
 import { basicCredentials, noCredentials } from './credentials.ts';
 import type { Forge, ForgeAuth, ForgeSettings, GitCredentials, OpenChangeRequest } from './index.ts';
 import type { RepoLocation } from './url.ts';
+import { hostFetch } from './upstream.ts';
 
 const API_TIMEOUT_MS = 30_000;
 
@@ -43,7 +44,7 @@ export function gitlabForge(o: { location: Extract<RepoLocation, { kind: 'http' 
       const title = mr.draft && !/^draft:/i.test(mr.title) ? `Draft: ${mr.title}` : mr.title;
       let response: Response;
       try {
-        response = await fetch(`${apiUrl}/projects/${encodeURIComponent(projectPath)}/merge_requests`, {
+        response = await hostFetch(`${apiUrl}/projects/${encodeURIComponent(projectPath)}/merge_requests`, {
           method: 'POST',
           headers: { 'private-token': token, 'content-type': 'application/json', accept: 'application/json', 'user-agent': 'berth' },
           body: JSON.stringify({ source_branch: mr.head, target_branch: mr.base, title, description: mr.body }),

@@ -22,6 +22,7 @@ import { loadCompanyCas, writeHostTrust, type RunnerNetworkOptions } from '../ru
 import { egressNetworkConfigFrom, summarizeEgressNetwork, type EgressNetworkConfig } from '../runner/network/company.ts';
 import { modelClientFromEnv } from '../agent/index.ts';
 import { RepoAccess, repoAccessFromEnv, type RepoAccessConfig } from '../forges/index.ts';
+import { routeHostFetch } from '../forges/upstream.ts';
 import { availableParallelism, hostname } from 'node:os';
 import { RunnerHeartbeat, RunnerRegistry } from './runners/index.ts';
 import { parseSize } from '../shared/units.ts';
@@ -188,7 +189,9 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
 
   const modelEnv = opts.modelEnv ?? process.env;
   const repoConfig = opts.repos ?? repoAccessFromEnv(process.env);
-  const repos = new RepoAccess({ ...repoConfig, caFile: hostTrust?.bundle });
+  // Host-side git and forge API calls go through the company's upstream proxy too.
+  const repos = new RepoAccess({ ...repoConfig, caFile: hostTrust?.bundle }, { upstream: egressNetwork });
+  routeHostFetch(egressNetwork);
   // The org's and projects' own model APIs; berth up's model variables stay the instance default.
   const models = new ModelSettingsService({ db, secrets, instanceEnv: modelEnv, allowedHosts: repoConfig.allowedModelHosts ?? [] });
   // Agent CLIs inside environments reach models through this, with a per-task token.
@@ -295,6 +298,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
       await retention.close();
       await audit.close();
       runner.close();
+      routeHostFetch(undefined);
       await database.close();
     },
   };
