@@ -28,6 +28,25 @@ function once(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<numb
   });
 }
 
+/**
+ * CPU time per call (user + sys, all of node's threads), the mean of `runs` calls: what a busy
+ * machine changes least. The shell's `times` reports its children's total.
+ */
+function cpuPerCall(c: Case, runs: number): Promise<number> {
+  const loop = `i=0; while [ $i -lt ${runs} ]; do "$@" >/dev/null 2>&1 || exit 1; i=$((i+1)); done; times`;
+  return new Promise((resolve, reject) => {
+    const child = spawn('/bin/sh', ['-c', loop, 'sh', c.cmd, ...c.args], { env: c.env, stdio: ['ignore', 'pipe', 'ignore'] });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.on('close', (code) => {
+      const children = out.trim().split('\n')[1] ?? '';
+      const seconds = [...children.matchAll(/(\d+)m([\d.]+)s/g)].reduce((sum, m) => sum + Number(m[1]) * 60 + Number(m[2]), 0);
+      if (code !== 0 || !children) reject(new Error(`${c.label}: the CPU loop failed (${code}): ${out}`));
+      else resolve((seconds * 1000) / runs);
+    });
+  });
+}
+
 interface Case {
   label: string;
   cmd: string;
@@ -75,6 +94,16 @@ try {
     return `+${(s.p50 - bare.p50).toFixed(1)} ms at p50, +${(s.p99 - bare.p99).toFixed(1)} ms at p99`;
   };
   console.log(`over bare node: --version ${over('berth --version')}; env list ${over('berth env list (one API call)')}`);
+  console.log('CPU per call (user + sys, mean; what load elsewhere changes least):');
+  const cpu = new Map<string, number>();
+  for (const c of cases) {
+    cpu.set(c.label, await cpuPerCall(c, RUNS));
+    console.log(`  ${c.label.padEnd(50)} ${cpu.get(c.label)!.toFixed(1).padStart(7)} ms`);
+  }
+  const bareCpu = cpu.get('node -e 0 (baseline)')!;
+  console.log(`  over bare node: --version +${(cpu.get('berth --version')! - bareCpu).toFixed(1)} ms, env list +${(cpu.get('berth env list (one API call)')! - bareCpu).toFixed(1)} ms`);
+  // In a checkout being edited, a source can become newer than the bundle part-way through.
+  if (runs.startsWith('the bundle') && !bundleIsFresh(BUNDLE)) console.log('note: a source changed during the run, so later calls ran the sources: build again (npm run build:cli) and rerun');
   const fastest = Math.min(...cases[0]!.samples);
   console.log(`target: ≤ 80 ms in all (bare node ~20 ms on an idle machine; here its fastest call took ${fastest.toFixed(1)} ms, p99 ${percentile(cases[0]!.samples, 99).toFixed(1)} ms)`);
 } finally {
