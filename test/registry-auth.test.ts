@@ -178,6 +178,43 @@ describe('berth image pull --auth-secret', () => {
     const org = (await t.berth.database.db.selectFrom('orgs').select('id').where('name', '=', 'default').executeTakeFirstOrThrow()).id;
     await t.berth.runner.images.remove(ref, { org });
   });
+
+  test("a project's registry login: its environments pull with it, others do not; the login never reaches an environment", async () => {
+    const ref = `${registry.host}/team/tool:2`;
+    const digest2 = await pushImage(ref, 'second\n', LOGIN);
+    const without = await t.cli(['env', 'create', '--image', ref]);
+    assert.notEqual(without.code, 0);
+    assert.match(without.stderr, /the registry wants a login/);
+
+    const created = await t.cli(['project', 'create', 'imgs', '--repo', scratch, '--registry-login', `${registry.host}=TEAM_LOGIN`, '--secret', 'TEAM_LOGIN']);
+    assert.equal(created.code, 0, created.stderr);
+    const shown = await t.cli(['project', 'show', 'imgs']);
+    assert.match(shown.stdout, new RegExp(`registries\\s+${registry.host.replaceAll('.', '\\.')} \\(login in TEAM_LOGIN\\)`));
+    assert.match(shown.stdout, /variables\s+none/, 'named with --secret too, it is still the runner\'s only');
+
+    const env = await t.cli(['env', 'create', '--project', 'imgs', '--image', ref, '--json']);
+    assert.equal(env.code, 0, env.stderr);
+    const { id, state } = JSON.parse(env.stdout) as { id: string; state: string };
+    assert.equal(state, 'running');
+    // The test image has no shell to look inside with; what it runs on is the pulled image.
+    const org = (await t.berth.database.db.selectFrom('orgs').select('id').where('name', '=', 'default').executeTakeFirstOrThrow()).id;
+    const image = await t.berth.runner.images.get(ref, { org });
+    assert.equal(image?.digest, digest2);
+    assert.equal(await readFile(join(image!.rootfs, 'hello.txt'), 'utf8'), 'second\n');
+    assert.equal((await t.cli(['env', 'rm', id])).code, 0);
+
+    // A login bound to another registry is not sent to this one.
+    assert.equal((await t.cli(['project', 'update', 'imgs', '--registry-login', 'ghcr.io=TEAM_LOGIN'])).code, 0);
+    const ref3 = `${registry.host}/team/tool:3`;
+    await pushImage(ref3, 'third\n', LOGIN);
+    const elsewhere = await t.cli(['env', 'create', '--project', 'imgs', '--image', ref3]);
+    assert.notEqual(elsewhere.code, 0);
+    assert.match(elsewhere.stderr, /the registry wants a login/);
+    assert.equal((await t.cli(['project', 'update', 'imgs', '--unset', 'registry-login'])).code, 0);
+    assert.deepEqual((await t.api('GET', '/api/orgs/default/projects/imgs')).body.registryLogins, {});
+
+    await t.berth.runner.images.remove(ref, { org });
+  });
 });
 
 describe('the pull proxy on a company network', () => {

@@ -14,6 +14,7 @@ interface Project {
   work: { image?: string; setup?: string | string[]; check?: string; limits?: { cpus?: number; memory?: string | number }; allowDomains?: string[]; env?: Record<string, string> };
   forge: { kind?: string; apiUrl?: string; tokenSecret?: string; app?: { appId: string; installationId: number; privateKeySecret: string }; deployKeySecret?: string; knownHosts?: string };
   agent: { kind?: string; model?: string; command?: string };
+  registryLogins?: Record<string, string>;
   archivedAt: string | null;
 }
 type ProjectShown = Project & { receives: { variables: string[]; egress: string[] } };
@@ -54,6 +55,18 @@ function knownHosts(path: string | undefined): string | undefined {
   }
 }
 
+/** `--registry-login ghcr.io=GHCR_LOGIN` (repeated) → { 'ghcr.io': 'GHCR_LOGIN' }. */
+function registryLogins(values: string[] | undefined): Record<string, string> | undefined {
+  if (values === undefined) return undefined;
+  const logins: Record<string, string> = {};
+  for (const v of values) {
+    const [registry, secret, ...rest] = v.split('=');
+    if (!registry || !secret || rest.length) throw new CliError(`--registry-login takes REGISTRY=SECRET, e.g. ghcr.io=GHCR_LOGIN (the secret holds USER:PASSWORD), not '${v}'`, 2);
+    logins[registry.toLowerCase()] = secret;
+  }
+  return logins;
+}
+
 /** The settings flags `create` and `update` share, with what each one says. */
 function settingsOptions(c: Command): Command {
   return c
@@ -71,6 +84,7 @@ function settingsOptions(c: Command): Command {
     .option('--github-app <appId:installationId:keySecret>', 'a GitHub App installation instead of a token: the App id, installation id and the secret holding its private key')
     .option('--deploy-key-secret <name>', 'SSH repositories: the secret holding the deploy key (private key, used on the runner, never inside environments)')
     .option('--known-hosts <file>', "SSH repositories: the server's host keys, a known_hosts file (ssh-keyscan -p PORT HOST; check the fingerprints)")
+    .option('--registry-login <registry=secret>', "a registry's login for the images its environments pull, e.g. ghcr.io=GHCR_LOGIN (the secret holds USER:PASSWORD; repeat for several; replaces the list)", collect)
     .option('--agent <kind>', 'default agent for its tasks: builtin or command')
     .option('--model <model>', 'default model for its tasks')
     .option('--agent-command <cmd>', 'default command for --agent command')
@@ -86,6 +100,7 @@ function settingsFrom(o: Record<string, any>) {
     work: defined({ image: o.image, setup: o.setup, check: o.check, allowDomains: o.allowDomain, limits }),
     forge: defined({ kind: o.forge, apiUrl: o.forgeUrl, tokenSecret: o.tokenSecret, app: githubApp(o.githubApp), deployKeySecret: o.deployKeySecret, knownHosts: knownHosts(o.knownHosts) }),
     agent: defined({ kind: o.agent, model: o.model, command: o.agentCommand }),
+    registryLogins: registryLogins(o.registryLogin),
   };
 }
 
@@ -126,6 +141,7 @@ function printProject(p: ProjectShown): void {
     ['domains', w.allowDomains?.length ? w.allowDomains.join(', ') : undefined],
     ['forge', forge],
     ['agent', [p.agent.kind ?? 'builtin', p.agent.model && `model ${p.agent.model}`, p.agent.command && `command \`${p.agent.command}\``].filter(Boolean).join(', ')],
+    ['registries', p.registryLogins && Object.keys(p.registryLogins).length ? Object.entries(p.registryLogins).map(([r, s]) => `${r} (login in ${s})`).join(', ') : undefined],
     ['secrets', list(p.secrets)],
     ['variables', list(p.receives.variables)],
     ['egress-only', list(p.receives.egress)],
@@ -184,12 +200,17 @@ export function projectCommands(program: Command, client: Client): void {
       .description('change a project: the flags given replace those settings, the rest stay (--setup, --secret and --allow-domain replace their whole list)')
       .option('--name <new-name>', 'rename it')
       .option('--repo <url>', 'a new repository (checked as on create)')
-      .option('--unset <setting>', `clear a setting, back to the repository's file or the default (repeatable): ${Object.keys(UNSET).join(', ')}`, collect),
+      .option('--unset <setting>', `clear a setting, back to the repository's file or the default (repeatable): ${[...Object.keys(UNSET), 'registry-login'].join(', ')}`, collect),
   ).action(async (name: string, o) => {
     const s = settingsFrom(o);
-    const body: Record<string, any> = defined({ name: o.name, repoUrl: o.repo, defaultBranch: s.defaultBranch, secrets: s.secrets });
+    const body: Record<string, any> = defined({ name: o.name, repoUrl: o.repo, defaultBranch: s.defaultBranch, secrets: s.secrets, registryLogins: s.registryLogins });
     for (const section of ['work', 'forge', 'agent'] as const) if (Object.keys(s[section]).length) body[section] = { ...s[section] };
     for (const what of (o.unset ?? []) as string[]) {
+      if (what === 'registry-login') {
+        if (s.registryLogins) throw new CliError('give --registry-login or --unset registry-login, not both', 2);
+        body.registryLogins = {};
+        continue;
+      }
       const where = UNSET[what];
       if (!where) throw new CliError(`--unset takes one of ${Object.keys(UNSET).join(', ')}, not '${what}'`, 2);
       const [section, key, sub] = where;

@@ -81,6 +81,11 @@ export interface ProjectSettings {
   forge?: ForgeSettings;
   /** Defaults for the project's tasks. */
   agent?: { kind?: AgentKind; model?: string; command?: string };
+  /**
+   * Logins for the registries its environments' images come from: registry (`ghcr.io`,
+   * `host:port`) → name of the secret holding USER:PASSWORD. Used on the runner only.
+   */
+  registryLogins?: Record<string, string>;
 }
 
 export interface SecretTable {

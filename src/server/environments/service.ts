@@ -13,6 +13,7 @@ import type { CommandIntent } from '../../shared/audit-words.ts';
 import type { Scope } from '../authz.ts';
 import { assertEnvironmentAccess, environmentOwnership, granteeOf, ownerIdOf, type Ownership } from '../ownership.ts';
 import { projectIdOf } from '../projects.ts';
+import { projectRegistryLogin } from './registry-logins.ts';
 import { isUniqueViolation, type Db, type EnvironmentRow, type EnvironmentUpdate, type Role } from '../db/index.ts';
 import { redactCommand, type SecretService } from '../secrets/service.ts';
 import { Redactor, type RedactSecret } from '../../shared/redact.ts';
@@ -97,7 +98,9 @@ export class EnvironmentService {
     if (await this.#byName(orgId, name)) throw conflict(`the name '${name}' is taken: choose another with --name`);
     const projectId = body.project ? await projectIdOf(this.#db, orgId, body.project) : null;
     // Names resolve within the org first, then the instance's images; what it pulls is named in the org only.
-    const image = await this.#runner.images.resolve(body.image ?? DEFAULT_IMAGE, { org: orgId, hostPaths: opts.hostPaths === true });
+    // A project's registry logins, each for its own registry only (registry-logins.ts).
+    const login = projectId ? projectRegistryLogin(this.#db, this.#secrets, orgId, projectId) : undefined;
+    const image = await this.#runner.images.resolve(body.image ?? DEFAULT_IMAGE, { org: orgId, hostPaths: opts.hostPaths === true, login });
     // Its own egress allow list, if given, may only narrow what its project and org allow (unless an admin made it).
     const allowDomains = body.allowDomains ? await checkCreateAllowList(this.#db, orgId, projectId, body.allowDomains, opts.mayWiden) : undefined;
 

@@ -21,6 +21,7 @@ const Project = z.object({
   work: ProjectWorkSettings,
   forge: ForgeSettingsSchema,
   agent: AgentDefaults,
+  registryLogins: z.record(z.string(), z.string()),
   createdAt: z.string(),
   archivedAt: z.string().nullable().describe('set when the project was removed while tasks refer to it'),
 });
@@ -53,6 +54,13 @@ const ResolvedSpec = z.object({
 const ProjectName = z.string().regex(PROJECT_NAME, 'lower-case letters, digits, . _ -');
 const RepoUrl = z.string({ error: 'a project needs its repository: give repoUrl (`berth project create NAME --repo URL`)' }).trim().min(1, 'a project needs its repository: give repoUrl').max(2048);
 const SecretNames = z.array(z.string().regex(SECRET_NAME)).max(200);
+const RegistryLogins = z
+  .record(
+    z.string().regex(/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?$/, 'a registry host, like ghcr.io or registry.corp:5000'),
+    z.string().regex(SECRET_NAME, 'a secret name: letters, digits and _'),
+  )
+  .refine((r) => Object.keys(r).length <= 50, 'at most 50 registries')
+  .describe("registry → the secret holding its login (USER:PASSWORD), for the images the project's environments pull; used on the runner only, sent to that registry only");
 const ProjectParams = OrgRef.extend({ name: z.string().max(100) });
 
 /** Each field of a settings object may also be null: a PATCH that removes it (JSON merge patch). */
@@ -70,6 +78,7 @@ function projectView(r: ProjectRow): z.infer<typeof Project> {
     work: r.settings.work ?? {},
     forge: r.settings.forge ?? {},
     agent: r.settings.agent ?? {},
+    registryLogins: r.settings.registryLogins ?? {},
     createdAt: new Date(r.created_at).toISOString(),
     archivedAt: r.archived_at ? new Date(r.archived_at).toISOString() : null,
   };
@@ -150,6 +159,7 @@ export function projectRoutes(app: App, { secrets, db, repos, audit, environment
         work: ProjectWorkSettings.optional().describe("how to work on the repository: overrides its berth.yaml or devcontainer.json"),
         forge: ForgeSettingsSchema.optional().describe('the forge and the names of the secrets holding its credentials'),
         agent: AgentDefaults.optional().describe("defaults for the project's tasks"),
+        registryLogins: RegistryLogins.optional(),
       }),
       response: { 201: Project, ...errors },
     },
@@ -165,6 +175,7 @@ export function projectRoutes(app: App, { secrets, db, repos, audit, environment
         work: req.body.work ?? {},
         forge: req.body.forge ?? {},
         agent: req.body.agent ?? {},
+        ...(req.body.registryLogins && { registryLogins: req.body.registryLogins }),
       };
       try {
         const row = await db
@@ -197,6 +208,7 @@ export function projectRoutes(app: App, { secrets, db, repos, audit, environment
         work: clearable(ProjectWorkSettings).nullable().optional(),
         forge: clearable(ForgeSettingsSchema).nullable().optional(),
         agent: clearable(AgentDefaults).nullable().optional(),
+        registryLogins: RegistryLogins.optional().describe('replaces the whole map; {} removes them all'),
       }),
       response: { 200: Project, ...errors },
     },
@@ -211,6 +223,7 @@ export function projectRoutes(app: App, { secrets, db, repos, audit, environment
         work: b.work === undefined ? s.work : b.work === null ? {} : merged(ProjectWorkSettings, 'work', s.work, b.work),
         forge: b.forge === undefined ? s.forge : b.forge === null ? {} : merged(ForgeSettingsSchema, 'forge', s.forge, b.forge),
         agent: b.agent === undefined ? s.agent : b.agent === null ? {} : merged(AgentDefaults, 'agent', s.agent, b.agent),
+        registryLogins: b.registryLogins ?? s.registryLogins,
       };
       // The same rules as create: a path on this host is an instance administrator's (issue #11, finding 4).
       await recordingRepoRefusals(audit, req.scope, 'project.update', b.repoUrl ?? b.forge?.apiUrl ?? undefined, async () => {

@@ -170,6 +170,7 @@ export class SecretService {
       if (settings.forge?.tokenSecret) names.add(settings.forge.tokenSecret);
       if (settings.forge?.app?.privateKeySecret) names.add(settings.forge.app.privateKeySecret);
       if (settings.forge?.deployKeySecret) names.add(settings.forge.deployKeySecret);
+      for (const name of Object.values(settings.registryLogins ?? {})) names.add(name);
     }
     // A model key (`berth model set --key-secret`) is Berth's to use on the host, like forge
     // credentials: in an environment it would bypass the gateway's per-task token and budget.
