@@ -14,13 +14,16 @@ import { egressNetworkConfigFrom } from '../src/runner/network/index.ts';
 import { startForwardProxy, type ForwardProxy } from './fakes/forward-proxy.ts';
 import { refSha, runGit } from './fakes/git-server.ts';
 import { startFakeGitHub, type FakeGitHub } from './fakes/github.ts';
+import { startModelServer } from './fakes/model-server.ts';
+import { LlmGateway } from '../src/runner/gateway/index.ts';
+import pino from 'pino';
 
 const PROXY_USER = 'corp-user';
 const PROXY_PASSWORD = 'pr0xy-Pa55word-never-shown';
 const TOKEN = 'ghp_upstreamT0kenNeverShown000000000';
 const AUTHOR = { name: 'Berth Agent', email: 'agent@berth.test' };
 // The company's names: resolved by the host's check (the resolver) and by the proxy (its table).
-const NAMES: Record<string, string[]> = { 'git.corp.test': ['127.0.0.1'], 'api.corp.test': ['127.0.0.1'] };
+const NAMES: Record<string, string[]> = { 'git.corp.test': ['127.0.0.1'], 'api.corp.test': ['127.0.0.1'], 'models.corp.test': ['127.0.0.1'] };
 const resolver = async (host: string) => NAMES[host] ?? [];
 
 let github: FakeGitHub;
@@ -156,5 +159,40 @@ describe('the host through the upstream proxy', () => {
     assert.equal(github.apiRequests.length, direct.api + 1);
     assert.equal(proxy.forwarded.length, direct.forwarded);
     routeHostFetch(undefined);
+  });
+
+  test("the model gateway's calls to the provider go through the proxy by name; NO_PROXY sends them directly", async () => {
+    const key = 'sk-provider-key-0000000000000000';
+    const models = await startModelServer([{ text: 'via the proxy' }, { text: 'directly' }], { apiKey: key });
+    const port = new URL(models.origin).port;
+    const gateways: LlmGateway[] = [];
+    try {
+      const ask = async (u: ReturnType<typeof upstream>, baseUrl: string) => {
+        const gateway = new LlmGateway({ logger: pino({ level: 'silent' }), upstreams: { openai: { baseUrl, apiKey: key } }, upstreamProxy: u });
+        gateways.push(gateway);
+        const { url: at } = await gateway.listenTcp(0);
+        const { token } = gateway.issue({ taskId: 'task-upstream', maxTokens: null, onCall: () => {} });
+        const res = await fetch(`${at}/openai/v1/chat/completions`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hello' }] }),
+        });
+        return { status: res.status, text: await res.text() };
+      };
+      let before = proxy.forwarded.length;
+      const via = await ask(upstream(), `http://models.corp.test:${port}/v1`);
+      assert.equal(via.status, 200, via.text);
+      assert.match(via.text, /via the proxy/);
+      assert.ok(proxy.forwarded.slice(before).some((f) => f.target === `http://models.corp.test:${port}/v1/chat/completions` && f.method === 'POST'), JSON.stringify(proxy.forwarded.slice(before)));
+
+      before = proxy.forwarded.length;
+      const direct = await ask(upstream({ BERTH_EGRESS_UPSTREAM_NO_PROXY: '127.0.0.1' }), `${models.origin}/v1`);
+      assert.equal(direct.status, 200, direct.text);
+      assert.match(direct.text, /directly/);
+      assert.equal(proxy.forwarded.length, before);
+    } finally {
+      for (const g of gateways) await g.close();
+      await models.close();
+    }
   });
 });

@@ -16,11 +16,11 @@ export function upstreamFor(upstream: HostUpstream, host: string, address: strin
   const hop = upstream.upstreamProxy;
   if (!hop) return undefined;
   if (bypassesUpstream(upstream.noProxy, host, address)) return null;
-  return { url: proxyUrl(hop) };
+  return { url: upstreamProxyUrl(hop) };
 }
 
 /** `http://user:password@host:port`, user and password percent-encoded, from the Proxy-Authorization the config holds. */
-function proxyUrl(hop: UpstreamProxy): string {
+export function upstreamProxyUrl(hop: UpstreamProxy): string {
   const authority = `${hop.host.includes(':') ? `[${hop.host}]` : hop.host}:${hop.port}`;
   if (!hop.authorization) return `http://${authority}`;
   const pair = Buffer.from(hop.authorization.replace(/^Basic /, ''), 'base64').toString('utf8');

@@ -195,7 +195,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   // The org's and projects' own model APIs; berth up's model variables stay the instance default.
   const models = new ModelSettingsService({ db, secrets, instanceEnv: modelEnv, allowedHosts: repoConfig.allowedModelHosts ?? [] });
   // Agent CLIs inside environments reach models through this, with a per-task token.
-  const gateway = new LlmGateway({ upstreams: upstreamsFromEnv(modelEnv), logger });
+  const gateway = new LlmGateway({ upstreams: upstreamsFromEnv(modelEnv), logger, upstreamProxy: egressNetwork });
   let publicUrl = opts.publicUrl ?? process.env.BERTH_PUBLIC_URL ?? '';
   // One runner per data directory: the tasks it claimed are the ones it recovers.
   const runnerId = `local:${opts.dataDir}`;

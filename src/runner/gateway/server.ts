@@ -25,6 +25,7 @@ import { budgetSpent, Grants, type Grant, type IssuedToken, type IssueOptions } 
 import { ERROR_STATUS, errorBody, isObject, NO_TOKENS, prepareRequest, ROUTES, splitPath, type GatewayError, type Route, type TokenCounts } from './protocols.ts';
 import { ResponseReport } from './report.ts';
 import { PROVIDER_NAME, upstreamsFromEnv, upstreamUrl, type Provider, type Upstream, type Upstreams } from './upstreams.ts';
+import { upstreamFor, upstreamProxyUrl, type HostUpstream } from '../../forges/upstream.ts';
 
 export interface GatewayOptions {
   /** Default: from OPENAI_API_KEY / OPENAI_BASE_URL and ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL. */
@@ -34,6 +35,8 @@ export interface GatewayOptions {
   cost?: CostFn | undefined;
   /** The largest request body accepted (default 10 MiB). */
   maxBodyBytes?: number | undefined;
+  /** The company's outbound proxy (BERTH_EGRESS_UPSTREAM_PROXY): provider calls go through it unless NO_PROXY names the provider. */
+  upstreamProxy?: HostUpstream | undefined;
 }
 
 export const MAX_BODY_BYTES = 10 * 1024 * 1024;
@@ -62,12 +65,21 @@ export class LlmGateway {
   readonly #servers = new Set<Server>();
   readonly #http = new HttpAgent({ keepAlive: true });
   readonly #https = new HttpsAgent({ keepAlive: true });
+  /** Through the company's proxy: node's agents speak CONNECT (https) and absolute URIs (http), with its credentials. */
+  readonly #proxied: { upstream: HostUpstream; http: HttpAgent; https: HttpsAgent } | undefined;
 
   constructor(opts: GatewayOptions) {
     this.#upstreams = opts.upstreams ?? upstreamsFromEnv();
     this.#log = opts.logger;
     this.#cost = opts.cost ?? tableCost();
     this.#maxBody = opts.maxBodyBytes ?? MAX_BODY_BYTES;
+    const hop = opts.upstreamProxy?.upstreamProxy;
+    if (opts.upstreamProxy && hop) {
+      // NO_PROXY is decided per call (bypassesUpstream), not by the agent.
+      const url = upstreamProxyUrl(hop);
+      const proxyEnv = { HTTP_PROXY: url, HTTPS_PROXY: url, NO_PROXY: '' };
+      this.#proxied = { upstream: opts.upstreamProxy, http: new HttpAgent({ keepAlive: true, proxyEnv }), https: new HttpsAgent({ keepAlive: true, proxyEnv }) };
+    }
     this.#redactor = new Redactor(Object.entries(this.#upstreams).map(([provider, u]) => ({ name: `${provider}-api-key`, value: u.apiKey })));
   }
 
@@ -115,6 +127,8 @@ export class LlmGateway {
     await Promise.all([...this.#servers].map((s) => this.#stop(s)));
     this.#http.destroy();
     this.#https.destroy();
+    this.#proxied?.http.destroy();
+    this.#proxied?.https.destroy();
   }
 
   #newServer(): Server {
@@ -204,11 +218,14 @@ export class LlmGateway {
     const { req, res, route, upstream } = c;
     const target = upstreamUrl(route.provider, upstream, route.path, c.url.search);
     const secure = target.protocol === 'https:';
+    // Through the company's proxy the proxy resolves the name, so the checked address is not pinned.
+    const host = target.hostname.replace(/^\[|\]$/g, '');
+    const proxied = this.#proxied && upstreamFor(this.#proxied.upstream, host, upstream.address ?? (isIP(host) ? host : undefined)) ? this.#proxied : undefined;
     const up = (secure ? httpsRequest : httpRequest)(target, {
       method: route.method,
       headers: requestHeaders(req.headers, route.provider, upstream.apiKey, c.body.length),
-      agent: secure ? this.#https : this.#http,
-      ...(upstream.address ? { lookup: pinnedLookup(upstream.address) } : {}),
+      agent: proxied ? (secure ? proxied.https : proxied.http) : secure ? this.#https : this.#http,
+      ...(upstream.address && !proxied ? { lookup: pinnedLookup(upstream.address) } : {}),
     });
 
     let status = ERROR_STATUS.upstream_failed;
