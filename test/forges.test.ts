@@ -102,7 +102,7 @@ describe('repository URLs and settings', () => {
     assert.deepEqual(parseRepoUrl('file:///srv/git/r.git'), { kind: 'local', path: '/srv/git/r.git' });
   });
 
-  test('refuses credentials in the URL without repeating them, and SSH remotes', () => {
+  test('refuses credentials in the URL without repeating them', () => {
     const error = (() => {
       try {
         parseRepoUrl('https://alice:hunter2-password@github.com/o/r.git');
@@ -114,7 +114,8 @@ describe('repository URLs and settings', () => {
     assert.match(error.message, /store the token as a Berth secret/);
     assert.ok(!error.message.includes('hunter2'));
     assert.throws(() => parseRepoUrl('https://x-access-token@github.com/o/r'), /carries credentials/);
-    assert.throws(() => parseRepoUrl('git@github.com:o/r.git'), /SSH repository URLs are not supported/);
+    // SSH remotes are read (test/ssh-repos.test.ts), but never with a password.
+    assert.throws(() => parseRepoUrl('ssh://git:hunter2@github.com/o/r.git'), (e: Error) => e instanceof BerthError && /carries a password/.test(e.message) && !e.message.includes('hunter2'));
     assert.throws(() => parseRepoUrl('--upload-pack=evil'), /cannot start with "-"/);
     assert.throws(() => forgeFor('https://github.com/only-owner', {}, null), /not a GitHub repository URL/);
     assert.throws(() => forgeFor('https://gitlab.com/o/r', {}, { app: { appId: '1', installationId: 2, privateKey: 'k' } }), /GitHub App can only authenticate to GitHub/);
