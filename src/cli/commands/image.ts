@@ -85,10 +85,11 @@ async function followed<T>(api: ApiClient, text: string, o: { json?: boolean }, 
         if (finished.signal.aborted) return;
         // A failed look (the request not yet registered, a blip) just leaves the line as it was.
         const { progress } = await api.request<{ progress: ProgressView | null }>('GET', `/api/images/progress/${id}`).catch(() => ({ progress: null }));
-        if (finished.signal.aborted || !progress?.bytes) continue;
+        if (finished.signal.aborted || !progress) continue;
         if (progress.message !== step) rate.reset();
         step = progress.message;
-        spinner.update(`${text}: ${progress.message} ${transferText(progress.bytes, rate.sample(progress.bytes.done))}`);
+        // A step without a byte count (reading the manifest, say) shows as itself.
+        spinner.update(`${text}: ${progress.message}${progress.bytes ? ` ${transferText(progress.bytes, rate.sample(progress.bytes.done))}` : ''}`);
       }
     };
     const polling = poll();

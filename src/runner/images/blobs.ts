@@ -122,7 +122,7 @@ export interface OpenedLayer {
 }
 
 /** Opens a layer for reading, decompressed, within `budget` (shared by the image's layers). */
-export function openLayer(path: string, compression: Compression, budget: ByteBudget): OpenedLayer {
+export function openLayer(path: string, compression: Compression, budget: ByteBudget, onRead?: (bytes: number) => void): OpenedLayer {
   const hash = createHash('sha256');
   const tee = new Transform({
     transform(chunk: Buffer, _encoding, callback) {
@@ -130,7 +130,9 @@ export function openLayer(path: string, compression: Compression, budget: ByteBu
       callback(null, chunk);
     },
   });
-  const stages: (Readable | Transform)[] = [createReadStream(path)];
+  const file = createReadStream(path);
+  if (onRead) file.on('data', (chunk) => onRead(chunk.length));
+  const stages: (Readable | Transform)[] = [file];
   if (compression === 'gzip') stages.push(createGunzip());
   if (compression === 'zstd') stages.push(createZstdDecompress());
   stages.push(budget.meter(), tee);

@@ -1,9 +1,11 @@
 // Turns an inspected archive into a root file system: every blob is checked against its
 // digest before any of it is parsed, then the layers are applied lowest first.
+import { stat } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { BerthError, invalid } from '../../shared/errors.ts';
 import type { ImagePlan } from './archive.ts';
 import { ByteBudget, openLayer, verifyBlob } from './blobs.ts';
+import { countBytes } from './byte-progress.ts';
 import { RootfsWriter } from './layers.ts';
 import type { ImageConfig, ImageProgress } from './types.ts';
 
@@ -18,10 +20,12 @@ export async function unpackPlan(plan: ImagePlan, rootfs: string, progress: Imag
   const writer = RootfsWriter.create(rootfs);
   const budget = new ByteBudget(maxBytes);
   for (const [i, layer] of plan.layers.entries()) {
-    progress({ phase: 'unpack', message: `unpacking layer ${i + 1} of ${count}`, fraction: i / count });
-    const opened = openLayer(layer.path, layer.compression, budget);
+    // Bytes of the layer as stored (compressed, when it is): its size is known, its unpacked size is not.
+    const unpacked = countBytes(progress, 'unpack', `unpacking layer ${i + 1} of ${count}`, (await stat(layer.path)).size);
+    const opened = openLayer(layer.path, layer.compression, budget, (n) => unpacked.add(n));
     try {
       await writer.applyLayer(opened.tar);
+      unpacked.end();
     } catch (error) {
       if (error instanceof BerthError && error.kind === 'invalid') throw invalid(`layer ${i + 1}: ${error.message}`);
       throw error;
