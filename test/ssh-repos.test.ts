@@ -7,7 +7,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { cloneRepo, commitPatch, forgeFor, parseRepoUrl, pushBranch, RepoAccess } from '../src/forges/index.ts';
+import { cloneRepo, commitPatch, forgeFor, mergeBranch, parseRepoUrl, pushBranch, RepoAccess } from '../src/forges/index.ts';
 import { BerthError } from '../src/shared/errors.ts';
 import { createBareRepo, refSha, runGit } from './fakes/git-server.ts';
 import { startTestBerth, waitFor, type TestBerth } from './helpers.ts';
@@ -88,6 +88,11 @@ describe('clone and push over SSH with a deploy key', () => {
     await pushBranch({ dir, url, branch: 'berth/ssh-push', credentials, reach: await access.reach(url) });
     assert.equal(await refSha(bare, 'refs/heads/berth/ssh-push'), commit.sha);
     assert.match(server.output(), /Accepted publickey for root from 127\.0\.0\.1/);
+
+    // berth task approve on a plain git server: fetch both, merge, push the base, all over SSH.
+    const merged = await mergeBranch({ url, base: 'main', branch: 'berth/ssh-push', workdir: await mkdtemp(join(scratch, 'merge-')), credentials, message: 'Merge berth/ssh-push', reach: await access.reach(url) });
+    assert.equal(await refSha(bare, 'refs/heads/main'), merged.sha);
+    assert.equal(await runGit(['show', 'main:NEW.md'], { cwd: bare }), 'over ssh\n');
   });
 
   test('a host key not among the known hosts is refused, saying how to add it', async () => {
