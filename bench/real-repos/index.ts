@@ -1,0 +1,237 @@
+// Real-world-shaped repositories on this host: a Node library whose lockfile pulls 264
+// packages, a Python package with twenty wheels in its requirements, and a devcontainer built
+// from a Dockerfile. Packages come from a local HTTPS repository manager (test/fakes/
+// package-mirror.ts) set as the org's npm and PyPI mirrors, its token added by the egress
+// proxy. For each: the time from the POST `berth run` makes to the first test command
+// starting (the check: the repository's berth.yaml installs, then `npm test` and the like),
+// and to green (that command passing), next to the same by hand on the host in the same run
+// (git clone, install from the same mirror, test). The first run of each is cold (the
+// devcontainer image is built); the others are warm (the build is reused).
+//
+// Environments reach the mirror, on the host's loopback, through the test escape hatch: a
+// resolver that says mirror.test is 127.0.0.1 and allowPrivateAddresses 127.0.0.1/32.
+import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { Task } from '../../src/shared/api-tasks.ts';
+import type { TaskEvent } from '../../src/shared/tasks.ts';
+import type { Resolver } from '../../src/runner/network/index.ts';
+import { createBareRepo, isolatedGitEnv } from '../../test/fakes/git-server.ts';
+import { startModelServer } from '../../test/fakes/model-server.ts';
+import { startPackageMirror, type PackageMirror } from '../../test/fakes/package-mirror.ts';
+import { startTestBerth, type TestBerth } from '../../test/helpers.ts';
+import { ON_POSTGRES } from '../../test/postgres.ts';
+import { percentile } from '../stats.ts';
+import { DEVCONTAINER_STEPS, devcontainerRepo, nodeLibrary, pythonPackage } from './repos.ts';
+
+const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+const HOST = 'mirror.test';
+const TOKEN = `bench-mirror-${Math.random().toString(36).slice(2)}`;
+const MODEL_KEY = 'sk-bench-model-key';
+const execFileAsync = promisify(execFile);
+const load = () => loadavg().map((l) => l.toFixed(1)).join(' ');
+
+type Kind = 'node' | 'python' | 'devcontainer';
+interface Sample {
+  /** ms from the start to the first test command starting, and to it passing. */
+  test: number;
+  green: number;
+  /** Where the time went, for the table's last column. */
+  parts: string;
+}
+
+const root = mkdtempSync(join(tmpdir(), 'berth-bench-real-'));
+let mirror: PackageMirror | undefined;
+let t: TestBerth | undefined;
+// The agent has nothing to change: it finishes at once, and the check is the test.
+const model = await startModelServer(Array.from({ length: 200 }, () => ({ toolCalls: [{ name: 'finish', args: { summary: 'The tests are what this run is about.' } }] })), { apiKey: MODEL_KEY });
+
+try {
+  let started = performance.now();
+  const node = nodeLibrary();
+  const python = pythonPackage();
+  const devcontainer = devcontainerRepo();
+  mirror = await startPackageMirror({ host: HOST, token: TOKEN, npm: node.packages, pypi: python.pypi });
+  const bare = {
+    node: (await createBareRepo({ root, name: 'acme/widgets-js.git', files: node.files })).path,
+    python: (await createBareRepo({ root, name: 'acme/widgets-py.git', files: python.files })).path,
+    devcontainer: (await createBareRepo({ root, name: 'acme/tools.git', files: devcontainer.files })).path,
+  };
+  const made = performance.now() - started;
+
+  const resolver: Resolver = async (host) => {
+    if (host === HOST) return ['127.0.0.1'];
+    throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: 'ENOTFOUND' });
+  };
+  t = await startTestBerth({
+    modelEnv: { OPENAI_BASE_URL: model.url, OPENAI_API_KEY: MODEL_KEY, BERTH_MODEL: 'gpt-4o-mini' },
+    network: { resolver, allowPrivateAddresses: ['127.0.0.1/32'], upstreamCa: mirror.caPem },
+  });
+  const berth = t;
+  const cli = async (args: string[], input?: string) => {
+    const r = await berth.cli(args, { input });
+    if (r.code !== 0) throw new Error(`berth ${args.join(' ')}: ${r.stderr.trim()}`);
+  };
+  await cli(['secret', 'set', 'MIRROR_TOKEN', '--egress-only', '--host', HOST], TOKEN);
+  await cli(['policy', 'set', '--mirror', `npm=${mirror.url}/npm/`, `pypi=${mirror.url}/pypi/simple/`, '--mirror-secret', 'npm=MIRROR_TOKEN', 'pypi=MIRROR_TOKEN']);
+  for (const [name, repoUrl, work] of [['widgets-js', bare.node, {}], ['widgets-py', bare.python, {}], ['tools', bare.devcontainer, { check: devcontainer.check }]] as const) {
+    const r = await berth.api('POST', '/api/orgs/default/projects', { name, repoUrl, defaultBranch: 'main', work });
+    if (r.status !== 201) throw new Error(`project ${name}: ${r.status} ${JSON.stringify(r.body)}`);
+  }
+
+  console.log(
+    `Berth real-repos benchmark — ${berth.berth.runner.backend.name}, ${ON_POSTGRES ? 'PostgreSQL' : 'embedded PGlite'}, ${availableParallelism()} cores, ${RUNS} run(s) each (the first cold); ` +
+      `load average at start: ${load()}\n` +
+      `repositories and mirror contents made in ${(made / 1000).toFixed(1)} s: ${node.packages.length} npm packages (all ${node.installed} installed by npm ci), ${python.pypi.length - 1} wheels (+ pip), a Dockerfile FROM the default image\n` +
+      `mirror: ${mirror.url} (HTTPS, token added by the egress proxy; environments reach it through the test escape hatch allowPrivateAddresses 127.0.0.1/32)\n`,
+  );
+
+  const results: Record<Kind, { berth: Sample[]; hand: Sample[] }> = { node: { berth: [], hand: [] }, python: { berth: [], hand: [] }, devcontainer: { berth: [], hand: [] } };
+  const hand = handBaseline(mirror, bare);
+  for (let run = 0; run < RUNS; run++) {
+    for (const kind of ['node', 'python', 'devcontainer'] as const) {
+      const b = await viaBerth(berth, kind);
+      const h = await hand[kind](run);
+      results[kind].berth.push(b);
+      results[kind].hand.push(h);
+      console.log(`${kind.padEnd(13)} run ${run + 1}${run === 0 ? ' (cold)' : ' (warm)'}  berth: test starts ${sec(b.test)}, green ${sec(b.green)}   by hand: ${sec(h.test)}, ${sec(h.green)}   load ${load()}`);
+      console.log(`${''.padEnd(22)}berth ${b.parts}\n${''.padEnd(22)}hand  ${h.parts}`);
+    }
+  }
+
+  console.log(`\n${'seconds'.padEnd(26)}${'cold → test'.padStart(12)}${'cold → green'.padStart(13)}${'warm → test p50 / p99'.padStart(24)}${'warm → green p50 / p99'.padStart(25)}${'green ratio (p50)'.padStart(19)}`);
+  for (const kind of ['node', 'python', 'devcontainer'] as const) {
+    for (const who of ['berth', 'hand'] as const) {
+      const s = results[kind][who];
+      const warm = s.slice(1).length ? s.slice(1) : s;
+      const p = (f: (x: Sample) => number, q: number) => percentile(warm.map(f), q);
+      const ratio = who === 'berth' ? `${(p((x) => x.green, 50) / percentile(results[kind].hand.slice(1).length ? results[kind].hand.slice(1).map((x) => x.green) : results[kind].hand.map((x) => x.green), 50)).toFixed(1)}x` : '';
+      console.log(
+        `${`${kind} ${who === 'berth' ? '(berth run)' : '(by hand)'}`.padEnd(26)}${sec(s[0]!.test).padStart(12)}${sec(s[0]!.green).padStart(13)}${`${sec(p((x) => x.test, 50))} / ${sec(p((x) => x.test, 99))}`.padStart(24)}${`${sec(p((x) => x.green, 50))} / ${sec(p((x) => x.green, 99))}`.padStart(25)}${ratio.padStart(19)}`,
+      );
+    }
+  }
+  console.log(`\nload average at the end: ${load()}; mirror requests: ${mirror.seen.length}, without the token: ${mirror.seen.filter((s) => !s.authorized).length}`);
+} finally {
+  await t?.destroy();
+  await model.close();
+  await mirror?.close();
+  rmSync(root, { recursive: true, force: true });
+}
+
+function sec(ms: number): string {
+  return `${(ms / 1000).toFixed(1)} s`;
+}
+
+/**
+ * One run as a user makes it. Node and Python: `berth run` on the project (a POST). The
+ * devcontainer: tasks do not build Dockerfiles themselves yet, so first `berth project check`
+ * builds the image (or finds it built), the project is pointed at it, then `berth run`.
+ */
+async function viaBerth(berth: TestBerth, kind: Kind): Promise<Sample> {
+  const project = { node: 'widgets-js', python: 'widgets-py', devcontainer: 'tools' }[kind];
+  const start = Date.now();
+  let build = '';
+  if (kind === 'devcontainer') {
+    // The built image is named in the project only while the task runs: a project image hides the repository's build from the check.
+    await patch(berth, project, { work: { image: null } });
+    const b0 = Date.now();
+    const image = await projectCheck(berth, project);
+    build = `build ${sec(Date.now() - b0)} (${image.reused ? 'reused' : 'built'}), `;
+    await patch(berth, project, { work: { image: image.image } });
+  }
+  const res = await berth.api('POST', '/api/orgs/default/tasks', { project, goal: 'Run the tests' });
+  if (res.status !== 201) throw new Error(`POST /tasks: ${res.status} ${JSON.stringify(res.body)}`);
+  const task = await ended(berth, (res.body as Task).id);
+  const got = await berth.api('GET', `/api/orgs/default/tasks/${task.id}/events`);
+  if (!Array.isArray(got.body?.items)) throw new Error(`events of ${task.id}: ${got.status} ${JSON.stringify(got.body)}`);
+  const events = got.body.items as TaskEvent[];
+  const at = (e: TaskEvent | undefined) => (e ? Date.parse(e.at) : NaN);
+  const step = (name: string) => events.find((e) => e.data.type === 'step' && e.data.step === name);
+  const check = events.find((e) => e.data.type === 'command' && e.data.phase === 'check');
+  const setup = events.filter((e) => e.data.type === 'command' && e.data.phase === 'setup');
+  if (!check || check.data.type !== 'command' || check.data.exitCode !== 0) {
+    const said = events.filter((e) => e.data.type === 'command' || (e.data.type === 'log' && e.data.level !== 'info') || e.data.type === 'state').map((e) => JSON.stringify(e.data).slice(0, 1500));
+    throw new Error(`${kind}: the task ${task.id} ${task.state} (${task.stateReason}) without a passing test:\n${said.join('\n')}`);
+  }
+  const setupMs = setup.reduce((n, e) => n + (e.data.type === 'command' ? e.data.durationMs : 0), 0);
+  const parts =
+    `${build}clone ${sec(at(step('provisioning')) - at(step('cloning')))}, start env ${sec(at(step('setup') ?? step('agent')) - at(step('provisioning')))}, ` +
+    `install ${sec(setupMs)}, agent ${sec(at(step('checks')) - at(step('agent')))}, test ${sec(check.data.durationMs)}; task ${task.state} ${sec(Date.parse(task.finishedAt!) - start)} after the start`;
+  return { test: at(step('checks')) - start, green: at(check) - start, parts };
+}
+
+async function patch(berth: TestBerth, project: string, body: unknown): Promise<void> {
+  const r = await berth.api('PATCH', `/api/orgs/default/projects/${project}`, body);
+  if (r.status !== 200) throw new Error(`PATCH project ${project}: ${r.status} ${JSON.stringify(r.body)}`);
+}
+
+/** POST /projects/NAME/check, read to its result (server-sent events). */
+async function projectCheck(berth: TestBerth, project: string): Promise<{ image: string; reused: boolean }> {
+  const res = await fetch(`${berth.client.url}/api/orgs/default/projects/${project}/check`, { method: 'POST', headers: { authorization: `Bearer ${berth.client.token}` } });
+  const text = await res.text();
+  const events = [...text.matchAll(/^event: (\w+)\ndata: (.*)$/gm)].map((m) => ({ event: m[1], data: JSON.parse(m[2]!) }));
+  const result = events.find((e) => e.event === 'result')?.data;
+  if (!result?.image) {
+    const log = events.filter((e) => e.event === 'log').map((e) => e.data.line).slice(-30).join('\n');
+    throw new Error(`project check ${project}: ${res.status} ${JSON.stringify(events.find((e) => e.event === 'error')?.data ?? result)}\n${log}`);
+  }
+  return result;
+}
+
+async function ended(berth: TestBerth, id: string): Promise<Task> {
+  const deadline = Date.now() + 10 * 60_000;
+  for (;;) {
+    const task = (await berth.api('GET', `/api/orgs/default/tasks/${id}`)).body as Task;
+    if (['succeeded', 'failed', 'cancelled', 'timed_out'].includes(task.state)) return task;
+    if (Date.now() > deadline) throw new Error(`task ${id} still ${task.state} after 10 minutes`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/**
+ * The same by hand on the host, from the same bare repositories and the same mirror (at
+ * 127.0.0.1, its CA trusted, the token in the tools' own settings): a fresh clone and a fresh
+ * package cache each run, as a new machine or a new environment has. The devcontainer by hand
+ * runs the Dockerfile's steps in a folder of the host instead of building an image.
+ */
+function handBaseline(mirror: PackageMirror, bare: Record<Kind, string>): Record<Kind, (run: number) => Promise<Sample>> {
+  const home = join(root, 'hand');
+  mkdirSync(home, { recursive: true });
+  const ca = join(home, 'mirror-ca.pem');
+  writeFileSync(ca, mirror.caPem);
+  const port = new URL(mirror.hostUrl).port;
+  const npmrc = join(home, 'npmrc');
+  writeFileSync(npmrc, `registry=${mirror.hostUrl}/npm/\n//127.0.0.1:${port}/npm/:_authToken=${TOKEN}\ncafile=${ca}\naudit=false\nfund=false\n`);
+  // Only what this bench sets: the host's own pip, npm and CA settings stay out of it.
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !/^(PIP_|npm_config_|NPM_CONFIG_)|^(REQUESTS_CA_BUNDLE|CURL_CA_BUNDLE)$/.test(k)) env[k] = v;
+  Object.assign(env, isolatedGitEnv(home), { HOME: home, PIP_CONFIG_FILE: '/dev/null', PIP_DISABLE_PIP_VERSION_CHECK: '1', npm_config_userconfig: npmrc });
+  const sh = (cmd: string, cwd: string) => execFileAsync('sh', ['-c', cmd], { cwd, env, maxBuffer: 64 * 1024 * 1024 });
+  const steps = async (dir: string, bareRepo: string, install: string, test: string): Promise<Sample> => {
+    const start = performance.now();
+    await sh(`git clone --quiet -- '${bareRepo}' '${dir}'`, home);
+    const cloned = performance.now();
+    await sh(install, dir);
+    const installed = performance.now();
+    await sh(test, dir);
+    const green = performance.now();
+    return { test: installed - start, green: green - start, parts: `clone ${sec(cloned - start)}, install ${sec(installed - cloned)}, test ${sec(green - installed)}` };
+  };
+  return {
+    node: (run) => steps(join(home, `js-${run}`), bare.node, `npm ci --cache '${join(home, `npm-cache-${run}`)}' >/dev/null`, 'npm test >/dev/null'),
+    python: (run) =>
+      steps(
+        join(home, `py-${run}`),
+        bare.python,
+        `python3 -m venv .venv && .venv/bin/pip install --quiet --no-cache-dir --cert '${ca}' --index-url 'https://token:${TOKEN}@127.0.0.1:${port}/pypi/simple/' -r requirements.txt`,
+        '.venv/bin/python -m unittest discover -s tests -t . 2>/dev/null',
+      ),
+    devcontainer: (run) => {
+      const prefix = join(home, `tools-prefix-${run}`);
+      return steps(join(home, `tools-${run}`), bare.devcontainer, `export PREFIX='${prefix}'; ${DEVCONTAINER_STEPS.join(' && ')} && cp VERSION "$PREFIX/share/acme/VERSION"`, `PREFIX='${prefix}' ${devcontainerRepo().check} >/dev/null`);
+    },
+  };
+}
