@@ -10,7 +10,7 @@ import { after, describe, test } from 'node:test';
 import { create as createTar } from 'tar';
 import { ImageStore, type ImageProgressEvent } from '../src/runner/images/index.ts';
 import { ByteRate, transferText } from '../src/cli/transfer.ts';
-import { startTestBerth } from './helpers.ts';
+import { IMAGE_DIR, startTestBerth } from './helpers.ts';
 import { pushImage, startRegistry } from './registry-server.ts';
 
 const scratch = await mkdtemp(join(tmpdir(), 'berth-image-progress-'));
@@ -140,6 +140,8 @@ describe('GET /api/images/progress/:id', () => {
       assert.match(badBody.body.error.field, /progress/);
     } finally {
       await t.destroy();
+      // The shared image cache keeps nothing of this test's.
+      await new ImageStore({ dir: IMAGE_DIR }).remove('progress:api').catch(() => {});
     }
   });
 });
