@@ -217,6 +217,7 @@ describe('berth project check', () => {
     assert.equal(done.state, 'succeeded', done.stateReason);
     assert.equal(await runGit(['show', `${done.branch}:seen.txt`], { cwd: bare }), "changed\nit's a feature|true|root|/root\n");
     const logs = (await t.cli(['task', 'logs', id])).stdout;
+    assert.match(logs, /environment from devcontainer\.json: image built from \.devcontainer\/Dockerfile with 2 feature\(s\)/);
     assert.match(logs, /building the devcontainer image/);
     assert.match(logs, /image build\/built:[0-9a-f]{20} \(unchanged since it was built\)/);
     const env = (await t.api('GET', `/api/orgs/default/environments/${done.environmentId}`)).body;

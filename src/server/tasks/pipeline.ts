@@ -194,7 +194,7 @@ export class TaskRun {
     if (task.check_command) spec.check = task.check_command;
     // The task's own setup runs after the repository's and the project's: it adds to them.
     if (task.setup_commands?.length) spec.setup = [...spec.setup, ...task.setup_commands];
-    await this.#emit({ type: 'log', level: 'info', message: `environment from ${spec.source}: image ${spec.image ?? 'default'}, ${spec.setup.length} setup command(s), check ${spec.check ? `\`${spec.check}\`` : 'none'}${spec.user ? `, commands run as ${spec.user}` : ''}${spec.volumes.length ? `, volumes ${spec.volumes.map((v) => `${v.name} at ${v.target}`).join(', ')}` : ''}` });
+    await this.#emit({ type: 'log', level: 'info', message: `environment from ${spec.source}: image ${spec.build ? `built from ${spec.build.dockerfile ? `${spec.build.configDir}/${spec.build.dockerfile}` : (spec.build.image ?? 'default')}${spec.build.features ? ` with ${Object.keys(spec.build.features).length} feature(s)` : ''}` : (spec.image ?? 'default')}, ${spec.setup.length} setup command(s), check ${spec.check ? `\`${spec.check}\`` : 'none'}${spec.user ? `, commands run as ${spec.user}` : ''}${spec.volumes.length ? `, volumes ${spec.volumes.map((v) => `${v.name} at ${v.target}`).join(', ')}` : ''}` });
     for (const note of spec.notes) await this.#emit({ type: 'log', level: 'warn', message: note });
 
     if (spec.build) spec.image = await this.#buildImage(spec, repoDir, project?.name ?? repoNameOf(task.repo_url));
