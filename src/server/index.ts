@@ -182,7 +182,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const runner = new LocalRunner({ dataDir: opts.dataDir, images, logger, network: { policies, events: networkEvents, companyCas: companyCas.map((c) => c.pem), egressNetwork, ...opts.network } });
   const environments = new EnvironmentService({ db, runner, logger, audit, secrets });
   // Devcontainer Dockerfiles and features, built on this runner for tasks and `berth project check`.
-  const builder = new ImageBuilder({ store: images });
+  const builder = new ImageBuilder({ store: images, egressNetwork });
   const oidcConfig = opts.oidc ?? oidcConfigFromEnv(process.env);
   const oidc = oidcConfig && { signIn: new OidcSignIn(oidcConfig), pending: new PendingSignIns(), groupRules: oidcConfig.groupRules, name: oidcConfig.name };
   const { userId, orgId: bootstrapOrgId } = await ensureBootstrap(db);

@@ -15,6 +15,7 @@ import { chown, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer, connect, type BlockList, type Server } from 'node:net';
 import { join, relative } from 'node:path';
 import { invalid } from '../../shared/errors.ts';
+import type { EgressNetworkConfig } from '../network/company.ts';
 import { EgressProxy } from '../network/proxy.ts';
 import type { EgressPolicy, NetworkEvent } from '../network/types.ts';
 import { sha256 } from './blobs.ts';
@@ -76,6 +77,8 @@ export interface ImageBuilderOptions {
   resolver?: ((host: string) => Promise<string[]>) | undefined;
   /** TESTS ONLY: addresses the build's proxy may reach although private (like the runner network's). */
   allowPrivate?: BlockList | undefined;
+  /** The instance's trusted networks and upstream proxy: a build's RUN steps go out as environments do. */
+  egressNetwork?: EgressNetworkConfig | undefined;
 }
 
 /** Bumped when the way an image is built changes, so old results are not reused. */
@@ -212,6 +215,7 @@ export class ImageBuilder {
       usage: { bytesUp: 0, bytesDown: 0, connections: 0, open: 0, refused: 0, peak: 0 },
       resolver: this.#o.resolver,
       allowPrivate: this.#o.allowPrivate,
+      egressNetwork: this.#o.egressNetwork,
     });
     await proxy.listen(0, '127.0.0.1');
     const socket = join(this.#o.dir, 'run', `proxy-${key.slice(0, 12)}-${process.pid}.sock`);
