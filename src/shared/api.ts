@@ -259,6 +259,7 @@ const PolicyFields = {
   allowPorts: z.array(z.number()).nullable(),
   allowMethods: z.array(z.string()).nullable(),
   maxConnections: z.number().nullable(),
+  mirrors: z.record(z.string(), z.object({ url: z.string(), secret: z.string().nullable() })).nullable().describe('package mirrors set here, by ecosystem (org and projects only)'),
 };
 export const PolicyView = z.object({
   scope: z.enum(['org', 'project', 'environment']),
@@ -273,12 +274,11 @@ export const EffectivePolicy = z.object({
   presets: z.array(z.string()),
   allowPorts: z.array(z.number()).nullable(),
   allowMethods: z.array(z.string()).nullable(),
-  mirrors: z.record(z.string(), z.object({ url: z.string(), secret: z.string().nullable() })).nullable().describe('package mirrors set here, by ecosystem (org and projects only)'),
   maxConnections: z.number(),
   credentials: z.array(z.object({ name: z.string(), host: z.string(), pathPrefix: z.string(), header: z.string() })),
+  mirrors: z.array(z.object({ ecosystem: z.string(), url: z.string(), secret: z.string().nullable(), scope: z.string().describe("who set it: 'org' or 'project:NAME'") }))
+    .describe("package mirrors environments here are pointed at (npm, pip, Go, cargo, Maven, apt); their hosts are allowed, and a mirror's secret is added by the egress proxy"),
   scope: z.string(),
 });
 export type PolicyView = z.infer<typeof PolicyView>;
 export type EffectivePolicy = z.infer<typeof EffectivePolicy>;
-  mirrors: z.array(z.object({ ecosystem: z.string(), url: z.string(), secret: z.string().nullable(), scope: z.string().describe("who set it: 'org' or 'project:NAME'") }))
-    .describe("package mirrors environments here are pointed at (npm, pip, Go, cargo, Maven, apt); their hosts are allowed, and a mirror's secret is added by the egress proxy"),

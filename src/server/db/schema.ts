@@ -245,14 +245,14 @@ export interface NetworkPolicyTable {
   allow_ports: ColumnType<number[] | null, string | null, string | null>;
   allow_methods: ColumnType<string[] | null, string | null, string | null>;
   max_connections: number | null;
+  /** Package mirrors set here, by ecosystem (policy/mirrors.ts); null: none. */
+  mirrors: ColumnType<MirrorMap | null, string | null | undefined, string | null>;
   updated_at: CreatedAt;
   updated_by: string;
   /** The role that set it: widening or removing it needs at least this role. */
   set_by_role: ColumnType<Role, Role | undefined, Role>;
 }
 
-  /** Package mirrors set here, by ecosystem (policy/mirrors.ts); null: none. */
-  mirrors: ColumnType<MirrorMap | null, string | null | undefined, string | null>;
 export interface NetworkEventTable {
   id: ColumnType<string, never, never>;
   org_id: string;
