@@ -152,7 +152,7 @@ describe('a GitHub-shaped forge, the Anthropic protocol and a devcontainer', () 
     const seen = {};
     const model = await startModelServer(fixingScript(seen), { apiKey: MODEL_KEY });
     const github = await startFakeGitHub({ tokens: [FORGE_TOKEN] });
-    const devcontainer = '{\n  // comments are allowed\n  "image": "default",\n  "containerEnv": { "FIXTURE_MODE": "from-devcontainer" },\n  "postCreateCommand": "echo $FIXTURE_MODE > /tmp/setup-ran",\n  "features": { "ghcr.io/devcontainers/features/go:1": {} },\n}\n';
+    const devcontainer = '{\n  // comments are allowed\n  "image": "default",\n  "containerEnv": { "FIXTURE_MODE": "from-devcontainer" },\n  "postCreateCommand": "echo $FIXTURE_MODE > /tmp/setup-ran",\n  "initializeCommand": "touch /tmp/on-the-host",\n}\n';
     await github.createRepo('acme/widgets', { ...FIXTURE, '.devcontainer/devcontainer.json': devcontainer });
     const t = await startTestBerth({ modelEnv: { ANTHROPIC_BASE_URL: model.origin, ANTHROPIC_API_KEY: MODEL_KEY, BERTH_MODEL: 'claude-sonnet-4-5' } });
     try {
@@ -180,7 +180,7 @@ describe('a GitHub-shaped forge, the Anthropic protocol and a devcontainer', () 
       assert.equal(pr.headSha, await refSha(join(github.root, 'acme/widgets.git'), `refs/heads/${done.branch}`));
 
       const { items } = (await t.api('GET', `/api/orgs/default/tasks/${done.id}/events`)).body as Events;
-      assert.ok(items.some((e) => e.data.type === 'log' && e.data.level === 'warn' && /features are not installed/.test(e.data.message)), 'unsupported devcontainer features are reported');
+      assert.ok(items.some((e) => e.data.type === 'log' && e.data.level === 'warn' && /initializeCommand is refused: it runs on the host/.test(e.data.message)), 'a devcontainer property Berth does not honour is reported');
       assert.ok(items.some((e) => e.data.type === 'command' && e.data.phase === 'setup' && e.data.cmd.includes('FIXTURE_MODE')));
     } finally {
       await t.destroy();
