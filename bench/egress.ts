@@ -10,13 +10,14 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pino from 'pino';
-import { ImageStore, LocalRunner, type EnvironmentSpec, type RunningCommand } from '../src/runner/index.ts';
+import { ImageStore, LocalRunner, type EnvironmentSpec } from '../src/runner/index.ts';
 import { CertificateAuthority } from '../src/runner/network/ca.ts';
 import { EgressProxy, NetworkEventStore, type EgressPolicy } from '../src/runner/network/index.ts';
 import { blockListOf } from '../src/runner/network/request-filter.ts';
 import { DEFAULT_LIMITS } from '../src/shared/environment.ts';
 import { newId } from '../src/shared/ids.ts';
 import { percentile, summary } from './stats.ts';
+import { runToEnd } from '../test/helpers.ts';
 
 const REPO = new URL('..', import.meta.url).pathname;
 const RUNS = Number(process.env.BENCH_RUNS ?? 30);
@@ -132,7 +133,7 @@ try {
   env.spec = spec;
   await runner.start(spec);
   const inside = async (script: string) => {
-    const r = await collect(runner.exec(spec, { cmd: ['sh', '-c', script] }));
+    const r = await runToEnd(runner.exec(spec, { cmd: ['sh', '-c', script] }));
     if (r.exitCode !== 0) throw new Error(r.stderr);
     return r.stdout;
   };
@@ -155,7 +156,7 @@ try {
       const s = { ...spec, id: newId('env') };
       const t0 = performance.now();
       await r.start(s);
-      await collect(r.exec(s, { cmd: ['true'] }));
+      await runToEnd(r.exec(s, { cmd: ['true'] }));
       if (i >= 3) samples.push(performance.now() - t0);
       await r.remove(s.id);
     }
@@ -172,11 +173,3 @@ try {
   rmSync(dir, { recursive: true, force: true });
 }
 
-async function collect(command: RunningCommand) {
-  let stdout = '';
-  let stderr = '';
-  command.stdout.on('data', (b: Buffer) => (stdout += b));
-  command.stderr.on('data', (b: Buffer) => (stderr += b));
-  command.stdin.end();
-  return { ...(await command.exited), stdout, stderr };
-}

@@ -12,10 +12,10 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pino from 'pino';
 import * as tar from 'tar';
-import { ImageStore, LocalRunner, type EnvironmentSpec, type RunningCommand } from '../src/runner/index.ts';
+import { ImageStore, LocalRunner, type EnvironmentSpec } from '../src/runner/index.ts';
 import { DEFAULT_LIMITS } from '../src/shared/environment.ts';
 import { newId } from '../src/shared/ids.ts';
-import { IMAGE_DIR, runCli } from './helpers.ts';
+import { IMAGE_DIR, runCli, runToEnd } from './helpers.ts';
 import { freshDatabase, ON_POSTGRES } from './postgres.ts';
 import { startBerth } from '../src/server/index.ts';
 import { CertificateAuthority } from '../src/runner/network/ca.ts';
@@ -356,7 +356,7 @@ describe('npm install from a registry in a trusted network', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const npm = (registry: string) => run(runner.exec(spec, {
+  const npm = (registry: string) => runToEnd(runner.exec(spec, {
     cmd: ['sh', '-c', `mkdir -p /tmp/app && cd /tmp/app && rm -rf node_modules package-lock.json && npm install --no-audit --no-fund --no-update-notifier --registry ${registry} berth-trusted-demo && node -e "console.log(require('berth-trusted-demo'))"`],
     timeoutMs: 180_000,
   }));
@@ -434,14 +434,6 @@ const server = createServer((req, res) => {
 server.listen(80, '0.0.0.0', () => console.log('listening'));
 `;
 
-async function run(command: RunningCommand) {
-  let stdout = '';
-  let stderr = '';
-  command.stdout.on('data', (b: Buffer) => (stdout += b));
-  command.stderr.on('data', (b: Buffer) => (stderr += b));
-  command.stdin.end();
-  return { ...(await command.exited), stdout, stderr };
-}
 
 async function until(check: () => boolean, ms = 10_000): Promise<void> {
   const end = Date.now() + ms;

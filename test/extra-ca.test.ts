@@ -15,7 +15,7 @@ import { after, before, describe, test } from 'node:test';
 import forge from 'node-forge';
 import pino from 'pino';
 import { cloneRepo, RepoAccess } from '../src/forges/index.ts';
-import { ImageStore, LocalRunner, type EnvironmentSpec, type RunningCommand } from '../src/runner/index.ts';
+import { ImageStore, LocalRunner, type EnvironmentSpec } from '../src/runner/index.ts';
 import { CertificateAuthority } from '../src/runner/network/ca.ts';
 import { loadCompanyCas, NetworkEventStore, writeHostTrust, type Resolver } from '../src/runner/network/index.ts';
 import { blockListOf } from '../src/runner/network/request-filter.ts';
@@ -26,7 +26,7 @@ import { startBerth } from '../src/server/index.ts';
 import { DEFAULT_LIMITS } from '../src/shared/environment.ts';
 import { newId } from '../src/shared/ids.ts';
 import { isolatedGitEnv, serveGit, type GitRequestRecord } from './fakes/git-server.ts';
-import { IMAGE_DIR, REPO } from './helpers.ts';
+import { IMAGE_DIR, REPO, runToEnd } from './helpers.ts';
 import { pushImage } from './registry-server.ts';
 import { basePolicy, TestPolicies } from './security/fixtures.ts';
 
@@ -39,14 +39,6 @@ const resolver: Resolver = async (host) => {
 };
 const SECRET = 'corp-api-token-0d9f2a';
 
-async function run(command: RunningCommand) {
-  let stdout = '';
-  let stderr = '';
-  command.stdout.on('data', (b: Buffer) => (stdout += b));
-  command.stderr.on('data', (b: Buffer) => (stderr += b));
-  command.stdin.end();
-  return { ...(await command.exited), stdout, stderr };
-}
 
 /** An HTTPS server whose certificates (one per name) `ca` issued; `handler` answers. */
 async function corpServer(ca: CertificateAuthority, names: string[], handler: RequestListener): Promise<{ server: Server; port: number }> {
@@ -99,7 +91,7 @@ describe('company CAs', () => {
     const runner = new LocalRunner({ dataDir: join(dir, name), images, logger, network: { policies, events, resolver, allowPrivateAddresses: ['127.0.0.1/32'], companyCas, warm: 0 } });
     const spec: EnvironmentSpec = { id: newId('env'), hostname: name, image: await images.resolve('default'), limits: DEFAULT_LIMITS };
     await runner.start(spec);
-    const sh = (script: string) => run(runner.exec(spec, { cmd: ['sh', '-c', script], timeoutMs: 120_000 }));
+    const sh = (script: string) => runToEnd(runner.exec(spec, { cmd: ['sh', '-c', script], timeoutMs: 120_000 }));
     return {
       sh,
       events,

@@ -11,9 +11,10 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pino from 'pino';
 import { gatewayEnv, GATEWAY_SOCKET_NAME, LlmGateway, relayCommand, relayReady, type GatewayCall } from '../src/runner/gateway/index.ts';
-import { ImageStore, LocalRunner, type EnvironmentSpec, type RunningCommand } from '../src/runner/index.ts';
+import { ImageStore, LocalRunner, type EnvironmentSpec } from '../src/runner/index.ts';
 import { DEFAULT_LIMITS } from '../src/shared/environment.ts';
 import { newId } from '../src/shared/ids.ts';
+import { runToEnd } from './helpers.ts';
 
 const REPO = new URL('..', import.meta.url).pathname.replace(/\/$/, '');
 const IMAGE_DIR = process.env.BERTH_IMAGE_DIR ?? join(REPO, '.cache', 'images');
@@ -489,15 +490,6 @@ describe('unix sockets', () => {
   });
 });
 
-/** Runs a command to its end, collecting its output. */
-async function run(command: RunningCommand) {
-  let stdout = '';
-  let stderr = '';
-  command.stdout.on('data', (b: Buffer) => (stdout += b));
-  command.stderr.on('data', (b: Buffer) => (stderr += b));
-  command.stdin.end();
-  return { ...(await command.exited), stdout, stderr };
-}
 
 describe('from inside an environment', () => {
   let dataDir: string;
@@ -525,7 +517,7 @@ describe('from inside an environment', () => {
     const t = task();
     const env = gatewayEnv(t.token);
     try {
-      const curl = await run(runner.exec(spec, {
+      const curl = await runToEnd(runner.exec(spec, {
         cmd: ['sh', '-c', `curl -sS "$OPENAI_BASE_URL/chat/completions" -H "Authorization: Bearer $OPENAI_API_KEY" -H 'content-type: application/json' -d '{"model":"gpt-4o","messages":[{"role":"user","content":"from inside"}]}'`],
         env,
       }));
@@ -541,7 +533,7 @@ describe('from inside an environment', () => {
           body: JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 10, stream: true, messages: [{ role: 'user', content: 'hi' }] }),
         });
         process.stdout.write(res.status + '\\n' + await res.text());`;
-      const node = await run(runner.exec(spec, { cmd: ['node', '--input-type=module', '-e', script], env }));
+      const node = await runToEnd(runner.exec(spec, { cmd: ['node', '--input-type=module', '-e', script], env }));
       assert.equal(node.exitCode, 0, node.stderr);
       assert.match(node.stdout, /^200\n/);
       assert.match(node.stdout, /event: message_stop/);
@@ -550,10 +542,10 @@ describe('from inside an environment', () => {
 
       // The relay holds nothing once its clients are gone: stdio, its listener and its signalfd.
       const fds = `for p in /proc/[0-9]*; do case "$(tr '\\0' ' ' < $p/cmdline 2>/dev/null)" in '/.berth/init --relay '*) ls $p/fd | wc -l;; esac; done`;
-      await until('the relay closes finished connections', async () => (await run(runner.exec(spec, { cmd: ['sh', '-c', fds] }))).stdout.trim() === '5');
+      await until('the relay closes finished connections', async () => (await runToEnd(runner.exec(spec, { cmd: ['sh', '-c', fds] }))).stdout.trim() === '5');
 
       t.revoke();
-      const refused = await run(runner.exec(spec, {
+      const refused = await runToEnd(runner.exec(spec, {
         cmd: ['sh', '-c', `curl -s -o /dev/null -w '%{http_code}' "$OPENAI_BASE_URL/models" -H "Authorization: Bearer $OPENAI_API_KEY"`],
         env,
       }));

@@ -8,6 +8,7 @@ import type { OidcConfig } from '../src/server/oidc/index.ts';
 import { startBerth, type ClientConfig, type RunningBerth, type StartOptions } from '../src/server/index.ts';
 import { freshDatabase, ON_POSTGRES, type TestDatabase } from './postgres.ts';
 import type { RepoAccessConfig } from '../src/forges/index.ts';
+import type { RunningCommand } from '../src/runner/index.ts';
 
 export const REPO = new URL('..', import.meta.url).pathname.replace(/\/$/, '');
 /** One image cache for every test file, so the default image is built once per machine. */
@@ -142,4 +143,14 @@ export async function waitFor<T>(what: string, get: () => Promise<T | undefined 
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** Runs a command in an environment to its end, collecting its output. */
+export async function runToEnd(command: RunningCommand) {
+  let stdout = '';
+  let stderr = '';
+  command.stdout.on('data', (b: Buffer) => (stdout += b));
+  command.stderr.on('data', (b: Buffer) => (stderr += b));
+  command.stdin.end();
+  return { ...(await command.exited), stdout, stderr };
 }

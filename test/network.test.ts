@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pino from 'pino';
-import { ImageStore, LocalRunner, type EnvironmentSpec, type RunningCommand } from '../src/runner/index.ts';
+import { ImageStore, LocalRunner, type EnvironmentSpec } from '../src/runner/index.ts';
 import { CertificateAuthority } from '../src/runner/network/ca.ts';
 import { checkAddress, decide, EgressProxy, NetworkEventStore, type NetworkUsage } from '../src/runner/network/index.ts';
 import { blockListOf } from '../src/runner/network/request-filter.ts';
@@ -17,7 +17,7 @@ import { parseRefusedSet, refusalEvent, refusalRule, refusalSignal, sinceLastRea
 import { ociConfig } from '../src/runner/bundle.ts';
 import { DEFAULT_LIMITS } from '../src/shared/environment.ts';
 import { newId } from '../src/shared/ids.ts';
-import { IMAGE_DIR } from './helpers.ts';
+import { IMAGE_DIR, runToEnd } from './helpers.ts';
 import { ALLOW_LOOPBACK, basePolicy, hostCurl, startOutside, TestPolicies, testResolver, type Outside } from './security/fixtures.ts';
 
 const logger = pino({ level: process.env.BERTH_TEST_LOG ?? 'silent' });
@@ -359,15 +359,6 @@ describe('egress proxy', () => {
   });
 });
 
-/** Runs a command to its end, collecting its output. */
-export async function run(command: RunningCommand) {
-  let stdout = '';
-  let stderr = '';
-  command.stdout.on('data', (b: Buffer) => (stdout += b));
-  command.stderr.on('data', (b: Buffer) => (stderr += b));
-  command.stdin.end();
-  return { ...(await command.exited), stdout, stderr };
-}
 
 describe('an environment on the network', () => {
   let dataDir: string;
@@ -399,7 +390,7 @@ describe('an environment on the network', () => {
     if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   });
 
-  const curl = (runner: LocalRunner) => run(runner.exec(spec, { cmd: ['curl', '-sS', '-m', '5', `http://outside.test:${outside.httpPort}/in`] }));
+  const curl = (runner: LocalRunner) => runToEnd(runner.exec(spec, { cmd: ['curl', '-sS', '-m', '5', `http://outside.test:${outside.httpPort}/in`] }));
   const refused = (host: string, port: number) => events.events(spec.id).some((e) => e.kind === 'firewall' && e.host === host && e.port === port && e.method === 'TCP' && !e.allowed);
   const netnsName = () => readdirSync('/run/netns').filter((n) => n.startsWith('berth-'));
 
@@ -408,7 +399,7 @@ describe('an environment on the network', () => {
     const s = { ...spec, id: newId('env') };
     try {
       await plain.start(s);
-      const r = await run(plain.exec(s, { cmd: ['sh', '-c', 'cat /proc/net/dev | tail -n +3 | cut -d: -f1; env | grep -ci proxy || true'] }));
+      const r = await runToEnd(plain.exec(s, { cmd: ['sh', '-c', 'cat /proc/net/dev | tail -n +3 | cut -d: -f1; env | grep -ci proxy || true'] }));
       assert.equal(r.stdout.replace(/ /g, ''), 'lo\n0\n');
     } finally {
       await plain.remove(s.id);
@@ -430,7 +421,7 @@ describe('an environment on the network', () => {
     const first = planFile();
     assert.ok(existsSync(`/sys/class/net/${first.hostIf}`));
     // What the firewall refused just before a stop is read before the stop returns.
-    const direct = (host: string, port: number) => run(runner.exec(spec, { cmd: ['curl', '-sS', '-m', '5', '--noproxy', '*', `http://${host}:${port}/`] }));
+    const direct = (host: string, port: number) => runToEnd(runner.exec(spec, { cmd: ['curl', '-sS', '-m', '5', '--noproxy', '*', `http://${host}:${port}/`] }));
     await direct('1.1.1.1', 8081);
     await runner.stop(spec.id);
     assert.ok(refused('1.1.1.1', 8081), 'recorded by the time stop returns');
@@ -441,7 +432,7 @@ describe('an environment on the network', () => {
     await runner.start(spec);
     assert.deepEqual(planFile(), first, 'the same namespace and addresses');
     assert.equal((await curl(runner)).stdout, `hello GET /in host=outside.test:${outside.httpPort}\n`);
-    r = await run(runner.exec(spec, { cmd: ['curl', '-sS', '-m', '5', '--noproxy', '*', `http://${plan.host}:${outside.httpPort}/in`] }));
+    r = await runToEnd(runner.exec(spec, { cmd: ['curl', '-sS', '-m', '5', '--noproxy', '*', `http://${plan.host}:${outside.httpPort}/in`] }));
     assert.notEqual(r.exitCode, 0, 'after a start on kept rules, a direct connection is still refused');
     await until(() => refused(plan.host, outside.httpPort));
 
@@ -456,7 +447,7 @@ describe('an environment on the network', () => {
     r = await curl(again);
     assert.equal(r.stdout, `hello GET /in host=outside.test:${outside.httpPort}\n`, r.stderr);
     // The new runner reads the running environment's refusals too.
-    await run(again.exec(spec, { cmd: ['curl', '-sS', '-m', '5', '--noproxy', '*', 'http://1.1.1.1:8082/'] }));
+    await runToEnd(again.exec(spec, { cmd: ['curl', '-sS', '-m', '5', '--noproxy', '*', 'http://1.1.1.1:8082/'] }));
     await until(() => refused('1.1.1.1', 8082));
 
     // Start twice is a no-op.
@@ -503,10 +494,10 @@ describe('an environment on the network', () => {
     try {
       await runner.start(s);
       initPid = await runner.backend.pid(runner.containerId(s.id));
-      await run(runner.exec(s, { cmd: ['curl', '-sS', '-m', '5', '--noproxy', '*', 'http://1.1.1.1:8091/'] }));
+      await runToEnd(runner.exec(s, { cmd: ['curl', '-sS', '-m', '5', '--noproxy', '*', 'http://1.1.1.1:8091/'] }));
       await until(() => refusedHere(8091), 10_000);
       await until(() => readers() === 0, 10_000);
-      await run(runner.exec(s, { cmd: ['curl', '-sS', '-m', '5', '--noproxy', '*', 'http://1.1.1.1:8092/'] }));
+      await runToEnd(runner.exec(s, { cmd: ['curl', '-sS', '-m', '5', '--noproxy', '*', 'http://1.1.1.1:8092/'] }));
       await until(() => refusedHere(8092), 10_000);
     } finally {
       await runner.remove(s.id).catch(() => {});

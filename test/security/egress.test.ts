@@ -12,11 +12,11 @@ import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pino from 'pino';
-import { ImageStore, LocalRunner, type EnvironmentSpec, type RunningCommand } from '../../src/runner/index.ts';
+import { ImageStore, LocalRunner, type EnvironmentSpec } from '../../src/runner/index.ts';
 import { NetworkEventStore, type NetworkEvent, type Resolver } from '../../src/runner/network/index.ts';
 import { DEFAULT_LIMITS } from '../../src/shared/environment.ts';
 import { newId } from '../../src/shared/ids.ts';
-import { IMAGE_DIR } from '../helpers.ts';
+import { IMAGE_DIR, runToEnd } from '../helpers.ts';
 import { basePolicy, startOutside, TestPolicies, type Outside } from './fixtures.ts';
 
 const logger = pino({ level: process.env.BERTH_TEST_LOG ?? 'silent' });
@@ -89,8 +89,8 @@ describe('egress attacks from inside an environment', () => {
     if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   });
 
-  const sh = (script: string, env?: Record<string, string>) => run(runner.exec(spec, { cmd: ['sh', '-c', script], env, timeoutMs: 60_000 }));
-  const py = (code: string) => run(runner.exec(spec, { cmd: ['python3', '-c', code], timeoutMs: 60_000 }));
+  const sh = (script: string, env?: Record<string, string>) => runToEnd(runner.exec(spec, { cmd: ['sh', '-c', script], env, timeoutMs: 60_000 }));
+  const py = (code: string) => runToEnd(runner.exec(spec, { cmd: ['python3', '-c', code], timeoutMs: 60_000 }));
   const blockedCount = async () => (await runner.network!.blocked(spec.id))?.packets ?? 0;
   const since = (n: number) => events.events(spec.id).slice(n);
 
@@ -275,14 +275,6 @@ function refused(method: string, host: string, port: number, rule: string) {
   return (e: NetworkEvent[]) => e.some((x) => x.kind === 'firewall' && x.method === method && x.host === host && x.port === port && x.rule === `deny:firewall:${rule}`);
 }
 
-async function run(command: RunningCommand) {
-  let stdout = '';
-  let stderr = '';
-  command.stdout.on('data', (b: Buffer) => (stdout += b));
-  command.stderr.on('data', (b: Buffer) => (stderr += b));
-  command.stdin.end();
-  return { ...(await command.exited), stdout, stderr };
-}
 
 async function until(check: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
