@@ -318,7 +318,7 @@ describe('npm install from a registry in a trusted network', () => {
     await tar.c({ gzip: true, file: tgz, cwd: dir, portable: true }, ['package']);
     const bytes = readFileSync(tgz);
     const dist = { shasum: createHash('sha1').update(bytes).digest('hex'), integrity: `sha512-${createHash('sha512').update(bytes).digest('base64')}` };
-    writeFileSync(join(dir, 'registry.mjs'), REGISTRY.replace('DIST', JSON.stringify(dist)).replace('TGZ', JSON.stringify(tgz)));
+    writeFileSync(join(dir, 'registry.mjs'), REGISTRY.replace(/\b(DIST|TGZ)\b/g, (name) => JSON.stringify(name === 'DIST' ? dist : tgz)));
     server = spawn('ip', ['netns', 'exec', ns, process.execPath, join(dir, 'registry.mjs')], { stdio: ['ignore', 'pipe', 'inherit'] });
     await new Promise<void>((resolve, reject) => {
       server!.once('exit', (code) => reject(new Error(`the registry exited (${code})`)));
@@ -410,7 +410,10 @@ describe('npm install from a registry in a trusted network', () => {
   });
 });
 
-/** The registry: a package's metadata and tarball as registry.npmjs.org answers them; one stdout line per request. */
+/**
+ * The registry: a package's metadata and tarball as registry.npmjs.org answers them; one stdout line per request.
+ * DIST and TGZ are filled in one pass: the integrity is base64 and may itself contain "TGZ".
+ */
 const REGISTRY = `
 import { createServer } from 'node:http';
 import { readFileSync } from 'node:fs';
