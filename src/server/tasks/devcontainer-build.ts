@@ -2,22 +2,11 @@
 // context) and `features`: checked here, built on the runner (runner/images/build.ts).
 import { dirname } from 'node:path';
 import { z } from 'zod';
+import type { BuildSpec } from '../../runner/images/build.ts';
 import { invalid } from '../../shared/errors.ts';
 
-/** What the runner builds for a devcontainer; paths are relative to `configDir`. */
-export interface DevContainerBuild {
-  configDir: string;
-  dockerfile?: string | undefined;
-  context?: string | undefined;
-  args?: Record<string, string> | undefined;
-  target?: string | undefined;
-  /** Features go on top of this image when there is no Dockerfile. */
-  image?: string | undefined;
-  features?: Record<string, string | boolean | Record<string, string | boolean>> | undefined;
-  overrideFeatureInstallOrder?: string[] | undefined;
-  remoteUser?: string | undefined;
-  containerUser?: string | undefined;
-}
+/** What the runner builds for a devcontainer (its own type: the runner builds what this reads). */
+export type DevContainerBuild = BuildSpec;
 
 const Path = z.string().min(1).max(1024);
 const Build = z.looseObject({
