@@ -3,12 +3,12 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import { create as createTar } from 'tar';
+import { freePort } from './oidc-provider.ts';
 
 const run = promisify(execFile);
 const ARCH = process.arch === 'arm64' ? 'arm64' : 'amd64';
@@ -23,13 +23,6 @@ export interface TestRegistry {
   stop: () => Promise<void>;
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** Starts a registry in `dir`; with `login` (`user:password`) it asks every request for it. */
 export async function startRegistry(dir: string, opts: { login?: string } = {}): Promise<TestRegistry> {

@@ -5,7 +5,6 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chown, lstat, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -17,6 +16,7 @@ import { ImageStore } from '../src/runner/images/index.ts';
 import type { ImageProgressEvent } from '../src/runner/images/types.ts';
 import { copyArgs } from '../src/runner/images/registry.ts';
 import { BerthError } from '../src/shared/errors.ts';
+import { freePort } from './oidc-provider.ts';
 
 const run = promisify(execFile);
 const ARCH = process.arch === 'arm64' ? 'arm64' : 'amd64';
@@ -40,13 +40,6 @@ interface Registry {
   output: () => string;
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 async function startRegistry(): Promise<Registry> {
   const dir = await fresh('registry');

@@ -4,9 +4,10 @@
 // directory, so nothing of the machine's own ssh setup is read or changed.
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { createServer, connect } from 'node:net';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { freePort } from './oidc-provider.ts';
 
 const run = promisify(execFile);
 
@@ -30,13 +31,6 @@ export async function makeKey(dir: string, name: string): Promise<SshKey> {
   return { privateKey: await readFile(file, 'utf8'), publicKey: await readFile(`${file}.pub`, 'utf8') };
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 export async function startSshServer(dir: string, authorized: string[]): Promise<SshServer> {
   const port = await freePort();
