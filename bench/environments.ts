@@ -114,7 +114,7 @@ try {
   }
   const idleSeconds = (performance.now() - idleStart) / 1000;
   await new Promise((r) => setTimeout(r, 2000));
-  const cgroupBytes = created.map((id) => berth.runner.usage(id).memoryBytes ?? 0).reduce((a, b) => a + b, 0);
+  const cgroupBytes = created.map((id) => berth.runner.cgroupUsage(id).memoryBytes ?? 0).reduce((a, b) => a + b, 0);
   const hostBytes = availableBefore - memAvailable();
   const running = (await api('GET', '/api/orgs/default/environments?state=running&limit=500')).items.length;
   console.log(`idle environments running at once                    ${running} (created ${IDLE} in ${idleSeconds.toFixed(1)} s)`);

@@ -1,5 +1,6 @@
 // The runner: makes and runs environments on this host.
-export { LocalRunner, type EnvironmentSpec, type CommandOptions } from './runner.ts';
+export { LocalRunner } from './runner.ts';
+export type { Runner, RunnerImages, RunnerCapacity, EnvironmentSpec, CommandOptions, EnvironmentUsage, ContainerStatus } from './port.ts';
 export type { ResolvedUser } from './users.ts';
 export type { RunningCommand, ExitStatus } from './exec.ts';
 export { TIMEOUT_EXIT_CODE } from './exec.ts';

@@ -2,6 +2,8 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { rm, rmdir, stat } from 'node:fs/promises';
 import { createHash, randomBytes } from 'node:crypto';
+import { createServer } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { dirname, join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { DEFAULT_LIMITS, type EnvironmentLimits } from '../shared/environment.ts';
@@ -24,33 +26,15 @@ import { isMounted, mountsThen, unmountOverlay } from './overlay.ts';
 import { Spawner } from './spawner/index.ts';
 import { resolveUser, type ResolvedUser } from './users.ts';
 import { VOLUME_NAME, type VolumeMount } from '../shared/env-spec.ts';
+import type { CommandOptions, EnvironmentSpec, EnvironmentUsage, Runner } from './port.ts';
 
-/** What the runner needs to know to run one environment. */
-export interface EnvironmentSpec {
-  id: string;
-  hostname: string;
-  image: ImageRecord;
-  limits: EnvironmentLimits;
-  /**
-   * Named volumes, kept under the runner's data dir per `volumeOwner` (a project's id, so its
-   * environments share them; else the environment's own id) and bind-mounted at each target.
-   */
-  volumes?: VolumeMount[] | undefined;
-  volumeOwner?: string | undefined;
-}
-
-export interface CommandOptions {
-  cmd: string[];
-  cwd?: string | undefined;
-  env?: Record<string, string> | undefined;
-  tty?: { cols: number; rows: number } | undefined;
-  timeoutMs?: number | undefined;
-  /** Who the command runs as (resolveUser); the environment's root when absent. */
-  user?: ResolvedUser | undefined;
-}
+export type { CommandOptions, EnvironmentSpec };
 
 export interface RunnerOptions {
   dataDir: string;
+  /** Its id in the runners table (default `local:DATA_DIR`) and the name it is listed under (default `local`). */
+  id?: string | undefined;
+  name?: string | undefined;
   images: ImageStore;
   logger: Logger;
   runtime?: RuntimeName | undefined;
@@ -81,7 +65,9 @@ const AGENT_START_TIMEOUT_MS = 5_000;
  * overlay of a shared, read-only image and the environment's own upper directory.
  * The upper directory is the environment's state; everything else can be rebuilt.
  */
-export class LocalRunner {
+export class LocalRunner implements Runner {
+  readonly id: string;
+  readonly name: string;
   readonly backend: IsolationBackend;
   readonly images: ImageStore;
   readonly #root: string;
@@ -113,6 +99,8 @@ export class LocalRunner {
   }
 
   constructor(opts: RunnerOptions) {
+    this.id = opts.id ?? `local:${opts.dataDir}`;
+    this.name = opts.name ?? 'local';
     this.images = opts.images;
     this.#log = opts.logger;
     this.#root = join(opts.dataDir, 'environments');
@@ -479,8 +467,41 @@ export class LocalRunner {
     return `the environment's init (PID 1) is not responding: it is ${tracer ? 'stopped by a tracer' : 'stopped'}. Restart the environment (berth env stop, then berth env start); its files are kept`;
   }
 
-  usage(id: string): CgroupUsage {
+  cgroupUsage(id: string): CgroupUsage {
     return cgroupUsage(this.cgroupsPath(id));
+  }
+
+  async usage(id: string, running: boolean): Promise<EnvironmentUsage> {
+    const cg = running ? { ...this.cgroupUsage(id), oomKills: this.oomKills(id) } : { memoryBytes: null, cpuSeconds: null, pids: null, oomKills: null };
+    return { ...cg, diskBytes: await this.diskUsage(id) };
+  }
+
+  /**
+   * A unix socket in the environment's agent directory, mode 0666 so its processes, whatever
+   * uid they map to, can connect: what is served must itself ask for a credential (the LLM
+   * gateway's task token). The directory is the host root's: nothing inside can replace it.
+   */
+  async serveSocket(id: string, name: string, accept: (connection: Duplex) => void): Promise<() => Promise<void>> {
+    if (!/^[a-z][a-z0-9.-]*$/.test(name)) throw new Error(`socket name '${name}' is not a plain file name`);
+    const path = join(this.#paths(id).agent, name);
+    await rm(path, { force: true });
+    const sockets = new Set<Duplex>();
+    const server = createServer((socket) => {
+      sockets.add(socket);
+      socket.once('close', () => sockets.delete(socket));
+      accept(socket);
+    });
+    await new Promise<void>((resolveListen, reject) => {
+      server.once('error', reject);
+      server.listen(path, () => resolveListen());
+    });
+    chmodSync(path, 0o666);
+    return async () => {
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      for (const socket of sockets) socket.destroy();
+      await closed;
+      await rm(path, { force: true });
+    };
   }
 
   /** Processes the OOM killer has ended in the environment since it last started; null when not running or not counted. */

@@ -24,7 +24,7 @@ import { modelClientFromEnv } from '../agent/index.ts';
 import { RepoAccess, repoAccessFromEnv, type RepoAccessConfig } from '../forges/index.ts';
 import { routeHostFetch } from '../forges/upstream.ts';
 import { availableParallelism, hostname } from 'node:os';
-import { RunnerHeartbeat, RunnerRegistry } from './runners/index.ts';
+import { RunnerHeartbeat, RunnerPool, RunnerRegistry } from './runners/index.ts';
 import { parseSize } from '../shared/units.ts';
 import { invalid } from '../shared/errors.ts';
 
@@ -124,6 +124,8 @@ export interface RunningBerth {
   tasks: TaskService;
   worker: TaskWorker;
   runner: LocalRunner;
+  /** Every runner this process reaches: its own and those joined over the network. */
+  runners: RunnerPool;
   /** The file other `berth` commands read to reach this control plane. */
   clientConfigPath: string;
   /** A one-time link that signs the local administrator in to the web UI (`berth up` prints one). */
@@ -180,7 +182,10 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   denials.flushWith(() => networkEvents.flush());
   const retention = new NetworkEventRetention({ db, logger, retentionMs: networkEventRetention });
   const runner = new LocalRunner({ dataDir: opts.dataDir, images, logger, network: { policies, events: networkEvents, companyCas: companyCas.map((c) => c.pem), egressNetwork, ...opts.network } });
-  const environments = new EnvironmentService({ db, runner, logger, audit, secrets });
+  const pool = new RunnerPool({ db, logger });
+  // berth up's own runner: the environments made before runners had ids are its.
+  pool.add(runner, { legacy: true });
+  const environments = new EnvironmentService({ db, runners: pool, logger, audit, secrets });
   // Devcontainer Dockerfiles and features, built on this runner for tasks and `berth project check`.
   const builder = new ImageBuilder({ store: images, egressNetwork });
   const oidcConfig = opts.oidc ?? oidcConfigFromEnv(process.env);
@@ -198,12 +203,12 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const gateway = new LlmGateway({ upstreams: upstreamsFromEnv(modelEnv), logger, upstreamProxy: egressNetwork });
   let publicUrl = opts.publicUrl ?? process.env.BERTH_PUBLIC_URL ?? '';
   // One runner per data directory: the tasks it claimed are the ones it recovers.
-  const runnerId = `local:${opts.dataDir}`;
+  const runnerId = runner.id;
   const worker = new TaskWorker({
     db,
     runnerId,
     concurrency: opts.taskConcurrency ?? (Number(process.env.BERTH_TASK_CONCURRENCY) || 2 * availableParallelism()),
-    deps: { db, events: taskEvents, environments, secrets, audit, logger, workDir: join(opts.dataDir, 'tasks'), publicUrl: () => publicUrl, modelEnv, models, repos, gateway: sandboxGateway({ gateway, runner, environments }), denials, images: { builder, policies } },
+    deps: { db, events: taskEvents, environments, secrets, audit, logger, workDir: join(opts.dataDir, 'tasks'), publicUrl: () => publicUrl, modelEnv, models, repos, gateway: sandboxGateway({ gateway, environments }), denials, images: { builder, policies } },
   });
   const tasks = new TaskService({ db, events: taskEvents, secrets, signals: worker, repos, checkModel: async (model, where) => {
       if (!(await models.hasSettings(where.orgId, where.projectId))) void modelClientFromEnv(modelEnv, { model });
@@ -211,7 +216,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   });
 
   // Before serving: make the database agree with what is really running on this host.
-  await environments.reconcile();
+  await environments.reconcile(runner.id);
   await worker.recover();
 
   const runners = new RunnerRegistry({ db, authz });
@@ -223,7 +228,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     logger,
     report: async () => ({
       ...probeHost({ backend: runner.backend.name, network: Boolean(runner.network), diskQuota: runner.diskQuota, dataDir: opts.dataDir, minFreeDiskBytes, egressNetwork: summarizeEgressNetwork(egressNetwork) }),
-      environments: await environments.counts(),
+      environments: await environments.counts(runner.id),
       tasks: { running: worker.running, concurrency: worker.concurrency },
     }),
   });
@@ -282,6 +287,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     tasks,
     worker,
     runner,
+    runners: pool,
     clientConfigPath,
     async signInLink(ttlMs = 3_600_000) {
       const code = await new InviteService({ db, tokens, audit }).createForBootstrap(bootstrapOrgId, userId, ttlMs);

@@ -42,6 +42,12 @@ const Volumes = z
   .max(MAX_VOLUMES)
   .refine((vs) => new Set(vs.map((v) => v.target)).size === vs.length, 'two volumes at one target');
 
+/** Placement labels: `key=value` pairs a runner carries and an environment or task may ask for. */
+export const RunnerLabels = z
+  .record(z.string().regex(/^[a-z0-9]([a-z0-9._\/-]{0,62})$/, 'label keys are lower-case letters, digits, dots, dashes, underscores and slashes, at most 63'), z.string().regex(/^[A-Za-z0-9._-]{0,63}$/, 'label values are at most 63 letters, digits, dots, dashes or underscores'))
+  .refine((r) => Object.keys(r).length <= 32, 'at most 32 labels');
+export type RunnerLabels = z.infer<typeof RunnerLabels>;
+
 export const CreateEnvironmentBody = z.strictObject({
   name: z.string().regex(NAME_PATTERN, 'use lower-case letters, digits and dashes (at most 63), starting with a letter or digit').optional(),
   image: z.string().min(1).max(4096).optional().describe('image name, path to an OCI layout or docker-save tarball, or a registry reference'),
@@ -56,6 +62,7 @@ export const CreateEnvironmentBody = z.strictObject({
   user: RunAsUser.optional().describe("who its commands run as: a user of its image (looked up in the environment's /etc/passwd) or a uid; its root when left out"),
   forwardPorts: ForwardPorts.optional().describe('ports it serves (a devcontainer\'s forwardPorts): recorded, not opened'),
   volumes: Volumes.optional().describe('named volumes: kept per project (per environment without one) and mounted at each target'),
+  runnerLabels: RunnerLabels.optional().describe('labels the runner it goes to must carry (`{"gpu": "true"}`); it stays on that runner for life'),
 });
 export type CreateEnvironmentBody = z.infer<typeof CreateEnvironmentBody>;
 
@@ -85,6 +92,7 @@ export const Environment = z.object({
   user: z.string().nullable().describe('who its commands run as; its root when null'),
   forwardPorts: z.array(z.union([z.number(), z.string()])).describe('ports it serves (recorded from a devcontainer\'s forwardPorts; not opened)'),
   volumes: z.array(z.object({ name: z.string(), target: z.string() })).describe('named volumes mounted into it'),
+  runnerId: z.string().nullable().describe('the runner it lives on, for life (its files are there); null for one made before runners could join (the local runner\'s)'),
   owner: Person.nullable().describe("who it belongs to: its maker (an org token's maker), or for a task's environment the task's; null when not on record"),
   sharedWith: z.object({ org: z.boolean().describe('everyone in the org may use it'), users: z.array(Person) }).describe('who else may use it: `berth env share`'),
   mayUse: z.boolean().describe('the caller may run commands in it, copy files, start and stop it: its owner, an admin or owner of the org, or someone it is shared with (not a viewer)'),

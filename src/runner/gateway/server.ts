@@ -63,6 +63,8 @@ export class LlmGateway {
   /** For a grant with upstreams of its own: the gateway's keys and its own. */
   readonly #grantRedactors = new WeakMap<Grant, Redactor>();
   readonly #servers = new Set<Server>();
+  /** The server for connections handed in by accept(). */
+  #accepting: Server | undefined;
   readonly #http = new HttpAgent({ keepAlive: true });
   readonly #https = new HttpsAgent({ keepAlive: true });
   /** Through the company's proxy: node's agents speak CONNECT (https) and absolute URIs (http), with its credentials. */
@@ -112,6 +114,15 @@ export class LlmGateway {
     };
   }
 
+  /**
+   * Serves one connection that arrived some other way: a runner's socket in an environment
+   * (Runner.serveSocket), local or relayed from a runner on another host.
+   */
+  accept(connection: Duplex): void {
+    this.#accepting ??= this.#newServer();
+    this.#accepting.emit('connection', connection);
+  }
+
   /** Serves on TCP (host default 127.0.0.1; port 0 picks one). */
   async listenTcp(port: number, host = '127.0.0.1'): Promise<{ url: string; close: () => Promise<void> }> {
     const server = this.#newServer();
@@ -144,6 +155,7 @@ export class LlmGateway {
   }
 
   async #stop(server: Server): Promise<void> {
+    if (server === this.#accepting) this.#accepting = undefined;
     this.#servers.delete(server);
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     server.closeAllConnections();

@@ -405,4 +405,30 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('environments').addColumn('volumes', 'jsonb', (c) => c.notNull().defaultTo(sql`'[]'::jsonb`)).execute();
     },
   },
+  '0017_many_hosts': {
+    async up(db: Kysely<any>) {
+      // The runner an environment lives on, for life (its files are there). Null: made before
+      // runners could join, which is the local runner's (set by the local runner at start).
+      await db.schema.alterTable('environments').addColumn('runner_id', 'text').execute();
+      await db.schema.createIndex('environments_runner').on('environments').columns(['runner_id', 'state']).execute();
+      // What placement reads: its labels (`gpu=true`), and whether it is being drained
+      // (no new placements; what runs finishes).
+      await db.schema.alterTable('runners').addColumn('labels', 'jsonb', (c) => c.notNull().defaultTo(sql`'{}'::jsonb`)).execute();
+      await db.schema.alterTable('runners').addColumn('draining', 'boolean', (c) => c.notNull().defaultTo(false)).execute();
+      // Tokens a runner on another host joins with: shown once, kept as a hash, revocable.
+      await db.schema
+        .createTable('runner_tokens')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('hash', 'text', (c) => c.notNull().unique())
+        .addColumn('labels', 'jsonb', (c) => c.notNull().defaultTo(sql`'{}'::jsonb`))
+        .addColumn('created_by', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .addColumn('last_used_at', 'timestamptz')
+        .addColumn('revoked_at', 'timestamptz')
+        .execute();
+      // One lease at a time per task: each claim takes the next number, and every write of
+      // the task's run checks it, so a runner thought dead cannot write over its successor.
+      await db.schema.alterTable('tasks').addColumn('lease', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+    },
+  },
 };

@@ -161,6 +161,8 @@ export interface EnvironmentTable {
   forward_ports: ColumnType<(number | string)[], string | undefined, string>;
   /** Named volumes mounted into it: [{ name, target }]. */
   volumes: ColumnType<{ name: string; target: string }[], string | undefined, string>;
+  /** The runner it lives on (runners.id); null for one made before runners could join (the local runner's). */
+  runner_id: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 /** Who else may use an environment besides its owner and the org's admins and owners. */
@@ -207,6 +209,8 @@ export interface TaskTable {
   /** Who the task (and its environment) belongs to: as EnvironmentTable.owner_id. */
   owner_id: ColumnType<string | null, string | null | undefined, string | null>;
   runner_id: string | null;
+  /** Which claim of the task is current: each claim takes the next; a write from an older one is refused. */
+  lease: ColumnType<number, number | undefined, number>;
   environment_id: string | null;
   branch: string | null;
   base_sha: string | null;
@@ -286,6 +290,22 @@ export interface RunnerTable {
   heartbeat_at: Timestamp;
   /** Set when the runner shut down cleanly; a later start clears it. */
   stopped_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  /** Placement labels (`gpu` → `true`). */
+  labels: ColumnType<Record<string, string>, string | undefined, string>;
+  /** No new environments or tasks go to it; what runs there finishes. */
+  draining: ColumnType<boolean, boolean | undefined, boolean>;
+}
+
+/** A token a runner on another host joins with (only its hash is kept). */
+export interface RunnerTokenTable {
+  id: string;
+  hash: string;
+  /** Labels every runner joining with it gets (its own --labels add to them). */
+  labels: ColumnType<Record<string, string>, string | undefined, string>;
+  created_by: string;
+  created_at: CreatedAt;
+  last_used_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  revoked_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
 /** An org's (project_id null) or a project's model settings; the key is the secret named key_secret. */
@@ -332,6 +352,7 @@ export interface Database {
   network_policies: NetworkPolicyTable;
   network_events: NetworkEventTable;
   runners: RunnerTable;
+  runner_tokens: RunnerTokenTable;
 }
 
 export type EnvironmentRow = Selectable<EnvironmentTable>;

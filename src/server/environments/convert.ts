@@ -34,5 +34,6 @@ export function toApi(row: EnvironmentRow, ownership: EnvironmentOwnership): Env
     user: row.run_as ?? null,
     forwardPorts: row.forward_ports ?? [],
     volumes: row.volumes ?? [],
+    runnerId: row.runner_id ?? null,
   };
 }

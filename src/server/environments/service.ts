@@ -6,7 +6,8 @@ import { canTransition, type EnvironmentState } from '../../shared/environment.t
 import { BerthError, conflict, invalid, notFound, unavailable } from '../../shared/errors.ts';
 import { isEnvironmentId, newId, randomName } from '../../shared/ids.ts';
 import { formatDuration } from '../../shared/units.ts';
-import { DEFAULT_IMAGE, type CommandOptions, type EnvironmentSpec, type LocalRunner, type ResolvedUser, type RunningCommand } from '../../runner/index.ts';
+import { DEFAULT_IMAGE, type CommandOptions, type EnvironmentSpec, type ResolvedUser, type Runner, type RunningCommand } from '../../runner/index.ts';
+import type { RunnerPool } from '../runners/pool.ts';
 import type { AuditEntry, AuditLog } from '../audit/index.ts';
 import { commandRecord, intentRecord } from './command-record.ts';
 import type { CommandIntent } from '../../shared/audit-words.ts';
@@ -56,7 +57,7 @@ export interface ListOptions {
  */
 export class EnvironmentService {
   readonly #db: Db;
-  readonly #runner: LocalRunner;
+  readonly #runners: RunnerPool;
   readonly #log: Logger;
   readonly #hostCpus: number;
   readonly #audit: AuditLog;
@@ -75,11 +76,11 @@ export class EnvironmentService {
   /** Told of each new environment before it starts (the egress policy cache loads it). */
   readonly #onCreated: ((e: CreatedEnvironment) => Promise<void>)[] = [];
 
-  constructor(opts: { db: Db; runner: LocalRunner; logger: Logger; audit: AuditLog; secrets: SecretService; hostCpus?: number }) {
+  constructor(opts: { db: Db; runners: RunnerPool; logger: Logger; audit: AuditLog; secrets: SecretService; hostCpus?: number }) {
     this.#db = opts.db;
     this.#secrets = opts.secrets;
     this.#audit = opts.audit;
-    this.#runner = opts.runner;
+    this.#runners = opts.runners;
     this.#log = opts.logger;
     this.#hostCpus = opts.hostCpus ?? availableParallelism();
   }
@@ -89,8 +90,9 @@ export class EnvironmentService {
    * @param opts.role the caller's role, recorded with the allow list: widening or removing it later needs that role.
    * @param opts.hostPaths the caller is an instance administrator, whose `image` may be a path on the server. Nobody
    *   else's may (a repository's berth.yaml or devcontainer image, as the task pipeline passes it, never is).
+   * @param opts.runnerId the runner it must go to (a task's: the runner that claimed it); else placement chooses.
    */
-  async create(scope: Scope, body: CreateEnvironmentBody, opts: { mayWiden?: boolean; hostPaths?: boolean; role?: Role } = {}): Promise<Environment> {
+  async create(scope: Scope, body: CreateEnvironmentBody, opts: { mayWiden?: boolean; hostPaths?: boolean; role?: Role; runnerId?: string | undefined } = {}): Promise<Environment> {
     const { orgId } = scope;
     // Everything that can be refused is checked before anything is written.
     const limits = limitsFrom(body, this.#hostCpus);
@@ -100,7 +102,9 @@ export class EnvironmentService {
     // Names resolve within the org first, then the instance's images; what it pulls is named in the org only.
     // A project's registry logins, each for its own registry only (registry-logins.ts).
     const login = projectId ? projectRegistryLogin(this.#db, this.#secrets, orgId, projectId) : undefined;
-    const image = await this.#runner.images.resolve(body.image ?? DEFAULT_IMAGE, { org: orgId, hostPaths: opts.hostPaths === true, login });
+    // The runner it will live on for life: its files are there.
+    const runner = opts.runnerId ? this.#runners.get(opts.runnerId, 'the task') : await this.#runners.place({ labels: body.runnerLabels, memoryBytes: limits.memoryBytes });
+    const image = await runner.images.resolve(body.image ?? DEFAULT_IMAGE, { org: orgId, hostPaths: opts.hostPaths === true, login });
     // Its own egress allow list, if given, may only narrow what its project and org allow (unless an admin made it).
     const allowDomains = body.allowDomains ? await checkCreateAllowList(this.#db, orgId, projectId, body.allowDomains, opts.mayWiden) : undefined;
 
@@ -128,6 +132,7 @@ export class EnvironmentService {
           run_as: body.user ?? null,
           forward_ports: JSON.stringify(body.forwardPorts ?? []),
           volumes: JSON.stringify(body.volumes ?? []),
+          runner_id: runner.id,
         })
         .execute();
     } catch (err) {
@@ -145,7 +150,18 @@ export class EnvironmentService {
 
   /** Deletes the named volumes kept for `owner` (a removed project's id). */
   async removeVolumes(owner: string): Promise<void> {
-    await this.#runner.removeVolumes(owner);
+    // A project's environments may have been on any runner: each keeps its own copy.
+    for (const runner of this.#runners.all()) await runner.removeVolumes(owner);
+  }
+
+  /** The runner the environment lives on (for the task gateway's socket). */
+  async runnerOf(environmentId: string): Promise<Runner> {
+    const row = await this.#db.selectFrom('environments').select(['runner_id', 'name']).where('id', '=', environmentId).executeTakeFirstOrThrow();
+    return this.#runners.get(row.runner_id, `environment '${row.name}'`);
+  }
+
+  #runner(row: Pick<EnvironmentRow, 'runner_id' | 'name'>): Runner {
+    return this.#runners.get(row.runner_id, `environment '${row.name}'`);
   }
 
   /** Calls `listener` with each new environment's id, after its row is written and before it starts. */
@@ -166,13 +182,14 @@ export class EnvironmentService {
     return { items: page.map((r) => toApi(r, ownership.get(r.id)!)), nextCursor: rows.length > opts.limit && last ? encodePageCursor(last.page_key, last.id) : null };
   }
 
-  /** Environments that exist (not deleted) and those running, over every org: on `berth up` they are all the local runner's. */
-  async counts(): Promise<{ running: number; total: number }> {
-    const row = await this.#db
+  /** Environments on one runner that exist (not deleted) and those running, over every org. */
+  async counts(runnerId: string): Promise<{ running: number; total: number }> {
+    let q = this.#db
       .selectFrom('environments')
       .select([sql<string>`count(*) filter (where state = 'running')`.as('running'), sql<string>`count(*)`.as('total')])
-      .where('state', '<>', 'deleted')
-      .executeTakeFirstOrThrow();
+      .where('state', '<>', 'deleted');
+    q = this.#runners.idOf(null) === runnerId ? q.where((eb) => eb.or([eb('runner_id', '=', runnerId), eb('runner_id', 'is', null)])) : q.where('runner_id', '=', runnerId);
+    const row = await q.executeTakeFirstOrThrow();
     return { running: Number(row.running), total: Number(row.total) };
   }
 
@@ -181,8 +198,7 @@ export class EnvironmentService {
     const view = await this.#view(scope, row);
     const lastOomKillAt = row.last_oom_kill_at ? new Date(row.last_oom_kill_at).toISOString() : null;
     if (row.state !== 'running' && row.state !== 'stopped') return { ...view, usage: null, lastOomKillAt };
-    const cg = row.state === 'running' ? { ...this.#runner.usage(row.id), oomKills: this.#runner.oomKills(row.id) } : { memoryBytes: null, cpuSeconds: null, pids: null, oomKills: null };
-    return { ...view, usage: { ...cg, diskBytes: await this.#runner.diskUsage(row.id) }, lastOomKillAt };
+    return { ...view, usage: await this.#runner(row).usage(row.id, row.state === 'running'), lastOomKillAt };
   }
 
   async start(scope: Scope, ref: string): Promise<Environment> {
@@ -207,7 +223,7 @@ export class EnvironmentService {
       if (row.state === 'stopped') return row;
       this.#expect(row, 'stopping', 'stop');
       const stopping = await this.#transition(row, 'stopping', { state_reason: reason });
-      await this.#runner.stop(id);
+      await this.#runner(row).stop(id);
       return this.#transition(stopping, 'stopped', { state_reason: reason });
     });
   }
@@ -218,7 +234,7 @@ export class EnvironmentService {
       const row = await this.#get(orgId, id);
       this.#expect(row, 'deleting', 'remove');
       const deleting = await this.#transition(row, 'deleting');
-      await this.#runner.remove(id);
+      await this.#runner(row).remove(id);
       return this.#transition(deleting, 'deleted', { state_reason: null });
     });
     return this.#view(scope, removed);
@@ -298,7 +314,7 @@ export class EnvironmentService {
       this.#audit.append(entry(intent?.action ?? 'command.run', scope.actor, { ...(intent && { path: intent.path }), ...record, startSeq: start.seq, ...outcome }));
     let started: RunningCommand;
     try {
-      started = this.#runner.exec(spec, { ...opts, env, user });
+      started = this.#runner(row).exec(spec, { ...opts, env, user });
     } catch (err) {
       await ended({ exitCode: null, error: 'the command could not be started' }).catch((e) => this.#log.error({ err: e, environment: row.id }, 'could not record a command in the audit log'));
       throw err;
@@ -362,8 +378,10 @@ export class EnvironmentService {
    * flight are finished or failed; nothing is left half-made or reported as running
    * when it is not.
    */
-  async reconcile(): Promise<void> {
-    const rows = await this.#db.selectFrom('environments').selectAll().where('state', '<>', 'deleted').execute();
+  async reconcile(runnerId: string): Promise<void> {
+    let q = this.#db.selectFrom('environments').selectAll().where('state', '<>', 'deleted');
+    q = this.#runners.idOf(null) === runnerId ? q.where((eb) => eb.or([eb('runner_id', '=', runnerId), eb('runner_id', 'is', null)])) : q.where('runner_id', '=', runnerId);
+    const rows = await q.execute();
     for (const row of rows) {
       try {
         await this.#withLock(row.id, () => this.#reconcileOne(row));
@@ -374,19 +392,20 @@ export class EnvironmentService {
   }
 
   async #reconcileOne(row: EnvironmentRow): Promise<void> {
-    const actual = await this.#runner.status(row.id);
+    const runner = this.#runner(row);
+    const actual = await runner.status(row.id);
     const log = (to: string) => this.#log.info({ environment: row.id, from: row.state, actual, to }, 'reconciled environment');
     switch (row.state) {
       case 'creating':
-        await this.#runner.remove(row.id);
+        await runner.remove(row.id);
         await this.#transition(row, 'failed', { state_reason: 'interrupted while being created: remove it and create a new one' });
         return log('failed');
       case 'deleting':
-        await this.#runner.remove(row.id);
+        await runner.remove(row.id);
         await this.#transition(row, 'deleted', { state_reason: null });
         return log('deleted');
       case 'stopping':
-        await this.#runner.stop(row.id);
+        await runner.stop(row.id);
         await this.#transition(row, 'stopped');
         return log('stopped');
       case 'starting':
@@ -395,12 +414,12 @@ export class EnvironmentService {
           if (row.state === 'starting') await this.#transition(row, 'running', { started_at: new Date() });
           return;
         }
-        await this.#runner.stop(row.id);
+        await runner.stop(row.id);
         await this.#set(row, 'stopped', { state_reason: 'its processes ended while the runner was down (host restart?): start it again' });
         return log('stopped');
       case 'stopped':
       case 'failed':
-        if (actual !== 'absent') await this.#runner.stop(row.id);
+        if (actual !== 'absent') await runner.stop(row.id);
         return;
     }
   }
@@ -437,12 +456,12 @@ export class EnvironmentService {
 
   async #bringUp(row: EnvironmentRow, from: 'creating' | 'starting'): Promise<EnvironmentRow> {
     try {
-      await this.#runner.start(await this.#spec(row));
+      await this.#runner(row).start(await this.#spec(row));
     } catch (err) {
       this.#log.error({ err, environment: row.id }, 'environment failed to start');
       const message = err instanceof Error ? err.message : String(err);
-      if (from === 'creating') await this.#runner.remove(row.id).catch(() => {});
-      else await this.#runner.stop(row.id).catch(() => {});
+      if (from === 'creating') await this.#runner(row).remove(row.id).catch(() => {});
+      else await this.#runner(row).stop(row.id).catch(() => {});
       await this.#transition(row, 'failed', { state_reason: message });
       if (err instanceof BerthError) throw err;
       throw unavailable(`environment '${row.name}' could not start: ${message}`);
@@ -452,7 +471,7 @@ export class EnvironmentService {
   }
 
   async #spec(row: EnvironmentRow): Promise<EnvironmentSpec> {
-    const image = await this.#runner.images.get(row.image, { org: row.org_id });
+    const image = await this.#runner(row).images.get(row.image, { org: row.org_id });
     if (!image || (row.image_digest && image.digest !== row.image_digest)) {
       throw unavailable(`image '${row.image}' of environment '${row.name}' is no longer on this runner: import it again`);
     }
@@ -470,7 +489,7 @@ export class EnvironmentService {
     if (known?.key === key) return known.user;
     let user: ResolvedUser;
     try {
-      user = await this.#runner.resolveUser(spec, row.run_as!);
+      user = await this.#runner(row).resolveUser(spec, row.run_as!);
     } catch (err) {
       if (err instanceof BerthError) throw invalid(`environment '${row.name}' cannot run commands as its user: ${err.message}`);
       throw err;

@@ -1,3 +1,4 @@
 // Runners: the hosts that run environments, each reporting itself every few seconds.
 export { RunnerRegistry, type RunnerBeat } from './registry.ts';
 export { RunnerHeartbeat, type HeartbeatOptions } from './heartbeat.ts';
+export { RunnerPool, type PlacementRequest } from './pool.ts';

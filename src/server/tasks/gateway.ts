@@ -1,5 +1,4 @@
-import { join } from 'node:path';
-import { GATEWAY_SOCKET_NAME, gatewayEnv, relayCommand, relayReady, type LlmGateway, type LocalRunner, type Upstreams } from '../../runner/index.ts';
+import { GATEWAY_SOCKET_NAME, gatewayEnv, relayCommand, relayReady, type LlmGateway, type Upstreams } from '../../runner/index.ts';
 import type { TaskEventData } from '../../shared/tasks.ts';
 import type { EnvironmentService } from '../environments/service.ts';
 import { taskScope } from './sandbox.ts';
@@ -26,7 +25,7 @@ export interface CommandAgentGateway {
  * inside (the agent binary in relay mode) turns it into a loopback port: the environment
  * has no network, and the real key stays in this process.
  */
-export function sandboxGateway(o: { gateway: LlmGateway; runner: LocalRunner; environments: EnvironmentService }): CommandAgentGateway {
+export function sandboxGateway(o: { gateway: LlmGateway; environments: EnvironmentService }): CommandAgentGateway {
   return {
     async open({ orgId, taskId, environmentId, maxTokens, upstreams, onCall }) {
       const issued = o.gateway.issue({
@@ -35,7 +34,7 @@ export function sandboxGateway(o: { gateway: LlmGateway; runner: LocalRunner; en
         upstreams,
         onCall: (c) => onCall({ type: 'model', provider: c.provider, model: c.model, usage: c.usage, durationMs: Math.round(c.durationMs), text: null, toolCalls: [], via: 'gateway' }),
       });
-      const closeSocket = await o.gateway.listenUnix(join(o.runner.agentDir(environmentId), GATEWAY_SOCKET_NAME));
+      const closeSocket = await (await o.environments.runnerOf(environmentId)).serveSocket(environmentId, GATEWAY_SOCKET_NAME, (c) => o.gateway.accept(c));
       try {
         const relay = await o.environments.exec(taskScope(orgId, taskId), environmentId, { cmd: relayCommand() }, { redact: false });
         relay.stdin.end();

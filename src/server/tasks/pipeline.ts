@@ -399,7 +399,8 @@ export class TaskRun {
       user: spec.user ?? undefined,
       forwardPorts: spec.forwardPorts.length ? spec.forwardPorts : undefined,
       volumes: spec.volumes.length ? spec.volumes : undefined,
-    });
+      // On the runner that claimed the task: its worker counts the task against that runner's concurrency.
+    }, { runnerId: task.runner_id ?? undefined });
     this.#environmentId = created.id;
     await this.#update({ environment_id: created.id });
     await this.#emit({ type: 'log', level: 'info', message: `environment ${created.name} (${created.id}) is running` });

@@ -63,6 +63,7 @@ const LIST_COLUMNS = [
   'tasks.created_by',
   'tasks.owner_id',
   'tasks.runner_id',
+  'tasks.lease',
   'tasks.environment_id',
   'tasks.branch',
   'tasks.base_sha',
