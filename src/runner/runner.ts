@@ -42,12 +42,14 @@ export interface RunnerOptions {
   initBinary?: string | undefined;
   /**
    * Run the Berth agent (agent/agent.c) as every environment's PID 1 and send commands
-   * to it (default: yes, unless BERTH_AGENT=off). Without it, or when it cannot be
+   * to it (default: yes; BERTH_AGENT=off in runner/config.ts). Without it, or when it cannot be
    * built, environments run catatonit and commands go through the runtime's exec.
    */
   agent?: boolean | undefined;
-  /** The C compiler that builds the agent (default: $CC, else cc). */
+  /** The C compiler that builds the agent (default: cc). */
   compiler?: string | undefined;
+  /** Give new environments a disk image of their limit's size (default: yes). */
+  diskQuota?: boolean | undefined;
   /**
    * Give environments a network: their own namespace whose only way out is this
    * runner's egress proxy, which applies `policies` and reports to `events`. Without
@@ -84,7 +86,7 @@ export class LocalRunner implements Runner {
   readonly #mountExec: Promise<string | undefined>;
   readonly #closing = new AbortController();
   /** Whether new environments get a disk image of their limit's size (BERTH_DISK_QUOTA=off: no). */
-  readonly #diskQuota = process.env.BERTH_DISK_QUOTA !== 'off';
+  readonly #diskQuota: boolean;
   /** Formatted images of the default disk size, so a create renames one instead of running mkfs. */
   readonly #disks: DiskPool | undefined;
   /** Namespaces, rules and proxies, when environments have a network. */
@@ -110,6 +112,7 @@ export class LocalRunner implements Runner {
     // data dir such as /root/.berth. /run is also cleared by a reboot, like the mounts.
     this.#mounts = join('/run/berth', createHash('sha256').update(resolve(opts.dataDir)).digest('hex').slice(0, 16));
     this.#initBinary = opts.initBinary;
+    this.#diskQuota = opts.diskQuota ?? true;
     this.#spawner = new Spawner(cgroupLayout() === 'hybrid' ? { privateMounts: { unmount: [HYBRID_UNIFIED_MOUNT] } } : {});
     this.#disks = this.#diskQuota
       ? new DiskPool({ dir: join(opts.dataDir, 'runtime', 'disks'), bytes: DEFAULT_LIMITS.diskBytes, spawner: this.#spawner, logger: this.#log })
@@ -117,12 +120,12 @@ export class LocalRunner implements Runner {
     this.#disks?.refill();
     this.#policies = opts.network?.policies;
     this.network = opts.network ? new NetworkManager({ ...opts.network, dataDir: opts.dataDir, spawner: this.#spawner, logger: this.#log }) : undefined;
-    const runtime = opts.runtime ?? findRuntime();
+    const runtime = findRuntime(opts.runtime);
     this.backend = new OciRuntime({ name: runtime, stateDir: join(opts.dataDir, 'runtime', 'state'), spawner: this.#spawner });
     // gVisor keeps the sandbox's unix sockets inside its own kernel, where the host
     // cannot connect to them: runsc environments keep catatonit and exec.
-    this.#useAgent = (opts.agent ?? process.env.BERTH_AGENT !== 'off') && runtime !== 'runsc';
-    const build = { spawner: this.#spawner, cacheDir: join(opts.dataDir, 'runtime'), compiler: opts.compiler ?? process.env.CC ?? 'cc', logger: this.#log, signal: this.#closing.signal };
+    this.#useAgent = (opts.agent ?? true) && runtime !== 'runsc';
+    const build = { spawner: this.#spawner, cacheDir: join(opts.dataDir, 'runtime'), compiler: opts.compiler ?? 'cc', logger: this.#log, signal: this.#closing.signal };
     this.#agent = this.#useAgent ? buildAgent(build) : Promise.resolve(undefined);
     this.#mountExec = buildMountExec(build);
   }
@@ -586,8 +589,7 @@ function onPath(binary: string): boolean {
   }
 }
 
-function findRuntime(): RuntimeName {
-  const wanted = process.env.BERTH_RUNTIME as RuntimeName | undefined;
+function findRuntime(wanted: RuntimeName | undefined): RuntimeName {
   if (wanted) {
     if (!onPath(wanted)) throw unavailable(`BERTH_RUNTIME=${wanted} but ${wanted} is not installed`);
     return wanted;
@@ -597,7 +599,7 @@ function findRuntime(): RuntimeName {
 }
 
 function findInit(): string {
-  const candidates = [process.env.BERTH_INIT, '/usr/bin/catatonit', '/usr/libexec/catatonit/catatonit'];
+  const candidates = ['/usr/bin/catatonit', '/usr/libexec/catatonit/catatonit'];
   for (const c of candidates) if (c && existsSync(c)) return c;
   throw unavailable('no container init found: install catatonit (apt-get install catatonit)');
 }

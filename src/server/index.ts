@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
-import { ImageBuilder, ImageStore, LlmGateway, LocalRunner, parseMirrors, probeHost, upstreamsFromEnv, type ImageProgress, type RegistryMirrors } from '../runner/index.ts';
+import { ImageBuilder, ImageStore, LlmGateway, LocalRunner, probeHost, upstreamsFromEnv, type ImageProgress, type RegistryMirrors } from '../runner/index.ts';
 import { CLIENT_CONFIG_FILE, VERSION, type ClientConfig } from '../shared/client-config.ts';
 import { buildApp, type App } from './app.ts';
 import { ensureBootstrap, TokenService } from './auth.ts';
@@ -25,7 +25,7 @@ import { RepoAccess, repoAccessFromEnv, type RepoAccessConfig } from '../forges/
 import { routeHostFetch } from '../forges/upstream.ts';
 import { availableParallelism, hostname } from 'node:os';
 import { RunnerHeartbeat, RunnerPool, RunnerRegistry } from './runners/index.ts';
-import { parseSize } from '../shared/units.ts';
+import { runnerConfigFrom } from '../runner/config.ts';
 import { invalid } from '../shared/errors.ts';
 
 
@@ -90,17 +90,6 @@ export interface StartOptions {
   extraCaFiles?: string[] | undefined;
 }
 
-/** A comma-separated setting as a list: `a, b,,c` → [a, b, c]. */
-const listFromEnv = (value: string | undefined) => (value ?? '').split(',').map((v) => v.trim()).filter(Boolean);
-
-/** A size setting (`32g`), or undefined when unset; a bad value stops the start with a message. */
-function sizeFromEnv(name: string, value: string | undefined): number | undefined {
-  if (value === undefined || value.trim() === '') return undefined;
-  const bytes = parseSize(value);
-  if (bytes === undefined || bytes <= 0) throw invalid(`${name} must be a size like 32g, got '${value}'`);
-  return bytes;
-}
-
 /** Trusted networks and the upstream proxy from berth up's flags or the BERTH_EGRESS_* variables; a wrong one stops the start. */
 function egressNetworkFrom(opts: StartOptions): EgressNetworkConfig {
   try {
@@ -137,7 +126,9 @@ export interface RunningBerth {
 /** `berth up`: control plane, embedded (or server) database and a local runner in one process. */
 export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   // Checked before anything is made: a wrong file stops the start with its name.
-  const companyCas = loadCompanyCas(opts.extraCaFiles ?? listFromEnv(process.env.BERTH_EXTRA_CA_CERTS));
+  // The runner's settings, read once and checked (runner/config.ts): a wrong one stops the start.
+  const runnerConfig = runnerConfigFrom(process.env, { allowedRegistries: opts.allowedRegistries, extraCaFiles: opts.extraCaFiles, maxImageBytes: opts.maxImageBytes, minFreeDiskBytes: opts.minFreeDiskBytes, taskConcurrency: opts.taskConcurrency });
+  const companyCas = loadCompanyCas(runnerConfig.extraCaFiles);
   // Checked before anything is made too: trusted networks and the upstream proxy.
   const egressNetwork = egressNetworkFrom(opts);
   mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
@@ -153,9 +144,9 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const images = new ImageStore({
     dir: opts.imageDir ?? join(opts.dataDir, 'images'),
     logger,
-    allowedRegistries: opts.allowedRegistries ?? listFromEnv(process.env.BERTH_ALLOWED_REGISTRIES),
-    registryMirrors: opts.registryMirrors ?? parseMirrors(process.env.BERTH_REGISTRY_MIRRORS),
-    maxImageBytes: opts.maxImageBytes ?? sizeFromEnv('BERTH_MAX_IMAGE_SIZE', process.env.BERTH_MAX_IMAGE_SIZE),
+    allowedRegistries: runnerConfig.allowedRegistries,
+    registryMirrors: opts.registryMirrors ?? runnerConfig.registryMirrors,
+    maxImageBytes: runnerConfig.maxImageBytes,
     registryCertDir: hostTrust?.certDir,
     egressNetwork,
   });
@@ -181,7 +172,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const networkEvents = new NetworkEventRecorder({ db, audit, taskEvents, secrets, logger, denials });
   denials.flushWith(() => networkEvents.flush());
   const retention = new NetworkEventRetention({ db, logger, retentionMs: networkEventRetention });
-  const runner = new LocalRunner({ dataDir: opts.dataDir, images, logger, network: { policies, events: networkEvents, companyCas: companyCas.map((c) => c.pem), egressNetwork, ...opts.network } });
+  const runner = new LocalRunner({ dataDir: opts.dataDir, images, logger, runtime: runnerConfig.runtime, initBinary: runnerConfig.initBinary, agent: runnerConfig.agent, diskQuota: runnerConfig.diskQuota, compiler: runnerConfig.compiler, network: { policies, events: networkEvents, companyCas: companyCas.map((c) => c.pem), egressNetwork, ...opts.network } });
   const pool = new RunnerPool({ db, logger });
   // berth up's own runner: the environments made before runners had ids are its.
   pool.add(runner, { legacy: true });
@@ -207,7 +198,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const worker = new TaskWorker({
     db,
     runnerId,
-    concurrency: opts.taskConcurrency ?? (Number(process.env.BERTH_TASK_CONCURRENCY) || 2 * availableParallelism()),
+    concurrency: runnerConfig.taskConcurrency ?? 2 * availableParallelism(),
     deps: { db, events: taskEvents, environments, secrets, audit, logger, workDir: join(opts.dataDir, 'tasks'), publicUrl: () => publicUrl, modelEnv, models, repos, gateway: sandboxGateway({ gateway, environments }), denials, images: { builder, policies } },
   });
   const tasks = new TaskService({ db, events: taskEvents, secrets, signals: worker, repos, checkModel: async (model, where) => {
@@ -220,7 +211,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   await worker.recover();
 
   const runners = new RunnerRegistry({ db, authz });
-  const minFreeDiskBytes = opts.minFreeDiskBytes ?? minFreeDiskFromEnv(process.env.BERTH_MIN_FREE_DISK);
+  const minFreeDiskBytes = runnerConfig.minFreeDiskBytes;
   const heartbeat = new RunnerHeartbeat({
     registry: runners,
     runner: { id: runnerId, name: 'local', host: hostname(), version: VERSION },
@@ -317,12 +308,6 @@ function authFailureLimitFromEnv(value: string | undefined): number {
   return n;
 }
 
-function minFreeDiskFromEnv(value: string | undefined): number {
-  if (!value?.trim()) return 2 * 1024 ** 3;
-  const bytes = parseSize(value);
-  if (bytes === undefined) throw invalid(`BERTH_MIN_FREE_DISK must be a size such as 2g or 500m, not ${JSON.stringify(value)}`);
-  return bytes;
-}
 
 /**
  * Keeps the admin token of an earlier start while the database still knows it (a new
