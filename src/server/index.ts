@@ -111,6 +111,8 @@ export interface RunningBerth {
   database: DatabaseHandle;
   environments: EnvironmentService;
   tasks: TaskService;
+  /** Task transcripts: appended and followed on any replica. */
+  taskEvents: TaskEvents;
   worker: TaskWorker;
   runner: LocalRunner;
   /** Every runner this process reaches: its own and those joined over the network. */
@@ -138,7 +140,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   if (companyCas.length) logger.info({ cas: companyCas.map((c) => ({ file: c.file, subject: c.subject })) }, 'trusting company CAs in environments, the egress proxy, pulls and host-side git');
   const networkEventRetention = retentionFrom(process.env.BERTH_NETWORK_EVENT_RETENTION);
   const stormSettings = opts.denialStorms ?? stormSettingsFrom(process.env);
-  const database = await openDatabase({ dataDir: opts.dataDir, databaseUrl: opts.databaseUrl });
+  const database = await openDatabase({ dataDir: opts.dataDir, databaseUrl: opts.databaseUrl, logger });
   const { db } = database;
 
   const images = new ImageStore({
@@ -163,15 +165,16 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     if (adopted > 0) logger.warn({ orgs: adopted }, 'signed the audit heads written before heads were signed; `berth audit verify` checks the entries below them');
   }
   const secrets = new SecretService({ db, box: SecretBox.load({ env: process.env, dataDir: opts.dataDir }) });
-  const taskEvents = new TaskEvents(db);
+  // Task event streams and the policy cache hear other replicas' changes through the feed.
+  const taskEvents = new TaskEvents(db, database.feed);
   // The egress proxy asks the policies on every request; they are loaded before any
   // environment's proxy can be resumed.
-  const policies = new PolicyService({ db, secrets, logger });
+  const policies = new PolicyService({ db, secrets, logger, changes: database.feed });
   await policies.start();
   const denials = new DenialAdvisor({ db, events: taskEvents, policies, logger, settings: stormSettings });
   const networkEvents = new NetworkEventRecorder({ db, audit, taskEvents, secrets, logger, denials });
   denials.flushWith(() => networkEvents.flush());
-  const retention = new NetworkEventRetention({ db, logger, retentionMs: networkEventRetention });
+  const retention = new NetworkEventRetention({ db, logger, retentionMs: networkEventRetention, singletons: database.singletons });
   const runner = new LocalRunner({ dataDir: opts.dataDir, images, logger, runtime: runnerConfig.runtime, initBinary: runnerConfig.initBinary, agent: runnerConfig.agent, diskQuota: runnerConfig.diskQuota, compiler: runnerConfig.compiler, network: { policies, events: networkEvents, companyCas: companyCas.map((c) => c.pem), egressNetwork, ...opts.network } });
   const pool = new RunnerPool({ db, logger });
   // berth up's own runner: the environments made before runners had ids are its.
@@ -267,7 +270,12 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     async () => (await tokens.create({ kind: 'user', userId, name: 'berth up (local administrator)' })).token,
   );
 
-  const sweeper = setInterval(() => void environments.sweep().catch((err) => logger.error({ err }, 'sweep failed')), opts.sweepIntervalMs ?? 15_000);
+  // Every replica writes the activity its own commands saw; the sweep that stops idle and
+  // expired environments runs on one replica at a time (db/singleton.ts).
+  const sweeper = setInterval(
+    () => void environments.flushActivity().then(() => database.singletons.run('environment-sweep', () => environments.sweep())).catch((err) => logger.error({ err }, 'sweep failed')),
+    opts.sweepIntervalMs ?? 15_000,
+  );
   sweeper.unref();
 
   return {
@@ -276,6 +284,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     database,
     environments,
     tasks,
+    taskEvents,
     worker,
     runner,
     runners: pool,
@@ -295,6 +304,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
       await retention.close();
       await audit.close();
       runner.close();
+      taskEvents.close();
       routeHostFetch(undefined);
       await database.close();
     },

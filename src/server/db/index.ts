@@ -4,8 +4,11 @@ import { PGlite } from '@electric-sql/pglite';
 import { Kysely, PGliteDialect, PostgresDialect } from 'kysely';
 import { Migrator, type MigrationProvider } from 'kysely/migration';
 import pg from 'pg';
+import type { Logger } from 'pino';
 import type { Database } from './schema.ts';
 import { migrations } from './migrations.ts';
+import { EmbeddedFeed, PostgresFeed, type ChangeFeed } from './notify.ts';
+import { LocalSingletons, PostgresSingletons, type Singletons } from './singleton.ts';
 
 export type * from './schema.ts';
 export type Db = Kysely<Database>;
@@ -13,12 +16,17 @@ export type Db = Kysely<Database>;
 export interface DatabaseHandle {
   db: Db;
   kind: 'pglite' | 'postgres';
+  /** Notifications between replicas (LISTEN/NOTIFY); on PGlite, this process's own. */
+  feed: ChangeFeed;
+  /** Periodic jobs that run on one replica at a time. */
+  singletons: Singletons;
   close(): Promise<void>;
 }
 
 // bigint (int8) columns come back as strings from pg; keep them as strings and convert
 // where used, so nothing silently loses precision.
-export async function openDatabase(opts: { dataDir: string; databaseUrl?: string | undefined }): Promise<DatabaseHandle> {
+export async function openDatabase(opts: { dataDir: string; databaseUrl?: string | undefined; logger?: Pick<Logger, 'warn' | 'info'> }): Promise<DatabaseHandle> {
+  const logger = opts.logger ?? { warn: (o: object, msg?: string) => process.emitWarning(`${msg ?? ''} ${JSON.stringify(o)}`), info: () => {} };
   if (opts.databaseUrl) {
     const pool = new pg.Pool({ connectionString: opts.databaseUrl, max: 20 });
     // An idle connection the server dropped (a restart, a failover) is not a crash: the
@@ -26,7 +34,23 @@ export async function openDatabase(opts: { dataDir: string; databaseUrl?: string
     pool.on('error', (err) => process.emitWarning(`PostgreSQL connection lost: ${err.message}`));
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     await migrate(db);
-    return { db, kind: 'postgres', close: () => db.destroy() };
+    const feed = new PostgresFeed({ url: opts.databaseUrl, logger });
+    await feed.start().catch(async (err: unknown) => {
+      await db.destroy();
+      throw err;
+    });
+    const singletons = new PostgresSingletons({ url: opts.databaseUrl, logger });
+    return {
+      db,
+      kind: 'postgres',
+      feed,
+      singletons,
+      async close() {
+        await singletons.close();
+        await feed.close();
+        await db.destroy();
+      },
+    };
   }
   const dir = join(opts.dataDir, 'db');
   mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -36,6 +60,8 @@ export async function openDatabase(opts: { dataDir: string; databaseUrl?: string
   return {
     db,
     kind: 'pglite',
+    feed: new EmbeddedFeed(pglite),
+    singletons: new LocalSingletons(),
     async close() {
       await db.destroy();
       if (!pglite.closed) await pglite.close();

@@ -431,4 +431,29 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('tasks').addColumn('lease', 'integer', (c) => c.notNull().defaultTo(0)).execute();
     },
   },
+  '0018_policy_change_notify': {
+    async up(db: Kysely<any>) {
+      // Every replica caches what the egress proxy asks about (PolicyService). Triggers, not
+      // the writers, announce changes to it, so no writer can forget to: the notification is
+      // sent at commit (never for a rolled-back change), and repeats within one transaction
+      // are delivered once. The payload is the table's name; the cache reads the rows.
+      await sql`create function berth_policy_changed() returns trigger language plpgsql as $$
+        begin
+          perform pg_notify('berth_policy', tg_table_name);
+          return null;
+        end $$`.execute(db);
+      for (const table of ['network_policies', 'projects', 'secrets']) {
+        await sql`create trigger ${sql.raw(`${table}_policy_changed`)} after insert or update or delete on ${sql.table(table)}
+          for each statement execute function berth_policy_changed()`.execute(db);
+      }
+      // Environments and tasks change often; only what the cache keys on counts: an
+      // environment made, deleted or moved to another project, a task given its environment.
+      await sql`create trigger environments_policy_added after insert or delete on environments for each statement execute function berth_policy_changed()`.execute(db);
+      await sql`create trigger environments_policy_changed after update of state, project_id on environments for each row
+        when (old.project_id is distinct from new.project_id or (old.state = 'deleted') <> (new.state = 'deleted'))
+        execute function berth_policy_changed()`.execute(db);
+      await sql`create trigger tasks_policy_changed after insert or update of environment_id on tasks for each row
+        when (new.environment_id is not null) execute function berth_policy_changed()`.execute(db);
+    },
+  },
 };

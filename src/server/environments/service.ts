@@ -519,6 +519,9 @@ export class EnvironmentService {
 
   /** Writes the activity seen since the last flush; called by the sweep and at shutdown. */
   async flushActivity(): Promise<void> {
+    // A command still running here is activity now: the sweep may run on another replica,
+    // which cannot see this one's commands.
+    for (const [id, n] of this.#activeCommands) if (n > 0) this.#lastActive.set(id, new Date());
     const pending = [...this.#lastActive];
     this.#lastActive.clear();
     for (const [id, at] of pending) {

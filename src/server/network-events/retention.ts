@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { invalid } from '../../shared/errors.ts';
 import { parseDuration } from '../../shared/units.ts';
 import type { Db } from '../db/index.ts';
+import type { Singletons } from '../db/singleton.ts';
 
 export const DEFAULT_RETENTION_MS = 30 * 86_400_000;
 const MAX_RETENTION_MS = 3650 * 86_400_000;
@@ -46,7 +47,10 @@ export async function sweepNetworkEvents(db: Db, opts: { olderThanMs: number; no
   }
 }
 
-/** Sweeps a minute after start and every hour; close() waits for a sweep under way. */
+/**
+ * Sweeps a minute after start and every hour, on one replica at a time (the holder of the
+ * `network-event-retention` job); close() waits for a sweep under way.
+ */
 export class NetworkEventRetention {
   readonly #db: Db;
   readonly #log: Logger;
@@ -54,12 +58,13 @@ export class NetworkEventRetention {
   readonly #timers: NodeJS.Timeout[] = [];
   #running: Promise<unknown> = Promise.resolve();
 
-  constructor(opts: { db: Db; logger: Logger; retentionMs: number | null }) {
+  constructor(opts: { db: Db; logger: Logger; retentionMs: number | null; singletons?: Singletons }) {
     this.#db = opts.db;
     this.#log = opts.logger;
     this.#retentionMs = opts.retentionMs;
     if (this.#retentionMs === null) return;
-    this.#timers.push(setTimeout(() => void this.sweep(), FIRST_SWEEP_MS), setInterval(() => void this.sweep(), SWEEP_INTERVAL_MS));
+    const tick = () => void (opts.singletons ? opts.singletons.run('network-event-retention', () => this.sweep()) : this.sweep()).catch(() => {});
+    this.#timers.push(setTimeout(tick, FIRST_SWEEP_MS), setInterval(tick, SWEEP_INTERVAL_MS));
     for (const t of this.#timers) t.unref();
   }
 

@@ -3,6 +3,7 @@ import { BerthError, conflict, invalid, notFound } from '../../shared/errors.ts'
 import { atLeast, roleRank, ROLES, type Scope } from '../authz.ts';
 import { assertEnvironmentAccess } from '../ownership.ts';
 import type { Db, PolicyScopeKind, Role } from '../db/index.ts';
+import { CHANNELS, type ChangeFeed } from '../db/notify.ts';
 import { namedSecrets, receivesSecret, type EgressSecret, type SecretService } from '../secrets/service.ts';
 import { credentialValue } from './credentials.ts';
 import { checkDomains, HTTP_METHODS } from './domains.ts';
@@ -48,11 +49,17 @@ interface Snapshot {
 
 const key = (orgId: string, kind: PolicyScopeKind, id: string) => `${orgId}\u0000${kind}\u0000${id}`;
 
+/** How long after a change notification the cache reloads: a burst of changes costs one load. */
+const CHANGE_DEBOUNCE_MS = 20;
+
 /**
  * Egress policies of orgs, projects and environments: changed through the API, read by
  * the runner's egress proxy on every connection. policyFor answers from memory: a change
- * made here is loaded before the call that made it returns; changes made by other
- * replicas (and environments they create) are loaded by a reload every second.
+ * made here is loaded before the call that made it returns. Every write to what the cache
+ * is made from (policies, projects, secrets, environments, a task's environment) sends a
+ * notification from a trigger (migration 0018), on any replica and at commit; each replica
+ * reloads on it, a few ms later, and every 30 s in case one was missed. Without a feed the
+ * cache reloads every second.
  */
 export class PolicyService implements PolicySource {
   readonly #db: Db;
@@ -65,16 +72,27 @@ export class PolicyService implements PolicySource {
   #queued: Promise<void> | null = null;
   #timer: NodeJS.Timeout | undefined;
   #lastMissReload = 0;
+  readonly #changes: ChangeFeed | undefined;
+  readonly #unlisten: (() => void)[] = [];
+  #soon: NodeJS.Timeout | undefined;
 
-  constructor(opts: { db: Db; secrets: SecretService; logger: Logger; reloadIntervalMs?: number }) {
+  constructor(opts: { db: Db; secrets: SecretService; logger: Logger; changes?: ChangeFeed; reloadIntervalMs?: number }) {
     this.#db = opts.db;
     this.#secrets = opts.secrets;
     this.#log = opts.logger;
-    this.#intervalMs = opts.reloadIntervalMs ?? 1_000;
+    this.#changes = opts.changes;
+    this.#intervalMs = opts.reloadIntervalMs ?? (opts.changes ? 30_000 : 1_000);
   }
 
-  /** Loads the cache and keeps reloading it; resolves once it is first loaded. */
+  /** Loads the cache and keeps it current; resolves once it is first loaded. */
   async start(): Promise<void> {
+    // Listening before the first load: a change committed while it reads is not lost.
+    if (this.#changes && !this.#unlisten.length) {
+      this.#unlisten.push(
+        this.#changes.listen(CHANNELS.policy, () => this.#reloadSoon()),
+        this.#changes.onResume(() => this.#reloadSoon()),
+      );
+    }
     await this.reload();
     this.#timer ??= setInterval(() => void this.reload().catch(() => {}), this.#intervalMs);
     this.#timer.unref();
@@ -83,6 +101,16 @@ export class PolicyService implements PolicySource {
   close(): void {
     clearInterval(this.#timer);
     this.#timer = undefined;
+    clearTimeout(this.#soon);
+    for (const stop of this.#unlisten.splice(0)) stop();
+  }
+
+  #reloadSoon(): void {
+    this.#soon ??= setTimeout(() => {
+      this.#soon = undefined;
+      void this.reload().catch(() => {});
+    }, CHANGE_DEBOUNCE_MS);
+    this.#soon.unref();
   }
 
   /** The environment's policy, from memory. An environment not loaded yet gets deny-all and a reload. */
