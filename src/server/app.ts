@@ -40,7 +40,7 @@ import { NetworkEventRecorder } from './network-events/index.ts';
 import { webRoutes } from './routes/web.ts';
 import type { TaskEvents, TaskService } from './tasks/index.ts';
 import type { ImageBuilder, ImageStore } from '../runner/index.ts';
-import type { Db } from './db/index.ts';
+import { isDatabaseUnavailable, type Db } from './db/index.ts';
 import type { AuditLog } from './audit/index.ts';
 import type { GroupRule, OidcSignIn, PendingSignIns } from './oidc/index.ts';
 import type { SecretService } from './secrets/service.ts';
@@ -275,7 +275,10 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   app.setErrorHandler((err: FastifyError | BerthError | Error, req, reply) => {
     const body = errorBody(err);
     const status = STATUS_BY_KIND[body.error.kind] ?? 500;
-    if (status >= 500 && !(err instanceof BerthError)) req.log.error({ err, url: req.url.split('?')[0] }, 'request failed');
+    if (status === 503 && isDatabaseUnavailable(err)) {
+      req.log.warn({ err: { code: (err as { code?: string }).code, message: err.message }, url: req.url.split('?')[0] }, 'request failed: the database is not answering');
+      void reply.header('retry-after', '2');
+    } else if (status >= 500 && !(err instanceof BerthError)) req.log.error({ err, url: req.url.split('?')[0] }, 'request failed');
     void reply.code(status).send(body);
   });
   app.setNotFoundHandler((req, reply) => {
@@ -356,5 +359,6 @@ export function errorBody(err: unknown): ErrorBody {
   if (status && status >= 400 && status < 500) {
     return { error: { kind: KIND_BY_STATUS[status] ?? 'invalid', message: (err as Error).message } };
   }
+  if (isDatabaseUnavailable(err)) return { error: { kind: 'unavailable', message: 'the database is not answering (it may be restarting): try again in a few seconds' } };
   return { error: { kind: 'internal', message: 'internal error: the server log has the details' } };
 }

@@ -72,6 +72,21 @@ export async function openDatabase(opts: { dataDir: string; databaseUrl?: string
 /** Whether a query failed on a unique constraint: the caller turns it into a conflict. */
 export const isUniqueViolation = (err: unknown) => (err as { code?: string } | null)?.code === '23505';
 
+/**
+ * The database is not answering: restarting, shut down, out of connections or the network
+ * to it cut. A request that meets it gets 503 and a retry, not a 500: nothing is wrong
+ * with the request, and the pool reconnects by itself once the server is back.
+ */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown } | null;
+  const code = typeof e?.code === 'string' ? e.code : '';
+  // 57P01-03: admin or crash shutdown, cannot connect now; 08xxx: connection exceptions; 53300: too many connections.
+  if (/^57P0[123]$|^08...$|^53300$/.test(code)) return true;
+  if (['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH'].includes(code)) return true;
+  const message = typeof e?.message === 'string' ? e.message : '';
+  return /^Connection terminated|connection error and is not queryable|timeout exceeded when trying to connect|Client was closed and is not queryable/.test(message);
+}
+
 /** A timestamp column as the API shows it: ISO 8601, or null. */
 export const isoOrNull = (d: Date | string | null) => (d === null ? null : new Date(d).toISOString());
 
