@@ -121,6 +121,29 @@ describe('two control planes on one PostgreSQL', { skip: REPLICAS }, () => {
     assert.ok(percentile(latency, 50) < 200, `p50 ${percentile(latency, 50)} ms`);
   });
 
+  test("the listening connection is cut: the replica reconnects and reads what was sent meanwhile, well before the safety poll", async () => {
+    const id = await heldTask(a);
+    const stream = await openStream(b.client.url, a.client.token, id);
+    await a.berth.taskEvents.append(id, log(1));
+    await waitFor('the first event on B', async () => stream.events.length === 1, 5_000);
+    // Every replica's listening session goes (as a PostgreSQL restart or a network cut does); A appends while B is deaf.
+    const admin = new pg.Client({ connectionString: database.url });
+    await admin.connect();
+    try {
+      const { rows } = await admin.query("select pg_terminate_backend(pid) as gone from pg_stat_activity where application_name = 'berth-listen' and datname = current_database()");
+      assert.ok(rows.length >= 2, 'both replicas listen');
+    } finally {
+      await admin.end();
+    }
+    const cut = performance.now();
+    for (let n = 2; n <= 10; n++) await a.berth.taskEvents.append(id, n === 10 ? DONE : log(n));
+    await stream.done;
+    const took = performance.now() - cut;
+    console.log(`listening connection cut: every event on B ${took.toFixed(0)} ms later`);
+    assert.deepEqual(stream.events.map((e) => e.seq), range(1, 10));
+    assert.ok(took < 2_000, `resumed by the reconnect, not the 5 s poll (${took} ms)`);
+  });
+
   test('appends from A and B to one task at once (and a cancel through B) get distinct consecutive seqs', async () => {
     const id = await heldTask(a);
     const N = 200;
