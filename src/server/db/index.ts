@@ -31,7 +31,11 @@ export async function openDatabase(opts: { dataDir: string; databaseUrl?: string
     const pool = new pg.Pool({ connectionString: opts.databaseUrl, max: 20 });
     // An idle connection the server dropped (a restart, a failover) is not a crash: the
     // pool opens a new one for the next query, and a query in flight fails on its own.
-    pool.on('error', (err) => process.emitWarning(`PostgreSQL connection lost: ${err.message}`));
+    pool.on('error', (err) => logger.warn({ err: { message: err.message } }, 'PostgreSQL connection lost'));
+    // A connection the server ends while it is checked out (between a transaction's queries,
+    // say) emits an error the pool no longer listens for: without this, a restart of the
+    // server would crash the process. Its query fails on its own and the pool drops it.
+    pool.on('connect', (client) => client.on('error', () => {}));
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     await migrate(db);
     const feed = new PostgresFeed({ url: opts.databaseUrl, logger });
