@@ -36,6 +36,8 @@ packages=(crun catatonit mmdebstrap skopeo uidmap util-linux iproute2 nftables g
 ((test_tools)) && packages+=(gnupg python3)
 # The company-CA test imports a CA into a Java keystore with keytool (runners use it when present).
 ((test_tools)) && packages+=(default-jre-headless)
+# The deploy test reads the systemd units with systemd-analyze (a container may lack systemd).
+((test_tools)) && packages+=(systemd)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
