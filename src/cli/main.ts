@@ -66,10 +66,11 @@ program
   .option('--extra-ca <file>', 'a company CA certificate (PEM) that environments, the egress proxy, pulls and git trust; repeatable (also $BERTH_EXTRA_CA_CERTS, comma-separated)', (v: string, all: string[]) => [...all, v], [] as string[])
   .option('--trusted-network <cidr>', 'a company network that names allowed by a policy may resolve into (10.20.0.0/16); repeatable (else $BERTH_EGRESS_TRUSTED_NETWORKS, comma-separated)', (v: string, all: string[]) => [...all, v], [] as string[])
   .option('--upstream-proxy <url>', 'the company proxy allowed requests go through, http://[user:password@]host:port (else $BERTH_EGRESS_UPSTREAM_PROXY)')
+  .option('--no-runner', 'run the control plane only: environments go to runners that join it (`berth runner join`)')
   .action(async (o) => {
     // Loaded only here: the server's dependencies would slow every other command.
     const { up } = await import('./commands/up.ts');
-    await up({ port: o.port, host: o.host, dataDir: dataDir(globals().dataDir), extraCa: o.extraCa, trustedNetworks: o.trustedNetwork, upstreamProxy: o.upstreamProxy });
+    await up({ port: o.port, host: o.host, dataDir: dataDir(globals().dataDir), extraCa: o.extraCa, trustedNetworks: o.trustedNetwork, upstreamProxy: o.upstreamProxy, noRunner: o.runner === false });
   });
 
 program

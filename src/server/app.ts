@@ -11,7 +11,7 @@ import {
 import fastJson from 'fast-json-stringify';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import { BerthError, invalid, KIND_BY_STATUS, STATUS_BY_KIND, type ErrorBody } from '../shared/errors.ts';
+import { BerthError, conflict, invalid, KIND_BY_STATUS, STATUS_BY_KIND, type ErrorBody } from '../shared/errors.ts';
 import type { TokenService } from './auth.ts';
 import type { Authorizer, Caller, Permission, Scope } from './authz.ts';
 import { OWNERSHIPS, type Ownership } from './ownership.ts';
@@ -33,6 +33,9 @@ import { taskRoutes } from './routes/tasks.ts';
 import { modelRoutes } from './routes/models.ts';
 import type { ModelSettingsService } from './models/service.ts';
 import { runnerRoutes } from './routes/runners.ts';
+import { runnerJoinRoutes } from './routes/runner-join.ts';
+import { RunnerTokenService, type JoinedRunners } from './runners/index.ts';
+import { CONNECT_PATH as RUNNER_CONNECT_PATH } from '../runner/remote/protocol.ts';
 import type { RunnerRegistry } from './runners/index.ts';
 import { policyRoutes } from './routes/policy.ts';
 import { PolicyService } from './policy/index.ts';
@@ -111,6 +114,11 @@ export interface AppDeps {
   /** Builds devcontainer images (`berth project check`); one over `images` when not given. */
   builder?: ImageBuilder | undefined;
   runners: RunnerRegistry;
+  /** Runner tokens (made over `db` when not given), and the runners that join with them (none join without it). */
+  runnerTokens?: RunnerTokenService | undefined;
+  joinedRunners?: JoinedRunners | undefined;
+  /** berth up --no-runner: no runner of its own, so no images on this host; the image routes say so (409). */
+  noLocalRunner?: boolean | undefined;
   /** Which repositories may be named (projects, one-off tasks) and reached from the host. */
   repos: RepoAccess;
   health: () => { database: 'pglite' | 'postgres'; runtime: string };
@@ -220,7 +228,8 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   const authFailures = new AuthFailures({ limit: deps.authFailureLimit ?? 30 });
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
     const path = req.url.split('?')[0]!;
-    if (PUBLIC_ROUTES.has(path) || !path.startsWith('/api/') || path.startsWith('/api/auth/')) return;
+    // A joining runner authenticates with its runner token, in its own route (runner-join.ts).
+    if (PUBLIC_ROUTES.has(path) || !path.startsWith('/api/') || path.startsWith('/api/auth/') || path === RUNNER_CONNECT_PATH) return;
     const wait = authFailures.retryAfter(req.ip);
     // A token that worked lately is still checked in full: the limit is for guessers, and
     // everyone behind the same address would otherwise be locked out with them.
@@ -235,6 +244,9 @@ export async function buildApp(deps: AppDeps): Promise<App> {
       throw err;
     }
     refuseNul([['params', req.params], ['querystring', req.query]]);
+    if (deps.noLocalRunner && /^\/api\/(?:orgs\/[^/]+\/)?images(?:\/|$)/.test(path)) {
+      throw conflict('this control plane runs no runner of its own (berth up --no-runner), so it keeps no images: an environment\'s image is pulled by the runner it is placed on (`berth env create --image REGISTRY/NAME:TAG`); to import a file, run `berth image import` against a berth up with a runner');
+    }
     const permission = req.routeOptions.config?.permission;
     const org = (req.params as { org?: string } | undefined)?.org;
     if (permission && org !== undefined) req.scope = await deps.authz.scope(req.caller, org, permission);
@@ -303,6 +315,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     fileBrowserRoutes(api, deps);
     imageRoutes(api, deps);
     runnerRoutes(api, deps);
+    runnerJoinRoutes(api, { ...deps, runnerTokens: deps.runnerTokens ?? new RunnerTokenService(deps.db) });
     policyRoutes(api, { policies, networkEvents });
     webRoutes(api);
   });

@@ -24,7 +24,7 @@ import { modelClientFromEnv } from '../agent/index.ts';
 import { RepoAccess, repoAccessFromEnv, type RepoAccessConfig } from '../forges/index.ts';
 import { routeHostFetch } from '../forges/upstream.ts';
 import { availableParallelism, hostname } from 'node:os';
-import { RunnerHeartbeat, RunnerPool, RunnerRegistry } from './runners/index.ts';
+import { JoinedRunners, RunnerHeartbeat, RunnerPool, RunnerRegistry, RunnerTokenService } from './runners/index.ts';
 import { runnerConfigFrom } from '../runner/config.ts';
 import { invalid } from '../shared/errors.ts';
 
@@ -88,6 +88,11 @@ export interface StartOptions {
    * trusted by every environment and by the proxy, pulls and host-side git upstream.
    */
   extraCaFiles?: string[] | undefined;
+  /**
+   * `berth up --no-runner`: a control plane only. Environments go to runners that join
+   * (`berth runner join`); `runner` then throws, and the image routes answer 409.
+   */
+  noRunner?: boolean | undefined;
 }
 
 /** Trusted networks and the upstream proxy from berth up's flags or the BERTH_EGRESS_* variables; a wrong one stops the start. */
@@ -114,7 +119,10 @@ export interface RunningBerth {
   /** Task transcripts: appended and followed on any replica. */
   taskEvents: TaskEvents;
   worker: TaskWorker;
+  /** berth up's own runner; throws with `noRunner`. */
   runner: LocalRunner;
+  /** Runners on other hosts connected to this process (`berth runner join`). */
+  joinedRunners: JoinedRunners;
   /** Every runner this process reaches: its own and those joined over the network. */
   runners: RunnerPool;
   /** The file other `berth` commands read to reach this control plane. */
@@ -152,7 +160,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     registryCertDir: hostTrust?.certDir,
     egressNetwork,
   });
-  await images.buildDefault(opts.onImageProgress);
+  if (!opts.noRunner) await images.buildDefault(opts.onImageProgress);
   const tokens = new TokenService(db);
   const authz = new Authorizer(db);
   // BERTH_AUDIT_KEY or DATA_DIR/audit.key: signs the audit chain's heads, and is never in the database.
@@ -175,10 +183,10 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const networkEvents = new NetworkEventRecorder({ db, audit, taskEvents, secrets, logger, denials });
   denials.flushWith(() => networkEvents.flush());
   const retention = new NetworkEventRetention({ db, logger, retentionMs: networkEventRetention, singletons: database.singletons });
-  const runner = new LocalRunner({ dataDir: opts.dataDir, images, logger, runtime: runnerConfig.runtime, initBinary: runnerConfig.initBinary, agent: runnerConfig.agent, diskQuota: runnerConfig.diskQuota, compiler: runnerConfig.compiler, network: { policies, events: networkEvents, companyCas: companyCas.map((c) => c.pem), egressNetwork, ...opts.network } });
+  const runner = opts.noRunner ? undefined : new LocalRunner({ dataDir: opts.dataDir, images, logger, runtime: runnerConfig.runtime, initBinary: runnerConfig.initBinary, agent: runnerConfig.agent, diskQuota: runnerConfig.diskQuota, compiler: runnerConfig.compiler, network: { policies, events: networkEvents, companyCas: companyCas.map((c) => c.pem), egressNetwork, ...opts.network } });
   const pool = new RunnerPool({ db, logger });
   // berth up's own runner: the environments made before runners had ids are its.
-  pool.add(runner, { legacy: true });
+  if (runner) pool.add(runner, { legacy: true });
   const environments = new EnvironmentService({ db, runners: pool, logger, audit, secrets });
   // Devcontainer Dockerfiles and features, built on this runner for tasks and `berth project check`.
   const builder = new ImageBuilder({ store: images, egressNetwork });
@@ -197,11 +205,12 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const gateway = new LlmGateway({ upstreams: upstreamsFromEnv(modelEnv), logger, upstreamProxy: egressNetwork });
   let publicUrl = opts.publicUrl ?? process.env.BERTH_PUBLIC_URL ?? '';
   // One runner per data directory: the tasks it claimed are the ones it recovers.
-  const runnerId = runner.id;
+  const runnerId = runner?.id ?? 'none';
   const worker = new TaskWorker({
     db,
     runnerId,
-    concurrency: runnerConfig.taskConcurrency ?? 2 * availableParallelism(),
+    // With no runner of its own, tasks wait for the runners that join (their workers are the placement's).
+    concurrency: runner ? (runnerConfig.taskConcurrency ?? 2 * availableParallelism()) : 0,
     deps: { db, events: taskEvents, environments, secrets, audit, logger, workDir: join(opts.dataDir, 'tasks'), publicUrl: () => publicUrl, modelEnv, models, repos, gateway: sandboxGateway({ gateway, environments }), denials, images: { builder, policies } },
   });
   const tasks = new TaskService({ db, events: taskEvents, secrets, signals: worker, repos, checkModel: async (model, where) => {
@@ -210,12 +219,15 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   });
 
   // Before serving: make the database agree with what is really running on this host.
-  await environments.reconcile(runner.id);
+  if (runner) await environments.reconcile(runner.id);
   await worker.recover();
 
   const runners = new RunnerRegistry({ db, authz });
+  // Runners on other hosts join with a runner token and become RemoteRunners in the pool while connected.
+  const runnerTokens = new RunnerTokenService(db);
+  const joinedRunners = new JoinedRunners({ db, pool, registry: runners, environments, tokens: runnerTokens, policies, networkEvents, logger, heartbeatMs: opts.runnerHeartbeatMs });
   const minFreeDiskBytes = runnerConfig.minFreeDiskBytes;
-  const heartbeat = new RunnerHeartbeat({
+  const heartbeat = runner && new RunnerHeartbeat({
     registry: runners,
     runner: { id: runnerId, name: 'local', host: hostname(), version: VERSION },
     everyMs: opts.runnerHeartbeatMs ?? 5_000,
@@ -226,7 +238,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
       tasks: { running: worker.running, concurrency: worker.concurrency },
     }),
   });
-  await heartbeat.start();
+  await heartbeat?.start();
 
   const app = await buildApp({
     logger,
@@ -246,11 +258,14 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     images,
     builder,
     runners,
+    runnerTokens,
+    joinedRunners,
+    noLocalRunner: !runner,
     repos,
     models,
     version: VERSION,
     publicUrl: () => publicUrl,
-    health: () => ({ database: database.kind, runtime: runner.backend.name }),
+    health: () => ({ database: database.kind, runtime: runner?.backend.name ?? 'none (no local runner)' }),
   });
   await app.listen({ port: opts.port ?? 7070, host: opts.host ?? '127.0.0.1' });
   const address = app.server.address();
@@ -286,7 +301,11 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     tasks,
     taskEvents,
     worker,
-    runner,
+    get runner(): LocalRunner {
+      if (!runner) throw new Error('this control plane was started with noRunner (berth up --no-runner): it has no local runner; use `runners` (the pool)');
+      return runner;
+    },
+    joinedRunners,
     runners: pool,
     clientConfigPath,
     async signInLink(ttlMs = 3_600_000) {
@@ -296,14 +315,15 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     async close() {
       clearInterval(sweeper);
       await worker.close();
-      await heartbeat.close();
+      await heartbeat?.close();
       await gateway.close();
       // Environments keep running: they are long-lived and found again on the next start.
       await app.close();
       await environments.flushActivity();
       await retention.close();
       await audit.close();
-      runner.close();
+      joinedRunners.close();
+      runner?.close();
       taskEvents.close();
       routeHostFetch(undefined);
       await database.close();

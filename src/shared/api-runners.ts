@@ -42,3 +42,27 @@ export type Runner = z.infer<typeof Runner>;
 
 export const RunnerList = z.object({ items: z.array(Runner) });
 export type RunnerList = z.infer<typeof RunnerList>;
+
+/** A token runners on other hosts join with (`berth runner join --token`); the token itself is shown once, at creation. */
+export const RunnerToken = z.object({
+  id: z.string(),
+  name: z.string().nullable(),
+  labels: z.record(z.string(), z.string()).describe('labels every runner joining with it carries (its own --labels add to them; these win)'),
+  createdBy: z.string(),
+  createdAt: z.string(),
+  lastUsedAt: z.string().nullable(),
+  revokedAt: z.string().nullable(),
+});
+export type RunnerToken = z.infer<typeof RunnerToken>;
+export const RunnerTokenList = z.object({ items: z.array(RunnerToken) });
+export type RunnerTokenList = z.infer<typeof RunnerTokenList>;
+export const CreateRunnerToken = z.strictObject({
+  name: z.string().min(1).max(128).optional(),
+  labels: z
+    .record(z.string().regex(/^[a-z0-9][a-z0-9._/-]{0,62}$/, 'a label key is lower-case letters, digits and . _ / -'), z.string().max(128))
+    .refine((l) => Object.keys(l).length <= 32, 'at most 32 labels')
+    .optional(),
+});
+export type CreateRunnerToken = z.infer<typeof CreateRunnerToken>;
+export const CreatedRunnerToken = RunnerToken.extend({ token: z.string().describe('shown this once: give it to `berth runner join --token`') });
+export type CreatedRunnerToken = z.infer<typeof CreatedRunnerToken>;

@@ -13,6 +13,8 @@ export interface UpOptions {
   /** --trusted-network (replaces BERTH_EGRESS_TRUSTED_NETWORKS when given) and --upstream-proxy. */
   trustedNetworks?: string[] | undefined;
   upstreamProxy?: string | undefined;
+  /** --no-runner: a control plane only; runners join it with `berth runner join`. */
+  noRunner?: boolean | undefined;
 }
 
 export async function up(opts: UpOptions): Promise<void> {
@@ -26,6 +28,7 @@ export async function up(opts: UpOptions): Promise<void> {
     extraCaFiles,
     egressNetwork: { trustedNetworks: opts.trustedNetworks, upstreamProxy: opts.upstreamProxy },
     dataDir: opts.dataDir,
+    noRunner: opts.noRunner,
     port: opts.port,
     host: opts.host,
     databaseUrl: process.env.DATABASE_URL,
@@ -42,7 +45,7 @@ export async function up(opts: UpOptions): Promise<void> {
   // A one-time link for the web UI: the token itself stays in client.json, out of the terminal.
   const signIn = await berth.signInLink();
   process.stderr.write(
-    `Berth is up at ${berth.url} (${berth.database.kind} database, ${berth.runner.backend.name} runtime)\n` +
+    `Berth is up at ${berth.url} (${berth.database.kind} database, ${opts.noRunner ? 'no local runner: join runners with `berth runner token create` and `berth runner join`' : `${berth.runner.backend.name} runtime`})\n` +
       `  data dir: ${opts.dataDir}\n` +
       `  CLI: signed in as the local administrator (owner of 'default'), token in ${berth.clientConfigPath}; \`berth whoami\` says so\n` +
       `  web UI: open ${signIn} to sign in (works once, for an hour); \`berth login --print-token\` prints the token to paste instead\n` +

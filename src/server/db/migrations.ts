@@ -456,4 +456,12 @@ export const migrations: Record<string, Migration> = {
         when (new.environment_id is not null) execute function berth_policy_changed()`.execute(db);
     },
   },
+  '0020_runner_join': {
+    async up(db: Kysely<any>) {
+      // What an administrator called a runner token (`berth runner token create --name`).
+      await db.schema.alterTable('runner_tokens').addColumn('name', 'text').execute();
+      // The token a joined runner first registered with: its id cannot be taken over with another token.
+      await db.schema.alterTable('runners').addColumn('token_id', 'text').execute();
+    },
+  },
 };

@@ -294,6 +294,8 @@ export interface RunnerTable {
   labels: ColumnType<Record<string, string>, string | undefined, string>;
   /** No new environments or tasks go to it; what runs there finishes. */
   draining: ColumnType<boolean, boolean | undefined, boolean>;
+  /** A joined runner's: the runner token it first registered with (null for berth up's own). */
+  token_id: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 /** A token a runner on another host joins with (only its hash is kept). */
@@ -306,6 +308,7 @@ export interface RunnerTokenTable {
   created_at: CreatedAt;
   last_used_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
   revoked_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  name: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 /** An org's (project_id null) or a project's model settings; the key is the secret named key_secret. */

@@ -2,3 +2,5 @@
 export { RunnerRegistry, type RunnerBeat } from './registry.ts';
 export { RunnerHeartbeat, type HeartbeatOptions } from './heartbeat.ts';
 export { RunnerPool, type PlacementRequest } from './pool.ts';
+export { RunnerTokenService } from './tokens.ts';
+export { JoinedRunners, type JoinedRunnersOptions } from './joined.ts';

@@ -1,0 +1,202 @@
+// The control plane's side of a runner that joined over the network: the Runner port, with
+// every call sent over the runner's connection and every answer checked, since a runner
+// host may be compromised and must not be able to lie its way into the control plane.
+import { Duplex } from 'node:stream';
+import { z } from 'zod';
+import { unavailable } from '../../shared/errors.ts';
+import type { ExitStatus, RunningCommand } from '../exec.ts';
+import type { ImageRecord } from '../images/types.ts';
+import type { ResolveOptions } from '../images/store.ts';
+import { isRegistryReference } from '../images/names.ts';
+import type { PolicySource } from '../network/types.ts';
+import type { ResolvedUser } from '../users.ts';
+import type { CommandOptions, ContainerStatus, EnvironmentSpec, EnvironmentUsage, Runner, RunnerImages } from '../port.ts';
+import type { Peer } from './peer.ts';
+import { ExitWire, RUNNER_CHANNELS, STREAM } from './protocol.ts';
+
+const str = (max: number) => z.string().max(max);
+const ImageRecordWire = z.object({
+  name: str(1024),
+  org: str(64).optional(),
+  digest: z.string().regex(/^sha256:[0-9a-f]{64}$/),
+  rootfs: str(4096),
+  sizeBytes: z.number().min(0),
+  createdAt: str(64),
+  source: z.enum(['debian', 'oci-layout', 'docker-archive', 'registry']),
+  config: z.object({
+    env: z.array(str(32_768)).max(4096),
+    workingDir: str(4096).optional(),
+    user: str(256).optional(),
+    entrypoint: z.array(str(4096)).max(256).optional(),
+    cmd: z.array(str(4096)).max(256).optional(),
+  }),
+});
+const Status = z.enum(['running', 'stopped', 'absent']);
+const count = z.number().min(0).nullable();
+const Usage = z.object({ memoryBytes: count, cpuSeconds: count, pids: count, oomKills: count, diskBytes: count });
+const User = z.object({
+  name: str(256),
+  home: str(4096),
+  uid: z.number().int().min(0).max(65_535),
+  gid: z.number().int().min(0).max(65_535),
+  groups: z.array(z.number().int().min(0).max(65_535)).max(64),
+});
+const Listener = z.object({ listener: z.number().int().positive() });
+
+/** What a runner's answer must look like; anything else is its fault, reported as such. */
+function checked<T>(schema: z.ZodType<T>, what: string, runner: string) {
+  return (value: unknown): T => {
+    const r = schema.safeParse(value);
+    if (!r.success) throw unavailable(`runner '${runner}' sent a malformed answer to ${what}: ${r.error.issues[0]?.message ?? 'invalid'}`);
+    return r.data;
+  };
+}
+
+export interface RemoteRunnerOptions {
+  id: string;
+  name: string;
+  peer: Peer;
+  /** Each environment's egress policy and mirrors, sent with its start so its proxy has them before the first request. */
+  policies: PolicySource;
+}
+
+/**
+ * A runner on another host, reached through the connection it opened. Lives as long as
+ * that connection: when it drops the pool forgets it, and what was under way fails with
+ * "the runner connection closed".
+ */
+export class RemoteRunner implements Runner {
+  readonly id: string;
+  readonly name: string;
+  readonly images: RunnerImages;
+  readonly #peer: Peer;
+  readonly #policies: PolicySource;
+  #nextChannel = 1;
+  readonly #commands = new Map<number, { exit: (s: ExitStatus) => void }>();
+  readonly #listeners = new Map<number, (connection: Duplex) => void>();
+  readonly #progress = new Map<number, NonNullable<ResolveOptions['onProgress']>>();
+
+  constructor(o: RemoteRunnerOptions) {
+    this.id = o.id;
+    this.name = o.name;
+    this.#peer = o.peer;
+    this.#policies = o.policies;
+    this.images = {
+      resolve: (ref, opts = {}) => this.#resolve(ref, opts),
+      get: async (name, scope) => {
+        const r = await this.#call('images.get', { name, org: scope?.org });
+        return r === null ? undefined : (checked(ImageRecordWire, 'images.get', this.name)(r) as ImageRecord);
+      },
+    };
+  }
+
+  async #resolve(ref: string, opts: ResolveOptions): Promise<ImageRecord> {
+    // The login goes with the call only for a reference that may be pulled, and only the
+    // one for its own registry (the callback cannot cross the wire).
+    const stored = await this.images.get(ref, { org: opts.org });
+    if (stored) return stored;
+    const credential = isRegistryReference(ref) && opts.login ? await opts.login(ref.split('/')[0]!.toLowerCase()) : undefined;
+    const { id, result } = this.#peer.call('images.resolve', { ref, org: opts.org, hostPaths: opts.hostPaths === true, credential });
+    if (opts.onProgress) this.#progress.set(id, opts.onProgress);
+    try {
+      return checked(ImageRecordWire, 'images.resolve', this.name)(await result) as ImageRecord;
+    } finally {
+      this.#progress.delete(id);
+    }
+  }
+
+  #call(method: string, args: unknown): Promise<unknown> {
+    return this.#peer.call(method, args).result;
+  }
+
+  async start(spec: EnvironmentSpec): Promise<void> {
+    const policy = { policy: this.#policies.policyFor(spec.id), mirrors: this.#policies.mirrorsFor?.(spec.id) ?? [] };
+    await this.#call('start', { spec, policy });
+  }
+
+  async stop(id: string): Promise<void> {
+    await this.#call('stop', { id });
+  }
+
+  async remove(id: string): Promise<void> {
+    await this.#call('remove', { id });
+  }
+
+  async status(id: string): Promise<ContainerStatus> {
+    return checked(Status, 'status', this.name)(await this.#call('status', { id }));
+  }
+
+  async usage(id: string, running: boolean): Promise<EnvironmentUsage> {
+    return checked(Usage, 'usage', this.name)(await this.#call('usage', { id, running }));
+  }
+
+  async removeVolumes(owner: string): Promise<void> {
+    await this.#call('removeVolumes', { owner });
+  }
+
+  async resolveUser(spec: EnvironmentSpec, user: string): Promise<ResolvedUser> {
+    return checked(User, 'resolveUser', this.name)(await this.#call('resolveUser', { spec, user }));
+  }
+
+  exec(spec: EnvironmentSpec, opts: CommandOptions): RunningCommand {
+    const channel = this.#nextChannel++;
+    if (channel >= RUNNER_CHANNELS) this.#nextChannel = 1;
+    const stdin = this.#peer.writable(channel, STREAM.stdin);
+    const stdout = this.#peer.readable(channel, STREAM.stdout);
+    const stderr = this.#peer.readable(channel, STREAM.stderr);
+    const exited = new Promise<ExitStatus>((resolve, reject) => {
+      this.#commands.set(channel, { exit: resolve });
+      // The streams end with the connection's error when it drops; so does the command.
+      stdout.once('error', reject);
+      this.#call('exec', { channel, spec, opts }).catch((err: Error) => {
+        this.#peer.resetChannel(channel, err);
+        reject(err);
+      });
+    }).finally(() => this.#commands.delete(channel));
+    exited.catch(() => {});
+    return {
+      stdin,
+      stdout,
+      stderr,
+      exited,
+      resize: async (cols, rows) => void (await this.#call('resize', { channel, cols, rows })),
+      signal: async (signal) => void (await this.#call('signal', { channel, signal })),
+    };
+  }
+
+  async serveSocket(environmentId: string, name: string, accept: (connection: Duplex) => void): Promise<() => Promise<void>> {
+    const { listener } = checked(Listener, 'serveSocket', this.name)(await this.#call('serveSocket', { environmentId, name }));
+    this.#listeners.set(listener, accept);
+    return async () => {
+      this.#listeners.delete(listener);
+      await this.#call('unserveSocket', { listener }).catch(() => {});
+    };
+  }
+
+  /** A command's end, as the runner reports it once its output is sent. */
+  exit(channel: number, status: ExitStatus): void {
+    this.#commands.get(channel)?.exit(checked(ExitWire, 'exec', this.name)(status) as ExitStatus);
+  }
+
+  /** A connection to a socket this control plane asked the runner to serve. */
+  open(channel: number, listener: number): void {
+    const accept = this.#listeners.get(listener);
+    if (!accept) {
+      this.#peer.send({ t: 'reset', channel, message: 'not listening' });
+      return;
+    }
+    const readable = this.#peer.readable(channel, STREAM.fromSocket);
+    const writable = this.#peer.writable(channel, STREAM.toSocket);
+    const connection = Duplex.from({ readable, writable });
+    connection.once('close', () => this.#peer.resetChannel(channel));
+    accept(connection);
+  }
+
+  progress(call: number, event: { phase: string; message: string; fraction?: number | undefined }): void {
+    try {
+      this.#progress.get(call)?.({ phase: event.phase as never, message: event.message, ...(event.fraction !== undefined && { fraction: event.fraction }) });
+    } catch {
+      // Progress must not throw (types.ts).
+    }
+  }
+}

@@ -1,0 +1,221 @@
+// A runner on "another host": its own network namespace with its own veth address and data
+// dir, joined to a control plane started with no runner of its own, over the network.
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import pino from 'pino';
+import { ImageStore, LocalRunner } from '../src/runner/index.ts';
+import { netnsPrefix } from '../src/runner/network/netns.ts';
+import { startBerth, type ClientConfig, type RunningBerth } from '../src/server/index.ts';
+import { apiAs, IMAGE_DIR, REPO, runCli, TEST_REPOS, waitFor } from './helpers.ts';
+import { freshDatabase, ON_POSTGRES, type TestDatabase } from './postgres.ts';
+
+const tag = `rr${process.pid % 10_000}`;
+const NETNS = `brt-${tag}`;
+const HOST_IF = `brt${tag}h`;
+const RUNNER_IF = `brt${tag}r`;
+const octet = (process.pid % 200) + 20;
+const HOST_ADDR = `10.231.${octet}.1`;
+const RUNNER_ADDR = `10.231.${octet}.2`;
+
+function ip(...args: string[]): void {
+  const r = spawnSync('ip', args, { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`ip ${args.join(' ')}: ${r.stderr}`);
+}
+
+interface Joined {
+  child: ChildProcess;
+  stderr: () => string;
+  exited: Promise<number | null>;
+}
+
+describe('a runner that joins over the network', { timeout: 600_000 }, () => {
+  let berth: RunningBerth;
+  let database: TestDatabase | undefined;
+  let client: ClientConfig;
+  let cpDir: string;
+  let runnerDir: string;
+  let work: string;
+  let token: { id: string; token: string };
+  let runnerId: string;
+  let current: Joined | undefined;
+  const api = (method: string, path: string, body?: unknown) => apiAs({ client }, client.token)(method, path, body);
+  const cli = (args: string[], input?: string) => runCli(args, { BERTH_DATA_DIR: cpDir }, input);
+
+  /** `berth runner join` inside the runner's namespace, as another host would run it. */
+  function join_(secret = token.token): Joined {
+    const child = spawn(
+      'nsenter',
+      [`--net=/run/netns/${NETNS}`, join(REPO, 'bin', 'berth'), 'runner', 'join', client.url, '--insecure', '--data-dir', runnerDir, '--labels', 'site=lab,gpu=false', '--name', 'far-1', '--image-dir', IMAGE_DIR],
+      { env: { ...process.env, BERTH_RUNNER_TOKEN: secret, BERTH_NODE: process.execPath, BERTH_LOG_LEVEL: 'info', FORCE_COLOR: undefined }, stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let err = '';
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    current = { child, stderr: () => err, exited };
+    return current;
+  }
+
+  const connected = () => waitFor('the runner to be in the pool', async () => berth.runners.has(runnerId) || undefined, 120_000);
+
+  before(async () => {
+    work = mkdtempSync(join(tmpdir(), 'berth-remote-'));
+    cpDir = join(work, 'control-plane');
+    runnerDir = join(work, 'runner');
+    mkdirSync(cpDir);
+    spawnSync('ip', ['netns', 'del', NETNS]);
+    ip('netns', 'add', NETNS);
+    ip('link', 'add', HOST_IF, 'type', 'veth', 'peer', 'name', RUNNER_IF);
+    ip('link', 'set', RUNNER_IF, 'netns', NETNS);
+    ip('addr', 'add', `${HOST_ADDR}/30`, 'dev', HOST_IF);
+    ip('link', 'set', HOST_IF, 'up');
+    ip('-n', NETNS, 'addr', 'add', `${RUNNER_ADDR}/30`, 'dev', RUNNER_IF);
+    ip('-n', NETNS, 'link', 'set', RUNNER_IF, 'up');
+    ip('-n', NETNS, 'link', 'set', 'lo', 'up');
+
+    database = ON_POSTGRES ? await freshDatabase() : undefined;
+    berth = await startBerth({
+      dataDir: cpDir,
+      port: 0,
+      host: HOST_ADDR,
+      noRunner: true,
+      databaseUrl: database?.url,
+      logger: pino({ level: process.env.BERTH_TEST_LOG ?? 'silent' }),
+      sweepIntervalMs: 3_600_000,
+      modelEnv: {},
+      repos: TEST_REPOS,
+      tokenRateLimit: 1_000_000,
+    });
+    client = JSON.parse(readFileSync(berth.clientConfigPath, 'utf8')) as ClientConfig;
+  });
+
+  after(async () => {
+    current?.child.kill('SIGKILL');
+    await current?.exited;
+    // What the runner made on its host: its environments (crun containers, mounts, disks).
+    const envDir = join(runnerDir, 'environments');
+    if (existsSync(envDir)) {
+      // No agent build and no disk pool: nothing of its own made in the folder being removed.
+      const local = new LocalRunner({ dataDir: runnerDir, images: new ImageStore({ dir: IMAGE_DIR }), logger: pino({ level: 'silent' }), agent: false, diskQuota: false });
+      for (const id of readdirSync(envDir)) await local.remove(id).catch(() => {});
+      local.close();
+    }
+    // Namespaces the runner made (warm ones left by a killed runner among them).
+    const prefix = netnsPrefix(runnerDir);
+    for (const name of spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.split('\n').map((l) => l.split(' ')[0]!)) {
+      if (name.startsWith(prefix)) spawnSync('ip', ['netns', 'del', name]);
+    }
+    await berth?.close();
+    await database?.drop();
+    spawnSync('ip', ['link', 'del', HOST_IF]);
+    spawnSync('ip', ['netns', 'del', NETNS]);
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('is refused without a valid runner token, and runner tokens are for instance administrators', async () => {
+    const res = await fetch(`${client.url}/api/runners/connect`, { headers: { authorization: 'Bearer berth_runner_nope', upgrade: 'websocket', connection: 'upgrade', 'sec-websocket-key': randomBytes(16).toString('base64'), 'sec-websocket-version': '13' } }).catch((e: Error) => e);
+    // fetch cannot upgrade; what matters is that it is not let through (401 before any upgrade).
+    if (!(res instanceof Error)) assert.equal(res.status, 401);
+    const bad = await api('POST', '/api/runners/tokens', { labels: { 'Bad Key': 'x' } });
+    assert.equal(bad.status, 400);
+    const made = await api('POST', '/api/runners/tokens', { labels: { zone: 'a' }, name: 'lab runners' });
+    assert.equal(made.status, 201, JSON.stringify(made.body));
+    assert.match(made.body.token, /^berth_runner_/);
+    token = { id: made.body.id, token: made.body.token };
+    const listed = await api('GET', '/api/runners/tokens');
+    assert.equal(listed.status, 200);
+    assert.ok(!JSON.stringify(listed.body).includes(token.token), 'the token is shown once only');
+    assert.deepEqual(listed.body.items.find((t: { id: string }) => t.id === token.id).labels, { zone: 'a' });
+    const audit = await api('GET', '/api/orgs/default/audit?action=runner_token.create');
+    assert.ok(JSON.stringify(audit.body).includes(token.id), 'the creation is in the audit log');
+    assert.ok(!JSON.stringify(audit.body).includes(token.token), 'the token is not');
+  });
+
+  it('registers with its labels and capacity', async () => {
+    join_();
+    runnerId = await waitFor('the runner id file', async () => (existsSync(join(runnerDir, 'runner-id')) ? readFileSync(join(runnerDir, 'runner-id'), 'utf8').trim() : undefined), 120_000);
+    await connected();
+    const { body } = await api('GET', '/api/runners');
+    const listed = body.items.find((r: { id: string }) => r.id === runnerId);
+    assert.ok(listed, JSON.stringify(body));
+    assert.equal(listed.name, 'far-1');
+    assert.equal(listed.health.status, 'ok', JSON.stringify(listed.health));
+    assert.ok(listed.cpus > 0 && listed.memoryBytes > 0 && listed.dataDisk.freeBytes > 0, JSON.stringify(listed));
+    const row = await berth.database.db.selectFrom('runners').select(['labels', 'token_id']).where('id', '=', runnerId).executeTakeFirstOrThrow();
+    // The token's labels and the runner's own.
+    assert.deepEqual(row.labels, { site: 'lab', gpu: 'false', zone: 'a' });
+    assert.equal(row.token_id, token.id);
+  });
+
+  it('runs an environment placed on it: exec with stdin, 10 MB through and back, and file copies', async () => {
+    const created = await api('POST', '/api/orgs/default/environments', { name: 'far' });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    const row = await berth.database.db.selectFrom('environments').select('runner_id').where('name', '=', 'far').executeTakeFirstOrThrow();
+    assert.equal(row.runner_id, runnerId);
+    // Its files are on the runner's host, none on the control plane's.
+    assert.ok(existsSync(join(runnerDir, 'environments', created.body.id)));
+    assert.ok(!existsSync(join(cpDir, 'environments')));
+
+    const r = await api('POST', '/api/orgs/default/environments/far/exec', { cmd: ['sh', '-c', 'echo hi; cat'], stdin: 'through the runner\n' });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal(r.body.stdout, 'hi\nthrough the runner\n');
+    assert.equal(r.body.exitCode, 0);
+
+    const big = randomBytes(7.5 * 1024 * 1024).toString('base64'); // 10 MB of text
+    const round = await cli(['env', 'exec', '-i', 'far', '--', 'sh', '-c', 'cat; echo done >&2'], big);
+    assert.equal(round.code, 0, round.stderr);
+    assert.equal(round.stdout.length, big.length);
+    assert.equal(createHash('sha256').update(round.stdout).digest('hex'), createHash('sha256').update(big).digest('hex'));
+    assert.match(round.stderr, /done/);
+
+    const local = join(work, 'in.txt');
+    writeFileSync(local, 'copied across hosts\n');
+    const cpIn = await cli(['env', 'cp', local, 'far:/tmp/in.txt']);
+    assert.equal(cpIn.code, 0, cpIn.stderr);
+    const cat = await api('POST', '/api/orgs/default/environments/far/exec', { cmd: ['cat', '/tmp/in.txt'] });
+    assert.equal(cat.body.stdout, 'copied across hosts\n');
+    const out = join(work, 'out');
+    mkdirSync(out);
+    const cpOut = await cli(['env', 'cp', 'far:/tmp/in.txt', out]);
+    assert.equal(cpOut.code, 0, cpOut.stderr);
+    assert.equal(readFileSync(join(out, 'in.txt'), 'utf8'), 'copied across hosts\n');
+  });
+
+  it('killed, it leaves the pool and its environment is lost; back, it reconciles and serves again', async () => {
+    current!.child.kill('SIGKILL');
+    await current!.exited;
+    await waitFor('the runner to leave the pool', async () => !berth.runners.has(runnerId), 30_000);
+    const refused = await api('POST', '/api/orgs/default/environments/far/exec', { cmd: ['true'] });
+    assert.equal(refused.status, 503, JSON.stringify(refused.body));
+    assert.match(refused.body.error.message, /not connected: it is lost until that runner is back/);
+    const { body } = await api('GET', '/api/runners');
+    assert.equal(body.items.find((r: { id: string }) => r.id === runnerId).health.status, 'offline');
+
+    join_();
+    await connected();
+    const r = await api('POST', '/api/orgs/default/environments/far/exec', { cmd: ['sh', '-c', 'echo again; cat /tmp/in.txt'] });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal(r.body.stdout, 'again\ncopied across hosts\n');
+    const env = await api('GET', '/api/orgs/default/environments/far');
+    assert.equal(env.body.state, 'running');
+  });
+
+  it('a revoked token is refused on the next connect: the runner says why and exits non-zero', async () => {
+    // Its environment goes first, while the runner can still be reached.
+    const removed = await api('DELETE', '/api/orgs/default/environments/far');
+    assert.equal(removed.status, 200, JSON.stringify(removed.body));
+    current!.child.kill('SIGTERM');
+    await current!.exited;
+    const revoked = await cli(['runner', 'token', 'revoke', token.id]);
+    assert.equal(revoked.code, 0, revoked.stderr);
+    const again = join_();
+    const code = await again.exited;
+    assert.notEqual(code, 0);
+    assert.match(again.stderr(), /refused this runner: the control plane answered 401: this runner token is not valid/);
+    assert.ok(!berth.runners.has(runnerId));
+  });
+});
