@@ -1,0 +1,290 @@
+// A Runner for tests that need the control plane but not a sandbox: the API, tenancy,
+// policy storage, tasks' bookkeeping, placement. It keeps the port's contract (states,
+// idempotent start, exec streams and exit status, timeouts, users, usage, sockets) with
+// plain host parts, so those tests run without crun, overlays or cgroups.
+//
+// What it does NOT do: isolate anything. An environment is a directory (`ROOT/ID/root` is
+// its "/"); a command is a child process of the test on the host, as the test's own user,
+// with the host's network and the host's file system: only its cwd (and a volume's target)
+// is mapped under the environment's directory, not the paths it names. No limits (memory,
+// pids, disk), no OOM kills, no egress proxy, no agent, no image rootfs. Tests about those
+// belong on the real runner.
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, normalize } from 'node:path';
+import { PassThrough, type Duplex } from 'node:stream';
+import { finished } from 'node:stream/promises';
+import type { CommandOptions, ContainerStatus, EnvironmentSpec, EnvironmentUsage, Runner, RunnerImages, RunningCommand, ResolvedUser } from '../../src/runner/index.ts';
+import { TIMEOUT_EXIT_CODE } from '../../src/runner/index.ts';
+import type { ImageRecord } from '../../src/runner/images/types.ts';
+import { resolveUser } from '../../src/runner/users.ts';
+import { treeSize } from '../../src/runner/images/rootfs.ts';
+import { sha256 } from '../../src/runner/images/blobs.ts';
+
+/** Where the real runner keeps agent sockets inside an environment (bundle.ts AGENT_DIR). */
+const AGENT_DIR = '.berth/agent';
+const WORKSPACE = '/workspace';
+
+export interface FakeRunnerOptions {
+  id?: string;
+  name?: string;
+  /** A real ImageStore (`new ImageStore({ dir: IMAGE_DIR })`), or a catalogue made by fakeImages(). */
+  images: RunnerImages;
+  /** Where environments' directories go; a fresh temp directory by default (removed by close()). */
+  dir?: string;
+}
+
+/** What tests can ask of the fake. */
+export interface FakeRunnerKnobs {
+  /** The next start (or the next `n`) throws this error. */
+  failNextStart(error?: Error, n?: number): void;
+  /** Every start waits this long first (0: none). */
+  startDelayMs: number;
+  /** Calls per method of the port. */
+  readonly calls: Record<'start' | 'stop' | 'remove' | 'status' | 'exec' | 'resolveUser' | 'usage' | 'removeVolumes' | 'serveSocket', number>;
+}
+
+interface FakeEnvironment {
+  state: 'running' | 'stopped';
+  /** Running commands, each with the promise of its process's exit. */
+  commands: Map<RunningCommand, Promise<unknown>>;
+}
+
+export class FakeRunner implements Runner, FakeRunnerKnobs {
+  readonly id: string;
+  readonly name: string;
+  readonly images: RunnerImages;
+  /** What the heartbeat reports as the runner's backend. */
+  readonly backend = { name: 'fake' };
+  readonly dir: string;
+  startDelayMs = 0;
+  readonly calls = { start: 0, stop: 0, remove: 0, status: 0, exec: 0, resolveUser: 0, usage: 0, removeVolumes: 0, serveSocket: 0 };
+  readonly #owned: boolean;
+  readonly #environments = new Map<string, FakeEnvironment>();
+  #failures: Error[] = [];
+
+  constructor(opts: FakeRunnerOptions) {
+    this.#owned = !opts.dir;
+    this.dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'berth-fake-runner-'));
+    mkdirSync(this.dir, { recursive: true });
+    this.id = opts.id ?? `fake:${this.dir}`;
+    this.name = opts.name ?? 'fake';
+    this.images = opts.images;
+  }
+
+  failNextStart(error = new Error('fake runner: start failed (failNextStart)'), n = 1): void {
+    for (let i = 0; i < n; i++) this.#failures.push(error);
+  }
+
+  /** The environment's "/" on the host. */
+  rootOf(id: string): string {
+    if (!/^[a-z]+_[A-Za-z0-9]+$/.test(id)) throw new Error(`environment id '${id}' is not an id`);
+    return join(this.dir, 'environments', id, 'root');
+  }
+
+  /** An absolute path inside the environment, as a path on the host. */
+  hostPath(id: string, path: string): string {
+    return join(this.rootOf(id), normalize(`/${path}`));
+  }
+
+  async start(spec: EnvironmentSpec): Promise<void> {
+    this.calls.start++;
+    if (this.startDelayMs > 0) await new Promise((r) => setTimeout(r, this.startDelayMs));
+    const failure = this.#failures.shift();
+    if (failure) throw failure;
+    const root = this.rootOf(spec.id);
+    mkdirSync(join(root, WORKSPACE), { recursive: true });
+    mkdirSync(join(root, 'tmp'), { recursive: true });
+    mkdirSync(join(root, AGENT_DIR), { recursive: true });
+    for (const v of spec.volumes ?? []) {
+      const source = join(this.dir, 'volumes', spec.volumeOwner ?? spec.id, v.name);
+      mkdirSync(source, { recursive: true });
+      const target = this.hostPath(spec.id, v.target);
+      if (existsSync(target)) continue;
+      mkdirSync(dirname(target), { recursive: true });
+      symlinkSync(source, target);
+    }
+    const env = this.#environments.get(spec.id);
+    if (env) env.state = 'running';
+    else this.#environments.set(spec.id, { state: 'running', commands: new Map() });
+  }
+
+  async stop(id: string): Promise<void> {
+    this.calls.stop++;
+    const env = this.#environments.get(id);
+    if (!env) return;
+    env.state = 'stopped';
+    // Its processes are gone when it stops; their output may still be unread.
+    await Promise.all([...env.commands].map(async ([c, gone]) => {
+      await c.signal('SIGKILL');
+      await gone;
+    }));
+  }
+
+  async remove(id: string): Promise<void> {
+    this.calls.remove++;
+    await this.stop(id);
+    this.calls.stop--;
+    this.#environments.delete(id);
+    await rm(join(this.dir, 'environments', id), { recursive: true, force: true });
+    await rm(join(this.dir, 'volumes', id), { recursive: true, force: true });
+  }
+
+  async status(id: string): Promise<ContainerStatus> {
+    this.calls.status++;
+    return this.#environments.get(id)?.state ?? 'absent';
+  }
+
+  exec(spec: EnvironmentSpec, opts: CommandOptions): RunningCommand {
+    this.calls.exec++;
+    const env = this.#environments.get(spec.id);
+    if (env?.state !== 'running') return failedCommand(`environment ${spec.id} is not running`);
+    const cwd = this.hostPath(spec.id, opts.cwd ?? spec.image.config.workingDir ?? WORKSPACE);
+    mkdirSync(cwd, { recursive: true });
+    const home = this.hostPath(spec.id, opts.user?.home ?? '/root');
+    const started = performance.now();
+    // Its own process group, so a signal or a timeout reaches what it started too.
+    const child = spawn(opts.cmd[0]!, opts.cmd.slice(1), {
+      cwd,
+      env: { PATH: process.env.PATH, HOME: home, ...(opts.tty ? { TERM: 'xterm-256color' } : {}), ...opts.env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+      detached: true,
+    });
+    const stdin = child.stdin!;
+    stdin.on('error', () => {}); // the command may exit without reading it
+    const killGroup = (signal: NodeJS.Signals) => {
+      try {
+        if (child.pid) process.kill(-child.pid, signal);
+      } catch {
+        // already gone
+      }
+    };
+    let timedOut = false;
+    const timer = opts.timeoutMs && opts.timeoutMs > 0 ? setTimeout(() => ((timedOut = true), killGroup('SIGKILL')), opts.timeoutMs) : undefined;
+    const spawned = new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>((resolve) => {
+      child.once('error', (error) => resolve({ code: 127, signal: null, error }));
+      child.once('exit', (code, signal) => resolve({ code, signal }));
+    });
+    // A command not found is exit 127 with a message on stderr, as a shell would say it.
+    const stderr = new PassThrough();
+    child.stderr!.pipe(stderr);
+    const ended = (s: NodeJS.ReadableStream) => finished(s).catch(() => {});
+    const exited = Promise.all([spawned, ended(child.stdout!), ended(stderr)]).then(([{ code, signal, error }]) => {
+      if (timer) clearTimeout(timer);
+      // What it left behind in its group goes with it, as with an environment's exec.
+      killGroup('SIGKILL');
+      env.commands.delete(command);
+      const exitCode = timedOut ? TIMEOUT_EXIT_CODE : (code ?? 128 + signalNumber(signal));
+      return { exitCode, timedOut, durationMs: performance.now() - started, ...(error ? { message: error.message } : {}) };
+    });
+    child.once('error', (err) => stderr.end(`${opts.cmd[0]}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'command not found' : err.message}\n`));
+    const command: RunningCommand = {
+      stdin,
+      stdout: child.stdout!,
+      stderr,
+      exited,
+      async resize() {},
+      async signal(signal) {
+        killGroup(signal);
+      },
+    };
+    env.commands.set(command, spawned);
+    return command;
+  }
+
+  /** From the environment's own /etc/passwd and /etc/group when it has them; root otherwise. */
+  async resolveUser(spec: EnvironmentSpec, user: string): Promise<ResolvedUser> {
+    this.calls.resolveUser++;
+    const read = (path: string) => {
+      try {
+        return readFileSync(this.hostPath(spec.id, path), 'utf8').slice(0, 1024 * 1024);
+      } catch {
+        return '';
+      }
+    };
+    const passwd = read('/etc/passwd') || 'root:x:0:0:root:/root:/bin/sh\n';
+    return resolveUser(user, passwd, read('/etc/group'));
+  }
+
+  async usage(id: string, _running: boolean): Promise<EnvironmentUsage> {
+    this.calls.usage++;
+    const dir = join(this.dir, 'environments', id);
+    const diskBytes = existsSync(dir) ? await treeSize(dir) : null;
+    return { memoryBytes: null, cpuSeconds: null, pids: null, oomKills: null, diskBytes };
+  }
+
+  async removeVolumes(owner: string): Promise<void> {
+    this.calls.removeVolumes++;
+    if (!/^[a-z]+_[A-Za-z0-9]+$/.test(owner)) throw new Error(`volume owner '${owner}' is not an id`);
+    await rm(join(this.dir, 'volumes', owner), { recursive: true, force: true });
+  }
+
+  async serveSocket(environmentId: string, name: string, accept: (connection: Duplex) => void): Promise<() => Promise<void>> {
+    this.calls.serveSocket++;
+    if (!/^[a-z][a-z0-9.-]*$/.test(name)) throw new Error(`socket name '${name}' is not a plain file name`);
+    const path = join(this.rootOf(environmentId), AGENT_DIR, name);
+    mkdirSync(dirname(path), { recursive: true });
+    await rm(path, { force: true });
+    const sockets = new Set<Duplex>();
+    const server = createServer((socket) => {
+      sockets.add(socket);
+      socket.once('close', () => sockets.delete(socket));
+      accept(socket);
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(path, () => resolve());
+    });
+    return async () => {
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      for (const socket of sockets) socket.destroy();
+      await closed;
+      await rm(path, { force: true });
+    };
+  }
+
+  /** Kills every command still running; removes the directory when the fake made it. */
+  async close(): Promise<void> {
+    for (const id of this.#environments.keys()) await this.stop(id);
+    if (this.#owned) rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** A tiny in-memory catalogue: each name resolves to a record whose rootfs is an empty directory. */
+export function fakeImages(names: string[] = ['default'], dir = mkdtempSync(join(tmpdir(), 'berth-fake-images-'))): RunnerImages & { records: Map<string, ImageRecord> } {
+  const records = new Map<string, ImageRecord>();
+  for (const name of names) {
+    const rootfs = join(dir, name.replace(/[^A-Za-z0-9._-]/g, '_'));
+    mkdirSync(rootfs, { recursive: true });
+    records.set(name, { name, digest: sha256(`fake image ${name}`), rootfs, sizeBytes: 0, createdAt: new Date(0).toISOString(), source: 'debian', config: { env: [] } });
+  }
+  return {
+    records,
+    async resolve(ref) {
+      const r = records.get(ref);
+      if (!r) throw new Error(`fake images: no image named '${ref}'`);
+      return r;
+    },
+    async get(name) {
+      return records.get(name);
+    },
+  };
+}
+
+function failedCommand(message: string): RunningCommand {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  stdout.end();
+  stderr.end(`${message}\n`);
+  const stdin = new PassThrough();
+  stdin.resume();
+  return { stdin, stdout, stderr, exited: Promise.resolve({ exitCode: 125, timedOut: false, durationMs: 0, message }), async resize() {}, async signal() {} };
+}
+
+function signalNumber(signal: NodeJS.Signals | null): number {
+  const numbers: Partial<Record<NodeJS.Signals, number>> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 };
+  return signal ? (numbers[signal] ?? 0) : 0;
+}
