@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { parseAllDocuments } from 'yaml';
 import { REPO } from './helpers.ts';
+import { freePort } from './oidc-provider.ts';
+import { freshDatabase, ON_POSTGRES } from './postgres.ts';
 
 const BERTH = join(REPO, 'bin', 'berth');
 const INSTALLED = '/usr/local/bin/berth';
@@ -235,7 +237,7 @@ describe('Containerfile', () => {
   });
 
   const buildah = has('buildah');
-  test('buildah builds the control-plane image offline and it runs berth --version', { skip: !buildah && 'buildah is missing (scripts/setup.sh --deps installs it)', timeout: 300_000 }, async (t) => {
+  test('buildah builds the control-plane image offline; it runs berth --version and serves berth up --no-runner', { skip: !buildah && 'buildah is missing (scripts/setup.sh --deps installs it)', timeout: 300_000 }, async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'berth-deploy-image-'));
     const b = new Buildah(dir);
     try {
@@ -264,6 +266,42 @@ describe('Containerfile', () => {
       assert.equal(version.trim(), VERSION);
       const whoami = await b.run(['run', '--isolation', 'chroot', container, '--', '/usr/local/bin/node', '-p', 'process.getuid()']);
       assert.equal(whoami.trim(), '10001');
+
+      // The image's command, on this run's database: production packages only must be enough to
+      // serve. A script in the container starts it, probes it as a load balancer would, stops it.
+      const database = ON_POSTGRES ? await freshDatabase() : undefined;
+      try {
+        const port = await freePort();
+        const probe = `
+          const { spawn } = require('node:child_process');
+          const up = spawn('/usr/local/bin/berth', ['up', '--no-runner', '--host', '127.0.0.1', '--port', '${port}'], { stdio: ['ignore', 'ignore', 'pipe'] });
+          let log = ''; up.stderr.on('data', (d) => (log += d));
+          const get = async (path) => { const r = await fetch('http://127.0.0.1:${port}' + path); return { status: r.status, body: await r.text() }; };
+          (async () => {
+            for (let i = 0; i < 300; i++) {
+              try {
+                const out = { healthz: await get('/healthz'), readyz: await get('/readyz'), web: await get('/') };
+                up.kill('SIGTERM');
+                const code = await new Promise((r) => up.on('exit', r));
+                console.log(JSON.stringify({ ...out, code, log }));
+                return;
+              } catch { await new Promise((r) => setTimeout(r, 100)); }
+            }
+            up.kill('SIGKILL'); console.log(JSON.stringify({ log })); process.exit(1);
+          })();`;
+        const env = database ? ['--env', `DATABASE_URL=${database.url}`] : [];
+        const out = JSON.parse(await b.run(['run', '--isolation', 'chroot', ...env, container, '--', '/usr/local/bin/node', '-e', probe])) as Record<string, any>;
+        assert.equal(out.healthz.status, 200, out.log);
+        assert.equal(JSON.parse(out.healthz.body).version, VERSION);
+        // No runner has joined this control plane, and readiness says that is what is wrong.
+        assert.equal(out.readyz.status, 503);
+        assert.match(out.readyz.body, /runners: none online/);
+        assert.match(out.web.body, /<div id="root"/, 'the web UI is built into the image');
+        assert.equal(out.code, 0, 'stops cleanly on SIGTERM');
+        assert.match(out.log, new RegExp(`${database ? 'postgres' : 'pglite'} database, no local runner`));
+      } finally {
+        await database?.drop();
+      }
     } finally {
       // Containers first (they hold mounts in the storage), then the storage as plain files.
       await b.run(['rm', '--all']).catch(() => {});
