@@ -8,7 +8,8 @@ import type { OidcConfig } from '../src/server/oidc/index.ts';
 import { startBerth, type ClientConfig, type RunningBerth, type StartOptions } from '../src/server/index.ts';
 import { freshDatabase, ON_POSTGRES, type TestDatabase } from './postgres.ts';
 import type { RepoAccessConfig } from '../src/forges/index.ts';
-import type { RunningCommand } from '../src/runner/index.ts';
+import { ImageStore, type RunningCommand } from '../src/runner/index.ts';
+import { FakeRunner } from './fakes/fake-runner.ts';
 
 export const REPO = new URL('..', import.meta.url).pathname.replace(/\/$/, '');
 /** One image cache for every test file, so the default image is built once per machine. */
@@ -24,6 +25,8 @@ export const TEST_REPOS: RepoAccessConfig = { localRepos: [tmpdir()], allowedGit
 export interface TestBerth {
   berth: RunningBerth;
   dataDir: string;
+  /** The runner when it is the fake one (`fake: true`); else `berth.runner` is the real LocalRunner. */
+  fake: FakeRunner | undefined;
   /** The PostgreSQL database this control plane uses, when the suite runs on PostgreSQL. */
   database: TestDatabase | undefined;
   client: ClientConfig;
@@ -41,13 +44,20 @@ export interface CliResult {
   stderr: string;
 }
 
-export async function startTestBerth(opts: { dataDir?: string; database?: TestDatabase; sweepIntervalMs?: number; port?: number; oidc?: OidcConfig; tokenRateLimit?: number; authFailureLimit?: number; modelEnv?: NodeJS.ProcessEnv; taskConcurrency?: number; runnerHeartbeatMs?: number; minFreeDiskBytes?: number; repos?: RepoAccessConfig; network?: StartOptions['network']; denialStorms?: StartOptions['denialStorms'] } = {}): Promise<TestBerth> {
+/**
+ * `fake: true` runs the control plane on FakeRunner (test/fakes/fake-runner.ts) instead of a
+ * LocalRunner: no sandbox, no crun, for tests about the API and not what runs inside. Pass the
+ * same FakeRunner to a restart to keep its environments.
+ */
+export async function startTestBerth(opts: { fake?: boolean | FakeRunner; dataDir?: string; database?: TestDatabase; sweepIntervalMs?: number; port?: number; oidc?: OidcConfig; tokenRateLimit?: number; authFailureLimit?: number; modelEnv?: NodeJS.ProcessEnv; taskConcurrency?: number; runnerHeartbeatMs?: number; minFreeDiskBytes?: number; repos?: RepoAccessConfig; network?: StartOptions['network']; denialStorms?: StartOptions['denialStorms'] } = {}): Promise<TestBerth> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'berth-test-'));
   // On PostgreSQL each control plane gets a database of its own; a restart passes it on.
   const database = opts.database ?? (ON_POSTGRES ? await freshDatabase() : undefined);
   const databaseUrl = database?.url;
+  const fake = opts.fake instanceof FakeRunner ? opts.fake : opts.fake ? new FakeRunner({ images: new ImageStore({ dir: IMAGE_DIR, logger: pino({ level: 'silent' }) }), dir: join(dataDir, 'fake-runner') }) : undefined;
   const berth = await startBerth({
     dataDir,
+    runner: fake,
     port: opts.port ?? 0,
     oidc: opts.oidc,
     tokenRateLimit: opts.tokenRateLimit ?? 1_000_000,
@@ -70,6 +80,7 @@ export async function startTestBerth(opts: { dataDir?: string; database?: TestDa
 
   const t: TestBerth = {
     berth,
+    fake,
     dataDir,
     database,
     client,
@@ -82,8 +93,9 @@ export async function startTestBerth(opts: { dataDir?: string; database?: TestDa
     },
     async destroy() {
       const rows = await berth.database.db.selectFrom('environments').select('id').where('state', '<>', 'deleted').execute();
-      for (const { id } of rows) await berth.runner.remove(id).catch(() => {});
+      for (const { id } of rows) await (fake ?? berth.runner).remove(id).catch(() => {});
       await t.close();
+      await fake?.close();
       await database?.drop();
       rmSync(dataDir, { recursive: true, force: true });
     },

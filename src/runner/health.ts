@@ -23,6 +23,8 @@ export interface HostProbe {
 export interface ProbeInput {
   /** The isolation backend's runtime binary (crun, runc, runsc). */
   backend: string;
+  /** False for a runner that runs no OCI runtime (tests' fake): nothing to look for. */
+  runtime?: boolean | undefined;
   /** Whether environments get a network through the egress proxy. */
   network: boolean;
   diskQuota: boolean;
@@ -53,7 +55,7 @@ export function installed(binary: string, path = process.env.PATH ?? ''): boolea
 
 export function probeHost(input: ProbeInput): HostProbe {
   const problems: string[] = [];
-  if (!installed(input.backend)) problems.push(`the OCI runtime ${input.backend} is missing: environments cannot start (apt-get install ${input.backend})`);
+  if (input.runtime !== false && !installed(input.backend)) problems.push(`the OCI runtime ${input.backend} is missing: environments cannot start (apt-get install ${input.backend})`);
   const nftables = installed('nft');
   if (input.network && !nftables) problems.push('nftables (nft) is missing: environments with a network cannot start (apt-get install nftables)');
   let dataDisk = { freeBytes: 0, totalBytes: 0 };

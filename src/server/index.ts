@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
-import { ImageBuilder, ImageStore, LlmGateway, LocalRunner, probeHost, upstreamsFromEnv, type ImageProgress, type RegistryMirrors } from '../runner/index.ts';
+import { ImageBuilder, ImageStore, LlmGateway, LocalRunner, probeHost, upstreamsFromEnv, type ImageProgress, type RegistryMirrors, type Runner } from '../runner/index.ts';
 import { CLIENT_CONFIG_FILE, VERSION, type ClientConfig } from '../shared/client-config.ts';
 import { buildApp, type App } from './app.ts';
 import { ensureBootstrap, TokenService } from './auth.ts';
@@ -93,6 +93,11 @@ export interface StartOptions {
    * (`berth runner join`); `runner` then throws, and the image routes answer 409.
    */
   noRunner?: boolean | undefined;
+  /**
+   * berth up's own runner, instead of a LocalRunner (tests' FakeRunner): it is put in the pool
+   * and works on tasks as the LocalRunner would; `runner` then throws, as with noRunner.
+   */
+  runner?: Runner | undefined;
 }
 
 /** Trusted networks and the upstream proxy from berth up's flags or the BERTH_EGRESS_* variables; a wrong one stops the start. */
@@ -119,7 +124,7 @@ export interface RunningBerth {
   /** Task transcripts: appended and followed on any replica. */
   taskEvents: TaskEvents;
   worker: TaskWorker;
-  /** berth up's own runner; throws with `noRunner`. */
+  /** berth up's own LocalRunner; throws with `noRunner` or `runner`. */
   runner: LocalRunner;
   /** Runners on other hosts connected to this process (`berth runner join`). */
   joinedRunners: JoinedRunners;
@@ -183,7 +188,8 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const networkEvents = new NetworkEventRecorder({ db, audit, taskEvents, secrets, logger, denials });
   denials.flushWith(() => networkEvents.flush());
   const retention = new NetworkEventRetention({ db, logger, retentionMs: networkEventRetention, singletons: database.singletons });
-  const runner = opts.noRunner ? undefined : new LocalRunner({ dataDir: opts.dataDir, images, logger, runtime: runnerConfig.runtime, initBinary: runnerConfig.initBinary, agent: runnerConfig.agent, diskQuota: runnerConfig.diskQuota, compiler: runnerConfig.compiler, network: { policies, events: networkEvents, companyCas: companyCas.map((c) => c.pem), egressNetwork, ...opts.network } });
+  const local = opts.noRunner || opts.runner ? undefined : new LocalRunner({ dataDir: opts.dataDir, images, logger, runtime: runnerConfig.runtime, initBinary: runnerConfig.initBinary, agent: runnerConfig.agent, diskQuota: runnerConfig.diskQuota, compiler: runnerConfig.compiler, network: { policies, events: networkEvents, companyCas: companyCas.map((c) => c.pem), egressNetwork, ...opts.network } });
+  const runner: Runner | undefined = opts.runner ?? local;
   const pool = new RunnerPool({ db, logger });
   // berth up's own runner: the environments made before runners had ids are its.
   if (runner) pool.add(runner, { legacy: true });
@@ -233,7 +239,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     everyMs: opts.runnerHeartbeatMs ?? 5_000,
     logger,
     report: async () => ({
-      ...probeHost({ backend: runner.backend.name, network: Boolean(runner.network), diskQuota: runner.diskQuota, dataDir: opts.dataDir, minFreeDiskBytes, egressNetwork: summarizeEgressNetwork(egressNetwork) }),
+      ...probeHost({ backend: local?.backend.name ?? runner.name, runtime: Boolean(local), network: Boolean(local?.network), diskQuota: local?.diskQuota ?? false, dataDir: opts.dataDir, minFreeDiskBytes, egressNetwork: summarizeEgressNetwork(egressNetwork) }),
       environments: await environments.counts(runner.id),
       tasks: { running: worker.running, concurrency: worker.concurrency },
     }),
@@ -265,7 +271,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     models,
     version: VERSION,
     publicUrl: () => publicUrl,
-    health: () => ({ database: database.kind, runtime: runner?.backend.name ?? 'none (no local runner)' }),
+    health: () => ({ database: database.kind, runtime: local?.backend.name ?? runner?.name ?? 'none (no local runner)' }),
   });
   await app.listen({ port: opts.port ?? 7070, host: opts.host ?? '127.0.0.1' });
   const address = app.server.address();
@@ -302,8 +308,9 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     taskEvents,
     worker,
     get runner(): LocalRunner {
-      if (!runner) throw new Error('this control plane was started with noRunner (berth up --no-runner): it has no local runner; use `runners` (the pool)');
-      return runner;
+      if (opts.runner) throw new Error('this control plane was started with a runner of its caller (StartOptions.runner): it has no LocalRunner');
+      if (!local) throw new Error('this control plane was started with noRunner (berth up --no-runner): it has no local runner; use `runners` (the pool)');
+      return local;
     },
     joinedRunners,
     runners: pool,
@@ -323,7 +330,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
       await retention.close();
       await audit.close();
       joinedRunners.close();
-      runner?.close();
+      local?.close();
       taskEvents.close();
       routeHostFetch(undefined);
       await database.close();
