@@ -150,7 +150,7 @@ export class EmbeddedFeed implements ChangeFeed {
 
   listen(channel: Channel, fn: Handler): () => void {
     const unlisten = this.#pglite.listen(channel, fn);
-    return () => void unlisten.then((stop) => (this.#pglite.closed ? undefined : stop()), () => {});
+    return () => void unlisten.then((stop) => (this.#pglite.closed ? undefined : stop())).catch(() => {});
   }
 
   onResume(): () => void {

@@ -43,6 +43,8 @@ export class TaskEvents {
   /** A chain per task that keeps this process's appends to it in the order they were made. */
   readonly #tails = new Map<string, Promise<unknown>>();
   readonly #followers = new Map<string, Set<Follower>>();
+  /** Reads under way for all of a task's followers here, and whether to read once more after. */
+  readonly #taskReads = new Map<string, { again: boolean }>();
   readonly #unlisten: (() => void)[] = [];
   #poll: NodeJS.Timeout | undefined;
 
@@ -175,16 +177,55 @@ export class TaskEvents {
     );
   }
 
+  /**
+   * Reads a task's new events once for all its followers here (many people may watch one
+   * task): from the earliest any of them has, each given what follows its own last.
+   */
+  #readTask(taskId: string): void {
+    const followers = this.#followers.get(taskId);
+    if (!followers) return;
+    const under = this.#taskReads.get(taskId);
+    if (under) {
+      under.again = true;
+      return;
+    }
+    // A follower reading on its own reads again after, which picks this up.
+    const idle = [...followers].filter((f) => {
+      if (f.reading) f.again = true;
+      return !f.reading;
+    });
+    if (!idle.length) return;
+    const state = { again: false };
+    this.#taskReads.set(taskId, state);
+    void this.list(taskId, { after: Math.min(...idle.map((f) => f.last)) })
+      .then(
+        (stored) => {
+          for (const f of idle) {
+            if (f.reading) f.again = true;
+            else for (const e of stored) this.#give(f, e);
+          }
+          if (stored.length >= 10_000) state.again = true;
+        },
+        () => {},
+      )
+      .finally(() => {
+        this.#taskReads.delete(taskId);
+        if (state.again) this.#readTask(taskId);
+      });
+  }
+
   #heard(payload: string): void {
     const at = payload.lastIndexOf(':');
     const seq = Number(payload.slice(at + 1));
-    const followers = this.#followers.get(payload.slice(0, at));
+    const taskId = payload.slice(0, at);
+    const followers = this.#followers.get(taskId);
     if (at < 0 || !Number.isInteger(seq) || !followers) return;
-    for (const f of followers) if (seq > f.last) this.#read(f);
+    // This process's own appends were given already: nothing to read for them.
+    if ([...followers].some((f) => seq > f.last)) this.#readTask(taskId);
   }
 
   #readAll(): void {
-    for (const set of this.#followers.values()) for (const f of set) this.#read(f);
+    for (const taskId of this.#followers.keys()) this.#readTask(taskId);
   }
 
   // A safety net, not the way events travel: notifications carry them (or, on PGlite and
