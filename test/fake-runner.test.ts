@@ -1,9 +1,8 @@
 // The fake runner keeps the port's contract that tests on it rely on.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, writeFileSync, mkdirSync } from 'node:fs';
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { connect } from 'node:net';
-import { join } from 'node:path';
 import { FakeRunner, fakeImages } from './fakes/fake-runner.ts';
 import { runToEnd } from './helpers.ts';
 import type { EnvironmentSpec } from '../src/runner/index.ts';
@@ -26,15 +25,16 @@ test('fake runner: states, exec in the workspace, timeouts, users, sockets, knob
 
     const pwd = await runToEnd(runner.exec(spec, { cmd: ['sh', '-c', 'pwd; echo $X; echo err >&2; cat; exit 3'], env: { X: 'y' } }));
     assert.equal(pwd.exitCode, 3);
-    assert.equal(pwd.stdout, `${runner.hostPath(spec.id, '/workspace')}\ny\n`);
+    assert.equal(pwd.stdout, '/workspace\ny\n');
     assert.equal(pwd.stderr, 'err\n');
 
-    const cmd = runner.exec(spec, { cmd: ['sh', '-c', 'read line; echo "got $line" > f'], cwd: '/workspace/sub' });
+    // /workspace is the environment's, by its absolute path too.
+    const cmd = runner.exec(spec, { cmd: ['sh', '-c', 'read line; echo "got $line" > f; cat /workspace/sub/f > /workspace/g'], cwd: '/workspace/sub' });
     cmd.stdout.resume();
     cmd.stderr.resume();
     cmd.stdin.end('hello\n');
     assert.equal((await cmd.exited).exitCode, 0);
-    assert.ok(existsSync(join(runner.hostPath(spec.id, '/workspace/sub'), 'f')));
+    assert.equal(readFileSync(runner.hostPath(spec.id, '/workspace/g'), 'utf8'), 'got hello\n');
 
     const slow = await runToEnd(runner.exec(spec, { cmd: ['sleep', '30'], timeoutMs: 200 }));
     assert.deepEqual([slow.exitCode, slow.timedOut], [124, true]);
@@ -58,6 +58,7 @@ test('fake runner: states, exec in the workspace, timeouts, users, sockets, knob
       connect(runner.hostPath(spec.id, '/.berth/agent/test.sock')).on('data', (b) => (data += b)).on('end', () => resolve(data)).on('error', reject);
     });
     assert.equal(got, 'hi');
+    assert.equal((await runToEnd(runner.exec(spec, { cmd: ['test', '-S', '/.berth/agent/test.sock'] }))).exitCode, 0, 'the socket is where commands inside look');
     await stopServing();
 
     const long = runToEnd(runner.exec(spec, { cmd: ['sleep', '30'] }));

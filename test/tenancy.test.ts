@@ -13,7 +13,8 @@ let envA: { id: string; name: string };
 const tokens: Record<string, string> = {};
 
 before(async () => {
-  t = await startTestBerth();
+  // About the API and roles, not the sandbox: the fake runner is enough.
+  t = await startTestBerth({ fake: true });
   admin = as(t.client.token);
   // Org A is 'default' (the admin owns it); org B is another team's.
   assert.equal((await admin('POST', '/api/orgs', { name: 'team-b' })).status, 201);

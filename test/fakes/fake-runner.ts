@@ -4,11 +4,13 @@
 // plain host parts, so those tests run without crun, overlays or cgroups.
 //
 // What it does NOT do: isolate anything. An environment is a directory (`ROOT/ID/root` is
-// its "/"); a command is a child process of the test on the host, as the test's own user,
-// with the host's network and the host's file system: only its cwd (and a volume's target)
-// is mapped under the environment's directory, not the paths it names. No limits (memory,
-// pids, disk), no OOM kills, no egress proxy, no agent, no image rootfs. Tests about those
-// belong on the real runner.
+// its "/"); a command is a child process of the test on the host, as the test's own user
+// (whatever `user` says), with the host's network and the host's file system. Only two paths
+// are the environment's: /workspace and /.berth/agent, bind-mounted from its directory in a
+// mount namespace of the command's own (so a task's `/workspace/repo` works; the host gets
+// two empty mount points). Everything else a command names is the host's. No limits (memory,
+// pids, disk), no OOM kills, no egress proxy, no agent, no image rootfs, volumes only as
+// symlinks under its directory. Tests about those belong on the real runner.
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
@@ -142,13 +144,17 @@ export class FakeRunner implements Runner, FakeRunnerKnobs {
     this.calls.exec++;
     const env = this.#environments.get(spec.id);
     if (env?.state !== 'running') return failedCommand(`environment ${spec.id} is not running`);
-    const cwd = this.hostPath(spec.id, opts.cwd ?? spec.image.config.workingDir ?? WORKSPACE);
-    mkdirSync(cwd, { recursive: true });
+    const inside = normalize(`/${opts.cwd ?? spec.image.config.workingDir ?? WORKSPACE}`);
+    mkdirSync(this.hostPath(spec.id, inside), { recursive: true });
+    // Under the mounted paths the cwd is itself; elsewhere, its copy under the environment's directory.
+    const cwd = mounted(inside) ? inside : this.hostPath(spec.id, inside);
     const home = this.hostPath(spec.id, opts.user?.home ?? '/root');
     const started = performance.now();
-    // Its own process group, so a signal or a timeout reaches what it started too.
-    const child = spawn(opts.cmd[0]!, opts.cmd.slice(1), {
-      cwd,
+    ensureMountPoints();
+    // unshare execs the command (no fork): its pid is the command's. Its own process group,
+    // so a signal or a timeout reaches what it started too.
+    const mountThenRun = 'ws=$1 agent=$2 cwd=$3; shift 3; mount --bind "$ws" /workspace && mount --bind "$agent" /.berth/agent && cd "$cwd" && exec "$@"';
+    const child = spawn('unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', mountThenRun, 'sh', this.hostPath(spec.id, WORKSPACE), this.hostPath(spec.id, `/${AGENT_DIR}`), cwd, ...opts.cmd], {
       env: { PATH: process.env.PATH, HOME: home, ...(opts.tty ? { TERM: 'xterm-256color' } : {}), ...opts.env },
       stdio: ['pipe', 'pipe', 'pipe'],
       detached: true,
@@ -168,7 +174,6 @@ export class FakeRunner implements Runner, FakeRunnerKnobs {
       child.once('error', (error) => resolve({ code: 127, signal: null, error }));
       child.once('exit', (code, signal) => resolve({ code, signal }));
     });
-    // A command not found is exit 127 with a message on stderr, as a shell would say it.
     const stderr = new PassThrough();
     child.stderr!.pipe(stderr);
     const ended = (s: NodeJS.ReadableStream) => finished(s).catch(() => {});
@@ -180,7 +185,7 @@ export class FakeRunner implements Runner, FakeRunnerKnobs {
       const exitCode = timedOut ? TIMEOUT_EXIT_CODE : (code ?? 128 + signalNumber(signal));
       return { exitCode, timedOut, durationMs: performance.now() - started, ...(error ? { message: error.message } : {}) };
     });
-    child.once('error', (err) => stderr.end(`${opts.cmd[0]}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'command not found' : err.message}\n`));
+    child.once('error', (err) => stderr.end(`fake runner: ${err.message}\n`));
     const command: RunningCommand = {
       stdin,
       stdout: child.stdout!,
@@ -251,6 +256,14 @@ export class FakeRunner implements Runner, FakeRunnerKnobs {
     for (const id of this.#environments.keys()) await this.stop(id);
     if (this.#owned) rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+const mounted = (path: string) => path === WORKSPACE || path.startsWith(`${WORKSPACE}/`) || path === `/${AGENT_DIR}` || path.startsWith(`/${AGENT_DIR}/`);
+
+/** The host's (empty) mount points for the environment's /workspace and /.berth/agent. */
+function ensureMountPoints(): void {
+  mkdirSync(WORKSPACE, { recursive: true });
+  mkdirSync(`/${AGENT_DIR}`, { recursive: true });
 }
 
 /** A tiny in-memory catalogue: each name resolves to a record whose rootfs is an empty directory. */
