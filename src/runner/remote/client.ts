@@ -175,7 +175,11 @@ export class RemoteRunner implements Runner {
 
   /** A command's end, as the runner reports it once its output is sent. */
   exit(channel: number, status: ExitStatus): void {
-    this.#commands.get(channel)?.exit(checked(ExitWire, 'exec', this.name)(status) as ExitStatus);
+    const command = this.#commands.get(channel);
+    if (!command) return;
+    command.exit(checked(ExitWire, 'exec', this.name)(status) as ExitStatus);
+    // Its output has ended before this (frames arrive in order); stdin, if still open, has nowhere to go.
+    this.#peer.resetChannel(channel);
   }
 
   /** A connection to a socket this control plane asked the runner to serve. */

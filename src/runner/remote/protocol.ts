@@ -64,7 +64,9 @@ export function parseLabels(text: string | undefined): Labels {
   for (const pair of (text ?? '').split(',').map((p) => p.trim()).filter(Boolean)) {
     const eq = pair.indexOf('=');
     if (eq <= 0) throw new Error(`label '${pair}' is not key=value`);
-    labels[pair.slice(0, eq).trim()] = pair.slice(eq + 1).trim();
+    const key = pair.slice(0, eq).trim();
+    if (!LABEL_KEY.test(key)) throw new Error(`label key '${key}' must be lower-case letters, digits and . _ / - (at most 63)`);
+    labels[key] = pair.slice(eq + 1).trim();
   }
   const parsed = Labels.safeParse(labels);
   if (!parsed.success) throw new Error(`labels: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
