@@ -41,6 +41,8 @@ const User = z.object({
   gid: z.number().int().min(0).max(65_535),
   groups: z.array(z.number().int().min(0).max(65_535)).max(64),
 });
+/** How long an image found on the runner is taken as still there. */
+const IMAGE_CACHE_MS = 5_000;
 const Listener = z.object({ listener: z.number().int().positive() });
 
 /** What a runner's answer must look like; anything else is its fault, reported as such. */
@@ -75,6 +77,7 @@ export class RemoteRunner implements Runner {
   readonly #commands = new Map<number, { exit: (s: ExitStatus) => void }>();
   readonly #listeners = new Map<number, (connection: Duplex) => void>();
   readonly #progress = new Map<number, NonNullable<ResolveOptions['onProgress']>>();
+  readonly #images = new Map<string, { at: number; record: ImageRecord }>();
 
   constructor(o: RemoteRunnerOptions) {
     this.id = o.id;
@@ -84,8 +87,16 @@ export class RemoteRunner implements Runner {
     this.images = {
       resolve: (ref, opts = {}) => this.#resolve(ref, opts),
       get: async (name, scope) => {
+        // Every command looks its environment's image up: a round trip saved on each (a
+        // re-pulled tag shows within seconds; the caller checks the digest it expects anyway).
+        const key = `${scope?.org ?? ''}\0${name}`;
+        const hit = this.#images.get(key);
+        if (hit && performance.now() - hit.at < IMAGE_CACHE_MS) return hit.record;
         const r = await this.#call('images.get', { name, org: scope?.org });
-        return r === null ? undefined : (checked(ImageRecordWire, 'images.get', this.name)(r) as ImageRecord);
+        if (r === null) return undefined;
+        const record = checked(ImageRecordWire, 'images.get', this.name)(r) as ImageRecord;
+        this.#images.set(key, { at: performance.now(), record });
+        return record;
       },
     };
   }

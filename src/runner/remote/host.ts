@@ -200,10 +200,17 @@ export async function joinControlPlane(o: JoinOptions): Promise<JoinedRunner> {
 
   // Every image an environment runs from is this runner's own, found by name and digest: a
   // spec names it, it does not hand the runner a path.
+  // Images by name and digest, as last found (a digest's files do not change): kept off each command's path.
+  const found = new Map<string, { at: number; image: ImageRecord }>();
   const specOf = async (raw: unknown): Promise<EnvironmentSpec> => {
     const s = SpecWire.parse(raw);
+    const key = `${s.image.org ?? ''}\0${s.image.name}\0${s.image.digest}`;
+    const hit = found.get(key);
+    if (hit && performance.now() - hit.at < 5_000) return { ...s, image: hit.image };
     const image = await images.get(s.image.name, { org: s.image.org });
     if (!image || image.digest !== s.image.digest) throw invalid(`image '${s.image.name}' (${s.image.digest}) is not on runner '${name}'`);
+    if (found.size > 1000) found.clear();
+    found.set(key, { at: performance.now(), image });
     return { ...s, image };
   };
 
