@@ -73,7 +73,22 @@ describe('a runner that joins over the network', { timeout: 600_000 }, () => {
         res.on('end', () => resolve({ status: res.statusCode!, message: (JSON.parse(body) as { error: { message: string } }).error.message }));
       });
     });
-  const connected = () => waitFor('the runner to be in the pool', async () => berth.runners.has(runnerId) || undefined, 120_000);
+  const startOptions = () => ({
+    dataDir: cpDir,
+    port: 0,
+    host: HOST_ADDR,
+    noRunner: true,
+    databaseUrl: database?.url,
+    logger: pino({ level: process.env.BERTH_TEST_LOG ?? 'silent' }),
+    sweepIntervalMs: 3_600_000,
+    modelEnv: {},
+    repos: TEST_REPOS,
+    tokenRateLimit: 1_000_000,
+  });
+  const connected = () =>
+    waitFor('the runner to be in the pool', async () => berth.runners.has(runnerId) || undefined, 60_000).catch((err: Error) => {
+      throw new Error(`${err.message}; the runner said:\n${current?.stderr().slice(-3000)}`);
+    });
 
   before(async () => {
     work = mkdtempSync(join(tmpdir(), 'berth-remote-'));
@@ -91,18 +106,7 @@ describe('a runner that joins over the network', { timeout: 600_000 }, () => {
     ip('-n', NETNS, 'link', 'set', 'lo', 'up');
 
     database = ON_POSTGRES ? await freshDatabase() : undefined;
-    berth = await startBerth({
-      dataDir: cpDir,
-      port: 0,
-      host: HOST_ADDR,
-      noRunner: true,
-      databaseUrl: database?.url,
-      logger: pino({ level: process.env.BERTH_TEST_LOG ?? 'silent' }),
-      sweepIntervalMs: 3_600_000,
-      modelEnv: {},
-      repos: TEST_REPOS,
-      tokenRateLimit: 1_000_000,
-    });
+    berth = await startBerth(startOptions());
     client = JSON.parse(readFileSync(berth.clientConfigPath, 'utf8')) as ClientConfig;
   });
 
@@ -243,8 +247,10 @@ describe('a runner that joins over the network', { timeout: 600_000 }, () => {
     const refused = await api('POST', '/api/orgs/default/environments/far/exec', { cmd: ['true'] });
     assert.equal(refused.status, 503, JSON.stringify(refused.body));
     assert.match(refused.body.error.message, /not connected: it is lost until that runner is back/);
-    const { body } = await api('GET', '/api/runners');
-    assert.equal(body.items.find((r: { id: string }) => r.id === runnerId).health.status, 'offline');
+    await waitFor('the runner to be listed offline', async () => {
+      const { body } = await api('GET', '/api/runners');
+      return body.items.find((r: { id: string }) => r.id === runnerId).health.status === 'offline';
+    }, 10_000);
 
     join_();
     await connected();
@@ -255,18 +261,43 @@ describe('a runner that joins over the network', { timeout: 600_000 }, () => {
     assert.equal(env.body.state, 'running');
   });
 
+  it('comes back by itself when the control plane restarts, logging its backoff', async () => {
+    const port = Number(new URL(client.url).port);
+    await berth.close();
+    await new Promise((r) => setTimeout(r, 1500));
+    berth = await startBerth({ ...startOptions(), port });
+    await connected();
+    assert.match(current!.stderr(), /not connected to http:\/\/[^ ]+: trying again in \d+\.\d s/);
+    const r = await api('POST', '/api/orgs/default/environments/far/exec', { cmd: ['echo', 'still here'] });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal(r.body.stdout, 'still here\n');
+  });
+
   it('a revoked token is refused on the next connect: the runner says why and exits non-zero', async () => {
-    // Its environment goes first, while the runner can still be reached.
-    const removed = await api('DELETE', '/api/orgs/default/environments/far');
-    assert.equal(removed.status, 200, JSON.stringify(removed.body));
     current!.child.kill('SIGTERM');
     await current!.exited;
     const revoked = await cli(['runner', 'token', 'revoke', token.id]);
     assert.equal(revoked.code, 0, revoked.stderr);
     const again = join_();
     const code = await again.exited;
-    assert.notEqual(code, 0);
+    assert.equal(code, 4);
     assert.match(again.stderr(), /refused this runner: the control plane answered 401: this runner token is not valid/);
     assert.ok(!berth.runners.has(runnerId));
+  });
+
+  it('with a new token it comes back as itself; a token revoked while connected cuts it off', async () => {
+    const made = await cli(['runner', 'token', 'create', '--name', 'rotated']);
+    assert.equal(made.code, 0, made.stderr);
+    const rotated = made.stdout.trim();
+    const back = join_(rotated);
+    await connected();
+    const r = await api('POST', '/api/orgs/default/environments/far/exec', { cmd: ['cat', '/tmp/in.txt'] });
+    assert.equal(r.body.stdout, 'copied across hosts\n');
+    const { body } = await api('GET', '/api/runners/tokens');
+    const id = body.items.find((t: { name: string | null }) => t.name === 'rotated').id;
+    assert.equal((await cli(['runner', 'token', 'revoke', id])).code, 0);
+    assert.equal(await back.exited, 4);
+    assert.match(back.stderr(), /refused this runner: connection closed \(4401: this runner token was revoked\)/);
+    await waitFor('the runner to leave the pool', async () => !berth.runners.has(runnerId), 10_000);
   });
 });

@@ -113,10 +113,12 @@ export class JoinedRunners {
 
   async #register(hello: Hello, runner: RemoteRunner, peer: Peer, token: { id: string; labels: Record<string, string> }, log: Logger): Promise<Session> {
     const { db } = this.#o;
-    // An id registered with one token cannot be taken over with another (its environments are there).
+    // An id registered with one token cannot be taken over with another while that one is
+    // valid (its environments are there); once it is revoked, the runner may come back with a
+    // new one (a rotated token). Only joined runners' ids can be claimed at all (RUNNER_ID).
     const row = await db.selectFrom('runners').select(['token_id']).where('id', '=', hello.id).executeTakeFirst();
-    if (row && row.token_id !== token.id) {
-      throw Object.assign(new Error(`runner id ${hello.id} is registered with another token: join from a fresh data dir`), { closeCode: 4409 });
+    if (row && row.token_id !== token.id && (row.token_id === null || (await this.#o.tokens.stillValid(row.token_id)))) {
+      throw Object.assign(new Error(`runner id ${hello.id} is registered with another runner token that is still valid: join with that one, revoke it first, or join from a fresh data dir`), { closeCode: 4409 });
     }
     // The administrator's labels (the token's) win over the runner's own.
     const labels = { ...hello.labels, ...token.labels };
