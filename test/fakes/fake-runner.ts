@@ -11,7 +11,6 @@
 // two empty mount points). Everything else a command names is the host's. No limits (memory,
 // pids, disk), no OOM kills, no egress proxy, no agent, no image rootfs, volumes only as
 // symlinks under its directory. Tests about those belong on the real runner.
-import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -21,6 +20,8 @@ import { PassThrough, type Duplex } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { CommandOptions, ContainerStatus, EnvironmentSpec, EnvironmentUsage, Runner, RunnerImages, RunningCommand, ResolvedUser } from '../../src/runner/index.ts';
 import { TIMEOUT_EXIT_CODE } from '../../src/runner/index.ts';
+import { killTree } from '../../src/runner/exec.ts';
+import { Spawner } from '../../src/runner/spawner/index.ts';
 import type { ImageRecord } from '../../src/runner/images/types.ts';
 import { resolveUser } from '../../src/runner/users.ts';
 import { treeSize } from '../../src/runner/images/rootfs.ts';
@@ -67,6 +68,7 @@ export class FakeRunner implements Runner, FakeRunnerKnobs {
   readonly #owned: boolean;
   readonly #environments = new Map<string, FakeEnvironment>();
   #failures: Error[] = [];
+  readonly #spawner = new Spawner();
 
   constructor(opts: FakeRunnerOptions) {
     this.#owned = !opts.dir;
@@ -151,52 +153,38 @@ export class FakeRunner implements Runner, FakeRunnerKnobs {
     const home = this.hostPath(spec.id, opts.user?.home ?? '/root');
     const started = performance.now();
     ensureMountPoints();
-    // unshare execs the command (no fork): its pid is the command's. Its own process group,
-    // so a signal or a timeout reaches what it started too.
+    // unshare execs the command (no fork): the pid is the command's. Started from a small
+    // helper process (the runner's Spawner), as forking this big one costs more than the command.
     const mountThenRun = 'ws=$1 agent=$2 cwd=$3; shift 3; mount --bind "$ws" /workspace && mount --bind "$agent" /.berth/agent && cd "$cwd" && exec "$@"';
-    const child = spawn('unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', mountThenRun, 'sh', this.hostPath(spec.id, WORKSPACE), this.hostPath(spec.id, `/${AGENT_DIR}`), cwd, ...opts.cmd], {
-      env: { PATH: process.env.PATH, HOME: home, ...(opts.tty ? { TERM: 'xterm-256color' } : {}), ...opts.env },
-      stdio: ['pipe', 'pipe', 'pipe'],
-      detached: true,
+    const child = this.#spawner.spawn('unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', mountThenRun, 'sh', this.hostPath(spec.id, WORKSPACE), this.hostPath(spec.id, `/${AGENT_DIR}`), cwd, ...opts.cmd], {
+      stdin: true,
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: home, ...(opts.tty ? { TERM: 'xterm-256color' } : {}), ...opts.env },
     });
-    const stdin = child.stdin!;
-    stdin.on('error', () => {}); // the command may exit without reading it
-    const killGroup = (signal: NodeJS.Signals) => {
+    child.stdin.on('error', () => {}); // the command may exit without reading it
+    let done = false;
+    // What it started goes with it: SIGKILL reaches the whole tree, as an environment's exec does.
+    const signal = async (sig: NodeJS.Signals) => {
+      const pid = await child.pid.catch(() => undefined);
+      if (!pid || done) return;
+      if (sig === 'SIGKILL') return killTree(pid);
       try {
-        if (child.pid) process.kill(-child.pid, signal);
+        process.kill(pid, sig);
       } catch {
         // already gone
       }
     };
     let timedOut = false;
-    const timer = opts.timeoutMs && opts.timeoutMs > 0 ? setTimeout(() => ((timedOut = true), killGroup('SIGKILL')), opts.timeoutMs) : undefined;
-    const spawned = new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>((resolve) => {
-      child.once('error', (error) => resolve({ code: 127, signal: null, error }));
-      child.once('exit', (code, signal) => resolve({ code, signal }));
-    });
-    const stderr = new PassThrough();
-    child.stderr!.pipe(stderr);
-    const ended = (s: NodeJS.ReadableStream) => finished(s).catch(() => {});
-    const exited = Promise.all([spawned, ended(child.stdout!), ended(stderr)]).then(([{ code, signal, error }]) => {
+    const timer = opts.timeoutMs && opts.timeoutMs > 0 ? setTimeout(() => ((timedOut = true), void signal('SIGKILL')), opts.timeoutMs) : undefined;
+    const ended = (stream: NodeJS.ReadableStream) => finished(stream).catch(() => {});
+    const exited = Promise.all([child.exited, ended(child.stdout), ended(child.stderr)]).then(([{ code, signal: sig }]) => {
+      done = true;
       if (timer) clearTimeout(timer);
-      // What it left behind in its group goes with it, as with an environment's exec.
-      killGroup('SIGKILL');
       env.commands.delete(command);
-      const exitCode = timedOut ? TIMEOUT_EXIT_CODE : (code ?? 128 + signalNumber(signal));
-      return { exitCode, timedOut, durationMs: performance.now() - started, ...(error ? { message: error.message } : {}) };
+      const exitCode = timedOut ? TIMEOUT_EXIT_CODE : (code ?? 128 + signalNumber(sig));
+      return { exitCode, timedOut, durationMs: performance.now() - started };
     });
-    child.once('error', (err) => stderr.end(`fake runner: ${err.message}\n`));
-    const command: RunningCommand = {
-      stdin,
-      stdout: child.stdout!,
-      stderr,
-      exited,
-      async resize() {},
-      async signal(signal) {
-        killGroup(signal);
-      },
-    };
-    env.commands.set(command, spawned);
+    const command: RunningCommand = { stdin: child.stdin, stdout: child.stdout, stderr: child.stderr, exited, async resize() {}, signal };
+    env.commands.set(command, child.exited);
     return command;
   }
 
@@ -254,6 +242,7 @@ export class FakeRunner implements Runner, FakeRunnerKnobs {
   /** Kills every command still running; removes the directory when the fake made it. */
   async close(): Promise<void> {
     for (const id of this.#environments.keys()) await this.stop(id);
+    this.#spawner.close();
     if (this.#owned) rmSync(this.dir, { recursive: true, force: true });
   }
 }
