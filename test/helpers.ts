@@ -49,7 +49,7 @@ export interface CliResult {
  * LocalRunner: no sandbox, no crun, for tests about the API and not what runs inside. Pass the
  * same FakeRunner to a restart to keep its environments.
  */
-export async function startTestBerth(opts: { fake?: boolean | FakeRunner; dataDir?: string; database?: TestDatabase; sweepIntervalMs?: number; port?: number; oidc?: OidcConfig; tokenRateLimit?: number; authFailureLimit?: number; modelEnv?: NodeJS.ProcessEnv; taskConcurrency?: number; runnerHeartbeatMs?: number; minFreeDiskBytes?: number; repos?: RepoAccessConfig; network?: StartOptions['network']; denialStorms?: StartOptions['denialStorms'] } = {}): Promise<TestBerth> {
+export async function startTestBerth(opts: { fake?: boolean | FakeRunner; dataDir?: string; database?: TestDatabase; sweepIntervalMs?: number; port?: number; oidc?: OidcConfig; tokenRateLimit?: number; authFailureLimit?: number; modelEnv?: NodeJS.ProcessEnv; taskConcurrency?: number; runnerHeartbeatMs?: number; minFreeDiskBytes?: number; repos?: RepoAccessConfig; network?: StartOptions['network']; denialStorms?: StartOptions['denialStorms']; observability?: StartOptions['observability']; logger?: StartOptions['logger'] } = {}): Promise<TestBerth> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'berth-test-'));
   // On PostgreSQL each control plane gets a database of its own; a restart passes it on.
   const database = opts.database ?? (ON_POSTGRES ? await freshDatabase() : undefined);
@@ -64,7 +64,7 @@ export async function startTestBerth(opts: { fake?: boolean | FakeRunner; dataDi
     authFailureLimit: opts.authFailureLimit,
     imageDir: IMAGE_DIR,
     databaseUrl,
-    logger: pino({ level: process.env.BERTH_TEST_LOG ?? 'silent' }),
+    logger: opts.logger ?? pino({ level: process.env.BERTH_TEST_LOG ?? 'silent' }),
     sweepIntervalMs: opts.sweepIntervalMs ?? 3_600_000,
     // No model unless a test brings its own: nothing reaches a real provider from a test.
     modelEnv: opts.modelEnv ?? {},
@@ -74,6 +74,7 @@ export async function startTestBerth(opts: { fake?: boolean | FakeRunner; dataDi
     repos: opts.repos ?? TEST_REPOS,
     network: opts.network,
     denialStorms: opts.denialStorms,
+    observability: opts.observability,
   });
   const client = JSON.parse(readFileSync(berth.clientConfigPath, 'utf8')) as ClientConfig;
   let closed = false;

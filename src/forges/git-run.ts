@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { hostSpawner } from '../runner/spawner/index.ts';
 import { collectCapped } from '../shared/output.ts';
 import { Redactor } from '../shared/redact.ts';
+import { inSpan } from '../shared/spans.ts';
 import { proxySecrets } from './upstream.ts';
 
 /** Enough for a large clone over a slow link; local operations finish far sooner. */
@@ -70,7 +71,14 @@ export class GitFailed extends Error {
   }
 }
 
-export async function runGit(o: GitRun): Promise<GitResult> {
+export function runGit(o: GitRun): Promise<GitResult> {
+  // A span per git command under the current work (a task's clone or push), when traces are on:
+  // the verb only, never a URL or an argument that could carry a credential.
+  const verb = o.args.find((a) => /^[a-z][a-z-]*$/.test(a)) ?? 'git';
+  return inSpan(`git ${verb}`, { 'git.command': verb }, () => runGitNow(o));
+}
+
+async function runGitNow(o: GitRun): Promise<GitResult> {
   o.signal?.throwIfAborted();
   // An empty HOME per command: no ~/.gitconfig, no credential store, no ~/.git-credentials.
   const home = await mkdtemp(join(tmpdir(), 'berth-git-'));

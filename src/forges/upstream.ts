@@ -4,6 +4,7 @@
 // proxy is asked for the name; the host's own address rules were checked before.
 import { ProxyAgent, fetch as undiciFetch } from 'undici';
 import { bypassesUpstream, type EgressNetworkConfig, type UpstreamProxy } from '../runner/network/index.ts';
+import { inSpan } from '../shared/spans.ts';
 
 export type HostUpstream = Pick<EgressNetworkConfig, 'upstreamProxy' | 'noProxy'>;
 
@@ -49,10 +50,15 @@ export function routeHostFetch(upstream: HostUpstream | undefined): void {
 
 /** fetch for the host's calls to forge APIs: through the upstream proxy unless NO_PROXY names the host. */
 export const hostFetch: typeof fetch = (input, init) => {
-  if (!route) return fetch(input, init);
   const url = new URL(input instanceof Request ? input.url : String(input));
+  // A span per forge API call under the current work (a task's pull request), when traces are on: the host, never the path.
+  return inSpan('forge.http', { 'http.request.method': init?.method ?? (input instanceof Request ? input.method : 'GET'), 'server.address': url.hostname }, () => hostFetchVia(url, input, init));
+};
+
+function hostFetchVia(url: URL, input: Parameters<typeof fetch>[0], init: Parameters<typeof fetch>[1]): Promise<Response> {
+  if (!route) return fetch(input, init);
   const host = url.hostname.replace(/^\[|\]$/g, '');
   // A CIDR entry can only match an address written in the URL: the name is not resolved again here.
   if (bypassesUpstream(route.upstream.noProxy, host, host)) return fetch(input, init);
   return undiciFetch(input as Parameters<typeof undiciFetch>[0], { ...(init as Parameters<typeof undiciFetch>[1]), dispatcher: route.agent }) as unknown as Promise<Response>;
-};
+}

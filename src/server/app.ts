@@ -51,6 +51,7 @@ import type { RepoAccess } from '../forges/index.ts';
 import fastifyRateLimit from '@fastify/rate-limit';
 import { AuthFailures } from './auth-failures.ts';
 import { OpenStreams } from './open-streams.ts';
+import type { Observability } from './observability/index.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -131,6 +132,8 @@ export interface AppDeps {
   policies?: PolicyService | undefined;
   /** The egress proxy's event sink; made here when not given. Flushed when the app closes. */
   networkEvents?: NetworkEventRecorder | undefined;
+  /** Metrics, probes, request logs and traces (observability/index.ts); without it, none of them. */
+  observability?: Observability | undefined;
 }
 
 export type App = FastifyInstance<any, any, any, FastifyBaseLogger, ZodTypeProvider>;
@@ -150,6 +153,8 @@ export async function buildApp(deps: AppDeps): Promise<App> {
       void (reply as FastifyReply).code(status).send({ error: { kind: KIND_BY_STATUS[status] ?? 'invalid', message: err.message } });
     },
   }).withTypeProvider<ZodTypeProvider>();
+  // First of all hooks: a request's span and timing cover everything after it.
+  deps.observability?.instrument(app as unknown as App);
 
   app.setValidatorCompiler(validatorCompiler);
   // Replies are serialized by fast-json-stringify from the JSON Schema of each route's zod
@@ -300,6 +305,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   await app.register(async (scope) => {
     const api = scope.withTypeProvider<ZodTypeProvider>() as App;
     metaRoutes(api, deps);
+    deps.observability?.routes(api);
     authRoutes(api, deps);
     orgRoutes(api, deps);
     orgSettingsRoutes(api, deps);

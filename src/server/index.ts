@@ -27,6 +27,7 @@ import { availableParallelism, hostname } from 'node:os';
 import { JoinedRunners, RunnerHeartbeat, RunnerPool, RunnerRegistry, RunnerTokenService } from './runners/index.ts';
 import { runnerConfigFrom } from '../runner/config.ts';
 import { invalid } from '../shared/errors.ts';
+import { Observability, observabilitySettingsFrom, type ObservabilityOptions } from './observability/index.ts';
 
 
 export { CLIENT_CONFIG_FILE, VERSION, type ClientConfig };
@@ -73,6 +74,12 @@ export interface StartOptions {
   denialStorms?: StormSettings;
   /** The URL people use to reach this Berth, for links in pull requests (BERTH_PUBLIC_URL; default the listen address). */
   publicUrl?: string;
+  /**
+   * Metrics and traces: `metricsToken` (BERTH_METRICS_TOKEN) guards /metrics on the main port,
+   * `metricsListen` (BERTH_METRICS_LISTEN, host:port) serves it on a listener of its own, and
+   * `otlpEndpoint` (BERTH_OTEL_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT) turns traces on.
+   */
+  observability?: ObservabilityOptions | undefined;
   /** How often the local runner writes its heartbeat (default 5 s). */
   runnerHeartbeatMs?: number;
   /** Less free space on the data directory's disk makes the runner degraded (BERTH_MIN_FREE_DISK, default 2g). */
@@ -126,6 +133,8 @@ export interface RunningBerth {
   worker: TaskWorker;
   /** berth up's own LocalRunner; throws with `noRunner` or `runner`. */
   runner: LocalRunner;
+  /** Metrics, probes and traces (observability/index.ts). */
+  observability: Observability;
   /** Runners on other hosts connected to this process (`berth runner join`). */
   joinedRunners: JoinedRunners;
   /** Every runner this process reaches: its own and those joined over the network. */
@@ -146,6 +155,8 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const companyCas = loadCompanyCas(runnerConfig.extraCaFiles);
   // Checked before anything is made too: trusted networks and the upstream proxy.
   const egressNetwork = egressNetworkFrom(opts);
+  // And the metrics and traces settings.
+  const observabilitySettings = observabilitySettingsFrom(opts.observability ?? {}, process.env);
   mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
   const logger = opts.logger ?? pino({ level: process.env.BERTH_LOG_LEVEL ?? 'info' });
   if (egressNetwork.trustedNetworks.length || egressNetwork.upstreamProxy) logger.info(summarizeEgressNetwork(egressNetwork), 'egress: trusted networks and upstream proxy');
@@ -155,6 +166,8 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const stormSettings = opts.denialStorms ?? stormSettingsFrom(process.env);
   const database = await openDatabase({ dataDir: opts.dataDir, databaseUrl: opts.databaseUrl, logger });
   const { db } = database;
+  // The gateway is made below; its tokens are counted only when scraped.
+  const observability = await Observability.start({ settings: observabilitySettings, db, logger, version: VERSION, pool: database.pool, gatewayTokens: () => gateway.outstandingTokens });
 
   const images = new ImageStore({
     dir: opts.imageDir ?? join(opts.dataDir, 'images'),
@@ -180,12 +193,13 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const secrets = new SecretService({ db, box: SecretBox.load({ env: process.env, dataDir: opts.dataDir }) });
   // Task event streams and the policy cache hear other replicas' changes through the feed.
   const taskEvents = new TaskEvents(db, database.feed);
+  observability.watchTaskEvents(taskEvents);
   // The egress proxy asks the policies on every request; they are loaded before any
   // environment's proxy can be resumed.
   const policies = new PolicyService({ db, secrets, logger, changes: database.feed });
   await policies.start();
   const denials = new DenialAdvisor({ db, events: taskEvents, policies, logger, settings: stormSettings });
-  const networkEvents = new NetworkEventRecorder({ db, audit, taskEvents, secrets, logger, denials });
+  const networkEvents = new NetworkEventRecorder({ db, audit, taskEvents, secrets, logger, denials, counted: observability.networkEvent });
   denials.flushWith(() => networkEvents.flush());
   const retention = new NetworkEventRetention({ db, logger, retentionMs: networkEventRetention, singletons: database.singletons });
   const local = opts.noRunner || opts.runner ? undefined : new LocalRunner({ dataDir: opts.dataDir, images, logger, runtime: runnerConfig.runtime, initBinary: runnerConfig.initBinary, agent: runnerConfig.agent, diskQuota: runnerConfig.diskQuota, compiler: runnerConfig.compiler, network: { policies, events: networkEvents, companyCas: companyCas.map((c) => c.pem), egressNetwork, ...opts.network } });
@@ -193,7 +207,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const pool = new RunnerPool({ db, logger });
   // berth up's own runner: the environments made before runners had ids are its.
   if (runner) pool.add(runner, { legacy: true });
-  const environments = new EnvironmentService({ db, runners: pool, logger, audit, secrets });
+  const environments = new EnvironmentService({ db, runners: pool, logger, audit, secrets, timer: observability.environmentTimer });
   // Devcontainer Dockerfiles and features, built on this runner for tasks and `berth project check`.
   const builder = new ImageBuilder({ store: images, egressNetwork });
   const oidcConfig = opts.oidc ?? oidcConfigFromEnv(process.env);
@@ -215,6 +229,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const worker = new TaskWorker({
     db,
     runnerId,
+    trace: observability.traceTask,
     // With no runner of its own, tasks wait for the runners that join (their workers are the placement's).
     concurrency: runner ? (runnerConfig.taskConcurrency ?? 2 * availableParallelism()) : 0,
     deps: { db, events: taskEvents, environments, secrets, audit, logger, workDir: join(opts.dataDir, 'tasks'), publicUrl: () => publicUrl, modelEnv, models, repos, gateway: sandboxGateway({ gateway, environments }), denials, images: { builder, policies } },
@@ -238,7 +253,8 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     runner: { id: runnerId, name: 'local', host: hostname(), version: VERSION },
     everyMs: opts.runnerHeartbeatMs ?? 5_000,
     logger,
-    report: async () => ({
+    // Counted as each beat is made (the registry's write is its own).
+    report: async () => (observability.heartbeat(runnerId), {
       ...probeHost({ backend: local?.backend.name ?? runner.name, runtime: Boolean(local), network: Boolean(local?.network), diskQuota: local?.diskQuota ?? false, dataDir: opts.dataDir, minFreeDiskBytes, egressNetwork: summarizeEgressNetwork(egressNetwork) }),
       environments: await environments.counts(runner.id),
       tasks: { running: worker.running, concurrency: worker.concurrency },
@@ -261,6 +277,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     taskEvents,
     policies,
     networkEvents,
+    observability,
     images,
     builder,
     runners,
@@ -273,6 +290,8 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     publicUrl: () => publicUrl,
     health: () => ({ database: database.kind, runtime: local?.backend.name ?? runner?.name ?? 'none (no local runner)' }),
   });
+  const metricsUrl = await observability.listen();
+  if (metricsUrl) logger.info({ url: `${metricsUrl}/metrics` }, 'metrics: serving on their own address');
   await app.listen({ port: opts.port ?? 7070, host: opts.host ?? '127.0.0.1' });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : opts.port;
@@ -307,6 +326,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     tasks,
     taskEvents,
     worker,
+    observability,
     get runner(): LocalRunner {
       if (opts.runner) throw new Error('this control plane was started with a runner of its caller (StartOptions.runner): it has no LocalRunner');
       if (!local) throw new Error('this control plane was started with noRunner (berth up --no-runner): it has no local runner; use `runners` (the pool)');
@@ -321,11 +341,14 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     },
     async close() {
       clearInterval(sweeper);
+      // Readiness says so at once: a load balancer stops sending work while the rest closes.
+      observability.beginShutdown();
       await worker.close();
       await heartbeat?.close();
       await gateway.close();
       // Environments keep running: they are long-lived and found again on the next start.
       await app.close();
+      await observability.close();
       await environments.flushActivity();
       await retention.close();
       await audit.close();

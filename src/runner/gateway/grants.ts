@@ -78,6 +78,11 @@ export class Grants {
     return this.#byHash.get(digest(token));
   }
 
+  /** Tokens issued and not yet revoked. */
+  get outstanding(): number {
+    return this.#byHash.size;
+  }
+
   revokeAll(): void {
     this.#byHash.clear();
   }

@@ -85,6 +85,11 @@ export class LlmGateway {
     this.#redactor = new Redactor(Object.entries(this.#upstreams).map(([provider, u]) => ({ name: `${provider}-api-key`, value: u.apiKey })));
   }
 
+  /** Task tokens issued and not yet revoked (a metric). */
+  get outstandingTokens(): number {
+    return this.#grants.outstanding;
+  }
+
   /** A token for one task's agent. Revoke it when the task ends. */
   issue(opts: IssueOptions): IssuedToken {
     return this.#grants.issue(opts);

@@ -16,6 +16,8 @@ export type Db = Kysely<Database>;
 export interface DatabaseHandle {
   db: Db;
   kind: 'pglite' | 'postgres';
+  /** The PostgreSQL pool, whose counts are metrics; none on PGlite. */
+  pool?: pg.Pool | undefined;
   /** Notifications between replicas (LISTEN/NOTIFY); on PGlite, this process's own. */
   feed: ChangeFeed;
   /** Periodic jobs that run on one replica at a time. */
@@ -46,7 +48,7 @@ export async function openDatabase(opts: { dataDir: string; databaseUrl?: string
     const singletons = new PostgresSingletons({ url: opts.databaseUrl, logger });
     return {
       db,
-      kind: 'postgres',
+      kind: 'postgres', pool,
       feed,
       singletons,
       async close() {

@@ -43,6 +43,9 @@ export interface AutoStart {
   starting(name: string): void;
 }
 
+/** Times create, start and exec (observability/index.ts): called as each begins, its result as it ends. */
+export type OperationTimer = (operation: 'create' | 'start' | 'exec', environmentId: string) => (error?: unknown) => void;
+
 export interface ListOptions {
   state?: EnvironmentState | undefined;
   limit: number;
@@ -76,7 +79,10 @@ export class EnvironmentService {
   /** Told of each new environment before it starts (the egress policy cache loads it). */
   readonly #onCreated: ((e: CreatedEnvironment) => Promise<void>)[] = [];
 
-  constructor(opts: { db: Db; runners: RunnerPool; logger: Logger; audit: AuditLog; secrets: SecretService; hostCpus?: number }) {
+  readonly #timer: OperationTimer | undefined;
+
+  constructor(opts: { db: Db; runners: RunnerPool; logger: Logger; audit: AuditLog; secrets: SecretService; hostCpus?: number; timer?: OperationTimer | undefined }) {
+    this.#timer = opts.timer;
     this.#db = opts.db;
     this.#secrets = opts.secrets;
     this.#audit = opts.audit;
@@ -313,9 +319,11 @@ export class EnvironmentService {
     const ended = (outcome: Record<string, unknown>) =>
       this.#audit.append(entry(intent?.action ?? 'command.run', scope.actor, { ...(intent && { path: intent.path }), ...record, startSeq: start.seq, ...outcome }));
     let started: RunningCommand;
+    const timed = this.#timer?.('exec', row.id);
     try {
       started = this.#runner(row).exec(spec, { ...opts, env, user });
     } catch (err) {
+      timed?.(err);
       await ended({ exitCode: null, error: 'the command could not be started' }).catch((e) => this.#log.error({ err: e, environment: row.id }, 'could not record a command in the audit log'));
       throw err;
     }
@@ -342,6 +350,7 @@ export class EnvironmentService {
       // The command has run and its start is on record; only its outcome is lost.
       .catch((err) => this.#log.error({ err, environment: row.id }, 'could not record the end of a command in the audit log'))
       .finally(() => {
+        timed?.();
         this.#activeCommands.set(row.id, (this.#activeCommands.get(row.id) ?? 1) - 1);
         this.#lastActive.set(row.id, new Date());
       });
@@ -455,9 +464,12 @@ export class EnvironmentService {
   }
 
   async #bringUp(row: EnvironmentRow, from: 'creating' | 'starting'): Promise<EnvironmentRow> {
+    const timed = this.#timer?.(from === 'creating' ? 'create' : 'start', row.id);
     try {
       await this.#runner(row).start(await this.#spec(row));
+      timed?.();
     } catch (err) {
+      timed?.(err);
       this.#log.error({ err, environment: row.id }, 'environment failed to start');
       const message = err instanceof Error ? err.message : String(err);
       if (from === 'creating') await this.#runner(row).remove(row.id).catch(() => {});

@@ -65,11 +65,14 @@ export class NetworkEventRecorder implements NetworkEventSink {
   readonly #windows: DenialWindows<Denial>;
   readonly #now: () => number;
   readonly #denials: DenialObserver | undefined;
+  /** Told of every event as it comes (the metrics' counters), dropped ones too. */
+  readonly #counted: ((e: NetworkEvent) => void) | undefined;
 
   /** @param opts.denialWindowMs how long repeats are counted (DENIAL_WINDOW_MS); @param opts.now the clock (tests). */
   /** @param opts.secrets what the environments hold: a request that carries a value out is recorded with `[secret:NAME]` in its place. */
   /** @param opts.denials told of what tasks' environments were refused and let through (denial storms). */
-  constructor(opts: { db: Db; audit: AuditLog; taskEvents?: TaskEvents; secrets?: SecretSource | undefined; logger: Logger; flushIntervalMs?: number; maxBatch?: number; maxQueue?: number; denialWindowMs?: number; now?: () => number; denials?: DenialObserver | undefined }) {
+  constructor(opts: { db: Db; audit: AuditLog; taskEvents?: TaskEvents; secrets?: SecretSource | undefined; logger: Logger; flushIntervalMs?: number; maxBatch?: number; maxQueue?: number; denialWindowMs?: number; now?: () => number; denials?: DenialObserver | undefined; counted?: ((e: NetworkEvent) => void) | undefined }) {
+    this.#counted = opts.counted;
     this.#db = opts.db;
     this.#denials = opts.denials;
     this.#secrets = opts.secrets;
@@ -85,6 +88,7 @@ export class NetworkEventRecorder implements NetworkEventSink {
   }
 
   record(e: NetworkEvent): void {
+    this.#counted?.(e);
     // A flood the database cannot keep up with costs events, not the runner's memory.
     if (this.#queue.length >= this.#maxQueue) {
       this.#dropped += 1;

@@ -3,6 +3,7 @@
 // change out as a patch, commit and push on the host, open the change request.
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { markStep } from '../../shared/spans.ts';
 import { create as tarCreate } from 'tar';
 import type { Logger } from 'pino';
 import { BuiltinAgent, modelClientFor, modelClientFromEnv, type AgentOutcome } from '../../agent/index.ts';
@@ -120,6 +121,7 @@ export class TaskRun {
 
   async #step(step: TaskStep, message: string): Promise<void> {
     this.#signal.throwIfAborted();
+    markStep(step);
     await this.#update({ step });
     await this.#emit({ type: 'step', step, message });
   }

@@ -8,6 +8,9 @@ import { taskScope } from './sandbox.ts';
 import type { TaskSignals } from './service.ts';
 import { timerDelay } from '../../shared/units.ts';
 
+/** Runs a claimed task (observability: under a span of its own); by default, just runs it. */
+export type TaskTracer = (task: TaskRow, run: () => Promise<void>) => Promise<void>;
+
 /** How often the worker looks for queued work and for tasks cancelled elsewhere. */
 const POLL_MS = 1_000;
 
@@ -27,15 +30,17 @@ export class TaskWorker implements TaskSignals {
   #timer: NodeJS.Timeout | undefined;
   #claiming = false;
   #again = false;
+  readonly #trace: TaskTracer;
   #closed = false;
 
-  constructor(opts: { db: Db; deps: PipelineDeps; runnerId: string; concurrency: number }) {
+  constructor(opts: { db: Db; deps: PipelineDeps; runnerId: string; concurrency: number; trace?: TaskTracer | undefined }) {
     this.#db = opts.db;
     this.#deps = opts.deps;
     this.#events = opts.deps.events;
     this.#log = opts.deps.logger;
     this.#runnerId = opts.runnerId;
     this.#concurrency = opts.concurrency;
+    this.#trace = opts.trace ?? ((_task, run) => run());
   }
 
   get running(): number {
@@ -122,8 +127,7 @@ export class TaskWorker implements TaskSignals {
   #launch(row: TaskRow): void {
     const controller = new AbortController();
     const timeout = setTimeout(() => controller.abort(new TaskEnd('timed_out', `the task ran past its time limit of ${Math.round(row.budget.timeoutMs / 60_000)} min`)), timerDelay(row.budget.timeoutMs));
-    const done = new TaskRun(this.#deps, row, controller.signal)
-      .run()
+    const done = this.#trace(row, () => new TaskRun(this.#deps, row, controller.signal).run())
       .catch((err) => this.#log.error({ err, task: row.id }, 'task run crashed'))
       .finally(() => {
         clearTimeout(timeout);

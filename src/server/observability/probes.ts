@@ -1,0 +1,44 @@
+import { sql } from 'kysely';
+import type { Db } from '../db/index.ts';
+
+/** How long the database has to answer a readiness check. */
+export const READY_DB_TIMEOUT_MS = 2_000;
+
+export type Readiness = { status: 'ready' } | { status: 'not ready'; problems: string[] };
+
+/**
+ * Whether this control plane should get traffic: the database answers in time, a runner
+ * is online (the rule of runners/registry.ts: a heartbeat within three of its intervals,
+ * and never less than 15 s), and it is not shutting down. Each problem says what is wrong.
+ */
+export async function readiness(o: { db: Db; shuttingDown: boolean; timeoutMs?: number }): Promise<Readiness> {
+  const problems: string[] = [];
+  if (o.shuttingDown) problems.push('shutting down: this control plane is closing and takes no new work');
+  const timeoutMs = o.timeoutMs ?? READY_DB_TIMEOUT_MS;
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), timeoutMs)));
+  try {
+    const online = sql<{ n: string }>`
+      select count(*) as n from runners
+      where stopped_at is null
+        and extract(epoch from now() - heartbeat_at) * 1000 <= greatest(3 * coalesce((report->>'heartbeatMs')::float8, 5000), 15000)`.execute(o.db);
+    const answer = await Promise.race([online, late]);
+    if (answer === 'late') {
+      online.catch(() => {});
+      problems.push(`database: no answer within ${timeoutMs} ms`);
+    } else if (Number(answer.rows[0]?.n ?? 0) === 0) {
+      problems.push('runners: none online (no runner has written a heartbeat lately): environments and tasks cannot run');
+    }
+  } catch (err) {
+    problems.push(`database: ${oneLine(err)}`);
+  } finally {
+    clearTimeout(timer);
+  }
+  return problems.length ? { status: 'not ready', problems } : { status: 'ready' };
+}
+
+/** An error's message on one short line: enough to say what failed (the details are in the log). */
+function oneLine(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  return message.split('\n')[0]!.slice(0, 200) || 'the query failed';
+}
