@@ -240,6 +240,46 @@ describe('a runner that joins over the network', { timeout: 600_000 }, () => {
     assert.equal(gone.body.stdout, 'gone\n');
   });
 
+  it('treats what a runner sends as hostile: no borrowed ids, no other runners\' environments, no malformed messages', async () => {
+    const made = await api('POST', '/api/runners/tokens', { name: 'impostor' });
+    const far = (await api('GET', '/api/orgs/default/environments/far')).body.id as string;
+    const impostor = (hello: Record<string, unknown>) =>
+      new Promise<{ ws: WebSocket; first: Promise<unknown>; closed: Promise<{ code: number; reason: string }> }>((resolve, reject) => {
+        const ws = new WebSocket(`${client.url.replace('http', 'ws')}/api/runners/connect`, { headers: { authorization: `Bearer ${made.body.token}`, 'x-berth-runner-protocol': '1' } });
+        const first = new Promise((r) => ws.once('message', (d) => r(JSON.parse(String(d)))));
+        const closed = new Promise<{ code: number; reason: string }>((r) => ws.once('close', (code, reason) => r({ code, reason: String(reason) })));
+        ws.once('open', () => {
+          ws.send(JSON.stringify(hello));
+          resolve({ ws, first, closed });
+        });
+        ws.once('error', reject);
+      });
+    const probe = { backend: 'crun', cgroups: 'v2', cpus: 1, memoryBytes: 1, network: { egressProxy: true, nftables: true, trustedNetworks: [], upstreamProxy: null, noProxy: [] }, diskQuota: false, dataDisk: { freeBytes: 1, totalBytes: 1 }, problems: [] };
+    const hello = { t: 'hello', name: 'impostor', host: 'x', version: '0', labels: {}, isolation: ['crun'], probe };
+    // berth up's own runner's id, and the joined runner's (whose token is valid): refused.
+    assert.equal((await (await impostor({ ...hello, id: 'local:/var/lib/berth' })).closed).code, 1008);
+    const taken = await (await impostor({ ...hello, id: runnerId })).closed;
+    assert.equal(taken.code, 4409);
+    assert.match(taken.reason, /registered with another runner token/);
+    assert.ok(berth.runners.has(runnerId), 'the real runner stays');
+    // A runner of its own may not write another's network log.
+    const own = await impostor({ ...hello, id: 'rnr_0000000000000000impostor' });
+    assert.equal(((await own.first) as { t: string }).t, 'welcome');
+    const event = { environmentId: far, at: new Date().toISOString(), kind: 'http', host: 'forged.example', port: 80, method: 'GET', path: '/', allowed: true, rule: 'allow:forged', status: 200, bytesUp: 0, bytesDown: 0, durationMs: 1 };
+    own.ws.send(JSON.stringify({ t: 'network', events: [event] }));
+    own.ws.send(JSON.stringify({ t: 'exit', channel: 1, status: { exitCode: 0, timedOut: false, durationMs: 1 } }));
+    own.ws.send(JSON.stringify({ t: 'nonsense' }));
+    assert.equal((await own.closed).code, 1008);
+    await new Promise((r) => setTimeout(r, 500));
+    const events = (await api('GET', '/api/orgs/default/environments/far/network?limit=100')).body.items as { host: string }[];
+    assert.ok(!events.some((e) => e.host === 'forged.example'));
+    await waitFor('the impostor to leave the pool', async () => !berth.runners.has('rnr_0000000000000000impostor'), 10_000);
+    // Without a runner of its own, this control plane keeps no images and says so.
+    const images = await api('GET', '/api/images');
+    assert.equal(images.status, 409);
+    assert.match(images.body.error.message, /no runner of its own/);
+  });
+
   it('killed, it leaves the pool and its environment is lost; back, it reconciles and serves again', async () => {
     current!.child.kill('SIGKILL');
     await current!.exited;
