@@ -1,7 +1,8 @@
 // Observability: /metrics (token or its own listener), /healthz and /readyz, request and
 // task lifecycle logs, and OpenTelemetry traces sent to a local OTLP/HTTP collector.
 import assert from 'node:assert/strict';
-import { rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, rmSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -9,9 +10,10 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import pino from 'pino';
+import { startBerth } from '../src/server/index.ts';
 import { observabilitySettingsFrom } from '../src/server/observability/index.ts';
 import { createBareRepo, listen } from './fakes/git-server.ts';
-import { startTestBerth, waitFor, type TestBerth } from './helpers.ts';
+import { REPO, startTestBerth, waitFor, type TestBerth } from './helpers.ts';
 import { ON_POSTGRES } from './postgres.ts';
 
 const METRICS_TOKEN = 'metrics-token-0123456789abcdef';
@@ -99,8 +101,45 @@ test('settings: a bad metrics address, token or OTLP endpoint stops the start wi
   assert.throws(() => observabilitySettingsFrom({}, { OTEL_EXPORTER_OTLP_ENDPOINT: 'collector:4318' }), /OTEL_EXPORTER_OTLP_ENDPOINT/);
   assert.throws(() => observabilitySettingsFrom({ otlpEndpoint: 'ftp://collector' }, {}), /http\(s\)/);
   assert.deepEqual(observabilitySettingsFrom({}, { BERTH_METRICS_LISTEN: '[::1]:9464', BERTH_OTEL_ENDPOINT: 'http://c:4318/' }), { metricsToken: undefined, metricsListen: { host: '::1', port: 9464 }, otlpEndpoint: 'http://c:4318' });
-  // Options win over the environment, as berth up's flags do.
+  // Options win over the environment, as berth up's flags do; the environment counts when they are absent.
+  assert.equal(observabilitySettingsFrom({}, { BERTH_METRICS_TOKEN: METRICS_TOKEN }).metricsToken, METRICS_TOKEN);
   assert.equal(observabilitySettingsFrom({ metricsToken: METRICS_TOKEN }, { BERTH_METRICS_TOKEN: 'another-token-0123456789' }).metricsToken, METRICS_TOKEN);
+});
+
+test('startBerth refuses a bad metrics address before it makes anything', async () => {
+  const dataDir = join(tmpdir(), `berth-obs-never-${process.pid}`);
+  await assert.rejects(startBerth({ dataDir, port: 0, observability: { metricsListen: 'all-interfaces' } }), /BERTH_METRICS_LISTEN must be host:port/);
+  assert.equal(existsSync(dataDir), false);
+});
+
+/** Which @opentelemetry packages a fresh process loads to start observability with `endpoint` (none: traces off). */
+async function otelPackagesLoaded(endpoint: string): Promise<string[]> {
+  const script = `
+    import { registerHooks } from 'node:module';
+    const seen = new Set();
+    registerHooks({ resolve(specifier, context, next) { if (specifier.startsWith('@opentelemetry/')) seen.add(specifier); return next(specifier, context); } });
+    await import(${JSON.stringify(join(REPO, 'src/server/index.ts'))});
+    const { Observability } = await import(${JSON.stringify(join(REPO, 'src/server/observability/index.ts'))});
+    const { default: pino } = await import('pino');
+    const o = await Observability.start({ settings: { metricsToken: undefined, metricsListen: undefined, otlpEndpoint: ${JSON.stringify(endpoint)} || undefined }, db: {}, logger: pino({ level: 'silent' }), version: 'test' });
+    await o.close();
+    console.log(JSON.stringify([...seen].sort()));`;
+  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', '--input-type=module', '-e', script], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  assert.equal(code, 0, err);
+  return JSON.parse(out.trim().split('\n').at(-1)!) as string[];
+}
+
+test('traces off cost nothing: no OpenTelemetry SDK or exporter is loaded; on, they are', async () => {
+  // The API package alone is a no-op facade that prom-client and the Anthropic SDK load themselves.
+  const off = (await otelPackagesLoaded('')).filter((name) => name !== '@opentelemetry/api');
+  assert.deepEqual(off, [], off.join());
+  const on = await otelPackagesLoaded('http://127.0.0.1:9');
+  for (const name of ['@opentelemetry/sdk-trace', '@opentelemetry/exporter-trace-otlp-http']) assert.ok(on.includes(name), on.join());
 });
 
 describe('metrics, probes, logs and traces on a Berth with all of them on', () => {
