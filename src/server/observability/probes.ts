@@ -4,18 +4,21 @@ import type { Db } from '../db/index.ts';
 /** How long the database has to answer a readiness check. */
 export const READY_DB_TIMEOUT_MS = 2_000;
 
-export type Readiness = { status: 'ready' } | { status: 'not ready'; problems: string[] };
+/** `runnersOnline` is said, not judged: a control plane with no runner yet must still be reachable, or no runner could join it through its load balancer. */
+export type Readiness = ({ status: 'ready' } | { status: 'not ready'; problems: string[] }) & { runnersOnline?: number };
 
 /**
- * Whether this control plane should get traffic: the database answers in time, a runner
- * is online (the rule of runners/registry.ts: a heartbeat within three of its intervals,
- * and never less than 15 s), and it is not shutting down. Each problem says what is wrong.
+ * Whether this control plane should get traffic: the database answers in time and it is not
+ * shutting down. Each problem says what is wrong. Runners online (the rule of
+ * runners/registry.ts: a heartbeat within three of its intervals, never less than 15 s) are
+ * counted but do not decide: runners join through the same load balancer that reads this.
  */
 export async function readiness(o: { db: Db; shuttingDown: boolean; timeoutMs?: number }): Promise<Readiness> {
   const problems: string[] = [];
   if (o.shuttingDown) problems.push('shutting down: this control plane is closing and takes no new work');
   const timeoutMs = o.timeoutMs ?? READY_DB_TIMEOUT_MS;
   let timer: NodeJS.Timeout | undefined;
+  let runnersOnline: number | undefined;
   const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), timeoutMs)));
   try {
     const online = sql<{ n: string }>`
@@ -26,15 +29,14 @@ export async function readiness(o: { db: Db; shuttingDown: boolean; timeoutMs?: 
     if (answer === 'late') {
       online.catch(() => {});
       problems.push(`database: no answer within ${timeoutMs} ms`);
-    } else if (Number(answer.rows[0]?.n ?? 0) === 0) {
-      problems.push('runners: none online (no runner has written a heartbeat lately): environments and tasks cannot run');
-    }
+    } else runnersOnline = Number(answer.rows[0]?.n ?? 0);
   } catch (err) {
     problems.push(`database: ${oneLine(err)}`);
   } finally {
     clearTimeout(timer);
   }
-  return problems.length ? { status: 'not ready', problems } : { status: 'ready' };
+  const runners = runnersOnline === undefined ? {} : { runnersOnline };
+  return problems.length ? { status: 'not ready', problems, ...runners } : { status: 'ready', ...runners };
 }
 
 /** An error's message on one short line: enough to say what failed (the details are in the log). */
