@@ -92,6 +92,8 @@ export class LocalRunner implements Runner {
   /** Namespaces, rules and proxies, when environments have a network. */
   readonly network: NetworkManager | undefined;
   readonly #policies: RunnerNetworkOptions['policies'] | undefined;
+  /** Sockets served into environments (serveSocket), each with its stop: all stop with the runner. */
+  readonly #served = new Set<() => Promise<void>>();
   /** Each environment's package-mirror variables as of its last start (kept on disk for a restarted runner). */
   readonly #mirrorEnv = new Map<string, string[]>();
 
@@ -499,12 +501,15 @@ export class LocalRunner implements Runner {
       server.listen(path, () => resolveListen());
     });
     chmodSync(path, 0o666);
-    return async () => {
+    const stop = async () => {
+      this.#served.delete(stop);
       const closed = new Promise<void>((r) => server.close(() => r()));
       for (const socket of sockets) socket.destroy();
       await closed;
       await rm(path, { force: true });
     };
+    this.#served.add(stop);
+    return stop;
   }
 
   /** Processes the OOM killer has ended in the environment since it last started; null when not running or not counted. */
@@ -537,6 +542,7 @@ export class LocalRunner implements Runner {
   /** Stops the helper process; environments keep running. */
   close(): void {
     this.#closing.abort();
+    for (const stop of this.#served) void stop();
     this.#disks?.close();
     void this.network?.close();
     this.#spawner.close();
