@@ -1,9 +1,11 @@
 // `npm test`: build the web UI, type-check, then every test file under test/ with node's test runner, once
 // on the embedded database and once on PostgreSQL (BERTH_TEST_POSTGRES, by default the
 // server on 127.0.0.1:5432). Files run two at a time: each starts real environments,
-// and this machine has 2 cores.
+// and this machine has 2 cores. Files that start no sandbox (a `// sandbox: none` line: every
+// Berth in them runs on test/fakes/fake-runner.ts) run as a group of their own, more at once
+// (BERTH_TEST_LIGHT_CONCURRENCY, default LIGHT_CONCURRENCY).
 import { spawnSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { POSTGRES_SERVER, postgresReachable } from '../test/postgres.ts';
 
@@ -19,14 +21,27 @@ for (const project of [root, join(root, 'web')]) {
   if (tsc.status !== 0) process.exit(tsc.status ?? 1);
 }
 
+const LIGHT_CONCURRENCY = 4;
 const files = (only.length ? only : walk(join(root, 'test')).filter((f) => f.endsWith('.test.ts'))).sort();
+const NO_SANDBOX = /^\/\/ sandbox: none\b/m;
+const light = files.filter((f) => NO_SANDBOX.test(readFileSync(f, 'utf8')));
+const groups = [
+  { name: 'with sandboxes', files: files.filter((f) => !light.includes(f)), concurrency: 2 },
+  { name: 'without a sandbox', files: light, concurrency: Number(process.env.BERTH_TEST_LIGHT_CONCURRENCY) || LIGHT_CONCURRENCY },
+].filter((g) => g.files.length);
 const run = (database: 'embedded' | 'postgres') => {
-  console.log(`\n# tests on the ${database} database\n`);
-  return spawnSync(process.execPath, ['--test', '--test-concurrency=2', '--test-timeout=600000', '--disable-warning=ExperimentalWarning', ...files], {
-    stdio: 'inherit',
-    cwd: root,
-    env: { ...process.env, BERTH_TEST_DATABASE: database },
-  }).status;
+  let status: number | null = 0;
+  for (const group of groups) {
+    console.log(`\n# tests on the ${database} database, ${group.name}: ${group.files.length} files, ${group.concurrency} at a time\n`);
+    // Every file makes its own data dir and listens on port 0: nothing is shared between them.
+    const { status: groupStatus } = spawnSync(process.execPath, ['--test', `--test-concurrency=${group.concurrency}`, '--test-timeout=600000', '--disable-warning=ExperimentalWarning', ...group.files], {
+      stdio: 'inherit',
+      cwd: root,
+      env: { ...process.env, BERTH_TEST_DATABASE: database },
+    });
+    status ||= groupStatus;
+  }
+  return status;
 };
 
 let status = run('embedded');

@@ -1,5 +1,6 @@
 // The audit log as a user meets it: every change and command on record, a chain that
 // shows tampering, `berth audit` to read and check it.
+// sandbox: none (test/fakes/fake-runner.ts; scripts/test.ts runs these more at once)
 import assert from 'node:assert/strict';
 import { sql } from 'kysely';
 import { after, before, test } from 'node:test';
@@ -7,7 +8,7 @@ import { sh, startTestBerth, type TestBerth } from './helpers.ts';
 
 let t: TestBerth;
 before(async () => {
-  t = await startTestBerth();
+  t = await startTestBerth({ fake: true });
 });
 after(async () => {
   await t?.destroy();

@@ -1,6 +1,7 @@
 // The `berth` CLI as a whole (issue #12): piping into head, exit statuses, errors in the
 // command's own flags, --json and a description everywhere, colour only on a terminal, shell
 // completion, and what loads at start-up. No sandbox: tasks here are rows written as they end.
+// sandbox: none (test/fakes/fake-runner.ts; scripts/test.ts runs these more at once)
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
@@ -82,7 +83,7 @@ function run(cmd: string, args: string[], env: Record<string, string | undefined
 }
 
 before(async () => {
-  t = await startTestBerth({ taskConcurrency: 0 });
+  t = await startTestBerth({ fake: true, taskConcurrency: 0 });
   orgId = (await t.api('GET', '/api/orgs')).body.items.find((o: { name: string }) => o.name === 'default').id;
 });
 after(async () => {

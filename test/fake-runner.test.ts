@@ -1,4 +1,5 @@
 // The fake runner keeps the port's contract that tests on it rely on.
+// sandbox: none (test/fakes/fake-runner.ts; scripts/test.ts runs these more at once)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';

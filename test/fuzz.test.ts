@@ -1,5 +1,6 @@
 // Malformed input at every route: a 4xx with a JSON error, never a 5xx, and nothing in
 // the database changes. The routes come from the app's route table.
+// sandbox: none (test/fakes/fake-runner.ts; scripts/test.ts runs these more at once)
 import assert from 'node:assert/strict';
 import { sql } from 'kysely';
 import { after, before, test } from 'node:test';
@@ -7,7 +8,7 @@ import { startTestBerth, type TestBerth } from './helpers.ts';
 
 let t: TestBerth;
 before(async () => {
-  t = await startTestBerth();
+  t = await startTestBerth({ fake: true });
   await t.api('POST', '/api/orgs/default/environments', { name: 'fuzz-target' });
 });
 after(async () => {

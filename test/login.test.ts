@@ -1,6 +1,7 @@
 // Signing in from the CLI (`berth login`, `logout`, `whoami`), the org a token implies, and
 // one-time invite links, through the real CLI against real control planes: one with a real
 // OpenID provider (the browser flow through a loopback listener), one with API tokens only.
+// sandbox: none (test/fakes/fake-runner.ts; scripts/test.ts runs these more at once)
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -33,7 +34,7 @@ const json = (r: CliResult) => {
 describe('berth login with an API token (no identity provider)', () => {
   let t: TestBerth;
   before(async () => {
-    t = await startTestBerth();
+    t = await startTestBerth({ fake: true });
     await t.api('POST', '/api/orgs', { name: 'second' });
   });
   after(async () => t?.destroy());
@@ -225,6 +226,7 @@ describe('berth login through the identity provider', () => {
     redirectUri = `http://127.0.0.1:${port}/api/auth/oidc/callback`;
     provider = await startProvider({ redirectUri });
     t = await startTestBerth({
+      fake: true,
       port,
       oidc: { issuer: provider.issuer, clientId: 'berth', clientSecret: CLIENT_SECRET, redirectUri, allowHttp: true, groupRules: [{ group: 'berth-admins', org: 'platform', role: 'admin' }] },
     });

@@ -31,7 +31,7 @@ describe('model settings through the API and the CLI (no sandbox: the tasks fail
   const NOT_A_REPO = mkdtempSync(join(tmpdir(), 'berth-not-a-repo-'));
 
   before(async () => {
-    t = await startTestBerth({ modelEnv: { BERTH_MODEL: 'gpt-4o-mini', OPENAI_BASE_URL: 'http://127.0.0.1:9/v1', OPENAI_API_KEY: INSTANCE_KEY } });
+    t = await startTestBerth({ fake: true, modelEnv: { BERTH_MODEL: 'gpt-4o-mini', OPENAI_BASE_URL: 'http://127.0.0.1:9/v1', OPENAI_API_KEY: INSTANCE_KEY } });
     assert.equal((await t.api('PUT', '/api/orgs/default/secrets/ORG_MODEL_KEY', { value: ORG_KEY })).status, 200);
     assert.equal((await t.api('PUT', '/api/orgs/default/secrets/PROJECT_MODEL_KEY', { value: PROJECT_KEY })).status, 200);
     for (const name of ['alpha', 'beta']) {
@@ -160,7 +160,7 @@ describe('model settings through the API and the CLI (no sandbox: the tasks fail
   });
 
   test('a base URL on a private or loopback address is refused unless the instance allows the host (BERTH_ALLOWED_MODEL_HOSTS)', async () => {
-    const strict = await startTestBerth({ repos: { localRepos: [], allowedGitHosts: [] } });
+    const strict = await startTestBerth({ fake: true, repos: { localRepos: [], allowedGitHosts: [] } });
     try {
       assert.equal((await strict.api('PUT', '/api/orgs/default/secrets/K', { value: 'v' })).status, 200);
       for (const baseUrl of ['http://127.0.0.1:11434/v1', 'http://169.254.169.254/latest', 'http://10.0.0.5/v1', 'http://[::1]:8000/v1']) {

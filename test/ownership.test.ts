@@ -3,6 +3,7 @@
 // and everyone in the org reads them. The route walk is generated from the app's route table,
 // as test/tenancy.test.ts is: a new route on an environment or a task is covered the moment
 // it exists, and one without an ownership decision fails here (and the app refuses to start).
+// sandbox: none (test/fakes/fake-runner.ts; scripts/test.ts runs these more at once)
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';

@@ -1,5 +1,6 @@
 // Egress policies (org, project, environment: the narrowest that sets a field wins),
 // egress-only secrets, and the record of what environments' egress proxies did.
+// sandbox: none (test/fakes/fake-runner.ts; scripts/test.ts runs these more at once)
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pino from 'pino';

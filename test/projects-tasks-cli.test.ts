@@ -1,6 +1,7 @@
 // Projects can be shown, changed and removed (archived when tasks refer to them); a task's
 // red change is merged only on purpose; `berth run --setup`, `task continue`, the output in
 // `task logs` and the filters and cursor of `task list` (issue #12, "Projects and tasks").
+// sandbox: none (test/fakes/fake-runner.ts; scripts/test.ts runs these more at once)
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -64,7 +65,7 @@ const audit = async (action: string) => (await t.api('GET', `/api/orgs/default/a
 before(async () => {
   root = await mkdtemp(join(tmpdir(), 'berth-ptc-'));
   // No task runs here unless a test starts one (those are written as ended rows).
-  t = await startTestBerth({ taskConcurrency: 0 });
+  t = await startTestBerth({ fake: true, taskConcurrency: 0 });
   orgId = (await t.api('GET', '/api/orgs')).body.items.find((o: { name: string }) => o.name === 'default').id;
   const member = await t.api('PUT', '/api/orgs/default/members/admin@ptc.example', { role: 'admin' });
   assert.equal(member.status, 200, JSON.stringify(member.body));
@@ -312,7 +313,7 @@ describe('a real task: berth run --setup, task logs with output, task continue',
 
   before(async () => {
     bare = (await createBareRepo({ root, name: 'run.git', files: { 'README.md': 'hello\n' } })).path;
-    live = await startTestBerth();
+    live = await startTestBerth({ fake: true });
   });
   after(async () => {
     await live?.destroy();

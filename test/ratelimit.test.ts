@@ -1,11 +1,12 @@
 // Rate limits: per token on the API, per address on sign-in.
+// sandbox: none (test/fakes/fake-runner.ts; scripts/test.ts runs these more at once)
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { startTestBerth, type TestBerth } from './helpers.ts';
 
 let t: TestBerth;
 before(async () => {
-  t = await startTestBerth({ tokenRateLimit: 5 });
+  t = await startTestBerth({ fake: true, tokenRateLimit: 5 });
 });
 after(async () => {
   await t?.destroy();

@@ -1,5 +1,6 @@
 // Secrets: write-only through the API and CLI, encrypted at rest, handed to environments
 // as variables, and never in any output, response or audit entry that Berth records.
+// sandbox: none (test/fakes/fake-runner.ts; scripts/test.ts runs these more at once)
 import assert from 'node:assert/strict';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -9,7 +10,7 @@ import { startTestBerth, type TestBerth } from './helpers.ts';
 const VALUE = 'sk-live-4f9a8b7c6d5e4f3a2b1c';
 let t: TestBerth;
 before(async () => {
-  t = await startTestBerth();
+  t = await startTestBerth({ fake: true });
 });
 after(async () => {
   await t?.destroy();

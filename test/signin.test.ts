@@ -1,5 +1,6 @@
 // Signing in to Berth through a real OpenID provider: the provider's users and groups
 // become Berth users and org roles, and the sign-in is on record.
+// sandbox: none (test/fakes/fake-runner.ts; scripts/test.ts runs these more at once)
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { browse, CLIENT_SECRET, freePort, startProvider, type TestProvider } from './oidc-provider.ts';
@@ -12,6 +13,7 @@ before(async () => {
   const redirectUri = `http://127.0.0.1:${port}/api/auth/oidc/callback`;
   provider = await startProvider({ redirectUri });
   t = await startTestBerth({
+    fake: true,
     port,
     oidc: {
       issuer: provider.issuer,

@@ -1,5 +1,6 @@
 // The tasks list pages with a cursor in a stable order (created time, then id), keeps its
 // filters from page to page, and a task shows the model it runs with.
+// sandbox: none (test/fakes/fake-runner.ts; scripts/test.ts runs these more at once)
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,7 +13,7 @@ let orgId: string;
 
 before(async () => {
   // A model is configured (BERTH_MODEL) but never reached: these tasks fail at the clone.
-  t = await startTestBerth({ modelEnv: { BERTH_MODEL: 'gpt-4o-mini', OPENAI_BASE_URL: 'http://127.0.0.1:9/v1' } });
+  t = await startTestBerth({ fake: true, modelEnv: { BERTH_MODEL: 'gpt-4o-mini', OPENAI_BASE_URL: 'http://127.0.0.1:9/v1' } });
   orgId = (await t.api('GET', '/api/orgs')).body.items.find((o: { name: string }) => o.name === 'default').id;
 });
 after(async () => {

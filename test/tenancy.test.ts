@@ -1,6 +1,7 @@
 // Orgs cannot see each other; roles limit what members can do; tokens expire and revoke.
 // The cross-org and role checks walk the app's route table, so a new route is covered
 // the moment it exists.
+// sandbox: none (test/fakes/fake-runner.ts; scripts/test.ts runs these more at once)
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { PERMISSIONS, roleRank } from '../src/server/authz.ts';
