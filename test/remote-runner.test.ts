@@ -1,7 +1,9 @@
 // A runner on "another host": its own network namespace with its own veth address and data
 // dir, joined to a control plane started with no runner of its own, over the network.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { connect, type AddressInfo } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -48,10 +50,10 @@ describe('a runner that joins over the network', { timeout: 600_000 }, () => {
   const cli = (args: string[], input?: string) => runCli(args, { BERTH_DATA_DIR: cpDir }, input);
 
   /** `berth runner join` inside the runner's namespace, as another host would run it. */
-  function join_(secret = token.token): Joined {
+  function join_(secret = token.token, how: string[] = [client.url, '--insecure']): Joined {
     const child = spawn(
       'nsenter',
-      [`--net=/run/netns/${NETNS}`, join(REPO, 'bin', 'berth'), 'runner', 'join', client.url, '--insecure', '--data-dir', runnerDir, '--labels', 'site=lab,gpu=false', '--name', 'far-1', '--image-dir', IMAGE_DIR],
+      [`--net=/run/netns/${NETNS}`, join(REPO, 'bin', 'berth'), 'runner', 'join', ...how, '--data-dir', runnerDir, '--labels', 'site=lab,gpu=false', '--name', 'far-1', '--image-dir', IMAGE_DIR],
       { env: { ...process.env, BERTH_RUNNER_TOKEN: secret, BERTH_NODE: process.execPath, BERTH_LOG_LEVEL: 'info', FORCE_COLOR: undefined }, stdio: ['ignore', 'ignore', 'pipe'] },
     );
     let err = '';
@@ -311,6 +313,43 @@ describe('a runner that joins over the network', { timeout: 600_000 }, () => {
     const r = await api('POST', '/api/orgs/default/environments/far/exec', { cmd: ['echo', 'still here'] });
     assert.equal(r.status, 200, JSON.stringify(r.body));
     assert.equal(r.body.stdout, 'still here\n');
+  });
+
+  it('over TLS, trusts the system CAs and --ca, and nothing else', async () => {
+    // A TLS front for the control plane, as a reverse proxy would be, with a certificate from a CA of the test's own.
+    const tls = join(work, 'tls');
+    mkdirSync(tls);
+    const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: tls, stdio: 'pipe' });
+    ssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '1', '-subj', '/CN=berth test CA');
+    ssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'cp.key', '-out', 'cp.csr', '-subj', '/CN=control plane');
+    writeFileSync(join(tls, 'ext'), `subjectAltName=IP:${HOST_ADDR}\n`);
+    ssl('x509', '-req', '-in', 'cp.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'cp.pem', '-days', '1', '-extfile', 'ext');
+    const front = createTlsServer({ cert: readFileSync(join(tls, 'cp.pem')), key: readFileSync(join(tls, 'cp.key')) }, (socket) => {
+      const upstream = connect(Number(new URL(client.url).port), HOST_ADDR);
+      socket.pipe(upstream).pipe(socket);
+      socket.on('error', () => upstream.destroy());
+      upstream.on('error', () => socket.destroy());
+    });
+    await new Promise<void>((r) => front.listen(0, HOST_ADDR, r));
+    const url = `https://${HOST_ADDR}:${(front.address() as AddressInfo).port}`;
+    try {
+      current!.child.kill('SIGTERM');
+      await current!.exited;
+      // Its certificate is from a CA the runner was not given: it does not join, and says why as it retries.
+      const untrusted = join_(token.token, [url]);
+      await waitFor('the runner to say why', async () => /"reason":"connection closed \(1006: unable to verify the first certificate[^"]*","msg":"not connected to https:/.test(untrusted.stderr()), 20_000).catch((err: Error) => {
+        throw new Error(`${err.message}; it said:\n${untrusted.stderr().slice(-2000)}`);
+      });
+      assert.ok(!berth.runners.has(runnerId));
+      untrusted.child.kill('SIGTERM');
+      await untrusted.exited;
+      join_(token.token, [url, '--ca', join(tls, 'ca.pem')]);
+      await connected();
+      const r = await api('POST', '/api/orgs/default/environments/far/exec', { cmd: ['echo', 'over tls'] });
+      assert.equal(r.body.stdout, 'over tls\n');
+    } finally {
+      front.close();
+    }
   });
 
   it('a revoked token is refused on the next connect: the runner says why and exits non-zero', async () => {

@@ -332,6 +332,7 @@ export async function joinControlPlane(o: JoinOptions): Promise<JoinedRunner> {
     new Promise<{ welcomed: boolean; why: string; refused?: boolean }>((resolve) => {
       let welcomed = false;
       let refused: string | undefined;
+      let lastError = '';
       const ws = new WebSocket(target, {
         headers: { authorization: `Bearer ${o.token}`, [PROTOCOL_HEADER]: String(PROTOCOL_VERSION) },
         maxPayload: MAX_FRAME_BYTES,
@@ -393,11 +394,12 @@ export async function joinControlPlane(o: JoinOptions): Promise<JoinedRunner> {
         commands.clear();
         for (const stop of listeners.values()) void stop().catch(() => {});
         listeners.clear();
-        const text = reason.toString('utf8');
+        const text = reason.toString('utf8') || lastError;
         if (code === 4401 || code === 4426 || code === 4409) refused = text;
         resolve({ welcomed, why: `connection closed (${code}${text ? `: ${text}` : ''})`, ...(refused !== undefined && { refused: true }) });
       });
-      ws.on('error', (err) => log.debug({ err }, 'runner connection error'));
+      // Why a connection failed (refused, a certificate not trusted, a timeout), for the retry's log line.
+      ws.on('error', (err) => (lastError = err.message));
     });
 
   const loop = (async () => {
