@@ -14,7 +14,7 @@ import { SecretService } from './secrets/service.ts';
 import { ModelSettingsService } from './models/service.ts';
 import { openDatabase, type DatabaseHandle } from './db/index.ts';
 import { EnvironmentService } from './environments/service.ts';
-import { sandboxGateway, TaskEvents, TaskService, TaskWorker } from './tasks/index.ts';
+import { RunnerWorkers, sandboxGateway, TaskEvents, TaskService, TaskWorker } from './tasks/index.ts';
 import { PolicyService } from './policy/index.ts';
 import { NetworkEventRecorder, NetworkEventRetention, retentionFrom, stormSettingsFrom, type StormSettings } from './network-events/index.ts';
 import { DenialAdvisor } from './tasks/denials.ts';
@@ -24,7 +24,7 @@ import { modelClientFromEnv } from '../agent/index.ts';
 import { RepoAccess, repoAccessFromEnv, type RepoAccessConfig } from '../forges/index.ts';
 import { routeHostFetch } from '../forges/upstream.ts';
 import { availableParallelism, hostname } from 'node:os';
-import { JoinedRunners, RunnerHeartbeat, RunnerPool, RunnerRegistry, RunnerTokenService } from './runners/index.ts';
+import { JoinedRunners, RunnerHeartbeat, RunnerPool, RunnerRegistry, RunnerSweeper, RunnerTokenService, runnerOfflineAfterFrom, taskRetriesFrom } from './runners/index.ts';
 import { runnerConfigFrom } from '../runner/config.ts';
 import { invalid } from '../shared/errors.ts';
 import { Observability, observabilitySettingsFrom, type ObservabilityOptions } from './observability/index.ts';
@@ -82,6 +82,10 @@ export interface StartOptions {
   observability?: ObservabilityOptions | undefined;
   /** How often the local runner writes its heartbeat (default 5 s). */
   runnerHeartbeatMs?: number;
+  /** A runner whose heartbeat is older than this is offline: its environments lost, its tasks moved (BERTH_RUNNER_OFFLINE_AFTER, default 15 s). */
+  runnerOfflineAfterMs?: number | undefined;
+  /** Times a task whose runner went offline starts over on another runner before it fails (BERTH_TASK_RETRIES, default 2). */
+  taskRetries?: number | undefined;
   /** Less free space on the data directory's disk makes the runner degraded (BERTH_MIN_FREE_DISK, default 2g). */
   minFreeDiskBytes?: number;
   /**
@@ -226,15 +230,14 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   let publicUrl = opts.publicUrl ?? process.env.BERTH_PUBLIC_URL ?? '';
   // One runner per data directory: the tasks it claimed are the ones it recovers.
   const runnerId = runner?.id ?? 'none';
-  const worker = new TaskWorker({
-    db,
-    runnerId,
-    trace: observability.traceTask,
-    // With no runner of its own, tasks wait for the runners that join (their workers are the placement's).
-    concurrency: runner ? (runnerConfig.taskConcurrency ?? 2 * availableParallelism()) : 0,
-    deps: { db, events: taskEvents, environments, secrets, audit, logger, workDir: join(opts.dataDir, 'tasks'), publicUrl: () => publicUrl, modelEnv, models, repos, gateway: sandboxGateway({ gateway, environments }), denials, images: { builder, policies } },
-  });
-  const tasks = new TaskService({ db, events: taskEvents, secrets, signals: worker, repos, checkModel: async (model, where) => {
+  const runnerOfflineAfterMs = opts.runnerOfflineAfterMs ?? runnerOfflineAfterFrom(process.env.BERTH_RUNNER_OFFLINE_AFTER);
+  const taskRetries = opts.taskRetries ?? taskRetriesFrom(process.env.BERTH_TASK_RETRIES);
+  const taskDeps = { db, events: taskEvents, environments, secrets, audit, logger, workDir: join(opts.dataDir, 'tasks'), publicUrl: () => publicUrl, modelEnv, models, repos, gateway: sandboxGateway({ gateway, environments }), denials, images: { builder, policies } };
+  // A task worker per runner in the pool: berth up's own, and each runner that joins while it is connected.
+  const workers = new RunnerWorkers({ db, pool, deps: taskDeps, logger, trace: observability.traceTask, taskRetries, concurrency: () => runnerConfig.taskConcurrency ?? 2 * availableParallelism() });
+  // With no runner of its own, tasks wait for the runners that join (their workers are the placement's).
+  const worker = runner ? workers.workerFor(runner) : new TaskWorker({ db, runnerId, trace: observability.traceTask, concurrency: 0, deps: taskDeps });
+  const tasks = new TaskService({ db, events: taskEvents, secrets, signals: workers, repos, checkModel: async (model, where) => {
       if (!(await models.hasSettings(where.orgId, where.projectId))) void modelClientFromEnv(modelEnv, { model });
     },
   });
@@ -243,7 +246,11 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   if (runner) await environments.reconcile(runner.id);
   await worker.recover();
 
-  const runners = new RunnerRegistry({ db, authz });
+  const runners = new RunnerRegistry({ db, authz, offlineAfterMs: runnerOfflineAfterMs });
+  // Runners whose heartbeat stopped: their environments become lost and their tasks move, on one replica at a time.
+  const runnerSweeper = new RunnerSweeper({ db, pool, environments, events: taskEvents, logger, offlineAfterMs: runnerOfflineAfterMs, taskRetries, exclusive: (name, fn) => database.singletons.run(name, fn) });
+  // A runner that (re)connects: its lost environments are found again.
+  pool.onAdded((r) => void environments.reconcile(r.id, { onlyLost: true }).catch((err) => logger.error({ err, runner: r.id }, 'could not reconcile a returning runner')));
   // Runners on other hosts join with a runner token and become RemoteRunners in the pool while connected.
   const runnerTokens = new RunnerTokenService(db);
   const joinedRunners = new JoinedRunners({ db, pool, registry: runners, environments, tokens: runnerTokens, policies, networkEvents, logger, heartbeatMs: opts.runnerHeartbeatMs });
@@ -299,7 +306,8 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
   const orgName = 'default';
   publicUrl ||= url;
-  worker.start();
+  workers.start();
+  runnerSweeper.start();
 
   const clientConfigPath = join(opts.dataDir, CLIENT_CONFIG_FILE);
   await writeClientConfig(
@@ -343,6 +351,8 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
       clearInterval(sweeper);
       // Readiness says so at once: a load balancer stops sending work while the rest closes.
       observability.beginShutdown();
+      await runnerSweeper.close();
+      await workers.close();
       await worker.close();
       await heartbeat?.close();
       await gateway.close();

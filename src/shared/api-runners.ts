@@ -37,6 +37,8 @@ export const Runner = RunnerReport.omit({ problems: true }).extend({
   }),
   startedAt: z.string(),
   lastHeartbeatAt: z.string(),
+  labels: z.record(z.string(), z.string()).describe('placement labels: environments and tasks that ask for labels go to a runner carrying them'),
+  draining: z.boolean().describe('no new environments or tasks go to it; what runs there finishes (`berth runner drain`)'),
 });
 export type Runner = z.infer<typeof Runner>;
 

@@ -1,6 +1,6 @@
 // The task API's shapes, declared once for the server, /openapi.json and the CLI.
 import { z } from 'zod';
-import { duration, OrgRef } from './api.ts';
+import { duration, OrgRef, RunnerLabels } from './api.ts';
 import { MODEL_PROVIDERS, MODEL_SCOPES, MODEL_SOURCES } from './api-models.ts';
 import { TASK_STATES } from './tasks.ts';
 import { parseDuration } from './units.ts';
@@ -33,6 +33,7 @@ export const CreateTaskBody = z
     check: z.string().min(1).max(10_000).optional().describe('the command that says whether the work is done; overrides the project and repository'),
     setup: z.array(z.string().trim().min(1, 'a setup command cannot be empty').max(10_000)).max(100).optional().describe("commands run after the repository's and the project's setup, in order"),
     budget: TaskBudgetInput.optional(),
+    runnerLabels: RunnerLabels.optional().describe("labels the runner that runs it must carry (`{\"gpu\": \"true\"}`), added to its project's"),
     trigger: z.enum(['api', 'cli', 'web', 'schedule']).optional(),
   })
   .refine((b) => Boolean(b.project) !== Boolean(b.repo), { message: 'give either project or repo', path: ['project'] })
@@ -78,6 +79,9 @@ export const Task = z.object({
   changeRequest: ChangeRequestSchema.nullable(),
   checksPassed: z.boolean().nullable(),
   setup: z.array(z.string()).describe("setup commands given with the task (run after the repository's and the project's)"),
+  runnerLabels: z.record(z.string(), z.string()).describe("labels the runner that runs it must carry: the task's and its project's"),
+  runnerId: z.string().nullable().describe('the runner that claimed it last; null while it waits in the queue'),
+  attempts: z.number().int().describe('times it was started over because its runner went offline under it'),
   summary: z.string().nullable(),
   usage: z.object({ inputTokens: z.number(), outputTokens: z.number(), costUsd: z.number() }),
   budget: z.object({ maxSteps: z.number(), maxTokens: z.number().nullable(), maxCostUsd: z.number().nullable(), timeoutMs: z.number(), maxCheckRetries: z.number() }),

@@ -1,6 +1,7 @@
 // The environment state machine. States are written before they are acted on, so the
 // transitional states (starting, stopping, deleting) tell a restarted runner what was
-// under way when it died.
+// under way when it died. `lost`: its runner went offline; it stays so until that runner
+// is back and reconciles it (found running, stopped, or gone: failed).
 
 export const ENVIRONMENT_STATES = [
   'creating',
@@ -11,20 +12,26 @@ export const ENVIRONMENT_STATES = [
   'deleting',
   'deleted',
   'failed',
+  'lost',
 ] as const;
 
 export type EnvironmentState = (typeof ENVIRONMENT_STATES)[number];
 
 const TRANSITIONS: Record<EnvironmentState, readonly EnvironmentState[]> = {
-  creating: ['running', 'failed', 'deleting'],
-  starting: ['running', 'stopped', 'failed', 'deleting'],
-  running: ['stopping', 'stopped', 'failed', 'deleting'],
-  stopping: ['stopped', 'failed', 'deleting'],
-  stopped: ['starting', 'deleting', 'failed'],
+  creating: ['running', 'failed', 'deleting', 'lost'],
+  starting: ['running', 'stopped', 'failed', 'deleting', 'lost'],
+  running: ['stopping', 'stopped', 'failed', 'deleting', 'lost'],
+  stopping: ['stopped', 'failed', 'deleting', 'lost'],
+  stopped: ['starting', 'deleting', 'failed', 'lost'],
   failed: ['deleting', 'starting'],
-  deleting: ['deleted', 'failed'],
+  deleting: ['deleted', 'failed', 'lost'],
   deleted: [],
+  // Only its runner's return moves it on: nothing can be started, stopped or removed where its files are out of reach.
+  lost: ['running', 'stopped', 'failed'],
 };
+
+/** The states an environment on a runner that went offline becomes `lost` from (a failed one stays failed). */
+export const LOSABLE: readonly EnvironmentState[] = ['creating', 'starting', 'running', 'stopping', 'stopped', 'deleting'];
 
 export function canTransition(from: EnvironmentState, to: EnvironmentState): boolean {
   return TRANSITIONS[from].includes(to);

@@ -4,6 +4,7 @@ import type { CreateEnvironmentBody, Environment, EnvironmentDetail, Environment
 import { formatDuration, formatSize } from '../../shared/units.ts';
 import type { ApiClient } from '../client.ts';
 import { age, emit, printJson, printTable, stateWord, usageError, withSpinner } from '../output.ts';
+import { runnerLabel } from '../labels.ts';
 // attach.ts (ws, the API schemas) and cp.ts (tar) load in their actions: every command pays for what loads here.
 
 type Client = () => ApiClient;
@@ -30,6 +31,8 @@ function printEnvironment(env: Environment | EnvironmentDetail): void {
     ['name', env.name],
     ['state', stateWord(env.state) + (env.stateReason ? ` (${env.stateReason})` : '')],
     ['image', `${env.image}${env.imageDigest ? ` ${env.imageDigest.slice(0, 19)}` : ''}`],
+    // Where its files are, for life (older servers leave it out).
+    ...(env.runnerId !== undefined ? [['runner', env.runnerId === null ? 'the local runner' : `${env.runnerName ?? '?'} (${env.runnerId})`] as [string, string]] : []),
     ['limits', `${l.cpus} cpu, ${formatSize(l.memoryBytes)} memory, ${formatSize(l.diskBytes)} disk, ${l.pidsLimit} processes`],
     ['idle timeout', l.idleTimeoutMs === null ? 'off' : formatDuration(l.idleTimeoutMs)],
     ['max lifetime', l.maxLifetimeMs === null ? 'off' : formatDuration(l.maxLifetimeMs)],
@@ -86,6 +89,7 @@ export function envCommands(program: Command, client: Client): void {
     .option('--allow-domain <domain>', 'a domain it may reach, repeatable (a member\'s list may only narrow its project\'s and org\'s policy; an admin\'s may widen it)', collect)
     .option('--user <user>', "who its commands run as: a user of its image (like node) or a uid (default: its root)")
     .option('--volume <name:/path>', "a named volume mounted at /path, repeatable: kept per project (with --project), else per environment", collect)
+    .option('--runner-label <key=value>', 'a label the runner it goes to must carry (gpu=true), repeatable; it stays on that runner for life', runnerLabel)
     .option('--json', 'print a JSON object')
     .action(async (o) => {
       const volumes = (o.volume as string[] | undefined)?.map((v) => {
@@ -107,6 +111,7 @@ export function envCommands(program: Command, client: Client): void {
         allowDomains: o.allowDomain,
         user: o.user,
         volumes,
+        runnerLabels: o.runnerLabel,
       };
       const created = await withSpinner('creating environment', () => client().request<Environment>('POST', client().orgPath('environments'), body));
       if (o.json) printJson({ id: created.id, name: created.name, state: created.state });

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { InvalidArgumentError, type Command } from 'commander';
 import type { ApiClient } from '../client.ts';
 import { CliError, printJson, printTable } from '../output.ts';
+import { labelsText, runnerLabel } from '../labels.ts';
 
 type Client = () => ApiClient;
 
@@ -15,6 +16,7 @@ interface Project {
   forge: { kind?: string; apiUrl?: string; tokenSecret?: string; app?: { appId: string; installationId: number; privateKeySecret: string }; deployKeySecret?: string; knownHosts?: string };
   agent: { kind?: string; model?: string; command?: string };
   registryLogins?: Record<string, string>;
+  runnerLabels?: Record<string, string>;
   archivedAt: string | null;
 }
 type ProjectShown = Project & { receives: { variables: string[]; egress: string[] } };
@@ -88,6 +90,7 @@ function settingsOptions(c: Command): Command {
     .option('--agent <kind>', 'default agent for its tasks: builtin or command')
     .option('--model <model>', 'default model for its tasks')
     .option('--agent-command <cmd>', 'default command for --agent command')
+    .option('--runner-label <key=value>', 'a label the runner of each of its tasks must carry (gpu=true), repeatable; replaces the labels', runnerLabel)
     .option('--json', 'print the project as JSON');
 }
 
@@ -101,6 +104,7 @@ function settingsFrom(o: Record<string, any>) {
     forge: defined({ kind: o.forge, apiUrl: o.forgeUrl, tokenSecret: o.tokenSecret, app: githubApp(o.githubApp), deployKeySecret: o.deployKeySecret, knownHosts: knownHosts(o.knownHosts) }),
     agent: defined({ kind: o.agent, model: o.model, command: o.agentCommand }),
     registryLogins: registryLogins(o.registryLogin),
+    runnerLabels: o.runnerLabel as Record<string, string> | undefined,
   };
 }
 
@@ -142,6 +146,7 @@ function printProject(p: ProjectShown): void {
     ['forge', forge],
     ['agent', [p.agent.kind ?? 'builtin', p.agent.model && `model ${p.agent.model}`, p.agent.command && `command \`${p.agent.command}\``].filter(Boolean).join(', ')],
     ['registries', p.registryLogins && Object.keys(p.registryLogins).length ? Object.entries(p.registryLogins).map(([r, s]) => `${r} (login in ${s})`).join(', ') : undefined],
+    ['runners', p.runnerLabels && Object.keys(p.runnerLabels).length ? `with labels ${labelsText(p.runnerLabels)}` : undefined],
     ['secrets', list(p.secrets)],
     ['variables', list(p.receives.variables)],
     ['egress-only', list(p.receives.egress)],
@@ -200,12 +205,17 @@ export function projectCommands(program: Command, client: Client): void {
       .description('change a project: the flags given replace those settings, the rest stay (--setup, --secret and --allow-domain replace their whole list)')
       .option('--name <new-name>', 'rename it')
       .option('--repo <url>', 'a new repository (checked as on create)')
-      .option('--unset <setting>', `clear a setting, back to the repository's file or the default (repeatable): ${[...Object.keys(UNSET), 'registry-login'].join(', ')}`, collect),
+      .option('--unset <setting>', `clear a setting, back to the repository's file or the default (repeatable): ${[...Object.keys(UNSET), 'registry-login', 'runner-label'].join(', ')}`, collect),
   ).action(async (name: string, o) => {
     const s = settingsFrom(o);
-    const body: Record<string, any> = defined({ name: o.name, repoUrl: o.repo, defaultBranch: s.defaultBranch, secrets: s.secrets, registryLogins: s.registryLogins });
+    const body: Record<string, any> = defined({ name: o.name, repoUrl: o.repo, defaultBranch: s.defaultBranch, secrets: s.secrets, registryLogins: s.registryLogins, runnerLabels: s.runnerLabels });
     for (const section of ['work', 'forge', 'agent'] as const) if (Object.keys(s[section]).length) body[section] = { ...s[section] };
     for (const what of (o.unset ?? []) as string[]) {
+      if (what === 'runner-label') {
+        if (s.runnerLabels) throw new CliError('give --runner-label or --unset runner-label, not both', 2);
+        body.runnerLabels = {};
+        continue;
+      }
       if (what === 'registry-login') {
         if (s.registryLogins) throw new CliError('give --registry-login or --unset registry-login, not both', 2);
         body.registryLogins = {};

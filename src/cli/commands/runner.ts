@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import type { CreatedRunnerToken, RunnerList, RunnerToken, RunnerTokenList } from '../../shared/api-runners.ts';
+import type { CreatedRunnerToken, Runner, RunnerList, RunnerToken, RunnerTokenList } from '../../shared/api-runners.ts';
+import { labelsText } from '../labels.ts';
 import { formatSize } from '../../shared/units.ts';
 import type { ApiClient } from '../client.ts';
 import { age, CliError, EXIT, printJson, printTable, stateWord, usageError } from '../output.ts';
@@ -28,11 +29,13 @@ export function runnerCommands(program: Command, client: () => ApiClient): void 
       const { items } = await client().request<RunnerList>('GET', '/api/runners');
       if (o.json) return printJson(items);
       printTable(
-        ['NAME', 'HOST', 'HEALTH', 'BACKEND', 'CPUS', 'MEMORY', 'ENVS', 'TASKS', 'NETWORK', 'DISK QUOTA', 'DATA DISK FREE', 'HEARTBEAT'],
+        ['NAME', 'HOST', 'HEALTH', 'LABELS', 'BACKEND', 'CPUS', 'MEMORY', 'ENVS', 'TASKS', 'NETWORK', 'DISK QUOTA', 'DATA DISK FREE', 'HEARTBEAT'],
         items.map((r) => [
           r.name,
           r.host,
-          stateWord(r.health.status),
+          // Draining: what runs there finishes, nothing new goes there (older servers leave it out).
+          `${stateWord(r.health.status)}${r.draining ? ', draining' : ''}`,
+          labelsText(r.labels),
           `${r.backend} (cgroup ${r.cgroups})`,
           String(r.cpus),
           formatSize(r.memoryBytes),
@@ -56,6 +59,19 @@ export function runnerCommands(program: Command, client: () => ApiClient): void 
         process.stdout.write(`\n${r.name} is ${r.health.status}:\n${r.health.reasons.map((why) => `  - ${why}\n`).join('')}`);
       }
     });
+
+  // Draining: no new environments or tasks go to the runner; what runs there finishes.
+  for (const [verb, what] of [['drain', 'no new environments or tasks go to it; what runs there finishes'], ['undrain', 'it takes new environments and tasks again']] as const) {
+    runner
+      .command(`${verb} <name>`)
+      .description(`${verb} a runner: ${what} (instance administrators; on record)`)
+      .option('--json', 'print JSON')
+      .action(async (name: string, o) => {
+        const r = await client().request<Runner>('POST', `/api/runners/${encodeURIComponent(name)}/${verb}`);
+        if (o.json) return printJson(r);
+        process.stdout.write(r.draining ? `${r.name} is draining: nothing new goes there; \`berth runner undrain ${r.name}\` takes it back\n` : `${r.name} takes new environments and tasks\n`);
+      });
+  }
 
   const token = runner.command('token').description('tokens runners on other hosts join with (instance administrators)');
   token

@@ -6,6 +6,7 @@ import type { CreateTaskBody, Task } from '../../shared/api-tasks.ts';
 import { FINAL_TASK_STATES, type TaskEvent, type TaskEventData } from '../../shared/tasks.ts';
 import type { ApiClient } from '../client.ts';
 import { age, CliError, emit, paint, paintDiff, printJson, printTable, Spinner, stateWord, usageError } from '../output.ts';
+import { runnerLabel } from '../labels.ts';
 
 type Client = () => ApiClient;
 
@@ -181,6 +182,7 @@ export function taskCommands(program: Command, client: Client): void {
     .option('--model <model>', 'model for the built-in agent (default $BERTH_MODEL on the server)')
     .option('--check <cmd>', 'the command that says whether the work is done (overrides the repository\'s)')
     .option('--setup <cmd>', 'a setup command run after the repository\'s and project\'s setup (repeat for several, run in order)', (v: string, all: string[] = []) => [...all, v])
+    .option('--runner-label <key=value>', "a label the runner that runs it must carry (gpu=true), repeatable; added to its project's", runnerLabel)
     .option('--max-steps <n>', 'model round trips', positiveInt)
     .option('--max-tokens <n>', 'input + output tokens', positiveInt)
     .option('--max-cost <usd>', 'dollars', positive)
@@ -215,6 +217,7 @@ export function taskCommands(program: Command, client: Client): void {
         model: o.model,
         check: o.check,
         setup: o.setup,
+        runnerLabels: o.runnerLabel,
         budget: Object.keys(budget).length ? budget : undefined,
         trigger: 'cli',
       };

@@ -456,6 +456,19 @@ export const migrations: Record<string, Migration> = {
         when (new.environment_id is not null) execute function berth_policy_changed()`.execute(db);
     },
   },
+  '0019_placement': {
+    async up(db: Kysely<any>) {
+      // What a task asks of the runner that claims it: labels it must carry, and the memory its
+      // environment is expected to take (the project's limit, else the default), held free on
+      // that runner from the claim until the environment exists.
+      await db.schema.alterTable('tasks').addColumn('runner_labels', 'jsonb', (c) => c.notNull().defaultTo(sql`'{}'::jsonb`)).execute();
+      await db.schema.alterTable('tasks').addColumn('memory_bytes', 'bigint').execute();
+      // Times a task was started over because its runner went offline under it.
+      await db.schema.alterTable('tasks').addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+      // Set by the runner sweep when the heartbeat stopped (its environments are then lost); the next heartbeat clears it.
+      await db.schema.alterTable('runners').addColumn('offline_at', 'timestamptz').execute();
+    },
+  },
   '0020_runner_join': {
     async up(db: Kysely<any>) {
       // What an administrator called a runner token (`berth runner token create --name`).

@@ -86,6 +86,8 @@ export interface ProjectSettings {
    * `host:port`) → name of the secret holding USER:PASSWORD. Used on the runner only.
    */
   registryLogins?: Record<string, string>;
+  /** Labels the runner of its tasks must carry (`gpu` → `true`); a task's own labels add to them. */
+  runnerLabels?: Record<string, string>;
 }
 
 export interface SecretTable {
@@ -211,6 +213,12 @@ export interface TaskTable {
   runner_id: string | null;
   /** Which claim of the task is current: each claim takes the next; a write from an older one is refused. */
   lease: ColumnType<number, number | undefined, number>;
+  /** Labels the runner that claims it must carry (the task's and its project's). */
+  runner_labels: ColumnType<Record<string, string>, string | undefined, string>;
+  /** Memory its environment is expected to take: a runner claims it only with this much free. Null: the default limit. */
+  memory_bytes: ColumnType<string | null, string | number | null | undefined, string | number | null>;
+  /** Times it was started over because its runner went offline under it. */
+  attempts: ColumnType<number, number | undefined, number>;
   environment_id: string | null;
   branch: string | null;
   base_sha: string | null;
@@ -294,6 +302,8 @@ export interface RunnerTable {
   labels: ColumnType<Record<string, string>, string | undefined, string>;
   /** No new environments or tasks go to it; what runs there finishes. */
   draining: ColumnType<boolean, boolean | undefined, boolean>;
+  /** When the runner sweep found its heartbeat stopped (its environments became lost); cleared by its next heartbeat. */
+  offline_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
   /** A joined runner's: the runner token it first registered with (null for berth up's own). */
   token_id: ColumnType<string | null, string | null | undefined, string | null>;
 }

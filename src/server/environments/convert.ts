@@ -17,7 +17,7 @@ export function limitsOf(row: EnvironmentRow): EnvironmentLimits {
 }
 
 /** The environment as the API shows it to one caller: with whose it is and whether they may use it (ownership.ts). */
-export function toApi(row: EnvironmentRow, ownership: EnvironmentOwnership): Environment {
+export function toApi(row: EnvironmentRow, ownership: EnvironmentOwnership, runnerName?: string | undefined): Environment {
   return {
     ...ownership,
     id: row.id,
@@ -35,5 +35,6 @@ export function toApi(row: EnvironmentRow, ownership: EnvironmentOwnership): Env
     forwardPorts: row.forward_ports ?? [],
     volumes: row.volumes ?? [],
     runnerId: row.runner_id ?? null,
+    runnerName: runnerName ?? null,
   };
 }

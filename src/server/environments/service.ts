@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os';
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import type { CreateEnvironmentBody, Environment, EnvironmentDetail, EnvironmentList } from '../../shared/api.ts';
-import { canTransition, type EnvironmentState } from '../../shared/environment.ts';
+import { canTransition, LOSABLE, type EnvironmentState } from '../../shared/environment.ts';
 import { BerthError, conflict, invalid, notFound, unavailable } from '../../shared/errors.ts';
 import { isEnvironmentId, newId, randomName } from '../../shared/ids.ts';
 import { formatDuration } from '../../shared/units.ts';
@@ -110,6 +110,8 @@ export class EnvironmentService {
     const login = projectId ? projectRegistryLogin(this.#db, this.#secrets, orgId, projectId) : undefined;
     // The runner it will live on for life: its files are there.
     const runner = opts.runnerId ? this.#runners.get(opts.runnerId, 'the task') : await this.#runners.place({ labels: body.runnerLabels, memoryBytes: limits.memoryBytes });
+    // The claim held the task's expected memory there; what its spec asks for must fit too (never overcommitted).
+    if (opts.runnerId) await this.#runners.assertFits(opts.runnerId, limits.memoryBytes, scope.task?.id);
     const image = await runner.images.resolve(body.image ?? DEFAULT_IMAGE, { org: orgId, hostPaths: opts.hostPaths === true, login });
     // Its own egress allow list, if given, may only narrow what its project and org allow (unless an admin made it).
     const allowDomains = body.allowDomains ? await checkCreateAllowList(this.#db, orgId, projectId, body.allowDomains, opts.mayWiden) : undefined;
@@ -185,7 +187,8 @@ export class EnvironmentService {
     const page = rows.slice(0, opts.limit);
     const last = page.at(-1);
     const ownership = await environmentOwnership(this.#db, scope, page);
-    return { items: page.map((r) => toApi(r, ownership.get(r.id)!)), nextCursor: rows.length > opts.limit && last ? encodePageCursor(last.page_key, last.id) : null };
+    const runners = await this.#runnerNames(page);
+    return { items: page.map((r) => toApi(r, ownership.get(r.id)!, runners.get(this.#runners.idOf(r.runner_id) ?? ''))), nextCursor: rows.length > opts.limit && last ? encodePageCursor(last.page_key, last.id) : null };
   }
 
   /** Environments on one runner that exist (not deleted) and those running, over every org. */
@@ -287,6 +290,7 @@ export class EnvironmentService {
     let row = await this.#getFor(scope, ref, 'shared');
     if (row.state === 'stopped' && how.autoStart) row = await this.#autoStart(scope, row, how.autoStart);
     if (row.state !== 'running') {
+      if (row.state === 'lost') throw this.#lostError(row, 'run a command in');
       throw conflict(`environment '${row.name}' is ${row.state}${row.state === 'stopped' ? `: start it with \`berth env start ${row.name}\`` : ''}`);
     }
     // The project's secrets reach the command as environment variables, and its output
@@ -387,13 +391,15 @@ export class EnvironmentService {
    * flight are finished or failed; nothing is left half-made or reported as running
    * when it is not.
    */
-  async reconcile(runnerId: string): Promise<void> {
+  async reconcile(runnerId: string, opts: { onlyLost?: boolean } = {}): Promise<void> {
     let q = this.#db.selectFrom('environments').selectAll().where('state', '<>', 'deleted');
+    // A runner that reconnects: only what its absence made lost (its in-flight work is its own).
+    if (opts.onlyLost) q = q.where('state', '=', 'lost');
     q = this.#runners.idOf(null) === runnerId ? q.where((eb) => eb.or([eb('runner_id', '=', runnerId), eb('runner_id', 'is', null)])) : q.where('runner_id', '=', runnerId);
     const rows = await q.execute();
     for (const row of rows) {
       try {
-        await this.#withLock(row.id, () => this.#reconcileOne(row));
+        await this.#withLock(row.id, async () => this.#reconcileOne(opts.onlyLost ? await this.#get(row.org_id, row.id) : row));
       } catch (err) {
         this.#log.error({ err, environment: row.id }, 'could not reconcile environment');
       }
@@ -430,7 +436,34 @@ export class EnvironmentService {
       case 'failed':
         if (actual !== 'absent') await runner.stop(row.id);
         return;
+      case 'lost': {
+        // Its runner is back: as found there.
+        const name = (await this.#runnerNames([row])).get(runner.id) ?? runner.id;
+        if (actual === 'running') await this.#transition(row, 'running', { state_reason: null });
+        else if (actual === 'stopped') await this.#transition(row, 'stopped', { state_reason: `runner '${name}' came back with it stopped: start it again` });
+        else await this.#transition(row, 'failed', { state_reason: `runner '${name}' came back without it (its files are gone there): remove it and create a new one` });
+        return log(actual === 'absent' ? 'failed' : actual);
+      }
     }
+  }
+
+  /**
+   * Its runner went offline: each of its environments (but the deleted and the failed) is
+   * lost, with the reason, until the runner is back and reconcile() says what became of it.
+   * Returns the ids made lost.
+   */
+  async markLost(runnerId: string, reason: string): Promise<string[]> {
+    let q = this.#db.updateTable('environments').set({ state: 'lost', state_reason: reason, updated_at: new Date() }).where('state', 'in', LOSABLE);
+    q = this.#runners.idOf(null) === runnerId ? q.where((eb) => eb.or([eb('runner_id', '=', runnerId), eb('runner_id', 'is', null)])) : q.where('runner_id', '=', runnerId);
+    const rows = await q.returning('id').execute();
+    return rows.map((r) => r.id);
+  }
+
+  /** The environments of a runner that are lost, over every org. */
+  async lostOn(runnerId: string): Promise<number> {
+    let q = this.#db.selectFrom('environments').select(sql<string>`count(*)`.as('n')).where('state', '=', 'lost');
+    q = this.#runners.idOf(null) === runnerId ? q.where((eb) => eb.or([eb('runner_id', '=', runnerId), eb('runner_id', 'is', null)])) : q.where('runner_id', '=', runnerId);
+    return Number((await q.executeTakeFirstOrThrow()).n);
   }
 
   /** Stops environments that have been idle or alive too long. Returns the ids stopped. */
@@ -511,7 +544,13 @@ export class EnvironmentService {
   }
 
   #expect(row: EnvironmentRow, to: EnvironmentState, verb: string): void {
+    if (row.state === 'lost') throw this.#lostError(row, verb);
     if (!canTransition(row.state, to)) throw conflict(`cannot ${verb} environment '${row.name}' while it is ${row.state}`);
+  }
+
+  /** Refuses what cannot be done while the environment's runner is offline, saying which runner and what to do. */
+  #lostError(row: EnvironmentRow, verb: string): BerthError {
+    return unavailable(`cannot ${verb} environment '${row.name}': it is lost (${row.state_reason ?? 'its runner is offline'}); its files are on that runner, and it comes back when the runner does (\`berth runner list\` shows it)`);
   }
 
   async #transition(row: EnvironmentRow, to: EnvironmentState, patch: EnvironmentUpdate = {}): Promise<EnvironmentRow> {
@@ -520,12 +559,19 @@ export class EnvironmentService {
   }
 
   async #set(row: EnvironmentRow, to: EnvironmentState, patch: EnvironmentUpdate = {}): Promise<EnvironmentRow> {
+    // Only from the state it was read in: the runner sweep may have found it lost meanwhile.
     const updated = await this.#db
       .updateTable('environments')
       .set({ ...patch, state: to, updated_at: new Date() })
       .where('id', '=', row.id)
+      .where('state', '=', row.state)
       .returningAll()
-      .executeTakeFirstOrThrow();
+      .executeTakeFirst();
+    if (!updated) {
+      const now = await this.#db.selectFrom('environments').selectAll().where('id', '=', row.id).executeTakeFirstOrThrow();
+      if (now.state === 'lost') throw this.#lostError(now, to === 'running' ? 'start' : 'change');
+      throw conflict(`environment '${row.name}' changed meanwhile: it is ${now.state} now`);
+    }
     return updated;
   }
 
@@ -564,7 +610,16 @@ export class EnvironmentService {
   }
 
   async #view(scope: Scope, row: EnvironmentRow): Promise<Environment> {
-    return toApi(row, (await environmentOwnership(this.#db, scope, [row])).get(row.id)!);
+    const runners = await this.#runnerNames([row]);
+    return toApi(row, (await environmentOwnership(this.#db, scope, [row])).get(row.id)!, runners.get(this.#runners.idOf(row.runner_id) ?? ''));
+  }
+
+  /** The names of the runners the environments live on, by runner id. */
+  async #runnerNames(rows: Pick<EnvironmentRow, 'runner_id'>[]): Promise<Map<string, string>> {
+    const ids = [...new Set(rows.map((r) => this.#runners.idOf(r.runner_id)).filter((id): id is string => id !== undefined))];
+    if (!ids.length) return new Map();
+    const found = await this.#db.selectFrom('runners').select(['id', 'name']).where('id', 'in', ids).execute();
+    return new Map(found.map((r) => [r.id, r.name]));
   }
 
   async #get(orgId: string, ref: string): Promise<EnvironmentRow> {

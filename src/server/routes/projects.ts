@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ErrorSchema, OrgRef } from '../../shared/api.ts';
+import { ErrorSchema, OrgRef, RunnerLabels } from '../../shared/api.ts';
 import { conflict, invalid, notFound } from '../../shared/errors.ts';
 import { newId } from '../../shared/ids.ts';
 import type { App, AppDeps } from '../app.ts';
@@ -22,6 +22,7 @@ const Project = z.object({
   forge: ForgeSettingsSchema,
   agent: AgentDefaults,
   registryLogins: z.record(z.string(), z.string()),
+  runnerLabels: z.record(z.string(), z.string()).describe("labels the runner of each of its tasks must carry"),
   createdAt: z.string(),
   archivedAt: z.string().nullable().describe('set when the project was removed while tasks refer to it'),
 });
@@ -79,6 +80,7 @@ function projectView(r: ProjectRow): z.infer<typeof Project> {
     forge: r.settings.forge ?? {},
     agent: r.settings.agent ?? {},
     registryLogins: r.settings.registryLogins ?? {},
+    runnerLabels: r.settings.runnerLabels ?? {},
     createdAt: new Date(r.created_at).toISOString(),
     archivedAt: r.archived_at ? new Date(r.archived_at).toISOString() : null,
   };
@@ -160,6 +162,7 @@ export function projectRoutes(app: App, { secrets, db, repos, audit, environment
         forge: ForgeSettingsSchema.optional().describe('the forge and the names of the secrets holding its credentials'),
         agent: AgentDefaults.optional().describe("defaults for the project's tasks"),
         registryLogins: RegistryLogins.optional(),
+        runnerLabels: RunnerLabels.optional().describe('labels the runner of each of its tasks must carry (`{"gpu": "true"}`)'),
       }),
       response: { 201: Project, ...errors },
     },
@@ -176,6 +179,7 @@ export function projectRoutes(app: App, { secrets, db, repos, audit, environment
         forge: req.body.forge ?? {},
         agent: req.body.agent ?? {},
         ...(req.body.registryLogins && { registryLogins: req.body.registryLogins }),
+        ...(req.body.runnerLabels && { runnerLabels: req.body.runnerLabels }),
       };
       try {
         const row = await db
@@ -209,6 +213,7 @@ export function projectRoutes(app: App, { secrets, db, repos, audit, environment
         forge: clearable(ForgeSettingsSchema).nullable().optional(),
         agent: clearable(AgentDefaults).nullable().optional(),
         registryLogins: RegistryLogins.optional().describe('replaces the whole map; {} removes them all'),
+        runnerLabels: RunnerLabels.optional().describe('replaces the whole map; {} removes them all'),
       }),
       response: { 200: Project, ...errors },
     },
@@ -224,6 +229,7 @@ export function projectRoutes(app: App, { secrets, db, repos, audit, environment
         forge: b.forge === undefined ? s.forge : b.forge === null ? {} : merged(ForgeSettingsSchema, 'forge', s.forge, b.forge),
         agent: b.agent === undefined ? s.agent : b.agent === null ? {} : merged(AgentDefaults, 'agent', s.agent, b.agent),
         registryLogins: b.registryLogins ?? s.registryLogins,
+        runnerLabels: b.runnerLabels ?? s.runnerLabels,
       };
       // The same rules as create: a path on this host is an instance administrator's (issue #11, finding 4).
       await recordingRepoRefusals(audit, req.scope, 'project.update', b.repoUrl ?? b.forge?.apiUrl ?? undefined, async () => {

@@ -1,11 +1,14 @@
 import { ErrorSchema } from '../../shared/api.ts';
-import { RunnerList } from '../../shared/api-runners.ts';
+import { z } from 'zod';
+import { Runner, RunnerList } from '../../shared/api-runners.ts';
 import type { App, AppDeps } from '../app.ts';
+import { actorOf } from '../authz.ts';
 
 const errors = { 401: ErrorSchema, 403: ErrorSchema };
+const RunnerParams = z.strictObject({ id: z.string().min(1).max(300).describe("the runner's id or name") });
 
 /** The runners that serve this control plane, with their health: instance-wide, for org admins and owners. */
-export function runnerRoutes(app: App, { runners }: AppDeps): void {
+export function runnerRoutes(app: App, { runners, db, audit }: AppDeps): void {
   app.get('/api/runners', {
     schema: {
       tags: ['runners'],
@@ -17,4 +20,25 @@ export function runnerRoutes(app: App, { runners }: AppDeps): void {
     },
     handler: async (req) => runners.list(req.caller),
   });
+
+  // Draining and undraining: instance administrators only (runners serve every org), on record in every org's log.
+  for (const [verb, draining] of [['drain', true], ['undrain', false]] as const) {
+    app.post(`/api/runners/:id/${verb}`, {
+      config: { audit: `runner.${verb}` },
+      schema: {
+        tags: ['runners'],
+        summary: draining ? 'Drain a runner: no new environments or tasks go to it; what runs there finishes' : 'Undrain a runner: it takes new environments and tasks again',
+        description: 'Instance administrators only. Recorded as `runner.' + verb + '` in every org\'s audit log.',
+        params: RunnerParams,
+        response: { 200: Runner, ...errors, 404: ErrorSchema },
+      },
+      handler: async (req) => {
+        const runner = await runners.setDraining(req.caller, req.params.id, draining);
+        for (const { id } of await db.selectFrom('orgs').select('id').execute()) {
+          await audit.append({ orgId: id, actor: actorOf(req.caller), action: `runner.${verb}`, target: runner.id, details: { name: runner.name, scope: 'instance' } });
+        }
+        return runner;
+      },
+    });
+  }
 }

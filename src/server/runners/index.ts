@@ -4,3 +4,5 @@ export { RunnerHeartbeat, type HeartbeatOptions } from './heartbeat.ts';
 export { RunnerPool, type PlacementRequest } from './pool.ts';
 export { RunnerTokenService } from './tokens.ts';
 export { JoinedRunners, type JoinedRunnersOptions } from './joined.ts';
+export { RunnerSweeper, type RunnerSweepOptions } from './sweeper.ts';
+export { runnerOfflineAfterFrom, taskRetriesFrom } from './settings.ts';

@@ -59,6 +59,13 @@ export class TaskEnd extends Error {
   }
 }
 
+/**
+ * The run's runner left this process (its connection ended): the run stops and writes
+ * nothing, so the task stays where it is for the runner sweep to move (retry) if the
+ * runner does not come back.
+ */
+export class RunnerGone extends Error {}
+
 const WORKSPACE = '/workspace';
 const OUTPUT_IN_EVENT = 16 * 1024;
 const SETUP_TIMEOUT_MS = 30 * 60_000;
@@ -84,6 +91,8 @@ export class TaskRun {
   #environmentId: string | null;
   /** The model settings the task runs with, resolved first thing. */
   #model: TaskModelPlan | null = null;
+  /** A write found the task's lease taken by a later claim: this run stops and writes nothing more. */
+  #fenced = false;
 
   constructor(deps: PipelineDeps, task: TaskRow, signal: AbortSignal) {
     this.#d = deps;
@@ -98,6 +107,8 @@ export class TaskRun {
   }
 
   #emit(data: TaskEventData): Promise<unknown> {
+    // A run whose lease was taken has no say in the task's transcript any more.
+    if (this.#fenced) return Promise.resolve();
     // Command output is redacted where it is read; this catches the rest (model text, tool arguments).
     // String by string: in JSON text an escaped character would hide a value from redaction.
     if (this.#secretValues.length && (data.type === 'model' || data.type === 'tool' || data.type === 'log' || data.type === 'result')) {
@@ -106,16 +117,28 @@ export class TaskRun {
     return this.#d.events.append(this.#task.id, data).catch((err) => this.#d.logger.error({ err, task: this.#task.id }, 'could not record a task event'));
   }
 
-  /** Writes to the task row only while this run still owns it (not cancelled meanwhile). */
+  /**
+   * Writes to the task row only while this run still owns it: not cancelled meanwhile, and
+   * still holding the lease its claim took (fencing: a run on a runner thought dead, whose
+   * task went to another runner, writes nothing over its successor's and stops).
+   */
   async #update(patch: TaskUpdate, from: TaskState[] = ['provisioning', 'running']): Promise<void> {
     const row = await this.#d.db
       .updateTable('tasks')
       .set({ ...patch, updated_at: new Date() })
       .where('id', '=', this.#task.id)
       .where('state', 'in', from)
+      .where('lease', '=', this.#task.lease)
       .returningAll()
       .executeTakeFirst();
-    if (!row) throw new TaskEnd('cancelled', 'cancelled');
+    if (!row) {
+      const now = await this.#d.db.selectFrom('tasks').select('lease').where('id', '=', this.#task.id).executeTakeFirst();
+      if (now && now.lease !== this.#task.lease) {
+        this.#fenced = true;
+        throw new TaskEnd('failed', 'the task was taken from this runner');
+      }
+      throw new TaskEnd('cancelled', 'cancelled');
+    }
     this.#task = row;
   }
 
@@ -146,6 +169,10 @@ export class TaskRun {
   }
 
   async #fail(err: unknown): Promise<void> {
+    if (this.#signal.reason instanceof RunnerGone) {
+      this.#fenced = true;
+      return;
+    }
     let end: TaskEnd;
     if (err instanceof TaskEnd) end = err;
     else if (this.#signal.aborted) {
@@ -385,7 +412,8 @@ export class TaskRun {
 
   async #provision(spec: WorkSpec, project: string | undefined): Promise<string> {
     const task = this.#task;
-    const name = `task-${task.id.slice(5)}`;
+    // A task started over after its runner went offline gets a new name: the old environment is lost on that runner, not removable.
+    const name = `task-${task.id.slice(5)}${task.attempts ? `-${task.attempts + 1}` : ''}`;
     // A run that was interrupted after making its environment starts over with a new one.
     await this.#d.environments.remove(this.#scope, name).catch(() => {});
     const memory = spec.limits.memory === undefined ? undefined : parseSize(spec.limits.memory);
@@ -534,6 +562,7 @@ export class TaskRun {
         .updateTable('tasks')
         .set({ input_tokens: snapshot.inputTokens, output_tokens: snapshot.outputTokens, cost_usd: snapshot.costUsd })
         .where('id', '=', this.#task.id)
+        .where('lease', '=', this.#task.lease)
         .execute(),
     ).catch(() => {});
   }

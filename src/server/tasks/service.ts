@@ -6,7 +6,7 @@ import type { CreateTaskBody, Task, TaskList } from '../../shared/api-tasks.ts';
 import { conflict, invalid, notFound } from '../../shared/errors.ts';
 import { newId } from '../../shared/ids.ts';
 import { FINAL_TASK_STATES, type TaskBudget, type TaskState } from '../../shared/tasks.ts';
-import { formatDuration, MAX_TIMEOUT_MS, parseDuration } from '../../shared/units.ts';
+import { formatDuration, MAX_TIMEOUT_MS, parseDuration, parseSize } from '../../shared/units.ts';
 import { forgeFor, mergeBranch, type ForgeSettings, type RepoAccess } from '../../forges/index.ts';
 import { assertOwnRepository } from './own-repo.ts';
 import { assertNotArchived, liveProject } from '../projects.ts';
@@ -38,6 +38,12 @@ export interface TaskSignals {
   cancel(taskId: string): void;
 }
 
+/** The memory a task's environment is expected to take before its repository is read: its project's limit, else null (the default). */
+function taskMemoryBytes(project: ProjectRow | undefined): number | null {
+  const memory = project?.settings.work?.limits?.memory;
+  return memory === undefined ? null : (parseSize(String(memory)) ?? null);
+}
+
 /** Every column a list shows: not the diff (up to 5 MB a task), which only its own route reads. */
 const LIST_COLUMNS = [
   'tasks.id',
@@ -64,6 +70,9 @@ const LIST_COLUMNS = [
   'tasks.owner_id',
   'tasks.runner_id',
   'tasks.lease',
+  'tasks.runner_labels',
+  'tasks.memory_bytes',
+  'tasks.attempts',
   'tasks.environment_id',
   'tasks.branch',
   'tasks.base_sha',
@@ -150,6 +159,9 @@ export class TaskService {
         budget: JSON.stringify(budget),
         check_command: body.check ?? null,
         setup_commands: body.setup?.length ? JSON.stringify(body.setup) : null,
+        // Where it may run: the task's labels over its project's; the memory the project asks for is held free on the runner that claims it.
+        runner_labels: JSON.stringify({ ...project?.settings.runnerLabels, ...body.runnerLabels }),
+        memory_bytes: taskMemoryBytes(project),
         state: 'queued',
         trigger: body.trigger ?? 'api',
         created_by: scope.actor,
@@ -187,6 +199,8 @@ export class TaskService {
         budget: JSON.stringify(row.budget),
         check_command: row.check_command,
         setup_commands: row.setup_commands ? JSON.stringify(row.setup_commands) : null,
+        runner_labels: JSON.stringify(row.runner_labels),
+        memory_bytes: row.memory_bytes,
         state: 'queued',
         trigger: row.trigger,
         created_by: scope.actor,
@@ -379,6 +393,9 @@ export class TaskService {
       changeRequest: r.change_request,
       checksPassed: r.checks_passed,
       setup: r.setup_commands ?? [],
+      runnerLabels: r.runner_labels ?? {},
+      runnerId: r.runner_id,
+      attempts: r.attempts ?? 0,
       summary: r.summary,
       usage: { inputTokens: Number(r.input_tokens), outputTokens: Number(r.output_tokens), costUsd: r.cost_usd },
       budget: r.budget,

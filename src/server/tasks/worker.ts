@@ -3,10 +3,12 @@ import type { Logger } from 'pino';
 import { defaultModel } from '../../agent/index.ts';
 import type { Db, TaskRow } from '../db/index.ts';
 import type { TaskEvents } from './events.ts';
-import { TaskEnd, TaskRun, type PipelineDeps } from './pipeline.ts';
+import { RunnerGone, TaskEnd, TaskRun, type PipelineDeps } from './pipeline.ts';
 import { taskScope } from './sandbox.ts';
 import type { TaskSignals } from './service.ts';
 import { timerDelay } from '../../shared/units.ts';
+import { DEFAULT_LIMITS } from '../../shared/environment.ts';
+import type { RunnerPool } from '../runners/pool.ts';
 
 /** Runs a claimed task (observability: under a span of its own); by default, just runs it. */
 export type TaskTracer = (task: TaskRow, run: () => Promise<void>) => Promise<void>;
@@ -15,9 +17,12 @@ export type TaskTracer = (task: TaskRow, run: () => Promise<void>) => Promise<vo
 const POLL_MS = 1_000;
 
 /**
- * Claims queued tasks for this runner, up to its concurrency, and runs them. The claim
+ * Claims queued tasks for one runner, up to its concurrency, and runs them. The claim
  * is one UPDATE … FOR UPDATE SKIP LOCKED, so several workers on one database never take
- * the same task; a cancel is a stored state this worker notices within a poll.
+ * the same task; it takes only tasks whose labels the runner carries and whose memory it
+ * has free, and none while the runner drains or is offline. Each claim takes the task's
+ * next lease: a cancel, or a lease taken from this run (its runner was thought dead and
+ * the task went to another), is noticed within a poll and stops the run.
  */
 export class TaskWorker implements TaskSignals {
   readonly #db: Db;
@@ -26,21 +31,28 @@ export class TaskWorker implements TaskSignals {
   readonly #log: Logger;
   readonly #runnerId: string;
   readonly #concurrency: number;
-  readonly #running = new Map<string, { controller: AbortController; done: Promise<void> }>();
+  readonly #running = new Map<string, { controller: AbortController; done: Promise<void>; lease: number }>();
+  readonly #pool: RunnerPool | undefined;
   #timer: NodeJS.Timeout | undefined;
   #claiming = false;
   #again = false;
   readonly #trace: TaskTracer;
   #closed = false;
 
-  constructor(opts: { db: Db; deps: PipelineDeps; runnerId: string; concurrency: number; trace?: TaskTracer | undefined }) {
+  /** @param opts.pool where the memory placed on each runner is counted; without it memory does not limit claims. */
+  constructor(opts: { db: Db; deps: PipelineDeps; runnerId: string; concurrency: number; trace?: TaskTracer | undefined; pool?: RunnerPool | undefined }) {
     this.#db = opts.db;
+    this.#pool = opts.pool;
     this.#deps = opts.deps;
     this.#events = opts.deps.events;
     this.#log = opts.deps.logger;
     this.#runnerId = opts.runnerId;
     this.#concurrency = opts.concurrency;
     this.#trace = opts.trace ?? ((_task, run) => run());
+  }
+
+  get runnerId(): string {
+    return this.#runnerId;
   }
 
   get running(): number {
@@ -61,7 +73,7 @@ export class TaskWorker implements TaskSignals {
     const rows = await this.#db.selectFrom('tasks').selectAll().where('runner_id', '=', this.#runnerId).where('state', 'in', ['provisioning', 'running']).execute();
     for (const row of rows) {
       if (row.state === 'provisioning') {
-        const updated = await this.#db.updateTable('tasks').set({ state: 'queued', step: null, runner_id: null, updated_at: new Date() }).where('id', '=', row.id).where('state', '=', 'provisioning').executeTakeFirst();
+        const updated = await this.#db.updateTable('tasks').set({ state: 'queued', step: null, runner_id: null, updated_at: new Date() }).where('id', '=', row.id).where('state', '=', 'provisioning').where('lease', '=', row.lease).executeTakeFirst();
         if (Number(updated.numUpdatedRows)) {
           await this.#events.append(row.id, { type: 'log', level: 'warn', message: `the runner stopped while the task was ${row.step ?? 'provisioning'}: it starts over` });
           await this.#events.append(row.id, { type: 'state', state: 'queued' });
@@ -69,7 +81,7 @@ export class TaskWorker implements TaskSignals {
         continue;
       }
       const reason = `the runner stopped while the task was at step '${row.step ?? 'running'}' (the process was killed or the host restarted)${row.change_request ? '; its change request had been opened' : ''}: retry it with \`berth task retry ${row.id}\``;
-      const updated = await this.#db.updateTable('tasks').set({ state: 'failed', state_reason: reason, finished_at: new Date(), updated_at: new Date() }).where('id', '=', row.id).where('state', '=', 'running').executeTakeFirst();
+      const updated = await this.#db.updateTable('tasks').set({ state: 'failed', state_reason: reason, finished_at: new Date(), updated_at: new Date() }).where('id', '=', row.id).where('state', '=', 'running').where('lease', '=', row.lease).executeTakeFirst();
       if (Number(updated.numUpdatedRows)) await this.#events.append(row.id, { type: 'state', state: 'failed', reason });
       if (row.environment_id) await this.#deps.environments.stop(taskScope(row.org_id, row.id, row.owner_id), row.environment_id, `task ${row.id} was interrupted`).catch(() => {});
     }
@@ -112,11 +124,20 @@ export class TaskWorker implements TaskSignals {
     // with the claim, so the task shows the model it really used.
     const fallback = defaultModel(this.#deps.modelEnv) ?? null;
     while (!this.#closed && this.#running.size < this.#concurrency) {
+      const runner = await this.#db.selectFrom('runners').select(['labels', 'draining', 'offline_at', 'report']).where('id', '=', this.#runnerId).executeTakeFirst();
+      // Draining: what runs finishes, nothing new starts. Offline: its tasks are being moved elsewhere.
+      if (runner?.draining || runner?.offline_at) return;
+      const memory = runner?.report?.memoryBytes;
+      const free = memory === undefined || !this.#pool ? Number.MAX_SAFE_INTEGER : memory - ((await this.#pool.placedMemory()).get(this.#runnerId) ?? 0);
       const { rows } = await sql<TaskRow>`
-        update tasks set state = 'provisioning', step = 'provisioning', runner_id = ${this.#runnerId}, started_at = now(), updated_at = now(),
+        update tasks set state = 'provisioning', step = 'provisioning', runner_id = ${this.#runnerId}, lease = lease + 1, started_at = now(), updated_at = now(),
           model = case when agent = 'builtin' and (model is null or model_default) then ${fallback}::text else model end,
           model_default = (agent = 'builtin' and (model is null or model_default) and ${fallback}::text is not null)
-        where id = (select id from tasks where state = 'queued' order by created_at, id limit 1 for update skip locked)
+        where id = (
+          select id from tasks
+          where state = 'queued' and runner_labels <@ ${JSON.stringify(runner?.labels ?? {})}::jsonb
+            and coalesce(memory_bytes, ${DEFAULT_LIMITS.memoryBytes}) <= ${free}
+          order by created_at, id limit 1 for update skip locked)
         returning *`.execute(this.#db);
       const row = rows[0];
       if (!row) return;
@@ -134,18 +155,38 @@ export class TaskWorker implements TaskSignals {
         this.#running.delete(row.id);
         this.poke();
       });
-    this.#running.set(row.id, { controller, done });
+    this.#running.set(row.id, { controller, done, lease: row.lease });
   }
 
-  /** Cancels stored by another replica (or by this one) stop the run here. */
+  /**
+   * Cancels stored by another replica (or by this one) stop the run here, and so does a lease
+   * taken from it: its runner was found offline and the task was queued again or failed.
+   */
   async #noticeCancels(): Promise<void> {
     if (!this.#running.size) return;
     try {
-      const rows = await this.#db.selectFrom('tasks').select('id').where('id', 'in', [...this.#running.keys()]).where('state', '=', 'cancelled').execute();
-      for (const { id } of rows) this.cancel(id);
+      const rows = await this.#db.selectFrom('tasks').select(['id', 'state', 'lease']).where('id', 'in', [...this.#running.keys()]).execute();
+      for (const { id, state, lease } of rows) {
+        const run = this.#running.get(id);
+        if (!run) continue;
+        if (lease !== run.lease) run.controller.abort(new TaskEnd('failed', 'the task was taken from this runner (it was found offline): this run stops and writes nothing more'));
+        else if (state === 'cancelled') this.cancel(id);
+      }
     } catch (err) {
       this.#log.warn({ err }, 'could not check for cancelled tasks');
     }
+  }
+
+  /**
+   * Its runner left this process (a connection that ended): stops claiming and stops its
+   * runs without writing, leaving their tasks to the runner sweep (retried elsewhere if the
+   * runner stays away) or to the worker of the runner's next connection.
+   */
+  async detach(): Promise<void> {
+    this.#closed = true;
+    clearInterval(this.#timer);
+    for (const { controller } of this.#running.values()) controller.abort(new RunnerGone(`runner ${this.#runnerId} left`));
+    await Promise.all([...this.#running.values()].map((r) => r.done));
   }
 
   /**

@@ -90,6 +90,7 @@ export default function EnvironmentPage({ id }: { id: string }) {
         <h2 id="env-details-h">Details</h2>
         <dl className="facts">
           <div><dt>Id</dt><dd><code>{e.id}</code></dd></div>
+          {e.runnerId !== undefined && <div><dt>Runner</dt><dd>{e.runnerId === null ? 'the local runner' : (e.runnerName ?? e.runnerId)}{e.state === 'lost' && <div className="bad small">offline: the environment is lost until it is back</div>}</dd></div>}
           <div className="wide"><dt>Image</dt><dd>{e.image}{e.imageDigest && <div className="muted small" title={e.imageDigest}>{e.imageDigest.slice(0, 19)}…</div>}</dd></div>
           {owner !== undefined && <div><dt>Owner</dt><dd>{owner}</dd></div>}
           <div><dt>Created</dt><dd><time dateTime={e.createdAt} title={e.createdAt}>{ago(e.createdAt)}</time></dd></div>

@@ -338,6 +338,8 @@ function Runners() {
                 <th scope="row">{r.name}<div className="muted">{r.host} · {r.version}</div></th>
                 <td>
                   <span className={`badge health-${r.health.status}`}>{r.health.status}</span>
+                  {r.draining && <> <span className="badge state-stopped" title="nothing new goes there; what runs finishes">draining</span></>}
+                  {Object.keys(r.labels ?? {}).length > 0 && <div className="muted">labels {Object.entries(r.labels).map(([k, v]) => `${k}=${v}`).join(', ')}</div>}
                   {r.health.reasons.length > 0 && <ul className="reasons">{r.health.reasons.map((why) => <li key={why}>{why}</li>)}</ul>}
                 </td>
                 <td>{r.backend}<div className="muted">cgroup {r.cgroups}</div></td>
