@@ -100,6 +100,15 @@ describe('two peers over a WebSocket', () => {
     assert.equal(hash.digest('hex'), createHash('sha256').update(data).digest('hex'));
   });
 
+  it('reports a sender that ignores its window', async () => {
+    b.readable(8, STREAM.stdout);
+    const chunk = Buffer.alloc(256 * 1024);
+    for (let i = 0; i < 12; i++) a.sendFrame(encodeFrame(8, STREAM.stdout, FRAME.data, chunk));
+    assert.deepEqual(await a.call('echo', 2).result, { method: 'echo', args: 2 });
+    assert.ok(violations.includes('bytes sent past the stream window'), JSON.stringify(violations));
+    violations.length = 0;
+  });
+
   it('drops bytes for a stream nobody opened, and reports a malformed frame', async () => {
     a.sendFrame(encodeFrame(99, STREAM.stdout, FRAME.data, Buffer.from('stray')));
     a.sendFrame(Buffer.from([1, 2]));

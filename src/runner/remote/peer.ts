@@ -70,7 +70,7 @@ export class Peer {
   /** The stream of bytes the other side sends on (channel, stream); made before they can arrive. */
   readable(channel: number, stream: StreamTag): Readable {
     const s = new InStream(this, channel, stream);
-    if (this.#closedWith) s.destroy(this.#closedWith);
+    if (this.#closedWith) fail(s, this.#closedWith);
     else this.#in.set(key(channel, stream), s);
     return s;
   }
@@ -78,7 +78,7 @@ export class Peer {
   /** Where bytes for the other side's (channel, stream) are written; ending it sends the end. */
   writable(channel: number, stream: StreamTag): Writable {
     const s = new OutStream(this, channel, stream);
-    if (this.#closedWith) s.destroy(this.#closedWith);
+    if (this.#closedWith) fail(s, this.#closedWith);
     else this.#out.set(key(channel, stream), s);
     return s;
   }
@@ -89,7 +89,7 @@ export class Peer {
       for (const [k, s] of map) {
         if (!k.startsWith(`${channel}:`)) continue;
         map.delete(k);
-        if (err) s.destroy(err);
+        if (err) fail(s, err);
         else if (s instanceof Readable) s.push(null);
         else s.destroy();
       }
@@ -163,6 +163,9 @@ export class Peer {
     if (f.kind === FRAME.end) {
       this.#in.delete(k);
       s.push(null);
+    } else if (s.owed + f.payload.length > 2 * WINDOW) {
+      // More than it was given credit for: a peer that ignores flow control could fill this process's memory.
+      this.#h.onViolation('bytes sent past the stream window');
     } else s.deliver(f.payload);
   }
 
@@ -171,7 +174,7 @@ export class Peer {
     this.#closedWith = err;
     for (const p of this.#calls.values()) p.reject(err);
     this.#calls.clear();
-    for (const s of [...this.#in.values(), ...this.#out.values()]) s.destroy(err);
+    for (const s of [...this.#in.values(), ...this.#out.values()]) fail(s, err);
     this.#in.clear();
     this.#out.clear();
   }
@@ -183,6 +186,11 @@ class InStream extends Readable {
   readonly channel: number;
   readonly tag: StreamTag;
   #owed = 0;
+
+  /** Bytes received and not yet acknowledged (the sender may have at most a window of them out). */
+  get owed(): number {
+    return this.#owed;
+  }
 
   constructor(peer: Peer, channel: number, tag: StreamTag) {
     super({ highWaterMark: WINDOW });
@@ -274,6 +282,12 @@ class OutStream extends Writable {
 }
 
 const key = (channel: number, stream: StreamTag) => `${channel}:${stream}`;
+
+/** Ends a stream with `err` without crashing the process when nobody listens for its errors (they see it close). */
+function fail(s: Readable | Writable, err: Error): void {
+  if (s.listenerCount('error') === 0) s.on('error', () => {});
+  s.destroy(err);
+}
 
 export function errorWire(err: unknown): { kind: string; message: string } {
   if (err instanceof BerthError) return { kind: err.kind, message: err.message.slice(0, 4000) };
