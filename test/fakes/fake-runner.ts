@@ -8,9 +8,11 @@
 // (whatever `user` says), with the host's network and the host's file system. Only two paths
 // are the environment's: /workspace and /.berth/agent, bind-mounted from its directory in a
 // mount namespace of the command's own (so a task's `/workspace/repo` works; the host gets
-// two empty mount points). Everything else a command names is the host's. No limits (memory,
-// pids, disk), no OOM kills, no egress proxy, no agent, no image rootfs, volumes only as
-// symlinks under its directory. Tests about those belong on the real runner.
+// two empty mount points). Everything else a command names is the host's (/tmp, /etc, /proc:
+// a test that greps an environment's "/" for a leaked key would grep the host). No terminal
+// (a tty is plain pipes), no limits (memory, pids, disk), no OOM kills, no egress proxy or
+// firewall, no agent (so no gateway relay), no image rootfs, volumes only as symlinks under
+// its directory. Tests about those belong on the real runner.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
