@@ -49,7 +49,7 @@ export interface CliResult {
  * LocalRunner: no sandbox, no crun, for tests about the API and not what runs inside. Pass the
  * same FakeRunner to a restart to keep its environments.
  */
-export async function startTestBerth(opts: { fake?: boolean | FakeRunner; dataDir?: string; database?: TestDatabase; sweepIntervalMs?: number; port?: number; oidc?: OidcConfig; tokenRateLimit?: number; authFailureLimit?: number; modelEnv?: NodeJS.ProcessEnv; taskConcurrency?: number; runnerHeartbeatMs?: number; minFreeDiskBytes?: number; repos?: RepoAccessConfig; network?: StartOptions['network']; denialStorms?: StartOptions['denialStorms']; observability?: StartOptions['observability']; logger?: StartOptions['logger']; runnerOfflineAfterMs?: number; taskRetries?: number } = {}): Promise<TestBerth> {
+export async function startTestBerth(opts: { fake?: boolean | FakeRunner; dataDir?: string; database?: TestDatabase; sweepIntervalMs?: number; port?: number; oidc?: OidcConfig; tokenRateLimit?: number; authFailureLimit?: number; modelEnv?: NodeJS.ProcessEnv; taskConcurrency?: number; runnerHeartbeatMs?: number; minFreeDiskBytes?: number; repos?: RepoAccessConfig; network?: StartOptions['network']; denialStorms?: StartOptions['denialStorms']; observability?: StartOptions['observability']; logger?: StartOptions['logger']; runnerOfflineAfterMs?: number; taskRetries?: number; runnerMemoryBytes?: number } = {}): Promise<TestBerth> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'berth-test-'));
   // On PostgreSQL each control plane gets a database of its own; a restart passes it on.
   const database = opts.database ?? (ON_POSTGRES ? await freshDatabase() : undefined);
@@ -72,6 +72,8 @@ export async function startTestBerth(opts: { fake?: boolean | FakeRunner; dataDi
     runnerHeartbeatMs: opts.runnerHeartbeatMs,
     runnerOfflineAfterMs: opts.runnerOfflineAfterMs,
     taskRetries: opts.taskRetries,
+    // Test files keep many idle environments at the default 2g limit: more than this host's memory, were it counted.
+    runnerMemoryBytes: opts.runnerMemoryBytes ?? 1024 ** 4,
     minFreeDiskBytes: opts.minFreeDiskBytes,
     repos: opts.repos ?? TEST_REPOS,
     network: opts.network,

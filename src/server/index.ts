@@ -24,7 +24,7 @@ import { modelClientFromEnv } from '../agent/index.ts';
 import { RepoAccess, repoAccessFromEnv, type RepoAccessConfig } from '../forges/index.ts';
 import { routeHostFetch } from '../forges/upstream.ts';
 import { availableParallelism, hostname } from 'node:os';
-import { JoinedRunners, RunnerHeartbeat, RunnerPool, RunnerRegistry, RunnerSweeper, RunnerTokenService, runnerOfflineAfterFrom, taskRetriesFrom } from './runners/index.ts';
+import { JoinedRunners, RunnerHeartbeat, RunnerPool, RunnerRegistry, RunnerSweeper, RunnerTokenService, runnerMemoryFrom, runnerOfflineAfterFrom, taskRetriesFrom } from './runners/index.ts';
 import { runnerConfigFrom } from '../runner/config.ts';
 import { invalid } from '../shared/errors.ts';
 import { Observability, observabilitySettingsFrom, type ObservabilityOptions } from './observability/index.ts';
@@ -86,6 +86,8 @@ export interface StartOptions {
   runnerOfflineAfterMs?: number | undefined;
   /** Times a task whose runner went offline starts over on another runner before it fails (BERTH_TASK_RETRIES, default 2). */
   taskRetries?: number | undefined;
+  /** The memory berth up's own runner offers to environments (BERTH_RUNNER_MEMORY; default the host's): placement never puts more limits on it. */
+  runnerMemoryBytes?: number | undefined;
   /** Less free space on the data directory's disk makes the runner degraded (BERTH_MIN_FREE_DISK, default 2g). */
   minFreeDiskBytes?: number;
   /**
@@ -232,6 +234,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const runnerId = runner?.id ?? 'none';
   const runnerOfflineAfterMs = opts.runnerOfflineAfterMs ?? runnerOfflineAfterFrom(process.env.BERTH_RUNNER_OFFLINE_AFTER);
   const taskRetries = opts.taskRetries ?? taskRetriesFrom(process.env.BERTH_TASK_RETRIES);
+  const runnerMemoryBytes = opts.runnerMemoryBytes ?? runnerMemoryFrom(process.env.BERTH_RUNNER_MEMORY);
   const taskDeps = { db, events: taskEvents, environments, secrets, audit, logger, workDir: join(opts.dataDir, 'tasks'), publicUrl: () => publicUrl, modelEnv, models, repos, gateway: sandboxGateway({ gateway, environments }), denials, images: { builder, policies } };
   // A task worker per runner in the pool: berth up's own, and each runner that joins while it is connected.
   const workers = new RunnerWorkers({ db, pool, deps: taskDeps, logger, trace: observability.traceTask, taskRetries, concurrency: () => runnerConfig.taskConcurrency ?? 2 * availableParallelism() });
@@ -263,6 +266,8 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     // Counted as each beat is made (the registry's write is its own).
     report: async () => (observability.heartbeat(runnerId), {
       ...probeHost({ backend: local?.backend.name ?? runner.name, runtime: Boolean(local), network: Boolean(local?.network), diskQuota: local?.diskQuota ?? false, dataDir: opts.dataDir, minFreeDiskBytes, egressNetwork: summarizeEgressNetwork(egressNetwork) }),
+      // What placement counts against, when set, rather than the host's memory.
+      ...(runnerMemoryBytes !== undefined && { offeredMemoryBytes: runnerMemoryBytes }),
       environments: await environments.counts(runner.id),
       tasks: { running: worker.running, concurrency: worker.concurrency },
     }),

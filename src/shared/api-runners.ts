@@ -7,6 +7,7 @@ export const RunnerReport = z.object({
   cgroups: z.enum(['v2', 'v1', 'hybrid']).describe("how the host mounts cgroups"),
   cpus: z.number().int().describe("the host's CPU cores"),
   memoryBytes: z.number().describe("the host's memory"),
+  offeredMemoryBytes: z.number().optional().describe('the memory it offers to environments when not all of the host\'s (BERTH_RUNNER_MEMORY): placement never puts more environment memory limits on it'),
   environments: z.object({ running: z.number().int(), total: z.number().int().describe('every environment not deleted, running or stopped') }),
   tasks: z.object({ running: z.number().int(), concurrency: z.number().int().describe('tasks it works on at once; the rest wait queued') }),
   network: z.object({

@@ -29,22 +29,22 @@ export function runnerCommands(program: Command, client: () => ApiClient): void 
       const { items } = await client().request<RunnerList>('GET', '/api/runners');
       if (o.json) return printJson(items);
       printTable(
-        ['NAME', 'HOST', 'HEALTH', 'LABELS', 'BACKEND', 'CPUS', 'MEMORY', 'ENVS', 'TASKS', 'NETWORK', 'DISK QUOTA', 'DATA DISK FREE', 'HEARTBEAT'],
+        ['NAME', 'HOST', 'HEALTH', 'BACKEND', 'CPUS', 'MEMORY', 'ENVS', 'TASKS', 'NETWORK', 'DISK QUOTA', 'DATA DISK FREE', 'HEARTBEAT', 'LABELS'],
         items.map((r) => [
           r.name,
           r.host,
           // Draining: what runs there finishes, nothing new goes there (older servers leave it out).
           `${stateWord(r.health.status)}${r.draining ? ', draining' : ''}`,
-          labelsText(r.labels),
           `${r.backend} (cgroup ${r.cgroups})`,
           String(r.cpus),
-          formatSize(r.memoryBytes),
+          `${formatSize(r.memoryBytes)}${r.offeredMemoryBytes !== undefined ? ` (offers ${formatSize(r.offeredMemoryBytes)})` : ''}`,
           `${r.environments.running}/${r.environments.total} running`,
           `${r.tasks.running}/${r.tasks.concurrency} running`,
           r.network.egressProxy ? `egress proxy${r.network.nftables ? '' : ', no nft'}` : 'none',
           r.diskQuota ? 'on' : 'off',
           `${formatSize(r.dataDisk.freeBytes)} of ${formatSize(r.dataDisk.totalBytes)}`,
           `${age(r.lastHeartbeatAt)} ago`,
+          labelsText(r.labels),
         ]),
       );
       for (const r of items.filter((x) => x.network.trustedNetworks?.length || x.network.upstreamProxy)) {

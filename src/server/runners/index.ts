@@ -5,4 +5,4 @@ export { RunnerPool, type PlacementRequest } from './pool.ts';
 export { RunnerTokenService } from './tokens.ts';
 export { JoinedRunners, type JoinedRunnersOptions } from './joined.ts';
 export { RunnerSweeper, type RunnerSweepOptions } from './sweeper.ts';
-export { runnerOfflineAfterFrom, taskRetriesFrom } from './settings.ts';
+export { runnerMemoryFrom, runnerOfflineAfterFrom, taskRetriesFrom } from './settings.ts';

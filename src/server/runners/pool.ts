@@ -164,7 +164,7 @@ export class RunnerPool {
   }
 }
 
-/** A runner's memory as it reported it; one that has not reported yet is not limited here. */
-function memoryOf(row: { report: { memoryBytes?: number } } | undefined): number {
-  return row?.report?.memoryBytes ?? Number.MAX_SAFE_INTEGER;
+/** The memory a runner offers to environments (all of its host's unless it says less or more); one that has not reported yet is not limited here. */
+export function memoryOf(row: { report: { memoryBytes?: number; offeredMemoryBytes?: number | undefined } } | undefined): number {
+  return row?.report?.offeredMemoryBytes ?? row?.report?.memoryBytes ?? Number.MAX_SAFE_INTEGER;
 }

@@ -8,7 +8,7 @@ import { taskScope } from './sandbox.ts';
 import type { TaskSignals } from './service.ts';
 import { timerDelay } from '../../shared/units.ts';
 import { DEFAULT_LIMITS } from '../../shared/environment.ts';
-import type { RunnerPool } from '../runners/pool.ts';
+import { memoryOf, type RunnerPool } from '../runners/pool.ts';
 
 /** Runs a claimed task (observability: under a span of its own); by default, just runs it. */
 export type TaskTracer = (task: TaskRow, run: () => Promise<void>) => Promise<void>;
@@ -127,8 +127,7 @@ export class TaskWorker implements TaskSignals {
       const runner = await this.#db.selectFrom('runners').select(['labels', 'draining', 'offline_at', 'report']).where('id', '=', this.#runnerId).executeTakeFirst();
       // Draining: what runs finishes, nothing new starts. Offline: its tasks are being moved elsewhere.
       if (runner?.draining || runner?.offline_at) return;
-      const memory = runner?.report?.memoryBytes;
-      const free = memory === undefined || !this.#pool ? Number.MAX_SAFE_INTEGER : memory - ((await this.#pool.placedMemory()).get(this.#runnerId) ?? 0);
+      const free = !runner || !this.#pool ? Number.MAX_SAFE_INTEGER : memoryOf(runner) - ((await this.#pool.placedMemory()).get(this.#runnerId) ?? 0);
       const { rows } = await sql<TaskRow>`
         update tasks set state = 'provisioning', step = 'provisioning', runner_id = ${this.#runnerId}, lease = lease + 1, started_at = now(), updated_at = now(),
           model = case when agent = 'builtin' and (model is null or model_default) then ${fallback}::text else model end,
