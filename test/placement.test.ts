@@ -11,6 +11,7 @@ import { createBareRepo } from './fakes/git-server.ts';
 import { FakeRunner, fakeImages } from './fakes/fake-runner.ts';
 import { startTestBerth, waitFor, type TestBerth } from './helpers.ts';
 import type { RunnerReport } from '../src/shared/api-runners.ts';
+import { runnerMemoryFrom, runnerOfflineAfterFrom, taskRetriesFrom } from '../src/server/runners/index.ts';
 
 const GB = 1024 ** 3;
 const OFFLINE_AFTER_MS = 2_000;
@@ -224,6 +225,8 @@ test('a runner whose heartbeat stops: its environments are lost, its task starts
   const states = events.filter((e) => e.data.type === 'state').map((e) => e.data.state);
   assert.deepEqual(states.slice(-3), ['provisioning', 'running', 'succeeded']);
   assert.ok(!states.includes('failed'), `the old run wrote no end: ${states.join(' ')}`);
+  const shownTask = await t.cli(['task', 'show', id]);
+  assert.match(shownTask.stdout, /runner\s+local:\S+, started over 1 time\(s\) after a runner went offline/);
   a.startDelayMs = 0;
 });
 
@@ -258,4 +261,16 @@ test('a runner that comes back: its lost environments are reconciled as found (r
   assert.notEqual(fakeA.health.status, 'offline');
   assert.deepEqual(fakeA.labels, { pool: 'fake', zone: 'a' });
   assert.equal(items.find((r) => r.name === 'fake-c')!.draining, true);
+});
+
+test('the settings: BERTH_RUNNER_OFFLINE_AFTER, BERTH_TASK_RETRIES and BERTH_RUNNER_MEMORY, with clear refusals', () => {
+  assert.equal(runnerOfflineAfterFrom(undefined), 15_000);
+  assert.equal(runnerOfflineAfterFrom('1m'), 60_000);
+  assert.throws(() => runnerOfflineAfterFrom('soon'), /BERTH_RUNNER_OFFLINE_AFTER must be a duration of at least 1s/);
+  assert.equal(taskRetriesFrom(''), 2);
+  assert.equal(taskRetriesFrom('0'), 0);
+  assert.throws(() => taskRetriesFrom('-1'), /BERTH_TASK_RETRIES must be a whole number from 0 to 100/);
+  assert.equal(runnerMemoryFrom(undefined), undefined);
+  assert.equal(runnerMemoryFrom('64g'), 64 * GB);
+  assert.throws(() => runnerMemoryFrom('lots'), /BERTH_RUNNER_MEMORY must be a size/);
 });

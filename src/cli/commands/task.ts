@@ -6,7 +6,7 @@ import type { CreateTaskBody, Task } from '../../shared/api-tasks.ts';
 import { FINAL_TASK_STATES, type TaskEvent, type TaskEventData } from '../../shared/tasks.ts';
 import type { ApiClient } from '../client.ts';
 import { age, CliError, emit, paint, paintDiff, printJson, printTable, Spinner, stateWord, usageError } from '../output.ts';
-import { runnerLabel } from '../labels.ts';
+import { labelsText, runnerLabel } from '../labels.ts';
 
 type Client = () => ApiClient;
 
@@ -123,6 +123,8 @@ function printTask(t: Task): void {
     ['repository', `${t.repo}${t.baseBranch ? ` @ ${t.baseBranch}` : ''}${t.project ? ` (project ${t.project})` : ''}`],
     ['agent', taskModelText(t)],
     ['environment', t.environmentId ?? '-'],
+    // Where it runs, and whether it had to start over elsewhere (older servers leave these out).
+    ...(t.runnerId !== undefined ? [['runner', `${t.runnerId ?? '-'}${Object.keys(t.runnerLabels ?? {}).length ? ` (asks for ${labelsText(t.runnerLabels)})` : ''}${t.attempts ? `, started over ${t.attempts} time(s) after a runner went offline` : ''}`] as [string, string]] : []),
     ['branch', t.branch ?? '-'],
     ['change', t.changeRequest ? `${t.changeRequest.draft ? 'draft ' : ''}${t.changeRequest.url ?? `kept in Berth${t.changeRequest.mergedSha ? ` (merged ${t.changeRequest.mergedSha.slice(0, 12)})` : ': berth task approve ' + t.id}`}` : '-'],
     ['checks', t.checksPassed === null ? '-' : t.checksPassed ? 'passed' : 'failing'],

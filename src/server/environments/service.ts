@@ -459,13 +459,6 @@ export class EnvironmentService {
     return rows.map((r) => r.id);
   }
 
-  /** The environments of a runner that are lost, over every org. */
-  async lostOn(runnerId: string): Promise<number> {
-    let q = this.#db.selectFrom('environments').select(sql<string>`count(*)`.as('n')).where('state', '=', 'lost');
-    q = this.#runners.idOf(null) === runnerId ? q.where((eb) => eb.or([eb('runner_id', '=', runnerId), eb('runner_id', 'is', null)])) : q.where('runner_id', '=', runnerId);
-    return Number((await q.executeTakeFirstOrThrow()).n);
-  }
-
   /** Stops environments that have been idle or alive too long. Returns the ids stopped. */
   async sweep(now = new Date()): Promise<string[]> {
     await this.flushActivity();

@@ -53,6 +53,8 @@ export class RunnerSweeper {
       try {
         const run = () => this.#sweepOnce();
         await (this.#o.exclusive ? this.#o.exclusive('runner-sweep', run) : run());
+        // On every replica: the runners whose connection this one holds are reconciled here.
+        await this.reconcileReturned();
       } catch (err) {
         this.#o.logger.error({ err }, 'runner sweep failed');
       } finally {
@@ -89,7 +91,6 @@ export class RunnerSweeper {
         logger.warn({ runner: r.id, environments: lost.length, requeued: tasks.requeued.length, failed: tasks.failed.length }, 'runner offline: its environments are lost, its tasks moved');
       }
     }
-    await this.reconcileReturned();
   }
 
   /** Runners back online (beating, connected here) that still have lost environments: reconciled. */
