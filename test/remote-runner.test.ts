@@ -86,11 +86,17 @@ describe('a runner that joins over the network', { timeout: 600_000 }, () => {
     modelEnv: {},
     repos: TEST_REPOS,
     tokenRateLimit: 1_000_000,
+    runnerHeartbeatMs: 1000,
   });
   const connected = () =>
     waitFor('the runner to be in the pool', async () => berth.runners.has(runnerId) || undefined, 60_000).catch((err: Error) => {
       throw new Error(`${err.message}; the runner said:\n${current?.stderr().slice(-3000)}`);
     });
+  /** Back and reconciled: its environment is running again (not lost). */
+  const reconciled = async () => {
+    await connected();
+    await waitFor('the environment to be running again', async () => (await api('GET', '/api/orgs/default/environments/far')).body.state === 'running', 30_000);
+  };
 
   before(async () => {
     work = mkdtempSync(join(tmpdir(), 'berth-remote-'));
@@ -173,6 +179,9 @@ describe('a runner that joins over the network', { timeout: 600_000 }, () => {
     // The token's labels and the runner's own.
     assert.deepEqual(row.labels, { site: 'lab', gpu: 'false', zone: 'a' });
     assert.equal(row.token_id, token.id);
+    // Its heartbeat (every second here, as the control plane tells it) keeps its report fresh.
+    const before = listed.lastHeartbeatAt;
+    await waitFor('a heartbeat', async () => (await api('GET', '/api/runners')).body.items.find((r: { id: string }) => r.id === runnerId).lastHeartbeatAt !== before, 10_000);
   });
 
   it('runs an environment placed on it: exec with stdin, 10 MB through and back, and file copies', async () => {
@@ -207,6 +216,32 @@ describe('a runner that joins over the network', { timeout: 600_000 }, () => {
     const cpOut = await cli(['env', 'cp', 'far:/tmp/in.txt', out]);
     assert.equal(cpOut.code, 0, cpOut.stderr);
     assert.equal(readFileSync(join(out, 'in.txt'), 'utf8'), 'copied across hosts\n');
+  });
+
+  it('gives a terminal through it: its size at the start, a resize, a signal', async () => {
+    const ws = new WebSocket(`${client.url.replace('http', 'ws')}/api/orgs/default/environments/far/attach`, { headers: { authorization: `Bearer ${client.token}` } });
+    let out = '';
+    const exit = new Promise<{ exitCode: number }>((resolve, reject) => {
+      ws.on('message', (d, binary) => {
+        if (binary) out += (d as Buffer).subarray(1).toString();
+        else {
+          const m = JSON.parse(String(d)) as { type: string; exitCode: number };
+          if (m.type === 'exit') resolve(m);
+          if (m.type === 'error') reject(new Error(String(d)));
+        }
+      });
+    });
+    await new Promise((r) => ws.once('open', r));
+    // It prints its size, then again when told of a new one, then waits to be interrupted.
+    const script = "stty size; trap 'stty size' WINCH; trap 'echo interrupted; exit 7' INT; while :; do sleep 0.1; done";
+    ws.send(JSON.stringify({ type: 'start', cmd: ['bash', '-c', script], tty: true, cols: 100, rows: 30, stdin: true }));
+    await waitFor('the first size', async () => out.includes('30 100'), 20_000);
+    ws.send(JSON.stringify({ type: 'resize', cols: 120, rows: 40 }));
+    await waitFor('the new size', async () => out.includes('40 120'), 20_000);
+    ws.send(JSON.stringify({ type: 'signal', signal: 'SIGINT' }));
+    assert.equal((await exit).exitCode, 7);
+    assert.match(out, /interrupted/);
+    ws.close();
   });
 
   it("enforces the control plane's egress policy, pushed on change, and reports the requests back", async () => {
@@ -295,7 +330,7 @@ describe('a runner that joins over the network', { timeout: 600_000 }, () => {
     }, 10_000);
 
     join_();
-    await connected();
+    await reconciled();
     const r = await api('POST', '/api/orgs/default/environments/far/exec', { cmd: ['sh', '-c', 'echo again; cat /tmp/in.txt'] });
     assert.equal(r.status, 200, JSON.stringify(r.body));
     assert.equal(r.body.stdout, 'again\ncopied across hosts\n');
@@ -308,7 +343,7 @@ describe('a runner that joins over the network', { timeout: 600_000 }, () => {
     await berth.close();
     await new Promise((r) => setTimeout(r, 1500));
     berth = await startBerth({ ...startOptions(), port });
-    await connected();
+    await reconciled();
     assert.match(current!.stderr(), /not connected to http:\/\/[^ ]+: trying again in \d+\.\d s/);
     const r = await api('POST', '/api/orgs/default/environments/far/exec', { cmd: ['echo', 'still here'] });
     assert.equal(r.status, 200, JSON.stringify(r.body));
@@ -344,7 +379,7 @@ describe('a runner that joins over the network', { timeout: 600_000 }, () => {
       untrusted.child.kill('SIGTERM');
       await untrusted.exited;
       join_(token.token, [url, '--ca', join(tls, 'ca.pem')]);
-      await connected();
+      await reconciled();
       const r = await api('POST', '/api/orgs/default/environments/far/exec', { cmd: ['echo', 'over tls'] });
       assert.equal(r.body.stdout, 'over tls\n');
     } finally {
@@ -359,7 +394,7 @@ describe('a runner that joins over the network', { timeout: 600_000 }, () => {
     assert.equal(revoked.code, 0, revoked.stderr);
     const again = join_();
     const code = await again.exited;
-    assert.equal(code, 4);
+    assert.equal(code, 4, again.stderr().slice(-2000));
     assert.match(again.stderr(), /refused this runner: the control plane answered 401: this runner token is not valid/);
     assert.ok(!berth.runners.has(runnerId));
   });
@@ -369,13 +404,13 @@ describe('a runner that joins over the network', { timeout: 600_000 }, () => {
     assert.equal(made.code, 0, made.stderr);
     const rotated = made.stdout.trim();
     const back = join_(rotated);
-    await connected();
+    await reconciled();
     const r = await api('POST', '/api/orgs/default/environments/far/exec', { cmd: ['cat', '/tmp/in.txt'] });
-    assert.equal(r.body.stdout, 'copied across hosts\n');
+    assert.equal(r.body.stdout, 'copied across hosts\n', JSON.stringify(r.body));
     const { body } = await api('GET', '/api/runners/tokens');
     const id = body.items.find((t: { name: string | null }) => t.name === 'rotated').id;
     assert.equal((await cli(['runner', 'token', 'revoke', id])).code, 0);
-    assert.equal(await back.exited, 4);
+    assert.equal(await back.exited, 4, back.stderr().slice(-2000));
     assert.match(back.stderr(), /refused this runner: connection closed \(4401: this runner token was revoked\)/);
     await waitFor('the runner to leave the pool', async () => !berth.runners.has(runnerId), 10_000);
   });
