@@ -138,8 +138,7 @@ export class JoinedRunners {
     peer.send({ t: 'welcome', id: hello.id, heartbeatMs: this.#heartbeatMs });
     log.info({ runner: hello.id, name: hello.name, labels }, 'runner joined');
     await this.#push(session);
-    // What it runs now against what the database says (environments lost while it was away come back).
-    await this.#o.environments.reconcile(hello.id).catch((err) => log.error({ err, runner: hello.id }, 'could not reconcile the runner'));
+    // Its environments lost while it was away are reconciled by the pool's onAdded (index.ts).
     return session;
   }
 
