@@ -242,7 +242,7 @@ describe('tasks that do not reach green', () => {
     }), { apiKey: MODEL_KEY });
     const root = await mkdtemp(join(tmpdir(), 'berth-repos-'));
     repo = (await createBareRepo({ root, name: 'fixture.git', files: { ...FIXTURE, 'berth.yaml': 'check: node --test\n' } })).path;
-    t = await startTestBerth({ fake: true, modelEnv: { OPENAI_BASE_URL: model.url, OPENAI_API_KEY: MODEL_KEY, BERTH_MODEL: 'gpt-4o-mini' } });
+    t = await startTestBerth({ modelEnv: { OPENAI_BASE_URL: model.url, OPENAI_API_KEY: MODEL_KEY, BERTH_MODEL: 'gpt-4o-mini' } });
   });
   after(async () => {
     await t?.destroy();
@@ -373,6 +373,36 @@ describe('tasks that do not reach green', () => {
     assert.match(command?.data.output, /goal was: Make sum add/);
   });
 
+  test("a command agent reaches the model through the runner's gateway with a task token, never the key", async () => {
+    script.length = 0;
+    const offset = model.played;
+    for (let i = 0; i < offset; i++) script.push({ status: 500 });
+    script.push({ text: 'Replace a - b with a + b.', usage: { input: 30, output: 7 } });
+    const request = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'how do I fix sum?' }] });
+    const command = [
+      `printf '%s' '${request}' > /tmp/request.json`,
+      'curl -sS --fail-with-body "$OPENAI_BASE_URL/chat/completions" -H "Authorization: Bearer $OPENAI_API_KEY" -H "content-type: application/json" --data @/tmp/request.json > /tmp/reply.json',
+      'grep -q "a + b" /tmp/reply.json',
+      'sed -i "s/a - b/a + b/" sum.js',
+      'echo "key inside: $OPENAI_API_KEY"',
+    ].join(' && ');
+    const res = await create({ goal: 'Ask the model, then fix sum', agent: 'command', command });
+    assert.equal(res.status, 201, JSON.stringify(res.body));
+    const done = await ended(t, res.body.id);
+    const { items } = (await t.api('GET', `/api/orgs/default/tasks/${done.id}/events`)).body as Events;
+    assert.equal(done.state, 'succeeded', `${done.stateReason}\n${JSON.stringify(items.filter((e) => e.data.type === 'command'))}`);
+    const call = items.find((e) => e.data.type === 'model');
+    assert.equal(call?.data.via, 'gateway');
+    assert.deepEqual([call?.data.usage.inputTokens, call?.data.usage.outputTokens], [30, 7]);
+    assert.equal(done.usage.inputTokens, 30);
+    // The provider got the real key; the agent held a task token that is revoked now.
+    assert.equal(model.requests.at(-1)!.apiKey, MODEL_KEY);
+    const output = items.find((e) => e.data.type === 'command' && e.data.phase === 'agent')!.data.output as string;
+    const inside = /key inside: (\S+)/.exec(output)![1]!;
+    assert.notEqual(inside, MODEL_KEY);
+    assert.ok(!JSON.stringify(items).includes(MODEL_KEY));
+  });
+
   test('the event stream resumes after the last event seen, without losing or repeating any', async () => {
     const { items } = (await t.api('GET', '/api/orgs/default/tasks?limit=1')).body;
     const id = items[0].id as string;
@@ -444,7 +474,7 @@ describe('tasks that do not reach green', () => {
       assert.match(JSON.stringify(res.body), message);
     }
     // Without a model configured, a built-in agent task is refused up front.
-    const bare = await startTestBerth({ fake: true });
+    const bare = await startTestBerth();
     try {
       const res = await bare.api('POST', '/api/orgs/default/tasks', { goal: 'x', repo });
       assert.equal(res.status, 503);
@@ -456,51 +486,4 @@ describe('tasks that do not reach green', () => {
     assert.equal(await count(), n);
     assert.equal((await t.api('GET', '/api/orgs/default/tasks/task_000000000000')).status, 404);
   });
-});
-
-describe("a command agent and the runner's gateway", () => {
-  // On the real runner: the relay into the gateway is the Berth agent binary inside the sandbox.
-  let t: TestBerth;
-  let model: ModelServer;
-  let repo: string;
-
-  before(async () => {
-    model = await startModelServer([{ text: 'Replace a - b with a + b.', usage: { input: 30, output: 7 } }], { apiKey: MODEL_KEY });
-    const root = await mkdtemp(join(tmpdir(), 'berth-repos-'));
-    repo = (await createBareRepo({ root, name: 'fixture.git', files: { ...FIXTURE, 'berth.yaml': 'check: node --test\n' } })).path;
-    t = await startTestBerth({ modelEnv: { OPENAI_BASE_URL: model.url, OPENAI_API_KEY: MODEL_KEY, BERTH_MODEL: 'gpt-4o-mini' } });
-  });
-  after(async () => {
-    await t?.destroy();
-    await model?.close();
-  });
-
-  const create = (body: Record<string, unknown>) => t.api('POST', '/api/orgs/default/tasks', { repo, ...body });
-
-  test("a command agent reaches the model through the runner's gateway with a task token, never the key", async () => {
-    const request = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'how do I fix sum?' }] });
-    const command = [
-      `printf '%s' '${request}' > /tmp/request.json`,
-      'curl -sS --fail-with-body "$OPENAI_BASE_URL/chat/completions" -H "Authorization: Bearer $OPENAI_API_KEY" -H "content-type: application/json" --data @/tmp/request.json > /tmp/reply.json',
-      'grep -q "a + b" /tmp/reply.json',
-      'sed -i "s/a - b/a + b/" sum.js',
-      'echo "key inside: $OPENAI_API_KEY"',
-    ].join(' && ');
-    const res = await create({ goal: 'Ask the model, then fix sum', agent: 'command', command });
-    assert.equal(res.status, 201, JSON.stringify(res.body));
-    const done = await ended(t, res.body.id);
-    const { items } = (await t.api('GET', `/api/orgs/default/tasks/${done.id}/events`)).body as Events;
-    assert.equal(done.state, 'succeeded', `${done.stateReason}\n${JSON.stringify(items.filter((e) => e.data.type === 'command'))}`);
-    const call = items.find((e) => e.data.type === 'model');
-    assert.equal(call?.data.via, 'gateway');
-    assert.deepEqual([call?.data.usage.inputTokens, call?.data.usage.outputTokens], [30, 7]);
-    assert.equal(done.usage.inputTokens, 30);
-    // The provider got the real key; the agent held a task token that is revoked now.
-    assert.equal(model.requests.at(-1)!.apiKey, MODEL_KEY);
-    const output = items.find((e) => e.data.type === 'command' && e.data.phase === 'agent')!.data.output as string;
-    const inside = /key inside: (\S+)/.exec(output)![1]!;
-    assert.notEqual(inside, MODEL_KEY);
-    assert.ok(!JSON.stringify(items).includes(MODEL_KEY));
-  });
-
 });
