@@ -256,7 +256,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   pool.onAdded((r) => void environments.reconcile(r.id, { onlyLost: true }).catch((err) => logger.error({ err, runner: r.id }, 'could not reconcile a returning runner')));
   // Runners on other hosts join with a runner token and become RemoteRunners in the pool while connected.
   const runnerTokens = new RunnerTokenService(db);
-  const joinedRunners = new JoinedRunners({ db, pool, registry: runners, environments, tokens: runnerTokens, policies, networkEvents, logger, heartbeatMs: opts.runnerHeartbeatMs });
+  const joinedRunners = new JoinedRunners({ db, pool, registry: runners, environments, tokens: runnerTokens, policies, networkEvents, logger, heartbeatMs: opts.runnerHeartbeatMs, tasksOf: (id) => ({ running: workers.get(id)?.running ?? 0, concurrency: workers.get(id)?.concurrency ?? 0 }) });
   const minFreeDiskBytes = runnerConfig.minFreeDiskBytes;
   const heartbeat = runner && new RunnerHeartbeat({
     registry: runners,

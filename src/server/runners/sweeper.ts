@@ -71,20 +71,16 @@ export class RunnerSweeper {
       .updateTable('runners')
       .set({ offline_at: sql<Date>`now()` })
       .where('offline_at', 'is', null)
-      // As the runner list says it: three missed beats, and never sooner than offlineAfterMs.
-      .where((eb) =>
-        eb.or([
-          eb('stopped_at', 'is not', null),
-          eb('heartbeat_at', '<', sql<Date>`now() - make_interval(secs => greatest(${offlineAfterMs / 1000}::float8, ${MISSED_BEATS}::float8 * coalesce((report->>'heartbeatMs')::float8, 0) / 1000))`),
-        ]),
-      )
+      // Three missed beats, and never sooner than offlineAfterMs: a connection that dropped (or a
+      // clean stop) is given that long to come back before its work is moved.
+      .where('heartbeat_at', '<', sql<Date>`now() - make_interval(secs => greatest(${offlineAfterMs / 1000}::float8, ${MISSED_BEATS}::float8 * coalesce((report->>'heartbeatMs')::float8, 0) / 1000))`)
       .returning(['id', 'name', 'stopped_at'])
       .execute();
-    for (const r of found) logger.warn({ runner: r.id, name: r.name }, r.stopped_at ? 'runner stopped: marked offline' : 'runner heartbeat stopped: marked offline');
+    for (const r of found) logger.warn({ runner: r.id, name: r.name }, r.stopped_at ? 'runner disconnected and did not come back: marked offline' : 'runner heartbeat stopped: marked offline');
     // Every offline runner, not only those found now: a pass cut short is finished by the next.
     const offline = await db.selectFrom('runners').select(['id', 'name', 'stopped_at']).where('offline_at', 'is not', null).execute();
     for (const r of offline) {
-      const why = r.stopped_at ? `runner '${r.name}' stopped` : `runner '${r.name}' went offline (no heartbeat for ${formatDuration(offlineAfterMs)})`;
+      const why = r.stopped_at ? `runner '${r.name}' went offline (it disconnected and was not back within ${formatDuration(offlineAfterMs)})` : `runner '${r.name}' went offline (no heartbeat for ${formatDuration(offlineAfterMs)})`;
       const lost = await environments.markLost(r.id, why);
       const tasks = await requeueRunnerTasks(db, events, r.id, why, taskRetries);
       if (lost.length || tasks.requeued.length || tasks.failed.length) {
