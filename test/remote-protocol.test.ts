@@ -7,6 +7,8 @@ import { after, before, describe, it } from 'node:test';
 import { WebSocket, WebSocketServer } from 'ws';
 import { backoffMs, connectUrl } from '../src/runner/remote/host.ts';
 import { Peer } from '../src/runner/remote/peer.ts';
+import { RemoteRunner } from '../src/runner/remote/client.ts';
+import { DENY_ALL } from '../src/runner/network/policy.ts';
 import { encodeFrame, FRAME, parseLabels, STREAM } from '../src/runner/remote/protocol.ts';
 import { BerthError } from '../src/shared/errors.ts';
 
@@ -114,5 +116,44 @@ describe('two peers over a WebSocket', () => {
     a.sendFrame(Buffer.from([1, 2]));
     assert.deepEqual(await a.call('echo', 1).result, { method: 'echo', args: 1 });
     assert.deepEqual(violations, ['a binary frame with a bad header']);
+  });
+});
+
+describe('a runner that answers what it should not', () => {
+  let server: WebSocketServer;
+  let runner: RemoteRunner;
+  let cp: Peer;
+  let host: Peer;
+  const answers: Record<string, unknown> = {
+    status: 'pwned',
+    usage: { memoryBytes: -1, cpuSeconds: null, pids: null, oomKills: null, diskBytes: null },
+    'images.get': { name: 'default', digest: 'not-a-digest', rootfs: '/', sizeBytes: 0, createdAt: '', source: 'debian', config: { env: [] } },
+    resolveUser: { name: 'root', home: '/root', uid: 4_000_000, gid: 0, groups: [] },
+  };
+
+  before(async () => {
+    server = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    await new Promise((r) => server.once('listening', r));
+    const accepted = new Promise<WebSocket>((r) => server.once('connection', r));
+    const client = new WebSocket(`ws://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    await new Promise((r) => client.once('open', r));
+    const parse = (raw: unknown) => (typeof raw === 'object' && raw && typeof (raw as { t?: unknown }).t === 'string' ? (raw as { t: string }) : undefined);
+    host = new Peer(client, { parse, onMessage: () => {}, onViolation: () => {}, onCall: async (method) => answers[method] });
+    cp = new Peer(await accepted, { parse, onMessage: () => {}, onViolation: () => {} });
+    runner = new RemoteRunner({ id: 'rnr_0000000000000000test', name: 'liar', peer: cp, policies: { policyFor: () => DENY_ALL } });
+  });
+
+  after(() => {
+    cp.close();
+    host.close();
+    server.close();
+  });
+
+  it('refuses each malformed answer with the runner named, and passes nothing on', async () => {
+    await assert.rejects(runner.status('env_000000000000'), /runner 'liar' sent a malformed answer to status/);
+    await assert.rejects(runner.usage('env_000000000000', true), /malformed answer to usage/);
+    await assert.rejects(runner.images.get('default'), /malformed answer to images.get/);
+    const spec = { id: 'env_000000000000', hostname: 'x', image: {} as never, limits: {} as never };
+    await assert.rejects(runner.resolveUser(spec, 'root'), /malformed answer to resolveUser/);
   });
 });

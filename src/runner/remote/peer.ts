@@ -41,8 +41,13 @@ export class Peer {
     this.#h = handlers;
     ws.on('message', (data, binary) => {
       const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
-      if (binary) this.#frame(buf);
-      else this.#text(buf);
+      try {
+        if (binary) this.#frame(buf);
+        else this.#text(buf);
+      } catch (err) {
+        // Whatever a message makes a handler throw ends this connection, not the process.
+        this.#h.onViolation(`a message its handler could not take: ${(err as Error).message}`.slice(0, 120));
+      }
     });
     ws.on('close', () => this.#closed(new BerthError('unavailable', 'the runner connection closed')));
     ws.on('error', () => {});
