@@ -158,8 +158,16 @@ test('a task is claimed only by a runner carrying its labels with its memory fre
   const huge = await t.api('POST', '/api/orgs/default/tasks', { goal: 'needs 256g', project: 'huge', agent: 'command', command: 'true' });
   assert.equal(huge.status, 201, JSON.stringify(huge.body));
   assert.deepEqual(huge.body.runnerLabels, { pool: 'fake' });
+  // The CLI sets and shows a project's labels (and clears them).
+  const updated = await t.cli(['project', 'update', 'huge', '--runner-label', 'pool=fake', '--runner-label', 'zone=c']);
+  assert.equal(updated.code, 0, updated.stderr);
+  assert.match((await t.cli(['project', 'show', 'huge'])).stdout, /runners\s+with labels pool=fake,zone=c/);
+  const run = await t.cli(['run', 'labelled from the CLI', '--project', 'huge', '--agent', 'command', '--command', 'true', '--runner-label', 'gpu=true', '--detach']);
+  assert.equal(run.code, 0, run.stderr);
+  const fromCli = await task(run.stdout.trim());
+  assert.deepEqual(fromCli.runner_labels, { pool: 'fake', zone: 'c', gpu: 'true' });
   await new Promise((r) => setTimeout(r, 3_000));
-  for (const id of [gpu.body.id, huge.body.id]) {
+  for (const id of [gpu.body.id, huge.body.id, fromCli.id]) {
     const row = await task(id);
     assert.equal(row.state, 'queued');
     assert.equal(row.runner_id, null);
