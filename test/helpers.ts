@@ -1,12 +1,14 @@
 // Shared test harness: a real `berth up` in a temp data dir, and the real CLI.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import type { OidcConfig } from '../src/server/oidc/index.ts';
 import { startBerth, type ClientConfig, type RunningBerth, type StartOptions } from '../src/server/index.ts';
 import { freshDatabase, ON_POSTGRES, type TestDatabase } from './postgres.ts';
+import { openDatabase } from '../src/server/db/index.ts';
 import type { RepoAccessConfig } from '../src/forges/index.ts';
 import { ImageStore, type RunningCommand } from '../src/runner/index.ts';
 import { FakeRunner } from './fakes/fake-runner.ts';
@@ -54,6 +56,8 @@ export async function startTestBerth(opts: { fake?: boolean | FakeRunner; dataDi
   // On PostgreSQL each control plane gets a database of its own; a restart passes it on.
   const database = opts.database ?? (ON_POSTGRES ? await freshDatabase() : undefined);
   const databaseUrl = database?.url;
+  // On the embedded database the schema comes copied from a template, not from initdb each time.
+  if (!database && !existsSync(join(dataDir, 'db'))) cpSync(await embeddedTemplate(), join(dataDir, 'db'), { recursive: true });
   const fake = opts.fake instanceof FakeRunner ? opts.fake : opts.fake ? new FakeRunner({ images: new ImageStore({ dir: IMAGE_DIR, logger: pino({ level: 'silent' }) }), dir: join(dataDir, 'fake-runner') }) : undefined;
   const berth = await startBerth({
     dataDir,
@@ -106,6 +110,40 @@ export async function startTestBerth(opts: { fake?: boolean | FakeRunner; dataDi
     },
   };
   return t;
+}
+
+let template: Promise<string> | undefined;
+
+/**
+ * A migrated PGlite data dir, made once per machine and schema (kept with the image cache) and
+ * copied into each new data dir: PGlite's initdb takes seconds, a copy a fraction of one. It is
+ * made by openDatabase alone (no org, no token); startBerth migrates again, so a template
+ * behind the schema costs only the missing steps.
+ */
+function embeddedTemplate(): Promise<string> {
+  template ??= (async () => {
+    const key = createHash('sha256')
+      .update(readFileSync(join(REPO, 'src', 'server', 'db', 'migrations.ts')))
+      .update(readFileSync(join(REPO, 'node_modules', '@electric-sql', 'pglite', 'package.json')))
+      .digest('hex')
+      .slice(0, 16);
+    const dir = join(REPO, '.cache', 'pglite', key);
+    if (existsSync(dir)) return dir;
+    mkdirSync(join(REPO, '.cache', 'pglite'), { recursive: true });
+    const making = mkdtempSync(`${dir}.tmp-`);
+    try {
+      const handle = await openDatabase({ dataDir: making });
+      await handle.close();
+      // Another test file may have made it first: theirs is as good.
+      renameSync(join(making, 'db'), dir);
+    } catch (err) {
+      if (!existsSync(dir)) throw err;
+    } finally {
+      rmSync(making, { recursive: true, force: true });
+    }
+    return dir;
+  })();
+  return template;
 }
 
 /** The API as the holder of `token` calls it: a JSON body in (a string is sent as is), the status and parsed body out. */
