@@ -56,8 +56,7 @@ export async function startTestBerth(opts: { fake?: boolean | FakeRunner; dataDi
   // On PostgreSQL each control plane gets a database of its own; a restart passes it on.
   const database = opts.database ?? (ON_POSTGRES ? await freshDatabase() : undefined);
   const databaseUrl = database?.url;
-  // On the embedded database the schema comes copied from a template, not from initdb each time.
-  if (!database && !existsSync(join(dataDir, 'db'))) cpSync(await embeddedTemplate(), join(dataDir, 'db'), { recursive: true });
+  if (!database) await seedEmbeddedDatabase(dataDir);
   const fake = opts.fake instanceof FakeRunner ? opts.fake : opts.fake ? new FakeRunner({ images: new ImageStore({ dir: IMAGE_DIR, logger: pino({ level: 'silent' }) }), dir: join(dataDir, 'fake-runner') }) : undefined;
   const berth = await startBerth({
     dataDir,
@@ -113,6 +112,15 @@ export async function startTestBerth(opts: { fake?: boolean | FakeRunner; dataDi
 }
 
 let template: Promise<string> | undefined;
+
+/**
+ * Before an embedded (PGlite) database is opened in `dataDir` for the first time: its schema is
+ * copied from a template instead of made by initdb (seconds). For tests that call startBerth or
+ * openDatabase themselves; startTestBerth does it.
+ */
+export async function seedEmbeddedDatabase(dataDir: string): Promise<void> {
+  if (!existsSync(join(dataDir, 'db'))) cpSync(await embeddedTemplate(), join(dataDir, 'db'), { recursive: true });
+}
 
 /**
  * A migrated PGlite data dir, made once per machine and schema (kept with the image cache) and
