@@ -1,6 +1,5 @@
 // Egress policies (org, project, environment: the narrowest that sets a field wins),
 // egress-only secrets, and the record of what environments' egress proxies did.
-// sandbox: none (test/fakes/fake-runner.ts; scripts/test.ts runs these more at once)
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pino from 'pino';
@@ -29,8 +28,7 @@ const as = (token: string) => async (method: string, path: string, body?: unknow
 const policyFor = (id: string) => t.berth.app.policies.policyFor(id);
 
 before(async () => {
-  // The policies and the record, not the sandbox's firewall (policy-firewall.test.ts): the fake runner is enough.
-  t = await startTestBerth({ fake: true });
+  t = await startTestBerth();
   for (const role of ['viewer', 'member', 'admin']) {
     tokens[role] = (await t.api('POST', '/api/orgs/default/tokens', { role, name: `policy-${role}` })).body.token;
   }
@@ -344,6 +342,25 @@ describe('network events', () => {
     assert.equal(api.status, 200);
     assert.equal(api.body.items.length, 2);
   });
+  test("a direct connection the firewall refuses is an event with its destination, port and rule: in the CLI, the API and the audit log", async () => {
+    const env = (await t.api('POST', '/api/orgs/default/environments', { name: 'direct' })).body;
+    assert.equal(env.state, 'running', JSON.stringify(env));
+    const r = await t.cli(['env', 'exec', 'direct', '--', 'python3', '-c', "import socket\nfor p in (443, 443, 8443):\n  s=socket.socket();s.settimeout(3)\n  try: s.connect(('1.1.1.1',p))\n  except OSError as e: print(e)"]);
+    assert.match(r.stdout, /refused/i, r.stderr);
+    let cli = '';
+    await until(async () => /TCP\s+1\.1\.1\.1:8443/.test((cli = (await t.cli(['env', 'network', 'direct', '--denied'])).stdout)));
+    assert.match(cli, /TCP\s+1\.1\.1\.1:443\s+-\s+DENIED \(\d packets?\)\s+deny:firewall:direct-connection/);
+    const api = await t.api('GET', `/api/orgs/default/environments/${env.id}/network?denied=true`);
+    // Both attempts on 443 in one event, or in two if a read fell between them.
+    const on443 = api.body.items.filter((e: { port: number }) => e.port === 443);
+    assert.deepEqual([...new Set(on443.map((e: NetworkEvent) => `${e.kind} ${e.method} ${e.host} ${e.allowed} ${e.rule}`))], ['firewall TCP 1.1.1.1 false deny:firewall:direct-connection']);
+    assert.equal(on443.reduce((n: number, e: NetworkEvent) => n + e.packets!, 0), 2);
+    await until(async () => (await t.api('GET', `/api/orgs/default/audit?action=network.denied&environment=${env.id}`)).body.items.length === 2);
+    const audit = (await t.api('GET', `/api/orgs/default/audit?action=network.denied&environment=${env.id}`)).body.items;
+    assert.deepEqual(audit.map((a: { target: string }) => a.target).sort(), ['1.1.1.1:443', '1.1.1.1:8443']);
+    assert.ok(audit.every((a: { details: { packets: number } }) => a.details.packets >= 1));
+  });
+
   test('repeats of a denial within a minute are one audit entry and one transcript line with the count; every event stays a row', async () => {
     const env = (await t.api('POST', '/api/orgs/default/environments', { name: 'looping' })).body;
     const taskId = await runningTaskIn(env.id, 'tsk_networkloop01');
