@@ -36,6 +36,7 @@ import { runnerRoutes } from './routes/runners.ts';
 import { runnerJoinRoutes } from './routes/runner-join.ts';
 import { RunnerTokenService, type JoinedRunners } from './runners/index.ts';
 import { CONNECT_PATH as RUNNER_CONNECT_PATH } from '../runner/remote/protocol.ts';
+import { RELAY_PATH, type ReplicaRelay } from './runners/relay.ts';
 import type { RunnerRegistry } from './runners/index.ts';
 import { policyRoutes } from './routes/policy.ts';
 import { PolicyService } from './policy/index.ts';
@@ -118,6 +119,8 @@ export interface AppDeps {
   /** Runner tokens (made over `db` when not given), and the runners that join with them (none join without it). */
   runnerTokens?: RunnerTokenService | undefined;
   joinedRunners?: JoinedRunners | undefined;
+  /** Runners this replica holds, served to the other replicas; those they hold, reached through them. */
+  runnerRelay?: ReplicaRelay | undefined;
   /** berth up --no-runner: no runner of its own, so no images on this host; the image routes say so (409). */
   noLocalRunner?: boolean | undefined;
   /** Which repositories may be named (projects, one-off tasks) and reached from the host. */
@@ -233,8 +236,8 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   const authFailures = new AuthFailures({ limit: deps.authFailureLimit ?? 30 });
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
     const path = req.url.split('?')[0]!;
-    // A joining runner authenticates with its runner token, in its own route (runner-join.ts).
-    if (PUBLIC_ROUTES.has(path) || !path.startsWith('/api/') || path.startsWith('/api/auth/') || path === RUNNER_CONNECT_PATH) return;
+    // A joining runner authenticates with its runner token, another replica with its credential, in their own routes (runner-join.ts).
+    if (PUBLIC_ROUTES.has(path) || !path.startsWith('/api/') || path.startsWith('/api/auth/') || path === RUNNER_CONNECT_PATH || RELAY_PATH.test(path)) return;
     const wait = authFailures.retryAfter(req.ip);
     // A token that worked lately is still checked in full: the limit is for guessers, and
     // everyone behind the same address would otherwise be locked out with them.

@@ -25,6 +25,7 @@ import { RepoAccess, repoAccessFromEnv, type RepoAccessConfig } from '../forges/
 import { routeHostFetch } from '../forges/upstream.ts';
 import { availableParallelism, hostname } from 'node:os';
 import { JoinedRunners, RunnerHeartbeat, RunnerPool, RunnerRegistry, RunnerSweeper, RunnerTokenService, runnerMemoryFrom, runnerOfflineAfterFrom, taskRetriesFrom } from './runners/index.ts';
+import { ReplicaRelay } from './runners/relay.ts';
 import { runnerConfigFrom } from '../runner/config.ts';
 import { invalid } from '../shared/errors.ts';
 import { Observability, observabilitySettingsFrom, type ObservabilityOptions } from './observability/index.ts';
@@ -74,6 +75,8 @@ export interface StartOptions {
   denialStorms?: StormSettings;
   /** The URL people use to reach this Berth, for links in pull requests (BERTH_PUBLIC_URL; default the listen address). */
   publicUrl?: string;
+  /** The URL other replicas reach this one at, for the runners it holds (BERTH_REPLICA_URL; default the listen address). */
+  replicaUrl?: string | undefined;
   /**
    * Metrics and traces: `metricsToken` (BERTH_METRICS_TOKEN) guards /metrics on the main port,
    * `metricsListen` (BERTH_METRICS_LISTEN, host:port) serves it on a listener of its own, and
@@ -196,7 +199,8 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     const adopted = await audit.sealUnsigned();
     if (adopted > 0) logger.warn({ orgs: adopted }, 'signed the audit heads written before heads were signed; `berth audit verify` checks the entries below them');
   }
-  const secrets = new SecretService({ db, box: SecretBox.load({ env: process.env, dataDir: opts.dataDir }) });
+  const secretBox = SecretBox.load({ env: process.env, dataDir: opts.dataDir });
+  const secrets = new SecretService({ db, box: secretBox });
   // Task event streams and the policy cache hear other replicas' changes through the feed.
   const taskEvents = new TaskEvents(db, database.feed);
   observability.watchTaskEvents(taskEvents);
@@ -256,7 +260,11 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   pool.onAdded((r) => void environments.reconcile(r.id, { onlyLost: true }).catch((err) => logger.error({ err, runner: r.id }, 'could not reconcile a returning runner')));
   // Runners on other hosts join with a runner token and become RemoteRunners in the pool while connected.
   const runnerTokens = new RunnerTokenService(db);
-  const joinedRunners = new JoinedRunners({ db, pool, registry: runners, environments, tokens: runnerTokens, policies, networkEvents, logger, heartbeatMs: opts.runnerHeartbeatMs, tasksOf: (id) => ({ running: workers.get(id)?.running ?? 0, concurrency: workers.get(id)?.concurrency ?? 0 }) });
+  const joinedRunners = new JoinedRunners({ db, pool, registry: runners, environments, tokens: runnerTokens, policies, networkEvents, logger, heartbeatMs: opts.runnerHeartbeatMs, tasksOf: (id) => ({ running: workers.get(id)?.running ?? 0, concurrency: workers.get(id)?.concurrency ?? 0 }), replicaUrl: () => replicaUrl });
+  // Runners another replica holds are reached through it; this one's are served to the others.
+  let replicaUrl: string | undefined;
+  const runnerRelay = new ReplicaRelay({ db, pool, box: secretBox, policies, logger, offlineAfterMs: runnerOfflineAfterMs, selfUrl: () => replicaUrl });
+  pool.reachElsewhere((id) => runnerRelay.reach(id));
   const minFreeDiskBytes = runnerConfig.minFreeDiskBytes;
   const heartbeat = runner && new RunnerHeartbeat({
     registry: runners,
@@ -295,6 +303,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     runners,
     runnerTokens,
     joinedRunners,
+    runnerRelay,
     noLocalRunner: !runner,
     repos,
     models,
@@ -311,6 +320,8 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
   const orgName = 'default';
   publicUrl ||= url;
+  replicaUrl = opts.replicaUrl ?? (process.env.BERTH_REPLICA_URL || url);
+  if (runner) await db.updateTable('runners').set({ replica_url: replicaUrl }).where('id', '=', runnerId).execute();
   workers.start();
   runnerSweeper.start();
 
@@ -368,6 +379,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
       await retention.close();
       await audit.close();
       joinedRunners.close();
+      runnerRelay.close();
       local?.close();
       taskEvents.close();
       routeHostFetch(undefined);

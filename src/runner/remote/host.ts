@@ -6,8 +6,6 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import type { Duplex } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { rootCertificates } from 'node:tls';
 import type { Logger } from 'pino';
 import { WebSocket } from 'ws';
@@ -16,15 +14,13 @@ import { VERSION } from '../../shared/client-config.ts';
 import { invalid } from '../../shared/errors.ts';
 import { installed, probeHost } from '../health.ts';
 import { ImageStore } from '../images/index.ts';
-import type { ImageRecord } from '../images/types.ts';
 import type { PackageMirror } from '../mirrors.ts';
 import { DENY_ALL } from '../network/policy.ts';
 import type { EgressPolicy, NetworkEvent, NetworkEventSink, PolicySource } from '../network/types.ts';
-import type { CommandOptions, EnvironmentSpec } from '../port.ts';
-import type { RunningCommand } from '../exec.ts';
 import { LocalRunner } from '../runner.ts';
 import { Peer } from './peer.ts';
-import { CONNECT_PATH, FromControlPlane, type Labels, MAX_FRAME_BYTES, PROTOCOL_HEADER, PROTOCOL_VERSION, RUNNER_CHANNELS, RUNNER_ID, STREAM } from './protocol.ts';
+import { serveRunner } from './serve.ts';
+import { CONNECT_PATH, FromControlPlane, type Labels, MAX_FRAME_BYTES, PROTOCOL_HEADER, PROTOCOL_VERSION, RUNNER_ID } from './protocol.ts';
 
 export interface JoinOptions {
   /** The control plane's URL, as people reach it (https://berth.example.com). */
@@ -163,17 +159,6 @@ class EventBatches implements NetworkEventSink {
   }
 }
 
-const Id = z.string().regex(/^env_[0-9a-z]{12}$/);
-const SpecWire = z.object({
-  id: Id,
-  hostname: z.string().max(253),
-  image: z.object({ name: z.string(), org: z.string().optional(), digest: z.string() }).loose(),
-  limits: z.object({ cpus: z.number(), memoryBytes: z.number(), diskBytes: z.number(), pidsLimit: z.number(), idleTimeoutMs: z.number().nullable(), maxLifetimeMs: z.number().nullable() }),
-  volumes: z.array(z.object({ name: z.string(), target: z.string() })).optional(),
-  volumeOwner: z.string().optional(),
-});
-const Channel = z.number().int().min(1).max(RUNNER_CHANNELS - 1);
-
 /** Dials the control plane and serves this host's environments until closed. */
 export async function joinControlPlane(o: JoinOptions): Promise<JoinedRunner> {
   const target = connectUrl(o.url, o.insecure === true);
@@ -190,142 +175,14 @@ export async function joinControlPlane(o: JoinOptions): Promise<JoinedRunner> {
   const probe = () => probeHost({ backend: runner.backend.name, network: Boolean(runner.network), diskQuota: runner.diskQuota, dataDir: o.dataDir, minFreeDiskBytes: 2 * 1024 ** 3 });
   const ca = o.ca ? [...rootCertificates, o.ca] : undefined;
 
-  /** What this connection has under way; ended when it drops (nobody is left to read it). */
-  const commands = new Map<number, RunningCommand>();
-  const listeners = new Map<number, () => Promise<void>>();
-  let nextListener = 1;
-  let nextChannel = RUNNER_CHANNELS;
+  // What a connection has under way is ended when it drops (nobody is left to read it).
+  // The control plane's policies are kept as it pushes them, and with each start.
+  const service = serveRunner(runner, {
+    beforeStart: (spec, a) => policies.set(spec.id, z.object({ policy: z.unknown(), mirrors: z.array(z.unknown()) }).parse(a.policy)),
+    afterRemove: (envId) => policies.forget(envId),
+  });
   let closing = false;
   let current: WebSocket | undefined;
-
-  // Every image an environment runs from is this runner's own, found by name and digest: a
-  // spec names it, it does not hand the runner a path.
-  // Images by name and digest, as last found (a digest's files do not change): kept off each command's path.
-  const found = new Map<string, { at: number; image: ImageRecord }>();
-  const specOf = async (raw: unknown): Promise<EnvironmentSpec> => {
-    const s = SpecWire.parse(raw);
-    const key = `${s.image.org ?? ''}\0${s.image.name}\0${s.image.digest}`;
-    const hit = found.get(key);
-    if (hit && performance.now() - hit.at < 5_000) return { ...s, image: hit.image };
-    const image = await images.get(s.image.name, { org: s.image.org });
-    if (!image || image.digest !== s.image.digest) throw invalid(`image '${s.image.name}' (${s.image.digest}) is not on runner '${name}'`);
-    if (found.size > 1000) found.clear();
-    found.set(key, { at: performance.now(), image });
-    return { ...s, image };
-  };
-
-  const serve = (peer: Peer) => async (method: string, args: unknown, call: number): Promise<unknown> => {
-    const a = (args ?? {}) as Record<string, unknown>;
-    switch (method) {
-      case 'images.get':
-        return (await images.get(z.string().parse(a.name), { org: z.string().optional().parse(a.org) })) ?? null;
-      case 'images.resolve': {
-        const ref = z.string().max(1024).parse(a.ref);
-        const credential = z.object({ value: z.string(), from: z.string() }).optional().parse(a.credential);
-        const registry = ref.split('/')[0]!.toLowerCase();
-        let last = 0;
-        return images.resolve(ref, {
-          // A few a second at most: the control plane shows a spinner, not every block.
-          onProgress: (e) => {
-            const now = Date.now();
-            if (now - last < 200 && e.phase !== 'done') return;
-            last = now;
-            peer.send({ t: 'progress', call, phase: e.phase, message: e.message.slice(0, 1000), ...(e.fraction !== undefined && { fraction: Math.min(1, Math.max(0, e.fraction)) }) });
-          },
-          org: z.string().optional().parse(a.org),
-          hostPaths: a.hostPaths === true,
-          login: credential && (async (r: string) => (r === registry ? credential : undefined)),
-        }) satisfies Promise<ImageRecord>;
-      }
-      case 'start': {
-        const spec = await specOf(a.spec);
-        const p = z.object({ policy: z.unknown(), mirrors: z.array(z.unknown()) }).parse(a.policy);
-        policies.set(spec.id, p);
-        await runner.start(spec);
-        return null;
-      }
-      case 'stop':
-        return runner.stop(Id.parse(a.id)).then(() => null);
-      case 'remove': {
-        const envId = Id.parse(a.id);
-        await runner.remove(envId);
-        policies.forget(envId);
-        return null;
-      }
-      case 'status':
-        return runner.status(Id.parse(a.id));
-      case 'usage':
-        return runner.usage(Id.parse(a.id), a.running === true);
-      case 'removeVolumes':
-        return runner.removeVolumes(z.string().regex(/^[a-z]+_[A-Za-z0-9]+$/).parse(a.owner)).then(() => null);
-      case 'resolveUser':
-        return runner.resolveUser(await specOf(a.spec), z.string().max(256).parse(a.user));
-      case 'exec':
-        return exec(peer, a);
-      case 'resize':
-        await commands.get(Channel.parse(a.channel))?.resize(z.number().int().min(1).max(10_000).parse(a.cols), z.number().int().min(1).max(10_000).parse(a.rows));
-        return null;
-      case 'signal':
-        await commands.get(Channel.parse(a.channel))?.signal(z.enum(['SIGINT', 'SIGTERM', 'SIGKILL', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2']).parse(a.signal));
-        return null;
-      case 'serveSocket': {
-        const envId = Id.parse(a.environmentId);
-        const listener = nextListener++;
-        const stop = await runner.serveSocket(envId, z.string().parse(a.name), (connection) => relay(peer, listener, connection));
-        listeners.set(listener, stop);
-        return { listener };
-      }
-      case 'unserveSocket': {
-        const listener = z.number().int().parse(a.listener);
-        await listeners.get(listener)?.();
-        listeners.delete(listener);
-        return null;
-      }
-      default:
-        throw invalid(`unknown call '${method}': this runner (Berth ${VERSION}) is older than the control plane`);
-    }
-  };
-
-  // Synchronous until the first await: its stdin stream exists before the frames that follow the call arrive.
-  const exec = async (peer: Peer, a: Record<string, unknown>): Promise<null> => {
-    const channel = Channel.parse(a.channel);
-    const stdin = peer.readable(channel, STREAM.stdin);
-    try {
-      const spec = await specOf(a.spec);
-      const cmd = runner.exec(spec, a.opts as CommandOptions);
-      commands.set(channel, cmd);
-      cmd.stdin.on('error', () => {});
-      stdin.on('error', () => cmd.stdin.destroy());
-      stdin.pipe(cmd.stdin);
-      const outputs = Promise.all([
-        pipeline(cmd.stdout, peer.writable(channel, STREAM.stdout)),
-        pipeline(cmd.stderr, peer.writable(channel, STREAM.stderr)),
-      ]);
-      void Promise.all([cmd.exited, outputs]).then(
-        ([status]) => peer.send({ t: 'exit', channel, status }),
-        (err: Error) => peer.send({ t: 'reset', channel, message: err.message.slice(0, 1000) }),
-      ).finally(() => {
-        commands.delete(channel);
-        peer.resetChannel(channel);
-      });
-      return null;
-    } catch (err) {
-      peer.resetChannel(channel);
-      throw err;
-    }
-  };
-
-  const relay = (peer: Peer, listener: number, connection: Duplex) => {
-    if (!peer.open) return connection.destroy();
-    const channel = nextChannel++;
-    if (nextChannel > 0xffff_ffff) nextChannel = RUNNER_CHANNELS;
-    const fromControlPlane = peer.readable(channel, STREAM.toSocket);
-    const toControlPlane = peer.writable(channel, STREAM.fromSocket);
-    peer.send({ t: 'open', channel, listener });
-    connection.on('error', () => {});
-    void pipeline(connection, toControlPlane).catch(() => peer.send({ t: 'reset', channel, message: 'connection closed' }));
-    void pipeline(fromControlPlane, connection).catch(() => connection.destroy());
-  };
 
   /** One connection, until it closes: 'refused' when retrying is pointless. */
   const connectOnce = () =>
@@ -365,7 +222,7 @@ export async function joinControlPlane(o: JoinOptions): Promise<JoinedRunner> {
           return r.success ? r.data : undefined;
         },
         onViolation: (why) => ws.close(1002, why),
-        onCall: (method, args, call) => serve(peer)(method, args, call),
+        onCall: (method, args, call) => service.call(peer, method, args, call),
         onMessage: (m) => {
           const msg = m as FromControlPlane;
           if (msg.t === 'welcome') {
@@ -390,10 +247,7 @@ export async function joinControlPlane(o: JoinOptions): Promise<JoinedRunner> {
         clearInterval(beat);
         events.send = undefined;
         // Nobody is left to read these: end them rather than let them run unseen.
-        for (const cmd of commands.values()) void cmd.signal('SIGKILL').catch(() => {});
-        commands.clear();
-        for (const stop of listeners.values()) void stop().catch(() => {});
-        listeners.clear();
+        service.end();
         const text = reason.toString('utf8') || lastError;
         if (code === 4401 || code === 4426 || code === 4409) refused = text;
         resolve({ welcomed, why: `connection closed (${code}${text ? `: ${text}` : ''})`, ...(refused !== undefined && { refused: true }) });

@@ -477,4 +477,11 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('runners').addColumn('token_id', 'text').execute();
     },
   },
+  '0021_runner_replica': {
+    async up(db: Kysely<any>) {
+      // The internal URL of the control-plane replica that holds the runner (its connection, or
+      // berth up's own): other replicas reach the runner through it (runners/relay.ts).
+      await db.schema.alterTable('runners').addColumn('replica_url', 'text').execute();
+    },
+  },
 };

@@ -306,6 +306,8 @@ export interface RunnerTable {
   offline_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
   /** A joined runner's: the runner token it first registered with (null for berth up's own). */
   token_id: ColumnType<string | null, string | null | undefined, string | null>;
+  /** The internal URL of the replica that holds it now; other replicas reach it through that one's relay. */
+  replica_url: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 /** A token a runner on another host joins with (only its hash is kept). */

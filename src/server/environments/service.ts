@@ -165,11 +165,12 @@ export class EnvironmentService {
   /** The runner the environment lives on (for the task gateway's socket). */
   async runnerOf(environmentId: string): Promise<Runner> {
     const row = await this.#db.selectFrom('environments').select(['runner_id', 'name']).where('id', '=', environmentId).executeTakeFirstOrThrow();
-    return this.#runners.get(row.runner_id, `environment '${row.name}'`);
+    return this.#runner(row);
   }
 
-  #runner(row: Pick<EnvironmentRow, 'runner_id' | 'name'>): Runner {
-    return this.#runners.get(row.runner_id, `environment '${row.name}'`);
+  /** Its runner, here or through the replica that holds it. */
+  #runner(row: Pick<EnvironmentRow, 'runner_id' | 'name'>): Promise<Runner> {
+    return this.#runners.resolve(row.runner_id, `environment '${row.name}'`);
   }
 
   /** Calls `listener` with each new environment's id, after its row is written and before it starts. */
@@ -207,7 +208,7 @@ export class EnvironmentService {
     const view = await this.#view(scope, row);
     const lastOomKillAt = row.last_oom_kill_at ? new Date(row.last_oom_kill_at).toISOString() : null;
     if (row.state !== 'running' && row.state !== 'stopped') return { ...view, usage: null, lastOomKillAt };
-    return { ...view, usage: await this.#runner(row).usage(row.id, row.state === 'running'), lastOomKillAt };
+    return { ...view, usage: await (await this.#runner(row)).usage(row.id, row.state === 'running'), lastOomKillAt };
   }
 
   async start(scope: Scope, ref: string): Promise<Environment> {
@@ -232,7 +233,7 @@ export class EnvironmentService {
       if (row.state === 'stopped') return row;
       this.#expect(row, 'stopping', 'stop');
       const stopping = await this.#transition(row, 'stopping', { state_reason: reason });
-      await this.#runner(row).stop(id);
+      await (await this.#runner(row)).stop(id);
       return this.#transition(stopping, 'stopped', { state_reason: reason });
     });
   }
@@ -243,7 +244,7 @@ export class EnvironmentService {
       const row = await this.#get(orgId, id);
       this.#expect(row, 'deleting', 'remove');
       const deleting = await this.#transition(row, 'deleting');
-      await this.#runner(row).remove(id);
+      await (await this.#runner(row)).remove(id);
       return this.#transition(deleting, 'deleted', { state_reason: null });
     });
     return this.#view(scope, removed);
@@ -325,7 +326,7 @@ export class EnvironmentService {
     let started: RunningCommand;
     const timed = this.#timer?.('exec', row.id);
     try {
-      started = this.#runner(row).exec(spec, { ...opts, env, user });
+      started = (await this.#runner(row)).exec(spec, { ...opts, env, user });
     } catch (err) {
       timed?.(err);
       await ended({ exitCode: null, error: 'the command could not be started' }).catch((e) => this.#log.error({ err: e, environment: row.id }, 'could not record a command in the audit log'));
@@ -407,7 +408,7 @@ export class EnvironmentService {
   }
 
   async #reconcileOne(row: EnvironmentRow): Promise<void> {
-    const runner = this.#runner(row);
+    const runner = await this.#runner(row);
     const actual = await runner.status(row.id);
     const log = (to: string) => this.#log.info({ environment: row.id, from: row.state, actual, to }, 'reconciled environment');
     switch (row.state) {
@@ -492,14 +493,14 @@ export class EnvironmentService {
   async #bringUp(row: EnvironmentRow, from: 'creating' | 'starting'): Promise<EnvironmentRow> {
     const timed = this.#timer?.(from === 'creating' ? 'create' : 'start', row.id);
     try {
-      await this.#runner(row).start(await this.#spec(row));
+      await (await this.#runner(row)).start(await this.#spec(row));
       timed?.();
     } catch (err) {
       timed?.(err);
       this.#log.error({ err, environment: row.id }, 'environment failed to start');
       const message = err instanceof Error ? err.message : String(err);
-      if (from === 'creating') await this.#runner(row).remove(row.id).catch(() => {});
-      else await this.#runner(row).stop(row.id).catch(() => {});
+      if (from === 'creating') await this.#runner(row).then((r) => r.remove(row.id)).catch(() => {});
+      else await this.#runner(row).then((r) => r.stop(row.id)).catch(() => {});
       await this.#transition(row, 'failed', { state_reason: message });
       if (err instanceof BerthError) throw err;
       throw unavailable(`environment '${row.name}' could not start: ${message}`);
@@ -509,7 +510,7 @@ export class EnvironmentService {
   }
 
   async #spec(row: EnvironmentRow): Promise<EnvironmentSpec> {
-    const image = await this.#runner(row).images.get(row.image, { org: row.org_id });
+    const image = await (await this.#runner(row)).images.get(row.image, { org: row.org_id });
     if (!image || (row.image_digest && image.digest !== row.image_digest)) {
       throw unavailable(`image '${row.image}' of environment '${row.name}' is no longer on this runner: import it again`);
     }
@@ -527,7 +528,7 @@ export class EnvironmentService {
     if (known?.key === key) return known.user;
     let user: ResolvedUser;
     try {
-      user = await this.#runner(row).resolveUser(spec, row.run_as!);
+      user = await (await this.#runner(row)).resolveUser(spec, row.run_as!);
     } catch (err) {
       if (err instanceof BerthError) throw invalid(`environment '${row.name}' cannot run commands as its user: ${err.message}`);
       throw err;

@@ -8,6 +8,7 @@ import { actorOf, forbidden, type Caller } from '../authz.ts';
 import type { AuditLog } from '../audit/index.ts';
 import type { Db } from '../db/index.ts';
 import { JoinedRunners } from '../runners/joined.ts';
+import { RELAY_ROUTE, type ReplicaRelay } from '../runners/relay.ts';
 import { RunnerTokenService } from '../runners/tokens.ts';
 
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema };
@@ -27,7 +28,7 @@ async function auditEveryOrg(db: Db, audit: AuditLog, caller: Caller, action: st
  * Runners on other hosts: the tokens they join with (instance administrators), and the
  * WebSocket they dial (`berth runner join`), authenticated by its runner token, not an API token.
  */
-export function runnerJoinRoutes(app: App, deps: AppDeps & { runnerTokens: RunnerTokenService; joinedRunners?: JoinedRunners | undefined }): void {
+export function runnerJoinRoutes(app: App, deps: AppDeps & { runnerTokens: RunnerTokenService; joinedRunners?: JoinedRunners | undefined; runnerRelay?: ReplicaRelay | undefined }): void {
   const { db, audit, runnerTokens: tokens, joinedRunners } = deps;
 
   app.post('/api/runners/tokens', {
@@ -71,6 +72,24 @@ export function runnerJoinRoutes(app: App, deps: AppDeps & { runnerTokens: Runne
       return revoked;
     },
   });
+
+  const relay = deps.runnerRelay;
+  if (relay) {
+    app.get(
+      RELAY_ROUTE,
+      {
+        websocket: true,
+        schema: { tags, hide: true, summary: 'A runner this replica holds, served to another replica of the deployment (WebSocket)', params: z.object({ id: z.string().max(256) }) },
+        // Only a replica's credential (an HMAC under the shared secret key), never an API token.
+        onRequest: async (req, reply) => {
+          const id = (req.params as { id: string }).id;
+          if (!relay.verify(id, req.headers.authorization)) return reply.code(401).send({ error: { kind: 'unauthorized', message: 'not a replica of this deployment' } });
+          if (!relay.holds(id)) return reply.code(404).send({ error: { kind: 'not_found', message: 'this replica does not hold that runner' } });
+        },
+      },
+      (socket: WebSocket, req) => relay.accept(socket, (req.params as { id: string }).id),
+    );
+  }
 
   if (!joinedRunners) return;
   app.get(

@@ -28,6 +28,8 @@ export interface JoinedRunnersOptions {
   heartbeatMs?: number | undefined;
   /** Tasks running on a runner and its concurrency, for its report (the task worker's). */
   tasksOf?: ((runnerId: string) => { running: number; concurrency: number }) | undefined;
+  /** This replica's internal URL, recorded with each runner it holds: other replicas reach the runner through it (relay.ts). */
+  replicaUrl?: (() => string | undefined) | undefined;
 }
 
 interface Session {
@@ -123,7 +125,7 @@ export class JoinedRunners {
     // The administrator's labels (the token's) win over the runner's own.
     const labels = { ...hello.labels, ...token.labels };
     await this.#beat(runner, hello.probe, { name: hello.name, host: hello.host, version: hello.version });
-    await db.updateTable('runners').set({ labels: JSON.stringify(labels), token_id: token.id }).where('id', '=', hello.id).execute();
+    await db.updateTable('runners').set({ labels: JSON.stringify(labels), token_id: token.id, replica_url: this.#o.replicaUrl?.() ?? null }).where('id', '=', hello.id).execute();
     if (!peer.open) throw new Error('the runner left while registering');
     // A runner that reconnects before its old connection was seen to drop: the new one wins.
     const old = this.#sessions.get(hello.id);
@@ -200,6 +202,9 @@ export class JoinedRunners {
     this.#sessions.delete(id);
     this.#o.pool.delete(id);
     await this.#o.registry.stopped(id);
+    // Not reachable through this replica any more (unless another took it meanwhile).
+    const here = this.#o.replicaUrl?.();
+    if (here) await this.#o.db.updateTable('runners').set({ replica_url: null }).where('id', '=', id).where('replica_url', '=', here).execute();
     this.#o.logger.warn({ runner: id }, 'runner disconnected: its environments are lost until it is back');
   }
 

@@ -27,6 +27,8 @@ export class RunnerPool {
   #legacy: string | undefined;
   readonly #added: ((runner: Runner) => void)[] = [];
   readonly #removed: ((id: string) => void)[] = [];
+  /** How a runner held by another replica is reached (relay.ts); unset, such a runner is lost here. */
+  #elsewhere: ((id: string) => Promise<Runner | undefined>) | undefined;
 
   constructor(opts: { db: Db; logger: Logger }) {
     this.#db = opts.db;
@@ -69,6 +71,23 @@ export class RunnerPool {
       throw unavailable(`${what} lives on runner '${id ?? 'local'}', which is not connected: it is lost until that runner is back (\`berth runner list\` shows its state)`);
     }
     return runner;
+  }
+
+  /**
+   * The runner an environment lives on, here or through the replica that holds it; refused
+   * with the reason when no replica does (its heartbeat stopped: it is lost until it is back).
+   */
+  async resolve(runnerId: string | null, what = 'the environment'): Promise<Runner> {
+    const id = this.idOf(runnerId);
+    const here = id === undefined ? undefined : this.#runners.get(id);
+    if (here) return here;
+    const there = id === undefined ? undefined : await this.#elsewhere?.(id);
+    return there ?? this.get(runnerId, what);
+  }
+
+  /** Where runners held by other replicas are found (the replica relay). */
+  reachElsewhere(reach: (id: string) => Promise<Runner | undefined>): void {
+    this.#elsewhere = reach;
   }
 
   has(id: string): boolean {

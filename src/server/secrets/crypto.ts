@@ -1,7 +1,7 @@
 // Secret values at rest: AES-256-GCM under one server key, which comes from
 // BERTH_SECRET_KEY or from <dataDir>/secret.key (created on first use). Each ciphertext is
 // bound to its row by the AAD, so a ciphertext copied onto another secret's row does not decrypt.
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
 import { BerthError } from '../../shared/errors.ts';
 import { KEY_BYTES, loadKey, type KeyKind, type KeySource } from '../keyfile.ts';
 
@@ -78,5 +78,13 @@ export class SecretBox {
 
   open(scope: SecretScope, ciphertext: string): string {
     return decryptSecret(this.#key, ciphertext, secretAad(scope), scope.name);
+  }
+
+  /**
+   * An HMAC-SHA256 of `message` for `purpose` under the key: what every replica sharing
+   * BERTH_SECRET_KEY computes alike and nobody without it can (the purpose keeps uses apart).
+   */
+  mac(purpose: string, message: string): Buffer {
+    return createHmac('sha256', this.#key).update(`berth:${purpose}\0${message}`, 'utf8').digest();
   }
 }
