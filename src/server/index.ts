@@ -77,12 +77,6 @@ export interface StartOptions {
   publicUrl?: string;
   /** The URL other replicas reach this one at, for the runners it holds (BERTH_REPLICA_URL; default the listen address). */
   replicaUrl?: string | undefined;
-  /**
-   * Metrics and traces: `metricsToken` (BERTH_METRICS_TOKEN) guards /metrics on the main port,
-   * `metricsListen` (BERTH_METRICS_LISTEN, host:port) serves it on a listener of its own, and
-   * `otlpEndpoint` (BERTH_OTEL_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT) turns traces on.
-   */
-  observability?: ObservabilityOptions | undefined;
   /** How often the local runner writes its heartbeat (default 5 s). */
   runnerHeartbeatMs?: number;
   /** A runner whose heartbeat is older than this is offline: its environments lost, its tasks moved (BERTH_RUNNER_OFFLINE_AFTER, default 15 s). */
@@ -114,6 +108,12 @@ export interface StartOptions {
    * and works on tasks as the LocalRunner would; `runner` then throws, as with noRunner.
    */
   runner?: Runner | undefined;
+  /**
+   * Metrics and traces: `metricsToken` (BERTH_METRICS_TOKEN) guards /metrics on the main port,
+   * `metricsListen` (BERTH_METRICS_LISTEN, host:port) serves it on a listener of its own, and
+   * `otlpEndpoint` (BERTH_OTEL_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT) turns traces on.
+   */
+  observability?: ObservabilityOptions | undefined;
 }
 
 /** Trusted networks and the upstream proxy from berth up's flags or the BERTH_EGRESS_* variables; a wrong one stops the start. */
@@ -142,10 +142,10 @@ export interface RunningBerth {
   worker: TaskWorker;
   /** berth up's own LocalRunner; throws with `noRunner` or `runner`. */
   runner: LocalRunner;
-  /** Metrics, probes and traces (observability/index.ts). */
-  observability: Observability;
   /** Runners on other hosts connected to this process (`berth runner join`). */
   joinedRunners: JoinedRunners;
+  /** Metrics, probes and traces (observability/index.ts). */
+  observability: Observability;
   /** Every runner this process reaches: its own and those joined over the network. */
   runners: RunnerPool;
   /** The file other `berth` commands read to reach this control plane. */
@@ -350,13 +350,13 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     tasks,
     taskEvents,
     worker,
-    observability,
     get runner(): LocalRunner {
       if (opts.runner) throw new Error('this control plane was started with a runner of its caller (StartOptions.runner): it has no LocalRunner');
       if (!local) throw new Error('this control plane was started with noRunner (berth up --no-runner): it has no local runner; use `runners` (the pool)');
       return local;
     },
     joinedRunners,
+    observability,
     runners: pool,
     clientConfigPath,
     async signInLink(ttlMs = 3_600_000) {

@@ -46,9 +46,16 @@ export function relayReady(relay: RunningCommand, timeoutMs = 10_000): Promise<v
         resolve();
       }
     });
-    void relay.exited.then(({ exitCode }) => {
-      clearTimeout(timer);
-      reject(new Error(`the LLM gateway relay exited (${exitCode})${stderr ? `: ${stderr.trim()}` : ''}`));
-    });
+    // Its end, or its runner going away, after it was ready is the task's gateway closing, not this call's.
+    void relay.exited.then(
+      ({ exitCode }) => {
+        clearTimeout(timer);
+        reject(new Error(`the LLM gateway relay exited (${exitCode})${stderr ? `: ${stderr.trim()}` : ''}`));
+      },
+      (err: Error) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
   });
 }

@@ -3,7 +3,7 @@
 // host may be compromised and must not be able to lie its way into the control plane.
 import { Duplex } from 'node:stream';
 import { z } from 'zod';
-import { unavailable } from '../../shared/errors.ts';
+import { BerthError, unavailable } from '../../shared/errors.ts';
 import type { ExitStatus, RunningCommand } from '../exec.ts';
 import type { ImageRecord } from '../images/types.ts';
 import type { ResolveOptions } from '../images/store.ts';
@@ -170,8 +170,10 @@ export class RemoteRunner implements Runner {
       stdout,
       stderr,
       exited,
-      resize: async (cols, rows) => void (await this.#call('resize', { channel, cols, rows })),
-      signal: async (signal) => void (await this.#call('signal', { channel, signal })),
+      // With the connection gone the command is gone too: nothing is left to resize or signal,
+      // and callers fire these and forget them (a kill on hang-up).
+      resize: async (cols, rows) => void (await this.#call('resize', { channel, cols, rows }).catch(ifConnected)),
+      signal: async (signal) => void (await this.#call('signal', { channel, signal }).catch(ifConnected)),
     };
   }
 
@@ -214,4 +216,10 @@ export class RemoteRunner implements Runner {
       // Progress must not throw (types.ts).
     }
   }
+}
+
+/** Rethrows what the runner answered; a connection that closed ends quietly. */
+function ifConnected(err: unknown): void {
+  if (err instanceof BerthError && err.kind === 'unavailable') return;
+  throw err;
 }

@@ -208,7 +208,12 @@ export class EnvironmentService {
     const view = await this.#view(scope, row);
     const lastOomKillAt = row.last_oom_kill_at ? new Date(row.last_oom_kill_at).toISOString() : null;
     if (row.state !== 'running' && row.state !== 'stopped') return { ...view, usage: null, lastOomKillAt };
-    return { ...view, usage: await (await this.#runner(row)).usage(row.id, row.state === 'running'), lastOomKillAt };
+    // Its runner out of reach (gone, or held by a replica this one cannot reach) hides only the usage: the rest is on record here.
+    const usage = await (async () => (await this.#runner(row)).usage(row.id, row.state === 'running'))().catch((err: unknown) => {
+      if (err instanceof BerthError && err.kind === 'unavailable') return null;
+      throw err;
+    });
+    return { ...view, usage, lastOomKillAt };
   }
 
   async start(scope: Scope, ref: string): Promise<Environment> {

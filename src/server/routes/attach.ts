@@ -126,10 +126,14 @@ function pipeOut(command: RunningCommand, socket: WebSocket): void {
   };
   command.stdout.on('data', forward(STREAM.stdout));
   command.stderr.on('data', forward(STREAM.stderr));
-  void command.exited.then((status) => {
-    if (socket.readyState === socket.OPEN) {
-      socket.send(JSON.stringify({ type: 'exit', ...exitFields(status) }));
-      socket.close(1000);
-    }
-  });
+  void command.exited.then(
+    (status) => {
+      if (socket.readyState === socket.OPEN) {
+        socket.send(JSON.stringify({ type: 'exit', ...exitFields(status) }));
+        socket.close(1000);
+      }
+    },
+    // Its runner went away: the terminal ends with the reason.
+    (err: Error) => socket.readyState === socket.OPEN && socket.close(1011, err.message.slice(0, 120)),
+  );
 }

@@ -143,7 +143,7 @@ export function environmentRoutes(app: App, { environments }: AppDeps): void {
         lostRight = why;
         void command.signal('SIGKILL');
       });
-      void command.exited.finally(release);
+      void command.exited.then(release, release);
 
       // A caller that hangs up does not leave its command running until the timeout.
       reply.raw.on('close', () => {
