@@ -2,6 +2,7 @@
 // the runner dials (runners may sit in private networks). It keeps dialing with backoff
 // while the control plane is away, and gives up only when it is told its token or its
 // version will never be accepted.
+import { runnerConfigFrom, type RunnerConfig } from '../config.ts';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -35,6 +36,8 @@ export interface JoinOptions {
   insecure?: boolean | undefined;
   /** Where images are kept (default DATA_DIR/images). */
   imageDir?: string | undefined;
+  /** Its settings (default: read from the environment by runnerConfigFrom). */
+  config?: RunnerConfig | undefined;
   logger: Logger;
   /** Called with a refusal that retrying cannot mend (revoked token, too old a runner): the caller exits. */
   onRefused: (why: string) => void;
@@ -166,13 +169,15 @@ export async function joinControlPlane(o: JoinOptions): Promise<JoinedRunner> {
   const log = o.logger;
   const id = runnerId(o.dataDir);
   const name = o.name ?? hostname();
-  const images = new ImageStore({ dir: o.imageDir ?? join(o.dataDir, 'images'), logger: log });
+  // Its settings, read once and checked, as berth up's runner reads them (config.ts).
+  const config = o.config ?? runnerConfigFrom(process.env);
+  const images = new ImageStore({ dir: o.imageDir ?? join(o.dataDir, 'images'), logger: log, allowedRegistries: config.allowedRegistries, registryMirrors: config.registryMirrors, maxImageBytes: config.maxImageBytes });
   await images.buildDefault();
   const policies = new PushedPolicies();
   const events = new EventBatches(log);
-  const runner = new LocalRunner({ dataDir: o.dataDir, id, name, images, logger: log, network: { policies, events } });
+  const runner = new LocalRunner({ dataDir: o.dataDir, id, name, images, logger: log, runtime: config.runtime, initBinary: config.initBinary, agent: config.agent, diskQuota: config.diskQuota, compiler: config.compiler, network: { policies, events } });
   const isolation = [runner.backend.name, ...(runner.backend.name !== 'runsc' && installed('runsc') ? ['runsc'] : [])];
-  const probe = () => probeHost({ backend: runner.backend.name, network: Boolean(runner.network), diskQuota: runner.diskQuota, dataDir: o.dataDir, minFreeDiskBytes: 2 * 1024 ** 3 });
+  const probe = () => probeHost({ backend: runner.backend.name, network: Boolean(runner.network), diskQuota: runner.diskQuota, dataDir: o.dataDir, minFreeDiskBytes: config.minFreeDiskBytes });
   const ca = o.ca ? [...rootCertificates, o.ca] : undefined;
 
   // What a connection has under way is ended when it drops (nobody is left to read it).
