@@ -209,7 +209,7 @@ function leaves(program: Command): { path: string; command: Command }[] {
 
 // What these print is the thing itself (a server's log, a command's output, a file, a script), or
 // nothing on standard output (logout says what it did on stderr).
-const NO_JSON = new Set(['up', 'completion', 'env exec', 'env cp', 'audit checkpoint', 'audit export', 'logout']);
+const NO_JSON = new Set(['up', 'runner join', 'completion', 'env exec', 'env cp', 'audit checkpoint', 'audit export', 'logout']);
 
 describe('the command tree', () => {
   test('every command and subcommand has a one-line description', async () => {

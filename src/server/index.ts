@@ -13,6 +13,7 @@ import { SecretBox } from './secrets/crypto.ts';
 import { SecretService } from './secrets/service.ts';
 import { ModelSettingsService } from './models/service.ts';
 import { openDatabase, type DatabaseHandle } from './db/index.ts';
+import { CHANNELS } from './db/notify.ts';
 import { EnvironmentService } from './environments/service.ts';
 import { RunnerWorkers, sandboxGateway, TaskEvents, TaskService, TaskWorker } from './tasks/index.ts';
 import { PolicyService } from './policy/index.ts';
@@ -244,6 +245,12 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const workers = new RunnerWorkers({ db, pool, deps: taskDeps, logger, trace: observability.traceTask, taskRetries, concurrency: () => runnerConfig.taskConcurrency ?? 2 * availableParallelism() });
   // With no runner of its own, tasks wait for the runners that join (their workers are the placement's).
   const worker = runner ? workers.workerFor(runner) : new TaskWorker({ db, runnerId, trace: observability.traceTask, concurrency: 0, deps: taskDeps });
+  // Queued and cancelled tasks reach every replica's workers at commit (migration 0022).
+  const stopTaskSignals = database.feed.listen(CHANNELS.tasks, (payload) => {
+    const [state, id] = payload.split(':');
+    if (state === 'queued') workers.poke();
+    else if (state === 'cancelled' && id) workers.cancel(id);
+  });
   const tasks = new TaskService({ db, events: taskEvents, secrets, signals: workers, repos, checkModel: async (model, where) => {
       if (!(await models.hasSettings(where.orgId, where.projectId))) void modelClientFromEnv(modelEnv, { model });
     },
@@ -368,6 +375,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
       // Readiness says so at once: a load balancer stops sending work while the rest closes.
       observability.beginShutdown();
       await runnerSweeper.close();
+      stopTaskSignals();
       await workers.close();
       await worker.close();
       await heartbeat?.close();

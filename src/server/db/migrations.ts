@@ -484,4 +484,17 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('runners').addColumn('replica_url', 'text').execute();
     },
   },
+  '0022_task_queue_notify': {
+    async up(db: Kysely<any>) {
+      // A task queued (new, retried, started over) or cancelled wakes every replica's workers at
+      // commit, instead of at their next poll: a runner held by another replica claims it at once.
+      await sql`create function berth_task_queue_changed() returns trigger language plpgsql as $$
+        begin
+          perform pg_notify('berth_tasks', new.state || ':' || new.id);
+          return null;
+        end $$`.execute(db);
+      await sql`create trigger tasks_queue_changed after insert or update of state on tasks for each row
+        when (new.state in ('queued', 'cancelled')) execute function berth_task_queue_changed()`.execute(db);
+    },
+  },
 };

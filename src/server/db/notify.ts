@@ -12,6 +12,8 @@ export const CHANNELS = {
   taskEvents: 'berth_task_events',
   /** Something the egress policy cache is made from changed (sent by triggers, migration 0018). */
   policy: 'berth_policy',
+  /** A task was queued or cancelled: payload `state:taskId` (a trigger, migration 0022). */
+  tasks: 'berth_tasks',
 } as const;
 
 type Channel = (typeof CHANNELS)[keyof typeof CHANNELS];
