@@ -190,7 +190,7 @@ describe('metrics, probes, logs and traces on a Berth with all of them on', () =
     assert.equal(types.get('berth_http_request_duration_seconds'), 'histogram');
     assert.ok(value(series, 'berth_runner_heartbeats_total') !== undefined);
     res = await fetch(metricsUrl.replace(/\/metrics$/, '/readyz'));
-    assert.deepEqual(await res.json(), { status: 'ready' });
+    assert.deepEqual(await res.json(), { status: 'ready', runnersOnline: 1 });
     res = await fetch(metricsUrl.replace(/\/metrics$/, '/api/orgs'));
     assert.equal(res.status, 404);
   });
@@ -311,7 +311,7 @@ describe('metrics, probes, logs and traces on a Berth with all of them on', () =
     assert.equal(health.status, 'ok');
     res = await fetch(`${t.client.url}/readyz`);
     assert.equal(res.status, 200);
-    assert.deepEqual(await res.json(), { status: 'ready' });
+    assert.deepEqual(await res.json(), { status: 'ready', runnersOnline: 1 });
     // With a token: an unknown path under /api is a 404 (without one, the 401 comes first, as JSON too).
     for (const path of ['/api/nope', '/api/', '/api', '/api/orgs/default/nope', '/livez', '/metrics/extra', '/healthz/x', '/readyz.json']) {
       res = await fetch(`${t.client.url}${path}`, { headers: { accept: 'text/html', authorization: `Bearer ${t.client.token}` } });
