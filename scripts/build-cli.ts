@@ -13,6 +13,8 @@ const NEXT = `${OUT}.next-${process.pid}`;
 // `berth up` runs the server from its sources (its dependencies include wasm and native parts),
 // so the bundle imports it from src/ rather than holding it.
 const SERVER_SIDE = join(REPO, 'src', 'cli', 'commands', 'up.ts');
+// `berth runner join` runs a whole runner (images, network, the protocol): from its sources too.
+const RUNNER_SIDE = join(REPO, 'src', 'runner', 'remote', 'host.ts');
 const LAZY_CHILD_PROCESS = '\0lazy-child-process';
 
 // The bundle's time is when the build began: a source edited while it ran is newer, so it counts.
@@ -23,7 +25,8 @@ await build({
   input: { berth: join(REPO, 'src', 'cli', 'bundle.ts') },
   platform: 'node',
   // ws loads these native speed-ups if they are installed, and does without them.
-  external: ['bufferutil', 'utf-8-validate'],
+  // pino: only `runner join` loads it, beside the runner it runs from the sources.
+  external: ['bufferutil', 'utf-8-validate', 'pino'],
   logLevel: 'warn',
   // main.ts runs itself only when node runs it directly; here bundle.ts calls its run().
   transform: { define: { 'import.meta.main': 'false' } },
@@ -33,6 +36,7 @@ await build({
       resolveId(source, importer) {
         // From dist/cli/ the sources are two levels up.
         if (importer && source === './commands/up.ts') return { id: `./${relative(OUT, SERVER_SIDE)}`, external: true };
+        if (importer?.endsWith('/commands/runner.ts') && source === '../../runner/remote/host.ts') return { id: `./${relative(OUT, RUNNER_SIDE)}`, external: true };
         // commander loads child_process for executable subcommands, which berth has none of:
         // loaded when touched instead (it and what it pulls in were ~10 ms of every call here).
         if (importer?.includes('/node_modules/commander/') && (source === 'node:child_process' || source === 'child_process')) return LAZY_CHILD_PROCESS;

@@ -1,13 +1,13 @@
 // The bundled CLI (scripts/build-cli.ts → dist/cli): built for real, run through bin/berth
 // against a real control plane, and set aside for the sources when they are newer.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { bundleIsFresh } from '../src/cli/bundle-fresh.ts';
-import { startTestBerth, type TestBerth } from './helpers.ts';
+import { startTestBerth, waitFor, type TestBerth } from './helpers.ts';
 
 const REPO = new URL('..', import.meta.url).pathname;
 const BUNDLE = join(REPO, 'dist', 'cli');
@@ -80,6 +80,28 @@ describe('the bundled CLI', () => {
       assert.deepEqual(loadedBy(list.stderr).filter((u) => u.endsWith('.ts')), []);
       const missing = await t.cli(['env', 'show', 'no-such-env']);
       assert.equal(missing.code, 3, 'exit statuses are the same');
+
+      // `runner join` runs a whole runner from the sources beside the bundle (a bundled copy once
+      // failed on a package's runtime require): it starts and says why it cannot connect.
+      const work = mkdtempSync(join(tmpdir(), 'berth-bundle-join-'));
+      try {
+        const child = spawn(join(REPO, 'bin', 'berth'), ['runner', 'join', 'http://127.0.0.1:9', '--insecure', '--data-dir', work, '--image-dir', join(REPO, '.cache', 'images')], {
+          env: { ...process.env, ...env, FORCE_COLOR: undefined, BERTH_NODE: process.execPath, BERTH_RUNNER_TOKEN: 'berth_runner_x' },
+          stdio: ['ignore', 'ignore', 'pipe'],
+        });
+        let stderr = '';
+        child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+        const closed = new Promise((r) => child.on('close', r));
+        await waitFor('the runner to try to connect', async () => /not connected to http:\/\/127\.0\.0\.1:9/.test(stderr) || /Cannot find module/.test(stderr), 60_000).catch(() => {});
+        child.kill('SIGTERM');
+        await closed;
+        const join_ = { stderr };
+        assert.match(join_.stderr, /not connected to http:\/\/127\.0\.0\.1:9/, join_.stderr.slice(0, 2000));
+        assert.doesNotMatch(join_.stderr, /Cannot find module/);
+        assert.ok(loadedBy(join_.stderr).some((u) => u.endsWith('/dist/cli/berth.cjs')), 'the bundle ran');
+      } finally {
+        rmSync(work, { recursive: true, force: true });
+      }
 
       // A source newer than the bundle (an edit in a checkout): the sources run.
       const old = new Date(built.getTime() - 3_600_000);
