@@ -44,7 +44,8 @@ for (const { name: browserName, skip } of testBrowsers()) describe(`web UI polis
   after(() => fixture?.close());
 
   test('paths that are not the UI\'s answer a JSON 404, never the UI\'s HTML', async () => {
-    for (const path of ['/metrics', '/healthz', '/api/anything', '/api', '/nothing/here', '/tasks/not-a-task/x']) {
+    // (/healthz and /readyz are Berth's probes now: test/observability.test.ts.)
+    for (const path of ['/metrics', '/livez', '/api/anything', '/api', '/nothing/here', '/tasks/not-a-task/x']) {
       const res = await fetch(`${t.client.url}${path}`, { headers: { authorization: `Bearer ${t.client.token}` } });
       assert.equal(res.status, 404, path);
       assert.match(res.headers.get('content-type') ?? '', /^application\/json/, path);
