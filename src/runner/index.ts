@@ -1,12 +1,13 @@
 // The runner: makes and runs environments on this host.
 export { LocalRunner } from './runner.ts';
-export type { Runner, RunnerImages, RunnerCapacity, EnvironmentSpec, CommandOptions, EnvironmentUsage, ContainerStatus } from './port.ts';
+export type { Runner, RunnerImages, RunnerCapacity, BuildImageRequest, EnvironmentSpec, CommandOptions, EnvironmentUsage, ContainerStatus } from './port.ts';
 export type { ResolvedUser } from './users.ts';
 export type { RunningCommand, ExitStatus } from './exec.ts';
 export { TIMEOUT_EXIT_CODE } from './exec.ts';
 export { ImageBuilder, type BuildSpec } from './images/index.ts';
 export { ImageStore, DEFAULT_IMAGE, isRegistryReference, parseMirrors, type ImageRecord, type ImageProgress, type RegistryCredential, type RegistryMirrors } from './images/index.ts';
 export { tarEntries } from './images/tar-entries.ts';
+export { packCheckout } from './images/checkout-tar.ts';
 export { cgroupLayout } from './cgroups.ts';
 export { probeHost, type HostProbe } from './health.ts';
 export { LlmGateway, upstreamsFromEnv, GATEWAY_SOCKET_NAME, gatewayEnv, relayCommand, relayReady, type GatewayCall, type Upstreams } from './gateway/index.ts';

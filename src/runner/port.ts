@@ -2,11 +2,13 @@
 // an object in its own process (LocalRunner, `berth up`), a host that joined over the
 // network (the remote runner client), or a fake in tests. The control plane holds only
 // this interface; nothing in src/server reaches past it into a runner's host.
-import type { Duplex } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import type { ContainerStatus } from './backends/backend.ts';
 import type { RunningCommand } from './exec.ts';
 import type { ImageRecord } from './images/types.ts';
 import type { ResolveOptions } from './images/store.ts';
+import type { BuildResult, BuildSpec } from './images/build.ts';
+import type { EgressPolicy } from './network/types.ts';
 import type { ResolvedUser } from './users.ts';
 import type { EnvironmentLimits } from '../shared/environment.ts';
 import type { VolumeMount } from '../shared/env-spec.ts';
@@ -55,6 +57,19 @@ export interface RunnerImages {
   get(name: string, scope?: { org?: string | undefined }): Promise<ImageRecord | undefined>;
 }
 
+/** A devcontainer image to build on the runner, into its own store (images/build.ts). */
+export interface BuildImageRequest {
+  org: string;
+  project: string;
+  spec: BuildSpec;
+  /** Where RUN steps may connect. */
+  policy: EgressPolicy;
+  /** The checkout (hostile), as a tar stream (images/checkout-tar.ts packCheckout). */
+  context: Readable;
+  onLog?: ((line: string) => void) | undefined;
+  signal?: AbortSignal | undefined;
+}
+
 /** What a runner offers, as it registers: placement reads it. */
 export interface RunnerCapacity {
   cores: number;
@@ -72,6 +87,8 @@ export interface Runner {
   readonly name: string;
   readonly images: RunnerImages;
 
+  /** Builds a devcontainer image on this runner: environments it runs start from it. */
+  build(req: BuildImageRequest): Promise<BuildResult>;
   /** Makes (first time) or starts the environment; idempotent for one already running. */
   start(spec: EnvironmentSpec): Promise<void>;
   /** Kills its processes; its files stay. */

@@ -7,7 +7,7 @@ import type { Duplex } from 'node:stream';
 import { dirname, join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { DEFAULT_LIMITS, type EnvironmentLimits } from '../shared/environment.ts';
-import { unavailable } from '../shared/errors.ts';
+import { invalid, unavailable } from '../shared/errors.ts';
 import { buildAgent, buildMountExec } from './agent/build.ts';
 import { openAgentSocket, startAgentCommand } from './agent/client.ts';
 import { SOCKET_NAME } from './agent/protocol.ts';
@@ -26,7 +26,10 @@ import { isMounted, mountsThen, unmountOverlay } from './overlay.ts';
 import { Spawner } from './spawner/index.ts';
 import { resolveUser, type ResolvedUser } from './users.ts';
 import { VOLUME_NAME, type VolumeMount } from '../shared/env-spec.ts';
-import type { CommandOptions, EnvironmentSpec, EnvironmentUsage, Runner } from './port.ts';
+import type { BuildImageRequest, CommandOptions, EnvironmentSpec, EnvironmentUsage, Runner } from './port.ts';
+import type { BuildResult, ImageBuilder } from './images/build.ts';
+import { unpackCheckout } from './images/checkout-tar.ts';
+import { mkdtemp } from 'node:fs/promises';
 
 export type { CommandOptions, EnvironmentSpec };
 
@@ -56,6 +59,8 @@ export interface RunnerOptions {
    * it, environments have an empty network namespace: no network at all.
    */
   network?: RunnerNetworkOptions | undefined;
+  /** Builds devcontainer images into `images`; without it builds are refused. */
+  builder?: ImageBuilder | undefined;
 }
 
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -96,6 +101,9 @@ export class LocalRunner implements Runner {
   readonly #served = new Set<() => Promise<void>>();
   /** Each environment's package-mirror variables as of its last start (kept on disk for a restarted runner). */
   readonly #mirrorEnv = new Map<string, string[]>();
+  readonly #builder: ImageBuilder | undefined;
+  /** Where each build's checkout is unpacked, a private folder per build. */
+  readonly #buildDir: string;
 
   /** Whether new environments get a disk image of their limit's size. */
   get diskQuota(): boolean {
@@ -107,6 +115,8 @@ export class LocalRunner implements Runner {
     this.name = opts.name ?? 'local';
     this.images = opts.images;
     this.#log = opts.logger;
+    this.#builder = opts.builder;
+    this.#buildDir = join(opts.dataDir, 'builds');
     this.#root = join(opts.dataDir, 'environments');
     this.#volumes = join(opts.dataDir, 'volumes');
     // Root file systems are mounted under /run, not the data dir: crun reaches the mount
@@ -479,6 +489,23 @@ export class LocalRunner implements Runner {
   async usage(id: string, running: boolean): Promise<EnvironmentUsage> {
     const cg = running ? { ...this.cgroupUsage(id), oomKills: this.oomKills(id) } : { memoryBytes: null, cpuSeconds: null, pids: null, oomKills: null };
     return { ...cg, diskBytes: await this.diskUsage(id) };
+  }
+
+  async build(req: BuildImageRequest): Promise<BuildResult> {
+    if (!this.#builder) {
+      req.context.destroy();
+      throw invalid(`runner '${this.name}' does not build devcontainer images: name an image in devcontainer.json or the project settings`);
+    }
+    mkdirSync(this.#buildDir, { recursive: true, mode: 0o700 });
+    const repoDir = await mkdtemp(join(this.#buildDir, 'checkout-'));
+    try {
+      await unpackCheckout(req.context, repoDir);
+      req.signal?.throwIfAborted();
+      const { context: _context, ...rest } = req;
+      return await this.#builder.build({ ...rest, repoDir });
+    } finally {
+      await rm(repoDir, { recursive: true, force: true }).catch(() => {});
+    }
   }
 
   /**

@@ -43,7 +43,8 @@ import { PolicyService } from './policy/index.ts';
 import { NetworkEventRecorder } from './network-events/index.ts';
 import { webRoutes } from './routes/web.ts';
 import type { TaskEvents, TaskService } from './tasks/index.ts';
-import type { ImageBuilder, ImageStore } from '../runner/index.ts';
+import type { ImageStore } from '../runner/index.ts';
+import type { RunnerPool } from './runners/pool.ts';
 import { isDatabaseUnavailable, type Db } from './db/index.ts';
 import type { AuditLog } from './audit/index.ts';
 import type { GroupRule, OidcSignIn, PendingSignIns } from './oidc/index.ts';
@@ -113,8 +114,8 @@ export interface AppDeps {
   tasks: TaskService;
   taskEvents: TaskEvents;
   images: ImageStore;
-  /** Builds devcontainer images (`berth project check`); one over `images` when not given. */
-  builder?: ImageBuilder | undefined;
+  /** The runners this process reaches: `berth project check` builds on one placement chooses. */
+  pool: RunnerPool;
   runners: RunnerRegistry;
   /** Runner tokens (made over `db` when not given), and the runners that join with them (none join without it). */
   runnerTokens?: RunnerTokenService | undefined;

@@ -213,14 +213,13 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const networkEvents = new NetworkEventRecorder({ db, audit, taskEvents, secrets, logger, denials, counted: observability.networkEvent });
   denials.flushWith(() => networkEvents.flush());
   const retention = new NetworkEventRetention({ db, logger, retentionMs: networkEventRetention, singletons: database.singletons });
-  const local = opts.noRunner || opts.runner ? undefined : new LocalRunner({ dataDir: opts.dataDir, images, logger, runtime: runnerConfig.runtime, initBinary: runnerConfig.initBinary, agent: runnerConfig.agent, diskQuota: runnerConfig.diskQuota, compiler: runnerConfig.compiler, network: { policies, events: networkEvents, companyCas: companyCas.map((c) => c.pem), egressNetwork, ...opts.network } });
+  const local = opts.noRunner || opts.runner ? undefined : new LocalRunner({ dataDir: opts.dataDir, images, logger, runtime: runnerConfig.runtime, initBinary: runnerConfig.initBinary, agent: runnerConfig.agent, diskQuota: runnerConfig.diskQuota, compiler: runnerConfig.compiler, network: { policies, events: networkEvents, companyCas: companyCas.map((c) => c.pem), egressNetwork, ...opts.network }, builder: new ImageBuilder({ store: images, egressNetwork }) });
   const runner: Runner | undefined = opts.runner ?? local;
   const pool = new RunnerPool({ db, logger });
   // berth up's own runner: the environments made before runners had ids are its.
   if (runner) pool.add(runner, { legacy: true });
   const environments = new EnvironmentService({ db, runners: pool, logger, audit, secrets, timer: observability.environmentTimer });
   // Devcontainer Dockerfiles and features, built on this runner for tasks and `berth project check`.
-  const builder = new ImageBuilder({ store: images, egressNetwork });
   const oidcConfig = opts.oidc ?? oidcConfigFromEnv(process.env);
   const oidc = oidcConfig && { signIn: new OidcSignIn(oidcConfig), pending: new PendingSignIns(), groupRules: oidcConfig.groupRules, name: oidcConfig.name };
   const { userId, orgId: bootstrapOrgId } = await ensureBootstrap(db);
@@ -240,7 +239,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const runnerOfflineAfterMs = opts.runnerOfflineAfterMs ?? runnerOfflineAfterFrom(process.env.BERTH_RUNNER_OFFLINE_AFTER);
   const taskRetries = opts.taskRetries ?? taskRetriesFrom(process.env.BERTH_TASK_RETRIES);
   const runnerMemoryBytes = opts.runnerMemoryBytes ?? runnerMemoryFrom(process.env.BERTH_RUNNER_MEMORY);
-  const taskDeps = { db, events: taskEvents, environments, secrets, audit, logger, workDir: join(opts.dataDir, 'tasks'), publicUrl: () => publicUrl, modelEnv, models, repos, gateway: sandboxGateway({ gateway, environments }), denials, images: { builder, policies } };
+  const taskDeps = { db, events: taskEvents, environments, secrets, audit, logger, workDir: join(opts.dataDir, 'tasks'), publicUrl: () => publicUrl, modelEnv, models, repos, gateway: sandboxGateway({ gateway, environments }), denials, images: { policies, runners: pool } };
   // A task worker per runner in the pool: berth up's own, and each runner that joins while it is connected.
   const workers = new RunnerWorkers({ db, pool, deps: taskDeps, logger, trace: observability.traceTask, taskRetries, concurrency: () => runnerConfig.taskConcurrency ?? 2 * availableParallelism() });
   // With no runner of its own, tasks wait for the runners that join (their workers are the placement's).
@@ -306,7 +305,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     networkEvents,
     observability,
     images,
-    builder,
+    pool,
     runners,
     runnerTokens,
     joinedRunners,

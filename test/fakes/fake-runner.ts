@@ -21,7 +21,8 @@ import { dirname, join, normalize } from 'node:path';
 import { PassThrough, type Duplex } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { CommandOptions, ContainerStatus, EnvironmentSpec, EnvironmentUsage, Runner, RunnerImages, RunningCommand, ResolvedUser } from '../../src/runner/index.ts';
-import { TIMEOUT_EXIT_CODE } from '../../src/runner/index.ts';
+import { TIMEOUT_EXIT_CODE, type BuildImageRequest } from '../../src/runner/index.ts';
+import { invalid } from '../../src/shared/errors.ts';
 import { killTree } from '../../src/runner/exec.ts';
 import { Spawner } from '../../src/runner/spawner/index.ts';
 import type { ImageRecord } from '../../src/runner/images/types.ts';
@@ -215,6 +216,12 @@ export class FakeRunner implements Runner, FakeRunnerKnobs {
     this.calls.removeVolumes++;
     if (!/^[a-z]+_[A-Za-z0-9]+$/.test(owner)) throw new Error(`volume owner '${owner}' is not an id`);
     await rm(join(this.dir, 'volumes', owner), { recursive: true, force: true });
+  }
+
+  /** The fake builds nothing: a spec with a devcontainer build needs the real runner. */
+  async build(req: BuildImageRequest): Promise<never> {
+    req.context.destroy();
+    throw invalid(`runner '${this.name}' (a fake) does not build devcontainer images`);
   }
 
   async serveSocket(environmentId: string, name: string, accept: (connection: Duplex) => void): Promise<() => Promise<void>> {

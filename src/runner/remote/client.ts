@@ -2,15 +2,17 @@
 // every call sent over the runner's connection and every answer checked, since a runner
 // host may be compromised and must not be able to lie its way into the control plane.
 import { Duplex } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import { BerthError, unavailable } from '../../shared/errors.ts';
 import type { ExitStatus, RunningCommand } from '../exec.ts';
+import type { BuildResult } from '../images/build.ts';
 import type { ImageRecord } from '../images/types.ts';
 import type { ResolveOptions } from '../images/store.ts';
 import { isRegistryReference } from '../images/names.ts';
 import type { PolicySource } from '../network/types.ts';
 import type { ResolvedUser } from '../users.ts';
-import type { CommandOptions, ContainerStatus, EnvironmentSpec, EnvironmentUsage, Runner, RunnerImages } from '../port.ts';
+import type { BuildImageRequest, CommandOptions, ContainerStatus, EnvironmentSpec, EnvironmentUsage, Runner, RunnerImages } from '../port.ts';
 import type { Peer } from './peer.ts';
 import { ExitWire, RUNNER_CHANNELS, STREAM } from './protocol.ts';
 
@@ -31,6 +33,7 @@ const ImageRecordWire = z.object({
     cmd: z.array(str(4096)).max(256).optional(),
   }),
 });
+const BuildWire = z.object({ image: ImageRecordWire, reused: z.boolean() });
 const Status = z.enum(['running', 'stopped', 'absent']);
 const count = z.number().min(0).nullable();
 const Usage = z.object({ memoryBytes: count, cpuSeconds: count, pids: count, oomKills: count, diskBytes: count });
@@ -116,6 +119,37 @@ export class RemoteRunner implements Runner {
     }
   }
 
+  /**
+   * Builds on the runner: the checkout goes as a tar on a channel (with credit, like exec's
+   * stdin), the build log comes back as progress, and a cancel stops the build there.
+   */
+  async build(req: BuildImageRequest): Promise<BuildResult> {
+    req.signal?.throwIfAborted();
+    const channel = this.#channel();
+    const upload = this.#peer.writable(channel, STREAM.stdin);
+    const { context, onLog, signal, ...args } = req;
+    const { id, result } = this.#peer.call('build', { ...args, channel });
+    if (onLog) this.#progress.set(id, (e) => onLog(e.message));
+    const cancel = () => void this.#call('build.cancel', { call: id }).catch(() => {});
+    signal?.addEventListener('abort', cancel, { once: true });
+    // A runner that fails early stops reading: the upload's error is the call's to report.
+    pipeline(context, upload).catch(() => context.destroy());
+    try {
+      const r = checked(BuildWire, 'build', this.name)(await result);
+      return { image: r.image as ImageRecord, reused: r.reused };
+    } finally {
+      signal?.removeEventListener('abort', cancel);
+      this.#progress.delete(id);
+      this.#peer.resetChannel(channel);
+    }
+  }
+
+  #channel(): number {
+    const channel = this.#nextChannel++;
+    if (channel >= RUNNER_CHANNELS - 1) this.#nextChannel = 1;
+    return channel;
+  }
+
   #call(method: string, args: unknown): Promise<unknown> {
     return this.#peer.call(method, args).result;
   }
@@ -150,8 +184,7 @@ export class RemoteRunner implements Runner {
   }
 
   exec(spec: EnvironmentSpec, opts: CommandOptions): RunningCommand {
-    const channel = this.#nextChannel++;
-    if (channel >= RUNNER_CHANNELS) this.#nextChannel = 1;
+    const channel = this.#channel();
     const stdin = this.#peer.writable(channel, STREAM.stdin);
     const stdout = this.#peer.readable(channel, STREAM.stdout);
     const stderr = this.#peer.readable(channel, STREAM.stderr);

@@ -14,7 +14,7 @@ import { z } from 'zod';
 import { VERSION } from '../../shared/client-config.ts';
 import { invalid } from '../../shared/errors.ts';
 import { installed, probeHost } from '../health.ts';
-import { ImageStore } from '../images/index.ts';
+import { ImageBuilder, ImageStore } from '../images/index.ts';
 import type { PackageMirror } from '../mirrors.ts';
 import { DENY_ALL } from '../network/policy.ts';
 import type { EgressPolicy, NetworkEvent, NetworkEventSink, PolicySource } from '../network/types.ts';
@@ -175,7 +175,7 @@ export async function joinControlPlane(o: JoinOptions): Promise<JoinedRunner> {
   await images.buildDefault();
   const policies = new PushedPolicies();
   const events = new EventBatches(log);
-  const runner = new LocalRunner({ dataDir: o.dataDir, id, name, images, logger: log, runtime: config.runtime, initBinary: config.initBinary, agent: config.agent, diskQuota: config.diskQuota, compiler: config.compiler, network: { policies, events } });
+  const runner = new LocalRunner({ dataDir: o.dataDir, id, name, images, logger: log, runtime: config.runtime, initBinary: config.initBinary, agent: config.agent, diskQuota: config.diskQuota, compiler: config.compiler, network: { policies, events }, builder: new ImageBuilder({ store: images }) });
   const isolation = [runner.backend.name, ...(runner.backend.name !== 'runsc' && installed('runsc') ? ['runsc'] : [])];
   const probe = () => probeHost({ backend: runner.backend.name, network: Boolean(runner.network), diskQuota: runner.diskQuota, dataDir: o.dataDir, minFreeDiskBytes: config.minFreeDiskBytes });
   const ca = o.ca ? [...rootCertificates, o.ca] : undefined;

@@ -7,7 +7,9 @@ import { z } from 'zod';
 import { VERSION } from '../../shared/client-config.ts';
 import { invalid } from '../../shared/errors.ts';
 import type { RunningCommand } from '../exec.ts';
+import type { BuildResult, BuildSpec } from '../images/build.ts';
 import type { ImageRecord } from '../images/types.ts';
+import type { EgressPolicy } from '../network/types.ts';
 import type { CommandOptions, EnvironmentSpec, Runner } from '../port.ts';
 import type { Peer } from './peer.ts';
 import { RUNNER_CHANNELS, STREAM } from './protocol.ts';
@@ -20,6 +22,12 @@ const SpecWire = z.object({
   limits: z.object({ cpus: z.number(), memoryBytes: z.number(), diskBytes: z.number(), pidsLimit: z.number(), idleTimeoutMs: z.number().nullable(), maxLifetimeMs: z.number().nullable() }),
   volumes: z.array(z.object({ name: z.string(), target: z.string() })).optional(),
   volumeOwner: z.string().optional(),
+});
+const BuildArgs = z.object({
+  org: z.string().max(64),
+  project: z.string().max(100),
+  spec: z.object({ configDir: z.string().max(4096) }).loose(),
+  policy: z.object({ allowDomains: z.array(z.string()), presets: z.array(z.string()) }).loose(),
 });
 const Channel = z.number().int().min(1).max(RUNNER_CHANNELS - 1);
 
@@ -43,6 +51,8 @@ export function serveRunner(runner: Runner, hooks: ServeHooks = {}): RunnerServi
   const listeners = new Map<number, () => Promise<void>>();
   let nextListener = 1;
   let nextChannel = RUNNER_CHANNELS;
+  /** Builds under way, by the call that started them: a `build.cancel` aborts one. */
+  const builds = new Map<number, AbortController>();
 
   // Every image an environment runs from is the runner's own, found by name and digest: a
   // spec names it, it does not hand the runner a path. Kept as last found (a digest's files
@@ -89,6 +99,30 @@ export function serveRunner(runner: Runner, hooks: ServeHooks = {}): RunnerServi
     }
   };
 
+  // Synchronous until the first await, like exec: the checkout's stream exists before its frames arrive.
+  const build = async (peer: Peer, a: Record<string, unknown>, call: number): Promise<BuildResult> => {
+    const channel = Channel.parse(a.channel);
+    const context = peer.readable(channel, STREAM.stdin);
+    const controller = new AbortController();
+    builds.set(call, controller);
+    try {
+      const b = BuildArgs.parse(a);
+      return await runner.build({
+        org: b.org,
+        project: b.project,
+        spec: b.spec as BuildSpec,
+        policy: b.policy as unknown as EgressPolicy,
+        context,
+        // Every line: the build log is the control plane's transcript (bounded per line).
+        onLog: (line) => peer.send({ t: 'progress', call, phase: 'log', message: line.slice(0, 1000) }),
+        signal: controller.signal,
+      });
+    } finally {
+      builds.delete(call);
+      peer.resetChannel(channel);
+    }
+  };
+
   const relay = (peer: Peer, listener: number, connection: Duplex) => {
     if (!peer.open) return connection.destroy();
     const channel = nextChannel++;
@@ -125,6 +159,11 @@ export function serveRunner(runner: Runner, hooks: ServeHooks = {}): RunnerServi
             login: credential && (async (r: string) => (r === registry ? credential : undefined)),
           }) satisfies Promise<ImageRecord>;
         }
+        case 'build':
+          return build(peer, a, call);
+        case 'build.cancel':
+          builds.get(z.number().int().parse(a.call))?.abort(new Error('the build was cancelled'));
+          return null;
         case 'start': {
           const spec = await specOf(a.spec);
           hooks.beforeStart?.(spec, a);
@@ -173,6 +212,8 @@ export function serveRunner(runner: Runner, hooks: ServeHooks = {}): RunnerServi
       }
     },
     end() {
+      for (const controller of builds.values()) controller.abort(new Error('the control plane went away'));
+      builds.clear();
       for (const cmd of commands.values()) void cmd.signal('SIGKILL').catch(() => {});
       commands.clear();
       for (const stop of listeners.values()) void stop().catch(() => {});

@@ -2,7 +2,8 @@
 // devcontainer Dockerfile and features) without a task, streaming the build log.
 import { z } from 'zod';
 import { ErrorSchema, OrgRef } from '../../shared/api.ts';
-import { ImageBuilder } from '../../runner/index.ts';
+import { DEFAULT_LIMITS } from '../../shared/environment.ts';
+import { parseSize } from '../../shared/units.ts';
 import { errorBody, type App, type AppDeps } from '../app.ts';
 import { liveProject } from '../projects.ts';
 import { resolveProjectSpec } from '../tasks/index.ts';
@@ -12,7 +13,6 @@ const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: Erro
 const HEARTBEAT_MS = 15_000;
 
 export function projectCheckRoutes(app: App, deps: AppDeps): void {
-  const builder = deps.builder ?? new ImageBuilder({ store: deps.images });
   app.post('/api/orgs/:org/projects/:name/check', {
     config: { permission: 'task.create', audit: 'project.check' },
     schema: {
@@ -42,7 +42,11 @@ export function projectCheckRoutes(app: App, deps: AppDeps): void {
         let image: Awaited<ReturnType<typeof buildSpecImage>> = null;
         const resolved = await resolveProjectSpec(deps, project, controller.signal, async (repoDir, spec) => {
           send('log', { line: spec.build ? `building from ${spec.build.dockerfile ? `${spec.build.configDir}/${spec.build.dockerfile}` : (spec.build.image ?? 'the default image')}${spec.build.features ? ` with ${Object.keys(spec.build.features).length} feature(s)` : ''}` : 'nothing to build: the spec names an image' });
-          image = await buildSpecImage({ builder, policies: app.policies }, { orgId: req.scope.orgId, project: project.name, repoDir, spec, onLog: (line) => send('log', { line }), signal: controller.signal });
+          if (!spec.build) return;
+          // On a runner placement would give the project's environments (berth up's own, or one that joined).
+          const runner = await deps.pool.place({ labels: project.settings.runnerLabels, memoryBytes: (spec.limits.memory === undefined ? undefined : parseSize(spec.limits.memory)) ?? DEFAULT_LIMITS.memoryBytes });
+          send('log', { line: `building on runner ${runner.name}` });
+          image = await buildSpecImage({ policies: app.policies }, { orgId: req.scope.orgId, project: project.name, runner, repoDir, spec, onLog: (line) => send('log', { line }), signal: controller.signal });
         });
         const built = image as Awaited<ReturnType<typeof buildSpecImage>>;
         // A hijacked reply skips the audit hook: the build is put on record here, before its result is sent.

@@ -387,9 +387,12 @@ export class TaskRun {
     };
     const timer = setInterval(flush, 2_000);
     try {
+      // On the runner that claimed the task: the environment it makes there starts from the image.
+      const runner = await this.#d.images.runners.resolve(this.#task.runner_id, 'the task');
       const built = await buildSpecImage(this.#d.images, {
         orgId: this.#task.org_id,
         project,
+        runner,
         repoDir,
         spec,
         signal: this.#signal,
