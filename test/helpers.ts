@@ -5,6 +5,7 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, r
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
+import { WebSocket } from 'ws';
 import type { OidcConfig } from '../src/server/oidc/index.ts';
 import { startBerth, type ClientConfig, type RunningBerth, type StartOptions } from '../src/server/index.ts';
 import { freshDatabase, ON_POSTGRES, type TestDatabase } from './postgres.ts';
@@ -216,4 +217,35 @@ export async function runToEnd(command: RunningCommand) {
   command.stderr.on('data', (b: Buffer) => (stderr += b));
   command.stdin.end();
   return { ...(await command.exited), stdout, stderr };
+}
+
+/**
+ * A terminal through the attach WebSocket at `url` (the control plane's, with `token`) in
+ * environment `env`: its size at the start, a resize, then SIGINT. Throws unless all three
+ * arrive as a terminal would show them.
+ */
+export async function checkTerminal(url: string, token: string, env: string): Promise<void> {
+  const ws = new WebSocket(`${url.replace('http', 'ws')}/api/orgs/default/environments/${env}/attach`, { headers: { authorization: `Bearer ${token}` } });
+  let out = '';
+  const exit = new Promise<{ exitCode: number }>((resolve, reject) => {
+    ws.on('message', (d, binary) => {
+      if (binary) out += (d as Buffer).subarray(1).toString();
+      else {
+        const m = JSON.parse(String(d)) as { type: string; exitCode: number };
+        if (m.type === 'exit') resolve(m);
+        if (m.type === 'error') reject(new Error(String(d)));
+      }
+    });
+  });
+  await new Promise((r) => ws.once('open', r));
+  // It prints its size, then again when told of a new one, then waits to be interrupted.
+  const script = "stty size; trap 'stty size' WINCH; trap 'echo interrupted; exit 7' INT; while :; do sleep 0.1; done";
+  ws.send(JSON.stringify({ type: 'start', cmd: ['bash', '-c', script], tty: true, cols: 100, rows: 30, stdin: true }));
+  await waitFor('the first size', async () => out.includes('30 100'), 20_000);
+  ws.send(JSON.stringify({ type: 'resize', cols: 120, rows: 40 }));
+  await waitFor('the new size', async () => out.includes('40 120'), 20_000);
+  ws.send(JSON.stringify({ type: 'signal', signal: 'SIGINT' }));
+  const { exitCode } = await exit;
+  ws.close();
+  if (exitCode !== 7 || !/interrupted/.test(out)) throw new Error(`the terminal ended with ${exitCode}, showing ${JSON.stringify(out)}`);
 }

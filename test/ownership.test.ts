@@ -239,6 +239,8 @@ describe("a task's environment", () => {
     }, 180_000);
     assert.ok(task.environmentId, JSON.stringify(task));
     const envPath = `/api/orgs/default/environments/${task.environmentId}`;
+    // The task's end is written before its environment is stopped: wait for that stop, or it races the start below.
+    await waitFor('the environment to be stopped', async () => (await call('alice', 'GET', envPath)).body.state === 'stopped', 60_000);
     const env = await call('bob', 'GET', envPath);
     assert.equal(env.status, 200, 'other members read it');
     assert.equal(env.body.owner.email, 'alice@example.com');

@@ -14,7 +14,7 @@ import { WebSocket } from 'ws';
 import { ImageStore, LocalRunner } from '../src/runner/index.ts';
 import { netnsPrefix } from '../src/runner/network/netns.ts';
 import { startBerth, type ClientConfig, type RunningBerth } from '../src/server/index.ts';
-import { apiAs, IMAGE_DIR, REPO, runCli, TEST_REPOS, waitFor } from './helpers.ts';
+import { checkTerminal, apiAs, IMAGE_DIR, REPO, runCli, TEST_REPOS, waitFor } from './helpers.ts';
 import { freshDatabase, ON_POSTGRES, type TestDatabase } from './postgres.ts';
 
 const tag = `rr${process.pid % 10_000}`;
@@ -219,29 +219,7 @@ describe('a runner that joins over the network', { timeout: 600_000 }, () => {
   });
 
   it('gives a terminal through it: its size at the start, a resize, a signal', async () => {
-    const ws = new WebSocket(`${client.url.replace('http', 'ws')}/api/orgs/default/environments/far/attach`, { headers: { authorization: `Bearer ${client.token}` } });
-    let out = '';
-    const exit = new Promise<{ exitCode: number }>((resolve, reject) => {
-      ws.on('message', (d, binary) => {
-        if (binary) out += (d as Buffer).subarray(1).toString();
-        else {
-          const m = JSON.parse(String(d)) as { type: string; exitCode: number };
-          if (m.type === 'exit') resolve(m);
-          if (m.type === 'error') reject(new Error(String(d)));
-        }
-      });
-    });
-    await new Promise((r) => ws.once('open', r));
-    // It prints its size, then again when told of a new one, then waits to be interrupted.
-    const script = "stty size; trap 'stty size' WINCH; trap 'echo interrupted; exit 7' INT; while :; do sleep 0.1; done";
-    ws.send(JSON.stringify({ type: 'start', cmd: ['bash', '-c', script], tty: true, cols: 100, rows: 30, stdin: true }));
-    await waitFor('the first size', async () => out.includes('30 100'), 20_000);
-    ws.send(JSON.stringify({ type: 'resize', cols: 120, rows: 40 }));
-    await waitFor('the new size', async () => out.includes('40 120'), 20_000);
-    ws.send(JSON.stringify({ type: 'signal', signal: 'SIGINT' }));
-    assert.equal((await exit).exitCode, 7);
-    assert.match(out, /interrupted/);
-    ws.close();
+    await checkTerminal(client.url, client.token, 'far');
   });
 
   it("enforces the control plane's egress policy, pushed on change, and reports the requests back", async () => {

@@ -12,7 +12,7 @@ import { WebSocket } from 'ws';
 import { joinControlPlane } from '../src/runner/remote/host.ts';
 import { startBerth, type RunningBerth } from '../src/server/index.ts';
 import type { ClientConfig } from '../src/shared/client-config.ts';
-import { apiAs, IMAGE_DIR, runCli, startTestBerth, TEST_REPOS, waitFor, type TestBerth } from './helpers.ts';
+import { checkTerminal, apiAs, IMAGE_DIR, runCli, startTestBerth, TEST_REPOS, waitFor, type TestBerth } from './helpers.ts';
 import { freshDatabase, ON_POSTGRES } from './postgres.ts';
 
 const REPLICAS = ON_POSTGRES ? false : 'replicas need PostgreSQL: run with BERTH_TEST_DATABASE=postgres';
@@ -100,28 +100,7 @@ describe('a runner used through another replica', { skip: REPLICAS, timeout: 300
   });
 
   it('gives a terminal through it: its size, a resize, a signal', async () => {
-    const ws = new WebSocket(`${bClient.url.replace('http', 'ws')}/api/orgs/default/environments/far/attach`, { headers: { authorization: `Bearer ${bClient.token}` } });
-    let out = '';
-    const exit = new Promise<{ exitCode: number }>((resolve, reject) => {
-      ws.on('message', (d, binary) => {
-        if (binary) out += (d as Buffer).subarray(1).toString();
-        else {
-          const m = JSON.parse(String(d)) as { type: string; exitCode: number };
-          if (m.type === 'exit') resolve(m);
-          if (m.type === 'error') reject(new Error(String(d)));
-        }
-      });
-    });
-    await new Promise((r) => ws.once('open', r));
-    const script = "stty size; trap 'stty size' WINCH; trap 'echo interrupted; exit 7' INT; while :; do sleep 0.1; done";
-    ws.send(JSON.stringify({ type: 'start', cmd: ['bash', '-c', script], tty: true, cols: 100, rows: 30, stdin: true }));
-    await waitFor('the first size', async () => out.includes('30 100'), 20_000);
-    ws.send(JSON.stringify({ type: 'resize', cols: 120, rows: 40 }));
-    await waitFor('the new size', async () => out.includes('40 120'), 20_000);
-    ws.send(JSON.stringify({ type: 'signal', signal: 'SIGINT' }));
-    assert.equal((await exit).exitCode, 7);
-    assert.match(out, /interrupted/);
-    ws.close();
+    await checkTerminal(bClient.url, bClient.token, 'far');
   });
 
   it('stops and starts it through it', async () => {

@@ -2,7 +2,6 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { rm, rmdir, stat } from 'node:fs/promises';
 import { createHash, randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { dirname, join, resolve } from 'node:path';
 import type { Logger } from 'pino';
@@ -25,6 +24,7 @@ import { distroOf, mirrorConfig, MIRRORS_DIR } from './mirrors.ts';
 import { isMounted, mountsThen, unmountOverlay } from './overlay.ts';
 import { Spawner } from './spawner/index.ts';
 import { resolveUser, type ResolvedUser } from './users.ts';
+import { serveUnixSocket, SOCKET_NAME_PATTERN } from './unix-socket.ts';
 import { VOLUME_NAME, type VolumeMount } from '../shared/env-spec.ts';
 import type { BuildImageRequest, CommandOptions, EnvironmentSpec, EnvironmentUsage, Runner } from './port.ts';
 import type { BuildResult, ImageBuilder } from './images/build.ts';
@@ -514,26 +514,11 @@ export class LocalRunner implements Runner {
    * gateway's task token). The directory is the host root's: nothing inside can replace it.
    */
   async serveSocket(id: string, name: string, accept: (connection: Duplex) => void): Promise<() => Promise<void>> {
-    if (!/^[a-z][a-z0-9.-]*$/.test(name)) throw new Error(`socket name '${name}' is not a plain file name`);
-    const path = join(this.#paths(id).agent, name);
-    await rm(path, { force: true });
-    const sockets = new Set<Duplex>();
-    const server = createServer((socket) => {
-      sockets.add(socket);
-      socket.once('close', () => sockets.delete(socket));
-      accept(socket);
-    });
-    await new Promise<void>((resolveListen, reject) => {
-      server.once('error', reject);
-      server.listen(path, () => resolveListen());
-    });
-    chmodSync(path, 0o666);
+    if (!SOCKET_NAME_PATTERN.test(name)) throw new Error(`socket name '${name}' is not a plain file name`);
+    const close = await serveUnixSocket(join(this.#paths(id).agent, name), accept);
     const stop = async () => {
       this.#served.delete(stop);
-      const closed = new Promise<void>((r) => server.close(() => r()));
-      for (const socket of sockets) socket.destroy();
-      await closed;
-      await rm(path, { force: true });
+      await close();
     };
     this.#served.add(stop);
     return stop;

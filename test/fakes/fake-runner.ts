@@ -15,7 +15,6 @@
 // its directory. Tests about those belong on the real runner.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, normalize } from 'node:path';
 import { PassThrough, type Duplex } from 'node:stream';
@@ -29,6 +28,7 @@ import type { ImageRecord } from '../../src/runner/images/types.ts';
 import { resolveUser } from '../../src/runner/users.ts';
 import { treeSize } from '../../src/runner/images/rootfs.ts';
 import { sha256 } from '../../src/runner/images/blobs.ts';
+import { serveUnixSocket, SOCKET_NAME_PATTERN } from '../../src/runner/unix-socket.ts';
 
 /** Where the real runner keeps agent sockets inside an environment (bundle.ts AGENT_DIR). */
 const AGENT_DIR = '.berth/agent';
@@ -226,26 +226,10 @@ export class FakeRunner implements Runner, FakeRunnerKnobs {
 
   async serveSocket(environmentId: string, name: string, accept: (connection: Duplex) => void): Promise<() => Promise<void>> {
     this.calls.serveSocket++;
-    if (!/^[a-z][a-z0-9.-]*$/.test(name)) throw new Error(`socket name '${name}' is not a plain file name`);
+    if (!SOCKET_NAME_PATTERN.test(name)) throw new Error(`socket name '${name}' is not a plain file name`);
     const path = join(this.rootOf(environmentId), AGENT_DIR, name);
     mkdirSync(dirname(path), { recursive: true });
-    await rm(path, { force: true });
-    const sockets = new Set<Duplex>();
-    const server = createServer((socket) => {
-      sockets.add(socket);
-      socket.once('close', () => sockets.delete(socket));
-      accept(socket);
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(path, () => resolve());
-    });
-    return async () => {
-      const closed = new Promise<void>((r) => server.close(() => r()));
-      for (const socket of sockets) socket.destroy();
-      await closed;
-      await rm(path, { force: true });
-    };
+    return serveUnixSocket(path, accept);
   }
 
   /** Kills every command still running; removes the directory when the fake made it. */
