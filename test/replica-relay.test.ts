@@ -72,6 +72,15 @@ describe('a runner used through another replica', { skip: REPLICAS, timeout: 300
     assert.equal(b.runners.has(a.berth.runner.id), false);
   });
 
+  it('places a new environment through a replica that holds no runner, on a runner another replica holds', async () => {
+    const made = await api('POST', '/api/orgs/default/environments', { name: 'made-on-b' });
+    assert.equal(made.status, 201, JSON.stringify(made.body));
+    assert.equal(made.body.runnerId, a.berth.runner.id);
+    const r = await api('POST', '/api/orgs/default/environments/made-on-b/exec', { cmd: ['uname', '-n'] });
+    assert.equal(r.body.stdout.trim(), 'made-on-b');
+    assert.equal((await api('DELETE', '/api/orgs/default/environments/made-on-b')).status, 200);
+  });
+
   it('runs commands through it, with a few MB of stdin and stdout', async () => {
     const r = await api('POST', '/api/orgs/default/environments/far/exec', { cmd: ['sh', '-c', 'echo hi; cat'], stdin: 'through the relay\n' });
     assert.equal(r.status, 200, JSON.stringify(r.body));

@@ -104,12 +104,18 @@ export class RunnerPool {
    * (never overcommitted), and of those the one with the most memory left.
    */
   async place(req: PlacementRequest): Promise<Runner> {
-    const candidates = this.all();
+    // This replica's runners, and (with the replica relay) those other replicas hold: a
+    // create that reaches a replica with no runner of its own is placed all the same.
+    const candidates: { id: string }[] = this.all();
+    if (this.#elsewhere) {
+      const others = await this.#db.selectFrom('runners').select('id').where('replica_url', 'is not', null).where('stopped_at', 'is', null).where('offline_at', 'is', null).execute();
+      for (const { id } of others) if (!this.#runners.has(id)) candidates.push({ id });
+    }
     if (candidates.length === 0) throw unavailable('no runner is connected to this control plane: start one with `berth runner join` (or `berth up` without --no-runner)');
     const rows = await this.#rows(candidates.map((r) => r.id));
     const used = await this.placedMemory();
     const wanted = Object.entries(req.labels ?? {});
-    let best: { runner: Runner; free: number } | undefined;
+    let best: { runner: { id: string }; free: number } | undefined;
     let labelled = 0;
     let available = 0;
     let mostFree = 0;
@@ -134,7 +140,7 @@ export class RunnerPool {
           'stop or remove environments you do not need (`berth env list`), ask for less memory (--memory), or join another runner',
       );
     }
-    return best.runner;
+    return this.#runners.get(best.runner.id) ?? this.resolve(best.runner.id, 'the runner chosen');
   }
 
   /**
