@@ -54,7 +54,8 @@ describe('a runner that joins over the network', { timeout: 600_000 }, () => {
     const child = spawn(
       'nsenter',
       [`--net=/run/netns/${NETNS}`, join(REPO, 'bin', 'berth'), 'runner', 'join', ...how, '--data-dir', runnerDir, '--labels', 'site=lab,gpu=false', '--name', 'far-1', '--image-dir', IMAGE_DIR],
-      { env: { ...process.env, BERTH_RUNNER_TOKEN: secret, BERTH_NODE: process.execPath, BERTH_LOG_LEVEL: 'info', FORCE_COLOR: undefined }, stdio: ['ignore', 'ignore', 'pipe'] },
+      // Its company network is its own setting, read on its host as berth up reads it.
+      { env: { ...process.env, BERTH_RUNNER_TOKEN: secret, BERTH_NODE: process.execPath, BERTH_LOG_LEVEL: 'info', FORCE_COLOR: undefined, BERTH_EGRESS_TRUSTED_NETWORKS: '10.99.0.0/16' }, stdio: ['ignore', 'ignore', 'pipe'] },
     );
     let err = '';
     child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
@@ -175,6 +176,7 @@ describe('a runner that joins over the network', { timeout: 600_000 }, () => {
     assert.equal(listed.name, 'far-1');
     assert.equal(listed.health.status, 'ok', JSON.stringify(listed.health));
     assert.ok(listed.cpus > 0 && listed.memoryBytes > 0 && listed.dataDisk.freeBytes > 0, JSON.stringify(listed));
+    assert.deepEqual(listed.network.trustedNetworks, ['10.99.0.0/16'], 'its own trusted networks, from its host');
     const row = await berth.database.db.selectFrom('runners').select(['labels', 'token_id']).where('id', '=', runnerId).executeTakeFirstOrThrow();
     // The token's labels and the runner's own.
     assert.deepEqual(row.labels, { site: 'lab', gpu: 'false', zone: 'a' });

@@ -2,6 +2,8 @@
 // the runner dials (runners may sit in private networks). It keeps dialing with backoff
 // while the control plane is away, and gives up only when it is told its token or its
 // version will never be accepted.
+import { loadCompanyCas, writeHostTrust } from '../network/index.ts';
+import { egressNetworkConfigFrom, summarizeEgressNetwork, type EgressNetworkConfig } from '../network/company.ts';
 import { runnerConfigFrom, type RunnerConfig } from '../config.ts';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -171,13 +173,23 @@ export async function joinControlPlane(o: JoinOptions): Promise<JoinedRunner> {
   const name = o.name ?? hostname();
   // Its settings, read once and checked, as berth up's runner reads them (config.ts).
   const config = o.config ?? runnerConfigFrom(process.env);
-  const images = new ImageStore({ dir: o.imageDir ?? join(o.dataDir, 'images'), logger: log, allowedRegistries: config.allowedRegistries, registryMirrors: config.registryMirrors, maxImageBytes: config.maxImageBytes });
+  // The company network where this runner sits (BERTH_EGRESS_TRUSTED_NETWORKS, BERTH_EGRESS_UPSTREAM_PROXY,
+  // BERTH_EXTRA_CA_CERTS), as berth up reads them: its environments, pulls and builds go out through it.
+  const companyCas = loadCompanyCas(config.extraCaFiles);
+  let egressNetwork: EgressNetworkConfig;
+  try {
+    egressNetwork = egressNetworkConfigFrom({ env: process.env });
+  } catch (err) {
+    throw invalid((err as Error).message);
+  }
+  const hostTrust = companyCas.length ? writeHostTrust(join(o.dataDir, 'trust'), companyCas) : undefined;
+  const images = new ImageStore({ dir: o.imageDir ?? join(o.dataDir, 'images'), logger: log, allowedRegistries: config.allowedRegistries, registryMirrors: config.registryMirrors, maxImageBytes: config.maxImageBytes, registryCertDir: hostTrust?.certDir, egressNetwork });
   await images.buildDefault();
   const policies = new PushedPolicies();
   const events = new EventBatches(log);
-  const runner = new LocalRunner({ dataDir: o.dataDir, id, name, images, logger: log, runtime: config.runtime, initBinary: config.initBinary, agent: config.agent, diskQuota: config.diskQuota, compiler: config.compiler, network: { policies, events }, builder: new ImageBuilder({ store: images }) });
+  const runner = new LocalRunner({ dataDir: o.dataDir, id, name, images, logger: log, runtime: config.runtime, initBinary: config.initBinary, agent: config.agent, diskQuota: config.diskQuota, compiler: config.compiler, network: { policies, events, companyCas: companyCas.map((c) => c.pem), egressNetwork }, builder: new ImageBuilder({ store: images, egressNetwork }) });
   const isolation = [runner.backend.name, ...(runner.backend.name !== 'runsc' && installed('runsc') ? ['runsc'] : [])];
-  const probe = () => probeHost({ backend: runner.backend.name, network: Boolean(runner.network), diskQuota: runner.diskQuota, dataDir: o.dataDir, minFreeDiskBytes: config.minFreeDiskBytes });
+  const probe = () => probeHost({ backend: runner.backend.name, network: Boolean(runner.network), diskQuota: runner.diskQuota, dataDir: o.dataDir, minFreeDiskBytes: config.minFreeDiskBytes, egressNetwork: summarizeEgressNetwork(egressNetwork) });
   const ca = o.ca ? [...rootCertificates, o.ca] : undefined;
 
   // What a connection has under way is ended when it drops (nobody is left to read it).
