@@ -271,6 +271,23 @@ test('a runner that comes back: its lost environments are reconciled as found (r
   assert.equal(items.find((r) => r.name === 'fake-c')!.draining, true);
 });
 
+test('a lost environment whose runner is gone for good can be forgotten, and only a lost one', async () => {
+  const made = await t.api('POST', '/api/orgs/default/environments', { name: 'to-forget', memory: '256m' });
+  assert.equal(made.status, 201, JSON.stringify(made.body));
+  const refused = await t.cli(['env', 'rm', 'to-forget', '--forget']);
+  assert.equal(refused.code, 1, refused.stderr);
+  assert.match(refused.stderr, /is running, not lost: remove it without --forget/);
+  // As the runner sweep leaves it when its runner stops beating (tested above).
+  await t.berth.database.db.updateTable('environments').set({ state: 'lost' }).where('id', '=', made.body.id).execute();
+  const forgotten = await t.cli(['env', 'rm', 'to-forget', '--forget', '--json']);
+  assert.equal(forgotten.code, 0, forgotten.stderr);
+  const body = JSON.parse(forgotten.stdout);
+  assert.equal(body.state, 'deleted');
+  assert.match(body.stateReason, /forgotten while runner \S+ was away/);
+  // Here its runner is in fact berth up's own: what the host's administrator would do by hand.
+  await t.berth.runners.get(made.body.runnerId).remove(made.body.id);
+});
+
 test('the settings: BERTH_RUNNER_OFFLINE_AFTER, BERTH_TASK_RETRIES and BERTH_RUNNER_MEMORY, with clear refusals', () => {
   assert.equal(runnerOfflineAfterFrom(undefined), 15_000);
   assert.equal(runnerOfflineAfterFrom('1m'), 60_000);

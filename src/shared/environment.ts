@@ -27,7 +27,8 @@ const TRANSITIONS: Record<EnvironmentState, readonly EnvironmentState[]> = {
   deleting: ['deleted', 'failed', 'lost'],
   deleted: [],
   // Only its runner's return moves it on: nothing can be started, stopped or removed where its files are out of reach.
-  lost: ['running', 'stopped', 'failed'],
+  // deleted: forgotten by an administrator while its runner stays away (`env rm --forget`).
+  lost: ['running', 'stopped', 'failed', 'deleted'],
 };
 
 /** The states an environment on a runner that went offline becomes `lost` from (a failed one stays failed). */

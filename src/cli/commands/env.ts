@@ -172,9 +172,10 @@ export function envCommands(program: Command, client: Client): void {
   env
     .command('rm <id>')
     .description('remove an environment and free its disk')
+    .option('--forget', 'for a lost environment whose runner is gone for good: mark it deleted (its files stay on that host)')
     .option('--json', 'print JSON')
     .action(async (id: string, o) => {
-      const result = await withSpinner(`removing ${id}`, () => client().request<Environment>('DELETE', envPath(client(), id)));
+      const result = await withSpinner(`removing ${id}`, () => client().request<Environment>('DELETE', `${envPath(client(), id)}${o.forget ? '?forget=true' : ''}`));
       if (o.json) printJson(result);
       else process.stdout.write(`${result.id} ${stateWord(result.state)}\n`);
     });

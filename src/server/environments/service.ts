@@ -243,10 +243,19 @@ export class EnvironmentService {
     });
   }
 
-  async remove(scope: Scope, ref: string): Promise<Environment> {
+  /**
+   * @param opts.forget for a `lost` environment only: marks it deleted without its runner, whose
+   *   host may never come back (its files stay there, for whoever runs that host to remove).
+   */
+  async remove(scope: Scope, ref: string, opts: { forget?: boolean } = {}): Promise<Environment> {
     const { id, org_id: orgId } = await this.#getFor(scope, ref, 'owner');
     const removed = await this.#withLock(id, async () => {
       const row = await this.#get(orgId, id);
+      if (opts.forget) {
+        if (row.state !== 'lost') throw conflict(`environment '${row.name}' is ${row.state}, not lost: remove it without --forget (its runner frees its files)`);
+        const runner = this.#runners.idOf(row.runner_id) ?? 'its runner';
+        return this.#transition(row, 'deleted', { state_reason: `forgotten while runner ${runner} was away; its files may remain on that host` });
+      }
       this.#expect(row, 'deleting', 'remove');
       const deleting = await this.#transition(row, 'deleting');
       await (await this.#runner(row)).remove(id);

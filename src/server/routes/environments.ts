@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import { atLeast } from '../authz.ts';
 import {
   CreateEnvironmentBody,
@@ -74,8 +75,15 @@ export function environmentRoutes(app: App, { environments }: AppDeps): void {
 
   app.delete('/api/orgs/:org/environments/:id', {
     config: { permission: 'environment.write', audit: 'environment.delete', ownership: 'owner' },
-    schema: { tags, summary: 'Remove an environment and free its disk', params: EnvironmentRef, response: { 200: Environment, ...errors } },
-    handler: async (req) => environments.remove(req.scope, req.params.id),
+    schema: {
+      tags,
+      summary: 'Remove an environment and free its disk',
+      description: 'With forget=true, a lost environment (its runner gone) is marked deleted without its runner; its files may remain on that host.',
+      params: EnvironmentRef,
+      querystring: z.strictObject({ forget: z.enum(['true', 'false']).optional() }),
+      response: { 200: Environment, ...errors },
+    },
+    handler: async (req) => environments.remove(req.scope, req.params.id, { forget: req.query.forget === 'true' }),
   });
 
   // Its owner (or an admin) lets someone else use it: a member, or everyone in the org.
