@@ -2,14 +2,12 @@
 // PostgreSQL (no runner of their own), and runners as other hosts, each in its own network
 // namespace with its own veth address and data dir, joined over the network with a token.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { ImageStore, LocalRunner } from '../src/runner/index.ts';
-import { netnsPrefix } from '../src/runner/network/netns.ts';
 import { startBerth, type ClientConfig, type RunningBerth, type StartOptions } from '../src/server/index.ts';
-import { apiAs, IMAGE_DIR, REPO, TEST_REPOS, waitFor } from './helpers.ts';
+import { apiAs, IMAGE_DIR, REPO, removeRunnerHostState, TEST_REPOS, waitFor } from './helpers.ts';
 import { freshDatabase, type TestDatabase } from './postgres.ts';
 
 export interface Replica {
@@ -142,19 +140,7 @@ export async function startCluster(o: { replicas: number; runners: number; label
       await Promise.all(runners.map((r) => Promise.race([r.exited, new Promise((res) => setTimeout(res, 10_000))])));
       for (const r of runners) r.child.kill('SIGKILL');
       // What each runner made on its host: environments (containers, mounts, disks) and namespaces.
-      for (const r of runners) {
-        const dir = join(work, r.name);
-        const envDir = join(dir, 'environments');
-        if (existsSync(envDir) && readdirSync(envDir).length) {
-          const local = new LocalRunner({ dataDir: dir, images: new ImageStore({ dir: IMAGE_DIR }), logger: pino({ level: 'silent' }), agent: false, diskQuota: false });
-          for (const id of readdirSync(envDir)) await local.remove(id).catch(() => {});
-          local.close();
-        }
-        const prefix = netnsPrefix(dir);
-        for (const name of spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.split('\n').map((l) => l.split(' ')[0]!)) {
-          if (name.startsWith(prefix)) spawnSync('ip', ['netns', 'del', name]);
-        }
-      }
+      for (const r of runners) await removeRunnerHostState(join(work, r.name));
       for (const replica of replicas) await replica.berth.close().catch(() => {});
       for (let i = 0; i < namespaces.length; i++) {
         spawnSync('ip', ['link', 'del', `brt${tag}h${i}`]);

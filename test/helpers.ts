@@ -1,7 +1,7 @@
 // Shared test harness: a real `berth up` in a temp data dir, and the real CLI.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -11,7 +11,8 @@ import { startBerth, type ClientConfig, type RunningBerth, type StartOptions } f
 import { freshDatabase, ON_POSTGRES, type TestDatabase } from './postgres.ts';
 import { openDatabase } from '../src/server/db/index.ts';
 import type { RepoAccessConfig } from '../src/forges/index.ts';
-import { ImageStore, type RunningCommand } from '../src/runner/index.ts';
+import { ImageStore, LocalRunner, type RunningCommand } from '../src/runner/index.ts';
+import { netnsPrefix } from '../src/runner/network/netns.ts';
 import { FakeRunner } from './fakes/fake-runner.ts';
 
 export const REPO = new URL('..', import.meta.url).pathname.replace(/\/$/, '');
@@ -248,4 +249,22 @@ export async function checkTerminal(url: string, token: string, env: string): Pr
   const { exitCode } = await exit;
   ws.close();
   if (exitCode !== 7 || !/interrupted/.test(out)) throw new Error(`the terminal ended with ${exitCode}, showing ${JSON.stringify(out)}`);
+}
+
+/**
+ * What a runner with data dir `dir` made on its host: its environments (containers, mounts,
+ * disks) and its network namespaces (warm ones left by a killed runner among them).
+ */
+export async function removeRunnerHostState(dir: string): Promise<void> {
+  const envDir = join(dir, 'environments');
+  if (existsSync(envDir) && readdirSync(envDir).length) {
+    // No agent build and no disk pool: nothing of its own made in the folder being removed.
+    const local = new LocalRunner({ dataDir: dir, images: new ImageStore({ dir: IMAGE_DIR }), logger: pino({ level: 'silent' }), agent: false, diskQuota: false });
+    for (const id of readdirSync(envDir)) await local.remove(id).catch(() => {});
+    local.close();
+  }
+  const prefix = netnsPrefix(dir);
+  for (const name of spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.split('\n').map((l) => l.split(' ')[0]!)) {
+    if (name.startsWith(prefix)) spawnSync('ip', ['netns', 'del', name]);
+  }
 }

@@ -5,16 +5,14 @@ import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_pr
 import { connect, type AddressInfo } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import { WebSocket } from 'ws';
-import { ImageStore, LocalRunner } from '../src/runner/index.ts';
-import { netnsPrefix } from '../src/runner/network/netns.ts';
 import { startBerth, type ClientConfig, type RunningBerth } from '../src/server/index.ts';
-import { checkTerminal, apiAs, IMAGE_DIR, REPO, runCli, TEST_REPOS, waitFor } from './helpers.ts';
+import { checkTerminal, apiAs, IMAGE_DIR, REPO, runCli, TEST_REPOS, waitFor, removeRunnerHostState } from './helpers.ts';
 import { freshDatabase, ON_POSTGRES, type TestDatabase } from './postgres.ts';
 
 const tag = `rr${process.pid % 10_000}`;
@@ -122,19 +120,7 @@ describe('a runner that joins over the network', { timeout: 600_000 }, () => {
   after(async () => {
     current?.child.kill('SIGKILL');
     await current?.exited;
-    // What the runner made on its host: its environments (crun containers, mounts, disks).
-    const envDir = join(runnerDir, 'environments');
-    if (existsSync(envDir) && readdirSync(envDir).length) {
-      // No agent build and no disk pool: nothing of its own made in the folder being removed.
-      const local = new LocalRunner({ dataDir: runnerDir, images: new ImageStore({ dir: IMAGE_DIR }), logger: pino({ level: 'silent' }), agent: false, diskQuota: false });
-      for (const id of readdirSync(envDir)) await local.remove(id).catch(() => {});
-      local.close();
-    }
-    // Namespaces the runner made (warm ones left by a killed runner among them).
-    const prefix = netnsPrefix(runnerDir);
-    for (const name of spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.split('\n').map((l) => l.split(' ')[0]!)) {
-      if (name.startsWith(prefix)) spawnSync('ip', ['netns', 'del', name]);
-    }
+    await removeRunnerHostState(runnerDir);
     await berth?.close();
     await database?.drop();
     spawnSync('ip', ['link', 'del', HOST_IF]);
