@@ -53,7 +53,7 @@ export interface CliResult {
  * LocalRunner: no sandbox, no crun, for tests about the API and not what runs inside. Pass the
  * same FakeRunner to a restart to keep its environments.
  */
-export async function startTestBerth(opts: { fake?: boolean | FakeRunner; dataDir?: string; database?: TestDatabase; sweepIntervalMs?: number; port?: number; oidc?: OidcConfig; tokenRateLimit?: number; authFailureLimit?: number; modelEnv?: NodeJS.ProcessEnv; taskConcurrency?: number; runnerHeartbeatMs?: number; minFreeDiskBytes?: number; repos?: RepoAccessConfig; network?: StartOptions['network']; denialStorms?: StartOptions['denialStorms']; observability?: StartOptions['observability']; logger?: StartOptions['logger']; runnerOfflineAfterMs?: number; taskRetries?: number; runnerMemoryBytes?: number } = {}): Promise<TestBerth> {
+export async function startTestBerth(opts: { fake?: boolean | FakeRunner; dataDir?: string; database?: TestDatabase; sweepIntervalMs?: number; port?: number; oidc?: OidcConfig; tokenRateLimit?: number; authFailureLimit?: number; modelEnv?: NodeJS.ProcessEnv; taskConcurrency?: number; runnerHeartbeatMs?: number; minFreeDiskBytes?: number; repos?: RepoAccessConfig; network?: StartOptions['network']; denialStorms?: StartOptions['denialStorms']; observability?: StartOptions['observability']; logger?: StartOptions['logger']; runnerOfflineAfterMs?: number; taskRetries?: number; runnerMemoryBytes?: number; clock?: StartOptions['clock']; publicUrl?: string } = {}): Promise<TestBerth> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'berth-test-'));
   // On PostgreSQL each control plane gets a database of its own; a restart passes it on.
   const database = opts.database ?? (ON_POSTGRES ? await freshDatabase() : undefined);
@@ -84,6 +84,8 @@ export async function startTestBerth(opts: { fake?: boolean | FakeRunner; dataDi
     network: opts.network,
     denialStorms: opts.denialStorms,
     observability: opts.observability,
+    clock: opts.clock,
+    ...(opts.publicUrl ? { publicUrl: opts.publicUrl } : {}),
   });
   const client = JSON.parse(readFileSync(berth.clientConfigPath, 'utf8')) as ClientConfig;
   let closed = false;

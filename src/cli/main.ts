@@ -101,6 +101,9 @@ const task = once(async () => (await import('./commands/task.ts')).taskCommands(
 const policy = once(async () => (await import('./commands/policy.ts')).policyCommands(program, client));
 const runner = once(async () => (await import('./commands/runner.ts')).runnerCommands(program, client));
 const model = once(async () => (await import('./commands/model.ts')).modelCommands(program, client));
+const integration = once(async () => (await import('./commands/integration.ts')).integrationCommands(program, client));
+const schedule = once(async () => (await import('./commands/schedule.ts')).scheduleCommands(program, client));
+const trigger = once(async () => (await import('./commands/trigger.ts')).triggerCommands(program, client));
 
 /**
  * Each top-level word and the module that registers it. A command line loads only the module
@@ -119,6 +122,9 @@ const COMMANDS: Record<string, Register> = {
   policy,
   runner,
   model,
+  integration,
+  schedule,
+  trigger,
 };
 
 /** Every command, in the order `berth --help` lists them: for help, completion and tests. */

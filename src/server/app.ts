@@ -54,6 +54,8 @@ import fastifyRateLimit from '@fastify/rate-limit';
 import { AuthFailures } from './auth-failures.ts';
 import { OpenStreams } from './open-streams.ts';
 import type { Observability } from './observability/index.ts';
+import { WEBHOOK_PREFIX, type Triggers } from './triggers/index.ts';
+import { integrationRoutes } from './routes/integrations.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -138,6 +140,8 @@ export interface AppDeps {
   networkEvents?: NetworkEventRecorder | undefined;
   /** Metrics, probes, request logs and traces (observability/index.ts); without it, none of them. */
   observability?: Observability | undefined;
+  /** Webhooks (GitHub, GitLab, Slack, generic), schedules and integrations; without it, none of them. */
+  triggers?: Triggers | undefined;
 }
 
 export type App = FastifyInstance<any, any, any, FastifyBaseLogger, ZodTypeProvider>;
@@ -237,8 +241,9 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   const authFailures = new AuthFailures({ limit: deps.authFailureLimit ?? 30 });
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
     const path = req.url.split('?')[0]!;
-    // A joining runner authenticates with its runner token, another replica with its credential, in their own routes (runner-join.ts).
-    if (PUBLIC_ROUTES.has(path) || !path.startsWith('/api/') || path.startsWith('/api/auth/') || path === RUNNER_CONNECT_PATH || RELAY_PATH.test(path)) return;
+    // A joining runner authenticates with its runner token, another replica with its credential,
+    // a webhook's sender with its signature, in their own routes (runner-join.ts, triggers/).
+    if (PUBLIC_ROUTES.has(path) || !path.startsWith('/api/') || path.startsWith('/api/auth/') || path === RUNNER_CONNECT_PATH || RELAY_PATH.test(path) || path.startsWith(WEBHOOK_PREFIX)) return;
     const wait = authFailures.retryAfter(req.ip);
     // A token that worked lately is still checked in full: the limit is for guessers, and
     // everyone behind the same address would otherwise be locked out with them.
@@ -327,6 +332,10 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     runnerRoutes(api, deps);
     runnerJoinRoutes(api, { ...deps, runnerTokens: deps.runnerTokens ?? new RunnerTokenService(deps.db) });
     policyRoutes(api, { policies, networkEvents });
+    if (deps.triggers) {
+      integrationRoutes(api, { ...deps, triggers: deps.triggers });
+      deps.triggers.routes(api);
+    }
     webRoutes(api);
   });
 

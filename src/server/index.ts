@@ -30,6 +30,8 @@ import { ReplicaRelay } from './runners/relay.ts';
 import { runnerConfigFrom } from '../runner/config.ts';
 import { invalid } from '../shared/errors.ts';
 import { Observability, observabilitySettingsFrom, type ObservabilityOptions } from './observability/index.ts';
+import { Triggers } from './triggers/index.ts';
+import { TRIGGER_SOURCES } from './triggers/sources.ts';
 
 
 export { CLIENT_CONFIG_FILE, VERSION, type ClientConfig };
@@ -115,6 +117,8 @@ export interface StartOptions {
    * `otlpEndpoint` (BERTH_OTEL_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT) turns traces on.
    */
   observability?: ObservabilityOptions | undefined;
+  /** The clock schedules read (tests inject one to cross a daylight-saving change); the system's by default. */
+  clock?: (() => Date) | undefined;
 }
 
 /** Trusted networks and the upstream proxy from berth up's flags or the BERTH_EGRESS_* variables; a wrong one stops the start. */
@@ -151,6 +155,8 @@ export interface RunningBerth {
   runners: RunnerPool;
   /** The file other `berth` commands read to reach this control plane. */
   clientConfigPath: string;
+  /** Webhooks, schedules, integrations and the replies to issues and threads (triggers/). */
+  triggers: Triggers;
   /** A one-time link that signs the local administrator in to the web UI (`berth up` prints one). */
   signInLink(ttlMs?: number): Promise<string>;
   close(): Promise<void>;
@@ -258,6 +264,10 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   // Before serving: make the database agree with what is really running on this host.
   if (runner) await environments.reconcile(runner.id);
   await worker.recover();
+  const triggers = new Triggers(
+    { db, logger, audit, tasks, secrets, box: secretBox, environments, feed: database.feed, singletons: database.singletons, publicUrl: () => publicUrl, counted: observability.webhookDelivery, now: opts.clock },
+    TRIGGER_SOURCES,
+  );
 
   const runners = new RunnerRegistry({ db, authz, offlineAfterMs: runnerOfflineAfterMs });
   // Runners whose heartbeat stopped: their environments become lost and their tasks move, on one replica at a time.
@@ -304,6 +314,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     policies,
     networkEvents,
     observability,
+    triggers,
     images,
     pool,
     runners,
@@ -330,6 +341,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   if (runner) await db.updateTable('runners').set({ replica_url: replicaUrl }).where('id', '=', runnerId).execute();
   workers.start();
   runnerSweeper.start();
+  await triggers.start();
 
   const clientConfigPath = join(opts.dataDir, CLIENT_CONFIG_FILE);
   await writeClientConfig(
@@ -355,6 +367,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     environments,
     tasks,
     taskEvents,
+    triggers,
     worker,
     get runner(): LocalRunner {
       if (opts.runner) throw new Error('this control plane was started with a runner of its caller (StartOptions.runner): it has no LocalRunner');
@@ -374,6 +387,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
       // Readiness says so at once: a load balancer stops sending work while the rest closes.
       observability.beginShutdown();
       await runnerSweeper.close();
+      await triggers.close();
       stopTaskSignals();
       await workers.close();
       await worker.close();

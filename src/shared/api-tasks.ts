@@ -6,10 +6,12 @@ import { TASK_STATES } from './tasks.ts';
 import { parseDuration } from './units.ts';
 
 /**
- * Where tasks come from today: the web UI, the CLI, the API. (`schedule` is taken by the
- * API for callers that run their own, but nothing in Berth starts one yet.)
+ * Where tasks come from: people (the web UI, the CLI, the API) and the triggers that start
+ * them where the work is (src/server/triggers): a GitHub or GitLab issue or comment, a Slack
+ * message, a schedule, a generic webhook.
  */
-export const TASK_TRIGGERS = ['web', 'cli', 'api'] as const;
+export const TASK_TRIGGERS = ['web', 'cli', 'api', 'github', 'gitlab', 'slack', 'schedule', 'webhook'] as const;
+export type TaskTrigger = (typeof TASK_TRIGGERS)[number];
 
 export const TaskRef = OrgRef.extend({ id: z.string().regex(/^task_[0-9a-z]{12}$/, 'a task id such as task_0123456789ab') });
 
@@ -68,6 +70,8 @@ export const Task = z.object({
   stateReason: z.string().nullable(),
   step: z.string().nullable(),
   trigger: z.string(),
+  triggeredBy: z.string().nullable().describe('who or what outside Berth started it: `github:LOGIN`, `gitlab:USERNAME`, `slack:TEAM/USER`, `schedule:sch_…`, `webhook:whk_…`'),
+  continues: z.string().nullable().describe('the task whose branch it pushes to and whose change request it updates'),
   createdBy: z.string(),
   creator: z
     .object({ name: z.string(), email: z.string() })

@@ -242,7 +242,7 @@ export function taskCommands(program: Command, client: Client): void {
     .description('tasks, newest first; a page at a time (the next page: --cursor, printed at the end)')
     .option('--state <state>', 'only tasks in this state')
     .option('--project <project>', 'only this project\'s tasks')
-    .option('--trigger <trigger>', 'only tasks started from here: cli, web or api')
+    .option('--trigger <trigger>', 'only tasks started from here: cli, web, api, github, gitlab, slack, schedule or webhook')
     .option('--mine', 'only the tasks you started')
     .option('--limit <n>', 'how many', positiveInt, 50)
     .option('--cursor <cursor>', 'the page after the one that printed this cursor')

@@ -497,4 +497,96 @@ export const migrations: Record<string, Migration> = {
         when (new.state in ('queued', 'cancelled')) execute function berth_task_queue_changed()`.execute(db);
     },
   },
+  '0023_triggers': {
+    async up(db: Kysely<any>) {
+      // Where a task came from beyond its trigger's kind (a delivery, a Slack user, a schedule),
+      // where to tell of it (an issue comment, a Slack thread: triggers/replies.ts), what was
+      // last told, and the task whose branch and change request it continues.
+      await db.schema
+        .alterTable('tasks')
+        .addColumn('triggered_by', 'text')
+        .addColumn('reply_to', 'jsonb')
+        .addColumn('replied_state', 'text')
+        .addColumn('continues_task_id', 'text')
+        .addColumn('trigger_key', 'text')
+        .execute();
+      // One task per delivery or schedule slot, whatever retries and restarts happen.
+      await sql`create unique index tasks_trigger_key on tasks (trigger_key) where trigger_key is not null`.execute(db);
+      await sql`create index tasks_reply_pending on tasks (updated_at) where reply_to is not null`.execute(db);
+      // Every webhook delivery, written before it is acted on: a redelivery of the same id is
+      // recognised and starts nothing, and one a crash interrupted is taken up again.
+      await db.schema
+        .createTable('webhook_deliveries')
+        .addColumn('source', 'text', (c) => c.notNull())
+        .addColumn('delivery_id', 'text', (c) => c.notNull())
+        .addColumn('event', 'text', (c) => c.notNull())
+        .addColumn('payload', 'jsonb')
+        .addColumn('received_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .addColumn('processed_at', 'timestamptz')
+        .addColumn('outcome', 'text')
+        .addColumn('org_id', 'text')
+        .addColumn('task_id', 'text')
+        .addPrimaryKeyConstraint('webhook_deliveries_pk', ['source', 'delivery_id'])
+        .execute();
+      await sql`create index webhook_deliveries_pending on webhook_deliveries (received_at) where processed_at is null`.execute(db);
+      // The instance's GitHub App, GitLab and Slack app: settings in the clear, secrets sealed.
+      await db.schema
+        .createTable('integrations')
+        .addColumn('kind', 'text', (c) => c.primaryKey())
+        .addColumn('settings', 'jsonb', (c) => c.notNull())
+        .addColumn('secrets', 'text', (c) => c.notNull())
+        .addColumn('updated_by', 'text', (c) => c.notNull())
+        .addColumn('updated_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .execute();
+      // Cron rules that start tasks or stop and start environments (triggers/schedules).
+      await db.schema
+        .createTable('schedules')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('org_id', 'text', (c) => c.notNull().references('orgs.id'))
+        .addColumn('kind', 'text', (c) => c.notNull())
+        .addColumn('name', 'text')
+        .addColumn('cron', 'text', (c) => c.notNull())
+        .addColumn('timezone', 'text', (c) => c.notNull())
+        .addColumn('project_id', 'text')
+        .addColumn('environment_id', 'text')
+        .addColumn('action', 'text')
+        .addColumn('task', 'jsonb')
+        .addColumn('paused', 'boolean', (c) => c.notNull().defaultTo(false))
+        .addColumn('created_by', 'text', (c) => c.notNull())
+        .addColumn('owner_id', 'text')
+        .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .addColumn('next_at', 'timestamptz')
+        .addColumn('last_slot', 'timestamptz')
+        .addColumn('deleted_at', 'timestamptz')
+        .execute();
+      await sql`create index schedules_due on schedules (next_at) where deleted_at is null and not paused`.execute(db);
+      // One row per slot fired: the primary key is what keeps two replicas from firing it twice.
+      await db.schema
+        .createTable('schedule_firings')
+        .addColumn('schedule_id', 'text', (c) => c.notNull())
+        .addColumn('slot', 'timestamptz', (c) => c.notNull())
+        .addColumn('fired_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .addColumn('outcome', 'text', (c) => c.notNull())
+        .addColumn('task_id', 'text')
+        .addPrimaryKeyConstraint('schedule_firings_pk', ['schedule_id', 'slot'])
+        .execute();
+      // Generic webhooks: a URL with a secret that starts a task from a template.
+      await db.schema
+        .createTable('webhook_triggers')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('org_id', 'text', (c) => c.notNull().references('orgs.id'))
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('project_id', 'text', (c) => c.notNull())
+        .addColumn('goal_template', 'text', (c) => c.notNull())
+        .addColumn('auth', 'text', (c) => c.notNull())
+        .addColumn('secret', 'text', (c) => c.notNull())
+        .addColumn('rate_per_minute', 'integer', (c) => c.notNull())
+        .addColumn('created_by', 'text', (c) => c.notNull())
+        .addColumn('owner_id', 'text')
+        .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .addColumn('deleted_at', 'timestamptz')
+        .execute();
+      await sql`create unique index webhook_triggers_name on webhook_triggers (org_id, name) where deleted_at is null`.execute(db);
+    },
+  },
 };

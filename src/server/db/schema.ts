@@ -235,6 +235,25 @@ export interface TaskTable {
   updated_at: CreatedAt;
   started_at: Timestamp | null;
   finished_at: Timestamp | null;
+  /** Who or what outside Berth started it: `github:LOGIN`, `gitlab:USERNAME`, `slack:TEAM/USER`, `schedule:sch_…`, `webhook:whk_…`. */
+  triggered_by: ColumnType<string | null, string | null | undefined, string | null>;
+  /** What it was started for, unique: `github:DELIVERY`, `schedule:sch_…@SLOT`; a second start for the same is the first task. */
+  trigger_key: ColumnType<string | null, string | null | undefined, string | null>;
+  /** Where its progress is told (an issue comment, a Slack thread): triggers/replies.ts. */
+  reply_to: ColumnType<ReplyTarget | null, string | null | undefined, string | null>;
+  /** The state the reply last told; differs from `state` while a reply is owed. */
+  replied_state: ColumnType<string | null, string | null | undefined, string | null>;
+  /** The task whose branch it pushes to and whose change request it updates (a review asking for changes). */
+  continues_task_id: ColumnType<string | null, string | null | undefined, string | null>;
+}
+
+/**
+ * Where a triggered task tells of its progress. `kind` picks the replier (triggers/replies.ts);
+ * the rest is the replier's own, written back as it learns more (the comment it made).
+ */
+export interface ReplyTarget {
+  kind: 'github' | 'gitlab' | 'slack';
+  [key: string]: unknown;
 }
 
 export interface TaskEventTable {
@@ -368,6 +387,92 @@ export interface Database {
   network_events: NetworkEventTable;
   runners: RunnerTable;
   runner_tokens: RunnerTokenTable;
+  webhook_deliveries: WebhookDeliveryTable;
+  integrations: IntegrationTable;
+  schedules: ScheduleTable;
+  schedule_firings: ScheduleFiringTable;
+  webhook_triggers: WebhookTriggerTable;
+}
+
+/** One webhook delivery, written before it is acted on (triggers/deliveries.ts). */
+export interface WebhookDeliveryTable {
+  /** 'github', 'gitlab', 'slack', or `webhook:whk_…` for a generic trigger. */
+  source: string;
+  delivery_id: string;
+  event: string;
+  /** Kept until processed, so a delivery a crash interrupted is taken up again; cleared after. */
+  payload: ColumnType<unknown, string | null | undefined, string | null>;
+  received_at: CreatedAt;
+  processed_at: Timestamp | null;
+  /** What came of it, in words: `task task_… queued`, `ignored: …`, `refused: …`. */
+  outcome: string | null;
+  org_id: string | null;
+  task_id: string | null;
+}
+
+export type IntegrationKind = 'github' | 'gitlab' | 'slack';
+
+/** The instance's GitHub App, GitLab or Slack app (triggers/integrations.ts). */
+export interface IntegrationTable {
+  kind: IntegrationKind;
+  settings: ColumnType<Record<string, unknown>, string, string>;
+  /** A JSON object of secret values, sealed with the instance's secret key. */
+  secrets: string;
+  updated_by: string;
+  updated_at: CreatedAt;
+}
+
+export interface ScheduleTable {
+  id: string;
+  org_id: string;
+  /** 'task': starts a task on a project; 'environment': stops or starts an environment. */
+  kind: 'task' | 'environment';
+  name: string | null;
+  cron: string;
+  /** An IANA zone: the cron rule is read in it, daylight-saving changes included. */
+  timezone: string;
+  project_id: string | null;
+  environment_id: string | null;
+  /** Environment schedules: 'start' or 'stop'. */
+  action: 'start' | 'stop' | null;
+  /** Task schedules: the task to create (goal, agent, command, check, budget…). */
+  task: ColumnType<Record<string, unknown> | null, string | null | undefined, string | null>;
+  paused: ColumnType<boolean, boolean | undefined, boolean>;
+  created_by: string;
+  owner_id: string | null;
+  created_at: CreatedAt;
+  /** The next slot to fire; null when paused or when the rule has no more. */
+  next_at: Timestamp | null;
+  /** The last slot fired (or skipped as missed). */
+  last_slot: Timestamp | null;
+  deleted_at: Timestamp | null;
+}
+
+export interface ScheduleFiringTable {
+  schedule_id: string;
+  slot: Timestamp;
+  fired_at: CreatedAt;
+  /** `task task_… queued`, `environment stopped`, `failed: …`. */
+  outcome: string;
+  task_id: string | null;
+}
+
+export interface WebhookTriggerTable {
+  id: string;
+  org_id: string;
+  name: string;
+  project_id: string;
+  /** The goal, with `{{body.path}}`, `{{headers.name}}` filled from the delivery. */
+  goal_template: string;
+  /** How a sender proves itself: 'bearer' (the token) or 'hmac' (X-Berth-Signature-256: sha256=HMAC of the body). */
+  auth: 'bearer' | 'hmac';
+  /** The token, sealed with the instance's secret key. */
+  secret: string;
+  rate_per_minute: number;
+  created_by: string;
+  owner_id: string | null;
+  created_at: CreatedAt;
+  deleted_at: Timestamp | null;
 }
 
 export type EnvironmentRow = Selectable<EnvironmentTable>;

@@ -206,6 +206,11 @@ export class Observability {
     this.metrics.egressRequests.inc({ kind: e.kind, decision: e.allowed ? 'allowed' : 'denied' });
   };
 
+  /** A webhook delivery arrived: what came of it (a refused signature is counted, and nothing else recorded). */
+  readonly webhookDelivery = (source: string, outcome: string) => {
+    this.metrics.webhookDeliveries.inc({ source, outcome });
+  };
+
   /** A runner of this process wrote its heartbeat. */
   heartbeat(runnerId: string): void {
     this.metrics.runnerHeartbeats.inc({ runner: runnerId });

@@ -35,6 +35,7 @@ export class Metrics {
   readonly queueWait: Histogram;
   readonly egressRequests: Counter<'kind' | 'decision'>;
   readonly runnerHeartbeats: Counter<'runner'>;
+  readonly webhookDeliveries: Counter<'source' | 'outcome'>;
 
   constructor(src: MetricSources) {
     const registers = [this.registry];
@@ -50,6 +51,7 @@ export class Metrics {
     this.taskDuration = new Histogram({ name: 'berth_task_duration_seconds', help: 'Tasks from claim to their final state, by that state', labelNames: ['state'], buckets: LONG_SECONDS, registers });
     this.queueWait = new Histogram({ name: 'berth_task_queue_wait_seconds', help: 'How long tasks waited queued before a runner claimed them', buckets: LONG_SECONDS, registers });
     this.egressRequests = new Counter({ name: 'berth_egress_requests_total', help: "Requests environments' egress proxies let through or refused, and firewall refusals (kind firewall)", labelNames: ['kind', 'decision'], registers });
+    this.webhookDeliveries = new Counter({ name: 'berth_webhook_deliveries_total', help: 'Webhook deliveries (GitHub, GitLab, Slack, generic triggers) by outcome: accepted, replayed, unauthenticated, ignored, invalid, rate_limited', labelNames: ['source', 'outcome'], registers });
     this.runnerHeartbeats = new Counter({ name: 'berth_runner_heartbeats_total', help: 'Heartbeats written by the runners of this process', labelNames: ['runner'], registers });
 
     // Read at scrape time: the database is the truth, whichever replica changed it. A query

@@ -18,8 +18,8 @@ function assertInstanceAdmin(caller: Caller): void {
   if (!caller.instanceAdmin) throw forbidden('runner tokens are for instance administrators (the user `berth up` made): a runner serves every org');
 }
 
-/** Runners serve every org, so each org's log says a token to join one was made or revoked (as image imports do). */
-async function auditEveryOrg(db: Db, audit: AuditLog, caller: Caller, action: string, target: string, details: Record<string, unknown>): Promise<void> {
+/** Runners serve every org, so each org's log says a token to join one was made or revoked (as image imports and integrations do). */
+export async function auditEveryOrg(db: Db, audit: AuditLog, caller: Caller, action: string, target: string, details: Record<string, unknown>): Promise<void> {
   const orgs = await db.selectFrom('orgs').select('id').execute();
   for (const { id } of orgs) await audit.append({ orgId: id, actor: actorOf(caller), action, target, details: { ...details, scope: 'instance' } });
 }

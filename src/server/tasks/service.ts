@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { sql } from 'kysely';
-import type { CreateTaskBody, Task, TaskList } from '../../shared/api-tasks.ts';
+import type { CreateTaskBody, Task, TaskList, TaskTrigger } from '../../shared/api-tasks.ts';
 import { conflict, invalid, notFound } from '../../shared/errors.ts';
 import { newId } from '../../shared/ids.ts';
 import { FINAL_TASK_STATES, type TaskBudget, type TaskState } from '../../shared/tasks.ts';
@@ -13,6 +13,7 @@ import { assertNotArchived, liveProject } from '../projects.ts';
 import type { Scope } from '../authz.ts';
 import { assertTaskAccess, ownerIdOf, type Ownership } from '../ownership.ts';
 import type { Db, ProjectRow, TaskRow } from '../db/index.ts';
+import type { ReplyTarget } from '../db/schema.ts';
 import { afterPageCursor, encodePageCursor, pageKey } from '../db/page.ts';
 import type { SecretService } from '../secrets/service.ts';
 import { Redactor } from '../../shared/redact.ts';
@@ -30,6 +31,22 @@ export interface TaskListOptions {
   createdBy?: string | undefined;
   limit: number;
   cursor?: string | undefined;
+}
+
+/**
+ * Where a task started by a trigger came from (src/server/triggers): its kind, the source
+ * (delivery, user, schedule), whom it belongs to, where its progress is told, and the task
+ * whose branch it continues.
+ */
+export interface TaskOrigin {
+  trigger: TaskTrigger;
+  triggeredBy: string;
+  /** The Berth user it belongs to (a Slack user mapped by email), else null: the org's admins use it. */
+  ownerId: string | null;
+  replyTo?: ReplyTarget | null | undefined;
+  continuesTaskId?: string | null | undefined;
+  /** What it was started for (a delivery, a schedule slot): one task per key (triggers/tasks.ts). */
+  key?: string | null | undefined;
 }
 
 /** What a running worker is told: a task to look at (new work, or a cancel). */
@@ -66,6 +83,11 @@ const LIST_COLUMNS = [
   'tasks.state_reason',
   'tasks.step',
   'tasks.trigger',
+  'tasks.triggered_by',
+  'tasks.continues_task_id',
+  'tasks.reply_to',
+  'tasks.replied_state',
+  'tasks.trigger_key',
   'tasks.created_by',
   'tasks.owner_id',
   'tasks.runner_id',
@@ -113,7 +135,8 @@ export class TaskService {
     this.#checkModel = opts.checkModel;
   }
 
-  async create(scope: Scope, body: CreateTaskBody): Promise<Task> {
+  /** `origin`: a task a trigger starts (triggers/tasks.ts); callers of the API never give one. */
+  async create(scope: Scope, body: CreateTaskBody, origin?: TaskOrigin): Promise<Task> {
     const b = body.budget ?? {};
     const timeout = b.timeout === undefined || b.timeout === null ? DEFAULT_BUDGET.timeoutMs : typeof b.timeout === 'number' ? b.timeout : (parseDuration(b.timeout) ?? 0);
     if (!timeout) throw invalid('a task needs a timeout: give a duration such as 30m', 'budget.timeout');
@@ -163,10 +186,14 @@ export class TaskService {
         runner_labels: JSON.stringify({ ...project?.settings.runnerLabels, ...body.runnerLabels }),
         memory_bytes: taskMemoryBytes(project),
         state: 'queued',
-        trigger: body.trigger ?? 'api',
+        trigger: origin?.trigger ?? body.trigger ?? 'api',
         created_by: scope.actor,
         // Its creator's (an org token's maker), and so is the environment it makes (ownership.ts).
-        owner_id: ownerIdOf(scope),
+        owner_id: origin ? origin.ownerId : ownerIdOf(scope),
+        triggered_by: origin?.triggeredBy ?? null,
+        reply_to: origin?.replyTo ? JSON.stringify(origin.replyTo) : null,
+        continues_task_id: origin?.continuesTaskId ?? null,
+        trigger_key: origin?.key ?? null,
       })
       .returningAll()
       .executeTakeFirstOrThrow();
@@ -386,6 +413,8 @@ export class TaskService {
       stateReason: r.state_reason,
       step: r.step,
       trigger: r.trigger,
+      triggeredBy: r.triggered_by,
+      continues: r.continues_task_id,
       createdBy: r.created_by,
       ...(people ? { creator: people.get(r.created_by) ?? null } : {}),
       environmentId: r.environment_id,
