@@ -56,6 +56,7 @@ export class TriggerReplies {
   #running: Promise<void> | null = null;
   #again = false;
   #closed = false;
+  #chain: Promise<void> = Promise.resolve();
 
   constructor(o: { db: Db; feed?: ChangeFeed | undefined; singletons?: Singletons | undefined; logger: Logger; publicUrl: () => string }) {
     this.#db = o.db;
@@ -98,8 +99,14 @@ export class TriggerReplies {
     });
   }
 
-  /** Sends every reply owed now; resolves when done (tests wait on it). */
-  async pass(): Promise<void> {
+  /** Sends every reply owed now, after any pass under way (never two at once); resolves when done. */
+  pass(): Promise<void> {
+    const next = this.#chain.then(() => this.#pass());
+    this.#chain = next.catch(() => {});
+    return next;
+  }
+
+  async #pass(): Promise<void> {
     const owed = await this.#db
       .selectFrom('tasks')
       .leftJoin('projects', 'projects.id', 'tasks.project_id')
