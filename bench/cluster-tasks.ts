@@ -40,7 +40,7 @@ try {
     await new Promise((r) => setTimeout(r, 500));
   }
   const wallMs = performance.now() - started;
-  const rows = await db.selectFrom('tasks').select(['state', 'runner_id', 'attempts']).where('id', 'in', made).execute();
+  const rows = await db.selectFrom('tasks').select(['id', 'state', 'state_reason', 'runner_id', 'attempts']).where('id', 'in', made).execute();
   const claim = await Promise.all(made.map(claimMs));
   summary('queued → claimed, all queued at once', claim);
   const perRunner = new Map<string, number>(ids.map((id) => [id, 0]));
@@ -52,6 +52,10 @@ try {
   console.log(`spread over runners: ${counts.join(' / ')} (max/min ${(Math.max(...counts) / Math.max(1, Math.min(...counts))).toFixed(2)})`);
   console.log(`states: ${[...states].map(([s, n]) => `${s} ${n}`).join(', ')}`);
   console.log(`claimed more than once: ${rows.filter((r) => r.attempts > 0).length} (goal 0)`);
+  // Read before the cluster is torn down: a failure with no reason printed cannot be explained later.
+  const reasons = new Map<string, string[]>();
+  for (const r of rows.filter((x) => x.state !== 'succeeded')) reasons.set(r.state_reason ?? '(no reason)', [...(reasons.get(r.state_reason ?? '(no reason)') ?? []), r.id]);
+  for (const [reason, ids] of reasons) console.log(`not succeeded ×${ids.length}: ${reason} (${ids.slice(0, 3).join(', ')}${ids.length > 3 ? ', …' : ''})`);
 
   // With a runner free: one task at a time, so the claim is the time from its commit to a
   // worker on whichever replica holds a free runner taking it (no queueing behind others).
