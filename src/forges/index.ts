@@ -13,6 +13,8 @@ export type { ChangeRequest } from '../shared/tasks.ts';
 export { cloneRepo, commitPatch, diffOf, mergeBranch, pushBranch, type GitIdentity } from './git.ts';
 export { parseRepoUrl, detectKind, knownHostsName, type RepoLocation } from './url.ts';
 export { RepoAccess, repoAccessFromEnv, type GitReach, type RepoAccessConfig, type RepoNamer } from './access.ts';
+export { hostFetch } from './upstream.ts';
+export { githubMessage } from './github.ts';
 
 export type ForgeKind = 'github' | 'gitlab' | 'git';
 export const FORGE_KINDS = ['github', 'gitlab', 'git'] as const satisfies readonly ForgeKind[];

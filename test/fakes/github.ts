@@ -6,6 +6,10 @@
 // `Bearer X`) see every repository; a GitHub App signs a JWT (RS256) to get an installation
 // token, which sees only the repositories and permissions it was issued for. git takes
 // either as Basic `x-access-token:<token>`.
+//
+// Issues and pull requests share one numbering per repository, as on GitHub; an App's
+// comments are written by its bot user (`SLUG[bot]`, type Bot). `repositoryJson` and
+// `issueJson` are the shapes the REST API answers with and webhook payloads carry.
 import { createPublicKey, randomBytes, verify, type KeyObject } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -20,7 +24,38 @@ export interface FakeGitHubApp {
   installationId: number;
   /** `owner/repo` names the installation covers; all when omitted. */
   repositories?: string[];
+  /** The App's slug (its bot user is `SLUG[bot]`); default `berth`. */
+  slug?: string;
 }
+
+export interface IssueRecord {
+  number: number;
+  /** `owner/repo`. */
+  repository: string;
+  title: string;
+  body: string | null;
+  /** The login that opened it. */
+  user: string;
+  /** A pull request (GitHub's issues API lists those too). */
+  pullRequest: boolean;
+  htmlUrl: string;
+}
+
+export interface CommentRecord {
+  id: number;
+  /** `owner/repo`. */
+  repository: string;
+  /** The issue or pull request number. */
+  issue: number;
+  body: string;
+  user: string;
+  /** Every body it had, first to last (an edit adds one). */
+  bodies: string[];
+  /** The App that wrote it (its slug), or null for a person. */
+  viaApp: string | null;
+}
+
+export type RepoPermission = 'admin' | 'maintain' | 'write' | 'triage' | 'read' | 'none';
 
 export interface PullRecord {
   number: number;
@@ -68,7 +103,19 @@ export interface FakeGitHub {
   createRepo(fullName: string, files: Record<string, string | Buffer>, defaultBranch?: string): Promise<{ path: string; sha: string }>;
   /** Accepts another personal token from now on. */
   addToken(token: string): void;
+  /** Opens an issue (numbered with the pull requests). */
+  createIssue(fullName: string, o: { title: string; body?: string | null; user?: string }): IssueRecord;
+  /** A person's comment on an issue or pull request. */
+  addComment(fullName: string, issue: number, o: { user: string; body: string }): CommentRecord;
+  /** A collaborator's permission on a repository (everyone else has `none`). */
+  setPermission(fullName: string, login: string, permission: RepoPermission): void;
+  /** The repository as the REST API and webhook payloads show it. */
+  repositoryJson(fullName: string): Record<string, unknown>;
+  /** An issue (or a pull request seen as an issue) as the REST API and webhook payloads show it. */
+  issueJson(fullName: string, issue: number): Record<string, unknown>;
   pulls: PullRecord[];
+  issues: IssueRecord[];
+  comments: CommentRecord[];
   issuedTokens: IssuedToken[];
   apiRequests: ApiRequestRecord[];
   gitRequests: GitRequestRecord[];
@@ -94,6 +141,9 @@ export async function startFakeGitHub(o: { tokens?: string[]; apps?: FakeGitHubA
   const apps = (o.apps ?? []).map((app) => ({ ...app, key: typeof app.publicKey === 'string' ? createPublicKey(app.publicKey) : app.publicKey }));
   const repos = new Map<string, RepoInfo>();
   const pulls: PullRecord[] = [];
+  const issues: IssueRecord[] = [];
+  const comments: CommentRecord[] = [];
+  const permissions = new Map<string, RepoPermission>();
   const issuedTokens: IssuedToken[] = [];
   const apiRequests: ApiRequestRecord[] = [];
   const gitRequests: GitRequestRecord[] = [];
@@ -108,6 +158,86 @@ export async function startFakeGitHub(o: { tokens?: string[]; apps?: FakeGitHubA
   }
   const canSee = (c: Caller, fullName: string) => c !== null && (c.kind === 'pat' || c.issued.repositories.includes(fullName));
   const canWrite = (c: Caller, permission: string) => c !== null && (c.kind === 'pat' || c.issued.permissions[permission] === 'write');
+  const canRead = (c: Caller, permission: string) => c !== null && (c.kind === 'pat' || c.issued.permissions[permission] === 'read' || c.issued.permissions[permission] === 'write');
+  const forbidden = { message: 'Resource not accessible by integration', documentation_url: 'https://docs.github.com/rest', status: '403' };
+  /** Issues and pull requests take their numbers from one sequence per repository. */
+  const nextNumber = (fullName: string) => issues.filter((i) => i.repository === fullName).length + 1;
+  const userJson = (login: string) => ({ login, id: 5000 + [...login].reduce((n, ch) => n + ch.charCodeAt(0), 0), node_id: `U_${login}`, type: login.endsWith('[bot]') ? 'Bot' : 'User', site_admin: false, html_url: `${url}/${login}` });
+  const appOf = (c: Caller) => (c?.kind === 'installation' ? apps.find((a) => a.appId === c.issued.appId) : undefined);
+  const slugOf = (app: (typeof apps)[number]) => app.slug ?? 'berth';
+
+  function repositoryJson(fullName: string): Record<string, unknown> {
+    const repo = repos.get(fullName);
+    if (!repo) throw new Error(`no repository ${fullName} on the fake GitHub`);
+    const host = new URL(url).host;
+    return {
+      id: repo.id,
+      node_id: `R_${repo.id}`,
+      name: repo.name,
+      full_name: fullName,
+      private: true,
+      owner: userJson(repo.owner),
+      html_url: `${url}/${fullName}`,
+      url: `${url}/api/v3/repos/${fullName}`,
+      git_url: `git://${host}/${fullName}.git`,
+      ssh_url: `git@${host}:${fullName}.git`,
+      clone_url: `${url}/${fullName}.git`,
+      default_branch: repo.defaultBranch,
+      visibility: 'private',
+    };
+  }
+
+  function issueJson(fullName: string, number: number): Record<string, unknown> {
+    const issue = issues.find((i) => i.repository === fullName && i.number === number);
+    if (!issue) throw new Error(`no issue ${fullName}#${number} on the fake GitHub`);
+    const api = `${url}/api/v3/repos/${fullName}`;
+    return {
+      url: `${api}/issues/${number}`,
+      repository_url: api,
+      comments_url: `${api}/issues/${number}/comments`,
+      html_url: issue.htmlUrl,
+      id: 7000 + issues.indexOf(issue),
+      node_id: `I_${issues.indexOf(issue)}`,
+      number,
+      title: issue.title,
+      user: userJson(issue.user),
+      labels: [],
+      state: 'open',
+      locked: false,
+      assignee: null,
+      assignees: [],
+      comments: comments.filter((c) => c.repository === fullName && c.issue === number).length,
+      created_at: '2026-01-01T00:00:00Z',
+      updated_at: '2026-01-01T00:00:00Z',
+      closed_at: null,
+      author_association: 'OWNER',
+      body: issue.body,
+      ...(issue.pullRequest ? { pull_request: { url: `${api}/pulls/${number}`, html_url: issue.htmlUrl, diff_url: `${issue.htmlUrl}.diff`, patch_url: `${issue.htmlUrl}.patch`, merged_at: null } } : {}),
+    };
+  }
+
+  function commentJson(c: CommentRecord): Record<string, unknown> {
+    const app = c.viaApp ? apps.find((a) => slugOf(a) === c.viaApp) : undefined;
+    return {
+      id: c.id,
+      node_id: `IC_${c.id}`,
+      url: `${url}/api/v3/repos/${c.repository}/issues/comments/${c.id}`,
+      html_url: `${issues.find((i) => i.repository === c.repository && i.number === c.issue)?.htmlUrl}#issuecomment-${c.id}`,
+      issue_url: `${url}/api/v3/repos/${c.repository}/issues/${c.issue}`,
+      body: c.body,
+      user: userJson(c.user),
+      created_at: '2026-01-01T00:00:00Z',
+      updated_at: '2026-01-01T00:00:00Z',
+      author_association: c.viaApp ? 'NONE' : 'OWNER',
+      performed_via_github_app: app ? { id: Number(app.appId), slug: slugOf(app), name: slugOf(app) } : null,
+    };
+  }
+
+  function addComment(fullName: string, issue: number, o: { user: string; body: string; viaApp?: string | null }): CommentRecord {
+    const c: CommentRecord = { id: 900_000 + comments.length + 1, repository: fullName, issue, body: o.body, user: o.user, bodies: [o.body], viaApp: o.viaApp ?? null };
+    comments.push(c);
+    return c;
+  }
 
   const git = {
     root,
@@ -191,17 +321,25 @@ export async function startFakeGitHub(o: { tokens?: string[]; apps?: FakeGitHubA
       });
     }
 
+    if (path === '/app' && method === 'GET') {
+      const app = credential ? verifyJwt(credential) : null;
+      if (!app) return sendJson(res, 401, { message: 'A JSON web token could not be decoded', documentation_url: 'https://docs.github.com/rest' });
+      record.auth = 'jwt';
+      return sendJson(res, 200, { id: Number(app.appId), slug: slugOf(app), node_id: `A_${app.appId}`, name: slugOf(app), owner: userJson('acme'), html_url: `${url}/apps/${slugOf(app)}` });
+    }
+
     const who = credential ? caller(credential) : null;
     if (!who) {
       return sendJson(res, 401, { message: 'Bad credentials', documentation_url: 'https://docs.github.com/rest', status: '401' });
     }
     record.auth = 'token';
 
-    const repoRoute = /^\/repos\/([^/]+)\/([^/]+)(\/pulls)?$/.exec(path);
+    const repoRoute = /^\/repos\/([^/]+)\/([^/]+)(\/pulls)?$/.exec(path) ?? /^\/repos\/([^/]+)\/([^/]+)(\/.+)$/.exec(path);
     if (!repoRoute) return sendJson(res, 404, notFoundBody);
     const fullName = `${repoRoute[1]}/${repoRoute[2]}`;
     const repo = repos.get(fullName);
     if (!repo || !canSee(who, fullName)) return sendJson(res, 404, notFoundBody);
+    if (repoRoute[3] && repoRoute[3] !== '/pulls') return repoApi(req, res, who, fullName, repoRoute[3]);
 
     if (!repoRoute[3] && method === 'GET') {
       return sendJson(res, 200, {
@@ -237,7 +375,7 @@ export async function startFakeGitHub(o: { tokens?: string[]; apps?: FakeGitHubA
       if (ahead === 0) {
         return sendJson(res, 422, { message: 'Validation Failed', errors: [{ resource: 'PullRequest', code: 'custom', message: `No commits between ${base} and ${head}` }], documentation_url: 'https://docs.github.com/rest' });
       }
-      const number = pulls.filter((p) => p.repository === fullName).length + 1;
+      const number = nextNumber(fullName);
       const pull: PullRecord = {
         number,
         repository: fullName,
@@ -252,6 +390,7 @@ export async function startFakeGitHub(o: { tokens?: string[]; apps?: FakeGitHubA
         token: who.token,
       };
       pulls.push(pull);
+      issues.push({ number, repository: fullName, title: pull.title, body: pull.body, user: who.kind === 'pat' ? 'octocat' : `${slugOf(appOf(who)!)}[bot]`, pullRequest: true, htmlUrl: pull.htmlUrl });
       return sendJson(res, 201, {
         id: 1000 + pulls.length,
         number,
@@ -267,6 +406,81 @@ export async function startFakeGitHub(o: { tokens?: string[]; apps?: FakeGitHubA
         merged: false,
         mergeable: null,
       });
+    }
+    return sendJson(res, 404, notFoundBody);
+  }
+
+  /** Issues, their comments, collaborators' permissions and a pull request, under /repos/OWNER/REPO. */
+  async function repoApi(req: IncomingMessage, res: ServerResponse, who: Caller, fullName: string, sub: string): Promise<void> {
+    const method = req.method ?? 'GET';
+    const query = new URL(req.url ?? '/', 'http://x').searchParams;
+    const issueOf = (n: string) => issues.find((i) => i.repository === fullName && i.number === Number(n));
+
+    const permission = /^\/collaborators\/([^/]+)\/permission$/.exec(sub);
+    if (permission && method === 'GET') {
+      if (!canRead(who, 'metadata') && !canRead(who, 'issues')) return sendJson(res, 403, forbidden);
+      const level = permissions.get(`${fullName}|${permission[1]!.toLowerCase()}`) ?? 'none';
+      // GitHub's `permission` is the old four-level word; `role_name` the role itself.
+      const legacy = level === 'maintain' ? 'write' : level === 'triage' ? 'read' : level;
+      return sendJson(res, 200, { permission: legacy, role_name: level, user: { ...userJson(permission[1]!), permissions: { admin: level === 'admin', maintain: level === 'admin' || level === 'maintain', push: ['admin', 'maintain', 'write'].includes(level), triage: level !== 'read' && level !== 'none', pull: level !== 'none' } } });
+    }
+
+    const issueRoute = /^\/issues\/(\d+)$/.exec(sub);
+    if (issueRoute && method === 'GET') {
+      const issue = issueOf(issueRoute[1]!);
+      if (!issue) return sendJson(res, 404, notFoundBody);
+      if (!canRead(who, 'issues') && !(issue.pullRequest && canRead(who, 'pull_requests'))) return sendJson(res, 403, forbidden);
+      return sendJson(res, 200, issueJson(fullName, issue.number));
+    }
+
+    const commentsRoute = /^\/issues\/(\d+)\/comments$/.exec(sub);
+    if (commentsRoute) {
+      const issue = issueOf(commentsRoute[1]!);
+      if (!issue) return sendJson(res, 404, notFoundBody);
+      if (method === 'GET') {
+        if (!canRead(who, 'issues') && !(issue.pullRequest && canRead(who, 'pull_requests'))) return sendJson(res, 403, forbidden);
+        const all = comments.filter((c) => c.repository === fullName && c.issue === issue.number);
+        const perPage = Math.min(100, Math.max(1, Number(query.get('per_page') ?? 30) || 30));
+        const page = Math.max(1, Number(query.get('page') ?? 1) || 1);
+        const last = Math.max(1, Math.ceil(all.length / perPage));
+        const link = (p: number, rel: string) => `<${url}/api/v3/repos/${fullName}/issues/${issue.number}/comments?per_page=${perPage}&page=${p}>; rel="${rel}"`;
+        const links = [...(page < last ? [link(page + 1, 'next'), link(last, 'last')] : []), ...(page > 1 ? [link(1, 'first'), link(page - 1, 'prev')] : [])];
+        return sendJson(res, 200, all.slice((page - 1) * perPage, page * perPage).map(commentJson), links.length ? { link: links.join(', ') } : {});
+      }
+      if (method === 'POST') {
+        // Either permission lets an App comment on a pull request; an issue needs issues.
+        if (!canWrite(who, 'issues') && !(issue.pullRequest && canWrite(who, 'pull_requests'))) return sendJson(res, 403, forbidden);
+        const body = (await readJson(req)) as { body?: unknown } | undefined;
+        if (typeof body?.body !== 'string' || body.body === '') return sendJson(res, 422, { message: 'Validation Failed', errors: [{ resource: 'IssueComment', field: 'body', code: 'missing_field' }], documentation_url: 'https://docs.github.com/rest' });
+        if (body.body.length > 65536) return sendJson(res, 422, { message: 'Validation Failed', errors: [{ resource: 'IssueComment', field: 'body', code: 'custom', message: 'body is too long (maximum is 65536 characters)' }], documentation_url: 'https://docs.github.com/rest' });
+        const app = appOf(who);
+        const made = addComment(fullName, issue.number, { user: app ? `${slugOf(app)}[bot]` : 'octocat', body: body.body, viaApp: app ? slugOf(app) : null });
+        return sendJson(res, 201, commentJson(made));
+      }
+    }
+
+    const editRoute = /^\/issues\/comments\/(\d+)$/.exec(sub);
+    if (editRoute && method === 'PATCH') {
+      const comment = comments.find((c) => c.repository === fullName && c.id === Number(editRoute[1]));
+      if (!comment) return sendJson(res, 404, notFoundBody);
+      const app = appOf(who);
+      // An App edits only what it wrote.
+      if (!canWrite(who, 'issues') && !canWrite(who, 'pull_requests')) return sendJson(res, 403, forbidden);
+      if (app && comment.viaApp !== slugOf(app)) return sendJson(res, 403, forbidden);
+      const body = (await readJson(req)) as { body?: unknown } | undefined;
+      if (typeof body?.body !== 'string' || body.body === '') return sendJson(res, 422, { message: 'Validation Failed', errors: [{ resource: 'IssueComment', field: 'body', code: 'missing_field' }], documentation_url: 'https://docs.github.com/rest' });
+      comment.body = body.body;
+      comment.bodies.push(body.body);
+      return sendJson(res, 200, commentJson(comment));
+    }
+
+    const pullRoute = /^\/pulls\/(\d+)$/.exec(sub);
+    if (pullRoute && method === 'GET') {
+      const pull = pulls.find((p) => p.repository === fullName && p.number === Number(pullRoute[1]));
+      if (!pull) return sendJson(res, 404, notFoundBody);
+      if (!canRead(who, 'pull_requests')) return sendJson(res, 403, forbidden);
+      const repo = repos.get(fullName)!;
+      return sendJson(res, 200, { id: 1000 + pulls.indexOf(pull), number: pull.number, state: 'open', title: pull.title, body: pull.body, draft: pull.draft, html_url: pull.htmlUrl, user: userJson(issueOf(String(pull.number))?.user ?? 'octocat'), head: { label: `${repo.owner}:${pull.head}`, ref: pull.head, sha: pull.headSha, repo: repositoryJson(fullName) }, base: { label: `${repo.owner}:${pull.base}`, ref: pull.base, sha: pull.baseSha, repo: repositoryJson(fullName) } });
     }
     return sendJson(res, 404, notFoundBody);
   }
@@ -297,7 +511,20 @@ export async function startFakeGitHub(o: { tokens?: string[]; apps?: FakeGitHubA
       return created;
     },
     addToken: (token) => void tokens.add(token),
+    createIssue(fullName, o) {
+      if (!repos.has(fullName)) throw new Error(`no repository ${fullName} on the fake GitHub`);
+      const number = nextNumber(fullName);
+      const issue: IssueRecord = { number, repository: fullName, title: o.title, body: o.body ?? null, user: o.user ?? 'octocat', pullRequest: false, htmlUrl: `${url}/${fullName}/issues/${number}` };
+      issues.push(issue);
+      return issue;
+    },
+    addComment: (fullName, issue, o) => addComment(fullName, issue, o),
+    setPermission: (fullName, login, permission) => void permissions.set(`${fullName}|${login.toLowerCase()}`, permission),
+    repositoryJson,
+    issueJson,
     pulls,
+    issues,
+    comments,
     issuedTokens,
     apiRequests,
     gitRequests,
