@@ -5,6 +5,7 @@ import { ago, bytes, usePoll } from '../util.ts';
 import { ErrorNote } from './common.tsx';
 import { ProjectForm, type Project } from './ProjectForm.tsx';
 import Models from './SettingsModels.tsx';
+import Triggers from './SettingsTriggers.tsx';
 
 interface Secret {
   name: string;
@@ -40,6 +41,7 @@ const SECTIONS = [
   ['projects', 'Projects'],
   ['secrets', 'Secrets'],
   ['models', 'Models'],
+  ['triggers', 'Triggers'],
   ['members', 'Members'],
   ['tokens', 'Tokens'],
   ['runners', 'Runners and health'],
@@ -56,6 +58,7 @@ export default function SettingsPage() {
       <Projects />
       <Secrets />
       <Models />
+      <Triggers />
       <Members />
       <Tokens />
       <Runners />

@@ -8,6 +8,7 @@ import { ago, count, usd, usePoll } from '../util.ts';
 import { By, ErrorNote, StateBadge } from './common.tsx';
 import { Transcript } from './Transcript.tsx';
 import { DenialHints } from './DenialHints.tsx';
+import { TriggerOrigin } from './Trigger.tsx';
 
 const Diff = lazy(() => import('./Diff.tsx'));
 const FINAL = new Set(['succeeded', 'failed', 'cancelled', 'timed_out']);
@@ -176,7 +177,10 @@ export function TaskPage({ id }: { id: string }) {
         <div><dt>Tokens</dt><dd>{count(t.usage.inputTokens)} in · {count(t.usage.outputTokens)} out</dd></div>
         <div><dt>Checks</dt><dd>{t.checksPassed === null ? (checkRuns ? 'running' : '—') : t.checksPassed ? <span className="ok">passed</span> : <span className="bad">failed</span>}{checkRuns > 0 && <span className="muted"> ({checkRuns} run{checkRuns > 1 ? 's' : ''})</span>}</dd></div>
         <div className="wide"><dt>Change</dt><dd><ChangeLink task={t} /></dd></div>
-        <div><dt>By</dt><dd><By task={t} /> <span className="muted">via {t.trigger}</span></dd></div>
+        {t.triggeredBy
+          ? <div className="wide"><dt>Trigger</dt><dd className="trigger-origin"><TriggerOrigin triggeredBy={t.triggeredBy} />{t.creator && <span className="muted"> for <By task={t} /></span>}</dd></div>
+          : <div><dt>By</dt><dd><By task={t} /> <span className="muted">via {t.trigger}</span></dd></div>}
+        {t.continues && <div><dt>Continues</dt><dd><Link to={`/tasks/${t.continues}`}>{t.continues}</Link></dd></div>}
         <div><dt>Started</dt><dd>{t.startedAt ? <time dateTime={t.startedAt}>{ago(t.startedAt)}</time> : '—'}{t.environmentId && <> · <Link to={`/environments/${t.environmentId}`}>environment</Link></>}</dd></div>
       </dl>
       {t.summary && <p className="summary"><strong>Summary:</strong> {t.summary}</p>}

@@ -5,6 +5,7 @@ import { Link, navigate, useLocation } from '../router.tsx';
 import { useSession } from '../session.ts';
 import { ago, usd, usePoll } from '../util.ts';
 import { By, ErrorNote, StateBadge } from './common.tsx';
+import { TriggerBadge, triggerLabel } from './Trigger.tsx';
 
 const STATES = ['queued', 'provisioning', 'running', 'succeeded', 'failed', 'cancelled', 'timed_out'];
 const FILTERS = ['state', 'project', 'trigger', 'createdBy'] as const;
@@ -89,8 +90,8 @@ export function TasksPage() {
           Trigger
           <select value={filters.trigger} onChange={(e) => set('trigger', e.target.value)}>
             <option value="">any</option>
-            {/* Only sources that make tasks today; one in the address from elsewhere is kept on show. */}
-            {[...TASK_TRIGGERS, ...(filters.trigger && !(TASK_TRIGGERS as readonly string[]).includes(filters.trigger) ? [filters.trigger] : [])].map((s) => <option key={s} value={s}>{s}</option>)}
+            {/* Every source Berth knows; one in the address from elsewhere is kept on show. */}
+            {[...TASK_TRIGGERS, ...(filters.trigger && !(TASK_TRIGGERS as readonly string[]).includes(filters.trigger) ? [filters.trigger] : [])].map((s) => <option key={s} value={s}>{triggerLabel(s)}</option>)}
           </select>
         </label>
         <label>
@@ -121,7 +122,7 @@ export function TasksPage() {
                 <td><StateBadge state={t.state} />{t.step && !['succeeded', 'failed', 'cancelled', 'timed_out'].includes(t.state) && <span className="muted"> {t.step}</span>}</td>
                 <td className="goal"><Link to={`/tasks/${t.id}`}>{firstLine(t.goal)}</Link></td>
                 <td>{t.project ?? <span className="muted" title={t.repo}>{shortRepo(t.repo)}</span>}</td>
-                <td>{t.trigger}</td>
+                <td><TriggerBadge task={t} /></td>
                 <td><By task={t} /></td>
                 <td><time dateTime={t.createdAt} title={t.createdAt}>{ago(t.createdAt)}</time></td>
                 <td className="num">{usd(t.usage.costUsd)}</td>

@@ -1,5 +1,6 @@
 import { cloneElement, type ReactElement, type ReactNode } from 'react';
 import type { Task } from '../api.ts';
+import { isOutside, originWords } from './Trigger.tsx';
 
 const STATE_LABEL: Record<string, string> = { timed_out: 'timed out' };
 
@@ -23,11 +24,11 @@ export function Field({ id, label, hint, children }: { id: string; label: string
   );
 }
 
-/** Who started a task: the person's name (or email), else what the id says (a token, a task). */
+/** Who started a task: the person's name (or email), else what the id says (a token, a task, GitHub: octocat). */
 export function By({ task }: { task: Pick<Task, 'createdBy' | 'creator'> }) {
   const who = task.creator;
   if (who) return <span title={who.email}>{who.name || who.email}</span>;
   const [kind, id] = task.createdBy.split(':', 2);
-  const label = kind === 'token' ? 'an org token' : kind === 'task' ? `task ${id}` : task.createdBy;
+  const label = kind === 'token' ? 'an org token' : kind === 'task' ? `task ${id}` : isOutside(task.createdBy) ? originWords(task.createdBy) : task.createdBy;
   return <span className="muted" title={task.createdBy}>{label}</span>;
 }

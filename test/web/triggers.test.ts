@@ -1,0 +1,169 @@
+// Triggers in the web UI, in a real Chromium: a task a trigger started says on its page who
+// started it (and links the task it continues), the tasks list filters by trigger and marks
+// such tasks with a badge, and Settings lists the instance's integrations (to instance
+// administrators only, secrets never shown), the org's schedules and its generic webhooks.
+// sandbox: none (test/fakes/fake-runner.ts; scripts/test.ts runs these more at once)
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import type { AxeResults } from 'axe-core';
+import type { Page } from 'playwright-core';
+import { TASK_TRIGGERS } from '../../src/shared/api-tasks.ts';
+import { REPO, startTestBerth, type TestBerth } from '../helpers.ts';
+import { ensureWebBuilt, launchBrowser, type TestBrowser } from './browser.ts';
+
+const GITHUB_SECRET = 'whsec-never-on-screen-0123456789';
+// PROVISIONAL until the GitHub App source defines its shapes.
+const GITHUB_SETUP = { settings: { appId: 12345 }, secrets: { webhookSecret: GITHUB_SECRET, privateKey: '-----BEGIN RSA PRIVATE KEY-----\nnot-a-real-key\n-----END RSA PRIVATE KEY-----\n' } };
+
+let t: TestBerth;
+let b: TestBrowser;
+let issueTask = '';
+let reviewTask = '';
+let cliTask = '';
+
+async function project() {
+  return t.berth.database.db.selectFrom('projects').selectAll().where('name', '=', 'widgets').executeTakeFirstOrThrow();
+}
+
+before(async () => {
+  ensureWebBuilt();
+  // No worker takes tasks: they stay queued as they were made, whatever the page shows.
+  t = await startTestBerth({ fake: true, taskConcurrency: 0 });
+  const p = await t.api('POST', '/api/orgs/default/projects', { name: 'widgets', repoUrl: 'https://github.com/acme/widgets.git' });
+  assert.equal(p.status, 201, JSON.stringify(p.body));
+  const cli = await t.api('POST', '/api/orgs/default/tasks', { project: 'widgets', goal: 'Tidy the changelog by hand', trigger: 'cli', agent: 'command', command: 'true' });
+  assert.equal(cli.status, 201, JSON.stringify(cli.body));
+  cliTask = cli.body.id;
+  const { triggered } = t.berth.triggers.deps;
+  const issue = await triggered.start({
+    project: await project(),
+    goal: 'Fix the flaky login test (issue #7)',
+    trigger: 'github',
+    triggeredBy: 'github:octocat',
+    key: 'github:delivery-web-1',
+    actor: 'github:octocat',
+    task: { agent: 'command', command: 'true' },
+    source: { delivery: 'delivery-web-1', issue: 7 },
+  });
+  issueTask = issue.id;
+  const review = await triggered.start({
+    project: await project(),
+    goal: 'Address the review on the login fix',
+    trigger: 'github',
+    triggeredBy: 'github:hubot',
+    key: 'github:delivery-web-2',
+    actor: 'github:hubot',
+    continuesTaskId: issueTask,
+    task: { agent: 'command', command: 'true' },
+    source: { delivery: 'delivery-web-2', pull: 8 },
+  });
+  reviewTask = review.id;
+  b = await launchBrowser(t.client.url);
+});
+after(async () => {
+  await b?.close();
+  await t?.destroy();
+});
+
+const AXE = readFileSync(join(REPO, 'node_modules', 'axe-core', 'axe.min.js'), 'utf8');
+
+/** Serious and critical WCAG 2.1 A/AA violations on the page as it is (as test/web/a11y.test.ts counts them). */
+async function violations(page: Page): Promise<string[]> {
+  if (!(await page.evaluate(() => 'axe' in window))) await page.evaluate(AXE);
+  const options = { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] }, resultTypes: ['violations'] };
+  const results = await page.evaluate((o) => (window as unknown as { axe: { run(ctx: Document, o: unknown): Promise<AxeResults> } }).axe.run(document, o), options);
+  return results.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join(', ')})`);
+}
+
+test("a triggered task's page says who started it and links the task it continues", async () => {
+  const { context, page } = await b.context({ token: t.client.token });
+  await page.goto(`/tasks/${reviewTask}`);
+  await page.getByRole('heading', { name: 'Address the review on the login fix', level: 1 }).waitFor();
+  const origin = page.locator('dd.trigger-origin');
+  assert.equal((await origin.textContent())?.trim(), 'Started by GitHub: hubot');
+  const continues = page.getByRole('link', { name: issueTask });
+  assert.equal(await continues.getAttribute('href'), `/tasks/${issueTask}`);
+  assert.deepEqual(await violations(page), []);
+  await continues.click();
+  await page.getByRole('heading', { name: 'Fix the flaky login test (issue #7)', level: 1 }).waitFor();
+  assert.equal((await page.locator('dd.trigger-origin').textContent())?.trim(), 'Started by GitHub: octocat');
+  assert.equal(await page.getByText('Continues', { exact: true }).count(), 0, 'the first task continues nothing');
+
+  // A task someone started from the CLI names the person and the tool, and no outside origin.
+  await page.goto(`/tasks/${cliTask}`);
+  await page.getByRole('heading', { name: 'Tidy the changelog by hand', level: 1 }).waitFor();
+  await page.getByText('via cli').waitFor();
+  assert.equal(await page.locator('dd.trigger-origin').count(), 0);
+  await context.close();
+});
+
+test('the tasks list offers every trigger, filters by GitHub and marks triggered tasks with a badge', async () => {
+  const { context, page } = await b.context({ token: t.client.token });
+  await page.goto('/tasks');
+  const trigger = page.getByLabel('Trigger');
+  await page.getByRole('link', { name: 'Tidy the changelog by hand' }).waitFor();
+  const offered = await trigger.locator('option').evaluateAll((os) => os.map((o) => (o as HTMLOptionElement).value));
+  assert.deepEqual(offered, ['', ...TASK_TRIGGERS]);
+  // Unfiltered: the CLI task reads "cli" plainly, the GitHub ones carry a badge saying who.
+  const row = (goal: string) => page.locator('tbody tr', { has: page.getByRole('link', { name: goal }) });
+  assert.equal(await row('Tidy the changelog by hand').locator('.badge.trigger').count(), 0);
+  const badge = row('Fix the flaky login test (issue #7)').locator('.badge.trigger');
+  assert.equal(await badge.textContent(), 'GitHub');
+  assert.equal(await badge.getAttribute('title'), 'Started by GitHub: octocat');
+  assert.equal(await row('Fix the flaky login test (issue #7)').locator('td').nth(4).textContent(), 'GitHub: octocat');
+
+  await trigger.selectOption('github');
+  await page.waitForURL(/\/tasks\?trigger=github$/);
+  await page.waitForFunction(() => !document.body.innerText.includes('Tidy the changelog by hand'));
+  const goals = await page.locator('tbody td.goal').allTextContents();
+  assert.deepEqual(goals.sort(), ['Address the review on the login fix', 'Fix the flaky login test (issue #7)']);
+  assert.deepEqual(await violations(page), []);
+  await context.close();
+});
+
+test('Settings lists the integrations to an instance administrator, never a secret, and only a note to others', async () => {
+  if (!(await t.api('GET', '/api/integrations')).body.items.length) {
+    const { z } = await import('zod');
+    t.berth.triggers.deps.integrations.define({ kind: 'github', title: 'the GitHub App', settings: z.object({ appId: z.number() }), secrets: z.object({ webhookSecret: z.string(), privateKey: z.string() }) });
+  }
+  const kinds = (await t.api('GET', '/api/integrations')).body.items.map((i: { kind: string }) => i.kind) as string[];
+  assert.ok(kinds.includes('github'), `the GitHub App is an integration: ${kinds.join(', ')}`);
+  const set = await t.api('PUT', '/api/integrations/github', GITHUB_SETUP);
+  assert.equal(set.status, 200, JSON.stringify(set.body));
+
+  const { context, page } = await b.context({ token: t.client.token });
+  await b.allowClipboard(context);
+  await page.goto('/settings');
+  const part = page.getByRole('region', { name: 'Integrations' });
+  const row = part.locator('tbody tr', { has: page.getByRole('rowheader', { name: 'GitHub App' }) });
+  await row.waitFor();
+  const cells = await row.locator('td').allTextContents();
+  assert.equal(cells[0], 'yes');
+  assert.match(cells[1]!, new RegExp(`^${t.client.url.replace(/[.]/g, '\\.')}/api/webhooks/github`));
+  for (const name of Object.keys(GITHUB_SETUP.secrets)) assert.ok(cells[2]!.includes(name), `${name} is named as set: ${cells[2]}`);
+  assert.ok(!(await page.content()).includes(GITHUB_SECRET), 'no secret value on the page');
+  // Copy puts the webhook URL on the clipboard, and says so.
+  await row.getByRole('button', { name: 'Copy the GitHub App webhook URL' }).click();
+  await row.getByText('Copied').waitFor();
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), `${t.client.url}/api/webhooks/github`);
+  // The other kinds are listed as not set up.
+  for (const kind of kinds.filter((k) => k !== 'github')) {
+    const title = { gitlab: 'GitLab', slack: 'Slack app' }[kind] ?? kind;
+    assert.equal(await part.locator('tbody tr', { has: page.getByRole('rowheader', { name: title }) }).locator('td').first().textContent(), 'no');
+  }
+  assert.deepEqual(await violations(page), []);
+  await context.close();
+
+  // An org admin's token is no instance administrator: a note, no table, no error.
+  const token = await t.api('POST', '/api/orgs/default/tokens', { role: 'admin', name: 'org-admin' });
+  assert.equal(token.status, 201, JSON.stringify(token.body));
+  const other = await b.context({ token: token.body.token });
+  await other.page.goto('/settings');
+  const note = other.page.getByRole('region', { name: 'Integrations' });
+  await note.getByText('only an instance administrator sees and sets them up').waitFor();
+  assert.equal(await note.locator('table').count(), 0);
+  assert.equal(await note.getByRole('alert').count(), 0);
+  await other.context.close();
+});
