@@ -7,9 +7,10 @@ import { markStep } from '../../shared/spans.ts';
 import { create as tarCreate } from 'tar';
 import type { Logger } from 'pino';
 import { BuiltinAgent, modelClientFor, modelClientFromEnv, type AgentOutcome } from '../../agent/index.ts';
-import { cloneRepo, commitPatch, diffOf, forgeFor, pushBranch, type ForgeAuth, type ForgeSettings, type RepoAccess } from '../../forges/index.ts';
+import { cloneRepo, commitPatch, diffOf, forgeFor, pushBranch, type ForgeAuth, type ForgeSettings, type GitCredentials, type GitReach, type RepoAccess } from '../../forges/index.ts';
 import { parseSize } from '../../shared/units.ts';
-import type { TaskEventData, TaskState, TaskStep, Usage } from '../../shared/tasks.ts';
+import { BerthError } from '../../shared/errors.ts';
+import type { ChangeRequest, TaskEventData, TaskState, TaskStep, Usage } from '../../shared/tasks.ts';
 import { Redactor } from '../../shared/redact.ts';
 import type { AuditLog } from '../audit/index.ts';
 import type { Db, ProjectRow, TaskRow, TaskUpdate } from '../db/index.ts';
@@ -20,7 +21,7 @@ import type { TaskEvents } from './events.ts';
 import { mergeSpec, readRepoSpec, type WorkSpec } from './repo-config.ts';
 import { buildSpecImage, type SpecImageDeps } from './spec-image.ts';
 import { runIn, SandboxWorkspace, taskScope, type RunOptions } from './sandbox.ts';
-import { commitMessage, prBody, repoNameOf, slugOf, titleOf } from './change-text.ts';
+import { changeRequestName, commitMessage, issueReference, prBody, repoNameOf, slugOf, titleOf } from './change-text.ts';
 import { secretsInChange } from './leaks.ts';
 import type { CommandAgentGateway } from './gateway.ts';
 import type { ModelSettingsService, TaskModelPlan } from '../models/service.ts';
@@ -214,10 +215,13 @@ export class TaskRun {
     await rm(dir, { recursive: true, force: true });
     await mkdir(dir, { recursive: true });
     const repoDir = join(dir, 'repo');
-    const cloned = await cloneRepo({ url: task.repo_url, reach, dir: repoDir, branch: task.base_branch ?? undefined, credentials, signal: this.#signal });
-    const branch = `berth/${task.id}-${slugOf(task.goal)}`;
-    await this.#update({ base_sha: cloned.baseSha, base_branch: cloned.branch, branch });
-    await this.#emit({ type: 'log', level: 'info', message: `cloned ${cloned.branch} at ${cloned.baseSha.slice(0, 12)}` });
+    // A continuation (a review asked for changes) adds commits to the branch of the task it
+    // continues and updates its change request; from the start it belongs to that change.
+    const continued = task.continues_task_id ? await this.#continued(task.continues_task_id) : null;
+    const cloned = await this.#clone({ url: task.repo_url, reach, dir: repoDir, branch: continued?.branch ?? task.base_branch ?? undefined, credentials }, continued);
+    const branch = continued?.branch ?? `berth/${task.id}-${slugOf(task.goal)}`;
+    await this.#update({ base_sha: cloned.baseSha, base_branch: cloned.branch, branch, ...(continued && { change_request: JSON.stringify(continued.changeRequest) }) });
+    await this.#emit({ type: 'log', level: 'info', message: `cloned ${cloned.branch} at ${cloned.baseSha.slice(0, 12)}${continued ? `: new commits go on top, to ${changeRequestName(continued.changeRequest)}` : ''}` });
 
     const spec = mergeSpec(await readRepoSpec(repoDir), project?.settings.work ?? {});
     if (task.check_command) spec.check = task.check_command;
@@ -300,14 +304,7 @@ export class TaskRun {
       await this.#finish(checks, summary, budgetNote, false);
       return;
     }
-    // Nothing that carries a secret leaves, in any form the redactor knows. The commit is read
-    // back on the host, binary files as text: that is what would be pushed, whatever the
-    // sandbox's patch looked like.
-    const leak = secretsInChange(await diffOf({ dir: repoDir, base, head: commit.sha, text: true }), this.#redactor);
-    if (leak) {
-      const what = leak.names.map((n) => (n === 'forge credentials' ? 'the forge credentials' : `secret ${n}`)).join(', ');
-      throw new TaskEnd('failed', `the change contains ${what} (the value or an encoding of it) in ${leak.files.join(', ')}: nothing was pushed; the environment is kept for a look`);
-    }
+    await this.#assertNoSecrets(repoDir, base, commit.sha);
     // What viewers read: redacted too, as a net for what the check above cannot know.
     const diff = patch.stdout.length <= 5 * 1024 * 1024 ? this.#redactor.redact(patch.stdout.toString('utf8')) : null;
     await this.#update({ head_sha: commit.sha, diff });
@@ -318,7 +315,20 @@ export class TaskRun {
     // A GitHub App token lives an hour: ask again (the forge reuses it while it is fresh).
     const pushCredentials = await forge.gitCredentials();
     for (const s of pushCredentials.secrets) this.#secretValues.push({ name: 'forge credentials', value: s });
-    await pushBranch({ dir: repoDir, url: task.repo_url, reach: await this.#reach(forgeSettings, project), branch, credentials: pushCredentials, signal: this.#signal });
+    const pushReach = await this.#reach(forgeSettings, project);
+    if (continued) {
+      // Never forced: a branch that moved on the server meanwhile gets this change on top of its new head, or nothing.
+      const pushed = await this.#pushOnTop({ dir, repoDir, branch, reach: pushReach, credentials: pushCredentials, patch: patch.stdout, message, sha: commit.sha });
+      if (!pushed) {
+        await this.#finish(checks, summary, budgetNote, false);
+        return;
+      }
+      await this.#step('pull_request', `updated ${changeRequestName(continued.changeRequest)}`);
+      await this.#emit({ type: 'log', level: 'info', message: `pushed ${pushed.slice(0, 12)} to ${branch}: updated the existing ${changeRequestName(continued.changeRequest)}${continued.changeRequest.url ? ` (${continued.changeRequest.url})` : ''}, no new one opened` });
+      await this.#finish(checks, summary, budgetNote, true);
+      return;
+    }
+    await pushBranch({ dir: repoDir, url: task.repo_url, reach: pushReach, branch, credentials: pushCredentials, signal: this.#signal });
 
     const green = checks === null || checks.passed;
     await this.#step('pull_request', forge.kind === 'git' ? 'recording the change request' : `opening a ${forge.kind === 'gitlab' ? 'merge' : 'pull'} request`);
@@ -326,7 +336,7 @@ export class TaskRun {
       base: cloned.branch,
       head: branch,
       title: this.#redactor.redact(titleOf(task.goal)),
-      body: this.#redactor.redact(prBody({ goal: task.goal, summary, files: commit.files, checks, check: spec.check, budgetNote, url: this.#taskUrl(), usage: this.#usage, model: task.agent === 'builtin' ? task.model : task.command })),
+      body: this.#redactor.redact(prBody({ goal: task.goal, summary, files: commit.files, checks, check: spec.check, budgetNote, url: this.#taskUrl(), usage: this.#usage, model: task.agent === 'builtin' ? task.model : task.command, closes: issueReference(task.reply_to) })),
       draft: !green || budgetNote !== null,
     });
     await this.#update({ change_request: JSON.stringify(cr) });
@@ -336,11 +346,12 @@ export class TaskRun {
 
   async #finish(checks: { passed: boolean; attempts: number } | null, summary: string, budgetNote: string | null, changed: boolean): Promise<void> {
     const green = checks === null || checks.passed;
+    const continuation = this.#task.continues_task_id !== null;
     await this.#step('done', green && !budgetNote ? 'done' : 'done, but not green');
     await this.#emit({ type: 'result', summary: changed ? summary : `${summary}\n\n(no files changed: nothing was pushed)` });
-    const change = changed ? '; the change is a draft' : '; no files changed';
+    const change = changed ? (continuation ? '; the new commits are on the branch' : '; the change is a draft') : continuation ? '; no new commits' : '; no files changed';
     let state: TaskState = 'succeeded';
-    let reason: string | null = changed ? null : 'the agent changed no files: nothing was pushed';
+    let reason: string | null = changed ? null : continuation ? 'no new commits: the agent changed no files, the branch is as it was' : 'the agent changed no files: nothing was pushed';
     if (budgetNote) {
       state = 'failed';
       reason = `${budgetNote}${change}`;
@@ -350,6 +361,81 @@ export class TaskRun {
     }
     await this.#update({ state, state_reason: reason, finished_at: new Date() });
     await this.#emit({ type: 'state', state, reason });
+  }
+
+  /**
+   * The branch and change request of the task this one continues (the first of its chain:
+   * triggers/tasks.ts). A task that pushed nothing cannot be continued.
+   */
+  async #continued(id: string): Promise<{ branch: string; changeRequest: ChangeRequest }> {
+    const row = await this.#d.db.selectFrom('tasks').select(['branch', 'change_request']).where('id', '=', id).where('org_id', '=', this.#task.org_id).executeTakeFirst();
+    if (!row?.branch || !row.change_request) throw new TaskEnd('failed', `task ${id}, which this one continues, left no branch with a change request: there is nothing to add to; start a new task`);
+    // A plain-git change merged by `berth task approve` is open again with these commits.
+    const { mergedSha: _merged, ...changeRequest } = row.change_request;
+    return { branch: row.branch, changeRequest };
+  }
+
+  /** Clones the repository; a continuation whose branch is gone (merged and deleted) fails saying so. */
+  async #clone(o: { url: string; reach: GitReach; dir: string; branch: string | undefined; credentials: GitCredentials }, continued: { branch: string; changeRequest: ChangeRequest } | null) {
+    try {
+      return await cloneRepo({ ...o, signal: this.#signal });
+    } catch (e) {
+      if (continued && e instanceof BerthError && e.kind === 'not_found') {
+        throw new TaskEnd('failed', `the branch ${continued.branch} of ${changeRequestName(continued.changeRequest)} is no longer in the repository (merged, or deleted?): nothing to add commits to; start a new task. ${e.message}`);
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * Nothing that carries a secret leaves, in any form the redactor knows. The commit is read
+   * back on the host, binary files as text: that is what would be pushed, whatever the
+   * sandbox's patch looked like.
+   */
+  async #assertNoSecrets(repoDir: string, base: string, head: string): Promise<void> {
+    const leak = secretsInChange(await diffOf({ dir: repoDir, base, head, text: true }), this.#redactor);
+    if (leak) {
+      const what = leak.names.map((n) => (n === 'forge credentials' ? 'the forge credentials' : `secret ${n}`)).join(', ');
+      throw new TaskEnd('failed', `the change contains ${what} (the value or an encoding of it) in ${leak.files.join(', ')}: nothing was pushed; the environment is kept for a look`);
+    }
+  }
+
+  /**
+   * Pushes a continuation's commit to the branch it continues, as a fast-forward. When someone
+   * pushed to that branch while the task ran, the agent's patch is applied again on the new
+   * head (a rebase of its one commit) and pushed once more; a patch that does not apply there
+   * fails the task and pushes nothing. Resolves to the commit pushed, or null when the new
+   * head already holds the change.
+   */
+  async #pushOnTop(o: { dir: string; repoDir: string; branch: string; reach: GitReach; credentials: GitCredentials; patch: Buffer; message: string; sha: string }): Promise<string | null> {
+    const url = this.#task.repo_url;
+    const push = (dir: string) => pushBranch({ dir, url, reach: o.reach, branch: o.branch, credentials: o.credentials, signal: this.#signal });
+    try {
+      await push(o.repoDir);
+      return o.sha;
+    } catch (e) {
+      if (!(e instanceof BerthError && e.kind === 'conflict')) throw e;
+    }
+    const again = join(o.dir, 'repo-again');
+    const fresh = await cloneRepo({ url, reach: o.reach, dir: again, branch: o.branch, credentials: o.credentials, signal: this.#signal });
+    await this.#emit({ type: 'log', level: 'warn', message: `${o.branch} moved on the server while the task ran (now at ${fresh.baseSha.slice(0, 12)}): applying this task's change on top of it (the checks ran before)` });
+    let commit: Awaited<ReturnType<typeof commitPatch>>;
+    try {
+      commit = await commitPatch({ dir: again, baseSha: fresh.baseSha, branch: o.branch, patch: o.patch, message: o.message, author: AUTHOR });
+    } catch (e) {
+      if (!(e instanceof BerthError && e.kind === 'invalid')) throw e;
+      throw new TaskEnd('failed', `someone pushed to ${o.branch} while the task ran, and this task's change does not apply on top of their commits: nothing was pushed; ask again to start from the branch as it is now`);
+    }
+    if (commit.empty) return null;
+    await this.#assertNoSecrets(again, fresh.baseSha, commit.sha);
+    try {
+      await push(again);
+    } catch (e) {
+      if (e instanceof BerthError && e.kind === 'conflict') throw new TaskEnd('failed', `${o.branch} keeps moving on the server (pushed to twice while the task ran): nothing was pushed; ask again once it is quiet`);
+      throw e;
+    }
+    await this.#update({ base_sha: fresh.baseSha, head_sha: commit.sha });
+    return commit.sha;
   }
 
   /**
