@@ -13,6 +13,7 @@ import { issueReference } from '../src/server/tasks/change-text.ts';
 import type { TriggerContinue } from '../src/server/triggers/tasks.ts';
 import { pushCommit, refSha, runGit } from './fakes/git-server.ts';
 import { startFakeGitHub, type FakeGitHub } from './fakes/github.ts';
+import { startFakeGitLab } from './fakes/gitlab.ts';
 import { startTestBerth, waitFor, type TestBerth } from './helpers.ts';
 
 const FORGE_TOKEN = 'ghp_continueTokenNeverShown000000000';
@@ -225,6 +226,25 @@ describe('continuing a task from its pull request', () => {
     assert.equal(done.changeRequest, null);
     await assert.rejects(triggered().continueTask(review(none.id, 'x', 'github:delivery-review-8')), /left no pull request or branch to add commits to: start a new task instead/);
   });
+});
+
+test('a task started from a GitLab issue opens a merge request that says Closes #N', async () => {
+  const gitlab = await startFakeGitLab({ tokens: [FORGE_TOKEN] });
+  try {
+    await gitlab.createRepo('acme/tools', { 'README.md': '# tools\n' });
+    assert.equal((await t.api('PUT', '/api/orgs/default/secrets/GITLAB_TOKEN', { value: FORGE_TOKEN })).status, 200);
+    const p = await t.api('POST', '/api/orgs/default/projects', { name: 'tools', repoUrl: gitlab.repoUrl('acme/tools'), forge: { kind: 'gitlab', apiUrl: gitlab.apiUrl, tokenSecret: 'GITLAB_TOKEN' }, agent: { kind: 'command', command: AGENT(meet) } });
+    assert.equal(p.status, 201, JSON.stringify(p.body));
+    const tools = await t.berth.database.db.selectFrom('projects').selectAll().where('name', '=', 'tools').executeTakeFirstOrThrow();
+    const started = await triggered().start({ project: tools, goal: 'Start the tools notes', trigger: 'gitlab', triggeredBy: 'gitlab:ada', key: 'gitlab:event-1', actor: 'gitlab:ada', replyTo: { kind: 'gitlab', issueIid: 4 }, source: {} });
+    const done = await ended(started.id);
+    assert.equal(done.state, 'succeeded', done.stateReason);
+    assert.equal(gitlab.mergeRequests.length, 1);
+    assert.match(gitlab.mergeRequests[0]!.description ?? '', /^Closes #4$/m);
+    assert.doesNotMatch(gitlab.mergeRequests[0]!.description ?? '', /Fixes #/);
+  } finally {
+    await gitlab.close();
+  }
 });
 
 test('issue references: Fixes on GitHub issues, Closes on GitLab issues, nothing else', () => {
