@@ -1,4 +1,5 @@
 // Every kind of trigger this control plane serves, in one list (index.ts makes them).
+import { gitlabSource } from './gitlab/index.ts';
 import type { TriggerSourceFactory } from './index.ts';
 
-export const TRIGGER_SOURCES: TriggerSourceFactory[] = [];
+export const TRIGGER_SOURCES: TriggerSourceFactory[] = [gitlabSource];
