@@ -1,5 +1,6 @@
 // Every kind of trigger this control plane serves, in one list (index.ts makes them).
+import { githubSource } from './github/index.ts';
 import { gitlabSource } from './gitlab/index.ts';
 import type { TriggerSourceFactory } from './index.ts';
 
-export const TRIGGER_SOURCES: TriggerSourceFactory[] = [gitlabSource];
+export const TRIGGER_SOURCES: TriggerSourceFactory[] = [gitlabSource, githubSource];

@@ -24,7 +24,7 @@ export function githubWebhook(deps: TriggerDeps, scope: FastifyInstance): void {
     return refuse(reply, 400, 'invalid', message);
   };
 
-  scope.post(GITHUB_WEBHOOK_PATH, async (req: FastifyRequest, reply: FastifyReply) => {
+  scope.post(GITHUB_WEBHOOK_PATH, { config: { audit: 'task.trigger' } }, async (req: FastifyRequest, reply: FastifyReply) => {
     const header = (name: string) => (typeof req.headers[name] === 'string' ? (req.headers[name] as string) : undefined);
     const integration = await deps.integrations.get<GitHubAppSettings, GitHubAppSecrets>('github');
     const body = Buffer.isBuffer(req.body) ? req.body : undefined;
@@ -61,7 +61,7 @@ export function githubWebhook(deps: TriggerDeps, scope: FastifyInstance): void {
     if (holdsNul(read.payload)) return invalid(reply, 'the payload holds NUL characters');
 
     const fresh = await deps.queue.accept({ source: SOURCE, deliveryId, event, payload: read.payload });
-    counted(fresh ? 'accepted' : 'redelivered');
+    counted(fresh ? 'accepted' : 'replayed');
     return fresh ? reply.code(202).send({ accepted: deliveryId }) : reply.code(200).send({ duplicate: true });
   });
 }
