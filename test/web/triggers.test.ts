@@ -10,12 +10,16 @@ import { after, before, test } from 'node:test';
 import type { AxeResults } from 'axe-core';
 import type { Page } from 'playwright-core';
 import { TASK_TRIGGERS } from '../../src/shared/api-tasks.ts';
-import { REPO, startTestBerth, type TestBerth } from '../helpers.ts';
+import { TokenService } from '../../src/server/auth.ts';
+import { apiAs, REPO, startTestBerth, type TestBerth } from '../helpers.ts';
 import { ensureWebBuilt, launchBrowser, type TestBrowser } from './browser.ts';
 
 const GITHUB_SECRET = 'whsec-never-on-screen-0123456789';
-// PROVISIONAL until the GitHub App source defines its shapes.
-const GITHUB_SETUP = { settings: { appId: 12345 }, secrets: { webhookSecret: GITHUB_SECRET, privateKey: '-----BEGIN RSA PRIVATE KEY-----\nnot-a-real-key\n-----END RSA PRIVATE KEY-----\n' } };
+/** A GitHub App as an instance administrator sets it up (src/server/triggers/github/settings.ts). */
+const GITHUB_SETUP = {
+  settings: { appId: '12345', label: 'berth-fix' },
+  secrets: { privateKey: '-----BEGIN RSA PRIVATE KEY-----\nnot-a-real-key\n-----END RSA PRIVATE KEY-----\n', webhookSecret: GITHUB_SECRET },
+};
 
 let t: TestBerth;
 let b: TestBrowser;
@@ -124,10 +128,6 @@ test('the tasks list offers every trigger, filters by GitHub and marks triggered
 });
 
 test('Settings lists the integrations to an instance administrator, never a secret, and only a note to others', async () => {
-  if (!(await t.api('GET', '/api/integrations')).body.items.length) {
-    const { z } = await import('zod');
-    t.berth.triggers.deps.integrations.define({ kind: 'github', title: 'the GitHub App', settings: z.object({ appId: z.number() }), secrets: z.object({ webhookSecret: z.string(), privateKey: z.string() }) });
-  }
   const kinds = (await t.api('GET', '/api/integrations')).body.items.map((i: { kind: string }) => i.kind) as string[];
   assert.ok(kinds.includes('github'), `the GitHub App is an integration: ${kinds.join(', ')}`);
   const set = await t.api('PUT', '/api/integrations/github', GITHUB_SETUP);
@@ -141,6 +141,7 @@ test('Settings lists the integrations to an instance administrator, never a secr
   await row.waitFor();
   const cells = await row.locator('td').allTextContents();
   assert.equal(cells[0], 'yes');
+  assert.match(cells[3]!, /appId 12345 · label berth-fix/);
   assert.match(cells[1]!, new RegExp(`^${t.client.url.replace(/[.]/g, '\\.')}/api/webhooks/github`));
   for (const name of Object.keys(GITHUB_SETUP.secrets)) assert.ok(cells[2]!.includes(name), `${name} is named as set: ${cells[2]}`);
   assert.ok(!(await page.content()).includes(GITHUB_SECRET), 'no secret value on the page');
@@ -166,4 +167,98 @@ test('Settings lists the integrations to an instance administrator, never a secr
   assert.equal(await note.locator('table').count(), 0);
   assert.equal(await note.getByRole('alert').count(), 0);
   await other.context.close();
+});
+
+test('Settings lists the schedules: what each does and when it fires next; its creator pauses, resumes and removes it; a task links to its schedule', async () => {
+  const made = await t.api('POST', '/api/orgs/default/schedules', { kind: 'task', name: 'nightly-deps', cron: '0 3 * * 1-5', timezone: 'Europe/Berlin', project: 'widgets', goal: 'Bump the dependencies\nand run the tests', agent: 'command', command: 'true' });
+  assert.equal(made.status, 201, JSON.stringify(made.body));
+  const id = made.body.id as string;
+  const fired = await t.berth.triggers.deps.triggered.start({
+    project: await project(),
+    goal: 'Bump the dependencies',
+    trigger: 'schedule',
+    triggeredBy: `schedule:${id}`,
+    key: `schedule:${id}@2026-12-07T02:00:00Z`,
+    actor: `schedule:${id}`,
+    task: { agent: 'command', command: 'true' },
+    source: { schedule: id },
+  });
+
+  const { context, page } = await b.context({ token: t.client.token });
+  page.on('dialog', (d) => void d.accept());
+  // From the task the schedule started, to its row in Settings.
+  await page.goto(`/tasks/${fired.id}`);
+  const link = page.getByRole('link', { name: `Schedule ${id}` });
+  await link.click();
+  await page.waitForURL(new RegExp(`/settings#schedule-${id}$`));
+  const part = page.getByRole('region', { name: 'Schedules' });
+  const row = part.locator(`tr#schedule-${id}`);
+  await row.waitFor();
+  assert.match((await row.getAttribute('class')) ?? '', /\bfocus\b/, 'the linked row is marked');
+  assert.match(await row.getByRole('rowheader').innerText(), /^nightly-deps/);
+  const cells = () => row.locator('td').allInnerTexts();
+  const [when, does, next, state] = await cells();
+  assert.match(when!, /0 3 \* \* 1-5\s+Europe\/Berlin/);
+  assert.match(does!, /^A task on widgets\s+Bump the dependencies$/);
+  assert.equal(await row.locator('td time').getAttribute('dateTime'), made.body.nextAt);
+  assert.ok(next, 'a next firing');
+  assert.equal(state, 'active');
+  assert.deepEqual(await violations(page), []);
+
+  await row.getByRole('button', { name: 'Pause schedule nightly-deps' }).click();
+  await row.getByText('paused').waitFor();
+  assert.equal((await t.api('GET', `/api/orgs/default/schedules/${id}`)).body.paused, true);
+  assert.equal((await cells())[2], '—', 'a paused schedule fires next never');
+  await row.getByRole('button', { name: 'Resume schedule nightly-deps' }).click();
+  await row.getByText('active').waitFor();
+  assert.equal((await t.api('GET', `/api/orgs/default/schedules/${id}`)).body.paused, false);
+
+  // Another member sees it, with nothing to press: only its creator or an admin changes it (the API agrees).
+  const bob = await t.api('PUT', '/api/orgs/default/members/bob%40example.com', { role: 'member' });
+  assert.equal(bob.status, 200, JSON.stringify(bob.body));
+  const bobToken = (await new TokenService(t.berth.database.db).create({ kind: 'user', userId: bob.body.userId, name: "bob's sign-in" })).token;
+  assert.equal((await apiAs(t, bobToken)('POST', `/api/orgs/default/schedules/${id}/pause`)).status, 403);
+  const other = await b.context({ token: bobToken });
+  await other.page.goto('/settings');
+  const theirs = other.page.locator(`tr#schedule-${id}`);
+  await theirs.waitFor();
+  assert.equal(await theirs.getByRole('button').count(), 0);
+  await other.context.close();
+
+  await row.getByRole('button', { name: 'Remove schedule nightly-deps' }).click();
+  await row.waitFor({ state: 'detached' });
+  assert.equal((await t.api('GET', `/api/orgs/default/schedules/${id}`)).status, 404);
+  await part.getByText('No schedules.').waitFor();
+  await context.close();
+});
+
+test('Settings lists the generic webhooks with their URLs, never their secrets, and removes one', async () => {
+  const made = await t.api('POST', '/api/orgs/default/triggers', { name: 'ci-failures', project: 'widgets', goalTemplate: 'Fix the CI job {{body.job}}', auth: 'hmac' });
+  assert.equal(made.status, 201, JSON.stringify(made.body));
+  const { id, url, secret } = made.body as { id: string; url: string; secret: string };
+  assert.ok(secret.length >= 16);
+
+  const { context, page } = await b.context({ token: t.client.token });
+  await b.allowClipboard(context);
+  page.on('dialog', (d) => void d.accept());
+  await page.goto('/settings');
+  const part = page.getByRole('region', { name: 'Generic webhooks' });
+  const row = part.locator(`tr#webhook-${id}`);
+  await row.waitFor();
+  assert.match(await row.getByRole('rowheader').innerText(), /^ci-failures/);
+  const [proj, where, goal] = await row.locator('td').allInnerTexts();
+  assert.equal(proj, 'widgets');
+  assert.ok(where!.includes(url), `${where} shows ${url}`);
+  assert.match(url, /\/api\/webhooks\/triggers\/whk_/);
+  assert.equal(goal, 'Fix the CI job {{body.job}}');
+  assert.ok(!(await page.content()).includes(secret), 'the secret is never on the page');
+  await row.getByRole('button', { name: 'Copy the URL of webhook ci-failures' }).click();
+  await row.getByText('Copied').waitFor();
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), url);
+  assert.deepEqual(await violations(page), []);
+
+  await row.getByRole('button', { name: 'Remove webhook ci-failures' }).click();
+  await row.waitFor({ state: 'detached' });
+  assert.equal((await t.api('GET', `/api/orgs/default/triggers/${id}`)).status, 404);
+  await context.close();
 });

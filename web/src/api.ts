@@ -15,6 +15,8 @@ export interface Me {
   kind: 'user' | 'org';
   userId: string | null;
   email: string | null;
+  /** The token this session signed in with (what owns what an org token makes with no user behind it). */
+  token?: { id: string };
   orgs: Org[];
 }
 /** An event as it arrives: known shapes, plus any type this UI does not know yet. */

@@ -1,35 +1,22 @@
 // Settings › Triggers › Schedules: the org's cron rules, what each does and when it fires
 // next, paused or not; pause, resume and remove for those who may.
+import type { Schedule, ScheduleList } from '../../../src/shared/api-schedules.ts';
 import { api, ApiError, can, orgPath } from '../api.ts';
 import { Link } from '../router.tsx';
 import { useSession } from '../session.ts';
-import { usePoll } from '../util.ts';
+import { ago, usePoll } from '../util.ts';
 import { ErrorNote } from './common.tsx';
 import { Part, useAnchoredRow, useAction } from './SettingsParts.tsx';
 
-// PROVISIONAL: until src/shared/api-schedules.ts lands.
-interface Schedule {
-  id: string;
-  name: string | null;
-  kind: 'task' | 'environment';
-  cron: string;
-  timezone: string;
-  project: string | null;
-  environment: string | null;
-  action: 'start' | 'stop' | null;
-  goal: string | null;
-  paused: boolean;
-  nextAt: string | null;
-  createdBy: string;
-  createdAt: string;
-}
-
 export function Schedules() {
-  const { org } = useSession();
-  const list = usePoll((s) => api<{ items: Schedule[] }>('GET', orgPath(org.name, 'schedules'), undefined, s), 30_000, [org.name]);
+  const { org, me } = useSession();
+  const list = usePoll((s) => api<ScheduleList>('GET', orgPath(org.name, 'schedules'), undefined, s), 30_000, [org.name]);
   const { error, run } = useAction(list.reload);
   const anchored = useAnchoredRow(list.data !== undefined);
-  const manage = can.createTask(org.role);
+  // Its creator or an admin may pause, resume or remove it (the server checks again).
+  const self = me.userId ?? me.token?.id ?? null;
+  const mayChange = (s: Schedule) => can.approve(org.role) || (can.createTask(org.role) && s.ownerId !== null && s.ownerId === self);
+  const manage = list.data?.items.some(mayChange) ?? false;
   const missing = list.error instanceof ApiError && list.error.status === 404;
   const path = (s: Schedule, rest = '') => orgPath(org.name, `schedules/${encodeURIComponent(s.id)}${rest}`);
   return (
@@ -52,15 +39,18 @@ export function Schedules() {
                         <th scope="row">{label}{s.name && <div className="muted">{s.id}</div>}</th>
                         <td><code>{s.cron}</code><div className="muted">{s.timezone}</div></td>
                         <td>{doesWords(s)}</td>
-                        <td>{s.paused || !s.nextAt ? '—' : <time dateTime={s.nextAt} title={s.nextAt}>{new Date(s.nextAt).toLocaleString()}</time>}</td>
+                        <td>
+                          {s.paused || !s.nextAt ? '—' : <time dateTime={s.nextAt} title={s.nextAt}>{new Date(s.nextAt).toLocaleString()}</time>}
+                          {s.lastFiring && <div className="muted">last {ago(s.lastFiring.firedAt)}: {s.lastFiring.taskId ? <Link to={`/tasks/${s.lastFiring.taskId}`}>{s.lastFiring.outcome}</Link> : s.lastFiring.outcome}</div>}
+                        </td>
                         <td>{s.paused ? <span className="badge state-stopped">paused</span> : <span className="badge state-succeeded">active</span>}</td>
                         {manage && (
-                          <td className="actions"><div>
+                          <td className="actions">{mayChange(s) && <div>
                             {s.paused
                               ? <button aria-label={`Resume schedule ${label}`} onClick={() => void run(() => api('POST', path(s, '/resume')))}>Resume</button>
                               : <button aria-label={`Pause schedule ${label}`} onClick={() => void run(() => api('POST', path(s, '/pause')))}>Pause</button>}
                             <button className="danger" aria-label={`Remove schedule ${label}`} onClick={() => confirm(`Remove schedule ${label}? It fires no more.`) && void run(() => api('DELETE', path(s)))}>Remove</button>
-                          </div></td>
+                          </div>}</td>
                         )}
                       </tr>
                     );
@@ -78,6 +68,9 @@ export function Schedules() {
 }
 
 function doesWords(s: Schedule) {
-  if (s.kind === 'environment') return <>{s.action ?? 'wakes'} environment {s.environment ? <Link to={`/environments/${s.environment}`}>{s.environment}</Link> : '—'}</>;
-  return <>a task on {s.project ?? '—'}{s.goal && <div className="muted">{s.goal.split('\n')[0]}</div>}</>;
+  if (s.kind === 'environment') {
+    const env = s.environmentId ? <Link to={`/environments/${s.environmentId}`}>{s.environment ?? s.environmentId}</Link> : (s.environment ?? 'a removed environment');
+    return <>{s.action === 'start' ? 'Starts' : 'Stops'} environment {env}</>;
+  }
+  return <>A task on {s.project ?? 'a removed project'}{s.goal && <div className="muted">{s.goal.split('\n')[0]}</div>}</>;
 }

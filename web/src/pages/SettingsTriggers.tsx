@@ -75,6 +75,6 @@ function settingsWords(settings: Record<string, unknown> | null): string {
   if (!settings) return '';
   return Object.entries(settings)
     .filter(([, v]) => v !== null && v !== undefined && v !== '')
-    .map(([k, v]) => `${k} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`)
+    .map(([k, v]) => `${k} ${Array.isArray(v) ? v.join(', ') : typeof v === 'object' ? JSON.stringify(v) : String(v)}`)
     .join(' · ');
 }

@@ -1,27 +1,15 @@
 // Settings › Triggers › Generic webhooks: URLs any system (CI, Sentry, PagerDuty) calls
 // to start a task on a project; the token that proves a sender is never shown again.
+import type { WebhookTriggerList } from '../../../src/shared/api-webhook-triggers.ts';
 import { api, ApiError, can, orgPath } from '../api.ts';
 import { useSession } from '../session.ts';
 import { ago, usePoll } from '../util.ts';
 import { ErrorNote } from './common.tsx';
 import { CopyButton, Part, useAnchoredRow, useAction } from './SettingsParts.tsx';
 
-// PROVISIONAL: until src/shared/api-webhook-triggers.ts lands.
-interface WebhookTrigger {
-  id: string;
-  name: string;
-  project: string;
-  url: string;
-  auth: 'bearer' | 'hmac';
-  goalTemplate: string;
-  ratePerMinute: number;
-  createdBy: string;
-  createdAt: string;
-}
-
 export function WebhookTriggers() {
   const { org } = useSession();
-  const list = usePoll((s) => api<{ items: WebhookTrigger[] }>('GET', orgPath(org.name, 'triggers'), undefined, s), null, [org.name]);
+  const list = usePoll((s) => api<WebhookTriggerList>('GET', orgPath(org.name, 'triggers'), undefined, s), null, [org.name]);
   const { error, run } = useAction(list.reload);
   const anchored = useAnchoredRow(list.data !== undefined);
   const manage = can.manageProjects(org.role);
