@@ -45,12 +45,12 @@ export function Schedules() {
                         </td>
                         <td>{s.paused ? <span className="badge state-stopped">paused</span> : <span className="badge state-succeeded">active</span>}</td>
                         {manage && (
-                          <td className="actions">{mayChange(s) && <div>
+                          <td className="nowrap">{mayChange(s) && <>
                             {s.paused
                               ? <button aria-label={`Resume schedule ${label}`} onClick={() => void run(() => api('POST', path(s, '/resume')))}>Resume</button>
-                              : <button aria-label={`Pause schedule ${label}`} onClick={() => void run(() => api('POST', path(s, '/pause')))}>Pause</button>}
+                              : <button aria-label={`Pause schedule ${label}`} onClick={() => void run(() => api('POST', path(s, '/pause')))}>Pause</button>}{' '}
                             <button className="danger" aria-label={`Remove schedule ${label}`} onClick={() => confirm(`Remove schedule ${label}? It fires no more.`) && void run(() => api('DELETE', path(s)))}>Remove</button>
-                          </div>}</td>
+                          </>}</td>
                         )}
                       </tr>
                     );

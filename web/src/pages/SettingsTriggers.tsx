@@ -25,6 +25,7 @@ export default function Triggers() {
 }
 
 const TITLE: Record<string, string> = { github: 'GitHub App', gitlab: 'GitLab', slack: 'Slack app' };
+const ORDER = Object.keys(TITLE);
 
 /** The instance's integrations: shown to instance administrators, the only ones who may read them. */
 function Integrations() {
@@ -43,7 +44,7 @@ function Integrations() {
                 <caption className="sr-only">The instance's integrations</caption>
                 <thead><tr><th scope="col">Integration</th><th scope="col">Set up</th><th scope="col">Webhook URL</th><th scope="col">Secrets set</th><th scope="col">Settings</th><th scope="col">Updated</th></tr></thead>
                 <tbody>
-                  {list.data.items.map((i) => <IntegrationRow key={i.kind} i={i} />)}
+                  {[...list.data.items].sort((a, b) => ORDER.indexOf(a.kind) - ORDER.indexOf(b.kind)).map((i) => <IntegrationRow key={i.kind} i={i} />)}
                   {list.data.items.length === 0 && <tr><td colSpan={6} className="empty">This control plane serves no integration.</td></tr>}
                 </tbody>
               </table>
