@@ -8,6 +8,9 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import pino from 'pino';
+import { gitlabReplier } from '../src/server/triggers/gitlab/replier.ts';
+import type { TaskReplyView } from '../src/server/triggers/index.ts';
 import { runGit } from './fakes/git-server.ts';
 import { ACCESS, startFakeGitLab, type FakeGitLab, type FakeGitLabUser, type MergeRequestRecord } from './fakes/gitlab.ts';
 import { startTestBerth, waitFor, type TestBerth } from './helpers.ts';
@@ -172,6 +175,29 @@ describe('the GitLab webhook', () => {
     await settle();
     assert.deepEqual(await tasks(), []);
     assert.equal(notesOn('acme/shop', issue.iid).filter((n) => n.author.id === bot.id).length, 1, 'only the bot\'s own note, which it wrote itself');
+  });
+});
+
+describe('the note a task keeps', () => {
+  const view = (over: Partial<TaskReplyView> = {}): TaskReplyView => ({ id: 'task_note0000001', goal: 'g', state: 'running', stateReason: null, url: 'http://berth.example/tasks/task_note0000001', project: 'shop', branch: null, changeRequest: null, summary: null, continues: null, ...over });
+
+  test('a note someone deleted is written again; the token goes to no other GitLab than the configured one', async () => {
+    const replier = gitlabReplier({ integrations: t.berth.triggers.deps.integrations, logger: pino({ level: 'silent' }) });
+    const issue = gitlab.createIssue('acme/shop', { title: 'Replies', author: alice });
+    const target = { kind: 'gitlab' as const, apiUrl: gitlab.apiUrl, projectId: 1, path: 'acme/shop', issueIid: issue.iid };
+    const first = (await replier.reply(view(), target)) as typeof target & { noteId: number };
+    assert.ok(first.noteId);
+    assert.equal(await replier.reply(view({ state: 'failed', stateReason: 'the check failed' }), first), undefined, 'edited in place');
+    const note = notesOn('acme/shop', issue.iid)[0]!;
+    assert.match(note.body, /\*\*Status:\*\* failed: the check failed/);
+    gitlab.notes.splice(gitlab.notes.indexOf(note), 1);
+    const again = (await replier.reply(view({ state: 'succeeded' }), first)) as typeof target & { noteId: number };
+    assert.notEqual(again.noteId, first.noteId);
+    assert.equal(notesOn('acme/shop', issue.iid).length, 1);
+
+    const asked = gitlab.apiRequests.length;
+    assert.equal(await replier.reply(view(), { ...target, apiUrl: 'http://127.0.0.1:9/api/v4' }), undefined);
+    assert.equal(gitlab.apiRequests.length, asked, 'nothing sent anywhere');
   });
 });
 
