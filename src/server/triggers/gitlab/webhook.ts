@@ -64,7 +64,7 @@ export function gitlabWebhook(deps: TriggerDeps, scope: FastifyInstance): void {
       counted('ignored');
       return reply.code(202).send({ ignored: `Berth acts on issue and note (comment) events only, not ${kind.slice(0, 50)}` });
     }
-    if (holdsNul(doc)) return invalid(reply, 'the payload holds NUL characters');
+    if (holdsNul(doc)) return invalid(reply, 'the payload holds NUL characters or is nested more than 64 deep');
     const parsed = GitLabHook.safeParse(doc);
     if (!parsed.success) {
       const issue = parsed.error.issues[0];
@@ -88,7 +88,7 @@ export function gitlabWebhook(deps: TriggerDeps, scope: FastifyInstance): void {
   });
 }
 
-/** Whether a string anywhere in `v` holds NUL (PostgreSQL's jsonb cannot keep it; GitLab never sends it). */
+/** Whether a string anywhere in `v` holds NUL (PostgreSQL's jsonb cannot keep it; GitLab never sends it), or `v` is deeper than any GitLab event. */
 function holdsNul(v: unknown, depth = 0): boolean {
   if (typeof v === 'string') return v.includes('\u0000');
   if (depth > 64 || v === null || typeof v !== 'object') return depth > 64;
