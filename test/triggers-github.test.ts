@@ -296,6 +296,84 @@ describe('the GitHub App trigger', () => {
   });
 });
 
+describe('the other ways to ask', () => {
+  test("assigning an issue to the App's bot user starts a task (the bot's login asked of GitHub)", async () => {
+    const issue = github.createIssue(REPO, { title: 'Assign me', user: WRITER });
+    const base = payload('issues', 'assigned', { issue: issue.number });
+    const elsewhere = await deliver('issues', { ...base, assignee: { ...base.assignee, login: 'someone-else', type: 'User' } });
+    assert.match((await handled(elsewhere.delivery)).outcome ?? '', /^ignored: assigned to someone-else, not berth\[bot\]/);
+    const r = await deliver('issues', { ...base, assignee: { ...base.assignee, login: 'berth[bot]', type: 'Bot' } });
+    const row = await handled(r.delivery);
+    assert.match(row.outcome ?? '', /^task task_\w+ queued/, row.outcome ?? '');
+    assert.ok(github.apiRequests.some((q) => q.method === 'GET' && q.path === '/app' && q.auth === 'jwt'), 'the slug asked of GitHub as the App');
+    assert.equal((await ended(row.task_id!)).state, 'succeeded');
+  });
+
+  test('a /berth comment on an issue: the instruction is the goal, the issue its context', async () => {
+    const issue = github.createIssue(REPO, { title: 'A vague report', body: 'Something about greetings.', user: READER });
+    const base = payload('issue_comment', 'created', { issue: issue.number });
+    const r = await deliver('issue_comment', { ...base, comment: { ...base.comment, body: '/berth fix the greeting only\nand nothing else', user: { login: WRITER, type: 'User' } } });
+    const row = await handled(r.delivery);
+    assert.match(row.outcome ?? '', /^task task_\w+ queued/, row.outcome ?? '');
+    const [task] = await tasksOf(r.delivery);
+    assert.match(task!.goal, /^fix the greeting only\nand nothing else\n\nContext: GitHub issue acme\/widgets#\d+/);
+    assert.match(task!.goal, /Something about greetings\./);
+    assert.equal((await ended(task!.id)).state, 'succeeded');
+  });
+
+  test("a /berth comment on Berth's own pull request continues its task; on someone else's, starts one", async () => {
+    const pr = github.pulls[0]!;
+    const base = payload('issue_comment', 'created', { issue: pr.number });
+    assert.ok(base.issue.pull_request, 'the issue is a pull request');
+    const r = await deliver('issue_comment', { ...base, comment: { ...base.comment, body: '/berth also mention the docs', user: { login: WRITER, type: 'User' } } });
+    const row = await handled(r.delivery);
+    assert.match(row.outcome ?? '', /queued \(continues task_\w+\)/, row.outcome ?? '');
+    const next = await ended(row.task_id!);
+    assert.equal(next.state, 'succeeded', next.stateReason);
+    assert.equal(next.branch, pr.head);
+    assert.equal((await runGit(['show', `${pr.head}:LAST_ASK.md`], { cwd: bare })).trim().endsWith('also mention the docs'), true);
+
+    // A pull request a person opened: a new task, with its conversation as context; it closes no issue.
+    const theirs = github.createIssue(REPO, { title: 'Their change', body: 'A change by hand.', user: WRITER });
+    const theirIssue = github.issues.find((i) => i === theirs)!;
+    theirIssue.pullRequest = true;
+    const other = payload('issue_comment', 'created', { issue: theirs.number });
+    const started = await deliver('issue_comment', { ...other, comment: { ...other.comment, body: '/berth review the wording', user: { login: WRITER, type: 'User' } } });
+    const made = await handled(started.delivery);
+    assert.match(made.outcome ?? '', /^task task_\w+ queued$/, made.outcome ?? '');
+    const [task] = await tasksOf(started.delivery);
+    assert.match(task!.goal, /^review the wording\n\nContext: GitHub pull request/);
+    assert.equal(task!.reply_to?.pullRequest, true);
+    const done = await ended(task!.id);
+    const opened = github.pulls.find((p) => p.head === done.branch);
+    assert.doesNotMatch(opened?.body ?? '', /Fixes #/);
+  });
+
+  test('a review that asks for no changes, or on a pull request Berth did not open, does nothing', async () => {
+    const base = payload('pull_request_review', 'submitted');
+    const pr = github.pulls[0]!;
+    const approved = await deliver('pull_request_review', { ...base, review: { ...base.review, state: 'approved', body: 'LGTM' }, pull_request: { ...base.pull_request, number: pr.number } });
+    assert.match((await handled(approved.delivery)).outcome ?? '', /^ignored: a review \(approved\) that asks for no changes/);
+    const foreign = await deliver('pull_request_review', { ...base, review: { ...base.review, state: 'changes_requested', body: 'no' }, pull_request: { ...base.pull_request, number: 999 } });
+    assert.match((await handled(foreign.delivery)).outcome ?? '', /^ignored: acme\/widgets#999 is not a pull request a Berth task opened/);
+  });
+
+  test('projects in several orgs use the repository: a comment with the count only, no task', async () => {
+    const org = await t.api('POST', '/api/orgs', { name: 'other-team' });
+    assert.equal(org.status, 201, JSON.stringify(org.body));
+    const p = await t.api('POST', '/api/orgs/other-team/projects', { name: 'secret-project-name', repoUrl: `${github.url}/${REPO}` });
+    assert.equal(p.status, 201, JSON.stringify(p.body));
+    const issue = github.createIssue(REPO, { title: 'Whose is it', user: WRITER });
+    const r = await deliver('issues', payload('issues', 'labeled', { issue: issue.number, extra: { label: { name: 'berth' } } }));
+    assert.match((await handled(r.delivery)).outcome ?? '', /^ignored: 2 projects use acme\/widgets/);
+    assert.equal((await tasksOf(r.delivery)).length, 0);
+    const said = appComments(REPO, issue.number);
+    assert.equal(said.length, 1);
+    assert.match(said[0]!.body, /^2 Berth projects use acme\/widgets/);
+    assert.doesNotMatch(said[0]!.body, /secret-project-name|other-team/);
+  });
+});
+
 describe('goals and commands', () => {
   test('a command starts the comment; the instruction is the rest', () => {
     assert.equal(commandIn('/berth fix the typo', '/berth'), 'fix the typo');

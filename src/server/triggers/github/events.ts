@@ -97,7 +97,7 @@ export interface Origin {
 }
 
 export type Ask =
-  /** Start a task on an issue or a pull request (one Berth did not open: the handler checks). */
+  /** Start a task on an issue or a pull request (on one a Berth task opened, the handler continues that task). */
   | { kind: 'issue'; origin: Origin; number: number; pullRequest: boolean; title: string; htmlUrl: string; instruction: string; why: 'labeled' | 'assigned' | 'command' }
   /** Continue the task whose pull request this is (a review asking for changes, a command on it). */
   | { kind: 'review'; origin: Origin; number: number; htmlUrl: string; instruction: string; why: 'changes requested' | 'command' }
@@ -153,11 +153,8 @@ export function askOf(event: string, payload: Payload, rules: AskRules): Ask {
       if (p.action !== 'created') return ignore(`issue_comment ${p.action}`);
       const instruction = commandIn(p.comment.body, rules.command);
       if (instruction === null) return ignore(`a comment that does not start with ${rules.command}`);
-      const pullRequest = !!p.issue.pull_request;
-      // On a pull request it may be Berth's own: the handler continues that task, or starts one.
-      return pullRequest
-        ? { kind: 'review', origin, number: p.issue.number, htmlUrl: p.issue.html_url, instruction, why: 'command' }
-        : { kind: 'issue', origin, number: p.issue.number, pullRequest, title: p.issue.title, htmlUrl: p.issue.html_url, instruction, why: 'command' };
+      // On a pull request it may be Berth's own: the handler then continues that task instead.
+      return { kind: 'issue', origin, number: p.issue.number, pullRequest: !!p.issue.pull_request, title: p.issue.title, htmlUrl: p.issue.html_url, instruction, why: 'command' };
     }
     case 'pull_request_review': {
       const p = payload as Payload<'pull_request_review'>;

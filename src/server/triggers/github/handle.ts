@@ -20,7 +20,7 @@ type IssueAsk = Extract<Ask, { kind: 'issue' }>;
 type ReviewAsk = Extract<Ask, { kind: 'review' }>;
 
 export function githubDeliveries(deps: TriggerDeps, apps: GitHubApps, access: WriteAccess): DeliveryHandler {
-  return async (d: PendingDelivery): Promise<DeliveryOutcome> => {
+  const handle = async (d: PendingDelivery): Promise<DeliveryOutcome> => {
     const config = await apps.current();
     if (!config) return { outcome: 'ignored: the GitHub App is no longer set up' };
     if (!isKnownEvent(d.event)) return { outcome: `ignored: Berth does not act on ${d.event} events` };
@@ -34,6 +34,12 @@ export function githubDeliveries(deps: TriggerDeps, apps: GitHubApps, access: Wr
     const api = apps.client(config).repo(ask.origin.installationId, ask.origin.owner, ask.origin.repo);
     const work = new Delivery(deps, config, access, api, d, botLogin);
     return ask.kind === 'issue' ? work.issue(ask) : work.review(ask);
+  };
+  return async (d) => {
+    const outcome = await handle(d);
+    // What came of it, for whoever reads the log after GitHub's Recent Deliveries said 202.
+    deps.logger.info({ delivery: d.deliveryId, event: d.event, outcome: outcome.outcome, task: outcome.taskId ?? undefined }, 'github: delivery handled');
+    return outcome;
   };
 }
 
