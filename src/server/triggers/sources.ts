@@ -2,5 +2,6 @@
 import { githubSource } from './github/index.ts';
 import { gitlabSource } from './gitlab/index.ts';
 import type { TriggerSourceFactory } from './index.ts';
+import { slackSource } from './slack/index.ts';
 
-export const TRIGGER_SOURCES: TriggerSourceFactory[] = [gitlabSource, githubSource];
+export const TRIGGER_SOURCES: TriggerSourceFactory[] = [gitlabSource, githubSource, slackSource];
