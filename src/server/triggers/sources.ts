@@ -3,5 +3,6 @@ import { githubSource } from './github/index.ts';
 import { gitlabSource } from './gitlab/index.ts';
 import type { TriggerSourceFactory } from './index.ts';
 import { slackSource } from './slack/index.ts';
+import { webhookTriggers } from './webhooks/index.ts';
 
-export const TRIGGER_SOURCES: TriggerSourceFactory[] = [gitlabSource, githubSource, slackSource];
+export const TRIGGER_SOURCES: TriggerSourceFactory[] = [gitlabSource, githubSource, slackSource, webhookTriggers];

@@ -1,0 +1,32 @@
+// Does a delivery come from whoever holds the trigger's secret? Compared in constant time:
+// both sides are hashed to one length first, so neither the length nor the first wrong byte
+// of a guess shows in the time taken.
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import type { WebhookTriggerAuth } from '../../../shared/api-webhook-triggers.ts';
+
+export interface DeliveryCredentials {
+  authorization?: string | undefined;
+  signature?: string | undefined;
+}
+
+/** True when the request carries the secret the trigger's auth asks for; false for anything else. */
+export function verifyDelivery(auth: WebhookTriggerAuth, secret: string, body: Buffer, given: DeliveryCredentials): boolean {
+  if (auth === 'bearer') {
+    const m = /^Bearer ([^\s]+)$/i.exec(given.authorization?.trim() ?? '');
+    return m !== null && sameSecret(m[1]!, secret);
+  }
+  const m = /^sha256=([0-9a-f]{64})$/i.exec(given.signature?.trim() ?? '');
+  if (!m) return false;
+  const expected = createHmac('sha256', secret).update(body).digest();
+  return timingSafeEqual(Buffer.from(m[1]!.toLowerCase(), 'hex'), expected);
+}
+
+/** The header value a sender puts in X-Berth-Signature-256 for `body`. */
+export function signDelivery(secret: string, body: string | Buffer): string {
+  return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
+}
+
+function sameSecret(a: string, b: string): boolean {
+  const digest = (s: string) => createHash('sha256').update(s, 'utf8').digest();
+  return timingSafeEqual(digest(a), digest(b));
+}
