@@ -253,6 +253,16 @@ export function envCommands(program: Command, client: Client): void {
   }
 
   env
+    .command('schedule <id>')
+    .description('office hours: stop and start an environment on cron rules (--stop "0 19 * * *" --start "0 7 * * 1-5"); with neither, list its schedules')
+    .option('--stop <rule>', 'when to stop it: five cron fields; replaces its stop rule')
+    .option('--start <rule>', 'when to start it: five cron fields; replaces its start rule')
+    .option('--timezone <zone>', 'the IANA zone the rules are read in (default UTC)')
+    .option('--clear', 'remove its schedules')
+    .option('--json', 'print JSON')
+    .action(async (id: string, o) => (await import('./schedule.ts')).environmentSchedule(client(), id, o));
+
+  env
     .command('cp <src> <dest>')
     .description('copy files in (LOCAL ID:PATH) or out (ID:PATH LOCAL)')
     .action(async (src: string, dest: string) => (await import('./cp.ts')).copy(client(), src, dest));

@@ -2,6 +2,7 @@
 import { githubSource } from './github/index.ts';
 import { gitlabSource } from './gitlab/index.ts';
 import type { TriggerSourceFactory } from './index.ts';
+import { scheduleSource } from './schedules/index.ts';
 import { slackSource } from './slack/index.ts';
 import { webhookTriggers } from './webhooks/index.ts';
 
