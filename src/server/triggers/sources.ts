@@ -6,4 +6,4 @@ import { scheduleSource } from './schedules/index.ts';
 import { slackSource } from './slack/index.ts';
 import { webhookTriggers } from './webhooks/index.ts';
 
-export const TRIGGER_SOURCES: TriggerSourceFactory[] = [gitlabSource, githubSource, slackSource, webhookTriggers];
+export const TRIGGER_SOURCES: TriggerSourceFactory[] = [gitlabSource, githubSource, slackSource, webhookTriggers, scheduleSource];
