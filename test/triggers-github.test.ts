@@ -276,6 +276,7 @@ describe('the GitHub App trigger', () => {
     const pr = github.pulls.find((p) => p.head === done.branch)!;
     const before = pr.headSha;
     const base = payload('pull_request_review', 'submitted');
+    github.addReviewComment(REPO, pr.number, { reviewId: base.review.id, user: WRITER, path: 'README.md', line: 3, body: 'Say hello to the reader here' });
     const r = await deliver('pull_request_review', {
       ...base,
       review: { ...base.review, state: 'changes_requested', body: 'Please also greet the reader', user: { login: WRITER, type: 'User' } },
@@ -288,7 +289,9 @@ describe('the GitHub App trigger', () => {
     assert.equal(next.state, 'succeeded', next.stateReason);
     assert.equal(next.branch, done.branch);
     assert.equal(github.pulls.length, 1, 'no second pull request');
-    assert.equal((await runGit(['show', `${done.branch}:LAST_ASK.md`], { cwd: bare })).trim().endsWith('Please also greet the reader'), true);
+    // The review's body and its line comments are the follow-up's instruction.
+    assert.match(next.goal, /Please also greet the reader\n\nReview comments[^\n]*\n- `README.md` line 3 \(@maintainer-mo\): Say hello to the reader here$/);
+    assert.equal((await runGit(['show', `${done.branch}:LAST_ASK.md`], { cwd: bare })).trim().endsWith('Say hello to the reader here'), true);
     assert.notEqual((await runGit(['rev-parse', done.branch], { cwd: bare })).trim(), before);
     // Its progress is told in the same issue comment.
     await waitFor('the continuation told', async () => (await t.berth.triggers.deps.replies.pass(), appComments(REPO, issueNumber)[0]?.body.includes(next.id)));
@@ -332,6 +335,14 @@ describe('the other ways to ask', () => {
     assert.equal(next.state, 'succeeded', next.stateReason);
     assert.equal(next.branch, pr.head);
     assert.equal((await runGit(['show', `${pr.head}:LAST_ASK.md`], { cwd: bare })).trim().endsWith('also mention the docs'), true);
+
+    // A line comment on it, too.
+    const line = payload('pull_request_review_comment', 'created');
+    const byLine = await deliver('pull_request_review_comment', { ...line, comment: { ...line.comment, body: '/berth use a capital H', path: 'README.md', line: 3, user: { login: WRITER, type: 'User' } }, pull_request: { ...line.pull_request, number: pr.number } });
+    const lineRow = await handled(byLine.delivery);
+    assert.match(lineRow.outcome ?? '', /queued \(continues task_\w+\)/, lineRow.outcome ?? '');
+    const third = await ended(lineRow.task_id!);
+    assert.match(third.goal, /On `README.md` line 3: use a capital H$/);
 
     // A pull request a person opened: a new task, with its conversation as context; it closes no issue.
     const theirs = github.createIssue(REPO, { title: 'Their change', body: 'A change by hand.', user: WRITER });

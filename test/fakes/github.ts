@@ -107,6 +107,8 @@ export interface FakeGitHub {
   createIssue(fullName: string, o: { title: string; body?: string | null; user?: string }): IssueRecord;
   /** A person's comment on an issue or pull request. */
   addComment(fullName: string, issue: number, o: { user: string; body: string }): CommentRecord;
+  /** A line comment of a pull request review (what GET …/reviews/ID/comments lists). */
+  addReviewComment(fullName: string, pull: number, o: { reviewId: number; user: string; path: string; line: number; body: string }): void;
   /** A collaborator's permission on a repository (everyone else has `none`). */
   setPermission(fullName: string, login: string, permission: RepoPermission): void;
   /** The repository as the REST API and webhook payloads show it. */
@@ -144,6 +146,7 @@ export async function startFakeGitHub(o: { tokens?: string[]; apps?: FakeGitHubA
   const issues: IssueRecord[] = [];
   const comments: CommentRecord[] = [];
   const permissions = new Map<string, RepoPermission>();
+  const reviewComments: { repository: string; pull: number; reviewId: number; user: string; path: string; line: number; body: string }[] = [];
   const issuedTokens: IssuedToken[] = [];
   const apiRequests: ApiRequestRecord[] = [];
   const gitRequests: GitRequestRecord[] = [];
@@ -474,6 +477,14 @@ export async function startFakeGitHub(o: { tokens?: string[]; apps?: FakeGitHubA
       return sendJson(res, 200, commentJson(comment));
     }
 
+    const reviewRoute = /^\/pulls\/(\d+)\/reviews\/(\d+)\/comments$/.exec(sub);
+    if (reviewRoute && method === 'GET') {
+      if (!pulls.some((p) => p.repository === fullName && p.number === Number(reviewRoute[1]))) return sendJson(res, 404, notFoundBody);
+      if (!canRead(who, 'pull_requests')) return sendJson(res, 403, forbidden);
+      const listed = reviewComments.filter((c) => c.repository === fullName && c.pull === Number(reviewRoute[1]) && c.reviewId === Number(reviewRoute[2]));
+      return sendJson(res, 200, listed.map((c, i) => ({ id: 800_000 + i, pull_request_review_id: c.reviewId, path: c.path, line: c.line, original_line: c.line, side: 'RIGHT', body: c.body, user: userJson(c.user), html_url: `${url}/${fullName}/pull/${c.pull}#discussion_r${800_000 + i}` })));
+    }
+
     const pullRoute = /^\/pulls\/(\d+)$/.exec(sub);
     if (pullRoute && method === 'GET') {
       const pull = pulls.find((p) => p.repository === fullName && p.number === Number(pullRoute[1]));
@@ -519,6 +530,7 @@ export async function startFakeGitHub(o: { tokens?: string[]; apps?: FakeGitHubA
       return issue;
     },
     addComment: (fullName, issue, o) => addComment(fullName, issue, o),
+    addReviewComment: (fullName, pull, o) => void reviewComments.push({ repository: fullName, pull, ...o }),
     setPermission: (fullName, login, permission) => void permissions.set(`${fullName}|${login.toLowerCase()}`, permission),
     repositoryJson,
     issueJson,

@@ -151,6 +151,14 @@ export class RepoApi {
     return pages.flat();
   }
 
+  /** The line comments of one review (the first hundred), oldest first. */
+  async reviewComments(pull: number, reviewId: number): Promise<{ user: string; path: string; line: number | null; body: string }[]> {
+    return this.#call(`reading review ${reviewId} on ${this.fullName}#${pull}`, async (o, request) => {
+      const { data } = await o.request('GET /repos/{owner}/{repo}/pulls/{pull_number}/reviews/{review_id}/comments', { owner: this.owner, repo: this.repo, pull_number: pull, review_id: reviewId, per_page: PER_PAGE, request });
+      return data.map((c) => ({ user: c.user?.login ?? 'ghost', path: c.path, line: c.line ?? c.original_line ?? null, body: c.body }));
+    });
+  }
+
   /** Comments on an issue or pull request; the comment's id. */
   async comment(number: number, body: string): Promise<number> {
     return this.#call(`commenting on ${this.fullName}#${number}`, async (o, request) => {

@@ -36,6 +36,9 @@ const Comment = z.object({
   user: User.nullable(),
   html_url: Url.optional(),
   performed_via_github_app: z.object({ id: z.number() }).nullable().optional(),
+  // A review comment's place in the diff.
+  path: z.string().max(1_000).optional(),
+  line: z.number().int().nullable().optional(),
 });
 const Review = z.object({ id: z.number().int().positive(), body: Text.nullable().optional(), state: z.string().max(40), html_url: Url.optional() });
 const PullRequest = z.object({ number: z.number().int().positive(), title: z.string().max(1_024), html_url: Url, head: z.object({ ref: z.string().max(300) }) });
@@ -100,7 +103,7 @@ export type Ask =
   /** Start a task on an issue or a pull request (on one a Berth task opened, the handler continues that task). */
   | { kind: 'issue'; origin: Origin; number: number; pullRequest: boolean; title: string; htmlUrl: string; instruction: string; why: 'labeled' | 'assigned' | 'command' }
   /** Continue the task whose pull request this is (a review asking for changes, a command on it). */
-  | { kind: 'review'; origin: Origin; number: number; htmlUrl: string; instruction: string; why: 'changes requested' | 'command' }
+  | { kind: 'review'; origin: Origin; number: number; htmlUrl: string; instruction: string; why: 'changes requested' | 'command'; reviewId?: number }
   | { kind: 'ignore'; why: string };
 
 const ignore = (why: string): Ask => ({ kind: 'ignore', why });
@@ -161,7 +164,8 @@ export function askOf(event: string, payload: Payload, rules: AskRules): Ask {
       if (p.action !== 'submitted') return ignore(`pull_request_review ${p.action}`);
       const state = p.review.state.toLowerCase();
       const instruction = commandIn(p.review.body, rules.command);
-      if (state === 'changes_requested') return { kind: 'review', origin, number: p.pull_request.number, htmlUrl: p.pull_request.html_url, instruction: instruction ?? (p.review.body ?? '').trim(), why: 'changes requested' };
+      // Its line comments say what to change; the handler reads them (reviewId).
+      if (state === 'changes_requested') return { kind: 'review', origin, number: p.pull_request.number, htmlUrl: p.pull_request.html_url, instruction: instruction ?? (p.review.body ?? '').trim(), why: 'changes requested', reviewId: p.review.id };
       if (instruction !== null) return { kind: 'review', origin, number: p.pull_request.number, htmlUrl: p.pull_request.html_url, instruction, why: 'command' };
       return ignore(`a review (${state}) that asks for no changes`);
     }
@@ -170,7 +174,8 @@ export function askOf(event: string, payload: Payload, rules: AskRules): Ask {
       if (p.action !== 'created') return ignore(`pull_request_review_comment ${p.action}`);
       const instruction = commandIn(p.comment.body, rules.command);
       if (instruction === null) return ignore(`a review comment that does not start with ${rules.command}`);
-      return { kind: 'review', origin, number: p.pull_request.number, htmlUrl: p.pull_request.html_url, instruction, why: 'command' };
+      const where = p.comment.path ? `On \`${p.comment.path}\`${p.comment.line ? ` line ${p.comment.line}` : ''}: ` : '';
+      return { kind: 'review', origin, number: p.pull_request.number, htmlUrl: p.pull_request.html_url, instruction: `${where}${instruction}`, why: 'command' };
     }
     default:
       return ignore(`event ${event}`);

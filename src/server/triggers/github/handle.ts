@@ -106,7 +106,7 @@ class Delivery {
 
   async #continue(ask: ReviewAsk, previous: { id: string; org_id: string; reply_to: unknown }): Promise<DeliveryOutcome> {
     if (!(await this.#mayStart(ask))) return this.#refuse(ask, [{ org_id: previous.org_id }]);
-    const instruction = clip(ask.instruction.trim(), MAX_INSTRUCTION_BYTES) || `Address the review on pull request #${ask.number} (${ask.htmlUrl}).`;
+    const instruction = clip(await this.#reviewText(ask), MAX_INSTRUCTION_BYTES) || `Address the review on pull request #${ask.number} (${ask.htmlUrl}).`;
     try {
       const task = await this.#deps.triggered.continueTask({
         previous: previous.id,
@@ -126,6 +126,14 @@ class Delivery {
       await this.#api.comment(ask.number, `@${ask.origin.sender} ${e.message}`);
       return { outcome: `ignored: ${e.message}`, orgId: previous.org_id };
     }
+  }
+
+  /** What a review asks: its body, then its line comments, each with its place in the diff. */
+  async #reviewText(ask: ReviewAsk): Promise<string> {
+    if (!ask.reviewId) return ask.instruction.trim();
+    const comments = await this.#api.reviewComments(ask.number, ask.reviewId);
+    const lines = comments.map((c) => `- \`${c.path}\`${c.line ? ` line ${c.line}` : ''} (@${c.user}): ${c.body.trim()}`);
+    return [ask.instruction.trim() || 'The review asks for changes.', ...(lines.length ? ['', 'Review comments (from the pull request, written by its reviewers):', ...lines] : [])].join('\n').trim();
   }
 
   /** Write access, asked of GitHub (cached a minute); an allowed bot is taken at its word. */
