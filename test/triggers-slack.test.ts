@@ -10,6 +10,9 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import pino from 'pino';
+import { SlackReplier } from '../src/server/triggers/slack/replier.ts';
+import type { TaskReplyView } from '../src/server/triggers/index.ts';
 import { createBareRepo, runGit } from './fakes/git-server.ts';
 import { appMentionBody, slashCommandBody, startFakeSlack, urlVerificationBody, type FakeSlack } from './fakes/slack.ts';
 import { startTestBerth, waitFor, type TestBerth } from './helpers.ts';
@@ -189,6 +192,19 @@ describe('a slash command', () => {
   });
 });
 
+describe('a slash command without a goal', () => {
+  test('`/berth` alone or `/berth help`: the usage, at once, nothing recorded', async () => {
+    const before = await deliveries();
+    for (const text of ['', '  ', 'help']) {
+      const r = await slack.deliver(commandsUrl, slashCommandBody(slack, { user: 'U0ALICE', channel: CHANNEL, text }), { contentType: FORM });
+      assert.equal(r.status, 200);
+      assert.equal(r.body.response_type, 'ephemeral');
+      assert.match(r.body.text, /^Usage: `\/berth <goal> \[in <project>\]`/);
+    }
+    assert.equal(await deliveries(), before);
+  });
+});
+
 describe('an @mention', () => {
   test('retried by Slack (same event_id) starts one task, in the named project, answered in its thread', async () => {
     const bare = (await createBareRepo({ root, name: 'docs.git', files: { 'README.md': 'docs\n' } })).path;
@@ -225,6 +241,47 @@ describe('an @mention', () => {
     assert.match(d!.outcome!, /^ignored: default has 2 projects/);
     assert.match(toldTo('U0ALICE').at(-1)!.text, /say which, as in `\/berth <goal> in <project>`\. Projects: `docs`, `shop`/);
     assert.equal((await slackTasks()).length, before);
+  });
+});
+
+describe('the thread', () => {
+  test('a task that fails: the reason in its thread', async () => {
+    const bare = (await createBareRepo({ root, name: 'broken.git', files: { 'README.md': 'broken\n' } })).path;
+    assert.equal((await t.api('POST', '/api/orgs/default/projects', { name: 'broken', repoUrl: bare, agent: { kind: 'command', command: 'echo "the build is broken" >&2; exit 3' } })).status, 201);
+    const eventId = 'Ev0BROKEN001';
+    const ts = '1733300100.000100';
+    await slack.deliver(eventsUrl, appMentionBody(slack, { user: 'U0ALICE', channel: CHANNEL, text: 'fix the build in broken', eventId, ts }), { contentType: JSON_TYPE });
+    const d = await handled(`event:${eventId}`);
+    const ended = await waitForTask(d!.taskId!);
+    assert.equal(ended.state, 'failed', JSON.stringify(ended));
+    await waitFor('every reply sent', async () => (await t.berth.triggers.deps.replies.pass(), t.berth.triggers.deps.replies.settled(ended.id)), 30_000);
+    const last = slack.messages.filter((m) => m.threadTs === ts).at(-1)!;
+    assert.match(last.text, new RegExp(`^Failed <[^|]+\\|${ended.id}>: `));
+    assert.ok(ended.stateReason && last.text.includes(ended.stateReason.slice(0, 40).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')), `${last.text} tells ${ended.stateReason}`);
+  });
+
+  test('a pull request is linked once; a channel the app cannot write to is given up, not retried', async () => {
+    const replier = new SlackReplier({ integrations: t.berth.triggers.deps.integrations, logger: pino({ level: 'silent' }) });
+    const view = (o: Partial<TaskReplyView>): TaskReplyView => ({ id: 'task_slackpr0001', goal: 'add <b>bold</b> & more', state: 'queued', stateReason: null, url: 'http://berth.example/tasks/task_slackpr0001', project: 'shop', branch: null, changeRequest: null, summary: null, continues: null, ...o });
+    let target = (await replier.reply(view({}), { kind: 'slack', team: slack.team, channel: CHANNEL, threadTs: null, user: 'U0ALICE' }))!;
+    const parent = slack.messages.find((m) => m.ts === target.statusTs)!;
+    assert.equal(parent.threadTs, null, 'a new message in the channel');
+    assert.match(parent.text, /add &lt;b&gt;bold&lt;\/b&gt; &amp; more/, 'the goal shown as written, not as markup');
+    target = (await replier.reply(view({ state: 'running' }), target))!;
+    const pr = { kind: 'pull_request' as const, url: 'https://github.example/acme/shop/pull/7', number: 7, draft: false };
+    target = (await replier.reply(view({ state: 'succeeded', changeRequest: pr, branch: 'berth/add-bold' }), target))!;
+    target = (await replier.reply(view({ state: 'succeeded', changeRequest: pr, branch: 'berth/add-bold' }), target))!;
+    const thread = slack.messages.filter((m) => m.threadTs === parent.ts).map((m) => m.text);
+    assert.deepEqual(thread.map((x) => x.split(' ')[0]), ['Started', 'Opened', 'Done'], JSON.stringify(thread));
+    assert.equal(thread[1], 'Opened a pull request: https://github.example/acme/shop/pull/7');
+    assert.match(parent.text, /done: https:\/\/github\.example\/acme\/shop\/pull\/7/);
+
+    slack.closedChannels.add('C0PRIVATE01');
+    const calls = slack.calls.length;
+    const lost = await replier.reply(view({ id: 'task_slacklost01' }), { kind: 'slack', team: slack.team, channel: 'C0PRIVATE01', threadTs: null, user: 'U0ALICE' });
+    assert.equal(lost?.lost, 'not_in_channel');
+    assert.equal(await replier.reply(view({ id: 'task_slacklost01', state: 'running' }), lost!), undefined);
+    assert.equal(slack.calls.length, calls + 1, 'one try, then nothing');
   });
 });
 

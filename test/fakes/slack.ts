@@ -51,6 +51,8 @@ export interface FakeSlack {
   calls: { method: string; error: string | null }[];
   /** Whether the token has users:read.email (a users.info then shows profile.email). */
   emailScope: boolean;
+  /** Channels the app is not in (private ones it was not invited to): writing there is `not_in_channel`. */
+  closedChannels: Set<string>;
   /** Sends a request to an app the way Slack does: signed (`signAs` a wrong secret to forge one, `at` a time to replay one). */
   deliver(url: string, body: string, o: { contentType: 'application/x-www-form-urlencoded' | 'application/json'; at?: Date; signAs?: string; retryNum?: number }): Promise<{ status: number; body: any }>;
   close(): Promise<void>;
@@ -73,6 +75,7 @@ export async function startFakeSlack(o: { team?: string; botUser?: string } = {}
     messages,
     calls,
     emailScope: true,
+    closedChannels: new Set(),
     async deliver(url, body, d) {
       const ts = String(Math.floor((d.at ?? new Date()).getTime() / 1000));
       const signature = `v0=${createHmac('sha256', d.signAs ?? slack.signingSecret).update(`v0:${ts}:${body}`).digest('hex')}`;
@@ -176,6 +179,7 @@ export async function startFakeSlack(o: { team?: string; botUser?: string } = {}
     const bearer = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? str(args.token);
     if (!bearer) return answer('not_authed');
     if (bearer !== slack.botToken) return answer('invalid_auth');
+    if (method.startsWith('chat.') && slack.closedChannels.has(str(args.channel) ?? '')) return answer('not_in_channel');
     const out = call(args);
     if (typeof out.error === 'string') return answer(out.error);
     answer(null, out);

@@ -11,7 +11,7 @@ import { z } from 'zod';
 import type { ReplyTarget } from '../../db/schema.ts';
 import type { IntegrationStore } from '../integrations.ts';
 import { isFinal, stateWords, type Replier, type TaskReplyView } from '../replies.ts';
-import { slackApp, slackClient } from './client.ts';
+import { slackApp, slackClient, slackError } from './client.ts';
 
 /** What a Slack task's `reply_to` holds. */
 export const SlackTarget = z.object({
@@ -26,9 +26,18 @@ export const SlackTarget = z.object({
   statusTs: z.string().optional(),
   /** The steps already told in the thread. */
   told: z.array(z.enum(['started', 'pr', 'end'])).default([]),
+  /** Set when Slack said the thread cannot be written to (Slack's error): nothing more is tried. */
+  lost: z.string().optional(),
 });
 export type SlackTarget = z.infer<typeof SlackTarget>;
 type Step = SlackTarget['told'][number];
+
+/**
+ * Slack's answers that no retry changes for this thread (the channel gone, archived, or closed
+ * to the app): the thread is given up, said once in the log, instead of tried every pass.
+ * Others (Slack down, a revoked token an administrator may replace) are tried again.
+ */
+const THREAD_LOST = new Set(['channel_not_found', 'not_in_channel', 'is_archived', 'restricted_action', 'cannot_reply_to_message', 'thread_locked']);
 
 export class SlackReplier implements Replier {
   readonly kind = 'slack' as const;
@@ -46,23 +55,34 @@ export class SlackReplier implements Replier {
       this.#logger.warn({ task: task.id }, 'slack: a task\'s reply target is not one this version understands; nothing told');
       return;
     }
+    if (parsed.data.lost) return;
     const app = await slackApp(this.#integrations);
     // Thrown, so tried again at the next pass (for a day): an administrator may set it up again.
     if (!app) throw new Error('the Slack app is not set up');
     const slack = slackClient(app, this.#logger);
     const t = { ...parsed.data, told: [...parsed.data.told] };
 
-    const status = statusText(task, t.user);
-    if (t.statusTs) {
-      await slack.chat.update({ channel: t.channel, ts: t.statusTs, text: status });
-    } else {
-      const posted = await slack.chat.postMessage({ channel: t.channel, text: status, unfurl_links: false, ...(t.threadTs ? { thread_ts: t.threadTs } : {}) });
-      t.statusTs = posted.ts!;
-      t.threadTs ??= posted.ts!;
-    }
-    for (const step of stepsOwed(task, t.told)) {
-      await slack.chat.postMessage({ channel: t.channel, thread_ts: t.threadTs!, text: stepText(step, task), unfurl_links: false });
-      t.told.push(step);
+    try {
+      const status = statusText(task, t.user);
+      if (t.statusTs) {
+        await slack.chat.update({ channel: t.channel, ts: t.statusTs, text: status }).catch((err: unknown) => {
+          // Someone deleted it: the thread's replies still tell the rest.
+          if (slackError(err) !== 'message_not_found') throw err;
+        });
+      } else {
+        const posted = await slack.chat.postMessage({ channel: t.channel, text: status, unfurl_links: false, ...(t.threadTs ? { thread_ts: t.threadTs } : {}) });
+        t.statusTs = posted.ts!;
+        t.threadTs ??= posted.ts!;
+      }
+      for (const step of stepsOwed(task, t.told)) {
+        await slack.chat.postMessage({ channel: t.channel, thread_ts: t.threadTs!, text: stepText(step, task), unfurl_links: false });
+        t.told.push(step);
+      }
+    } catch (err) {
+      const error = slackError(err);
+      if (!THREAD_LOST.has(error)) throw err;
+      this.#logger.warn({ task: task.id, channel: t.channel, error }, 'slack: the task\'s thread cannot be written to (invite the app to the channel for the next tasks); its progress is no longer told there');
+      return { ...t, lost: error };
     }
     return t;
   }
@@ -81,7 +101,7 @@ function stepText(step: Step, task: TaskReplyView): string {
   const link = `<${task.url}|${task.id}>`;
   switch (step) {
     case 'started':
-      return `Started ${link}: ${stateWords(task)}.`;
+      return `Started ${link}${task.project ? ` in \`${escape(task.project)}\`` : ''}: ${task.state === 'running' ? 'the agent is at work' : 'preparing its environment'}.`;
     case 'pr':
       return `Opened a pull request: ${task.changeRequest!.url}`;
     case 'end':
