@@ -77,7 +77,7 @@ export class GitHubApp {
 
   /** The API as installation `installationId` on `owner/repo` alone. */
   repo(installationId: number, owner: string, repo: string): RepoApi {
-    return new RepoApi(owner, repo, async () => {
+    return new RepoApi(installationId, owner, repo, async () => {
       try {
         const { token } = await this.#auth({ type: 'installation', installationId, repositoryNames: [repo], permissions: { ...TRIGGER_TOKEN_PERMISSIONS } });
         return this.#octokit(token);
@@ -89,11 +89,13 @@ export class GitHubApp {
 }
 
 export class RepoApi {
+  readonly installationId: number;
   readonly owner: string;
   readonly repo: string;
   readonly #client: () => Promise<Octokit>;
 
-  constructor(owner: string, repo: string, client: () => Promise<Octokit>) {
+  constructor(installationId: number, owner: string, repo: string, client: () => Promise<Octokit>) {
+    this.installationId = installationId;
     this.owner = owner;
     this.repo = repo;
     this.#client = client;

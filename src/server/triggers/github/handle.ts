@@ -156,8 +156,7 @@ class Delivery {
   }
 
   #target(issue: number, pullRequest: boolean): GitHubReplyTarget {
-    const o = this.#d.payload as Payload;
-    return { kind: 'github', apiUrl: this.#config.apiUrl, owner: o.repository.owner.login, repo: o.repository.name, issue, pullRequest, installationId: o.installation!.id };
+    return { kind: 'github', apiUrl: this.#config.apiUrl, owner: this.#api.owner, repo: this.#api.repo, issue, pullRequest, installationId: this.#api.installationId };
   }
 
   #source(origin: IssueAsk['origin'], issue: number, why: string): Record<string, unknown> {
