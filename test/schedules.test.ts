@@ -137,14 +137,18 @@ describe('schedules', () => {
     await removeAll();
   });
 
-  test('after downtime the missed slots fire once, late, and say how many it stands for', async () => {
+  test('after downtime the missed slots fire once, late, and say how many it stands for; a claimed slot never acted on is taken up', async () => {
     now = new Date('2026-04-01T09:10:00Z');
     const made = await taskSchedule('alice', { cron: '0 * * * *' });
     assert.equal(made.status, 201, JSON.stringify(made.body));
     const id = made.body.id as string;
     assert.equal(made.body.nextAt, '2026-04-01T10:00:00.000Z');
-    // The clock jumps past five slots (10:00 … 14:00) with nothing looking: as when no control plane ran.
-    await at('2026-04-01T14:20:00Z');
+    // The control plane is down from 09:10 to 14:20: five slots (10:00 … 14:00) pass unfired.
+    const down = t;
+    await down.close();
+    await down.fake?.close();
+    now = new Date('2026-04-01T14:20:00Z');
+    t = await startTestBerth({ fake: true, dataDir: down.dataDir, database: down.database, clock });
     await at('2026-04-01T14:20:01Z');
     const fired = await firings(t, id);
     assert.equal(fired.length, 1, 'one firing for five missed slots');
@@ -160,6 +164,18 @@ describe('schedules', () => {
     const next = (await as('alice')('GET', `/api/orgs/default/schedules/${id}`)).body;
     assert.equal(next.firings[0].late, false);
     assert.match(next.firings[0].outcome, /^task task_\w+ queued$/);
+
+    // A replica claimed 16:00 and died before acting: a minute on, the firing is acted on (once).
+    const db = t.berth.database.db;
+    await db.insertInto('schedule_firings').values({ schedule_id: id, slot: '2026-04-01T16:00:00Z', fired_at: '2026-04-01T16:00:01Z', outcome: 'pending' }).execute();
+    await db.updateTable('schedules').set({ next_at: '2026-04-01T17:00:00Z', last_slot: '2026-04-01T16:00:00Z' }).where('id', '=', id).execute();
+    await at('2026-04-01T16:00:30Z');
+    assert.equal((await firings(t, id)).at(-1)!.outcome, 'pending', 'not while its replica may still be acting');
+    await at('2026-04-01T16:01:30Z');
+    await at('2026-04-01T16:01:31Z');
+    const taken = (await firings(t, id)).at(-1)!;
+    assert.match(taken.outcome, /^task task_\w+ queued \(late\)$/);
+    assert.equal((await db.selectFrom('tasks').select('id').where('trigger_key', '=', `schedule:${id}@2026-04-01T16:00:00.000Z`).execute()).length, 1);
     await removeAll();
   });
 
