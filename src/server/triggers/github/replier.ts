@@ -33,8 +33,8 @@ const ICONS: Record<TaskReplyView['state'], string> = {
 export function commentText(view: TaskReplyView): string {
   const lines = [`${ICONS[view.state]} **Berth** [task \`${view.id}\`](${view.url})${view.project ? ` (project ${view.project})` : ''}: ${stateWords(view)}`];
   if (view.continues) lines.push('', `Continues task \`${view.continues}\` on its branch${view.branch ? ` \`${view.branch}\`` : ''}.`);
-  if (view.state === 'succeeded' && view.changeRequest?.url) lines.push('', `Pull request: ${view.changeRequest.url}`);
-  else if (view.state === 'succeeded' && view.summary) lines.push('', view.summary.slice(0, 2_000));
+  // stateWords names the pull request; without one, the agent's summary says what came of it.
+  if (view.state === 'succeeded' && !view.changeRequest?.url && view.summary) lines.push('', view.summary.slice(0, 2_000));
   return lines.join('\n');
 }
 
