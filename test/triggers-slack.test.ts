@@ -201,6 +201,9 @@ describe('a slash command without a goal', () => {
       assert.equal(r.body.response_type, 'ephemeral');
       assert.match(r.body.text, /^Usage: `\/berth <goal> \[in <project>\]`/);
     }
+    // Slack's certificate check of the command's URL, signed like the rest.
+    const check = await slack.deliver(commandsUrl, new URLSearchParams({ ssl_check: '1', token: 'gIkuvaNzQIHg97ATvDxqgjtO' }).toString(), { contentType: FORM });
+    assert.equal(check.status, 200);
     assert.equal(await deliveries(), before);
   });
 });
