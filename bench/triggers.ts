@@ -6,8 +6,11 @@
 //     question); the 202 itself is timed too.
 // (2) A burst of 1,000 generic deliveries, 20 at a time, 50 of them sent twice: every one a
 //     task, none twice.
-import { createHmac, randomUUID } from 'node:crypto';
+import { createHmac, generateKeyPairSync, randomUUID } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { availableParallelism, loadavg } from 'node:os';
+import { sign } from '@octokit/webhooks-methods';
+import { startFakeGitHub, type FakeGitHub } from '../test/fakes/github.ts';
 import { startTestBerth, type TestBerth } from '../test/helpers.ts';
 import { ON_POSTGRES } from '../test/postgres.ts';
 import { summary } from './stats.ts';
@@ -25,7 +28,15 @@ interface Sender {
   send(n: number, delivery?: string): Promise<{ status: number; key: string; duplicate: boolean }>;
 }
 
+const GH_APP_ID = '4242';
+const GH_INSTALLATION = 77;
+/** GitHub's documented example payloads, by event. */
+/** The App's key pair: the fake GitHub checks the App's JWTs against the public half. */
+const ghKeys = generateKeyPairSync('rsa', { modulusLength: 2048, privateKeyEncoding: { type: 'pkcs8', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } });
+const examples = createRequire(import.meta.url)('@octokit/webhooks-examples') as { name: string; examples: Record<string, any>[] }[];
+
 let t: TestBerth | undefined;
+let github: FakeGitHub | undefined;
 const failures: string[] = [];
 
 try {
@@ -94,9 +105,8 @@ try {
 
   console.log(`(1) one delivery at a time, ${DELIVERIES} of each, until its task is queued`);
   await latency(await generic('latency'));
-  const github = await githubSender(berth);
-  if (github) await latency(github);
-  else console.log('GitHub: not measured (the GitHub App trigger is not in this tree)');
+  github = await startFakeGitHub({ apps: [{ appId: GH_APP_ID, publicKey: ghKeys.publicKey, installationId: GH_INSTALLATION, slug: 'berth' }] });
+  await latency(await githubSender(berth, github));
 
   console.log(`\n(2) a burst: ${BURST} deliveries, ${BURST_CONCURRENCY} at a time, ${RESENT} of them sent twice`);
   const burst = await generic('burst');
@@ -142,6 +152,7 @@ try {
   if ((statuses.get(202) ?? 0) !== sends.length) failures.push(`burst: not every send answered 202`);
 } finally {
   await t?.destroy();
+  await github?.close();
 }
 
 if (failures.length) {
@@ -150,8 +161,50 @@ if (failures.length) {
 }
 console.log('\nall goals met');
 
-/** GitHub's `/berth` issue comment, when the GitHub App trigger is in this tree; else null. */
-async function githubSender(_t: TestBerth): Promise<Sender | null> {
-  void randomUUID;
-  return null;
+/**
+ * GitHub's `/berth` issue comment: the App set up against a fake GitHub (which answers the
+ * write-access question and the issue's comments as GitHub does), one issue per delivery,
+ * signed as GitHub signs. The task exists once GitHub was asked and the goal written.
+ */
+async function githubSender(berth: TestBerth, github: FakeGitHub): Promise<Sender> {
+  const repo = 'acme/bench-gh';
+  const writer = 'maintainer-mo';
+  const secret = 'bench-webhook-secret-0123456789';
+  const { privateKey } = ghKeys;
+  await github.createRepo(repo, { 'README.md': '# bench\n' });
+  github.setPermission(repo, writer, 'maintain');
+  const put = async (method: string, path: string, body: unknown) => {
+    const res = await berth.api(method, path, body);
+    if (res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(res.body)}`);
+  };
+  await put('PUT', '/api/orgs/default/secrets/GITHUB_APP_KEY', { value: privateKey });
+  await put('POST', '/api/orgs/default/projects', {
+    name: 'bench-gh',
+    repoUrl: github.repoUrl(repo),
+    forge: { kind: 'github', apiUrl: github.apiUrl, app: { appId: GH_APP_ID, installationId: GH_INSTALLATION, privateKeySecret: 'GITHUB_APP_KEY' } },
+  });
+  await put('PUT', '/api/integrations/github', { settings: { appId: GH_APP_ID, url: github.url, apiUrl: github.apiUrl }, secrets: { privateKey, webhookSecret: secret } });
+  const example = examples.find((e) => e.name === 'issue_comment')!.examples.find((x) => x.action === 'created')!;
+  return {
+    label: 'GitHub issue_comment /berth',
+    async send(n, delivery = randomUUID()) {
+      const issue = github.createIssue(repo, { title: `Flaky test ${n}`, body: 'It fails about once in ten runs.', user: writer });
+      const payload = {
+        ...structuredClone(example),
+        repository: github.repositoryJson(repo),
+        installation: { id: GH_INSTALLATION, node_id: 'MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9uNzc=' },
+        sender: { ...example.sender, login: writer, type: 'User' },
+        issue: github.issueJson(repo, issue.number),
+        comment: { ...example.comment, body: `/berth fix the flaky test ${n}`, user: { ...example.comment.user, login: writer, type: 'User' } },
+      };
+      const body = JSON.stringify(payload);
+      const res = await fetch(`${berth.client.url}/api/webhooks/github`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-github-event': 'issue_comment', 'x-github-delivery': delivery, 'x-hub-signature-256': await sign(secret, body), 'user-agent': 'GitHub-Hookshot/berth-bench' },
+        body,
+      });
+      const answer = (await res.json()) as { duplicate?: boolean };
+      return { status: res.status, key: `github:${delivery}`, duplicate: answer.duplicate === true };
+    },
+  };
 }
