@@ -53,6 +53,7 @@ export const ListSchedulesQuery = z.strictObject({
   environment: z.string().max(100).optional().describe('only the schedules of this environment (name or id)'),
   project: z.string().max(100).optional().describe('only the schedules of this project (name or id)'),
 });
+export type ListSchedulesQuery = z.infer<typeof ListSchedulesQuery>;
 
 export const ScheduleFiring = z.object({
   /** The slot the rule named (what was due), not when it ran. */

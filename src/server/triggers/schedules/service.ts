@@ -3,6 +3,7 @@
 // environment.write and the environment must be the caller's own (or the caller an admin),
 // as for removing or sharing it (ownership.ts). A schedule acts as its creator, so only its
 // creator or an admin may pause, resume or remove it.
+import type { Selectable } from 'kysely';
 import type { CreateScheduleBody, ListSchedulesQuery, Schedule, ScheduleDetail, ScheduleFiring } from '../../../shared/api-schedules.ts';
 import { invalid, notFound } from '../../../shared/errors.ts';
 import { isEnvironmentId, newId } from '../../../shared/ids.ts';
@@ -11,9 +12,7 @@ import type { Db } from '../../db/index.ts';
 import type { ScheduleTable } from '../../db/schema.ts';
 import { assertEnvironmentAccess, ownerIdOf } from '../../ownership.ts';
 import { liveProject } from '../../projects.ts';
-import type { Selectable } from 'kysely';
 import { ruleOf } from './rule.ts';
-import type { z } from 'zod';
 
 export type ScheduleRow = Selectable<ScheduleTable>;
 type FiringRow = { slot: Date; fired_at: Date; outcome: string; task_id: string | null };
@@ -59,7 +58,7 @@ export class ScheduleService {
     return this.show(scope, common.id);
   }
 
-  async list(scope: Scope, query: z.infer<typeof ListSchedulesQuery>): Promise<{ items: Schedule[] }> {
+  async list(scope: Scope, query: ListSchedulesQuery): Promise<{ items: Schedule[] }> {
     let q = this.#db.selectFrom('schedules').selectAll().where('org_id', '=', scope.orgId).where('deleted_at', 'is', null);
     if (query.kind) q = q.where('kind', '=', query.kind);
     if (query.environment) q = q.where('environment_id', '=', (await this.#environment(scope.orgId, query.environment)).id);
