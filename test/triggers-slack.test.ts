@@ -315,6 +315,19 @@ describe('people who may not start tasks', () => {
     assert.equal((await slackTasks()).length, before, 'no task');
   });
 
+  test('with the org named (`berth integration slack --org`), the advice names it; secrets left out are kept', async () => {
+    const set = await t.cli(['integration', 'slack', '--org', 'default', '--api-url', slack.apiUrl]);
+    assert.equal(set.code, 0, set.stderr);
+    assert.match(set.stdout, /tasks go to the org default/);
+    const status = JSON.parse((await t.cli(['integration', 'list', '--json'])).stdout).find((i: { kind: string }) => i.kind === 'slack');
+    assert.deepEqual(status.settings, { apiUrl: slack.apiUrl, org: 'default' });
+    await waitFor('the new settings read', async () => (await t.berth.triggers.deps.integrations.get<{ org?: string }>('slack'))?.settings.org === 'default');
+    const triggerId = '13345224688.738474920.withorg';
+    await slack.deliver(commandsUrl, slashCommandBody(slack, { user: 'U0MALLORY', channel: CHANNEL, text: 'anything', triggerId }), { contentType: FORM });
+    await handled(`command:${triggerId}`);
+    assert.match(toldTo('U0MALLORY').at(-1)!.text, /Ask an admin of the Berth org default to add you: `berth member add mallory@elsewhere\.example --role member --org default`/);
+  });
+
   test('without users:read.email the asker is told what the app lacks', async () => {
     slack.emailScope = false;
     try {

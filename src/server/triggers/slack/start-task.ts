@@ -39,7 +39,7 @@ export class SlackTaskStarter {
       await this.#tell(slack, req, `Tell me what to do. ${USAGE}`);
       return { outcome: 'ignored: no goal' };
     }
-    const source = { team: req.team, user: req.user, channel: req.channel, slack: `${req.kind} ${req.requestId}` };
+    const source = { team: req.team, user: req.user, channel: req.channel, via: req.kind === 'command' ? 'slash command' : 'mention' };
     const slackActor = `slack:${req.team}/${req.user}`;
     const person = await this.#person(slack, req.user, app.settings.org);
     const org = await this.#org(app, person);
