@@ -16,6 +16,8 @@ import { freshDatabase, ON_POSTGRES, type TestDatabase } from './postgres.ts';
 
 let now = new Date('2026-03-27T12:00:00Z');
 const clock = () => now;
+// The tasks schedules start stay queued: that they start, and as what, is the point here.
+const quiet = { fake: true, clock, taskConcurrency: 0 } as const;
 
 let t: TestBerth;
 let root: string;
@@ -47,7 +49,7 @@ async function removeAll(): Promise<void> {
 }
 
 before(async () => {
-  t = await startTestBerth({ fake: true, clock });
+  t = await startTestBerth(quiet);
   const made = new TokenService(t.berth.database.db);
   for (const [name, role] of [['alice', 'member'], ['bob', 'member'], ['carol', 'admin'], ['vic', 'viewer']] as const) {
     const m = await t.api('PUT', `/api/orgs/default/members/${name}%40example.com`, { role });
@@ -148,7 +150,7 @@ describe('schedules', () => {
     await down.close();
     await down.fake?.close();
     now = new Date('2026-04-01T14:20:00Z');
-    t = await startTestBerth({ fake: true, dataDir: down.dataDir, database: down.database, clock });
+    t = await startTestBerth({ ...quiet, dataDir: down.dataDir, database: down.database });
     await at('2026-04-01T14:20:01Z');
     const fired = await firings(t, id);
     assert.equal(fired.length, 1, 'one firing for five missed slots');
@@ -230,6 +232,11 @@ describe('schedules', () => {
     const audited = await t.berth.database.db.selectFrom('audit_entries').selectAll().where('actor', '=', `schedule:${stop.id}`).execute();
     assert.deepEqual(audited.map((a) => [a.action, a.target]), [['environment.stop', env.body.id]]);
 
+    // A refused rule changes nothing, not even the other one given with it.
+    const refused = await cli('alice', ['env', 'schedule', 'alice-env', '--stop', '0 20 * * *', '--start', '0 25 * * *']);
+    assert.equal(refused.code, 2, refused.stderr);
+    assert.match(refused.stderr, /Invalid value for hour/);
+    assert.deepEqual((await as('alice')('GET', `/api/orgs/default/schedules?environment=alice-env`)).body.items.map((s: { cron: string }) => s.cron).sort(), ['0 19 * * *', '0 7 * * 1-5']);
     // Again for the stop rule replaces it; --clear removes both.
     const again = await cli('alice', ['env', 'schedule', 'alice-env', '--stop', '30 18 * * *', '--timezone', 'Europe/Berlin', '--json']);
     assert.equal(again.code, 0, again.stderr);
@@ -271,8 +278,8 @@ describe('two control planes on one PostgreSQL', { skip: ON_POSTGRES ? false : '
 
   before(async () => {
     database = await freshDatabase();
-    a = await startTestBerth({ fake: true, database, clock });
-    b = await startTestBerth({ fake: true, database, clock });
+    a = await startTestBerth({ ...quiet, database });
+    b = await startTestBerth({ ...quiet, database });
   });
 
   after(async () => {

@@ -120,11 +120,17 @@ export async function environmentSchedule(c: ApiClient, env: string, o: { stop?:
     return emit(o, { environment: env, removed: old.map((s) => s.id) }, `${old.length} schedule${old.length === 1 ? '' : 's'} of ${env} removed`);
   }
   const made: Schedule[] = [];
-  for (const action of ['stop', 'start'] as const) {
-    const cron = o[action];
-    if (!cron) continue;
-    const body: CreateScheduleBody = { kind: 'environment', environment: env, action, cron, timezone: o.timezone };
-    made.push(await c.request<Schedule>('POST', schedulePath(c), body));
+  try {
+    for (const action of ['stop', 'start'] as const) {
+      const cron = o[action];
+      if (!cron) continue;
+      const body: CreateScheduleBody = { kind: 'environment', environment: env, action, cron, timezone: o.timezone };
+      made.push(await c.request<Schedule>('POST', schedulePath(c), body));
+    }
+  } catch (err) {
+    // All or nothing: a refused --start takes back the --stop made a moment ago.
+    for (const s of made) await c.request('DELETE', schedulePath(c, `/${s.id}`)).catch(() => {});
+    throw err;
   }
   const replaced = old.filter((s) => made.some((m) => m.action === s.action));
   for (const s of replaced) await c.request('DELETE', schedulePath(c, `/${s.id}`));
