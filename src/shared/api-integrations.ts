@@ -19,6 +19,7 @@ export const IntegrationStatus = z.object({
   updatedBy: z.string().nullable(),
   updatedAt: z.string().nullable(),
   webhookUrl: z.string().describe('where the service sends its webhooks'),
+  webhookUrls: z.array(z.string()).describe('every request URL the service is given (Slack: slash commands and events)'),
 });
 export type IntegrationStatus = z.infer<typeof IntegrationStatus>;
 

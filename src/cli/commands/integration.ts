@@ -26,7 +26,7 @@ export function secretFromFile(flag: string, path: string | undefined): string |
 export async function setIntegration(client: ApiClient, kind: string, settings: Record<string, unknown>, secrets: Record<string, string | undefined>, o: { json?: boolean }): Promise<void> {
   const given = Object.fromEntries(Object.entries(secrets).filter((e): e is [string, string] => e[1] !== undefined));
   const status = await client.request<IntegrationStatus>('PUT', `/api/integrations/${kind}`, { settings, secrets: given });
-  emit(o, status, () => `${kind} integration set up (secrets set: ${status.secretsSet.join(', ') || 'none'}).\nWebhook URL: ${status.webhookUrl}\n`);
+  emit(o, status, () => `${kind} integration set up (secrets set: ${status.secretsSet.join(', ') || 'none'}).\nWebhook URL${status.webhookUrls.length > 1 ? 's' : ''}: ${status.webhookUrls.join(', ')}\n`);
 }
 
 export function integrationCommands(program: Command, client: () => ApiClient): void {
@@ -42,7 +42,7 @@ export function integrationCommands(program: Command, client: () => ApiClient): 
       if (o.json) return printJson(items);
       printTable(
         ['KIND', 'SET UP', 'SECRETS', 'WEBHOOK URL', 'UPDATED BY'],
-        items.map((i) => [i.kind, i.configured ? 'yes' : 'no', i.secretsSet.join(', ') || '-', i.webhookUrl, i.updatedBy ?? '-']),
+        items.map((i) => [i.kind, i.configured ? 'yes' : 'no', i.secretsSet.join(', ') || '-', i.webhookUrls.join(' '), i.updatedBy ?? '-']),
       );
     });
 

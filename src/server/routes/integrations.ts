@@ -16,7 +16,10 @@ function assertInstanceAdmin(caller: Caller): void {
 /** The instance's GitHub App, GitLab and Slack app: instance administrators only; secrets go in and never come out. */
 export function integrationRoutes(app: App, deps: AppDeps & { triggers: Triggers }): void {
   const store = deps.triggers.deps.integrations;
-  const view = (s: StoredStatus) => ({ ...s, webhookUrl: `${deps.publicUrl?.() ?? ''}${WEBHOOK_PREFIX}${s.kind}` });
+  const view = (s: StoredStatus) => {
+    const base = `${deps.publicUrl?.() ?? ''}${WEBHOOK_PREFIX}${s.kind}`;
+    return { ...s, webhookUrl: base, webhookUrls: store.spec(s.kind).webhookPaths?.map((p) => `${base}/${p}`) ?? [base] };
+  };
 
   app.get('/api/integrations', {
     schema: { tags, summary: 'The integrations and whether each is set up (instance administrators); never a secret', response: { 200: IntegrationList, ...errors } },

@@ -19,6 +19,8 @@ export interface IntegrationSpec<S extends z.ZodType = z.ZodType, K extends z.Zo
   settings: S;
   /** Every secret a string; all required on first set, any may be left out later to keep it. */
   secrets: K;
+  /** The request URLs the service is given, under /api/webhooks/KIND/ (default: that URL itself). */
+  webhookPaths?: string[] | undefined;
 }
 
 export interface Integration<S = Record<string, unknown>, K = Record<string, string>> {

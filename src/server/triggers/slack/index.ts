@@ -11,7 +11,7 @@ import { SlackTaskStarter } from './start-task.ts';
 export { COMMANDS_PATH, EVENTS_PATH } from './routes.ts';
 
 export function slackSource(deps: TriggerDeps): TriggerSource {
-  deps.integrations.define({ kind: 'slack', title: 'the Slack app', settings: SlackSettings, secrets: SlackSecrets });
+  deps.integrations.define({ kind: 'slack', title: 'the Slack app', settings: SlackSettings, secrets: SlackSecrets, webhookPaths: ['commands', 'events'] });
   const starter = new SlackTaskStarter(deps);
   deps.queue.handle('slack', (d) => starter.handle(d));
   deps.replies.register(new SlackReplier({ integrations: deps.integrations, logger: deps.logger }));
