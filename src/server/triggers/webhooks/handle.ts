@@ -4,7 +4,7 @@
 import { z } from 'zod';
 import type { Task } from '../../../shared/api-tasks.ts';
 import { BerthError } from '../../../shared/errors.ts';
-import type { Db } from '../../db/index.ts';
+import type { Db, Role } from '../../db/index.ts';
 import type { DeliveryHandler } from '../queue.ts';
 import type { TriggeredTasks } from '../tasks.ts';
 import type { WebhookTriggerRow, WebhookTriggerStore } from './store.ts';
@@ -26,7 +26,7 @@ export function deliveryHandler(d: { db: Db; store: WebhookTriggerStore; trigger
 
     const who = `webhook:${trigger.id}`;
     const source = { trigger: trigger.id, name: trigger.name, delivery: delivery.deliveryId };
-    const refusal = await ownerRefusal(d.db, trigger);
+    const refusal = ownerRefusal(trigger);
     if (refusal) {
       await d.triggered.refused(orgId, who, refusal, source);
       return { outcome: `refused: ${refusal}`, orgId };
@@ -69,10 +69,9 @@ function marking(trigger: WebhookTriggerRow, delivery: string): string {
  * Tasks start as the trigger's creator: one who has since left the org, or may no longer
  * start tasks in it, starts none through it.
  */
-async function ownerRefusal(db: Db, trigger: WebhookTriggerRow): Promise<string | undefined> {
+function ownerRefusal(trigger: WebhookTriggerRow & { owner_role: Role | null }): string | undefined {
   if (!trigger.owner_id) return undefined;
-  const m = await db.selectFrom('memberships').select('role').where('org_id', '=', trigger.org_id).where('user_id', '=', trigger.owner_id).executeTakeFirst();
-  if (!m) return `the trigger's creator is no longer a member of the org: make a new trigger`;
-  if (m.role === 'viewer') return `the trigger's creator is a viewer now and may not start tasks: make a new trigger`;
+  if (!trigger.owner_role) return `the trigger's creator is no longer a member of the org: make a new trigger`;
+  if (trigger.owner_role === 'viewer') return `the trigger's creator is a viewer now and may not start tasks: make a new trigger`;
   return undefined;
 }

@@ -14,7 +14,7 @@ import {
 import { conflict, notFound } from '../../../shared/errors.ts';
 import { newId } from '../../../shared/ids.ts';
 import type { Scope } from '../../authz.ts';
-import { isUniqueViolation, type Db } from '../../db/index.ts';
+import { isUniqueViolation, type Db, type Role } from '../../db/index.ts';
 import type { WebhookTriggerTable } from '../../db/schema.ts';
 import type { Selectable } from 'kysely';
 import { liveProject } from '../../projects.ts';
@@ -106,9 +106,20 @@ export class WebhookTriggerStore {
     return row ? { row, secret: this.#box.open(boxScope(row.org_id, row.id), row.secret) } : null;
   }
 
-  /** A live trigger by id, without its secret (handling a delivery already verified). */
-  async live(id: string): Promise<WebhookTriggerRow | null> {
-    return (await this.#db.selectFrom('webhook_triggers').selectAll().where('id', '=', id).where('deleted_at', 'is', null).executeTakeFirst()) ?? null;
+  /**
+   * A live trigger by id, without its secret (handling a delivery already verified), and the
+   * role its creator holds in its org now (null: none).
+   */
+  async live(id: string): Promise<(WebhookTriggerRow & { owner_role: Role | null }) | null> {
+    const row = await this.#db
+      .selectFrom('webhook_triggers')
+      .leftJoin('memberships', (j) => j.onRef('memberships.org_id', '=', 'webhook_triggers.org_id').onRef('memberships.user_id', '=', 'webhook_triggers.owner_id'))
+      .selectAll('webhook_triggers')
+      .select('memberships.role as owner_role')
+      .where('webhook_triggers.id', '=', id)
+      .where('webhook_triggers.deleted_at', 'is', null)
+      .executeTakeFirst();
+    return row ?? null;
   }
 
   urlOf(id: string): string {
