@@ -8,6 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { z } from 'zod';
 import { TokenService } from '../src/server/auth.ts';
 import { repoKey, type Replier, type TaskReplyView } from '../src/server/triggers/index.ts';
+import { auditWords } from '../src/shared/audit-words.ts';
 import { apiAs, startTestBerth, waitFor, type TestBerth } from './helpers.ts';
 
 let t: TestBerth;
@@ -93,6 +94,9 @@ describe('trigger plumbing', () => {
     assert.equal(entries.length, 1, JSON.stringify(audit.body));
     assert.equal(entries[0].actor, 'github:octocat');
     assert.equal(entries[0].details.delivery, 'delivery-42');
+    assert.equal(auditWords(entries[0]), `task started by github (github:octocat): ${first.id} on hooks`);
+    assert.equal(auditWords({ action: 'trigger.refused', target: null, details: { reason: 'octocat has no write access' } }), 'trigger refused: octocat has no write access');
+    assert.equal(auditWords({ action: 'schedule.pause', target: 'sch_1', details: {} }), 'schedule paused: sch_1');
     const listed = await t.api('GET', '/api/orgs/default/tasks?trigger=github');
     assert.deepEqual(listed.body.items.map((i: { id: string }) => i.id), [first.id]);
   });

@@ -81,10 +81,14 @@ export function auditWords(e: AuditFacts): string {
       return `signed in${str(d.email) ? `: ${d.email}` : ''}${str(d.via) ? ` with ${d.via === 'oidc' ? 'the identity provider' : d.via}` : ''}`;
     case 'audit.reseal':
       return 'audit chain resealed';
+    case 'task.trigger':
+      return `task started by ${str(d.trigger) ?? 'a trigger'}${str(d.triggeredBy) ? ` (${d.triggeredBy})` : ''}: ${t ?? '?'}${str(d.project) ? ` on ${d.project}` : ''}`;
+    case 'trigger.refused':
+      return `trigger refused${str(d.reason) ? `: ${d.reason}` : ''}`;
   }
   // noun.verb: "environment.create" reads "environment created: env_…".
   const [noun, verb] = e.action.split('.', 2) as [string, string | undefined];
-  const PAST: Record<string, string> = { create: 'created', delete: 'deleted', start: 'started', stop: 'stopped', set: 'set', clear: 'cleared', remove: 'removed', revoke: 'revoked', cancel: 'cancelled', retry: 'retried', approve: 'approved', import: 'imported', update: 'updated', share: 'shared', continue: 'continued' };
+  const PAST: Record<string, string> = { create: 'created', delete: 'deleted', start: 'started', stop: 'stopped', set: 'set', clear: 'cleared', remove: 'removed', revoke: 'revoked', cancel: 'cancelled', retry: 'retried', approve: 'approved', import: 'imported', update: 'updated', share: 'shared', continue: 'continued', pause: 'paused', resume: 'resumed', rotate: 'rotated' };
   if (verb && PAST[verb]) return named(noun.replaceAll('_', ' '), PAST[verb]!, t);
   return `${e.action.replaceAll('_', ' ')}${t ? `: ${t}` : ''}`;
 }
