@@ -49,6 +49,9 @@ async function deliver(trigger: Made, body: unknown, o: { headers?: Record<strin
   return { status: res.status, headers: res.headers, body: answer ? JSON.parse(answer) : null };
 }
 
+/** The webhook_deliveries metric for generic triggers, by outcome. */
+const counted = async (outcome: string) => (await t.berth.observability.metrics.webhookDeliveries.get()).values.find((v) => v.labels.source === 'webhook' && v.labels.outcome === outcome)?.value ?? 0;
+
 const deliveries = (trigger: Made) => t.berth.database.db.selectFrom('webhook_deliveries').selectAll().where('source', '=', `webhook:${trigger.id}`).execute();
 
 /** The task a delivery started, once the queue has handled it. */
@@ -138,6 +141,7 @@ describe('generic webhook triggers', () => {
   test('a wrong secret, a missing one or a bad signature: 401, and nothing on record', async () => {
     const hmac = await create({ name: 'guarded', goalTemplate: 'x {{body.a}}' });
     const bearer = await create({ name: 'guarded-bearer', goalTemplate: 'x {{body.a}}', auth: 'bearer' });
+    const before = await counted('unauthenticated');
     const refused = [
       await deliver(hmac, { a: 1 }, { secret: 'whs_wrong' }),
       await deliver(hmac, { a: 1 }, { auth: false }),
@@ -154,6 +158,7 @@ describe('generic webhook triggers', () => {
     }
     assert.deepEqual(await deliveries(hmac), []);
     assert.deepEqual(await deliveries(bearer), []);
+    assert.equal((await counted('unauthenticated')) - before, refused.length, 'each counted for /metrics');
   });
 
   test('a body past 64 KiB is 413, not JSON is 415 or 400, and none starts anything', async () => {

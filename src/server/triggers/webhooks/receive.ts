@@ -58,7 +58,7 @@ export function receiveRoute(scope: FastifyInstance, d: ReceiveDeps): void {
       const raw = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
       const signature = req.headers[SIGNATURE_HEADER];
       if (!verifyDelivery(row.auth, secret, raw, { authorization: req.headers.authorization, signature: typeof signature === 'string' ? signature : undefined })) {
-        d.counted('webhook', 'unauthorized');
+        d.counted('webhook', 'unauthenticated');
         return refuse(
           reply,
           401,
@@ -91,7 +91,7 @@ export function receiveRoute(scope: FastifyInstance, d: ReceiveDeps): void {
       const delivery = given ?? bodyDeliveryId(raw, d.now());
       const payload: TriggerPayload = { body: body.value, headers: keptHeaders(req.headers) };
       const accepted = await d.queue.accept({ source: sourceOf(row.id), deliveryId: delivery, event: 'delivery', payload });
-      d.counted('webhook', accepted ? 'accepted' : 'duplicate');
+      d.counted('webhook', accepted ? 'accepted' : 'replayed');
       const answer: WebhookTriggerAccepted = { delivery, duplicate: !accepted };
       return reply.code(202).send(answer);
     });

@@ -85,7 +85,7 @@ export class WebhookTriggerStore {
     return { ...this.#view(row, row.project_name), deliveries: recent };
   }
 
-  /** Removed at once: its URL answers 404 from now on; deliveries already taken still start their tasks. */
+  /** Removed at once: its URL answers 404 from now on, and deliveries taken but not yet handled start nothing. */
   async remove(orgId: string, ref: string): Promise<WebhookTrigger> {
     const row = await this.#find(orgId, ref);
     await this.#db.updateTable('webhook_triggers').set({ deleted_at: new Date() }).where('id', '=', row.id).where('deleted_at', 'is', null).execute();
