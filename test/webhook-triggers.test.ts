@@ -118,7 +118,7 @@ describe('generic webhook triggers', () => {
     const audit = await t.api('GET', '/api/orgs/default/audit?action=task.trigger');
     const entry = audit.body.items.find((e: { target: string }) => e.target === task.id);
     assert.equal(entry.actor, `webhook:${trigger.id}`);
-    assert.deepEqual([entry.details.trigger, entry.details.name, entry.details.delivery], [trigger.id, 'signed', 'ci-run-1']);
+    assert.deepEqual([entry.details.trigger, entry.details.triggeredBy, entry.details.triggerId, entry.details.name, entry.details.delivery], ['webhook', `webhook:${trigger.id}`, trigger.id, 'signed', 'ci-run-1']);
 
     const cli = await t.cli(['task', 'list', '--trigger', 'webhook']);
     assert.equal(cli.code, 0, cli.stderr);

@@ -25,7 +25,8 @@ export function deliveryHandler(d: { db: Db; store: WebhookTriggerStore; trigger
     if (!project || project.archived_at) return { outcome: `ignored: the trigger's project was removed`, orgId };
 
     const who = `webhook:${trigger.id}`;
-    const source = { trigger: trigger.id, name: trigger.name, delivery: delivery.deliveryId };
+    // Not `trigger`: the audit entry's `trigger` is the kind ('webhook'), which this would overwrite.
+    const source = { triggerId: trigger.id, name: trigger.name, delivery: delivery.deliveryId };
     const refusal = ownerRefusal(trigger);
     if (refusal) {
       await d.triggered.refused(orgId, who, refusal, source);
