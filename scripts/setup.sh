@@ -36,6 +36,8 @@ packages=(crun catatonit mmdebstrap skopeo uidmap util-linux iproute2 nftables g
 ((test_tools)) && packages+=(gnupg python3)
 # The company-CA test imports a CA into a Java keystore with keytool (runners use it when present).
 ((test_tools)) && packages+=(default-jre-headless)
+# The webhook-triggers test runs the curl example `berth trigger create` prints (openssl signs it).
+((test_tools)) && packages+=(curl openssl)
 # The deploy test reads the systemd units with systemd-analyze (a container may lack systemd).
 ((test_tools)) && packages+=(systemd)
 missing=()

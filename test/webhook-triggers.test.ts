@@ -294,6 +294,13 @@ describe('generic webhook triggers', () => {
     const curl = made.stdout.slice(made.stdout.indexOf('curl -X POST'));
     const answer = (await promisify(execFile)('sh', ['-c', `${curl.trim()} -s -w ' %{http_code}'`], { encoding: 'utf8' })).stdout;
     assert.match(answer, / 202$/, answer);
+    // And the signed one an HMAC trigger prints.
+    const signed = await t.cli(['trigger', 'create', '--name', 'from-cli-hmac', '--project', 'shop', '--goal-template', 'Fix {{body.alert.title}}']);
+    assert.equal(signed.code, 0, signed.stderr);
+    const example = signed.stdout.slice(signed.stdout.indexOf('BODY='));
+    assert.match(example, /openssl dgst -sha256 -hmac/);
+    const signedAnswer = (await promisify(execFile)('sh', ['-c', `${example.trim()} -s -w ' %{http_code}'`], { encoding: 'utf8' })).stdout;
+    assert.match(signedAnswer, / 202$/, signedAnswer);
     const show = await t.cli(['trigger', 'show', 'from-cli']);
     assert.equal(show.code, 0, show.stderr);
     assert.match(show.stdout, /DELIVERY\s+AGE\s+TASK\s+OUTCOME/);

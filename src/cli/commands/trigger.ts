@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
 import {
-  SIGNATURE_HEADER,
   TEMPLATE_FIELD,
   type CreateWebhookTriggerBody,
   type WebhookTrigger,
@@ -91,7 +90,7 @@ function describe(t: WebhookTrigger): string {
     `Trigger   ${t.name} (${t.id})`,
     `Project   ${t.project}`,
     `URL       ${t.url}`,
-    `Auth      ${t.auth === 'hmac' ? `hmac (${SIGNATURE_HEADER}: sha256=HMAC of the body)` : 'bearer (Authorization: Bearer SECRET)'}`,
+    `Auth      ${t.auth === 'hmac' ? 'hmac (X-Berth-Signature-256: sha256=HMAC-SHA256 of the body)' : 'bearer (Authorization: Bearer SECRET)'}`,
     `Rate      ${t.ratePerMinute}/min`,
     `Goal      ${t.goalTemplate}`,
     `Created   ${age(t.createdAt)} ago by ${t.createdBy}`,
