@@ -8,6 +8,8 @@ import { createHmac } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { TokenService } from '../src/server/auth.ts';
+import { renderGoal } from '../src/server/triggers/webhooks/index.ts';
+import { TriggerRates } from '../src/server/triggers/webhooks/rate.ts';
 import { apiAs, startTestBerth, type TestBerth } from './helpers.ts';
 
 let t: TestBerth;
@@ -307,5 +309,46 @@ describe('generic webhook triggers', () => {
     const bad = await t.cli(['trigger', 'create', '--name', 'x', '--project', 'shop', '--goal-template', 'x', '--rate', 'fast']);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /--rate takes/);
+  });
+});
+
+describe('generic webhook parts', () => {
+  test('a delivery a crash left unhandled starts its task when taken up again', async () => {
+    const trigger = await create({ name: 'after-crash', goalTemplate: 'Deploy {{body.version}} ({{headers.x-env}})' });
+    // As a process killed after recording it (and answering 202) would leave it.
+    await t.berth.database.db
+      .insertInto('webhook_deliveries')
+      .values({ source: `webhook:${trigger.id}`, delivery_id: 'crashed-1', event: 'delivery', payload: JSON.stringify({ body: { version: '1.2.3' }, headers: { 'x-env': 'staging' } }), received_at: new Date(Date.now() - 5 * 60_000) })
+      .execute();
+    assert.ok((await t.berth.triggers.deps.queue.recover()) >= 1);
+    const { task } = await taskOf(trigger, 'crashed-1');
+    assert.ok(task.goal.startsWith('Deploy 1.2.3 (staging)'), task.goal);
+  });
+
+  test('templates: paths into arrays and objects, own properties only, the goal bounded', () => {
+    const input = { body: { a: { b: [10, { c: 'deep' }] }, n: 0, f: false, nil: null }, headers: { 'x-foo': 'bar' } };
+    const r = renderGoal('{{body.a.b.0}} {{body.a.b.1.c}} {{body.a.b.2}} {{body.n}} {{body.f}} [{{body.nil}}] {{HEADERS.x-foo}} {{headers.X-Foo}} {{body.a.__proto__}} {{body.toString}} {{body.a.b.length}}', input);
+    assert.equal(r.goal, '10 deep  0 false []  bar   ');
+    assert.deepEqual(r.missing, ['body.a.b.2', 'HEADERS.x-foo', 'body.a.__proto__', 'body.toString', 'body.a.b.length']);
+    const huge = renderGoal('{{body.s}}{{body.s}}{{body.s}}{{body.s}}{{body.s}}{{body.s}}{{body.s}}{{body.s}}{{body.s}}', { body: { s: 'x'.repeat(4000) }, headers: {} });
+    assert.equal(huge.goal.length, 32 * 1024, 'the goal is cut to 32 KiB');
+    assert.ok(huge.goal.endsWith(' …[truncated]'));
+    // A cut never leaves half of a surrogate pair.
+    const emoji = renderGoal('{{body.s}}', { body: { s: '😀'.repeat(3000) }, headers: {} });
+    assert.equal(emoji.goal, emoji.goal.toWellFormed());
+    assert.deepEqual(emoji.truncated, ['body.s']);
+  });
+
+  test('the rate: a full bucket at first, refilled evenly over the minute', () => {
+    let now = 0;
+    const rates = new TriggerRates(() => now);
+    assert.deepEqual([rates.take('whk_a', 3), rates.take('whk_a', 3), rates.take('whk_a', 3)], [0, 0, 0]);
+    assert.equal(rates.take('whk_a', 3), 20, 'one more in 20 s');
+    assert.equal(rates.take('whk_b', 3), 0, 'each trigger has its own');
+    now += 20_000;
+    assert.equal(rates.take('whk_a', 3), 0);
+    assert.equal(rates.take('whk_a', 3), 20);
+    now += 10 * 60_000;
+    assert.deepEqual([rates.take('whk_a', 3), rates.take('whk_a', 3), rates.take('whk_a', 3), rates.take('whk_a', 3)], [0, 0, 0, 20], 'no more than a minute saved up');
   });
 });
