@@ -54,6 +54,16 @@ describe('trigger plumbing', () => {
     assert.deepEqual(await deliveries.get('core-test', 'd-1'), { outcome: 'seen 1', taskId: null, processed: true });
   });
 
+  test('what jsonb cannot hold (NUL, an unpaired surrogate) is stored replaced, never a 500', async () => {
+    const { queue, deliveries } = t.berth.triggers.deps;
+    let seen: unknown;
+    queue.handle('core-nul', async (d) => ((seen = d.payload), { outcome: 'seen' }));
+    assert.equal(await queue.accept({ source: 'core-nul', deliveryId: 'd-nul', event: 'message', payload: { text: 'a\u0000b', ['k\u0000']: '\ud800x' } }), true);
+    await queue.idle();
+    assert.deepEqual(seen, { text: 'a\uFFFDb', 'k\uFFFD': '\uFFFDx' });
+    assert.equal((await deliveries.get('core-nul', 'd-nul'))?.outcome, 'seen');
+  });
+
   test('a delivery a crash left unhandled is taken up at the next start', async () => {
     const { db } = t.berth.database;
     // As a process killed after recording it would leave it: payload kept, no outcome.

@@ -5,6 +5,7 @@
 // when the control plane starts (Deliveries.pending).
 import { sql } from 'kysely';
 import type { Db } from '../db/index.ts';
+import { storable } from './payload.ts';
 
 export interface PendingDelivery {
   source: string;
@@ -32,12 +33,13 @@ export class Deliveries {
 
   /**
    * Records a delivery; false when this source already had one with this id (a redelivery:
-   * do nothing). The payload is kept until `finish`, so a crash in between loses nothing.
+   * do nothing). The payload is kept until `finish`, so a crash in between loses nothing;
+   * what jsonb cannot hold (NUL, unpaired surrogates) is replaced (payload.ts).
    */
   async record(source: string, deliveryId: string, event: string, payload: unknown): Promise<boolean> {
     const row = await this.#db
       .insertInto('webhook_deliveries')
-      .values({ source, delivery_id: deliveryId.slice(0, MAX_ID), event: event.slice(0, 100), payload: JSON.stringify(payload) })
+      .values({ source, delivery_id: deliveryId.slice(0, MAX_ID), event: event.slice(0, 100), payload: JSON.stringify(storable(payload)) })
       .onConflict((oc) => oc.columns(['source', 'delivery_id']).doNothing())
       .returning('delivery_id')
       .executeTakeFirst();

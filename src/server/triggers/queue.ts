@@ -5,6 +5,7 @@
 // plane starts again (Deliveries.pending), by whichever source it came from.
 import type { Logger } from 'pino';
 import { Deliveries, type DeliveryOutcome, type PendingDelivery } from './deliveries.ts';
+import { storable } from './payload.ts';
 
 export type DeliveryHandler = (d: PendingDelivery) => Promise<DeliveryOutcome>;
 
@@ -36,8 +37,10 @@ export class DeliveryQueue {
    * nothing). Resolves once the delivery is written, before it is handled.
    */
   async accept(d: PendingDelivery): Promise<boolean> {
-    if (!(await this.#deliveries.record(d.source, d.deliveryId, d.event, d.payload))) return false;
-    this.#enqueue(d);
+    // Handled as stored, whether now or after a restart.
+    const payload = storable(d.payload);
+    if (!(await this.#deliveries.record(d.source, d.deliveryId, d.event, payload))) return false;
+    this.#enqueue({ ...d, payload });
     return true;
   }
 

@@ -8,6 +8,7 @@ import type { TriggerDeps } from '../index.ts';
 import { readPayload } from './events.ts';
 import type { GitHubAppSecrets, GitHubAppSettings } from './settings.ts';
 import { signedBy } from './verify.ts';
+import { holdsNul } from '../payload.ts';
 
 export const GITHUB_WEBHOOK_PATH = '/api/webhooks/github';
 export const SOURCE = 'github';
@@ -64,11 +65,4 @@ export function githubWebhook(deps: TriggerDeps, scope: FastifyInstance): void {
     counted(fresh ? 'accepted' : 'replayed');
     return fresh ? reply.code(202).send({ accepted: deliveryId }) : reply.code(200).send({ duplicate: true });
   });
-}
-
-/** Whether a string anywhere in `v` holds NUL. */
-function holdsNul(v: unknown, depth = 0): boolean {
-  if (typeof v === 'string') return v.includes('\u0000');
-  if (depth > 32 || v === null || typeof v !== 'object') return false;
-  return Object.entries(v).some(([k, x]) => k.includes('\u0000') || holdsNul(x, depth + 1));
 }

@@ -8,6 +8,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { TriggerDeps } from '../index.ts';
 import { GitLabHook, HANDLED_KINDS } from './payloads.ts';
 import { gitlabConfig } from './settings.ts';
+import { holdsNul } from '../payload.ts';
 
 export const GITLAB_WEBHOOK_PATH = '/api/webhooks/gitlab';
 export const SOURCE = 'gitlab';
@@ -86,11 +87,4 @@ export function gitlabWebhook(deps: TriggerDeps, scope: FastifyInstance): void {
     counted(fresh ? 'accepted' : 'replayed');
     return reply.code(202).send(fresh ? { accepted: deliveryId } : { duplicate: deliveryId });
   });
-}
-
-/** Whether a string anywhere in `v` holds NUL (PostgreSQL's jsonb cannot keep it; GitLab never sends it), or `v` is deeper than any GitLab event. */
-function holdsNul(v: unknown, depth = 0): boolean {
-  if (typeof v === 'string') return v.includes('\u0000');
-  if (depth > 64 || v === null || typeof v !== 'object') return depth > 64;
-  return Object.entries(v).some(([k, x]) => k.includes('\u0000') || holdsNul(x, depth + 1));
 }

@@ -11,6 +11,7 @@ import type { DeliveryQueue } from '../queue.ts';
 import type { TriggerRates } from './rate.ts';
 import { sourceOf, type WebhookTriggerStore } from './store.ts';
 import { verifyDelivery } from './verify.ts';
+import { MAX_PAYLOAD_DEPTH, storable } from '../payload.ts';
 
 /** What a delivery is recorded with: its parsed body and the headers a template may name. */
 export interface TriggerPayload {
@@ -21,8 +22,6 @@ export interface TriggerPayload {
 /** Never kept with a delivery: they carry the secret or a session. */
 const UNKEPT_HEADERS = new Set(['authorization', 'proxy-authorization', 'cookie', SIGNATURE_HEADER]);
 const MAX_HEADERS = 100;
-/** Deeper JSON than this is refused: nothing a template names is that deep, and walking it costs stack. */
-const MAX_DEPTH = 64;
 const DELIVERY_ID = /^[\x21-\x7e]{1,200}$/;
 const JSON_TYPE = /^application\/(?:[\w.-]+\+)?json\s*(?:;|$)/i;
 
@@ -112,7 +111,7 @@ function bodyDeliveryId(raw: Buffer, now: Date): string {
 
 /**
  * The body as JSON a database can hold: NUL and unpaired surrogates (which PostgreSQL's jsonb
- * refuses) become U+FFFD; what is too deep is refused.
+ * refuses) become U+FFFD (payload.ts); what is too deep is refused: nothing a template names is that deep.
  */
 function parseBody(raw: Buffer): { value: unknown } | { problem: string } {
   let parsed: unknown;
@@ -121,21 +120,12 @@ function parseBody(raw: Buffer): { value: unknown } | { problem: string } {
   } catch (err) {
     return { problem: `the body is not JSON (${(err as Error).message.slice(0, 200)})` };
   }
-  const clean = (v: unknown, depth: number): unknown => {
-    if (depth > MAX_DEPTH) throw new RangeError('too deep');
-    if (typeof v === 'string') return text(v);
-    if (Array.isArray(v)) return v.map((x) => clean(x, depth + 1));
-    if (v !== null && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [text(k), clean(x, depth + 1)]));
-    return v;
-  };
   try {
-    return { value: clean(parsed, 0) };
+    return { value: storable(parsed) };
   } catch {
-    return { problem: `the body is nested more than ${MAX_DEPTH} levels deep` };
+    return { problem: `the body is nested more than ${MAX_PAYLOAD_DEPTH} levels deep` };
   }
 }
-
-const text = (s: string) => s.toWellFormed().replaceAll('\u0000', '\uFFFD');
 
 function keptHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string> {
   const kept: Record<string, string> = {};
