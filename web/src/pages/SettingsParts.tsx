@@ -33,13 +33,17 @@ export function useAnchoredRow(loaded: boolean): string {
   return target;
 }
 
-/** A sub-part of Triggers: a heading and what it shows. */
+/**
+ * A sub-part of Triggers: a heading and what it shows. A plain block under its heading, not a
+ * labelled <section>: Firefox ESR 153's content process crashed (SIGSEGV) on a labelled section
+ * inside the labelled Settings section once its table had rows, with accessibility on.
+ */
 export function Part({ id, title, children }: { id: string; title: string; children: ReactNode }) {
   return (
-    <section className="part" id={id} aria-labelledby={`${id}-h`}>
+    <div className="part" id={id}>
       <h3 id={`${id}-h`}>{title}</h3>
       {children}
-    </section>
+    </div>
   );
 }
 

@@ -60,7 +60,7 @@ function Integrations() {
 function IntegrationRow({ i }: { i: IntegrationStatus }) {
   const title = TITLE[i.kind] ?? i.kind;
   return (
-    <tr>
+    <tr id={`integration-${i.kind}`}>
       <th scope="row">{title}</th>
       <td>{i.configured ? <span className="ok">yes</span> : <span className="muted">no</span>}</td>
       <td><code className="url">{i.webhookUrl}</code> <CopyButton text={i.webhookUrl} label={`Copy the ${title} webhook URL`} /></td>
