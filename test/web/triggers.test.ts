@@ -154,9 +154,14 @@ for (const { name: browser, skip } of testBrowsers()) describe(`triggers in ${BR
     await row.getByRole('button', { name: 'Copy the GitHub App webhook URL' }).click();
     await row.getByText('Copied').waitFor();
     assert.equal(await page.evaluate(() => navigator.clipboard.readText()), `${t.client.url}/api/webhooks/github`);
-    // The other kinds are listed as not set up.
+    // The other kinds are listed as not set up; Slack is given two request URLs, each to copy.
     for (const kind of kinds.filter((k) => k !== 'github')) {
       assert.equal(await part.locator(`tr#integration-${kind} td`).first().textContent(), 'no');
+    }
+    const slack = part.locator('tr#integration-slack');
+    for (const what of ['commands', 'events']) {
+      assert.ok((await slack.innerText()).includes(`${t.client.url}/api/webhooks/slack/${what}`), `Slack's ${what} URL`);
+      await slack.getByRole('button', { name: `Copy the Slack app ${what} URL` }).waitFor();
     }
     assert.deepEqual(await violations(page), []);
     await context.close();

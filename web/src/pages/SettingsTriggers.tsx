@@ -63,11 +63,24 @@ function IntegrationRow({ i }: { i: IntegrationStatus }) {
     <tr id={`integration-${i.kind}`}>
       <th scope="row">{title}</th>
       <td>{i.configured ? <span className="ok">yes</span> : <span className="muted">no</span>}</td>
-      <td><code className="url">{i.webhookUrl}</code> <CopyButton text={i.webhookUrl} label={`Copy the ${title} webhook URL`} /></td>
+      <td><WebhookUrls title={title} urls={i.webhookUrls.length ? i.webhookUrls : [i.webhookUrl]} /></td>
       <td>{i.secretsSet.length ? i.secretsSet.map((s, n) => <span key={s}>{n > 0 && ', '}<code>{s}</code></span>) : <span className="muted">none</span>}</td>
       <td>{settingsWords(i.settings) || <span className="muted">—</span>}</td>
       <td>{i.updatedAt ? <>{ago(i.updatedAt)} <span className="muted">{i.updatedBy}</span></> : '—'}</td>
     </tr>
+  );
+}
+
+/** Where the service sends its requests: one URL, or several named by their last part (Slack: commands, events). */
+function WebhookUrls({ title, urls }: { title: string; urls: string[] }) {
+  if (urls.length === 1) return <><code className="url">{urls[0]}</code> <CopyButton text={urls[0]!} label={`Copy the ${title} webhook URL`} /></>;
+  return (
+    <ul className="plain">
+      {urls.map((u) => {
+        const what = u.slice(u.lastIndexOf('/') + 1);
+        return <li key={u}><span className="muted">{what}:</span> <code className="url">{u}</code> <CopyButton text={u} label={`Copy the ${title} ${what} URL`} /></li>;
+      })}
+    </ul>
   );
 }
 
