@@ -12,6 +12,7 @@ import type { EgressPolicy } from './network/types.ts';
 import type { ResolvedUser } from './users.ts';
 import type { EnvironmentLimits } from '../shared/environment.ts';
 import type { VolumeMount } from '../shared/env-spec.ts';
+import type { CacheKind } from '../shared/caches.ts';
 
 export type { ContainerStatus };
 
@@ -27,6 +28,8 @@ export interface EnvironmentSpec {
    */
   volumes?: VolumeMount[] | undefined;
   volumeOwner?: string | undefined;
+  /** Package caches of the project (`volumeOwner`), mounted at their tools' places (caches.ts). */
+  caches?: CacheKind[] | undefined;
 }
 
 export interface CommandOptions {

@@ -21,6 +21,7 @@ import { watchOom } from './oom.ts';
 import type { ImageRecord, ImageStore } from './images/index.ts';
 import { CA_BUNDLE_PATH, NetworkManager, type RunnerNetworkOptions } from './network/index.ts';
 import { distroOf, mirrorConfig, MIRRORS_DIR } from './mirrors.ts';
+import { cacheLayout } from './caches.ts';
 import { isMounted, mountsThen, unmountOverlay } from './overlay.ts';
 import { Spawner } from './spawner/index.ts';
 import { resolveUser, type ResolvedUser } from './users.ts';
@@ -101,6 +102,8 @@ export class LocalRunner implements Runner {
   readonly #served = new Set<() => Promise<void>>();
   /** Each environment's package-mirror variables as of its last start (kept on disk for a restarted runner). */
   readonly #mirrorEnv = new Map<string, string[]>();
+  /** Each environment's package-cache variables as of its last start (kept on disk too). */
+  readonly #cacheEnv = new Map<string, string[]>();
   readonly #builder: ImageBuilder | undefined;
   /** Where each build's checkout is unpacked, a private folder per build. */
   readonly #buildDir: string;
@@ -163,6 +166,8 @@ export class LocalRunner implements Runner {
       agentSocket: join(dir, 'agent', SOCKET_NAME),
       mirrors: join(dir, 'mirrors'),
       mirrorEnv: join(dir, 'mirrors.env.json'),
+      caches: join(dir, 'caches'),
+      cacheEnv: join(dir, 'caches.env.json'),
     };
   }
 
@@ -221,17 +226,19 @@ export class LocalRunner implements Runner {
     // proxy listening, before init starts.
     const network = await this.network?.prepare(spec.id);
     const mirrors = network ? this.#writeMirrors(spec) : undefined;
-    const volumes = this.#prepareVolumes(spec);
+    const caches = this.#prepareCaches(spec);
+    // The project's own volumes after its caches: a volume it mounts at a cache's place wins.
+    const volumes = [...caches.volumes, ...this.#prepareVolumes(spec)];
     const config = ociConfig({
       hostname: spec.hostname,
       rootfs: p.merged,
       initBinary: agent ?? this.#catatonit(),
       agentDir: agent ? p.agent : undefined,
-      env: [...this.#baseEnv(spec.image), ...(network?.env ?? []), ...(mirrors?.env ?? [])],
+      env: [...this.#baseEnv(spec.image), ...(network?.env ?? []), ...(mirrors?.env ?? []), ...caches.env],
       limits: spec.limits,
       cgroupsPath: this.cgroupsPath(spec.id),
       network: network && { netnsPath: network.netnsPath, caBundle: { source: network.caBundle, destination: CA_BUNDLE_PATH } },
-      readOnly: mirrors?.mounts,
+      readOnly: [...(mirrors?.mounts ?? []), ...caches.files],
       volumes,
     });
     writeFileSync(join(p.bundle, 'config.json'), JSON.stringify(config));
@@ -310,20 +317,66 @@ export class LocalRunner implements Runner {
    */
   #prepareVolumes(spec: EnvironmentSpec): { source: string; destination: string }[] {
     if (!spec.volumes?.length) return [];
-    const owner = spec.volumeOwner ?? spec.id;
+    return spec.volumes.map((v) => {
+      if (!VOLUME_NAME.test(v.name)) throw new Error(`volume name '${v.name}' is not valid`);
+      return { source: this.#volumeDir(spec.volumeOwner ?? spec.id, v.name), destination: v.target };
+    });
+  }
+
+  /**
+   * The project's package caches (caches.ts): a directory per kind beside its named volumes,
+   * named with a leading dot no volume name can take, so a devcontainer's volume never is one.
+   * Only the directory itself is bound, never a path inside it: what the environment puts
+   * there (a symlink out, say) is never resolved on the host.
+   */
+  #prepareCaches(spec: EnvironmentSpec): { volumes: { source: string; destination: string }[]; files: { source: string; destination: string }[]; env: string[] } {
+    const p = this.#paths(spec.id);
+    const kinds = spec.caches ?? [];
+    // A project's only: an environment of its own would keep them for itself alone.
+    const layout = kinds.length && spec.volumeOwner?.startsWith('prj_')
+      ? cacheLayout(kinds, { imageEnv: spec.image.config.env, dockerClean: Boolean(lstatSync(join(spec.image.rootfs, 'etc/apt/apt.conf.d/docker-clean'), { throwIfNoEntry: false })) })
+      : { volumes: [], env: [], files: [] };
+    const volumes = layout.volumes.map((v) => ({ source: this.#volumeDir(spec.volumeOwner!, v.dir), destination: v.target }));
+    // The files are the runner's (constant text), rewritten at each start and bound read-only.
+    if (layout.files.length || existsSync(p.caches)) rmSync(p.caches, { recursive: true, force: true });
+    const files = layout.files.map((f, i) => {
+      mkdirSync(p.caches, { recursive: true, mode: 0o755 });
+      const source = join(p.caches, String(i));
+      writeFileSync(source, f.content, { mode: 0o644 });
+      return { source, destination: f.destination };
+    });
+    if (layout.env.length) writeFileSync(p.cacheEnv, JSON.stringify(layout.env), { mode: 0o600 });
+    else rmSync(p.cacheEnv, { force: true });
+    this.#cacheEnv.set(spec.id, layout.env);
+    return { volumes, files, env: layout.env };
+  }
+
+  #cacheEnvOf(id: string): string[] {
+    let env = this.#cacheEnv.get(id);
+    if (!env) {
+      try {
+        const saved: unknown = JSON.parse(readFileSync(this.#paths(id).cacheEnv, 'utf8'));
+        env = Array.isArray(saved) ? saved.map(String) : [];
+      } catch {
+        env = [];
+      }
+      this.#cacheEnv.set(id, env);
+    }
+    return env;
+  }
+
+  /** DATA_DIR/volumes/OWNER/NAME, made on first use: owned by the environment's root, mode 1777 like /tmp. */
+  #volumeDir(owner: string, name: string): string {
     if (!/^[a-z]+_[A-Za-z0-9]+$/.test(owner)) throw new Error(`volume owner '${owner}' is not an id`);
     const dir = join(this.#volumes, owner);
     mkdirSync(dir, { recursive: true, mode: 0o711 });
-    return spec.volumes.map((v) => {
-      if (!VOLUME_NAME.test(v.name)) throw new Error(`volume name '${v.name}' is not valid`);
-      const source = join(dir, v.name);
-      if (!existsSync(source)) {
-        mkdirSync(source, { mode: 0o700 });
-        chownSync(source, ID_BASE, ID_BASE);
-        chmodSync(source, 0o1777);
-      }
-      return { source, destination: v.target };
-    });
+    const source = join(dir, name);
+    if (!existsSync(source)) {
+      mkdirSync(source, { mode: 0o700 });
+      chownSync(source, ID_BASE, ID_BASE);
+      chmodSync(source, 0o1777);
+    }
+    return source;
   }
 
   /** Deletes the named volumes kept for `owner` (a project's or an environment's id). */
@@ -404,6 +457,7 @@ export class LocalRunner implements Runner {
     if (isMounted(this.#spawner, p.disk) && (await this.#spawner.run('umount', [p.disk])).code !== 0) await this.#spawner.check('umount', ['--lazy', p.disk]);
     await this.network?.remove(id);
     this.#mirrorEnv.delete(id);
+    this.#cacheEnv.delete(id);
     await rm(p.merged, { recursive: true, force: true });
     await rm(p.dir, { recursive: true, force: true });
     // Volumes of its own (not a project's) go with it.
@@ -428,7 +482,7 @@ export class LocalRunner implements Runner {
 
   #exec(spec: EnvironmentSpec, opts: CommandOptions): RunningCommand {
     const p = this.#paths(spec.id);
-    let env = [...this.#baseEnv(spec.image), ...(this.network?.environment(spec.id) ?? []), ...this.#mirrorEnvOf(spec.id)];
+    let env = [...this.#baseEnv(spec.image), ...(this.network?.environment(spec.id) ?? []), ...this.#mirrorEnvOf(spec.id), ...this.#cacheEnvOf(spec.id)];
     const user = opts.user;
     if (user) {
       // The user's own home and name, not root's (the image's HOME is root's as a rule).

@@ -3,6 +3,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import type { ApiClient } from '../client.ts';
 import { CliError, printJson, printTable } from '../output.ts';
 import { labelsText, runnerLabel } from '../labels.ts';
+import { CACHE_KINDS, isCacheKind, type CacheKind } from '../../shared/caches.ts';
 
 type Client = () => ApiClient;
 
@@ -17,6 +18,7 @@ interface Project {
   agent: { kind?: string; model?: string; command?: string };
   registryLogins?: Record<string, string>;
   runnerLabels?: Record<string, string>;
+  caches?: CacheKind[];
   archivedAt: string | null;
 }
 type ProjectShown = Project & { receives: { variables: string[]; egress: string[] } };
@@ -69,6 +71,14 @@ function registryLogins(values: string[] | undefined): Record<string, string> | 
   return logins;
 }
 
+/** `--cache npm,pip` → ['npm', 'pip']. */
+function cacheKinds(value: string): CacheKind[] {
+  const kinds = value.split(',').map((k) => k.trim().toLowerCase()).filter(Boolean);
+  const bad = kinds.find((k) => !isCacheKind(k));
+  if (bad !== undefined || !kinds.length) throw new InvalidArgumentError(`caches are a comma-separated list of ${CACHE_KINDS.join(', ')}${bad ? `, not '${bad}'` : ''} (--no-cache for none)`);
+  return kinds as CacheKind[];
+}
+
 /** The settings flags `create` and `update` share, with what each one says. */
 function settingsOptions(c: Command): Command {
   return c
@@ -91,6 +101,8 @@ function settingsOptions(c: Command): Command {
     .option('--model <model>', 'default model for its tasks')
     .option('--agent-command <cmd>', 'default command for --agent command')
     .option('--runner-label <key=value>', 'a label the runner of each of its tasks must carry (gpu=true), repeatable; replaces the labels', runnerLabel)
+    .option('--cache <kinds>', `package caches its environments mount, kept per project: a list of ${CACHE_KINDS.join(',')}; replaces the list`, cacheKinds)
+    .option('--no-cache', 'mount no package caches (their contents stay until the project is removed)')
     .option('--json', 'print the project as JSON');
 }
 
@@ -105,6 +117,7 @@ function settingsFrom(o: Record<string, any>) {
     agent: defined({ kind: o.agent, model: o.model, command: o.agentCommand }),
     registryLogins: registryLogins(o.registryLogin),
     runnerLabels: o.runnerLabel as Record<string, string> | undefined,
+    caches: o.cache === false ? [] : (o.cache as CacheKind[] | undefined),
   };
 }
 
@@ -147,6 +160,7 @@ function printProject(p: ProjectShown): void {
     ['agent', [p.agent.kind ?? 'builtin', p.agent.model && `model ${p.agent.model}`, p.agent.command && `command \`${p.agent.command}\``].filter(Boolean).join(', ')],
     ['registries', p.registryLogins && Object.keys(p.registryLogins).length ? Object.entries(p.registryLogins).map(([r, s]) => `${r} (login in ${s})`).join(', ') : undefined],
     ['runners', p.runnerLabels && Object.keys(p.runnerLabels).length ? `with labels ${labelsText(p.runnerLabels)}` : undefined],
+    ['caches', p.caches?.length ? p.caches.join(', ') : 'none (berth project update NAME --cache npm,pip,cargo,go,apt)'],
     ['secrets', list(p.secrets)],
     ['variables', list(p.receives.variables)],
     ['egress-only', list(p.receives.egress)],
@@ -208,7 +222,7 @@ export function projectCommands(program: Command, client: Client): void {
       .option('--unset <setting>', `clear a setting, back to the repository's file or the default (repeatable): ${[...Object.keys(UNSET), 'registry-login', 'runner-label'].join(', ')}`, collect),
   ).action(async (name: string, o) => {
     const s = settingsFrom(o);
-    const body: Record<string, any> = defined({ name: o.name, repoUrl: o.repo, defaultBranch: s.defaultBranch, secrets: s.secrets, registryLogins: s.registryLogins, runnerLabels: s.runnerLabels });
+    const body: Record<string, any> = defined({ name: o.name, repoUrl: o.repo, defaultBranch: s.defaultBranch, secrets: s.secrets, registryLogins: s.registryLogins, runnerLabels: s.runnerLabels, caches: s.caches });
     for (const section of ['work', 'forge', 'agent'] as const) if (Object.keys(s[section]).length) body[section] = { ...s[section] };
     for (const what of (o.unset ?? []) as string[]) {
       if (what === 'runner-label') {

@@ -13,6 +13,7 @@ import type { EgressPolicy } from '../network/types.ts';
 import type { CommandOptions, EnvironmentSpec, Runner } from '../port.ts';
 import type { Peer } from './peer.ts';
 import { RUNNER_CHANNELS, STREAM } from './protocol.ts';
+import { CACHE_KINDS } from '../../shared/caches.ts';
 
 export const EnvId = z.string().regex(/^env_[0-9a-z]{12}$/);
 const SpecWire = z.object({
@@ -22,6 +23,7 @@ const SpecWire = z.object({
   limits: z.object({ cpus: z.number(), memoryBytes: z.number(), diskBytes: z.number(), pidsLimit: z.number(), idleTimeoutMs: z.number().nullable(), maxLifetimeMs: z.number().nullable() }),
   volumes: z.array(z.object({ name: z.string(), target: z.string() })).optional(),
   volumeOwner: z.string().optional(),
+  caches: z.array(z.enum(CACHE_KINDS)).max(CACHE_KINDS.length).optional(),
 });
 const BuildArgs = z.object({
   org: z.string().max(64),

@@ -1,5 +1,6 @@
 import type { ColumnType, Insertable, Selectable, Updateable } from 'kysely';
 import type { EnvironmentState } from '../../shared/environment.ts';
+import type { CacheKind } from '../../shared/caches.ts';
 import type { ForgeSettings } from '../../forges/index.ts';
 import type { ProjectWorkSettings } from '../tasks/repo-config.ts';
 import type { RunnerReport } from '../../shared/api-runners.ts';
@@ -88,6 +89,8 @@ export interface ProjectSettings {
   registryLogins?: Record<string, string>;
   /** Labels the runner of its tasks must carry (`gpu` → `true`); a task's own labels add to them. */
   runnerLabels?: Record<string, string>;
+  /** Package caches its environments mount (runner/caches.ts); none when absent. */
+  caches?: CacheKind[];
 }
 
 export interface SecretTable {

@@ -507,7 +507,7 @@ export class EnvironmentService {
   async #bringUp(row: EnvironmentRow, from: 'creating' | 'starting'): Promise<EnvironmentRow> {
     const timed = this.#timer?.(from === 'creating' ? 'create' : 'start', row.id);
     try {
-      await (await this.#runner(row)).start(await this.#spec(row));
+      await (await this.#runner(row)).start(await this.#spec(row, { caches: true }));
       timed?.();
     } catch (err) {
       timed?.(err);
@@ -523,13 +523,15 @@ export class EnvironmentService {
     return this.#transition(row, 'running', { started_at: now, last_active_at: now, state_reason: null });
   }
 
-  async #spec(row: EnvironmentRow): Promise<EnvironmentSpec> {
+  /** What the runner needs; at a start (`caches`), also the project's package caches as its settings name them now. */
+  async #spec(row: EnvironmentRow, opts: { caches?: boolean } = {}): Promise<EnvironmentSpec> {
     const image = await (await this.#runner(row)).images.get(row.image, { org: row.org_id });
     if (!image || (row.image_digest && image.digest !== row.image_digest)) {
       throw unavailable(`image '${row.image}' of environment '${row.name}' is no longer on this runner: import it again`);
     }
-    // Named volumes are the project's (its environments share them), else the environment's own.
-    return { id: row.id, hostname: row.name, image, limits: limitsOf(row), volumes: row.volumes ?? [], volumeOwner: row.project_id ?? row.id };
+    const project = opts.caches && row.project_id ? await this.#db.selectFrom('projects').select('settings').where('id', '=', row.project_id).executeTakeFirst() : undefined;
+    // Named volumes and caches are the project's (its environments share them), else the environment's own.
+    return { id: row.id, hostname: row.name, image, limits: limitsOf(row), volumes: row.volumes ?? [], volumeOwner: row.project_id ?? row.id, caches: project?.settings.caches };
   }
 
   /**

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { ErrorSchema, OrgRef, RunnerLabels } from '../../shared/api.ts';
+import { CACHE_KINDS } from '../../shared/caches.ts';
 import { conflict, invalid, notFound } from '../../shared/errors.ts';
 import { newId } from '../../shared/ids.ts';
 import type { App, AppDeps } from '../app.ts';
@@ -23,6 +24,7 @@ const Project = z.object({
   agent: AgentDefaults,
   registryLogins: z.record(z.string(), z.string()),
   runnerLabels: z.record(z.string(), z.string()).describe("labels the runner of each of its tasks must carry"),
+  caches: z.array(z.enum(CACHE_KINDS)).describe('package caches its environments mount'),
   createdAt: z.string(),
   archivedAt: z.string().nullable().describe('set when the project was removed while tasks refer to it'),
 });
@@ -62,6 +64,11 @@ const RegistryLogins = z
   )
   .refine((r) => Object.keys(r).length <= 50, 'at most 50 registries')
   .describe("registry → the secret holding its login (USER:PASSWORD), for the images the project's environments pull; used on the runner only, sent to that registry only");
+const Caches = z
+  .array(z.enum(CACHE_KINDS, { error: `a cache is one of ${CACHE_KINDS.join(', ')}` }))
+  .max(CACHE_KINDS.length)
+  .transform((kinds) => [...new Set(kinds)])
+  .describe("package caches its environments mount, kept per project and removed with it (npm, pip, cargo, go, apt); [] for none");
 const ProjectParams = OrgRef.extend({ name: z.string().max(100) });
 
 /** Each field of a settings object may also be null: a PATCH that removes it (JSON merge patch). */
@@ -81,6 +88,7 @@ function projectView(r: ProjectRow): z.infer<typeof Project> {
     agent: r.settings.agent ?? {},
     registryLogins: r.settings.registryLogins ?? {},
     runnerLabels: r.settings.runnerLabels ?? {},
+    caches: r.settings.caches ?? [],
     createdAt: new Date(r.created_at).toISOString(),
     archivedAt: r.archived_at ? new Date(r.archived_at).toISOString() : null,
   };
@@ -163,6 +171,7 @@ export function projectRoutes(app: App, { secrets, db, repos, audit, environment
         agent: AgentDefaults.optional().describe("defaults for the project's tasks"),
         registryLogins: RegistryLogins.optional(),
         runnerLabels: RunnerLabels.optional().describe('labels the runner of each of its tasks must carry (`{"gpu": "true"}`)'),
+        caches: Caches.optional(),
       }),
       response: { 201: Project, ...errors },
     },
@@ -180,6 +189,7 @@ export function projectRoutes(app: App, { secrets, db, repos, audit, environment
         agent: req.body.agent ?? {},
         ...(req.body.registryLogins && { registryLogins: req.body.registryLogins }),
         ...(req.body.runnerLabels && { runnerLabels: req.body.runnerLabels }),
+        ...(req.body.caches?.length && { caches: req.body.caches }),
       };
       try {
         const row = await db
@@ -214,6 +224,7 @@ export function projectRoutes(app: App, { secrets, db, repos, audit, environment
         agent: clearable(AgentDefaults).nullable().optional(),
         registryLogins: RegistryLogins.optional().describe('replaces the whole map; {} removes them all'),
         runnerLabels: RunnerLabels.optional().describe('replaces the whole map; {} removes them all'),
+        caches: Caches.optional().describe('replaces the list; [] stops mounting them (their contents stay until the project is removed)'),
       }),
       response: { 200: Project, ...errors },
     },
@@ -230,6 +241,7 @@ export function projectRoutes(app: App, { secrets, db, repos, audit, environment
         agent: b.agent === undefined ? s.agent : b.agent === null ? {} : merged(AgentDefaults, 'agent', s.agent, b.agent),
         registryLogins: b.registryLogins ?? s.registryLogins,
         runnerLabels: b.runnerLabels ?? s.runnerLabels,
+        caches: b.caches ?? s.caches,
       };
       // The same rules as create: a path on this host is an instance administrator's (issue #11, finding 4).
       await recordingRepoRefusals(audit, req.scope, 'project.update', b.repoUrl ?? b.forge?.apiUrl ?? undefined, async () => {
