@@ -6,6 +6,7 @@ import { ErrorNote } from './common.tsx';
 import { ProjectForm, type Project } from './ProjectForm.tsx';
 import Models from './SettingsModels.tsx';
 import Triggers from './SettingsTriggers.tsx';
+import { useAction } from './SettingsParts.tsx';
 
 interface Secret {
   name: string;
@@ -74,22 +75,6 @@ function Section({ id, title, children }: { id: string; title: string; children:
       {children}
     </section>
   );
-}
-
-function useAction(reload: () => void) {
-  const [error, setError] = useState<Error>();
-  const run = async (f: () => Promise<unknown>) => {
-    setError(undefined);
-    try {
-      await f();
-      reload();
-      return true;
-    } catch (err) {
-      setError(err as Error);
-      return false;
-    }
-  };
-  return { error, run };
 }
 
 function Projects() {
