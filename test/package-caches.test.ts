@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { cacheLayout } from '../src/runner/caches.ts';
+import { cacheEnvFor, cacheLayout } from '../src/runner/caches.ts';
 import type { Resolver } from '../src/runner/network/index.ts';
 import type { Task } from '../src/shared/api-tasks.ts';
 import { createBareRepo } from './fakes/git-server.ts';
@@ -48,6 +48,18 @@ describe('package cache layout (pure)', () => {
     // A CARGO_HOME no volume may cover: the cache gets one of its own instead.
     assert.deepEqual(cacheLayout(['cargo'], { imageEnv: ['CARGO_HOME=/proc/x'], dockerClean: false }).volumes[0], { dir: '.cache-cargo', target: '/var/cache/berth/cargo' });
     assert.deepEqual(cacheLayout([], { imageEnv: [], dockerClean: true }), { volumes: [], env: [], files: [] });
+  });
+
+  test('a user other than root gets a folder of its own in each cache', () => {
+    const env = cacheLayout(['npm', 'go', 'cargo'], { imageEnv: [], dockerClean: false }).env;
+    assert.deepEqual(cacheEnvFor(env, 0), env);
+    assert.deepEqual(cacheEnvFor(env, 1000), [
+      'npm_config_cache=/var/cache/berth/npm/uid-1000',
+      'YARN_CACHE_FOLDER=/var/cache/berth/npm/uid-1000/yarn',
+      'GOMODCACHE=/var/cache/berth/go/uid-1000/mod',
+      'GOCACHE=/var/cache/berth/go/uid-1000/build',
+      'CARGO_HOME=/var/cache/berth/cargo/uid-1000',
+    ]);
   });
 });
 
@@ -132,6 +144,13 @@ describe('package caches in real environments', () => {
     // apt keeps what it downloads, into the project's cache.
     assert.match(await ok('app-second', 'apt-config dump Binary::apt::APT::Keep-Downloaded-Packages'), /"true"/);
     assert.match(await ok('app-second', 'stat -c %a /var/cache/apt/archives'), /^1777$/m);
+
+    // Another user of the same project (a devcontainer's remoteUser) installs into a folder of its own, beside root's files it could not change.
+    const asUser = await t.api('POST', '/api/orgs/default/environments', { name: 'app-user', project: 'app', user: 'nobody' });
+    assert.equal(asUser.status, 201, JSON.stringify(asUser.body));
+    assert.match(await ok('app-user', 'env'), /^npm_config_cache=\/var\/cache\/berth\/npm\/uid-65534$/m);
+    await ok('app-user', 'mkdir -p /tmp/u && cd /tmp/u && npm install --no-audit --no-fund berth-cache-probe@1.0.0 && test -f node_modules/berth-cache-probe/index.js');
+    assert.match(await ok('app-second', 'stat -c %u /var/cache/berth/npm/uid-65534/_cacache'), /^65534$/m);
 
     const other = await t.api('POST', '/api/orgs/default/environments', { name: 'other-env', project: 'other' });
     assert.equal(other.status, 201, JSON.stringify(other.body));

@@ -18,6 +18,18 @@ export const APT_KEEP_CONF = [
 /** Stands in for Docker images' docker-clean, whose hook deletes every downloaded .deb after an install. */
 export const APT_NO_CLEAN_CONF = "// Written by Berth: the image's docker-clean is off while the project's apt cache is mounted.\n";
 
+/**
+ * The variables for a command run as `uid`: a user other than the environment's root gets a
+ * folder of its own in each cache (created by its tools in the cache's 1777 root), so what one
+ * user wrote never makes another's install fail on a file it may not change (npm refuses a
+ * cache with another owner's files). A project's tasks run as one user, so they share.
+ */
+export function cacheEnvFor(env: readonly string[], uid: number): string[] {
+  if (uid === 0) return [...env];
+  const prefix = new RegExp(`^([A-Za-z_]+=${CACHES_DIR}/[a-z]+)(/.*)?$`);
+  return env.map((e) => e.replace(prefix, (_, head: string, rest: string | undefined) => `${head}/uid-${uid}${rest ?? ''}`));
+}
+
 export interface CacheLayout {
   /** Host directory name (under the project's volumes: a leading dot no volume name can take) → where it is mounted. */
   volumes: { dir: string; target: string }[];

@@ -21,7 +21,7 @@ import { watchOom } from './oom.ts';
 import type { ImageRecord, ImageStore } from './images/index.ts';
 import { CA_BUNDLE_PATH, NetworkManager, type RunnerNetworkOptions } from './network/index.ts';
 import { distroOf, mirrorConfig, MIRRORS_DIR } from './mirrors.ts';
-import { cacheLayout } from './caches.ts';
+import { cacheEnvFor, cacheLayout } from './caches.ts';
 import { isMounted, mountsThen, unmountOverlay } from './overlay.ts';
 import { Spawner } from './spawner/index.ts';
 import { resolveUser, type ResolvedUser } from './users.ts';
@@ -482,8 +482,8 @@ export class LocalRunner implements Runner {
 
   #exec(spec: EnvironmentSpec, opts: CommandOptions): RunningCommand {
     const p = this.#paths(spec.id);
-    let env = [...this.#baseEnv(spec.image), ...(this.network?.environment(spec.id) ?? []), ...this.#mirrorEnvOf(spec.id), ...this.#cacheEnvOf(spec.id)];
     const user = opts.user;
+    let env = [...this.#baseEnv(spec.image), ...(this.network?.environment(spec.id) ?? []), ...this.#mirrorEnvOf(spec.id), ...cacheEnvFor(this.#cacheEnvOf(spec.id), user?.uid ?? 0)];
     if (user) {
       // The user's own home and name, not root's (the image's HOME is root's as a rule).
       env = env.filter((e) => !/^(HOME|USER|LOGNAME)=/.test(e));
