@@ -38,6 +38,8 @@ packages=(crun catatonit mmdebstrap skopeo uidmap util-linux iproute2 nftables g
 ((test_tools)) && packages+=(default-jre-headless)
 # The webhook-triggers test runs the curl example `berth trigger create` prints (openssl signs it).
 ((test_tools)) && packages+=(curl openssl)
+# berth backup and restore on PostgreSQL run pg_dump and pg_restore (the backup test does).
+((test_tools)) && packages+=(postgresql-client)
 # The deploy test reads the systemd units with systemd-analyze (a container may lack systemd).
 ((test_tools)) && packages+=(systemd)
 missing=()

@@ -104,6 +104,7 @@ const model = once(async () => (await import('./commands/model.ts')).modelComman
 const integration = once(async () => (await import('./commands/integration.ts')).integrationCommands(program, client));
 const schedule = once(async () => (await import('./commands/schedule.ts')).scheduleCommands(program, client));
 const trigger = once(async () => (await import('./commands/trigger.ts')).triggerCommands(program, client));
+const backup = once(async () => (await import('./commands/backup.ts')).backupCommands(program, () => dataDir(globals().dataDir)));
 
 /**
  * Each top-level word and the module that registers it. A command line loads only the module
@@ -125,6 +126,7 @@ const COMMANDS: Record<string, Register> = {
   integration,
   schedule,
   trigger,
+  backup, restore: backup,
 };
 
 /** Every command, in the order `berth --help` lists them: for help, completion and tests. */
