@@ -27,7 +27,7 @@ export function backupCommands(program: Command, dataDir: () => string): void {
         spinner.done(`backed up ${dataDir()} into ${dir}: ${m.database.kind} database, ${m.environments.length} environment${m.environments.length === 1 ? '' : 's'}, ${m.files.length} files, ${size(total)} in ${((performance.now() - started) / 1000).toFixed(1)} s`);
         if (m.holdsSecrets.length) process.stderr.write(`  it holds the keys (${m.holdsSecrets.map((s) => s.replace(/^.*: /, '')).join(', ')}): whoever reads it can decrypt the orgs' secrets; keep it as safe as the data dir\n`);
         if (m.keysFromEnvironment.length) process.stderr.write(`  ${m.keysFromEnvironment.join(' and ')} ${m.keysFromEnvironment.length === 1 ? 'is' : 'are'} set and not in the backup: the restored Berth needs the same value${m.keysFromEnvironment.length === 1 ? '' : 's'}\n`);
-        for (const e of m.environments.filter((x) => x.copied === 'paused while copied')) process.stderr.write(`  environment ${e.id} was running: paused while copied\n`);
+        for (const e of m.environments.filter((x) => x.copied === 'paused while copied')) process.stderr.write(`  environment ${e.id} was running: paused for ${(e.pausedMs / 1000).toFixed(1)} s while copied\n`);
         if (o.json) printJson(m);
       } catch (err) {
         spinner.done();

@@ -78,6 +78,7 @@ async function write(dataDir: string, dir: string, opts: BackupOptions, env: Rea
   for (const id of ids) {
     const envDir = join(root, id);
     const file = `environments/${id}.tar`;
+    const started = performance.now();
     const paused = await pauseEnvironment(id);
     let copied: { bytes: number; sha256: string };
     try {
@@ -86,7 +87,8 @@ async function write(dataDir: string, dir: string, opts: BackupOptions, env: Rea
       paused.resume();
     }
     files.push({ path: file, ...copied });
-    environments.push({ id, file, bytes: usedBytes(envDir), copied: paused.running ? 'paused while copied' : 'not running' });
+    const pausedMs = Math.round(performance.now() - started);
+    environments.push({ id, file, bytes: usedBytes(envDir), copied: paused.running ? 'paused while copied' : 'not running', pausedMs });
   }
 
   const keys = [{ file: SECRET_KEY_FILE, variable: 'BERTH_SECRET_KEY' }, { file: AUDIT_KEY_FILE, variable: 'BERTH_AUDIT_KEY' }];

@@ -22,6 +22,8 @@ const backupEnvironment = z.object({
   bytes: z.number().int().nonnegative(),
   /** How its state was copied: not running, or running and paused (cgroup frozen, disk frozen) for the copy. */
   copied: z.enum(['not running', 'paused while copied']),
+  /** How long it was paused (or, not running, copied) for. */
+  pausedMs: z.number().nonnegative(),
 });
 
 export const manifestSchema = z.object({
