@@ -132,6 +132,11 @@ describe('package caches in real environments', () => {
     const task = await ended((created.body as Task).id);
     assert.equal(task.state, 'succeeded', `${task.stateReason}`);
     assert.equal(tarballFetches(), 1, 'the task downloaded the tarball once');
+    // Their sizes, as the runner's du counts them: npm's holds at least the tarball now.
+    assert.match(await cli(['project', 'show', 'app']), /^caches +npm \(\d+(\.\d)?[KM]\), apt \(\d+(\.\d)?[KB]\)$/m);
+    const shown = (await t.api('GET', '/api/orgs/default/projects/app?usage=1')).body as { cacheBytes: Record<string, number> };
+    assert.ok(shown.cacheBytes.npm! >= PROBE.tarball.length, JSON.stringify(shown.cacheBytes));
+    assert.equal(shown.cacheBytes.pip, undefined, 'no cache it does not keep');
 
     const second = await t.api('POST', '/api/orgs/default/environments', { name: 'app-second', project: 'app' });
     assert.equal(second.status, 201, JSON.stringify(second.body));

@@ -106,6 +106,8 @@ export interface Runner {
   usage(id: string, running: boolean): Promise<EnvironmentUsage>;
   /** Deletes the named volumes kept for `owner` (a removed project's id). */
   removeVolumes(owner: string): Promise<void>;
+  /** Bytes on disk of each package cache kept for `owner` (a project's id), of those that exist. */
+  cacheUsage(owner: string): Promise<Partial<Record<CacheKind, number>>>;
   /**
    * Serves a unix socket inside the environment's agent directory (`name` there) and hands
    * each connection to `accept`: how the LLM gateway reaches a sandbox that has no network.

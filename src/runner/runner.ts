@@ -22,6 +22,7 @@ import type { ImageRecord, ImageStore } from './images/index.ts';
 import { CA_BUNDLE_PATH, NetworkManager, type RunnerNetworkOptions } from './network/index.ts';
 import { distroOf, mirrorConfig, MIRRORS_DIR } from './mirrors.ts';
 import { cacheEnvFor, cacheLayout } from './caches.ts';
+import { CACHE_KINDS, type CacheKind } from '../shared/caches.ts';
 import { isMounted, mountsThen, unmountOverlay } from './overlay.ts';
 import { Spawner } from './spawner/index.ts';
 import { resolveUser, type ResolvedUser } from './users.ts';
@@ -377,6 +378,20 @@ export class LocalRunner implements Runner {
       chmodSync(source, 0o1777);
     }
     return source;
+  }
+
+  /** Bytes on disk of each package cache kept for `owner`: du, which follows no symlink the environment left there, on one file system. */
+  async cacheUsage(owner: string): Promise<Partial<Record<CacheKind, number>>> {
+    if (!/^[a-z]+_[A-Za-z0-9]+$/.test(owner)) throw new Error(`volume owner '${owner}' is not an id`);
+    const usage: Partial<Record<CacheKind, number>> = {};
+    for (const kind of CACHE_KINDS) {
+      const dir = join(this.#volumes, owner, `.cache-${kind}`);
+      if (!existsSync(dir)) continue;
+      const r = await this.#spawner.run('du', ['-s', '-x', '--block-size=1', '--', dir]);
+      const bytes = Number(/^(\d+)\s/.exec(r.stdout)?.[1]);
+      if (Number.isFinite(bytes)) usage[kind] = bytes;
+    }
+    return usage;
   }
 
   /** Deletes the named volumes kept for `owner` (a project's or an environment's id). */

@@ -22,6 +22,7 @@ import { finished } from 'node:stream/promises';
 import type { CommandOptions, ContainerStatus, EnvironmentSpec, EnvironmentUsage, Runner, RunnerImages, RunningCommand, ResolvedUser } from '../../src/runner/index.ts';
 import { TIMEOUT_EXIT_CODE, type BuildImageRequest } from '../../src/runner/index.ts';
 import { invalid } from '../../src/shared/errors.ts';
+import type { CacheKind } from '../../src/shared/caches.ts';
 import { killTree } from '../../src/runner/exec.ts';
 import { Spawner } from '../../src/runner/spawner/index.ts';
 import type { ImageRecord } from '../../src/runner/images/types.ts';
@@ -210,6 +211,11 @@ export class FakeRunner implements Runner, FakeRunnerKnobs {
     const dir = join(this.dir, 'environments', id);
     const diskBytes = existsSync(dir) ? await treeSize(dir) : null;
     return { memoryBytes: null, cpuSeconds: null, pids: null, oomKills: null, diskBytes };
+  }
+
+  /** The fake mounts no caches: none exist. */
+  async cacheUsage(_owner: string): Promise<Partial<Record<CacheKind, number>>> {
+    return {};
   }
 
   async removeVolumes(owner: string): Promise<void> {

@@ -4,6 +4,7 @@ import type { ApiClient } from '../client.ts';
 import { CliError, printJson, printTable } from '../output.ts';
 import { labelsText, runnerLabel } from '../labels.ts';
 import { CACHE_KINDS, isCacheKind, type CacheKind } from '../../shared/caches.ts';
+import { formatSize } from '../../shared/units.ts';
 
 type Client = () => ApiClient;
 
@@ -21,7 +22,7 @@ interface Project {
   caches?: CacheKind[];
   archivedAt: string | null;
 }
-type ProjectShown = Project & { receives: { variables: string[]; egress: string[] } };
+type ProjectShown = Project & { receives: { variables: string[]; egress: string[] }; cacheBytes?: Partial<Record<CacheKind, number>> };
 interface ResolvedSpec {
   branch: string;
   commit: string;
@@ -160,7 +161,7 @@ function printProject(p: ProjectShown): void {
     ['agent', [p.agent.kind ?? 'builtin', p.agent.model && `model ${p.agent.model}`, p.agent.command && `command \`${p.agent.command}\``].filter(Boolean).join(', ')],
     ['registries', p.registryLogins && Object.keys(p.registryLogins).length ? Object.entries(p.registryLogins).map(([r, s]) => `${r} (login in ${s})`).join(', ') : undefined],
     ['runners', p.runnerLabels && Object.keys(p.runnerLabels).length ? `with labels ${labelsText(p.runnerLabels)}` : undefined],
-    ['caches', p.caches?.length ? p.caches.join(', ') : 'none (berth project update NAME --cache npm,pip,cargo,go,apt)'],
+    ['caches', p.caches?.length ? p.caches.map((k) => (p.cacheBytes?.[k] === undefined ? k : `${k} (${formatSize(p.cacheBytes[k])})`)).join(', ') : 'none (berth project update NAME --cache npm,pip,cargo,go,apt)'],
     ['secrets', list(p.secrets)],
     ['variables', list(p.receives.variables)],
     ['egress-only', list(p.receives.egress)],
@@ -263,7 +264,7 @@ export function projectCommands(program: Command, client: Client): void {
     .description("a project: its repository, setup, check, limits, agent, forge, exactly the secrets its environments receive, and the environment its tasks get (resolved from the repository's default branch, each field with its source)")
     .option('--json', 'print JSON')
     .action(async (name: string, o) => {
-      const p = await client().request<ProjectShown>('GET', client().orgPath(`projects/${encodeURIComponent(name)}`));
+      const p = await client().request<ProjectShown>('GET', client().orgPath(`projects/${encodeURIComponent(name)}?usage=1`));
       // The resolved spec needs the repository: when it cannot be read, the settings still show, with why.
       let spec: ResolvedSpec | null = null;
       let specError: string | null = null;

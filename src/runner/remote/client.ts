@@ -14,6 +14,7 @@ import type { PolicySource } from '../network/types.ts';
 import type { ResolvedUser } from '../users.ts';
 import type { BuildImageRequest, CommandOptions, ContainerStatus, EnvironmentSpec, EnvironmentUsage, Runner, RunnerImages } from '../port.ts';
 import type { Peer } from './peer.ts';
+import { CACHE_KINDS, type CacheKind } from '../../shared/caches.ts';
 import { ExitWire, RUNNER_CHANNELS, STREAM } from './protocol.ts';
 
 const str = (max: number) => z.string().max(max);
@@ -173,6 +174,10 @@ export class RemoteRunner implements Runner {
 
   async usage(id: string, running: boolean): Promise<EnvironmentUsage> {
     return checked(Usage, 'usage', this.name)(await this.#call('usage', { id, running }));
+  }
+
+  async cacheUsage(owner: string): Promise<Partial<Record<CacheKind, number>>> {
+    return checked(z.partialRecord(z.enum(CACHE_KINDS), z.number().nonnegative()), 'cacheUsage', this.name)(await this.#call('cacheUsage', { owner }));
   }
 
   async removeVolumes(owner: string): Promise<void> {

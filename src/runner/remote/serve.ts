@@ -184,6 +184,8 @@ export function serveRunner(runner: Runner, hooks: ServeHooks = {}): RunnerServi
           return runner.status(EnvId.parse(a.id));
         case 'usage':
           return runner.usage(EnvId.parse(a.id), a.running === true);
+        case 'cacheUsage':
+          return runner.cacheUsage(z.string().regex(/^[a-z]+_[A-Za-z0-9]+$/).parse(a.owner));
         case 'removeVolumes':
           return runner.removeVolumes(z.string().regex(/^[a-z]+_[A-Za-z0-9]+$/).parse(a.owner)).then(() => null);
         case 'resolveUser':

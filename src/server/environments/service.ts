@@ -6,6 +6,7 @@ import { canTransition, LOSABLE, type EnvironmentState } from '../../shared/envi
 import { BerthError, conflict, invalid, notFound, unavailable } from '../../shared/errors.ts';
 import { isEnvironmentId, newId, randomName } from '../../shared/ids.ts';
 import { formatDuration } from '../../shared/units.ts';
+import type { CacheKind } from '../../shared/caches.ts';
 import { DEFAULT_IMAGE, type CommandOptions, type EnvironmentSpec, type ResolvedUser, type Runner, type RunningCommand } from '../../runner/index.ts';
 import type { RunnerPool } from '../runners/pool.ts';
 import type { AuditEntry, AuditLog } from '../audit/index.ts';
@@ -160,6 +161,19 @@ export class EnvironmentService {
   async removeVolumes(owner: string): Promise<void> {
     // A project's environments may have been on any runner: each keeps its own copy.
     for (const runner of this.#runners.all()) await runner.removeVolumes(owner);
+  }
+
+  /** Bytes of each package cache kept for `owner` (a project's id), summed over the runners that answer (each keeps its own copy). */
+  async cacheUsage(owner: string): Promise<Partial<Record<CacheKind, number>>> {
+    const total: Partial<Record<CacheKind, number>> = {};
+    for (const runner of this.#runners.all()) {
+      const usage = await runner.cacheUsage(owner).catch((err: unknown) => {
+        this.#log.warn({ err, runner: runner.id, owner }, 'package cache sizes not known');
+        return {};
+      });
+      for (const [kind, bytes] of Object.entries(usage) as [CacheKind, number][]) total[kind] = (total[kind] ?? 0) + bytes;
+    }
+    return total;
   }
 
   /** The runner the environment lives on (for the task gateway's socket). */

@@ -128,13 +128,25 @@ export function projectRoutes(app: App, { secrets, db, repos, audit, environment
       summary: 'One project, with the names of exactly the secrets its environments receive',
       description: 'By name (live projects) or by id (an archived one too).',
       params: ProjectParams,
-      response: { 200: Project.extend({ receives: Receives }), ...errors },
+      querystring: z.strictObject({ usage: z.enum(['0', '1', 'true', 'false']).optional().describe('also the bytes its package caches hold (asks each runner)') }),
+      response: {
+        200: Project.extend({
+          receives: Receives,
+          cacheBytes: z.partialRecord(z.enum(CACHE_KINDS), z.number()).optional().describe('with ?usage=1: bytes each package cache holds, summed over the runners (each keeps its own)'),
+        }),
+        ...errors,
+      },
     },
     handler: async (req) => {
       const r =
         (await db.selectFrom('projects').selectAll().where('org_id', '=', req.scope.orgId).where('id', '=', req.params.name).executeTakeFirst()) ??
         (await liveProject(db, req.scope.orgId, req.params.name));
-      return { ...projectView(r), receives: r.archived_at ? { variables: [], egress: [] } : await secrets.namesFor(req.scope.orgId, r.id) };
+      const usage = req.query.usage === '1' || req.query.usage === 'true';
+      return {
+        ...projectView(r),
+        receives: r.archived_at ? { variables: [], egress: [] } : await secrets.namesFor(req.scope.orgId, r.id),
+        ...(usage && { cacheBytes: await environments.cacheUsage(r.id) }),
+      };
     },
   });
 
