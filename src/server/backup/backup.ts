@@ -64,8 +64,7 @@ async function write(dataDir: string, dir: string, opts: BackupOptions, env: Rea
   await dumpDatabase({ dataDir, databaseUrl: opts.databaseUrl, out: join(dir, database) });
   files.push({ path: database, ...(await hashFile(join(dir, database))) });
 
-  const own = readdirSync(dataDir).filter((name) => !NOT_COPIED.includes(name));
-  files.push({ path: 'data.tar', ...(await tarTree({ dir: dataDir, entries: own, out: join(dir, 'data.tar'), step: 'data dir', progress: opts.progress })) });
+  files.push({ path: 'data.tar', ...(await tarTree({ dir: dataDir, entries: ['.'], exclude: NOT_COPIED.map((name) => `./${name}`), out: join(dir, 'data.tar'), step: 'data dir', progress: opts.progress })) });
 
   if (existsSync(join(dataDir, 'volumes')) && readdirSync(join(dataDir, 'volumes')).length) {
     files.push({ path: 'volumes.tar', ...(await tarTree({ dir: join(dataDir, 'volumes'), entries: ['.'], out: join(dir, 'volumes.tar'), step: 'volumes', progress: opts.progress })) });

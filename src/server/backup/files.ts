@@ -18,7 +18,8 @@ const TAR_KEEP = ['--numeric-owner', '--xattrs', '--xattrs-include=*', '--acls',
 
 /** Writes `entries` of `dir` (minus `exclude`) as a tar file at `out`; returns its size and sha256. */
 export async function tarTree(opts: { dir: string; entries: string[]; exclude?: string[]; out: string; step: string; progress?: BackupProgress | undefined }): Promise<{ bytes: number; sha256: string }> {
-  const args = ['--create', '--file=-', ...TAR_KEEP, ...(opts.exclude ?? []).map((e) => `--exclude=${e}`), '-C', opts.dir, '--', ...opts.entries];
+  // Anchored: `./disk` is the top-level entry only, never a file of that name deeper in.
+  const args = ['--create', '--file=-', ...TAR_KEEP, '--anchored', ...(opts.exclude ?? []).map((e) => `--exclude=${e}`), '-C', opts.dir, '--', ...opts.entries];
   const tar = spawn('tar', args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   tar.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
