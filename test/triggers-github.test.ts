@@ -369,6 +369,23 @@ describe('the other ways to ask', () => {
     assert.match((await handled(foreign.delivery)).outcome ?? '', /^ignored: acme\/widgets#999 is not a pull request a Berth task opened/);
   });
 
+  test('a task the org refuses (no model set up for the built-in agent): said on the issue, audited, no task', async () => {
+    await github.createRepo('acme/no-model', { 'README.md': 'hi\n' });
+    github.setPermission('acme/no-model', WRITER, 'write');
+    const p = await t.api('POST', '/api/orgs/default/projects', { name: 'no-model', repoUrl: github.repoUrl('acme/no-model') });
+    assert.equal(p.status, 201, JSON.stringify(p.body));
+    const issue = github.createIssue('acme/no-model', { title: 'Needs a model', user: WRITER });
+    const r = await deliver('issues', payload('issues', 'labeled', { repo: 'acme/no-model', issue: issue.number, extra: { label: { name: 'berth' } } }));
+    assert.equal(r.status, 202);
+    assert.match((await handled(r.delivery)).outcome ?? '', /^refused: No model is configured/);
+    assert.equal((await tasksOf(r.delivery)).length, 0);
+    const said = appComments('acme/no-model', issue.number);
+    assert.equal(said.length, 1);
+    assert.match(said[0]!.body, new RegExp(`^@${WRITER} Berth could not start a task: No model is configured`));
+    const audit = await t.api('GET', '/api/orgs/default/audit?action=trigger.refused');
+    assert.ok(audit.body.items.some((e: any) => e.details.repository === 'acme/no-model' && /No model/.test(e.details.reason)), JSON.stringify(audit.body.items.slice(0, 3)));
+  });
+
   test('projects in several orgs use the repository: a comment with the count only, no task', async () => {
     const org = await t.api('POST', '/api/orgs', { name: 'other-team' });
     assert.equal(org.status, 201, JSON.stringify(org.body));

@@ -24,7 +24,7 @@ export { Deliveries, type DeliveryOutcome, type PendingDelivery } from './delive
 export { IntegrationStore, INTEGRATION_KINDS, type Integration, type IntegrationKind, type IntegrationSpec, type IntegrationStatus } from './integrations.ts';
 export { DeliveryQueue, type DeliveryHandler } from './queue.ts';
 export { TriggerReplies, stateWords, type Replier, type TaskReplyView } from './replies.ts';
-export { TriggeredTasks, repoKey, type TriggerStart } from './tasks.ts';
+export { TriggeredTasks, refusalOf, repoKey, type TriggerStart } from './tasks.ts';
 
 /** Where webhooks arrive; no API token: each source authenticates its sender itself. */
 export const WEBHOOK_PREFIX = '/api/webhooks/';

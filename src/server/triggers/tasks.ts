@@ -12,6 +12,8 @@ import type { ReplyTarget } from '../db/schema.ts';
 import { assertNotArchived } from '../projects.ts';
 import { changeRequestName, followUpGoal } from '../tasks/change-text.ts';
 import type { TaskService } from '../tasks/index.ts';
+import { BerthError } from '../../shared/errors.ts';
+import { isDatabaseUnavailable } from '../db/index.ts';
 
 /**
  * A repository URL reduced to what names it whatever way it was written: host and path,
@@ -26,6 +28,17 @@ export function repoKey(url: string): string {
   // A default port says nothing: https://h:443/o/r is https://h/o/r.
   s = s.replace(/^([^/]+):(?:443|22|80)\//, '$1/');
   return s.replace(/\/+$/, '').replace(/\.git$/, '').replace(/\/+$/, '');
+}
+
+/**
+ * What to tell the sender when a task could not be started: the org or project refused it (no
+ * model set up, an archived project, a quota), in words meant for people. Null for what is
+ * not theirs to fix (our fault, the database not answering): rethrow it, the delivery is
+ * recorded as failed and the log has the rest.
+ */
+export function refusalOf(err: unknown): string | null {
+  if (!(err instanceof BerthError) || err.kind === 'internal' || isDatabaseUnavailable(err)) return null;
+  return err.message;
 }
 
 export interface TriggerStart {

@@ -4,7 +4,7 @@
 // says why not. Handling a delivery again (after a crash) finds its task already made.
 import { BerthError } from '../../../shared/errors.ts';
 import type { ProjectRow } from '../../db/index.ts';
-import type { DeliveryHandler, DeliveryOutcome, PendingDelivery, TriggerDeps } from '../index.ts';
+import { refusalOf, type DeliveryHandler, type DeliveryOutcome, type PendingDelivery, type TriggerDeps } from '../index.ts';
 import type { GitHubApps } from './apps.ts';
 import type { RepoApi } from './client.ts';
 import { askOf, isKnownEvent, readPayload, type Ask, type Payload } from './events.ts';
@@ -83,17 +83,27 @@ class Delivery {
     const issue = await this.#api.issue(ask.number);
     const comments = (await this.#api.comments(ask.number, issue.commentCount)).filter((c) => c.appId !== Number(this.#config.appId) && c.user.toLowerCase() !== this.#botLogin);
     const goal = issueGoal({ instruction: clip(ask.instruction, MAX_INSTRUCTION_BYTES), fullName: ask.origin.fullName, issue, comments });
-    const task = await this.#deps.triggered.start({
-      project,
-      goal,
-      trigger: 'github',
-      triggeredBy: `github:${ask.origin.sender}`,
-      key: `github:${this.#d.deliveryId}`,
-      actor: `github:${ask.origin.sender}`,
-      replyTo: this.#target(ask.number, ask.pullRequest),
-      source: this.#source(ask.origin, ask.number, ask.why),
-    });
-    return { outcome: `task ${task.id} queued`, orgId: project.org_id, taskId: task.id };
+    const source = this.#source(ask.origin, ask.number, ask.why);
+    try {
+      const task = await this.#deps.triggered.start({
+        project,
+        goal,
+        trigger: 'github',
+        triggeredBy: `github:${ask.origin.sender}`,
+        key: `github:${this.#d.deliveryId}`,
+        actor: `github:${ask.origin.sender}`,
+        replyTo: this.#target(ask.number, ask.pullRequest),
+        source,
+      });
+      return { outcome: `task ${task.id} queued`, orgId: project.org_id, taskId: task.id };
+    } catch (err) {
+      // The org or project refused it (no model set up, an archived project): said where it was asked.
+      const refusal = refusalOf(err);
+      if (refusal === null) throw err;
+      await this.#api.comment(ask.number, `@${ask.origin.sender} Berth could not start a task: ${refusal}`);
+      await this.#deps.triggered.refused(project.org_id, `github:${ask.origin.sender}`, refusal, source);
+      return { outcome: `refused: ${refusal}`, orgId: project.org_id };
+    }
   }
 
   /** A review or command on a pull request: continues the task that opened it, if Berth did. */

@@ -3,9 +3,8 @@
 // the issue saying why not. A note on a merge request the agent opened continues that task
 // on its branch. Everything said back goes on the issue or merge request it came from.
 import { z } from 'zod';
-import { BerthError } from '../../../shared/errors.ts';
 import type { ProjectRow } from '../../db/index.ts';
-import type { DeliveryHandler, TriggerDeps } from '../index.ts';
+import { refusalOf, type DeliveryHandler, type TriggerDeps } from '../index.ts';
 import { AccessLevels, DEVELOPER } from './access.ts';
 import { GitLabApi } from './api.ts';
 import { askOf, type Ask } from './ask.ts';
@@ -122,9 +121,10 @@ export function gitlabDeliveries(deps: TriggerDeps): DeliveryHandler {
 
     /** A task Berth refused to make (a conflict, a bad setting): said on GitLab in Berth's words. */
     async function cannotStart(err: unknown, p: ProjectRow) {
-      if (!(err instanceof BerthError) || err.kind === 'internal' || err.kind === 'unavailable') throw err;
-      await say(`@${sender} Berth could not start a task: ${err.message}`);
-      return { outcome: `refused: ${err.message}`, orgId: p.org_id };
+      const refusal = refusalOf(err);
+      if (refusal === null) throw err;
+      await say(`@${sender} Berth could not start a task: ${refusal}`);
+      return { outcome: `refused: ${refusal}`, orgId: p.org_id };
     }
   };
 }

@@ -3,11 +3,10 @@
 // message to the asker saying what is missing and how to get it.
 import { createHash } from 'node:crypto';
 import type { WebClient } from '@slack/web-api';
-import { BerthError } from '../../../shared/errors.ts';
 import { atLeast } from '../../authz.ts';
 import type { ProjectRow, Role } from '../../db/index.ts';
 import type { DeliveryOutcome, PendingDelivery } from '../deliveries.ts';
-import type { TriggerDeps } from '../index.ts';
+import { refusalOf, type TriggerDeps } from '../index.ts';
 import { slackApp, slackClient, slackError, type SlackApp } from './client.ts';
 import type { SlackRequest } from './payloads.ts';
 import { askedFor, plainText, USAGE } from './request-text.ts';
@@ -79,9 +78,10 @@ export class SlackTaskStarter {
       });
       return { outcome: `task ${task.id} queued`, orgId: org.id, taskId: task.id };
     } catch (err) {
-      if (!(err instanceof BerthError)) throw err;
-      await this.#tell(slack, req, `I could not start that task: ${err.message}`);
-      return { outcome: `failed: ${err.message}`.slice(0, 500), orgId: org.id };
+      const refusal = refusalOf(err);
+      if (refusal === null) throw err;
+      await this.#tell(slack, req, `I could not start that task: ${refusal}`);
+      return { outcome: `refused: ${refusal}`.slice(0, 500), orgId: org.id };
     }
   }
 

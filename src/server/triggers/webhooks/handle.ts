@@ -3,10 +3,9 @@
 // of it, fields the payload lacked included.
 import { z } from 'zod';
 import type { Task } from '../../../shared/api-tasks.ts';
-import { BerthError } from '../../../shared/errors.ts';
 import type { Db, Role } from '../../db/index.ts';
 import type { DeliveryHandler } from '../queue.ts';
-import type { TriggeredTasks } from '../tasks.ts';
+import { refusalOf, type TriggeredTasks } from '../tasks.ts';
 import type { WebhookTriggerRow, WebhookTriggerStore } from './store.ts';
 import { renderGoal } from './template.ts';
 
@@ -53,9 +52,10 @@ export function deliveryHandler(d: { db: Db; store: WebhookTriggerStore; trigger
       });
     } catch (err) {
       // The org or project refuses the task (no model set up, a policy, a quota): on record, not a failure of ours.
-      if (!(err instanceof BerthError) || err.kind === 'internal' || err.kind === 'unavailable') throw err;
-      await d.triggered.refused(orgId, who, err.message, source);
-      return { outcome: `refused: ${err.message}`, orgId };
+      const refusal = refusalOf(err);
+      if (refusal === null) throw err;
+      await d.triggered.refused(orgId, who, refusal, source);
+      return { outcome: `refused: ${refusal}`, orgId };
     }
     return { outcome: `task ${task.id} queued${notes.length ? ` (${notes.join('; ')})` : ''}`, orgId, taskId: task.id };
   };
