@@ -42,13 +42,16 @@ export function backupCommands(program: Command, dataDir: () => string): void {
     .option('--json', 'print the restored backup\'s manifest as JSON')
     .addHelpText('after', '\nThen start it: `berth up --data-dir NEW`.')
     .action(async (dir: string, o: { json?: boolean }) => {
-      const { restore } = await import('../../server/backup/index.ts');
+      const { restore, runsHere } = await import('../../server/backup/index.ts');
       const spinner = new Spinner('restoring');
       const started = performance.now();
       try {
         const m = await restore({ dir, dataDir: dataDir(), databaseUrl: process.env.DATABASE_URL, progress: progressLine(spinner) });
         spinner.done(`restored the backup of ${m.createdAt} into ${dataDir()}: ${m.database.kind} database, ${m.environments.length} environment${m.environments.length === 1 ? '' : 's'}, in ${((performance.now() - started) / 1000).toFixed(1)} s`);
         if (m.keysFromEnvironment.length) process.stderr.write(`  set ${m.keysFromEnvironment.join(' and ')} as the backed-up Berth had ${m.keysFromEnvironment.length === 1 ? 'it' : 'them'}\n`);
+        // Environments are named by id on the host (cgroup, container): two of one id cannot run at once.
+        const twins = m.environments.filter((e) => runsHere(e.id)).map((e) => e.id);
+        if (twins.length) process.stderr.write(`  ${twins.join(', ')} still run${twins.length === 1 ? 's' : ''} on this host from ${m.dataDir}: stop ${twins.length === 1 ? 'it' : 'them'} there (berth env stop) before starting the restored Berth\n`);
         process.stderr.write(`  start it: berth up --data-dir ${dataDir()}\n`);
         if (o.json) printJson(m);
       } catch (err) {

@@ -35,6 +35,12 @@ export async function pauseEnvironment(id: string): Promise<Paused> {
   return { running, resume: () => (running ? cgroup.thaw() : undefined) };
 }
 
+/** Whether processes of an environment `id` run on this host (restoring beside a still-running original). */
+export function runsHere(id: string): boolean {
+  const cgroup = freezer(id);
+  return cgroup !== undefined && readFileSync(cgroup.procs, 'utf8').trim() !== '';
+}
+
 interface Freezer {
   procs: string;
   freeze(): Promise<void>;
