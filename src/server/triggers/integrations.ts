@@ -108,7 +108,8 @@ export class IntegrationStore {
 
   async list(): Promise<IntegrationStatus[]> {
     const rows = await this.#db.selectFrom('integrations').selectAll().execute();
-    return [...this.#specs.values()].map((spec) => {
+    const order = (k: IntegrationKind) => INTEGRATION_KINDS.indexOf(k);
+    return [...this.#specs.values()].sort((a, b) => order(a.kind) - order(b.kind)).map((spec) => {
       const row = rows.find((r) => r.kind === spec.kind);
       if (!row) return { kind: spec.kind, configured: false, settings: null, secretsSet: [], updatedBy: null, updatedAt: null };
       const secrets = JSON.parse(this.#box.open(boxScope(spec.kind), row.secrets)) as Record<string, string>;
