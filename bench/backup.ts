@@ -1,17 +1,20 @@
 // berth backup and berth restore on a real berth (embedded database, real sandbox): one
 // environment with BENCH_BACKUP_MB of random data in BENCH_BACKUP_FILES files, written while
 // it runs; the backup pauses it while copying. Prints each phase's time and the sizes.
+// BERTH_TEST_DATABASE=postgres: on PostgreSQL (pg_dump, restored into a fresh database).
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { backup, restore } from '../src/server/backup/index.ts';
 import { removeRunnerHostState, sh, startTestBerth } from '../test/helpers.ts';
+import { freshDatabase, ON_POSTGRES } from '../test/postgres.ts';
 
 const MB = Number(process.env.BENCH_BACKUP_MB ?? 256);
 const FILES = Number(process.env.BENCH_BACKUP_FILES ?? 1000);
 const root = mkdtempSync(join(tmpdir(), 'berth-bench-backup-'));
 const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
 const t = await startTestBerth({ dataDir: join(root, 'data') });
+const target = ON_POSTGRES ? await freshDatabase() : undefined;
 try {
   const env = (await t.api('POST', '/api/orgs/default/environments', { name: 'bench' })).body.id as string;
   const per = Math.max(1, Math.floor((MB * 1024) / FILES));
@@ -20,13 +23,14 @@ try {
   await t.close();
 
   let start = performance.now();
-  const m = await backup({ dataDir: t.dataDir, dir: join(root, 'backup') });
+  const m = await backup({ dataDir: t.dataDir, databaseUrl: t.database?.url, dir: join(root, 'backup') });
   const backupMs = performance.now() - start;
   start = performance.now();
-  await restore({ dir: join(root, 'backup'), dataDir: join(root, 'restored') });
+  await restore({ dir: join(root, 'backup'), dataDir: join(root, 'restored'), databaseUrl: target?.url });
   const restoreMs = performance.now() - start;
 
   const e = m.environments[0]!;
+  console.log(`database: ${m.database.kind}`);
   console.log(`workspace: ${MB} MiB of random data in ${FILES} files; environment directory on disk ${mib(e.bytes)}`);
   console.log(`backup: ${(backupMs / 1000).toFixed(2)} s total; environment paused ${(e.pausedMs / 1000).toFixed(2)} s (${e.copied})`);
   for (const f of m.files) console.log(`  ${f.path}: ${mib(f.bytes)}`);
@@ -34,5 +38,7 @@ try {
 } finally {
   await t.close();
   await removeRunnerHostState(t.dataDir);
+  await t.database?.drop();
+  await target?.drop();
   rmSync(root, { recursive: true, force: true });
 }
