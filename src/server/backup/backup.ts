@@ -5,7 +5,7 @@
 // is paused while copied, see pause.ts). A live backup through the API would have to stop
 // the runner's work on each environment anyway, and PGlite is one process's: it cannot be
 // read while `berth up` has it open.
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { VERSION } from '../../shared/client-config.ts';
 import { conflict, invalid } from '../../shared/errors.ts';
@@ -15,7 +15,6 @@ import { DATABASE_FILES, dumpDatabase } from './database.ts';
 import { hashFile, tarTree, type BackupProgress } from './files.ts';
 import { BACKUP_FORMAT, BACKUP_VERSION, MANIFEST_FILE, type BackupEnvironment, type BackupFile, type Manifest } from './manifest.ts';
 import { pauseEnvironment } from './pause.ts';
-import { writeFileSync } from 'node:fs';
 
 /**
  * What the data dir holds that a backup leaves out: the database (dumped instead), the
