@@ -169,6 +169,23 @@ describe('continuing a task from its pull request', () => {
     assert.deepEqual(done.changeRequest, first.changeRequest);
   });
 
+  test('a retry of a continuation continues the same branch and pull request, and tells the same issue', async () => {
+    const newest = (await triggered().taskForChangeRequest([project.id], 1, 'pull_request'))!;
+    const retried = await t.api('POST', `/api/orgs/default/tasks/${newest.id}/retry`);
+    assert.equal(retried.status, 201, JSON.stringify(retried.body));
+    assert.equal(retried.body.continues, first.id);
+    assert.equal(retried.body.trigger, 'github');
+    assert.equal(retried.body.triggeredBy, 'github:reviewer');
+    const row = await t.berth.database.db.selectFrom('tasks').select(['reply_to', 'trigger_key']).where('id', '=', retried.body.id).executeTakeFirstOrThrow();
+    assert.deepEqual(row.reply_to, { kind: 'github', issue: ISSUE, pullRequest: false });
+    assert.equal(row.trigger_key, null, 'the key stays the first task\'s');
+    const done = await ended(retried.body.id);
+    assert.equal(done.state, 'succeeded', done.stateReason);
+    assert.equal(done.branch, first.branch);
+    assert.deepEqual(done.changeRequest, first.changeRequest);
+    assert.equal(github.pulls.length, 1, 'no second pull request');
+  });
+
   test('a running task is refused, by the words a comment can carry', async () => {
     // Held at work until the test lets it go, to continue it meanwhile.
     const newest = await triggered().taskForChangeRequest([project.id], 1, 'pull_request');

@@ -230,6 +230,11 @@ export class TaskService {
         memory_bytes: row.memory_bytes,
         state: 'queued',
         trigger: row.trigger,
+        // A retry of a triggered task tells the same issue or thread, and a continuation's
+        // retry continues the same branch and pull request; a trigger key is the first's alone.
+        triggered_by: row.triggered_by,
+        reply_to: row.reply_to ? JSON.stringify(row.reply_to) : null,
+        continues_task_id: row.continues_task_id,
         created_by: scope.actor,
         // Its creator's (an org token's maker), and so is the environment it makes (ownership.ts).
         owner_id: ownerIdOf(scope),
