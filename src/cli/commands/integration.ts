@@ -50,10 +50,11 @@ export function integrationCommands(program: Command, client: () => ApiClient): 
     .command('rm')
     .alias('remove')
     .argument('<kind>', 'github, gitlab or slack')
+    .option('--json', 'print JSON')
     .description('remove an integration: its webhooks are refused from then on')
-    .action(async (kind: string) => {
-      await client().request('DELETE', `/api/integrations/${encodeURIComponent(kind)}`);
-      process.stdout.write(`${kind} integration removed\n`);
+    .action(async (kind: string, o: { json?: boolean }) => {
+      const status = await client().request<IntegrationStatus>('DELETE', `/api/integrations/${encodeURIComponent(kind)}`);
+      emit(o, status, `${kind} integration removed\n`);
     });
 
   githubIntegration(integration, client);
