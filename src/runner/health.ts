@@ -7,6 +7,7 @@ import { delimiter, join } from 'node:path';
 import { formatSize } from '../shared/units.ts';
 import { cgroupLayout, type CgroupLayout } from './cgroups.ts';
 import type { EgressNetworkSummary } from './network/company.ts';
+import type { CheckpointSupport } from './checkpoint.ts';
 
 export interface HostProbe {
   backend: string;
@@ -16,6 +17,8 @@ export interface HostProbe {
   network: { egressProxy: boolean; nftables: boolean } & EgressNetworkSummary;
   diskQuota: boolean;
   dataDisk: { freeBytes: number; totalBytes: number };
+  /** Whether it can pause environments (checkpoint.ts); absent where nothing was probed. */
+  checkpoint?: CheckpointSupport | undefined;
   /** Empty when the runner is healthy. */
   problems: string[];
 }
@@ -33,6 +36,8 @@ export interface ProbeInput {
   minFreeDiskBytes: number;
   /** Trusted networks and the upstream proxy, as shown (no credentials). */
   egressNetwork?: EgressNetworkSummary | undefined;
+  /** Whether it can pause environments, probed once at start (pauseSupport). */
+  checkpoint?: CheckpointSupport | undefined;
 }
 
 const NO_EGRESS_NETWORK: EgressNetworkSummary = { trustedNetworks: [], upstreamProxy: null, noProxy: [] };
@@ -76,6 +81,7 @@ export function probeHost(input: ProbeInput): HostProbe {
     network: { egressProxy: input.network, nftables, ...(input.egressNetwork ?? NO_EGRESS_NETWORK) },
     diskQuota: input.diskQuota,
     dataDisk,
+    ...(input.checkpoint && { checkpoint: input.checkpoint }),
     problems,
   };
 }

@@ -10,4 +10,5 @@ export { tarEntries } from './images/tar-entries.ts';
 export { packCheckout } from './images/checkout-tar.ts';
 export { cgroupLayout } from './cgroups.ts';
 export { probeHost, type HostProbe } from './health.ts';
+export { probeCheckpoint, type CheckpointSupport } from './checkpoint.ts';
 export { LlmGateway, upstreamsFromEnv, GATEWAY_SOCKET_NAME, gatewayEnv, relayCommand, relayReady, type GatewayCall, type Upstreams } from './gateway/index.ts';

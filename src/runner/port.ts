@@ -98,6 +98,12 @@ export interface Runner {
   stop(id: string): Promise<void>;
   /** Stops it and frees its files, disk and network. */
   remove(id: string): Promise<void>;
+  /**
+   * Checkpoints the environment's processes and memory (CRIU) and stops it; `resume` brings
+   * them back. Refused (conflict) where the host cannot, saying why (checkpoint.ts).
+   */
+  pause(id: string): Promise<void>;
+  resume(id: string): Promise<void>;
   status(id: string): Promise<ContainerStatus>;
   /** Starts a command; its streams are live until `exited` settles. */
   exec(spec: EnvironmentSpec, opts: CommandOptions): RunningCommand;

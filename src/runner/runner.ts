@@ -13,6 +13,7 @@ import { SOCKET_NAME } from './agent/protocol.ts';
 import type { ContainerStatus, IsolationBackend } from './backends/backend.ts';
 import { OciRuntime, type RuntimeName } from './backends/oci-runtime.ts';
 import { ociConfig, WORKSPACE } from './bundle.ts';
+import { pauseRefused, pauseSupport, type CheckpointSupport } from './checkpoint.ts';
 import { cgroupLayout, cgroupUsage, HYBRID_UNIFIED_MOUNT, oomKillCount, type CgroupUsage } from './cgroups.ts';
 import { DiskPool, makeDisk } from './disk.ts';
 import { startCommand, type RunningCommand } from './exec.ts';
@@ -479,6 +480,23 @@ export class LocalRunner implements Runner {
     await rm(join(this.#volumes, id), { recursive: true, force: true });
     // The data dir's folder of mount points goes with its last environment.
     await rmdir(dirname(p.merged)).catch(() => {});
+  }
+
+  /** Whether this runner can pause environments, probed once (checkpoint.ts). */
+  checkpointSupport(): Promise<CheckpointSupport> {
+    this.#checkpoint ??= pauseSupport(this.backend.name);
+    return this.#checkpoint;
+  }
+  #checkpoint: Promise<CheckpointSupport> | undefined;
+
+  // No host Berth has run on can checkpoint yet, so both answer why (checkpoint.ts).
+  async pause(_id: string): Promise<void> {
+    const support = await this.checkpointSupport();
+    throw pauseRefused(this.name, support.available ? 'not built' : support.reason);
+  }
+
+  async resume(id: string): Promise<void> {
+    await this.pause(id);
   }
 
   status(id: string): Promise<ContainerStatus> {

@@ -19,6 +19,10 @@ export const RunnerReport = z.object({
   }),
   diskQuota: z.boolean().describe('each environment writes to a disk image of its limit (BERTH_DISK_QUOTA=off: no)'),
   dataDisk: z.object({ freeBytes: z.number(), totalBytes: z.number() }).describe("the file system of the runner's data directory"),
+  checkpoint: z
+    .object({ available: z.boolean(), reason: z.string().optional().describe('why not, and what would make it work') })
+    .optional()
+    .describe('whether `berth env pause` can keep an environment\'s processes and memory here (CRIU under its runtime); absent from runners that do not say'),
   problems: z.array(z.string()).describe('what makes the runner degraded; empty when it is healthy'),
   heartbeatMs: z.number().int().describe('how often it reports'),
 });

@@ -30,6 +30,7 @@ import { resolveUser } from '../../src/runner/users.ts';
 import { treeSize } from '../../src/runner/images/rootfs.ts';
 import { sha256 } from '../../src/runner/images/blobs.ts';
 import { serveUnixSocket, SOCKET_NAME_PATTERN } from '../../src/runner/unix-socket.ts';
+import { pauseRefused } from '../../src/runner/checkpoint.ts';
 
 /** Where the real runner keeps agent sockets inside an environment (bundle.ts AGENT_DIR). */
 const AGENT_DIR = '.berth/agent';
@@ -130,6 +131,15 @@ export class FakeRunner implements Runner, FakeRunnerKnobs {
       await c.signal('SIGKILL');
       await gone;
     }));
+  }
+
+  // It keeps no processes to checkpoint, as most hosts cannot (checkpoint.ts).
+  async pause(_id: string): Promise<void> {
+    throw pauseRefused(this.name, 'the fake runner keeps no processes to checkpoint');
+  }
+
+  async resume(id: string): Promise<void> {
+    await this.pause(id);
   }
 
   async remove(id: string): Promise<void> {

@@ -157,6 +157,9 @@ export function envCommands(program: Command, client: Client): void {
   for (const [verb, description, gerund] of [
     ['start', 'start a stopped environment', 'starting'],
     ['stop', 'stop an environment; its files stay', 'stopping'],
+    // Only where the runner can checkpoint (CRIU); elsewhere the refusal says why (`berth runner list` too).
+    ['pause', "pause a running environment, keeping its processes and memory (where its runner can: `berth runner list`)", 'pausing'],
+    ['resume', 'resume a paused environment', 'resuming'],
   ] as const) {
     env
       .command(`${verb} <id>`)

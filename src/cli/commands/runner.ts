@@ -55,6 +55,11 @@ export function runnerCommands(program: Command, client: () => ApiClient): void 
         ];
         process.stdout.write(`\n${r.name} egress:\n${lines.map((l) => `  ${l}\n`).join('')}`);
       }
+      // Whether `berth env pause` works there: the reason is long, so it goes below the table.
+      for (const r of items.filter((x) => x.checkpoint)) {
+        const c = r.checkpoint!;
+        process.stdout.write(`\n${r.name} checkpoint: ${c.available ? 'available' : `unavailable (${c.reason ?? 'no reason given'})`}\n`);
+      }
       for (const r of items.filter((x) => x.health.reasons.length)) {
         process.stdout.write(`\n${r.name} is ${r.health.status}:\n${r.health.reasons.map((why) => `  - ${why}\n`).join('')}`);
       }

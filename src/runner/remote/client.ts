@@ -168,6 +168,14 @@ export class RemoteRunner implements Runner {
     await this.#call('remove', { id });
   }
 
+  async pause(id: string): Promise<void> {
+    await this.#call('pause', { id });
+  }
+
+  async resume(id: string): Promise<void> {
+    await this.#call('resume', { id });
+  }
+
   async status(id: string): Promise<ContainerStatus> {
     return checked(Status, 'status', this.name)(await this.#call('status', { id }));
   }

@@ -174,6 +174,10 @@ export function serveRunner(runner: Runner, hooks: ServeHooks = {}): RunnerServi
         }
         case 'stop':
           return runner.stop(EnvId.parse(a.id)).then(() => null);
+        case 'pause':
+          return runner.pause(EnvId.parse(a.id)).then(() => null);
+        case 'resume':
+          return runner.resume(EnvId.parse(a.id)).then(() => null);
         case 'remove': {
           const envId = EnvId.parse(a.id);
           await runner.remove(envId);

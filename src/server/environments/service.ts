@@ -258,6 +258,21 @@ export class EnvironmentService {
   }
 
   /**
+   * Pause keeps a running environment's processes and memory (CRIU), resume brings them back.
+   * No runner can yet (checkpoint.ts): each refuses, saying why and what would make it work,
+   * and a `paused` state comes with the first that can.
+   */
+  async pause(scope: Scope, ref: string, verb: 'pause' | 'resume'): Promise<never> {
+    const { id, org_id: orgId } = await this.#getFor(scope, ref, 'shared');
+    const row = await this.#get(orgId, id);
+    if (row.state === 'lost') throw this.#lostError(row, verb);
+    if (verb === 'pause' && row.state !== 'running') throw conflict(`cannot pause environment '${row.name}' while it is ${row.state}: only a running one has processes to keep`);
+    const runner = await this.#runner(row);
+    await (verb === 'pause' ? runner.pause(id) : runner.resume(id));
+    throw new BerthError('internal', `runner '${runner.name}' says it ${verb}d environment '${row.name}', but this Berth has no paused state to record: stop it with \`berth env stop\``);
+  }
+
+  /**
    * @param opts.forget for a `lost` environment only: marks it deleted without its runner, whose
    *   host may never come back (its files stay there, for whoever runs that host to remove).
    */

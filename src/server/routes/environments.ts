@@ -73,6 +73,20 @@ export function environmentRoutes(app: App, { environments }: AppDeps): void {
     handler: async (req) => environments.stop(req.scope, req.params.id),
   });
 
+  // Keeping processes and memory needs CRIU under the runner's runtime: where it cannot, 409 says why.
+  for (const verb of ['pause', 'resume'] as const) {
+    app.post(`/api/orgs/:org/environments/:id/${verb}`, {
+      config: { permission: 'environment.write', audit: `environment.${verb}`, ownership: 'shared' },
+      schema: {
+        tags,
+        summary: verb === 'pause' ? "Pause a running environment, keeping its processes and memory (where its runner can checkpoint: `GET /api/runners` says)" : 'Resume a paused environment',
+        params: EnvironmentRef,
+        response: { 200: Environment, ...errors },
+      },
+      handler: async (req) => environments.pause(req.scope, req.params.id, verb),
+    });
+  }
+
   app.delete('/api/orgs/:org/environments/:id', {
     config: { permission: 'environment.write', audit: 'environment.delete', ownership: 'owner' },
     schema: {
