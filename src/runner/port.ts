@@ -115,6 +115,17 @@ export interface Runner {
   /** Bytes on disk of each package cache kept for `owner` (a project's id), of those that exist. */
   cacheUsage(owner: string): Promise<Partial<Record<CacheKind, number>>>;
   /**
+   * The environment's state (its own layer) as a tar stream, consistent: read while it is
+   * frozen, or stopped (state-tar.ts says what it holds).
+   */
+  exportState(id: string): Readable;
+  /**
+   * Makes environment `spec.id` (which must not exist here) with `state` (a tar from
+   * exportState, hostile: checked entry by entry before any of it is written) as its
+   * layer, and leaves it stopped. A refusal or a failure leaves nothing behind.
+   */
+  importState(spec: EnvironmentSpec, state: Readable): Promise<void>;
+  /**
    * Serves a unix socket inside the environment's agent directory (`name` there) and hands
    * each connection to `accept`: how the LLM gateway reaches a sandbox that has no network.
    * Returns a function that stops listening and cuts the connections.

@@ -33,6 +33,15 @@ import type { BuildImageRequest, CommandOptions, EnvironmentSpec, EnvironmentUsa
 import type { BuildResult, ImageBuilder } from './images/build.ts';
 import { unpackCheckout } from './images/checkout-tar.ts';
 import { mkdtemp } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import { PassThrough, type Readable } from 'node:stream';
+import { finished, pipeline } from 'node:stream/promises';
+import { conflict, notFound } from '../shared/errors.ts';
+import { collectCapped } from '../shared/output.ts';
+import { ID_COUNT } from './idmap.ts';
+import { checkStateFile, DEFAULT_STATE_ENTRIES, STATE_TAR_KEEP, STATE_TAR_UNPACK } from './state-tar.ts';
+// Freezing through the cgroup, as backups do (it belongs in the runner; it lives with backups for now).
+import { pauseEnvironment } from '../server/backup/pause.ts';
 
 export type { CommandOptions, EnvironmentSpec };
 
@@ -636,6 +645,70 @@ export class LocalRunner implements Runner {
     if (!existsSync(upper)) return null;
     const r = await this.#spawner.run('du', ['-sxb', upper]);
     return r.code === 0 ? Number(r.stdout.split('\t')[0]) : (await stat(upper)).size;
+  }
+
+  /**
+   * The environment's state (its upper dir) as a tar (state-tar.ts), read while its
+   * processes are frozen through their cgroup and its file systems synced, or stopped.
+   * Read in the spawner's mount namespace, where its disk image is mounted.
+   */
+  exportState(id: string): Readable {
+    const out = new PassThrough();
+    void (async () => {
+      if (!this.exists(id)) throw notFound(`environment ${id} has no files on runner '${this.name}'`);
+      const p = this.#paths(id);
+      await this.#mountDisk(p);
+      const paused = await pauseEnvironment(id);
+      try {
+        const tar = this.#spawner.spawn('tar', ['--create', '--file=-', ...STATE_TAR_KEEP, '-C', p.upper, '.']);
+        const stderr = collectCapped(tar.stderr);
+        tar.stdout.pipe(out, { end: false });
+        out.once('close', () => tar.kill('SIGKILL'));
+        const [{ code }] = await Promise.all([tar.exited, finished(tar.stdout)]);
+        if (code !== 0) throw new Error(`tar could not read environment ${id}'s files (exit ${code}): ${stderr.text().trim() || 'no message'}`);
+        out.end();
+      } finally {
+        paused.resume();
+      }
+    })().catch((err: unknown) => out.destroy(err as Error));
+    return out;
+  }
+
+  /**
+   * Makes a new environment whose upper dir is `state` (a tar from exportState): kept in a
+   * file, checked whole (state-tar.ts), then unpacked into the fresh environment, stopped.
+   * Anything refused or failed leaves nothing behind.
+   */
+  async importState(spec: EnvironmentSpec, state: Readable): Promise<void> {
+    if (this.exists(spec.id)) {
+      state.destroy();
+      throw conflict(`environment ${spec.id} already has files on runner '${this.name}'`);
+    }
+    const dir = join(dirname(this.#root), 'runtime', 'imports');
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const file = join(dir, `${spec.id}.tar`);
+    try {
+      await pipeline(state, createWriteStream(file, { mode: 0o600 }));
+      await checkStateFile(file, { maxEntries: DEFAULT_STATE_ENTRIES, owners: { base: ID_BASE, count: ID_COUNT } });
+      // Started once and stopped: its disk made and mounted, its upper dir there, nothing running.
+      await this.start(spec);
+      await this.stop(spec.id);
+      const p = this.#paths(spec.id);
+      await this.#mountDisk(p);
+      await this.#spawner.check('tar', ['--extract', `--file=${file}`, ...STATE_TAR_UNPACK, '-C', p.upper]);
+    } catch (err) {
+      await this.remove(spec.id).catch((e: unknown) => this.#log.warn({ err: e, environment: spec.id }, 'an import that failed left files behind'));
+      throw err;
+    } finally {
+      await rm(file, { force: true });
+    }
+  }
+
+  /** The environment's disk image mounted in the spawner's namespace, if it has one (a stopped one's may not be, after a runner restart). */
+  async #mountDisk(p: { image: string | undefined; disk: string }): Promise<void> {
+    if (!p.image || isMounted(this.#spawner, p.disk)) return;
+    mkdirSync(p.disk, { recursive: true, mode: 0o700 });
+    await this.#spawner.check('mount', ['-o', 'loop,discard,nosuid,nodev', p.image, p.disk]);
   }
 
   /** Stops the helper process; environments keep running. */

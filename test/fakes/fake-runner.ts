@@ -30,6 +30,11 @@ import { resolveUser } from '../../src/runner/users.ts';
 import { treeSize } from '../../src/runner/images/rootfs.ts';
 import { sha256 } from '../../src/runner/images/blobs.ts';
 import { serveUnixSocket, SOCKET_NAME_PATTERN } from '../../src/runner/unix-socket.ts';
+import { spawn, spawnSync } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
+import { checkStateFile, DEFAULT_STATE_ENTRIES } from '../../src/runner/state-tar.ts';
 import { pauseRefused } from '../../src/runner/checkpoint.ts';
 
 /** Where the real runner keeps agent sockets inside an environment (bundle.ts AGENT_DIR). */
@@ -232,6 +237,41 @@ export class FakeRunner implements Runner, FakeRunnerKnobs {
     this.calls.removeVolumes++;
     if (!/^[a-z]+_[A-Za-z0-9]+$/.test(owner)) throw new Error(`volume owner '${owner}' is not an id`);
     await rm(join(this.dir, 'volumes', owner), { recursive: true, force: true });
+  }
+
+  /** Its "/" as a tar (GNU tar, host owners), its agent folder left out; the fake has no processes to freeze. */
+  exportState(id: string): Readable {
+    const root = this.rootOf(id);
+    if (!existsSync(root)) {
+      const out = new PassThrough();
+      out.destroy(invalid(`environment ${id} has no files on runner '${this.name}'`));
+      return out;
+    }
+    const tar = spawn('tar', ['--create', '--file=-', '--numeric-owner', '--anchored', '--exclude=./.berth', '-C', root, '.'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const out = new PassThrough();
+    tar.stdout.pipe(out, { end: false });
+    tar.on('close', (code) => (code === 0 ? out.end() : out.destroy(new Error(`tar exited ${code}`))));
+    return out;
+  }
+
+  /** Kept in a file, checked as the real runner checks it (state-tar.ts, owners aside: the fake maps none), then unpacked; stopped. */
+  async importState(spec: EnvironmentSpec, state: Readable): Promise<void> {
+    const root = this.rootOf(spec.id);
+    if (existsSync(root)) throw invalid(`environment ${spec.id} already has files on runner '${this.name}'`);
+    const file = join(this.dir, `import-${spec.id}.tar`);
+    try {
+      await pipeline(state, createWriteStream(file));
+      await checkStateFile(file, { maxEntries: DEFAULT_STATE_ENTRIES });
+      mkdirSync(root, { recursive: true });
+      const r = spawnSync('tar', ['--extract', `--file=${file}`, '--same-owner', '--numeric-owner', '--same-permissions', '--no-overwrite-dir', '-C', root], { encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`tar could not unpack the state: ${r.stderr}`);
+      this.#environments.set(spec.id, { state: 'stopped', commands: new Map() });
+    } catch (err) {
+      await rm(dirname(root), { recursive: true, force: true });
+      throw err;
+    } finally {
+      await rm(file, { force: true });
+    }
   }
 
   /** The fake builds nothing: a spec with a devcontainer build needs the real runner. */

@@ -266,6 +266,19 @@ export function envCommands(program: Command, client: Client): void {
     .action(async (id: string, o) => (await import('./schedule.ts')).environmentSchedule(client(), id, o));
 
   env
+    .command('export <id> <file>')
+    .description("write the environment's files (a running one frozen while they are read) as one archive: a manifest with checksums, then its layer")
+    .action(async (id: string, file: string) => (await import('./env-archive.ts')).exportEnvironment(client(), id, file));
+
+  env
+    .command('import <file>')
+    .description('make a new environment from an archive `berth env export` wrote, on any runner; prints its id')
+    .option('--name <name>', "a name for it (default: the exported environment's)")
+    .option('--runner-label <key=value>', 'a label the runner it goes to must carry (gpu=true), repeatable', runnerLabel)
+    .option('--json', 'print JSON')
+    .action(async (file: string, o) => (await import('./env-archive.ts')).importEnvironment(client(), file, o));
+
+  env
     .command('cp <src> <dest>')
     .description('copy files in (LOCAL ID:PATH) or out (ID:PATH LOCAL)')
     .action(async (src: string, dest: string) => (await import('./cp.ts')).copy(client(), src, dest));

@@ -1,7 +1,7 @@
 // The control plane's side of a runner that joined over the network: the Runner port, with
 // every call sent over the runner's connection and every answer checked, since a runner
 // host may be compromised and must not be able to lie its way into the control plane.
-import { Duplex } from 'node:stream';
+import { Duplex, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import { BerthError, unavailable } from '../../shared/errors.ts';
@@ -221,6 +221,29 @@ export class RemoteRunner implements Runner {
       resize: async (cols, rows) => void (await this.#call('resize', { channel, cols, rows }).catch(ifConnected)),
       signal: async (signal) => void (await this.#call('signal', { channel, signal }).catch(ifConnected)),
     };
+  }
+
+  /** The state comes on a channel of the call; the call's failure ends it with that error. */
+  exportState(id: string): Readable {
+    const channel = this.#channel();
+    const state = this.#peer.readable(channel, STREAM.stdout);
+    this.#call('exportState', { id, channel }).catch((err: Error) => this.#peer.resetChannel(channel, err));
+    return state;
+  }
+
+  /** The state goes as a tar on a channel, with credit, like a build's checkout. */
+  async importState(spec: EnvironmentSpec, state: Readable): Promise<void> {
+    const channel = this.#channel();
+    const upload = this.#peer.writable(channel, STREAM.stdin);
+    const policy = { policy: this.#policies.policyFor(spec.id), mirrors: this.#policies.mirrorsFor?.(spec.id) ?? [] };
+    const { result } = this.#peer.call('importState', { spec, policy, channel });
+    // A runner that refuses early stops reading: the call's error is the one to report.
+    pipeline(state, upload).catch(() => state.destroy());
+    try {
+      await result;
+    } finally {
+      this.#peer.resetChannel(channel);
+    }
   }
 
   async serveSocket(environmentId: string, name: string, accept: (connection: Duplex) => void): Promise<() => Promise<void>> {

@@ -125,6 +125,31 @@ export function serveRunner(runner: Runner, hooks: ServeHooks = {}): RunnerServi
     }
   };
 
+  // An environment's state, out as bytes on the call's channel (the call answers once all are sent) and in likewise.
+  const exportState = async (peer: Peer, a: Record<string, unknown>): Promise<null> => {
+    const channel = Channel.parse(a.channel);
+    try {
+      await pipeline(runner.exportState(EnvId.parse(a.id)), peer.writable(channel, STREAM.stdout));
+      return null;
+    } catch (err) {
+      peer.resetChannel(channel);
+      throw err;
+    }
+  };
+  // Synchronous until the first await, like build: the state's stream exists before its frames arrive.
+  const importState = async (peer: Peer, a: Record<string, unknown>): Promise<null> => {
+    const channel = Channel.parse(a.channel);
+    const state = peer.readable(channel, STREAM.stdin);
+    try {
+      const spec = await specOf(a.spec);
+      hooks.beforeStart?.(spec, a);
+      await runner.importState(spec, state);
+      return null;
+    } finally {
+      peer.resetChannel(channel);
+    }
+  };
+
   const relay = (peer: Peer, listener: number, connection: Duplex) => {
     if (!peer.open) return connection.destroy();
     const channel = nextChannel++;
@@ -215,6 +240,10 @@ export function serveRunner(runner: Runner, hooks: ServeHooks = {}): RunnerServi
           listeners.delete(listener);
           return null;
         }
+        case 'exportState':
+          return exportState(peer, a);
+        case 'importState':
+          return importState(peer, a);
         default:
           throw invalid(`unknown call '${method}': this runner (Berth ${VERSION}) is older than the control plane`);
       }

@@ -1,6 +1,8 @@
 import { availableParallelism } from 'node:os';
 import { sql } from 'kysely';
+import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
+import type { EnvironmentLimits } from '../../shared/environment.ts';
 import type { CreateEnvironmentBody, Environment, EnvironmentDetail, EnvironmentList } from '../../shared/api.ts';
 import { canTransition, LOSABLE, type EnvironmentState } from '../../shared/environment.ts';
 import { BerthError, conflict, invalid, notFound, unavailable } from '../../shared/errors.ts';
@@ -23,6 +25,23 @@ import { limitsOf, toApi } from './convert.ts';
 import { afterPageCursor, encodePageCursor, pageKey } from '../db/page.ts';
 import { limitsFrom } from './limits.ts';
 import { checkCreateAllowList, storeEnvironmentAllowList } from '../policy/index.ts';
+
+/** Files a new environment starts with (an import): written on its runner before its first start. */
+export interface Seed {
+  /** The image they were made on: the one it resolves to must be it. */
+  imageDigest: string;
+  write(runner: Runner, spec: EnvironmentSpec): Promise<void>;
+}
+
+/** What an export says of the environment it copies. */
+export interface ExportedEnvironment {
+  id: string;
+  name: string;
+  image: string;
+  imageDigest: string | null;
+  limits: EnvironmentLimits;
+  user: string | null;
+}
 
 /** What listeners learn of a new environment. */
 export interface CreatedEnvironment {
@@ -99,7 +118,7 @@ export class EnvironmentService {
    *   else's may (a repository's berth.yaml or devcontainer image, as the task pipeline passes it, never is).
    * @param opts.runnerId the runner it must go to (a task's: the runner that claimed it); else placement chooses.
    */
-  async create(scope: Scope, body: CreateEnvironmentBody, opts: { mayWiden?: boolean; hostPaths?: boolean; role?: Role; runnerId?: string | undefined } = {}): Promise<Environment> {
+  async create(scope: Scope, body: CreateEnvironmentBody, opts: { mayWiden?: boolean; hostPaths?: boolean; role?: Role; runnerId?: string | undefined; seed?: Seed | undefined } = {}): Promise<Environment> {
     const { orgId } = scope;
     // Everything that can be refused is checked before anything is written.
     const limits = limitsFrom(body, this.#hostCpus);
@@ -114,6 +133,9 @@ export class EnvironmentService {
     // The claim held the task's expected memory there; what its spec asks for must fit too (never overcommitted).
     if (opts.runnerId) await this.#runners.assertFits(opts.runnerId, limits.memoryBytes, scope.task?.id);
     const image = await runner.images.resolve(body.image ?? DEFAULT_IMAGE, { org: orgId, hostPaths: opts.hostPaths === true, login });
+    if (opts.seed && image.digest !== opts.seed.imageDigest) {
+      throw invalid(`image '${image.name}' is ${image.digest} on runner '${runner.name}', but the environment was exported on ${opts.seed.imageDigest}: its files belong on that image. Pull or import that image first (berth image import)`);
+    }
     // Its own egress allow list, if given, may only narrow what its project and org allow (unless an admin made it).
     const allowDomains = body.allowDomains ? await checkCreateAllowList(this.#db, orgId, projectId, body.allowDomains, opts.mayWiden) : undefined;
 
@@ -153,6 +175,7 @@ export class EnvironmentService {
     for (const listener of this.#onCreated) await listener({ id, orgId, projectId, ownPolicy: Boolean(allowDomains) });
     return this.#withLock(id, async () => {
       const row = await this.#get(orgId, id);
+      if (opts.seed) await this.#seed(row, opts.seed);
       return this.#view(scope, await this.#bringUp(row, 'creating'));
     });
   }
@@ -679,6 +702,34 @@ export class EnvironmentService {
       return await next;
     } finally {
       if (this.#locks.get(id) === next) this.#locks.delete(id);
+    }
+  }
+
+  // ---- export and import (berth env export / import; environments/archive.ts frames them) ----
+
+  /**
+   * Its state as the runner streams it, read by `consume` while the environment's lock is held
+   * (no start, stop or removal meanwhile). Its owner's or an admin's: it copies every file,
+   * secrets written into them too.
+   */
+  async exportState<T>(scope: Scope, ref: string, consume: (env: ExportedEnvironment, state: Readable) => Promise<T>): Promise<T> {
+    const { id, org_id: orgId } = await this.#getFor(scope, ref, 'owner');
+    return this.#withLock(id, async () => {
+      const row = await this.#get(orgId, id);
+      if (row.state === 'lost') throw this.#lostError(row, 'export');
+      if (row.state !== 'running' && row.state !== 'stopped') throw conflict(`environment '${row.name}' is ${row.state}: only a running or stopped one can be exported`);
+      const runner = await this.#runner(row);
+      return consume({ id, name: row.name, image: row.image, imageDigest: row.image_digest, limits: limitsOf(row), user: row.run_as }, runner.exportState(id));
+    });
+  }
+
+  /** Writes a new environment's files through its seed; a refusal leaves it failed, with why, and nothing on its runner. */
+  async #seed(row: EnvironmentRow, seed: Seed): Promise<void> {
+    try {
+      await seed.write(await this.#runner(row), await this.#spec(row));
+    } catch (err) {
+      await this.#transition(row, 'failed', { state_reason: `import failed: ${err instanceof Error ? err.message : String(err)}`.slice(0, 2000) });
+      throw err;
     }
   }
 }

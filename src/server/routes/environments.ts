@@ -19,6 +19,7 @@ import { invalid, type BerthError } from '../../shared/errors.ts';
 import { collectCapped } from '../../shared/output.ts';
 import { formatDuration, MAX_TIMEOUT_MS, parseDuration } from '../../shared/units.ts';
 import { errorBody, type App, type AppDeps } from '../app.ts';
+import { environmentArchiveRoutes } from './environment-archive.ts';
 
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema, 503: ErrorSchema };
 const tags = ['environments'];
@@ -40,7 +41,9 @@ export function exitFields(status: ExitStatus) {
   return { exitCode: status.exitCode, durationMs: status.durationMs, timedOut: status.timedOut, oomKilled: status.oomKilled ?? false, message: status.message ?? null };
 }
 
-export function environmentRoutes(app: App, { environments }: AppDeps): void {
+export function environmentRoutes(app: App, deps: AppDeps): void {
+  const { environments } = deps;
+  environmentArchiveRoutes(app, deps);
   app.get('/api/orgs/:org/environments', {
     config: { permission: 'environment.read' },
     schema: { tags, summary: 'List environments', params: OrgRef, querystring: ListEnvironmentsQuery, response: { 200: EnvironmentList, ...errors } },
