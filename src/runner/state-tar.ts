@@ -63,7 +63,8 @@ export async function checkStateTar(input: Readable, rules: StateRules): Promise
       if (!target || seen.get(target) !== 'file') throw refuse(`is a hard link to ${show(entry.linkpath ?? '')}, which is not a file earlier in the archive`);
     }
     if (entry.type === 'SymbolicLink' && (!entry.linkpath || entry.linkpath.includes('\0'))) throw refuse('is a symbolic link to nothing');
-    if (rules.owners) {
+    // A whiteout is the kernel's, owned by whoever mounted the overlay (the host's root): its owner means nothing.
+    if (rules.owners && !whiteout) {
       const { base, count } = rules.owners;
       for (const id of [entry.uid, entry.gid]) {
         if (id === undefined || id < base || id >= base + count) throw refuse(`is owned by ${entry.uid}:${entry.gid}, outside the ids environments map (${base}–${base + count - 1})`);
