@@ -15,6 +15,8 @@ const NEXT = `${OUT}.next-${process.pid}`;
 const SERVER_SIDE = join(REPO, 'src', 'cli', 'commands', 'up.ts');
 // `berth runner join` runs a whole runner (images, network, the protocol): from its sources too.
 const RUNNER_SIDE = join(REPO, 'src', 'runner', 'remote', 'host.ts');
+// `berth backup` and `berth restore` open the database (PGlite's wasm and data files): from the sources too.
+const BACKUP_SIDE = join(REPO, 'src', 'server', 'backup', 'index.ts');
 const LAZY_CHILD_PROCESS = '\0lazy-child-process';
 
 // The bundle's time is when the build began: a source edited while it ran is newer, so it counts.
@@ -37,6 +39,7 @@ await build({
         // From dist/cli/ the sources are two levels up.
         if (importer && source === './commands/up.ts') return { id: `./${relative(OUT, SERVER_SIDE)}`, external: true };
         if (importer?.endsWith('/commands/runner.ts') && source === '../../runner/remote/host.ts') return { id: `./${relative(OUT, RUNNER_SIDE)}`, external: true };
+        if (importer?.endsWith('/commands/backup.ts') && source === '../../server/backup/index.ts') return { id: `./${relative(OUT, BACKUP_SIDE)}`, external: true };
         // commander loads child_process for executable subcommands, which berth has none of:
         // loaded when touched instead (it and what it pulls in were ~10 ms of every call here).
         if (importer?.includes('/node_modules/commander/') && (source === 'node:child_process' || source === 'child_process')) return LAZY_CHILD_PROCESS;

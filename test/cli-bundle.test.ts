@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { bundleIsFresh } from '../src/cli/bundle-fresh.ts';
-import { startTestBerth, waitFor, type TestBerth } from './helpers.ts';
+import { seedEmbeddedDatabase, startTestBerth, waitFor, type TestBerth } from './helpers.ts';
 
 const REPO = new URL('..', import.meta.url).pathname;
 const BUNDLE = join(REPO, 'dist', 'cli');
@@ -101,6 +101,19 @@ describe('the bundled CLI', () => {
         assert.ok(loadedBy(join_.stderr).some((u) => u.endsWith('/dist/cli/berth.cjs')), 'the bundle ran');
       } finally {
         rmSync(work, { recursive: true, force: true });
+      }
+
+      // `backup` opens the embedded database (PGlite's wasm and data files) from the sources beside
+      // the bundle too (a bundled copy looked for pglite.data in dist/cli/).
+      const data = mkdtempSync(join(tmpdir(), 'berth-bundle-backup-'));
+      try {
+        await seedEmbeddedDatabase(join(data, 'berth'));
+        const backup = await t.cli(['backup', join(data, 'backup'), '--data-dir', join(data, 'berth'), '--json'], { env });
+        assert.equal(backup.code, 0, backup.stderr);
+        assert.equal(JSON.parse(backup.stdout).database.kind, 'pglite');
+        assert.ok(loadedBy(backup.stderr).some((u) => u.endsWith('/dist/cli/berth.cjs')), 'the bundle ran');
+      } finally {
+        rmSync(data, { recursive: true, force: true });
       }
 
       // A source newer than the bundle (an edit in a checkout): the sources run.
