@@ -175,7 +175,7 @@ describe('berth env export / import', () => {
     assert.deepEqual(fakeDirs(), before.dirs);
   });
 
-  test('an image the org may not use, or a different digest under its name, is refused before anything is made', async () => {
+  test('an image the org may not use, a different digest under its name, or a disk past the bounds is refused before anything is made', async () => {
     const before = await envCount();
     const state = rawTar([{ path: './', type: 'Directory' }]);
     const other = { ...manifest };
@@ -183,7 +183,11 @@ describe('berth env export / import', () => {
     const hostPath = await importRaw('alice', exportOf(state), '?name=other');
     manifest = { ...other, image: { ref: other.image.ref, digest: `sha256:${'0'.repeat(64)}` } };
     const wrongDigest = await importRaw('alice', exportOf(state), '?name=other');
+    manifest = { ...other, limits: { ...other.limits, diskBytes: 100 * 1024 ** 4 } };
+    const huge = await importRaw('alice', exportOf(state), '?name=other');
     manifest = other;
+    assert.equal(huge.status, 400, JSON.stringify(huge.body));
+    assert.match(huge.body.error.message, /disk must be between/);
     assert.equal(hostPath.status, 403, JSON.stringify(hostPath.body));
     assert.match(hostPath.body.error.message, /only an instance administrator/);
     assert.equal(wrongDigest.status, 400, JSON.stringify(wrongDigest.body));

@@ -69,7 +69,8 @@ export async function spoolExport(environments: EnvironmentService, scope: Scope
 }
 
 /** Reads an export (hostile) into a private folder: every check passed, or a clear refusal and nothing kept. */
-export async function spoolImport(body: Readable): Promise<Spooled> {
+/** `accept` checks the manifest's settings (throws to refuse) before a byte of the state is kept. */
+export async function spoolImport(body: Readable, accept: (manifest: EnvironmentManifest) => void): Promise<Spooled> {
   const dir = await mkdtemp(join(tmpdir(), 'berth-import-'));
   const discard = () => rm(dir, { recursive: true, force: true });
   const stateFile = join(dir, STATE_ENTRY);
@@ -96,6 +97,7 @@ export async function spoolImport(body: Readable): Promise<Spooled> {
           const issue = parsed.error.issues[0];
           throw invalid(`${MANIFEST_ENTRY} is not one this Berth reads (${issue ? `${issue.path.join('.')}: ${issue.message}` : 'invalid'}): export it again with this version`);
         }
+        accept(parsed.data);
         manifest = parsed.data;
       } else if (entries === 2 && manifest) {
         if (entry.path !== STATE_ENTRY || entry.type !== 'File') throw invalid(`the archive's second entry must be ${STATE_ENTRY}: it is damaged`);

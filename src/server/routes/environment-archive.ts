@@ -4,7 +4,8 @@ import type { Readable } from 'node:stream';
 import { createReadStream } from 'node:fs';
 import { atLeast } from '../authz.ts';
 import { CreateEnvironmentBody, Environment, EnvironmentRef, ErrorSchema, OrgRef, RunnerLabels } from '../../shared/api.ts';
-import { ImportEnvironmentQuery } from '../../shared/api-environment-archive.ts';
+import { ImportEnvironmentQuery, type EnvironmentManifest } from '../../shared/api-environment-archive.ts';
+import { limitsFrom } from '../environments/limits.ts';
 import { invalid } from '../../shared/errors.ts';
 import { spoolExport, spoolImport } from '../environments/archive.ts';
 import type { App, AppDeps } from '../app.ts';
@@ -54,9 +55,8 @@ export function environmentArchiveRoutes(app: App, { environments }: AppDeps): v
     handler: async (req, reply) => {
       if (req.headers['content-type'] !== 'application/x-tar') throw invalid('send the export as a tar archive with Content-Type: application/x-tar', 'content-type');
       const labels = runnerLabels(req.query.runnerLabels);
-      const spooled = await spoolImport(req.body as Readable);
-      try {
-        const m = spooled.manifest;
+      // Its settings are checked as the manifest arrives, before its state is read: a disk limit past the bounds does not get to fill ours.
+      const bodyOf = (m: EnvironmentManifest) => {
         const body = CreateEnvironmentBody.safeParse({
           name: req.query.name ?? m.environment.name,
           image: m.image.ref,
@@ -70,7 +70,13 @@ export function environmentArchiveRoutes(app: App, { environments }: AppDeps): v
           ...(labels && { runnerLabels: labels }),
         });
         if (!body.success) throw invalid(`the export's settings are refused (${body.error.issues[0]?.path.join('.')}: ${body.error.issues[0]?.message})`);
-        const created = await environments.create(req.scope, body.data, {
+        limitsFrom(body.data, Number.POSITIVE_INFINITY);
+        return body.data;
+      };
+      const spooled = await spoolImport(req.body as Readable, bodyOf);
+      try {
+        const m = spooled.manifest;
+        const created = await environments.create(req.scope, bodyOf(m), {
           // Like any create by this caller: the image resolves within the org, never a host path.
           mayWiden: false,
           hostPaths: false,
