@@ -8,6 +8,7 @@ export { ImageBuilder, type BuildSpec } from './images/index.ts';
 export { ImageStore, DEFAULT_IMAGE, isRegistryReference, parseMirrors, type ImageRecord, type ImageProgress, type RegistryCredential, type RegistryMirrors } from './images/index.ts';
 export { tarEntries } from './images/tar-entries.ts';
 export { checkStateFile, DEFAULT_STATE_ENTRIES } from './state-tar.ts';
+export { pauseEnvironment, runsHere, type Paused } from './freeze.ts';
 export { packCheckout } from './images/checkout-tar.ts';
 export { cgroupLayout } from './cgroups.ts';
 export { probeHost, type HostProbe } from './health.ts';

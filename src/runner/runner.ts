@@ -40,8 +40,7 @@ import { conflict, notFound } from '../shared/errors.ts';
 import { collectCapped } from '../shared/output.ts';
 import { ID_COUNT } from './idmap.ts';
 import { checkStateFile, DEFAULT_STATE_ENTRIES, STATE_TAR_KEEP, STATE_TAR_UNPACK } from './state-tar.ts';
-// Freezing through the cgroup, as backups do (it belongs in the runner; it lives with backups for now).
-import { pauseEnvironment } from '../server/backup/pause.ts';
+import { pauseEnvironment } from './freeze.ts';
 
 export type { CommandOptions, EnvironmentSpec };
 
