@@ -76,6 +76,18 @@ test('a running environment exported and imported as a new one: the same files, 
   assert.equal((await t.api('GET', `/api/orgs/default/environments/${sourceId}`)).body.state, 'running');
 });
 
+test('a stopped environment exports as it was left, and stays stopped', async () => {
+  const before = await sh(t, sourceId, TREE);
+  assert.equal((await t.api('POST', `/api/orgs/default/environments/${sourceId}/stop`)).status, 200);
+  const file = join(work, 'stopped.berth.tar');
+  const exported = await t.cli(['env', 'export', 'source', file]);
+  assert.equal(exported.code, 0, exported.stderr);
+  assert.equal((await t.api('GET', `/api/orgs/default/environments/${sourceId}`)).body.state, 'stopped');
+  const imported = await t.cli(['env', 'import', file, '--name', 'from-stopped']);
+  assert.equal(imported.code, 0, imported.stderr);
+  assert.equal((await sh(t, imported.stdout.trim(), TREE)).stdout, before.stdout);
+});
+
 test('the runner refuses a hostile state itself and leaves nothing: owners outside its mapped range, a path out', async () => {
   const runner = t.berth.runner as LocalRunner;
   const image = await runner.images.get(DEFAULT_IMAGE);
