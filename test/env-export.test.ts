@@ -209,4 +209,10 @@ describe('berth env export / import', () => {
     assert.equal(res.headers.get('content-type'), 'application/x-tar');
     await res.arrayBuffer();
   });
+
+  test('/openapi.json describes both routes', async () => {
+    const doc = (await (await fetch(`${t.client.url}/openapi.json`)).json()) as { paths: Record<string, Record<string, unknown>> };
+    assert.ok(doc.paths['/api/orgs/{org}/environments/{id}/export']?.get);
+    assert.ok(doc.paths['/api/orgs/{org}/environments/import']?.post);
+  });
 });

@@ -88,7 +88,7 @@ export function auditWords(e: AuditFacts): string {
   }
   // noun.verb: "environment.create" reads "environment created: env_…".
   const [noun, verb] = e.action.split('.', 2) as [string, string | undefined];
-  const PAST: Record<string, string> = { create: 'created', delete: 'deleted', start: 'started', stop: 'stopped', set: 'set', clear: 'cleared', remove: 'removed', revoke: 'revoked', cancel: 'cancelled', retry: 'retried', approve: 'approved', import: 'imported', update: 'updated', share: 'shared', continue: 'continued', pause: 'paused', resume: 'resumed', rotate: 'rotated' };
+  const PAST: Record<string, string> = { create: 'created', delete: 'deleted', start: 'started', stop: 'stopped', set: 'set', clear: 'cleared', remove: 'removed', revoke: 'revoked', cancel: 'cancelled', retry: 'retried', approve: 'approved', import: 'imported', export: 'exported', update: 'updated', share: 'shared', continue: 'continued', pause: 'paused', resume: 'resumed', rotate: 'rotated' };
   if (verb && PAST[verb]) return named(noun.replaceAll('_', ' '), PAST[verb]!, t);
   return `${e.action.replaceAll('_', ' ')}${t ? `: ${t}` : ''}`;
 }
