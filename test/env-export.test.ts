@@ -90,10 +90,11 @@ const cli = (who: string, args: string[]) => t.cli(args, { env: { BERTH_URL: t.c
 describe('berth env export / import', () => {
   test('export writes manifest.json then state.tar with its size and sha256; import makes a new environment with the same files, owners and modes', async () => {
     const file = join(work, 'source.berth.tar');
-    const exported = await cli('alice', ['env', 'export', 'source', file]);
+    const exported = await cli('alice', ['env', 'export', 'source', file, '--json']);
     assert.equal(exported.code, 0, exported.stderr);
     assert.match(exported.stderr, /exported \d/);
     archive = readFileSync(file);
+    assert.deepEqual(JSON.parse(exported.stdout), { environment: 'source', file, bytes: archive.length });
     const names: string[] = [];
     const unpacked = join(work, 'unpacked');
     mkdirSync(unpacked);

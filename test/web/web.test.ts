@@ -360,7 +360,9 @@ for (const { name: browserName, skip } of testBrowsers()) describe(`web UI in ${
     assert.ok(await earlier.evaluate((el) => el === document.activeElement));
     await page.keyboard.press('Enter');
     await earlier.waitFor({ state: 'detached' });
-    // With nothing left to load, focus moves to the transcript, and its top is event 1.
+    // With nothing left to load, focus moves to the transcript (in the render after the control
+    // goes, so waited for: a CI run under load read it between the two), and its top is event 1.
+    await page.waitForFunction(() => document.activeElement?.getAttribute('role') === 'log', undefined, { timeout: 10_000 });
     assert.ok(await log.evaluate((el) => el === document.activeElement));
     await page.keyboard.press('Home');
     await log.getByText('event number 1', { exact: true }).waitFor();

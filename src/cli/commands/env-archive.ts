@@ -12,7 +12,7 @@ import { CliError, emit } from '../output.ts';
 import { envPath } from './env.ts';
 
 /** Counts bytes to standard error (a line that rewrites itself on a terminal), so standard output keeps what a script reads. */
-function progress(verb: string): Transform & { done(): void } {
+function progress(verb: string): Transform & { done(): number } {
   let bytes = 0;
   let told = 0;
   const tty = process.stderr.isTTY;
@@ -29,14 +29,16 @@ function progress(verb: string): Transform & { done(): void } {
     },
   });
   return Object.assign(t, {
+    /** Says the total and returns it. */
     done() {
       say();
       if (tty) process.stderr.write('\n');
+      return bytes;
     },
   });
 }
 
-export async function exportEnvironment(client: ApiClient, id: string, file: string): Promise<void> {
+export async function exportEnvironment(client: ApiClient, id: string, file: string, o: { json?: boolean } = {}): Promise<void> {
   const res = await client.fetch(envPath(client, id, '/export'));
   if (!res.body) throw new CliError('the server sent no archive');
   // Written beside FILE, then renamed: a failed export leaves no half archive under its name.
@@ -49,7 +51,8 @@ export async function exportEnvironment(client: ApiClient, id: string, file: str
     await rm(partial, { force: true });
     throw new CliError(`the export of ${id} did not finish (${(err as Error).message}): nothing was written to ${file}`);
   }
-  count.done();
+  const bytes = count.done();
+  if (o.json) emit(o, { environment: id, file, bytes }, '');
 }
 
 export async function importEnvironment(client: ApiClient, file: string, o: { name?: string; runnerLabel?: Record<string, string>; json?: boolean }): Promise<void> {

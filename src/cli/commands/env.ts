@@ -268,7 +268,8 @@ export function envCommands(program: Command, client: Client): void {
   env
     .command('export <id> <file>')
     .description("write the environment's files (a running one frozen while they are read) as one archive: a manifest with checksums, then its layer")
-    .action(async (id: string, file: string) => (await import('./env-archive.ts')).exportEnvironment(client(), id, file));
+    .option('--json', 'print JSON (the environment, the file and its size) when done')
+    .action(async (id: string, file: string, o) => (await import('./env-archive.ts')).exportEnvironment(client(), id, file, o));
 
   env
     .command('import <file>')
