@@ -6,6 +6,7 @@ import { api, can, orgPath } from '../api.ts';
 import { useSession } from '../session.ts';
 import { ago, usePoll } from '../util.ts';
 import { ErrorNote } from './common.tsx';
+import { useAction } from './SettingsParts.tsx';
 
 // A value no project name takes (they start with a letter or digit).
 const ORG = ':org';
@@ -17,7 +18,6 @@ export default function Models() {
   const orgView = usePoll((s) => api<ModelSettingsView>('GET', orgPath(org.name, 'model'), undefined, s), null, [org.name]);
   const projects = usePoll((s) => api<{ items: { name: string }[] }>('GET', orgPath(org.name, 'projects'), undefined, s), null, [org.name]);
   const secrets = usePoll((s) => api<{ items: { name: string; project: string | null }[] }>('GET', orgPath(org.name, 'secrets'), undefined, s), null, [org.name]);
-  const [error, setError] = useState<Error>();
   const [scope, setScope] = useState(ORG);
   const [provider, setProvider] = useState<ModelProvider>('openai');
   const [baseUrl, setBaseUrl] = useState('');
@@ -29,17 +29,7 @@ export default function Models() {
     own.reload();
     orgView.reload();
   };
-  const run = async (f: () => Promise<unknown>) => {
-    setError(undefined);
-    try {
-      await f();
-      reload();
-      return true;
-    } catch (err) {
-      setError(err as Error);
-      return false;
-    }
-  };
+  const { error, run } = useAction(reload);
   const save = async (e: FormEvent) => {
     e.preventDefault();
     await run(() => api('PUT', modelPath(org.name, scope), { provider, baseUrl, keySecret, model }));

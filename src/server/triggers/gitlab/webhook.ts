@@ -3,25 +3,18 @@
 // 401, counted, nothing else); then the event is put on record under GitLab's event UUID (a
 // retry or a second hook for the same event does nothing) and answered at once. Who asked,
 // which project, and the task are worked out after (handle.ts).
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { TriggerDeps } from '../index.ts';
 import { GitLabHook, HANDLED_KINDS } from './payloads.ts';
 import { gitlabConfig } from './settings.ts';
 import { holdsNul } from '../payload.ts';
+import { sameSecret } from '../secret.ts';
 
 export const GITLAB_WEBHOOK_PATH = '/api/webhooks/gitlab';
 export const SOURCE = 'gitlab';
 
 /** GitLab's event UUIDs and idempotency keys are UUIDs; anything else of a sane size is taken too. */
 const DELIVERY_ID = /^[A-Za-z0-9._:-]{1,100}$/;
-
-/** Constant time whatever the lengths: both sides are hashed to equal-length digests first. */
-export function sameSecret(given: string, expected: string): boolean {
-  const a = createHash('sha256').update(given).digest();
-  const b = createHash('sha256').update(expected).digest();
-  return timingSafeEqual(a, b) && expected.length > 0;
-}
 
 export function gitlabWebhook(deps: TriggerDeps, scope: FastifyInstance): void {
   const counted = (outcome: string) => deps.counted(SOURCE, outcome);

@@ -1,7 +1,7 @@
-// Does a delivery come from whoever holds the trigger's secret? Compared in constant time:
-// both sides are hashed to one length first, so neither the length nor the first wrong byte
-// of a guess shows in the time taken.
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+// Does a delivery come from whoever holds the trigger's secret? Compared in constant time
+// (a bearer token: secret.ts; a signature: both are SHA-256 digests, of one length).
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { sameSecret } from '../secret.ts';
 import type { WebhookTriggerAuth } from '../../../shared/api-webhook-triggers.ts';
 
 export interface DeliveryCredentials {
@@ -24,9 +24,4 @@ export function verifyDelivery(auth: WebhookTriggerAuth, secret: string, body: B
 /** The header value a sender puts in X-Berth-Signature-256 for `body`. */
 export function signDelivery(secret: string, body: string | Buffer): string {
   return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
-}
-
-function sameSecret(a: string, b: string): boolean {
-  const digest = (s: string) => createHash('sha256').update(s, 'utf8').digest();
-  return timingSafeEqual(digest(a), digest(b));
 }
