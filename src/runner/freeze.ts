@@ -15,8 +15,8 @@ export interface Paused {
   resume(): void;
 }
 
-/** Freezes environment `id` (its cgroup `/berth/ID`) when something runs in it, then syncs. */
-export async function pauseEnvironment(id: string): Promise<Paused> {
+/** Freezes environment `id` (its cgroup `/berth/ID`) when something runs in it, then syncs (unless `sync: false`: a btrfs snapshot flushes what it needs itself). */
+export async function pauseEnvironment(id: string, opts: { sync?: boolean } = {}): Promise<Paused> {
   const cgroup = freezer(id);
   const running = cgroup !== undefined && readFileSync(cgroup.procs, 'utf8').trim() !== '';
   if (running) {
@@ -27,6 +27,7 @@ export async function pauseEnvironment(id: string): Promise<Paused> {
       throw err;
     }
   }
+  if (opts.sync === false) return { running, resume: () => (running ? cgroup.thaw() : undefined) };
   const synced = spawnSync('sync');
   if (synced.status !== 0) {
     if (running) cgroup.thaw();

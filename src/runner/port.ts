@@ -84,6 +84,19 @@ export interface RunnerCapacity {
   labels: Record<string, string>;
 }
 
+/** What a snapshot took (Runner.snapshot). */
+export interface SnapshotMade {
+  /** Bytes it references (shared with its environment, so not what it adds to the disk); null where not counted. */
+  bytes: number | null;
+  /** Whether its files were copied (an environment kept outside the state store) rather than frozen in place. */
+  copied: boolean;
+  /** How long a running environment was paused for it; 0 when it was not running. */
+  pausedMs: number;
+}
+
+/** Whether a runner keeps snapshots, and if not why. */
+export type SnapshotSupport = { available: true } | { available: false; reason: string };
+
 export interface Runner {
   /** As in the runners table: `local:DATA_DIR` for berth up's own, the registered id for one that joined. */
   readonly id: string;
@@ -125,6 +138,19 @@ export interface Runner {
    * layer, and leaves it stopped. A refusal or a failure leaves nothing behind.
    */
   importState(spec: EnvironmentSpec, state: Readable): Promise<void>;
+  /** Whether this runner keeps snapshots (its btrfs state store), and if not why. */
+  snapshotSupport(): Promise<SnapshotSupport>;
+  /**
+   * Freezes the environment's files (running or stopped; a running one is paused for the
+   * moment) as snapshot `snapshotId`, whole or not at all. Refused (conflict) without a store.
+   */
+  snapshot(id: string, snapshotId: string): Promise<SnapshotMade>;
+  /** Makes environment `spec.id` (which must not exist here) with the files of snapshot `snapshotId`, stopped; start it as any other. */
+  createFromSnapshot(spec: EnvironmentSpec, snapshotId: string): Promise<void>;
+  /** Deletes the snapshot here (nothing when absent); environments made from it keep their files. */
+  removeSnapshot(snapshotId: string): Promise<void>;
+  /** Whether the snapshot is here, whole. */
+  hasSnapshot(snapshotId: string): Promise<boolean>;
   /**
    * Serves a unix socket inside the environment's agent directory (`name` there) and hands
    * each connection to `accept`: how the LLM gateway reaches a sandbox that has no network.

@@ -41,6 +41,8 @@ import { collectCapped } from '../shared/output.ts';
 import { ID_COUNT } from './idmap.ts';
 import { checkStateFile, DEFAULT_STATE_ENTRIES, STATE_TAR_KEEP, STATE_TAR_UNPACK } from './state-tar.ts';
 import { pauseEnvironment } from './freeze.ts';
+import { StateStore, storeSupport, type StoreSupport } from './store.ts';
+import type { SnapshotMade } from './port.ts';
 
 export type { CommandOptions, EnvironmentSpec };
 
@@ -64,6 +66,12 @@ export interface RunnerOptions {
   compiler?: string | undefined;
   /** Give new environments a disk image of their limit's size (default: yes). */
   diskQuota?: boolean | undefined;
+  /**
+   * Where new environments keep their state: `btrfs`, the state store (store.ts: snapshots and
+   * forks in milliseconds, a qgroup as the disk limit); `image`, an ext4 image each (or a plain
+   * folder with diskQuota off), without snapshots; `auto` (the default), btrfs where the host has it.
+   */
+  stateStore?: 'auto' | 'btrfs' | 'image' | undefined;
   /**
    * Give environments a network: their own namespace whose only way out is this
    * runner's egress proxy, which applies `policies` and reports to `events`. Without
@@ -105,6 +113,9 @@ export class LocalRunner implements Runner {
   readonly #diskQuota: boolean;
   /** Formatted images of the default disk size, so a create renames one instead of running mkfs. */
   readonly #disks: DiskPool | undefined;
+  /** The btrfs state store new environments and snapshots live in, where the host has one. */
+  readonly #store: StateStore | undefined;
+  readonly #storeSupport: StoreSupport;
   /** Namespaces, rules and proxies, when environments have a network. */
   readonly network: NetworkManager | undefined;
   readonly #policies: RunnerNetworkOptions['policies'] | undefined;
@@ -139,7 +150,14 @@ export class LocalRunner implements Runner {
     this.#initBinary = opts.initBinary;
     this.#diskQuota = opts.diskQuota ?? true;
     this.#spawner = new Spawner(cgroupLayout() === 'hybrid' ? { privateMounts: { unmount: [HYBRID_UNIFIED_MOUNT] } } : {});
-    this.#disks = this.#diskQuota
+    const wanted = opts.stateStore ?? 'auto';
+    const support = storeSupport();
+    if (wanted === 'btrfs' && !support.available) throw unavailable(`BERTH_STATE_STORE=btrfs, but ${support.reason}`);
+    this.#storeSupport = wanted === 'image' ? { available: false, reason: 'snapshots need the btrfs state store, and this runner keeps environments on disk images (BERTH_STATE_STORE=image): start it with BERTH_STATE_STORE=btrfs' } : support;
+    this.#store = wanted !== 'image' && support.available ? new StateStore({ dir: join(opts.dataDir, 'runtime'), spawner: this.#spawner, logger: this.#log }) : undefined;
+    // Mounted ahead, off the first create's path; a failure is the first create's to report.
+    this.#store?.ready().catch((err: unknown) => this.#log.warn({ err }, 'cannot open the btrfs state store; creates will try again'));
+    this.#disks = this.#diskQuota && !this.#store
       ? new DiskPool({ dir: join(opts.dataDir, 'runtime', 'disks'), bytes: DEFAULT_LIMITS.diskBytes, spawner: this.#spawner, logger: this.#log })
       : undefined;
     this.#disks?.refill();
@@ -157,14 +175,19 @@ export class LocalRunner implements Runner {
 
   #paths(id: string) {
     const dir = join(this.#root, id);
-    // Disk quota: the upper and work dirs live on the environment's own ext4 image, so
-    // its disk limit is the file system's size. Environments made before (an upper dir
-    // straight in `dir`) or with BERTH_DISK_QUOTA=off keep the old, unlimited layout.
+    // Three layouts, told apart by what is in `dir`: `stored` (a marker file), the upper and
+    // work dirs in the environment's subvolume of the state store; `disk.img`, on its own ext4
+    // image, whose size is its disk limit; else straight in `dir` (BERTH_DISK_QUOTA=off, or
+    // made before either). A new environment takes the store where there is one.
+    const marker = join(dir, 'stored');
     const image = join(dir, 'disk.img');
-    const quota = existsSync(image) || (!existsSync(join(dir, 'upper')) && this.#diskQuota);
-    const base = quota ? join(dir, 'disk') : dir;
+    const stored = this.#store !== undefined && (existsSync(marker) || (!existsSync(image) && !existsSync(join(dir, 'upper'))));
+    const quota = !stored && (existsSync(image) || (!existsSync(join(dir, 'upper')) && this.#diskQuota));
+    const base = stored ? this.#store!.envDir(id) : quota ? join(dir, 'disk') : dir;
     return {
       dir,
+      stored,
+      marker,
       image: quota ? image : undefined,
       disk: join(dir, 'disk'),
       upper: join(base, 'upper'),
@@ -207,10 +230,18 @@ export class LocalRunner implements Runner {
     }
 
     const agent = await this.#agent;
+    if (p.stored) {
+      await this.#store!.ready();
+      if (fresh) {
+        await this.#store!.createEnv(spec.id, this.#diskQuota ? spec.limits.diskBytes : undefined);
+        mkdirSync(p.dir, { recursive: true, mode: 0o700 });
+        writeFileSync(p.marker, '', { mode: 0o600 });
+      }
+    }
     // These few local file operations take microseconds each, less than a round trip
     // through libuv's thread pool; this is on the path of every create and start.
-    // With a disk image, upper and work are made on it once it is mounted (mountsThen).
-    for (const d of p.image ? [p.disk, p.bundle, p.exec] : [p.upper, p.work, p.bundle, p.exec]) mkdirSync(d, { recursive: true, mode: 0o700 });
+    // With a disk image, upper and work are made on it once it is mounted (mountsThen); in the store, by createEnv.
+    for (const d of p.stored ? [p.bundle, p.exec] : p.image ? [p.disk, p.bundle, p.exec] : [p.upper, p.work, p.bundle, p.exec]) mkdirSync(d, { recursive: true, mode: 0o700 });
     mkdirSync(p.merged, { recursive: true, mode: 0o711 });
     // A pool image already mounted: its mount point, moved onto p.disk before the overlay.
     let moveFrom: string | undefined;
@@ -220,7 +251,7 @@ export class LocalRunner implements Runner {
       const taken = spec.limits.diskBytes === this.#disks?.bytes ? this.#disks.take(p.image) : false;
       if (typeof taken === 'string') moveFrom = taken;
       else if (!taken) await makeDisk(this.#spawner, p.image, spec.limits.diskBytes);
-    } else if (fresh) {
+    } else if (fresh && !p.stored) {
       // The upper dir's root is the environment's "/": owned by root inside.
       chownSync(p.upper, ID_BASE, ID_BASE);
       chmodSync(p.upper, 0o755);
@@ -479,6 +510,8 @@ export class LocalRunner implements Runner {
     const p = this.#paths(id);
     // The loop device goes with the mount: mount -o loop set it to autoclear.
     if (isMounted(this.#spawner, p.disk) && (await this.#spawner.run('umount', [p.disk])).code !== 0) await this.#spawner.check('umount', ['--lazy', p.disk]);
+    // Its subvolume; blocks a snapshot or a fork still shares stay theirs.
+    if (p.stored) await this.#store!.removeEnv(id);
     await this.network?.remove(id);
     this.#mirrorEnv.delete(id);
     this.#cacheEnv.delete(id);
@@ -513,7 +546,7 @@ export class LocalRunner implements Runner {
 
   exists(id: string): boolean {
     const p = this.#paths(id);
-    return p.image ? existsSync(p.image) : existsSync(p.upper);
+    return p.stored ? existsSync(p.marker) : p.image ? existsSync(p.image) : existsSync(p.upper);
   }
 
   /** Runs a command; its exit status says when the OOM killer ended it (oom.ts). */
@@ -627,6 +660,7 @@ export class LocalRunner implements Runner {
   /** Bytes the environment has written: the size of its upper directory. */
   async diskUsage(id: string): Promise<number | null> {
     const p = this.#paths(id);
+    if (p.stored) return existsSync(p.marker) ? ((await this.#store!.usage(this.#store!.envDir(id)))?.referenced ?? null) : null;
     if (p.image) {
       if (!existsSync(p.image)) return null;
       // Mounted here (running or stopped): what its file system counts as used. Else (after
@@ -703,11 +737,67 @@ export class LocalRunner implements Runner {
     }
   }
 
-  /** The environment's disk image mounted in the spawner's namespace, if it has one (a stopped one's may not be, after a runner restart). */
-  async #mountDisk(p: { image: string | undefined; disk: string }): Promise<void> {
+  /** The environment's disk image (or the store) mounted in the spawner's namespace, if it has one (a stopped one's may not be, after a runner restart). */
+  async #mountDisk(p: { stored: boolean; image: string | undefined; disk: string }): Promise<void> {
+    if (p.stored) await this.#store!.ready();
     if (!p.image || isMounted(this.#spawner, p.disk)) return;
     mkdirSync(p.disk, { recursive: true, mode: 0o700 });
     await this.#spawner.check('mount', ['-o', 'loop,discard,nosuid,nodev', p.image, p.disk]);
+  }
+
+  // ---- snapshots (store.ts) ----
+
+  async snapshotSupport(): Promise<StoreSupport> {
+    return this.#storeSupport;
+  }
+
+  #requireStore(): StateStore {
+    if (!this.#store) throw conflict(`runner '${this.name}' cannot keep snapshots: ${this.#storeSupport.available ? 'no state store' : this.#storeSupport.reason}`);
+    return this.#store;
+  }
+
+  /**
+   * Freezes the environment's files as snapshot `snapshotId`. A running one is paused (its
+   * cgroup frozen) for the moment of the freeze, so the snapshot is one instant its processes
+   * agree on. In the store nothing is copied; an environment kept elsewhere (an older one on
+   * its own disk image) is copied into the store once.
+   */
+  async snapshot(id: string, snapshotId: string): Promise<SnapshotMade> {
+    const store = this.#requireStore();
+    if (!this.exists(id)) throw notFound(`environment ${id} has no files on runner '${this.name}'`);
+    const p = this.#paths(id);
+    await this.#mountDisk(p);
+    const begun = performance.now();
+    // In the store the snapshot ioctl itself flushes what the subvolume has not written yet: no sync.
+    const paused = await pauseEnvironment(id, { sync: !p.stored });
+    try {
+      if (p.stored) await store.snapshotEnv(id, snapshotId);
+      else await store.snapshotCopy(p.upper, snapshotId);
+    } finally {
+      paused.resume();
+    }
+    const pausedMs = paused.running ? performance.now() - begun : 0;
+    const usage = await store.usage(store.snapshotDir(snapshotId));
+    return { bytes: usage?.referenced ?? null, copied: !p.stored, pausedMs: Math.round(pausedMs * 10) / 10 };
+  }
+
+  /** Makes environment `spec.id`'s files from snapshot `snapshotId` (copy-on-write); it is then started as any other. */
+  async createFromSnapshot(spec: EnvironmentSpec, snapshotId: string): Promise<void> {
+    const store = this.#requireStore();
+    if (this.exists(spec.id)) throw conflict(`environment ${spec.id} already has files on runner '${this.name}'`);
+    const p = this.#paths(spec.id);
+    await store.createEnvFrom(spec.id, snapshotId, this.#diskQuota ? spec.limits.diskBytes : undefined);
+    mkdirSync(p.dir, { recursive: true, mode: 0o700 });
+    writeFileSync(p.marker, '', { mode: 0o600 });
+  }
+
+  async removeSnapshot(snapshotId: string): Promise<void> {
+    await this.#requireStore().removeSnapshot(snapshotId);
+  }
+
+  /** Whether snapshot `snapshotId` is here, whole (a kill -9 mid-snapshot leaves it absent, never half). */
+  async hasSnapshot(snapshotId: string): Promise<boolean> {
+    return this.#store ? this.#store.hasSnapshot(snapshotId) : false;
   }
 
   /** Stops the helper process; environments keep running. */

@@ -13,15 +13,16 @@
 // (a tty is plain pipes), no limits (memory, pids, disk), no OOM kills, no egress proxy or
 // firewall, no agent (so no gateway relay), no image rootfs, volumes only as symlinks under
 // its directory. Tests about those belong on the real runner.
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, existsSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, normalize } from 'node:path';
 import { PassThrough, type Duplex } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { CommandOptions, ContainerStatus, EnvironmentSpec, EnvironmentUsage, Runner, RunnerImages, RunningCommand, ResolvedUser } from '../../src/runner/index.ts';
+import type { SnapshotMade, SnapshotSupport } from '../../src/runner/port.ts';
 import { TIMEOUT_EXIT_CODE, type BuildImageRequest } from '../../src/runner/index.ts';
-import { invalid } from '../../src/shared/errors.ts';
+import { conflict, invalid, notFound } from '../../src/shared/errors.ts';
 import type { CacheKind } from '../../src/shared/caches.ts';
 import { killTree } from '../../src/runner/exec.ts';
 import { Spawner } from '../../src/runner/spawner/index.ts';
@@ -272,6 +273,47 @@ export class FakeRunner implements Runner, FakeRunnerKnobs {
     } finally {
       await rm(file, { force: true });
     }
+  }
+
+  // Snapshots: a copy of its "/" (the real runner freezes a btrfs subvolume instead; store.ts).
+  snapshotsAvailable = true;
+
+  async snapshotSupport(): Promise<SnapshotSupport> {
+    return this.snapshotsAvailable ? { available: true } : { available: false, reason: 'the fake runner was told it has no state store' };
+  }
+
+  #snapshotDir(id: string): string {
+    if (!/^[a-z]+_[A-Za-z0-9]+$/.test(id)) throw new Error(`snapshot id '${id}' is not an id`);
+    return join(this.dir, 'snapshots', id);
+  }
+
+  async snapshot(id: string, snapshotId: string): Promise<SnapshotMade> {
+    if (!this.snapshotsAvailable) throw conflict(`runner '${this.name}' cannot keep snapshots: the fake runner was told it has no state store`);
+    const root = this.rootOf(id);
+    if (!existsSync(root)) throw notFound(`environment ${id} has no files on runner '${this.name}'`);
+    const to = this.#snapshotDir(snapshotId);
+    if (existsSync(to)) throw conflict(`snapshot ${snapshotId} already exists on this runner`);
+    mkdirSync(dirname(to), { recursive: true });
+    cpSync(root, `${to}.tmp`, { recursive: true, verbatimSymlinks: true, filter: (src) => !src.startsWith(join(root, AGENT_DIR)) });
+    renameSync(`${to}.tmp`, to);
+    return { bytes: await treeSize(to), copied: true, pausedMs: 0 };
+  }
+
+  async createFromSnapshot(spec: EnvironmentSpec, snapshotId: string): Promise<void> {
+    const from = this.#snapshotDir(snapshotId);
+    if (!existsSync(from)) throw notFound(`snapshot ${snapshotId} is not on this runner`);
+    const root = this.rootOf(spec.id);
+    if (existsSync(root)) throw conflict(`environment ${spec.id} already has files on runner '${this.name}'`);
+    cpSync(from, root, { recursive: true, verbatimSymlinks: true });
+    this.#environments.set(spec.id, { state: 'stopped', commands: new Map() });
+  }
+
+  async removeSnapshot(snapshotId: string): Promise<void> {
+    await rm(this.#snapshotDir(snapshotId), { recursive: true, force: true });
+  }
+
+  async hasSnapshot(snapshotId: string): Promise<boolean> {
+    return existsSync(this.#snapshotDir(snapshotId));
   }
 
   /** The fake builds nothing: a spec with a devcontainer build needs the real runner. */

@@ -12,7 +12,7 @@ import type { ResolveOptions } from '../images/store.ts';
 import { isRegistryReference } from '../images/names.ts';
 import type { PolicySource } from '../network/types.ts';
 import type { ResolvedUser } from '../users.ts';
-import type { BuildImageRequest, CommandOptions, ContainerStatus, EnvironmentSpec, EnvironmentUsage, Runner, RunnerImages } from '../port.ts';
+import type { BuildImageRequest, CommandOptions, ContainerStatus, EnvironmentSpec, EnvironmentUsage, Runner, RunnerImages, SnapshotMade, SnapshotSupport } from '../port.ts';
 import type { Peer } from './peer.ts';
 import { CACHE_KINDS, type CacheKind } from '../../shared/caches.ts';
 import { ExitWire, RUNNER_CHANNELS, STREAM } from './protocol.ts';
@@ -36,6 +36,8 @@ const ImageRecordWire = z.object({
 });
 const BuildWire = z.object({ image: ImageRecordWire, reused: z.boolean() });
 const Status = z.enum(['running', 'stopped', 'absent']);
+const SnapshotSupportReply = z.union([z.object({ available: z.literal(true) }), z.object({ available: z.literal(false), reason: z.string().max(2048) })]);
+const SnapshotMadeReply = z.object({ bytes: z.number().nonnegative().nullable(), copied: z.boolean(), pausedMs: z.number().nonnegative() });
 const count = z.number().min(0).nullable();
 const Usage = z.object({ memoryBytes: count, cpuSeconds: count, pids: count, oomKills: count, diskBytes: count });
 const User = z.object({
@@ -190,6 +192,26 @@ export class RemoteRunner implements Runner {
 
   async removeVolumes(owner: string): Promise<void> {
     await this.#call('removeVolumes', { owner });
+  }
+
+  async snapshotSupport(): Promise<SnapshotSupport> {
+    return checked(SnapshotSupportReply, 'snapshotSupport', this.name)(await this.#call('snapshotSupport', {}));
+  }
+
+  async snapshot(id: string, snapshotId: string): Promise<SnapshotMade> {
+    return checked(SnapshotMadeReply, 'snapshot', this.name)(await this.#call('snapshot', { id, snapshotId }));
+  }
+
+  async createFromSnapshot(spec: EnvironmentSpec, snapshotId: string): Promise<void> {
+    await this.#call('createFromSnapshot', { spec, snapshotId });
+  }
+
+  async removeSnapshot(snapshotId: string): Promise<void> {
+    await this.#call('removeSnapshot', { snapshotId });
+  }
+
+  async hasSnapshot(snapshotId: string): Promise<boolean> {
+    return checked(z.boolean(), 'hasSnapshot', this.name)(await this.#call('hasSnapshot', { snapshotId }));
   }
 
   async resolveUser(spec: EnvironmentSpec, user: string): Promise<ResolvedUser> {

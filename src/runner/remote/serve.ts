@@ -16,6 +16,7 @@ import { RUNNER_CHANNELS, STREAM } from './protocol.ts';
 import { CACHE_KINDS } from '../../shared/caches.ts';
 
 export const EnvId = z.string().regex(/^env_[0-9a-z]{12}$/);
+const SnapshotId = z.string().regex(/^snap_[0-9a-z]{12}$/);
 const SpecWire = z.object({
   id: EnvId,
   hostname: z.string().max(253),
@@ -217,6 +218,16 @@ export function serveRunner(runner: Runner, hooks: ServeHooks = {}): RunnerServi
           return runner.cacheUsage(z.string().regex(/^[a-z]+_[A-Za-z0-9]+$/).parse(a.owner));
         case 'removeVolumes':
           return runner.removeVolumes(z.string().regex(/^[a-z]+_[A-Za-z0-9]+$/).parse(a.owner)).then(() => null);
+        case 'snapshotSupport':
+          return runner.snapshotSupport();
+        case 'snapshot':
+          return runner.snapshot(EnvId.parse(a.id), SnapshotId.parse(a.snapshotId));
+        case 'createFromSnapshot':
+          return runner.createFromSnapshot(await specOf(a.spec), SnapshotId.parse(a.snapshotId)).then(() => null);
+        case 'removeSnapshot':
+          return runner.removeSnapshot(SnapshotId.parse(a.snapshotId)).then(() => null);
+        case 'hasSnapshot':
+          return runner.hasSnapshot(SnapshotId.parse(a.snapshotId));
         case 'resolveUser':
           return runner.resolveUser(await specOf(a.spec), z.string().max(256).parse(a.user));
         case 'exec':
