@@ -27,7 +27,7 @@ command -v apt-get >/dev/null || die "this script knows Debian and Ubuntu (apt-g
 # the default image, skopeo for registry pulls, iproute2 and nftables for environment
 # networks (namespace, veth, default-deny rules), buildah for devcontainer Dockerfiles and
 # features, and what the tests use (git; browsers below).
-packages=(crun catatonit mmdebstrap skopeo uidmap util-linux iproute2 nftables git ca-certificates tar xz-utils gcc libc6-dev buildah)
+packages=(crun catatonit mmdebstrap skopeo uidmap util-linux iproute2 nftables git ca-certificates tar xz-utils gcc libc6-dev buildah btrfs-progs)
 # The tests also start a real image registry (Debian's docker-registry) and drive the web
 # UI in real browsers through playwright-core: Debian's Chromium and Firefox ESR; htpasswd for
 # the registry's password file, and an OpenSSH server for SSH repositories.

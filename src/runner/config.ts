@@ -50,6 +50,7 @@ const RunnerEnv = z.object({
   BERTH_INIT: z.string().min(1).optional(),
   BERTH_AGENT: onUnlessOff,
   BERTH_DISK_QUOTA: onUnlessOff,
+  BERTH_STATE_STORE: z.enum(['auto', 'btrfs', 'image'], { message: 'BERTH_STATE_STORE must be auto, btrfs or image' }).default('auto'),
   CC: z.string().min(1).optional(),
   BERTH_ALLOWED_REGISTRIES: list,
   BERTH_REGISTRY_MIRRORS: z.string().optional(),
@@ -68,6 +69,8 @@ export interface RunnerConfig {
   agent: boolean;
   /** Give each environment a disk image of its limit's size (BERTH_DISK_QUOTA=off: no). */
   diskQuota: boolean;
+  /** Where new environments keep their state: the btrfs state store (snapshots), ext4 images, or auto (btrfs where the host has it). */
+  stateStore: 'auto' | 'btrfs' | 'image';
   /** The C compiler that builds the agent. */
   compiler: string;
   /** Registries pulls may reach on private addresses. */
@@ -98,6 +101,7 @@ export function runnerConfigFrom(env: NodeJS.ProcessEnv, flags: RunnerFlags = {}
     initBinary: e.BERTH_INIT,
     agent: e.BERTH_AGENT,
     diskQuota: e.BERTH_DISK_QUOTA,
+    stateStore: e.BERTH_STATE_STORE,
     compiler: e.CC ?? 'cc',
     allowedRegistries: flags.allowedRegistries ?? e.BERTH_ALLOWED_REGISTRIES,
     registryMirrors: parseMirrors(e.BERTH_REGISTRY_MIRRORS),

@@ -219,7 +219,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const networkEvents = new NetworkEventRecorder({ db, audit, taskEvents, secrets, logger, denials, counted: observability.networkEvent });
   denials.flushWith(() => networkEvents.flush());
   const retention = new NetworkEventRetention({ db, logger, retentionMs: networkEventRetention, singletons: database.singletons });
-  const local = opts.noRunner || opts.runner ? undefined : new LocalRunner({ dataDir: opts.dataDir, images, logger, runtime: runnerConfig.runtime, initBinary: runnerConfig.initBinary, agent: runnerConfig.agent, diskQuota: runnerConfig.diskQuota, compiler: runnerConfig.compiler, network: { policies, events: networkEvents, companyCas: companyCas.map((c) => c.pem), egressNetwork, ...opts.network }, builder: new ImageBuilder({ store: images, egressNetwork }) });
+  const local = opts.noRunner || opts.runner ? undefined : new LocalRunner({ dataDir: opts.dataDir, images, logger, runtime: runnerConfig.runtime, initBinary: runnerConfig.initBinary, agent: runnerConfig.agent, diskQuota: runnerConfig.diskQuota, stateStore: runnerConfig.stateStore, compiler: runnerConfig.compiler, network: { policies, events: networkEvents, companyCas: companyCas.map((c) => c.pem), egressNetwork, ...opts.network }, builder: new ImageBuilder({ store: images, egressNetwork }) });
   const runner: Runner | undefined = opts.runner ?? local;
   const pool = new RunnerPool({ db, logger });
   // berth up's own runner: the environments made before runners had ids are its.

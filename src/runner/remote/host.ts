@@ -187,7 +187,7 @@ export async function joinControlPlane(o: JoinOptions): Promise<JoinedRunner> {
   await images.buildDefault();
   const policies = new PushedPolicies();
   const events = new EventBatches(log);
-  const runner = new LocalRunner({ dataDir: o.dataDir, id, name, images, logger: log, runtime: config.runtime, initBinary: config.initBinary, agent: config.agent, diskQuota: config.diskQuota, compiler: config.compiler, network: { policies, events, companyCas: companyCas.map((c) => c.pem), egressNetwork }, builder: new ImageBuilder({ store: images, egressNetwork }) });
+  const runner = new LocalRunner({ dataDir: o.dataDir, id, name, images, logger: log, runtime: config.runtime, initBinary: config.initBinary, agent: config.agent, diskQuota: config.diskQuota, stateStore: config.stateStore, compiler: config.compiler, network: { policies, events, companyCas: companyCas.map((c) => c.pem), egressNetwork }, builder: new ImageBuilder({ store: images, egressNetwork }) });
   const isolation = [runner.backend.name, ...(runner.backend.name !== 'runsc' && installed('runsc') ? ['runsc'] : [])];
   const checkpoint = await runner.checkpointSupport();
   const probe = () => probeHost({ backend: runner.backend.name, network: Boolean(runner.network), diskQuota: runner.diskQuota, dataDir: o.dataDir, minFreeDiskBytes: config.minFreeDiskBytes, egressNetwork: summarizeEgressNetwork(egressNetwork), checkpoint });
