@@ -104,6 +104,8 @@ const model = once(async () => (await import('./commands/model.ts')).modelComman
 const integration = once(async () => (await import('./commands/integration.ts')).integrationCommands(program, client));
 const schedule = once(async () => (await import('./commands/schedule.ts')).scheduleCommands(program, client));
 const trigger = once(async () => (await import('./commands/trigger.ts')).triggerCommands(program, client));
+const snapshot = once(async () => (await import('./commands/snapshot.ts')).snapshotCommands(program, client));
+const prebuild = once(async () => (await import('./commands/prebuild.ts')).prebuildCommands(program, client));
 const backup = once(async () => (await import('./commands/backup.ts')).backupCommands(program, () => dataDir(globals().dataDir)));
 
 /**
@@ -126,6 +128,8 @@ const COMMANDS: Record<string, Register> = {
   integration,
   schedule,
   trigger,
+  snapshot,
+  prebuild,
   backup, restore: backup,
 };
 

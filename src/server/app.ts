@@ -1,3 +1,5 @@
+import { snapshotRoutes } from './routes/snapshots.ts';
+import { SnapshotService } from './snapshots/service.ts';
 import fastifySwagger from '@fastify/swagger';
 import fastifyWebsocket from '@fastify/websocket';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyReply, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
@@ -142,6 +144,8 @@ export interface AppDeps {
   observability?: Observability | undefined;
   /** Webhooks (GitHub, GitLab, Slack, generic), schedules and integrations; without it, none of them. */
   triggers?: Triggers | undefined;
+  /** Snapshots and forks (snapshots/service.ts); made here over `environments` when not given. */
+  snapshots?: SnapshotService | undefined;
 }
 
 export type App = FastifyInstance<any, any, any, FastifyBaseLogger, ZodTypeProvider>;
@@ -325,6 +329,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     if (deps.models) modelRoutes(api, deps.models);
     auditRoutes(api, deps);
     environmentRoutes(api, deps);
+    snapshotRoutes(api, { snapshots: deps.snapshots ?? new SnapshotService({ db: deps.db, runners: deps.pool, environments: deps.environments, logger: deps.logger }) });
     attachRoutes(api, deps);
     fileRoutes(api, deps);
     fileBrowserRoutes(api, deps);

@@ -1,3 +1,4 @@
+import { SnapshotService } from './snapshots/service.ts';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
@@ -225,6 +226,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   // berth up's own runner: the environments made before runners had ids are its.
   if (runner) pool.add(runner, { legacy: true });
   const environments = new EnvironmentService({ db, runners: pool, logger, audit, secrets, timer: observability.environmentTimer });
+  const snapshots = new SnapshotService({ db, runners: pool, environments, logger });
   // Devcontainer Dockerfiles and features, built on this runner for tasks and `berth project check`.
   const oidcConfig = opts.oidc ?? oidcConfigFromEnv(process.env);
   const oidc = oidcConfig && { signIn: new OidcSignIn(oidcConfig), pending: new PendingSignIns(), groupRules: oidcConfig.groupRules, name: oidcConfig.name };
@@ -315,6 +317,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     networkEvents,
     observability,
     triggers,
+    snapshots,
     images,
     pool,
     runners,
@@ -341,6 +344,8 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   if (runner) await db.updateTable('runners').set({ replica_url: replicaUrl }).where('id', '=', runnerId).execute();
   workers.start();
   runnerSweeper.start();
+  // Snapshots a killed control plane left half-recorded: settled once runners are here.
+  void snapshots.recover().catch((err: unknown) => logger.error({ err }, 'cannot settle interrupted snapshots'));
   await triggers.start();
 
   const clientConfigPath = join(opts.dataDir, CLIENT_CONFIG_FILE);

@@ -94,6 +94,7 @@ export const Environment = z.object({
   volumes: z.array(z.object({ name: z.string(), target: z.string() })).describe('named volumes mounted into it'),
   runnerId: z.string().nullable().describe('the runner it lives on, for life (its files are there); null for one made before runners could join (the local runner\'s)'),
   runnerName: z.string().nullable().describe('the name of the runner it lives on (`berth runner list`); null when not known'),
+  snapshotId: z.string().nullable().describe('the snapshot it was made from (a fork, `--from`, a prebuild), if any'),
   owner: Person.nullable().describe("who it belongs to: its maker (an org token's maker), or for a task's environment the task's; null when not on record"),
   sharedWith: z.object({ org: z.boolean().describe('everyone in the org may use it'), users: z.array(Person) }).describe('who else may use it: `berth env share`'),
   mayUse: z.boolean().describe('the caller may run commands in it, copy files, start and stop it: its owner, an admin or owner of the org, or someone it is shared with (not a viewer)'),

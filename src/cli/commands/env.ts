@@ -90,6 +90,7 @@ export function envCommands(program: Command, client: Client): void {
     .option('--user <user>', "who its commands run as: a user of its image (like node) or a uid (default: its root)")
     .option('--volume <name:/path>', "a named volume mounted at /path, repeatable: kept per project (with --project), else per environment", collect)
     .option('--runner-label <key=value>', 'a label the runner it goes to must carry (gpu=true), repeatable; it stays on that runner for life', runnerLabel)
+    .option('--from <snapshot>', "start with a snapshot's files (berth snapshot list): its image, on its runner; limits, project and policy are this command's")
     .option('--json', 'print a JSON object')
     .action(async (o) => {
       const volumes = (o.volume as string[] | undefined)?.map((v) => {
@@ -113,6 +114,7 @@ export function envCommands(program: Command, client: Client): void {
         volumes,
         runnerLabels: o.runnerLabel,
       };
+      if (o.from) return (await import('./snapshot.ts')).createFromSnapshot(client(), o.from, body, o);
       const created = await withSpinner('creating environment', () => client().request<Environment>('POST', client().orgPath('environments'), body));
       if (o.json) printJson({ id: created.id, name: created.name, state: created.state });
       else process.stdout.write(`${created.id}\n`);
@@ -264,6 +266,21 @@ export function envCommands(program: Command, client: Client): void {
     .option('--clear', 'remove its schedules')
     .option('--json', 'print JSON')
     .action(async (id: string, o) => (await import('./schedule.ts')).environmentSchedule(client(), id, o));
+
+  env
+    .command('snapshot <id>')
+    .description("freeze the environment's files as a snapshot (a running one is paused for the moment); prints its id")
+    .option('--name <name>', 'a name to tell it by')
+    .option('--json', 'print JSON')
+    .action(async (id: string, o) => (await import('./snapshot.ts')).snapshotEnvironment(client(), id, o));
+
+  env
+    .command('fork <id>')
+    .description('snapshot the environment and make environments from it, each with every file, each writing only to its own; prints their ids')
+    .option('--count <n>', 'how many (1 to 100; default 1)')
+    .option('--name <name>', 'their name, numbered -1, -2 … when more than one')
+    .option('--json', 'print JSON')
+    .action(async (id: string, o) => (await import('./snapshot.ts')).forkEnvironment(client(), id, o));
 
   env
     .command('export <id> <file>')

@@ -589,4 +589,66 @@ export const migrations: Record<string, Migration> = {
       await sql`create unique index webhook_triggers_name on webhook_triggers (org_id, name) where deleted_at is null`.execute(db);
     },
   },
+  '0024_snapshots_prebuilds': {
+    async up(db: Kysely<any>) {
+      // An environment's files frozen on its runner (runner/store.ts): what forks, creates
+      // --from, prebuilds and warm pools start from. The row is written (creating) before the
+      // runner freezes anything, so a crash leaves a row the next start can finish or clear.
+      await db.schema
+        .createTable('snapshots')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('org_id', 'text', (c) => c.notNull().references('orgs.id'))
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('kind', 'text', (c) => c.notNull())
+        .addColumn('state', 'text', (c) => c.notNull())
+        .addColumn('state_reason', 'text')
+        .addColumn('environment_id', 'text')
+        .addColumn('project_id', 'text')
+        .addColumn('runner_id', 'text', (c) => c.notNull())
+        .addColumn('image', 'text', (c) => c.notNull())
+        .addColumn('image_digest', 'text')
+        .addColumn('bytes', 'bigint')
+        .addColumn('copied', 'boolean', (c) => c.notNull().defaultTo(false))
+        .addColumn('paused_ms', 'double precision')
+        .addColumn('created_by', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .addColumn('deleted_at', 'timestamptz')
+        .execute();
+      await sql`create unique index snapshots_name on snapshots (org_id, name) where deleted_at is null`.execute(db);
+      // What an environment was made from, and, for a warm pool's environment not yet claimed,
+      // the project and prebuild it waits for a task of.
+      await db.schema
+        .alterTable('environments')
+        .addColumn('snapshot_id', 'text')
+        .addColumn('pool_project_id', 'text')
+        .addColumn('pool_prebuild_id', 'text')
+        .execute();
+      await sql`create index environments_pool on environments (pool_project_id) where pool_project_id is not null`.execute(db);
+      // A project's prebuilds: the repository cloned at a commit and set up, then snapshotted.
+      await db.schema
+        .createTable('prebuilds')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('org_id', 'text', (c) => c.notNull().references('orgs.id'))
+        .addColumn('project_id', 'text', (c) => c.notNull())
+        .addColumn('state', 'text', (c) => c.notNull())
+        .addColumn('trigger', 'text', (c) => c.notNull())
+        .addColumn('branch', 'text')
+        .addColumn('commit_sha', 'text')
+        .addColumn('spec_key', 'text')
+        .addColumn('snapshot_id', 'text')
+        .addColumn('runner_id', 'text')
+        .addColumn('environment_id', 'text')
+        .addColumn('state_reason', 'text')
+        .addColumn('log', 'jsonb', (c) => c.notNull().defaultTo(sql`'[]'::jsonb`))
+        .addColumn('created_by', 'text', (c) => c.notNull())
+        .addColumn('claimed_by', 'text')
+        .addColumn('heartbeat_at', 'timestamptz')
+        .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .addColumn('started_at', 'timestamptz')
+        .addColumn('finished_at', 'timestamptz')
+        .execute();
+      await sql`create index prebuilds_project on prebuilds (project_id, created_at)`.execute(db);
+      await sql`create index prebuilds_queued on prebuilds (created_at) where state = 'queued'`.execute(db);
+    },
+  },
 };

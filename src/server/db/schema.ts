@@ -168,6 +168,11 @@ export interface EnvironmentTable {
   volumes: ColumnType<{ name: string; target: string }[], string | undefined, string>;
   /** The runner it lives on (runners.id); null for one made before runners could join (the local runner's). */
   runner_id: ColumnType<string | null, string | null | undefined, string | null>;
+  /** The snapshot it was made from (a fork, `--from`, a prebuild's or a warm pool's). */
+  snapshot_id: ColumnType<string | null, string | null | undefined, string | null>;
+  /** A warm pool's environment not claimed yet: the project it waits for a task of, and the prebuild it holds. */
+  pool_project_id: ColumnType<string | null, string | null | undefined, string | null>;
+  pool_prebuild_id: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 /** Who else may use an environment besides its owner and the org's admins and owners. */
@@ -395,6 +400,68 @@ export interface Database {
   schedules: ScheduleTable;
   schedule_firings: ScheduleFiringTable;
   webhook_triggers: WebhookTriggerTable;
+  snapshots: SnapshotTable;
+  prebuilds: PrebuildTable;
+}
+
+export type SnapshotKind = 'manual' | 'fork' | 'prebuild';
+export type SnapshotState = 'creating' | 'ready' | 'failed' | 'deleting';
+
+/** An environment's files frozen on its runner (runner/store.ts, server/snapshots). */
+export interface SnapshotTable {
+  id: string;
+  org_id: string;
+  name: string;
+  kind: SnapshotKind;
+  state: SnapshotState;
+  state_reason: ColumnType<string | null, string | null | undefined, string | null>;
+  /** The environment it froze (it may since have been removed). */
+  environment_id: ColumnType<string | null, string | null | undefined, string | null>;
+  project_id: ColumnType<string | null, string | null | undefined, string | null>;
+  /** It lives on this runner: environments made from it go there. */
+  runner_id: string;
+  image: string;
+  image_digest: string | null;
+  /** Bytes it references (what it holds, shared or not); null until counted. */
+  bytes: ColumnType<string | null, string | null | undefined, string | null>;
+  /** Its files were copied (an environment kept outside the runner's state store) rather than frozen in place. */
+  copied: ColumnType<boolean, boolean | undefined, boolean>;
+  /** How long a running environment was paused for it. */
+  paused_ms: ColumnType<number | null, number | null | undefined, number | null>;
+  /** The audit actor who made it (a user, a token, `system` for a prebuild). */
+  created_by: string;
+  created_at: CreatedAt;
+  deleted_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+export type PrebuildState = 'queued' | 'building' | 'ready' | 'failed' | 'expired';
+export type PrebuildTrigger = 'manual' | 'schedule' | 'push';
+
+/** One prebuild of a project: its repository cloned at a commit and set up, then snapshotted (server/prebuilds). */
+export interface PrebuildTable {
+  id: string;
+  org_id: string;
+  project_id: string;
+  state: PrebuildState;
+  trigger: PrebuildTrigger;
+  branch: ColumnType<string | null, string | null | undefined, string | null>;
+  commit_sha: ColumnType<string | null, string | null | undefined, string | null>;
+  /** A hash of what the setup depends on (image, setup steps): a task whose spec differs does not use it. */
+  spec_key: ColumnType<string | null, string | null | undefined, string | null>;
+  snapshot_id: ColumnType<string | null, string | null | undefined, string | null>;
+  runner_id: ColumnType<string | null, string | null | undefined, string | null>;
+  /** The environment it was built in (removed once snapshotted). */
+  environment_id: ColumnType<string | null, string | null | undefined, string | null>;
+  state_reason: ColumnType<string | null, string | null | undefined, string | null>;
+  /** The last lines of its setup's output, for `berth project show` and the web UI. */
+  log: ColumnType<string[], string | undefined, string>;
+  created_by: string;
+  /** The replica building it and when it last said so: one that stops saying so has died. */
+  claimed_by: ColumnType<string | null, string | null | undefined, string | null>;
+  heartbeat_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  created_at: CreatedAt;
+  started_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  finished_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
 /** One webhook delivery, written before it is acted on (triggers/deliveries.ts). */

@@ -36,5 +36,6 @@ export function toApi(row: EnvironmentRow, ownership: EnvironmentOwnership, runn
     volumes: row.volumes ?? [],
     runnerId: row.runner_id ?? null,
     runnerName: runnerName ?? null,
+    snapshotId: row.snapshot_id ?? null,
   };
 }

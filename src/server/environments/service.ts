@@ -118,7 +118,7 @@ export class EnvironmentService {
    *   else's may (a repository's berth.yaml or devcontainer image, as the task pipeline passes it, never is).
    * @param opts.runnerId the runner it must go to (a task's: the runner that claimed it); else placement chooses.
    */
-  async create(scope: Scope, body: CreateEnvironmentBody, opts: { mayWiden?: boolean; hostPaths?: boolean; role?: Role; runnerId?: string | undefined; seed?: Seed | undefined } = {}): Promise<Environment> {
+  async create(scope: Scope, body: CreateEnvironmentBody, opts: { mayWiden?: boolean; hostPaths?: boolean; role?: Role; runnerId?: string | undefined; seed?: Seed | undefined; snapshotId?: string | undefined } = {}): Promise<Environment> {
     const { orgId } = scope;
     // Everything that can be refused is checked before anything is written.
     const limits = limitsFrom(body, this.#hostCpus);
@@ -164,6 +164,7 @@ export class EnvironmentService {
           forward_ports: JSON.stringify(body.forwardPorts ?? []),
           volumes: JSON.stringify(body.volumes ?? []),
           runner_id: runner.id,
+          snapshot_id: opts.snapshotId ?? null,
         })
         .execute();
     } catch (err) {
@@ -720,6 +721,22 @@ export class EnvironmentService {
       if (row.state !== 'running' && row.state !== 'stopped') throw conflict(`environment '${row.name}' is ${row.state}: only a running or stopped one can be exported`);
       const runner = await this.#runner(row);
       return consume({ id, name: row.name, image: row.image, imageDigest: row.image_digest, limits: limitsOf(row), user: row.run_as }, runner.exportState(id));
+    });
+  }
+
+  /**
+   * Runs `fn` with the environment's runner while its lock is held (no start, stop or removal
+   * meanwhile): a snapshot of its files. Its owner's or an admin's, as an export is: the files
+   * may hold secrets written into them.
+   */
+  async holdFiles<T>(scope: Scope, ref: string, verb: string, fn: (env: ExportedEnvironment & { orgId: string; projectId: string | null; runnerId: string | null; running: boolean }, runner: Runner) => Promise<T>): Promise<T> {
+    const { id, org_id: orgId } = await this.#getFor(scope, ref, 'owner');
+    return this.#withLock(id, async () => {
+      const row = await this.#get(orgId, id);
+      if (row.state === 'lost') throw this.#lostError(row, verb);
+      if (row.state !== 'running' && row.state !== 'stopped') throw conflict(`environment '${row.name}' is ${row.state}: only a running or stopped one can be ${verb === 'snapshot' ? 'snapshotted' : `${verb}ed`}`);
+      const env = { id, orgId, name: row.name, image: row.image, imageDigest: row.image_digest, limits: limitsOf(row), user: row.run_as, projectId: row.project_id, runnerId: row.runner_id ?? null, running: row.state === 'running' };
+      return fn(env, await this.#runner(row));
     });
   }
 
