@@ -8,6 +8,7 @@ import { formatSize } from '../shared/units.ts';
 import { cgroupLayout, type CgroupLayout } from './cgroups.ts';
 import type { EgressNetworkSummary } from './network/company.ts';
 import type { CheckpointSupport } from './checkpoint.ts';
+import type { SnapshotSupport } from './port.ts';
 
 export interface HostProbe {
   backend: string;
@@ -19,6 +20,8 @@ export interface HostProbe {
   dataDisk: { freeBytes: number; totalBytes: number };
   /** Whether it can pause environments (checkpoint.ts); absent where nothing was probed. */
   checkpoint?: CheckpointSupport | undefined;
+  /** Whether it keeps snapshots (its btrfs state store, store.ts); absent where nothing was probed. */
+  snapshots?: SnapshotSupport | undefined;
   /** Empty when the runner is healthy. */
   problems: string[];
 }
@@ -38,6 +41,8 @@ export interface ProbeInput {
   egressNetwork?: EgressNetworkSummary | undefined;
   /** Whether it can pause environments, probed once at start (pauseSupport). */
   checkpoint?: CheckpointSupport | undefined;
+  /** Whether it keeps snapshots (Runner.snapshotSupport). */
+  snapshots?: SnapshotSupport | undefined;
 }
 
 const NO_EGRESS_NETWORK: EgressNetworkSummary = { trustedNetworks: [], upstreamProxy: null, noProxy: [] };
@@ -82,6 +87,7 @@ export function probeHost(input: ProbeInput): HostProbe {
     diskQuota: input.diskQuota,
     dataDisk,
     ...(input.checkpoint && { checkpoint: input.checkpoint }),
+    ...(input.snapshots && { snapshots: input.snapshots }),
     problems,
   };
 }

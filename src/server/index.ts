@@ -291,7 +291,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     logger,
     // Counted as each beat is made (the registry's write is its own).
     report: async () => (observability.heartbeat(runnerId), {
-      ...probeHost({ backend: local?.backend.name ?? runner.name, runtime: Boolean(local), network: Boolean(local?.network), diskQuota: local?.diskQuota ?? false, dataDir: opts.dataDir, minFreeDiskBytes, egressNetwork: summarizeEgressNetwork(egressNetwork), checkpoint: await local?.checkpointSupport() }),
+      ...probeHost({ backend: local?.backend.name ?? runner.name, runtime: Boolean(local), network: Boolean(local?.network), diskQuota: local?.diskQuota ?? false, dataDir: opts.dataDir, minFreeDiskBytes, egressNetwork: summarizeEgressNetwork(egressNetwork), checkpoint: await local?.checkpointSupport(), snapshots: await runner.snapshotSupport() }),
       // What placement counts against, when set, rather than the host's memory.
       ...(runnerMemoryBytes !== undefined && { offeredMemoryBytes: runnerMemoryBytes }),
       environments: await environments.counts(runner.id),

@@ -23,6 +23,10 @@ export const RunnerReport = z.object({
     .object({ available: z.boolean(), reason: z.string().optional().describe('why not, and what would make it work') })
     .optional()
     .describe('whether `berth env pause` can keep an environment\'s processes and memory here (CRIU under its runtime); absent from runners that do not say'),
+  snapshots: z
+    .object({ available: z.boolean(), reason: z.string().optional().describe('why not, and what would make it work') })
+    .optional()
+    .describe('whether `berth env snapshot`, `berth env fork` and prebuilds work here (the btrfs state store); absent from runners that do not say'),
   problems: z.array(z.string()).describe('what makes the runner degraded; empty when it is healthy'),
   heartbeatMs: z.number().int().describe('how often it reports'),
 });

@@ -60,6 +60,11 @@ export function runnerCommands(program: Command, client: () => ApiClient): void 
         const c = r.checkpoint!;
         process.stdout.write(`\n${r.name} checkpoint: ${c.available ? 'available' : `unavailable (${c.reason ?? 'no reason given'})`}\n`);
       }
+      // Whether `berth env snapshot` and `berth env fork` work there (its state store).
+      for (const r of items.filter((x) => x.snapshots)) {
+        const s = r.snapshots!;
+        process.stdout.write(`\n${r.name} snapshots: ${s.available ? 'available' : `unavailable (${s.reason ?? 'no reason given'})`}\n`);
+      }
       for (const r of items.filter((x) => x.health.reasons.length)) {
         process.stdout.write(`\n${r.name} is ${r.health.status}:\n${r.health.reasons.map((why) => `  - ${why}\n`).join('')}`);
       }

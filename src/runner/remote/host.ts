@@ -190,7 +190,8 @@ export async function joinControlPlane(o: JoinOptions): Promise<JoinedRunner> {
   const runner = new LocalRunner({ dataDir: o.dataDir, id, name, images, logger: log, runtime: config.runtime, initBinary: config.initBinary, agent: config.agent, diskQuota: config.diskQuota, stateStore: config.stateStore, compiler: config.compiler, network: { policies, events, companyCas: companyCas.map((c) => c.pem), egressNetwork }, builder: new ImageBuilder({ store: images, egressNetwork }) });
   const isolation = [runner.backend.name, ...(runner.backend.name !== 'runsc' && installed('runsc') ? ['runsc'] : [])];
   const checkpoint = await runner.checkpointSupport();
-  const probe = () => probeHost({ backend: runner.backend.name, network: Boolean(runner.network), diskQuota: runner.diskQuota, dataDir: o.dataDir, minFreeDiskBytes: config.minFreeDiskBytes, egressNetwork: summarizeEgressNetwork(egressNetwork), checkpoint });
+  const snapshots = await runner.snapshotSupport();
+  const probe = () => probeHost({ backend: runner.backend.name, network: Boolean(runner.network), diskQuota: runner.diskQuota, dataDir: o.dataDir, minFreeDiskBytes: config.minFreeDiskBytes, egressNetwork: summarizeEgressNetwork(egressNetwork), checkpoint, snapshots });
   const ca = o.ca ? [...rootCertificates, o.ca] : undefined;
 
   // What a connection has under way is ended when it drops (nobody is left to read it).

@@ -91,6 +91,7 @@ export const HostProbeWire = z.object({
   diskQuota: z.boolean(),
   dataDisk: z.object({ freeBytes: z.number().min(0), totalBytes: z.number().min(0) }),
   checkpoint: z.object({ available: z.boolean(), reason: text(2048).optional() }).optional(),
+  snapshots: z.object({ available: z.boolean(), reason: text(2048).optional() }).optional(),
   problems: z.array(text(1024)).max(32),
 });
 export type HostProbeWire = z.infer<typeof HostProbeWire>;
