@@ -1,5 +1,6 @@
 import { snapshotRoutes } from './routes/snapshots.ts';
 import { SnapshotService } from './snapshots/service.ts';
+import type { WarmPoolService } from './prebuilds/warm-pool.ts';
 import fastifySwagger from '@fastify/swagger';
 import fastifyWebsocket from '@fastify/websocket';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyReply, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
@@ -146,6 +147,8 @@ export interface AppDeps {
   triggers?: Triggers | undefined;
   /** Snapshots and forks (snapshots/service.ts); made here over `environments` when not given. */
   snapshots?: SnapshotService | undefined;
+  /** Projects' warm pools (prebuilds/warm-pool.ts): `berth project show` tells them. */
+  warmPools?: WarmPoolService | undefined;
 }
 
 export type App = FastifyInstance<any, any, any, FastifyBaseLogger, ZodTypeProvider>;

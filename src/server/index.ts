@@ -1,4 +1,5 @@
 import { SnapshotService } from './snapshots/service.ts';
+import { WarmPoolService } from './prebuilds/warm-pool.ts';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
@@ -158,6 +159,8 @@ export interface RunningBerth {
   clientConfigPath: string;
   /** Webhooks, schedules, integrations and the replies to issues and threads (triggers/). */
   triggers: Triggers;
+  /** Projects' warm pools: environments from their newest prebuild that tasks claim (prebuilds/warm-pool.ts). */
+  warmPools: WarmPoolService;
   /** A one-time link that signs the local administrator in to the web UI (`berth up` prints one). */
   signInLink(ttlMs?: number): Promise<string>;
   close(): Promise<void>;
@@ -278,6 +281,19 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   pool.onAdded((r) => void environments.reconcile(r.id, { onlyLost: true }).catch((err) => logger.error({ err, runner: r.id }, 'could not reconcile a returning runner')));
   // Runners on other hosts join with a runner token and become RemoteRunners in the pool while connected.
   const runnerTokens = new RunnerTokenService(db);
+  // Topped up on one replica at a time, never onto a runner whose task slots are all taken.
+  const warmPools = new WarmPoolService({
+    db,
+    environments,
+    snapshots,
+    audit,
+    logger,
+    exclusive: (name, fn) => database.singletons.run(name, fn),
+    busy: (id) => {
+      const w = workers.get(id);
+      return w !== undefined && w.concurrency > 0 && w.running >= w.concurrency;
+    },
+  });
   const joinedRunners = new JoinedRunners({ db, pool, registry: runners, environments, tokens: runnerTokens, policies, networkEvents, logger, heartbeatMs: opts.runnerHeartbeatMs, tasksOf: (id) => ({ running: workers.get(id)?.running ?? 0, concurrency: workers.get(id)?.concurrency ?? 0 }), replicaUrl: () => replicaUrl });
   // Runners another replica holds are reached through it; this one's are served to the others.
   let replicaUrl: string | undefined;
@@ -318,6 +334,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     observability,
     triggers,
     snapshots,
+    warmPools,
     images,
     pool,
     runners,
@@ -344,6 +361,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   if (runner) await db.updateTable('runners').set({ replica_url: replicaUrl }).where('id', '=', runnerId).execute();
   workers.start();
   runnerSweeper.start();
+  warmPools.start();
   // Snapshots a killed control plane left half-recorded: settled once runners are here.
   void snapshots.recover().catch((err: unknown) => logger.error({ err }, 'cannot settle interrupted snapshots'));
   await triggers.start();
@@ -373,6 +391,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     tasks,
     taskEvents,
     triggers,
+    warmPools,
     worker,
     get runner(): LocalRunner {
       if (opts.runner) throw new Error('this control plane was started with a runner of its caller (StartOptions.runner): it has no LocalRunner');
@@ -392,6 +411,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
       // Readiness says so at once: a load balancer stops sending work while the rest closes.
       observability.beginShutdown();
       await runnerSweeper.close();
+      await warmPools.close();
       await triggers.close();
       stopTaskSignals();
       await workers.close();

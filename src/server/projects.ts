@@ -50,7 +50,8 @@ export type RemovedProject = { removed: 'deleted' | 'archived'; tasks: number };
  */
 export async function removeProject(db: Db, orgId: string, name: string): Promise<RemovedProject> {
   const row = await liveProject(db, orgId, name);
-  const envs = await db.selectFrom('environments').select('name').where('project_id', '=', row.id).where('state', '<>', 'deleted').orderBy('name').limit(6).execute();
+  // Its warm pool's environments are nobody's work: the caller removes them after (warm-pool.ts drain).
+  const envs = await db.selectFrom('environments').select('name').where('project_id', '=', row.id).where('pool_project_id', 'is', null).where('state', '<>', 'deleted').orderBy('name').limit(6).execute();
   if (envs.length) {
     const names = envs.slice(0, 5).map((e) => e.name).join(', ') + (envs.length > 5 ? ', …' : '');
     throw conflict(`project '${row.name}' still has environments (${names}): remove them first with \`berth env rm NAME\` (\`berth env list\` shows them)`);

@@ -95,6 +95,7 @@ export const Environment = z.object({
   runnerId: z.string().nullable().describe('the runner it lives on, for life (its files are there); null for one made before runners could join (the local runner\'s)'),
   runnerName: z.string().nullable().describe('the name of the runner it lives on (`berth runner list`); null when not known'),
   snapshotId: z.string().nullable().describe('the snapshot it was made from (a fork, `--from`, a prebuild), if any'),
+  pool: z.object({ projectId: z.string(), prebuildId: z.string().nullable() }).nullable().describe("set while it waits in a project's warm pool for a task to claim it (a null prebuildId: being removed); null otherwise"),
   owner: Person.nullable().describe("who it belongs to: its maker (an org token's maker), or for a task's environment the task's; null when not on record"),
   sharedWith: z.object({ org: z.boolean().describe('everyone in the org may use it'), users: z.array(Person) }).describe('who else may use it: `berth env share`'),
   mayUse: z.boolean().describe('the caller may run commands in it, copy files, start and stop it: its owner, an admin or owner of the org, or someone it is shared with (not a viewer)'),

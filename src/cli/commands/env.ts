@@ -142,7 +142,7 @@ export function envCommands(program: Command, client: Client): void {
       if (o.json) return printJson(items);
       printTable(
         ['ID', 'NAME', 'STATE', 'OWNER', 'IMAGE', 'CPU', 'MEMORY', 'AGE'],
-        items.map((e) => [e.id, e.name, stateWord(e.state), who(e.owner), e.image, String(e.limits.cpus), formatSize(e.limits.memoryBytes), age(e.createdAt)]),
+        items.map((e) => [e.id, e.name, stateWord(e.state), e.pool ? 'warm pool' : who(e.owner), e.image, String(e.limits.cpus), formatSize(e.limits.memoryBytes), age(e.createdAt)]),
       );
     });
 

@@ -20,9 +20,18 @@ interface Project {
   registryLogins?: Record<string, string>;
   runnerLabels?: Record<string, string>;
   caches?: CacheKind[];
+  warm?: number;
   archivedAt: string | null;
 }
-type ProjectShown = Project & { receives: { variables: string[]; egress: string[] }; cacheBytes?: Partial<Record<CacheKind, number>> };
+interface PoolStatus {
+  wanted: number;
+  ready: number;
+  starting: number;
+  prebuildId: string | null;
+  retiring: number;
+  lastError: string | null;
+}
+type ProjectShown = Project & { receives: { variables: string[]; egress: string[] }; cacheBytes?: Partial<Record<CacheKind, number>>; pool?: PoolStatus };
 interface ResolvedSpec {
   branch: string;
   commit: string;
@@ -80,6 +89,22 @@ function cacheKinds(value: string): CacheKind[] {
   return kinds as CacheKind[];
 }
 
+/** `--warm 3` → 3: environments a project's warm pool keeps. */
+function warmCount(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || n > 20) throw new InvalidArgumentError('a whole number of environments from 0 to 20 (0 for no warm pool)');
+  return n;
+}
+
+/** `3 wanted: 2 ready, 1 starting, from prebuild pb_…`, or what keeps it empty. */
+function poolText(p: ProjectShown): string | undefined {
+  const pool = p.pool;
+  if (!pool || (!pool.wanted && !pool.ready && !pool.starting && !pool.retiring)) return `none (berth project update ${p.name} --warm N)`;
+  const parts = [`${pool.ready} ready`, pool.starting && `${pool.starting} starting`, pool.retiring && `${pool.retiring} being removed`].filter(Boolean).join(', ');
+  const from = pool.prebuildId ? `, from prebuild ${pool.prebuildId}` : pool.wanted ? `: no ready prebuild yet (berth prebuild ${p.name})` : '';
+  return `${pool.wanted} wanted: ${parts}${from}${pool.lastError ? ` (last refill failed: ${pool.lastError})` : ''}`;
+}
+
 /** The settings flags `create` and `update` share, with what each one says. */
 function settingsOptions(c: Command): Command {
   return c
@@ -104,6 +129,7 @@ function settingsOptions(c: Command): Command {
     .option('--runner-label <key=value>', 'a label the runner of each of its tasks must carry (gpu=true), repeatable; replaces the labels', runnerLabel)
     .option('--cache <kinds>', `package caches its environments mount, kept per project: a list of ${CACHE_KINDS.join(',')}; replaces the list`, cacheKinds)
     .option('--no-cache', 'mount no package caches (their contents stay until the project is removed)')
+    .option('--warm <n>', 'environments kept started from its newest prebuild, so a task claims one instead of starting one (0 to 20; 0 for none)', warmCount)
     .option('--json', 'print the project as JSON');
 }
 
@@ -119,6 +145,7 @@ function settingsFrom(o: Record<string, any>) {
     registryLogins: registryLogins(o.registryLogin),
     runnerLabels: o.runnerLabel as Record<string, string> | undefined,
     caches: o.cache === false ? [] : (o.cache as CacheKind[] | undefined),
+    warm: o.warm as number | undefined,
   };
 }
 
@@ -162,6 +189,7 @@ function printProject(p: ProjectShown): void {
     ['registries', p.registryLogins && Object.keys(p.registryLogins).length ? Object.entries(p.registryLogins).map(([r, s]) => `${r} (login in ${s})`).join(', ') : undefined],
     ['runners', p.runnerLabels && Object.keys(p.runnerLabels).length ? `with labels ${labelsText(p.runnerLabels)}` : undefined],
     ['caches', p.caches?.length ? p.caches.map((k) => (p.cacheBytes?.[k] === undefined ? k : `${k} (${formatSize(p.cacheBytes[k])})`)).join(', ') : 'none (berth project update NAME --cache npm,pip,cargo,go,apt)'],
+    ['warm pool', poolText(p)],
     ['secrets', list(p.secrets)],
     ['variables', list(p.receives.variables)],
     ['egress-only', list(p.receives.egress)],
@@ -223,7 +251,7 @@ export function projectCommands(program: Command, client: Client): void {
       .option('--unset <setting>', `clear a setting, back to the repository's file or the default (repeatable): ${[...Object.keys(UNSET), 'registry-login', 'runner-label'].join(', ')}`, collect),
   ).action(async (name: string, o) => {
     const s = settingsFrom(o);
-    const body: Record<string, any> = defined({ name: o.name, repoUrl: o.repo, defaultBranch: s.defaultBranch, secrets: s.secrets, registryLogins: s.registryLogins, runnerLabels: s.runnerLabels, caches: s.caches });
+    const body: Record<string, any> = defined({ name: o.name, repoUrl: o.repo, defaultBranch: s.defaultBranch, secrets: s.secrets, registryLogins: s.registryLogins, runnerLabels: s.runnerLabels, caches: s.caches, warm: s.warm });
     for (const section of ['work', 'forge', 'agent'] as const) if (Object.keys(s[section]).length) body[section] = { ...s[section] };
     for (const what of (o.unset ?? []) as string[]) {
       if (what === 'runner-label') {

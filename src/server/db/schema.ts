@@ -91,6 +91,8 @@ export interface ProjectSettings {
   runnerLabels?: Record<string, string>;
   /** Package caches its environments mount (runner/caches.ts); none when absent. */
   caches?: CacheKind[];
+  /** Environments kept started from its newest prebuild for tasks to claim (prebuilds/warm-pool.ts); none when absent. */
+  warm?: number;
 }
 
 export interface SecretTable {

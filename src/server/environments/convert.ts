@@ -37,5 +37,6 @@ export function toApi(row: EnvironmentRow, ownership: EnvironmentOwnership, runn
     runnerId: row.runner_id ?? null,
     runnerName: runnerName ?? null,
     snapshotId: row.snapshot_id ?? null,
+    pool: row.pool_project_id ? { projectId: row.pool_project_id, prebuildId: row.pool_prebuild_id ?? null } : null,
   };
 }

@@ -117,8 +117,9 @@ export class EnvironmentService {
    * @param opts.hostPaths the caller is an instance administrator, whose `image` may be a path on the server. Nobody
    *   else's may (a repository's berth.yaml or devcontainer image, as the task pipeline passes it, never is).
    * @param opts.runnerId the runner it must go to (a task's: the runner that claimed it); else placement chooses.
+   * @param opts.pool a warm pool's (prebuilds/warm-pool.ts): nobody's until a task claims it.
    */
-  async create(scope: Scope, body: CreateEnvironmentBody, opts: { mayWiden?: boolean; hostPaths?: boolean; role?: Role; runnerId?: string | undefined; seed?: Seed | undefined; snapshotId?: string | undefined } = {}): Promise<Environment> {
+  async create(scope: Scope, body: CreateEnvironmentBody, opts: { mayWiden?: boolean; hostPaths?: boolean; role?: Role; runnerId?: string | undefined; seed?: Seed | undefined; snapshotId?: string | undefined; pool?: { projectId: string; prebuildId: string } | undefined } = {}): Promise<Environment> {
     const { orgId } = scope;
     // Everything that can be refused is checked before anything is written.
     const limits = limitsFrom(body, this.#hostCpus);
@@ -158,13 +159,15 @@ export class EnvironmentService {
           idle_timeout_ms: limits.idleTimeoutMs === null ? null : String(limits.idleTimeoutMs),
           max_lifetime_ms: limits.maxLifetimeMs === null ? null : String(limits.maxLifetimeMs),
           // Its maker's (a task's environment: the task owner's), to use and to share (ownership.ts).
-          owner_id: ownerIdOf(scope),
+          owner_id: opts.pool ? null : ownerIdOf(scope),
           task_id: scope.task?.id ?? null,
           run_as: body.user ?? null,
           forward_ports: JSON.stringify(body.forwardPorts ?? []),
           volumes: JSON.stringify(body.volumes ?? []),
           runner_id: runner.id,
           snapshot_id: opts.snapshotId ?? null,
+          pool_project_id: opts.pool?.projectId ?? null,
+          pool_prebuild_id: opts.pool?.prebuildId ?? null,
         })
         .execute();
     } catch (err) {

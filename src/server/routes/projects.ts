@@ -10,6 +10,7 @@ import { ForgeSettingsSchema } from '../../forges/index.ts';
 import { ProjectWorkSettings, resolveProjectSpec } from '../tasks/index.ts';
 import { assertNameFree, liveProject, mergePatch, PROJECT_NAME, removeProject } from '../projects.ts';
 import { recordingRepoRefusals } from './repo-refusals.ts';
+import { MAX_WARM } from '../prebuilds/warm-pool.ts';
 
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema };
 const AgentDefaults = z.strictObject({ kind: z.enum(['builtin', 'command']).optional(), model: z.string().min(1).max(200).optional(), command: z.string().min(1).max(64 * 1024).optional() });
@@ -25,6 +26,7 @@ const Project = z.object({
   registryLogins: z.record(z.string(), z.string()),
   runnerLabels: z.record(z.string(), z.string()).describe("labels the runner of each of its tasks must carry"),
   caches: z.array(z.enum(CACHE_KINDS)).describe('package caches its environments mount'),
+  warm: z.number().describe('environments kept started from its newest prebuild for tasks to claim (its warm pool)'),
   createdAt: z.string(),
   archivedAt: z.string().nullable().describe('set when the project was removed while tasks refer to it'),
 });
@@ -69,6 +71,17 @@ const Caches = z
   .max(CACHE_KINDS.length)
   .transform((kinds) => [...new Set(kinds)])
   .describe("package caches its environments mount, kept per project and removed with it (npm, pip, cargo, go, apt); [] for none");
+const Warm = z.number().int().min(0).max(MAX_WARM).describe(`environments kept started from its newest prebuild, so a task claims one instead of starting one (0 to ${MAX_WARM}; 0 for none)`);
+const PoolStatus = z
+  .object({
+    wanted: z.number(),
+    ready: z.number().describe('started and claimable now'),
+    starting: z.number().describe('being made or started'),
+    prebuildId: z.string().nullable().describe('the prebuild they are made from (its newest ready one); null when it has none yet'),
+    retiring: z.number().describe('of an older prebuild, broken or one too many: being removed, never claimed'),
+    lastError: z.string().nullable().describe('why the last refill failed, until one succeeds'),
+  })
+  .describe('its warm pool now');
 const ProjectParams = OrgRef.extend({ name: z.string().max(100) });
 
 /** Each field of a settings object may also be null: a PATCH that removes it (JSON merge patch). */
@@ -89,6 +102,7 @@ function projectView(r: ProjectRow): z.infer<typeof Project> {
     registryLogins: r.settings.registryLogins ?? {},
     runnerLabels: r.settings.runnerLabels ?? {},
     caches: r.settings.caches ?? [],
+    warm: r.settings.warm ?? 0,
     createdAt: new Date(r.created_at).toISOString(),
     archivedAt: r.archived_at ? new Date(r.archived_at).toISOString() : null,
   };
@@ -104,7 +118,7 @@ function merged<S extends z.ZodType>(schema: S, field: string, current: unknown,
 }
 
 /** Projects: a repository and how to work on it (environment, checks, agent, forge, secrets). */
-export function projectRoutes(app: App, { secrets, db, repos, audit, environments }: AppDeps): void {
+export function projectRoutes(app: App, { secrets, db, repos, audit, environments, warmPools }: AppDeps): void {
   app.get('/api/orgs/:org/projects', {
     config: { permission: 'project.read' },
     schema: {
@@ -133,6 +147,7 @@ export function projectRoutes(app: App, { secrets, db, repos, audit, environment
         200: Project.extend({
           receives: Receives,
           cacheBytes: z.partialRecord(z.enum(CACHE_KINDS), z.number()).optional().describe('with ?usage=1: bytes each package cache holds, summed over the runners (each keeps its own)'),
+          pool: PoolStatus.optional(),
         }),
         ...errors,
       },
@@ -146,6 +161,7 @@ export function projectRoutes(app: App, { secrets, db, repos, audit, environment
         ...projectView(r),
         receives: r.archived_at ? { variables: [], egress: [] } : await secrets.namesFor(req.scope.orgId, r.id),
         ...(usage && { cacheBytes: await environments.cacheUsage(r.id) }),
+        ...(warmPools && { pool: await warmPools.status(req.scope.orgId, r.id) }),
       };
     },
   });
@@ -184,6 +200,7 @@ export function projectRoutes(app: App, { secrets, db, repos, audit, environment
         registryLogins: RegistryLogins.optional(),
         runnerLabels: RunnerLabels.optional().describe('labels the runner of each of its tasks must carry (`{"gpu": "true"}`)'),
         caches: Caches.optional(),
+        warm: Warm.optional(),
       }),
       response: { 201: Project, ...errors },
     },
@@ -202,6 +219,7 @@ export function projectRoutes(app: App, { secrets, db, repos, audit, environment
         ...(req.body.registryLogins && { registryLogins: req.body.registryLogins }),
         ...(req.body.runnerLabels && { runnerLabels: req.body.runnerLabels }),
         ...(req.body.caches?.length && { caches: req.body.caches }),
+        ...(req.body.warm && { warm: req.body.warm }),
       };
       try {
         const row = await db
@@ -237,6 +255,7 @@ export function projectRoutes(app: App, { secrets, db, repos, audit, environment
         registryLogins: RegistryLogins.optional().describe('replaces the whole map; {} removes them all'),
         runnerLabels: RunnerLabels.optional().describe('replaces the whole map; {} removes them all'),
         caches: Caches.optional().describe('replaces the list; [] stops mounting them (their contents stay until the project is removed)'),
+        warm: Warm.optional().describe('environments its warm pool keeps; lowering it removes the extras, 0 empties it'),
       }),
       response: { 200: Project, ...errors },
     },
@@ -254,6 +273,7 @@ export function projectRoutes(app: App, { secrets, db, repos, audit, environment
         registryLogins: b.registryLogins ?? s.registryLogins,
         runnerLabels: b.runnerLabels ?? s.runnerLabels,
         caches: b.caches ?? s.caches,
+        warm: b.warm ?? s.warm,
       };
       // The same rules as create: a path on this host is an instance administrator's (issue #11, finding 4).
       await recordingRepoRefusals(audit, req.scope, 'project.update', b.repoUrl ?? b.forge?.apiUrl ?? undefined, async () => {
@@ -275,6 +295,7 @@ export function projectRoutes(app: App, { secrets, db, repos, audit, environment
           .returningAll()
           .executeTakeFirst();
         if (!updated) throw notFound(`no project '${req.params.name}': \`berth project list\` shows them`);
+        if (b.warm !== undefined) warmPools?.wake();
         return projectView(updated);
       } catch (err) {
         if (isUniqueViolation(err)) throw conflict(`a project named '${b.name}' exists`);
@@ -297,6 +318,8 @@ export function projectRoutes(app: App, { secrets, db, repos, audit, environment
     handler: async (req) => {
       const { id } = await liveProject(db, req.scope.orgId, req.params.name);
       const removed = await removeProject(db, req.scope.orgId, req.params.name);
+      // Its warm pool's environments go with it (removeProject does not count them).
+      await warmPools?.drain(id);
       // No environment uses it any more (removeProject refuses otherwise), and none will.
       await environments.removeVolumes(id);
       return removed;

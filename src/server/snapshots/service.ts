@@ -115,7 +115,7 @@ export class SnapshotService {
    * A new environment with the snapshot's files, on the snapshot's runner, with its image;
    * its limits, policy, project and secrets are its own body's, as any create's.
    */
-  async createEnvironment(scope: Scope, ref: string, body: z.infer<typeof CreateFromSnapshotBody>, opts: { mayWiden?: boolean; role?: Scope['role'] } = {}): Promise<Environment> {
+  async createEnvironment(scope: Scope, ref: string, body: z.infer<typeof CreateFromSnapshotBody>, opts: { mayWiden?: boolean; role?: Scope['role']; pool?: { projectId: string; prebuildId: string } } = {}): Promise<Environment> {
     const snap = await this.#get(scope.orgId, ref);
     return this.#fromRow(scope, snap, body, opts);
   }
@@ -176,7 +176,7 @@ export class SnapshotService {
     }
   }
 
-  async #fromRow(scope: Scope, snap: SnapshotRow, body: z.infer<typeof CreateFromSnapshotBody>, opts: { mayWiden?: boolean; role?: Scope['role'] }): Promise<Environment> {
+  async #fromRow(scope: Scope, snap: SnapshotRow, body: z.infer<typeof CreateFromSnapshotBody>, opts: { mayWiden?: boolean; role?: Scope['role']; pool?: { projectId: string; prebuildId: string } }): Promise<Environment> {
     if (snap.state !== 'ready') throw conflict(`snapshot '${snap.name}' is ${snap.state}: only a ready one makes environments`);
     this.#mayUse(scope, snap);
     return this.#environments.create(scope, { ...body, image: snap.image }, {
