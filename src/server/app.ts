@@ -1,5 +1,7 @@
 import { snapshotRoutes } from './routes/snapshots.ts';
 import { SnapshotService } from './snapshots/service.ts';
+import { prebuildRoutes } from './routes/prebuilds.ts';
+import type { PrebuildService } from './prebuilds/service.ts';
 import type { WarmPoolService } from './prebuilds/warm-pool.ts';
 import fastifySwagger from '@fastify/swagger';
 import fastifyWebsocket from '@fastify/websocket';
@@ -147,6 +149,8 @@ export interface AppDeps {
   triggers?: Triggers | undefined;
   /** Snapshots and forks (snapshots/service.ts); made here over `environments` when not given. */
   snapshots?: SnapshotService | undefined;
+  /** Projects' prebuilds (prebuilds/service.ts); without it, no prebuild routes. */
+  prebuilds?: PrebuildService | undefined;
   /** Projects' warm pools (prebuilds/warm-pool.ts): `berth project show` tells them. */
   warmPools?: WarmPoolService | undefined;
 }
@@ -333,6 +337,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     auditRoutes(api, deps);
     environmentRoutes(api, deps);
     snapshotRoutes(api, { snapshots: deps.snapshots ?? new SnapshotService({ db: deps.db, runners: deps.pool, environments: deps.environments, logger: deps.logger }) });
+    if (deps.prebuilds) prebuildRoutes(api, { prebuilds: deps.prebuilds });
     attachRoutes(api, deps);
     fileRoutes(api, deps);
     fileBrowserRoutes(api, deps);

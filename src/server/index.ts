@@ -1,5 +1,7 @@
 import { SnapshotService } from './snapshots/service.ts';
 import { WarmPoolService } from './prebuilds/warm-pool.ts';
+import { PrebuildBuilder, PrebuildService } from './prebuilds/index.ts';
+import type { PipelineDeps } from './tasks/index.ts';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
@@ -39,6 +41,8 @@ import { TRIGGER_SOURCES } from './triggers/sources.ts';
 export { CLIENT_CONFIG_FILE, VERSION, type ClientConfig };
 
 export interface StartOptions {
+  /** After how long without a heartbeat a prebuild's builder is taken for dead (tests shorten it); a minute by default. */
+  prebuildStaleAfterMs?: number | undefined;
   dataDir: string;
   port?: number;
   host?: string;
@@ -161,6 +165,9 @@ export interface RunningBerth {
   triggers: Triggers;
   /** Projects' warm pools: environments from their newest prebuild that tasks claim (prebuilds/warm-pool.ts). */
   warmPools: WarmPoolService;
+  /** Projects' prebuilds and the builder that makes them (prebuilds/). */
+  prebuilds: PrebuildService;
+  prebuildBuilder: PrebuildBuilder;
   /** A one-time link that signs the local administrator in to the web UI (`berth up` prints one). */
   signInLink(ttlMs?: number): Promise<string>;
   close(): Promise<void>;
@@ -250,7 +257,8 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const runnerOfflineAfterMs = opts.runnerOfflineAfterMs ?? runnerOfflineAfterFrom(process.env.BERTH_RUNNER_OFFLINE_AFTER);
   const taskRetries = opts.taskRetries ?? taskRetriesFrom(process.env.BERTH_TASK_RETRIES);
   const runnerMemoryBytes = opts.runnerMemoryBytes ?? runnerMemoryFrom(process.env.BERTH_RUNNER_MEMORY);
-  const taskDeps = { db, events: taskEvents, environments, secrets, audit, logger, workDir: join(opts.dataDir, 'tasks'), publicUrl: () => publicUrl, modelEnv, models, repos, gateway: sandboxGateway({ gateway, environments }), denials, images: { policies, runners: pool } };
+  const prebuilds = new PrebuildService({ db, runners: pool, logger });
+  const taskDeps: PipelineDeps = { snapshots, db, events: taskEvents, environments, secrets, audit, logger, workDir: join(opts.dataDir, 'tasks'), publicUrl: () => publicUrl, modelEnv, models, repos, gateway: sandboxGateway({ gateway, environments }), denials, images: { policies, runners: pool } };
   // A task worker per runner in the pool: berth up's own, and each runner that joins while it is connected.
   const workers = new RunnerWorkers({ db, pool, deps: taskDeps, logger, trace: observability.traceTask, taskRetries, concurrency: () => runnerConfig.taskConcurrency ?? 2 * availableParallelism() });
   // With no runner of its own, tasks wait for the runners that join (their workers are the placement's).
@@ -294,6 +302,9 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
       return w !== undefined && w.concurrency > 0 && w.running >= w.concurrency;
     },
   });
+  // Tasks of a project with a ready prebuild claim one of its warm environments first.
+  taskDeps.warmPools = warmPools;
+  const prebuildBuilder = new PrebuildBuilder({ db, prebuilds, environments, snapshots, secrets, repos, runners: pool, logger, workDir: join(opts.dataDir, 'prebuilds'), images: { policies, runners: pool }, staleAfterMs: opts.prebuildStaleAfterMs, onReady: () => warmPools.wake() });
   const joinedRunners = new JoinedRunners({ db, pool, registry: runners, environments, tokens: runnerTokens, policies, networkEvents, logger, heartbeatMs: opts.runnerHeartbeatMs, tasksOf: (id) => ({ running: workers.get(id)?.running ?? 0, concurrency: workers.get(id)?.concurrency ?? 0 }), replicaUrl: () => replicaUrl });
   // Runners another replica holds are reached through it; this one's are served to the others.
   let replicaUrl: string | undefined;
@@ -335,6 +346,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     triggers,
     snapshots,
     warmPools,
+    prebuilds,
     images,
     pool,
     runners,
@@ -362,6 +374,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   workers.start();
   runnerSweeper.start();
   warmPools.start();
+  prebuildBuilder.start();
   // Snapshots a killed control plane left half-recorded: settled once runners are here.
   void snapshots.recover().catch((err: unknown) => logger.error({ err }, 'cannot settle interrupted snapshots'));
   await triggers.start();
@@ -392,6 +405,8 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     taskEvents,
     triggers,
     warmPools,
+    prebuilds,
+    prebuildBuilder,
     worker,
     get runner(): LocalRunner {
       if (opts.runner) throw new Error('this control plane was started with a runner of its caller (StartOptions.runner): it has no LocalRunner');
@@ -411,6 +426,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
       // Readiness says so at once: a load balancer stops sending work while the rest closes.
       observability.beginShutdown();
       await runnerSweeper.close();
+      await prebuildBuilder.stop();
       await warmPools.close();
       await triggers.close();
       stopTaskSignals();

@@ -4,7 +4,9 @@ import type { ApiClient } from '../client.ts';
 import { CliError, printJson, printTable } from '../output.ts';
 import { labelsText, runnerLabel } from '../labels.ts';
 import { CACHE_KINDS, isCacheKind, type CacheKind } from '../../shared/caches.ts';
-import { formatSize } from '../../shared/units.ts';
+import { formatSize, parseDuration } from '../../shared/units.ts';
+import type { Prebuild } from '../../shared/prebuilds.ts';
+import { prebuildLine } from './prebuild.ts';
 
 type Client = () => ApiClient;
 
@@ -14,13 +16,14 @@ interface Project {
   repoUrl: string | null;
   defaultBranch: string;
   secrets: string[];
-  work: { image?: string; setup?: string | string[]; check?: string; limits?: { cpus?: number; memory?: string | number }; allowDomains?: string[]; env?: Record<string, string> };
+  work: { image?: string; setup?: string | (string | { run: string; incremental?: boolean; when?: string[] })[]; check?: string; limits?: { cpus?: number; memory?: string | number }; allowDomains?: string[]; env?: Record<string, string> };
   forge: { kind?: string; apiUrl?: string; tokenSecret?: string; app?: { appId: string; installationId: number; privateKeySecret: string }; deployKeySecret?: string; knownHosts?: string };
   agent: { kind?: string; model?: string; command?: string };
   registryLogins?: Record<string, string>;
   runnerLabels?: Record<string, string>;
   caches?: CacheKind[];
   warm?: number;
+  prebuild?: { schedule?: string; timezone?: string; keep?: number; maxAge?: string; onPush?: boolean };
   archivedAt: string | null;
 }
 interface PoolStatus {
@@ -31,7 +34,7 @@ interface PoolStatus {
   retiring: number;
   lastError: string | null;
 }
-type ProjectShown = Project & { receives: { variables: string[]; egress: string[] }; cacheBytes?: Partial<Record<CacheKind, number>>; pool?: PoolStatus };
+type ProjectShown = Project & { receives: { variables: string[]; egress: string[] }; cacheBytes?: Partial<Record<CacheKind, number>>; pool?: PoolStatus; prebuilds?: { current: Prebuild | null; latest: Prebuild | null } };
 interface ResolvedSpec {
   branch: string;
   commit: string;
@@ -130,7 +133,47 @@ function settingsOptions(c: Command): Command {
     .option('--cache <kinds>', `package caches its environments mount, kept per project: a list of ${CACHE_KINDS.join(',')}; replaces the list`, cacheKinds)
     .option('--no-cache', 'mount no package caches (their contents stay until the project is removed)')
     .option('--warm <n>', 'environments kept started from its newest prebuild, so a task claims one instead of starting one (0 to 20; 0 for none)', warmCount)
+    .option('--prebuild-schedule <cron>', "a cron rule that queues a prebuild (five fields, UTC unless --prebuild-timezone), like '0 3 * * *'; 'off' for none")
+    .option('--prebuild-timezone <zone>', 'the IANA zone the prebuild schedule is read in')
+    .option('--prebuild-keep <n>', 'ready prebuilds kept; older ones expire (default 3)', (v: string) => {
+      if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > 100) throw new InvalidArgumentError('a whole number from 1 to 100');
+      return Number(v);
+    })
+    .option('--prebuild-max-age <duration>', "ready prebuilds older than this expire, the newest excepted (like 7d or 12h); 'off' for no limit", (v: string) => {
+      if (v !== 'off' && parseDuration(v) === undefined) throw new InvalidArgumentError("a duration like 7d, 12h or 90m, or 'off'");
+      return v;
+    })
+    .option('--no-prebuild-on-push', 'a push to the default branch does not queue a prebuild')
     .option('--json', 'print the project as JSON');
+}
+
+/** The prebuild flags as a merge patch of settings.prebuild ('off' removes a field); undefined when none was given. */
+function prebuildPatch(o: Record<string, any>): Record<string, unknown> | undefined {
+  const p: Record<string, unknown> = {};
+  if (o.prebuildSchedule !== undefined) p.schedule = o.prebuildSchedule === 'off' ? null : o.prebuildSchedule;
+  if (o.prebuildTimezone !== undefined) p.timezone = o.prebuildTimezone;
+  if (o.prebuildKeep !== undefined) p.keep = o.prebuildKeep;
+  if (o.prebuildMaxAge !== undefined) p.maxAge = o.prebuildMaxAge === 'off' ? null : o.prebuildMaxAge;
+  if (o.prebuildOnPush === false) p.onPush = false;
+  return Object.keys(p).length ? p : undefined;
+}
+
+/** On create there is nothing to remove: 'off' is the same as not giving it. */
+function prebuildOnCreate(o: Record<string, any>): Record<string, unknown> | undefined {
+  const p = prebuildPatch(o);
+  const set = p && Object.fromEntries(Object.entries(p).filter(([, v]) => v !== null));
+  return set && Object.keys(set).length ? set : undefined;
+}
+
+/** `ready: pbd_… at abc (3m ago, 52 MB)`, the newest attempt when it failed, and the settings. */
+function prebuildText(p: ProjectShown): string | undefined {
+  const s = p.prebuild ?? {};
+  const settings = [s.schedule ? `schedule ${s.schedule}${s.timezone ? ` ${s.timezone}` : ''}` : 'no schedule', `keep ${s.keep ?? 3}`, s.maxAge && `max age ${s.maxAge}`, s.onPush === false && 'not on push'].filter(Boolean).join(', ');
+  if (!p.prebuilds) return undefined;
+  const { current, latest } = p.prebuilds;
+  const parts = [current ? `ready: ${prebuildLine(current)}` : `none ready (berth prebuild ${p.name})`];
+  if (latest) parts.push(`newest attempt: ${prebuildLine(latest)}`);
+  return `${parts.join('; ')} [${settings}]`;
 }
 
 /** The settings the flags name, as the API takes them; only what was given. */
@@ -180,7 +223,7 @@ function printProject(p: ProjectShown): void {
     ['archived', p.archivedAt ? `${p.archivedAt} (removed while tasks refer to it)` : undefined],
     ['repository', `${p.repoUrl ?? '-'} @ ${p.defaultBranch}`],
     ['image', w.image ?? "the repository's, else the default"],
-    ['setup', setup ? setup.join(' && ') || 'none' : "the repository's"],
+    ['setup', setup ? setup.map((x: string | { run: string; incremental?: boolean }) => (typeof x === 'string' ? x : `${x.run}${x.incremental ? ' (incremental)' : ''}`)).join(' && ') || 'none' : "the repository's"],
     ['check', w.check ?? "the repository's"],
     ['limits', w.limits && (w.limits.cpus !== undefined || w.limits.memory !== undefined) ? [w.limits.cpus !== undefined && `${w.limits.cpus} CPUs`, w.limits.memory !== undefined && `${w.limits.memory} memory`].filter(Boolean).join(', ') : "the repository's, else the default"],
     ['domains', w.allowDomains?.length ? w.allowDomains.join(', ') : undefined],
@@ -189,6 +232,7 @@ function printProject(p: ProjectShown): void {
     ['registries', p.registryLogins && Object.keys(p.registryLogins).length ? Object.entries(p.registryLogins).map(([r, s]) => `${r} (login in ${s})`).join(', ') : undefined],
     ['runners', p.runnerLabels && Object.keys(p.runnerLabels).length ? `with labels ${labelsText(p.runnerLabels)}` : undefined],
     ['caches', p.caches?.length ? p.caches.map((k) => (p.cacheBytes?.[k] === undefined ? k : `${k} (${formatSize(p.cacheBytes[k])})`)).join(', ') : 'none (berth project update NAME --cache npm,pip,cargo,go,apt)'],
+    ['prebuild', prebuildText(p)],
     ['warm pool', poolText(p)],
     ['secrets', list(p.secrets)],
     ['variables', list(p.receives.variables)],
@@ -237,7 +281,7 @@ export function projectCommands(program: Command, client: Client): void {
       .requiredOption('--repo <url>', 'the repository: an https URL (a path on the server only for an instance administrator)'),
   ).action(async (name: string, o) => {
     const s = settingsFrom(o);
-    const p = await client().request<Project>('POST', client().orgPath('projects'), { name, repoUrl: o.repo, ...s, defaultBranch: s.defaultBranch ?? 'main' });
+    const p = await client().request<Project>('POST', client().orgPath('projects'), { name, repoUrl: o.repo, ...s, defaultBranch: s.defaultBranch ?? 'main', prebuild: prebuildOnCreate(o) });
     if (o.json) printJson(p);
     else process.stdout.write(`${p.id} ${p.name}\n`);
   });
@@ -253,6 +297,8 @@ export function projectCommands(program: Command, client: Client): void {
     const s = settingsFrom(o);
     const body: Record<string, any> = defined({ name: o.name, repoUrl: o.repo, defaultBranch: s.defaultBranch, secrets: s.secrets, registryLogins: s.registryLogins, runnerLabels: s.runnerLabels, caches: s.caches, warm: s.warm });
     for (const section of ['work', 'forge', 'agent'] as const) if (Object.keys(s[section]).length) body[section] = { ...s[section] };
+    const prebuild = prebuildPatch(o);
+    if (prebuild) body.prebuild = prebuild;
     for (const what of (o.unset ?? []) as string[]) {
       if (what === 'runner-label') {
         if (s.runnerLabels) throw new CliError('give --runner-label or --unset runner-label, not both', 2);

@@ -1,5 +1,6 @@
 import type { ColumnType, Insertable, Selectable, Updateable } from 'kysely';
 import type { EnvironmentState } from '../../shared/environment.ts';
+import type { PrebuildSettings } from '../../shared/prebuilds.ts';
 import type { CacheKind } from '../../shared/caches.ts';
 import type { ForgeSettings } from '../../forges/index.ts';
 import type { ProjectWorkSettings } from '../tasks/repo-config.ts';
@@ -91,6 +92,8 @@ export interface ProjectSettings {
   runnerLabels?: Record<string, string>;
   /** Package caches its environments mount (runner/caches.ts); none when absent. */
   caches?: CacheKind[];
+  /** When its prebuilds are made and how many are kept (server/prebuilds). */
+  prebuild?: PrebuildSettings;
   /** Environments kept started from its newest prebuild for tasks to claim (prebuilds/warm-pool.ts); none when absent. */
   warm?: number;
 }

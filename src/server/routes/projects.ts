@@ -10,6 +10,9 @@ import { ForgeSettingsSchema } from '../../forges/index.ts';
 import { ProjectWorkSettings, resolveProjectSpec } from '../tasks/index.ts';
 import { assertNameFree, liveProject, mergePatch, PROJECT_NAME, removeProject } from '../projects.ts';
 import { recordingRepoRefusals } from './repo-refusals.ts';
+import { PrebuildSettings } from '../../shared/prebuilds.ts';
+import { ruleOf } from '../triggers/schedules/rule.ts';
+import { PrebuildView } from './prebuilds.ts';
 import { MAX_WARM } from '../prebuilds/warm-pool.ts';
 
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema };
@@ -26,6 +29,7 @@ const Project = z.object({
   registryLogins: z.record(z.string(), z.string()),
   runnerLabels: z.record(z.string(), z.string()).describe("labels the runner of each of its tasks must carry"),
   caches: z.array(z.enum(CACHE_KINDS)).describe('package caches its environments mount'),
+  prebuild: PrebuildSettings.describe('when its prebuilds are made and how many are kept'),
   warm: z.number().describe('environments kept started from its newest prebuild for tasks to claim (its warm pool)'),
   createdAt: z.string(),
   archivedAt: z.string().nullable().describe('set when the project was removed while tasks refer to it'),
@@ -102,10 +106,19 @@ function projectView(r: ProjectRow): z.infer<typeof Project> {
     registryLogins: r.settings.registryLogins ?? {},
     runnerLabels: r.settings.runnerLabels ?? {},
     caches: r.settings.caches ?? [],
+    prebuild: (({ since: _since, ...p }) => p)(r.settings.prebuild ?? {}),
     warm: r.settings.warm ?? 0,
     createdAt: new Date(r.created_at).toISOString(),
     archivedAt: r.archived_at ? new Date(r.archived_at).toISOString() : null,
   };
+}
+
+/** A schedule that parses, and when it was set: slots before then are not made up (prebuilds/schedule.ts). */
+function checkedPrebuild(p: PrebuildSettings, before: (PrebuildSettings & { since?: string }) | undefined): PrebuildSettings & { since?: string } {
+  if (p.schedule === undefined) return p;
+  ruleOf(p.schedule, p.timezone, 'prebuild.schedule');
+  const same = before?.schedule === p.schedule && before?.timezone === p.timezone && before.since;
+  return { ...p, since: same ? before.since : new Date().toISOString() };
 }
 
 /** A merged settings object, checked against the same schema create uses. */
@@ -118,7 +131,7 @@ function merged<S extends z.ZodType>(schema: S, field: string, current: unknown,
 }
 
 /** Projects: a repository and how to work on it (environment, checks, agent, forge, secrets). */
-export function projectRoutes(app: App, { secrets, db, repos, audit, environments, warmPools }: AppDeps): void {
+export function projectRoutes(app: App, { secrets, db, repos, audit, environments, warmPools, prebuilds }: AppDeps): void {
   app.get('/api/orgs/:org/projects', {
     config: { permission: 'project.read' },
     schema: {
@@ -148,6 +161,7 @@ export function projectRoutes(app: App, { secrets, db, repos, audit, environment
           receives: Receives,
           cacheBytes: z.partialRecord(z.enum(CACHE_KINDS), z.number()).optional().describe('with ?usage=1: bytes each package cache holds, summed over the runners (each keeps its own)'),
           pool: PoolStatus.optional(),
+          prebuilds: z.object({ current: PrebuildView.nullable().describe('the newest ready prebuild: what its tasks start from'), latest: PrebuildView.nullable().describe('the newest attempt, when it is not the current one (queued, building or failed)') }).optional(),
         }),
         ...errors,
       },
@@ -162,6 +176,7 @@ export function projectRoutes(app: App, { secrets, db, repos, audit, environment
         receives: r.archived_at ? { variables: [], egress: [] } : await secrets.namesFor(req.scope.orgId, r.id),
         ...(usage && { cacheBytes: await environments.cacheUsage(r.id) }),
         ...(warmPools && { pool: await warmPools.status(req.scope.orgId, r.id) }),
+        ...(prebuilds && { prebuilds: await prebuilds.summary(r.id) }),
       };
     },
   });
@@ -201,6 +216,7 @@ export function projectRoutes(app: App, { secrets, db, repos, audit, environment
         runnerLabels: RunnerLabels.optional().describe('labels the runner of each of its tasks must carry (`{"gpu": "true"}`)'),
         caches: Caches.optional(),
         warm: Warm.optional(),
+        prebuild: PrebuildSettings.optional(),
       }),
       response: { 201: Project, ...errors },
     },
@@ -220,6 +236,7 @@ export function projectRoutes(app: App, { secrets, db, repos, audit, environment
         ...(req.body.runnerLabels && { runnerLabels: req.body.runnerLabels }),
         ...(req.body.caches?.length && { caches: req.body.caches }),
         ...(req.body.warm && { warm: req.body.warm }),
+        ...(req.body.prebuild && { prebuild: checkedPrebuild(req.body.prebuild, undefined) }),
       };
       try {
         const row = await db
@@ -256,6 +273,7 @@ export function projectRoutes(app: App, { secrets, db, repos, audit, environment
         runnerLabels: RunnerLabels.optional().describe('replaces the whole map; {} removes them all'),
         caches: Caches.optional().describe('replaces the list; [] stops mounting them (their contents stay until the project is removed)'),
         warm: Warm.optional().describe('environments its warm pool keeps; lowering it removes the extras, 0 empties it'),
+        prebuild: clearable(PrebuildSettings).nullable().optional().describe('merged as a JSON merge patch; null for the defaults (no schedule, keep 3)'),
       }),
       response: { 200: Project, ...errors },
     },
@@ -274,6 +292,7 @@ export function projectRoutes(app: App, { secrets, db, repos, audit, environment
         runnerLabels: b.runnerLabels ?? s.runnerLabels,
         caches: b.caches ?? s.caches,
         warm: b.warm ?? s.warm,
+        prebuild: b.prebuild === undefined ? s.prebuild : b.prebuild === null ? undefined : checkedPrebuild(merged(PrebuildSettings, 'prebuild', (({ since: _s, ...p }) => p)(s.prebuild ?? {}), b.prebuild), s.prebuild),
       };
       // The same rules as create: a path on this host is an instance administrator's (issue #11, finding 4).
       await recordingRepoRefusals(audit, req.scope, 'project.update', b.repoUrl ?? b.forge?.apiUrl ?? undefined, async () => {

@@ -4,7 +4,6 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { markStep } from '../../shared/spans.ts';
-import { create as tarCreate } from 'tar';
 import type { Logger } from 'pino';
 import { BuiltinAgent, modelClientFor, modelClientFromEnv, type AgentOutcome } from '../../agent/index.ts';
 import { cloneRepo, commitPatch, diffOf, forgeFor, pushBranch, type ForgeAuth, type ForgeSettings, type GitCredentials, type GitReach, type RepoAccess } from '../../forges/index.ts';
@@ -21,11 +20,17 @@ import type { TaskEvents } from './events.ts';
 import { mergeSpec, readRepoSpec, type WorkSpec } from './repo-config.ts';
 import { buildSpecImage, type SpecImageDeps } from './spec-image.ts';
 import { runIn, SandboxWorkspace, taskScope, type RunOptions } from './sandbox.ts';
+import { copyRepoIn } from './copy-in.ts';
 import { changeRequestName, commitMessage, issueReference, prBody, repoNameOf, slugOf, titleOf } from './change-text.ts';
 import { secretsInChange } from './leaks.ts';
 import type { CommandAgentGateway } from './gateway.ts';
 import type { ModelSettingsService, TaskModelPlan } from '../models/service.ts';
 import type { DenialAdvisor } from './denials.ts';
+import type { SnapshotService } from '../snapshots/service.ts';
+import type { WarmPools } from '../prebuilds/types.ts';
+import { CATCH_UP_SCRIPT, catchUpInput, choosePrebuild, type PrebuildChoice } from '../prebuilds/for-task.ts';
+import { planIncremental } from '../prebuilds/incremental.ts';
+import { specKey } from '../prebuilds/spec-key.ts';
 
 export interface PipelineDeps {
   db: Db;
@@ -49,6 +54,10 @@ export interface PipelineDeps {
   images?: SpecImageDeps | undefined;
   /** Says when the environment keeps asking for a refused destination, and stops commands that only wait on one. */
   denials?: DenialAdvisor | undefined;
+  /** Makes environments from a project's prebuild (prebuilds/for-task.ts); without it every task starts fresh. */
+  snapshots?: SnapshotService | undefined;
+  /** Environments already started from the prebuild, claimed before one is made (prebuilds/warm-pool.ts). */
+  warmPools?: WarmPools | undefined;
 }
 
 /** The task ends in this state with this reason; thrown from anywhere in the run. */
@@ -225,6 +234,8 @@ export class TaskRun {
 
     const spec = mergeSpec(await readRepoSpec(repoDir), project?.settings.work ?? {});
     if (task.check_command) spec.check = task.check_command;
+    // What a prebuild of the project did: the repository's and the project's setup, not the task's.
+    const projectSetup = spec.setup;
     // The task's own setup runs after the repository's and the project's: it adds to them.
     if (task.setup_commands?.length) spec.setup = [...spec.setup, ...task.setup_commands];
     await this.#emit({ type: 'log', level: 'info', message: `environment from ${spec.source}: image ${spec.build ? `built from ${spec.build.dockerfile ? `${spec.build.configDir}/${spec.build.dockerfile}` : (spec.build.image ?? 'default')}${spec.build.features ? ` with ${Object.keys(spec.build.features).length} feature(s)` : ''}` : (spec.image ?? 'default')}, ${spec.setup.length} setup command(s), check ${spec.check ? `\`${spec.check}\`` : 'none'}${spec.user ? `, commands run as ${spec.user}` : ''}${spec.volumes.length ? `, volumes ${spec.volumes.map((v) => `${v.name} at ${v.target}`).join(', ')}` : ''}` });
@@ -232,9 +243,19 @@ export class TaskRun {
 
     if (spec.build) spec.image = await this.#buildImage(spec, repoDir, project?.name ?? repoNameOf(task.repo_url));
     await this.#step('provisioning', 'starting the environment');
-    const env = await this.#provision(spec, project?.name);
     const root = spec.workspaceFolder ?? `${WORKSPACE}/${repoNameOf(task.repo_url)}`;
-    await this.#copyIn(repoDir, root, spec.user);
+    const choice = project && this.#d.snapshots ? await choosePrebuild(this.#d.db, { projectId: project.id, runnerId: task.runner_id, specKey: specKey({ ...spec, setup: projectSetup }), repoDir, baseSha: cloned.baseSha }) : null;
+    let setup = spec.setup;
+    let env: string;
+    const fromPrebuild = choice && 'prebuild' in choice ? await this.#fromPrebuild(choice, spec, project!, { dir, repoDir, root, branch: cloned.branch, base: cloned.baseSha }) : null;
+    if (fromPrebuild) {
+      env = fromPrebuild.env;
+      setup = [...fromPrebuild.rerun, ...(task.setup_commands ?? [])];
+    } else {
+      if (choice && 'why' in choice) await this.#emit({ type: 'log', level: 'info', message: `not from a prebuild: ${choice.why}` });
+      env = await this.#provision(spec, project?.name);
+      await this.#copyIn(repoDir, root, spec.user);
+    }
     await this.#update({ state: 'running', started_at: new Date() }, ['provisioning']);
     await this.#emit({ type: 'state', state: 'running' });
 
@@ -242,9 +263,9 @@ export class TaskRun {
       runIn(this.#d.environments, this.#scope, env, cmd, { ...o, signal: o.signal ? AbortSignal.any([this.#signal, o.signal]) : this.#signal });
     const envVars = { ...spec.env, BERTH_TASK_ID: task.id };
 
-    if (spec.setup.length) {
-      await this.#step('setup', `running ${spec.setup.length} setup command(s)`);
-      for (const cmd of spec.setup) {
+    if (setup.length) {
+      await this.#step('setup', `running ${setup.length} setup command(s)`);
+      for (const cmd of setup) {
         const r = await this.#command('setup', cmd, (stop) => run(['sh', '-c', cmd], { cwd: root, env: envVars, timeoutMs: Math.min(SETUP_TIMEOUT_MS, this.#remainingMs()), stop }));
         if (r.stoppedBy) throw new TaskEnd('failed', `setup command \`${cmd}\` was ${r.stoppedBy}`);
         if (r.exitCode !== 0) throw new TaskEnd('failed', `setup command \`${cmd}\` exited with ${r.exitCode}${r.timedOut ? ' (timed out)' : ''}${r.message ? ` (${r.message})` : ''}: fix it in ${spec.source} or the project's settings`);
@@ -499,10 +520,67 @@ export class TaskRun {
     }
   }
 
+  /** A task started over after its runner went offline gets a new name: the old environment is lost on that runner, not removable. */
+  #environmentName(): string {
+    const task = this.#task;
+    return `task-${task.id.slice(5)}${task.attempts ? `-${task.attempts + 1}` : ''}`;
+  }
+
+  /**
+   * The environment from the project's prebuild (a warm one first), its checkout brought from
+   * the prebuild's commit to the task's, and the incremental setup steps whose paths changed.
+   * Null when it cannot be made there (an image digest moved, say): the task starts fresh.
+   */
+  async #fromPrebuild(choice: Extract<PrebuildChoice, { prebuild: unknown }>, spec: WorkSpec, project: ProjectRow, at: { dir: string; repoDir: string; root: string; branch: string; base: string }): Promise<{ env: string; rerun: string[] } | null> {
+    const task = this.#task;
+    const p = choice.prebuild;
+    const name = this.#environmentName();
+    await this.#d.environments.remove(this.#scope, name).catch(() => {});
+    let env = await this.#d.warmPools?.claim({ scope: this.#scope, projectId: project.id, prebuildId: p.id, name, taskId: task.id }).catch(() => undefined);
+    const warm = env !== undefined;
+    if (!env) {
+      const memory = spec.limits.memory === undefined ? undefined : parseSize(spec.limits.memory);
+      try {
+        const created = await this.#d.snapshots!.createEnvironment(this.#scope, p.snapshot_id!, {
+          name,
+          project: project.id,
+          cpus: spec.limits.cpus,
+          memory,
+          idleTimeout: null,
+          maxLifetime: null,
+          user: spec.user ?? undefined,
+          forwardPorts: spec.forwardPorts.length ? spec.forwardPorts : undefined,
+          volumes: spec.volumes.length ? spec.volumes : undefined,
+        });
+        env = created.id;
+      } catch (err) {
+        this.#signal.throwIfAborted();
+        await this.#emit({ type: 'log', level: 'warn', message: `not from prebuild ${p.id}: its environment could not be made (${(err as Error).message})` });
+        return null;
+      }
+    }
+    this.#environmentId = env;
+    await this.#update({ environment_id: env });
+    const input = await catchUpInput(at.repoDir, at.dir, choice.commit, at.base);
+    try {
+      const r = await runIn(this.#d.environments, this.#scope, env, ['sh', '-c', CATCH_UP_SCRIPT, 'sh', input.mode, at.branch, at.base], { cwd: at.root, stdin: input.stdin, redact: false, signal: this.#signal });
+      if (r.exitCode !== 0) throw new TaskEnd('failed', `could not bring the prebuild's checkout to ${at.base.slice(0, 12)}: ${tail(r.stderr, 2000).trim()}`);
+    } finally {
+      await input.done();
+    }
+    const decisions = planIncremental(spec.incremental ?? [], choice.changed);
+    const said = decisions.map((d) => `${d.rerun ? 'reruns' : 'skips'} \`${d.run}\` (${d.why})`).join(', ');
+    await this.#emit({
+      type: 'log',
+      level: 'info',
+      message: `from prebuild ${p.id} at ${choice.commit.slice(0, 12)}${warm ? ' (a warm environment)' : ''}: ${choice.ahead} commit(s) ahead, ${choice.changed.length} file(s) changed${said ? `; ${said}` : '; no incremental setup steps'}`,
+    });
+    return { env, rerun: decisions.filter((d) => d.rerun).map((d) => d.run) };
+  }
+
   async #provision(spec: WorkSpec, project: string | undefined): Promise<string> {
     const task = this.#task;
-    // A task started over after its runner went offline gets a new name: the old environment is lost on that runner, not removable.
-    const name = `task-${task.id.slice(5)}${task.attempts ? `-${task.attempts + 1}` : ''}`;
+    const name = this.#environmentName();
     // A run that was interrupted after making its environment starts over with a new one.
     await this.#d.environments.remove(this.#scope, name).catch(() => {});
     const memory = spec.limits.memory === undefined ? undefined : parseSize(spec.limits.memory);
@@ -526,17 +604,9 @@ export class TaskRun {
     return created.id;
   }
 
-  /** Unpacked as root (the folder may be where only root can write), then given to the environment's user. */
   async #copyIn(repoDir: string, root: string, user: string | null): Promise<void> {
-    const archive = tarCreate({ cwd: repoDir, portable: true }, ['.']);
-    const script = user ? 'mkdir -p -- "$1" && cd -- "$1" && tar -xof - && case "$2" in *[!0-9]*) o="$(id -u -- "$2"):$(id -g -- "$2")" || exit 1;; *) o="$2";; esac && chown -R -- "$o" .' : 'mkdir -p -- "$1" && cd -- "$1" && exec tar -xof -';
-    const r = await runIn(this.#d.environments, this.#scope, this.#environmentId!, ['sh', '-c', script, 'sh', root, ...(user ? [user] : [])], {
-      stdin: archive,
-      redact: false,
-      signal: this.#signal,
-      asRoot: true,
-    });
-    if (r.exitCode !== 0) throw new TaskEnd('failed', `could not copy the repository into the environment: ${tail(r.stderr, 2000).trim()}`);
+    const r = await copyRepoIn(this.#d.environments, this.#scope, this.#environmentId!, { repoDir, root, user, signal: this.#signal });
+    if (!r.ok) throw new TaskEnd('failed', `could not copy the repository into the environment: ${tail(r.stderr, 2000).trim()}`);
   }
 
   async *#builtinAgent(workspace: SandboxWorkspace, spec: WorkSpec): AsyncGenerator<AgentOutcome, AgentOutcome, string> {

@@ -32,6 +32,28 @@ export async function resolveProjectSpec(
   /** Called with the clone and the merged spec before the clone is removed (`berth project check` builds from it). */
   inCheckout?: (repoDir: string, spec: WorkSpec) => Promise<void>,
 ): Promise<ResolvedProjectSpec> {
+  const dir = await mkdtemp(join(tmpdir(), 'berth-spec-'));
+  try {
+    const repoDir = join(dir, 'repo');
+    const cloned = await cloneProject(deps, project, repoDir, { depth: 1, signal });
+    const repo = await readRepoSpec(repoDir);
+    const merged = mergeSpec(repo, project.settings.work ?? {});
+    await inCheckout?.(repoDir, merged);
+    const { sources, source: _source, notes, ...spec } = merged;
+    const ordered: Record<string, string> = {};
+    for (const f of SPEC_FIELDS) ordered[f] = sources[f] ?? 'Berth default';
+    return { branch: cloned.branch, commit: cloned.baseSha, file: repo?.source === 'berth.yaml' || repo?.source === 'devcontainer.json' ? repo.source : null, spec, sources: ordered, notes };
+  } finally {
+    await rm(dir, { recursive: true, force: true }).catch(() => {});
+  }
+}
+
+/**
+ * Clones the project's default branch into `dir` on the host, with the project's forge
+ * credentials and the same reach rules as the task pipeline; `depth` 1 for one commit. Returns
+ * the credentials' secret values too, so a caller can redact them from what it records.
+ */
+export async function cloneProject(deps: { repos: RepoAccess; secrets: SecretService }, project: ProjectRow, dir: string, o: { depth?: number; signal?: AbortSignal | undefined } = {}): Promise<{ branch: string; baseSha: string; secrets: string[] }> {
   if (!project.repo_url) throw invalid(`project '${project.name}' has no repository: set one with \`berth project update ${project.name} --repo URL\``);
   const settings: ForgeSettings = project.settings.forge ?? {};
   let reach;
@@ -44,20 +66,8 @@ export async function resolveProjectSpec(
   const deployKey = settings.deployKeySecret ? await secretNamed(deps.secrets, project, settings.deployKeySecret) : null;
   const forge = forgeFor(project.repo_url, settings, await forgeAuth(deps.secrets, project, settings), deployKey);
   const credentials = await forge.gitCredentials();
-  const dir = await mkdtemp(join(tmpdir(), 'berth-spec-'));
-  try {
-    const repoDir = join(dir, 'repo');
-    const cloned = await cloneRepo({ url: project.repo_url, reach, dir: repoDir, branch: project.default_branch, credentials, signal, depth: 1 });
-    const repo = await readRepoSpec(repoDir);
-    const merged = mergeSpec(repo, project.settings.work ?? {});
-    await inCheckout?.(repoDir, merged);
-    const { sources, source: _source, notes, ...spec } = merged;
-    const ordered: Record<string, string> = {};
-    for (const f of SPEC_FIELDS) ordered[f] = sources[f] ?? 'Berth default';
-    return { branch: cloned.branch, commit: cloned.baseSha, file: repo?.source === 'berth.yaml' || repo?.source === 'devcontainer.json' ? repo.source : null, spec, sources: ordered, notes };
-  } finally {
-    await rm(dir, { recursive: true, force: true }).catch(() => {});
-  }
+  const cloned = await cloneRepo({ url: project.repo_url, reach, dir, branch: project.default_branch, credentials, signal: o.signal, ...(o.depth && { depth: o.depth }) });
+  return { branch: cloned.branch, baseSha: cloned.baseSha, secrets: credentials.secrets };
 }
 
 /** The forge credentials the project's settings name, as the task pipeline finds them. */

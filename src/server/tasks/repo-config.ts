@@ -19,6 +19,11 @@ export interface WorkSpec {
   env: Record<string, string>;
   /** Shell commands run once after the clone, in order. */
   setup: string[];
+  /**
+   * Which of `setup` a task started from a prebuild runs again (the rest the prebuild did):
+   * each names its command and the paths whose change makes it rerun (prebuilds/incremental.ts).
+   */
+  incremental?: IncrementalStep[] | undefined;
   /** The command that says whether the work is done (for example `npm test`). */
   check: string | null;
   limits: { cpus?: number | undefined; memory?: string | undefined };
@@ -45,7 +50,34 @@ export interface WorkSpec {
 export const SPEC_FIELDS = ['image', 'user', 'env', 'setup', 'check', 'limits', 'allowDomains', 'workspaceFolder', 'forwardPorts', 'volumes'] as const;
 export type SpecField = (typeof SPEC_FIELDS)[number];
 
-const Commands = z.union([z.string().max(10_000), z.array(z.string().max(10_000)).max(100)]);
+/**
+ * A setup step a task started from a prebuild runs again: `when` lists the paths (globs: `*`
+ * within a folder, `**` across) whose change between the prebuild's commit and the task's makes
+ * it rerun; without `when`, any change does. A plain string step is done once, by the prebuild.
+ */
+export interface IncrementalStep {
+  run: string;
+  when: string[] | null;
+  /** Runs on every start, changed or not (devcontainer postStartCommand: processes do not survive a snapshot). */
+  always?: boolean | undefined;
+}
+const SetupStep = z.union([
+  z.string().max(10_000),
+  z.strictObject({
+    run: z.string().min(1).max(10_000),
+    incremental: z.boolean().optional().describe('run again by a task started from a prebuild, when `when` paths changed'),
+    when: z.array(z.string().min(1).max(1000)).min(1).max(100).optional().describe('paths (globs) whose change makes an incremental step rerun; any change when absent'),
+  }),
+]);
+const Commands = z.union([z.string().max(10_000), z.array(SetupStep).max(100)]);
+
+/** berth.yaml's (or the project's) setup as the commands and the incremental steps among them. */
+export function setupSteps(setup: z.infer<typeof Commands> | undefined): { setup: string[]; incremental: IncrementalStep[] } {
+  if (setup === undefined) return { setup: [], incremental: [] };
+  const list = typeof setup === 'string' ? [setup] : setup;
+  const incremental = list.flatMap((s) => (typeof s !== 'string' && s.incremental ? [{ run: s.run, when: s.when ?? null }] : []));
+  return { setup: list.map((s) => (typeof s === 'string' ? s : s.run)), incremental };
+}
 const Env = z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'variable names are letters, digits and _'), z.string().max(64 * 1024));
 const Memory = z.union([z.string().regex(/^\d+(\.\d+)?\s*[kmgt]i?b?$/i, 'like 4gb or 512mb'), z.number().int().positive()]);
 
@@ -112,11 +144,15 @@ export function fromDevContainer(text: string, file = '.devcontainer/devcontaine
   for (const k of Object.keys(env)) if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw invalid(`${file}: environment variable name '${k}' is not valid`, file);
   const hr = dc.hostRequirements;
   const setup = [...shellLines(dc.onCreateCommand), ...shellLines(dc.updateContentCommand), ...shellLines(dc.postCreateCommand), ...shellLines(dc.postStartCommand)];
+  // As the Dev Container spec has it for prebuilds: updateContentCommand runs again when the
+  // content changed, postStartCommand on every start (what it starts does not survive a snapshot).
+  const incremental: IncrementalStep[] = [...shellLines(dc.updateContentCommand).map((run) => ({ run, when: null })), ...shellLines(dc.postStartCommand).map((run) => ({ run, when: null, always: true }))];
   const limits = { cpus: hr?.cpus, memory: hr?.memory };
   const spec = {
     image: dc.image ?? null,
     env,
     setup,
+    incremental,
     check: null,
     limits,
     allowDomains: [] as [],
@@ -148,7 +184,7 @@ export function fromBerthYaml(text: string, file = 'berth.yaml'): WorkSpec {
   const spec: WorkSpec = {
     image: y.image ?? null,
     env: y.env ?? {},
-    setup: typeof y.setup === 'string' ? [y.setup] : (y.setup ?? []),
+    ...setupSteps(y.setup),
     check: y.check ?? null,
     limits: { cpus: y.limits?.cpus, memory: y.limits?.memory === undefined ? undefined : String(y.limits.memory) },
     allowDomains: y.allowDomains ?? [],
@@ -242,11 +278,12 @@ export type ProjectWorkSettings = z.infer<typeof ProjectWorkSettings>;
 /** The spec a task runs with: the repository's file, then the project's settings on top. */
 export function mergeSpec(repo: WorkSpec | null, project: ProjectWorkSettings): WorkSpec {
   const base: WorkSpec = repo ?? { image: null, env: {}, setup: [], check: null, limits: {}, allowDomains: [], user: null, forwardPorts: [], volumes: [], workspaceFolder: null, source: 'project', sources: {}, notes: [] };
-  const setup = project.setup === undefined ? base.setup : typeof project.setup === 'string' ? [project.setup] : project.setup;
+  const { setup, incremental } = project.setup === undefined ? { setup: base.setup, incremental: base.incremental ?? [] } : setupSteps(project.setup);
   const merged: WorkSpec = {
     image: project.image ?? base.image,
     env: { ...base.env, ...project.env },
     setup,
+    incremental,
     check: project.check ?? base.check,
     limits: {
       cpus: project.limits?.cpus ?? base.limits.cpus,
