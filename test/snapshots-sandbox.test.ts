@@ -303,11 +303,14 @@ test('a runner killed -9 mid-fork leaves no environment, or one the next create 
   assert.ok(outcomes.some((o) => o.endsWith('made')), outcomes.join(', '));
 });
 
-test("a runner killed -9 while a running environment's snapshot has it frozen leaves it running", { skip, todo: 'nothing thaws a cgroup its runner froze and then died in (freeze.ts): it stays frozen until the next reconcile, which finds it "stopped" (crun: paused) and stops it' }, async () => {
+test("a runner killed -9 while a running environment's snapshot has it frozen: the next look at it (reconcile asks its status) thaws it, its processes alive", { skip }, async () => {
   const source = await start(spec(newId('env')));
   await ok(source, 'echo x > /workspace/x');
   for (const delay of [0, 1, 2, 5]) {
     const ended = await killMidway('snapshot', source.id, newId('snap'), delay);
+    // What a restarted runner's reconcile does first.
+    assert.equal(await runner.status(source.id), 'running', `after a kill at ${delay} ms (${ended})`);
+    assert.doesNotMatch(freezerState(source.id), /FROZEN|FREEZING|frozen 1/);
     const r = await sh(source, 'echo alive');
     assert.equal(r.stdout, 'alive\n', `after a kill at ${delay} ms (${ended}), its freezer: ${freezerState(source.id)}; exec: ${r.exitCode} ${r.stderr}`);
   }

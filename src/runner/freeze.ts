@@ -75,10 +75,36 @@ function freezer(id: string): Freezer | undefined {
   return undefined;
 }
 
+/** Polls every 2 ms for the first 0.2 s (a freeze usually takes a few ms: it is on a snapshot's pause), then every 25 ms, for 5 s. */
 async function until(done: () => boolean, id: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
+  for (let waited = 0; waited < 5_000; ) {
     if (done()) return;
-    await sleep(25);
+    const step = waited < 200 ? 2 : 25;
+    await sleep(step);
+    waited += step;
   }
-  throw new Error(`environment ${id} did not pause within 5 s; stop it (\`berth env stop ${id}\`) and back up again`);
+  throw new Error(`environment ${id} did not pause within 5 s; stop it (\`berth env stop ${id}\`) and try again`);
+}
+
+/**
+ * Thaws environment `id` if its cgroup is frozen: only a runner killed while it held it paused
+ * (a snapshot, an export, a backup) leaves it so, since Berth never keeps an environment
+ * paused. Returns whether it was frozen.
+ */
+export function thawLeftover(id: string): boolean {
+  const v2 = `/sys/fs/cgroup/berth/${id}/cgroup.freeze`;
+  const v1 = `/sys/fs/cgroup/freezer/berth/${id}/freezer.state`;
+  try {
+    if (existsSync(v2) && readFileSync(v2, 'utf8').trim() === '1') {
+      writeFileSync(v2, '0');
+      return true;
+    }
+    if (existsSync(v1) && readFileSync(v1, 'utf8').trim() !== 'THAWED') {
+      writeFileSync(v1, 'THAWED');
+      return true;
+    }
+  } catch {
+    // Gone meanwhile: nothing to thaw.
+  }
+  return false;
 }

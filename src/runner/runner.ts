@@ -7,6 +7,7 @@ import { dirname, join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { DEFAULT_LIMITS, type EnvironmentLimits } from '../shared/environment.ts';
 import { invalid, unavailable } from '../shared/errors.ts';
+import { formatSize } from '../shared/units.ts';
 import { buildAgent, buildMountExec } from './agent/build.ts';
 import { openAgentSocket, startAgentCommand } from './agent/client.ts';
 import { SOCKET_NAME } from './agent/protocol.ts';
@@ -40,7 +41,7 @@ import { conflict, notFound } from '../shared/errors.ts';
 import { collectCapped } from '../shared/output.ts';
 import { ID_COUNT } from './idmap.ts';
 import { checkStateFile, DEFAULT_STATE_ENTRIES, STATE_TAR_KEEP, STATE_TAR_UNPACK } from './state-tar.ts';
-import { pauseEnvironment } from './freeze.ts';
+import { pauseEnvironment, thawLeftover } from './freeze.ts';
 import { StateStore, storeSupport, type StoreSupport } from './store.ts';
 import type { SnapshotMade } from './port.ts';
 
@@ -218,7 +219,7 @@ export class LocalRunner implements Runner {
     const cid = this.containerId(spec.id);
     const fresh = !this.exists(spec.id);
     if (!fresh) {
-      const status = await this.backend.status(cid);
+      const status = await this.status(spec.id);
       if (status === 'running') {
         // Still running after a runner restart: its network lives on; its proxy listens again.
         await this.network?.resume(spec.id);
@@ -541,6 +542,8 @@ export class LocalRunner implements Runner {
   }
 
   status(id: string): Promise<ContainerStatus> {
+    // Frozen by a runner killed mid-snapshot: its processes are fine, and go on.
+    if (thawLeftover(id)) this.#log.warn({ environment: id }, 'the environment was left frozen (a runner stopped while it was paused for a snapshot or a copy); thawed');
     return this.backend.status(this.containerId(id));
   }
 
@@ -785,6 +788,11 @@ export class LocalRunner implements Runner {
   async createFromSnapshot(spec: EnvironmentSpec, snapshotId: string): Promise<void> {
     const store = this.#requireStore();
     if (this.exists(spec.id)) throw conflict(`environment ${spec.id} already has files on runner '${this.name}'`);
+    // Its disk limit counts the files it starts with: one below them could write nothing.
+    const held = this.#diskQuota ? (await store.usage(store.snapshotDir(snapshotId)))?.referenced : undefined;
+    if (held !== undefined && held >= spec.limits.diskBytes) {
+      throw invalid(`the snapshot holds ${formatSize(held)}, as much as the new environment's disk limit (${formatSize(spec.limits.diskBytes)}): give it more (--disk)`);
+    }
     const p = this.#paths(spec.id);
     await store.createEnvFrom(spec.id, snapshotId, this.#diskQuota ? spec.limits.diskBytes : undefined);
     mkdirSync(p.dir, { recursive: true, mode: 0o700 });
