@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { newId } from '../src/shared/ids.ts';
 import { taskScope } from '../src/server/tasks/sandbox.ts';
-import { sh, startTestBerth, type TestBerth } from './helpers.ts';
+import { createBareRepo } from './fakes/git-server.ts';
+import { sh, startTestBerth, waitFor, type TestBerth } from './helpers.ts';
 
 let t: TestBerth;
 let orgId: string;
@@ -176,4 +177,35 @@ test("another org's project never gets one, and removing the project removes its
   const rm = await t.api('DELETE', '/api/orgs/default/projects/busy');
   assert.equal(rm.status, 200, JSON.stringify(rm.body));
   assert.equal((await pool(busy)).length, 0, 'its pool went with it');
+});
+
+test('a task of a project with a warm pool starts in one of its environments, and says so', async () => {
+  const bare = (await createBareRepo({ root: mkdtempSync(join(tmpdir(), 'berth-warm-task-')), name: 'shop.git', files: { 'berth.yaml': 'setup:\n  - echo once >> .once-runs\n', '.gitignore': '.once-runs\n', 'README.md': 'one\n' } })).path;
+  assert.equal((await t.api('POST', '/api/orgs/default/projects', { name: 'shop', repoUrl: bare, warm: 1 })).status, 201);
+  const built = await t.cli(['prebuild', 'shop', '--json']);
+  assert.equal(built.code, 0, built.stderr);
+  const pb = JSON.parse(built.stdout);
+  assert.equal(pb.state, 'ready', pb.stateReason);
+  await t.berth.warmPools.refill();
+  const projectId = (await db().selectFrom('projects').select('id').where('name', '=', 'shop').where('org_id', '=', orgId).executeTakeFirstOrThrow()).id;
+  const [warm] = await pool(projectId);
+  assert.ok(warm, 'the pool holds one from the new prebuild');
+  assert.equal(warm.pool_prebuild_id, pb.id);
+
+  const r = await t.api('POST', '/api/orgs/default/tasks', { goal: 'count the setup runs', project: 'shop', agent: 'command', command: 'cat .once-runs > once-runs.txt' });
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  const done = await waitFor(`task ${r.body.id}`, async () => {
+    const body = (await t.api('GET', `/api/orgs/default/tasks/${r.body.id}`)).body;
+    return ['succeeded', 'failed', 'cancelled', 'timed_out'].includes(body.state) ? body : null;
+  }, 120_000);
+  assert.equal(done.state, 'succeeded', done.stateReason);
+  const events = (await t.api('GET', `/api/orgs/default/tasks/${r.body.id}/events`)).body.items as { data: Record<string, any> }[];
+  const logs = events.filter((e) => e.data.type === 'log').map((e) => String(e.data.message));
+  assert.ok(logs.some((l) => l.startsWith(`from prebuild ${pb.id}`) && l.includes('(a warm environment)')), logs.join('\n'));
+  const env = await db().selectFrom('environments').selectAll().where('id', '=', warm.id).executeTakeFirstOrThrow();
+  assert.equal(env.task_id, r.body.id, 'the task ran in the pool’s environment');
+  assert.equal(env.pool_project_id, null);
+  assert.match(env.name, /^task-/);
+  await t.berth.warmPools.refill();
+  assert.equal((await pool(projectId)).length, 1, 'and the pool was topped up again');
 });
