@@ -225,8 +225,10 @@ export class SnapshotService {
       .where('p.state', '=', 'ready')
       .execute();
     for (const p of prebuilds) {
-      const newer = await this.#db.selectFrom('prebuilds').select('id').where('project_id', '=', p.project_id).where('state', '=', 'ready').where('created_at', '>', p.created_at).executeTakeFirst();
-      if (!newer) add(p.snapshot_id!, `project ${p.name}'s current prebuild`);
+      // Asked of the database: a timestamp read back into a JS Date loses its microseconds, and
+      // on PostgreSQL a row then looks newer than itself.
+      const newest = await this.#db.selectFrom('prebuilds').select('snapshot_id').where('project_id', '=', p.project_id).where('state', '=', 'ready').orderBy('created_at', 'desc').orderBy('id', 'desc').limit(1).executeTakeFirst();
+      if (newest?.snapshot_id === p.snapshot_id) add(p.snapshot_id!, `project ${p.name}'s current prebuild`);
     }
     return using;
   }
