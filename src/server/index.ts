@@ -278,7 +278,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   if (runner) await environments.reconcile(runner.id);
   await worker.recover();
   const triggers = new Triggers(
-    { db, logger, audit, tasks, secrets, box: secretBox, environments, feed: database.feed, singletons: database.singletons, publicUrl: () => publicUrl, counted: observability.webhookDelivery, now: opts.clock },
+    { db, logger, audit, tasks, secrets, box: secretBox, environments, prebuilds, feed: database.feed, singletons: database.singletons, publicUrl: () => publicUrl, counted: observability.webhookDelivery, now: opts.clock },
     TRIGGER_SOURCES,
   );
 

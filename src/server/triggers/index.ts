@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { App } from '../app.ts';
 import type { AuditLog } from '../audit/index.ts';
-import type { Db } from '../db/index.ts';
+import type { Db, ProjectRow } from '../db/index.ts';
 import type { ChangeFeed } from '../db/notify.ts';
 import type { Singletons } from '../db/singleton.ts';
 import type { EnvironmentService } from '../environments/service.ts';
@@ -47,6 +47,8 @@ export interface TriggerDeps {
   counted: (source: string, outcome: string) => void;
   /** The clock, for schedules (tests inject one). */
   now?: (() => Date) | undefined;
+  /** Queues a project's prebuild (a push to its default branch); without it pushes are ignored. */
+  prebuilds?: { queueFor(project: ProjectRow, trigger: 'push', createdBy: string): Promise<{ id: string }> } | undefined;
   triggered: TriggeredTasks;
   deliveries: Deliveries;
   queue: DeliveryQueue;

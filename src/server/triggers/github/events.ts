@@ -63,11 +63,25 @@ void FITS;
 
 export const isKnownEvent = (event: string): event is GitHubEvent => Object.hasOwn(PAYLOADS, event);
 
+/** A push: it starts no task, but one to a project's default branch queues its prebuild (push.ts). */
+export const PushPayload = z.object({
+  ref: z.string().max(500),
+  after: z.string().regex(/^[0-9a-f]{40,64}$/),
+  deleted: z.boolean().optional(),
+  repository: Repository.pick({ full_name: true, html_url: true, clone_url: true, ssh_url: true }),
+  installation: Installation.optional(),
+});
+export type PushPayload = z.infer<typeof PushPayload>;
+
 /**
  * The payload as Berth keeps it: the fields it reads (for an event it handles), else only the
  * action. Null when a handled event's payload is not what GitHub sends.
  */
-export function readPayload(event: string, raw: unknown): { payload: Payload | { action?: string }; error?: undefined } | { payload?: undefined; error: string } {
+export function readPayload(event: string, raw: unknown): { payload: Payload | PushPayload | { action?: string }; error?: undefined } | { payload?: undefined; error: string } {
+  if (event === 'push') {
+    const parsed = PushPayload.safeParse(raw);
+    return parsed.success ? { payload: parsed.data } : { error: `not a GitHub push payload: ${parsed.error.issues.slice(0, 3).map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}` };
+  }
   if (!isKnownEvent(event)) {
     const action = raw && typeof raw === 'object' && typeof (raw as { action?: unknown }).action === 'string' ? String((raw as { action: string }).action).slice(0, 50) : undefined;
     return { payload: action ? { action } : {} };

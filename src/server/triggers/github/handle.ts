@@ -9,6 +9,7 @@ import type { GitHubApps } from './apps.ts';
 import type { RepoApi } from './client.ts';
 import { askOf, isKnownEvent, readPayload, type Ask, type Payload } from './events.ts';
 import { clip, issueGoal } from './goal.ts';
+import { prebuildOnPush } from '../push.ts';
 import type { WriteAccess } from './permissions.ts';
 import type { GitHubReplyTarget } from './replier.ts';
 import type { GitHubAppConfig } from './settings.ts';
@@ -23,6 +24,7 @@ export function githubDeliveries(deps: TriggerDeps, apps: GitHubApps, access: Wr
   const handle = async (d: PendingDelivery): Promise<DeliveryOutcome> => {
     const config = await apps.current();
     if (!config) return { outcome: 'ignored: the GitHub App is no longer set up' };
+    if (d.event === 'push') return prebuildOnPush(deps, 'github', d.payload);
     if (!isKnownEvent(d.event)) return { outcome: `ignored: Berth does not act on ${d.event} events` };
     const read = readPayload(d.event, d.payload);
     if (read.error !== undefined) return { outcome: `ignored: ${read.error}` };
