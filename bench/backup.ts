@@ -1,7 +1,10 @@
 // berth backup and berth restore on a real berth (embedded database, real sandbox): one
 // environment with BENCH_BACKUP_MB of random data in BENCH_BACKUP_FILES files, written while
-// it runs; the backup pauses it while copying. Prints each phase's time and the sizes.
+// it runs; the backup pauses it while copying (on its own disk image) or only while a
+// read-only snapshot of it is made (in the btrfs state store, the default where the host has
+// btrfs). Prints each phase's time and the sizes.
 // BERTH_TEST_DATABASE=postgres: on PostgreSQL (pg_dump, restored into a fresh database).
+// BERTH_STATE_STORE=image: the environment on its own ext4 image (the layout before the store), as a baseline.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -32,7 +35,8 @@ try {
   const e = m.environments[0]!;
   console.log(`database: ${m.database.kind}`);
   console.log(`workspace: ${MB} MiB of random data in ${FILES} files; environment directory on disk ${mib(e.bytes)}`);
-  console.log(`backup: ${(backupMs / 1000).toFixed(2)} s total; environment paused ${(e.pausedMs / 1000).toFixed(2)} s (${e.copied})`);
+  console.log(`layout: ${e.stored ? 'btrfs state store' : 'own disk image'}`);
+  console.log(`backup: ${(backupMs / 1000).toFixed(2)} s total; environment paused ${e.pausedMs} ms (${e.copied})`);
   for (const f of m.files) console.log(`  ${f.path}: ${mib(f.bytes)}`);
   console.log(`restore (checksums checked, then unpacked and loaded): ${(restoreMs / 1000).toFixed(2)} s`);
 } finally {

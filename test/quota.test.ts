@@ -1,22 +1,84 @@
-// Disk quota: an environment's --disk is the size of its own ext4 image, so writing past
-// it fails inside with ENOSPC while the environment and the host carry on.
+// Disk quota. In the runner's btrfs state store (the default where the host has btrfs) an
+// environment's --disk is a qgroup limit on its subvolume, so writing past it fails inside
+// with EDQUOT ("Disk quota exceeded"); on the older layout (BERTH_STATE_STORE=image) it is
+// the size of its own ext4 image, and the write fails with ENOSPC. Either way the
+// environment, its neighbours and the host carry on.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { storeSupport } from '../src/runner/store.ts';
 import { sh, startTestBerth, type TestBerth } from './helpers.ts';
 
 const MiB = 1024 ** 2;
+const STORE = storeSupport();
+/** On disk images: the runner reads BERTH_STATE_STORE at each start, restarts in these tests among them. */
 let t: TestBerth;
+const stateStore = process.env.BERTH_STATE_STORE;
 before(async () => {
+  process.env.BERTH_STATE_STORE = 'image';
   t = await startTestBerth();
 });
 after(async () => {
   await t?.destroy();
+  if (stateStore === undefined) delete process.env.BERTH_STATE_STORE;
+  else process.env.BERTH_STATE_STORE = stateStore;
 });
 
-test('writes past --disk fail with ENOSPC inside; the environment and the host keep working', async () => {
+test('in the state store, writes past --disk fail with EDQUOT inside; usage shows at once; the environment, its neighbours and the host keep working', { skip: !STORE.available && STORE.reason }, async () => {
+  process.env.BERTH_STATE_STORE = 'btrfs';
+  let s: TestBerth;
+  try {
+    s = await startTestBerth();
+  } finally {
+    process.env.BERTH_STATE_STORE = 'image';
+  }
+  try {
+    const created = await s.cli(['env', 'create', '--name', 'small', '--disk', '300m']);
+    assert.equal(created.code, 0, created.stderr);
+    const id = created.stdout.trim();
+    assert.ok(existsSync(join(s.dataDir, 'environments', id, 'stored')), 'kept in the state store');
+    assert.ok(!existsSync(join(s.dataDir, 'environments', id, 'disk.img')));
+
+    const dd = await sh(s, 'small', 'dd if=/dev/zero of=/workspace/fill bs=1M count=400 2>&1; echo "exit=$?"');
+    assert.match(dd.stdout, /Disk quota exceeded/);
+    assert.match(dd.stdout, /exit=1/);
+    // Another path (the image's own files) is bounded just the same: at the limit not even a new file is made.
+    const other = await sh(s, 'small', '{ head -c 10M /dev/zero > /root/more; } 2>&1; echo "exit=$?"');
+    assert.match(other.stdout, /Disk quota exceeded/);
+    assert.match(other.stdout, /exit=[12]/);
+
+    // Read right after the write: the runner has btrfs commit before it reads the qgroup.
+    const usage = JSON.parse((await s.cli(['env', 'show', 'small', '--json'])).stdout).usage.diskBytes;
+    assert.ok(usage > 250 * MiB && usage <= 300 * MiB, `usage ${usage}`);
+    assert.match((await s.cli(['env', 'show', 'small'])).stdout, /usage .*M written/);
+
+    // Freeing space inside makes writing work again, and the usage falls at once.
+    const freed = await sh(s, 'small', 'rm -f /workspace/fill /root/more && echo hello > /workspace/note && cat /workspace/note');
+    assert.equal(freed.stdout, 'hello\n', freed.stderr);
+    assert.ok(JSON.parse((await s.cli(['env', 'show', 'small', '--json'])).stdout).usage.diskBytes < 50 * MiB);
+
+    // A neighbour is untouched by one that hit its limit.
+    assert.equal((await s.api('POST', '/api/orgs/default/environments', { name: 'neighbour' })).body.state, 'running');
+    assert.equal((await sh(s, 'neighbour', 'head -c 50M /dev/zero > /workspace/x && echo ok')).stdout, 'ok\n');
+
+    // The limit and the files survive a stop and a start.
+    assert.equal((await s.cli(['env', 'stop', 'small'])).code, 0);
+    assert.equal((await s.cli(['env', 'start', 'small'])).code, 0);
+    assert.equal((await sh(s, 'small', 'cat /workspace/note')).stdout, 'hello\n');
+    const again = await sh(s, 'small', 'dd if=/dev/zero of=/workspace/fill bs=1M count=400 2>&1; echo "exit=$?"; rm -f /workspace/fill');
+    assert.match(again.stdout, /Disk quota exceeded[\s\S]*exit=1/);
+
+    // The host's side: the store's sparse image holds what was written, not what was asked for.
+    const image = join(s.dataDir, 'runtime', 'store.img');
+    assert.ok(statSync(image).blocks * 512 < 700 * MiB, `the store's image holds ${statSync(image).blocks * 512} bytes`);
+  } finally {
+    await s.destroy();
+  }
+});
+
+test('on its own disk image (BERTH_STATE_STORE=image), writes past --disk fail with ENOSPC inside; the environment and the host keep working', async () => {
   const created = await t.cli(['env', 'create', '--name', 'small', '--disk', '300m']);
   assert.equal(created.code, 0, created.stderr);
   const id = created.stdout.trim();

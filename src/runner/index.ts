@@ -9,6 +9,7 @@ export { ImageStore, DEFAULT_IMAGE, isRegistryReference, parseMirrors, type Imag
 export { tarEntries } from './images/tar-entries.ts';
 export { checkStateFile, DEFAULT_STATE_ENTRIES } from './state-tar.ts';
 export { pauseEnvironment, runsHere, type Paused } from './freeze.ts';
+export { OfflineStore, STORED_MARKER } from './store-backup.ts';
 export { packCheckout } from './images/checkout-tar.ts';
 export { cgroupLayout } from './cgroups.ts';
 export { probeHost, type HostProbe } from './health.ts';

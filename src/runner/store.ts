@@ -187,11 +187,14 @@ export class StateStore {
 
   /**
    * Bytes a subvolume references (every block it can read, shared or not) and holds alone
-   * (what removing it would free), as btrfs's quota groups count them: they are brought up
-   * to date at each transaction commit, so a write of the last seconds may not show yet.
+   * (what removing it would free), as btrfs's quota groups count them. They are brought up
+   * to date at each transaction commit (every 30 s), so one is made first: a write or an rm
+   * of the last seconds shows. It costs a few ms when little is waiting to be written (what
+   * is, it writes out sooner than the next commit would).
    */
   async usage(dir: string): Promise<{ referenced: number; exclusive: number } | null> {
     await this.ready();
+    await this.#spawner.run('btrfs', ['filesystem', 'sync', this.root]);
     const r = await this.#spawner.run('btrfs', ['qgroup', 'show', '--raw', '-f', dir]);
     if (r.code !== 0) return null;
     const row = r.stdout.split('\n').find((l) => /^0\/\d+\s/.test(l));

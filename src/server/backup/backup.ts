@@ -13,13 +13,16 @@ import { AUDIT_KEY_FILE } from '../audit/key.ts';
 import { SECRET_KEY_FILE } from '../secrets/crypto.ts';
 import { DATABASE_FILES, dumpDatabase } from './database.ts';
 import { hashFile, tarTree, type BackupProgress } from './files.ts';
-import { BACKUP_FORMAT, BACKUP_VERSION, MANIFEST_FILE, type BackupEnvironment, type BackupFile, type Manifest } from './manifest.ts';
+import { BACKUP_FORMAT, BACKUP_VERSION, MANIFEST_FILE, type BackupEnvironment, type BackupFile, type BackupSnapshot, type Manifest } from './manifest.ts';
+import { OfflineStore, STORED_MARKER } from '../../runner/index.ts';
 import { pauseEnvironment } from './pause.ts';
 
 /**
  * What the data dir holds that a backup leaves out: the database (dumped instead), the
  * environments and volumes (archives of their own), and what the runner makes again on its
  * host: the image cache (pulled or built again), runtime state, builds and network namespaces.
+ * The state store in `runtime` (store.img) is not copied whole: its environments and
+ * snapshots are archived one by one.
  */
 export const NOT_COPIED = ['db', 'environments', 'volumes', 'images', 'runtime', 'builds', 'network', 'fake-runner'];
 
@@ -69,24 +72,18 @@ async function write(dataDir: string, dir: string, opts: BackupOptions, env: Rea
     files.push({ path: 'volumes.tar', ...(await tarTree({ dir: join(dataDir, 'volumes'), entries: ['.'], out: join(dir, 'volumes.tar'), step: 'volumes', progress: opts.progress })) });
   }
 
-  const environments: BackupEnvironment[] = [];
-  const root = join(dataDir, 'environments');
-  const ids = existsSync(root) ? readdirSync(root).filter((id) => /^[A-Za-z0-9_-]+$/.test(id)) : [];
+  const ids = existsSync(join(dataDir, 'environments')) ? readdirSync(join(dataDir, 'environments')).filter((id) => /^[A-Za-z0-9_-]+$/.test(id)) : [];
   if (ids.length) mkdirSync(join(dir, 'environments'), { mode: 0o700 });
-  for (const id of ids) {
-    const envDir = join(root, id);
-    const file = `environments/${id}.tar`;
-    const started = performance.now();
-    const paused = await pauseEnvironment(id);
-    let copied: { bytes: number; sha256: string };
-    try {
-      copied = await tarTree({ dir: envDir, entries: ['.'], exclude: ENV_HOST_PARTS, out: join(dir, file), step: `environment ${id}`, progress: opts.progress });
-    } finally {
-      paused.resume();
-    }
-    files.push({ path: file, ...copied });
-    const pausedMs = Math.round(performance.now() - started);
-    environments.push({ id, file, bytes: usedBytes(envDir), copied: paused.running ? 'paused while copied' : 'not running', pausedMs });
+  // Environments and snapshots in the runner's btrfs state store are read where it is mounted.
+  const store = OfflineStore.existsIn(dataDir) ? await OfflineStore.open(dataDir, 'backing up the state store (runtime/store.img)') : undefined;
+  let environments: BackupEnvironment[];
+  let snapshots: BackupSnapshot[];
+  try {
+    environments = [];
+    for (const id of ids) environments.push(await backupEnvironment(dataDir, dir, id, store, files, opts.progress));
+    snapshots = store ? await backupSnapshots(dir, store, files, opts.progress) : [];
+  } finally {
+    await store?.close();
   }
 
   const keys = [{ file: SECRET_KEY_FILE, variable: 'BERTH_SECRET_KEY' }, { file: AUDIT_KEY_FILE, variable: 'BERTH_AUDIT_KEY' }];
@@ -100,11 +97,66 @@ async function write(dataDir: string, dir: string, opts: BackupOptions, env: Rea
     holdsSecrets: keys.filter((k) => env[k.variable] === undefined && existsSync(join(dataDir, k.file))).map((k) => `data.tar: ${k.file}`),
     keysFromEnvironment: keys.filter((k) => env[k.variable] !== undefined).map((k) => k.variable),
     environments,
+    snapshots,
     files,
   };
   // Written last, and only then: a directory without it is an unfinished backup.
   writeFileSync(join(dir, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`, { mode: 0o600 });
   return manifest;
+}
+
+/**
+ * One environment's directory as a tar. In the state store its files are a tar of their own,
+ * read from a read-only snapshot: it is paused only while the snapshot is made. Else (its
+ * own disk image, or a plain upper dir) they are in its directory, paused while copied.
+ */
+async function backupEnvironment(dataDir: string, dir: string, id: string, store: OfflineStore | undefined, files: BackupFile[], progress: BackupProgress | undefined): Promise<BackupEnvironment> {
+  const envDir = join(dataDir, 'environments', id);
+  const file = `environments/${id}.tar`;
+  if (existsSync(join(envDir, STORED_MARKER))) {
+    if (!store || !(await store.hasEnv(id))) throw new Error(`environment ${id} is kept in the state store, but ${join(dataDir, 'runtime', 'store.img')} does not hold it: the data dir is damaged; back up the rest by moving environments/${id} out of the data dir`);
+    const frozen = await store.freeze(id);
+    try {
+      files.push({ path: file, ...(await tarTree({ dir: envDir, entries: ['.'], exclude: ENV_HOST_PARTS, out: join(dir, file), step: `environment ${id}`, progress })) });
+      const state = `environments/${id}.state.tar`;
+      files.push({ path: state, ...(await tarTree({ dir: frozen.dir, entries: ['./upper'], out: join(dir, state), step: `environment ${id}`, progress, runner: store })) });
+      return {
+        id,
+        file,
+        bytes: usedBytes(envDir) + (await store.bytes(frozen.dir)),
+        copied: frozen.running ? 'paused for a snapshot' : 'not running',
+        pausedMs: frozen.pausedMs,
+        stored: { file: state, limitBytes: await store.limit(id) },
+      };
+    } finally {
+      await store.drop(frozen);
+    }
+  }
+  const started = performance.now();
+  const paused = await pauseEnvironment(id);
+  let copied: { bytes: number; sha256: string };
+  try {
+    copied = await tarTree({ dir: envDir, entries: ['.'], exclude: ENV_HOST_PARTS, out: join(dir, file), step: `environment ${id}`, progress });
+  } finally {
+    paused.resume();
+  }
+  files.push({ path: file, ...copied });
+  const pausedMs = Math.round(performance.now() - started);
+  return { id, file, bytes: usedBytes(envDir), copied: paused.running ? 'paused while copied' : 'not running', pausedMs };
+}
+
+/** Every snapshot in the state store: read-only already, each copied as it is. */
+async function backupSnapshots(dir: string, store: OfflineStore, files: BackupFile[], progress: BackupProgress | undefined): Promise<BackupSnapshot[]> {
+  const ids = await store.snapshots();
+  if (ids.length) mkdirSync(join(dir, 'snapshots'), { mode: 0o700 });
+  const snapshots: BackupSnapshot[] = [];
+  for (const id of ids) {
+    const file = `snapshots/${id}.tar`;
+    const from = store.snapshotDir(id);
+    files.push({ path: file, ...(await tarTree({ dir: from, entries: ['./upper'], out: join(dir, file), step: `snapshot ${id}`, progress, runner: store })) });
+    snapshots.push({ id, file, bytes: await store.bytes(from) });
+  }
+  return snapshots;
 }
 
 /** Blocks the disk uses under `dir` (a sparse disk image counts what it holds), this device only. */

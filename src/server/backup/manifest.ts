@@ -20,10 +20,26 @@ const backupEnvironment = z.object({
   file: z.string(),
   /** What the environment's directory takes on disk (sparse disk images count what they use). */
   bytes: z.number().int().nonnegative(),
-  /** How its state was copied: not running, or running and paused (cgroup frozen, disk frozen) for the copy. */
-  copied: z.enum(['not running', 'paused while copied']),
+  /**
+   * How its state was copied: not running; running and paused (cgroup frozen, disks synced)
+   * for the copy; or, in the state store, paused only for a read-only snapshot then copied from it.
+   */
+  copied: z.enum(['not running', 'paused while copied', 'paused for a snapshot']),
   /** How long it was paused (or, not running, copied) for. */
   pausedMs: z.number().nonnegative(),
+  /**
+   * An environment in the runner's btrfs state store: its files (the overlay's upper dir)
+   * are in a tar of their own, restored into a new subvolume with the same disk limit.
+   */
+  stored: z.object({ file: z.string(), limitBytes: z.number().int().positive().nullable() }).optional(),
+});
+
+/** A snapshot in the state store: its files, restored as a read-only subvolume of the same id. */
+const backupSnapshot = z.object({
+  id: z.string().regex(/^[a-z]+_[A-Za-z0-9]+$/),
+  file: z.string(),
+  /** What it references in the store (blocks it shares with environments counted too). */
+  bytes: z.number().int().nonnegative(),
 });
 
 export const manifestSchema = z.object({
@@ -39,12 +55,15 @@ export const manifestSchema = z.object({
   /** Keys given by environment variables, not in the backup: the restored Berth needs the same values. */
   keysFromEnvironment: z.array(z.string()),
   environments: z.array(backupEnvironment),
+  /** Absent in backups from before the state store. */
+  snapshots: z.array(backupSnapshot).default([]),
   files: z.array(backupFile),
 });
 
 export type Manifest = z.infer<typeof manifestSchema>;
 export type BackupFile = z.infer<typeof backupFile>;
 export type BackupEnvironment = z.infer<typeof backupEnvironment>;
+export type BackupSnapshot = z.infer<typeof backupSnapshot>;
 
 /** The manifest of the backup in `dir`, checked; a clear error when there is none or it is not one. */
 export function readManifest(dir: string): Manifest {

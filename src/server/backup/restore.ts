@@ -3,6 +3,7 @@
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { conflict, invalid } from '../../shared/errors.ts';
+import { OfflineStore } from '../../runner/index.ts';
 import { openDatabase } from '../db/index.ts';
 import { checkDatabaseTarget, loadDatabase } from './database.ts';
 import { hashFile, untarInto, type BackupProgress } from './files.ts';
@@ -39,6 +40,7 @@ export async function restore(opts: RestoreOptions): Promise<Manifest> {
       mkdirSync(envDir, { recursive: true, mode: 0o700 });
       await untarInto(join(dir, e.file), envDir);
     }
+    await restoreStore(dir, dataDir, manifest, opts.progress);
     opts.progress?.({ step: 'database', file: manifest.database.file, bytes: 0 });
     await loadDatabase({ kind: manifest.database.kind, file: join(dir, manifest.database.file), dataDir, databaseUrl: opts.databaseUrl });
     await moveLocalRunner(manifest.dataDir, dataDir, opts.databaseUrl);
@@ -55,7 +57,8 @@ export async function restore(opts: RestoreOptions): Promise<Manifest> {
 /** Every file the manifest lists, its size and sha256, before anything is written. */
 async function verify(dir: string, manifest: Manifest, progress?: BackupProgress): Promise<void> {
   const paths = new Set(manifest.files.map((f) => f.path));
-  for (const needed of [manifest.database.file, 'data.tar', ...manifest.environments.map((e) => e.file)]) {
+  const stored = manifest.environments.flatMap((e) => (e.stored ? [e.stored.file] : []));
+  for (const needed of [manifest.database.file, 'data.tar', ...manifest.environments.map((e) => e.file), ...stored, ...manifest.snapshots.map((s) => s.file)]) {
     if (!paths.has(needed)) throw invalid(`the backup's manifest lists no checksum for ${needed}: the backup is damaged; use another copy of it`);
   }
   for (const f of manifest.files) {
@@ -68,7 +71,30 @@ async function verify(dir: string, manifest: Manifest, progress?: BackupProgress
 }
 
 /**
- * berth up's own runner is `local:DATA_DIR`: the environments it held move to the runner of
+ * Environments and snapshots of the runner's btrfs state store, into a new store in the
+ * data dir: each environment a subvolume with its disk limit, each snapshot a read-only one.
+ * Blocks they shared in the original store are copies of their own here.
+ */
+async function restoreStore(dir: string, dataDir: string, manifest: Manifest, progress: BackupProgress | undefined): Promise<void> {
+  const environments = manifest.environments.filter((e) => e.stored);
+  if (!environments.length && !manifest.snapshots.length) return;
+  const store = await OfflineStore.open(dataDir, 'restoring environments and snapshots of the state store');
+  try {
+    for (const e of environments) {
+      progress?.({ step: 'unpacking', file: e.stored!.file, bytes: 0 });
+      await untarInto(join(dir, e.stored!.file), await store.createEnv(e.id, e.stored!.limitBytes), store);
+    }
+    for (const s of manifest.snapshots) {
+      progress?.({ step: 'unpacking', file: s.file, bytes: 0 });
+      await store.createSnapshot(s.id, (into) => untarInto(join(dir, s.file), into, store));
+    }
+  } finally {
+    await store.close();
+  }
+}
+
+/**
+ * berth up's own runner is `local:DATA_DIR`: the environments, tasks and snapshots it held move to the runner of
  * the new data dir, and the old runner's row goes (the new one is written at start).
  */
 async function moveLocalRunner(from: string, to: string, databaseUrl: string | undefined): Promise<void> {
@@ -79,6 +105,9 @@ async function moveLocalRunner(from: string, to: string, databaseUrl: string | u
     await database.db.transaction().execute(async (trx) => {
       await trx.updateTable('environments').set({ runner_id: newId }).where('runner_id', '=', oldId).execute();
       await trx.updateTable('tasks').set({ runner_id: newId }).where('runner_id', '=', oldId).execute();
+      // Snapshots (and the prebuilds kept as snapshots) are files of that runner too.
+      await trx.updateTable('snapshots').set({ runner_id: newId }).where('runner_id', '=', oldId).execute();
+      await trx.updateTable('prebuilds').set({ runner_id: newId }).where('runner_id', '=', oldId).execute();
       await trx.deleteFrom('runners').where('id', '=', oldId).execute();
     });
   } finally {
