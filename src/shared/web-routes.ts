@@ -14,6 +14,7 @@ export const WEB_PAGES: readonly RegExp[] = [
   /^\/tasks\/task_[0-9a-z]+$/,
   /^\/environments$/,
   /^\/environments\/[A-Za-z0-9_-]{1,100}$/,
+  /^\/snapshots$/,
   /^\/audit$/,
   /^\/settings$/,
 ];

@@ -11,6 +11,7 @@ import { NewTaskPage } from './pages/NewTask.tsx';
 
 const EnvironmentsPage = lazy(() => import('./pages/Environments.tsx'));
 const EnvironmentPage = lazy(() => import('./pages/EnvironmentPage.tsx'));
+const SnapshotsPage = lazy(() => import('./pages/Snapshots.tsx'));
 const AuditPage = lazy(() => import('./pages/Audit.tsx'));
 const SettingsPage = lazy(() => import('./pages/Settings.tsx'));
 
@@ -115,6 +116,7 @@ export function App() {
   const nav = [
     { to: '/tasks', label: 'Tasks' },
     { to: '/environments', label: 'Environments' },
+    { to: '/snapshots', label: 'Snapshots' },
     ...(can.readAudit(role) ? [{ to: '/audit', label: 'Audit log' }] : []),
     { to: '/settings', label: 'Settings' },
   ];
@@ -166,6 +168,7 @@ function Route({ path }: { path: string }) {
   if (path === '/environments') return <EnvironmentsPage />;
   const env = /^\/environments\/([A-Za-z0-9_-]{1,100})$/.exec(path);
   if (env) return <EnvironmentPage id={env[1]!} key={env[1]} />;
+  if (path === '/snapshots') return <SnapshotsPage />;
   if (path === '/audit') return <AuditPage />;
   if (path === '/settings') return <SettingsPage />;
   return (
@@ -177,6 +180,6 @@ function Route({ path }: { path: string }) {
 }
 
 function titleFor(path: string): string {
-  const page = path === '/invite' ? 'Invitation' : path.startsWith('/tasks/task_') ? 'Task' : path === '/tasks/new' ? 'New task' : path.startsWith('/environments/') ? 'Environment' : path.startsWith('/environments') ? 'Environments' : path.startsWith('/audit') ? 'Audit log' : path.startsWith('/settings') ? 'Settings' : 'Tasks';
+  const page = path === '/invite' ? 'Invitation' : path.startsWith('/tasks/task_') ? 'Task' : path === '/tasks/new' ? 'New task' : path.startsWith('/environments/') ? 'Environment' : path.startsWith('/environments') ? 'Environments' : path === '/snapshots' ? 'Snapshots' : path.startsWith('/audit') ? 'Audit log' : path.startsWith('/settings') ? 'Settings' : 'Tasks';
   return `${page} · Berth`;
 }

@@ -1,11 +1,13 @@
 import { lazy, Suspense, useRef, useState } from 'react';
 import type { FileList } from '../../../src/shared/api-files.ts';
+import type { Snapshot } from '../../../src/shared/api-snapshots.ts';
 import type { NetworkEventView } from '../../../src/shared/api.ts';
 import { api, ApiError, can, getToken, orgPath, qs, type EnvironmentDetail } from '../api.ts';
 import { Link, navigate } from '../router.tsx';
 import { useSession } from '../session.ts';
 import { ago, bytes, ms, usePoll } from '../util.ts';
 import { ErrorNote, StateBadge } from './common.tsx';
+import { FreezeForm, type Freeze } from './EnvironmentSnapshot.tsx';
 
 const Terminal = lazy(() => import('./Terminal.tsx'));
 
@@ -32,6 +34,7 @@ export default function EnvironmentPage({ id }: { id: string }) {
     return d;
   }, 3000, [org.name, id]);
   const [terminal, setTerminal] = useState(false);
+  const [freeze, setFreeze] = useState<Freeze>();
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<Error>();
   const e = env.data;
@@ -80,11 +83,15 @@ export default function EnvironmentPage({ id }: { id: string }) {
           {mayExec && running && <button onClick={() => setTerminal((t) => !t)} aria-expanded={terminal} aria-controls="env-terminal">{terminal ? 'Close terminal' : 'Open terminal'}</button>}
           {mayUse && running && <button disabled={busy} onClick={() => void act('stop')}>Stop</button>}
           {mayUse && (e.state === 'stopped' || e.state === 'failed') && <button disabled={busy} onClick={() => void act('start')}>Start</button>}
+          {mayRemove && can.writeEnvironment(org.role) && (running || e.state === 'stopped') && (['snapshot', 'fork'] as const).map((what) => (
+            <button key={what} aria-expanded={freeze === what} aria-controls="env-freeze" onClick={() => setFreeze((f) => (f === what ? undefined : what))}>{what === 'snapshot' ? 'Snapshot' : 'Fork'}</button>
+          ))}
           {mayRemove && e.state !== 'deleted' && <button className="danger" disabled={busy} onClick={() => void act('delete')}>Delete</button>}
         </div>
       </div>
       <ErrorNote error={error ?? env.error} />
       {e.stateReason && <p className="muted">{e.stateReason}</p>}
+      {freeze && <FreezeForm key={freeze} what={freeze} env={e} onClose={() => setFreeze(undefined)} />}
 
       <section aria-labelledby="env-details-h">
         <h2 id="env-details-h">Details</h2>
@@ -93,6 +100,7 @@ export default function EnvironmentPage({ id }: { id: string }) {
           {e.runnerId !== undefined && <div><dt>Runner</dt><dd>{e.runnerId === null ? 'the local runner' : (e.runnerName ?? e.runnerId)}{e.state === 'lost' && <div className="bad small">offline: the environment is lost until it is back</div>}</dd></div>}
           <div className="wide"><dt>Image</dt><dd>{e.image}{e.imageDigest && <div className="muted small" title={e.imageDigest}>{e.imageDigest.slice(0, 19)}…</div>}</dd></div>
           {owner !== undefined && <div><dt>Owner</dt><dd>{owner}</dd></div>}
+          {e.snapshotId && <div><dt>Made from</dt><dd><FromSnapshot org={org.name} id={e.snapshotId} /></dd></div>}
           <div><dt>Created</dt><dd><time dateTime={e.createdAt} title={e.createdAt}>{ago(e.createdAt)}</time></dd></div>
           <div><dt>Started</dt><dd>{e.startedAt ? <time dateTime={e.startedAt} title={e.startedAt}>{ago(e.startedAt)}</time> : '—'}</dd></div>
           <div><dt>Last active</dt><dd>{e.lastActiveAt ? <time dateTime={e.lastActiveAt}>{ago(e.lastActiveAt)}</time> : '—'}</dd></div>
@@ -124,6 +132,13 @@ export default function EnvironmentPage({ id }: { id: string }) {
       <Network org={org.name} env={e} />
     </>
   );
+}
+
+/** "from snapshot NAME", linked to it in the list; a removed one by its id. */
+function FromSnapshot({ org, id }: { org: string; id: string }) {
+  const snap = usePoll((signal) => api<Snapshot>('GET', orgPath(org, `snapshots/${encodeURIComponent(id)}`), undefined, signal), null, [org, id]);
+  if (snap.error instanceof ApiError && snap.error.status === 404) return <span>snapshot <code>{id}</code> <span className="muted">(removed)</span></span>;
+  return <span>snapshot <Link to={`/snapshots#snapshot-${id}`}>{snap.data?.name ?? id}</Link></span>;
 }
 
 /** What the environment's egress proxy and firewall let through or refused, newest first. */

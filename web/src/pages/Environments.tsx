@@ -1,4 +1,5 @@
 import { lazy, Suspense, useRef, useState, type FormEvent } from 'react';
+import type { SnapshotList } from '../../../src/shared/api-snapshots.ts';
 import { api, can, orgPath, type Environment, type EnvironmentDetail } from '../api.ts';
 import { Link, navigate, useLocation } from '../router.tsx';
 import { useSession } from '../session.ts';
@@ -35,6 +36,10 @@ export default function EnvironmentsPage() {
     }
     return details;
   }, 3000, [org.name]);
+  // Names for "from snapshot …": read again only when an environment names one not known yet.
+  const fromIds = [...new Set((list.data ?? []).map((e) => e.snapshotId).filter((id): id is string => id !== null))].sort().join(',');
+  const snapshots = usePoll((signal) => (fromIds ? api<SnapshotList>('GET', orgPath(org.name, 'snapshots'), undefined, signal) : Promise.resolve({ items: [] })), null, [org.name, fromIds]);
+  const snapshotName = new Map(snapshots.data?.items.map((s) => [s.id, s.name]));
   const [error, setError] = useState<Error>();
   const [busy, setBusy] = useState<string>();
   const [creating, setCreating] = useState(false);
@@ -87,7 +92,7 @@ export default function EnvironmentsPage() {
               const c = cpu.current.get(e.id);
               return (
                 <tr key={e.id} className={focus === e.id ? 'focus' : undefined}>
-                  <th scope="row"><Link to={`/environments/${e.id}`}>{e.name}</Link><div className="muted small">{e.id}</div></th>
+                  <th scope="row"><Link to={`/environments/${e.id}`}>{e.name}</Link><div className="muted small">{e.id}</div>{e.snapshotId && <div className="muted small">from snapshot <Link to={`/snapshots#snapshot-${e.snapshotId}`}>{snapshotName.get(e.snapshotId) ?? e.snapshotId}</Link></div>}</th>
                   <td><StateBadge state={e.state} />{e.stateReason && <div className="muted small">{e.stateReason}</div>}</td>
                   <td className="muted">{e.image}</td>
                   <td><time dateTime={e.createdAt} title={e.createdAt}>{age(e.createdAt)}</time></td>
