@@ -8,6 +8,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { auditWords } from '../src/shared/audit-words.ts';
 import { newId } from '../src/shared/ids.ts';
 import { taskScope } from '../src/server/tasks/sandbox.ts';
 import { createBareRepo } from './fakes/git-server.ts';
@@ -87,8 +88,9 @@ test('a pool fills to N from the newest prebuild; a claim hands one to the task 
   assert.equal(id, envs[0]!.id, 'the oldest goes first');
   const claimed = await db().selectFrom('environments').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
   assert.deepEqual([claimed.name, claimed.task_id, claimed.owner_id, claimed.pool_project_id, claimed.pool_prebuild_id, claimed.state], ['task-web-1', taskId, ownerId, null, null, 'running']);
-  const audit = await db().selectFrom('audit_entries').select(['actor', 'action', 'details']).where('target', '=', id).where('action', '=', 'environment.claim').executeTakeFirstOrThrow();
+  const audit = await db().selectFrom('audit_entries').select(['actor', 'action', 'target', 'details']).where('target', '=', id).where('action', '=', 'environment.claim').executeTakeFirstOrThrow();
   assert.equal(audit.actor, `task:${taskId}`);
+  assert.equal(auditWords(audit), `environment taken from a warm pool by task ${taskId}: ${id}`);
   assert.equal((await sh(t, id, 'cat /workspace/marker')).stdout, 'one\n');
 
   await t.berth.warmPools.refill();
@@ -208,4 +210,30 @@ test('a task of a project with a warm pool starts in one of its environments, an
   assert.match(env.name, /^task-/);
   await t.berth.warmPools.refill();
   assert.equal((await pool(projectId)).length, 1, 'and the pool was topped up again');
+});
+
+test('a pool environment that cannot be made is removed, the failure shown, and not retried every poll; a new prebuild starts afresh', async () => {
+  const p = await t.api('POST', '/api/orgs/default/projects', { name: 'broken', repoUrl: NOT_A_REPO });
+  assert.equal(p.status, 201, JSON.stringify(p.body));
+  const pb = await prebuild(orgId, 'default', p.body.id, 'gone');
+  // Its files vanish from the runner while the database still says ready.
+  const snap = (await db().selectFrom('prebuilds').select('snapshot_id').where('id', '=', pb).executeTakeFirstOrThrow()).snapshot_id!;
+  await t.fake!.removeSnapshot(snap);
+  assert.equal((await t.api('PATCH', '/api/orgs/default/projects/broken', { warm: 1 })).status, 200);
+  // Made once, failed, removed by the next pass; not made again before its backoff ends.
+  await t.berth.warmPools.refill();
+  await t.berth.warmPools.refill();
+  await t.berth.warmPools.refill();
+  const tried = await db().selectFrom('environments').select(['state', 'state_reason', 'pool_project_id']).where('name', 'like', 'warm-broken-%').execute();
+  assert.equal(tried.length, 1, JSON.stringify(tried));
+  assert.equal(tried[0]!.state, 'deleted');
+  assert.equal((await pool(p.body.id)).length, 0);
+  assert.match((await t.cli(['project', 'show', 'broken'])).stdout, /warm pool +1 wanted: 0 ready, from prebuild \S+ \(last refill failed: /);
+
+  const next = await prebuild(orgId, 'default', p.body.id, 'back');
+  await t.berth.warmPools.refill();
+  const [made] = await pool(p.body.id);
+  assert.equal(made?.state, 'running');
+  assert.equal(made.pool_prebuild_id, next);
+  assert.equal((await t.api('GET', '/api/orgs/default/projects/broken')).body.pool.lastError, null);
 });

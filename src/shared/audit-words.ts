@@ -81,6 +81,8 @@ export function auditWords(e: AuditFacts): string {
       return `signed in${str(d.email) ? `: ${d.email}` : ''}${str(d.via) ? ` with ${d.via === 'oidc' ? 'the identity provider' : d.via}` : ''}`;
     case 'audit.reseal':
       return 'audit chain resealed';
+    case 'environment.claim':
+      return `environment taken from a warm pool${str(d.taskId) ? ` by task ${d.taskId}` : ''}${t ? `: ${t}` : ''}`;
     case 'task.trigger':
       return `task started by ${str(d.trigger) ?? 'a trigger'}${str(d.triggeredBy) ? ` (${d.triggeredBy})` : ''}: ${t ?? '?'}${str(d.project) ? ` on ${d.project}` : ''}`;
     case 'trigger.refused':

@@ -23,6 +23,9 @@ export const MAX_WARM = 20;
 
 /** How often a pool is looked at without being woken (another replica's prebuild, a lost runner). */
 const POLL_MS = 10_000;
+/** After a failed create, the project's next one waits this long, doubling to the cap: a runner out of room is not asked every poll. */
+const FIRST_BACKOFF_MS = 10_000;
+const MAX_BACKOFF_MS = 5 * 60_000;
 
 /** One project's pool, as `berth project show` tells it. */
 export interface PoolStatus {
@@ -75,6 +78,8 @@ export class WarmPoolService implements WarmPools {
   readonly #busy: (runnerId: string) => boolean;
   readonly #pollMs: number;
   readonly #errors = new Map<string, string>();
+  /** Per project: no create from this prebuild before `until` (its last one failed); a new prebuild starts afresh. */
+  readonly #backoff = new Map<string, { prebuildId: string; until: number; ms: number }>();
   #timer: NodeJS.Timeout | undefined;
   #pass: Promise<void> | null = null;
   #again = false;
@@ -220,7 +225,6 @@ export class WarmPoolService implements WarmPools {
       if (this.#closed) return;
       try {
         await this.#refillProject(id, wanted.get(id));
-        this.#errors.delete(id);
       } catch (err) {
         this.#errors.set(id, err instanceof Error ? err.message : String(err));
         this.#log.warn({ err, project: id }, 'warm pool: could not refill');
@@ -244,12 +248,25 @@ export class WarmPoolService implements WarmPools {
     // One too many (N lowered): the newest go first; one still on its way is left to finish.
     const extra = keep.filter((e) => e.state === 'running').reverse().slice(0, Math.max(0, keep.length - want));
     for (const env of extra) await this.#retire(env, `the pool keeps ${want}`);
-    if (!project || !prebuild) return;
+    if (!project || !prebuild) {
+      this.#errors.delete(projectId);
+      return;
+    }
+    const backoff = this.#backoff.get(projectId);
+    if (backoff?.prebuildId === prebuild.id && backoff.until > Date.now()) return;
     for (let have = keep.length - extra.length; have < want && !this.#closed; have++) {
       // Tasks first: a runner with every task slot taken gets no pool environment now.
       if (prebuild.runnerId && this.#busy(prebuild.runnerId)) return;
-      await this.#create(project, prebuild);
+      try {
+        await this.#create(project, prebuild);
+      } catch (err) {
+        const ms = Math.min(MAX_BACKOFF_MS, backoff?.prebuildId === prebuild.id ? backoff.ms * 2 : FIRST_BACKOFF_MS);
+        this.#backoff.set(projectId, { prebuildId: prebuild.id, until: Date.now() + ms, ms });
+        throw err;
+      }
     }
+    this.#backoff.delete(projectId);
+    this.#errors.delete(projectId);
   }
 
   /** One pool environment from the prebuild's snapshot, with the settings its prebuild was made with. */
