@@ -2,7 +2,8 @@
 // page takes a snapshot and forks (a count), environments made from one say so, and the
 // Snapshots page lists them (from, size, kind, environments made), makes an environment from
 // one, and removes one (refused, with the reason, while a project's prebuild uses it). Who
-// may act sees the buttons; another member does not.
+// may act sees the buttons; another member does not. Settings shows each project's
+// current prebuild and whether each runner keeps snapshots.
 // sandbox: none (test/fakes/fake-runner.ts; scripts/test.ts runs these more at once)
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -175,6 +176,24 @@ for (const { name: browser, skip } of testBrowsers()) describe(`snapshots in ${B
     // Its environment now names it by id, removed.
     await page.goto(`/environments/${id}`);
     await page.getByRole('region', { name: 'Details' }).getByText('(removed)').waitFor();
+    await context.close();
+  });
+
+  test("Settings shows each project's current prebuild (its commit, its snapshot) and whether each runner keeps snapshots", async () => {
+    const env = await aliceEnv(`pre-${browser}`);
+    const snap = (await t.api('POST', `/api/orgs/default/environments/${env.id}/snapshot`, { name: `pre-${browser}` })).body;
+    const commit = browser === 'chromium' ? 'c0ffee1234567890c0ffee1234567890c0ffee12' : 'f1ef0c1234567890f1ef0c1234567890f1ef0c12';
+    await t.berth.database.db.updateTable('snapshots').set({ kind: 'prebuild', project_id: projectId }).where('id', '=', snap.id).execute();
+    await t.berth.database.db.insertInto('prebuilds').values({ id: newId('pb'), org_id: orgId, project_id: projectId, state: 'ready', trigger: 'manual', commit_sha: commit, snapshot_id: snap.id, runner_id: snap.runnerId, created_by: 'system', finished_at: new Date() } as never).execute();
+    const { context, page } = await b.context({ token: t.client.token });
+    await page.goto('/settings');
+    const row = page.getByRole('row', { name: /^shop / });
+    await row.getByText(commit.slice(0, 7)).waitFor();
+    await row.locator('.prebuild .badge', { hasText: 'ready' }).waitFor();
+    assert.equal(await row.getByRole('link', { name: snap.id }).getAttribute('href'), `/snapshots#snapshot-${snap.id}`);
+    await row.getByRole('button', { name: 'Prebuild project shop' }).waitFor();
+    await page.getByText('snapshots yes').first().waitFor();
+    assert.deepEqual(await violations(page), []);
     await context.close();
   });
 });

@@ -7,6 +7,7 @@ import { ProjectForm, type Project } from './ProjectForm.tsx';
 import Models from './SettingsModels.tsx';
 import Triggers from './SettingsTriggers.tsx';
 import { useAction } from './SettingsParts.tsx';
+import { ProjectPrebuild } from './ProjectPrebuild.tsx';
 
 interface Secret {
   name: string;
@@ -89,7 +90,7 @@ function Projects() {
       <ErrorNote error={list.error ?? error} />
       <div className="scroll-x">
       <table className="list">
-        <thead><tr><th scope="col">Name</th><th scope="col">Repository</th><th scope="col">Branch</th><th scope="col">Secrets</th><th scope="col">Environment</th><th scope="col">Agent</th>{manage && <th scope="col"><span className="sr-only">Actions</span></th>}</tr></thead>
+        <thead><tr><th scope="col">Name</th><th scope="col">Repository</th><th scope="col">Branch</th><th scope="col">Secrets</th><th scope="col">Environment</th><th scope="col">Agent</th><th scope="col">Prebuild</th>{manage && <th scope="col"><span className="sr-only">Actions</span></th>}</tr></thead>
         <tbody>
           {list.data?.items.map((p) => (
             <tr key={p.id}>
@@ -99,6 +100,7 @@ function Projects() {
               <td>{p.secrets.join(', ') || '—'}</td>
               <td>{workSummary(p) || <span className="muted">from the repository</span>}</td>
               <td>{[p.agent.kind, p.agent.model].filter(Boolean).join(' · ') || 'defaults'}</td>
+              <td><ProjectPrebuild project={p.name} /></td>
               {manage && (
                 <td className="actions"><div>
                   <button aria-label={`Edit project ${p.name}`} aria-expanded={editing === p.id} onClick={() => setEditing(editing === p.id ? undefined : p.id)}>Edit</button>
@@ -107,7 +109,7 @@ function Projects() {
               )}
             </tr>
           ))}
-          {list.data?.items.length === 0 && <tr><td colSpan={7} className="empty">No projects.</td></tr>}
+          {list.data?.items.length === 0 && <tr><td colSpan={8} className="empty">No projects.</td></tr>}
         </tbody>
       </table>
       </div>
@@ -339,7 +341,7 @@ function Runners() {
                   {(r.network.trustedNetworks?.length ?? 0) > 0 && <div className="muted">trusted networks: {r.network.trustedNetworks!.join(', ')}</div>}
                   {r.network.upstreamProxy && <div className="muted">via {r.network.upstreamProxy}{(r.network.noProxy?.length ?? 0) > 0 && ` (not for ${r.network.noProxy!.join(', ')})`}</div>}
                 </td>
-                <td>{bytes(r.dataDisk.freeBytes)} free of {bytes(r.dataDisk.totalBytes)}<div className="muted">disk quota {r.diskQuota ? 'on' : 'off'}</div></td>
+                <td>{bytes(r.dataDisk.freeBytes)} free of {bytes(r.dataDisk.totalBytes)}<div className="muted">disk quota {r.diskQuota ? 'on' : 'off'}</div>{r.snapshots && <div className="muted">snapshots {r.snapshots.available ? 'yes' : `no: ${r.snapshots.reason ?? 'no reason given'}`}</div>}</td>
                 <td><time dateTime={r.lastHeartbeatAt} title={r.lastHeartbeatAt}>{ago(r.lastHeartbeatAt)}</time></td>
               </tr>
             ))}
