@@ -4,11 +4,13 @@
 // environments' overlays keep the file system alive while they run) and mounts that same
 // file system, live, not a stale copy; else it mounts the image afresh. The namespace, and
 // the mount with it, goes when close() ends its spawner.
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import pino from 'pino';
 import { pauseEnvironment } from './freeze.ts';
-import { Spawner, type SpawnedProcess } from './spawner/index.ts';
+import { Spawner } from './spawner/index.ts';
 import { StateStore, storeSupport } from './store.ts';
 
 const ID = /^[a-z]+_[A-Za-z0-9]+$/;
@@ -108,9 +110,18 @@ export class OfflineStore {
     return (await this.#store.usage(dir))?.referenced ?? 0;
   }
 
-  /** Runs tar (GNU tar's own arguments) where the store is mounted. */
-  tar(args: string[]): SpawnedProcess {
-    return this.#spawner.spawn('tar', args);
+  /**
+   * Runs tar (GNU tar's own arguments) where the store is mounted: entered with nsenter,
+   * so a whole environment's files come through one pipe, not chunk by chunk through the
+   * spawner's message channel.
+   */
+  tar(args: string[]): { stdout: Readable; stderr: Readable; exited: Promise<{ code: number | null }> } {
+    const child = spawn('nsenter', [`--mount=/proc/${this.#spawner.pid}/ns/mnt`, '--', 'tar', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = new Promise<{ code: number | null }>((resolve, reject) => {
+      child.on('error', reject);
+      child.on('close', (code) => resolve({ code }));
+    });
+    return { stdout: child.stdout, stderr: child.stderr, exited };
   }
 
   /** Environment `id`'s state made again, empty, with its disk limit; fill its `upper` with tar(). */
