@@ -119,6 +119,9 @@ export class PrebuildBuilder {
   async #pass(): Promise<void> {
     await this.recover();
     await this.#schedules.fire();
+    // maxAge passes with time, not only with builds: every project with more than its newest.
+    const many = await this.#d.db.selectFrom('prebuilds').select('project_id').where('state', '=', 'ready').groupBy('project_id').having((eb) => eb.fn.countAll(), '>', 1).execute();
+    for (const { project_id } of many) await this.#d.prebuilds.expire(project_id).catch((err: unknown) => this.#d.logger.warn({ err, project: project_id }, 'prebuilds: expiry failed'));
     for (let row = await this.#claim(); row && !this.#closed; row = await this.#claim()) {
       await this.#build(row);
       await this.#d.prebuilds.expire(row.project_id).catch((err: unknown) => this.#d.logger.warn({ err, project: row.project_id }, 'prebuilds: expiry failed'));
