@@ -42,7 +42,7 @@ import { collectCapped } from '../shared/output.ts';
 import { ID_COUNT } from './idmap.ts';
 import { checkStateFile, DEFAULT_STATE_ENTRIES, STATE_TAR_KEEP, STATE_TAR_UNPACK } from './state-tar.ts';
 import { pauseEnvironment, thawLeftover } from './freeze.ts';
-import { StateStore, storeSupport, type StoreSupport } from './store.ts';
+import { EXPORT_SNAPSHOT_PREFIX, STORED_MARKER, StateStore, storeSupport, type StoreSupport } from './store.ts';
 import type { SnapshotMade } from './port.ts';
 
 export type { CommandOptions, EnvironmentSpec };
@@ -180,7 +180,7 @@ export class LocalRunner implements Runner {
     // work dirs in the environment's subvolume of the state store; `disk.img`, on its own ext4
     // image, whose size is its disk limit; else straight in `dir` (BERTH_DISK_QUOTA=off, or
     // made before either). A new environment takes the store where there is one.
-    const marker = join(dir, 'stored');
+    const marker = join(dir, STORED_MARKER);
     const image = join(dir, 'disk.img');
     const stored = this.#store !== undefined && (existsSync(marker) || (!existsSync(image) && !existsSync(join(dir, 'upper'))));
     const quota = !stored && (existsSync(image) || (!existsSync(join(dir, 'upper')) && this.#diskQuota));
@@ -694,9 +694,20 @@ export class LocalRunner implements Runner {
       if (!this.exists(id)) throw notFound(`environment ${id} has no files on runner '${this.name}'`);
       const p = this.#paths(id);
       await this.#mountDisk(p);
-      const paused = await pauseEnvironment(id);
+      // In the store: paused only for a read-only snapshot (milliseconds), read from it while
+      // the environment goes on. Elsewhere: paused, and synced, for the whole read.
+      const frozen = p.stored ? `${EXPORT_SNAPSHOT_PREFIX}${randomBytes(6).toString('hex')}` : undefined;
+      if (frozen) {
+        const moment = await pauseEnvironment(id, { sync: false });
+        try {
+          await this.#store!.snapshotEnv(id, frozen);
+        } finally {
+          moment.resume();
+        }
+      }
+      const paused = frozen ? { resume: () => void this.#store!.removeSnapshot(frozen).catch((err: unknown) => this.#log.warn({ err }, 'an export left its snapshot; the next runner start removes it')) } : await pauseEnvironment(id);
       try {
-        const tar = this.#spawner.spawn('tar', ['--create', '--file=-', ...STATE_TAR_KEEP, '-C', p.upper, '.']);
+        const tar = this.#spawner.spawn('tar', ['--create', '--file=-', ...STATE_TAR_KEEP, '-C', frozen ? join(this.#store!.snapshotDir(frozen), 'upper') : p.upper, '.']);
         const stderr = collectCapped(tar.stderr);
         tar.stdout.pipe(out, { end: false });
         out.once('close', () => tar.kill('SIGKILL'));

@@ -16,7 +16,7 @@ import { StateStore, storeSupport } from './store.ts';
 const ID = /^[a-z]+_[A-Za-z0-9]+$/;
 
 /** The file in an environment's directory that says its state is in the store (runner.ts's #paths). */
-export const STORED_MARKER = 'stored';
+export { STORED_MARKER } from './store.ts';
 
 /** A read-only copy of an environment's state, made for one backup and dropped after it. */
 export interface FrozenState {

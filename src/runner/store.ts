@@ -5,8 +5,8 @@
 // whatever the workspace holds, writes of one never show in another, and the blocks they
 // share are freed when the last subvolume holding them goes. A disk limit is a qgroup
 // limit on the environment's subvolume (what it references, shared blocks included).
-import { existsSync, readFileSync, renameSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { conflict, notFound, unavailable } from '../shared/errors.ts';
 import { installed } from './health.ts';
@@ -15,6 +15,12 @@ import { isMounted } from './overlay.ts';
 import type { Spawner } from './spawner/index.ts';
 
 export type StoreSupport = { available: true } | { available: false; reason: string };
+
+/** The file in an environment's folder (DATA_DIR/environments/ID) that says its state is in the store. */
+export const STORED_MARKER = 'stored';
+
+/** A snapshot an export reads from (runner.ts exportState): removed after, and at the next open if a kill left it. */
+export const EXPORT_SNAPSHOT_PREFIX = 'export_';
 
 /** Ids of environments and snapshots: they become directory names. */
 const ID = /^[a-z]+_[A-Za-z0-9]+$/;
@@ -77,7 +83,8 @@ export class StateStore {
     if (!existsSync(this.#image)) {
       const tmp = `${this.#image}.tmp`;
       rmSync(tmp, { force: true });
-      const fs = statfsSync(join(this.#image, '..'));
+      mkdirSync(dirname(this.#image), { recursive: true, mode: 0o700 });
+      const fs = statfsSync(dirname(this.#image));
       writeFileSync(tmp, '', { mode: 0o600 });
       // At least 16 GiB so a small disk can still hold an environment's default limit; sparse.
       await this.#spawner.check('truncate', ['-s', String(Math.max(16 * 1024 ** 3, fs.blocks * fs.bsize)), tmp]);
@@ -91,6 +98,7 @@ export class StateStore {
       // Quotas are what disk limits are; enabling them again is a no-op.
       'btrfs quota enable "$root" || { umount "$root"; exit 1; }',
       'mkdir -p -m 700 "$root/envs" "$root/snapshots"',
+      `for d in "$root"/snapshots/${EXPORT_SNAPSHOT_PREFIX}*; do [ -e "$d" ] && btrfs -q subvolume delete "$d"; done; exit 0`,
     ].join('\n');
     await this.#spawner.check('sh', ['-c', script, 'sh', this.#image, this.root]);
   }

@@ -130,7 +130,7 @@ export class EnvironmentService {
     // A project's registry logins, each for its own registry only (registry-logins.ts).
     const login = projectId ? projectRegistryLogin(this.#db, this.#secrets, orgId, projectId) : undefined;
     // The runner it will live on for life: its files are there.
-    const runner = opts.runnerId ? this.#runners.get(opts.runnerId, 'the task') : await this.#runners.place({ labels: body.runnerLabels, memoryBytes: limits.memoryBytes });
+    const runner = opts.runnerId ? this.#runners.get(opts.runnerId, opts.snapshotId ? 'the snapshot' : 'the task') : await this.#runners.place({ labels: body.runnerLabels, memoryBytes: limits.memoryBytes });
     // The claim held the task's expected memory there; what its spec asks for must fit too (never overcommitted).
     if (opts.runnerId) await this.#runners.assertFits(opts.runnerId, limits.memoryBytes, scope.task?.id);
     const image = await runner.images.resolve(body.image ?? DEFAULT_IMAGE, { org: orgId, hostPaths: opts.hostPaths === true, login });

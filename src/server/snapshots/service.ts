@@ -179,6 +179,12 @@ export class SnapshotService {
   async #fromRow(scope: Scope, snap: SnapshotRow, body: z.infer<typeof CreateFromSnapshotBody>, opts: { mayWiden?: boolean; role?: Scope['role']; pool?: { projectId: string; prebuildId: string } }): Promise<Environment> {
     if (snap.state !== 'ready') throw conflict(`snapshot '${snap.name}' is ${snap.state}: only a ready one makes environments`);
     this.#mayUse(scope, snap);
+    // Its files are an upper layer over one image: the name must still be that image.
+    const runner = await this.#runners.resolve(snap.runner_id, `snapshot '${snap.name}'`);
+    const image = await runner.images.get(snap.image, { org: scope.orgId });
+    if (!image || (snap.image_digest && image.digest !== snap.image_digest)) {
+      throw conflict(`snapshot '${snap.name}' was taken on image '${snap.image}' at ${snap.image_digest?.slice(0, 19) ?? 'an unknown digest'}, which runner '${runner.name}' no longer has${image ? ` (the name is now ${image.digest.slice(0, 19)})` : ''}: its files belong on that image. Take a new snapshot (or prebuild) on the current one`);
+    }
     return this.#environments.create(scope, { ...body, image: snap.image }, {
       ...opts,
       runnerId: snap.runner_id,
