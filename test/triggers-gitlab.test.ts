@@ -114,10 +114,15 @@ describe('the GitLab webhook', () => {
       assert.equal(r.body.error.kind, 'invalid');
       if (r.uuid && /^[\w-]+$/.test(r.uuid)) assert.equal(await delivery(r.uuid), null);
     }
+    const pipeline = await deliver({ object_kind: 'pipeline', object_attributes: { id: 1, ref: 'main', status: 'success' } }, { event: 'Pipeline Hook' });
+    assert.equal(pipeline.status, 202);
+    assert.match(pipeline.body.ignored, /issue, note \(comment\) and push/);
+    assert.equal(await delivery(pipeline.uuid!), null, 'an event Berth does not read is not kept');
+    // A push is read (it queues a prebuild: test/prebuilds-push.test.ts), so one that is not GitLab's shape is refused.
     const push = await deliver({ object_kind: 'push', event_name: 'push', ref: 'refs/heads/main' }, { event: 'Push Hook' });
-    assert.equal(push.status, 202);
-    assert.match(push.body.ignored, /issue and note/);
-    assert.equal(await delivery(push.uuid!), null, 'an event Berth does not read is not kept');
+    assert.equal(push.status, 400, JSON.stringify(push.body));
+    assert.match(push.body.error.message, /not a push event as GitLab sends one/);
+    assert.equal(await delivery(push.uuid!), null);
     await settle();
     assert.deepEqual(await tasks(), []);
     assert.deepEqual(notesOn('acme/shop', issue.iid), []);

@@ -86,6 +86,8 @@ export interface FakeGitLab {
   issueHook(issue: IssueRecord, user: FakeGitLabUser, o: { action: 'open' | 'update' | 'close' | 'reopen'; previousLabels?: string[]; previousAssignees?: FakeGitLabUser[] }): Record<string, unknown>;
   /** The payload of a Note Hook for `note` (on an issue or a merge request). */
   noteHook(note: NoteRecord): Record<string, unknown>;
+  /** The payload of a Push Hook: `user` moved `ref` of `path` from `before` to `after` (all zeros: deleted). */
+  pushHook(path: string, user: FakeGitLabUser, o: { ref: string; before: string; after: string }): Record<string, unknown>;
   /** POSTs a payload to `url` with GitLab's headers: the event name, the secret token, the event UUID, the idempotency key. */
   deliver(url: string, payload: Record<string, unknown> | string, o?: { token?: string | null; uuid?: string | null; idempotencyKey?: string | null; event?: string }): Promise<{ status: number; body: any; uuid: string | null }>;
   /** Every API request: method, path and whether its token was accepted. */
@@ -534,6 +536,31 @@ export async function startFakeGitLab(o: { tokens: string[]; root?: string }): P
           first_contribution: false,
           detailed_merge_status: 'mergeable',
         },
+      };
+    },
+    pushHook(path, user, po) {
+      const deleted = /^0+$/.test(po.after);
+      const commits = deleted ? [] : [{ id: po.after, message: 'A change\n', title: 'A change', timestamp: '2026-01-05T10:00:00+00:00', url: `${url}/${path}/-/commit/${po.after}`, author: { name: user.name, email: '[REDACTED]' }, added: [], modified: ['README.md'], removed: [] }];
+      return {
+        object_kind: 'push',
+        event_name: 'push',
+        before: po.before,
+        after: po.after,
+        ref: po.ref,
+        ref_protected: po.ref === `refs/heads/${projectOf(path).defaultBranch}`,
+        checkout_sha: deleted ? null : po.after,
+        message: null,
+        user_id: user.id,
+        user_name: user.name,
+        user_username: user.username,
+        user_email: '',
+        user_avatar: null,
+        project_id: projectOf(path).id,
+        project: hookProject(path),
+        commits,
+        total_commits_count: commits.length,
+        push_options: {},
+        repository: { ...hookRepository(path), git_http_url: `${url}/${path}.git`, git_ssh_url: `git@127.0.0.1:${path}.git`, visibility_level: 0 },
       };
     },
     async deliver(to, payload, d = {}) {

@@ -25,7 +25,7 @@ export async function prebuildOnPush(deps: TriggerDeps, source: 'github' | 'gitl
   return { outcome: `prebuild queued: ${queued.join(', ')}` };
 }
 
-/** The fields read, from what the delivery kept (github/events.ts PushPayload, gitlab's push hook). */
+/** The fields read, from what the delivery kept (github/events.ts PushPayload, gitlab/payloads.ts PushHook). */
 function pushOf(source: 'github' | 'gitlab', raw: unknown): PushSeen | null {
   if (!raw || typeof raw !== 'object') return null;
   const p = raw as Record<string, any>;

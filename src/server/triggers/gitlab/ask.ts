@@ -2,7 +2,7 @@
 // label or assigned to its bot user, or a note starting with its command (`/berth …`) on an
 // issue or on a merge request. Pure: the event and the settings in, the ask (or why there is
 // none) out.
-import type { GitLabHook } from './payloads.ts';
+import type { IssueHook, NoteHook } from './payloads.ts';
 import type { GitLabConfig } from './settings.ts';
 
 /** The longest instruction taken from a note. */
@@ -13,7 +13,7 @@ export type Ask =
   | { on: { type: 'merge_request'; iid: number }; why: 'command'; instruction: string; noteId: number };
 
 /** The ask, or a string saying why the event asks nothing. */
-export function askOf(hook: GitLabHook, config: Pick<GitLabConfig, 'label' | 'botUsername' | 'command'>): Ask | string {
+export function askOf(hook: IssueHook | NoteHook, config: Pick<GitLabConfig, 'label' | 'botUsername' | 'command'>): Ask | string {
   if (hook.object_kind === 'issue') {
     const a = hook.object_attributes;
     const action = a.action ?? 'update';

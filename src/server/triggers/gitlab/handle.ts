@@ -1,10 +1,12 @@
 // A GitLab delivery, after GitLab has its answer: what it asks (ask.ts), which Berth project
 // the repository is, whether the sender may (Developer or more), then a task, or a note on
 // the issue saying why not. A note on a merge request the agent opened continues that task
-// on its branch. Everything said back goes on the issue or merge request it came from.
+// on its branch. Everything said back goes on the issue or merge request it came from. A push
+// queues the prebuild of the projects it pushed the default branch of (../push.ts), as GitHub's does.
 import { z } from 'zod';
 import type { ProjectRow } from '../../db/index.ts';
 import { refusalOf, type DeliveryHandler, type TriggerDeps } from '../index.ts';
+import { prebuildOnPush } from '../push.ts';
 import { AccessLevels, DEVELOPER } from './access.ts';
 import { GitLabApi } from './api.ts';
 import { askOf, type Ask } from './ask.ts';
@@ -34,10 +36,13 @@ export function gitlabDeliveries(deps: TriggerDeps): DeliveryHandler {
   return async (d) => {
     const parsed = Delivery.safeParse(d.payload);
     if (!parsed.success) return { outcome: 'ignored: not an event Berth reads' };
-    const hook = parsed.data;
+    const delivered = parsed.data;
     const integration = await deps.integrations.get('gitlab');
     const config = integration && gitlabConfig(integration.settings, integration.secrets);
     if (!config) return { outcome: 'ignored: the GitLab integration was removed' };
+    if (delivered.object_kind === 'push') return prebuildOnPush(deps, 'gitlab', delivered);
+    // Named again, narrowed to an issue or a note, for the functions below.
+    const hook = delivered;
 
     const asked = askOf(hook, config);
     if (typeof asked === 'string') return { outcome: `ignored: ${asked}` };

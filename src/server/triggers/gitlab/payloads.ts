@@ -1,6 +1,6 @@
 // What Berth reads of GitLab's webhook payloads (Issue Hook, Note Hook, their confidential
-// twins), as GitLab documents them. Anyone who knows the URL can post here, so every field
-// is checked and bounded; what is not read is dropped (zod strips unknown keys), so only this
+// twins, Push Hook), as GitLab documents them. Anyone who knows the URL can post here, so
+// every field is checked and bounded; what is not read is dropped (zod strips unknown keys), so only this
 // is kept with the delivery. Free text (a note) is cut, never refused: GitLab disables a
 // webhook that keeps failing, and a long note is no reason to.
 import { z } from 'zod';
@@ -62,8 +62,22 @@ export const NoteHook = z.object({
 });
 export type NoteHook = z.infer<typeof NoteHook>;
 
-export const GitLabHook = z.discriminatedUnion('object_kind', [IssueHook, NoteHook]);
+/** A commit id; all zeros for `before` of a new branch and `after` of a deleted one. SHA-256 projects: 64. */
+const sha = z.string().regex(/^(?:[0-9a-f]{40}|[0-9a-f]{64})$/, 'a commit id');
+
+/** A push to a branch (tags are Tag Push Hooks): queues the project's prebuild (../push.ts); the commits are not read. */
+export const PushHook = z.object({
+  object_kind: z.literal('push'),
+  ref: z.string().regex(/^refs\/heads\/\S/, 'a branch (refs/heads/…)').max(1024),
+  before: sha,
+  after: sha,
+  user_username: z.string().max(255).nullish(),
+  project: Project.extend({ default_branch: z.string().max(1024).nullish() }),
+});
+export type PushHook = z.infer<typeof PushHook>;
+
+export const GitLabHook = z.discriminatedUnion('object_kind', [IssueHook, NoteHook, PushHook]);
 export type GitLabHook = z.infer<typeof GitLabHook>;
 
-/** The object kinds read here; any other (push, pipeline…) is answered and left alone. */
-export const HANDLED_KINDS: ReadonlySet<string> = new Set(['issue', 'note']);
+/** The object kinds read here; any other (tag push, pipeline…) is answered and left alone. */
+export const HANDLED_KINDS: ReadonlySet<string> = new Set(['issue', 'note', 'push']);

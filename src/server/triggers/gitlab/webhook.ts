@@ -56,7 +56,7 @@ export function gitlabWebhook(deps: TriggerDeps, scope: FastifyInstance): void {
     if (typeof kind !== 'string') return invalid(reply, 'the body is not a GitLab event: it has no object_kind');
     if (!HANDLED_KINDS.has(kind)) {
       counted('ignored');
-      return reply.code(202).send({ ignored: `Berth acts on issue and note (comment) events only, not ${kind.slice(0, 50)}` });
+      return reply.code(202).send({ ignored: `Berth acts on issue, note (comment) and push events only, not ${kind.slice(0, 50)}` });
     }
     if (holdsNul(doc)) return invalid(reply, 'the payload holds NUL characters or is nested more than 64 deep');
     const parsed = GitLabHook.safeParse(doc);
