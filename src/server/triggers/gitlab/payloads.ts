@@ -1,8 +1,8 @@
 // What Berth reads of GitLab's webhook payloads (Issue Hook, Note Hook, their confidential
 // twins, Push Hook), as GitLab documents them. Anyone who knows the URL can post here, so
-// every field is checked and bounded; what is not read is dropped (zod strips unknown keys), so only this
-// is kept with the delivery. Free text (a note) is cut, never refused: GitLab disables a
-// webhook that keeps failing, and a long note is no reason to.
+// every field is checked and bounded; what is not read is dropped (zod strips unknown keys),
+// so only this is kept with the delivery. Free text (a note) is cut, never refused: GitLab
+// disables a webhook that keeps failing, and a long note is no reason to.
 import { z } from 'zod';
 
 /** The longest note read; an instruction is the first lines of one. */
