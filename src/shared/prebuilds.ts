@@ -37,3 +37,16 @@ export interface Prebuild {
   startedAt: string | null;
   finishedAt: string | null;
 }
+
+/** One project's warm pool now, as `berth project show` tells it. */
+export const WarmPoolStatus = z
+  .object({
+    wanted: z.number(),
+    ready: z.number().describe('started and claimable now'),
+    starting: z.number().describe('being made or started'),
+    prebuildId: z.string().nullable().describe('the prebuild they are made from (its newest ready one); null when it has none yet'),
+    retiring: z.number().describe('of an older prebuild, broken or one too many: being removed, never claimed'),
+    lastError: z.string().nullable().describe('why the last refill failed, until one succeeds'),
+  })
+  .describe('its warm pool now');
+export type WarmPoolStatus = z.infer<typeof WarmPoolStatus>;

@@ -5,7 +5,7 @@ import { CliError, printJson, printTable } from '../output.ts';
 import { labelsText, runnerLabel } from '../labels.ts';
 import { CACHE_KINDS, isCacheKind, type CacheKind } from '../../shared/caches.ts';
 import { formatSize, parseDuration } from '../../shared/units.ts';
-import type { Prebuild } from '../../shared/prebuilds.ts';
+import type { Prebuild, WarmPoolStatus } from '../../shared/prebuilds.ts';
 import { prebuildLine } from './prebuild.ts';
 
 type Client = () => ApiClient;
@@ -26,15 +26,7 @@ interface Project {
   prebuild?: { schedule?: string; timezone?: string; keep?: number; maxAge?: string; onPush?: boolean };
   archivedAt: string | null;
 }
-interface PoolStatus {
-  wanted: number;
-  ready: number;
-  starting: number;
-  prebuildId: string | null;
-  retiring: number;
-  lastError: string | null;
-}
-type ProjectShown = Project & { receives: { variables: string[]; egress: string[] }; cacheBytes?: Partial<Record<CacheKind, number>>; pool?: PoolStatus; prebuilds?: { current: Prebuild | null; latest: Prebuild | null } };
+type ProjectShown = Project & { receives: { variables: string[]; egress: string[] }; cacheBytes?: Partial<Record<CacheKind, number>>; pool?: WarmPoolStatus; prebuilds?: { current: Prebuild | null; latest: Prebuild | null } };
 interface ResolvedSpec {
   branch: string;
   commit: string;

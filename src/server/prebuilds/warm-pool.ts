@@ -7,6 +7,7 @@
 // Retiring one (stale, broken, one too many) first clears its pool_prebuild_id, in one UPDATE a
 // claim's row lock excludes, so a claim and a removal never both get it; a control plane that
 // dies before the runner removed it leaves a row the next pass finds and removes again.
+import type { WarmPoolStatus } from '../../shared/prebuilds.ts';
 import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
@@ -27,21 +28,7 @@ const POLL_MS = 10_000;
 const FIRST_BACKOFF_MS = 10_000;
 const MAX_BACKOFF_MS = 5 * 60_000;
 
-/** One project's pool, as `berth project show` tells it. */
-export interface PoolStatus {
-  /** Environments it keeps: the project's `warm` setting. */
-  wanted: number;
-  /** Started and claimable now. */
-  ready: number;
-  /** Being made or started. */
-  starting: number;
-  /** The prebuild it serves from (the project's newest ready one); null when it has none yet. */
-  prebuildId: string | null;
-  /** Of older prebuilds, broken or one too many: being removed, never claimed. */
-  retiring: number;
-  /** Why the last refill of this project failed, until one succeeds (this replica's view). */
-  lastError: string | null;
-}
+
 
 type PoolEnvironment = Pick<EnvironmentRow, 'id' | 'org_id' | 'name' | 'state' | 'pool_project_id' | 'pool_prebuild_id' | 'created_at'>;
 interface ProjectRef {
@@ -194,7 +181,7 @@ export class WarmPoolService implements WarmPools {
   }
 
   /** What the project's pool holds now. */
-  async status(orgId: string, projectId: string): Promise<PoolStatus> {
+  async status(orgId: string, projectId: string): Promise<WarmPoolStatus> {
     const project = await this.#db.selectFrom('projects').select(['settings', 'archived_at']).where('org_id', '=', orgId).where('id', '=', projectId).executeTakeFirst();
     const wanted = project && !project.archived_at ? warmOf(project.settings) : 0;
     const prebuild = await this.#newestPrebuild(projectId);

@@ -10,7 +10,7 @@ import { ForgeSettingsSchema } from '../../forges/index.ts';
 import { ProjectWorkSettings, resolveProjectSpec } from '../tasks/index.ts';
 import { assertNameFree, liveProject, mergePatch, PROJECT_NAME, removeProject } from '../projects.ts';
 import { recordingRepoRefusals } from './repo-refusals.ts';
-import { PrebuildSettings } from '../../shared/prebuilds.ts';
+import { PrebuildSettings, WarmPoolStatus } from '../../shared/prebuilds.ts';
 import { ruleOf } from '../triggers/schedules/rule.ts';
 import { PrebuildView } from './prebuilds.ts';
 import { MAX_WARM } from '../prebuilds/warm-pool.ts';
@@ -76,16 +76,6 @@ const Caches = z
   .transform((kinds) => [...new Set(kinds)])
   .describe("package caches its environments mount, kept per project and removed with it (npm, pip, cargo, go, apt); [] for none");
 const Warm = z.number().int().min(0).max(MAX_WARM).describe(`environments kept started from its newest prebuild, so a task claims one instead of starting one (0 to ${MAX_WARM}; 0 for none)`);
-const PoolStatus = z
-  .object({
-    wanted: z.number(),
-    ready: z.number().describe('started and claimable now'),
-    starting: z.number().describe('being made or started'),
-    prebuildId: z.string().nullable().describe('the prebuild they are made from (its newest ready one); null when it has none yet'),
-    retiring: z.number().describe('of an older prebuild, broken or one too many: being removed, never claimed'),
-    lastError: z.string().nullable().describe('why the last refill failed, until one succeeds'),
-  })
-  .describe('its warm pool now');
 const ProjectParams = OrgRef.extend({ name: z.string().max(100) });
 
 /** Each field of a settings object may also be null: a PATCH that removes it (JSON merge patch). */
@@ -160,7 +150,7 @@ export function projectRoutes(app: App, { secrets, db, repos, audit, environment
         200: Project.extend({
           receives: Receives,
           cacheBytes: z.partialRecord(z.enum(CACHE_KINDS), z.number()).optional().describe('with ?usage=1: bytes each package cache holds, summed over the runners (each keeps its own)'),
-          pool: PoolStatus.optional(),
+          pool: WarmPoolStatus.optional(),
           prebuilds: z.object({ current: PrebuildView.nullable().describe('the newest ready prebuild: what its tasks start from'), latest: PrebuildView.nullable().describe('the newest attempt, when it is not the current one (queued, building or failed)') }).optional(),
         }),
         ...errors,
