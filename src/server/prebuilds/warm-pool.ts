@@ -28,8 +28,6 @@ const POLL_MS = 10_000;
 const FIRST_BACKOFF_MS = 10_000;
 const MAX_BACKOFF_MS = 5 * 60_000;
 
-
-
 type PoolEnvironment = Pick<EnvironmentRow, 'id' | 'org_id' | 'name' | 'state' | 'pool_project_id' | 'pool_prebuild_id' | 'created_at'>;
 interface ProjectRef {
   id: string;
