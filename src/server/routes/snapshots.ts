@@ -20,7 +20,7 @@ export function snapshotRoutes(app: App, { snapshots }: { snapshots: SnapshotSer
         'Running or stopped. A running environment is paused (its processes frozen) for the moment of the freeze and goes on. ' +
         "On a runner with the btrfs state store nothing is copied: the snapshot is a read-only copy-on-write subvolume, made in milliseconds whatever the workspace holds.",
       params: EnvironmentRef,
-      body: CreateSnapshotBody.optional(),
+      body: CreateSnapshotBody.nullish(),
       response: { 201: Snapshot, ...errors },
     },
     handler: async (req, reply) => {
@@ -39,7 +39,7 @@ export function snapshotRoutes(app: App, { snapshots }: { snapshots: SnapshotSer
         "Each new environment has every file of the source at the snapshot's moment; writes of one never show in another, in the source or in the snapshot. " +
         "They get the source's limits, project and user; their policy and secrets are their own, as any new environment's.",
       params: EnvironmentRef,
-      body: ForkEnvironmentBody.optional(),
+      body: ForkEnvironmentBody.nullish(),
       response: { 201: ForkResult, ...errors },
     },
     handler: async (req, reply) => {

@@ -45,7 +45,14 @@ export class SnapshotService {
       const support = await runner.snapshotSupport();
       if (!support.available) throw conflict(`runner '${runner.name}' cannot snapshot: ${support.reason}`);
       const id = newId('snap');
-      const name = o.name ?? `${env.name.slice(0, 40)}-${stamp()}`;
+      // A default name is the environment's and the second; two in one second get -2, -3 ….
+      const base = o.name ?? `${env.name.slice(0, 40)}-${stamp()}`;
+      let name = base;
+      for (let n = 2; o.name === undefined && n < 10; n++) {
+        const taken = await this.#db.selectFrom('snapshots').select('id').where('org_id', '=', scope.orgId).where('name', '=', name).where('deleted_at', 'is', null).executeTakeFirst();
+        if (!taken) break;
+        name = `${base}-${n}`;
+      }
       try {
         await this.#db
           .insertInto('snapshots')
