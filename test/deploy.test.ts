@@ -278,7 +278,7 @@ describe('Containerfile', () => {
           let log = ''; up.stderr.on('data', (d) => (log += d));
           const get = async (path) => { const r = await fetch('http://127.0.0.1:${port}' + path); return { status: r.status, body: await r.text() }; };
           (async () => {
-            for (let i = 0; i < 300; i++) {
+            for (let i = 0; i < 900; i++) {
               try {
                 const out = { healthz: await get('/healthz'), readyz: await get('/readyz'), web: await get('/') };
                 up.kill('SIGTERM');
