@@ -44,8 +44,9 @@ export async function choosePrebuild(db: Db, o: { projectId: string; runnerId: s
       say(`at ${commit.slice(0, 12)} is not an ancestor of the task's base ${o.baseSha.slice(0, 12)}`);
       continue;
     }
-    const ahead = Number((await git(o.repoDir, ['rev-list', '--count', `${commit}..${o.baseSha}`])).stdout.trim());
-    const changed = (await git(o.repoDir, ['-c', 'core.quotepath=off', 'diff', '--name-only', '--no-renames', commit, o.baseSha])).stdout.split('\n').filter(Boolean);
+    const [count, diff] = await Promise.all([git(o.repoDir, ['rev-list', '--count', `${commit}..${o.baseSha}`]), git(o.repoDir, ['-c', 'core.quotepath=off', 'diff', '--name-only', '--no-renames', commit, o.baseSha])]);
+    const ahead = Number(count.stdout.trim());
+    const changed = diff.stdout.split('\n').filter(Boolean);
     return { prebuild: p, commit, ahead, changed };
   }
   return { why: why! };
@@ -86,7 +87,8 @@ export const CATCH_UP_SCRIPT = [
   'git update-ref "refs/remotes/origin/$2" "$3"',
 ].join('\n');
 
-export async function catchUpInput(repoDir: string, dir: string, from: string, base: string): Promise<{ mode: 'bundle' | 'none'; stdin: ReturnType<typeof createReadStream> | undefined; done: () => Promise<void> }> {
+/** The bundle is read (opened) only when the catch-up runs: made early, it may never be. */
+export async function catchUpInput(repoDir: string, dir: string, from: string, base: string): Promise<{ mode: 'bundle' | 'none'; stdin: () => ReturnType<typeof createReadStream> | undefined; done: () => Promise<void> }> {
   const file = await bundleSince(repoDir, from, base, join(dir, 'catch-up.bundle'));
-  return { mode: file ? 'bundle' : 'none', stdin: file ? createReadStream(file) : undefined, done: () => rm(join(dir, 'catch-up.bundle'), { force: true }) };
+  return { mode: file ? 'bundle' : 'none', stdin: () => (file ? createReadStream(file) : undefined), done: () => rm(join(dir, 'catch-up.bundle'), { force: true }) };
 }

@@ -532,9 +532,20 @@ export class TaskRun {
    * Null when it cannot be made there (an image digest moved, say): the task starts fresh.
    */
   async #fromPrebuild(choice: Extract<PrebuildChoice, { prebuild: unknown }>, spec: WorkSpec, project: ProjectRow, at: { dir: string; repoDir: string; root: string; branch: string; base: string }): Promise<{ env: string; rerun: string[] } | null> {
+    const name = this.#environmentName();
+    // The catch-up bundle is host-side work: made while the environment is claimed or made.
+    const making = catchUpInput(at.repoDir, at.dir, choice.commit, at.base);
+    making.catch(() => {});
+    try {
+      return await this.#fromPrebuildWith(making, choice, spec, project, name, at);
+    } finally {
+      await making.then((input) => input.done(), () => {});
+    }
+  }
+
+  async #fromPrebuildWith(making: ReturnType<typeof catchUpInput>, choice: Extract<PrebuildChoice, { prebuild: unknown }>, spec: WorkSpec, project: ProjectRow, name: string, at: { dir: string; repoDir: string; root: string; branch: string; base: string }): Promise<{ env: string; rerun: string[] } | null> {
     const task = this.#task;
     const p = choice.prebuild;
-    const name = this.#environmentName();
     await this.#d.environments.remove(this.#scope, name).catch(() => {});
     let env = await this.#d.warmPools?.claim({ scope: this.#scope, projectId: project.id, prebuildId: p.id, name, taskId: task.id }).catch(() => undefined);
     const warm = env !== undefined;
@@ -561,13 +572,9 @@ export class TaskRun {
     }
     this.#environmentId = env;
     await this.#update({ environment_id: env });
-    const input = await catchUpInput(at.repoDir, at.dir, choice.commit, at.base);
-    try {
-      const r = await runIn(this.#d.environments, this.#scope, env, ['sh', '-c', CATCH_UP_SCRIPT, 'sh', input.mode, at.branch, at.base], { cwd: at.root, stdin: input.stdin, redact: false, signal: this.#signal });
-      if (r.exitCode !== 0) throw new TaskEnd('failed', `could not bring the prebuild's checkout to ${at.base.slice(0, 12)}: ${tail(r.stderr, 2000).trim()}`);
-    } finally {
-      await input.done();
-    }
+    const input = await making;
+    const r = await runIn(this.#d.environments, this.#scope, env, ['sh', '-c', CATCH_UP_SCRIPT, 'sh', input.mode, at.branch, at.base], { cwd: at.root, stdin: input.stdin(), redact: false, signal: this.#signal });
+    if (r.exitCode !== 0) throw new TaskEnd('failed', `could not bring the prebuild's checkout to ${at.base.slice(0, 12)}: ${tail(r.stderr, 2000).trim()}`);
     const decisions = planIncremental(spec.incremental ?? [], choice.changed);
     const said = decisions.map((d) => `${d.rerun ? 'reruns' : 'skips'} \`${d.run}\` (${d.why})`).join(', ');
     await this.#emit({
