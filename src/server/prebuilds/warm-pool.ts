@@ -27,6 +27,8 @@ const POLL_MS = 10_000;
 /** After a failed create, the project's next one waits this long, doubling to the cap: a runner out of room is not asked every poll. */
 const FIRST_BACKOFF_MS = 10_000;
 const MAX_BACKOFF_MS = 5 * 60_000;
+/** A claim's refill waits this long: the task it serves goes first. */
+const REFILL_AFTER_CLAIM_MS = 5_000;
 
 type PoolEnvironment = Pick<EnvironmentRow, 'id' | 'org_id' | 'name' | 'state' | 'pool_project_id' | 'pool_prebuild_id' | 'created_at'>;
 interface ProjectRef {
@@ -173,8 +175,9 @@ export class WarmPoolService implements WarmPools {
     }
     if (!row) return undefined;
     await this.#audit.append({ orgId, actor: o.scope.actor, action: 'environment.claim', target: row.id, environmentId: row.id, details: { name: o.name, taskId: o.taskId, projectId: o.projectId, prebuildId: o.prebuildId } });
-    // One fewer in the pool: top it up (at low priority, after the task).
-    this.wake();
+    // One fewer in the pool: top it up once the task is under way. At once, the new environment's
+    // start competed with the task's own catch-up for the cores (bench/prebuilds: slower under load).
+    setTimeout(() => this.wake(), REFILL_AFTER_CLAIM_MS).unref();
     return row.id;
   }
 
