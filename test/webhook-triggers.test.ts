@@ -184,7 +184,9 @@ describe('generic webhook triggers', () => {
     assert.equal((await deliver(trigger, { n: 2 })).status, 202);
     const third = await deliver(trigger, { n: 3 });
     assert.equal(third.status, 429, JSON.stringify(third.body));
-    assert.equal(third.headers.get('retry-after'), '30');
+    // 30 s for the next token at 2 a minute, less whatever refilled while the three were sent (a loaded machine: 29).
+    const wait = Number(third.headers.get('retry-after'));
+    assert.ok(Number.isInteger(wait) && wait >= 20 && wait <= 30, `retry-after ${third.headers.get('retry-after')}`);
     assert.match(third.body.error.message, /at most 2 deliveries a minute/);
     await t.berth.triggers.deps.queue.idle();
     assert.equal((await deliveries(trigger)).length, 2);
