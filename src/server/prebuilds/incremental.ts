@@ -21,12 +21,44 @@ export function planIncremental(steps: IncrementalStep[], changed: string[]): St
   });
 }
 
-/** `*` within one path segment, `**` across segments, `?` one character; a trailing `/` a folder's contents. */
+/**
+ * `*` within one path segment, `**` across segments (none too), `?` one character; a trailing `/`
+ * a folder's contents. Matched without a regular expression: the pattern is a repository's
+ * (hostile), and a regex of `**`s or `*a*a…` backtracks exponentially (a few dozen characters held
+ * the control plane's event loop for minutes; node's path.matchesGlob too). Greedy with one resume
+ * point, per segment and per character: at worst pattern × path steps.
+ */
 export function globMatch(pattern: string, path: string): boolean {
-  const p = pattern.replace(/^\.?\//, '');
-  const source = (p.endsWith('/') ? `${p}**` : p)
-    .split(/(\*\*\/?|\*|\?)/)
-    .map((part) => (part === '**' || part === '**/' ? '(?:.*)' : part === '*' ? '[^/]*' : part === '?' ? '[^/]' : part.replace(/[.+^${}()|[\]\\]/g, '\\$&')))
-    .join('');
-  return new RegExp(`^${source}$`).test(path);
+  let p = pattern.replace(/^\.?\//, '');
+  if (p.endsWith('/')) p += '**';
+  const parts = p.split('/');
+  return wildcard(parts.filter((s, i) => !(s === '**' && parts[i - 1] === '**')), path.split('/'), (s) => s === '**', segmentMatch);
+}
+
+function segmentMatch(pattern: string, segment: string): boolean {
+  return wildcard([...pattern], [...segment], (c) => c === '*', (c, ch) => c === '?' || c === ch);
+}
+
+/** The classic wildcard walk over any sequence: `isStar` items match any run (none too), `one` matches one item. */
+function wildcard<P, S>(pattern: P[], items: S[], isStar: (p: P) => boolean, one: (p: P, s: S) => boolean): boolean {
+  let i = 0;
+  let j = 0;
+  let star = -1;
+  let resume = 0;
+  while (j < items.length) {
+    if (i < pattern.length && isStar(pattern[i]!)) {
+      star = i++;
+      resume = j;
+    } else if (i < pattern.length && one(pattern[i]!, items[j]!)) {
+      i++;
+      j++;
+    } else if (star >= 0) {
+      i = star + 1;
+      j = ++resume;
+    } else {
+      return false;
+    }
+  }
+  while (i < pattern.length && isStar(pattern[i]!)) i++;
+  return i === pattern.length;
 }
