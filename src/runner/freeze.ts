@@ -65,9 +65,18 @@ function freezer(id: string): Freezer | undefined {
   if (existsSync(`${v1}/freezer.state`)) {
     return {
       procs: `${v1}/cgroup.procs`,
+      // v1's freezer misses a process forked while it freezes and then stays FREEZING: asked
+      // again at every look, and now and then thawed and asked afresh, as runc does.
       async freeze() {
-        writeFileSync(`${v1}/freezer.state`, 'FROZEN');
-        await until(() => readFileSync(`${v1}/freezer.state`, 'utf8').trim() === 'FROZEN', id);
+        const state = `${v1}/freezer.state`;
+        let looks = 0;
+        writeFileSync(state, 'FROZEN');
+        await until(() => {
+          if (readFileSync(state, 'utf8').trim() === 'FROZEN') return true;
+          if (++looks % 50 === 0) writeFileSync(state, 'THAWED');
+          writeFileSync(state, 'FROZEN');
+          return false;
+        }, id);
       },
       thaw: () => writeFileSync(`${v1}/freezer.state`, 'THAWED'),
     };
@@ -75,15 +84,22 @@ function freezer(id: string): Freezer | undefined {
   return undefined;
 }
 
-/** Polls every 2 ms for the first 0.2 s (a freeze usually takes a few ms: it is on a snapshot's pause), then every 25 ms, for 5 s. */
+const FREEZE_TIMEOUT_MS = 30_000;
+
+/**
+ * Polls every 2 ms for the first 0.2 s (a freeze usually takes a few ms: it is on a snapshot's
+ * pause), then every 25 ms, for up to 30 s of wall time: a process in the middle of heavy disk
+ * writes stays FREEZING until its I/O lets it stop (a CI run under load took over 5 s).
+ */
 async function until(done: () => boolean, id: string): Promise<void> {
-  for (let waited = 0; waited < 5_000; ) {
+  const began = performance.now();
+  for (;;) {
     if (done()) return;
-    const step = waited < 200 ? 2 : 25;
-    await sleep(step);
-    waited += step;
+    const waited = performance.now() - began;
+    if (waited > FREEZE_TIMEOUT_MS) break;
+    await sleep(waited < 200 ? 2 : 25);
   }
-  throw new Error(`environment ${id} did not pause within 5 s; stop it (\`berth env stop ${id}\`) and try again`);
+  throw new Error(`environment ${id} did not pause within ${FREEZE_TIMEOUT_MS / 1000} s; stop it (\`berth env stop ${id}\`) and try again`);
 }
 
 /**
