@@ -23,6 +23,7 @@ import { buildSpecImage } from '../tasks/spec-image.ts';
 import { cloneProject } from '../tasks/project-spec.ts';
 import { mergeSpec, readRepoSpec } from '../tasks/repo-config.ts';
 import { copyRepoIn } from '../tasks/copy-in.ts';
+import { workEnvironmentBody } from '../tasks/work-environment.ts';
 import { runIn } from '../tasks/sandbox.ts';
 import { repoNameOf } from '../tasks/change-text.ts';
 import { snapshotNameOf, systemScope, type PrebuildRow, type PrebuildService } from './service.ts';
@@ -256,18 +257,7 @@ export class PrebuildBuilder {
   async #makeEnvironment(row: PrebuildRow, project: ProjectRow, spec: ReturnType<typeof mergeSpec>, runnerId: string): Promise<string> {
     const d = this.#d;
     const name = buildEnvName(row.id);
-    const memory = spec.limits.memory === undefined ? undefined : parseSize(spec.limits.memory);
-    const env = await d.environments.create(systemScope(row.org_id), {
-      name,
-      image: spec.image ?? undefined,
-      project: project.id,
-      cpus: spec.limits.cpus,
-      memory,
-      idleTimeout: null,
-      maxLifetime: null,
-      user: spec.user ?? undefined,
-      volumes: spec.volumes.length ? spec.volumes : undefined,
-    }, { runnerId });
+    const env = await d.environments.create(systemScope(row.org_id), workEnvironmentBody(spec, { name, project: project.id }), { runnerId });
     await d.db.updateTable('prebuilds').set({ environment_id: env.id, runner_id: runnerId }).where('id', '=', row.id).execute();
     return env.id;
   }

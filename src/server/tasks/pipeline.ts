@@ -7,7 +7,6 @@ import { markStep } from '../../shared/spans.ts';
 import type { Logger } from 'pino';
 import { BuiltinAgent, modelClientFor, modelClientFromEnv, type AgentOutcome } from '../../agent/index.ts';
 import { cloneRepo, commitPatch, diffOf, forgeFor, pushBranch, type ForgeAuth, type ForgeSettings, type GitCredentials, type GitReach, type RepoAccess } from '../../forges/index.ts';
-import { parseSize } from '../../shared/units.ts';
 import { BerthError } from '../../shared/errors.ts';
 import type { ChangeRequest, TaskEventData, TaskState, TaskStep, Usage } from '../../shared/tasks.ts';
 import { Redactor } from '../../shared/redact.ts';
@@ -20,6 +19,7 @@ import type { TaskEvents } from './events.ts';
 import { mergeSpec, readRepoSpec, type WorkSpec } from './repo-config.ts';
 import { buildSpecImage, type SpecImageDeps } from './spec-image.ts';
 import { runIn, SandboxWorkspace, taskScope, type RunOptions } from './sandbox.ts';
+import { workEnvironmentBody } from './work-environment.ts';
 import { copyRepoIn } from './copy-in.ts';
 import { changeRequestName, commitMessage, issueReference, prBody, repoNameOf, slugOf, titleOf } from './change-text.ts';
 import { secretsInChange } from './leaks.ts';
@@ -550,19 +550,10 @@ export class TaskRun {
     let env = await this.#d.warmPools?.claim({ scope: this.#scope, projectId: project.id, prebuildId: p.id, name, taskId: task.id }).catch(() => undefined);
     const warm = env !== undefined;
     if (!env) {
-      const memory = spec.limits.memory === undefined ? undefined : parseSize(spec.limits.memory);
       try {
-        const created = await this.#d.snapshots!.createEnvironment(this.#scope, p.snapshot_id!, {
-          name,
-          project: project.id,
-          cpus: spec.limits.cpus,
-          memory,
-          idleTimeout: null,
-          maxLifetime: null,
-          user: spec.user ?? undefined,
-          forwardPorts: spec.forwardPorts.length ? spec.forwardPorts : undefined,
-          volumes: spec.volumes.length ? spec.volumes : undefined,
-        });
+        // The image is the snapshot's: the body's is left out.
+        const { image: _image, ...body } = workEnvironmentBody(spec, { name, project: project.id });
+        const created = await this.#d.snapshots!.createEnvironment(this.#scope, p.snapshot_id!, body);
         env = created.id;
       } catch (err) {
         this.#signal.throwIfAborted();
@@ -590,21 +581,9 @@ export class TaskRun {
     const name = this.#environmentName();
     // A run that was interrupted after making its environment starts over with a new one.
     await this.#d.environments.remove(this.#scope, name).catch(() => {});
-    const memory = spec.limits.memory === undefined ? undefined : parseSize(spec.limits.memory);
-    // Made as the task, so it is the task's to use and its owner's (ownership.ts).
-    const created = await this.#d.environments.create(this.#scope, {
-      name,
-      image: spec.image ?? undefined,
-      project,
-      cpus: spec.limits.cpus,
-      memory,
-      idleTimeout: null,
-      maxLifetime: null,
-      user: spec.user ?? undefined,
-      forwardPorts: spec.forwardPorts.length ? spec.forwardPorts : undefined,
-      volumes: spec.volumes.length ? spec.volumes : undefined,
-      // On the runner that claimed the task: its worker counts the task against that runner's concurrency.
-    }, { runnerId: task.runner_id ?? undefined });
+    // Made as the task, so it is the task's to use and its owner's (ownership.ts); on the runner
+    // that claimed the task: its worker counts the task against that runner's concurrency.
+    const created = await this.#d.environments.create(this.#scope, workEnvironmentBody(spec, { name, project }), { runnerId: task.runner_id ?? undefined });
     this.#environmentId = created.id;
     await this.#update({ environment_id: created.id });
     await this.#emit({ type: 'log', level: 'info', message: `environment ${created.name} (${created.id}) is running` });
