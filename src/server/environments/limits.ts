@@ -37,3 +37,15 @@ export function limitsFrom(body: CreateEnvironmentBody, hostCpus: number): Envir
   }
   return limits;
 }
+
+/** The create-body fields that give a new environment these limits (a fork's, an import's): limitsFrom's inverse. */
+export function limitsBody(limits: EnvironmentLimits): Pick<CreateEnvironmentBody, 'cpus' | 'memory' | 'disk' | 'pids' | 'idleTimeout' | 'maxLifetime'> {
+  return {
+    cpus: limits.cpus,
+    memory: limits.memoryBytes,
+    disk: limits.diskBytes,
+    pids: limits.pidsLimit,
+    idleTimeout: limits.idleTimeoutMs ?? 'off',
+    maxLifetime: limits.maxLifetimeMs ?? 'off',
+  };
+}

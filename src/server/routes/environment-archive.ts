@@ -5,7 +5,7 @@ import { createReadStream } from 'node:fs';
 import { atLeast } from '../authz.ts';
 import { CreateEnvironmentBody, Environment, EnvironmentRef, ErrorSchema, OrgRef, RunnerLabels } from '../../shared/api.ts';
 import { ImportEnvironmentQuery, type EnvironmentManifest } from '../../shared/api-environment-archive.ts';
-import { limitsFrom } from '../environments/limits.ts';
+import { limitsBody, limitsFrom } from '../environments/limits.ts';
 import { invalid } from '../../shared/errors.ts';
 import { spoolExport, spoolImport } from '../environments/archive.ts';
 import type { App, AppDeps } from '../app.ts';
@@ -60,12 +60,7 @@ export function environmentArchiveRoutes(app: App, { environments }: AppDeps): v
         const body = CreateEnvironmentBody.safeParse({
           name: req.query.name ?? m.environment.name,
           image: m.image.ref,
-          cpus: m.limits.cpus,
-          memory: m.limits.memoryBytes,
-          disk: m.limits.diskBytes,
-          pids: m.limits.pidsLimit,
-          idleTimeout: m.limits.idleTimeoutMs ?? 'off',
-          maxLifetime: m.limits.maxLifetimeMs ?? 'off',
+          ...limitsBody(m.limits),
           ...(m.environment.user !== null && { user: m.environment.user }),
           ...(labels && { runnerLabels: labels }),
         });

@@ -14,6 +14,7 @@ import { atLeast, forbidden, type Scope } from '../authz.ts';
 import { isoOrNull as iso, isUniqueViolation, type Db } from '../db/index.ts';
 import type { SnapshotKind, SnapshotTable } from '../db/schema.ts';
 import type { EnvironmentService } from '../environments/service.ts';
+import { limitsBody } from '../environments/limits.ts';
 import { ownerIdOf, people } from '../ownership.ts';
 import { projectIdOf } from '../projects.ts';
 import type { RunnerPool } from '../runners/pool.ts';
@@ -145,12 +146,7 @@ export class SnapshotService {
         environments[i] = await this.#fromRow(scope, snap, {
           name: names[i],
           project: source.projectId ?? undefined,
-          cpus: source.limits.cpus,
-          memory: source.limits.memoryBytes,
-          disk: source.limits.diskBytes,
-          pids: source.limits.pidsLimit,
-          idleTimeout: source.limits.idleTimeoutMs ?? 'off',
-          maxLifetime: source.limits.maxLifetimeMs ?? 'off',
+          ...limitsBody(source.limits),
           ...(source.user !== null && { user: source.user }),
         }, opts);
       }
