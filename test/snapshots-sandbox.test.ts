@@ -17,7 +17,7 @@ import { Spawner } from '../src/runner/spawner/index.ts';
 import { StateStore, storeSupport } from '../src/runner/store.ts';
 import { DEFAULT_LIMITS, type EnvironmentLimits } from '../src/shared/environment.ts';
 import { newId } from '../src/shared/ids.ts';
-import { IMAGE_DIR, REPO } from './helpers.ts';
+import { IMAGE_DIR, REPO, runToEnd, waitFor } from './helpers.ts';
 
 const MiB = 1024 ** 2;
 const logger = pino({ level: 'silent' });
@@ -79,27 +79,13 @@ async function fork(snap: string, limits: Partial<EnvironmentLimits> = {}): Prom
 }
 
 async function sh(s: EnvironmentSpec, script: string, r: LocalRunner = runner) {
-  const command = r.exec(s, { cmd: ['sh', '-c', script] });
-  let stdout = '';
-  let stderr = '';
-  command.stdout.on('data', (b: Buffer) => (stdout += b));
-  command.stderr.on('data', (b: Buffer) => (stderr += b));
-  command.stdin.end();
-  return { ...(await command.exited), stdout, stderr };
+  return runToEnd(r.exec(s, { cmd: ['sh', '-c', script] }));
 }
 
 async function ok(s: EnvironmentSpec, script: string, r: LocalRunner = runner): Promise<string> {
   const out = await sh(s, script, r);
   assert.equal(out.exitCode, 0, `${script}\n${out.stdout}${out.stderr}`);
   return out.stdout;
-}
-
-async function until(what: string, check: () => Promise<boolean>, ms = 60_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 /** Writes file N whole (its content made from N), then records N in `count` by rename: whatever `count` says was written whole. */
@@ -130,12 +116,12 @@ test('a snapshot of an environment under write load is one instant of it; the so
   try {
     const taken: [string, number][] = [];
     for (const atLeast of [10, 25, 40]) {
-      await until(`the writer's file ${atLeast}`, async () => (await count(source)) >= atLeast);
+      await waitFor(`the writer's file ${atLeast}`, async () => (await count(source)) >= atLeast);
       taken.push([await snapshot(source.id), await count(source)]);
     }
     // Thawed: the source goes on writing after each snapshot.
     last = await count(source);
-    await until('the source to write on after the snapshots', async () => (await count(source)) > last + 5);
+    await waitFor('the source to write on after the snapshots', async () => (await count(source)) > last + 5);
     assert.equal((await sh(source, 'cat /proc/1/status')).exitCode, 0);
 
     for (const [snap, countAfter] of taken) {
@@ -216,7 +202,7 @@ test('blocks shared by a source, its snapshot and a fork are freed with the last
   const shared = await store.used();
   assert.ok(shared > written - 20 * MiB, `the fork's 100 MB: the store went from ${written} to ${shared}`);
   await runner.remove(f.id);
-  await until('the store to free the 100 MB', async () => (await store.used()) < written - 80 * MiB);
+  await waitFor('the store to free the 100 MB', async () => (await store.used()) < written - 80 * MiB);
 });
 
 /** Starts tests/fixtures/store-child.ts and kills it (and its spawner and commands) `delayMs` after it says go. */
