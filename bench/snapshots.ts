@@ -12,6 +12,7 @@ import pino from 'pino';
 import { DEFAULT_IMAGE, ImageStore, LocalRunner } from '../src/runner/index.ts';
 import type { EnvironmentSpec } from '../src/runner/port.ts';
 import { Spawner } from '../src/runner/spawner/index.ts';
+import { FORK_PARALLEL } from '../src/server/snapshots/service.ts';
 import { StateStore, storeSupport } from '../src/runner/store.ts';
 import { DEFAULT_LIMITS } from '../src/shared/environment.ts';
 import { newId } from '../src/shared/ids.ts';
@@ -114,6 +115,19 @@ try {
   });
   const usedAfter = await store.used();
   row(`fork (createFromSnapshot)`, made);
+  // As `berth env fork --count N` makes them: FORK_PARALLEL at a time (btrfs commits snapshots
+  // made meanwhile together).
+  const parallelTotal = await time(async () => {
+    let next = 0;
+    const work = async () => {
+      for (let i = next++; i < RUNS; i = next++) {
+        const s = spec();
+        envs.push(s.id);
+        await runner.createFromSnapshot(s, snap);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(FORK_PARALLEL, RUNS) }, work));
+  });
 
   const running: number[] = [];
   const firstCommand: number[] = [];
@@ -152,7 +166,7 @@ try {
   console.log(`workspace: ${MB} MiB of random data in ${FILES} files (${DIRS} folders), written inside in ${(writeMs / 1000).toFixed(1)} s; the environment references ${usage === null ? '?' : mib(usage)}`);
   console.log(`${'operation'.padEnd(w)}  ${'median'.padStart(10)}  ${'p99'.padStart(10)}   (n=${RUNS})`);
   for (const [what, p50, p99] of rows) console.log(`${what.padEnd(w)}  ${p50.padStart(10)}  ${p99.padStart(10)}`);
-  console.log(`${RUNS} forks made: ${(madeTotal / 1000).toFixed(2)} s in all; made and started: ${(runningTotal / 1000).toFixed(2)} s in all`);
+  console.log(`${RUNS} forks made one after another: ${(madeTotal / 1000).toFixed(2)} s in all; ${FORK_PARALLEL} at a time (as berth env fork --count ${RUNS}): ${(parallelTotal / 1000).toFixed(2)} s in all; made and started: ${(runningTotal / 1000).toFixed(2)} s in all`);
   console.log(`store used by ${RUNS} forks of ${MB} MiB: ${mib(usedAfter - usedBefore)} (before ${mib(usedBefore)}, after ${mib(usedAfter)})`);
   const snapP50 = percentile(bigSnaps.ms, 50);
   const forkP50 = percentile(made, 50);

@@ -791,8 +791,8 @@ export class LocalRunner implements Runner {
       paused.resume();
     }
     const pausedMs = paused.running ? performance.now() - begun : 0;
-    const usage = await store.usage(store.snapshotDir(snapshotId));
-    return { bytes: usage?.referenced ?? null, copied: !p.stored, pausedMs: Math.round(pausedMs * 10) / 10 };
+    const bytes = await store.snapshotBytes(snapshotId);
+    return { bytes, copied: !p.stored, pausedMs: Math.round(pausedMs * 10) / 10 };
   }
 
   /** Makes environment `spec.id`'s files from snapshot `snapshotId` (copy-on-write); it is then started as any other. */
@@ -800,7 +800,7 @@ export class LocalRunner implements Runner {
     const store = this.#requireStore();
     if (this.exists(spec.id)) throw conflict(`environment ${spec.id} already has files on runner '${this.name}'`);
     // Its disk limit counts the files it starts with: one below them could write nothing.
-    const held = this.#diskQuota ? (await store.usage(store.snapshotDir(snapshotId)))?.referenced : undefined;
+    const held = this.#diskQuota ? ((await store.snapshotBytes(snapshotId)) ?? undefined) : undefined;
     if (held !== undefined && held >= spec.limits.diskBytes) {
       throw invalid(`the snapshot holds ${formatSize(held)}, as much as the new environment's disk limit (${formatSize(spec.limits.diskBytes)}): give it more (--disk)`);
     }

@@ -46,6 +46,8 @@ export class StateStore {
   readonly #spawner: Spawner;
   readonly #log: Logger;
   #ready: Promise<void> | undefined;
+  /** Snapshots are read-only: what one references never changes, so it is asked once. */
+  readonly #snapshotBytes = new Map<string, number>();
 
   /** @param dir the runner's runtime dir: the image is `store.img` there, mounted at `store`. */
   constructor(opts: { dir: string; spawner: Spawner; logger: Logger }) {
@@ -167,7 +169,8 @@ export class StateStore {
       'btrfs -q subvolume create "$tmp" || exit',
       // cp -a keeps owners, modes, times, xattrs (overlay's opaque marks) and whiteouts (0/0 devices).
       'cp -a --sparse=always "$upper" "$tmp/upper" && mkdir -m 700 "$tmp/work" || { btrfs -q subvolume delete "$tmp"; exit 1; }',
-      'btrfs property set -ts "$tmp" ro true && mv "$tmp" "$to"',
+      // Committed before it is used: what it references is then counted (snapshotBytes asks once).
+      'btrfs property set -ts "$tmp" ro true && mv "$tmp" "$to" && btrfs filesystem sync "$to"',
     ].join('\n');
     const r = await this.#spawner.run('sh', ['-c', script, 'sh', upper, to, tmp]);
     if (r.code === 3) throw conflict(`snapshot ${snapshot} already exists on this runner`);
@@ -185,7 +188,17 @@ export class StateStore {
   }
 
   removeSnapshot(id: string): Promise<void> {
+    this.#snapshotBytes.delete(id);
     return this.#delete(this.snapshotDir(id));
+  }
+
+  /** Bytes snapshot `id` references (null if it is not here): each fork's disk limit is checked against it. */
+  async snapshotBytes(id: string): Promise<number | null> {
+    const known = this.#snapshotBytes.get(id);
+    if (known !== undefined) return known;
+    const bytes = (await this.usage(this.snapshotDir(id), { settled: true }))?.referenced ?? null;
+    if (bytes !== null) this.#snapshotBytes.set(id, bytes);
+    return bytes;
   }
 
   async hasSnapshot(id: string): Promise<boolean> {
@@ -198,11 +211,12 @@ export class StateStore {
    * (what removing it would free), as btrfs's quota groups count them. They are brought up
    * to date at each transaction commit (every 30 s), so one is made first: a write or an rm
    * of the last seconds shows. It costs a few ms when little is waiting to be written (what
-   * is, it writes out sooner than the next commit would).
+   * is, it writes out sooner than the next commit would). A snapshot's `referenced` is final
+   * once it is made (read-only, and made by a commit of its own): `settled` skips the commit.
    */
-  async usage(dir: string): Promise<{ referenced: number; exclusive: number } | null> {
+  async usage(dir: string, o: { settled?: boolean } = {}): Promise<{ referenced: number; exclusive: number } | null> {
     await this.ready();
-    await this.#spawner.run('btrfs', ['filesystem', 'sync', this.root]);
+    if (!o.settled) await this.#spawner.run('btrfs', ['filesystem', 'sync', this.root]);
     const r = await this.#spawner.run('btrfs', ['qgroup', 'show', '--raw', '-f', dir]);
     if (r.code !== 0) return null;
     const row = r.stdout.split('\n').find((l) => /^0\/\d+\s/.test(l));

@@ -22,7 +22,7 @@ import type { RunnerPool } from '../runners/pool.ts';
 export type SnapshotRow = Selectable<SnapshotTable>;
 
 /** Environments a fork starts at once: starts are CPU-bound, and a runner has few cores. */
-const FORK_PARALLEL = 4;
+export const FORK_PARALLEL = 4;
 
 export class SnapshotService {
   readonly #db: Db;
