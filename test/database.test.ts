@@ -9,7 +9,7 @@ import { migrations } from '../src/server/db/migrations.ts';
 import { freshDatabase, POSTGRES_SERVER, postgresReachable } from './postgres.ts';
 
 const server = await postgresReachable();
-const TABLES = ['audit_entries', 'audit_heads', 'environment_shares', 'environments', 'integrations', 'invites', 'memberships', 'models', 'network_events', 'network_policies', 'orgs', 'prebuilds', 'projects', 'runner_tokens', 'runners', 'schedule_firings', 'schedules', 'secrets', 'snapshots', 'task_events', 'tasks', 'tokens', 'users', 'webhook_deliveries', 'webhook_triggers'];
+const TABLES = ['audit_entries', 'audit_heads', 'campaign_targets', 'campaigns', 'environment_shares', 'environments', 'integrations', 'invites', 'memberships', 'models', 'network_events', 'network_policies', 'orgs', 'prebuilds', 'projects', 'runner_tokens', 'runners', 'schedule_firings', 'schedules', 'secrets', 'snapshots', 'task_events', 'tasks', 'tokens', 'users', 'webhook_deliveries', 'webhook_triggers'];
 
 async function tables(db: Awaited<ReturnType<typeof openDatabase>>['db']): Promise<string[]> {
   const rows = await db.introspection.getTables();

@@ -1,6 +1,8 @@
 import { snapshotRoutes } from './routes/snapshots.ts';
 import { SnapshotService } from './snapshots/service.ts';
 import { prebuildRoutes } from './routes/prebuilds.ts';
+import { campaignRoutes } from './routes/campaigns.ts';
+import type { CampaignService } from './campaigns/service.ts';
 import type { PrebuildService } from './prebuilds/service.ts';
 import type { WarmPoolService } from './prebuilds/warm-pool.ts';
 import fastifySwagger from '@fastify/swagger';
@@ -153,6 +155,8 @@ export interface AppDeps {
   prebuilds?: PrebuildService | undefined;
   /** Projects' warm pools (prebuilds/warm-pool.ts): `berth project show` tells them. */
   warmPools?: WarmPoolService | undefined;
+  /** Campaigns (campaigns/service.ts); without it, no campaign routes. */
+  campaigns?: CampaignService | undefined;
 }
 
 export type App = FastifyInstance<any, any, any, FastifyBaseLogger, ZodTypeProvider>;
@@ -338,6 +342,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     environmentRoutes(api, deps);
     snapshotRoutes(api, { snapshots: deps.snapshots ?? new SnapshotService({ db: deps.db, runners: deps.pool, environments: deps.environments, logger: deps.logger }) });
     if (deps.prebuilds) prebuildRoutes(api, { prebuilds: deps.prebuilds });
+    if (deps.campaigns) campaignRoutes(api, { campaigns: deps.campaigns });
     attachRoutes(api, deps);
     fileRoutes(api, deps);
     fileBrowserRoutes(api, deps);

@@ -1,6 +1,7 @@
 import { SnapshotService } from './snapshots/service.ts';
 import { WarmPoolService } from './prebuilds/warm-pool.ts';
 import { PrebuildBuilder, PrebuildService } from './prebuilds/index.ts';
+import { CampaignScheduler, CampaignService } from './campaigns/index.ts';
 import type { PipelineDeps } from './tasks/index.ts';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -168,6 +169,9 @@ export interface RunningBerth {
   /** Projects' prebuilds and the builder that makes them (prebuilds/). */
   prebuilds: PrebuildService;
   prebuildBuilder: PrebuildBuilder;
+  /** Campaigns and the scheduler that starts and settles their tasks (campaigns/). */
+  campaigns: CampaignService;
+  campaignScheduler: CampaignScheduler;
   /** A one-time link that signs the local administrator in to the web UI (`berth up` prints one). */
   signInLink(ttlMs?: number): Promise<string>;
   close(): Promise<void>;
@@ -305,6 +309,10 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   // Tasks of a project with a ready prebuild claim one of its warm environments first.
   taskDeps.warmPools = warmPools;
   const prebuildBuilder = new PrebuildBuilder({ db, prebuilds, environments, snapshots, secrets, repos, runners: pool, logger, workDir: join(opts.dataDir, 'prebuilds'), images: { policies, runners: pool }, staleAfterMs: opts.prebuildStaleAfterMs, onReady: () => warmPools.wake() });
+  // One change across many repositories: started and settled on one replica at a time.
+  const campaigns = new CampaignService({ db, tasks, repos });
+  const campaignScheduler = new CampaignScheduler({ db, tasks, audit, logger, exclusive: (name, fn) => database.singletons.run(name, fn) });
+  campaigns.signals = campaignScheduler;
   const joinedRunners = new JoinedRunners({ db, pool, registry: runners, environments, tokens: runnerTokens, policies, networkEvents, logger, heartbeatMs: opts.runnerHeartbeatMs, tasksOf: (id) => ({ running: workers.get(id)?.running ?? 0, concurrency: workers.get(id)?.concurrency ?? 0 }), replicaUrl: () => replicaUrl });
   // Runners another replica holds are reached through it; this one's are served to the others.
   let replicaUrl: string | undefined;
@@ -347,6 +355,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     snapshots,
     warmPools,
     prebuilds,
+    campaigns,
     images,
     pool,
     runners,
@@ -375,6 +384,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   runnerSweeper.start();
   warmPools.start();
   prebuildBuilder.start();
+  campaignScheduler.start();
   // Snapshots a killed control plane left half-recorded: settled once runners are here.
   void snapshots.recover().catch((err: unknown) => logger.error({ err }, 'cannot settle interrupted snapshots'));
   await triggers.start();
@@ -407,6 +417,8 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     warmPools,
     prebuilds,
     prebuildBuilder,
+    campaigns,
+    campaignScheduler,
     worker,
     get runner(): LocalRunner {
       if (opts.runner) throw new Error('this control plane was started with a runner of its caller (StartOptions.runner): it has no LocalRunner');
@@ -427,6 +439,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
       observability.beginShutdown();
       await runnerSweeper.close();
       await prebuildBuilder.stop();
+      await campaignScheduler.close();
       await warmPools.close();
       await triggers.close();
       stopTaskSignals();

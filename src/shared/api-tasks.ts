@@ -10,7 +10,7 @@ import { parseDuration } from './units.ts';
  * them where the work is (src/server/triggers): a GitHub or GitLab issue or comment, a Slack
  * message, a schedule, a generic webhook.
  */
-export const TASK_TRIGGERS = ['web', 'cli', 'api', 'github', 'gitlab', 'slack', 'schedule', 'webhook'] as const;
+export const TASK_TRIGGERS = ['web', 'cli', 'api', 'github', 'gitlab', 'slack', 'schedule', 'webhook', 'campaign'] as const;
 export type TaskTrigger = (typeof TASK_TRIGGERS)[number];
 
 export const TaskRef = OrgRef.extend({ id: z.string().regex(/^task_[0-9a-z]{12}$/, 'a task id such as task_0123456789ab') });

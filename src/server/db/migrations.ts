@@ -651,4 +651,58 @@ export const migrations: Record<string, Migration> = {
       await sql`create index prebuilds_queued on prebuilds (created_at) where state = 'queued'`.execute(db);
     },
   },
+  '0025_campaigns': {
+    async up(db) {
+      // One change across many repositories: the campaign (its settings and state) and one
+      // target per repository. A target is written (starting, with its attempt) before its task
+      // is made, and the task carries the key campaign:ID:TARGET:ATTEMPT, so a control plane
+      // killed in between finds the task it made instead of making a second.
+      await db.schema
+        .createTable('campaigns')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('org_id', 'text', (c) => c.notNull().references('orgs.id'))
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('goal', 'text', (c) => c.notNull())
+        .addColumn('state', 'text', (c) => c.notNull())
+        .addColumn('settings', 'jsonb', (c) => c.notNull())
+        .addColumn('created_by', 'text', (c) => c.notNull())
+        .addColumn('owner_id', 'text')
+        .addColumn('run', 'integer', (c) => c.notNull().defaultTo(1))
+        .addColumn('next_start_at', 'timestamptz')
+        .addColumn('peak_running', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .addColumn('updated_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .addColumn('finished_at', 'timestamptz')
+        .execute();
+      await sql`create unique index campaigns_name on campaigns (org_id, name)`.execute(db);
+      await sql`create index campaigns_active on campaigns (created_at) where state = 'running'`.execute(db);
+      await db.schema
+        .createTable('campaign_targets')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('campaign_id', 'text', (c) => c.notNull().references('campaigns.id'))
+        .addColumn('seq', 'integer', (c) => c.notNull())
+        .addColumn('repo', 'text', (c) => c.notNull())
+        .addColumn('repo_key', 'text', (c) => c.notNull())
+        .addColumn('project_id', 'text')
+        .addColumn('state', 'text', (c) => c.notNull())
+        .addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('task_id', 'text')
+        .addColumn('first_task_id', 'text')
+        .addColumn('failure', 'text')
+        .addColumn('reason', 'text')
+        .addColumn('change_request', 'jsonb')
+        .addColumn('pr_state', 'text')
+        .addColumn('pr_checks', 'text')
+        .addColumn('pr_review', 'text')
+        .addColumn('refreshed_at', 'timestamptz')
+        .addColumn('started_at', 'timestamptz')
+        .addColumn('finished_at', 'timestamptz')
+        .addColumn('updated_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .execute();
+      await sql`create unique index campaign_targets_repo on campaign_targets (campaign_id, repo_key)`.execute(db);
+      await sql`create index campaign_targets_state on campaign_targets (campaign_id, state, seq)`.execute(db);
+      // A campaign's task pushes to the campaign's branch, not one named after the task.
+      await db.schema.alterTable('tasks').addColumn('work_branch', 'text').execute();
+    },
+  },
 };

@@ -7,6 +7,7 @@ import type { ProjectWorkSettings } from '../tasks/repo-config.ts';
 import type { RunnerReport } from '../../shared/api-runners.ts';
 import type { MirrorMap } from '../policy/mirrors.ts';
 import type { ModelProvider, ModelScope, ModelSource } from '../../shared/api-models.ts';
+import type { CampaignSettings, CampaignState, FailureKind, TargetState } from '../../shared/api-campaigns.ts';
 import type { AgentKind, ChangeRequest, TaskBudget, TaskEventData, TaskState, TaskStep } from '../../shared/tasks.ts';
 
 
@@ -258,6 +259,8 @@ export interface TaskTable {
   replied_state: ColumnType<string | null, string | null | undefined, string | null>;
   /** The task whose branch it pushes to and whose change request it updates (a review asking for changes). */
   continues_task_id: ColumnType<string | null, string | null | undefined, string | null>;
+  /** The branch it pushes to when it is not its own (`berth/task_…`): a campaign's, shared by its runs. */
+  work_branch: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 /**
@@ -407,6 +410,8 @@ export interface Database {
   webhook_triggers: WebhookTriggerTable;
   snapshots: SnapshotTable;
   prebuilds: PrebuildTable;
+  campaigns: CampaignTable;
+  campaign_targets: CampaignTargetTable;
 }
 
 export type SnapshotKind = 'manual' | 'fork' | 'prebuild';
@@ -561,3 +566,53 @@ export type AuditEntryRow = Selectable<AuditEntryTable>;
 export type TaskRow = Selectable<TaskTable>;
 export type ModelRow = Selectable<ModelTable>;
 export type TaskUpdate = Updateable<TaskTable>;
+
+/** One change across many repositories (server/campaigns). */
+export interface CampaignTable {
+  id: string;
+  org_id: string;
+  name: string;
+  goal: string;
+  state: CampaignState;
+  settings: ColumnType<CampaignSettings, string, string>;
+  created_by: string;
+  /** The user whose rights its tasks run with (its creator), null for an org token's. */
+  owner_id: string | null;
+  run: ColumnType<number, number | undefined, number>;
+  /** The forge rate: no task of it starts before this. */
+  next_start_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  peak_running: ColumnType<number, number | undefined, number>;
+  created_at: CreatedAt;
+  updated_at: CreatedAt;
+  finished_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+/** One repository of a campaign and what became of it. */
+export interface CampaignTargetTable {
+  id: string;
+  campaign_id: string;
+  /** Its line's order in the list: targets start in that order. */
+  seq: number;
+  repo: string;
+  /** repoKey(repo): one target per repository however it was written. */
+  repo_key: string;
+  project_id: string | null;
+  state: TargetState;
+  attempts: ColumnType<number, number | undefined, number>;
+  task_id: ColumnType<string | null, string | null | undefined, string | null>;
+  /** The task that opened its branch and change request: later runs continue it. */
+  first_task_id: ColumnType<string | null, string | null | undefined, string | null>;
+  failure: ColumnType<FailureKind | null, FailureKind | null | undefined, FailureKind | null>;
+  reason: ColumnType<string | null, string | null | undefined, string | null>;
+  change_request: ColumnType<ChangeRequest | null, string | null | undefined, string | null>;
+  pr_state: ColumnType<string | null, string | null | undefined, string | null>;
+  pr_checks: ColumnType<string | null, string | null | undefined, string | null>;
+  pr_review: ColumnType<string | null, string | null | undefined, string | null>;
+  refreshed_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  started_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  finished_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  updated_at: CreatedAt;
+}
+
+export type CampaignRow = Selectable<CampaignTable>;
+export type CampaignTargetRow = Selectable<CampaignTargetTable>;

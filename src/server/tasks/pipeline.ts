@@ -228,7 +228,8 @@ export class TaskRun {
     // continues and updates its change request; from the start it belongs to that change.
     const continued = task.continues_task_id ? await this.#continued(task.continues_task_id) : null;
     const cloned = await this.#clone({ url: task.repo_url, reach, dir: repoDir, branch: continued?.branch ?? task.base_branch ?? undefined, credentials }, continued);
-    const branch = continued?.branch ?? `berth/${task.id}-${slugOf(task.goal)}`;
+    // A campaign's task pushes to the campaign's branch (tasks.work_branch), one per repository.
+    const branch = continued?.branch ?? task.work_branch ?? `berth/${task.id}-${slugOf(task.goal)}`;
     await this.#update({ base_sha: cloned.baseSha, base_branch: cloned.branch, branch, ...(continued && { change_request: JSON.stringify(continued.changeRequest) }) });
     await this.#emit({ type: 'log', level: 'info', message: `cloned ${cloned.branch} at ${cloned.baseSha.slice(0, 12)}${continued ? `: new commits go on top, to ${changeRequestName(continued.changeRequest)}` : ''}` });
 

@@ -47,6 +47,8 @@ export interface TaskOrigin {
   continuesTaskId?: string | null | undefined;
   /** What it was started for (a delivery, a schedule slot): one task per key (triggers/tasks.ts). */
   key?: string | null | undefined;
+  /** The branch it pushes to instead of its own (a campaign's). */
+  workBranch?: string | null | undefined;
 }
 
 /** What a running worker is told: a task to look at (new work, or a cancel). */
@@ -85,6 +87,7 @@ const LIST_COLUMNS = [
   'tasks.trigger',
   'tasks.triggered_by',
   'tasks.continues_task_id',
+  'tasks.work_branch',
   'tasks.reply_to',
   'tasks.replied_state',
   'tasks.trigger_key',
@@ -194,6 +197,7 @@ export class TaskService {
         reply_to: origin?.replyTo ? JSON.stringify(origin.replyTo) : null,
         continues_task_id: origin?.continuesTaskId ?? null,
         trigger_key: origin?.key ?? null,
+        work_branch: origin?.workBranch ?? null,
       })
       .returningAll()
       .executeTakeFirstOrThrow();
@@ -235,6 +239,7 @@ export class TaskService {
         triggered_by: row.triggered_by,
         reply_to: row.reply_to ? JSON.stringify(row.reply_to) : null,
         continues_task_id: row.continues_task_id,
+        work_branch: row.work_branch,
         created_by: scope.actor,
         // Its creator's (an org token's maker), and so is the environment it makes (ownership.ts).
         owner_id: ownerIdOf(scope),

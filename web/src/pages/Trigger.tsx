@@ -4,7 +4,7 @@ import type { Task } from '../api.ts';
 import { Link } from '../router.tsx';
 
 /** How each source outside Berth is named to people; web, cli and api are people in Berth, named as they are. */
-const SOURCE: Record<string, string> = { github: 'GitHub', gitlab: 'GitLab', slack: 'Slack', schedule: 'Schedule', webhook: 'Webhook' };
+const SOURCE: Record<string, string> = { github: 'GitHub', gitlab: 'GitLab', slack: 'Slack', schedule: 'Schedule', webhook: 'Webhook', campaign: 'Campaign' };
 
 export const triggerLabel = (trigger: string) => (Object.hasOwn(SOURCE, trigger) ? SOURCE[trigger]! : trigger);
 /** `github:octocat`, `schedule:sch_…`: an actor or origin outside Berth. */
@@ -25,7 +25,7 @@ export function originWords(triggeredBy: string): string {
   const at = triggeredBy.indexOf(':');
   if (at < 0) return triggeredBy;
   const [kind, who] = [triggeredBy.slice(0, at), triggeredBy.slice(at + 1)];
-  if (kind === 'schedule' || kind === 'webhook') return `${SOURCE[kind]} ${who}`;
+  if (kind === 'schedule' || kind === 'webhook' || kind === 'campaign') return `${SOURCE[kind]} ${who}`;
   if (kind === 'slack' && who.includes('/')) {
     const [team, user] = who.split('/', 2);
     return `Slack: ${user} (team ${team})`;
