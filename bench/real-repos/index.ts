@@ -6,7 +6,9 @@
 // starting (the check: the repository's berth.yaml installs, then `npm test` and the like),
 // and to green (that command passing), next to the same by hand on the host in the same run
 // (git clone, install from the same mirror, test). The first run of each is cold (the
-// devcontainer image is built); the others are warm (the build is reused).
+// devcontainer image is built); the others are warm (the build is reused). Then each
+// project's prebuild is made and the same tasks run again from it: the prebuild column (task →
+// agent starts, → first test command, → green).
 //
 // Environments reach the mirror, on the host's loopback, through the test escape hatch: a
 // resolver that says mirror.test is 127.0.0.1 and allowPrivateAddresses 127.0.0.1/32.
@@ -35,7 +37,8 @@ const load = () => loadavg().map((l) => l.toFixed(1)).join(' ');
 
 type Kind = 'node' | 'python' | 'devcontainer';
 interface Sample {
-  /** ms from the start to the first test command starting, and to it passing. */
+  /** ms from the start to the agent starting (Berth only), to the first test command starting, and to it passing. */
+  agent?: number;
   test: number;
   green: number;
   /** Where the time went, for the table's last column. */
@@ -113,6 +116,33 @@ try {
       );
     }
   }
+  // The prebuild column: each project's prebuild made (clone, install, snapshot), then the
+  // same tasks again, each starting from it (an environment from its snapshot, no install).
+  console.log();
+  const prebuilt: Record<Kind, Sample[]> = { node: [], python: [], devcontainer: [] };
+  for (const [kind, project] of [['node', 'widgets-js'], ['python', 'widgets-py'], ['devcontainer', 'tools']] as const) {
+    const before = performance.now();
+    const made = await berth.api('POST', `/api/orgs/default/projects/${project}/prebuilds`);
+    if (made.status !== 202 && made.status !== 201) throw new Error(`prebuild ${project}: ${made.status} ${JSON.stringify(made.body)}`);
+    const ready = await prebuildEnded(berth, (made.body as { id: string }).id);
+    if (ready.state !== 'ready') throw new Error(`prebuild ${project} ${ready.state}: ${ready.stateReason}`);
+    console.log(`${kind.padEnd(13)} prebuild ready in ${sec(performance.now() - before)}`);
+    for (let run = 0; run < RUNS; run++) {
+      const b = await viaBerth(berth, kind);
+      prebuilt[kind].push(b);
+      console.log(`${kind.padEnd(13)} from the prebuild, run ${run + 1}  agent starts ${sec(b.agent!)}, test starts ${sec(b.test)}, green ${sec(b.green)}   load ${load()}\n${''.padEnd(22)}berth ${b.parts}`);
+    }
+  }
+  console.log(`\n${'seconds, p50 / p99'.padEnd(26)}${'→ agent starts'.padStart(18)}${'→ test starts'.padStart(18)}${'→ green'.padStart(18)}`);
+  for (const kind of ['node', 'python', 'devcontainer'] as const) {
+    const row = (label: string, s: Sample[]) => {
+      const p = (f: (x: Sample) => number) => `${(percentile(s.map(f), 50) / 1000).toFixed(2)} / ${(percentile(s.map(f), 99) / 1000).toFixed(2)}`;
+      console.log(`${label.padEnd(26)}${p((x) => x.agent ?? NaN).padStart(18)}${p((x) => x.test).padStart(18)}${p((x) => x.green).padStart(18)}`);
+    };
+    row(`${kind} (no prebuild, warm)`, warm(results[kind].berth));
+    row(`${kind} (from a prebuild)`, prebuilt[kind]);
+  }
+
   // The real CLI once per repository (warm): its start-up and following the task to its end included.
   console.log();
   for (const [kind, project] of [['node', 'widgets-js'], ['python', 'widgets-py'], ['devcontainer', 'tools']] as const) {
@@ -166,7 +196,17 @@ async function viaBerth(berth: TestBerth, kind: Kind): Promise<Sample> {
   const parts =
     `${build}clone ${sec(at(step('provisioning')) - at(step('cloning')))}, start env ${sec(at(step('setup') ?? step('agent')) - at(step('provisioning')))}, ` +
     `install ${sec(setupMs)}, agent ${sec(at(step('checks')) - at(step('agent')))}, test ${sec(check.data.durationMs)}; task ${task.state} ${sec(Date.parse(task.finishedAt!) - start)} after the start`;
-  return { test: at(step('checks')) - start, green: at(check) - start, parts };
+  return { agent: at(step('agent')) - start, test: at(step('checks')) - start, green: at(check) - start, parts };
+}
+
+async function prebuildEnded(berth: TestBerth, id: string): Promise<{ state: string; stateReason: string | null }> {
+  const deadline = Date.now() + 10 * 60_000;
+  for (;;) {
+    const p = (await berth.api('GET', `/api/orgs/default/prebuilds/${id}`)).body as { state: string; stateReason: string | null };
+    if (p.state === 'ready' || p.state === 'failed') return p;
+    if (Date.now() > deadline) throw new Error(`prebuild ${id} still ${p.state} after 10 minutes`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 async function ended(berth: TestBerth, id: string): Promise<Task> {
