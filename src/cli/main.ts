@@ -106,6 +106,7 @@ const schedule = once(async () => (await import('./commands/schedule.ts')).sched
 const trigger = once(async () => (await import('./commands/trigger.ts')).triggerCommands(program, client));
 const snapshot = once(async () => (await import('./commands/snapshot.ts')).snapshotCommands(program, client));
 const prebuild = once(async () => (await import('./commands/prebuild.ts')).prebuildCommands(program, client));
+const campaign = once(async () => (await import('./commands/campaign.ts')).campaignCommands(program, client));
 const backup = once(async () => (await import('./commands/backup.ts')).backupCommands(program, () => dataDir(globals().dataDir)));
 
 /**
@@ -130,6 +131,7 @@ const COMMANDS: Record<string, Register> = {
   trigger,
   snapshot,
   prebuild,
+  campaign,
   backup, restore: backup,
 };
 
