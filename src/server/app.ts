@@ -3,6 +3,7 @@ import { SnapshotService } from './snapshots/service.ts';
 import { prebuildRoutes } from './routes/prebuilds.ts';
 import { campaignRoutes } from './routes/campaigns.ts';
 import type { CampaignService } from './campaigns/service.ts';
+import type { CampaignForge } from './campaigns/forge.ts';
 import type { PrebuildService } from './prebuilds/service.ts';
 import type { WarmPoolService } from './prebuilds/warm-pool.ts';
 import fastifySwagger from '@fastify/swagger';
@@ -157,6 +158,8 @@ export interface AppDeps {
   warmPools?: WarmPoolService | undefined;
   /** Campaigns (campaigns/service.ts); without it, no campaign routes. */
   campaigns?: CampaignService | undefined;
+  /** Campaigns' change requests on their forges (campaigns/forge.ts): approve, and reading them back. */
+  campaignForge?: CampaignForge | undefined;
 }
 
 export type App = FastifyInstance<any, any, any, FastifyBaseLogger, ZodTypeProvider>;
@@ -342,7 +345,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     environmentRoutes(api, deps);
     snapshotRoutes(api, { snapshots: deps.snapshots ?? new SnapshotService({ db: deps.db, runners: deps.pool, environments: deps.environments, logger: deps.logger }) });
     if (deps.prebuilds) prebuildRoutes(api, { prebuilds: deps.prebuilds });
-    if (deps.campaigns) campaignRoutes(api, { campaigns: deps.campaigns });
+    if (deps.campaigns) campaignRoutes(api, { campaigns: deps.campaigns, forge: deps.campaignForge });
     attachRoutes(api, deps);
     fileRoutes(api, deps);
     fileBrowserRoutes(api, deps);

@@ -1,7 +1,7 @@
 import { SnapshotService } from './snapshots/service.ts';
 import { WarmPoolService } from './prebuilds/warm-pool.ts';
 import { PrebuildBuilder, PrebuildService } from './prebuilds/index.ts';
-import { CampaignScheduler, CampaignService } from './campaigns/index.ts';
+import { CampaignForge, CampaignScheduler, CampaignService } from './campaigns/index.ts';
 import type { PipelineDeps } from './tasks/index.ts';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -172,6 +172,8 @@ export interface RunningBerth {
   /** Campaigns and the scheduler that starts and settles their tasks (campaigns/). */
   campaigns: CampaignService;
   campaignScheduler: CampaignScheduler;
+  /** Campaigns' change requests on their forges: read back every minute, and approved (campaigns/forge.ts). */
+  campaignForge: CampaignForge;
   /** A one-time link that signs the local administrator in to the web UI (`berth up` prints one). */
   signInLink(ttlMs?: number): Promise<string>;
   close(): Promise<void>;
@@ -313,6 +315,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   const campaigns = new CampaignService({ db, tasks, repos });
   const campaignScheduler = new CampaignScheduler({ db, tasks, audit, logger, exclusive: (name, fn) => database.singletons.run(name, fn) });
   campaigns.signals = campaignScheduler;
+  const campaignForge = new CampaignForge({ db, tasks, secrets, audit, logger, exclusive: (name, fn) => database.singletons.run(name, fn), onFreed: () => campaignScheduler.wake() });
   const joinedRunners = new JoinedRunners({ db, pool, registry: runners, environments, tokens: runnerTokens, policies, networkEvents, logger, heartbeatMs: opts.runnerHeartbeatMs, tasksOf: (id) => ({ running: workers.get(id)?.running ?? 0, concurrency: workers.get(id)?.concurrency ?? 0 }), replicaUrl: () => replicaUrl });
   // Runners another replica holds are reached through it; this one's are served to the others.
   let replicaUrl: string | undefined;
@@ -356,6 +359,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     warmPools,
     prebuilds,
     campaigns,
+    campaignForge,
     images,
     pool,
     runners,
@@ -385,6 +389,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   warmPools.start();
   prebuildBuilder.start();
   campaignScheduler.start();
+  campaignForge.start();
   // Snapshots a killed control plane left half-recorded: settled once runners are here.
   void snapshots.recover().catch((err: unknown) => logger.error({ err }, 'cannot settle interrupted snapshots'));
   await triggers.start();
@@ -419,6 +424,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
     prebuildBuilder,
     campaigns,
     campaignScheduler,
+    campaignForge,
     worker,
     get runner(): LocalRunner {
       if (opts.runner) throw new Error('this control plane was started with a runner of its caller (StartOptions.runner): it has no LocalRunner');
@@ -440,6 +446,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
       await runnerSweeper.close();
       await prebuildBuilder.stop();
       await campaignScheduler.close();
+      await campaignForge.close();
       await warmPools.close();
       await triggers.close();
       stopTaskSignals();

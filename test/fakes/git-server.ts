@@ -19,6 +19,8 @@ export interface GitRequestRecord {
   /** `git-upload-pack` (fetch, clone) or `git-receive-pack` (push), when the request names one. */
   service: string | null;
   authorization: 'none' | 'accepted' | 'refused';
+  /** When it arrived (Date.now()). */
+  at?: number;
 }
 
 /** Decides whether a request may touch `repo` (`owner/repo.git`); `header` is its Authorization. */
@@ -58,14 +60,14 @@ export function serveGit(o: GitHttpOptions, req: IncomingMessage, res: ServerRes
   if (o.authorize !== undefined) {
     const ok = repo !== undefined && (typeof o.authorize === 'string' ? header === o.authorize : o.authorize(header, repo));
     if (!ok) authorization = header === undefined ? 'none' : 'refused';
-    o.records.push({ method: req.method ?? 'GET', path: pathInfo, service, authorization: ok ? 'accepted' : authorization });
+    o.records.push({ method: req.method ?? 'GET', path: pathInfo, service, authorization: ok ? 'accepted' : authorization, at: Date.now() });
     if (!ok) {
       req.resume();
       res.writeHead(401, { 'www-authenticate': 'Basic realm="git"', 'content-type': 'text/plain' }).end('authentication required\n');
       return;
     }
   } else {
-    o.records.push({ method: req.method ?? 'GET', path: pathInfo, service, authorization });
+    o.records.push({ method: req.method ?? 'GET', path: pathInfo, service, authorization, at: Date.now() });
   }
 
   const env: Record<string, string> = {

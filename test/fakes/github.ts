@@ -71,6 +71,37 @@ export interface PullRecord {
   htmlUrl: string;
   /** The token that opened it. */
   token: string;
+  /** open or closed (a merged one is closed and merged), as GET …/pulls/N says. */
+  state: 'open' | 'closed';
+  merged: boolean;
+  /** Its GraphQL id (what markPullRequestReadyForReview takes). */
+  nodeId: string;
+}
+
+/** A commit status (POST /repos/O/R/statuses/SHA on GitHub): what the combined status adds up. */
+export interface StatusRecord {
+  repository: string;
+  sha: string;
+  context: string;
+  state: 'error' | 'failure' | 'pending' | 'success';
+}
+
+/** A check run (GitHub Actions and other Apps make them). */
+export interface CheckRunRecord {
+  repository: string;
+  sha: string;
+  name: string;
+  status: 'queued' | 'in_progress' | 'completed';
+  conclusion: 'success' | 'failure' | 'neutral' | 'cancelled' | 'skipped' | 'timed_out' | 'action_required' | null;
+}
+
+/** A pull request review, as GET …/pulls/N/reviews lists it. */
+export interface ReviewRecord {
+  id: number;
+  repository: string;
+  pull: number;
+  user: string;
+  state: 'APPROVED' | 'CHANGES_REQUESTED' | 'COMMENTED' | 'DISMISSED';
 }
 
 export interface IssuedToken {
@@ -89,6 +120,8 @@ export interface ApiRequestRecord {
   path: string;
   /** How the request authenticated: 'token' (personal or installation), 'jwt' (an App), or not. */
   auth: 'token' | 'jwt' | 'none' | 'refused';
+  /** When it arrived (Date.now()). */
+  at: number;
 }
 
 export interface FakeGitHub {
@@ -115,6 +148,18 @@ export interface FakeGitHub {
   repositoryJson(fullName: string): Record<string, unknown>;
   /** An issue (or a pull request seen as an issue) as the REST API and webhook payloads show it. */
   issueJson(fullName: string, issue: number): Record<string, unknown>;
+  /** Merges a pull request as the web UI's button would (closed and merged; the base branch is left as it was). */
+  mergePull(fullName: string, number: number): void;
+  /** Closes a pull request without merging it. */
+  closePull(fullName: string, number: number): void;
+  /** A commit status on a commit (of a pull request's head, say). */
+  setStatus(fullName: string, sha: string, o: { context: string; state: StatusRecord['state'] }): void;
+  /** A check run on a commit; a later one of the same name replaces it. */
+  setCheckRun(fullName: string, sha: string, o: { name: string; status: CheckRunRecord['status']; conclusion?: CheckRunRecord['conclusion'] }): void;
+  /** A review of a pull request. */
+  addReview(fullName: string, pull: number, o: { user: string; state: ReviewRecord['state'] }): ReviewRecord;
+  /** The GraphQL mutations asked for (POST /api/graphql), in order: the operation's name and its variables. */
+  graphqlRequests: { operation: string; variables: Record<string, unknown>; at: number }[];
   pulls: PullRecord[];
   issues: IssueRecord[];
   comments: CommentRecord[];
@@ -149,6 +194,10 @@ export async function startFakeGitHub(o: { tokens?: string[]; apps?: FakeGitHubA
   const reviewComments: { repository: string; pull: number; reviewId: number; user: string; path: string; line: number; body: string }[] = [];
   const issuedTokens: IssuedToken[] = [];
   const apiRequests: ApiRequestRecord[] = [];
+  const statuses: StatusRecord[] = [];
+  const checkRuns: CheckRunRecord[] = [];
+  const reviews: ReviewRecord[] = [];
+  const graphqlRequests: { operation: string; variables: Record<string, unknown>; at: number }[] = [];
   const gitRequests: GitRequestRecord[] = [];
   let url = '';
 
@@ -279,7 +328,7 @@ export async function startFakeGitHub(o: { tokens?: string[]; apps?: FakeGitHubA
     const method = req.method ?? 'GET';
     const authorization = req.headers.authorization ?? '';
     const credential = /^(?:token|bearer) (.+)$/i.exec(authorization)?.[1];
-    const record: ApiRequestRecord = { method, path, auth: credential === undefined ? 'none' : 'refused' };
+    const record: ApiRequestRecord = { method, path, auth: credential === undefined ? 'none' : 'refused', at: Date.now() };
     apiRequests.push(record);
 
     const accessTokens = /^\/app\/installations\/(\d+)\/access_tokens$/.exec(path);
@@ -371,7 +420,7 @@ export async function startFakeGitHub(o: { tokens?: string[]; apps?: FakeGitHubA
       if (invalidFields.length > 0) {
         return sendJson(res, 422, { message: 'Validation Failed', errors: invalidFields.map((field) => ({ resource: 'PullRequest', field, code: 'invalid' })), documentation_url: 'https://docs.github.com/rest' });
       }
-      if (pulls.some((p) => p.repository === fullName && p.head === head && p.base === base)) {
+      if (pulls.some((p) => p.repository === fullName && p.head === head && p.base === base && p.state === 'open')) {
         return sendJson(res, 422, { message: 'Validation Failed', errors: [{ resource: 'PullRequest', code: 'custom', message: `A pull request already exists for ${repo.owner}:${head}.` }], documentation_url: 'https://docs.github.com/rest' });
       }
       const ahead = Number((await runGit(['rev-list', '--count', `${baseSha}..${headSha}`], { cwd: bare })).trim());
@@ -391,11 +440,15 @@ export async function startFakeGitHub(o: { tokens?: string[]; apps?: FakeGitHubA
         baseSha: baseSha!,
         htmlUrl: `${url}/${fullName}/pull/${number}`,
         token: who.token,
+        state: 'open',
+        merged: false,
+        nodeId: `PR_${repo.id}_${number}`,
       };
       pulls.push(pull);
       issues.push({ number, repository: fullName, title: pull.title, body: pull.body, user: who.kind === 'pat' ? 'octocat' : `${slugOf(appOf(who)!)}[bot]`, pullRequest: true, htmlUrl: pull.htmlUrl });
       return sendJson(res, 201, {
         id: 1000 + pulls.length,
+        node_id: pull.nodeId,
         number,
         state: 'open',
         title: pull.title,
@@ -491,14 +544,103 @@ export async function startFakeGitHub(o: { tokens?: string[]; apps?: FakeGitHubA
       if (!pull) return sendJson(res, 404, notFoundBody);
       if (!canRead(who, 'pull_requests')) return sendJson(res, 403, forbidden);
       const repo = repos.get(fullName)!;
-      return sendJson(res, 200, { id: 1000 + pulls.indexOf(pull), number: pull.number, state: 'open', title: pull.title, body: pull.body, draft: pull.draft, html_url: pull.htmlUrl, user: userJson(issueOf(String(pull.number))?.user ?? 'octocat'), head: { label: `${repo.owner}:${pull.head}`, ref: pull.head, sha: pull.headSha, repo: repositoryJson(fullName) }, base: { label: `${repo.owner}:${pull.base}`, ref: pull.base, sha: pull.baseSha, repo: repositoryJson(fullName) } });
+      // The head as the branch is now: pushes to it after the pull request was opened move it.
+      const headSha = pull.state === 'open' ? ((await refSha(join(root, `${fullName}.git`), `refs/heads/${pull.head}`)) ?? pull.headSha) : pull.headSha;
+      pull.headSha = headSha;
+      return sendJson(res, 200, {
+        id: 1000 + pulls.indexOf(pull),
+        node_id: pull.nodeId,
+        number: pull.number,
+        state: pull.state,
+        title: pull.title,
+        body: pull.body,
+        draft: pull.draft,
+        merged: pull.merged,
+        merged_at: pull.merged ? '2026-01-02T00:00:00Z' : null,
+        closed_at: pull.state === 'closed' ? '2026-01-02T00:00:00Z' : null,
+        html_url: pull.htmlUrl,
+        user: userJson(issueOf(String(pull.number))?.user ?? 'octocat'),
+        head: { label: `${repo.owner}:${pull.head}`, ref: pull.head, sha: headSha, repo: repositoryJson(fullName) },
+        base: { label: `${repo.owner}:${pull.base}`, ref: pull.base, sha: pull.baseSha, repo: repositoryJson(fullName) },
+      });
+    }
+
+    const reviewsRoute = /^\/pulls\/(\d+)\/reviews$/.exec(sub);
+    if (reviewsRoute && method === 'GET') {
+      if (!pulls.some((p) => p.repository === fullName && p.number === Number(reviewsRoute[1]))) return sendJson(res, 404, notFoundBody);
+      if (!canRead(who, 'pull_requests')) return sendJson(res, 403, forbidden);
+      const listed = reviews.filter((r) => r.repository === fullName && r.pull === Number(reviewsRoute[1]));
+      return sendJson(res, 200, listed.map((r) => ({ id: r.id, node_id: `PRR_${r.id}`, user: userJson(r.user), body: '', state: r.state, html_url: `${url}/${fullName}/pull/${r.pull}#pullrequestreview-${r.id}`, submitted_at: '2026-01-02T00:00:00Z', author_association: 'MEMBER' })));
+    }
+
+    // The combined status of a ref: failure when any is error or failure, pending when any is (or none exists), else success.
+    const statusRoute = /^\/commits\/([^/]+)\/status$/.exec(sub);
+    if (statusRoute && method === 'GET') {
+      if (!canRead(who, 'statuses')) return sendJson(res, 403, forbidden);
+      const sha = await resolveRef(fullName, statusRoute[1]!);
+      if (!sha) return sendJson(res, 422, { message: `No commit found for SHA: ${statusRoute[1]}`, documentation_url: 'https://docs.github.com/rest' });
+      const mine = statuses.filter((x) => x.repository === fullName && x.sha === sha);
+      const state = mine.some((x) => x.state === 'error' || x.state === 'failure') ? 'failure' : mine.length === 0 || mine.some((x) => x.state === 'pending') ? 'pending' : 'success';
+      return sendJson(res, 200, { state, sha, total_count: mine.length, statuses: mine.map((x, i) => ({ id: 600_000 + i, context: x.context, state: x.state, description: null, target_url: null })), repository: repositoryJson(fullName) });
+    }
+
+    const checkRunsRoute = /^\/commits\/([^/]+)\/check-runs$/.exec(sub);
+    if (checkRunsRoute && method === 'GET') {
+      if (!canRead(who, 'checks')) return sendJson(res, 403, forbidden);
+      const sha = await resolveRef(fullName, checkRunsRoute[1]!);
+      if (!sha) return sendJson(res, 422, { message: `No commit found for SHA: ${checkRunsRoute[1]}`, documentation_url: 'https://docs.github.com/rest' });
+      const mine = checkRuns.filter((x) => x.repository === fullName && x.sha === sha);
+      return sendJson(res, 200, { total_count: mine.length, check_runs: mine.map((x, i) => ({ id: 700_000 + i, name: x.name, head_sha: sha, status: x.status, conclusion: x.conclusion })) });
     }
     return sendJson(res, 404, notFoundBody);
   }
 
+  /** A ref or commit of a repository, as the commit it names; null when there is none. */
+  async function resolveRef(fullName: string, ref: string): Promise<string | null> {
+    if (/^[0-9a-f]{40}$/.test(ref)) return ref;
+    const bare = join(root, `${fullName}.git`);
+    return (await refSha(bare, `refs/heads/${ref}`)) ?? (await refSha(bare, `refs/tags/${ref}`));
+  }
+
+  /**
+   * GraphQL (POST /api/graphql on an Enterprise Server): markPullRequestReadyForReview only,
+   * answered as GitHub does: 200 with `data`, or with `errors` (and data null) when refused.
+   */
+  async function graphql(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const credential = /^(?:token|bearer) (.+)$/i.exec(req.headers.authorization ?? '')?.[1];
+    const who = credential ? caller(credential) : null;
+    apiRequests.push({ method: req.method ?? 'POST', path: '/graphql', auth: who ? 'token' : credential ? 'refused' : 'none', at: Date.now() });
+    if (req.method !== 'POST') return sendJson(res, 404, notFoundBody);
+    if (!who) return sendJson(res, 401, { message: 'Bad credentials', documentation_url: 'https://docs.github.com/graphql' });
+    const body = (await readJson(req)) as { query?: unknown; variables?: unknown } | undefined;
+    const query = typeof body?.query === 'string' ? body.query : '';
+    const variables = body?.variables && typeof body.variables === 'object' ? (body.variables as Record<string, unknown>) : {};
+    const operation = /\b(markPullRequestReadyForReview)\s*\(/.exec(query)?.[1];
+    if (!operation) return sendJson(res, 200, { errors: [{ message: 'this fake GitHub answers only the markPullRequestReadyForReview mutation', locations: [{ line: 1, column: 1 }] }] });
+    graphqlRequests.push({ operation, variables, at: Date.now() });
+    // The id is passed as a variable ($id / $pullRequestId) or written into the query.
+    const id = [variables.id, variables.pullRequestId, /pullRequestId:\s*"([^"]+)"/.exec(query)?.[1]].find((v): v is string => typeof v === 'string');
+    const pull = pulls.find((p) => p.nodeId === id);
+    if (!pull || !canSee(who, pull.repository)) return sendJson(res, 200, { data: { markPullRequestReadyForReview: null }, errors: [{ type: 'NOT_FOUND', path: ['markPullRequestReadyForReview'], message: `Could not resolve to a node with the global id of '${id}'` }] });
+    if (!canWrite(who, 'pull_requests')) return sendJson(res, 200, { data: { markPullRequestReadyForReview: null }, errors: [{ type: 'FORBIDDEN', path: ['markPullRequestReadyForReview'], message: 'Resource not accessible by integration' }] });
+    if (pull.state !== 'open') return sendJson(res, 200, { data: { markPullRequestReadyForReview: null }, errors: [{ type: 'UNPROCESSABLE', path: ['markPullRequestReadyForReview'], message: 'Pull request is closed' }] });
+    pull.draft = false;
+    return sendJson(res, 200, { data: { markPullRequestReadyForReview: { pullRequest: { id: pull.nodeId, number: pull.number, isDraft: false } } } });
+  }
+
+  const pullOf = (fullName: string, number: number) => {
+    const pull = pulls.find((p) => p.repository === fullName && p.number === number);
+    if (!pull) throw new Error(`no pull request ${fullName}#${number} on the fake GitHub`);
+    return pull;
+  };
+
   const server = createServer((req, res) => {
     const parsed = new URL(req.url ?? '/', 'http://x');
     const path = decodeURIComponent(parsed.pathname);
+    if (path === '/api/graphql') {
+      graphql(req, res).catch((e: unknown) => sendJson(res, 500, { message: String(e) }));
+      return;
+    }
     if (path.startsWith('/api/v3/')) {
       api(req, res, path.slice('/api/v3'.length)).catch((e: unknown) => sendJson(res, 500, { message: String(e) }));
       return;
@@ -534,6 +676,33 @@ export async function startFakeGitHub(o: { tokens?: string[]; apps?: FakeGitHubA
     setPermission: (fullName, login, permission) => void permissions.set(`${fullName}|${login.toLowerCase()}`, permission),
     repositoryJson,
     issueJson,
+    mergePull(fullName, number) {
+      const pull = pullOf(fullName, number);
+      pull.state = 'closed';
+      pull.merged = true;
+    },
+    closePull(fullName, number) {
+      pullOf(fullName, number).state = 'closed';
+    },
+    setStatus(fullName, sha, so) {
+      const at = statuses.findIndex((x) => x.repository === fullName && x.sha === sha && x.context === so.context);
+      const record: StatusRecord = { repository: fullName, sha, ...so };
+      if (at >= 0) statuses[at] = record;
+      else statuses.push(record);
+    },
+    setCheckRun(fullName, sha, co) {
+      const at = checkRuns.findIndex((x) => x.repository === fullName && x.sha === sha && x.name === co.name);
+      const record: CheckRunRecord = { repository: fullName, sha, name: co.name, status: co.status, conclusion: co.conclusion ?? null };
+      if (at >= 0) checkRuns[at] = record;
+      else checkRuns.push(record);
+    },
+    addReview(fullName, pull, ro) {
+      pullOf(fullName, pull);
+      const review: ReviewRecord = { id: 400_000 + reviews.length + 1, repository: fullName, pull, ...ro };
+      reviews.push(review);
+      return review;
+    },
+    graphqlRequests,
     pulls,
     issues,
     comments,

@@ -2,3 +2,4 @@
 export { CampaignService, campaignBranch } from './service.ts';
 export { CampaignScheduler, failureOf } from './scheduler.ts';
 export { parseRepoList } from './targets.ts';
+export { CampaignForge } from './forge.ts';

@@ -1,7 +1,8 @@
 // Campaigns (`berth campaign …`): one change across many repositories, one task each.
 import { z } from 'zod';
 import { ErrorSchema, OrgRef } from '../../shared/api.ts';
-import { Campaign, CampaignDetail, CampaignRef, CampaignTarget, CreateCampaignBody, CreatedCampaign, ListTargetsQuery } from '../../shared/api-campaigns.ts';
+import { ApproveBody, ApproveResult, Campaign, CampaignDetail, CampaignRef, CampaignTarget, CreateCampaignBody, CreatedCampaign, ListTargetsQuery } from '../../shared/api-campaigns.ts';
+import type { CampaignForge } from '../campaigns/forge.ts';
 import type { CampaignService } from '../campaigns/service.ts';
 import type { App } from '../app.ts';
 
@@ -24,7 +25,7 @@ export function campaignCsv(targets: CampaignTarget[]): string {
   return `${[CSV_COLUMNS.join(','), ...rows].join('\n')}\n`;
 }
 
-export function campaignRoutes(app: App, { campaigns }: { campaigns: CampaignService }): void {
+export function campaignRoutes(app: App, { campaigns, forge }: { campaigns: CampaignService; forge?: CampaignForge | undefined }): void {
   app.post('/api/orgs/:org/campaigns', {
     config: { permission: 'task.create', audit: 'campaign.create' },
     schema: {
@@ -53,8 +54,34 @@ export function campaignRoutes(app: App, { campaigns }: { campaigns: CampaignSer
   app.get('/api/orgs/:org/campaigns/:id', {
     config: { permission: 'task.read' },
     schema: { tags, summary: 'One campaign: counts by state, pace, pull requests, failures grouped by reason', params: CampaignRef, response: { 200: CampaignDetail, ...errors } },
-    handler: async (req) => campaigns.show(req.scope, req.params.id),
+    handler: async (req) => {
+      // Pull requests the forge was last asked about over a minute ago are asked again (briefly waited for).
+      await forge?.refreshIfStale(req.scope.orgId, req.params.id);
+      return campaigns.show(req.scope, req.params.id);
+    },
   });
+
+  if (forge) {
+    app.post('/api/orgs/:org/campaigns/:id/approve', {
+      config: { permission: 'task.approve', audit: 'campaign.approve' },
+      schema: {
+        tags,
+        summary: 'Approve its changes in bulk: merge plain-git branches, mark pull/merge requests ready for review',
+        description:
+          'Every repository whose task succeeded with a change: a plain-git branch is merged into its base branch (as `berth task approve`), ' +
+          'a GitHub pull request or GitLab merge request that is a draft is marked ready for review. With `onlyGreen` (the default) only changes whose task passed its checks ' +
+          'and whose forge checks are not failing; the rest are listed in `skipped` with the reason. Each approval is audited (`task.approve`).',
+        params: CampaignRef,
+        body: ApproveBody.nullish(),
+        response: { 200: ApproveResult, ...errors },
+      },
+      handler: async (req) => {
+        const result = await forge.approve(req.scope, req.params.id, ApproveBody.parse(req.body ?? {}));
+        req.auditDetails = { campaign: req.params.id, approved: result.approved.length, skipped: result.skipped.length };
+        return result;
+      },
+    });
+  }
 
   app.get('/api/orgs/:org/campaigns/:id/targets', {
     config: { permission: 'task.read' },

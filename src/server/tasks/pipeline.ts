@@ -359,11 +359,19 @@ export class TaskRun {
       head: branch,
       title: this.#redactor.redact(titleOf(task.goal)),
       body: this.#redactor.redact(prBody({ goal: task.goal, summary, files: commit.files, checks, check: spec.check, budgetNote, url: this.#taskUrl(), usage: this.#usage, model: task.agent === 'builtin' ? task.model : task.command, closes: issueReference(task.reply_to) })),
-      draft: !green || budgetNote !== null,
+      draft: !green || budgetNote !== null || (forge.kind !== 'git' && (await this.#campaignWantsDraft())),
     });
     await this.#update({ change_request: JSON.stringify(cr) });
     await this.#emit({ type: 'log', level: 'info', message: cr.url ? `${cr.draft ? 'draft ' : ''}${cr.kind.replace('_', ' ')}: ${cr.url}` : `change request kept in Berth: \`berth task approve ${task.id}\` merges ${branch}` });
     await this.#finish(checks, summary, budgetNote, true);
+  }
+
+  /** A campaign made with `--draft` opens its pull/merge requests as drafts (green or not). */
+  async #campaignWantsDraft(): Promise<boolean> {
+    const by = this.#task.trigger === 'campaign' ? this.#task.triggered_by : null;
+    if (!by?.startsWith('campaign:')) return false;
+    const c = await this.#d.db.selectFrom('campaigns').select('settings').where('id', '=', by.slice('campaign:'.length)).where('org_id', '=', this.#task.org_id).executeTakeFirst();
+    return c?.settings.draft === true;
   }
 
   async #finish(checks: { passed: boolean; attempts: number } | null, summary: string, budgetNote: string | null, changed: boolean): Promise<void> {

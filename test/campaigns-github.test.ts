@@ -1,0 +1,269 @@
+// sandbox: none
+// Campaigns on a forge (issue #17): the fake GitHub (its REST and GraphQL wire protocol, and
+// git over HTTP) holds the repositories, each a Berth project whose forge is that GitHub. A
+// command agent edits one file; the tests read the pull requests, the requests' times and
+// the draft flags at the fake, and the campaign's own answers. Plus a plain-git approve over
+// local bare repositories.
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { startFakeGitHub, type FakeGitHub } from './fakes/github.ts';
+import { createBareRepo, refSha, runGit } from './fakes/git-server.ts';
+import { startTestBerth, waitFor, type TestBerth } from './helpers.ts';
+
+const TOKEN = 'ghp_campaigns_fake_token_0123456789';
+let t: TestBerth;
+let github: FakeGitHub;
+let root: string;
+const db = () => t.berth.database.db;
+
+/** Repositories acme/PREFIX-N on the fake GitHub, each a project of the same name with the fake as its forge. */
+async function forgeRepos(prefix: string, count: number): Promise<string[]> {
+  const urls: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const name = `${prefix}-${i}`;
+    await github.createRepo(`acme/${name}`, { 'a.txt': 'a\n' });
+    const made = await t.api('POST', '/api/orgs/default/projects', { name, repoUrl: github.repoUrl(`acme/${name}`), forge: { kind: 'github', apiUrl: github.apiUrl, tokenSecret: 'GITHUB_TOKEN' } });
+    assert.equal(made.status, 201, JSON.stringify(made.body));
+    urls.push(github.repoUrl(`acme/${name}`));
+  }
+  return urls;
+}
+
+async function create(body: Record<string, unknown>) {
+  const res = await t.api('POST', '/api/orgs/default/campaigns', { goal: 'bump a.txt', agent: 'command', command: 'echo bumped >> a.txt', check: 'true', ...body });
+  assert.equal(res.status, 201, JSON.stringify(res.body));
+  assert.deepEqual(res.body.invalid, []);
+  return res.body.campaign as { id: string; name: string; branch: string };
+}
+
+async function show(name: string) {
+  const res = await t.api('GET', `/api/orgs/default/campaigns/${name}`);
+  assert.equal(res.status, 200, JSON.stringify(res.body));
+  return res.body;
+}
+
+async function targets(name: string): Promise<any[]> {
+  const res = await t.api('GET', `/api/orgs/default/campaigns/${name}/targets?limit=1000`);
+  assert.equal(res.status, 200, JSON.stringify(res.body));
+  return res.body.items;
+}
+
+async function finished(name: string, onEach: () => void = () => {}) {
+  return waitFor(`campaign ${name} to finish`, async () => {
+    onEach();
+    const c = await show(name);
+    return c.state === 'done' ? c : null;
+  }, 120_000);
+}
+
+async function approve(name: string, body: Record<string, unknown>) {
+  const res = await t.api('POST', `/api/orgs/default/campaigns/${name}/approve`, body);
+  assert.equal(res.status, 200, JSON.stringify(res.body));
+  return res.body as { approved: { repo: string; how: string }[]; skipped: { repo: string; reason: string }[] };
+}
+
+const pullsOf = (prefix: string) => github.pulls.filter((p) => p.repository.startsWith(`acme/${prefix}-`));
+const pullOf = (repo: string) => {
+  const found = github.pulls.filter((p) => p.repository === `acme/${repo}`);
+  assert.equal(found.length, 1, `one pull request on acme/${repo}`);
+  return found[0]!;
+};
+const byRepo = <T extends { repo: string }>(items: T[], name: string): T | undefined => items.find((x) => x.repo === github.repoUrl(`acme/${name}`));
+
+before(async () => {
+  root = await mkdtemp(join(tmpdir(), 'berth-campaigns-github-'));
+  github = await startFakeGitHub({ tokens: [TOKEN] });
+  t = await startTestBerth({ fake: true, taskConcurrency: 8 });
+  assert.equal((await t.api('PUT', '/api/orgs/default/secrets/GITHUB_TOKEN', { value: TOKEN })).status, 200);
+});
+
+after(async () => {
+  await t?.destroy();
+  await github?.close();
+  if (root) await rm(root, { recursive: true, force: true });
+});
+
+describe('a campaign over repositories on GitHub', () => {
+  test('--draft at a forge rate of 2/s: one draft pull request per repository, the tasks started no faster than the rate', async () => {
+    const repos = await forgeRepos('paced', 4);
+    const c = await create({ name: 'paced', repos, concurrency: 4, forgeRate: '2/s', draft: true });
+    const done = await finished('paced');
+    assert.equal(done.counts.succeeded, 4, JSON.stringify(done));
+
+    const pulls = pullsOf('paced');
+    assert.equal(pulls.length, 4);
+    for (const p of pulls) {
+      assert.equal(p.head, c.branch);
+      assert.equal(p.base, 'main');
+      assert.equal(p.draft, true, `${p.repository}: a draft, as the campaign asked, though its checks passed`);
+      assert.equal(p.token, TOKEN);
+    }
+    const items = await targets('paced');
+    assert.ok(items.every((x) => x.changeRequest?.kind === 'pull_request' && x.changeRequest.draft === true && x.changeRequest.url));
+
+    // Berth's own record: each start at least half a second after the one before.
+    const starts = (await db().selectFrom('campaign_targets').select('started_at').where('campaign_id', '=', c.id).orderBy('started_at').execute()).map((r) => r.started_at!.getTime());
+    for (let i = 1; i < starts.length; i++) assert.ok(starts[i]! - starts[i - 1]! >= 499, `starts ${i - 1} and ${i} are ${starts[i]! - starts[i - 1]!} ms apart`);
+    // The fake's: the first time each repository was fetched, spread over at least the rate's 1.5 s
+    // (less half a second for how long a task takes to reach its clone).
+    const firstFetch = new Map<string, number>();
+    for (const r of github.gitRequests) {
+      const repo = /^\/acme\/(paced-\d)\.git\//.exec(r.path)?.[1];
+      if (repo && r.at !== undefined && !firstFetch.has(repo)) firstFetch.set(repo, r.at);
+    }
+    assert.equal(firstFetch.size, 4);
+    const times = [...firstFetch.values()].sort((a, b) => a - b);
+    assert.ok(times.at(-1)! - times[0]! >= 1000, `first fetches ${times.map((x) => x - times[0]!).join(', ')} ms after the first`);
+  });
+
+  test('a rerun puts new commits on the same branches: no second pull request', async () => {
+    const before = new Map(pullsOf('paced').map((p) => [p.repository, p.number]));
+    const heads = new Map<string, string | null>();
+    for (const repo of before.keys()) heads.set(repo, await refSha(join(github.root, `${repo}.git`), 'refs/heads/berth/campaign/paced'));
+    const res = await t.api('POST', '/api/orgs/default/campaigns/paced/rerun', {});
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    const done = await finished('paced');
+    assert.equal(done.counts.succeeded, 4, JSON.stringify(done));
+    assert.equal(done.run, 2);
+    const after = pullsOf('paced');
+    assert.equal(after.length, 4, 'no pull request was opened a second time');
+    for (const p of after) {
+      assert.equal(p.number, before.get(p.repository));
+      const now = await refSha(join(github.root, `${p.repository}.git`), 'refs/heads/berth/campaign/paced');
+      assert.notEqual(now, heads.get(p.repository), `${p.repository}: the branch has the rerun's commit`);
+      assert.equal(Number(await runGit(['rev-list', '--count', `${heads.get(p.repository)!}..${now!}`], { cwd: join(github.root, `${p.repository}.git`) })), 1);
+    }
+    // The pull requests were created by the first run only.
+    assert.equal(github.apiRequests.filter((r) => r.method === 'POST' && /^\/repos\/acme\/paced-\d\/pulls$/.test(r.path)).length, 4);
+  });
+
+  test("the pull requests' state, checks and reviews are read back from GitHub; approve --only-green marks green drafts ready and skips the rest", async () => {
+    const head = async (repo: string) => (await refSha(join(github.root, `acme/${repo}.git`), 'refs/heads/berth/campaign/paced'))!;
+    // paced-0: a passing status, approved. paced-1: a failing check run. paced-2: changes asked, a check still running. paced-3: closed.
+    github.setStatus('acme/paced-0', await head('paced-0'), { context: 'ci/build', state: 'success' });
+    github.setCheckRun('acme/paced-0', await head('paced-0'), { name: 'lint', status: 'completed', conclusion: 'success' });
+    github.addReview('acme/paced-0', pullOf('paced-0').number, { user: 'rev', state: 'APPROVED' });
+    github.setStatus('acme/paced-1', await head('paced-1'), { context: 'ci/build', state: 'success' });
+    github.setCheckRun('acme/paced-1', await head('paced-1'), { name: 'tests', status: 'completed', conclusion: 'failure' });
+    github.setCheckRun('acme/paced-2', await head('paced-2'), { name: 'tests', status: 'in_progress' });
+    github.addReview('acme/paced-2', pullOf('paced-2').number, { user: 'rev', state: 'APPROVED' });
+    github.addReview('acme/paced-2', pullOf('paced-2').number, { user: 'other', state: 'CHANGES_REQUESTED' });
+    github.closePull('acme/paced-3', pullOf('paced-3').number);
+
+    // Looking at a campaign whose pull requests were read over a minute ago reads them again.
+    const c = await show('paced');
+    await db().updateTable('campaign_targets').set({ refreshed_at: new Date(Date.now() - 5 * 60_000) }).where('campaign_id', '=', c.id).execute();
+    const seen = await waitFor('the pull requests read back', async () => {
+      const s = await show('paced');
+      const crs = Object.fromEntries(s.changeRequests.map((x: any) => [x.repo.replace(/^.*\/acme\/|\.git$/g, ''), x.changeRequest]));
+      return crs['paced-3']?.state === 'closed' && crs['paced-2']?.review === 'changes_requested' ? crs : null;
+    });
+    assert.deepEqual(
+      Object.fromEntries(Object.entries(seen).map(([k, v]: [string, any]) => [k, [v.state, v.checks, v.review, v.draft]])),
+      {
+        'paced-0': ['open', 'passing', 'approved', true],
+        'paced-1': ['open', 'failing', 'none', true],
+        'paced-2': ['open', 'pending', 'changes_requested', true],
+        'paced-3': ['closed', null, 'none', true],
+      },
+    );
+    const refreshed = await db().selectFrom('campaign_targets').select('refreshed_at').where('campaign_id', '=', c.id).execute();
+    assert.ok(refreshed.every((r) => r.refreshed_at && Date.now() - r.refreshed_at.getTime() < 60_000));
+
+    assert.equal((await t.api('POST', '/api/orgs/default/campaigns/paced/approve', { onlyGreen: 'yes' })).status, 400);
+    const r = await approve('paced', { onlyGreen: true });
+    assert.deepEqual(r.approved.map((x) => x.how), ['ready_for_review', 'ready_for_review']);
+    assert.ok(byRepo(r.approved, 'paced-0') && byRepo(r.approved, 'paced-2'), JSON.stringify(r));
+    assert.match(byRepo(r.skipped, 'paced-1')!.reason, /not green: the forge's checks fail/);
+    assert.match(byRepo(r.skipped, 'paced-3')!.reason, /closed/);
+    assert.equal(pullOf('paced-0').draft, false);
+    assert.equal(pullOf('paced-2').draft, false);
+    assert.equal(pullOf('paced-1').draft, true, 'a change whose checks fail stays a draft');
+    assert.equal(pullOf('paced-3').draft, true);
+    assert.deepEqual(github.graphqlRequests.map((q) => q.operation), ['markPullRequestReadyForReview', 'markPullRequestReadyForReview']);
+    assert.deepEqual(github.graphqlRequests.map((q) => q.variables.id).sort(), [pullOf('paced-0').nodeId, pullOf('paced-2').nodeId].sort());
+
+    // Again: nothing left to mark; the ready ones are said to be so.
+    const again = await approve('paced', { onlyGreen: true });
+    assert.deepEqual(again.approved, []);
+    assert.match(byRepo(again.skipped, 'paced-0')!.reason, /already ready for review/);
+    assert.equal(github.graphqlRequests.length, 2);
+
+    // Without --only-green the failing one is marked ready too; each approval is on record.
+    const all = await approve('paced', { onlyGreen: false });
+    assert.deepEqual(all.approved.map((x) => x.repo), [github.repoUrl('acme/paced-1')]);
+    assert.equal(pullOf('paced-1').draft, false);
+    const audit = (await t.api('GET', '/api/orgs/default/audit?action=task.approve')).body.items.filter((e: any) => e.details.campaign === 'paced');
+    assert.equal(audit.length, 3);
+    assert.ok(audit.every((e: any) => e.details.how === 'ready_for_review'));
+    assert.equal(audit.find((e: any) => e.details.repo === github.repoUrl('acme/paced-1')).details.overridden, "the forge's checks fail");
+    // The refused body (400) changed nothing; the three calls are on record.
+    assert.equal((await t.api('GET', '/api/orgs/default/audit?action=campaign.approve')).body.items.length, 3);
+  });
+
+  test('never more open pull requests than maxOpenPrs: the rest wait, and go on once pull requests are merged or closed', async () => {
+    const repos = await forgeRepos('capped', 4);
+    const c = await create({ name: 'capped', repos, concurrency: 4, forgeRate: '20/s', maxOpenPrs: 2 });
+    let peakOpen = 0;
+    const sample = () => void (peakOpen = Math.max(peakOpen, pullsOf('capped').filter((p) => p.state === 'open').length));
+    await waitFor('two pull requests', async () => {
+      sample();
+      const items = await targets('capped');
+      return items.filter((x) => x.state === 'succeeded').length === 2 ? items : null;
+    });
+    // More passes of the scheduler start nothing more: two are open.
+    for (let i = 0; i < 3; i++) await t.berth.campaignScheduler.pass();
+    const waiting = await targets('capped');
+    assert.deepEqual(waiting.map((x) => x.state).sort(), ['pending', 'pending', 'succeeded', 'succeeded']);
+    assert.equal(pullsOf('capped').length, 2);
+
+    // One merged and one closed on GitHub: the next read frees both places.
+    const [first, second] = pullsOf('capped');
+    github.mergePull(first!.repository, first!.number);
+    github.closePull(second!.repository, second!.number);
+    await t.berth.campaignForge.refresh(c.id);
+    const done = await finished('capped', sample);
+    assert.equal(done.counts.succeeded, 4, JSON.stringify(done));
+    assert.equal(pullsOf('capped').length, 4);
+    assert.ok(peakOpen <= 2, `at most 2 open at once, saw ${peakOpen}`);
+    const states = (await targets('capped')).map((x) => x.changeRequest.state);
+    assert.deepEqual(states.filter((s) => s !== 'open' && s !== null).sort(), ['closed', 'merged']);
+  });
+});
+
+describe('a campaign over plain git repositories', () => {
+  test('approve merges each green branch into its base branch, and skips one no checks ran for', async () => {
+    const repos: string[] = [];
+    for (const name of ['plain-a', 'plain-b']) repos.push((await createBareRepo({ root, name: `${name}.git`, files: { 'a.txt': 'a\n' } })).path);
+    const c = await create({ name: 'plain', repos, concurrency: 2, forgeRate: '20/s' });
+    await finished('plain');
+    const unchecked = await create({ name: 'unchecked', repos: [(await createBareRepo({ root, name: 'plain-c.git', files: { 'a.txt': 'a\n' } })).path], check: undefined, forgeRate: '20/s' });
+    await finished('unchecked');
+
+    const r = await approve('plain', { onlyGreen: true });
+    assert.deepEqual(r, { approved: repos.map((repo) => ({ repo, how: 'merged' })), skipped: [] });
+    for (const repo of repos) {
+      assert.equal(await runGit(['--git-dir', repo, 'show', 'main:a.txt'], { cwd: root }), 'a\nbumped\n');
+      assert.match(await runGit(['--git-dir', repo, 'log', '-1', '--format=%s', 'main'], { cwd: root }), new RegExp(`^Merge ${c.branch}`));
+    }
+    const items = await targets('plain');
+    assert.ok(items.every((x) => x.changeRequest.kind === 'berth' && x.changeRequest.state === 'merged'), JSON.stringify(items));
+    // Merged ones no longer count as open; approving again merges nothing twice.
+    const again = await approve('plain', { onlyGreen: true });
+    assert.deepEqual(again.approved, []);
+    assert.ok(again.skipped.every((s) => /already merged/.test(s.reason)), JSON.stringify(again));
+
+    const skipped = await approve('unchecked', { onlyGreen: true });
+    assert.deepEqual(skipped.approved, []);
+    assert.match(skipped.skipped[0]!.reason, /not green: no checks ran for it/);
+    const forced = await approve('unchecked', { onlyGreen: false });
+    assert.deepEqual(forced.approved.map((x) => x.how), ['merged']);
+    const audit = (await t.api('GET', '/api/orgs/default/audit?action=task.approve')).body.items.filter((e: any) => e.details.campaign === 'unchecked');
+    assert.equal(audit.length, 1);
+    assert.equal(audit[0].details.how, 'merged');
+    assert.equal(audit[0].details.overridden, 'no checks ran for it (the campaign has no --check)');
+  });
+});
