@@ -96,7 +96,7 @@ export const Campaign = z.object({
   settings: CampaignSettings,
   /** The branch every task of it pushes to, in each repository. */
   branch: z.string(),
-  /** 1 for the first run; each `rerun` adds one. */
+  /** 1 for the first run; each `rerun` (and each `retry-failed`) adds one. */
   run: z.number(),
   createdBy: z.string(),
   createdAt: z.string(),

@@ -98,6 +98,7 @@ export class CampaignScheduler {
       if (this.#closed) return;
       try {
         await this.#settle(c);
+        if (c.state === 'cancelled') await this.#tidyCancelled(c);
         if (c.state === 'running') await this.#startSome(c);
         await this.#finishIfDone(c);
       } catch (err) {
@@ -152,6 +153,26 @@ export class CampaignScheduler {
     }
   }
 
+  /**
+   * A cancelled campaign's stragglers: a target claimed, or put back for a retry, by a pass
+   * that began before the cancel is cancelled, and a task such a pass made is cancelled.
+   */
+  async #tidyCancelled(c: CampaignRow): Promise<void> {
+    const now = this.#now();
+    await this.#db.updateTable('campaign_targets').set({ state: 'cancelled', reason: 'the campaign was cancelled', finished_at: now, updated_at: now }).where('campaign_id', '=', c.id).where('state', '=', 'pending').execute();
+    const live = await this.#db
+      .selectFrom('campaign_targets')
+      .innerJoin('tasks', 'tasks.id', 'campaign_targets.task_id')
+      .select('tasks.id')
+      .where('campaign_targets.campaign_id', '=', c.id)
+      .where('campaign_targets.state', '=', 'running')
+      .where('tasks.state', 'in', ['queued', 'provisioning', 'running'])
+      .execute();
+    if (!live.length) return;
+    const scope = await this.#scope(c);
+    for (const { id } of live) await this.#tasks.cancel(scope, id).catch((err: unknown) => this.#log.warn({ err, campaign: c.id, task: id }, 'campaigns: could not cancel a task'));
+  }
+
   /** Starts what the campaign's limits allow, in the list's order. */
   async #startSome(c: CampaignRow): Promise<void> {
     const counts = await this.#db
@@ -191,6 +212,9 @@ export class CampaignScheduler {
         .set({ state: 'starting', attempts: sql`attempts + 1`, task_id: null, failure: null, started_at: new Date(now), finished_at: null, updated_at: new Date(now) })
         .where('id', '=', t.id)
         .where('state', '=', 'pending')
+        // Paused or cancelled since this pass read it: nothing more starts. Run again (its
+        // tasks' keys name the run): the next pass starts it, with the new run's keys.
+        .where((eb) => eb.exists(eb.selectFrom('campaigns').select('id').where('id', '=', c.id).where('state', '=', 'running').where('run', '=', c.run)))
         .returningAll()
         .executeTakeFirst();
       if (!claimed) continue;
@@ -206,6 +230,12 @@ export class CampaignScheduler {
   async #startTask(c: CampaignRow, t: CampaignTargetRow): Promise<void> {
     const key = `campaign:${c.id}:${t.id}:${c.run}:${t.attempts}`;
     let taskId = (await this.#db.selectFrom('tasks').select('id').where('trigger_key', '=', key).executeTakeFirst())?.id;
+    if (!taskId && c.state === 'cancelled') {
+      // Claimed just before the cancel, its task never made: it never will be.
+      const now = this.#now();
+      await this.#db.updateTable('campaign_targets').set({ state: 'cancelled', reason: 'the campaign was cancelled', finished_at: now, updated_at: now }).where('id', '=', t.id).where('state', '=', 'starting').execute();
+      return;
+    }
     if (!taskId) {
       try {
         taskId = await this.#makeTask(c, t, key);

@@ -178,7 +178,11 @@ export class CampaignService {
     return this.#view(await this.#get(scope.orgId, row.id));
   }
 
-  /** The targets that failed go back to the queue, with fresh retries. */
+  /**
+   * The targets that failed go back to the queue, with fresh retries. As a new run: a task's
+   * key is campaign:ID:TARGET:RUN:ATTEMPT, and the attempts start again from one, so within
+   * the same run the scheduler would find the failed tasks of the attempts before by their keys.
+   */
   async retryFailed(scope: Scope, ref: string): Promise<Campaign> {
     const row = await this.#get(scope.orgId, ref);
     this.#mayManage(scope, row, 'retry');
@@ -191,7 +195,7 @@ export class CampaignService {
         .where('campaign_id', '=', row.id)
         .where('state', '=', 'failed')
         .executeTakeFirst();
-      if (Number(r.numUpdatedRows)) await tx.updateTable('campaigns').set({ state: row.state === 'paused' ? 'paused' : 'running', finished_at: null, updated_at: now }).where('id', '=', row.id).execute();
+      if (Number(r.numUpdatedRows)) await tx.updateTable('campaigns').set({ state: row.state === 'paused' ? 'paused' : 'running', run: sql`run + 1`, finished_at: null, updated_at: now }).where('id', '=', row.id).execute();
       return Number(r.numUpdatedRows);
     });
     if (!done) throw conflict(`campaign '${row.name}' has no failed repository to retry`);
