@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startFakeGitHub, type FakeGitHub } from './fakes/github.ts';
+import { startFakeGitLab } from './fakes/gitlab.ts';
 import { createBareRepo, refSha, runGit } from './fakes/git-server.ts';
 import { startTestBerth, waitFor, type TestBerth } from './helpers.ts';
 
@@ -231,6 +232,53 @@ describe('a campaign over repositories on GitHub', () => {
     assert.ok(peakOpen <= 2, `at most 2 open at once, saw ${peakOpen}`);
     const states = (await targets('capped')).map((x) => x.changeRequest.state);
     assert.deepEqual(states.filter((s) => s !== 'open' && s !== null).sort(), ['closed', 'merged']);
+  });
+});
+
+describe('a campaign over repositories on GitLab', () => {
+  test('--draft opens draft merge requests; their state, pipeline and approvals are read back; approve takes the Draft: prefix off the green ones', async () => {
+    const gitlab = await startFakeGitLab({ tokens: [TOKEN] });
+    try {
+      assert.equal((await t.api('PUT', '/api/orgs/default/secrets/GITLAB_TOKEN', { value: TOKEN })).status, 200);
+      const repos: string[] = [];
+      for (const name of ['gl-0', 'gl-1', 'gl-2']) {
+        await gitlab.createRepo(`acme/${name}`, { 'a.txt': 'a\n' });
+        const made = await t.api('POST', '/api/orgs/default/projects', { name, repoUrl: gitlab.repoUrl(`acme/${name}`), forge: { kind: 'gitlab', apiUrl: gitlab.apiUrl, tokenSecret: 'GITLAB_TOKEN' } });
+        assert.equal(made.status, 201, JSON.stringify(made.body));
+        repos.push(gitlab.repoUrl(`acme/${name}`));
+      }
+      const c = await create({ name: 'gitlab', repos, concurrency: 3, forgeRate: '20/s', draft: true });
+      await finished('gitlab');
+      assert.equal(gitlab.mergeRequests.length, 3);
+      assert.ok(gitlab.mergeRequests.every((m) => m.draft && /^Draft: /.test(m.title) && m.sourceBranch === c.branch), JSON.stringify(gitlab.mergeRequests));
+      const mr = (name: string) => gitlab.mergeRequests.find((m) => m.project === `acme/${name}`)!;
+      gitlab.updateMergeRequest('acme/gl-0', mr('gl-0').iid, { pipeline: 'success', approvedBy: ['root'] });
+      gitlab.updateMergeRequest('acme/gl-1', mr('gl-1').iid, { pipeline: 'failed', reviewers: [{ username: 'root', state: 'requested_changes' }] });
+      gitlab.updateMergeRequest('acme/gl-2', mr('gl-2').iid, { state: 'merged', pipeline: 'running' });
+
+      assert.equal(await t.berth.campaignForge.refresh(c.id), 3);
+      const crs = Object.fromEntries((await targets('gitlab')).map((x) => [x.repo.replace(/^.*\/acme\/|\.git$/g, ''), x.changeRequest]));
+      assert.deepEqual(
+        Object.fromEntries(Object.entries(crs).map(([k, v]: [string, any]) => [k, [v.kind, v.state, v.checks, v.review, v.draft]])),
+        {
+          'gl-0': ['merge_request', 'open', 'passing', 'approved', true],
+          'gl-1': ['merge_request', 'open', 'failing', 'changes_requested', true],
+          'gl-2': ['merge_request', 'merged', 'pending', 'none', true],
+        },
+      );
+
+      const r = await approve('gitlab', { onlyGreen: true });
+      assert.deepEqual(r.approved, [{ repo: repos[0], how: 'ready_for_review' }]);
+      assert.deepEqual(r.skipped.map((x) => x.repo), [repos[1], repos[2]]);
+      assert.match(r.skipped[0]!.reason, /not green: the forge's checks fail/);
+      assert.match(r.skipped[1]!.reason, /already merged/);
+      assert.equal(mr('gl-0').draft, false);
+      assert.doesNotMatch(mr('gl-0').title, /draft/i);
+      assert.equal(mr('gl-1').draft, true);
+      assert.ok(gitlab.apiRequests.some((q) => q.method === 'PUT' && q.path === `projects/acme/gl-0/merge_requests/${mr('gl-0').iid}`));
+    } finally {
+      await gitlab.close();
+    }
   });
 });
 

@@ -23,6 +23,14 @@ export interface MergeRequestRecord {
   webUrl: string;
   /** The token that opened it. */
   token: string;
+  /** opened, merged or closed, as GET …/merge_requests/IID says. */
+  state: 'opened' | 'merged' | 'closed';
+  /** Its head pipeline's status (success, failed, running, …); null: none ran. */
+  pipeline: string | null;
+  /** Usernames that approved it. */
+  approvedBy: string[];
+  /** Reviewers and what each said (GitLab 17: unreviewed, reviewed, requested_changes, approved). */
+  reviewers: { username: string; state: 'unreviewed' | 'reviewed' | 'requested_changes' | 'approved' }[];
 }
 
 export interface FakeGitLabUser {
@@ -79,6 +87,8 @@ export interface FakeGitLab {
   addNote(path: string, on: NoteRecord['on'], body: string, author: FakeGitLabUser, o?: { system?: boolean }): NoteRecord;
   /** A merge request opened on GitLab by someone (not through the API). */
   addMergeRequest(path: string, o: { sourceBranch: string; targetBranch?: string; title: string; author: FakeGitLabUser }): MergeRequestRecord;
+  /** Changes a merge request as GitLab's web UI would: merged or closed, its pipeline's status, approvals, reviewers. */
+  updateMergeRequest(path: string, iid: number, o: Partial<Pick<MergeRequestRecord, 'state' | 'pipeline' | 'approvedBy' | 'reviewers'>>): MergeRequestRecord;
   mergeRequests: MergeRequestRecord[];
   issues: IssueRecord[];
   notes: NoteRecord[];
@@ -236,6 +246,31 @@ export async function startFakeGitLab(o: { tokens: string[]; root?: string }): P
       if (!mr) return sendJson(res, 404, { message: '404 Merge Request Not Found' });
       return notesApi(req, res, method, query, project, { type: 'MergeRequest', iid: mr.iid }, leafId, caller);
     }
+    if (sub === 'merge_requests' && subId !== undefined && segments.length <= 5) {
+      const mr = mergeRequests.find((m) => m.project === project.path && m.iid === Number(subId));
+      if (!mr) return sendJson(res, 404, { message: '404 Not found' });
+      if (leaf === undefined && method === 'GET') return sendJson(res, 200, mergeRequestJson(project, mr));
+      // PUT: the title (a Draft: prefix makes or unmakes a draft), the description, state_event close/reopen.
+      if (leaf === undefined && method === 'PUT') {
+        const body = (await readJson(req)) as { title?: unknown; description?: unknown; state_event?: unknown } | undefined;
+        if (body?.title !== undefined) {
+          if (typeof body.title !== 'string' || body.title.trim() === '') return sendJson(res, 400, { message: { title: ["can't be blank"] } });
+          mr.title = body.title;
+          mr.draft = DRAFT_TITLE.test(mr.title);
+        }
+        if (typeof body?.description === 'string') mr.description = body.description;
+        if (body?.state_event === 'close' && mr.state === 'opened') mr.state = 'closed';
+        if (body?.state_event === 'reopen' && mr.state === 'closed') mr.state = 'opened';
+        return sendJson(res, 200, mergeRequestJson(project, mr));
+      }
+      if (leaf === 'approvals' && method === 'GET') {
+        const by = mr.approvedBy.map((username) => users.find((u) => u.username === username) ?? { id: 0, username, name: username });
+        return sendJson(res, 200, { id: 5000 + mr.iid, iid: mr.iid, project_id: project.id, state: mr.state, approved: by.length > 0, approvals_required: 0, approvals_left: 0, approved_by: by.map((u) => ({ user: userJson(u) })) });
+      }
+      if (leaf === 'reviewers' && method === 'GET') {
+        return sendJson(res, 200, mr.reviewers.map((r) => ({ user: userJson(users.find((u) => u.username === r.username) ?? { id: 0, username: r.username, name: r.username }), state: r.state, created_at: AT })));
+      }
+    }
     if (sub === 'merge_requests' && segments.length === 3 && method === 'POST') {
       const body = (await readJson(req)) as { source_branch?: unknown; target_branch?: unknown; title?: unknown; description?: unknown } | undefined;
       for (const field of ['source_branch', 'target_branch', 'title'] as const) {
@@ -246,7 +281,7 @@ export async function startFakeGitLab(o: { tokens: string[]; root?: string }): P
       const bare = join(root, `${project.path}.git`);
       if (!(await refSha(bare, `refs/heads/${source}`))) return sendJson(res, 422, { message: [`Source branch "${source}" does not exist`] });
       if (!(await refSha(bare, `refs/heads/${target}`))) return sendJson(res, 422, { message: [`Target branch "${target}" does not exist`] });
-      const existing = mergeRequests.find((m) => m.project === project.path && m.sourceBranch === source && m.targetBranch === target);
+      const existing = mergeRequests.find((m) => m.project === project.path && m.sourceBranch === source && m.targetBranch === target && m.state === 'opened');
       if (existing) return sendJson(res, 409, { message: [`Another open merge request already exists for this source branch: !${existing.iid}`] });
       const mr = openMergeRequest(project, { sourceBranch: source, targetBranch: target, title: String(body!.title), description: typeof body!.description === 'string' ? body!.description : null, token, author: caller });
       return sendJson(res, 201, {
@@ -300,6 +335,29 @@ export async function startFakeGitLab(o: { tokens: string[]; root?: string }): P
     return sendJson(res, 405, { message: '405 Method Not Allowed' });
   }
 
+  /** A merge request as GET /projects/:id/merge_requests/:iid answers. */
+  function mergeRequestJson(project: Project, mr: MergeRequestRecord): Record<string, unknown> {
+    const author = mrAuthors.get(mr) ?? rootUser;
+    return {
+      id: 5000 + mr.iid,
+      iid: mr.iid,
+      project_id: project.id,
+      title: mr.title,
+      description: mr.description,
+      state: mr.state,
+      draft: mr.draft,
+      work_in_progress: mr.draft,
+      source_branch: mr.sourceBranch,
+      target_branch: mr.targetBranch,
+      author: userJson(author),
+      web_url: mr.webUrl,
+      merged_at: mr.state === 'merged' ? AT : null,
+      closed_at: mr.state === 'closed' ? AT : null,
+      detailed_merge_status: mr.draft ? 'draft_status' : 'mergeable',
+      head_pipeline: mr.pipeline === null ? null : { id: 9000 + mr.iid, iid: mr.iid, project_id: project.id, status: mr.pipeline, source: 'merge_request_event', ref: mr.sourceBranch, web_url: `${url}/${project.path}/-/pipelines/${9000 + mr.iid}` },
+    };
+  }
+
   function openMergeRequest(project: Project, o: { sourceBranch: string; targetBranch: string; title: string; description: string | null; token: string; author: FakeGitLabUser }): MergeRequestRecord {
     const iid = mergeRequests.filter((m) => m.project === project.path).length + 1;
     const mr: MergeRequestRecord = {
@@ -312,6 +370,10 @@ export async function startFakeGitLab(o: { tokens: string[]; root?: string }): P
       draft: DRAFT_TITLE.test(o.title),
       webUrl: `${url}/${project.path}/-/merge_requests/${iid}`,
       token: o.token,
+      state: 'opened',
+      pipeline: null,
+      approvedBy: [],
+      reviewers: [],
     };
     mergeRequests.push(mr);
     mrAuthors.set(mr, o.author);
@@ -427,6 +489,12 @@ export async function startFakeGitLab(o: { tokens: string[]; root?: string }): P
     addNote: (path, on, body, author, no = {}) => note(path, on, body, author, no.system ?? false),
     addMergeRequest(path, mo) {
       return openMergeRequest(projectOf(path), { sourceBranch: mo.sourceBranch, targetBranch: mo.targetBranch ?? projectOf(path).defaultBranch, title: mo.title, description: null, token: '', author: mo.author });
+    },
+    updateMergeRequest(path, iid, uo) {
+      const mr = mergeRequests.find((m) => m.project === path && m.iid === iid);
+      if (!mr) throw new Error(`no merge request ${path}!${iid} on the fake GitLab`);
+      Object.assign(mr, uo);
+      return mr;
     },
     mergeRequests,
     issues,
