@@ -235,6 +235,28 @@ describe('a campaign over repositories on GitHub', () => {
   });
 });
 
+describe('a campaign from a GitHub search (--org-query)', () => {
+  test("the repositories are what the org's GitHub finds; a search that finds none, or both ways at once, is refused", async () => {
+    const both = await t.api('POST', '/api/orgs/default/campaigns', { name: 'both', goal: 'g', agent: 'command', command: 'true', repos: ['/tmp/x.git'], orgQuery: 'org:acme' });
+    assert.equal(both.status, 400);
+    assert.match(JSON.stringify(both.body), /one way/);
+    const none = await t.api('POST', '/api/orgs/default/campaigns', { name: 'none', goal: 'g', agent: 'command', command: 'true', orgQuery: 'org:nobody' });
+    assert.equal(none.status, 409, JSON.stringify(none.body));
+    assert.match(JSON.stringify(none.body), /found no repository/);
+    assert.equal((await db().selectFrom('campaigns').select('id').where('name', 'in', ['both', 'none']).execute()).length, 0);
+
+    const searches = () => github.apiRequests.filter((r) => r.path === '/search/repositories').length;
+    const before = searches();
+    const c = await create({ name: 'searched', orgQuery: 'org:acme capped', concurrency: 1, forgeRate: '1/h' });
+    assert.ok(searches() > before, 'the fake GitHub was asked');
+    const items = await targets('searched');
+    assert.deepEqual(items.map((x) => x.repo).sort(), [0, 1, 2, 3].map((i) => github.repoUrl(`acme/capped-${i}`)).sort());
+    assert.ok(items.every((x) => x.project?.startsWith('capped-')), 'each repository is its project');
+    assert.equal((await t.api('POST', `/api/orgs/default/campaigns/${c.id}/cancel`, {})).status, 200);
+    await waitFor('the searched campaign to settle', async () => (await targets('searched')).every((x) => ['cancelled', 'succeeded', 'failed'].includes(x.state)));
+  });
+});
+
 describe('a campaign over repositories on GitLab', () => {
   test('--draft opens draft merge requests; their state, pipeline and approvals are read back; approve takes the Draft: prefix off the green ones', async () => {
     const gitlab = await startFakeGitLab({ tokens: [TOKEN] });

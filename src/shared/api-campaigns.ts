@@ -44,7 +44,15 @@ export const CreateCampaignBody = z
       .array(z.string().max(4096))
       .min(1, 'give at least one repository')
       .max(MAX_CAMPAIGN_REPOS + 1000)
+      .optional()
       .describe('one repository URL or path per line; blank lines and # comments are skipped; lines that name no repository are reported, not fatal'),
+    orgQuery: z
+      .string()
+      .trim()
+      .min(1)
+      .max(256)
+      .optional()
+      .describe("instead of repos: a GitHub repository search (\"org:acme topic:service\"), asked of the GitHub of the org's projects (the oldest project whose forge is GitHub with a token); its first 1,000 results"),
     agent: t.agent,
     command: t.command,
     model: t.model,
@@ -62,7 +70,8 @@ export const CreateCampaignBody = z
     draft: z.boolean().default(false).describe('open the pull requests as drafts'),
     maxRetries: z.number().int().min(0).max(10).default(2).describe('times a repository whose task failed for an infrastructure reason is tried again'),
   })
-  .refine((b) => b.agent !== 'command' || b.command, { message: 'agent "command" needs a command', path: ['command'] });
+  .refine((b) => b.agent !== 'command' || b.command, { message: 'agent "command" needs a command', path: ['command'] })
+  .refine((b) => (b.repos === undefined) !== (b.orgQuery === undefined), { message: 'give the repositories one way: repos (a list) or orgQuery (a GitHub search)', path: ['repos'] });
 export type CreateCampaignBody = z.input<typeof CreateCampaignBody>;
 
 export const CampaignSettings = z.object({

@@ -386,6 +386,22 @@ export async function startFakeGitHub(o: { tokens?: string[]; apps?: FakeGitHubA
     }
     record.auth = 'token';
 
+    // Repository search: `org:`/`user:` qualifiers and words of the name; what the token can see, by name.
+    if (path === '/search/repositories' && method === 'GET') {
+      const query = new URL(req.url ?? '/', 'http://x').searchParams;
+      const q = query.get('q') ?? '';
+      if (!q.trim()) return sendJson(res, 422, { message: 'Validation Failed', errors: [{ resource: 'Search', field: 'q', code: 'missing' }], documentation_url: 'https://docs.github.com/rest' });
+      const terms = q.trim().split(/\s+/);
+      const owners = terms.filter((x) => /^(org|user):/i.test(x)).map((x) => x.slice(x.indexOf(':') + 1).toLowerCase());
+      const words = terms.filter((x) => !x.includes(':')).map((x) => x.toLowerCase());
+      const found = [...repos.values()]
+        .filter((r) => canSee(who, `${r.owner}/${r.name}`) && (owners.length === 0 || owners.includes(r.owner.toLowerCase())) && words.every((w) => r.name.toLowerCase().includes(w)))
+        .sort((a, b) => a.name.localeCompare(b.name));
+      const perPage = Math.min(100, Math.max(1, Number(query.get('per_page') ?? 30) || 30));
+      const page = Math.max(1, Number(query.get('page') ?? 1) || 1);
+      return sendJson(res, 200, { total_count: found.length, incomplete_results: false, items: found.slice((page - 1) * perPage, page * perPage).map((r) => ({ ...repositoryJson(`${r.owner}/${r.name}`), archived: false, score: 1 })) });
+    }
+
     const repoRoute = /^\/repos\/([^/]+)\/([^/]+)(\/pulls)?$/.exec(path) ?? /^\/repos\/([^/]+)\/([^/]+)(\/.+)$/.exec(path);
     if (!repoRoute) return sendJson(res, 404, notFoundBody);
     const fullName = `${repoRoute[1]}/${repoRoute[2]}`;

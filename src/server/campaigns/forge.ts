@@ -11,9 +11,11 @@ import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import { parseRate, type ApproveBody, type ApproveResult } from '../../shared/api-campaigns.ts';
-import { BerthError, notFound } from '../../shared/errors.ts';
+import { BerthError, conflict, notFound } from '../../shared/errors.ts';
 import type { ChangeRequest } from '../../shared/tasks.ts';
-import type { ForgeAuth, ForgeSettings } from '../../forges/index.ts';
+import { detectKind, parseRepoUrl, type ForgeAuth, type ForgeSettings } from '../../forges/index.ts';
+import { githubApiUrl } from '../../forges/github.ts';
+import { searchGitHubRepositories } from '../../forges/search.ts';
 import { reviewerFor, type ChangeRequestReviewer } from '../../forges/review.ts';
 import type { AuditLog } from '../audit/index.ts';
 import type { Scope } from '../authz.ts';
@@ -177,6 +179,29 @@ export class CampaignForge {
     }
     if (freed) this.#onFreed();
     return read;
+  }
+
+  /**
+   * The repositories a GitHub search finds (`--org-query`), asked of the GitHub of the org's
+   * projects: the oldest project whose forge is GitHub with a token names the host and the token.
+   */
+  async searchRepos(scope: Scope, query: string): Promise<string[]> {
+    const projects = await this.#db.selectFrom('projects').select(['id', 'name', 'repo_url', 'settings']).where('org_id', '=', scope.orgId).where('archived_at', 'is', null).where('repo_url', 'is not', null).orderBy('created_at').execute();
+    const found = projects.find((p) => {
+      const forge = p.settings.forge ?? {};
+      if (!forge.tokenSecret) return false;
+      const at = parseRepoUrl(p.repo_url!);
+      return at.kind === 'http' && (forge.kind ?? detectKind(at)) === 'github';
+    });
+    if (!found) throw conflict("--org-query asks the GitHub of the org's projects, and no project has a GitHub forge with a token: make one (`berth project create … --forge github --token-secret NAME`), or give the list of repositories");
+    const location = parseRepoUrl(found.repo_url!) as Extract<ReturnType<typeof parseRepoUrl>, { kind: 'http' }>;
+    const settings = found.settings.forge!;
+    const token = await this.#secrets.forgeSecret(scope.orgId, found.id, settings.tokenSecret!);
+    if (token === null) throw new BerthError('invalid', `project ${found.name}'s forge settings name secret '${settings.tokenSecret}', which does not exist: \`berth secret set ${settings.tokenSecret}\``);
+    const { urls, total } = await searchGitHubRepositories({ apiUrl: githubApiUrl(location, settings), token, query });
+    if (!urls.length) throw conflict(`the GitHub search "${query}" (on ${location.host}, with project ${found.name}'s token) found no repository${total ? ' that is not archived' : ''}: try it on the GitHub search page first`);
+    this.#log.info({ org: scope.orgId, query, found: urls.length, total }, 'campaigns: repositories from a GitHub search');
+    return urls;
   }
 
   /**

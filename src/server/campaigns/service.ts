@@ -45,7 +45,7 @@ export class CampaignService {
    */
   async create(scope: Scope, input: z.output<typeof CreateCampaignBody>): Promise<CreatedCampaign> {
     if (!atLeast(scope.role, 'member')) throw forbidden('only members and admins may run a campaign');
-    const { repos: listed, invalid } = parseRepoList(input.repos);
+    const { repos: listed, invalid } = parseRepoList(input.repos ?? []);
     const projects = await this.#db.selectFrom('projects').select(['id', 'name', 'repo_url']).where('org_id', '=', scope.orgId).where('archived_at', 'is', null).where('repo_url', 'is not', null).execute();
     const byKey = new Map(projects.map((p) => [repoKey(p.repo_url!), p]));
     const admin = atLeast(scope.role, 'admin');

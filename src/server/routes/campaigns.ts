@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { ErrorSchema, OrgRef } from '../../shared/api.ts';
 import { ApproveBody, ApproveResult, Campaign, CampaignDetail, CampaignRef, CampaignTarget, CreateCampaignBody, CreatedCampaign, ListTargetsQuery } from '../../shared/api-campaigns.ts';
+import { BerthError } from '../../shared/errors.ts';
 import type { CampaignForge } from '../campaigns/forge.ts';
 import type { CampaignService } from '../campaigns/service.ts';
 import type { App } from '../app.ts';
@@ -25,6 +26,10 @@ export function campaignCsv(targets: CampaignTarget[]): string {
   return `${[CSV_COLUMNS.join(','), ...rows].join('\n')}\n`;
 }
 
+function noForge(): never {
+  throw new BerthError('unavailable', 'this control plane cannot ask a forge for repositories: give the list (repos)');
+}
+
 export function campaignRoutes(app: App, { campaigns, forge }: { campaigns: CampaignService; forge?: CampaignForge | undefined }): void {
   app.post('/api/orgs/:org/campaigns', {
     config: { permission: 'task.create', audit: 'campaign.create' },
@@ -39,8 +44,11 @@ export function campaignRoutes(app: App, { campaigns, forge }: { campaigns: Camp
       response: { 201: CreatedCampaign, ...errors },
     },
     handler: async (req, reply) => {
-      const made = await campaigns.create(req.scope, CreateCampaignBody.parse(req.body ?? {}));
-      req.auditDetails = { campaign: made.campaign.id, repositories: made.campaign.total, invalidLines: made.invalid.length };
+      const body = CreateCampaignBody.parse(req.body ?? {});
+      // --org-query: the list is what the org's GitHub finds.
+      const repos = body.orgQuery !== undefined ? await (forge ?? noForge()).searchRepos(req.scope, body.orgQuery) : body.repos;
+      const made = await campaigns.create(req.scope, { ...body, repos });
+      req.auditDetails = { campaign: made.campaign.id, repositories: made.campaign.total, invalidLines: made.invalid.length, ...(body.orgQuery !== undefined && { orgQuery: body.orgQuery }) };
       return reply.code(201).send(made);
     },
   });
