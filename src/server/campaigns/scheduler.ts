@@ -142,7 +142,7 @@ export class CampaignScheduler {
         await this.#db.updateTable('campaign_targets').set({ state: 'cancelled', reason: t.task_reason, finished_at: now, updated_at: now }).where('id', '=', t.id).where('state', '=', 'running').execute();
         continue;
       }
-      const failure = failureOf(state, t.task_step, t.task_checks);
+      const failure = failureOf(state, t.task_step, t.task_checks, t.task_reason);
       const retry = failure === 'infrastructure' && t.attempts <= c.settings.maxRetries && c.state !== 'cancelled';
       await this.#db
         .updateTable('campaign_targets')
@@ -328,8 +328,12 @@ export class CampaignScheduler {
  * cloning) or while pushing it is the infrastructure's (retried); setup and checks are the
  * repository's commands; the rest the agent's.
  */
-export function failureOf(state: TaskState, step: string | null, checksPassed: boolean | null): FailureKind {
+export function failureOf(state: TaskState, step: string | null, checksPassed: boolean | null, reason: string | null = null): FailureKind {
   if (state === 'timed_out') return 'timeout';
+  // Its control plane (and the runner in it) was killed under it, at whatever step: the reason
+  // TaskWorker.recover (tasks/worker.ts) gives. Nothing was pushed before step push, and from
+  // there a retry's push goes on top of the branch, never forced.
+  if (reason?.startsWith('the runner stopped while the task was at step')) return 'infrastructure';
   if (checksPassed === false) return 'check';
   switch (step) {
     case null:
