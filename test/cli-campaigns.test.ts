@@ -7,7 +7,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { createBareRepo } from './fakes/git-server.ts';
+import { createBareRepo, runGit } from './fakes/git-server.ts';
 import { startTestBerth, waitFor, type TestBerth } from './helpers.ts';
 
 let t: TestBerth;
@@ -101,28 +101,54 @@ describe('berth campaign', () => {
     assert.match(beta[0]!.diff, /^\+x$/m);
     const none = await t.cli(['campaign', 'diff', 'add-line', '--repo', 'delta']);
     assert.equal(none.code, 3);
+
+    // No --check ran: --only-green approves none of them; without it, each branch is merged.
+    const green = json((await t.cli(['campaign', 'approve', 'add-line', '--only-green', '--json'])).stdout) as { approved: unknown[]; skipped: { repo: string; reason: string }[] };
+    assert.deepEqual(green.approved, []);
+    assert.deepEqual(green.skipped.map((s) => s.repo), repos);
+    assert.match(green.skipped[0]!.reason, /not green/);
+    const approved = await t.cli(['campaign', 'approve', 'add-line']);
+    assert.equal(approved.code, 0, approved.stderr);
+    for (const r of repos) assert.match(approved.stdout, new RegExp(`^${r}\\s+merged$`, 'm'));
+    assert.match(approved.stderr, /3 approved, 0 skipped/);
+    for (const r of repos) assert.equal(await runGit(['--git-dir', r, 'show', 'main:a.txt']), 'a\nx\n');
   });
 
-  test('pause and resume, from a list on standard input', async () => {
-    const made = await t.cli(['campaign', 'create', '--name', 'steer', '--goal', 'add a line', '--repos', '-', '--command', 'echo y >> a.txt', '--json'], { input: `${repos.join('\n')}\n` });
+  test('pause and resume, from a list on standard input; cancel and retry-failed', async () => {
+    // Its tasks wait for a file of the test's (the fake runner runs them on this host): nothing ends before the pause.
+    const gate = join(root, 'go');
+    const made = await t.cli(['campaign', 'create', '--name', 'steer', '--goal', 'add a line', '--repos', '-', '--concurrency', '1', '--command', `while [ ! -f ${gate} ]; do sleep 0.2; done; echo y >> a.txt`, '--json'], { input: `# two, one at a time\n${repos[0]}\n${repos[1]}\n` });
     assert.equal(made.code, 0, made.stderr);
-    const body = json(made.stdout) as { campaign: { name: string; total: number; settings: { agent: string } }; invalid: unknown[] };
-    assert.equal(body.campaign.total, 3);
+    const body = json(made.stdout) as { campaign: { name: string; total: number; settings: { agent: string; concurrency: number } }; invalid: unknown[] };
+    assert.equal(body.campaign.total, 2);
     assert.equal(body.campaign.settings.agent, 'command');
+    assert.equal(body.campaign.settings.concurrency, 1);
     assert.deepEqual(body.invalid, []);
 
     const paused = await t.cli(['campaign', 'pause', 'steer']);
     assert.equal(paused.code, 0, paused.stderr);
-    assert.match(paused.stdout, /^steer paused: paused, /);
-    assert.equal((await campaign('steer')).state, 'paused');
+    assert.match(paused.stdout, /^steer paused: paused, 0\/2 done/);
     const again = await t.cli(['campaign', 'pause', 'steer']);
     assert.equal(again.code, 1);
     assert.match(again.stderr, /campaign 'steer' is paused: only a running one can be paused/);
+    // The task under way finishes; the other does not start while it is paused.
+    await writeFile(gate, '');
+    const held = await waitFor('the first repository to finish', async () => {
+      const c = await campaign('steer');
+      return c.counts.succeeded === 1 ? c : undefined;
+    });
+    assert.equal(held.state, 'paused');
+    assert.equal(held.counts.pending, 1);
 
     const resumed = json((await t.cli(['campaign', 'resume', 'steer', '--json'])).stdout) as { state: string };
     assert.equal(resumed.state, 'running');
-    const ended = await over('steer');
-    assert.equal(ended.counts.succeeded, 3);
+    assert.equal((await over('steer')).counts.succeeded, 2);
+
+    const retry = await t.cli(['campaign', 'retry-failed', 'steer']);
+    assert.equal(retry.code, 1);
+    assert.match(retry.stderr, /has no failed repository to retry/);
+    const cancelled = json((await t.cli(['campaign', 'cancel', 'steer', '--json'])).stdout) as { state: string };
+    assert.equal(cancelled.state, 'cancelled');
   });
 
   test('errors name the flag to fix', async () => {

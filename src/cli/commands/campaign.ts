@@ -1,8 +1,9 @@
 // `berth campaign …`: one change across many repositories (issue #17). Make one from a list of
 // repositories, follow it, steer it (pause, resume, cancel, retry the failed, run it again),
 // export what became of each repository, read the diffs in bulk and approve the changes.
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { stripVTControlCharacters } from 'node:util';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import type { ApproveResult, Campaign, CampaignDetail, CampaignTarget, CreateCampaignBody, CreatedCampaign, TargetCounts } from '../../shared/api-campaigns.ts';
 import type { ApiClient } from '../client.ts';
@@ -47,13 +48,9 @@ export function countsText(c: TargetCounts): string {
 function repoLines(o: { repos?: string; repo?: string[] }): Promise<string[]> | string[] {
   if (o.repos !== undefined && o.repo?.length) throw usageError('give the repositories one way: --repos FILE (one a line, - for standard input) or --repo URL (repeatable), not both');
   if (o.repo?.length) {
-    // A local path is sent absolute: the server resolves nothing against the caller's directory.
-    return o.repo.map((r) => {
-      if (/^[a-z][a-z0-9+.-]*:\/\//i.test(r) || /^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:/.test(r)) return r;
-      const path = resolve(r);
-      if (!existsSync(path)) throw usageError(`--repo ${r}: no repository at ${path}; give a URL (https://…, ssh://…, git@host:path) or a local path`);
-      return path;
-    });
+    // A local path is sent absolute: the server resolves nothing against the caller's directory
+    // (and reports one it cannot use as it reports a bad line of a list: a warning).
+    return o.repo.map((r) => (/^[a-z][a-z0-9+.-]*:\/\//i.test(r) || /^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:/.test(r) ? r : resolve(r)));
   }
   if (o.repos === undefined) throw usageError('say which repositories: --repos FILE (one a line, - for standard input) or --repo URL (repeatable)');
   const split = (text: string) => {
@@ -93,7 +90,7 @@ function printCreated(made: CreatedCampaign): void {
 }
 
 /** The lines `show` prints (and `show -f` redraws). */
-export function showLines(d: CampaignDetail, out: NodeJS.WriteStream = process.stdout): string[] {
+export function showLines(d: CampaignDetail, out: NodeJS.WriteStream = process.stdout, max = { changes: Infinity, failures: Infinity }): string[] {
   const c = d.counts;
   const pace =
     d.throughputPerMin === null ? 'nothing finished yet'
@@ -112,14 +109,17 @@ export function showLines(d: CampaignDetail, out: NodeJS.WriteStream = process.s
   const lines = rows.map(([k, v]) => `${k.padEnd(8)} ${v}`);
   if (d.changeRequests.length) {
     lines.push('', `CHANGES (${d.changeRequests.length})`);
-    lines.push(...table(['REPO', 'STATE', 'CHECKS', 'REVIEW', 'URL'], d.changeRequests.map((t) => changeRow(t, out))));
+    const shown = d.changeRequests.slice(0, max.changes);
+    lines.push(...table(['REPO', 'STATE', 'CHECKS', 'REVIEW', 'URL'], shown.map((t) => changeRow(t, out))));
+    if (shown.length < d.changeRequests.length) lines.push(`… ${d.changeRequests.length - shown.length} more: berth campaign targets ${d.name} --state succeeded`);
   }
   if (d.failures.length) {
     lines.push('', `FAILURES (${c.failed})`);
-    for (const f of d.failures) {
+    for (const f of d.failures.slice(0, max.failures)) {
       lines.push(`${String(f.count).padStart(5)} × ${f.failure}: ${f.reason}`);
       lines.push(`        ${f.repos.join(', ')}${f.count > f.repos.length ? `, … ${f.count - f.repos.length} more (berth campaign targets ${d.name} --state failed)` : ''}`);
     }
+    if (d.failures.length > max.failures) lines.push(`  … ${d.failures.length - max.failures} more reasons: berth campaign show ${d.name}`);
   }
   return lines;
 }
@@ -132,7 +132,7 @@ function changeRow(t: CampaignTarget, out: NodeJS.WriteStream): string[] {
 
 /** printTable's layout, as lines (show -f redraws them as a block). */
 function table(headers: string[], rows: string[][]): string[] {
-  const shown = (s: string) => s.replace(/\x1b\[[0-9;]*m/g, '').length;
+  const shown = (s: string) => stripVTControlCharacters(s).length;
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => shown(r[i] ?? ''))));
   const line = (cells: string[]) => cells.map((x, i) => (i === cells.length - 1 ? x : x + ' '.repeat(Math.max(0, widths[i]! - shown(x))))).join('  ');
   return [line(headers), ...rows.map(line)];
@@ -163,12 +163,15 @@ async function follow(c: ApiClient, id: string, o: { json?: boolean }): Promise<
         if (now !== last) process.stdout.write(`${now}\n`);
         last = now;
       } else if (tty) {
-        const lines = showLines(d);
+        // What fits the terminal: the cursor cannot go back above its top to redraw.
+        const rows = process.stdout.rows || 24;
+        const failures = 3;
+        const lines = showLines(d, process.stdout, { changes: Math.max(3, rows - 16 - 2 * Math.min(d.failures.length, failures)), failures });
         // Up over what was drawn (a long line takes several rows), then clear to the end.
         const cols = process.stdout.columns || 80;
         const up = drawn ? `\x1b[${drawn}A\r\x1b[J` : '';
         process.stdout.write(`${up}${lines.join('\n')}\n`);
-        drawn = lines.reduce((n, l) => n + Math.max(1, Math.ceil(l.replace(/\x1b\[[0-9;]*m/g, '').length / cols)), 0);
+        drawn = lines.reduce((n, l) => n + Math.max(1, Math.ceil(stripVTControlCharacters(l).length / cols)), 0);
       } else {
         if (first) process.stdout.write(`${d.name} (${d.id}): ${d.total} repositories, branch ${d.branch}\n`);
         first = false;
@@ -287,7 +290,7 @@ export function campaignCommands(program: Command, client: Client): void {
   campaign
     .command('show <campaign>')
     .description('a campaign: counts by state, pace, its pull requests, its failures by reason (-f follows it)')
-    .option('-f, --follow', 'refresh about every second until it is done or cancelled (Ctrl-C stops following, not the campaign)')
+    .option('-f, --follow', 'refresh about every second until it is done or cancelled, then exit 1 if a repository failed (Ctrl-C stops following, not the campaign)')
     .option('--json', 'print JSON (with -f, a line each time it changes)')
     .action(async (id: string, o) => {
       if (o.follow) return follow(client(), id, o);
