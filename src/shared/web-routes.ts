@@ -15,6 +15,8 @@ export const WEB_PAGES: readonly RegExp[] = [
   /^\/environments$/,
   /^\/environments\/[A-Za-z0-9_-]{1,100}$/,
   /^\/snapshots$/,
+  /^\/campaigns$/,
+  /^\/campaigns\/[A-Za-z0-9._-]{1,100}$/,
   /^\/audit$/,
   /^\/settings$/,
 ];

@@ -12,6 +12,8 @@ import { NewTaskPage } from './pages/NewTask.tsx';
 const EnvironmentsPage = lazy(() => import('./pages/Environments.tsx'));
 const EnvironmentPage = lazy(() => import('./pages/EnvironmentPage.tsx'));
 const SnapshotsPage = lazy(() => import('./pages/Snapshots.tsx'));
+const CampaignsPage = lazy(() => import('./pages/Campaigns.tsx'));
+const CampaignPage = lazy(() => import('./pages/CampaignPage.tsx'));
 const AuditPage = lazy(() => import('./pages/Audit.tsx'));
 const SettingsPage = lazy(() => import('./pages/Settings.tsx'));
 
@@ -117,6 +119,7 @@ export function App() {
     { to: '/tasks', label: 'Tasks' },
     { to: '/environments', label: 'Environments' },
     { to: '/snapshots', label: 'Snapshots' },
+    { to: '/campaigns', label: 'Campaigns' },
     ...(can.readAudit(role) ? [{ to: '/audit', label: 'Audit log' }] : []),
     { to: '/settings', label: 'Settings' },
   ];
@@ -169,6 +172,9 @@ function Route({ path }: { path: string }) {
   const env = /^\/environments\/([A-Za-z0-9_-]{1,100})$/.exec(path);
   if (env) return <EnvironmentPage id={env[1]!} key={env[1]} />;
   if (path === '/snapshots') return <SnapshotsPage />;
+  if (path === '/campaigns') return <CampaignsPage />;
+  const campaign = /^\/campaigns\/([A-Za-z0-9._-]{1,100})$/.exec(path);
+  if (campaign) return <CampaignPage id={campaign[1]!} key={campaign[1]} />;
   if (path === '/audit') return <AuditPage />;
   if (path === '/settings') return <SettingsPage />;
   return (
@@ -180,6 +186,6 @@ function Route({ path }: { path: string }) {
 }
 
 function titleFor(path: string): string {
-  const page = path === '/invite' ? 'Invitation' : path.startsWith('/tasks/task_') ? 'Task' : path === '/tasks/new' ? 'New task' : path.startsWith('/environments/') ? 'Environment' : path.startsWith('/environments') ? 'Environments' : path === '/snapshots' ? 'Snapshots' : path.startsWith('/audit') ? 'Audit log' : path.startsWith('/settings') ? 'Settings' : 'Tasks';
+  const page = path === '/invite' ? 'Invitation' : path.startsWith('/tasks/task_') ? 'Task' : path === '/tasks/new' ? 'New task' : path.startsWith('/environments/') ? 'Environment' : path.startsWith('/environments') ? 'Environments' : path === '/snapshots' ? 'Snapshots' : path === '/campaigns' ? 'Campaigns' : path.startsWith('/campaigns/') ? 'Campaign' : path.startsWith('/audit') ? 'Audit log' : path.startsWith('/settings') ? 'Settings' : 'Tasks';
   return `${page} · Berth`;
 }

@@ -42,9 +42,15 @@ export function settingsAnchor(triggeredBy: string): string | undefined {
   return m ? `/settings#${m[1]}-${m[2]}` : undefined;
 }
 
-/** The task page's line for a task a trigger started: "Started by GitHub: octocat", a schedule or webhook linked to its row in Settings. */
+/** A campaign's page, for a task it started (`campaign:cmp_…`). */
+export function campaignPage(triggeredBy: string): string | undefined {
+  const m = /^campaign:([A-Za-z0-9_]+)$/.exec(triggeredBy);
+  return m ? `/campaigns/${m[1]}` : undefined;
+}
+
+/** The task page's line for a task a trigger started: "Started by GitHub: octocat", a schedule or webhook linked to its row in Settings, a campaign to its page. */
 export function TriggerOrigin({ triggeredBy }: { triggeredBy: string }) {
   const words = originWords(triggeredBy);
-  const anchor = settingsAnchor(triggeredBy);
+  const anchor = campaignPage(triggeredBy) ?? settingsAnchor(triggeredBy);
   return <>Started by {anchor ? <Link to={anchor}>{words}</Link> : words}</>;
 }
