@@ -9,7 +9,7 @@ import type { Campaign, CampaignDetail, CampaignSettings, CampaignTarget, Create
 import { CreateCampaignBody, ListTargetsQuery, TARGET_STATES } from '../../shared/api-campaigns.ts';
 import { conflict, notFound } from '../../shared/errors.ts';
 import { newId } from '../../shared/ids.ts';
-import type { RepoAccess } from '../../forges/index.ts';
+import { parseRepoUrl, type RepoAccess } from '../../forges/index.ts';
 import { atLeast, forbidden, type Scope } from '../authz.ts';
 import type { CampaignRow, CampaignTargetRow, Db } from '../db/index.ts';
 import { ownerIdOf } from '../ownership.ts';
@@ -50,6 +50,18 @@ export class CampaignService {
     const byKey = new Map(projects.map((p) => [repoKey(p.repo_url!), p]));
     const admin = atLeast(scope.role, 'admin');
     const targets: { line: number; repo: string; key: string; projectId: string | null }[] = [];
+    // The address rules are a host's (a DNS lookup each): asked once per host, not once per line
+    // of a 10,000-line list; each line's own form is still checked (parseRepoUrl).
+    const hosts = new Map<string, Promise<unknown>>();
+    const named = async (repo: string): Promise<string> => {
+      const at = parseRepoUrl(repo);
+      const host = at.kind === 'local' ? null : `${at.kind}:${at.host}`;
+      if (host === null) return this.#repos.name(repo, scope.caller);
+      let checked = hosts.get(host);
+      if (!checked) hosts.set(host, (checked = this.#repos.name(repo, scope.caller)));
+      await checked;
+      return repo.trim();
+    };
     for (const r of listed) {
       const project = byKey.get(r.key);
       if (project) {
@@ -61,7 +73,7 @@ export class CampaignService {
         continue;
       }
       try {
-        targets.push({ ...r, repo: await this.#repos.name(r.repo, scope.caller), projectId: null });
+        targets.push({ ...r, repo: await named(r.repo), projectId: null });
       } catch (err) {
         invalid.push({ line: r.line, text: r.repo.slice(0, 200), reason: err instanceof Error ? err.message : String(err) });
       }
