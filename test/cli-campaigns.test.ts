@@ -102,12 +102,13 @@ describe('berth campaign', () => {
     const none = await t.cli(['campaign', 'diff', 'add-line', '--repo', 'delta']);
     assert.equal(none.code, 3);
 
-    // No --check ran: --only-green approves none of them; without it, each branch is merged.
+    // No --check ran: only green ones (--only-green, the default) are none of them; --all merges each branch.
     const green = json((await t.cli(['campaign', 'approve', 'add-line', '--only-green', '--json'])).stdout) as { approved: unknown[]; skipped: { repo: string; reason: string }[] };
     assert.deepEqual(green.approved, []);
     assert.deepEqual(green.skipped.map((s) => s.repo), repos);
     assert.match(green.skipped[0]!.reason, /not green/);
-    const approved = await t.cli(['campaign', 'approve', 'add-line']);
+    assert.deepEqual((json((await t.cli(['campaign', 'approve', 'add-line', '--json'])).stdout) as { approved: unknown[] }).approved, []);
+    const approved = await t.cli(['campaign', 'approve', 'add-line', '--all']);
     assert.equal(approved.code, 0, approved.stderr);
     for (const r of repos) assert.match(approved.stdout, new RegExp(`^${r}\\s+merged$`, 'm'));
     assert.match(approved.stderr, /3 approved, 0 skipped/);

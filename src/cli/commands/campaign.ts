@@ -379,11 +379,12 @@ export function campaignCommands(program: Command, client: Client): void {
 
   campaign
     .command('approve <campaign>')
-    .description('merge (plain git) or mark ready for review (pull requests) its changes; --only-green: those whose checks passed')
-    .option('--only-green', 'only changes whose task passed its checks and whose pull request checks are not failing')
+    .description('merge (plain git) or mark ready for review (pull requests) its green changes: those whose checks passed')
+    .option('--only-green', 'only changes whose task passed its checks and whose pull request checks are not failing (the default)')
+    .option('--all', 'every change, green or not (each is on record in the audit log)')
     .option('--json', 'print JSON: { approved, skipped }')
     .action(async (id: string, o) => {
-      const r = await client().request<ApproveResult>('POST', one(client(), id, '/approve'), { onlyGreen: Boolean(o.onlyGreen) });
+      const r = await client().request<ApproveResult>('POST', one(client(), id, '/approve'), { onlyGreen: !o.all });
       if (o.json) return printJson(r);
       if (r.approved.length) printTable(['REPO', 'APPROVED'], r.approved.map((a) => [a.repo, a.how === 'merged' ? 'merged' : 'ready for review']));
       if (r.skipped.length) {
