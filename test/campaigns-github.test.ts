@@ -201,6 +201,14 @@ describe('a campaign over repositories on GitHub', () => {
     assert.equal(audit.length, 3);
     assert.ok(audit.every((e: any) => e.details.how === 'ready_for_review'));
     assert.equal(audit.find((e: any) => e.details.repo === github.repoUrl('acme/paced-1')).details.overridden, "the forge's checks fail");
+    // A refresh reads one pull request at a time, no faster than the campaign's forge rate (2/s).
+    await t.berth.campaignForge.refresh(c.id);
+    const from = github.apiRequests.length;
+    assert.equal(await t.berth.campaignForge.refresh(c.id), 3, 'the three open ones are read (the closed one no more)');
+    const reads = github.apiRequests.slice(from).filter((q) => q.method === 'GET' && /^\/repos\/acme\/paced-\d\/pulls\/\d+$/.test(q.path)).map((q) => q.at);
+    assert.equal(reads.length, 3);
+    for (let i = 1; i < reads.length; i++) assert.ok(reads[i]! - reads[i - 1]! >= 490, `reads ${i - 1} and ${i} are ${reads[i]! - reads[i - 1]!} ms apart`);
+
     // The refused body (400) changed nothing; the three calls are on record.
     assert.equal((await t.api('GET', '/api/orgs/default/audit?action=campaign.approve')).body.items.length, 3);
   });
@@ -237,6 +245,7 @@ describe('a campaign over repositories on GitHub', () => {
 
 describe('a campaign from a GitHub search (--org-query)', () => {
   test("the repositories are what the org's GitHub finds; a search that finds none, or both ways at once, is refused", async () => {
+    await forgeRepos('found', 3);
     const both = await t.api('POST', '/api/orgs/default/campaigns', { name: 'both', goal: 'g', agent: 'command', command: 'true', repos: ['/tmp/x.git'], orgQuery: 'org:acme' });
     assert.equal(both.status, 400);
     assert.match(JSON.stringify(both.body), /one way/);
@@ -247,11 +256,11 @@ describe('a campaign from a GitHub search (--org-query)', () => {
 
     const searches = () => github.apiRequests.filter((r) => r.path === '/search/repositories').length;
     const before = searches();
-    const c = await create({ name: 'searched', orgQuery: 'org:acme capped', concurrency: 1, forgeRate: '1/h' });
+    const c = await create({ name: 'searched', orgQuery: 'org:acme found', concurrency: 1, forgeRate: '1/h' });
     assert.ok(searches() > before, 'the fake GitHub was asked');
     const items = await targets('searched');
-    assert.deepEqual(items.map((x) => x.repo).sort(), [0, 1, 2, 3].map((i) => github.repoUrl(`acme/capped-${i}`)).sort());
-    assert.ok(items.every((x) => x.project?.startsWith('capped-')), 'each repository is its project');
+    assert.deepEqual(items.map((x) => x.repo).sort(), [0, 1, 2].map((i) => github.repoUrl(`acme/found-${i}`)).sort());
+    assert.ok(items.every((x) => x.project?.startsWith('found-')), 'each repository is its project');
     assert.equal((await t.api('POST', `/api/orgs/default/campaigns/${c.id}/cancel`, {})).status, 200);
     await waitFor('the searched campaign to settle', async () => (await targets('searched')).every((x) => ['cancelled', 'succeeded', 'failed'].includes(x.state)));
   });

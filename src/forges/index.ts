@@ -14,7 +14,9 @@ export { cloneRepo, commitPatch, diffOf, mergeBranch, pushBranch, type GitIdenti
 export { parseRepoUrl, detectKind, knownHostsName, type RepoLocation } from './url.ts';
 export { RepoAccess, repoAccessFromEnv, type GitReach, type RepoAccessConfig, type RepoNamer } from './access.ts';
 export { hostFetch } from './upstream.ts';
-export { githubMessage } from './github.ts';
+export { githubMessage, githubApiUrl } from './github.ts';
+export { reviewerFor, type ChangeRequestReviewer, type ChangeRequestStatus } from './review.ts';
+export { searchGitHubRepositories } from './search.ts';
 
 export type ForgeKind = 'github' | 'gitlab' | 'git';
 export const FORGE_KINDS = ['github', 'gitlab', 'git'] as const satisfies readonly ForgeKind[];

@@ -13,10 +13,7 @@ import type { z } from 'zod';
 import { parseRate, type ApproveBody, type ApproveResult } from '../../shared/api-campaigns.ts';
 import { BerthError, conflict, notFound } from '../../shared/errors.ts';
 import type { ChangeRequest } from '../../shared/tasks.ts';
-import { detectKind, parseRepoUrl, type ForgeAuth, type ForgeSettings } from '../../forges/index.ts';
-import { githubApiUrl } from '../../forges/github.ts';
-import { searchGitHubRepositories } from '../../forges/search.ts';
-import { reviewerFor, type ChangeRequestReviewer } from '../../forges/review.ts';
+import { detectKind, githubApiUrl, parseRepoUrl, reviewerFor, searchGitHubRepositories, type ChangeRequestReviewer, type ForgeAuth, type ForgeSettings } from '../../forges/index.ts';
 import type { AuditLog } from '../audit/index.ts';
 import type { Scope } from '../authz.ts';
 import type { CampaignRow, CampaignTargetRow, Db } from '../db/index.ts';
@@ -160,7 +157,7 @@ export class CampaignForge {
       const cr = t.change_request!;
       try {
         const reviewer = await forges.reviewer(t);
-        if (!reviewer) continue;
+        if (!reviewer) throw new BerthError('invalid', `its change request is a ${cr.kind.replace('_', ' ')}, but its project's forge settings now say plain git`);
         const s = await reviewer.status(cr);
         const now = this.#now();
         await this.#db
