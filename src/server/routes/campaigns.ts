@@ -40,11 +40,11 @@ export function campaignRoutes(app: App, { campaigns, forge }: { campaigns: Camp
         'Each repository of the list gets a task (its project\'s, or a one-off task with the campaign\'s settings for a repository no project uses: admins only). ' +
         'Lines that name no repository, or one the caller may not use, are returned in `invalid` and left out.',
       params: OrgRef,
-      body: CreateCampaignBody.nullish(),
+      body: CreateCampaignBody,
       response: { 201: CreatedCampaign, ...errors },
     },
     handler: async (req, reply) => {
-      const body = CreateCampaignBody.parse(req.body ?? {});
+      const body = req.body;
       // --org-query: the list is what the org's GitHub finds.
       const repos = body.orgQuery !== undefined ? await (forge ?? noForge()).searchRepos(req.scope, body.orgQuery) : body.repos;
       const made = await campaigns.create(req.scope, { ...body, repos });
