@@ -100,9 +100,9 @@ for (const { name: browserName, skip } of testBrowsers()) describe(`accessibilit
     const toNew = await tabTo(page, /^a "New task"/, { max: 3 });
     assert.equal(toNew.length, 1, `from the page's start to New task: ${toNew.map((s) => s.name).join(', ')}`);
     // Going back walks the header in reverse reading order, to the skip link first on the page.
-    const header = await tabTo(page, /^a "Skip to content"/, { back: true, max: 12 });
+    const header = await tabTo(page, /^a "Skip to content"/, { back: true, max: 13 });
     assertReadingOrder(header.slice(0, -1).reverse());
-    assert.deepEqual(header.filter((s) => s.name.startsWith('a ')).map((s) => s.name).slice(0, -1).reverse(), ['a "Berth"', 'a "Tasks"', 'a "Environments"', 'a "Snapshots"', 'a "Audit log"', 'a "Settings"']);
+    assert.deepEqual(header.filter((s) => s.name.startsWith('a ')).map((s) => s.name).slice(0, -1).reverse(), ['a "Berth"', 'a "Tasks"', 'a "Environments"', 'a "Snapshots"', 'a "Campaigns"', 'a "Audit log"', 'a "Settings"']);
     // The skip link jumps straight to the content: the next Tab is New task again.
     await page.keyboard.press('Enter');
     assert.equal((await tabTo(page, /^a "New task"/, { max: 3 })).length, 1);
@@ -212,6 +212,11 @@ for (const { name: browserName, skip } of testBrowsers()) describe(`accessibilit
     await page.getByRole('link', { name: 'Snapshots' }).click();
     await page.getByRole('heading', { name: 'Snapshots', level: 1 }).waitFor();
     await assertAccessible(page, 'snapshots');
+
+    await page.getByRole('link', { name: 'Campaigns' }).click();
+    await page.getByRole('heading', { name: 'Campaigns', level: 1 }).waitFor();
+    await page.getByText('No campaigns.').waitFor();
+    await assertAccessible(page, 'campaigns');
 
     await page.getByRole('link', { name: 'Audit log' }).click();
     await page.getByText(/Chain verified/).waitFor();
