@@ -52,7 +52,7 @@ function repoLines(o: { repos?: string; repo?: string[] }): Promise<string[]> | 
     // (and reports one it cannot use as it reports a bad line of a list: a warning).
     return o.repo.map((r) => (/^[a-z][a-z0-9+.-]*:\/\//i.test(r) || /^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:/.test(r) ? r : resolve(r)));
   }
-  if (o.repos === undefined) throw usageError('say which repositories: --repos FILE (one a line, - for standard input) or --repo URL (repeatable)');
+  if (o.repos === undefined) throw usageError('say which repositories: --repos FILE (one a line, - for standard input), --repo URL (repeatable) or --org-query "GitHub search"');
   const split = (text: string) => {
     const lines = text.split(/\r?\n/);
     if (lines.at(-1) === '') lines.pop();
@@ -234,6 +234,7 @@ export function campaignCommands(program: Command, client: Client): void {
     .requiredOption('--goal <goal>', 'what each task should do')
     .option('--repos <file>', 'a file of repositories, one URL or absolute path a line (# comments and blank lines skipped); - reads standard input')
     .option('--repo <url>', 'a repository URL or local path (repeatable), instead of --repos', (v: string, all: string[] = []) => [...all, v])
+    .option('--org-query <query>', 'instead of a list: a GitHub repository search (e.g. "org:acme language:go"), asked of the GitHub of the org\'s projects')
     .addOption(new Option('--agent <agent>', "builtin (Berth's tool-calling loop) or command").choices(['builtin', 'command']))
     .option('--command <cmd>', 'with --agent command: what to run in each repository')
     .option('--check <cmd>', 'the command that says whether the work is done')
@@ -250,11 +251,12 @@ export function campaignCommands(program: Command, client: Client): void {
       if (!o.goal.trim()) throw usageError('--goal is empty: say what each task should do');
       if (o.command && !o.agent) o.agent = 'command';
       if (o.agent === 'command' && !o.command) throw usageError('--agent command needs --command "…": what to run in each repository');
-      const repos = await repoLines(o);
+      if (o.orgQuery !== undefined && (o.repos !== undefined || o.repo?.length)) throw usageError('give the repositories one way: --repos, --repo or --org-query');
+      const from = o.orgQuery !== undefined ? { orgQuery: String(o.orgQuery) } : { repos: await repoLines(o) };
       const body: CreateCampaignBody = {
         name: o.name,
         goal: o.goal,
-        repos,
+        ...from,
         ...(o.agent && { agent: o.agent }),
         ...(o.command && { command: o.command }),
         ...(o.check && { check: o.check }),
