@@ -101,7 +101,8 @@ after(async () => {
 describe('campaigns', () => {
   test(`${MANY} repositories with a command agent: every branch pushed, never more than its concurrency at once, one task each`, async () => {
     const list = await repos('many', MANY);
-    const made = await create({ name: 'many', repos: list, concurrency: 8 });
+    // Each pushed branch counts as an open change until approved: room for all of them.
+    const made = await create({ name: 'many', repos: list, concurrency: 8, maxOpenPrs: MANY });
     assert.equal(made.status, 201, JSON.stringify(made.body));
     assert.deepEqual(made.body.invalid, []);
     assert.equal(made.body.campaign.total, MANY);
@@ -367,6 +368,21 @@ describe('campaigns', () => {
     assert.equal(rerun.status, 200, JSON.stringify(rerun.body));
     const cancelled = await as('mia')('POST', '/api/orgs/default/campaigns/mias/cancel', {});
     assert.equal(cancelled.status, 200, JSON.stringify(cancelled.body));
+  });
+
+  test('maxOpenPrs: no more pushed branches awaiting approval than it allows; the rest wait', async () => {
+    const list = await repos('capped', 3);
+    const made = await create({ name: 'capped', repos: list, concurrency: 3, maxOpenPrs: 2 });
+    assert.equal(made.status, 201, JSON.stringify(made.body));
+    const id = made.body.campaign.id as string;
+    await waitFor('two pushed', async () => (await show('capped')).counts.succeeded === 2);
+    await t.berth.campaignScheduler.pass();
+    const c = await show('capped');
+    assert.equal(c.state, 'running');
+    assert.equal(c.counts.pending, 1, 'the third waits for an approval');
+    assert.equal(c.changeRequests.length, 2);
+    assert.equal((await tasksOf(id)).length, 2);
+    assert.equal((await t.api('POST', '/api/orgs/default/campaigns/capped/cancel', {})).status, 200);
   });
 
   test('the audit log has each campaign action and each task it started', async () => {
