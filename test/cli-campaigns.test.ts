@@ -157,7 +157,7 @@ describe('berth campaign', () => {
     const cases: [string[], number, RegExp][] = [
       [['campaign', 'create', '--name', 'bad', '--repos', 'x'], 2, /--goal/],
       [['campaign', 'create', '--goal', 'g', '--repos', 'x'], 2, /--name/],
-      [base, 2, /say which repositories: --repos FILE .* or --repo URL/],
+      [base, 2, /say which repositories: --repos FILE .*, --repo URL .* or --org-query/],
       [[...base, '--repos', join(root, 'missing.txt')], 2, /--repos .*missing\.txt: no such file/],
       [[...base, '--repo', repos[0]!, '--forge-rate', 'fast'], 2, /--forge-rate.*1\/s, 30\/m or 100\/h/],
       [[...base, '--repo', repos[0]!, '--concurrency', 'lots'], 2, /--concurrency/],
