@@ -18,6 +18,7 @@ import type { AuditLog } from '../audit/index.ts';
 import { atLeast, type Scope } from '../authz.ts';
 import { isUniqueViolation, type CampaignRow, type CampaignTargetRow, type Db, type Role, type TaskRow } from '../db/index.ts';
 import type { TaskService } from '../tasks/index.ts';
+import { RepeatingPass } from '../repeating-pass.ts';
 import { campaignBranch } from './service.ts';
 
 const POLL_MS = 500;
@@ -29,11 +30,7 @@ export class CampaignScheduler {
   readonly #log: Logger;
   readonly #exclusive: <T>(name: string, fn: () => Promise<T>) => Promise<T | undefined>;
   readonly #now: () => Date;
-  readonly #pollMs: number;
-  #timer: NodeJS.Timeout | undefined;
-  #pass: Promise<void> | null = null;
-  #again = false;
-  #closed = false;
+  readonly #loop: RepeatingPass;
 
   constructor(o: { db: Db; tasks: TaskService; audit: AuditLog; logger: Logger; exclusive?: <T>(name: string, fn: () => Promise<T>) => Promise<T | undefined>; now?: () => Date; pollMs?: number }) {
     this.#db = o.db;
@@ -42,43 +39,24 @@ export class CampaignScheduler {
     this.#log = o.logger;
     this.#exclusive = o.exclusive ?? ((_name, fn) => fn());
     this.#now = o.now ?? (() => new Date());
-    this.#pollMs = o.pollMs ?? POLL_MS;
+    this.#loop = new RepeatingPass({ run: () => this.#exclusive('campaigns', () => this.#passAll()), intervalMs: o.pollMs ?? POLL_MS, onError: (err) => this.#log.error({ err }, 'campaigns: a pass failed') });
   }
 
   start(): void {
-    this.#timer = setInterval(() => this.wake(), this.#pollMs);
-    this.#timer.unref();
-    this.wake();
+    this.#loop.start();
   }
 
   wake(): void {
-    void this.pass().catch((err: unknown) => this.#log.error({ err }, 'campaigns: a pass failed'));
+    this.#loop.wake();
   }
 
   /** One pass over every campaign at work, after the one under way (if any); what tests await. */
-  async pass(): Promise<void> {
-    if (this.#closed) return;
-    if (this.#pass) {
-      this.#again = true;
-      return this.#pass;
-    }
-    this.#pass = (async () => {
-      try {
-        do {
-          this.#again = false;
-          await this.#exclusive('campaigns', () => this.#passAll());
-        } while (this.#again && !this.#closed);
-      } finally {
-        this.#pass = null;
-      }
-    })();
-    return this.#pass;
+  pass(): Promise<void> {
+    return this.#loop.run();
   }
 
-  async close(): Promise<void> {
-    this.#closed = true;
-    clearInterval(this.#timer);
-    await this.#pass?.catch(() => {});
+  close(): Promise<void> {
+    return this.#loop.close();
   }
 
   async #passAll(): Promise<void> {
@@ -95,7 +73,7 @@ export class CampaignScheduler {
       .orderBy('created_at')
       .execute();
     for (const c of rows) {
-      if (this.#closed) return;
+      if (this.#loop.closed) return;
       try {
         await this.#settle(c);
         if (c.state === 'cancelled') await this.#tidyCancelled(c);

@@ -17,6 +17,7 @@ import { isUniqueViolation, type Db, type EnvironmentRow } from '../db/index.ts'
 import type { EnvironmentService } from '../environments/service.ts';
 import { ownerIdOf } from '../ownership.ts';
 import type { SnapshotService } from '../snapshots/service.ts';
+import { RepeatingPass } from '../repeating-pass.ts';
 import type { WarmPools } from './types.ts';
 
 /** What `--warm` takes: a pool holds memory and disk for work that may never come. */
@@ -63,14 +64,10 @@ export class WarmPoolService implements WarmPools {
   readonly #log: Logger;
   readonly #exclusive: <T>(name: string, fn: () => Promise<T>) => Promise<T | undefined>;
   readonly #busy: (runnerId: string) => boolean;
-  readonly #pollMs: number;
   readonly #errors = new Map<string, string>();
   /** Per project: no create from this prebuild before `until` (its last one failed); a new prebuild starts afresh. */
   readonly #backoff = new Map<string, { prebuildId: string; until: number; ms: number }>();
-  #timer: NodeJS.Timeout | undefined;
-  #pass: Promise<void> | null = null;
-  #again = false;
-  #closed = false;
+  readonly #loop: RepeatingPass;
 
   /**
    * @param o.exclusive runs a job on one replica at a time (db/singleton.ts).
@@ -84,44 +81,25 @@ export class WarmPoolService implements WarmPools {
     this.#log = o.logger;
     this.#exclusive = o.exclusive ?? ((_name, fn) => fn());
     this.#busy = o.busy ?? (() => false);
-    this.#pollMs = o.pollMs ?? POLL_MS;
+    this.#loop = new RepeatingPass({ run: () => this.#exclusive('warm-pools', () => this.#refillAll()), intervalMs: o.pollMs ?? POLL_MS, onError: (err) => this.#log.error({ err }, 'warm pools: refill failed') });
   }
 
   start(): void {
-    this.#timer = setInterval(() => this.wake(), this.#pollMs);
-    this.#timer.unref();
-    this.wake();
+    this.#loop.start();
   }
 
   /** Looks at every pool soon: a prebuild became ready, a setting changed, one was claimed. */
   wake(): void {
-    void this.refill().catch((err: unknown) => this.#log.error({ err }, 'warm pools: refill failed'));
+    this.#loop.wake();
   }
 
   /** One pass over every pool, after the pass under way (if any) ends; what tests await. */
-  async refill(): Promise<void> {
-    if (this.#closed) return;
-    if (this.#pass) {
-      this.#again = true;
-      return this.#pass;
-    }
-    this.#pass = (async () => {
-      try {
-        do {
-          this.#again = false;
-          await this.#exclusive('warm-pools', () => this.#refillAll());
-        } while (this.#again && !this.#closed);
-      } finally {
-        this.#pass = null;
-      }
-    })();
-    return this.#pass;
+  refill(): Promise<void> {
+    return this.#loop.run();
   }
 
-  async close(): Promise<void> {
-    this.#closed = true;
-    clearInterval(this.#timer);
-    await this.#pass?.catch(() => {});
+  close(): Promise<void> {
+    return this.#loop.close();
   }
 
   /**
@@ -210,7 +188,7 @@ export class WarmPoolService implements WarmPools {
     const held = await this.#db.selectFrom('environments').select('pool_project_id').distinct().where('pool_project_id', 'is not', null).where('state', '<>', 'deleted').execute();
     const ids = new Set([...wanted.keys(), ...held.map((h) => h.pool_project_id!)]);
     for (const id of ids) {
-      if (this.#closed) return;
+      if (this.#loop.closed) return;
       try {
         await this.#refillProject(id, wanted.get(id));
       } catch (err) {
@@ -242,7 +220,7 @@ export class WarmPoolService implements WarmPools {
     }
     const backoff = this.#backoff.get(projectId);
     if (backoff?.prebuildId === prebuild.id && backoff.until > Date.now()) return;
-    for (let have = keep.length - extra.length; have < want && !this.#closed; have++) {
+    for (let have = keep.length - extra.length; have < want && !this.#loop.closed; have++) {
       // Tasks first: a runner with every task slot taken gets no pool environment now.
       if (prebuild.runnerId && this.#busy(prebuild.runnerId)) return;
       try {
