@@ -380,6 +380,8 @@ describe('campaigns', () => {
     assert.equal(c.state, 'running');
     assert.equal(c.counts.pending, 1, 'the third waits for an approval');
     assert.equal(c.changeRequests.length, 2);
+    // And it says why, with what to do.
+    assert.match(c.waitingFor ?? '', /2 pull requests or branches are open.*--max-open-prs 2.*berth campaign approve capped/);
     assert.equal((await tasksOf(id)).length, 2);
     assert.equal((await t.api('POST', '/api/orgs/default/campaigns/capped/cancel', {})).status, 200);
   });

@@ -118,6 +118,8 @@ export const Campaign = z.object({
   throughputPerMin: z.number().nullable(),
   /** Seconds until the rest are done at that pace; null when nothing has finished yet or nothing is left. */
   etaSeconds: z.number().nullable(),
+  /** Why nothing more starts now, when something is left and nothing runs (the open-PR cap, a pause). */
+  waitingFor: z.string().nullable(),
 });
 export type Campaign = z.infer<typeof Campaign>;
 

@@ -95,6 +95,7 @@ export function showLines(d: CampaignDetail, out: NodeJS.WriteStream = process.s
   const pace =
     d.throughputPerMin === null ? 'nothing finished yet'
     : `${d.throughputPerMin} repos/min${d.etaSeconds !== null ? `, about ${duration(d.etaSeconds)} left` : ''}`;
+  const waiting: [string, string][] = d.waitingFor ? [['waiting', d.waitingFor]] : [];
   const rows: [string, string][] = [
     ['id', d.id],
     ['name', d.name],
@@ -103,6 +104,7 @@ export function showLines(d: CampaignDetail, out: NodeJS.WriteStream = process.s
     ['branch', d.branch],
     ['repos', `${finished(c)}/${d.total} done: ${countsText(c)}`],
     ['pace', pace],
+    ...waiting,
     ['peak', `${d.peakRunning} running at once (concurrency ${d.settings.concurrency})`],
     ['created', `${age(d.createdAt)} ago by ${d.createdBy}`],
   ];

@@ -101,16 +101,14 @@ export class CampaignScheduler {
     for (const t of ended) {
       const now = this.#now();
       const state = t.task_state as TaskState;
+      // What the task pushed (a failed check's change goes out too, as a draft) is the
+      // repository's change: a rerun continues it and the open-PR cap counts it.
+      const cr = t.task_cr as TaskRow['change_request'];
+      const pushed = cr ? { change_request: JSON.stringify(cr), first_task_id: t.first_task_id ?? t.task_continues ?? t.task_id, pr_state: t.pr_state ?? 'open' } : {};
       if (state === 'succeeded') {
-        const cr = t.task_cr as TaskRow['change_request'];
         await this.#db
           .updateTable('campaign_targets')
-          .set({
-            state: 'succeeded',
-            finished_at: now,
-            updated_at: now,
-            ...(cr && { change_request: JSON.stringify(cr), first_task_id: t.first_task_id ?? t.task_continues ?? t.task_id, pr_state: t.pr_state ?? 'open' }),
-          })
+          .set({ state: 'succeeded', finished_at: now, updated_at: now, ...pushed })
           .where('id', '=', t.id)
           .where('state', '=', 'running')
           .execute();
@@ -124,7 +122,7 @@ export class CampaignScheduler {
       const retry = failure === 'infrastructure' && t.attempts <= c.settings.maxRetries && c.state !== 'cancelled';
       await this.#db
         .updateTable('campaign_targets')
-        .set(retry ? { state: 'pending', reason: `attempt ${t.attempts} failed (${t.task_reason ?? state}); tried again`, updated_at: now } : { state: 'failed', failure, reason: t.task_reason ?? state, finished_at: now, updated_at: now })
+        .set(retry ? { state: 'pending', reason: `attempt ${t.attempts} failed (${t.task_reason ?? state}); tried again`, updated_at: now, ...pushed } : { state: 'failed', failure, reason: t.task_reason ?? state, finished_at: now, updated_at: now, ...pushed })
         .where('id', '=', t.id)
         .where('state', '=', 'running')
         .execute();

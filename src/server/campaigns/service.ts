@@ -291,6 +291,20 @@ export class CampaignService {
     const minutes = Math.max((now - since) / 60_000, 1 / 60);
     const throughput = Number(recent.n) ? Number(recent.n) / minutes : null;
     const left = counts.pending + counts.starting + counts.running;
+    let waitingFor: string | null = null;
+    if (row.state === 'paused' && counts.pending) waitingFor = `paused: \`berth campaign resume ${row.name}\` goes on`;
+    else if (row.state === 'running' && counts.pending) {
+      const open = await this.#db
+        .selectFrom('campaign_targets')
+        .select(sql<string>`count(*)`.as('n'))
+        .where('campaign_id', '=', row.id)
+        .where('change_request', 'is not', null)
+        .where(sql<boolean>`coalesce(pr_state, 'open') = 'open'`)
+        .executeTakeFirstOrThrow();
+      if (Number(open.n) >= row.settings.maxOpenPrs) {
+        waitingFor = `${open.n} pull requests or branches are open, the most it may have (--max-open-prs ${row.settings.maxOpenPrs}): \`berth campaign approve ${row.name}\` (or merging or closing them) lets the rest start`;
+      }
+    }
     return {
       id: row.id,
       name: row.name,
@@ -307,6 +321,7 @@ export class CampaignService {
       peakRunning: row.peak_running,
       throughputPerMin: throughput === null ? null : Math.round(throughput * 10) / 10,
       etaSeconds: throughput && left && row.state === 'running' ? Math.round((left / throughput) * 60) : null,
+      waitingFor,
     };
   }
 }

@@ -107,6 +107,7 @@ export default function CampaignPage({ id }: { id: string }) {
       <section aria-labelledby="campaign-progress-h">
         <h2 id="campaign-progress-h">Progress</h2>
         <p><Progress campaign={c} /> <span className="muted">{done} of {c.total} done</span></p>
+        {c.waitingFor && <p className="notice" role="status">Waiting: {c.waitingFor}</p>}
         <ul className="counts plain" aria-label="Repositories by state">
           {TARGET_STATES.map((st) => <li key={st}><span className={`badge state-${st}`}>{c.counts[st]} {st}</span></li>)}
         </ul>
