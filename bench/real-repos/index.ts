@@ -133,11 +133,11 @@ try {
       console.log(`${kind.padEnd(13)} from the prebuild, run ${run + 1}  agent starts ${sec(b.agent!)}, test starts ${sec(b.test)}, green ${sec(b.green)}   load ${load()}\n${''.padEnd(22)}berth ${b.parts}`);
     }
   }
-  console.log(`\n${'seconds, p50 / p99'.padEnd(26)}${'→ agent starts'.padStart(18)}${'→ test starts'.padStart(18)}${'→ green'.padStart(18)}`);
+  console.log(`\n${'seconds, p50 / p99'.padEnd(34)}${'→ agent starts'.padStart(18)}${'→ test starts'.padStart(18)}${'→ green'.padStart(18)}`);
   for (const kind of ['node', 'python', 'devcontainer'] as const) {
     const row = (label: string, s: Sample[]) => {
       const p = (f: (x: Sample) => number) => `${(percentile(s.map(f), 50) / 1000).toFixed(2)} / ${(percentile(s.map(f), 99) / 1000).toFixed(2)}`;
-      console.log(`${label.padEnd(26)}${p((x) => x.agent ?? NaN).padStart(18)}${p((x) => x.test).padStart(18)}${p((x) => x.green).padStart(18)}`);
+      console.log(`${label.padEnd(34)}${p((x) => x.agent ?? NaN).padStart(18)}${p((x) => x.test).padStart(18)}${p((x) => x.green).padStart(18)}`);
     };
     row(`${kind} (no prebuild, warm)`, warm(results[kind].berth));
     row(`${kind} (from a prebuild)`, prebuilt[kind]);
