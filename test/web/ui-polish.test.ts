@@ -84,7 +84,7 @@ for (const { name: browserName, skip } of testBrowsers()) describe(`web UI polis
     assert.equal(list.items.find((x: { id: string }) => x.id === taskId).creator.email, me.email);
 
     const triggers = await page.getByLabel('Trigger').locator('option').allTextContents();
-    assert.deepEqual(triggers, ['any', 'web', 'cli', 'api', 'GitHub', 'GitLab', 'Slack', 'Schedule', 'Webhook']);
+    assert.deepEqual(triggers, ['any', 'web', 'cli', 'api', 'GitHub', 'GitLab', 'Slack', 'Schedule', 'Webhook', 'Campaign']);
     await context.close();
   });
 
