@@ -22,6 +22,8 @@ for (const project of [root, join(root, 'web')]) {
 }
 
 const LIGHT_CONCURRENCY = 4;
+// Node's usual output, then which files took longest.
+const REPORTERS = ['--test-reporter=spec', '--test-reporter-destination=stdout', `--test-reporter=${join(root, 'scripts', 'test-durations.ts')}`, '--test-reporter-destination=stdout'];
 const files = (only.length ? only : walk(join(root, 'test')).filter((f) => f.endsWith('.test.ts'))).sort();
 const NO_SANDBOX = /^\/\/ sandbox: none\b/m;
 const light = files.filter((f) => NO_SANDBOX.test(readFileSync(f, 'utf8')));
@@ -34,7 +36,7 @@ const run = (database: 'embedded' | 'postgres') => {
   for (const group of groups) {
     console.log(`\n# tests on the ${database} database, ${group.name}: ${group.files.length} files, ${group.concurrency} at a time\n`);
     // Every file makes its own data dir and listens on port 0: nothing is shared between them.
-    const { status: groupStatus } = spawnSync(process.execPath, ['--test', `--test-concurrency=${group.concurrency}`, '--test-timeout=600000', '--disable-warning=ExperimentalWarning', ...group.files], {
+    const { status: groupStatus } = spawnSync(process.execPath, ['--test', `--test-concurrency=${group.concurrency}`, '--test-timeout=600000', '--disable-warning=ExperimentalWarning', ...REPORTERS, ...group.files], {
       stdio: 'inherit',
       cwd: root,
       env: { ...process.env, BERTH_TEST_DATABASE: database },
