@@ -3,7 +3,7 @@
 // It can demand an Authorization header and records every request, so tests can prove which
 // credentials git sent (or that it sent none).
 import { execFile, spawn } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -233,6 +233,23 @@ export async function createBareRepo(o: { root: string; name: string; files: Rec
   } finally {
     await rm(work, { recursive: true, force: true });
   }
+}
+
+/**
+ * The bare repositories `root/NAME` for each of `names`, all holding the same one commit of
+ * `files`: git makes the first, the others are copies of it (git itself would take minutes
+ * for hundreds). Returns their paths in the order of `names`.
+ */
+export async function createBareRepos(o: { root: string; names: string[]; files: Record<string, string | Buffer>; branch?: string }): Promise<string[]> {
+  const [first, ...others] = o.names;
+  if (first === undefined) return [];
+  const paths = [(await createBareRepo({ ...o, name: first })).path];
+  for (const name of others) {
+    const path = join(o.root, name);
+    await cp(paths[0]!, path, { recursive: true });
+    paths.push(path);
+  }
+  return paths;
 }
 
 /** Adds a commit to `branch` of a bare repository, as someone else pushing; returns the commit. */

@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { ErrorSchema, OrgRef } from '../../shared/api.ts';
 import { ApproveBody, ApproveResult, Campaign, CampaignDetail, CampaignRef, CampaignTarget, CreateCampaignBody, CreatedCampaign, ListTargetsQuery } from '../../shared/api-campaigns.ts';
+import { csvTable } from '../../shared/csv.ts';
 import { BerthError } from '../../shared/errors.ts';
 import type { CampaignForge } from '../campaigns/forge.ts';
 import type { CampaignService } from '../campaigns/service.ts';
@@ -12,18 +13,11 @@ const tags = ['campaigns'];
 
 const CSV_COLUMNS = ['repo', 'project', 'state', 'attempts', 'task', 'failure', 'reason', 'change_request', 'pr_state', 'checks', 'review', 'started_at', 'finished_at'] as const;
 
-/** A CSV field: quoted when it must be, and never read as a formula by a spreadsheet (a cell starting with = + - @). */
-function csvField(v: string | number | null): string {
-  let s = v === null ? '' : String(v);
-  if (/^[=+\-@\t\r]/.test(s)) s = `'${s}`;
-  return /[",\n\r]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
-}
-
-export function campaignCsv(targets: CampaignTarget[]): string {
-  const rows = targets.map((t) =>
-    [t.repo, t.project, t.state, t.attempts, t.taskId, t.failure, t.reason, t.changeRequest?.url ?? (t.changeRequest ? 'branch' : null), t.changeRequest?.state ?? null, t.changeRequest?.checks ?? null, t.changeRequest?.review ?? null, t.startedAt, t.finishedAt].map(csvField).join(','),
+function campaignCsv(targets: CampaignTarget[]): string {
+  return csvTable(
+    CSV_COLUMNS,
+    targets.map((t) => [t.repo, t.project, t.state, t.attempts, t.taskId, t.failure, t.reason, t.changeRequest?.url ?? (t.changeRequest ? 'branch' : null), t.changeRequest?.state ?? null, t.changeRequest?.checks ?? null, t.changeRequest?.review ?? null, t.startedAt, t.finishedAt]),
   );
-  return `${[CSV_COLUMNS.join(','), ...rows].join('\n')}\n`;
 }
 
 function noForge(): never {
