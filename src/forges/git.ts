@@ -157,6 +157,21 @@ export async function diffOf(o: { dir: string; base: string; head: string; text?
   }
 }
 
+/** The commit `branch` was at on the remote when the clone at `dir` was made (a full clone fetches every branch), or null. */
+export async function remoteBranchSha(o: { dir: string; branch: string }): Promise<string | null> {
+  checkBranchName(o.branch, 'branch');
+  const r = await runGit({ args: ['rev-parse', '--verify', '--quiet', `refs/remotes/origin/${o.branch}^{commit}`], cwd: o.dir }).catch(() => null);
+  return r?.stdout.trim() || null;
+}
+
+/** The files a commit range changes. */
+export async function changedFiles(o: { dir: string; base: string; head: string }): Promise<string[]> {
+  checkRevision(o.base, 'base');
+  checkRevision(o.head, 'head');
+  const { stdout } = await runGit({ args: ['-c', 'core.quotepath=off', 'diff', '--name-only', '-z', '--no-renames', o.base, o.head, '--'], cwd: o.dir });
+  return stdout.split('\0').filter((f) => f !== '');
+}
+
 /** The -c settings and the upstream proxy of the reach made for this URL; a reach made for another repository is a bug. */
 function reachFor(o: { url: string; reach: GitReach }): { config: readonly string[]; proxy: string | null | undefined } {
   if (o.reach.url !== o.url) throw new BerthError('internal', `git was handed leave to reach ${o.reach.url} for ${o.url}`);

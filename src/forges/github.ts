@@ -137,6 +137,20 @@ export function githubForge(o: { location: Extract<RepoLocation, { kind: 'http' 
         throw httpError(e, doing, said);
       }
     },
+
+    async findChangeRequest(o: { head: string; base: string }): Promise<ChangeRequest | null> {
+      const t = await token();
+      if (!t) return null;
+      const octokit = new Octokit({ baseUrl, auth: t.token, log: SILENT, userAgent: 'berth', request: { fetch: hostFetch } });
+      try {
+        const { data } = await octokit.request('GET /repos/{owner}/{repo}/pulls', { owner: owner!, repo: repo!, head: `${owner}:${o.head}`, base: o.base, state: 'open', request: { signal: AbortSignal.timeout(API_TIMEOUT_MS) } });
+        const pr = data[0];
+        return pr ? { kind: 'pull_request', url: pr.html_url, number: pr.number, draft: pr.draft ?? false } : null;
+      } catch (e) {
+        if (!(e instanceof RequestError)) throw e;
+        throw httpError(e, `listing the pull requests from ${o.head} on ${fullName}`, new Redactor([{ name: 'token', value: t.token }]).redact(githubMessage(e)));
+      }
+    },
   };
 }
 

@@ -86,6 +86,22 @@ export function gitlabForge(o: { location: Extract<RepoLocation, { kind: 'http' 
       if (response.status >= 500) throw unavailable(`${doing}: GitLab answered ${response.status} (${said}): try again later`);
       throw new BerthError('internal', `${doing}: GitLab answered ${response.status}: ${said}`);
     },
+
+    async findChangeRequest(o: { head: string; base: string }): Promise<ChangeRequest | null> {
+      if (!token) return null;
+      const doing = `listing the merge requests from ${o.head} on ${projectPath}`;
+      const query = new URLSearchParams({ source_branch: o.head, target_branch: o.base, state: 'opened' });
+      let response: Response;
+      try {
+        response = await hostFetch(`${apiUrl}/projects/${encodeURIComponent(projectPath)}/merge_requests?${query}`, { headers: { 'private-token': token, accept: 'application/json', 'user-agent': 'berth' }, signal: AbortSignal.timeout(API_TIMEOUT_MS) });
+      } catch (e) {
+        throw unavailable(`${doing}: GitLab could not be reached at ${apiUrl} (${e instanceof Error ? e.message : String(e)}): try again later`);
+      }
+      if (!response.ok) throw unavailable(`${doing}: GitLab answered ${response.status}: try again later`);
+      const found = ((await response.json().catch(() => null)) as { iid?: unknown; web_url?: unknown; draft?: unknown }[] | null)?.[0];
+      if (typeof found?.iid !== 'number') return null;
+      return { kind: 'merge_request', url: typeof found.web_url === 'string' ? found.web_url : null, number: found.iid, draft: found.draft === true };
+    },
   };
 }
 

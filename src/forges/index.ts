@@ -10,7 +10,7 @@ import { plainForge } from './plain.ts';
 import { detectKind, parseRepoUrl, type RepoLocation } from './url.ts';
 
 export type { ChangeRequest } from '../shared/tasks.ts';
-export { cloneRepo, commitPatch, diffOf, mergeBranch, pushBranch, type GitIdentity } from './git.ts';
+export { changedFiles, cloneRepo, commitPatch, diffOf, mergeBranch, pushBranch, remoteBranchSha, type GitIdentity } from './git.ts';
 export { parseRepoUrl, detectKind, knownHostsName, type RepoLocation } from './url.ts';
 export { RepoAccess, repoAccessFromEnv, type GitReach, type RepoAccessConfig, type RepoNamer } from './access.ts';
 export { hostFetch } from './upstream.ts';
@@ -98,6 +98,8 @@ export interface Forge {
   gitCredentials(): Promise<GitCredentials>;
   /** Opens the pull/merge request; plain git returns kind 'berth' and touches nothing remote. */
   openChangeRequest(o: OpenChangeRequest): Promise<ChangeRequest>;
+  /** The open pull/merge request from `head` into `base`, if any (GitHub, GitLab): one a stopped attempt opened. */
+  findChangeRequest?(o: { head: string; base: string }): Promise<ChangeRequest | null>;
 }
 
 /**
@@ -111,7 +113,7 @@ export function forgeFor(repoUrl: string, settings: ForgeSettings, auth: ForgeAu
     const web: RepoLocation = { kind: 'http', url: `https://${parsed.host}/${parsed.path}`, origin: `https://${parsed.host}`, host: parsed.host, path: parsed.path };
     const forge = forgeAt(web, repoUrl, settings, auth, detectKind(parsed));
     const ssh = { privateKey: deployKey, knownHosts: settings.knownHosts ?? '' };
-    return { kind: forge.kind, openChangeRequest: (cr) => forge.openChangeRequest(cr), gitCredentials: async () => ({ env: {}, expiresAt: null, secrets: deployKey ? [deployKey] : [], ssh }) };
+    return { kind: forge.kind, openChangeRequest: (cr) => forge.openChangeRequest(cr), ...(forge.findChangeRequest && { findChangeRequest: (o) => forge.findChangeRequest!(o) }), gitCredentials: async () => ({ env: {}, expiresAt: null, secrets: deployKey ? [deployKey] : [], ssh }) };
   }
   return forgeAt(parsed, repoUrl, settings, auth, detectKind(parsed));
 }

@@ -389,6 +389,10 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   warmPools.start();
   prebuildBuilder.start();
   campaignScheduler.start();
+  // A campaign's task that ended (or was cancelled), on any replica: its target settles and the next starts now.
+  const stopCampaignSignals = database.feed.listen(CHANNELS.tasks, (payload) => {
+    if (!payload.startsWith('queued:')) campaignScheduler.wake();
+  });
   campaignForge.start();
   // Snapshots a killed control plane left half-recorded: settled once runners are here.
   void snapshots.recover().catch((err: unknown) => logger.error({ err }, 'cannot settle interrupted snapshots'));
@@ -445,6 +449,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
       observability.beginShutdown();
       await runnerSweeper.close();
       await prebuildBuilder.stop();
+      stopCampaignSignals();
       await campaignScheduler.close();
       await campaignForge.close();
       await warmPools.close();

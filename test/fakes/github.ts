@@ -152,6 +152,8 @@ export interface FakeGitHub {
   mergePull(fullName: string, number: number): void;
   /** Closes a pull request without merging it. */
   closePull(fullName: string, number: number): void;
+  /** The next pull request opened on `fullName` is made, but its answer is a 502 (lost on the way). */
+  loseNextPullAnswer(fullName: string): void;
   /** A commit status on a commit (of a pull request's head, say). */
   setStatus(fullName: string, sha: string, o: { context: string; state: StatusRecord['state'] }): void;
   /** A check run on a commit; a later one of the same name replaces it. */
@@ -198,6 +200,7 @@ export async function startFakeGitHub(o: { tokens?: string[]; apps?: FakeGitHubA
   const checkRuns: CheckRunRecord[] = [];
   const reviews: ReviewRecord[] = [];
   const graphqlRequests: { operation: string; variables: Record<string, unknown>; at: number }[] = [];
+  const losePullAnswers = new Set<string>();
   const gitRequests: GitRequestRecord[] = [];
   let url = '';
 
@@ -421,6 +424,14 @@ export async function startFakeGitHub(o: { tokens?: string[]; apps?: FakeGitHubA
         default_branch: repo.defaultBranch,
       });
     }
+    if (repoRoute[3] && method === 'GET') {
+      const query = new URL(req.url ?? '/', 'http://x').searchParams;
+      const head = query.get('head')?.replace(/^[^:]+:/, '');
+      const base = query.get('base');
+      const state = query.get('state') ?? 'open';
+      const found = pulls.filter((p) => p.repository === fullName && (head === undefined || p.head === head) && (base === null || p.base === base) && (state === 'all' || p.state === state));
+      return sendJson(res, 200, found.map((p) => ({ number: p.number, node_id: p.nodeId, state: p.state, title: p.title, draft: p.draft, html_url: p.htmlUrl, head: { ref: p.head, sha: p.headSha }, base: { ref: p.base, sha: p.baseSha } })));
+    }
     if (repoRoute[3] && method === 'POST') {
       if (!canWrite(who, 'pull_requests')) return sendJson(res, 403, { message: 'Resource not accessible by integration', documentation_url: 'https://docs.github.com/rest', status: '403' });
       const body = (await readJson(req)) as { title?: unknown; head?: unknown; base?: unknown; body?: unknown; draft?: unknown } | undefined;
@@ -462,6 +473,7 @@ export async function startFakeGitHub(o: { tokens?: string[]; apps?: FakeGitHubA
       };
       pulls.push(pull);
       issues.push({ number, repository: fullName, title: pull.title, body: pull.body, user: who.kind === 'pat' ? 'octocat' : `${slugOf(appOf(who)!)}[bot]`, pullRequest: true, htmlUrl: pull.htmlUrl });
+      if (losePullAnswers.delete(fullName)) return sendJson(res, 502, { message: 'Server Error' });
       return sendJson(res, 201, {
         id: 1000 + pulls.length,
         node_id: pull.nodeId,
@@ -699,6 +711,9 @@ export async function startFakeGitHub(o: { tokens?: string[]; apps?: FakeGitHubA
     },
     closePull(fullName, number) {
       pullOf(fullName, number).state = 'closed';
+    },
+    loseNextPullAnswer(fullName) {
+      losePullAnswers.add(fullName);
     },
     setStatus(fullName, sha, so) {
       const at = statuses.findIndex((x) => x.repository === fullName && x.sha === sha && x.context === so.context);

@@ -2,9 +2,12 @@
 // checks; reviews), and `campaign approve`, which merges plain-git changes (as `berth task
 // approve` does) and marks GitHub/GitLab drafts ready for review.
 //
-// The reading is low-rate: on one replica at a time, every minute, at most what the
-// campaign's forge rate allows in that minute, the longest unread first; and when someone
-// looks at a campaign whose pull requests were last read over a minute ago. A change request
+// The reading is low-rate: every minute, at most what the campaign's forge rate allows in
+// that minute, the longest unread first; and when someone looks at a campaign whose pull
+// requests were last read over a minute ago. Whichever replica reads a campaign first takes
+// it (campaigns.refreshed_at, a conditional update): one reading per campaign per period,
+// however many replicas run. Every call to the forge (a read, an approval) takes a turn of
+// the campaign's forge rate in the database (pacing.ts), shared with the scheduler's starts. A change request
 // read as merged or closed no longer counts against maxOpenPrs (the scheduler counts
 // pr_state 'open'), so the scheduler is woken to start what waited.
 import { sql } from 'kysely';
@@ -19,6 +22,7 @@ import type { Scope } from '../authz.ts';
 import type { CampaignRow, CampaignTargetRow, Db } from '../db/index.ts';
 import type { SecretService } from '../secrets/service.ts';
 import type { TaskService } from '../tasks/index.ts';
+import { forgeTurn } from './pacing.ts';
 
 const REFRESH_EVERY_MS = 60_000;
 /** A change request read longer ago than this is read again when someone looks at its campaign. */
@@ -97,6 +101,8 @@ export class CampaignForge {
             .execute();
           for (const { id } of rows) {
             if (this.#closing.signal.aborted) return;
+            // Timers drift: a reading a little under a period ago (by another replica) still counts as this period's.
+            if (!(await this.#take(id, this.#everyMs * 0.9))) continue;
             await this.refresh(id).catch((err: unknown) => this.#log.error({ err, campaign: id }, 'campaigns: reading change requests failed'));
           }
         });
@@ -133,11 +139,23 @@ export class CampaignForge {
       .where(openOnForge)
       .where((eb) => eb.or([eb('refreshed_at', 'is', null), eb('refreshed_at', '<', new Date(this.#now().getTime() - STALE_MS))]))
       .executeTakeFirst();
-    if (!stale) return;
+    if (!stale || !(await this.#take(c.id, STALE_MS))) return;
     const done = this.refresh(c.id, { staleMs: STALE_MS }).catch((err: unknown) => this.#log.warn({ err, campaign: c.id }, 'campaigns: reading change requests failed'));
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([done, new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs)))]);
     clearTimeout(timer);
+  }
+
+  /** Takes the campaign's reading for this period: false when a replica took it less than `periodMs` ago. */
+  async #take(campaignId: string, periodMs: number): Promise<boolean> {
+    const now = this.#now();
+    const taken = await this.#db
+      .updateTable('campaigns')
+      .set({ refreshed_at: now })
+      .where('id', '=', campaignId)
+      .where((eb) => eb.or([eb('refreshed_at', 'is', null), eb('refreshed_at', '<=', new Date(now.getTime() - periodMs))]))
+      .executeTakeFirst();
+    return Number(taken.numUpdatedRows) > 0;
   }
 
   async #refresh(campaignId: string, staleMs: number): Promise<number> {
@@ -151,9 +169,9 @@ export class CampaignForge {
     const forges = new ForgeCache(this.#db, this.#secrets, c.org_id);
     let read = 0;
     let freed = false;
-    for (const [i, t] of targets.entries()) {
+    for (const t of targets) {
       if (this.#closing.signal.aborted) break;
-      if (i > 0) await this.#pace(1000 / perSecond, this.#closing.signal).catch(() => {});
+      await this.#pace(await forgeTurn(this.#db, c, this.#now()), this.#closing.signal).catch(() => {});
       const cr = t.change_request!;
       try {
         const reviewer = await forges.reviewer(t);
@@ -248,6 +266,8 @@ export class CampaignForge {
         else {
           const reviewer = await forges.reviewer(t);
           if (!reviewer) throw new BerthError('invalid', `its change request is a ${cr.kind.replace('_', ' ')}, but its project's forge settings say plain git`);
+          // At the campaign's forge rate, as its starts and reads are.
+          await this.#pace(await forgeTurn(this.#db, c, this.#now()), this.#closing.signal);
           const done = await reviewer.markReady(cr);
           const now = this.#now();
           await this.#db.updateTable('campaign_targets').set({ change_request: JSON.stringify({ ...cr, draft: false }), updated_at: now }).where('id', '=', t.id).execute();

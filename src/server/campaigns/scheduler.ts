@@ -9,7 +9,7 @@
 // makes it, never a second.
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
-import { parseRate, type FailureKind } from '../../shared/api-campaigns.ts';
+import type { FailureKind } from '../../shared/api-campaigns.ts';
 import type { CreateTaskBody } from '../../shared/api-tasks.ts';
 import { BerthError } from '../../shared/errors.ts';
 import { FINAL_TASK_STATES, type TaskState } from '../../shared/tasks.ts';
@@ -19,9 +19,11 @@ import { atLeast, type Scope } from '../authz.ts';
 import { isUniqueViolation, type CampaignRow, type CampaignTargetRow, type Db, type Role, type TaskRow } from '../db/index.ts';
 import type { TaskService } from '../tasks/index.ts';
 import { RepeatingPass } from '../repeating-pass.ts';
+import { forgeTurnIfDue } from './pacing.ts';
 import { campaignBranch } from './service.ts';
 
-const POLL_MS = 500;
+/** A safety net: a campaign's task that ends wakes the scheduler (the tasks channel: index.ts), and so does every change people make. */
+const POLL_MS = 5_000;
 
 export class CampaignScheduler {
   readonly #db: Db;
@@ -108,7 +110,8 @@ export class CampaignScheduler {
       if (state === 'succeeded') {
         await this.#db
           .updateTable('campaign_targets')
-          .set({ state: 'succeeded', finished_at: now, updated_at: now, ...pushed })
+          // An earlier attempt's note ("attempt 1 failed …") is not why it ended; the attempts count stays.
+          .set({ state: 'succeeded', reason: null, finished_at: now, updated_at: now, ...pushed })
           .where('id', '=', t.id)
           .where('state', '=', 'running')
           .execute();
@@ -165,8 +168,6 @@ export class CampaignScheduler {
     const free = c.settings.concurrency - working;
     if (free <= 0) return;
     const pending = await this.#db.selectFrom('campaign_targets').selectAll().where('campaign_id', '=', c.id).where('state', '=', 'pending').orderBy('seq').limit(free + 50).execute();
-    const perSecond = parseRate(c.settings.forgeRate) ?? 1;
-    let nextHosted = c.next_start_at?.getTime() ?? 0;
     let started = 0;
     for (const t of pending) {
       if (started >= free) break;
@@ -176,12 +177,12 @@ export class CampaignScheduler {
       const hosted = parseRepoUrl(t.repo).kind !== 'local';
       const now = this.#now().getTime();
       if (hosted) {
-        if (nextHosted > now) {
-          setTimeout(() => this.wake(), nextHosted - now).unref();
+        // Approvals and reads of change requests take turns at the same rate (pacing.ts).
+        const due = await forgeTurnIfDue(this.#db, c, new Date(now));
+        if (due) {
+          setTimeout(() => this.wake(), Math.max(1, due.getTime() - now)).unref();
           break;
         }
-        nextHosted = Math.max(now, nextHosted) + 1000 / perSecond;
-        await this.#db.updateTable('campaigns').set({ next_start_at: new Date(nextHosted) }).where('id', '=', c.id).execute();
       }
       const claimed = await this.#db
         .updateTable('campaign_targets')
@@ -204,7 +205,7 @@ export class CampaignScheduler {
 
   /** The task of a target marked starting: found by its key when a killed pass made it already, else made. */
   async #startTask(c: CampaignRow, t: CampaignTargetRow): Promise<void> {
-    const key = `campaign:${c.id}:${t.id}:${c.run}:${t.attempts}`;
+    const key = taskKey(c, t, t.attempts);
     let taskId = (await this.#db.selectFrom('tasks').select('id').where('trigger_key', '=', key).executeTakeFirst())?.id;
     if (!taskId && c.state === 'cancelled') {
       // Claimed just before the cancel, its task never made: it never will be.
@@ -239,6 +240,8 @@ export class CampaignScheduler {
   async #makeTask(c: CampaignRow, t: CampaignTargetRow, key: string): Promise<string> {
     const scope = await this.#scope(c);
     const s = c.settings;
+    // The attempt before, in this run: a push it made before it was stopped is adopted, not made twice.
+    const previous = t.attempts > 1 ? await this.#db.selectFrom('tasks').select('id').where('trigger_key', '=', taskKey(c, t, t.attempts - 1)).executeTakeFirst() : undefined;
     // A repository whose branch (and change request) an earlier run opened gets new commits on it.
     const root = t.first_task_id && t.change_request && (t.pr_state ?? 'open') === 'open' ? await this.#db.selectFrom('tasks').select(['id', 'branch']).where('id', '=', t.first_task_id).executeTakeFirst() : undefined;
     const body: CreateTaskBody = {
@@ -259,6 +262,7 @@ export class CampaignScheduler {
       ownerId: c.owner_id,
       continuesTaskId: root?.branch ? root.id : null,
       workBranch: root?.branch ? null : campaignBranch(c),
+      retriesTaskId: previous?.id ?? null,
     });
     await this.#audit.append({ orgId: c.org_id, actor: `campaign:${c.id}`, action: 'task.trigger', target: task.id, details: { trigger: 'campaign', campaign: c.name, repo: t.repo, attempt: t.attempts, run: c.run, ...(root?.branch && { continues: root.id }) } });
     return task.id;
@@ -299,6 +303,11 @@ export class CampaignScheduler {
   }
 }
 
+/** A target's task's key for one attempt: unique, so a killed pass never makes it twice. */
+function taskKey(c: CampaignRow, t: CampaignTargetRow, attempt: number): string {
+  return `campaign:${c.id}:${t.id}:${c.run}:${attempt}`;
+}
+
 /**
  * Why a task failed, by the step it had reached: before the agent began (provisioning,
  * cloning) or while pushing it is the infrastructure's (retried); setup and checks are the
@@ -307,8 +316,9 @@ export class CampaignScheduler {
 export function failureOf(state: TaskState, step: string | null, checksPassed: boolean | null, reason: string | null = null): FailureKind {
   if (state === 'timed_out') return 'timeout';
   // Its control plane (and the runner in it) was killed under it, at whatever step: the reason
-  // TaskWorker.recover (tasks/worker.ts) gives. Nothing was pushed before step push, and from
-  // there a retry's push goes on top of the branch, never forced.
+  // TaskWorker.recover (tasks/worker.ts) gives. Nothing was pushed before step push; from
+  // there the retry adopts the push when the branch still ends at the commit the attempt
+  // recorded (tasks/pipeline.ts), and never forces one over it.
   if (reason?.startsWith('the runner stopped while the task was at step')) return 'infrastructure';
   if (checksPassed === false) return 'check';
   switch (step) {

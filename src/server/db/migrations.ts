@@ -705,4 +705,20 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('tasks').addColumn('work_branch', 'text').execute();
     },
   },
+  '0026_campaign_retries': {
+    async up(db) {
+      // One reading of a campaign's change requests per period, whichever replica takes it.
+      await db.schema.alterTable('campaigns').addColumn('refreshed_at', 'timestamptz').execute();
+      // The attempt a task retries (a campaign's next attempt, `berth task retry`): when that
+      // one was stopped after its push, the branch still ending at the commit it recorded
+      // (head_sha) is adopted, not pushed to again (tasks/pipeline.ts).
+      await db.schema.alterTable('tasks').addColumn('retries_task_id', 'text').execute();
+      // A campaign's task that ends is told on the tasks channel too (end state:id), so the
+      // campaign scheduler settles it and starts the next at once instead of polling for it.
+      await sql`drop trigger tasks_queue_changed on tasks`.execute(db);
+      await sql`create trigger tasks_queue_changed after insert or update of state on tasks for each row
+        when (new.state in ('queued', 'cancelled') or (new.trigger = 'campaign' and new.state in ('succeeded', 'failed', 'timed_out')))
+        execute function berth_task_queue_changed()`.execute(db);
+    },
+  },
 };

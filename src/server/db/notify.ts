@@ -12,7 +12,7 @@ export const CHANNELS = {
   taskEvents: 'berth_task_events',
   /** Something the egress policy cache is made from changed (sent by triggers, migration 0018). */
   policy: 'berth_policy',
-  /** A task was queued or cancelled: payload `state:taskId` (a trigger, migration 0022). */
+  /** A task was queued or cancelled, or a campaign's task ended: payload `state:taskId` (a trigger, migrations 0022 and 0026). */
   tasks: 'berth_tasks',
 } as const;
 

@@ -261,6 +261,8 @@ export interface TaskTable {
   continues_task_id: ColumnType<string | null, string | null | undefined, string | null>;
   /** The branch it pushes to when it is not its own (`berth/task_…`): a campaign's, shared by its runs. */
   work_branch: ColumnType<string | null, string | null | undefined, string | null>;
+  /** The attempt it retries: a push that attempt made before it was stopped is adopted (tasks/pipeline.ts). */
+  retries_task_id: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 /**
@@ -581,6 +583,8 @@ export interface CampaignTable {
   run: ColumnType<number, number | undefined, number>;
   /** The forge rate: no task of it starts before this. */
   next_start_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  /** When a replica last took the reading of its change requests (forge.ts): one reading per period across replicas. */
+  refreshed_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
   peak_running: ColumnType<number, number | undefined, number>;
   created_at: CreatedAt;
   updated_at: CreatedAt;

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { markStep } from '../../shared/spans.ts';
 import type { Logger } from 'pino';
 import { BuiltinAgent, modelClientFor, modelClientFromEnv, type AgentOutcome } from '../../agent/index.ts';
-import { cloneRepo, commitPatch, diffOf, forgeFor, pushBranch, type ForgeAuth, type ForgeSettings, type GitCredentials, type GitReach, type RepoAccess } from '../../forges/index.ts';
+import { changedFiles, cloneRepo, commitPatch, diffOf, forgeFor, pushBranch, remoteBranchSha, type Forge, type ForgeAuth, type ForgeSettings, type GitCredentials, type GitReach, type RepoAccess } from '../../forges/index.ts';
 import { BerthError } from '../../shared/errors.ts';
 import type { ChangeRequest, TaskEventData, TaskState, TaskStep, Usage } from '../../shared/tasks.ts';
 import { Redactor } from '../../shared/redact.ts';
@@ -90,6 +90,18 @@ const tail = (b: Buffer | string, max = OUTPUT_IN_EVENT) => {
 const commandName = (cmd: string[]) => (cmd[0] === 'sh' && cmd[1] === '-c' && cmd[2] ? cmd[2].replace(/^exec 2>&1\n/, '') : cmd.join(' '));
 
 /** Runs one claimed task to its end. Resolves when the task's final state is stored. */
+/** An earlier attempt stopped between deciding what to push and ending: what it recorded. */
+interface StoppedAttempt {
+  id: string;
+  head_sha: string;
+  base_sha: string;
+  base_branch: string;
+  change_request: ChangeRequest | null;
+  checks_passed: boolean | null;
+  summary: string | null;
+  diff: string | null;
+}
+
 export class TaskRun {
   readonly #d: PipelineDeps;
   #task: TaskRow;
@@ -232,6 +244,14 @@ export class TaskRun {
     const branch = continued?.branch ?? task.work_branch ?? `berth/${task.id}-${slugOf(task.goal)}`;
     await this.#update({ base_sha: cloned.baseSha, base_branch: cloned.branch, branch, ...(continued && { change_request: JSON.stringify(continued.changeRequest) }) });
     await this.#emit({ type: 'log', level: 'info', message: `cloned ${cloned.branch} at ${cloned.baseSha.slice(0, 12)}${continued ? `: new commits go on top, to ${changeRequestName(continued.changeRequest)}` : ''}` });
+    // The retry of an attempt stopped after it pushed (its control plane killed): the commit
+    // that attempt recorded before pushing is still the branch's head, so that push is this
+    // task's. Adopted, never pushed again: no second commit, no second change request.
+    const earlier = task.retries_task_id ? await this.#stoppedAfterPush(task.retries_task_id, branch) : null;
+    if (earlier && (await remoteBranchSha({ dir: repoDir, branch })) === earlier.head_sha) {
+      await this.#adopt(earlier, { forge, repoDir, branch, continued });
+      return;
+    }
 
     const spec = mergeSpec(await readRepoSpec(repoDir), project?.settings.work ?? {});
     if (task.check_command) spec.check = task.check_command;
@@ -352,18 +372,64 @@ export class TaskRun {
     }
     await pushBranch({ dir: repoDir, url: task.repo_url, reach: pushReach, branch, credentials: pushCredentials, signal: this.#signal });
 
-    const green = checks === null || checks.passed;
-    await this.#step('pull_request', forge.kind === 'git' ? 'recording the change request' : `opening a ${forge.kind === 'gitlab' ? 'merge' : 'pull'} request`);
-    const cr = await forge.openChangeRequest({
-      base: cloned.branch,
-      head: branch,
-      title: this.#redactor.redact(titleOf(task.goal)),
-      body: this.#redactor.redact(prBody({ goal: task.goal, summary, files: commit.files, checks, check: spec.check, budgetNote, url: this.#taskUrl(), usage: this.#usage, model: task.agent === 'builtin' ? task.model : task.command, closes: issueReference(task.reply_to) })),
-      draft: !green || budgetNote !== null || (forge.kind !== 'git' && (await this.#campaignWantsDraft())),
-    });
-    await this.#update({ change_request: JSON.stringify(cr) });
-    await this.#emit({ type: 'log', level: 'info', message: cr.url ? `${cr.draft ? 'draft ' : ''}${cr.kind.replace('_', ' ')}: ${cr.url}` : `change request kept in Berth: \`berth task approve ${task.id}\` merges ${branch}` });
+    await this.#openChangeRequest(forge, { base: cloned.branch, branch, summary, files: commit.files, checks, check: spec.check, budgetNote });
     await this.#finish(checks, summary, budgetNote, true);
+  }
+
+  async #openChangeRequest(forge: Forge, o: { base: string; branch: string; summary: string; files: string[]; checks: { passed: boolean; attempts: number; output: string } | null; check: string | null; budgetNote: string | null; adopted?: boolean }): Promise<void> {
+    const task = this.#task;
+    const green = o.checks === null || o.checks.passed;
+    await this.#step('pull_request', forge.kind === 'git' ? 'recording the change request' : `opening a ${forge.kind === 'gitlab' ? 'merge' : 'pull'} request`);
+    const request = {
+      base: o.base,
+      head: o.branch,
+      title: this.#redactor.redact(titleOf(task.goal)),
+      body: this.#redactor.redact(prBody({ goal: task.goal, summary: o.summary, files: o.files, checks: o.checks, check: o.check, budgetNote: o.budgetNote, url: this.#taskUrl(), usage: this.#usage, model: task.agent === 'builtin' ? task.model : task.command, closes: issueReference(task.reply_to) })),
+      draft: !green || o.budgetNote !== null || (forge.kind !== 'git' && (await this.#campaignWantsDraft())),
+    };
+    let cr: ChangeRequest;
+    try {
+      cr = await forge.openChangeRequest(request);
+    } catch (e) {
+      // An adopted push whose attempt opened its pull request, then was stopped before it wrote it down.
+      const found = o.adopted && e instanceof BerthError && e.kind === 'conflict' ? await forge.findChangeRequest?.({ head: o.branch, base: o.base }) : null;
+      if (!found) throw e;
+      cr = found;
+    }
+    await this.#update({ change_request: JSON.stringify(cr) });
+    await this.#emit({ type: 'log', level: 'info', message: cr.url ? `${cr.draft ? 'draft ' : ''}${cr.kind.replace('_', ' ')}: ${cr.url}` : `change request kept in Berth: \`berth task approve ${task.id}\` merges ${o.branch}` });
+  }
+
+  /**
+   * The attempt this task retries, when it was stopped after deciding what to push (at step
+   * push or pull_request, with the commit it was pushing recorded as head_sha, on this branch).
+   */
+  async #stoppedAfterPush(id: string, branch: string): Promise<StoppedAttempt | null> {
+    const row = await this.#d.db
+      .selectFrom('tasks')
+      .select(['id', 'state', 'step', 'branch', 'head_sha', 'base_sha', 'base_branch', 'change_request', 'checks_passed', 'summary', 'diff'])
+      .where('id', '=', id)
+      .where('org_id', '=', this.#task.org_id)
+      .executeTakeFirst();
+    if (!row || row.state !== 'failed' || (row.step !== 'push' && row.step !== 'pull_request') || row.branch !== branch || !row.head_sha || !row.base_sha || !row.base_branch) return null;
+    return { ...row, head_sha: row.head_sha, base_sha: row.base_sha, base_branch: row.base_branch };
+  }
+
+  /** Takes the earlier attempt's pushed commit as this task's: opens its change request if it had none yet, and ends as it would have. */
+  async #adopt(earlier: StoppedAttempt, o: { forge: Forge; repoDir: string; branch: string; continued: { changeRequest: ChangeRequest } | null }): Promise<void> {
+    const task = this.#task;
+    await this.#emit({ type: 'log', level: 'info', message: `${o.branch} ends at ${earlier.head_sha.slice(0, 12)}, the commit task ${earlier.id} pushed before it was stopped: that push is adopted, nothing is made or pushed again` });
+    const summary = earlier.summary ?? '';
+    // A change that reached the push with failing checks had used up its tries.
+    const checks = earlier.checks_passed === null ? null : { passed: earlier.checks_passed, attempts: earlier.checks_passed ? 1 : task.budget.maxCheckRetries + 1, output: '' };
+    await this.#update({ base_sha: earlier.base_sha, base_branch: earlier.base_branch, head_sha: earlier.head_sha, diff: earlier.diff, summary, checks_passed: earlier.checks_passed });
+    const cr = o.continued?.changeRequest ?? earlier.change_request;
+    if (cr) await this.#update({ change_request: JSON.stringify(cr) });
+    else {
+      const files = await changedFiles({ dir: o.repoDir, base: earlier.base_sha, head: earlier.head_sha });
+      await this.#openChangeRequest(o.forge, { base: earlier.base_branch, branch: o.branch, summary, files, checks, check: checks ? (task.check_command ?? 'the check') : null, budgetNote: null, adopted: true });
+    }
+    await this.#finish(checks, summary, null, true);
   }
 
   /** A campaign made with `--draft` opens its pull/merge requests as drafts (green or not). */

@@ -49,6 +49,8 @@ export interface TaskOrigin {
   key?: string | null | undefined;
   /** The branch it pushes to instead of its own (a campaign's). */
   workBranch?: string | null | undefined;
+  /** The attempt it retries (a campaign's earlier one): its push, if it made one, is adopted. */
+  retriesTaskId?: string | null | undefined;
 }
 
 /** What a running worker is told: a task to look at (new work, or a cancel). */
@@ -88,6 +90,7 @@ const LIST_COLUMNS = [
   'tasks.triggered_by',
   'tasks.continues_task_id',
   'tasks.work_branch',
+  'tasks.retries_task_id',
   'tasks.reply_to',
   'tasks.replied_state',
   'tasks.trigger_key',
@@ -198,6 +201,7 @@ export class TaskService {
         continues_task_id: origin?.continuesTaskId ?? null,
         trigger_key: origin?.key ?? null,
         work_branch: origin?.workBranch ?? null,
+        retries_task_id: origin?.retriesTaskId ?? null,
       })
       .returningAll()
       .executeTakeFirstOrThrow();
@@ -240,6 +244,8 @@ export class TaskService {
         reply_to: row.reply_to ? JSON.stringify(row.reply_to) : null,
         continues_task_id: row.continues_task_id,
         work_branch: row.work_branch,
+        // Stopped after it pushed (a restart): the retry adopts that push instead of making another.
+        retries_task_id: row.id,
         created_by: scope.actor,
         // Its creator's (an org token's maker), and so is the environment it makes (ownership.ts).
         owner_id: ownerIdOf(scope),
