@@ -1,15 +1,20 @@
 // One campaign (issue #17): its goal and settings, how far it has come and at what pace, the
 // branches and pull requests it made, its failures grouped by reason, every repository a
 // page at a time, and what may be done with it (pause, resume, cancel, retry, run again).
+// Each change's diff opens in the page; an admin may approve the changes in bulk.
 // Live while at work: every two seconds until it is done or cancelled.
-import { useState } from 'react';
-import { TARGET_STATES, type Campaign, type CampaignDetail, type CampaignTarget, type TargetState } from '../../../src/shared/api-campaigns.ts';
+import { lazy, Suspense, useState } from 'react';
+import { TARGET_STATES, type ApproveResult, type Campaign, type CampaignDetail, type CampaignTarget, type TargetState } from '../../../src/shared/api-campaigns.ts';
 import { api, can, getToken, orgPath, qs } from '../api.ts';
 import { Link } from '../router.tsx';
 import { useSession } from '../session.ts';
 import { ago, usePoll } from '../util.ts';
-import { ErrorNote, StateBadge } from './common.tsx';
+import { ErrorNote, ListTable, StateBadge } from './common.tsx';
 import { Progress, doneOf, runningOf } from './Campaigns.tsx';
+import { LeftOutLines } from './NewCampaign.tsx';
+
+// The task page's diff view, loaded with the first diff opened (it brings the highlighter).
+const Diff = lazy(() => import('./Diff.tsx'));
 
 /** Repositories a page of the list shows. */
 const PAGE = 50;
@@ -87,6 +92,7 @@ export default function CampaignPage({ id }: { id: string }) {
       {!mayAct && <p id="campaign-viewer" className="hint">A viewer may watch a campaign; its maker or an admin may pause, cancel or run it again.</p>}
       <ErrorNote error={actionError ?? shown.error} />
       <p className="summary"><strong>Goal:</strong> {c.goal}</p>
+      <LeftOutLines campaign={c.id} />
 
       <section aria-labelledby="campaign-settings-h">
         <h2 id="campaign-settings-h">Settings</h2>
@@ -124,7 +130,8 @@ export default function CampaignPage({ id }: { id: string }) {
 
       <section aria-labelledby="campaign-changes-h">
         <h2 id="campaign-changes-h">Pull requests and branches</h2>
-        {c.changeRequests.length === 0 ? <p className="empty">No branch pushed yet.</p> : <ChangeTable items={c.changeRequests} />}
+        {c.changeRequests.length === 0 ? <p className="empty">No branch pushed yet.</p> : <Changes org={org.name} campaign={c} />}
+        {c.changeRequests.length > 0 && can.approve(org.role) && <Approve org={org.name} campaign={c} onDone={() => { setLive(true); shown.reload(); }} />}
       </section>
 
       <Failures org={org.name} campaign={c} live={live} />
@@ -133,41 +140,115 @@ export default function CampaignPage({ id }: { id: string }) {
   );
 }
 
-function ChangeTable({ items }: { items: CampaignTarget[] }) {
+/** Every change pushed, with its pull request's state, each with its diff to open in the page. */
+function Changes({ org, campaign: c }: { org: string; campaign: CampaignDetail }) {
+  const [open, setOpen] = useState<string>();
+  const opened = c.changeRequests.find((t) => t.id === open);
   return (
-    <div className="scroll-x">
-      <table className="list campaign-changes">
-        <caption className="sr-only">Branches pushed, with their pull requests, in the list's order</caption>
-        <thead>
-          <tr>
-            <th scope="col">Repository</th>
-            <th scope="col">State</th>
-            <th scope="col">Change</th>
-            <th scope="col">Checks</th>
-            <th scope="col">Review</th>
-            <th scope="col">Task</th>
-          </tr>
-        </thead>
-        <tbody>
-          {items.map((t) => {
-            const cr = t.changeRequest!;
-            return (
-              <tr key={t.id}>
-                <th scope="row">{t.project ?? shortRepo(t.repo)}{t.project && <div className="muted small">{shortRepo(t.repo)}</div>}</th>
-                <td><StateBadge state={t.state} /></td>
-                <td>
-                  {cr.url ? <a href={cr.url} target="_blank" rel="noreferrer">{cr.number !== null ? `#${cr.number}` : 'pull request'}</a> : <span>{cr.kind === 'berth' ? 'branch' : 'not opened'}</span>}
-                  {cr.state && <span className="muted"> {cr.state}</span>}
-                  {cr.draft && <span className="muted"> (draft)</span>}
-                </td>
-                <td>{cr.checks ? <span className={cr.checks === 'passing' ? 'ok' : cr.checks === 'failing' ? 'bad' : undefined}>{cr.checks}</span> : '—'}</td>
-                <td>{cr.review ?? '—'}</td>
-                <td>{t.taskId ? <Link to={`/tasks/${t.taskId}`}>{t.taskId}</Link> : '—'}</td>
-              </tr>
-            );
-          })}
-        </tbody>
-      </table>
+    <>
+      <ListTable className="campaign-changes" caption="Branches pushed, with their pull requests, in the list's order" columns={['Repository', 'State', 'Change', 'Checks', 'Review', 'Task', { label: 'Diff', hidden: true }]}>
+        {c.changeRequests.map((t) => {
+          const cr = t.changeRequest!;
+          return (
+            <tr key={t.id} className={t.id === open ? 'focus' : undefined}>
+              <RepoCell target={t} />
+              <td><StateBadge state={t.state} /></td>
+              <td>
+                {cr.url ? <a href={cr.url} target="_blank" rel="noreferrer">{cr.number !== null ? `#${cr.number}` : 'pull request'}</a> : <span>{cr.kind === 'berth' ? 'branch' : 'not opened'}</span>}
+                {cr.state && <span className="muted"> {cr.state}</span>}
+                {cr.draft && <span className="muted"> (draft)</span>}
+              </td>
+              <td>{cr.checks ? <span className={cr.checks === 'passing' ? 'ok' : cr.checks === 'failing' ? 'bad' : undefined}>{cr.checks}</span> : '—'}</td>
+              <td>{cr.review ?? '—'}</td>
+              <td>{t.taskId ? <Link to={`/tasks/${t.taskId}`}>{t.taskId}</Link> : '—'}</td>
+              <td>
+                {t.taskId && (
+                  <button type="button" className="link" aria-expanded={t.id === open} aria-controls="campaign-diff" aria-label={`Diff of ${shortRepo(t.repo)}`} onClick={() => setOpen(t.id === open ? undefined : t.id)}>
+                    {t.id === open ? 'Hide diff' : 'Diff'}
+                  </button>
+                )}
+              </td>
+            </tr>
+          );
+        })}
+      </ListTable>
+      {opened?.taskId && (
+        <section id="campaign-diff" aria-labelledby="campaign-diff-h" className="campaign-diff">
+          <header>
+            <h3 id="campaign-diff-h">Diff of {shortRepo(opened.repo)}</h3>
+            <button type="button" onClick={() => setOpen(undefined)}>Close</button>
+          </header>
+          <Suspense fallback={<p aria-busy="true">Loading the diff…</p>}>
+            <Diff org={org} id={opened.taskId} state={opened.state} />
+          </Suspense>
+        </section>
+      )}
+    </>
+  );
+}
+
+/** A repository's cell: its project's name when it has one, with the repository under it. */
+function RepoCell({ target: t }: { target: CampaignTarget }) {
+  return <th scope="row">{t.project ?? shortRepo(t.repo)}{t.project && <div className="muted small">{shortRepo(t.repo)}</div>}</th>;
+}
+
+/**
+ * Which changes an approval would take, as far as the page can tell: those whose task
+ * succeeded and which are not merged or closed; with onlyGreen, not those whose forge checks
+ * fail. The API decides (a change no checks ran for is not green); what it skips it lists.
+ */
+function approvable(items: CampaignTarget[], onlyGreen: boolean): { merge: number; ready: number } {
+  const open = items.filter((t) => t.state === 'succeeded' && t.changeRequest && t.changeRequest.state !== 'merged' && t.changeRequest.state !== 'closed' && !(onlyGreen && t.changeRequest.checks === 'failing'));
+  return { merge: open.filter((t) => t.changeRequest!.kind === 'berth').length, ready: open.filter((t) => t.changeRequest!.kind !== 'berth' && t.changeRequest!.draft).length };
+}
+
+const plural = (n: number, one: string, many: string) => `${n} ${n === 1 ? one : many}`;
+
+/** Approving in bulk (an admin's, as the API says): merge plain-git branches, mark drafts ready for review. */
+function Approve({ org, campaign: c, onDone }: { org: string; campaign: CampaignDetail; onDone: () => void }) {
+  const { announce } = useSession();
+  const [onlyGreen, setOnlyGreen] = useState(true);
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<Error>();
+  const [result, setResult] = useState<ApproveResult>();
+  const { merge, ready } = approvable(c.changeRequests, onlyGreen);
+  const which = onlyGreen ? 'green changes' : 'changes, green or not,';
+  const submit = async () => {
+    const what = [merge && `merges ${plural(merge, 'branch', 'branches')} into ${merge === 1 ? 'its' : 'their'} base branch (plain git)`, ready && `marks ${plural(ready, 'pull request', 'pull requests')} ready for review`].filter(Boolean).join(' and ');
+    if (!window.confirm(`Approve the ${which} of ${c.name}? This ${what}.${onlyGreen ? ' A change found not green is skipped and listed.' : ' Each is on record in the audit log.'}`)) return;
+    setBusy(true);
+    setError(undefined);
+    try {
+      const r = await api<ApproveResult>('POST', orgPath(org, `campaigns/${c.id}/approve`), { onlyGreen });
+      setResult(r);
+      announce(`${c.name}: ${r.approved.length} approved, ${r.skipped.length} skipped`);
+      onDone();
+    } catch (err) {
+      setError(new Error(`Approve: ${(err as Error).message}`));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <div className="campaign-approve">
+      <form className="inline" aria-label="Approve changes" onSubmit={(e) => { e.preventDefault(); void submit(); }}>
+        <label className="check"><input type="radio" name="approve-which" checked={onlyGreen} onChange={() => setOnlyGreen(true)} /> Green changes only</label>
+        <label className="check"><input type="radio" name="approve-which" checked={!onlyGreen} onChange={() => setOnlyGreen(false)} /> Every change, green or not</label>
+        <button type="submit" className="primary" disabled={busy || merge + ready === 0} aria-describedby="approve-count">{busy ? 'Approving…' : 'Approve'}</button>
+        <span id="approve-count" className="muted">{merge + ready === 0 ? 'Nothing waits for approval.' : `Up to ${plural(merge, 'branch', 'branches')} to merge, ${plural(ready, 'draft', 'drafts')} to mark ready.`}</span>
+      </form>
+      <ErrorNote error={error} />
+      {result && (
+        <div role="status" className="approve-result">
+          <p><strong>{result.approved.length} approved</strong>, {result.skipped.length} skipped.</p>
+          {result.approved.length + result.skipped.length > 0 && (
+            <ListTable className="campaign-approved" caption="What the approval did, repository by repository" columns={['Repository', 'Result']}>
+              {result.approved.map((a) => <tr key={a.repo}><th scope="row">{shortRepo(a.repo)}</th><td className="ok">{a.how === 'merged' ? 'merged' : 'ready for review'}</td></tr>)}
+              {result.skipped.map((s) => <tr key={s.repo}><th scope="row">{shortRepo(s.repo)}</th><td>skipped: {s.reason}</td></tr>)}
+            </ListTable>
+          )}
+        </div>
+      )}
     </div>
   );
 }
@@ -187,37 +268,24 @@ function Failures({ org, campaign: c, live }: { org: string; campaign: CampaignD
       {c.failures.length === 0 ? (
         <p className="empty">No repository failed.</p>
       ) : (
-        <div className="scroll-x">
-          <table className="list campaign-failures">
-            <caption className="sr-only">Failures grouped by reason, the largest group first</caption>
-            <thead>
-              <tr>
-                <th scope="col">Reason</th>
-                <th scope="col">Kind</th>
-                <th scope="col" className="num">Repositories</th>
-                <th scope="col">First of them</th>
-              </tr>
-            </thead>
-            <tbody>
-              {c.failures.map((g) => (
-                <tr key={`${g.failure}:${g.reason}`}>
-                  <th scope="row">{g.reason || <span className="muted">no reason given</span>}</th>
-                  <td>{g.failure}</td>
-                  <td className="num">{g.count}</td>
-                  <td>
-                    <ul className="plain">
-                      {g.repos.map((r) => {
-                        const task = taskOf.get(r);
-                        return <li key={r}>{shortRepo(r)}{task && <> · <Link to={`/tasks/${task}`}>{task}</Link></>}</li>;
-                      })}
-                      {g.count > g.repos.length && <li className="muted">and {g.count - g.repos.length} more</li>}
-                    </ul>
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <ListTable className="campaign-failures" caption="Failures grouped by reason, the largest group first" columns={['Reason', 'Kind', { label: 'Repositories', num: true }, 'First of them']}>
+          {c.failures.map((g) => (
+            <tr key={`${g.failure}:${g.reason}`}>
+              <th scope="row">{g.reason || <span className="muted">no reason given</span>}</th>
+              <td>{g.failure}</td>
+              <td className="num">{g.count}</td>
+              <td>
+                <ul className="plain">
+                  {g.repos.map((r) => {
+                    const task = taskOf.get(r);
+                    return <li key={r}>{shortRepo(r)}{task && <> · <Link to={`/tasks/${task}`}>{task}</Link></>}</li>;
+                  })}
+                  {g.count > g.repos.length && <li className="muted">and {g.count - g.repos.length} more</li>}
+                </ul>
+              </td>
+            </tr>
+          ))}
+        </ListTable>
       )}
     </section>
   );
@@ -259,33 +327,18 @@ function Repositories({ org, campaign: c, live }: { org: string; campaign: Campa
       {list.data && items.length === 0 && <p className="empty">No repository{state ? ` is ${state}` : ''}.</p>}
       {items.length > 0 && (
         <>
-          <div className="scroll-x">
-            <table className="list campaign-repos">
-              <caption className="sr-only">The campaign's repositories, in the list's order</caption>
-              <thead>
-                <tr>
-                  <th scope="col">Repository</th>
-                  <th scope="col">State</th>
-                  <th scope="col" className="num">Attempts</th>
-                  <th scope="col">Task</th>
-                  <th scope="col">Why</th>
-                  <th scope="col">Finished</th>
-                </tr>
-              </thead>
-              <tbody>
-                {items.map((t) => (
-                  <tr key={t.id}>
-                    <th scope="row">{t.project ?? shortRepo(t.repo)}{t.project && <div className="muted small">{shortRepo(t.repo)}</div>}</th>
-                    <td><StateBadge state={t.state} /></td>
-                    <td className="num">{t.attempts}</td>
-                    <td>{t.taskId ? <Link to={`/tasks/${t.taskId}`}>{t.taskId}</Link> : '—'}</td>
-                    <td>{t.failure && <span className="bad">{t.failure}: </span>}{t.reason ?? ''}</td>
-                    <td>{t.finishedAt ? <time dateTime={t.finishedAt} title={t.finishedAt}>{ago(t.finishedAt)}</time> : '—'}</td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          </div>
+          <ListTable className="campaign-repos" caption="The campaign's repositories, in the list's order" columns={['Repository', 'State', { label: 'Attempts', num: true }, 'Task', 'Why', 'Finished']}>
+            {items.map((t) => (
+              <tr key={t.id}>
+                <RepoCell target={t} />
+                <td><StateBadge state={t.state} /></td>
+                <td className="num">{t.attempts}</td>
+                <td>{t.taskId ? <Link to={`/tasks/${t.taskId}`}>{t.taskId}</Link> : '—'}</td>
+                <td>{t.failure && <span className="bad">{t.failure}: </span>}{t.reason ?? ''}</td>
+                <td>{t.finishedAt ? <time dateTime={t.finishedAt} title={t.finishedAt}>{ago(t.finishedAt)}</time> : '—'}</td>
+              </tr>
+            ))}
+          </ListTable>
           <div className="more">
             {/* Not a live region: it changes only when asked (the buttons, described by it, say it; the move is announced). */}
             <span id="campaign-repos-shown" className="muted">Repositories {first + 1}–{first + items.length}{state ? ` that are ${state}` : ''}.</span>

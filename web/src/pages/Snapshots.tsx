@@ -6,7 +6,7 @@ import { api, can, orgPath, type Environment } from '../api.ts';
 import { Link, navigate } from '../router.tsx';
 import { useSession } from '../session.ts';
 import { ago, bytes, usePoll } from '../util.ts';
-import { ErrorNote, StateBadge } from './common.tsx';
+import { ErrorNote, ListTable, StateBadge } from './common.tsx';
 import { useAnchoredRow } from './SettingsParts.tsx';
 
 const KIND_WORDS: Record<Snapshot['kind'], string> = { manual: 'snapshot', fork: 'fork', prebuild: 'prebuild' };
@@ -51,40 +51,23 @@ export default function SnapshotsPage() {
       <ErrorNote error={list.error ?? error} />
       {list.data && items.length === 0 && <p className="empty">No snapshots. <strong>Snapshot</strong> or <strong>Fork</strong> on an environment's page (or <code>berth env snapshot</code>) makes one.</p>}
       {items.length > 0 && (
-        <div className="scroll-x">
-          <table className="list snapshots">
-            <caption className="sr-only">Snapshots, newest first</caption>
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Kind</th>
-                <th scope="col">State</th>
-                <th scope="col">From</th>
-                <th scope="col" className="num">Size</th>
-                <th scope="col" className="num">Environments</th>
-                <th scope="col">Created</th>
-                <th scope="col"><span className="sr-only">Actions</span></th>
-              </tr>
-            </thead>
-            <tbody>
-              {items.map((s) => (
-                <tr key={s.id} id={`snapshot-${s.id}`} className={anchored === `snapshot-${s.id}` ? 'focus' : undefined}>
-                  <th scope="row">{s.name}<div className="muted small">{s.id}</div></th>
-                  <td>{KIND_WORDS[s.kind]}</td>
-                  <td><StateBadge state={s.state} />{s.stateReason && <div className="muted small">{s.stateReason}</div>}{s.inUseBy.length > 0 && <div className="muted small">in use: {s.inUseBy.join('; ')}</div>}</td>
-                  <td>{s.environmentId ? (s.environmentName ? <Link to={`/environments/${s.environmentId}`}>{s.environmentName}</Link> : <span className="muted">{s.environmentId} (removed)</span>) : '—'}</td>
-                  <td className="num">{s.bytes === null ? '—' : bytes(s.bytes)}</td>
-                  <td className="num">{s.environments}</td>
-                  <td><time dateTime={s.createdAt} title={s.createdAt}>{ago(s.createdAt)}</time>{s.createdBy && <div className="muted small">{s.createdBy.name || s.createdBy.email}</div>}</td>
-                  <td className="actions"><div>
-                    {mayUse(s) && <button aria-expanded={making === s.id} aria-controls="from-snapshot" onClick={() => setMaking((m) => (m === s.id ? undefined : s.id))} aria-label={`Create environment from ${s.name}`}>Create environment</button>}
-                    {mayRemove(s) && <button className="danger" disabled={busy === s.id} onClick={() => void remove(s)} aria-label={`Remove snapshot ${s.name}`}>Remove</button>}
-                  </div></td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <ListTable className="snapshots" caption="Snapshots, newest first" columns={['Name', 'Kind', 'State', 'From', { label: 'Size', num: true }, { label: 'Environments', num: true }, 'Created', { label: 'Actions', hidden: true }]}>
+          {items.map((s) => (
+            <tr key={s.id} id={`snapshot-${s.id}`} className={anchored === `snapshot-${s.id}` ? 'focus' : undefined}>
+              <th scope="row">{s.name}<div className="muted small">{s.id}</div></th>
+              <td>{KIND_WORDS[s.kind]}</td>
+              <td><StateBadge state={s.state} />{s.stateReason && <div className="muted small">{s.stateReason}</div>}{s.inUseBy.length > 0 && <div className="muted small">in use: {s.inUseBy.join('; ')}</div>}</td>
+              <td>{s.environmentId ? (s.environmentName ? <Link to={`/environments/${s.environmentId}`}>{s.environmentName}</Link> : <span className="muted">{s.environmentId} (removed)</span>) : '—'}</td>
+              <td className="num">{s.bytes === null ? '—' : bytes(s.bytes)}</td>
+              <td className="num">{s.environments}</td>
+              <td><time dateTime={s.createdAt} title={s.createdAt}>{ago(s.createdAt)}</time>{s.createdBy && <div className="muted small">{s.createdBy.name || s.createdBy.email}</div>}</td>
+              <td className="actions"><div>
+                {mayUse(s) && <button aria-expanded={making === s.id} aria-controls="from-snapshot" onClick={() => setMaking((m) => (m === s.id ? undefined : s.id))} aria-label={`Create environment from ${s.name}`}>Create environment</button>}
+                {mayRemove(s) && <button className="danger" disabled={busy === s.id} onClick={() => void remove(s)} aria-label={`Remove snapshot ${s.name}`}>Remove</button>}
+              </div></td>
+            </tr>
+          ))}
+        </ListTable>
       )}
       {making && items.some((s) => s.id === making) && <FromSnapshot snapshot={items.find((s) => s.id === making)!} onCancel={() => setMaking(undefined)} />}
     </>

@@ -24,6 +24,32 @@ export function Field({ id, label, hint, children }: { id: string; label: string
   );
 }
 
+/** A column of a ListTable: its heading, or with `num` right-aligned figures, or with `hidden` a heading only screen readers read (an actions column). */
+export type Column = string | { label: string; num?: true; hidden?: true };
+
+/**
+ * A list as a table: it scrolls sideways on a narrow screen, its caption is read by screen
+ * readers only, and its columns are headed in one row. The rows are the caller's.
+ */
+export function ListTable({ className, caption, columns, children }: { className: string; caption: string; columns: Column[]; children: ReactNode }) {
+  return (
+    <div className="scroll-x">
+      <table className={`list ${className}`}>
+        <caption className="sr-only">{caption}</caption>
+        <thead>
+          <tr>
+            {columns.map((c) => {
+              const { label, num, hidden } = typeof c === 'string' ? ({ label: c } as Exclude<Column, string>) : c;
+              return <th key={label} scope="col" className={num ? 'num' : undefined}>{hidden ? <span className="sr-only">{label}</span> : label}</th>;
+            })}
+          </tr>
+        </thead>
+        <tbody>{children}</tbody>
+      </table>
+    </div>
+  );
+}
+
 /** Who started a task: the person's name (or email), else what the id says (a token, a task, GitHub: octocat). */
 export function By({ task }: { task: Pick<Task, 'createdBy' | 'creator'> }) {
   const who = task.creator;
