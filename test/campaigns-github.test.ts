@@ -11,8 +11,9 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startFakeGitHub, type FakeGitHub } from './fakes/github.ts';
 import { startFakeGitLab } from './fakes/gitlab.ts';
-import { createBareRepo, refSha, runGit } from './fakes/git-server.ts';
+import { createBareRepo, createBareRepos, refSha, runGit } from './fakes/git-server.ts';
 import { startTestBerth, waitFor, type TestBerth } from './helpers.ts';
+import { freshDatabase, ON_POSTGRES, type TestDatabase } from './postgres.ts';
 
 const TOKEN = 'ghp_campaigns_fake_token_0123456789';
 let t: TestBerth;
@@ -156,7 +157,9 @@ describe('a campaign over repositories on GitHub', () => {
 
     // Looking at a campaign whose pull requests were read over a minute ago reads them again.
     const c = await show('paced');
+    // Five minutes on: the pull requests, and the campaign's last reading, are stale.
     await db().updateTable('campaign_targets').set({ refreshed_at: new Date(Date.now() - 5 * 60_000) }).where('campaign_id', '=', c.id).execute();
+    await db().updateTable('campaigns').set({ refreshed_at: new Date(Date.now() - 5 * 60_000) }).where('id', '=', c.id).execute();
     const seen = await waitFor('the pull requests read back', async () => {
       const s = await show('paced');
       const crs = Object.fromEntries(s.changeRequests.map((x: any) => [x.repo.replace(/^.*\/acme\/|\.git$/g, ''), x.changeRequest]));
@@ -175,6 +178,7 @@ describe('a campaign over repositories on GitHub', () => {
     assert.ok(refreshed.every((r) => r.refreshed_at && Date.now() - r.refreshed_at.getTime() < 60_000));
 
     assert.equal((await t.api('POST', '/api/orgs/default/campaigns/paced/approve', { onlyGreen: 'yes' })).status, 400);
+    const sentBefore = github.apiRequests.length;
     const r = await approve('paced', { onlyGreen: true });
     assert.deepEqual(r.approved.map((x) => x.how), ['ready_for_review', 'ready_for_review']);
     assert.ok(byRepo(r.approved, 'paced-0') && byRepo(r.approved, 'paced-2'), JSON.stringify(r));
@@ -186,6 +190,10 @@ describe('a campaign over repositories on GitHub', () => {
     assert.equal(pullOf('paced-3').draft, true);
     assert.deepEqual(github.graphqlRequests.map((q) => q.operation), ['markPullRequestReadyForReview', 'markPullRequestReadyForReview']);
     assert.deepEqual(github.graphqlRequests.map((q) => q.variables.id).sort(), [pullOf('paced-0').nodeId, pullOf('paced-2').nodeId].sort());
+    // At the campaign's forge rate (2/s), as its starts are: each marking begins by reading its pull request.
+    const marked = github.apiRequests.slice(sentBefore).filter((q) => q.method === 'GET' && /^\/repos\/acme\/paced-\d\/pulls\/\d+$/.test(q.path)).map((q) => q.at);
+    assert.equal(marked.length, 2);
+    assert.ok(marked[1]! - marked[0]! >= 490, `the two were marked ready ${marked[1]! - marked[0]!} ms apart`);
 
     // Again: nothing left to mark; the ready ones are said to be so.
     const again = await approve('paced', { onlyGreen: true });
@@ -211,6 +219,25 @@ describe('a campaign over repositories on GitHub', () => {
 
     // The refused body (400) changed nothing; the three calls are on record.
     assert.equal((await t.api('GET', '/api/orgs/default/audit?action=campaign.approve')).body.items.length, 3);
+  });
+
+  test('a pull request made whose answer was lost: the retry adopts the pushed commit and finds that pull request (one commit, one pull request)', async () => {
+    const repos = await forgeRepos('lost', 2);
+    github.loseNextPullAnswer('acme/lost-0');
+    const c = await create({ name: 'lost', repos, concurrency: 2, forgeRate: '20/s' });
+    const done = await finished('lost');
+    assert.equal(done.counts.succeeded, 2, JSON.stringify(done));
+    const pull = pullOf('lost-0');
+    const item = byRepo(await targets('lost'), 'lost-0')!;
+    // Attempt 1 pushed, made the pull request and never heard so; attempt 2 took both as they were.
+    assert.equal(item.attempts, 2, JSON.stringify(item));
+    assert.equal(item.reason, null, 'succeeded: the note of the failed attempt is gone');
+    assert.equal(item.changeRequest.number, pull.number);
+    assert.equal(item.changeRequest.url, pull.htmlUrl);
+    const bare = join(github.root, 'acme/lost-0.git');
+    assert.equal(Number((await runGit(['--git-dir', bare, 'rev-list', '--count', `main..${c.branch}`], { cwd: github.root })).trim()), 1, 'one campaign commit');
+    assert.equal(await refSha(bare, `refs/heads/${c.branch}`), pull.headSha, 'the commit the pull request was made with');
+    assert.equal(github.apiRequests.filter((r) => r.method === 'POST' && r.path === '/repos/acme/lost-0/pulls').length, 2, 'asked twice: the second was told it exists');
   });
 
   test('never more open pull requests than maxOpenPrs: the rest wait, and go on once pull requests are merged or closed', async () => {
@@ -315,8 +342,7 @@ describe('a campaign over repositories on GitLab', () => {
 
 describe('a campaign over plain git repositories', () => {
   test('approve merges each green branch into its base branch, and skips one no checks ran for', async () => {
-    const repos: string[] = [];
-    for (const name of ['plain-a', 'plain-b']) repos.push((await createBareRepo({ root, name: `${name}.git`, files: { 'a.txt': 'a\n' } })).path);
+    const repos = await createBareRepos({ root, names: ['plain-a.git', 'plain-b.git'], files: { 'a.txt': 'a\n' } });
     const c = await create({ name: 'plain', repos, concurrency: 2, forgeRate: '20/s' });
     await finished('plain');
     const unchecked = await create({ name: 'unchecked', repos: [(await createBareRepo({ root, name: 'plain-c.git', files: { 'a.txt': 'a\n' } })).path], check: undefined, forgeRate: '20/s' });
@@ -344,5 +370,50 @@ describe('a campaign over plain git repositories', () => {
     assert.equal(audit.length, 1);
     assert.equal(audit[0].details.how, 'merged');
     assert.equal(audit[0].details.overridden, 'no checks ran for it (the campaign has no --check)');
+  });
+});
+
+describe('two control planes on one PostgreSQL', { skip: ON_POSTGRES ? false : 'replicas need PostgreSQL: run with BERTH_TEST_DATABASE=postgres' }, () => {
+  let database: TestDatabase;
+  let a: TestBerth;
+  let b: TestBerth;
+
+  before(async () => {
+    database = await freshDatabase();
+    a = await startTestBerth({ fake: true, taskConcurrency: 4, database });
+    b = await startTestBerth({ fake: true, taskConcurrency: 4, database });
+  });
+
+  after(async () => {
+    await b?.close();
+    await a?.destroy();
+    if (b) await rm(b.dataDir, { recursive: true, force: true });
+  });
+
+  test("the pull requests' state is read once per period, whichever replicas ask", async () => {
+    assert.equal((await a.api('PUT', '/api/orgs/default/secrets/GITHUB_TOKEN', { value: TOKEN })).status, 200);
+    const repos: string[] = [];
+    for (const name of ['twin-0', 'twin-1', 'twin-2']) {
+      await github.createRepo(`acme/${name}`, { 'a.txt': 'a\n' });
+      const made = await a.api('POST', '/api/orgs/default/projects', { name, repoUrl: github.repoUrl(`acme/${name}`), forge: { kind: 'github', apiUrl: github.apiUrl, tokenSecret: 'GITHUB_TOKEN' } });
+      assert.equal(made.status, 201, JSON.stringify(made.body));
+      repos.push(github.repoUrl(`acme/${name}`));
+    }
+    const made = await a.api('POST', '/api/orgs/default/campaigns', { name: 'twin', goal: 'bump a.txt', agent: 'command', command: 'echo bumped >> a.txt', check: 'true', repos, forgeRate: '20/s' });
+    assert.equal(made.status, 201, JSON.stringify(made.body));
+    const id = made.body.campaign.id as string;
+    await waitFor('the campaign to finish', async () => (await b.api('GET', `/api/orgs/default/campaigns/${id}`)).body.state === 'done' || null, 120_000);
+
+    // Stale: read over a minute ago. Both replicas' minutely passes and a look at it on each.
+    const db = a.berth.database.db;
+    const stale = new Date(Date.now() - 5 * 60_000);
+    await db.updateTable('campaign_targets').set({ refreshed_at: stale }).where('campaign_id', '=', id).execute();
+    await db.updateTable('campaigns').set({ refreshed_at: stale }).where('id', '=', id).execute();
+    const reads = () => github.apiRequests.filter((r) => r.method === 'GET' && /^\/repos\/acme\/twin-\d\/pulls\/\d+$/.test(r.path)).length;
+    const before = reads();
+    await Promise.all([a.berth.campaignForge.pass(), b.berth.campaignForge.pass(), a.api('GET', '/api/orgs/default/campaigns/twin'), b.api('GET', '/api/orgs/default/campaigns/twin')]);
+    await waitFor('the reading to end', async () => (await db.selectFrom('campaign_targets').select('refreshed_at').where('campaign_id', '=', id).execute()).every((r) => r.refreshed_at! > stale) || null, 30_000);
+    await Promise.all([a.berth.campaignForge.pass(), b.berth.campaignForge.pass()]);
+    assert.equal(reads() - before, 3, 'each pull request read once');
   });
 });

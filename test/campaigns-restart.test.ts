@@ -5,13 +5,13 @@
 // process of its own (test/fixtures/campaign-control-plane.ts, the fake runner in it).
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { cp, mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { sql } from 'kysely';
 import { openDatabase } from '../src/server/db/index.ts';
-import { createBareRepo, runGit } from './fakes/git-server.ts';
+import { createBareRepo, createBareRepos, runGit, startGitServer } from './fakes/git-server.ts';
 import { apiAs, REPO, seedEmbeddedDatabase, waitFor } from './helpers.ts';
 import { freshDatabase, ON_POSTGRES } from './postgres.ts';
 
@@ -52,14 +52,9 @@ after(async () => {
 });
 
 test(`kill -9 in the middle of a campaign over ${REPOS} repositories: after a restart it finishes, no task or push twice`, async () => {
-  const template = (await createBareRepo({ root, name: 'template.git', files: { 'a.txt': 'a\n' } })).path;
-  const repos: string[] = [];
-  for (let i = 0; i < REPOS; i++) {
-    repos.push(join(root, `r${i}.git`));
-    await cp(template, repos[i]!, { recursive: true });
-  }
+  const repos = await createBareRepos({ root, names: Array.from({ length: REPOS }, (_, i) => `r${i}.git`), files: { 'a.txt': 'a\n' } });
   if (!database) {
-    await (await import('node:fs/promises')).mkdir(dataDir, { recursive: true });
+    await mkdir(dataDir, { recursive: true });
     await seedEmbeddedDatabase(dataDir);
   }
 
@@ -114,4 +109,60 @@ test(`kill -9 in the middle of a campaign over ${REPOS} repositories: after a re
   // The task whose agent the kill stopped failed (the restart says why), and its repository was tried again.
   const again = targets.find((t) => t.repo === interrupted)!;
   assert.equal(again.attempts, 2, JSON.stringify(again));
+});
+
+test('kill -9 right after a task pushed its campaign commit: the retry adopts that push (one commit, one change request)', async () => {
+  // Served over HTTP by git http-backend in this process, so the repository's own post-receive
+  // hook runs (Berth turns hooks off for the git it runs itself): it kills the control plane
+  // once the branch is updated and before the push's answer reaches it.
+  const git = await startGitServer({ root: join(root, 'served') });
+  try {
+    const names = ['p0.git', 'p1.git', 'p2.git'];
+    for (const name of names) await createBareRepo({ root: git.root, name, files: { 'a.txt': 'a\n' } });
+    let { api } = await start();
+    const marker = join(root, 'killed-at-push');
+    const hook = join(git.root, 'p1.git', 'hooks', 'post-receive');
+    await mkdir(join(git.root, 'p1.git', 'hooks'), { recursive: true });
+    await writeFile(hook, `#!/bin/sh\ncat >/dev/null\n[ -e '${marker}' ] && exit 0\ntouch '${marker}'\nkill -9 ${child!.pid}\n`);
+    await chmod(hook, 0o755);
+
+    const made = await api('POST', '/api/orgs/default/campaigns', { name: 'adopt', goal: 'bump a.txt', repos: names.map((n) => `${git.url}/${n}`), agent: 'command', command: 'echo bumped >> a.txt', concurrency: 1 });
+    assert.equal(made.status, 201, JSON.stringify(made.body));
+    await waitFor('the hook to kill the control plane', async () => child!.signalCode === 'SIGKILL' || null, 120_000);
+
+    ({ api } = await start());
+    const done = await waitFor('the campaign to finish after the restart', async () => {
+      const c = (await api('GET', '/api/orgs/default/campaigns/adopt')).body;
+      return c.state === 'done' ? c : null;
+    }, 120_000);
+    assert.equal(done.counts.succeeded, names.length, JSON.stringify(done.counts));
+    const targets = (await api('GET', '/api/orgs/default/campaigns/adopt/targets')).body.items as any[];
+    const p1 = targets.find((t) => t.repo.endsWith('/p1.git'));
+    // Attempt 1 was stopped at its push; attempt 2 took that push as its own. Succeeded, so the note of attempt 1 is gone.
+    assert.equal(p1.attempts, 2, JSON.stringify(p1));
+    assert.equal(p1.reason, null, JSON.stringify(p1));
+    assert.equal(p1.changeRequest?.kind, 'berth', JSON.stringify(p1));
+    for (const name of names) {
+      const bare = join(git.root, name);
+      assert.equal(Number((await runGit(['--git-dir', bare, 'rev-list', '--count', 'main..berth/campaign/adopt'], { cwd: root })).trim()), 1, `${name}: one campaign commit`);
+      assert.equal((await runGit(['--git-dir', bare, 'show', 'berth/campaign/adopt:a.txt'], { cwd: root })).trim(), 'a\nbumped', name);
+    }
+    const events = (await api('GET', `/api/orgs/default/tasks/${p1.taskId}/events`)).body;
+    assert.match(JSON.stringify(events), /that push is adopted/);
+    child!.kill('SIGINT');
+    await new Promise((r) => child!.on('close', r));
+    // Both attempts name the one commit on the branch: the first pushed it, the second took it.
+    const head = (await runGit(['--git-dir', join(git.root, 'p1.git'), 'rev-parse', 'berth/campaign/adopt'], { cwd: root })).trim();
+    const handle = await openDatabase({ dataDir, databaseUrl: database?.url });
+    try {
+      const tasks = await handle.db.selectFrom('tasks').select(['id', 'state', 'head_sha', 'retries_task_id']).where('triggered_by', '=', `campaign:${made.body.campaign.id}`).where('repo_url', '=', `${git.url}/p1.git`).orderBy('created_at').execute();
+      assert.equal(tasks.length, 2, JSON.stringify(tasks));
+      assert.deepEqual(tasks.map((t) => [t.state, t.head_sha]), [['failed', head], ['succeeded', head]]);
+      assert.equal(tasks[1]!.retries_task_id, tasks[0]!.id);
+    } finally {
+      await handle.close();
+    }
+  } finally {
+    await git.close();
+  }
 });
