@@ -5,10 +5,11 @@
 // the draft flags at the fake, and the campaign's own answers. Plus a plain-git approve over
 // local bare repositories.
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { copyFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { SECRET_KEY_FILE } from '../src/server/secrets/crypto.ts';
 import { startFakeGitHub, type FakeGitHub } from './fakes/github.ts';
 import { startFakeGitLab } from './fakes/gitlab.ts';
 import { createBareRepo, createBareRepos, refSha, runGit } from './fakes/git-server.ts';
@@ -381,7 +382,10 @@ describe('two control planes on one PostgreSQL', { skip: ON_POSTGRES ? false : '
   before(async () => {
     database = await freshDatabase();
     a = await startTestBerth({ fake: true, taskConcurrency: 4, database });
-    b = await startTestBerth({ fake: true, taskConcurrency: 4, database });
+    // Replicas share the secret key, as they must to read the secrets (the forge token) of one database.
+    const dataDir = await mkdtemp(join(tmpdir(), 'berth-campaigns-replica-'));
+    await copyFile(join(a.dataDir, SECRET_KEY_FILE), join(dataDir, SECRET_KEY_FILE));
+    b = await startTestBerth({ fake: true, taskConcurrency: 4, database, dataDir });
   });
 
   after(async () => {
