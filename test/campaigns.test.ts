@@ -3,13 +3,13 @@
 // bare repositories made here. A command agent edits one file in each; the tests read the
 // pushed branches with git, the tasks and targets from the database, and the API's answers.
 import assert from 'node:assert/strict';
-import { cp, mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { sql } from 'kysely';
 import { TokenService } from '../src/server/auth.ts';
-import { createBareRepo, runGit } from './fakes/git-server.ts';
+import { createBareRepos, runGit } from './fakes/git-server.ts';
 import { apiAs, startTestBerth, waitFor, type TestBerth } from './helpers.ts';
 
 /**
@@ -20,20 +20,13 @@ const MANY = Number(process.env.BERTH_CAMPAIGN_REPOS ?? 200);
 
 let t: TestBerth;
 let root: string;
-let template: string;
 const tokens: Record<string, string> = {};
 const as = (who: string) => apiAs(t, tokens[who]!);
 const db = () => t.berth.database.db;
 
-/** `count` bare repositories named PREFIX-N.git, each a copy of one with a.txt (copies: git would take minutes for 200). */
-async function repos(prefix: string, count: number): Promise<string[]> {
-  const out: string[] = [];
-  for (let i = 0; i < count; i++) {
-    const path = join(root, `${prefix}-${i}.git`);
-    await cp(template, path, { recursive: true });
-    out.push(path);
-  }
-  return out;
+/** `count` bare repositories named PREFIX-N.git, each with a.txt. */
+function repos(prefix: string, count: number): Promise<string[]> {
+  return createBareRepos({ root, names: Array.from({ length: count }, (_, i) => `${prefix}-${i}.git`), files: { 'a.txt': 'a\n' } });
 }
 
 async function create(body: Record<string, unknown>, who?: string) {
@@ -81,7 +74,6 @@ async function commitsOn(repo: string, branch: string): Promise<number> {
 
 before(async () => {
   root = await mkdtemp(join(tmpdir(), 'berth-campaigns-'));
-  template = (await createBareRepo({ root, name: 'template.git', files: { 'a.txt': 'a\n' } })).path;
   // Room for a campaign's concurrency of 8 at once: the campaign, not the runner, is the limit.
   t = await startTestBerth({ fake: true, taskConcurrency: 12 });
   const made = new TokenService(t.berth.database.db);
@@ -246,6 +238,23 @@ describe('campaigns', () => {
     for (const repo of list) assert.equal(await git(repo, ['for-each-ref', '--format=%(refname:short)', 'refs/heads']), 'main');
     assert.equal((await t.api('POST', '/api/orgs/default/campaigns/cancelled/cancel', {})).status, 409);
     assert.equal((await t.api('POST', '/api/orgs/default/campaigns/cancelled/retry-failed', {})).status, 409);
+  });
+
+  test("a campaign's task that ends wakes the scheduler: the next repository starts at once, not at its slow poll", async () => {
+    const list = await repos('woken', 4);
+    const made = await create({ name: 'woken', repos: list, concurrency: 1 });
+    assert.equal(made.status, 201, JSON.stringify(made.body));
+    await finished('woken');
+    const rows = await db()
+      .selectFrom('campaign_targets')
+      .innerJoin('tasks', 'tasks.id', 'campaign_targets.task_id')
+      .select(['campaign_targets.started_at', 'tasks.finished_at as task_finished_at'])
+      .where('campaign_targets.campaign_id', '=', made.body.campaign.id)
+      .orderBy('campaign_targets.started_at')
+      .execute();
+    // The poll is every 5 s; told of each task's end, the scheduler starts the next within moments.
+    const gaps = rows.slice(1).map((r, i) => r.started_at!.getTime() - rows[i]!.task_finished_at!.getTime());
+    assert.ok(gaps.every((g) => g >= 0 && g < 2_500), `from one end to the next start: ${gaps.join(', ')} ms`);
   });
 
   test('a failure before the agent (the clone) is tried again up to maxRetries, then failed (infrastructure); retry-failed puts it back', async () => {
