@@ -6,7 +6,11 @@
 // Nothing is lost or made twice when a control plane is killed: a target is marked starting,
 // with its attempt, before its task is made, and the task carries the key
 // campaign:CAMPAIGN:TARGET:RUN:ATTEMPT (unique), so the next pass finds the task it made, or
-// makes it, never a second.
+// makes it, never a second. An attempt killed after its push is retried by a task that names
+// it (tasks.retries_task_id) and adopts that push (tasks/pipeline.ts): no second commit.
+//
+// It runs when told (a campaign's task ended: the tasks channel, index.ts; a person changed a
+// campaign) and every 5 s as a safety net.
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import type { FailureKind } from '../../shared/api-campaigns.ts';

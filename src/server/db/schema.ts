@@ -581,7 +581,7 @@ export interface CampaignTable {
   /** The user whose rights its tasks run with (its creator), null for an org token's. */
   owner_id: string | null;
   run: ColumnType<number, number | undefined, number>;
-  /** The forge rate: no task of it starts before this. */
+  /** The forge rate: its next call to a forge (a start on a hosted repository, an approval, a read) waits for this (campaigns/pacing.ts). */
   next_start_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
   /** When a replica last took the reading of its change requests (forge.ts): one reading per period across replicas. */
   refreshed_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
