@@ -7,7 +7,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { createBareRepo, runGit } from './fakes/git-server.ts';
+import { createBareRepos, runGit } from './fakes/git-server.ts';
 import { startTestBerth, waitFor, type TestBerth } from './helpers.ts';
 
 let t: TestBerth;
@@ -21,7 +21,7 @@ const json = (s: string) => JSON.parse(s) as never;
 before(async () => {
   root = await mkdtemp(join(tmpdir(), 'berth-cli-campaigns-'));
   t = await startTestBerth({ fake: true });
-  for (const name of ['alpha.git', 'beta.git', 'gamma.git']) repos.push((await createBareRepo({ root, name, files: { 'a.txt': 'a\n' } })).path);
+  repos.push(...(await createBareRepos({ root, names: ['alpha.git', 'beta.git', 'gamma.git'], files: { 'a.txt': 'a\n' } })));
 });
 after(async () => {
   await t?.destroy();

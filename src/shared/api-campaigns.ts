@@ -3,7 +3,7 @@
 // `concurrency` at once, each pushing to the campaign's branch and opening one pull request.
 import { z } from 'zod';
 import { OrgRef } from './api.ts';
-import { CreateTaskBody } from './api-tasks.ts';
+import { agentCommand, TaskGoal, taskWorkFields } from './api-tasks.ts';
 
 export const CampaignRef = OrgRef.extend({ id: z.string().min(1).max(100).describe('campaign name or id') });
 
@@ -35,11 +35,10 @@ export function parseRate(s: string): number | undefined {
   return n > 0 ? n / per : undefined;
 }
 
-const t = CreateTaskBody.shape;
 export const CreateCampaignBody = z
   .strictObject({
     name: z.string().trim().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'a name of lower-case letters, digits, dot, dash and underscore (up to 63), starting with a letter or digit'),
-    goal: t.goal,
+    goal: TaskGoal,
     repos: z
       .array(z.string().max(4096))
       .min(1, 'give at least one repository')
@@ -53,12 +52,7 @@ export const CreateCampaignBody = z
       .max(256)
       .optional()
       .describe("instead of repos: a GitHub repository search (\"org:acme topic:service\"), asked of the GitHub of the org's projects (the oldest project whose forge is GitHub with a token); its first 1,000 results"),
-    agent: t.agent,
-    command: t.command,
-    model: t.model,
-    check: t.check,
-    setup: t.setup,
-    budget: t.budget,
+    ...taskWorkFields,
     concurrency: z.number().int().min(1).max(1000).default(20).describe('tasks of this campaign at once, across all runners'),
     maxOpenPrs: z.number().int().min(1).max(100_000).default(100).describe('never more open pull requests (or pushed branches not yet approved) than this'),
     forgeRate: z
@@ -70,7 +64,7 @@ export const CreateCampaignBody = z
     draft: z.boolean().default(false).describe('open the pull requests as drafts'),
     maxRetries: z.number().int().min(0).max(10).default(2).describe('times a repository whose task failed for an infrastructure reason is tried again'),
   })
-  .refine((b) => b.agent !== 'command' || b.command, { message: 'agent "command" needs a command', path: ['command'] })
+  .refine(agentCommand.given, agentCommand.error)
   .refine((b) => (b.repos === undefined) !== (b.orgQuery === undefined), { message: 'give the repositories one way: repos (a list) or orgQuery (a GitHub search)', path: ['repos'] });
 export type CreateCampaignBody = z.input<typeof CreateCampaignBody>;
 
@@ -80,7 +74,7 @@ export const CampaignSettings = z.object({
   model: z.string().optional(),
   check: z.string().optional(),
   setup: z.array(z.string()).optional(),
-  budget: t.budget,
+  budget: taskWorkFields.budget,
   concurrency: z.number(),
   maxOpenPrs: z.number(),
   forgeRate: z.string(),

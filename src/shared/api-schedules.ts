@@ -3,7 +3,7 @@
 // starts an environment (office hours). Each slot it fires is recorded with what came of it.
 import { z } from 'zod';
 import { OrgRef } from './api.ts';
-import { CreateTaskBody } from './api-tasks.ts';
+import { agentCommand, CreateTaskBody, TaskGoal, taskWorkFields } from './api-tasks.ts';
 
 export const SCHEDULE_KINDS = ['task', 'environment'] as const;
 export type ScheduleKind = (typeof SCHEDULE_KINDS)[number];
@@ -25,14 +25,9 @@ export const CreateTaskScheduleBody = z.strictObject({
   kind: z.literal('task'),
   ...when,
   project: z.string().min(1).max(100).describe('project name or id'),
-  goal: t.goal,
+  goal: TaskGoal,
   baseBranch: t.baseBranch,
-  agent: t.agent,
-  command: t.command,
-  model: t.model,
-  check: t.check,
-  setup: t.setup,
-  budget: t.budget,
+  ...taskWorkFields,
   runnerLabels: t.runnerLabels,
 });
 
@@ -45,7 +40,7 @@ export const CreateEnvironmentScheduleBody = z.strictObject({
 
 export const CreateScheduleBody = z
   .discriminatedUnion('kind', [CreateTaskScheduleBody, CreateEnvironmentScheduleBody])
-  .refine((b) => b.kind !== 'task' || b.agent !== 'command' || b.command, { message: 'agent "command" needs a command', path: ['command'] });
+  .refine((b) => b.kind !== 'task' || agentCommand.given(b), agentCommand.error);
 export type CreateScheduleBody = z.infer<typeof CreateScheduleBody>;
 
 export const ListSchedulesQuery = z.strictObject({

@@ -23,23 +23,41 @@ export const TaskBudgetInput = z.strictObject({
   maxCheckRetries: z.number().int().min(0).max(20).optional().describe('times failing checks send the agent back (default 2)'),
 });
 
+/** What the agent is to do. */
+export const TaskGoal = z.string().trim().min(1, 'say what the agent should do').max(64 * 1024);
+
+/**
+ * How a task's agent works and is checked, the same in every body that starts tasks: a task,
+ * a task schedule, a campaign. Each spreads these into its own object (where they stand there
+ * decides which error a body with several wrong fields gets) and adds `agentCommand`.
+ */
+export const taskWorkFields = {
+  agent: z.enum(['builtin', 'command']).optional(),
+  command: z.string().min(1).max(64 * 1024).optional().describe('with agent "command": the command that does the work, run inside the environment'),
+  model: z.string().min(1).max(200).optional(),
+  check: z.string().min(1).max(10_000).optional().describe('the command that says whether the work is done; overrides the project and repository'),
+  setup: z.array(z.string().trim().min(1, 'a setup command cannot be empty').max(10_000)).max(100).optional().describe("commands run after the repository's and the project's setup, in order"),
+  budget: TaskBudgetInput.optional(),
+};
+
+/** The check that goes with taskWorkFields: the agent "command" needs its command. */
+export const agentCommand = {
+  given: (b: { agent?: string | undefined; command?: string | undefined }): boolean => b.agent !== 'command' || Boolean(b.command),
+  error: { message: 'agent "command" needs a command', path: ['command'] },
+};
+
 export const CreateTaskBody = z
   .strictObject({
-    goal: z.string().trim().min(1, 'say what the agent should do').max(64 * 1024),
+    goal: TaskGoal,
     project: z.string().min(1).max(100).optional().describe('project name or id'),
     repo: z.string().min(1).max(2048).optional().describe('repository URL or absolute path, for a one-off task without a project'),
     baseBranch: z.string().regex(/^[A-Za-z0-9._/-]{1,200}$/, 'a branch name').optional(),
-    agent: z.enum(['builtin', 'command']).optional(),
-    command: z.string().min(1).max(64 * 1024).optional().describe('with agent "command": the command that does the work, run inside the environment'),
-    model: z.string().min(1).max(200).optional(),
-    check: z.string().min(1).max(10_000).optional().describe('the command that says whether the work is done; overrides the project and repository'),
-    setup: z.array(z.string().trim().min(1, 'a setup command cannot be empty').max(10_000)).max(100).optional().describe("commands run after the repository's and the project's setup, in order"),
-    budget: TaskBudgetInput.optional(),
+    ...taskWorkFields,
     runnerLabels: RunnerLabels.optional().describe("labels the runner that runs it must carry (`{\"gpu\": \"true\"}`), added to its project's"),
     trigger: z.enum(['api', 'cli', 'web', 'schedule']).optional(),
   })
   .refine((b) => Boolean(b.project) !== Boolean(b.repo), { message: 'give either project or repo', path: ['project'] })
-  .refine((b) => b.agent !== 'command' || b.command, { message: 'agent "command" needs a command', path: ['command'] })
+  .refine(agentCommand.given, agentCommand.error)
   .refine((b) => b.budget?.timeout === undefined || b.budget.timeout === null || typeof b.budget.timeout === 'number' || parseDuration(b.budget.timeout) !== undefined, {
     message: 'timeout needs a duration such as 30m',
     path: ['budget', 'timeout'],

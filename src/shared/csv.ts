@@ -33,7 +33,7 @@ function guard(s: string): string {
 }
 
 /** One cell: guarded, then quoted if it holds a quote, a comma, a semicolon, a tab or a line break. */
-export function csvCell(value: string | number | boolean | null | undefined): string {
+function csvCell(value: string | number | boolean | null | undefined): string {
   const s = guard(value === null || value === undefined ? '' : String(value));
   return /[",;\t\n\r]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
 }
