@@ -319,7 +319,7 @@ for (const { name: browser, skip } of testBrowsers()) describe(`campaigns in ${B
     assert.equal(await approve.getByLabel('Green changes only').isChecked(), true);
     await approve.getByText('Up to 2 branches to merge, 0 drafts to mark ready.').waitFor();
     await approve.getByRole('button', { name: 'Approve' }).click();
-    const result = changes.getByRole('status').filter({ hasText: 'approved' });
+    const result = changes.getByRole('region', { name: 'Last approval' });
     await result.getByText('2 approved, 0 skipped.').waitFor();
     assert.equal(asked.length, 1);
     assert.match(asked[0]!, new RegExp(`^Approve the green changes of ${name}\\? This merges 2 branches into their base branch \\(plain git\\)`));
@@ -354,5 +354,20 @@ for (const { name: browser, skip } of testBrowsers()) describe(`campaigns in ${B
     assert.equal(await another.page.getByRole('button', { name: 'Approve' }).count(), 0);
     assert.equal((await apiAs(t, member)('POST', `/api/orgs/default/campaigns/${c.id}/approve`, { onlyGreen: true })).status, 403);
     await another.context.close();
+
+    // At 390 px: the form and the page with a diff open scroll only inside their tables and code, never sideways.
+    const narrow = await b.context({ token: t.client.token, viewport: { width: 390, height: 844 } });
+    const width = () => narrow.page.evaluate(() => document.documentElement.scrollWidth);
+    // What sticks out, when something does.
+    const wide = () => narrow.page.evaluate(() => [...document.querySelectorAll('main *')].filter((e) => (e.getBoundingClientRect().right > 390 && !e.parentElement?.closest('.scroll-x, .diff-scroll'))).slice(0, 8).map((e) => `${e.tagName.toLowerCase()}${e.id ? `#${e.id}` : ''}${e.className ? `.${String(e.className).split(' ').join('.')}` : ''}`).join(', '));
+    await narrow.page.goto('/campaigns');
+    await narrow.page.getByRole('button', { name: 'New campaign' }).click();
+    await narrow.page.getByRole('form', { name: 'New campaign' }).getByLabel('Agent').selectOption('command');
+    assert.ok((await width()) <= 390, `the form is ${await width()} px wide: ${await wide()}`);
+    await narrow.page.goto(`/campaigns/${c.id}`);
+    await narrow.page.getByRole('button', { name: `Diff of ${short}` }).click();
+    await narrow.page.getByRole('region', { name: `Diff of ${short}` }).getByText('1 file changed').waitFor();
+    assert.ok((await width()) <= 390, `the page is ${await width()} px wide: ${await wide()}`);
+    await narrow.context.close();
   });
 });

@@ -238,8 +238,9 @@ function Approve({ org, campaign: c, onDone }: { org: string; campaign: Campaign
         <span id="approve-count" className="muted">{merge + ready === 0 ? 'Nothing waits for approval.' : `Up to ${plural(merge, 'branch', 'branches')} to merge, ${plural(ready, 'draft', 'drafts')} to mark ready.`}</span>
       </form>
       <ErrorNote error={error} />
+      {/* Announced once (announce above); the words and the table stay for reading. */}
       {result && (
-        <div role="status" className="approve-result">
+        <section aria-label="Last approval" className="approve-result">
           <p><strong>{result.approved.length} approved</strong>, {result.skipped.length} skipped.</p>
           {result.approved.length + result.skipped.length > 0 && (
             <ListTable className="campaign-approved" caption="What the approval did, repository by repository" columns={['Repository', 'Result']}>
@@ -247,7 +248,7 @@ function Approve({ org, campaign: c, onDone }: { org: string; campaign: Campaign
               {result.skipped.map((s) => <tr key={s.repo}><th scope="row">{shortRepo(s.repo)}</th><td>skipped: {s.reason}</td></tr>)}
             </ListTable>
           )}
-        </div>
+        </section>
       )}
     </div>
   );

@@ -61,7 +61,7 @@ export default function NewCampaign({ onCancel }: { onCancel: () => void }) {
   const invalid = (name: string) => (error instanceof ApiError && (error.field?.split('.')[0] === name || (name === 'repos' && /\bline \d+/.test(error.message))) ? true : undefined);
 
   return (
-    <form id="new-campaign" className="stack panel" aria-label="New campaign" onSubmit={(e) => void submit(e)} aria-busy={busy || undefined}>
+    <form id="new-campaign" className="stack panel new-campaign" aria-label="New campaign" onSubmit={(e) => void submit(e)} aria-busy={busy || undefined}>
       <div className="row">
         <Field id="campaign-name" label="Name" hint="Lower-case letters, digits, dot, dash, underscore; it names the branch.">
           <input id="campaign-name" value={f.name} onChange={set('name')} required maxLength={63} pattern="[a-z0-9][a-z0-9._\-]{0,62}" aria-invalid={invalid('name')} />
