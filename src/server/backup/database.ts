@@ -4,7 +4,7 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { PGlite } from '@electric-sql/pglite';
+import { openEmbedded } from '../db/index.ts';
 import pg from 'pg';
 import { invalid } from '../../shared/errors.ts';
 
@@ -16,7 +16,7 @@ export async function dumpDatabase(opts: { dataDir: string; databaseUrl?: string
     await tool('pg_dump', ['--format=custom', '--no-owner', `--file=${opts.out}`, `--dbname=${opts.databaseUrl}`], 'back up the PostgreSQL database');
     return;
   }
-  const pglite = await PGlite.create(join(opts.dataDir, 'db'));
+  const pglite = await openEmbedded(join(opts.dataDir, 'db'));
   try {
     const dump = await pglite.dumpDataDir('gzip');
     writeFileSync(opts.out, Buffer.from(await dump.arrayBuffer()), { mode: 0o600 });
@@ -34,7 +34,7 @@ export async function loadDatabase(opts: { kind: 'pglite' | 'postgres'; file: st
   const dir = join(opts.dataDir, 'db');
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   try {
-    const pglite = await PGlite.create(dir, { loadDataDir: new Blob([readFileSync(opts.file)]) });
+    const pglite = await openEmbedded(dir, { loadDataDir: new Blob([readFileSync(opts.file)]) });
     await pglite.close();
   } catch (err) {
     rmSync(dir, { recursive: true, force: true });

@@ -1,6 +1,9 @@
-import { mkdirSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { PGlite } from '@electric-sql/pglite';
+import { promisify } from 'node:util';
+import { setFlagsFromString } from 'node:v8';
+import { PGlite, type PGliteOptions } from '@electric-sql/pglite';
 import { Kysely, PGliteDialect, PostgresDialect } from 'kysely';
 import { Migrator, type MigrationProvider } from 'kysely/migration';
 import pg from 'pg';
@@ -9,6 +12,8 @@ import type { Database } from './schema.ts';
 import { migrations } from './migrations.ts';
 import { EmbeddedFeed, PostgresFeed, type ChangeFeed } from './notify.ts';
 import { LocalSingletons, PostgresSingletons, type Singletons } from './singleton.ts';
+
+const execFileAsync = promisify(execFile);
 
 export type * from './schema.ts';
 export type Db = Kysely<Database>;
@@ -60,7 +65,7 @@ export async function openDatabase(opts: { dataDir: string; databaseUrl?: string
   }
   const dir = join(opts.dataDir, 'db');
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const pglite = await PGlite.create(dir);
+  const pglite = await openEmbedded(dir);
   const db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite }) });
   await migrate(db);
   return {
@@ -74,6 +79,30 @@ export async function openDatabase(opts: { dataDir: string; databaseUrl?: string
     },
   };
 }
+
+/**
+ * PGlite in this process. Its shared buffers live in the WebAssembly heap, which never gives
+ * memory back: PostgreSQL's 128 MB default would be most of the control plane's RSS, while the
+ * operating system's page cache keeps the files' pages anyway (one backend, no sharing). A new
+ * database's initdb is run by a child process: it touches ~250 MB this process would keep.
+ * PGlite's hottest functions are huge: V8's optimizing tier took ~500 MB and a core for seconds
+ * to compile them after each start (RSS 150 → 700 MB here); the baseline tier's code serves the
+ * control plane's small queries as well (aggregates over thousands of rows run ~2× slower).
+ */
+export async function openEmbedded(dir: string, options: PGliteOptions = {}): Promise<PGlite> {
+  setFlagsFromString('--no-wasm-tier-up');
+  setFlagsFromString('--no-wasm-dynamic-tiering');
+  if (!options.loadDataDir && !existsSync(join(dir, 'PG_VERSION'))) await initdbInChild(dir);
+  return PGlite.create(dir, { ...options, startParams: [...PGlite.defaultStartParams, '-c', `shared_buffers=${EMBEDDED_SHARED_BUFFERS}`] });
+}
+
+async function initdbInChild(dir: string): Promise<void> {
+  const script = 'const { PGlite } = await import(process.argv[1]); const db = await PGlite.create(process.argv[2]); await db.close();';
+  await execFileAsync(process.execPath, ['--input-type=module', '-e', script, import.meta.resolve('@electric-sql/pglite'), dir]).catch((err: { stderr?: string; message: string }) => {
+    throw new Error(`could not make the embedded database in ${dir}: ${(err.stderr || err.message).trim().split('\n').slice(-3).join(' ')}`);
+  });
+}
+const EMBEDDED_SHARED_BUFFERS = '16MB';
 
 /** Whether a query failed on a unique constraint: the caller turns it into a conflict. */
 export const isUniqueViolation = (err: unknown) => (err as { code?: string } | null)?.code === '23505';
