@@ -194,7 +194,8 @@ describe('a campaign over repositories on GitHub', () => {
     // At the campaign's forge rate (2/s), as its starts are: each marking begins by reading its pull request.
     const marked = github.apiRequests.slice(sentBefore).filter((q) => q.method === 'GET' && /^\/repos\/acme\/paced-\d\/pulls\/\d+$/.test(q.path)).map((q) => q.at);
     assert.equal(marked.length, 2);
-    assert.ok(marked[1]! - marked[0]! >= 490, `the two were marked ready ${marked[1]! - marked[0]!} ms apart`);
+    // (Berth starts them half a second apart; their arrival here varies by the requests' own latency.)
+    assert.ok(marked[1]! - marked[0]! >= 450, `the two were marked ready ${marked[1]! - marked[0]!} ms apart`);
 
     // Again: nothing left to mark; the ready ones are said to be so.
     const again = await approve('paced', { onlyGreen: true });
