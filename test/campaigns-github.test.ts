@@ -217,7 +217,8 @@ describe('a campaign over repositories on GitHub', () => {
     assert.equal(await t.berth.campaignForge.refresh(c.id), 3, 'the three open ones are read (the closed one no more)');
     const reads = github.apiRequests.slice(from).filter((q) => q.method === 'GET' && /^\/repos\/acme\/paced-\d\/pulls\/\d+$/.test(q.path)).map((q) => q.at);
     assert.equal(reads.length, 3);
-    for (let i = 1; i < reads.length; i++) assert.ok(reads[i]! - reads[i - 1]! >= 490, `reads ${i - 1} and ${i} are ${reads[i]! - reads[i - 1]!} ms apart`);
+    // Berth asks half a second apart (a turn of the rate each); arrivals here vary by the requests' own latency.
+    for (let i = 1; i < reads.length; i++) assert.ok(reads[i]! - reads[i - 1]! >= 450, `reads ${i - 1} and ${i} are ${reads[i]! - reads[i - 1]!} ms apart`);
 
     // The refused body (400) changed nothing; the three calls are on record.
     assert.equal((await t.api('GET', '/api/orgs/default/audit?action=campaign.approve')).body.items.length, 3);

@@ -171,11 +171,12 @@ export class CampaignForge {
     let freed = false;
     for (const t of targets) {
       if (this.#closing.signal.aborted) break;
-      await this.#pace(await forgeTurn(this.#db, c, this.#now()), this.#closing.signal).catch(() => {});
       const cr = t.change_request!;
       try {
         const reviewer = await forges.reviewer(t);
         if (!reviewer) throw new BerthError('invalid', `its change request is a ${cr.kind.replace('_', ' ')}, but its project's forge settings now say plain git`);
+        // The turn right before the forge is asked: the calls, not the reading of settings, keep the rate.
+        await this.#pace(await forgeTurn(this.#db, c, this.#now()), this.#closing.signal).catch(() => {});
         const s = await reviewer.status(cr);
         const now = this.#now();
         await this.#db
