@@ -172,7 +172,9 @@ export class TaskRun {
   }
 
   async run(): Promise<void> {
-    const dir = join(this.#d.workDir, this.#task.id);
+    // A directory per claim: a run fenced off (its runner thought dead) that ends late removes
+    // its own clone, never the one of the run that took the task over.
+    const dir = join(this.#d.workDir, `${this.#task.id}.${this.#task.lease}`);
     try {
       await this.#emit({ type: 'state', state: 'provisioning' });
       await this.#work(dir);
