@@ -102,6 +102,7 @@ try {
   const rows = Object.fromEntries(await Promise.all(tables.map(async (table) => [table, await count(table)] as const)));
   const tasks = Number((await sql<{ n: string }>`select count(*) as n from tasks where triggered_by = ${`campaign:${id}`}`.execute(handle.db)).rows[0]!.n);
   const retried = Number((await sql<{ n: string }>`select coalesce(sum(attempts - 1), 0) as n from campaign_targets where campaign_id = ${id}`.execute(handle.db)).rows[0]!.n);
+  const whyRetried = (await sql<{ reason: string; n: string }>`select coalesce(state_reason, state) as reason, count(*) as n from tasks where triggered_by = ${`campaign:${id}`} and state <> 'succeeded' group by 1 order by 2 desc limit 5`.execute(handle.db)).rows;
   await handle.close();
 
   console.log(`\nBerth campaigns benchmark — \`berth up\` (${runtime}), ${ON_POSTGRES ? 'PostgreSQL' : 'embedded PGlite'}, ${availableParallelism()} cores, load ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
@@ -109,6 +110,7 @@ try {
   console.log(`finished: ${detail.counts.succeeded} succeeded, ${detail.counts.failed} failed, ${detail.counts.cancelled} cancelled; peak at once ${detail.peakRunning}`);
   console.log(`wall time ${(wallMs / 1000).toFixed(1)} s = ${((REPOS / wallMs) * 60_000).toFixed(1)} repositories/min (goal ≥ 60)`);
   console.log(`lost or twice: ${REPOS - branches} branches missing, ${extra} with other than one commit, ${tasks} tasks for ${REPOS} repositories, ${retried} of them a retry after an infrastructure failure (goal: 0, 0, ${REPOS} + retries)`);
+  for (const r of whyRetried) console.log(`  ${r.n} × ${r.reason.slice(0, 160)}`);
   console.log(`control plane RSS (the \`berth up\` process: API, scheduler, runner${ON_POSTGRES ? '' : ', embedded database'}): ${mib(rssBefore)} MiB before, ${mib(peakRss)} MiB at peak while the campaign ran (goal ≤ 500 MiB); ${mib(highWater)} MiB high-water mark since it started`);
   console.log(`database rows per repository (totals, the first start's few included): ${tables.map((t) => `${t} ${(rows[t]! / REPOS).toFixed(1)}`).join(', ')}`);
   summary('GET /campaigns/:id with every repository done', shows);
