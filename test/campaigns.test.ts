@@ -155,6 +155,9 @@ describe('campaigns', () => {
     assert.equal(c.failures[0].count, 1);
     assert.deepEqual(c.failures[0].repos, [list[2]]);
     assert.equal((await tasksOf(id)).length, 4);
+    // Plain git has no forge to ask: a change's checks are Berth's own check, as `show` lists them.
+    const checks = Object.fromEntries((c.changeRequests as any[]).map((x) => [x.repo, x.changeRequest.checks]));
+    assert.deepEqual(checks, { [list[0]!]: 'passing', [list[1]!]: 'passing', [list[2]!]: 'failing', [list[3]!]: 'passing' });
 
     // The rerun: the same branch gets a second commit, no other branch is made.
     const first = new Map((await targets('checked')).map((x) => [x.repo, x.taskId]));

@@ -110,7 +110,7 @@ export class CampaignScheduler {
       // What the task pushed (a failed check's change goes out too, as a draft) is the
       // repository's change: a rerun continues it and the open-PR cap counts it.
       const cr = t.task_cr as TaskRow['change_request'];
-      const pushed = cr ? { change_request: JSON.stringify(cr), first_task_id: t.first_task_id ?? t.task_continues ?? t.task_id, pr_state: t.pr_state ?? 'open' } : {};
+      const pushed = cr ? { change_request: JSON.stringify(cr), first_task_id: t.first_task_id ?? t.task_continues ?? t.task_id, pr_state: t.pr_state ?? 'open', ...(cr.kind === 'berth' && { pr_checks: checksWord(t.task_checks) }) } : {};
       if (state === 'succeeded') {
         await this.#db
           .updateTable('campaign_targets')
@@ -310,6 +310,11 @@ export class CampaignScheduler {
 /** A target's task's key for one attempt: unique, so a killed pass never makes it twice. */
 function taskKey(c: CampaignRow, t: CampaignTargetRow, attempt: number): string {
   return `campaign:${c.id}:${t.id}:${c.run}:${attempt}`;
+}
+
+/** A plain-git change has no forge to ask: its checks are Berth's own check's, in the forge's words. */
+function checksWord(passed: boolean | null): string | null {
+  return passed === null ? null : passed ? 'passing' : 'failing';
 }
 
 /**
