@@ -84,9 +84,9 @@ describe('a registry that wants a login', () => {
   });
 
   test('with the login the image is pulled, for the registry it names only; the login file is gone after', async () => {
-    const store = new ImageStore({ dir: await fresh('store'), allowedRegistries: [registry.host], resolveHost: loopbackOnly });
+    const dir = await fresh('store');
+    const store = new ImageStore({ dir, allowedRegistries: [registry.host], resolveHost: loopbackOnly });
     const asked: string[] = [];
-    const tmpBefore = (await readdir(tmpdir())).filter((f) => f.startsWith('berth-pull-'));
     const image = await store.resolve(`${registry.host}/team/tool:1`, {
       org: 'org_a',
       login: async (host) => {
@@ -97,8 +97,14 @@ describe('a registry that wants a login', () => {
     assert.equal(image.digest, digest);
     assert.equal(await readFile(join(image.rootfs, 'hello.txt'), 'utf8'), 'hello from behind a password\n');
     assert.deepEqual(asked, [registry.host]);
-    const tmpAfter = (await readdir(tmpdir())).filter((f) => f.startsWith('berth-pull-'));
-    assert.deepEqual(tmpAfter.filter((f) => !tmpBefore.includes(f)), [], 'no login file left behind');
+    // The login file lives in the store's own scratch (not the shared /tmp) and is gone after.
+    const left = (await readdir(dir, { recursive: true })).filter((f) => /(^|\/)(\.login-|auth\.json$)/.test(f));
+    assert.deepEqual(left, [], 'no login file left behind');
+    for (const file of await readdir(dir, { recursive: true, withFileTypes: true })) {
+      if (file.isFile() && !file.parentPath.includes('/blobs/') && !file.parentPath.includes('/rootfs')) {
+        assert.ok(!(await readFile(join(file.parentPath, file.name), 'utf8')).includes(Buffer.from(LOGIN).toString('base64')), `${file.name} holds the login`);
+      }
+    }
     assert.ok(!registry.output().includes('s3cret-Pa55word'), 'the registry log holds no password');
   });
 });

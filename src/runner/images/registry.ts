@@ -4,8 +4,7 @@
 import { spawn } from 'node:child_process';
 import { lstat, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { isIP, type BlockList } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { BerthError, invalid, notFound, unavailable } from '../../shared/errors.ts';
 import { Redactor } from '../../shared/redact.ts';
@@ -92,10 +91,11 @@ const SANDBOX = new URL('./pull-sandbox.ts', import.meta.url).pathname;
 export async function pullImage(ref: string, into: string, progress: ImageProgress, opts: PullOptions = {}): Promise<void> {
   if (opts.credential) checkCredential(opts.credential);
   // skopeo reads the login from a file only it and root can read, in a directory of its
-  // own, gone when the pull is: never in its arguments (ps shows those) or environment.
-  // Without a credential the file is empty, so neither is root's own login (~/.docker,
-  // $XDG_RUNTIME_DIR/containers) ever sent on an org's behalf.
-  const private_ = await mkdtemp(join(tmpdir(), 'berth-pull-'));
+  // own beside the layout (the caller's scratch, not the shared /tmp), gone when the pull is:
+  // never in its arguments (ps shows those) or environment. Without a credential the file is
+  // empty, so neither is root's own login (~/.docker, $XDG_RUNTIME_DIR/containers) ever sent
+  // on an org's behalf.
+  const private_ = await mkdtemp(join(dirname(into), '.login-'));
   try {
     const authFile = join(private_, 'auth.json');
     await writeFile(authFile, JSON.stringify(authFileOf(ref, opts.credential?.value)), { mode: 0o600 });
