@@ -312,7 +312,7 @@ export async function startBerth(opts: StartOptions): Promise<RunningBerth> {
   taskDeps.warmPools = warmPools;
   const prebuildBuilder = new PrebuildBuilder({ db, prebuilds, environments, snapshots, secrets, repos, runners: pool, logger, workDir: join(opts.dataDir, 'prebuilds'), images: { policies, runners: pool }, staleAfterMs: opts.prebuildStaleAfterMs, onReady: () => warmPools.wake() });
   // One change across many repositories: started and settled on one replica at a time.
-  const campaigns = new CampaignService({ db, tasks, repos });
+  const campaigns = new CampaignService({ db, tasks, repos, secrets });
   const campaignScheduler = new CampaignScheduler({ db, tasks, audit, logger, exclusive: (name, fn) => database.singletons.run(name, fn) });
   campaigns.signals = campaignScheduler;
   const campaignForge = new CampaignForge({ db, tasks, secrets, audit, logger, exclusive: (name, fn) => database.singletons.run(name, fn), onFreed: () => campaignScheduler.wake() });

@@ -3,7 +3,7 @@
 // `concurrency` at once, each pushing to the campaign's branch and opening one pull request.
 import { z } from 'zod';
 import { OrgRef } from './api.ts';
-import { agentCommand, TaskGoal, taskWorkFields } from './api-tasks.ts';
+import { agentCommand, oneOffFields, TaskGoal, taskWorkFields } from './api-tasks.ts';
 
 export const CampaignRef = OrgRef.extend({ id: z.string().min(1).max(100).describe('campaign name or id') });
 
@@ -53,6 +53,8 @@ export const CreateCampaignBody = z
       .optional()
       .describe("instead of repos: a GitHub repository search (\"org:acme topic:service\"), asked of the GitHub of the org's projects (the oldest project whose forge is GitHub with a token); its first 1,000 results"),
     ...taskWorkFields,
+    // A repository without a project gets a transient one from these (an admin's campaign only: a member's names projects' repositories).
+    ...oneOffFields,
     concurrency: z.number().int().min(1).max(1000).default(20).describe('tasks of this campaign at once, across all runners'),
     maxOpenPrs: z.number().int().min(1).max(100_000).default(100).describe('never more open pull requests (or pushed branches not yet approved) than this'),
     forgeRate: z
@@ -75,6 +77,9 @@ export const CampaignSettings = z.object({
   check: z.string().optional(),
   setup: z.array(z.string()).optional(),
   budget: taskWorkFields.budget,
+  image: z.string().optional().describe('for repositories without a project: the image'),
+  allowDomains: z.array(z.string()).optional().describe("for repositories without a project: domains added to the org's egress policy"),
+  forge: oneOffFields.forge.describe('for repositories without a project: their forge and the org secret holding its token'),
   concurrency: z.number(),
   maxOpenPrs: z.number(),
   forgeRate: z.string(),

@@ -40,6 +40,31 @@ export const taskWorkFields = {
   budget: TaskBudgetInput.optional(),
 };
 
+/**
+ * What a project's settings give its tasks, given instead to a one-off task (a repository
+ * without a project: a transient project), and to a campaign for its repositories without one.
+ */
+export const oneOffFields = {
+  image: z.string().trim().min(1).max(4096).optional().describe("the environment's image (a name or registry reference), over the repository's berth.yaml or devcontainer.json, as a project's image setting would be"),
+  allowDomains: z
+    .array(z.string().max(300))
+    .min(1)
+    .max(1000)
+    .optional()
+    .describe("domains the environment may reach besides the org's policy (admins only: it widens the policy)"),
+  forge: z
+    .strictObject({
+      kind: z.enum(['github', 'gitlab', 'git']).optional().describe('default: from the URL (github.com, gitlab.com or a host with "gitlab"; else plain git)'),
+      apiUrl: z.url({ protocol: /^https?$/, error: 'apiUrl needs an http(s) URL such as https://github.example.com/api/v3' }).optional().describe('GitHub Enterprise or a self-hosted GitLab'),
+      tokenSecret: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'a secret name such as GITHUB_TOKEN').optional().describe('the org secret holding the token to clone, push and open the pull request with'),
+    })
+    .optional()
+    .describe("the repository's forge, as a project's forge settings say it (admins only: its token is sent to the repository's host)"),
+};
+
+/** The forge part of oneOffFields, as stored and shown. */
+export type OneOffForge = NonNullable<z.infer<typeof oneOffFields.forge>>;
+
 /** The check that goes with taskWorkFields: the agent "command" needs its command. */
 export const agentCommand = {
   given: (b: { agent?: string | undefined; command?: string | undefined }): boolean => b.agent !== 'command' || Boolean(b.command),
@@ -53,10 +78,15 @@ export const CreateTaskBody = z
     repo: z.string().min(1).max(2048).optional().describe('repository URL or absolute path, for a one-off task without a project'),
     baseBranch: z.string().regex(/^[A-Za-z0-9._/-]{1,200}$/, 'a branch name').optional(),
     ...taskWorkFields,
+    ...oneOffFields,
     runnerLabels: RunnerLabels.optional().describe("labels the runner that runs it must carry (`{\"gpu\": \"true\"}`), added to its project's"),
     trigger: z.enum(['api', 'cli', 'web', 'schedule']).optional(),
   })
   .refine((b) => Boolean(b.project) !== Boolean(b.repo), { message: 'give either project or repo', path: ['project'] })
+  .refine((b) => !b.project || (b.image === undefined && b.allowDomains === undefined && b.forge === undefined), {
+    message: "image, allowDomains and forge are a one-off task's (with repo): a project's tasks take them from its settings (`berth project update`)",
+    path: ['project'],
+  })
   .refine(agentCommand.given, agentCommand.error)
   .refine((b) => b.budget?.timeout === undefined || b.budget.timeout === null || typeof b.budget.timeout === 'number' || parseDuration(b.budget.timeout) !== undefined, {
     message: 'timeout needs a duration such as 30m',
@@ -101,6 +131,10 @@ export const Task = z.object({
   changeRequest: ChangeRequestSchema.nullable(),
   checksPassed: z.boolean().nullable(),
   setup: z.array(z.string()).describe("setup commands given with the task (run after the repository's and the project's)"),
+  oneOff: z
+    .object({ image: z.string().optional(), allowDomains: z.array(z.string()).optional(), forge: oneOffFields.forge })
+    .nullable()
+    .describe("a one-off task's own image, extra egress domains and forge (its transient project); null when it has none"),
   runnerLabels: z.record(z.string(), z.string()).describe("labels the runner that runs it must carry: the task's and its project's"),
   runnerId: z.string().nullable().describe('the runner that claimed it last; null while it waits in the queue'),
   attempts: z.number().int().describe('times it was started over because its runner went offline under it'),

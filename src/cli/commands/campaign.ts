@@ -8,6 +8,7 @@ import { InvalidArgumentError, Option, type Command } from 'commander';
 import type { ApproveResult, Campaign, CampaignDetail, CampaignTarget, CreateCampaignBody, CreatedCampaign, TargetCounts } from '../../shared/api-campaigns.ts';
 import type { ApiClient } from '../client.ts';
 import { age, CliError, EXIT, emit, paint, paintDiff, printJson, printTable, stateWord, usageError } from '../output.ts';
+import { forgeFlags } from './task.ts';
 
 type Client = () => ApiClient;
 
@@ -96,6 +97,10 @@ export function showLines(d: CampaignDetail, out: NodeJS.WriteStream = process.s
     d.throughputPerMin === null ? 'nothing finished yet'
     : `${d.throughputPerMin} repos/min${d.etaSeconds !== null ? `, about ${duration(d.etaSeconds)} left` : ''}`;
   const waiting: [string, string][] = d.waitingFor ? [['waiting', d.waitingFor]] : [];
+  const s = d.settings;
+  const oneOff = [s.image && `image ${s.image}`, s.allowDomains?.length && `also reach ${s.allowDomains.join(', ')}`, s.forge && `forge ${[s.forge.kind, s.forge.apiUrl].filter(Boolean).join(' ') || 'from the URL'}${s.forge.tokenSecret ? `, token from secret ${s.forge.tokenSecret}` : ''}`].filter(Boolean);
+  // What repositories without a project run with (their transient project).
+  const noProject: [string, string][] = oneOff.length ? [['no proj.', oneOff.join('; ')]] : [];
   const rows: [string, string][] = [
     ['id', d.id],
     ['name', d.name],
@@ -106,6 +111,7 @@ export function showLines(d: CampaignDetail, out: NodeJS.WriteStream = process.s
     ['pace', pace],
     ...waiting,
     ['peak', `${d.peakRunning} running at once (concurrency ${d.settings.concurrency})`],
+    ...noProject,
     ['created', `${age(d.createdAt)} ago by ${d.createdBy}`],
   ];
   const lines = rows.map(([k, v]) => `${k.padEnd(8)} ${v}`);
@@ -248,6 +254,11 @@ export function campaignCommands(program: Command, client: Client): void {
     .option('--branch-prefix <prefix>', 'the branch is PREFIX/NAME (default berth/campaign)')
     .option('--draft', 'open the pull requests as drafts')
     .option('--max-retries <n>', 'times a repository is tried again after an infrastructure failure (default 2)', wholeNumber(0))
+    .option('--image <image>', 'for repositories without a project (admins): the environment image, over the repository\'s own')
+    .option('--allow-domain <domain>', 'for repositories without a project (admins): a domain they may reach besides the org\'s policy (repeatable)', (v: string, all: string[] = []) => [...all, v])
+    .option('--forge <kind>', 'for repositories without a project (admins): github, gitlab or git (default: from each URL)')
+    .option('--forge-url <url>', 'for repositories without a project (admins): API URL of GitHub Enterprise or a self-hosted GitLab')
+    .option('--token-secret <name>', 'for repositories without a project (admins): the org secret holding the forge token to push and open pull requests with')
     .option('--json', 'print JSON: { campaign, invalid }')
     .action(async (o) => {
       if (!o.goal.trim()) throw usageError('--goal is empty: say what each task should do');
@@ -270,6 +281,9 @@ export function campaignCommands(program: Command, client: Client): void {
         ...(o.branchPrefix !== undefined && { branchPrefix: o.branchPrefix }),
         ...(o.draft && { draft: true }),
         ...(o.maxRetries !== undefined && { maxRetries: o.maxRetries }),
+        ...(o.image !== undefined && { image: o.image }),
+        ...(o.allowDomain?.length && { allowDomains: o.allowDomain }),
+        ...(forgeFlags(o) && { forge: forgeFlags(o) }),
       };
       const made = await client().request<CreatedCampaign>('POST', campaignPath(client()), body);
       if (o.json) return printJson(made);

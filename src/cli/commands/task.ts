@@ -172,6 +172,13 @@ function reportEnd(t: Task): void {
   if (t.state !== 'succeeded') process.exitCode = 1;
 }
 
+/** --forge, --forge-url and --token-secret: a one-off repository's forge (a campaign's too), or undefined. */
+export function forgeFlags(o: { forge?: string; forgeUrl?: string; tokenSecret?: string }): CreateTaskBody['forge'] {
+  if (o.forge === undefined && o.forgeUrl === undefined && o.tokenSecret === undefined) return undefined;
+  if (o.forge !== undefined && !['github', 'gitlab', 'git'].includes(o.forge)) throw usageError(`--forge is github, gitlab or git, not '${o.forge}'`);
+  return { ...(o.forge && { kind: o.forge as 'github' | 'gitlab' | 'git' }), ...(o.forgeUrl && { apiUrl: o.forgeUrl }), ...(o.tokenSecret && { tokenSecret: o.tokenSecret }) };
+}
+
 export function taskCommands(program: Command, client: Client): void {
   program
     .command('run <goal>')
@@ -185,6 +192,11 @@ export function taskCommands(program: Command, client: Client): void {
     .option('--check <cmd>', 'the command that says whether the work is done (overrides the repository\'s)')
     .option('--setup <cmd>', 'a setup command run after the repository\'s and project\'s setup (repeat for several, run in order)', (v: string, all: string[] = []) => [...all, v])
     .option('--runner-label <key=value>', "a label the runner that runs it must carry (gpu=true), repeatable; added to its project's", runnerLabel)
+    .option('--image <image>', "with --repo: the environment's image, over the repository's own")
+    .option('--allow-domain <domain>', "with --repo (admins): a domain the environment may reach besides the org's policy (repeatable)", (v: string, all: string[] = []) => [...all, v])
+    .option('--forge <kind>', 'with --repo (admins): github, gitlab or git (default: from the URL)')
+    .option('--forge-url <url>', 'with --repo (admins): API URL of GitHub Enterprise or a self-hosted GitLab')
+    .option('--token-secret <name>', 'with --repo (admins): the org secret holding the forge token to clone, push and open the pull request with')
     .option('--max-steps <n>', 'model round trips', positiveInt)
     .option('--max-tokens <n>', 'input + output tokens', positiveInt)
     .option('--max-cost <usd>', 'dollars', positive)
@@ -196,6 +208,7 @@ export function taskCommands(program: Command, client: Client): void {
       if (Boolean(o.project) === Boolean(o.repo)) throw usageError('say where to work: --project NAME or --repo URL|PATH');
       if (o.agent && o.agent !== 'builtin' && o.agent !== 'command') throw usageError('--agent is builtin or command');
       if (o.command && !o.agent) o.agent = 'command';
+      if (o.project && (o.image !== undefined || o.allowDomain || forgeFlags(o))) throw usageError("--image, --allow-domain, --forge, --forge-url and --token-secret are a one-off task's (--repo): a project's tasks take them from its settings (berth project update)");
       let repo: string | undefined = o.repo;
       // A local path is sent absolute: the server resolves nothing against the caller's directory.
       if (repo && !/^[a-z][a-z0-9+.-]*:\/\//i.test(repo)) {
@@ -220,6 +233,9 @@ export function taskCommands(program: Command, client: Client): void {
         check: o.check,
         setup: o.setup,
         runnerLabels: o.runnerLabel,
+        image: o.image,
+        allowDomains: o.allowDomain,
+        forge: forgeFlags(o),
         budget: Object.keys(budget).length ? budget : undefined,
         trigger: 'cli',
       };

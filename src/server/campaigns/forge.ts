@@ -166,7 +166,7 @@ export class CampaignForge {
     let q = this.#db.selectFrom('campaign_targets').selectAll().where('campaign_id', '=', c.id).where(openOnForge);
     if (staleMs > 0) q = q.where((eb) => eb.or([eb('refreshed_at', 'is', null), eb('refreshed_at', '<', new Date(this.#now().getTime() - staleMs))]));
     const targets = await q.orderBy(sql`refreshed_at asc nulls first`).orderBy('seq').limit(limit).execute();
-    const forges = new ForgeCache(this.#db, this.#secrets, c.org_id);
+    const forges = new ForgeCache(this.#db, this.#secrets, c.org_id, c.settings.forge);
     let read = 0;
     let freed = false;
     for (const t of targets) {
@@ -240,7 +240,7 @@ export class CampaignForge {
       .orderBy('campaign_targets.seq')
       .execute();
     const result: ApproveResult = { approved: [], skipped: [] };
-    const forges = new ForgeCache(this.#db, this.#secrets, c.org_id);
+    const forges = new ForgeCache(this.#db, this.#secrets, c.org_id, c.settings.forge);
     let rateLimited: string | null = null;
     for (const t of targets) {
       const cr = t.change_request!;
@@ -314,12 +314,15 @@ class ForgeCache {
   readonly #db: Db;
   readonly #secrets: SecretService;
   readonly #orgId: string;
+  /** The campaign's forge for repositories without a project (their transient project's). */
+  readonly #oneOff: ForgeSettings | undefined;
   readonly #projects = new Map<string, Promise<{ settings: ForgeSettings; auth: ForgeAuth }>>();
 
-  constructor(db: Db, secrets: SecretService, orgId: string) {
+  constructor(db: Db, secrets: SecretService, orgId: string, oneOff: ForgeSettings | undefined) {
     this.#db = db;
     this.#secrets = secrets;
     this.#orgId = orgId;
+    this.#oneOff = oneOff;
   }
 
   async reviewer(t: CampaignTargetRow): Promise<ChangeRequestReviewer | null> {
@@ -335,10 +338,10 @@ class ForgeCache {
 
   async #load(projectId: string | null): Promise<{ settings: ForgeSettings; auth: ForgeAuth }> {
     const project = projectId ? await this.#db.selectFrom('projects').select('settings').where('id', '=', projectId).where('org_id', '=', this.#orgId).executeTakeFirst() : undefined;
-    const settings: ForgeSettings = project?.settings.forge ?? {};
+    const settings: ForgeSettings = project?.settings.forge ?? (projectId ? undefined : this.#oneOff) ?? {};
     const secret = async (name: string) => {
       const value = await this.#secrets.forgeSecret(this.#orgId, projectId, name);
-      if (value === null) throw new BerthError('invalid', `the project's forge settings name secret '${name}', which does not exist: \`berth secret set ${name}\``);
+      if (value === null) throw new BerthError('invalid', `${projectId ? "the project's forge settings name" : "the campaign's forge settings name"} secret '${name}', which does not exist: \`berth secret set ${name}\``);
       return value;
     };
     const auth: ForgeAuth = settings.app ? { app: { appId: settings.app.appId, installationId: settings.app.installationId, privateKey: await secret(settings.app.privateKeySecret) } } : settings.tokenSecret ? { token: await secret(settings.tokenSecret) } : null;

@@ -258,6 +258,10 @@ export class CampaignScheduler {
       ...(s.setup?.length && { setup: s.setup }),
       ...(s.budget && { budget: s.budget }),
       ...(root?.branch && { baseBranch: root.branch }),
+      // A repository without a project: the campaign's settings are its transient project's.
+      ...(!t.project_id && s.image !== undefined && { image: s.image }),
+      ...(!t.project_id && s.allowDomains !== undefined && { allowDomains: s.allowDomains }),
+      ...(!t.project_id && s.forge !== undefined && { forge: s.forge }),
     };
     const task = await this.#tasks.create(scope, body, {
       trigger: 'campaign',

@@ -8,6 +8,8 @@ import type { z } from 'zod';
 import type { Campaign, CampaignDetail, CampaignSettings, CampaignTarget, CreatedCampaign, FailureGroup, InvalidLine, TargetCounts } from '../../shared/api-campaigns.ts';
 import { CreateCampaignBody, ListTargetsQuery, TARGET_STATES } from '../../shared/api-campaigns.ts';
 import { conflict, notFound } from '../../shared/errors.ts';
+import { checkOneOff } from '../tasks/one-off.ts';
+import type { SecretService } from '../secrets/service.ts';
 import { newId } from '../../shared/ids.ts';
 import { parseRepoUrl, type RepoAccess } from '../../forges/index.ts';
 import { atLeast, forbidden, type Scope } from '../authz.ts';
@@ -28,13 +30,15 @@ export class CampaignService {
   readonly #db: Db;
   readonly #tasks: TaskService;
   readonly #repos: RepoAccess;
+  readonly #secrets: SecretService;
   readonly #now: () => Date;
   signals: CampaignSignals = { wake: () => {} };
 
-  constructor(o: { db: Db; tasks: TaskService; repos: RepoAccess; now?: () => Date }) {
+  constructor(o: { db: Db; tasks: TaskService; repos: RepoAccess; secrets: SecretService; now?: () => Date }) {
     this.#db = o.db;
     this.#tasks = o.tasks;
     this.#repos = o.repos;
+    this.#secrets = o.secrets;
     this.#now = o.now ?? (() => new Date());
   }
 
@@ -49,6 +53,8 @@ export class CampaignService {
     const projects = await this.#db.selectFrom('projects').select(['id', 'name', 'repo_url']).where('org_id', '=', scope.orgId).where('archived_at', 'is', null).where('repo_url', 'is not', null).execute();
     const byKey = new Map(projects.map((p) => [repoKey(p.repo_url!), p]));
     const admin = atLeast(scope.role, 'admin');
+    // The transient project of a repository without one: only an admin's campaign has such repositories.
+    const oneOff = await this.#checkOneOff(scope, input);
     const targets: { line: number; repo: string; key: string; projectId: string | null }[] = [];
     // The address rules are a host's (a DNS lookup each): asked once per host, not once per line
     // of a 10,000-line list; each line's own form is still checked (parseRepoUrl).
@@ -90,6 +96,7 @@ export class CampaignService {
       ...(input.check && { check: input.check }),
       ...(input.setup?.length && { setup: input.setup }),
       ...(input.budget && { budget: input.budget }),
+      ...oneOff,
       concurrency: input.concurrency,
       maxOpenPrs: input.maxOpenPrs,
       forgeRate: input.forgeRate,
@@ -114,6 +121,16 @@ export class CampaignService {
     });
     this.signals.wake();
     return { campaign: await this.#view(await this.#get(scope.orgId, id)), invalid };
+  }
+
+  /** The settings a repository without a project gets (checked again as each of its tasks is made). */
+  async #checkOneOff(scope: Scope, input: z.output<typeof CreateCampaignBody>): Promise<Pick<CampaignSettings, 'image' | 'allowDomains' | 'forge'>> {
+    const given = (['image', 'allowDomains', 'forge'] as const).filter((k) => input[k] !== undefined);
+    if (!given.length) return {};
+    if (!atLeast(scope.role, 'admin')) {
+      throw forbidden(`${given.join(', ')} ${given.length > 1 ? 'set up' : 'sets up'} repositories without a project, which only an admin's campaign may name: a member's campaign runs over projects' repositories, with their projects' settings`);
+    }
+    return (await checkOneOff(scope, this.#secrets, input)) ?? {};
   }
 
   async list(scope: Scope): Promise<Campaign[]> {

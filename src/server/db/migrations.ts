@@ -721,4 +721,14 @@ export const migrations: Record<string, Migration> = {
         execute function berth_task_queue_changed()`.execute(db);
     },
   },
+  '0027_one_off_settings': {
+    async up(db) {
+      // A one-off task's transient project (a campaign's repository without a project): the
+      // image, the egress domains added to the org's and the org secret holding the forge token.
+      await db.schema.alterTable('tasks').addColumn('one_off', 'jsonb').execute();
+      // Secrets named as forge tokens are the host's only, never an environment's variable: the
+      // names one-off tasks use are asked per org whenever a project's secrets are read.
+      await sql`create index tasks_one_off_token on tasks (org_id, (one_off->'forge'->>'tokenSecret')) where one_off->'forge' ? 'tokenSecret'`.execute(db);
+    },
+  },
 };

@@ -3,6 +3,7 @@ import type { EnvironmentState } from '../../shared/environment.ts';
 import type { PrebuildSettings } from '../../shared/prebuilds.ts';
 import type { CacheKind } from '../../shared/caches.ts';
 import type { ForgeSettings } from '../../forges/index.ts';
+import type { OneOffForge } from '../../shared/api-tasks.ts';
 import type { ProjectWorkSettings } from '../tasks/repo-config.ts';
 import type { RunnerReport } from '../../shared/api-runners.ts';
 import type { MirrorMap } from '../policy/mirrors.ts';
@@ -263,6 +264,15 @@ export interface TaskTable {
   work_branch: ColumnType<string | null, string | null | undefined, string | null>;
   /** The attempt it retries: a push that attempt made before it was stopped is adopted (tasks/pipeline.ts). */
   retries_task_id: ColumnType<string | null, string | null | undefined, string | null>;
+  /** A one-off task's own settings, what a project's would give it (a transient project): image, egress domains, forge token. */
+  one_off: ColumnType<OneOffSettings | null, string | null | undefined, string | null>;
+}
+
+/** A one-off task's transient project (CreateTaskBody's image, allowDomains, forge), as stored. */
+export interface OneOffSettings {
+  image?: string;
+  allowDomains?: string[];
+  forge?: OneOffForge;
 }
 
 /**

@@ -119,7 +119,7 @@ export class EnvironmentService {
    * @param opts.runnerId the runner it must go to (a task's: the runner that claimed it); else placement chooses.
    * @param opts.pool a warm pool's (prebuilds/warm-pool.ts): nobody's until a task claims it.
    */
-  async create(scope: Scope, body: CreateEnvironmentBody, opts: { mayWiden?: boolean; hostPaths?: boolean; role?: Role; runnerId?: string | undefined; seed?: Seed | undefined; snapshotId?: string | undefined; pool?: { projectId: string; prebuildId: string } | undefined } = {}): Promise<Environment> {
+  async create(scope: Scope, body: CreateEnvironmentBody, opts: { mayWiden?: boolean; hostPaths?: boolean; role?: Role; presets?: string[]; runnerId?: string | undefined; seed?: Seed | undefined; snapshotId?: string | undefined; pool?: { projectId: string; prebuildId: string } | undefined } = {}): Promise<Environment> {
     const { orgId } = scope;
     // Everything that can be refused is checked before anything is written.
     const limits = limitsFrom(body, this.#hostCpus);
@@ -175,7 +175,7 @@ export class EnvironmentService {
       throw err;
     }
     // Recorded with the creator's role: a member may not later undo an admin's list (policy/service.ts).
-    if (allowDomains) await storeEnvironmentAllowList(this.#db, orgId, id, allowDomains, 'environment.create', opts.role ?? (opts.mayWiden ? 'admin' : 'member'));
+    if (allowDomains) await storeEnvironmentAllowList(this.#db, orgId, id, allowDomains, 'environment.create', opts.role ?? (opts.mayWiden ? 'admin' : 'member'), opts.presets ?? null);
     for (const listener of this.#onCreated) await listener({ id, orgId, projectId, ownPolicy: Boolean(allowDomains) });
     return this.#withLock(id, async () => {
       const row = await this.#get(orgId, id);

@@ -378,9 +378,19 @@ export async function checkCreateAllowList(db: Db, orgId: string, projectId: str
   return list;
 }
 
-/** Stores the environment's own allow list (from create), with the role of who made it. */
-export async function storeEnvironmentAllowList(db: Db, orgId: string, environmentId: string, domains: string[], actor: string, role: Role): Promise<void> {
-  await writePolicy(db, { orgId, kind: 'environment', scopeId: environmentId, fields: { ...EMPTY_FIELDS, allowDomains: domains }, actor, role });
+/**
+ * A one-off task's environment's allow list: the org's (its domains and presets, as they are
+ * now) with the task's own domains added, as a project's work.allowDomains add to its project's.
+ * The environment's own list replaces what it inherits, so it carries the org's along.
+ */
+export async function oneOffAllowList(db: Db, orgId: string, extra: readonly string[]): Promise<{ allowDomains: string[]; presets: string[] }> {
+  const org = resolvePolicy(await inheritedLayers(db, orgId, null, null));
+  return { allowDomains: [...new Set([...org.allowDomains, ...checkDomains(extra)])], presets: org.presets };
+}
+
+/** Stores the environment's own allow list (from create), with the role of who made it; `presets` kept beside it (a one-off task's). */
+export async function storeEnvironmentAllowList(db: Db, orgId: string, environmentId: string, domains: string[], actor: string, role: Role, presets: string[] | null = null): Promise<void> {
+  await writePolicy(db, { orgId, kind: 'environment', scopeId: environmentId, fields: { ...EMPTY_FIELDS, allowDomains: domains, presets }, actor, role });
 }
 
 function checkPatch(patch: PolicyPatch): PolicyPatch {

@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import { Transform } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { invalid, notFound } from '../../shared/errors.ts';
@@ -175,6 +176,16 @@ export class SecretService {
     // A model key (`berth model set --key-secret`) is Berth's to use on the host, like forge
     // credentials: in an environment it would bypass the gateway's per-task token and budget.
     for (const { key_secret } of await this.#db.selectFrom('models').select('key_secret').where('org_id', '=', orgId).execute()) names.add(key_secret);
+    // A one-off task's forge token (its transient project's, a campaign's for repositories without a project).
+    const oneOff = await this.#db
+      .selectFrom('tasks')
+      .select(sql<string>`one_off->'forge'->>'tokenSecret'`.as('name'))
+      .distinct()
+      .where('org_id', '=', orgId)
+      .where(sql<boolean>`one_off->'forge' ? 'tokenSecret'`)
+      .execute();
+    for (const { name } of oneOff) names.add(name);
+    for (const { settings } of await this.#db.selectFrom('campaigns').select('settings').where('org_id', '=', orgId).execute()) if (settings.forge?.tokenSecret) names.add(settings.forge.tokenSecret);
     return names;
   }
 

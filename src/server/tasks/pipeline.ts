@@ -13,6 +13,7 @@ import { Redactor } from '../../shared/redact.ts';
 import type { AuditLog } from '../audit/index.ts';
 import type { Db, ProjectRow, TaskRow, TaskUpdate } from '../db/index.ts';
 import { assertOwnRepository } from './own-repo.ts';
+import { oneOffAllowList } from '../policy/index.ts';
 import type { EnvironmentService } from '../environments/service.ts';
 import type { SecretService } from '../secrets/service.ts';
 import type { TaskEvents } from './events.ts';
@@ -228,7 +229,8 @@ export class TaskRun {
 
     // Clone on the host: the forge's credentials stay here, never in the sandbox.
     await this.#step('cloning', `cloning ${task.repo_url}`);
-    const forgeSettings: ForgeSettings = project?.settings.forge ?? {};
+    // A one-off task's transient project names its forge token as a project's settings would.
+    const forgeSettings: ForgeSettings = project?.settings.forge ?? task.one_off?.forge ?? {};
     // Before anything reaches the forge (an App's token comes from its API).
     const reach = await this.#reach(forgeSettings, project);
     const forge = forgeFor(task.repo_url, forgeSettings, await this.#forgeAuth(forgeSettings), await this.#deployKey(forgeSettings));
@@ -255,7 +257,7 @@ export class TaskRun {
       return;
     }
 
-    const spec = mergeSpec(await readRepoSpec(repoDir), project?.settings.work ?? {});
+    const spec = mergeSpec(await readRepoSpec(repoDir), project?.settings.work ?? (task.one_off?.image ? { image: task.one_off.image } : {}));
     if (task.check_command) spec.check = task.check_command;
     // What a prebuild of the project did: the repository's and the project's setup, not the task's.
     const projectSetup = spec.setup;
@@ -660,7 +662,10 @@ export class TaskRun {
     await this.#d.environments.remove(this.#scope, name).catch(() => {});
     // Made as the task, so it is the task's to use and its owner's (ownership.ts); on the runner
     // that claimed the task: its worker counts the task against that runner's concurrency.
-    const created = await this.#d.environments.create(this.#scope, workEnvironmentBody(spec, { name, project }), { runnerId: task.runner_id ?? undefined });
+    // A one-off task's extra domains were an admin's to give (tasks/service.ts): added to the org's allow list as it is now.
+    const extra = !task.project_id && task.one_off?.allowDomains?.length ? await oneOffAllowList(this.#d.db, task.org_id, task.one_off.allowDomains) : null;
+    const body = { ...workEnvironmentBody(spec, { name, project }), ...(extra && { allowDomains: extra.allowDomains }) };
+    const created = await this.#d.environments.create(this.#scope, body, { runnerId: task.runner_id ?? undefined, ...(extra && { mayWiden: true, role: 'admin' as const, presets: extra.presets }) });
     this.#environmentId = created.id;
     await this.#update({ environment_id: created.id });
     await this.#emit({ type: 'log', level: 'info', message: `environment ${created.name} (${created.id}) is running` });
@@ -806,7 +811,7 @@ export class TaskRun {
   async #forgeAuth(settings: ForgeSettings): Promise<ForgeAuth> {
     const byName = async (name: string) => {
       const found = (await this.#d.secrets.forgeSecret(this.#task.org_id, this.#task.project_id, name)) ?? null;
-      if (found === null) throw new TaskEnd('failed', `the project's forge settings name secret '${name}', which does not exist: \`berth secret set ${name}\``);
+      if (found === null) throw new TaskEnd('failed', `${this.#task.project_id ? "the project's forge settings name" : "the task's forge settings name"} secret '${name}', which does not exist: \`berth secret set ${name}\``);
       return found;
     };
     if (settings.app) return { app: { appId: settings.app.appId, installationId: settings.app.installationId, privateKey: await byName(settings.app.privateKeySecret) } };

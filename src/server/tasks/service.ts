@@ -9,6 +9,7 @@ import { FINAL_TASK_STATES, type TaskBudget, type TaskState } from '../../shared
 import { formatDuration, MAX_TIMEOUT_MS, parseDuration, parseSize } from '../../shared/units.ts';
 import { forgeFor, mergeBranch, type ForgeSettings, type RepoAccess } from '../../forges/index.ts';
 import { assertOwnRepository } from './own-repo.ts';
+import { checkOneOff } from './one-off.ts';
 import { assertNotArchived, liveProject } from '../projects.ts';
 import type { Scope } from '../authz.ts';
 import { assertTaskAccess, ownerIdOf, type Ownership } from '../ownership.ts';
@@ -91,6 +92,7 @@ const LIST_COLUMNS = [
   'tasks.continues_task_id',
   'tasks.work_branch',
   'tasks.retries_task_id',
+  'tasks.one_off',
   'tasks.reply_to',
   'tasks.replied_state',
   'tasks.trigger_key',
@@ -157,6 +159,7 @@ export class TaskService {
     } else {
       repo = await this.#repos.name(body.repo!, scope.caller);
     }
+    const oneOff = await checkOneOff(scope, this.#secrets, { image: body.image, allowDomains: body.allowDomains, forge: body.forge });
     const agent = body.agent ?? project?.settings.agent?.kind ?? 'builtin';
     const command = body.command ?? project?.settings.agent?.command ?? null;
     if (agent === 'command' && !command) throw invalid('agent "command" needs a command: pass --command', 'command');
@@ -202,6 +205,7 @@ export class TaskService {
         trigger_key: origin?.key ?? null,
         work_branch: origin?.workBranch ?? null,
         retries_task_id: origin?.retriesTaskId ?? null,
+        one_off: oneOff ? JSON.stringify(oneOff) : null,
       })
       .returningAll()
       .executeTakeFirstOrThrow();
@@ -216,6 +220,8 @@ export class TaskService {
     // A one-off repository is named again by whoever retries: a path stays an instance administrator's.
     if (!row.project_id) await this.#repos.name(row.repo_url, scope.caller);
     else assertNotArchived(await this.#db.selectFrom('projects').select(['name', 'archived_at']).where('id', '=', row.project_id).executeTakeFirst(), 'a retry');
+    // So is what its transient project widens or sends: an admin's, today.
+    await checkOneOff(scope, this.#secrets, row.one_off ?? {});
     const fresh = newId('task');
     const copy = await this.#db
       .insertInto('tasks')
@@ -246,6 +252,7 @@ export class TaskService {
         work_branch: row.work_branch,
         // Stopped after it pushed (a restart): the retry adopts that push instead of making another.
         retries_task_id: row.id,
+        one_off: row.one_off ? JSON.stringify(row.one_off) : null,
         created_by: scope.actor,
         // Its creator's (an org token's maker), and so is the environment it makes (ownership.ts).
         owner_id: ownerIdOf(scope),
@@ -339,7 +346,7 @@ export class TaskService {
       throw conflict(`task ${id} is not green: ${red}. Nothing was merged. Look at \`berth task diff ${id}\` and \`berth task logs ${id}\`; to merge it anyway, \`berth task approve ${id} --force\` (on record in the audit log)`);
     }
     const reach = await this.#repos.reach(row.repo_url);
-    const settings: ForgeSettings = project?.settings.forge ?? {};
+    const settings: ForgeSettings = project?.settings.forge ?? row.one_off?.forge ?? {};
     const token = settings.tokenSecret ? await this.#secrets.forgeSecret(row.org_id, row.project_id, settings.tokenSecret) : null;
     const deployKey = settings.deployKeySecret ? await this.#secrets.forgeSecret(row.org_id, row.project_id, settings.deployKeySecret) : null;
     const credentials = await forgeFor(row.repo_url, settings, token ? { token } : null, deployKey).gitCredentials();
@@ -438,6 +445,7 @@ export class TaskService {
       changeRequest: r.change_request,
       checksPassed: r.checks_passed,
       setup: r.setup_commands ?? [],
+      oneOff: r.one_off,
       runnerLabels: r.runner_labels ?? {},
       runnerId: r.runner_id,
       attempts: r.attempts ?? 0,

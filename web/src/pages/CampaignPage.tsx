@@ -104,6 +104,9 @@ export default function CampaignPage({ id }: { id: string }) {
           <div><dt>Max open PRs</dt><dd>{s.maxOpenPrs}</dd></div>
           <div><dt>Forge rate</dt><dd>{s.forgeRate}</dd></div>
           <div className="wide"><dt>Branch</dt><dd><code>{c.branch}</code>{s.draft && <span className="muted"> (drafts)</span>}</dd></div>
+          {s.image && <div><dt>Image</dt><dd><code>{s.image}</code> <span className="muted">without a project</span></dd></div>}
+          {s.allowDomains?.length ? <div className="wide"><dt>Also allowed</dt><dd><code>{s.allowDomains.join(' ')}</code> <span className="muted">without a project</span></dd></div> : null}
+          {s.forge && <div className="wide"><dt>Forge</dt><dd>{[s.forge.kind, s.forge.apiUrl].filter(Boolean).join(' ') || 'from each URL'}{s.forge.tokenSecret && <>, token from secret <code>{s.forge.tokenSecret}</code></>} <span className="muted">without a project</span></dd></div>}
           <div><dt>Run</dt><dd>{c.run}</dd></div>
           <div><dt>Created</dt><dd><time dateTime={c.createdAt} title={c.createdAt}>{ago(c.createdAt)}</time> <span className="muted">by {c.createdBy}</span></dd></div>
           <div><dt>Finished</dt><dd>{c.finishedAt ? <time dateTime={c.finishedAt} title={c.finishedAt}>{ago(c.finishedAt)}</time> : '—'}</dd></div>

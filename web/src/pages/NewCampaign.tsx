@@ -5,7 +5,7 @@
 // left out (kept for it in this tab, as the API answers them only once).
 import { useState, type FormEvent } from 'react';
 import type { CreatedCampaign, InvalidLine } from '../../../src/shared/api-campaigns.ts';
-import { api, ApiError, orgPath } from '../api.ts';
+import { api, ApiError, can, orgPath } from '../api.ts';
 import { navigate } from '../router.tsx';
 import { useSession } from '../session.ts';
 import { ErrorNote, Field, ListTable } from './common.tsx';
@@ -13,6 +13,7 @@ import { ErrorNote, Field, ListTable } from './common.tsx';
 const EMPTY = {
   name: '', goal: '', source: 'list' as 'list' | 'query', repos: '', orgQuery: '', agent: 'builtin' as 'builtin' | 'command', command: '', check: '', setup: '',
   concurrency: '20', maxOpenPrs: '100', forgeRate: '1/s', branchPrefix: '', draft: false, maxRetries: '2',
+  image: '', allowDomains: '', forgeKind: '' as '' | 'github' | 'gitlab' | 'git', forgeUrl: '', tokenSecret: '',
 };
 type Form = typeof EMPTY;
 
@@ -32,6 +33,8 @@ export default function NewCampaign({ onCancel }: { onCancel: () => void }) {
     const text = (s: string) => s.trim() || undefined;
     const count = (s: string) => (s.trim() ? Number(s) : undefined);
     const setup = f.setup.split('\n').map((l) => l.trim()).filter(Boolean);
+    const domains = f.allowDomains.split(/[\s,]+/).filter(Boolean);
+    const forge = { ...(f.forgeKind && { kind: f.forgeKind }), ...(text(f.forgeUrl) && { apiUrl: text(f.forgeUrl) }), ...(text(f.tokenSecret) && { tokenSecret: text(f.tokenSecret) }) };
     try {
       const made = await api<CreatedCampaign>('POST', orgPath(org.name, 'campaigns'), {
         name: f.name.trim(),
@@ -47,6 +50,9 @@ export default function NewCampaign({ onCancel }: { onCancel: () => void }) {
         branchPrefix: text(f.branchPrefix),
         draft: f.draft,
         maxRetries: count(f.maxRetries),
+        image: text(f.image),
+        allowDomains: domains.length ? domains : undefined,
+        forge: Object.keys(forge).length ? forge : undefined,
       });
       const { campaign: c, invalid } = made;
       if (invalid.length) keepLeftOut(c.id, invalid);
@@ -129,6 +135,37 @@ export default function NewCampaign({ onCancel }: { onCancel: () => void }) {
           <label className="check"><input type="checkbox" checked={f.draft} onChange={(e) => put({ draft: e.target.checked })} /> Open pull requests as drafts</label>
         </div>
       </fieldset>
+      {/* A member's campaign runs over projects' repositories only: these are an admin's. */}
+      {can.approve(org.role) && (
+        <fieldset>
+          <legend>Repositories without a project</legend>
+          <p className="hint">What a project's settings would give them; repositories of a project use their project's.</p>
+          <div className="row">
+            <Field id="campaign-image" label="Image" hint="Over the repository's berth.yaml or devcontainer.json.">
+              <input id="campaign-image" value={f.image} onChange={set('image')} placeholder="default" aria-invalid={invalid('image')} />
+            </Field>
+            <Field id="campaign-token-secret" label="Forge token secret" hint="The org secret to push and open pull requests with.">
+              <input id="campaign-token-secret" value={f.tokenSecret} onChange={set('tokenSecret')} placeholder="GITHUB_TOKEN" className="mono" aria-invalid={invalid('forge')} />
+            </Field>
+          </div>
+          <div className="row">
+            <Field id="campaign-forge-kind" label="Forge">
+              <select id="campaign-forge-kind" value={f.forgeKind} onChange={set('forgeKind')}>
+                <option value="">from each URL</option>
+                <option value="github">GitHub</option>
+                <option value="gitlab">GitLab</option>
+                <option value="git">plain git</option>
+              </select>
+            </Field>
+            <Field id="campaign-forge-url" label="Forge API URL" hint="GitHub Enterprise or a self-hosted GitLab.">
+              <input id="campaign-forge-url" value={f.forgeUrl} onChange={set('forgeUrl')} placeholder="https://github.example.com/api/v3" aria-invalid={invalid('forge')} />
+            </Field>
+          </div>
+          <Field id="campaign-allow-domains" label="Also allowed domains" hint="Reached besides the org's egress policy; separate with spaces or commas.">
+            <input id="campaign-allow-domains" value={f.allowDomains} onChange={set('allowDomains')} placeholder="registry.example.com *.pkg.example.com" aria-invalid={invalid('allowDomains')} />
+          </Field>
+        </fieldset>
+      )}
       <ErrorNote error={error} />
       <div className="row">
         <button type="submit" className="primary" disabled={busy}>{busy ? 'Starting…' : 'Start campaign'}</button>
