@@ -181,3 +181,31 @@ describe("a campaign's repositories without a project", () => {
     assert.equal(reads.length, 2);
   });
 });
+
+describe('the CLI', () => {
+  test('campaign create and run take --image, --allow-domain, --forge, --forge-url and --token-secret; show says them', async () => {
+    await github.createRepo('acme/cli-0', { 'a.txt': 'a\n' });
+    const repo = github.repoUrl('acme/cli-0');
+    const flags = ['--image', TOOLS, '--allow-domain', 'registry.example.com', '--allow-domain', 'cdn.example.com', '--forge', 'github', '--forge-url', github.apiUrl, '--token-secret', 'CAMPAIGN_GH'];
+    const made = await t.cli(['campaign', 'create', '--name', 'cli-transient', '--goal', 'bump', '--repo', repo, '--agent', 'command', '--command', 'echo bumped >> a.txt', '--forge-rate', '20/s', ...flags]);
+    assert.equal(made.code, 0, made.stderr);
+    const shown = await t.cli(['campaign', 'show', 'cli-transient']);
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.match(shown.stdout, new RegExp(`no proj\\. +image ${TOOLS}; also reach registry\\.example\\.com, cdn\\.example\\.com; forge github ${github.apiUrl.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}, token from secret CAMPAIGN_GH`));
+
+    const run = await t.cli(['run', 'bump again', '--repo', repo, '--agent', 'command', '--command', 'true', '--detach', '--json', ...flags]);
+    assert.equal(run.code, 0, run.stderr);
+    const task = JSON.parse(run.stdout);
+    assert.deepEqual(task.oneOff, { image: TOOLS, allowDomains: ['registry.example.com', 'cdn.example.com'], forge: { kind: 'github', apiUrl: github.apiUrl, tokenSecret: 'CAMPAIGN_GH' } });
+    const show = await t.cli(['task', 'show', task.id]);
+    assert.match(show.stdout, /one-off +image acme\/tools:1; also reaches registry\.example\.com, cdn\.example\.com; forge github/);
+    await t.api('POST', `/api/orgs/default/tasks/${task.id}/cancel`, {});
+
+    const wrong = await t.cli(['run', 'x', '--project', 'other', '--image', TOOLS]);
+    assert.equal(wrong.code, 2, wrong.stderr);
+    assert.match(wrong.stderr, /a one-off task's \(--repo\)/);
+    const badForge = await t.cli(['run', 'x', '--repo', repo, '--forge', 'bitbucket']);
+    assert.notEqual(badForge.code, 0);
+    assert.match(badForge.stderr, /--forge is github, gitlab or git, not 'bitbucket'/);
+  });
+});

@@ -114,6 +114,11 @@ export async function followTask(client: ApiClient, id: string, onEvent: (e: Tas
   }
 }
 
+function oneOffText(o: NonNullable<Task['oneOff']>): string {
+  const forge = o.forge && `forge ${[o.forge.kind, o.forge.apiUrl].filter(Boolean).join(' ') || 'from the URL'}${o.forge.tokenSecret ? `, token from secret ${o.forge.tokenSecret}` : ''}`;
+  return [o.image && `image ${o.image}`, o.allowDomains?.length && `also reaches ${o.allowDomains.join(', ')}`, forge].filter(Boolean).join('; ');
+}
+
 function printTask(t: Task): void {
   const rows: [string, string][] = [
     ['id', t.id],
@@ -123,6 +128,8 @@ function printTask(t: Task): void {
     ['repository', `${t.repo}${t.baseBranch ? ` @ ${t.baseBranch}` : ''}${t.project ? ` (project ${t.project})` : ''}`],
     ['agent', taskModelText(t)],
     ['environment', t.environmentId ?? '-'],
+    // A one-off task's transient project (older servers leave it out).
+    ...(t.oneOff ? [['one-off', oneOffText(t.oneOff)] as [string, string]] : []),
     // Where it runs, and whether it had to start over elsewhere (older servers leave these out).
     ...(t.runnerId !== undefined ? [['runner', `${t.runnerId ?? '-'}${Object.keys(t.runnerLabels ?? {}).length ? ` (asks for ${labelsText(t.runnerLabels)})` : ''}${t.attempts ? `, started over ${t.attempts} time(s) after a runner went offline` : ''}`] as [string, string]] : []),
     ['branch', t.branch ?? '-'],
