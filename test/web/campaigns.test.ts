@@ -269,6 +269,9 @@ for (const { name: browser, skip } of testBrowsers()) describe(`campaigns in ${B
     await typeInto(form.getByLabel('Check', { exact: true }), CHECK);
     await typeInto(form.getByLabel('Concurrency'), '2');
     await typeInto(form.getByLabel('Forge rate'), '100/s');
+    // An admin's: what these repositories without a project run with (their transient project).
+    await typeInto(form.getByLabel('Image'), 'default');
+    await typeInto(form.getByLabel('Also allowed domains'), 'registry.example.com, cdn.example.com');
     assert.deepEqual(await violations(page), []);
 
     // No line of the list can be used: refused, the line named, nothing made, the form as it was.
@@ -287,6 +290,9 @@ for (const { name: browser, skip } of testBrowsers()) describe(`campaigns in ${B
     assert.ok(made);
     assert.equal(c.total, 3);
     assert.equal(new URL(page.url()).pathname, `/campaigns/${c.id}`);
+    const settings = (await show(name)).settings as { image?: string; allowDomains?: string[] };
+    assert.deepEqual([settings.image, settings.allowDomains], ['default', ['registry.example.com', 'cdn.example.com']]);
+    await page.getByRole('region', { name: 'Settings' }).getByText('registry.example.com cdn.example.com').waitFor();
     const leftOut = page.getByRole('region', { name: 'Lines left out of the list' });
     await leftOut.getByText('1 line of the repository list named no repository').waitFor();
     assert.match(await leftOut.getByRole('row').nth(1).innerText(), /^3\s+not a repository\s+not a repository URL/);
