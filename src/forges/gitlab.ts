@@ -89,18 +89,37 @@ export function gitlabForge(o: { location: Extract<RepoLocation, { kind: 'http' 
 
     async findChangeRequest(o: { head: string; base: string }): Promise<ChangeRequest | null> {
       if (!token) return null;
-      const doing = `listing the merge requests from ${o.head} on ${projectPath}`;
+      const doing = `listing the merge requests from ${o.head} into ${o.base} on ${projectPath}`;
+      const redactor = new Redactor([{ name: 'token', value: token }]);
+      // Only an open one is what a create's 409 meant; GitLab lists every state unless asked.
       const query = new URLSearchParams({ source_branch: o.head, target_branch: o.base, state: 'opened' });
       let response: Response;
       try {
         response = await hostFetch(`${apiUrl}/projects/${encodeURIComponent(projectPath)}/merge_requests?${query}`, { headers: { 'private-token': token, accept: 'application/json', 'user-agent': 'berth' }, signal: AbortSignal.timeout(API_TIMEOUT_MS) });
       } catch (e) {
-        throw unavailable(`${doing}: GitLab could not be reached at ${apiUrl} (${e instanceof Error ? e.message : String(e)}): try again later`);
+        throw unavailable(`${doing}: GitLab could not be reached at ${apiUrl} (${redactor.redact(e instanceof Error ? (e.cause instanceof Error ? e.cause.message : e.message) : String(e))}): try again later`);
       }
-      if (!response.ok) throw unavailable(`${doing}: GitLab answered ${response.status}: try again later`);
-      const found = ((await response.json().catch(() => null)) as { iid?: unknown; web_url?: unknown; draft?: unknown }[] | null)?.[0];
-      if (typeof found?.iid !== 'number') return null;
-      return { kind: 'merge_request', url: typeof found.web_url === 'string' ? found.web_url : null, number: found.iid, draft: found.draft === true };
+      const text = await response.text();
+      let data: unknown = null;
+      try {
+        data = JSON.parse(text);
+      } catch {
+        // not JSON: a proxy's error page, say
+      }
+      if (!response.ok) {
+        const said = redactor.redact(gitlabMessage(data) ?? text.slice(0, 200));
+        if (response.status === 401) throw invalid(`${doing}: GitLab refused the token (${said}): ${tokenHint}; it needs the api scope`);
+        if (response.status === 404) throw notFound(`${doing}: GitLab has no project ${projectPath} that this token can see (${said}): check the URL and ${tokenHint.replace(/^check /, '')}`);
+        throw unavailable(`${doing}: GitLab answered ${response.status} (${said}): try again later`);
+      }
+      if (!Array.isArray(data)) return null;
+      type Listed = { iid?: unknown; web_url?: unknown; draft?: unknown; work_in_progress?: unknown; source_branch?: unknown; target_branch?: unknown; source_project_id?: unknown; target_project_id?: unknown } | null;
+      // The project's list has merge requests from forks too: a fork's branch of the same name is
+      // someone else's work. The branches are checked again for a GitLab that ignores the filters.
+      const found = (data as Listed[]).find((m) => typeof m?.iid === 'number' && m.source_branch === o.head && m.target_branch === o.base && m.source_project_id === m.target_project_id);
+      if (!found) return null;
+      const draft = typeof found.draft === 'boolean' ? found.draft : found.work_in_progress === true;
+      return { kind: 'merge_request', url: typeof found.web_url === 'string' ? found.web_url : null, number: found.iid as number, draft };
     },
   };
 }

@@ -19,6 +19,8 @@ export interface MergeRequestRecord {
   description: string | null;
   sourceBranch: string;
   targetBranch: string;
+  /** Opened from a fork: its source branch is the fork's, not this project's. */
+  fromFork: boolean;
   draft: boolean;
   webUrl: string;
   /** The token that opened it. */
@@ -86,9 +88,11 @@ export interface FakeGitLab {
   /** A note written on GitLab (not through the API: no request is recorded). */
   addNote(path: string, on: NoteRecord['on'], body: string, author: FakeGitLabUser, o?: { system?: boolean }): NoteRecord;
   /** A merge request opened on GitLab by someone (not through the API). */
-  addMergeRequest(path: string, o: { sourceBranch: string; targetBranch?: string; title: string; author: FakeGitLabUser }): MergeRequestRecord;
+  addMergeRequest(path: string, o: { sourceBranch: string; targetBranch?: string; title: string; author: FakeGitLabUser; fromFork?: boolean }): MergeRequestRecord;
   /** Changes a merge request as GitLab's web UI would: merged or closed, its pipeline's status, approvals, reviewers. */
   updateMergeRequest(path: string, iid: number, o: Partial<Pick<MergeRequestRecord, 'state' | 'pipeline' | 'approvedBy' | 'reviewers'>>): MergeRequestRecord;
+  /** The next merge request opened on `path` through the API is made, but its answer is a 502 (lost on the way). */
+  loseNextMergeRequestAnswer(path: string): void;
   mergeRequests: MergeRequestRecord[];
   issues: IssueRecord[];
   notes: NoteRecord[];
@@ -128,6 +132,7 @@ export async function startFakeGitLab(o: { tokens: string[]; root?: string }): P
   const projects = new Map<string, Project>();
   const mergeRequests: MergeRequestRecord[] = [];
   const mrAuthors = new Map<MergeRequestRecord, FakeGitLabUser>();
+  const loseMergeRequestAnswers = new Set<string>();
   const issues: IssueRecord[] = [];
   const notes: NoteRecord[] = [];
   const apiRequests: FakeGitLab['apiRequests'] = [];
@@ -271,6 +276,24 @@ export async function startFakeGitLab(o: { tokens: string[]; root?: string }): P
         return sendJson(res, 200, mr.reviewers.map((r) => ({ user: userJson(users.find((u) => u.username === r.username) ?? { id: 0, username: r.username, name: r.username }), state: r.state, created_at: AT })));
       }
     }
+    // GET /projects/:id/merge_requests: those targeting this project (from forks too), newest first, paginated.
+    if (sub === 'merge_requests' && segments.length === 3 && method === 'GET') {
+      const state = query.get('state') ?? 'all';
+      if (!['opened', 'closed', 'locked', 'merged', 'all'].includes(state)) return sendJson(res, 400, { error: 'state does not have a valid value' });
+      const source = query.get('source_branch');
+      const target = query.get('target_branch');
+      const matching = mergeRequests.filter((m) => m.project === project.path && (state === 'all' || m.state === state) && (source === null || m.sourceBranch === source) && (target === null || m.targetBranch === target));
+      const ordered = query.get('sort') === 'asc' ? matching : [...matching].reverse();
+      const perPage = Math.min(100, Math.max(1, Number(query.get('per_page') ?? 20) || 20));
+      const page = Math.max(1, Number(query.get('page') ?? 1) || 1);
+      const slice = ordered.slice((page - 1) * perPage, page * perPage);
+      const headers: Record<string, string> = { 'x-total': String(matching.length), 'x-total-pages': String(Math.max(1, Math.ceil(matching.length / perPage))), 'x-page': String(page), 'x-per-page': String(perPage) };
+      if (page * perPage < matching.length) headers['x-next-page'] = String(page + 1);
+      const bare = join(root, `${project.path}.git`);
+      const items = [];
+      for (const mr of slice) items.push(mergeRequestListJson(project, mr, mr.fromFork ? null : await refSha(bare, `refs/heads/${mr.sourceBranch}`)));
+      return sendJson(res, 200, items, headers);
+    }
     if (sub === 'merge_requests' && segments.length === 3 && method === 'POST') {
       const body = (await readJson(req)) as { source_branch?: unknown; target_branch?: unknown; title?: unknown; description?: unknown } | undefined;
       for (const field of ['source_branch', 'target_branch', 'title'] as const) {
@@ -281,9 +304,10 @@ export async function startFakeGitLab(o: { tokens: string[]; root?: string }): P
       const bare = join(root, `${project.path}.git`);
       if (!(await refSha(bare, `refs/heads/${source}`))) return sendJson(res, 422, { message: [`Source branch "${source}" does not exist`] });
       if (!(await refSha(bare, `refs/heads/${target}`))) return sendJson(res, 422, { message: [`Target branch "${target}" does not exist`] });
-      const existing = mergeRequests.find((m) => m.project === project.path && m.sourceBranch === source && m.targetBranch === target && m.state === 'opened');
+      const existing = mergeRequests.find((m) => m.project === project.path && !m.fromFork && m.sourceBranch === source && m.targetBranch === target && m.state === 'opened');
       if (existing) return sendJson(res, 409, { message: [`Another open merge request already exists for this source branch: !${existing.iid}`] });
       const mr = openMergeRequest(project, { sourceBranch: source, targetBranch: target, title: String(body!.title), description: typeof body!.description === 'string' ? body!.description : null, token, author: caller });
+      if (loseMergeRequestAnswers.delete(project.path)) return sendJson(res, 502, { message: '502 Bad Gateway' });
       return sendJson(res, 201, {
         id: 5000 + mr.iid,
         iid: mr.iid,
@@ -349,6 +373,8 @@ export async function startFakeGitLab(o: { tokens: string[]; root?: string }): P
       work_in_progress: mr.draft,
       source_branch: mr.sourceBranch,
       target_branch: mr.targetBranch,
+      source_project_id: sourceProjectId(project, mr),
+      target_project_id: project.id,
       author: userJson(author),
       web_url: mr.webUrl,
       merged_at: mr.state === 'merged' ? AT : null,
@@ -358,7 +384,64 @@ export async function startFakeGitLab(o: { tokens: string[]; root?: string }): P
     };
   }
 
-  function openMergeRequest(project: Project, o: { sourceBranch: string; targetBranch: string; title: string; description: string | null; token: string; author: FakeGitLabUser }): MergeRequestRecord {
+  /** A fork's id stands in for the fork (the fake keeps no fork projects). */
+  const sourceProjectId = (project: Project, mr: MergeRequestRecord) => (mr.fromFork ? 100_000 + project.id : project.id);
+
+  /** A merge request as GET /projects/:id/merge_requests lists it: no pipeline, the head commit as `sha`. */
+  function mergeRequestListJson(project: Project, mr: MergeRequestRecord, sha: string | null): Record<string, unknown> {
+    const author = mrAuthors.get(mr) ?? rootUser;
+    return {
+      id: 5000 + mr.iid,
+      iid: mr.iid,
+      project_id: project.id,
+      title: mr.title,
+      description: mr.description,
+      state: mr.state,
+      created_at: AT,
+      updated_at: AT,
+      merged_by: null,
+      merge_user: null,
+      merged_at: mr.state === 'merged' ? AT : null,
+      closed_by: null,
+      closed_at: mr.state === 'closed' ? AT : null,
+      target_branch: mr.targetBranch,
+      source_branch: mr.sourceBranch,
+      user_notes_count: notes.filter((n) => n.project === mr.project && n.on.type === 'MergeRequest' && n.on.iid === mr.iid && !n.system).length,
+      upvotes: 0,
+      downvotes: 0,
+      author: userJson(author),
+      assignees: [],
+      assignee: null,
+      reviewers: mr.reviewers.map((r) => userJson(users.find((u) => u.username === r.username) ?? { id: 0, username: r.username, name: r.username })),
+      source_project_id: sourceProjectId(project, mr),
+      target_project_id: project.id,
+      labels: [],
+      draft: mr.draft,
+      work_in_progress: mr.draft,
+      milestone: null,
+      merge_when_pipeline_succeeds: false,
+      merge_status: mr.state === 'opened' ? 'can_be_merged' : 'cannot_be_merged',
+      detailed_merge_status: mr.draft ? 'draft_status' : 'mergeable',
+      sha,
+      merge_commit_sha: null,
+      squash_commit_sha: null,
+      discussion_locked: null,
+      should_remove_source_branch: null,
+      force_remove_source_branch: true,
+      prepared_at: AT,
+      reference: `!${mr.iid}`,
+      references: { short: `!${mr.iid}`, relative: `!${mr.iid}`, full: `${mr.project}!${mr.iid}` },
+      web_url: mr.webUrl,
+      time_stats: { time_estimate: 0, total_time_spent: 0, human_time_estimate: null, human_total_time_spent: null },
+      squash: false,
+      squash_on_merge: false,
+      task_completion_status: { count: 0, completed_count: 0 },
+      has_conflicts: false,
+      blocking_discussions_resolved: true,
+    };
+  }
+
+  function openMergeRequest(project: Project, o: { sourceBranch: string; targetBranch: string; title: string; description: string | null; token: string; author: FakeGitLabUser; fromFork?: boolean }): MergeRequestRecord {
     const iid = mergeRequests.filter((m) => m.project === project.path).length + 1;
     const mr: MergeRequestRecord = {
       iid,
@@ -367,6 +450,7 @@ export async function startFakeGitLab(o: { tokens: string[]; root?: string }): P
       description: o.description,
       sourceBranch: o.sourceBranch,
       targetBranch: o.targetBranch,
+      fromFork: o.fromFork ?? false,
       draft: DRAFT_TITLE.test(o.title),
       webUrl: `${url}/${project.path}/-/merge_requests/${iid}`,
       token: o.token,
@@ -488,13 +572,17 @@ export async function startFakeGitLab(o: { tokens: string[]; root?: string }): P
     },
     addNote: (path, on, body, author, no = {}) => note(path, on, body, author, no.system ?? false),
     addMergeRequest(path, mo) {
-      return openMergeRequest(projectOf(path), { sourceBranch: mo.sourceBranch, targetBranch: mo.targetBranch ?? projectOf(path).defaultBranch, title: mo.title, description: null, token: '', author: mo.author });
+      return openMergeRequest(projectOf(path), { sourceBranch: mo.sourceBranch, targetBranch: mo.targetBranch ?? projectOf(path).defaultBranch, title: mo.title, description: null, token: '', author: mo.author, fromFork: mo.fromFork });
     },
     updateMergeRequest(path, iid, uo) {
       const mr = mergeRequests.find((m) => m.project === path && m.iid === iid);
       if (!mr) throw new Error(`no merge request ${path}!${iid} on the fake GitLab`);
       Object.assign(mr, uo);
       return mr;
+    },
+    loseNextMergeRequestAnswer(path) {
+      projectOf(path);
+      loseMergeRequestAnswers.add(path);
     },
     mergeRequests,
     issues,
