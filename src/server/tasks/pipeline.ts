@@ -250,9 +250,12 @@ export class TaskRun {
     await this.#emit({ type: 'log', level: 'info', message: `cloned ${cloned.branch} at ${cloned.baseSha.slice(0, 12)}${continued ? `: new commits go on top, to ${changeRequestName(continued.changeRequest)}` : ''}` });
     // The retry of an attempt stopped after it pushed (its control plane killed): the commit
     // that attempt recorded before pushing is still the branch's head, so that push is this
-    // task's. Adopted, never pushed again: no second commit, no second change request.
-    const earlier = task.retries_task_id ? await this.#stoppedAfterPush(task.retries_task_id, branch) : null;
-    if (earlier && (await remoteBranchSha({ dir: repoDir, branch })) === earlier.head_sha) {
+    // task's. Adopted, never pushed again: no second commit, no second change request. So is
+    // this task's own push when its runner was lost right after it and the task was requeued.
+    const stopped = [task.retries_task_id ? await this.#stoppedAfterPush(task.retries_task_id, branch) : null, this.#ownEarlierClaim(task, branch)].filter((s) => s !== null);
+    const remoteHead = stopped.length ? await remoteBranchSha({ dir: repoDir, branch }) : null;
+    const earlier = stopped.find((s) => s.head_sha === remoteHead);
+    if (earlier) {
       await this.#adopt(earlier, { forge, repoDir, branch, continued });
       return;
     }
@@ -419,10 +422,21 @@ export class TaskRun {
     return { ...row, head_sha: row.head_sha, base_sha: row.base_sha, base_branch: row.base_branch };
   }
 
+  /**
+   * What an earlier claim of this same task recorded before it pushed (head_sha, on this branch),
+   * as the task was claimed again: a requeue (requeue.ts, worker.ts recover) clears the step and
+   * keeps the rest. Only the remote can say whether that push happened.
+   */
+  #ownEarlierClaim(claimed: TaskRow, branch: string): StoppedAttempt | null {
+    const { id, head_sha, base_sha, base_branch, change_request, checks_passed, summary, diff } = claimed;
+    if (!head_sha || !base_sha || !base_branch || claimed.branch !== branch) return null;
+    return { id, head_sha, base_sha, base_branch, change_request, checks_passed, summary, diff };
+  }
+
   /** Takes the earlier attempt's pushed commit as this task's: opens its change request if it had none yet, and ends as it would have. */
   async #adopt(earlier: StoppedAttempt, o: { forge: Forge; repoDir: string; branch: string; continued: { changeRequest: ChangeRequest } | null }): Promise<void> {
     const task = this.#task;
-    await this.#emit({ type: 'log', level: 'info', message: `${o.branch} ends at ${earlier.head_sha.slice(0, 12)}, the commit task ${earlier.id} pushed before it was stopped: that push is adopted, nothing is made or pushed again` });
+    await this.#emit({ type: 'log', level: 'info', message: `${o.branch} ends at ${earlier.head_sha.slice(0, 12)}, the commit ${earlier.id === task.id ? "this task's earlier run" : `task ${earlier.id}`} pushed before it was stopped: that push is adopted, nothing is made or pushed again` });
     const summary = earlier.summary ?? '';
     // A change that reached the push with failing checks had used up its tries.
     const checks = earlier.checks_passed === null ? null : { passed: earlier.checks_passed, attempts: earlier.checks_passed ? 1 : task.budget.maxCheckRetries + 1, output: '' };
