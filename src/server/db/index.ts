@@ -90,10 +90,19 @@ export async function openDatabase(opts: { dataDir: string; databaseUrl?: string
  * control plane's small queries as well (aggregates over thousands of rows run ~2× slower).
  */
 export async function openEmbedded(dir: string, options: PGliteOptions = {}): Promise<PGlite> {
-  setFlagsFromString('--no-wasm-tier-up');
-  setFlagsFromString('--no-wasm-dynamic-tiering');
+  keepWasmOnBaselineTier();
   if (!options.loadDataDir && !existsSync(join(dir, 'PG_VERSION'))) await initdbInChild(dir);
   return PGlite.create(dir, { ...options, startParams: [...PGlite.defaultStartParams, '-c', `shared_buffers=${EMBEDDED_SHARED_BUFFERS}`] });
+}
+
+let wasmTierFlagsSet = false;
+
+/** V8's flags are the whole process's: set once, before the first PGlite compiles its module. */
+function keepWasmOnBaselineTier(): void {
+  if (wasmTierFlagsSet) return;
+  setFlagsFromString('--no-wasm-tier-up');
+  setFlagsFromString('--no-wasm-dynamic-tiering');
+  wasmTierFlagsSet = true;
 }
 
 async function initdbInChild(dir: string): Promise<void> {
