@@ -542,13 +542,14 @@ export class TaskRun {
     }
     if (commit.empty) return null;
     await this.#assertNoSecrets(again, fresh.baseSha, commit.sha);
+    // Recorded before the push, as the first commit was: a run stopped right after it is adopted, not pushed again.
+    await this.#update({ base_sha: fresh.baseSha, head_sha: commit.sha });
     try {
       await push(again);
     } catch (e) {
       if (e instanceof BerthError && e.kind === 'conflict') throw new TaskEnd('failed', `${o.branch} keeps moving on the server (pushed to twice while the task ran): nothing was pushed; ask again once it is quiet`);
       throw e;
     }
-    await this.#update({ base_sha: fresh.baseSha, head_sha: commit.sha });
     return commit.sha;
   }
 
