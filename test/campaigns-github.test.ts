@@ -5,16 +5,15 @@
 // the draft flags at the fake, and the campaign's own answers. Plus a plain-git approve over
 // local bare repositories.
 import assert from 'node:assert/strict';
-import { copyFile, mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { SECRET_KEY_FILE } from '../src/server/secrets/crypto.ts';
 import { startFakeGitHub, type FakeGitHub } from './fakes/github.ts';
 import { startFakeGitLab } from './fakes/gitlab.ts';
 import { createBareRepo, createBareRepos, refSha, runGit } from './fakes/git-server.ts';
-import { startTestBerth, waitFor, type TestBerth } from './helpers.ts';
-import { freshDatabase, ON_POSTGRES, type TestDatabase } from './postgres.ts';
+import { startReplicas, startTestBerth, waitFor, type TestBerth, type TestReplicas } from './helpers.ts';
+import { ON_POSTGRES } from './postgres.ts';
 
 const TOKEN = 'ghp_campaigns_fake_token_0123456789';
 let t: TestBerth;
@@ -372,23 +371,18 @@ describe('a campaign over plain git repositories', () => {
 });
 
 describe('two control planes on one PostgreSQL', { skip: ON_POSTGRES ? false : 'replicas need PostgreSQL: run with BERTH_TEST_DATABASE=postgres' }, () => {
-  let database: TestDatabase;
+  let replicas: TestReplicas | undefined;
   let a: TestBerth;
   let b: TestBerth;
 
   before(async () => {
-    database = await freshDatabase();
-    a = await startTestBerth({ fake: true, taskConcurrency: 4, database });
     // Replicas share the secret key, as they must to read the secrets (the forge token) of one database.
-    const dataDir = await mkdtemp(join(tmpdir(), 'berth-campaigns-replica-'));
-    await copyFile(join(a.dataDir, SECRET_KEY_FILE), join(dataDir, SECRET_KEY_FILE));
-    b = await startTestBerth({ fake: true, taskConcurrency: 4, database, dataDir });
+    replicas = await startReplicas(2, { fake: true, taskConcurrency: 4 });
+    [a, b] = replicas.replicas as [TestBerth, TestBerth];
   });
 
   after(async () => {
-    await b?.close();
-    await a?.destroy();
-    if (b) await rm(b.dataDir, { recursive: true, force: true });
+    await replicas?.close();
   });
 
   test("the pull requests' state is read once per period, whichever replicas ask", async () => {

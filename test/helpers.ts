@@ -1,7 +1,7 @@
 // Shared test harness: a real `berth up` in a temp data dir, and the real CLI.
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, readdirSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -10,6 +10,8 @@ import type { OidcConfig } from '../src/server/oidc/index.ts';
 import { startBerth, type ClientConfig, type RunningBerth, type StartOptions } from '../src/server/index.ts';
 import { freshDatabase, ON_POSTGRES, type TestDatabase } from './postgres.ts';
 import { openDatabase } from '../src/server/db/index.ts';
+import { SECRET_KEY_FILE } from '../src/server/secrets/crypto.ts';
+import { AUDIT_KEY_FILE } from '../src/server/audit/key.ts';
 import type { RepoAccessConfig } from '../src/forges/index.ts';
 import { ImageStore, LocalRunner, type RunningCommand } from '../src/runner/index.ts';
 import { netnsPrefix } from '../src/runner/network/netns.ts';
@@ -113,6 +115,52 @@ export async function startTestBerth(opts: { fake?: boolean | FakeRunner; dataDi
     },
   };
   return t;
+}
+
+export interface TestReplicas {
+  database: TestDatabase;
+  /** In start order; the first made the keys the others share. */
+  replicas: TestBerth[];
+  /** Stops every replica, removes their environments and data dirs, and drops the database. */
+  close(): Promise<void>;
+}
+
+/**
+ * `count` control planes on one fresh PostgreSQL database, as a deployment runs replicas: each
+ * with its own data dir (and runner), all with the first one's keys (secrets and audit), as
+ * docs/deploy.md asks, so each reads the secrets another stored.
+ */
+export async function startReplicas(count: number, opts: Omit<NonNullable<Parameters<typeof startTestBerth>[0]>, 'database' | 'dataDir'> = {}): Promise<TestReplicas> {
+  if (!Number.isInteger(count) || count < 1) throw new Error(`startReplicas: count must be a positive integer, not ${count}`);
+  const database = await freshDatabase();
+  const replicas: TestBerth[] = [];
+  const close = async () => {
+    const [first, ...rest] = replicas;
+    // The others stop first: the first one's destroy drops the database they use.
+    for (const r of rest.toReversed()) await r.close();
+    if (first) await first.destroy();
+    else await database.drop();
+    for (const r of rest) {
+      await r.fake?.close();
+      rmSync(r.dataDir, { recursive: true, force: true });
+    }
+  };
+  try {
+    replicas.push(await startTestBerth({ ...opts, database }));
+    for (let i = 1; i < count; i++) {
+      const dataDir = mkdtempSync(join(tmpdir(), 'berth-replica-'));
+      for (const key of [SECRET_KEY_FILE, AUDIT_KEY_FILE]) {
+        const from = join(replicas[0]!.dataDir, key);
+        // A key given by environment variable has no file to share.
+        if (existsSync(from)) copyFileSync(from, join(dataDir, key));
+      }
+      replicas.push(await startTestBerth({ ...opts, database, dataDir }));
+    }
+  } catch (err) {
+    await close().catch(() => {});
+    throw err;
+  }
+  return { database, replicas, close };
 }
 
 let template: Promise<string> | undefined;

@@ -11,8 +11,8 @@ import { after, before, describe, test } from 'node:test';
 import { TokenService } from '../src/server/auth.ts';
 import type { ScheduleSource } from '../src/server/triggers/schedules/index.ts';
 import { createBareRepo } from './fakes/git-server.ts';
-import { apiAs, runCli, startTestBerth, type TestBerth } from './helpers.ts';
-import { freshDatabase, ON_POSTGRES, type TestDatabase } from './postgres.ts';
+import { apiAs, runCli, startReplicas, startTestBerth, type TestBerth, type TestReplicas } from './helpers.ts';
+import { ON_POSTGRES } from './postgres.ts';
 
 let now = new Date('2026-03-27T12:00:00Z');
 const clock = () => now;
@@ -272,20 +272,17 @@ describe('schedules', () => {
 });
 
 describe('two control planes on one PostgreSQL', { skip: ON_POSTGRES ? false : 'replicas need PostgreSQL: run with BERTH_TEST_DATABASE=postgres' }, () => {
-  let database: TestDatabase;
+  let replicas: TestReplicas | undefined;
   let a: TestBerth;
   let b: TestBerth;
 
   before(async () => {
-    database = await freshDatabase();
-    a = await startTestBerth({ ...quiet, database });
-    b = await startTestBerth({ ...quiet, database });
+    replicas = await startReplicas(2, quiet);
+    [a, b] = replicas.replicas as [TestBerth, TestBerth];
   });
 
   after(async () => {
-    await b?.close();
-    await a?.destroy();
-    if (b) await rm(b.dataDir, { recursive: true, force: true });
+    await replicas?.close();
   });
 
   test('each slot fires once, whichever replica gets there first', async () => {
