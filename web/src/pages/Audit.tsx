@@ -1,6 +1,7 @@
 import { useMemo, useState, type FormEvent } from 'react';
 import { auditWords } from '../../../src/shared/audit-words.ts';
 import { api, can, orgPath, qs, type AuditEntry } from '../api.ts';
+import { useForm } from '../form.ts';
 import { useSession } from '../session.ts';
 import { usePoll } from '../util.ts';
 import { ErrorNote } from './common.tsx';
@@ -23,7 +24,7 @@ const toIso = (local: string) => (local ? new Date(local).toISOString() : undefi
 
 export default function AuditPage() {
   const { org } = useSession();
-  const [draft, setDraft] = useState<Filters>(EMPTY);
+  const { fields: draft, set, reset: resetDraft } = useForm<Filters>(EMPTY);
   const [filters, setFilters] = useState<Filters>(EMPTY);
   const [more, setMore] = useState<{ items: AuditEntry[]; cursor: string | null } | null>(null);
   const query = { actor: filters.actor, action: filters.action, environment: filters.environment, since: toIso(filters.since), until: toIso(filters.until) };
@@ -51,7 +52,7 @@ export default function AuditPage() {
   const field = (k: keyof Filters, label: string, type = 'text') => (
     <label>
       {label}
-      <input type={type} value={draft[k]} onChange={(e) => setDraft({ ...draft, [k]: e.target.value })} />
+      <input type={type} value={draft[k]} onChange={set(k)} />
     </label>
   );
 
@@ -75,7 +76,7 @@ export default function AuditPage() {
         {field('since', 'Since', 'datetime-local')}
         {field('until', 'Until', 'datetime-local')}
         <button type="submit">Apply</button>
-        <button type="button" className="link" onClick={() => { setDraft(EMPTY); setFilters(EMPTY); setMore(null); }}>Clear</button>
+        <button type="button" className="link" onClick={() => { resetDraft(EMPTY); setFilters(EMPTY); setMore(null); }}>Clear</button>
       </form>
       <ErrorNote error={page.error} />
       {page.data && items.length === 0 && <p className="empty">No entries match.</p>}

@@ -1,6 +1,7 @@
 import { lazy, Suspense, useRef, useState, type FormEvent } from 'react';
 import type { SnapshotList } from '../../../src/shared/api-snapshots.ts';
 import { api, can, orgPath, type Environment, type EnvironmentDetail } from '../api.ts';
+import { useForm } from '../form.ts';
 import { Link, navigate, useLocation } from '../router.tsx';
 import { useSession } from '../session.ts';
 import { age, bytes, usePoll } from '../util.ts';
@@ -125,10 +126,9 @@ export default function EnvironmentsPage() {
 function NewEnvironment({ onCancel }: { onCancel: () => void }) {
   const { org, announce } = useSession();
   const projects = usePoll((s) => api<{ items: { name: string }[] }>('GET', orgPath(org.name, 'projects'), undefined, s), null, [org.name]);
-  const [f, setF] = useState({ name: '', image: '', project: '', cpus: '', memory: '', disk: '' });
+  const { fields: f, set } = useForm({ name: '', image: '', project: '', cpus: '', memory: '', disk: '' });
   const [error, setError] = useState<Error>();
   const [busy, setBusy] = useState(false);
-  const set = (k: keyof typeof f) => (e: { target: { value: string } }) => setF({ ...f, [k]: e.target.value });
   const submit = async (e: FormEvent) => {
     e.preventDefault();
     setBusy(true);

@@ -1,5 +1,6 @@
 import { useState, type FormEvent } from 'react';
 import { api, orgPath } from '../api.ts';
+import { useForm } from '../form.ts';
 import { useSession } from '../session.ts';
 import { ErrorNote } from './common.tsx';
 
@@ -106,11 +107,10 @@ export function projectBody(f: Fields, editing: Project | undefined): Record<str
  */
 export function ProjectForm({ project, onDone, onCancel }: { project?: Project | undefined; onDone: (p: Project) => void; onCancel?: () => void }) {
   const { org, announce } = useSession();
-  const [f, setF] = useState(() => fieldsOf(project));
+  const { fields: f, set, reset } = useForm(() => fieldsOf(project));
   const [error, setError] = useState<Error>();
   const [busy, setBusy] = useState(false);
   const id = project ? `edit-${project.id}` : 'new-project';
-  const set = (k: keyof Fields) => (e: { target: { value: string } }) => setF((cur) => ({ ...cur, [k]: e.target.value }));
   const submit = async (e: FormEvent) => {
     e.preventDefault();
     setBusy(true);
@@ -126,7 +126,7 @@ export function ProjectForm({ project, onDone, onCancel }: { project?: Project |
         ? await api<Project>('PATCH', orgPath(org.name, `projects/${encodeURIComponent(project.name)}`), body)
         : await api<Project>('POST', orgPath(org.name, 'projects'), body);
       announce(`project ${saved.name}: ${project ? 'saved' : 'created'}`);
-      if (!project) setF(fieldsOf(undefined));
+      if (!project) reset(fieldsOf(undefined));
       onDone(saved);
     } catch (err) {
       setError(err as Error);

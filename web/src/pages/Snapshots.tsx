@@ -3,6 +3,7 @@
 import { useState, type FormEvent } from 'react';
 import type { Snapshot, SnapshotList } from '../../../src/shared/api-snapshots.ts';
 import { api, can, orgPath, type Environment } from '../api.ts';
+import { useForm } from '../form.ts';
 import { Link, navigate } from '../router.tsx';
 import { useSession } from '../session.ts';
 import { ago, bytes, usePoll } from '../util.ts';
@@ -78,10 +79,9 @@ export default function SnapshotsPage() {
 function FromSnapshot({ snapshot, onCancel }: { snapshot: Snapshot; onCancel: () => void }) {
   const { org, announce } = useSession();
   const projects = usePoll((s) => api<{ items: { id: string; name: string }[] }>('GET', orgPath(org.name, 'projects'), undefined, s), null, [org.name]);
-  const [f, setF] = useState({ name: '', project: '', cpus: '', memory: '', disk: '' });
+  const { fields: f, set } = useForm({ name: '', project: '', cpus: '', memory: '', disk: '' });
   const [error, setError] = useState<Error>();
   const [busy, setBusy] = useState(false);
-  const set = (k: keyof typeof f) => (e: { target: { value: string } }) => setF({ ...f, [k]: e.target.value });
   // The snapshot's project until another is chosen.
   const project = f.project || projects.data?.items.find((p) => p.id === snapshot.projectId)?.name || '';
   const submit = async (e: FormEvent) => {
