@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import playwright, { chromium, firefox, type Browser, type BrowserContext, type Locator, type Page } from 'playwright-core';
 import { REPO } from '../helpers.ts';
+import { ON_POSTGRES } from '../postgres.ts';
 
 export const SCREENSHOTS = join(REPO, 'docs', 'screenshots');
 
@@ -20,10 +21,14 @@ export const BROWSERS: Record<BrowserName, { label: string; executable: string; 
 /**
  * The browsers a web test runs in, each with a reason to skip it when it is not installed.
  * In CI (CI set) nothing is skipped: a missing browser fails its tests instead.
+ * On the PostgreSQL pass only Chromium: what differs between browsers does not depend on the
+ * database, and the embedded pass runs both (BERTH_TEST_ALL_BROWSERS=1 runs both there too).
  */
 export function testBrowsers(): { name: BrowserName; skip: string | false }[] {
+  const chromiumOnly = ON_POSTGRES && process.env.BERTH_TEST_ALL_BROWSERS !== '1';
   return (Object.keys(BROWSERS) as BrowserName[]).map((name) => {
     const { executable, package: pkg } = BROWSERS[name];
+    if (chromiumOnly && name !== 'chromium') return { name, skip: `${BROWSERS[name].label} runs on the embedded pass only (BERTH_TEST_ALL_BROWSERS=1 runs it on PostgreSQL too)` };
     const missing = !process.env.CI && !existsSync(executable);
     return { name, skip: missing ? `no ${executable} (apt-get install -y ${pkg}; required in CI)` : false };
   });
