@@ -8,23 +8,20 @@ import type { CreatedCampaign, InvalidLine } from '../../../src/shared/api-campa
 import { api, ApiError, can, orgPath } from '../api.ts';
 import { navigate } from '../router.tsx';
 import { useSession } from '../session.ts';
-import { ErrorNote, Field, ListTable } from './common.tsx';
+import { ErrorNote, Field, ForgeKindOptions, ListTable } from './common.tsx';
+import { useForm } from '../form.ts';
 
 const EMPTY = {
   name: '', goal: '', source: 'list' as 'list' | 'query', repos: '', orgQuery: '', agent: 'builtin' as 'builtin' | 'command', command: '', check: '', setup: '',
   concurrency: '20', maxOpenPrs: '100', forgeRate: '1/s', branchPrefix: '', draft: false, maxRetries: '2',
   image: '', allowDomains: '', forgeKind: '' as '' | 'github' | 'gitlab' | 'git', forgeUrl: '', tokenSecret: '',
 };
-type Form = typeof EMPTY;
 
 export default function NewCampaign({ onCancel }: { onCancel: () => void }) {
   const { org, announce } = useSession();
-  const [f, setF] = useState(EMPTY);
+  const { fields: f, put, set } = useForm(EMPTY);
   const [error, setError] = useState<Error>();
   const [busy, setBusy] = useState(false);
-  // Updates from the state as it is when applied: a browser may fire several inputs before a render.
-  const put = (change: Partial<Form>) => setF((was) => ({ ...was, ...change }));
-  const set = (k: keyof Form) => (e: { target: { value: string } }) => put({ [k]: e.target.value });
 
   const submit = async (e: FormEvent) => {
     e.preventDefault();
@@ -151,10 +148,7 @@ export default function NewCampaign({ onCancel }: { onCancel: () => void }) {
           <div className="row">
             <Field id="campaign-forge-kind" label="Forge">
               <select id="campaign-forge-kind" value={f.forgeKind} onChange={set('forgeKind')}>
-                <option value="">from each URL</option>
-                <option value="github">GitHub</option>
-                <option value="gitlab">GitLab</option>
-                <option value="git">plain git</option>
+                <ForgeKindOptions from="from each URL" />
               </select>
             </Field>
             <Field id="campaign-forge-url" label="Forge API URL" hint="GitHub Enterprise or a self-hosted GitLab.">

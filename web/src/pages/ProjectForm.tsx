@@ -2,7 +2,7 @@ import { useState, type FormEvent } from 'react';
 import { api, orgPath } from '../api.ts';
 import { useForm } from '../form.ts';
 import { useSession } from '../session.ts';
-import { ErrorNote } from './common.tsx';
+import { ErrorNote, ForgeKindOptions } from './common.tsx';
 
 /** A project as GET …/projects gives it (src/server/routes/projects.ts). */
 export interface Project {
@@ -180,10 +180,7 @@ export function ProjectForm({ project, onDone, onCancel }: { project?: Project |
           <div className="pick">
             <label htmlFor={`${id}-forgeKind`}>Forge</label>
             <select id={`${id}-forgeKind`} value={f.forgeKind} onChange={set('forgeKind')}>
-              <option value="">from the URL</option>
-              <option value="github">GitHub</option>
-              <option value="gitlab">GitLab</option>
-              <option value="git">plain git</option>
+              <ForgeKindOptions from="from the URL" />
             </select>
           </div>
           {input('tokenSecret', 'Token secret', { placeholder: 'GIT_TOKEN' })}

@@ -51,6 +51,18 @@ export function ListTable({ className, caption, columns, children }: { className
 }
 
 /** Who started a task: the person's name (or email), else what the id says (a token, a task, GitHub: octocat). */
+/** The forges Berth speaks, as a select's options; `from` names the empty choice (the kind read from the URL). */
+export function ForgeKindOptions({ from }: { from: string }) {
+  return (
+    <>
+      <option value="">{from}</option>
+      <option value="github">GitHub</option>
+      <option value="gitlab">GitLab</option>
+      <option value="git">plain git</option>
+    </>
+  );
+}
+
 export function By({ task }: { task: Pick<Task, 'createdBy' | 'creator'> }) {
   const who = task.creator;
   if (who) return <span title={who.email}>{who.name || who.email}</span>;
