@@ -28,6 +28,23 @@ export const IMAGE_DIR = process.env.BERTH_IMAGE_DIR ?? join(REPO, '.cache', 'im
  */
 export const TEST_REPOS: RepoAccessConfig = { localRepos: [tmpdir()], allowedGitHosts: ['127.0.0.1'], allowedModelHosts: ['127.0.0.1'] };
 
+/**
+ * pg's warning that a client was given a query while one was running (deprecated; an error in
+ * pg@9): the code sent queries at once on a connection it holds. It fails the test file, with
+ * where it was sent from; pg warns once per process, at the first. Said at exit rather than
+ * thrown from a close, which would skip the rest of an after hook and leave its servers running.
+ */
+const concurrentQueryWarnings: Error[] = [];
+process.on('warning', (w) => {
+  if (w.name === 'DeprecationWarning' && w.message.includes('when the client is already executing a query')) concurrentQueryWarnings.push(w);
+});
+process.on('exit', () => {
+  const [first] = concurrentQueryWarnings;
+  if (!first) return;
+  process.stderr.write(`a pg client was given a query while it ran another (queries at once on one held connection):\n${first.stack ?? first.message}\n`);
+  process.exitCode = 1;
+});
+
 export interface TestBerth {
   berth: RunningBerth;
   dataDir: string;

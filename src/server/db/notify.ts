@@ -43,6 +43,8 @@ export class PostgresFeed implements ChangeFeed {
   readonly #handlers = new Map<string, Set<Handler>>();
   readonly #resumed = new Set<() => void>();
   #client: pg.Client | null = null;
+  /** The LISTENs sent on `#client`, one after another: a pg client runs one query at a time (pg@9 refuses a second). */
+  #listens: Promise<void> = Promise.resolve();
   #retryMs = FIRST_RETRY_MS;
   #retry: NodeJS.Timeout | undefined;
   #closed = false;
@@ -63,7 +65,13 @@ export class PostgresFeed implements ChangeFeed {
       set = new Set();
       this.#handlers.set(channel, set);
       const client = this.#client;
-      if (client) client.query(`LISTEN ${channel}`).catch((err: Error) => this.#lost(client, err));
+      if (client) {
+        // After the LISTENs before it: channels first listened to together would otherwise be two queries at once.
+        this.#listens = this.#listens.then(() => client.query(`LISTEN ${channel}`)).then(
+          () => {},
+          (err: Error) => this.#lost(client, err),
+        );
+      }
     }
     set.add(fn);
     return () => set.delete(fn);
@@ -109,6 +117,7 @@ export class PostgresFeed implements ChangeFeed {
       return;
     }
     this.#client = client;
+    this.#listens = Promise.resolve();
   }
 
   #lost(client: pg.Client, err: Error): void {

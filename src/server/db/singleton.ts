@@ -36,6 +36,8 @@ export class PostgresSingletons implements Singletons {
   readonly #log: Pick<Logger, 'warn'>;
   readonly #held = new Set<string>();
   #client: Promise<pg.Client> | null = null;
+  /** Jobs take their locks one after another: they share one connection, and a pg client runs one query at a time (pg@9 refuses a second). */
+  #taking: Promise<unknown> = Promise.resolve();
   #closed = false;
 
   constructor(opts: { url: string; logger: Pick<Logger, 'warn'> }) {
@@ -44,7 +46,10 @@ export class PostgresSingletons implements Singletons {
   }
 
   async run<T>(name: string, fn: () => Promise<T>): Promise<T | undefined> {
-    if (this.#closed || !(await this.#take(name))) return undefined;
+    if (this.#closed) return undefined;
+    const taken = this.#taking.then(() => this.#take(name));
+    this.#taking = taken.catch(() => {});
+    if (!(await taken)) return undefined;
     return fn();
   }
 
