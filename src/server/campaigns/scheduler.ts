@@ -301,7 +301,8 @@ export class CampaignScheduler {
 
   async #finishIfDone(c: CampaignRow): Promise<void> {
     if (c.state !== 'running') return;
-    const left = await this.#db.selectFrom('campaign_targets').select('id').where('campaign_id', '=', c.id).where('state', 'in', ['pending', 'starting', 'running']).executeTakeFirst();
+    // One row answers it: without the limit every pass read the id of each target not done yet (all 1,000 at first).
+    const left = await this.#db.selectFrom('campaign_targets').select('id').where('campaign_id', '=', c.id).where('state', 'in', ['pending', 'starting', 'running']).limit(1).executeTakeFirst();
     if (left) return;
     const now = this.#now();
     const done = await this.#db.updateTable('campaigns').set({ state: 'done', finished_at: now, updated_at: now }).where('id', '=', c.id).where('state', '=', 'running').executeTakeFirst();
