@@ -2,15 +2,13 @@
 // runs git's own `git http-backend` as a CGI program over bare repositories in a directory.
 // It can demand an Authorization header and records every request, so tests can prove which
 // credentials git sent (or that it sent none).
-import { execFile, spawn } from 'node:child_process';
 import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { promisify } from 'node:util';
-
-const execFileAsync = promisify(execFile);
+import { hostSpawner } from '../../src/runner/spawner/index.ts';
+import { collectCapped } from '../../src/shared/output.ts';
 
 export interface GitRequestRecord {
   method: string;
@@ -94,7 +92,8 @@ export function serveGit(o: GitHttpOptions, req: IncomingMessage, res: ServerRes
     env.GIT_PROTOCOL = protocol;
   }
 
-  const child = spawn('git', ['http-backend'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  // From the host spawner: a fork of the test process would block its Berth's event loop.
+  const child = hostSpawner().spawn('git', ['http-backend'], { env, stdin: true });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   child.stdin.on('error', () => {}); // the backend may stop reading early; its answer says why
@@ -127,7 +126,8 @@ export function serveGit(o: GitHttpOptions, req: IncomingMessage, res: ServerRes
     res.writeHead(status, headers);
     res.write(head.subarray(end));
   });
-  child.on('close', (code) => {
+  child.stderr.once('spawn-error', (message: string) => (stderr += message));
+  void child.exited.then(({ code }) => {
     if (!headersSent) {
       res.writeHead(500, { 'content-type': 'text/plain' }).end(`git http-backend exited ${code}: ${stderr}`);
       return;
@@ -178,29 +178,31 @@ export async function closeServer(server: Server): Promise<void> {
   await new Promise<void>((resolve) => server.close(() => resolve()));
 }
 
-/** Runs git with the host's configuration shut out; a failure's message carries git's stderr. */
+/**
+ * Runs git with the host's configuration shut out; a failure's message carries git's stderr.
+ * Started from the host spawner, as the control plane's own git is: a fork of the test
+ * process (a Berth runs in it) blocks its event loop for tens of milliseconds, hundreds of
+ * times in a file that makes and reads many repositories.
+ */
 export async function runGit(args: string[], o: { cwd?: string; env?: Record<string, string>; input?: Buffer } = {}): Promise<string> {
   const home = await mkdtemp(join(tmpdir(), 'berth-git-home-'));
   try {
-    const env = { ...isolatedGitEnv(home), ...o.env };
-    if (o.input === undefined) {
-      const { stdout } = await execFileAsync('git', args, { cwd: o.cwd, env, maxBuffer: 64 << 20, encoding: 'utf8' });
-      return stdout;
-    }
-    return await new Promise<string>((resolve, reject) => {
-      const child = spawn('git', args, { cwd: o.cwd, env });
-      let out = '';
-      let err = '';
-      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-      child.on('error', reject);
-      child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`git ${args.join(' ')} exited ${code}: ${err}`))));
-      child.stdin.end(o.input);
-    });
+    const child = hostSpawner().spawn('git', args, { cwd: o.cwd, env: { ...isolatedGitEnv(home), ...o.env }, stdin: true });
+    const out = collectCapped(child.stdout, RUN_GIT_MAX_OUTPUT);
+    const err = collectCapped(child.stderr);
+    // Could not start at all (a bad cwd): the reason, as stderr.
+    child.stderr.once('spawn-error', (message: string) => err.push(Buffer.from(`${message}\n`)));
+    child.stdin.on('error', () => {}); // git may exit without reading it
+    child.stdin.end(o.input);
+    const { code, signal } = await child.exited;
+    if (code !== 0) throw new Error(`git ${args.join(' ')} exited ${code ?? signal}: ${err.text()}`);
+    if (out.truncated) throw new Error(`git ${args.join(' ')} printed more than ${RUN_GIT_MAX_OUTPUT} bytes`);
+    return out.text();
   } finally {
     await rm(home, { recursive: true, force: true });
   }
 }
+const RUN_GIT_MAX_OUTPUT = 64 << 20;
 
 export const TEST_AUTHOR = { name: 'Fixture Author', email: 'fixture@example.com' };
 const AUTHOR_ENV = {
