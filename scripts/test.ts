@@ -5,8 +5,10 @@
 // Berth in them runs on test/fakes/fake-runner.ts) run as a group of their own, more at once
 // (BERTH_TEST_LIGHT_CONCURRENCY, default LIGHT_CONCURRENCY).
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { slowestFiles } from './test-durations.ts';
 import { POSTGRES_SERVER, postgresReachable } from '../test/postgres.ts';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -24,6 +26,9 @@ for (const project of [root, join(root, 'web')]) {
 const LIGHT_CONCURRENCY = 4;
 // Node's usual output, then which files took longest.
 const REPORTERS = ['--test-reporter=spec', '--test-reporter-destination=stdout', `--test-reporter=${join(root, 'scripts', 'test-durations.ts')}`, '--test-reporter-destination=stdout'];
+const durationsDir = mkdtempSync(join(tmpdir(), 'berth-test-durations-'));
+const durationsFile = join(durationsDir, 'durations.ndjson');
+process.on('exit', () => rmSync(durationsDir, { recursive: true, force: true }));
 const files = (only.length ? only : walk(join(root, 'test')).filter((f) => f.endsWith('.test.ts'))).sort();
 const NO_SANDBOX = /^\/\/ sandbox: none\b/m;
 const light = files.filter((f) => NO_SANDBOX.test(readFileSync(f, 'utf8')));
@@ -41,9 +46,11 @@ const run = (database: 'embedded' | 'postgres') => {
     const { status: groupStatus } = spawnSync(process.execPath, ['--test', '--test-force-exit', `--test-concurrency=${group.concurrency}`, '--test-timeout=600000', '--disable-warning=ExperimentalWarning', ...REPORTERS, ...group.files], {
       stdio: 'inherit',
       cwd: root,
-      env: { ...process.env, BERTH_TEST_DATABASE: database },
+      env: { ...process.env, BERTH_TEST_DATABASE: database, BERTH_TEST_DURATIONS: durationsFile },
     });
     status ||= groupStatus;
+    console.log(slowestFiles(durationsFile, root));
+    rmSync(durationsFile, { force: true });
   }
   return status;
 };
