@@ -283,7 +283,7 @@ export function campaignCommands(program: Command, client: Client): void {
         ...(o.maxRetries !== undefined && { maxRetries: o.maxRetries }),
         ...(o.image !== undefined && { image: o.image }),
         ...(o.allowDomain?.length && { allowDomains: o.allowDomain }),
-        ...(forgeFlags(o) && { forge: forgeFlags(o) }),
+        forge: forgeFlags(o),
       };
       const made = await client().request<CreatedCampaign>('POST', campaignPath(client()), body);
       if (o.json) return printJson(made);

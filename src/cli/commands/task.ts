@@ -215,7 +215,8 @@ export function taskCommands(program: Command, client: Client): void {
       if (Boolean(o.project) === Boolean(o.repo)) throw usageError('say where to work: --project NAME or --repo URL|PATH');
       if (o.agent && o.agent !== 'builtin' && o.agent !== 'command') throw usageError('--agent is builtin or command');
       if (o.command && !o.agent) o.agent = 'command';
-      if (o.project && (o.image !== undefined || o.allowDomain || forgeFlags(o))) throw usageError("--image, --allow-domain, --forge, --forge-url and --token-secret are a one-off task's (--repo): a project's tasks take them from its settings (berth project update)");
+      const forge = forgeFlags(o);
+      if (o.project && (o.image !== undefined || o.allowDomain || forge)) throw usageError("--image, --allow-domain, --forge, --forge-url and --token-secret are a one-off task's (--repo): a project's tasks take them from its settings (berth project update)");
       let repo: string | undefined = o.repo;
       // A local path is sent absolute: the server resolves nothing against the caller's directory.
       if (repo && !/^[a-z][a-z0-9+.-]*:\/\//i.test(repo)) {
@@ -242,7 +243,7 @@ export function taskCommands(program: Command, client: Client): void {
         runnerLabels: o.runnerLabel,
         image: o.image,
         allowDomains: o.allowDomain,
-        forge: forgeFlags(o),
+        forge,
         budget: Object.keys(budget).length ? budget : undefined,
         trigger: 'cli',
       };
