@@ -9,40 +9,18 @@ import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { sql } from 'kysely';
 import { createBareRepo, runGit, startGitServer, type GitServer } from './fakes/git-server.ts';
-import { FakeRunner, fakeImages } from './fakes/fake-runner.ts';
+import { beatAsJoined, FakeRunner, fakeImages } from './fakes/fake-runner.ts';
 import { startTestBerth, waitFor, type TestBerth } from './helpers.ts';
-import type { RunnerReport } from '../src/shared/api-runners.ts';
 
-const GB = 1024 ** 3;
 let t: TestBerth;
 let doomed: FakeRunner;
 let git: GitServer;
 let beating: NodeJS.Timeout | undefined;
 const root = await mkdtemp(join(tmpdir(), 'berth-campaigns-runner-death-'));
 
-function report(): RunnerReport {
-  return {
-    backend: 'fake',
-    cgroups: 'v2',
-    cpus: 4,
-    memoryBytes: 8 * GB,
-    environments: { running: 0, total: 0 },
-    tasks: { running: 0, concurrency: 2 },
-    network: { egressProxy: false, nftables: false },
-    diskQuota: false,
-    dataDisk: { freeBytes: 100 * GB, totalBytes: 200 * GB },
-    problems: [],
-    heartbeatMs: 300,
-  };
-}
-
 /** The runner's heartbeat, as a joined runner writes it. */
-async function beat(r: FakeRunner): Promise<void> {
-  const row = { name: r.name, host: 'fake.test', version: 'test', report: JSON.stringify(report()), started_at: new Date(), heartbeat_at: sql<Date>`now()`, stopped_at: null, offline_at: null };
-  await t.berth.database.db.insertInto('runners').values({ id: r.id, ...row }).onConflict((oc) => oc.column('id').doUpdateSet(row)).execute();
-}
+const beat = (r: FakeRunner) => beatAsJoined(t.berth.database.db, r);
 
 before(async () => {
   t = await startTestBerth({ fake: true, runnerHeartbeatMs: 300, runnerOfflineAfterMs: 2_000, taskRetries: 1 });

@@ -6,11 +6,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { sql } from 'kysely';
 import { createBareRepo } from './fakes/git-server.ts';
-import { FakeRunner, fakeImages } from './fakes/fake-runner.ts';
+import { beatAsJoined, FakeRunner, fakeImages } from './fakes/fake-runner.ts';
 import { startTestBerth, waitFor, type TestBerth } from './helpers.ts';
-import type { RunnerReport } from '../src/shared/api-runners.ts';
 import { runnerMemoryFrom, runnerOfflineAfterFrom, taskRetriesFrom } from '../src/server/runners/index.ts';
 
 const GB = 1024 ** 3;
@@ -21,27 +19,8 @@ let c: FakeRunner;
 const repos = mkdtempSync(join(tmpdir(), 'berth-placement-repos-'));
 const beating = new Map<string, NodeJS.Timeout>();
 
-function report(memoryBytes: number): RunnerReport {
-  return {
-    backend: 'fake',
-    cgroups: 'v2',
-    cpus: 4,
-    memoryBytes,
-    environments: { running: 0, total: 0 },
-    tasks: { running: 0, concurrency: 2 },
-    network: { egressProxy: false, nftables: false },
-    diskQuota: false,
-    dataDisk: { freeBytes: 100 * GB, totalBytes: 200 * GB },
-    problems: [],
-    heartbeatMs: 300,
-  };
-}
-
-/** The runner's heartbeat, as a joined runner writes it; `offline_at` cleared as RunnerRegistry.beat does. */
-async function beat(r: FakeRunner, memoryBytes: number): Promise<void> {
-  const row = { name: r.name, host: 'fake.test', version: 'test', report: JSON.stringify(report(memoryBytes)), started_at: new Date(), heartbeat_at: sql<Date>`now()`, stopped_at: null, offline_at: null };
-  await t.berth.database.db.insertInto('runners').values({ id: r.id, ...row }).onConflict((oc) => oc.column('id').doUpdateSet(row)).execute();
-}
+/** The runner's heartbeat, as a joined runner writes it. */
+const beat = (r: FakeRunner, memoryBytes: number) => beatAsJoined(t.berth.database.db, r, memoryBytes);
 
 function keepBeating(r: FakeRunner, memoryBytes: number): void {
   beating.set(r.id, setInterval(() => void beat(r, memoryBytes).catch(() => {}), 300));

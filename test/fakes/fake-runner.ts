@@ -37,6 +37,9 @@ import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { checkStateFile, DEFAULT_STATE_ENTRIES } from '../../src/runner/state-tar.ts';
 import { pauseRefused } from '../../src/runner/checkpoint.ts';
+import { sql } from 'kysely';
+import type { Db } from '../../src/server/db/index.ts';
+import type { RunnerReport } from '../../src/shared/api-runners.ts';
 
 /** Where the real runner keeps agent sockets inside an environment (bundle.ts AGENT_DIR). */
 const AGENT_DIR = '.berth/agent';
@@ -380,4 +383,27 @@ function failedCommand(message: string): RunningCommand {
 function signalNumber(signal: NodeJS.Signals | null): number {
   const numbers: Partial<Record<NodeJS.Signals, number>> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 };
   return signal ? (numbers[signal] ?? 0) : 0;
+}
+
+/**
+ * The heartbeat of a fake runner that joined as a remote runner would: its row in `runners` with
+ * a report of `memoryBytes`, `offline_at` cleared as RunnerRegistry.beat does. Called every
+ * heartbeat period to keep it online; stopping the calls makes it go offline.
+ */
+export async function beatAsJoined(db: Db, r: FakeRunner, memoryBytes = 8 * 1024 ** 3): Promise<void> {
+  const report: RunnerReport = {
+    backend: 'fake',
+    cgroups: 'v2',
+    cpus: 4,
+    memoryBytes,
+    environments: { running: 0, total: 0 },
+    tasks: { running: 0, concurrency: 2 },
+    network: { egressProxy: false, nftables: false },
+    diskQuota: false,
+    dataDisk: { freeBytes: 100 * 1024 ** 3, totalBytes: 200 * 1024 ** 3 },
+    problems: [],
+    heartbeatMs: 300,
+  };
+  const row = { name: r.name, host: 'fake.test', version: 'test', report: JSON.stringify(report), started_at: new Date(), heartbeat_at: sql<Date>`now()`, stopped_at: null, offline_at: null };
+  await db.insertInto('runners').values({ id: r.id, ...row }).onConflict((oc) => oc.column('id').doUpdateSet(row)).execute();
 }
