@@ -389,39 +389,25 @@ export async function startFakeGitLab(o: { tokens: string[]; root?: string }): P
 
   /** A merge request as GET /projects/:id/merge_requests lists it: no pipeline, the head commit as `sha`. */
   function mergeRequestListJson(project: Project, mr: MergeRequestRecord, sha: string | null): Record<string, unknown> {
-    const author = mrAuthors.get(mr) ?? rootUser;
+    // The single answer's fields, less its pipeline, and what only the list has.
+    const { head_pipeline: _pipeline, ...one } = mergeRequestJson(project, mr);
     return {
-      id: 5000 + mr.iid,
-      iid: mr.iid,
-      project_id: project.id,
-      title: mr.title,
-      description: mr.description,
-      state: mr.state,
+      ...one,
       created_at: AT,
       updated_at: AT,
       merged_by: null,
       merge_user: null,
-      merged_at: mr.state === 'merged' ? AT : null,
       closed_by: null,
-      closed_at: mr.state === 'closed' ? AT : null,
-      target_branch: mr.targetBranch,
-      source_branch: mr.sourceBranch,
       user_notes_count: notes.filter((n) => n.project === mr.project && n.on.type === 'MergeRequest' && n.on.iid === mr.iid && !n.system).length,
       upvotes: 0,
       downvotes: 0,
-      author: userJson(author),
       assignees: [],
       assignee: null,
       reviewers: mr.reviewers.map((r) => userJson(users.find((u) => u.username === r.username) ?? { id: 0, username: r.username, name: r.username })),
-      source_project_id: sourceProjectId(project, mr),
-      target_project_id: project.id,
       labels: [],
-      draft: mr.draft,
-      work_in_progress: mr.draft,
       milestone: null,
       merge_when_pipeline_succeeds: false,
       merge_status: mr.state === 'opened' ? 'can_be_merged' : 'cannot_be_merged',
-      detailed_merge_status: mr.draft ? 'draft_status' : 'mergeable',
       sha,
       merge_commit_sha: null,
       squash_commit_sha: null,
