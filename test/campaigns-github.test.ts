@@ -12,7 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { startFakeGitHub, type FakeGitHub } from './fakes/github.ts';
 import { startFakeGitLab } from './fakes/gitlab.ts';
 import { createBareRepo, createBareRepos, refSha, runGit } from './fakes/git-server.ts';
-import { startReplicas, startTestBerth, waitFor, type TestBerth, type TestReplicas } from './helpers.ts';
+import { createBumpCampaign, forgeProjects, startReplicas, startTestBerth, waitFor, type TestBerth, type TestReplicas } from './helpers.ts';
 import { ON_POSTGRES } from './postgres.ts';
 
 const TOKEN = 'ghp_campaigns_fake_token_0123456789';
@@ -22,24 +22,8 @@ let root: string;
 const db = () => t.berth.database.db;
 
 /** Repositories acme/PREFIX-N on the fake GitHub, each a project of the same name with the fake as its forge. */
-async function forgeRepos(prefix: string, count: number): Promise<string[]> {
-  const urls: string[] = [];
-  for (let i = 0; i < count; i++) {
-    const name = `${prefix}-${i}`;
-    await github.createRepo(`acme/${name}`, { 'a.txt': 'a\n' });
-    const made = await t.api('POST', '/api/orgs/default/projects', { name, repoUrl: github.repoUrl(`acme/${name}`), forge: { kind: 'github', apiUrl: github.apiUrl, tokenSecret: 'GITHUB_TOKEN' } });
-    assert.equal(made.status, 201, JSON.stringify(made.body));
-    urls.push(github.repoUrl(`acme/${name}`));
-  }
-  return urls;
-}
-
-async function create(body: Record<string, unknown>) {
-  const res = await t.api('POST', '/api/orgs/default/campaigns', { goal: 'bump a.txt', agent: 'command', command: 'echo bumped >> a.txt', check: 'true', ...body });
-  assert.equal(res.status, 201, JSON.stringify(res.body));
-  assert.deepEqual(res.body.invalid, []);
-  return res.body.campaign as { id: string; name: string; branch: string };
-}
+const forgeRepos = (prefix: string, count: number) => forgeProjects(t, github, { kind: 'github', tokenSecret: 'GITHUB_TOKEN', prefix, count });
+const create = (body: Record<string, unknown>) => createBumpCampaign(t, body);
 
 async function show(name: string) {
   const res = await t.api('GET', `/api/orgs/default/campaigns/${name}`);

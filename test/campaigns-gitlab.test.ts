@@ -9,31 +9,15 @@ import { after, before, describe, test } from 'node:test';
 import { forgeFor } from '../src/forges/index.ts';
 import { startFakeGitLab, type FakeGitLab } from './fakes/gitlab.ts';
 import { refSha, runGit } from './fakes/git-server.ts';
-import { startTestBerth, waitFor, type TestBerth } from './helpers.ts';
+import { createBumpCampaign, forgeProjects, startTestBerth, waitFor, type TestBerth } from './helpers.ts';
 
 const TOKEN = 'glpat-campaigns_fake_token_0123456789';
 let t: TestBerth;
 let gitlab: FakeGitLab;
 
 /** Projects acme/PREFIX-N on the fake GitLab, each a Berth project of the same name with the fake as its forge. */
-async function forgeRepos(prefix: string, count: number): Promise<string[]> {
-  const urls: string[] = [];
-  for (let i = 0; i < count; i++) {
-    const name = `${prefix}-${i}`;
-    await gitlab.createRepo(`acme/${name}`, { 'a.txt': 'a\n' });
-    const made = await t.api('POST', '/api/orgs/default/projects', { name, repoUrl: gitlab.repoUrl(`acme/${name}`), forge: { kind: 'gitlab', apiUrl: gitlab.apiUrl, tokenSecret: 'GITLAB_TOKEN' } });
-    assert.equal(made.status, 201, JSON.stringify(made.body));
-    urls.push(gitlab.repoUrl(`acme/${name}`));
-  }
-  return urls;
-}
-
-async function create(body: Record<string, unknown>) {
-  const res = await t.api('POST', '/api/orgs/default/campaigns', { goal: 'bump a.txt', agent: 'command', command: 'echo bumped >> a.txt', check: 'true', ...body });
-  assert.equal(res.status, 201, JSON.stringify(res.body));
-  assert.deepEqual(res.body.invalid, []);
-  return res.body.campaign as { id: string; name: string; branch: string };
-}
+const forgeRepos = (prefix: string, count: number) => forgeProjects(t, gitlab, { kind: 'gitlab', tokenSecret: 'GITLAB_TOKEN', prefix, count });
+const create = (body: Record<string, unknown>) => createBumpCampaign(t, body);
 
 async function targets(name: string): Promise<any[]> {
   const res = await t.api('GET', `/api/orgs/default/campaigns/${name}/targets?limit=1000`);

@@ -1,4 +1,5 @@
 // Shared test harness: a real `berth up` in a temp data dir, and the real CLI.
+import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, readdirSync } from 'node:fs';
@@ -334,4 +335,32 @@ export async function removeRunnerHostState(dir: string): Promise<void> {
   for (const name of spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.split('\n').map((l) => l.split(' ')[0]!)) {
     if (name.startsWith(prefix)) spawnSync('ip', ['netns', 'del', name]);
   }
+}
+
+/** A fake forge as the campaign tests use it (test/fakes/github.ts, test/fakes/gitlab.ts). */
+export interface FakeForgeRepos {
+  apiUrl: string;
+  repoUrl(path: string): string;
+  createRepo(path: string, files: Record<string, string>): Promise<unknown>;
+}
+
+/** Repositories acme/PREFIX-N on a fake forge, each a project of the same name with that forge (and token secret) as its forge. */
+export async function forgeProjects(t: TestBerth, forge: FakeForgeRepos, o: { kind: 'github' | 'gitlab'; tokenSecret: string; prefix: string; count: number }): Promise<string[]> {
+  const urls: string[] = [];
+  for (let i = 0; i < o.count; i++) {
+    const name = `${o.prefix}-${i}`;
+    await forge.createRepo(`acme/${name}`, { 'a.txt': 'a\n' });
+    const made = await t.api('POST', '/api/orgs/default/projects', { name, repoUrl: forge.repoUrl(`acme/${name}`), forge: { kind: o.kind, apiUrl: forge.apiUrl, tokenSecret: o.tokenSecret } });
+    assert.equal(made.status, 201, JSON.stringify(made.body));
+    urls.push(forge.repoUrl(`acme/${name}`));
+  }
+  return urls;
+}
+
+/** Starts a campaign whose command agent appends to a.txt (its check passes), with `body` on top; every line of its list taken. */
+export async function createBumpCampaign(t: TestBerth, body: Record<string, unknown>): Promise<{ id: string; name: string; branch: string }> {
+  const res = await t.api('POST', '/api/orgs/default/campaigns', { goal: 'bump a.txt', agent: 'command', command: 'echo bumped >> a.txt', check: 'true', ...body });
+  assert.equal(res.status, 201, JSON.stringify(res.body));
+  assert.deepEqual(res.body.invalid, []);
+  return res.body.campaign;
 }
