@@ -1,12 +1,11 @@
 // sandbox: none
 // Campaigns on GitLab (issue #17) when a merge request's answer is lost: the fake GitLab (its
 // REST API v4 and git over HTTP) makes the merge request and answers 502, and the retry finds
-// that one through GET /projects/:id/merge_requests instead of opening a second. Plus what
-// the GitLab forge's findChangeRequest takes from that list (open, same project, the branches).
+// that one through GET /projects/:id/merge_requests instead of opening a second. What
+// findChangeRequest may take from that list is test/security/forge-adoption.test.ts.
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { forgeFor } from '../src/forges/index.ts';
 import { startFakeGitLab, type FakeGitLab } from './fakes/gitlab.ts';
 import { refSha, runGit } from './fakes/git-server.ts';
 import { createBumpCampaign, forgeProjects, startTestBerth, waitFor, type TestBerth } from './helpers.ts';
@@ -74,36 +73,5 @@ describe('a campaign over projects on GitLab', () => {
     // The other project went as usual: one merge request, opened once, never looked up.
     assert.equal(mergeRequestsOf('lost-1').length, 1);
     assert.equal(gitlab.apiRequests.filter((r) => r.path === 'projects/acme/lost-1/merge_requests' && r.method === 'GET').length, 0);
-  });
-});
-
-describe("the GitLab forge's findChangeRequest", () => {
-  test('finds the open merge request from this project’s own branch: not a closed one, not a fork’s of the same branch name, not another target', async () => {
-    await gitlab.createRepo('acme/find', { 'a.txt': 'a\n' });
-    const branch = 'berth/campaign/find me'; // a slash and a space: both must reach GitLab encoded
-    const forge = forgeFor(gitlab.repoUrl('acme/find'), { kind: 'gitlab', apiUrl: gitlab.apiUrl, tokenSecret: 'GITLAB_TOKEN' }, { token: TOKEN });
-    assert.equal(await forge.findChangeRequest!({ head: branch, base: 'main' }), null, 'none yet');
-
-    const own = gitlab.addMergeRequest('acme/find', { sourceBranch: branch, title: 'Draft: bump a.txt', author: gitlab.rootUser });
-    // Newer ones come first in GitLab's list: each of these would be the answer if it were taken unchecked.
-    const closed = gitlab.addMergeRequest('acme/find', { sourceBranch: branch, title: 'an older try', author: gitlab.rootUser });
-    gitlab.updateMergeRequest('acme/find', closed.iid, { state: 'closed' });
-    gitlab.addMergeRequest('acme/find', { sourceBranch: branch, title: "someone's fork", author: gitlab.rootUser, fromFork: true });
-    gitlab.addMergeRequest('acme/find', { sourceBranch: branch, targetBranch: 'release', title: 'into another branch', author: gitlab.rootUser });
-
-    assert.deepEqual(await forge.findChangeRequest!({ head: branch, base: 'main' }), { kind: 'merge_request', url: own.webUrl, number: own.iid, draft: true });
-    assert.equal(await forge.findChangeRequest!({ head: 'berth/campaign/find', base: 'main' }), null, 'a branch whose name is a prefix is another branch');
-
-    gitlab.updateMergeRequest('acme/find', own.iid, { state: 'merged' });
-    assert.equal(await forge.findChangeRequest!({ head: branch, base: 'main' }), null, 'merged: no open one from this project is left');
-  });
-
-  test('a token GitLab refuses is a clear error that names the secret, never the token', async () => {
-    const forge = forgeFor(gitlab.repoUrl('acme/find'), { kind: 'gitlab', apiUrl: gitlab.apiUrl, tokenSecret: 'GITLAB_TOKEN' }, { token: 'glpat-wrong_token_value' });
-    await assert.rejects(forge.findChangeRequest!({ head: 'x', base: 'main' }), (e: Error) => {
-      assert.match(e.message, /GitLab refused the token .*secret "GITLAB_TOKEN"/);
-      assert.doesNotMatch(e.message, /glpat-wrong/);
-      return true;
-    });
   });
 });
